@@ -1,0 +1,1 @@
+//! Packet views (placeholder while the wire module is written).

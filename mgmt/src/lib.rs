@@ -1,0 +1,16 @@
+//! privlink management: the object model and its validation, and the configuration file.
+//!
+//! - [`model`]: services, endpoints, accounts, VPC attachments, and the rules a set of them
+//!   must satisfy before the data plane builds a snapshot from it.
+//! - [`ids`]: the validated identifiers (`vpc-…`, `vpce-svc-…`, …) and their one error type.
+//! - [`config`]: the TOML file of `privlinkd`, its defaults and the embedded demo topology.
+//!
+//! This crate never touches packets or DPDK; the data plane depends on it, not the reverse.
+#![deny(unsafe_code)]
+
+pub mod config;
+pub mod ids;
+pub mod model;
+
+pub use config::{Config, ConfigError};
+pub use model::{ModelError, State};

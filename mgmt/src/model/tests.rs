@@ -1,0 +1,941 @@
+use super::*;
+
+const CONSUMER: &str = "vpc-0c0000000000000c1";
+const PROVIDER: &str = "vpc-0b0000000000000b1";
+const SERVICE: &str = "vpce-svc-0d0000000000000d1";
+const ENDPOINT: &str = "vpce-0e0000000000000e1";
+
+fn p<T: FromStr>(s: &str) -> T
+where
+    T::Err: fmt::Debug,
+{
+    s.parse().unwrap()
+}
+
+fn ip(s: &str) -> Ipv4Addr {
+    p(s)
+}
+
+fn attachment(vpc: &str, account: &str, port: &str, address: &str) -> VpcAttachment {
+    VpcAttachment {
+        vpc_id: p(vpc),
+        account: p(account),
+        port: port.to_owned(),
+        vlan: None,
+        address: p(address),
+        gateway: None,
+        static_neighbours: vec![],
+    }
+}
+
+/// The demo topology: consumer 10.1.0.0/24 (account 1…), provider 10.2.0.0/24 (2…).
+fn attachments() -> Vec<VpcAttachment> {
+    vec![
+        attachment(CONSUMER, "111111111111", "net_tap0", "10.1.0.1/24"),
+        attachment(PROVIDER, "222222222222", "net_tap1", "10.2.0.1/24"),
+    ]
+}
+
+fn service() -> Service {
+    Service {
+        id: p(SERVICE),
+        owner: p("222222222222"),
+        vpc_id: p(PROVIDER),
+        listeners: vec![
+            Listener {
+                protocol: Protocol::Tcp,
+                port: 80,
+                targets: vec![
+                    Target::new(ip("10.2.0.11"), 8080),
+                    Target::new(ip("10.2.0.12"), 8080),
+                ],
+            },
+            Listener {
+                protocol: Protocol::Udp,
+                port: 9000,
+                targets: vec![
+                    Target::new(ip("10.2.0.11"), 9000),
+                    Target::new(ip("10.2.0.12"), 9000),
+                ],
+            },
+        ],
+        snat_addresses: vec![ip("10.2.0.100")],
+        acceptance_required: false,
+        allowed_principals: vec![Principal::Account(p("111111111111"))],
+    }
+}
+
+fn endpoint() -> Endpoint {
+    Endpoint {
+        id: p(ENDPOINT),
+        owner: p("111111111111"),
+        vpc_id: p(CONSUMER),
+        service_id: p(SERVICE),
+        ip: ip("10.1.0.100"),
+        state: EndpointState::Available,
+        security_group_ids: vec![],
+        policy: None,
+    }
+}
+
+fn state() -> State {
+    State {
+        services: vec![service()],
+        endpoints: vec![endpoint()],
+    }
+}
+
+/// Validates, expecting an error with this path, message and code.
+fn expect(state: &State, atts: &[VpcAttachment], path: &str, message: &str, code: &str) {
+    let e = state.validate(atts).expect_err("must be invalid");
+    assert_eq!(e.path().to_string(), path, "{e}");
+    assert_eq!(e.to_string(), message);
+    assert_eq!(e.code(), code, "{e}");
+}
+
+fn expect_attachments(atts: &[VpcAttachment], path: &str, message: &str, code: &str) {
+    let e = validate_attachments(atts).expect_err("must be invalid");
+    assert_eq!(e.path().to_string(), path, "{e}");
+    assert_eq!(e.to_string(), message);
+    assert_eq!(e.code(), code, "{e}");
+}
+
+// --- values ----------------------------------------------------------------------------
+
+#[test]
+fn ipv4_net() {
+    let n: Ipv4Net = p("10.1.0.1/24");
+    assert_eq!((n.addr(), n.prefix_len()), (ip("10.1.0.1"), 24));
+    assert_eq!(n.to_string(), "10.1.0.1/24");
+    assert_eq!(n.network(), ip("10.1.0.0"));
+    assert_eq!(n.broadcast(), ip("10.1.0.255"));
+    assert_eq!(n.netmask(), ip("255.255.255.0"));
+    assert_eq!(n.trunc().to_string(), "10.1.0.0/24");
+    assert!(n.contains(ip("10.1.0.0")) && n.contains(ip("10.1.0.255")));
+    assert!(!n.contains(ip("10.1.1.0")) && !n.contains(ip("10.0.255.255")));
+
+    let all: Ipv4Net = p("0.0.0.0/0");
+    assert!(all.contains(ip("255.255.255.255")));
+    assert_eq!(all.broadcast(), ip("255.255.255.255"));
+    let host: Ipv4Net = p("10.1.0.7/32");
+    assert!(host.contains(ip("10.1.0.7")) && !host.contains(ip("10.1.0.6")));
+    assert_eq!(
+        (host.network(), host.broadcast()),
+        (ip("10.1.0.7"), ip("10.1.0.7"))
+    );
+    assert!(Ipv4Net::new(ip("10.0.0.1"), 33).is_none());
+
+    for s in [
+        "10.1.0.1",
+        "10.1.0.1/",
+        "10.1.0.1/33",
+        "10.1.0.1/+8",
+        "10.1.0.1/024",
+        "10.1.0/24",
+        "10.1.0.01/24",
+        "/24",
+        "10.1.0.1/24/1",
+    ] {
+        let e = s.parse::<Ipv4Net>().expect_err(s);
+        assert_eq!(e.kind(), ValueKind::Ipv4Net);
+    }
+    assert_eq!(
+        serde_json::to_string(&n).unwrap(),
+        "\"10.1.0.1/24\"",
+        "text form in JSON"
+    );
+}
+
+#[test]
+fn mac_addr() {
+    let m: MacAddr = p("02:00:00:00:00:01");
+    assert_eq!(m.octets(), [2, 0, 0, 0, 0, 1]);
+    assert!(m.is_unicast());
+    assert_eq!(
+        p::<MacAddr>("AA:BB:CC:DD:EE:FF").to_string(),
+        "aa:bb:cc:dd:ee:ff"
+    );
+    assert!(!p::<MacAddr>("01:00:5e:00:00:01").is_unicast());
+    assert!(!p::<MacAddr>("ff:ff:ff:ff:ff:ff").is_unicast());
+    assert!(!p::<MacAddr>("00:00:00:00:00:00").is_unicast());
+    for s in [
+        "",
+        "02:00:00:00:00",
+        "02:00:00:00:00:01:02",
+        "02-00-00-00-00-01",
+        "2:00:00:00:00:01",
+        "02:00:00:00:00:0g",
+        "020000000001",
+        "02:00:00:00:00:+1",
+    ] {
+        assert_eq!(
+            s.parse::<MacAddr>().unwrap_err().kind(),
+            ValueKind::MacAddr,
+            "{s}"
+        );
+    }
+}
+
+#[test]
+fn protocol() {
+    assert_eq!(Protocol::Tcp.number(), 6);
+    assert_eq!(Protocol::Udp.number(), 17);
+    assert_eq!(Protocol::from_number(17), Some(Protocol::Udp));
+    assert_eq!(Protocol::from_number(1), None);
+    assert_eq!(serde_json::to_string(&Protocol::Tcp).unwrap(), "\"tcp\"");
+    assert_eq!(
+        serde_json::from_str::<Protocol>("\"udp\"").unwrap(),
+        Protocol::Udp
+    );
+    assert!(serde_json::from_str::<Protocol>("\"TCP\"").is_err());
+    assert_eq!(p::<Protocol>("tcp"), Protocol::Tcp);
+    assert_eq!(
+        "icmp".parse::<Protocol>().unwrap_err().kind(),
+        ValueKind::Protocol
+    );
+}
+
+#[test]
+fn endpoint_states() {
+    let all = [
+        (EndpointState::PendingAcceptance, "pendingAcceptance"),
+        (EndpointState::Available, "available"),
+        (EndpointState::Rejected, "rejected"),
+        (EndpointState::Deleting, "deleting"),
+        (EndpointState::Deleted, "deleted"),
+        (EndpointState::Failed, "failed"),
+    ];
+    for (state, text) in all {
+        assert_eq!(
+            serde_json::to_string(&state).unwrap(),
+            format!("\"{text}\"")
+        );
+        assert_eq!(state.to_string(), text);
+        assert_eq!(p::<EndpointState>(text), state);
+        assert_eq!(
+            state.forwards(),
+            state == EndpointState::Available,
+            "{text}"
+        );
+        assert_eq!(
+            state.holds_address(),
+            state != EndpointState::Deleted,
+            "{text}"
+        );
+    }
+    assert!(serde_json::from_str::<EndpointState>("\"pending_acceptance\"").is_err());
+}
+
+#[test]
+fn targets_and_principals() {
+    let t: Target = serde_json::from_str(r#"{"ip": "10.2.0.11", "port": 8080}"#).unwrap();
+    assert_eq!(t, Target::new(ip("10.2.0.11"), 8080));
+    assert_eq!((t.weight, t.state), (1, TargetState::Registered));
+    assert_eq!(t.addr().to_string(), "10.2.0.11:8080");
+    assert!(t.takes_new_flows());
+    let zero = Target {
+        weight: 0,
+        ..t.clone()
+    };
+    assert!(!zero.takes_new_flows());
+    let draining: Target =
+        serde_json::from_str(r#"{"ip": "10.2.0.11", "port": 1, "state": "draining"}"#).unwrap();
+    assert_eq!(draining.state, TargetState::Draining);
+    assert!(!draining.takes_new_flows());
+
+    assert_eq!(p::<Principal>("*"), Principal::Any);
+    let a: AccountId = p("111111111111");
+    assert_eq!(p::<Principal>("111111111111"), Principal::Account(a));
+    assert_eq!(serde_json::to_string(&Principal::Any).unwrap(), "\"*\"");
+    assert_eq!(
+        "**".parse::<Principal>().unwrap_err().kind(),
+        ValueKind::Principal
+    );
+    let s = service();
+    assert!(s.allows(a), "allowed principal");
+    assert!(s.allows(s.owner), "owner");
+    assert!(!s.allows(p("333333333333")));
+    assert!(Service {
+        allowed_principals: vec![Principal::Any],
+        ..service()
+    }
+    .allows(p("333333333333")));
+    assert_eq!(
+        s.name("local"),
+        "com.privlink.vpce.local.vpce-svc-0d0000000000000d1"
+    );
+    assert_eq!(s.listener(Protocol::Udp, 9000).unwrap().port, 9000);
+    assert!(s.listener(Protocol::Udp, 80).is_none());
+}
+
+// --- serde -----------------------------------------------------------------------------
+
+#[test]
+fn state_round_trips_through_json() {
+    let mut st = state();
+    st.endpoints[0].security_group_ids = vec![p("sg-0123456789abcdef0"), p("sg-1a2b3c4d")];
+    st.endpoints[0].policy = Some(serde_json::json!({
+        "Statement": [{"Effect": "Allow", "Principal": "*", "Action": "*", "Resource": "*"}]
+    }));
+    st.services[0].listeners[0].targets[1].weight = 0;
+    st.services[0].listeners[0].targets[1].state = TargetState::Draining;
+    st.services[0].allowed_principals.push(Principal::Any);
+    let mut pending = endpoint();
+    pending.id = p("vpce-0e0000000000000e2");
+    pending.ip = ip("10.1.0.101");
+    pending.state = EndpointState::PendingAcceptance;
+    st.endpoints.push(pending);
+
+    let json = serde_json::to_string_pretty(&st).unwrap();
+    assert_eq!(serde_json::from_str::<State>(&json).unwrap(), st);
+    // The names other tools see.
+    for key in [
+        "\"snat_addresses\"",
+        "\"acceptance_required\"",
+        "\"allowed_principals\"",
+        "\"service_id\"",
+        "\"security_group_ids\"",
+        "\"pendingAcceptance\"",
+        "\"draining\"",
+        "\"vpce-svc-0d0000000000000d1\"",
+    ] {
+        assert!(json.contains(key), "{key} in {json}");
+    }
+}
+
+#[test]
+fn attachment_and_account_round_trip_through_json() {
+    let mut a = attachments().remove(0);
+    a.vlan = Some(100);
+    a.gateway = Some(ip("10.1.0.254"));
+    a.static_neighbours = vec![StaticNeighbour {
+        ip: ip("10.1.0.10"),
+        mac: p("02:00:00:00:00:01"),
+    }];
+    let json = serde_json::to_string(&a).unwrap();
+    assert!(json.contains(r#""address":"10.1.0.1/24""#), "{json}");
+    assert!(json.contains(r#""mac":"02:00:00:00:00:01""#), "{json}");
+    assert_eq!(serde_json::from_str::<VpcAttachment>(&json).unwrap(), a);
+
+    let account = Account {
+        id: p("111111111111"),
+        name: "demo-consumer".into(),
+        uids: vec![1001, 1002],
+    };
+    let json = serde_json::to_string(&account).unwrap();
+    assert_eq!(serde_json::from_str::<Account>(&json).unwrap(), account);
+    let minimal: Account = serde_json::from_str(r#"{"id": "111111111111"}"#).unwrap();
+    assert_eq!((minimal.name.as_str(), minimal.uids.len()), ("", 0));
+}
+
+#[test]
+fn serde_defaults_and_strictness() {
+    let s: Service = serde_json::from_str(&format!(
+        r#"{{"id": "{SERVICE}", "owner": "222222222222", "vpc_id": "{PROVIDER}"}}"#
+    ))
+    .unwrap();
+    assert!(s.acceptance_required, "the cloud's default");
+    assert!(s.listeners.is_empty() && s.snat_addresses.is_empty());
+    assert!(s.allowed_principals.is_empty());
+
+    let e = serde_json::from_str::<Endpoint>(&format!(
+        r#"{{"id": "{ENDPOINT}", "owner": "111111111111", "vpc_id": "{CONSUMER}",
+            "service_id": "{SERVICE}", "ip": "10.1.0.100", "state": "available",
+            "polciy": {{}}}}"#
+    ))
+    .unwrap_err();
+    assert!(e.to_string().contains("unknown field `polciy`"), "{e}");
+    let e = serde_json::from_str::<Endpoint>(&format!(
+        r#"{{"id": "{ENDPOINT}", "owner": "111111111111", "vpc_id": "vpc-bad",
+            "service_id": "{SERVICE}", "ip": "10.1.0.100", "state": "available"}}"#
+    ))
+    .unwrap_err();
+    assert!(e.to_string().contains(r#"invalid vpc id "vpc-bad""#), "{e}");
+    assert!(serde_json::from_str::<State>(r#"{"services": [], "x": 1}"#).is_err());
+    assert_eq!(
+        serde_json::from_str::<State>("{}").unwrap(),
+        State::default()
+    );
+}
+
+#[test]
+fn key_paths() {
+    let path = KeyPath::item("services", 0)
+        .key("listeners")
+        .index(1)
+        .key("port");
+    assert_eq!(path.to_string(), "services[0].listeners[1].port");
+    assert_eq!(KeyPath::new().to_string(), "");
+    assert_eq!(path.segments().len(), 5);
+}
+
+// --- validation ------------------------------------------------------------------------
+
+#[test]
+fn demo_state_is_valid() {
+    validate_attachments(&attachments()).unwrap();
+    state().validate(&attachments()).unwrap();
+    State::default().validate(&[]).unwrap();
+}
+
+#[test]
+fn endpoint_ip_outside_prefix() {
+    let mut st = state();
+    st.endpoints[0].ip = ip("10.9.0.5");
+    expect(
+        &st,
+        &attachments(),
+        "endpoints[0].ip",
+        "endpoint vpce-0e0000000000000e1: ip 10.9.0.5 is outside 10.1.0.0/24 of vpc-0c0000000000000c1",
+        "InvalidParameterValue",
+    );
+}
+
+#[test]
+fn endpoint_ip_is_network_or_broadcast() {
+    let mut st = state();
+    st.endpoints[0].ip = ip("10.1.0.0");
+    expect(
+        &st,
+        &attachments(),
+        "endpoints[0].ip",
+        "endpoint vpce-0e0000000000000e1: ip 10.1.0.0 is the network address of 10.1.0.0/24 in vpc-0c0000000000000c1",
+        "InvalidParameterValue",
+    );
+    st.endpoints[0].ip = ip("10.1.0.255");
+    expect(
+        &st,
+        &attachments(),
+        "endpoints[0].ip",
+        "endpoint vpce-0e0000000000000e1: ip 10.1.0.255 is the broadcast address of 10.1.0.0/24 in vpc-0c0000000000000c1",
+        "InvalidParameterValue",
+    );
+}
+
+#[test]
+fn endpoint_ip_is_the_appliance_address() {
+    let mut st = state();
+    st.endpoints[0].ip = ip("10.1.0.1");
+    expect(
+        &st,
+        &attachments(),
+        "endpoints[0].ip",
+        "endpoint vpce-0e0000000000000e1: ip 10.1.0.1 is already in use in vpc-0c0000000000000c1 by the appliance itself",
+        "InvalidIpAddress.InUse",
+    );
+}
+
+#[test]
+fn endpoint_ip_is_the_gateway_or_a_neighbour() {
+    let mut atts = attachments();
+    atts[0].gateway = Some(ip("10.1.0.254"));
+    atts[0].static_neighbours = vec![StaticNeighbour {
+        ip: ip("10.1.0.10"),
+        mac: p("02:00:00:00:00:01"),
+    }];
+    let mut st = state();
+    st.endpoints[0].ip = ip("10.1.0.254");
+    expect(
+        &st,
+        &atts,
+        "endpoints[0].ip",
+        "endpoint vpce-0e0000000000000e1: ip 10.1.0.254 is already in use in vpc-0c0000000000000c1 by the gateway",
+        "InvalidIpAddress.InUse",
+    );
+    st.endpoints[0].ip = ip("10.1.0.10");
+    expect(
+        &st,
+        &atts,
+        "endpoints[0].ip",
+        "endpoint vpce-0e0000000000000e1: ip 10.1.0.10 is already in use in vpc-0c0000000000000c1 by a static neighbour",
+        "InvalidIpAddress.InUse",
+    );
+}
+
+#[test]
+fn two_endpoints_share_an_ip() {
+    let mut st = state();
+    let mut second = endpoint();
+    second.id = p("vpce-0e0000000000000e2");
+    st.endpoints.push(second.clone());
+    expect(
+        &st,
+        &attachments(),
+        "endpoints[1].ip",
+        "endpoint vpce-0e0000000000000e2: ip 10.1.0.100 is already in use in vpc-0c0000000000000c1 by endpoint vpce-0e0000000000000e1",
+        "InvalidIpAddress.InUse",
+    );
+
+    // A deleted endpoint holds no address.
+    st.endpoints[0].state = EndpointState::Deleted;
+    st.validate(&attachments()).unwrap();
+
+    // The same address in another VPC is another address.
+    let mut atts = attachments();
+    atts.push(attachment(
+        "vpc-1a2b3c4d",
+        "111111111111",
+        "net_tap0",
+        "10.1.0.1/24",
+    ));
+    atts[2].vlan = Some(7);
+    let mut st = state();
+    second.vpc_id = p("vpc-1a2b3c4d");
+    st.endpoints.push(second);
+    st.validate(&atts).unwrap();
+}
+
+#[test]
+fn endpoint_ip_is_a_snat_address() {
+    // A consumer endpoint inside the provider VPC itself.
+    let mut st = state();
+    st.endpoints[0].owner = p("222222222222");
+    st.endpoints[0].vpc_id = p(PROVIDER);
+    st.endpoints[0].ip = ip("10.2.0.100");
+    expect(
+        &st,
+        &attachments(),
+        "endpoints[0].ip",
+        "endpoint vpce-0e0000000000000e1: ip 10.2.0.100 is already in use in vpc-0b0000000000000b1 by service vpce-svc-0d0000000000000d1 as a snat address",
+        "InvalidIpAddress.InUse",
+    );
+    st.endpoints[0].ip = ip("10.2.0.101");
+    st.validate(&attachments()).unwrap();
+}
+
+#[test]
+fn endpoint_vpc_not_attached() {
+    let mut st = state();
+    st.endpoints[0].vpc_id = p("vpc-deadbeef");
+    expect(
+        &st,
+        &attachments(),
+        "endpoints[0].vpc_id",
+        "endpoint vpce-0e0000000000000e1: vpc-deadbeef has no attachment on this appliance",
+        "InvalidVpcId.NotFound",
+    );
+}
+
+#[test]
+fn endpoint_owner_does_not_own_vpc() {
+    let mut st = state();
+    st.endpoints[0].owner = p("222222222222");
+    expect(
+        &st,
+        &attachments(),
+        "endpoints[0].owner",
+        "endpoint vpce-0e0000000000000e1: owner 222222222222 does not own vpc-0c0000000000000c1 (account 111111111111 does)",
+        "InvalidVpcId.NotFound",
+    );
+}
+
+#[test]
+fn endpoint_service_not_found() {
+    let mut st = state();
+    st.endpoints[0].service_id = p("vpce-svc-0d0000000000000d2");
+    expect(
+        &st,
+        &attachments(),
+        "endpoints[0].service_id",
+        "endpoint vpce-0e0000000000000e1: service vpce-svc-0d0000000000000d2 does not exist",
+        "InvalidServiceId.NotFound",
+    );
+}
+
+#[test]
+fn duplicate_endpoint_id() {
+    let mut st = state();
+    let mut second = endpoint();
+    second.ip = ip("10.1.0.101");
+    st.endpoints.push(second);
+    expect(
+        &st,
+        &attachments(),
+        "endpoints[1].id",
+        "endpoint vpce-0e0000000000000e1: id declared twice (first at endpoints[0])",
+        "InvalidEndpointId.Duplicate",
+    );
+}
+
+#[test]
+fn duplicate_service_id() {
+    let mut st = state();
+    let mut second = service();
+    second.snat_addresses = vec![ip("10.2.0.101")];
+    st.services.push(second);
+    expect(
+        &st,
+        &attachments(),
+        "services[1].id",
+        "service vpce-svc-0d0000000000000d1: id declared twice (first at services[0])",
+        "InvalidServiceId.Duplicate",
+    );
+}
+
+#[test]
+fn service_vpc_not_attached_or_not_owned() {
+    let mut st = state();
+    st.services[0].vpc_id = p("vpc-deadbeef");
+    expect(
+        &st,
+        &attachments(),
+        "services[0].vpc_id",
+        "service vpce-svc-0d0000000000000d1: vpc-deadbeef has no attachment on this appliance",
+        "InvalidVpcId.NotFound",
+    );
+    let mut st = state();
+    st.services[0].owner = p("111111111111");
+    expect(
+        &st,
+        &attachments(),
+        "services[0].owner",
+        "service vpce-svc-0d0000000000000d1: owner 111111111111 does not own vpc-0b0000000000000b1 (account 222222222222 does)",
+        "InvalidVpcId.NotFound",
+    );
+}
+
+#[test]
+fn service_without_snat_address() {
+    let mut st = state();
+    st.services[0].snat_addresses.clear();
+    expect(
+        &st,
+        &attachments(),
+        "services[0].snat_addresses",
+        "service vpce-svc-0d0000000000000d1: at least one snat address is required",
+        "InvalidParameterValue",
+    );
+}
+
+#[test]
+fn snat_address_outside_prefix_or_reserved() {
+    let mut st = state();
+    st.services[0].snat_addresses.push(ip("10.1.0.100"));
+    expect(
+        &st,
+        &attachments(),
+        "services[0].snat_addresses[1]",
+        "service vpce-svc-0d0000000000000d1: snat address 10.1.0.100 is outside 10.2.0.0/24 of vpc-0b0000000000000b1",
+        "InvalidParameterValue",
+    );
+    st.services[0].snat_addresses[1] = ip("10.2.0.255");
+    expect(
+        &st,
+        &attachments(),
+        "services[0].snat_addresses[1]",
+        "service vpce-svc-0d0000000000000d1: snat address 10.2.0.255 is the broadcast address of 10.2.0.0/24 in vpc-0b0000000000000b1",
+        "InvalidParameterValue",
+    );
+}
+
+#[test]
+fn snat_address_in_use() {
+    let mut st = state();
+    st.services[0].snat_addresses = vec![ip("10.2.0.1")];
+    expect(
+        &st,
+        &attachments(),
+        "services[0].snat_addresses[0]",
+        "service vpce-svc-0d0000000000000d1: snat address 10.2.0.1 is already in use in vpc-0b0000000000000b1 by the appliance itself",
+        "InvalidIpAddress.InUse",
+    );
+    // Two services never share a SNAT address: each address the appliance answers for has
+    // one owner.
+    let mut st = state();
+    let mut second = service();
+    second.id = p("vpce-svc-0d0000000000000d2");
+    st.services.push(second);
+    expect(
+        &st,
+        &attachments(),
+        "services[1].snat_addresses[0]",
+        "service vpce-svc-0d0000000000000d2: snat address 10.2.0.100 is already in use in vpc-0b0000000000000b1 by service vpce-svc-0d0000000000000d1 as a snat address",
+        "InvalidIpAddress.InUse",
+    );
+}
+
+#[test]
+fn listener_port_zero() {
+    let mut st = state();
+    st.services[0].listeners[1].port = 0;
+    expect(
+        &st,
+        &attachments(),
+        "services[0].listeners[1].port",
+        "service vpce-svc-0d0000000000000d1 listener udp/0: port must not be 0",
+        "InvalidParameterValue",
+    );
+}
+
+#[test]
+fn duplicate_listener() {
+    let mut st = state();
+    let again = st.services[0].listeners[0].clone();
+    st.services[0].listeners.push(again);
+    expect(
+        &st,
+        &attachments(),
+        "services[0].listeners[2]",
+        "service vpce-svc-0d0000000000000d1 listener tcp/80: declared twice (first at services[0].listeners[0])",
+        "DuplicateListener",
+    );
+    // Same port, other protocol: a different listener.
+    st.services[0].listeners[2].protocol = Protocol::Udp;
+    st.validate(&attachments()).unwrap();
+}
+
+#[test]
+fn target_port_zero() {
+    let mut st = state();
+    st.services[0].listeners[0].targets[1].port = 0;
+    expect(
+        &st,
+        &attachments(),
+        "services[0].listeners[0].targets[1].port",
+        "service vpce-svc-0d0000000000000d1 listener tcp/80 target 10.2.0.12:0: port must not be 0",
+        "InvalidParameterValue",
+    );
+}
+
+#[test]
+fn target_off_link_needs_a_gateway() {
+    let mut st = state();
+    st.services[0].listeners[0].targets[0].ip = ip("192.168.7.7");
+    expect(
+        &st,
+        &attachments(),
+        "services[0].listeners[0].targets[0].ip",
+        "service vpce-svc-0d0000000000000d1 listener tcp/80 target 192.168.7.7:8080: target 192.168.7.7 is outside 10.2.0.0/24 of vpc-0b0000000000000b1 and the attachment has no gateway",
+        "InvalidParameterValue",
+    );
+    let mut atts = attachments();
+    atts[1].gateway = Some(ip("10.2.0.254"));
+    st.validate(&atts).unwrap();
+}
+
+#[test]
+fn target_not_unicast_or_reserved() {
+    let mut atts = attachments();
+    atts[1].gateway = Some(ip("10.2.0.254"));
+    let mut st = state();
+    st.services[0].listeners[0].targets[0].ip = ip("224.0.0.1");
+    expect(
+        &st,
+        &atts,
+        "services[0].listeners[0].targets[0].ip",
+        "service vpce-svc-0d0000000000000d1 listener tcp/80 target 224.0.0.1:8080: target 224.0.0.1 is not a unicast host address",
+        "InvalidParameterValue",
+    );
+    st.services[0].listeners[0].targets[0].ip = ip("10.2.0.0");
+    expect(
+        &st,
+        &atts,
+        "services[0].listeners[0].targets[0].ip",
+        "service vpce-svc-0d0000000000000d1 listener tcp/80 target 10.2.0.0:8080: target 10.2.0.0 is the network address of 10.2.0.0/24 in vpc-0b0000000000000b1",
+        "InvalidParameterValue",
+    );
+}
+
+#[test]
+fn target_is_an_appliance_address() {
+    let mut st = state();
+    st.services[0].listeners[1].targets[0].ip = ip("10.2.0.100");
+    expect(
+        &st,
+        &attachments(),
+        "services[0].listeners[1].targets[0].ip",
+        "service vpce-svc-0d0000000000000d1 listener udp/9000 target 10.2.0.100:9000: target 10.2.0.100 is already in use in vpc-0b0000000000000b1 by service vpce-svc-0d0000000000000d1 as a snat address",
+        "InvalidIpAddress.InUse",
+    );
+    // A static neighbour, on the other hand, is a fine target.
+    let mut atts = attachments();
+    atts[1].static_neighbours = vec![StaticNeighbour {
+        ip: ip("10.2.0.11"),
+        mac: p("02:00:00:00:00:11"),
+    }];
+    state().validate(&atts).unwrap();
+}
+
+#[test]
+fn duplicate_target() {
+    let mut st = state();
+    st.services[0].listeners[0].targets[1].ip = ip("10.2.0.11");
+    expect(
+        &st,
+        &attachments(),
+        "services[0].listeners[0].targets[1]",
+        "service vpce-svc-0d0000000000000d1 listener tcp/80 target 10.2.0.11:8080: registered twice (first at services[0].listeners[0].targets[0])",
+        "InvalidParameterValue",
+    );
+}
+
+// --- attachments -----------------------------------------------------------------------
+
+#[test]
+fn attachment_vlan_out_of_range() {
+    for vlan in [0, 4095] {
+        let mut atts = attachments();
+        atts[1].vlan = Some(vlan);
+        expect_attachments(
+            &atts,
+            "vpcs[1].vlan",
+            &format!("vpc attachment vpc-0b0000000000000b1: vlan {vlan} is outside 1..=4094"),
+            "InvalidParameterValue",
+        );
+    }
+}
+
+#[test]
+fn attachment_duplicate_vpc() {
+    let mut atts = attachments();
+    atts[1].vpc_id = p(CONSUMER);
+    expect_attachments(
+        &atts,
+        "vpcs[1].vpc_id",
+        "vpc attachment vpc-0c0000000000000c1: id declared twice (first at vpcs[0])",
+        "InvalidVpcId.Duplicate",
+    );
+}
+
+#[test]
+fn attachment_duplicate_port_and_vlan() {
+    let mut atts = attachments();
+    atts[1].port = "net_tap0".into();
+    expect_attachments(
+        &atts,
+        "vpcs[1].port",
+        "vpc attachment vpc-0b0000000000000b1: port net_tap0 untagged already carries vpc-0c0000000000000c1",
+        "InvalidParameterValue",
+    );
+    atts[0].vlan = Some(100);
+    atts[1].vlan = Some(100);
+    expect_attachments(
+        &atts,
+        "vpcs[1].vlan",
+        "vpc attachment vpc-0b0000000000000b1: port net_tap0 vlan 100 already carries vpc-0c0000000000000c1",
+        "InvalidParameterValue",
+    );
+    // Tagged and untagged, or two VLANs, on one port are fine.
+    atts[1].vlan = Some(200);
+    validate_attachments(&atts).unwrap();
+    atts[1].vlan = None;
+    validate_attachments(&atts).unwrap();
+}
+
+#[test]
+fn attachment_prefix_too_long() {
+    let mut atts = attachments();
+    atts[0].address = p("10.1.0.1/31");
+    expect_attachments(
+        &atts,
+        "vpcs[0].address",
+        "vpc attachment vpc-0c0000000000000c1: address 10.1.0.1/31 leaves no room for endpoints (the prefix length must be at most 30)",
+        "InvalidParameterValue",
+    );
+}
+
+#[test]
+fn attachment_address_not_a_host() {
+    let mut atts = attachments();
+    atts[0].address = p("10.1.0.0/24");
+    expect_attachments(
+        &atts,
+        "vpcs[0].address",
+        "vpc attachment vpc-0c0000000000000c1: address 10.1.0.0 is the network address of 10.1.0.0/24 in vpc-0c0000000000000c1",
+        "InvalidParameterValue",
+    );
+    atts[0].address = p("127.0.0.1/8");
+    expect_attachments(
+        &atts,
+        "vpcs[0].address",
+        "vpc attachment vpc-0c0000000000000c1: address 127.0.0.1 is not a unicast host address",
+        "InvalidParameterValue",
+    );
+}
+
+#[test]
+fn attachment_gateway_outside_prefix_or_own() {
+    let mut atts = attachments();
+    atts[0].gateway = Some(ip("10.2.0.254"));
+    expect_attachments(
+        &atts,
+        "vpcs[0].gateway",
+        "vpc attachment vpc-0c0000000000000c1: gateway 10.2.0.254 is outside 10.1.0.0/24 of vpc-0c0000000000000c1",
+        "InvalidParameterValue",
+    );
+    atts[0].gateway = Some(ip("10.1.0.1"));
+    expect_attachments(
+        &atts,
+        "vpcs[0].gateway",
+        "vpc attachment vpc-0c0000000000000c1: gateway 10.1.0.1 is already in use in vpc-0c0000000000000c1 by the appliance itself",
+        "InvalidIpAddress.InUse",
+    );
+    atts[0].gateway = Some(ip("10.1.0.255"));
+    expect_attachments(
+        &atts,
+        "vpcs[0].gateway",
+        "vpc attachment vpc-0c0000000000000c1: gateway 10.1.0.255 is the broadcast address of 10.1.0.0/24 in vpc-0c0000000000000c1",
+        "InvalidParameterValue",
+    );
+}
+
+#[test]
+fn attachment_static_neighbours() {
+    let n = |ip_: &str, mac: &str| StaticNeighbour {
+        ip: ip(ip_),
+        mac: p(mac),
+    };
+    let mut atts = attachments();
+    atts[0].gateway = Some(ip("10.1.0.254"));
+    // A static entry for the gateway is normal.
+    atts[0].static_neighbours = vec![n("10.1.0.254", "02:00:00:00:00:fe")];
+    validate_attachments(&atts).unwrap();
+
+    atts[0].static_neighbours = vec![
+        n("10.1.0.10", "02:00:00:00:00:01"),
+        n("10.3.0.1", "02:00:00:00:00:02"),
+    ];
+    expect_attachments(
+        &atts,
+        "vpcs[0].static_neighbours[1].ip",
+        "vpc attachment vpc-0c0000000000000c1: static neighbour 10.3.0.1 is outside 10.1.0.0/24 of vpc-0c0000000000000c1",
+        "InvalidParameterValue",
+    );
+    atts[0].static_neighbours[1] = n("10.1.0.10", "02:00:00:00:00:02");
+    expect_attachments(
+        &atts,
+        "vpcs[0].static_neighbours[1].ip",
+        "vpc attachment vpc-0c0000000000000c1: static neighbour 10.1.0.10 is already in use in vpc-0c0000000000000c1 by a static neighbour",
+        "InvalidIpAddress.InUse",
+    );
+    atts[0].static_neighbours[1] = n("10.1.0.1", "02:00:00:00:00:02");
+    expect_attachments(
+        &atts,
+        "vpcs[0].static_neighbours[1].ip",
+        "vpc attachment vpc-0c0000000000000c1: static neighbour 10.1.0.1 is already in use in vpc-0c0000000000000c1 by the appliance itself",
+        "InvalidIpAddress.InUse",
+    );
+    atts[0].static_neighbours[1] = n("10.1.0.11", "01:00:5e:00:00:01");
+    expect_attachments(
+        &atts,
+        "vpcs[0].static_neighbours[1].mac",
+        "vpc attachment vpc-0c0000000000000c1: static neighbour mac 01:00:5e:00:00:01 is not a unicast address",
+        "InvalidParameterValue",
+    );
+}
+
+#[test]
+fn error_accessors() {
+    let mut st = state();
+    st.endpoints[0].ip = ip("10.9.0.5");
+    let e = st.validate(&attachments()).unwrap_err();
+    assert_eq!(e.object(), Object::Endpoint(p(ENDPOINT)));
+    assert!(matches!(
+        e,
+        ModelError::OutsidePrefix {
+            role: AddressRole::Ip,
+            ..
+        }
+    ));
+    let _: &dyn std::error::Error = &e;
+}

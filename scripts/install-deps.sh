@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Installs everything privlink needs to build, test and run its demo on Debian 12.
+# Idempotent: packages already present are not reinstalled, apt lists are refreshed at
+# most once a day.
+set -euo pipefail
+
+PACKAGES=(
+  # DPDK 22.11 runtime, headers, testpmd
+  dpdk dpdk-dev libdpdk-dev
+  # bindgen and the C shim
+  libclang-dev clang pkg-config build-essential
+  # demo and end-to-end tests: namespaces, real clients and servers, raw frames
+  iproute2 iputils-ping python3 curl procps kmod
+  # net_pcap virtual devices and capture files
+  libpcap-dev
+)
+
+need=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    need+=("$p")
+  fi
+done
+
+if [ ${#need[@]} -eq 0 ]; then
+  echo "install-deps: all ${#PACKAGES[@]} packages present"
+else
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "install-deps: missing packages (${need[*]}); run as root or: sudo apt-get install ${need[*]}" >&2
+    exit 1
+  fi
+  stamp=/var/lib/apt/periodic/privlink-update-stamp
+  if [ ! -f "$stamp" ] || [ -n "$(find "$stamp" -mmin +1440 2>/dev/null)" ]; then
+    apt-get update -qq
+    mkdir -p "$(dirname "$stamp")" && touch "$stamp"
+  fi
+  echo "install-deps: installing ${need[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
+  export PATH="$HOME/.cargo/bin:$PATH"
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "install-deps: cargo not found; install a Rust toolchain (rustup) first" >&2
+  exit 1
+fi
+pkg-config --exists libdpdk || { echo "install-deps: libdpdk not visible to pkg-config" >&2; exit 1; }
+echo "install-deps: DPDK $(pkg-config --modversion libdpdk), $(cargo --version)"
