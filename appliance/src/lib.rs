@@ -1,4 +1,20 @@
-//! The privlink data plane: packet views, lookup, Maglev, NAT and flows, workers.
+//! The privlink data plane: packet views, lookup, Maglev, NAT and flows, workers, and the
+//! `privlinkd` daemon around them.
+//!
+//! Everything between receiving a burst and transmitting it ([`pipeline`] and what it
+//! uses) is pure Rust over byte slices, unit-tested and benchmarked without DPDK; only
+//! [`worker`] and [`daemon`] touch DPDK, through the safe `dpdk-bindings` crate.
 #![deny(unsafe_code)]
 
+pub mod counters;
+pub mod daemon;
+pub mod fasthash;
+pub mod flow;
+pub mod frame;
+pub mod maglev;
+pub mod neighbour;
+pub mod pipeline;
+pub mod rcu;
+pub mod snapshot;
 pub mod wire;
+pub mod worker;

@@ -1,1 +1,84 @@
-fn main() {}
+//! `privlinkd`: the privlink appliance daemon.
+#![deny(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use appliance::daemon::{self, ConfigSource};
+
+const USAGE: &str = "usage: privlinkd [--config FILE] [--check]\n\
+\n\
+  --config FILE   TOML configuration (default: the embedded demo configuration)\n\
+  --check         validate the configuration and exit\n\
+  --print-default print the embedded default configuration and exit\n\
+  --version       print the version and exit\n\
+\n\
+Signals: SIGINT/SIGTERM stop cleanly, SIGHUP reloads services and endpoints from FILE.\n\
+Logging: RUST_LOG=debug|info|warn (default info).";
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .init();
+    let mut source = ConfigSource::Embedded;
+    let mut check = false;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--config" | "-c" => match args.next() {
+                Some(p) => source = ConfigSource::File(PathBuf::from(p)),
+                None => {
+                    eprintln!("privlinkd: --config needs a file\n{USAGE}");
+                    return ExitCode::from(2);
+                }
+            },
+            "--check" => check = true,
+            "--print-default" => {
+                print!("{}", mgmt::config::DEFAULT_TOML);
+                return ExitCode::SUCCESS;
+            }
+            "--version" | "-V" => {
+                println!("privlinkd {}", env!("CARGO_PKG_VERSION"));
+                return ExitCode::SUCCESS;
+            }
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            other => {
+                eprintln!("privlinkd: unknown argument {other:?}\n{USAGE}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if check {
+        return match source.load() {
+            Ok(_) => {
+                println!("configuration ok");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("privlinkd: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    match daemon::run(source) {
+        Ok(totals) => {
+            log::info!(
+                "stopped: rx {} tx {} new flows {} drops {}",
+                totals.total.rx_packets,
+                totals.total.tx_packets,
+                totals.total.new_flows,
+                totals.total.total_drops()
+            );
+            println!("totals {}", daemon::counters_json(&totals.workers));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            log::error!("{e}");
+            eprintln!("privlinkd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

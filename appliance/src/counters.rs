@@ -1,0 +1,255 @@
+//! Per-worker counters: plain integers on the fast path, published to the rest of the
+//! process with relaxed stores a few times per second (single writer, so no read-modify-
+//! write atomics), summed on read.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+macro_rules! drop_reasons {
+    ($($(#[doc = $doc:literal])* $name:ident => $label:literal,)*) => {
+        /// Why a packet was dropped; doubles as the index of its counter.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[repr(u8)]
+        pub enum DropReason {
+            $($(#[doc = $doc])* $name,)*
+        }
+
+        impl DropReason {
+            /// Every reason, in counter order.
+            pub const ALL: &'static [DropReason] = &[$(DropReason::$name,)*];
+            /// Number of reasons (counter array length).
+            pub const COUNT: usize = Self::ALL.len();
+
+            /// Stable snake_case name, used in logs and statistics.
+            pub fn label(self) -> &'static str {
+                match self {
+                    $(DropReason::$name => $label,)*
+                }
+            }
+        }
+    };
+}
+
+drop_reasons! {
+    /// The destination MAC is neither ours nor broadcast (promiscuous ports see everything).
+    NotForUs => "not_for_us",
+    /// The port/VLAN the frame came in on is not attached to a VPC.
+    NoAttachment => "no_attachment",
+    /// An EtherType we do not handle (IPv6 comes later), or a stacked VLAN tag.
+    UnsupportedEtherType => "unsupported_ethertype",
+    /// A header is truncated or inconsistent (length fields, IHL, data offset).
+    Malformed => "malformed",
+    /// The IPv4 header checksum is wrong.
+    BadChecksum => "bad_checksum",
+    /// IPv4 fragments are not reassembled yet.
+    Fragment => "fragment",
+    /// No endpoint, SNAT or appliance address matches the destination.
+    UnknownDestination => "unknown_destination",
+    /// The endpoint exists but does not listen on this protocol/port.
+    NoListener => "no_listener",
+    /// The endpoint is not `available` (pending acceptance, rejected, ...).
+    EndpointNotAvailable => "endpoint_not_available",
+    /// The service has no target that takes new flows.
+    NoTarget => "no_target",
+    /// The flow table is full: new flows are refused, established ones keep going.
+    FlowTableFull => "flow_table_full",
+    /// No free SNAT port for this target.
+    SnatExhausted => "snat_exhausted",
+    /// A reply or non-SYN segment that matches no flow (TCP ones are answered with RST).
+    NoFlow => "no_flow",
+    /// TTL expired here (an ICMP time exceeded went back).
+    TtlExceeded => "ttl_exceeded",
+    /// ARP for the next hop failed, or too many packets were waiting for it.
+    NeighbourUnresolved => "neighbour_unresolved",
+    /// The device refused the packet at transmit.
+    TxFull => "tx_full",
+    /// The ring to the owning worker was full.
+    HandoffFull => "handoff_full",
+    /// Multi-segment packets are not handled.
+    MultiSegment => "multi_segment",
+    /// ARP that is neither for one of our addresses nor a useful reply.
+    ArpIgnored => "arp_ignored",
+    /// ICMP we do not answer or translate, or traffic to the appliance's own address.
+    IcmpUnsupported => "icmp_unsupported",
+    /// A flow was ended by policy (endpoint rejected/deleted, target drained).
+    FlowEnded => "flow_ended",
+}
+
+/// A worker's counters, owned by the worker thread and written with plain arithmetic.
+#[derive(Debug, Clone, Default)]
+pub struct Counters {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub new_flows: u64,
+    pub expired_flows: u64,
+    pub active_flows: u64,
+    pub arp_replies: u64,
+    pub arp_requests: u64,
+    pub echo_replies: u64,
+    pub rst_sent: u64,
+    pub icmp_errors_sent: u64,
+    pub icmp_errors_translated: u64,
+    pub handoff_out: u64,
+    pub handoff_in: u64,
+    pub drops: [u64; DropReason::COUNT],
+}
+
+impl Counters {
+    #[inline]
+    pub fn drop(&mut self, reason: DropReason) {
+        self.drops[reason as usize] += 1;
+    }
+
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        self.drops[reason as usize]
+    }
+
+    pub fn total_drops(&self) -> u64 {
+        self.drops.iter().sum()
+    }
+
+    /// Adds `other` into `self` (for totals over workers).
+    pub fn add(&mut self, other: &Counters) {
+        for (a, b) in self.scalars_mut().into_iter().zip(other.scalars()) {
+            *a += b;
+        }
+        for (a, b) in self.drops.iter_mut().zip(other.drops.iter()) {
+            *a += b;
+        }
+    }
+
+    /// Named scalar counters, in a stable order (for logs and JSON).
+    pub fn named(&self) -> Vec<(&'static str, u64)> {
+        SCALAR_NAMES.iter().copied().zip(self.scalars()).collect()
+    }
+
+    fn scalars(&self) -> [u64; SCALARS] {
+        [
+            self.rx_packets,
+            self.rx_bytes,
+            self.tx_packets,
+            self.tx_bytes,
+            self.new_flows,
+            self.expired_flows,
+            self.active_flows,
+            self.arp_replies,
+            self.arp_requests,
+            self.echo_replies,
+            self.rst_sent,
+            self.icmp_errors_sent,
+            self.icmp_errors_translated,
+            self.handoff_out,
+            self.handoff_in,
+        ]
+    }
+
+    fn scalars_mut(&mut self) -> [&mut u64; SCALARS] {
+        [
+            &mut self.rx_packets,
+            &mut self.rx_bytes,
+            &mut self.tx_packets,
+            &mut self.tx_bytes,
+            &mut self.new_flows,
+            &mut self.expired_flows,
+            &mut self.active_flows,
+            &mut self.arp_replies,
+            &mut self.arp_requests,
+            &mut self.echo_replies,
+            &mut self.rst_sent,
+            &mut self.icmp_errors_sent,
+            &mut self.icmp_errors_translated,
+            &mut self.handoff_out,
+            &mut self.handoff_in,
+        ]
+    }
+}
+
+const SCALARS: usize = 15;
+const SCALAR_NAMES: [&str; SCALARS] = [
+    "rx_packets",
+    "rx_bytes",
+    "tx_packets",
+    "tx_bytes",
+    "new_flows",
+    "expired_flows",
+    "active_flows",
+    "arp_replies",
+    "arp_requests",
+    "echo_replies",
+    "rst_sent",
+    "icmp_errors_sent",
+    "icmp_errors_translated",
+    "handoff_out",
+    "handoff_in",
+];
+
+/// The published copy of one worker's counters, readable from any thread.
+#[derive(Debug)]
+pub struct PublishedCounters {
+    scalars: [AtomicU64; SCALARS],
+    drops: [AtomicU64; DropReason::COUNT],
+}
+
+impl Default for PublishedCounters {
+    fn default() -> Self {
+        PublishedCounters {
+            scalars: std::array::from_fn(|_| AtomicU64::new(0)),
+            drops: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+impl PublishedCounters {
+    /// Called by the owning worker only (single writer): relaxed stores, no RMW.
+    pub fn publish(&self, c: &Counters) {
+        for (slot, v) in self.scalars.iter().zip(c.scalars()) {
+            slot.store(v, Ordering::Relaxed);
+        }
+        for (slot, v) in self.drops.iter().zip(c.drops.iter()) {
+            slot.store(*v, Ordering::Relaxed);
+        }
+    }
+
+    /// A consistent-enough copy for reporting.
+    pub fn read(&self) -> Counters {
+        let mut c = Counters::default();
+        for (dst, slot) in c.scalars_mut().into_iter().zip(self.scalars.iter()) {
+            *dst = slot.load(Ordering::Relaxed);
+        }
+        for (dst, slot) in c.drops.iter_mut().zip(self.drops.iter()) {
+            *dst = slot.load(Ordering::Relaxed);
+        }
+        c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_unique_and_indices_dense() {
+        let mut seen = std::collections::HashSet::new();
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i);
+            assert!(seen.insert(r.label()));
+        }
+    }
+
+    #[test]
+    fn publish_and_sum() {
+        let mut a = Counters {
+            rx_packets: 3,
+            ..Counters::default()
+        };
+        a.drop(DropReason::Fragment);
+        let p = PublishedCounters::default();
+        p.publish(&a);
+        let mut total = p.read();
+        total.add(&a);
+        assert_eq!(total.rx_packets, 6);
+        assert_eq!(total.dropped(DropReason::Fragment), 2);
+        assert_eq!(total.named()[0], ("rx_packets", 6));
+    }
+}

@@ -1,0 +1,472 @@
+//! `privlinkd`: EAL, ports, workers, snapshot publication, reload and clean shutdown.
+//!
+//! Start-up failures are fatal with a message that names what is wrong; nothing in here
+//! runs on the packet path.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam::queue::ArrayQueue;
+use dpdk_bindings::lcore::{self, LaunchHandle};
+use dpdk_bindings::{mempool, ring, signal, DpdkError, Eal, LcoreId, Mempool, Port, PortConfig};
+use mgmt::config::{Config, ConfigError};
+
+use crate::counters::{Counters, DropReason, PublishedCounters};
+use crate::flow::Timeouts;
+use crate::neighbour::NeighbourTimers;
+use crate::pipeline::{NeighbourNews, PipelineSettings};
+use crate::rcu::SnapshotCell;
+use crate::snapshot::{BuildError, Snapshot};
+use crate::worker::{self, WorkerSetup};
+
+/// Slots of each worker-to-worker handoff ring.
+const HANDOFF_RING: u32 = 1024;
+/// Neighbour news each worker's inbox holds.
+const NEWS_INBOX: usize = 256;
+
+/// Why the daemon could not start or stopped with an error.
+#[derive(Debug)]
+pub enum DaemonError {
+    /// The configuration is invalid (names the key).
+    Config(ConfigError),
+    /// A DPDK call failed during set-up.
+    Dpdk(DpdkError),
+    /// The object model could not be turned into a snapshot.
+    Snapshot(BuildError),
+    /// A worker lcore is unusable (not in the EAL core list, or the main lcore).
+    Lcore(String),
+    /// A worker died.
+    Worker(String),
+    /// Any other start-up problem.
+    Setup(String),
+}
+
+impl fmt::Display for DaemonError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DaemonError::Config(e) => write!(f, "configuration: {e}"),
+            DaemonError::Dpdk(e) => write!(f, "DPDK: {e}"),
+            DaemonError::Snapshot(e) => write!(f, "objects: {e}"),
+            DaemonError::Lcore(e) => write!(f, "workers.lcores: {e}"),
+            DaemonError::Worker(e) => write!(f, "worker: {e}"),
+            DaemonError::Setup(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for DaemonError {}
+
+impl From<ConfigError> for DaemonError {
+    fn from(e: ConfigError) -> Self {
+        DaemonError::Config(e)
+    }
+}
+
+impl From<DpdkError> for DaemonError {
+    fn from(e: DpdkError) -> Self {
+        DaemonError::Dpdk(e)
+    }
+}
+
+impl From<BuildError> for DaemonError {
+    fn from(e: BuildError) -> Self {
+        DaemonError::Snapshot(e)
+    }
+}
+
+/// Where the configuration came from.
+#[derive(Debug, Clone)]
+pub enum ConfigSource {
+    Embedded,
+    File(PathBuf),
+}
+
+impl ConfigSource {
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        match self {
+            ConfigSource::Embedded => Ok(Config::embedded_default()),
+            ConfigSource::File(p) => Config::load(p),
+        }
+    }
+}
+
+/// The data-plane settings a configuration implies.
+pub fn pipeline_settings(config: &Config, workers: u16) -> PipelineSettings {
+    let t = &config.timeouts;
+    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    PipelineSettings {
+        workers,
+        flow_capacity: config.tables.flows_per_worker as usize,
+        timeouts: Timeouts {
+            tcp_syn_ms: ms(t.tcp_syn),
+            tcp_established_ms: ms(t.tcp_established),
+            tcp_closing_ms: ms(t.tcp_closing),
+            tcp_closed_ms: ms(t.tcp_closed),
+            udp_ms: ms(t.udp),
+            icmp_ms: ms(t.icmp),
+        },
+        neighbour_capacity: config.tables.neighbours as usize,
+        neighbour_timers: NeighbourTimers {
+            retry_ms: ms(t.arp_retry).max(1),
+            tries: u8::try_from(t.arp_tries.clamp(1, 255)).unwrap_or(u8::MAX),
+            ttl_ms: ms(t.neighbour_ttl),
+            failed_hold_ms: ms(t.arp_retry).max(1) * 3,
+        },
+        hold_capacity: config.tables.arp_pending_packets as usize,
+        expire_budget: 64,
+    }
+}
+
+/// The EAL arguments to use: the configured ones, plus `--no-huge -m 512` when the
+/// configuration allows that fallback and this machine has no free hugepages.
+pub fn eal_args(config: &Config) -> Vec<String> {
+    let mut args = config.eal.args.clone();
+    let asks_no_huge = args.iter().any(|a| a == "--no-huge");
+    if config.eal.no_huge_fallback && !asks_no_huge && !hugepages_available() {
+        log::warn!("no free hugepages (or hugetlbfs not mounted): running with --no-huge -m 512; run scripts/hugepages.sh for production speed");
+        args.push("--no-huge".into());
+        args.push("-m".into());
+        args.push("512".into());
+    }
+    args
+}
+
+fn hugepages_available() -> bool {
+    let free = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("HugePages_Free:"))
+                .and_then(|l| {
+                    l.split_whitespace()
+                        .nth(1)
+                        .and_then(|v| v.parse::<u64>().ok())
+                })
+        })
+        .unwrap_or(0);
+    let mounted = std::fs::read_to_string("/proc/mounts")
+        .map(|m| {
+            m.lines()
+                .any(|l| l.split_whitespace().nth(2) == Some("hugetlbfs"))
+        })
+        .unwrap_or(false);
+    free >= 64 && mounted
+}
+
+/// Totals at exit, as logged and printed.
+#[derive(Debug, Clone, Default)]
+pub struct Totals {
+    pub workers: Vec<Counters>,
+    pub total: Counters,
+}
+
+impl Totals {
+    fn from_workers(workers: Vec<Counters>) -> Totals {
+        let mut total = Counters::default();
+        for w in &workers {
+            total.add(w);
+        }
+        Totals { workers, total }
+    }
+}
+
+/// Counters as one JSON object: the scalars, drops by reason, and per-worker copies.
+pub fn counters_json(workers: &[Counters]) -> String {
+    let mut total = Counters::default();
+    for w in workers {
+        total.add(w);
+    }
+    let one = |c: &Counters| {
+        let mut s = String::from("{");
+        for (i, (k, v)) in c.named().iter().enumerate() {
+            if i > 0 {
+                s.push(',');
+            }
+            s.push_str(&format!("\"{k}\":{v}"));
+        }
+        s.push_str(",\"drops\":{");
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            if i > 0 {
+                s.push(',');
+            }
+            s.push_str(&format!("\"{}\":{}", r.label(), c.dropped(*r)));
+        }
+        s.push_str("}}");
+        s
+    };
+    let per: Vec<String> = workers.iter().map(one).collect();
+    format!(
+        "{{\"total\":{},\"workers\":[{}]}}",
+        one(&total),
+        per.join(",")
+    )
+}
+
+/// Runs the daemon until SIGINT/SIGTERM; returns the totals.
+pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
+    let config = source.load()?;
+    signal::install_handlers().map_err(|e| DaemonError::Setup(format!("signal handlers: {e}")))?;
+
+    let args = eal_args(&config);
+    log::info!("EAL arguments: {}", args.join(" "));
+    let eal = Eal::init(&args)?;
+    log::info!(
+        "{} initialised, {} ports",
+        dpdk_bindings::version(),
+        eal.port_count()
+    );
+
+    let lcores = worker_lcores(&eal, &config)?;
+    let n_workers =
+        u16::try_from(lcores.len()).map_err(|_| DaemonError::Lcore("too many".into()))?;
+    let socket = eal.lcore_socket(lcores[0]);
+    let burst = config.workers.burst.max(1);
+
+    let n_ports = u32::try_from(config.ports.len()).unwrap_or(u32::MAX);
+    let per_queue: u32 = config
+        .ports
+        .iter()
+        .map(|p| u32::from(p.rx_desc) + u32::from(p.tx_desc))
+        .sum();
+    let pool_size = per_queue * u32::from(n_workers)
+        + u32::from(n_workers)
+            * (u32::from(burst) * (n_ports + 2) * 4
+                + config.tables.arp_pending_packets
+                + HANDOFF_RING * u32::from(n_workers.saturating_sub(1)))
+        + 2048;
+    let pool = Arc::new(Mempool::new(
+        "privlink",
+        pool_size,
+        256,
+        mempool::DEFAULT_DATA_ROOM,
+        socket,
+    )?);
+    log::info!("mempool: {pool_size} mbufs");
+
+    let mut ports = Vec::with_capacity(config.ports.len());
+    let mut macs = Vec::with_capacity(config.ports.len());
+    for pc in &config.ports {
+        let cfg = PortConfig {
+            rx_queues: n_workers,
+            tx_queues: n_workers,
+            rx_desc: pc.rx_desc,
+            tx_desc: pc.tx_desc,
+            mtu: pc.mtu,
+            rss: true,
+            promiscuous: pc.promiscuous,
+        };
+        let mut port = Port::configure(&pc.name, &cfg, &pool)?;
+        port.start()?;
+        let mac = port.mac()?;
+        log::info!(
+            "port {} ({}): {} queues, mac {}",
+            pc.name,
+            port.driver().unwrap_or_default(),
+            n_workers,
+            crate::wire::ethernet::EthernetAddress(mac)
+        );
+        macs.push(mac);
+        ports.push(port);
+    }
+
+    let state = config.state();
+    let first = Snapshot::build(1, &config, &macs, &state)?;
+    log::info!(
+        "snapshot 1: {} attachments, {} services, {} endpoints",
+        first.attachments.len(),
+        first.services.len(),
+        first.endpoints.len()
+    );
+    let cell = Arc::new(SnapshotCell::new(first, usize::from(n_workers)));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let published: Vec<Arc<PublishedCounters>> = (0..n_workers).map(|_| Arc::default()).collect();
+    let inboxes: Vec<Arc<ArrayQueue<NeighbourNews>>> = (0..n_workers)
+        .map(|_| Arc::new(ArrayQueue::new(NEWS_INBOX)))
+        .collect();
+
+    // Handoff rings: producers[from][to], consumers[to] collects all `from`s.
+    let mut producers: Vec<Vec<Option<ring::Producer>>> = (0..n_workers)
+        .map(|_| (0..n_workers).map(|_| None).collect())
+        .collect();
+    let mut consumers: Vec<Vec<ring::Consumer>> = (0..n_workers).map(|_| Vec::new()).collect();
+    for (from, outs) in producers.iter_mut().enumerate() {
+        for (to, slot) in outs.iter_mut().enumerate() {
+            if from != to {
+                let (p, c) = ring::spsc(&format!("plk-h{from}-{to}"), HANDOFF_RING, socket)?;
+                *slot = Some(p);
+                consumers[to].push(c);
+            }
+        }
+    }
+
+    let mut dpdk_to_index = vec![u16::MAX; 1024];
+    for (i, p) in ports.iter().enumerate() {
+        if let Some(slot) = dpdk_to_index.get_mut(usize::from(p.id().0)) {
+            *slot = u16::try_from(i).unwrap_or(u16::MAX);
+        }
+    }
+
+    let settings = pipeline_settings(&config, n_workers);
+    let mut handles: Vec<LaunchHandle<Counters>> = Vec::with_capacity(lcores.len());
+    for (i, lc) in lcores.iter().enumerate() {
+        let id = u16::try_from(i).unwrap_or(u16::MAX);
+        let mut rx = Vec::with_capacity(ports.len());
+        let mut tx = Vec::with_capacity(ports.len());
+        for p in ports.iter_mut() {
+            rx.push(p.rx_queue(id)?);
+            tx.push(p.tx_queue(id)?);
+        }
+        let setup = WorkerSetup {
+            id,
+            rx,
+            tx,
+            port_index: dpdk_to_index.clone(),
+            handoff_out: std::mem::take(&mut producers[i]),
+            handoff_in: std::mem::take(&mut consumers[i]),
+            news_inboxes: inboxes.clone(),
+            pool: Arc::clone(&pool),
+            snapshot: cell.reader(i),
+            published: Arc::clone(&published[i]),
+            stop: Arc::clone(&stop),
+            burst,
+            idle_sleep: Duration::from_micros(u64::from(config.workers.idle_sleep_us)),
+            settings: settings.clone(),
+        };
+        handles.push(lcore::launch(*lc, move || worker::run(setup))?);
+        log::info!("worker {i} running on {lc:?}");
+    }
+
+    log::info!("privlinkd ready");
+    let stats_file = stats_path(&config);
+    let mut generation = 1u64;
+    let mut current = config;
+    let mut last_stats = Instant::now();
+    while !signal::stop_requested() {
+        std::thread::sleep(Duration::from_millis(50));
+        if signal::take_reload_request() {
+            match reload(&source, &current, &macs, generation + 1) {
+                Ok((cfg, snap)) => {
+                    generation += 1;
+                    log::info!(
+                        "reloaded: snapshot {generation}: {} services, {} endpoints",
+                        snap.services.len(),
+                        snap.endpoints.len()
+                    );
+                    cell.publish(snap);
+                    current = cfg;
+                }
+                Err(e) => log::error!("reload refused, still serving snapshot {generation}: {e}"),
+            }
+        }
+        cell.reclaim();
+        if last_stats.elapsed() >= Duration::from_secs(1) {
+            last_stats = Instant::now();
+            if let Some(path) = &stats_file {
+                let snapshot: Vec<Counters> = published.iter().map(|p| p.read()).collect();
+                write_stats(path, &counters_json(&snapshot));
+            }
+        }
+    }
+    log::info!(
+        "signal {} received: stopping workers",
+        signal::last_signal()
+    );
+    stop.store(true, Ordering::SeqCst);
+    let mut results = Vec::with_capacity(handles.len());
+    let mut failure = None;
+    for (i, h) in handles.into_iter().enumerate() {
+        match h.join() {
+            Ok(c) => results.push(c),
+            Err(_) => {
+                failure = Some(DaemonError::Worker(format!("worker {i} panicked")));
+                results.push(published[i].read());
+            }
+        }
+    }
+    let totals = Totals::from_workers(results);
+    if let Some(path) = &stats_file {
+        write_stats(path, &counters_json(&totals.workers));
+    }
+    for p in ports.iter_mut() {
+        if let Ok(s) = p.stats() {
+            log::info!(
+                "port {}: rx {} pkts, tx {} pkts, missed {}, rx errors {}, tx errors {}",
+                p.name(),
+                s.rx_packets,
+                s.tx_packets,
+                s.rx_missed,
+                s.rx_errors,
+                s.tx_errors
+            );
+        }
+    }
+    drop(ports);
+    drop(pool);
+    drop(eal);
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(totals),
+    }
+}
+
+fn worker_lcores(eal: &Eal, config: &Config) -> Result<Vec<LcoreId>, DaemonError> {
+    let main = eal.main_lcore();
+    let mut out = Vec::with_capacity(config.workers.lcores.len());
+    for &l in &config.workers.lcores {
+        let id = LcoreId(l);
+        if id == main {
+            return Err(DaemonError::Lcore(format!(
+                "lcore {l} is the EAL main lcore (it runs management); use another"
+            )));
+        }
+        if !eal.lcore_enabled(id) {
+            return Err(DaemonError::Lcore(format!(
+                "lcore {l} is not enabled in the EAL arguments (-l/--lcores)"
+            )));
+        }
+        if out.contains(&id) {
+            return Err(DaemonError::Lcore(format!("lcore {l} listed twice")));
+        }
+        out.push(id);
+    }
+    if out.is_empty() {
+        return Err(DaemonError::Lcore(
+            "at least one worker lcore is needed".into(),
+        ));
+    }
+    Ok(out)
+}
+
+/// Re-reads the configuration and builds the next snapshot. Only services and endpoints
+/// may change at run time; ports, attachments and workers need a restart.
+fn reload(
+    source: &ConfigSource,
+    current: &Config,
+    macs: &[[u8; 6]],
+    generation: u64,
+) -> Result<(Config, Snapshot), DaemonError> {
+    let next = source.load()?;
+    if next.ports != current.ports || next.vpcs != current.vpcs || next.workers != current.workers {
+        return Err(DaemonError::Setup(
+            "ports, vpcs and workers cannot change at run time; restart privlinkd".into(),
+        ));
+    }
+    let snap = Snapshot::build(generation, &next, macs, &next.state())?;
+    Ok((next, snap))
+}
+
+fn stats_path(config: &Config) -> Option<PathBuf> {
+    config.mgmt.stats_file.clone()
+}
+
+fn write_stats(path: &Path, json: &str) {
+    let tmp = path.with_extension("tmp");
+    let ok = std::fs::write(&tmp, format!("{json}\n")).and_then(|_| std::fs::rename(&tmp, path));
+    if let Err(e) = ok {
+        log::warn!("stats file {}: {e}", path.display());
+    }
+}

@@ -1,0 +1,469 @@
+//! TCP connection tracking for translated flows: a conntrack-lite state machine.
+//!
+//! It is *liberal*: it follows the SYN/ACK/FIN/RST flags seen in each direction and never
+//! checks sequence numbers or windows (the endpoints do that; a NAT that drops "out of
+//! window" segments breaks more connections than it protects). Its only jobs are to choose
+//! the idle timeout of a flow (short while half-open or closing, long when established) and
+//! to tell the worker when a SYN may start a fresh connection on an old 5-tuple.
+//!
+//! "Consumer" is the side that opened the connection (the flow's forward direction);
+//! "provider" is the target answering through the SNAT address.
+
+use super::Timeouts;
+
+/// The TCP flags that drive [`TcpState::advance`]. PSH, URG, ECE and CWR do not matter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TcpFlags {
+    /// SYN: opens a connection.
+    pub syn: bool,
+    /// ACK: acknowledges the peer (set on every segment after the first SYN).
+    pub ack: bool,
+    /// FIN: the sender has no more data.
+    pub fin: bool,
+    /// RST: aborts the connection.
+    pub rst: bool,
+}
+
+impl TcpFlags {
+    /// FIN bit of the TCP header's flags byte (offset 13).
+    pub const FIN_BIT: u8 = 0x01;
+    /// SYN bit of the flags byte.
+    pub const SYN_BIT: u8 = 0x02;
+    /// RST bit of the flags byte.
+    pub const RST_BIT: u8 = 0x04;
+    /// ACK bit of the flags byte.
+    pub const ACK_BIT: u8 = 0x10;
+
+    /// A bare SYN (connection request).
+    pub const SYN: TcpFlags = TcpFlags::from_bits(Self::SYN_BIT);
+    /// SYN+ACK (the answer to a SYN).
+    pub const SYN_ACK: TcpFlags = TcpFlags::from_bits(Self::SYN_BIT | Self::ACK_BIT);
+    /// A bare ACK (data or pure acknowledgement).
+    pub const ACK: TcpFlags = TcpFlags::from_bits(Self::ACK_BIT);
+    /// FIN+ACK (the usual FIN).
+    pub const FIN_ACK: TcpFlags = TcpFlags::from_bits(Self::FIN_BIT | Self::ACK_BIT);
+    /// A bare RST.
+    pub const RST: TcpFlags = TcpFlags::from_bits(Self::RST_BIT);
+
+    /// The flags of a TCP header's flags byte (byte 13 of the header).
+    #[inline]
+    pub const fn from_bits(bits: u8) -> TcpFlags {
+        TcpFlags {
+            syn: bits & Self::SYN_BIT != 0,
+            ack: bits & Self::ACK_BIT != 0,
+            fin: bits & Self::FIN_BIT != 0,
+            rst: bits & Self::RST_BIT != 0,
+        }
+    }
+
+    /// A connection request: SYN without ACK, FIN or RST. The only segment that may create
+    /// a TCP flow (anything else for an unknown flow is answered with RST) or, with
+    /// [`TcpState::allows_reopen`], replace a finished one.
+    #[inline]
+    pub const fn is_connection_request(&self) -> bool {
+        self.syn && !self.ack && !self.fin && !self.rst
+    }
+}
+
+/// Where a tracked TCP connection stands. One byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TcpState {
+    /// The consumer sent a SYN; no answer yet. The state of every new TCP flow.
+    SynSent,
+    /// The provider answered SYN+ACK (or SYN, for a simultaneous open); waiting for the
+    /// consumer's ACK that completes the handshake.
+    SynReceived,
+    /// Handshake complete.
+    Established,
+    /// One side sent a FIN (`by_consumer` says which); the other may still send data
+    /// (half-close).
+    FinWait {
+        /// True when the consumer sent the FIN.
+        by_consumer: bool,
+    },
+    /// Both sides sent a FIN; waiting for the last ACK.
+    Closing,
+    /// Both FINs sent and an ACK seen after them: the connection is over, the flow lingers
+    /// briefly for retransmitted FINs and ACKs.
+    TimeWait,
+    /// Aborted by an RST from either side; lingers briefly for in-flight segments.
+    Closed,
+}
+
+impl TcpState {
+    /// The state after a segment with `flags`, sent by the consumer (`from_consumer`) or
+    /// by the provider. Never fails: segments that make no sense in a state leave it as is.
+    ///
+    /// | state | segment | next |
+    /// |---|---|---|
+    /// | any | RST from either side | `Closed` |
+    /// | `SynSent` | SYN (+ACK or not) from provider | `SynReceived` |
+    /// | `SynReceived` | ACK without SYN from consumer | `Established` (`FinWait` if FIN) |
+    /// | `SynReceived`, `Established` | FIN from X | `FinWait { by X }` |
+    /// | `FinWait { by X }` | FIN from the other side | `Closing` |
+    /// | `Closing` | ACK without FIN from either side | `TimeWait` |
+    /// | `TimeWait`, `Closed` | connection request from consumer | `SynSent` (reopen) |
+    /// | otherwise | | unchanged |
+    #[must_use]
+    pub fn advance(self, from_consumer: bool, flags: TcpFlags) -> TcpState {
+        if flags.rst {
+            return TcpState::Closed;
+        }
+        match self {
+            TcpState::SynSent => {
+                // The provider's SYN+ACK, or a bare SYN in a simultaneous open. Anything
+                // else (a retransmitted SYN, a stray ACK) waits for the answer.
+                if !from_consumer && flags.syn {
+                    TcpState::SynReceived
+                } else {
+                    self
+                }
+            }
+            TcpState::SynReceived => {
+                if from_consumer && flags.ack && !flags.syn {
+                    // The handshake's final ACK, possibly already carrying a FIN.
+                    if flags.fin {
+                        TcpState::FinWait { by_consumer: true }
+                    } else {
+                        TcpState::Established
+                    }
+                } else if !from_consumer && flags.fin {
+                    // The provider gave up before the handshake finished.
+                    TcpState::FinWait { by_consumer: false }
+                } else {
+                    // Retransmitted SYN or SYN+ACK.
+                    self
+                }
+            }
+            TcpState::Established => {
+                if flags.fin {
+                    TcpState::FinWait {
+                        by_consumer: from_consumer,
+                    }
+                } else {
+                    self
+                }
+            }
+            TcpState::FinWait { by_consumer } => {
+                if flags.fin && from_consumer != by_consumer {
+                    TcpState::Closing
+                } else {
+                    // Data of a half-closed connection, ACKs, or a retransmitted FIN.
+                    self
+                }
+            }
+            TcpState::Closing => {
+                // Without sequence numbers an ACK cannot be matched to the last FIN; the
+                // first FIN-less ACK after both FINs is taken as the last one. If it was
+                // not, a retransmitted FIN still finds the flow during TimeWait.
+                if flags.ack && !flags.fin && !flags.syn {
+                    TcpState::TimeWait
+                } else {
+                    self
+                }
+            }
+            TcpState::TimeWait | TcpState::Closed => {
+                if from_consumer && flags.is_connection_request() {
+                    TcpState::SynSent
+                } else {
+                    self
+                }
+            }
+        }
+    }
+
+    /// True when a connection request from the consumer on this flow starts a *new*
+    /// connection (the old one is over): the worker should end the flow and create a new
+    /// one (new target pick, new SNAT port) rather than reuse the old translation.
+    #[inline]
+    pub fn allows_reopen(&self) -> bool {
+        matches!(self, TcpState::TimeWait | TcpState::Closed)
+    }
+
+    /// True once the handshake completed and before any FIN or RST.
+    #[inline]
+    pub fn is_established(&self) -> bool {
+        matches!(self, TcpState::Established)
+    }
+
+    /// Idle time after which a flow in this state expires.
+    #[inline]
+    pub fn timeout_ms(&self, timeouts: &Timeouts) -> u64 {
+        match self {
+            TcpState::SynSent | TcpState::SynReceived => timeouts.tcp_syn_ms,
+            TcpState::Established => timeouts.tcp_established_ms,
+            TcpState::FinWait { .. } | TcpState::Closing => timeouts.tcp_closing_ms,
+            TcpState::TimeWait | TcpState::Closed => timeouts.tcp_closed_ms,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TcpState::*;
+    use super::*;
+
+    const C: bool = true; // from consumer
+    const P: bool = false; // from provider
+
+    const FIN: TcpFlags = TcpFlags {
+        syn: false,
+        ack: false,
+        fin: true,
+        rst: false,
+    };
+    const RST_ACK: TcpFlags = TcpFlags::from_bits(TcpFlags::RST_BIT | TcpFlags::ACK_BIT);
+    const SYN_FIN: TcpFlags = TcpFlags::from_bits(TcpFlags::SYN_BIT | TcpFlags::FIN_BIT);
+    const NONE: TcpFlags = TcpFlags::from_bits(0);
+
+    const ALL_STATES: [TcpState; 8] = [
+        SynSent,
+        SynReceived,
+        Established,
+        FinWait { by_consumer: true },
+        FinWait { by_consumer: false },
+        Closing,
+        TimeWait,
+        Closed,
+    ];
+
+    fn run(start: TcpState, steps: &[(bool, TcpFlags)]) -> TcpState {
+        steps.iter().fold(start, |s, &(dir, f)| s.advance(dir, f))
+    }
+
+    #[test]
+    fn one_byte() {
+        assert_eq!(std::mem::size_of::<TcpState>(), 1);
+    }
+
+    #[test]
+    fn flags_from_header_byte() {
+        assert_eq!(
+            TcpFlags::from_bits(0x12),
+            TcpFlags {
+                syn: true,
+                ack: true,
+                fin: false,
+                rst: false
+            }
+        );
+        // PSH|ACK|FIN, with URG/ECE/CWR noise ignored.
+        assert_eq!(TcpFlags::from_bits(0x19 | 0xe0), TcpFlags::FIN_ACK);
+        assert!(TcpFlags::SYN.is_connection_request());
+        for f in [TcpFlags::SYN_ACK, SYN_FIN, TcpFlags::ACK, NONE, RST_ACK] {
+            assert!(!f.is_connection_request(), "{f:?}");
+        }
+        assert!(!TcpFlags::from_bits(TcpFlags::SYN_BIT | TcpFlags::RST_BIT).is_connection_request());
+    }
+
+    #[test]
+    fn normal_open_and_close_consumer_first() {
+        let mut s = SynSent;
+        s = s.advance(C, TcpFlags::SYN);
+        assert_eq!(s, SynSent, "retransmitted SYN");
+        s = s.advance(P, TcpFlags::SYN_ACK);
+        assert_eq!(s, SynReceived);
+        s = s.advance(C, TcpFlags::ACK);
+        assert_eq!(s, Established);
+        s = run(s, &[(C, TcpFlags::ACK), (P, TcpFlags::ACK)]);
+        assert_eq!(s, Established, "data");
+        s = s.advance(C, TcpFlags::FIN_ACK);
+        assert_eq!(s, FinWait { by_consumer: true });
+        s = s.advance(P, TcpFlags::ACK);
+        assert_eq!(
+            s,
+            FinWait { by_consumer: true },
+            "ACK of the FIN, half-close"
+        );
+        s = s.advance(P, TcpFlags::ACK);
+        assert_eq!(s, FinWait { by_consumer: true }, "provider still sending");
+        s = s.advance(C, TcpFlags::FIN_ACK);
+        assert_eq!(s, FinWait { by_consumer: true }, "retransmitted FIN");
+        s = s.advance(P, TcpFlags::FIN_ACK);
+        assert_eq!(s, Closing);
+        s = s.advance(P, TcpFlags::FIN_ACK);
+        assert_eq!(s, Closing, "retransmitted FIN");
+        s = s.advance(C, TcpFlags::ACK);
+        assert_eq!(s, TimeWait);
+        assert!(s.allows_reopen());
+    }
+
+    #[test]
+    fn normal_close_provider_first() {
+        let s = run(
+            SynSent,
+            &[
+                (P, TcpFlags::SYN_ACK),
+                (C, TcpFlags::ACK),
+                (P, TcpFlags::FIN_ACK),
+            ],
+        );
+        assert_eq!(s, FinWait { by_consumer: false });
+        let s = run(s, &[(C, TcpFlags::ACK), (C, TcpFlags::FIN_ACK)]);
+        assert_eq!(s, Closing);
+        assert_eq!(s.advance(P, TcpFlags::ACK), TimeWait);
+    }
+
+    #[test]
+    fn simultaneous_close() {
+        let s = run(
+            Established,
+            &[(C, TcpFlags::FIN_ACK), (P, TcpFlags::FIN_ACK)],
+        );
+        assert_eq!(s, Closing);
+        let s = run(s, &[(C, TcpFlags::ACK), (P, TcpFlags::ACK)]);
+        assert_eq!(s, TimeWait);
+        // Bare FINs (no ACK) count too.
+        assert_eq!(run(Established, &[(P, FIN), (C, FIN)]), Closing);
+    }
+
+    #[test]
+    fn simultaneous_open() {
+        // Provider sends its own SYN instead of SYN+ACK.
+        let s = SynSent.advance(P, TcpFlags::SYN);
+        assert_eq!(s, SynReceived);
+        assert_eq!(s.advance(C, TcpFlags::ACK), Established);
+    }
+
+    #[test]
+    fn fin_with_final_handshake_ack() {
+        assert_eq!(
+            SynReceived.advance(C, TcpFlags::FIN_ACK),
+            FinWait { by_consumer: true }
+        );
+        assert_eq!(
+            SynReceived.advance(P, TcpFlags::FIN_ACK),
+            FinWait { by_consumer: false }
+        );
+    }
+
+    #[test]
+    fn half_open_stays_short_lived() {
+        let t = Timeouts::default();
+        // No answer: retransmitted SYNs and stray segments keep SynSent.
+        for (dir, f) in [
+            (C, TcpFlags::SYN),
+            (C, TcpFlags::ACK),
+            (P, TcpFlags::ACK),
+            (C, TcpFlags::FIN_ACK),
+            (P, FIN),
+            (C, NONE),
+        ] {
+            assert_eq!(SynSent.advance(dir, f), SynSent, "{dir} {f:?}");
+        }
+        // SYN+ACK seen but the consumer never ACKs.
+        for (dir, f) in [
+            (C, TcpFlags::SYN),
+            (P, TcpFlags::SYN_ACK),
+            (P, TcpFlags::ACK),
+            (C, TcpFlags::SYN_ACK),
+            (C, NONE),
+        ] {
+            assert_eq!(SynReceived.advance(dir, f), SynReceived, "{dir} {f:?}");
+        }
+        assert!(SynSent.timeout_ms(&t) < Established.timeout_ms(&t));
+        assert!(SynReceived.timeout_ms(&t) < Established.timeout_ms(&t));
+    }
+
+    #[test]
+    fn rst_from_either_side_closes_every_state() {
+        let t = Timeouts::default();
+        for s in ALL_STATES {
+            for dir in [C, P] {
+                for f in [TcpFlags::RST, RST_ACK] {
+                    let n = s.advance(dir, f);
+                    assert_eq!(n, Closed, "{s:?} {dir} {f:?}");
+                    assert!(n.allows_reopen());
+                    assert_eq!(n.timeout_ms(&t), t.tcp_closed_ms);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn established_ignores_syn_and_acks() {
+        for (dir, f) in [
+            (C, TcpFlags::SYN),
+            (P, TcpFlags::SYN_ACK),
+            (C, TcpFlags::ACK),
+            (P, TcpFlags::ACK),
+            (C, NONE),
+        ] {
+            assert_eq!(Established.advance(dir, f), Established, "{dir} {f:?}");
+        }
+        assert_eq!(Established.advance(P, FIN), FinWait { by_consumer: false });
+    }
+
+    #[test]
+    fn closing_needs_a_fin_less_ack() {
+        for (dir, f) in [
+            (C, FIN),
+            (P, TcpFlags::FIN_ACK),
+            (C, TcpFlags::SYN_ACK),
+            (P, NONE),
+        ] {
+            assert_eq!(Closing.advance(dir, f), Closing, "{dir} {f:?}");
+        }
+        assert_eq!(Closing.advance(P, TcpFlags::ACK), TimeWait);
+    }
+
+    #[test]
+    fn reopen_after_time_wait_or_rst() {
+        for s in [TimeWait, Closed] {
+            assert!(s.allows_reopen());
+            assert_eq!(s.advance(C, TcpFlags::SYN), SynSent);
+            // Only the consumer's connection request reopens.
+            for (dir, f) in [
+                (P, TcpFlags::SYN),
+                (P, TcpFlags::SYN_ACK),
+                (C, TcpFlags::SYN_ACK),
+                (C, SYN_FIN),
+                (C, TcpFlags::ACK),
+                (P, TcpFlags::FIN_ACK),
+            ] {
+                assert_eq!(s.advance(dir, f), s, "{s:?} {dir} {f:?}");
+            }
+        }
+        for s in [
+            SynSent,
+            SynReceived,
+            Established,
+            FinWait { by_consumer: true },
+            Closing,
+        ] {
+            assert!(!s.allows_reopen(), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn timeouts_per_state() {
+        let t = Timeouts {
+            tcp_syn_ms: 1,
+            tcp_established_ms: 2,
+            tcp_closing_ms: 3,
+            tcp_closed_ms: 4,
+            udp_ms: 5,
+            icmp_ms: 6,
+        };
+        let got: Vec<u64> = ALL_STATES.iter().map(|s| s.timeout_ms(&t)).collect();
+        assert_eq!(got, [1, 1, 2, 3, 3, 3, 4, 4]);
+        assert!(Established.is_established());
+        assert!(!SynReceived.is_established());
+    }
+
+    #[test]
+    fn every_state_and_input_is_total() {
+        // All 16 flag combinations, both directions, every state: no panic, and RST wins.
+        for s in ALL_STATES {
+            for dir in [C, P] {
+                for bits in 0..=0xffu8 {
+                    let f = TcpFlags::from_bits(bits);
+                    let n = s.advance(dir, f);
+                    if f.rst {
+                        assert_eq!(n, Closed);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! The one thing the packet path needs from a buffer: its bytes, and room to grow or shrink
+//! at either end. Mbufs implement it for the real data path, [`VecFrame`] for tests and
+//! benchmarks, so the whole pipeline is exercised without DPDK.
+
+use dpdk_bindings::Mbuf;
+
+/// A packet buffer the pipeline may edit in place.
+pub trait Frame {
+    /// The packet bytes.
+    fn bytes(&self) -> &[u8];
+    /// The packet bytes, writable.
+    fn bytes_mut(&mut self) -> &mut [u8];
+    /// Adds `n` bytes in front (returns false when there is no headroom).
+    fn push_front(&mut self, n: usize) -> bool;
+    /// Removes `n` bytes from the front (false when shorter than `n`).
+    fn pull_front(&mut self, n: usize) -> bool;
+    /// Sets the length, growing (zero-filled is not guaranteed) or shrinking at the end
+    /// (false when there is no tailroom).
+    fn set_len(&mut self, len: usize) -> bool;
+    /// The receive-side hash (RSS) if the device computed one; 0 otherwise.
+    fn rx_hash(&self) -> u32 {
+        0
+    }
+}
+
+impl Frame for Mbuf {
+    #[inline]
+    fn bytes(&self) -> &[u8] {
+        self.data()
+    }
+    #[inline]
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        self.data_mut()
+    }
+    #[inline]
+    fn push_front(&mut self, n: usize) -> bool {
+        self.prepend(n).is_ok()
+    }
+    #[inline]
+    fn pull_front(&mut self, n: usize) -> bool {
+        self.adj(n).is_ok()
+    }
+    #[inline]
+    fn set_len(&mut self, len: usize) -> bool {
+        Mbuf::set_len(self, len).is_ok()
+    }
+    #[inline]
+    fn rx_hash(&self) -> u32 {
+        self.rss_hash()
+    }
+}
+
+/// A heap frame with fixed headroom, for tests and benchmarks.
+#[derive(Debug, Clone)]
+pub struct VecFrame {
+    buf: Vec<u8>,
+    head: usize,
+    len: usize,
+}
+
+impl VecFrame {
+    /// Headroom like DPDK's default mbuf headroom.
+    pub const HEADROOM: usize = 128;
+    /// Room like a default mbuf's data room.
+    pub const ROOM: usize = 2048;
+
+    pub fn new(bytes: &[u8]) -> VecFrame {
+        let mut buf = vec![0u8; Self::HEADROOM + Self::ROOM.max(bytes.len())];
+        buf[Self::HEADROOM..Self::HEADROOM + bytes.len()].copy_from_slice(bytes);
+        VecFrame {
+            buf,
+            head: Self::HEADROOM,
+            len: bytes.len(),
+        }
+    }
+}
+
+impl Frame for VecFrame {
+    fn bytes(&self) -> &[u8] {
+        &self.buf[self.head..self.head + self.len]
+    }
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[self.head..self.head + self.len]
+    }
+    fn push_front(&mut self, n: usize) -> bool {
+        if n > self.head {
+            return false;
+        }
+        self.head -= n;
+        self.len += n;
+        true
+    }
+    fn pull_front(&mut self, n: usize) -> bool {
+        if n > self.len {
+            return false;
+        }
+        self.head += n;
+        self.len -= n;
+        true
+    }
+    fn set_len(&mut self, len: usize) -> bool {
+        if self.head + len > self.buf.len() {
+            return false;
+        }
+        self.len = len;
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vec_frame_edits_like_an_mbuf() {
+        let mut f = VecFrame::new(&[1, 2, 3, 4]);
+        assert!(f.push_front(2));
+        f.bytes_mut()[..2].copy_from_slice(&[9, 9]);
+        assert_eq!(f.bytes(), &[9, 9, 1, 2, 3, 4]);
+        assert!(f.pull_front(3));
+        assert_eq!(f.bytes(), &[2, 3, 4]);
+        assert!(f.set_len(2));
+        assert_eq!(f.bytes(), &[2, 3]);
+        assert!(!f.pull_front(3));
+        assert!(!f.push_front(VecFrame::HEADROOM + 10));
+        assert!(!f.set_len(100_000));
+    }
+}

@@ -1,0 +1,1147 @@
+//! The packet path of one worker, pure Rust over [`Frame`]s: classify, answer ARP and
+//! ping, look the destination up in the snapshot, find or create the flow, translate, and
+//! pick the next hop. No DPDK here: the worker loop feeds mbufs in, tests feed
+//! [`crate::frame::VecFrame`]s.
+//!
+//! No-panic contract: every header is parsed with a `new_checked` view before use and every
+//! index into the snapshot is checked; a packet that does not fit is dropped and counted by
+//! [`DropReason`], never a panic. The fuzz target and property tests feed arbitrary bytes
+//! through [`Pipeline::process`] to hold it to that.
+//!
+//! The pipeline never allocates on the packet path: the flow table, neighbour table, hold
+//! queue and output vectors are sized at construction.
+
+use std::collections::VecDeque;
+
+use crate::counters::{Counters, DropReason};
+use crate::fasthash::{fast_map, FastMap};
+use crate::flow::{
+    Flow, FlowId, FlowKey, FlowTable, TcpFlags, Timeouts, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
+};
+use crate::frame::Frame;
+use crate::neighbour::{NeighbourTimers, Neighbours, Resolution};
+use crate::snapshot::{AttachmentView, ListenerRef, LocalKind, Snapshot};
+use crate::wire::arp::{ArpOperation, ArpPacket};
+use crate::wire::checksum;
+use crate::wire::ethernet::{self, EtherType, EthernetAddress, EthernetFrame};
+use crate::wire::icmpv4::{self, Icmpv4Packet, Icmpv4Type};
+use crate::wire::ipv4::{IpProtocol, Ipv4Packet, Ipv4Repr};
+use crate::wire::tcp::TcpPacket;
+use crate::wire::udp::UdpPacket;
+use crate::wire::vlan;
+
+/// Lowest SNAT source port handed out; below are the well-known ports.
+pub const SNAT_PORT_MIN: u16 = 1024;
+/// Candidates tried before a new flow is refused for lack of SNAT ports.
+const SNAT_TRIES: usize = 256;
+/// TTL of packets the appliance originates.
+const OWN_TTL: u8 = 64;
+/// ICMP errors and RSTs the worker may originate per second (RFC 1812 §4.3.2.8 asks
+/// routers to rate-limit them).
+const ORIGINATED_PER_SEC: u32 = 2000;
+/// How often neighbour retries and the hold queue are looked at.
+const TIMER_TICK_MS: u64 = 10;
+
+/// What a worker does with a packet after [`Pipeline::process`].
+#[derive(Debug)]
+pub enum Verdict<F> {
+    /// Transmit on the port with this index.
+    Tx(u16, F),
+    /// Hand to the worker that owns the packet's flow.
+    Handoff(u16, F),
+    /// Consumed: dropped (and counted), or held until its next hop resolves.
+    Done,
+}
+
+/// A neighbour one worker learned from ARP, for the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NeighbourNews {
+    pub attachment: u16,
+    pub ip: u32,
+    pub mac: [u8; 6],
+}
+
+/// Sizes and timers of one worker's pipeline.
+#[derive(Debug, Clone)]
+pub struct PipelineSettings {
+    pub workers: u16,
+    pub flow_capacity: usize,
+    pub timeouts: Timeouts,
+    pub neighbour_capacity: usize,
+    pub neighbour_timers: NeighbourTimers,
+    /// Packets held while their next hop resolves.
+    pub hold_capacity: usize,
+    /// Flow slots examined for expiry per poll: bounds the timer work per loop.
+    pub expire_budget: usize,
+}
+
+impl Default for PipelineSettings {
+    fn default() -> Self {
+        PipelineSettings {
+            workers: 1,
+            flow_capacity: 1 << 16,
+            timeouts: Timeouts::default(),
+            neighbour_capacity: 4096,
+            neighbour_timers: NeighbourTimers::default(),
+            hold_capacity: 256,
+            expire_budget: 64,
+        }
+    }
+}
+
+struct Held<F> {
+    frame: F,
+    attachment: u16,
+    next_hop: u32,
+    since_ms: u64,
+}
+
+/// A fresh-frame source (the worker's mempool) for packets the pipeline originates.
+pub type FrameAlloc<F> = Box<dyn FnMut() -> Option<F> + Send>;
+
+/// One worker's packet path and all the state it owns.
+pub struct Pipeline<F: Frame> {
+    id: u16,
+    settings: PipelineSettings,
+    flows: FlowTable,
+    neighbours: Neighbours,
+    held: VecDeque<Held<F>>,
+    held_scratch: VecDeque<Held<F>>,
+    emitted: Vec<(u16, F)>,
+    news: Vec<NeighbourNews>,
+    counters: Counters,
+    alloc: FrameAlloc<F>,
+    snat_cursor: u16,
+    last_tick_ms: u64,
+    announced: FastMap<(u16, u32), ()>,
+    originate_tokens: u32,
+    originate_refill_ms: u64,
+}
+
+impl<F: Frame> std::fmt::Debug for Pipeline<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("worker", &self.id)
+            .field("flows", &self.flows.len())
+            .field("neighbours", &self.neighbours.len())
+            .field("held", &self.held.len())
+            .finish()
+    }
+}
+
+/// Parsed facts about an IPv4 packet, copied out so the frame can be edited afterwards.
+#[derive(Debug, Clone, Copy)]
+struct Ip {
+    l3: usize,
+    header_len: usize,
+    total_len: usize,
+    src: u32,
+    dst: u32,
+    proto: u8,
+    ttl: u8,
+}
+
+impl<F: Frame> Pipeline<F> {
+    /// A pipeline for worker `id`, starting from snapshot `snap`.
+    pub fn new(id: u16, settings: PipelineSettings, alloc: FrameAlloc<F>, snap: &Snapshot) -> Self {
+        let flows = FlowTable::with_capacity(settings.flow_capacity, settings.timeouts);
+        let neighbours = Neighbours::new(settings.neighbour_capacity, settings.neighbour_timers);
+        let hold = settings.hold_capacity;
+        let mut p = Pipeline {
+            id,
+            // Start each worker's SNAT cursor apart so their first ports differ visibly.
+            snat_cursor: 0,
+            flows,
+            neighbours,
+            held: VecDeque::with_capacity(hold),
+            held_scratch: VecDeque::with_capacity(hold),
+            emitted: Vec::with_capacity(256),
+            news: Vec::with_capacity(64),
+            counters: Counters::default(),
+            alloc,
+            last_tick_ms: 0,
+            announced: fast_map(64),
+            originate_tokens: ORIGINATED_PER_SEC,
+            originate_refill_ms: 0,
+            settings,
+        };
+        p.on_snapshot(snap, 0);
+        p
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    pub fn counters_mut(&mut self) -> &mut Counters {
+        &mut self.counters
+    }
+
+    /// Copies gauges (active flows) into the counters before they are published.
+    pub fn sync_gauges(&mut self) {
+        self.counters.active_flows = self.flows.len() as u64;
+    }
+
+    pub fn flows(&self) -> &FlowTable {
+        &self.flows
+    }
+
+    /// Frames the pipeline originated or released (ARP, held packets), with their port.
+    pub fn drain_emitted(&mut self) -> std::vec::Drain<'_, (u16, F)> {
+        self.emitted.drain(..)
+    }
+
+    /// Neighbours learned since the last call, to tell the other workers.
+    pub fn take_news(&mut self) -> std::vec::Drain<'_, NeighbourNews> {
+        self.news.drain(..)
+    }
+
+    /// A neighbour another worker learned.
+    pub fn learn_remote(&mut self, snap: &Snapshot, n: NeighbourNews, now_ms: u64) {
+        if self.neighbours.learn(n.attachment, n.ip, n.mac, now_ms) {
+            self.release_held(snap, n.attachment, n.ip, n.mac);
+        }
+    }
+
+    /// A new snapshot: install static neighbours, announce new addresses (worker 0 sends
+    /// the gratuitous ARPs, once per address).
+    pub fn on_snapshot(&mut self, snap: &Snapshot, now_ms: u64) {
+        for (ai, a) in snap.attachments.iter().enumerate() {
+            let Ok(ai) = u16::try_from(ai) else { continue };
+            for &(ip, mac) in &a.static_neighbours {
+                self.neighbours.add_static(ai, ip, mac);
+            }
+        }
+        if self.id != 0 {
+            return;
+        }
+        let mut fresh: Vec<(u16, u32)> = snap
+            .local_addresses()
+            .filter(|k| !self.announced.contains_key(k))
+            .collect();
+        fresh.sort_unstable();
+        self.announced.clear();
+        for k in snap.local_addresses() {
+            self.announced.insert(k, ());
+        }
+        for (att, ip) in fresh {
+            if let Some(a) = snap.attachment(att) {
+                self.send_arp(
+                    a,
+                    ArpOperation::REQUEST,
+                    ip,
+                    ip,
+                    EthernetAddress::BROADCAST,
+                    now_ms,
+                );
+            }
+        }
+    }
+
+    /// Timer work, bounded per call: flow expiry, ARP retries, the hold queue.
+    pub fn poll(&mut self, snap: &Snapshot, now_ms: u64) {
+        let counters = &mut self.counters;
+        self.flows.expire(now_ms, self.settings.expire_budget, |_| {
+            counters.expired_flows += 1
+        });
+        if now_ms < self.last_tick_ms + TIMER_TICK_MS {
+            return;
+        }
+        self.last_tick_ms = now_ms;
+        let mut retry: Vec<(u16, u32)> = Vec::new();
+        let mut failed: Vec<(u16, u32)> = Vec::new();
+        self.neighbours.retry_due(
+            now_ms,
+            |a, ip| retry.push((a, ip)),
+            |a, ip| failed.push((a, ip)),
+        );
+        for (att, ip) in retry {
+            if let Some(a) = snap.attachment(att) {
+                self.send_arp(
+                    a,
+                    ArpOperation::REQUEST,
+                    a.ip,
+                    ip,
+                    EthernetAddress::BROADCAST,
+                    now_ms,
+                );
+            }
+        }
+        let t = self.settings.neighbour_timers;
+        let max_hold = t.retry_ms.saturating_mul(u64::from(t.tries) + 1);
+        let held = std::mem::take(&mut self.held);
+        for h in held {
+            if failed.contains(&(h.attachment, h.next_hop))
+                || now_ms.saturating_sub(h.since_ms) > max_hold
+            {
+                self.counters.drop(DropReason::NeighbourUnresolved);
+            } else {
+                self.held.push_back(h);
+            }
+        }
+    }
+
+    /// Runs one received packet through the path.
+    pub fn process(
+        &mut self,
+        snap: &Snapshot,
+        in_port: u16,
+        mut frame: F,
+        now_ms: u64,
+    ) -> Verdict<F> {
+        self.counters.rx_packets += 1;
+        self.counters.rx_bytes += frame.bytes().len() as u64;
+        match self.classify(snap, in_port, &mut frame, now_ms) {
+            Ok(Out::Tx(port)) => Verdict::Tx(port, frame),
+            Ok(Out::Handoff(w)) => Verdict::Handoff(w, frame),
+            Ok(Out::Consumed) => Verdict::Done,
+            Ok(Out::Hold(attachment, next_hop)) => {
+                self.hold(frame, attachment, next_hop, now_ms);
+                Verdict::Done
+            }
+            Err(reason) => {
+                self.counters.drop(reason);
+                Verdict::Done
+            }
+        }
+    }
+
+    fn classify(
+        &mut self,
+        snap: &Snapshot,
+        in_port: u16,
+        frame: &mut F,
+        now_ms: u64,
+    ) -> Result<Out, DropReason> {
+        let l2 = vlan::l2_header(frame.bytes()).map_err(|e| match e {
+            crate::wire::Error::Unsupported => DropReason::UnsupportedEtherType,
+            _ => DropReason::Malformed,
+        })?;
+        let att_idx = snap
+            .attachment_of(in_port, l2.vlan_id)
+            .ok_or(DropReason::NoAttachment)?;
+        let att = snap.attachment(att_idx).ok_or(DropReason::NoAttachment)?;
+        let eth = EthernetFrame::new_checked(frame.bytes()).map_err(|_| DropReason::Malformed)?;
+        let dst_mac = eth.dst_addr();
+        let src_mac = eth.src_addr();
+        let for_us = dst_mac.0 == att.mac;
+        match l2.ethertype {
+            EtherType::ARP => {
+                if !for_us && !dst_mac.is_broadcast() {
+                    return Err(DropReason::NotForUs);
+                }
+                self.arp(snap, att_idx, att, frame, l2.header_len, now_ms)
+            }
+            EtherType::IPV4 => {
+                if !for_us {
+                    return Err(DropReason::NotForUs);
+                }
+                self.ipv4(snap, att_idx, frame, l2.header_len, src_mac, now_ms)
+            }
+            _ => Err(DropReason::UnsupportedEtherType),
+        }
+    }
+
+    fn arp(
+        &mut self,
+        snap: &Snapshot,
+        att_idx: u16,
+        att: &AttachmentView,
+        frame: &mut F,
+        l2_len: usize,
+        now_ms: u64,
+    ) -> Result<Out, DropReason> {
+        let bytes = frame.bytes_mut();
+        let payload = bytes.get_mut(l2_len..).ok_or(DropReason::Malformed)?;
+        let mut arp = ArpPacket::new_checked(payload).map_err(|_| DropReason::ArpIgnored)?;
+        let op = arp.operation();
+        let sender_ip = u32::from_be_bytes(arp.source_protocol_addr_bytes());
+        let sender_mac = arp.source_hardware_addr();
+        let target_ip = u32::from_be_bytes(arp.target_protocol_addr_bytes());
+        let sane_sender = sender_ip != 0 && att.on_link(sender_ip) && sender_mac.is_unicast();
+        let asks_us = op == ArpOperation::REQUEST && snap.local(att_idx, target_ip).is_some();
+
+        if sane_sender {
+            // A reply, or a request addressed to us, is worth learning (the sender talks
+            // to us); other requests only refresh what we already track.
+            let learned = if op == ArpOperation::REPLY || asks_us {
+                self.neighbours
+                    .learn(att_idx, sender_ip, sender_mac.0, now_ms)
+            } else {
+                self.neighbours
+                    .confirm(att_idx, sender_ip, sender_mac.0, now_ms)
+            };
+            if learned {
+                let news = NeighbourNews {
+                    attachment: att_idx,
+                    ip: sender_ip,
+                    mac: sender_mac.0,
+                };
+                if self.news.len() < self.news.capacity() {
+                    self.news.push(news);
+                }
+                self.release_held(snap, att_idx, sender_ip, sender_mac.0);
+            }
+        }
+        if !asks_us || sender_ip == target_ip {
+            return if op == ArpOperation::REPLY && sane_sender {
+                Ok(Out::Consumed)
+            } else {
+                Err(DropReason::ArpIgnored)
+            };
+        }
+        arp.make_reply(EthernetAddress(att.mac))
+            .map_err(|_| DropReason::Malformed)?;
+        let mut eth = EthernetFrame::new_unchecked(frame.bytes_mut());
+        eth.set_dst_addr(sender_mac);
+        eth.set_src_addr(EthernetAddress(att.mac));
+        self.counters.arp_replies += 1;
+        Ok(Out::Tx(att.port))
+    }
+
+    fn ipv4(
+        &mut self,
+        snap: &Snapshot,
+        att_idx: u16,
+        frame: &mut F,
+        l2_len: usize,
+        src_mac: EthernetAddress,
+        now_ms: u64,
+    ) -> Result<Out, DropReason> {
+        let ip = {
+            let bytes = frame.bytes();
+            let l3 = bytes.get(l2_len..).ok_or(DropReason::Malformed)?;
+            let pkt = Ipv4Packet::new_checked(l3).map_err(|_| DropReason::Malformed)?;
+            if !pkt.verify_checksum() {
+                return Err(DropReason::BadChecksum);
+            }
+            if pkt.is_fragment() {
+                return Err(DropReason::Fragment);
+            }
+            Ip {
+                l3: l2_len,
+                header_len: pkt.header_len(),
+                total_len: usize::from(pkt.total_len()),
+                src: pkt.src_addr_u32(),
+                dst: pkt.dst_addr_u32(),
+                proto: pkt.protocol().0,
+                ttl: pkt.ttl(),
+            }
+        };
+        // Drop Ethernet padding so lengths below are the IP packet's own.
+        if frame.bytes().len() > ip.l3 + ip.total_len && !frame.set_len(ip.l3 + ip.total_len) {
+            return Err(DropReason::Malformed);
+        }
+        // A neighbour that sends to us is alive: refresh it (never creates entries).
+        if let Some(att) = snap.attachment(att_idx) {
+            if att.on_link(ip.src) {
+                self.neighbours.confirm(att_idx, ip.src, src_mac.0, now_ms);
+            }
+        }
+        match snap.local(att_idx, ip.dst) {
+            None => Err(DropReason::UnknownDestination),
+            Some(LocalKind::Own) => self.answer_local(snap, att_idx, frame, &ip, now_ms),
+            Some(LocalKind::Endpoint(_)) => match ip.proto {
+                PROTO_TCP | PROTO_UDP => self.forward(snap, att_idx, frame, &ip, now_ms),
+                PROTO_ICMP => self.answer_local(snap, att_idx, frame, &ip, now_ms),
+                _ => Err(DropReason::NoListener),
+            },
+            Some(LocalKind::Snat(_)) => match ip.proto {
+                PROTO_TCP | PROTO_UDP => self.reverse(snap, att_idx, frame, &ip, now_ms),
+                PROTO_ICMP => self.icmp_to_snat(snap, att_idx, frame, &ip, now_ms),
+                _ => Err(DropReason::NoFlow),
+            },
+        }
+    }
+
+    /// ICMP to an address of the appliance itself (own, endpoint): answer echo requests.
+    fn answer_local(
+        &mut self,
+        snap: &Snapshot,
+        att_idx: u16,
+        frame: &mut F,
+        ip: &Ip,
+        _now_ms: u64,
+    ) -> Result<Out, DropReason> {
+        if ip.proto != PROTO_ICMP {
+            return Err(DropReason::IcmpUnsupported);
+        }
+        let att = snap.attachment(att_idx).ok_or(DropReason::NoAttachment)?;
+        let bytes = frame.bytes_mut();
+        let l4 = bytes
+            .get_mut(ip.l3 + ip.header_len..ip.l3 + ip.total_len)
+            .ok_or(DropReason::Malformed)?;
+        let mut icmp = Icmpv4Packet::new_checked(l4).map_err(|_| DropReason::Malformed)?;
+        if icmp.msg_type() != Icmpv4Type::ECHO_REQUEST || icmp.code() != 0 {
+            return Err(DropReason::IcmpUnsupported);
+        }
+        if !icmp.verify_checksum() {
+            return Err(DropReason::BadChecksum);
+        }
+        icmp.make_echo_reply().map_err(|_| DropReason::Malformed)?;
+        let mut pkt = Ipv4Packet::new_unchecked(&mut bytes[ip.l3..]);
+        pkt.set_src_addr_bytes(ip.dst.to_be_bytes());
+        pkt.set_dst_addr_bytes(ip.src.to_be_bytes());
+        pkt.set_ttl(OWN_TTL);
+        pkt.fill_checksum();
+        reply_l2(bytes, att.mac);
+        self.counters.echo_replies += 1;
+        Ok(Out::Tx(att.port))
+    }
+
+    /// Consumer → endpoint: find or create the flow, translate, send to the target.
+    fn forward(
+        &mut self,
+        snap: &Snapshot,
+        att_idx: u16,
+        frame: &mut F,
+        ip: &Ip,
+        now_ms: u64,
+    ) -> Result<Out, DropReason> {
+        let l4 = ip.l3 + ip.header_len;
+        let (sport, dport, flags) = l4_ports(frame.bytes(), l4, ip)?;
+        let lref = snap
+            .listener(att_idx, ip.dst, ip.proto, dport)
+            .ok_or(DropReason::NoListener)?;
+        let endpoint = snap
+            .endpoints
+            .get(lref.endpoint as usize)
+            .ok_or(DropReason::NoListener)?;
+        if !endpoint.forwards {
+            return Err(DropReason::EndpointNotAvailable);
+        }
+        if ip.ttl <= 1 {
+            return self.time_exceeded(snap, att_idx, frame, ip);
+        }
+        let key = FlowKey {
+            src_ip: ip.src,
+            dst_ip: ip.dst,
+            src_port: sport,
+            dst_port: dport,
+            vpc: att_idx,
+            proto: ip.proto,
+        };
+        let mut id = self.live_flow(self.flows.lookup_forward(&key), now_ms);
+        if let (Some(fid), Some(f)) = (id, flags) {
+            let reopen = f.is_connection_request()
+                && self.flows.get(fid).is_some_and(|fl| fl.tcp.allows_reopen());
+            if reopen {
+                self.flows.remove(fid);
+                id = None;
+            }
+        }
+        let id = match id {
+            Some(id) => id,
+            None => {
+                if let Some(f) = flags {
+                    if !f.is_connection_request() {
+                        return self.reset_unknown(snap, att_idx, frame, ip, f);
+                    }
+                }
+                self.new_flow(snap, key, lref, now_ms)?
+            }
+        };
+        let bytes32 = u32::try_from(ip.total_len).unwrap_or(u32::MAX);
+        let flow = self.flows.get_mut(id).ok_or(DropReason::NoFlow)?;
+        flow.touch(now_ms, true, bytes32);
+        if let Some(f) = flags {
+            flow.tcp = flow.tcp.advance(true, f);
+        }
+        let rev = flow.rev;
+        // src → SNAT ip:port, dst → target ip:port.
+        nat_rewrite(
+            frame.bytes_mut(),
+            ip,
+            rev.dst_ip,
+            rev.dst_port,
+            rev.src_ip,
+            rev.src_port,
+        )?;
+        self.route(snap, rev.vpc, rev.src_ip, frame, ip.l3, now_ms)
+    }
+
+    /// Target → SNAT address: the reply path back to the consumer.
+    fn reverse(
+        &mut self,
+        snap: &Snapshot,
+        att_idx: u16,
+        frame: &mut F,
+        ip: &Ip,
+        now_ms: u64,
+    ) -> Result<Out, DropReason> {
+        let l4 = ip.l3 + ip.header_len;
+        let (sport, dport, flags) = l4_ports(frame.bytes(), l4, ip)?;
+        let owner = self.snat_owner(dport);
+        if owner != self.id {
+            return Ok(Out::Handoff(owner));
+        }
+        let key = FlowKey {
+            src_ip: ip.src,
+            dst_ip: ip.dst,
+            src_port: sport,
+            dst_port: dport,
+            vpc: att_idx,
+            proto: ip.proto,
+        };
+        let Some(id) = self.live_flow(self.flows.lookup_reverse(&key), now_ms) else {
+            if let Some(f) = flags {
+                if !f.rst {
+                    return self.reset_unknown(snap, att_idx, frame, ip, f);
+                }
+            }
+            return Err(DropReason::NoFlow);
+        };
+        if ip.ttl <= 1 {
+            return self.time_exceeded(snap, att_idx, frame, ip);
+        }
+        let bytes32 = u32::try_from(ip.total_len).unwrap_or(u32::MAX);
+        let flow = self.flows.get_mut(id).ok_or(DropReason::NoFlow)?;
+        flow.touch(now_ms, false, bytes32);
+        if let Some(f) = flags {
+            flow.tcp = flow.tcp.advance(false, f);
+        }
+        let fwd = flow.fwd;
+        // src → endpoint ip:port, dst → consumer ip:port.
+        nat_rewrite(
+            frame.bytes_mut(),
+            ip,
+            fwd.dst_ip,
+            fwd.dst_port,
+            fwd.src_ip,
+            fwd.src_port,
+        )?;
+        self.route(snap, fwd.vpc, fwd.src_ip, frame, ip.l3, now_ms)
+    }
+
+    /// ICMP to a SNAT address: echo gets answered; an error about a translated flow (port
+    /// unreachable, fragmentation needed, time exceeded) is translated back to the
+    /// consumer so that path-MTU discovery works through the appliance.
+    fn icmp_to_snat(
+        &mut self,
+        snap: &Snapshot,
+        att_idx: u16,
+        frame: &mut F,
+        ip: &Ip,
+        now_ms: u64,
+    ) -> Result<Out, DropReason> {
+        let l4 = ip.l3 + ip.header_len;
+        let (msg_type, inner) = {
+            let bytes = frame.bytes();
+            let seg = bytes
+                .get(l4..ip.l3 + ip.total_len)
+                .ok_or(DropReason::Malformed)?;
+            let icmp = Icmpv4Packet::new_checked(seg).map_err(|_| DropReason::Malformed)?;
+            let t = icmp.msg_type();
+            if t == Icmpv4Type::ECHO_REQUEST {
+                (t, None)
+            } else if t == Icmpv4Type::DST_UNREACHABLE || t == Icmpv4Type::TIME_EXCEEDED {
+                let q = icmp.quote().map_err(|_| DropReason::Malformed)?;
+                let q_hl = q.header_len();
+                let q_proto = q.protocol().0;
+                let qp = q.payload();
+                if qp.len() < 4 || (q_proto != PROTO_TCP && q_proto != PROTO_UDP) {
+                    return Err(DropReason::IcmpUnsupported);
+                }
+                let sport = u16::from_be_bytes([qp[0], qp[1]]);
+                let dport = u16::from_be_bytes([qp[2], qp[3]]);
+                (
+                    t,
+                    Some((
+                        q_hl,
+                        q_proto,
+                        q.src_addr_u32(),
+                        q.dst_addr_u32(),
+                        sport,
+                        dport,
+                    )),
+                )
+            } else {
+                return Err(DropReason::IcmpUnsupported);
+            }
+        };
+        let Some((q_hl, q_proto, q_src, q_dst, q_sport, q_dport)) = inner else {
+            debug_assert_eq!(msg_type, Icmpv4Type::ECHO_REQUEST);
+            return self.answer_local(snap, att_idx, frame, ip, now_ms);
+        };
+        // The quoted packet is one we sent: src = SNAT ip:port, dst = target ip:port.
+        let owner = self.snat_owner(q_sport);
+        if owner != self.id {
+            return Ok(Out::Handoff(owner));
+        }
+        let key = FlowKey {
+            src_ip: q_dst,
+            dst_ip: q_src,
+            src_port: q_dport,
+            dst_port: q_sport,
+            vpc: att_idx,
+            proto: q_proto,
+        };
+        let id = self
+            .live_flow(self.flows.lookup_reverse(&key), now_ms)
+            .ok_or(DropReason::NoFlow)?;
+        if ip.ttl <= 1 {
+            return Err(DropReason::TtlExceeded);
+        }
+        let fwd = self.flows.get(id).ok_or(DropReason::NoFlow)?.fwd;
+        let bytes = frame.bytes_mut();
+        // Outer header: from the endpoint to the consumer.
+        {
+            let mut pkt = Ipv4Packet::new_unchecked(&mut bytes[ip.l3..]);
+            pkt.rewrite_src_addr(fwd.dst_ip.to_be_bytes());
+            pkt.rewrite_dst_addr(fwd.src_ip.to_be_bytes());
+            pkt.decrement_ttl();
+        }
+        // Quoted header: as the consumer sent it (consumer → endpoint).
+        let q_off = l4 + 8;
+        {
+            let quoted = bytes
+                .get_mut(q_off..ip.l3 + ip.total_len)
+                .ok_or(DropReason::Malformed)?;
+            let mut q = Ipv4Packet::new_unchecked(&mut *quoted);
+            q.rewrite_src_addr(fwd.src_ip.to_be_bytes());
+            q.rewrite_dst_addr(fwd.dst_ip.to_be_bytes());
+            let ports = quoted
+                .get_mut(q_hl..q_hl + 4)
+                .ok_or(DropReason::Malformed)?;
+            ports[0..2].copy_from_slice(&fwd.src_port.to_be_bytes());
+            ports[2..4].copy_from_slice(&fwd.dst_port.to_be_bytes());
+            // The quoted UDP checksum (inside the 8 bytes) is left as it was: it covers a
+            // payload that is not quoted, so no receiver can verify it anyway.
+        }
+        {
+            let seg = bytes
+                .get_mut(l4..ip.l3 + ip.total_len)
+                .ok_or(DropReason::Malformed)?;
+            Icmpv4Packet::new_unchecked(seg).fill_checksum();
+        }
+        self.counters.icmp_errors_translated += 1;
+        self.route(snap, fwd.vpc, fwd.src_ip, frame, ip.l3, now_ms)
+    }
+
+    /// A flow id if the flow is still alive; an expired one is removed on the spot.
+    #[inline]
+    fn live_flow(&mut self, id: Option<FlowId>, now_ms: u64) -> Option<FlowId> {
+        let id = id?;
+        if self.flows.is_expired(id, now_ms) {
+            self.flows.remove(id);
+            self.counters.expired_flows += 1;
+            return None;
+        }
+        Some(id)
+    }
+
+    fn new_flow(
+        &mut self,
+        snap: &Snapshot,
+        key: FlowKey,
+        lref: ListenerRef,
+        now_ms: u64,
+    ) -> Result<FlowId, DropReason> {
+        let service = snap
+            .services
+            .get(lref.service as usize)
+            .ok_or(DropReason::NoListener)?;
+        let listener = service
+            .listeners
+            .get(usize::from(lref.listener))
+            .ok_or(DropReason::NoListener)?;
+        let hash = key.hash();
+        let ti = listener.maglev.pick(hash).ok_or(DropReason::NoTarget)?;
+        let target = listener
+            .targets
+            .get(usize::from(ti))
+            .ok_or(DropReason::NoTarget)?;
+        if service.snat.is_empty() {
+            return Err(DropReason::SnatExhausted);
+        }
+        let snat_ip = service.snat[(hash >> 32) as usize % service.snat.len()];
+        let mut rev = FlowKey {
+            src_ip: target.ip,
+            dst_ip: snat_ip,
+            src_port: target.port,
+            dst_port: 0,
+            vpc: service.attachment,
+            proto: key.proto,
+        };
+        rev.dst_port = self.pick_snat_port(&rev).ok_or(DropReason::SnatExhausted)?;
+        let mut flow = Flow::new(key, rev, now_ms);
+        flow.service = lref.service;
+        flow.listener = lref.listener;
+        flow.target = u32::from(ti);
+        flow.endpoint = lref.endpoint;
+        flow.generation = u32::try_from(snap.generation & u64::from(u32::MAX)).unwrap_or(0);
+        let id = self
+            .flows
+            .insert(flow)
+            .map_err(|_| DropReason::FlowTableFull)?;
+        self.counters.new_flows += 1;
+        Ok(id)
+    }
+
+    /// The worker that owns SNAT port `port`: ports are dealt round-robin to workers.
+    #[inline]
+    fn snat_owner(&self, port: u16) -> u16 {
+        port % self.settings.workers.max(1)
+    }
+
+    /// A SNAT port of this worker that no flow uses towards this target.
+    fn pick_snat_port(&mut self, rev: &FlowKey) -> Option<u16> {
+        let n = self.settings.workers.max(1);
+        // Ports p with p % n == id, from SNAT_PORT_MIN up: `slots` of them.
+        let first = SNAT_PORT_MIN.div_ceil(n) * n + self.id;
+        let slots = (u16::MAX - first) / n + 1;
+        let mut probe = *rev;
+        for _ in 0..SNAT_TRIES.min(usize::from(slots)) {
+            self.snat_cursor = (self.snat_cursor + 1) % slots;
+            probe.dst_port = first + self.snat_cursor * n;
+            if !self.flows.contains_reverse(&probe) {
+                return Some(probe.dst_port);
+            }
+        }
+        None
+    }
+
+    /// Sets the L2 header for `att` and finds the next hop's MAC (or holds the packet).
+    fn route(
+        &mut self,
+        snap: &Snapshot,
+        att_idx: u16,
+        dst: u32,
+        frame: &mut F,
+        l3: usize,
+        now_ms: u64,
+    ) -> Result<Out, DropReason> {
+        let att = snap.attachment(att_idx).ok_or(DropReason::NoAttachment)?;
+        let next_hop = att.next_hop(dst).ok_or(DropReason::NeighbourUnresolved)?;
+        set_l2(frame, l3, att)?;
+        match self.neighbours.resolve(att_idx, next_hop, now_ms) {
+            Resolution::Known(mac) => {
+                EthernetFrame::new_unchecked(frame.bytes_mut()).set_dst_addr(EthernetAddress(mac));
+                Ok(Out::Tx(att.port))
+            }
+            Resolution::Request => {
+                self.send_arp(
+                    att,
+                    ArpOperation::REQUEST,
+                    att.ip,
+                    next_hop,
+                    EthernetAddress::BROADCAST,
+                    now_ms,
+                );
+                Ok(Out::Hold(att_idx, next_hop))
+            }
+            Resolution::Pending => Ok(Out::Hold(att_idx, next_hop)),
+            Resolution::Failed => Err(DropReason::NeighbourUnresolved),
+        }
+    }
+
+    fn hold(&mut self, frame: F, attachment: u16, next_hop: u32, now_ms: u64) {
+        if self.held.len() >= self.settings.hold_capacity {
+            self.counters.drop(DropReason::NeighbourUnresolved);
+            return;
+        }
+        self.held.push_back(Held {
+            frame,
+            attachment,
+            next_hop,
+            since_ms: now_ms,
+        });
+    }
+
+    fn release_held(&mut self, snap: &Snapshot, att_idx: u16, ip: u32, mac: [u8; 6]) {
+        if self.held.is_empty() {
+            return;
+        }
+        let port = snap.attachment(att_idx).map(|a| a.port);
+        std::mem::swap(&mut self.held, &mut self.held_scratch);
+        while let Some(mut h) = self.held_scratch.pop_front() {
+            if h.attachment == att_idx && h.next_hop == ip {
+                if let Some(port) = port {
+                    EthernetFrame::new_unchecked(h.frame.bytes_mut())
+                        .set_dst_addr(EthernetAddress(mac));
+                    self.emitted.push((port, h.frame));
+                }
+            } else {
+                self.held.push_back(h);
+            }
+        }
+    }
+
+    /// Sends an ARP packet from `att` (request: `target_mac` broadcast).
+    fn send_arp(
+        &mut self,
+        att: &AttachmentView,
+        op: ArpOperation,
+        sender_ip: u32,
+        target_ip: u32,
+        target_mac: EthernetAddress,
+        _now_ms: u64,
+    ) {
+        let Some(mut f) = (self.alloc)() else {
+            self.counters.drop(DropReason::NeighbourUnresolved);
+            return;
+        };
+        let l2_len = ethernet::HEADER_LEN + if att.vlan.is_some() { vlan::TAG_LEN } else { 0 };
+        let len = l2_len + crate::wire::arp::PACKET_LEN;
+        if !f.set_len(len) {
+            return;
+        }
+        let bytes = f.bytes_mut();
+        write_l2(bytes, att, EthernetAddress::BROADCAST, EtherType::ARP);
+        let mut arp = ArpPacket::new_unchecked(&mut bytes[l2_len..]);
+        arp.set_hardware_type(1);
+        arp.set_protocol_type(EtherType::IPV4);
+        arp.set_hardware_len(6);
+        arp.set_protocol_len(4);
+        arp.set_operation(op);
+        arp.set_source_hardware_addr(EthernetAddress(att.mac));
+        arp.set_source_protocol_addr(sender_ip.into());
+        arp.set_target_hardware_addr(if op == ArpOperation::REQUEST {
+            EthernetAddress::UNSPECIFIED
+        } else {
+            target_mac
+        });
+        arp.set_target_protocol_addr(target_ip.into());
+        self.counters.arp_requests += 1;
+        self.emitted.push((att.port, f));
+    }
+
+    fn may_originate(&mut self) -> bool {
+        let now = self.last_tick_ms;
+        if now >= self.originate_refill_ms + 1000 {
+            self.originate_refill_ms = now;
+            self.originate_tokens = ORIGINATED_PER_SEC;
+        }
+        if self.originate_tokens == 0 {
+            return false;
+        }
+        self.originate_tokens -= 1;
+        true
+    }
+
+    /// Answers a TCP segment that matches no flow with a RST from the address it was sent
+    /// to (RFC 793, "reset generation"), and counts the drop.
+    fn reset_unknown(
+        &mut self,
+        snap: &Snapshot,
+        att_idx: u16,
+        frame: &mut F,
+        ip: &Ip,
+        flags: TcpFlags,
+    ) -> Result<Out, DropReason> {
+        if flags.rst || !self.may_originate() {
+            return Err(DropReason::NoFlow);
+        }
+        let att = snap.attachment(att_idx).ok_or(DropReason::NoAttachment)?;
+        let l4 = ip.l3 + ip.header_len;
+        let rst = {
+            let bytes = frame.bytes();
+            let seg = bytes
+                .get(l4..ip.l3 + ip.total_len)
+                .ok_or(DropReason::Malformed)?;
+            let tcp = TcpPacket::new_checked(seg).map_err(|_| DropReason::Malformed)?;
+            crate::wire::tcp::TcpRepr::rst_reply(&tcp).map_err(|_| DropReason::NoFlow)?
+        };
+        let new_len = ip.l3 + crate::wire::ipv4::HEADER_LEN + crate::wire::tcp::HEADER_LEN;
+        if !frame.set_len(new_len) {
+            return Err(DropReason::Malformed);
+        }
+        let bytes = frame.bytes_mut();
+        write_own_ipv4(
+            &mut bytes[ip.l3..],
+            ip.dst,
+            ip.src,
+            PROTO_TCP,
+            crate::wire::tcp::HEADER_LEN,
+        );
+        let seg = &mut bytes[ip.l3 + crate::wire::ipv4::HEADER_LEN..];
+        rst.emit(
+            seg,
+            std::net::Ipv4Addr::from(ip.dst),
+            std::net::Ipv4Addr::from(ip.src),
+            0,
+        )
+        .map_err(|_| DropReason::Malformed)?;
+        reply_l2(bytes, att.mac);
+        self.counters.rst_sent += 1;
+        self.counters.drop(DropReason::NoFlow);
+        Ok(Out::Tx(att.port))
+    }
+
+    /// Answers a packet whose TTL ran out here with ICMP time exceeded from our address on
+    /// the attachment it came from, and counts the drop.
+    fn time_exceeded(
+        &mut self,
+        snap: &Snapshot,
+        att_idx: u16,
+        frame: &mut F,
+        ip: &Ip,
+    ) -> Result<Out, DropReason> {
+        if !self.may_originate() {
+            return Err(DropReason::TtlExceeded);
+        }
+        let att = snap.attachment(att_idx).ok_or(DropReason::NoAttachment)?;
+        let mut quote = [0u8; 60 + icmpv4::QUOTE_PAYLOAD_LEN];
+        let qlen = {
+            let bytes = frame.bytes();
+            let orig = bytes
+                .get(ip.l3..ip.l3 + ip.total_len)
+                .ok_or(DropReason::Malformed)?;
+            let q = icmpv4::quote_of(orig).map_err(|_| DropReason::TtlExceeded)?;
+            quote[..q.len()].copy_from_slice(q);
+            q.len()
+        };
+        let icmp_len = 8 + qlen;
+        let new_len = ip.l3 + crate::wire::ipv4::HEADER_LEN + icmp_len;
+        if !frame.set_len(new_len) {
+            return Err(DropReason::TtlExceeded);
+        }
+        let bytes = frame.bytes_mut();
+        write_own_ipv4(&mut bytes[ip.l3..], att.ip, ip.src, PROTO_ICMP, icmp_len);
+        let seg = &mut bytes[ip.l3 + crate::wire::ipv4::HEADER_LEN..];
+        icmpv4::emit_time_exceeded(seg, 0, &quote[..qlen]).map_err(|_| DropReason::TtlExceeded)?;
+        reply_l2(bytes, att.mac);
+        self.counters.icmp_errors_sent += 1;
+        self.counters.drop(DropReason::TtlExceeded);
+        Ok(Out::Tx(att.port))
+    }
+}
+
+/// Internal outcome of classification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Out {
+    Tx(u16),
+    Handoff(u16),
+    Hold(u16, u32),
+    Consumed,
+}
+
+/// Source and destination ports (and TCP flags) of a TCP/UDP packet.
+#[inline]
+fn l4_ports(bytes: &[u8], l4: usize, ip: &Ip) -> Result<(u16, u16, Option<TcpFlags>), DropReason> {
+    let seg = bytes
+        .get(l4..ip.l3 + ip.total_len)
+        .ok_or(DropReason::Malformed)?;
+    if ip.proto == PROTO_TCP {
+        let tcp = TcpPacket::new_checked(seg).map_err(|_| DropReason::Malformed)?;
+        Ok((
+            tcp.src_port(),
+            tcp.dst_port(),
+            Some(TcpFlags::from_bits(tcp.flags().bits())),
+        ))
+    } else {
+        let udp = UdpPacket::new_checked(seg).map_err(|_| DropReason::Malformed)?;
+        Ok((udp.src_port(), udp.dst_port(), None))
+    }
+}
+
+/// Rewrites source and destination address and port, decrements the TTL, and updates the
+/// IP and TCP/UDP checksums incrementally (RFC 1624).
+#[inline]
+fn nat_rewrite(
+    bytes: &mut [u8],
+    ip: &Ip,
+    src: u32,
+    sport: u16,
+    dst: u32,
+    dport: u16,
+) -> Result<(), DropReason> {
+    let (old_src, old_dst) = (ip.src.to_be_bytes(), ip.dst.to_be_bytes());
+    let (new_src, new_dst) = (src.to_be_bytes(), dst.to_be_bytes());
+    let pkt_bytes = bytes
+        .get_mut(ip.l3..ip.l3 + ip.total_len)
+        .ok_or(DropReason::Malformed)?;
+    let mut pkt = Ipv4Packet::new_unchecked(&mut *pkt_bytes);
+    pkt.rewrite_src_addr(new_src);
+    pkt.rewrite_dst_addr(new_dst);
+    pkt.decrement_ttl();
+    let seg = &mut pkt_bytes[ip.header_len..];
+    if ip.proto == PROTO_TCP {
+        let mut tcp = TcpPacket::new_unchecked(seg);
+        let (os, od) = (tcp.src_port(), tcp.dst_port());
+        let mut c = tcp.checksum();
+        c = checksum::update_u32(c, old_src, new_src);
+        c = checksum::update_u32(c, old_dst, new_dst);
+        c = checksum::update_u16(c, os, sport);
+        c = checksum::update_u16(c, od, dport);
+        tcp.set_src_port(sport);
+        tcp.set_dst_port(dport);
+        tcp.set_checksum(c);
+    } else {
+        let mut udp = UdpPacket::new_unchecked(seg);
+        let (os, od) = (udp.src_port(), udp.dst_port());
+        let mut c = udp.checksum();
+        c = checksum::update_udp_u32(c, old_src, new_src);
+        c = checksum::update_udp_u32(c, old_dst, new_dst);
+        c = checksum::update_udp_u16(c, os, sport);
+        c = checksum::update_udp_u16(c, od, dport);
+        udp.set_src_port(sport);
+        udp.set_dst_port(dport);
+        udp.set_checksum(c);
+    }
+    Ok(())
+}
+
+/// Makes the L2 header in front of the L3 packet at `l3` the one of attachment `att`
+/// (source our MAC, VLAN tag as the attachment wants, destination filled in later).
+#[inline]
+fn set_l2<F: Frame>(frame: &mut F, l3: usize, att: &AttachmentView) -> Result<(), DropReason> {
+    let want = ethernet::HEADER_LEN + if att.vlan.is_some() { vlan::TAG_LEN } else { 0 };
+    if want > l3 {
+        if !frame.push_front(want - l3) {
+            return Err(DropReason::Malformed);
+        }
+    } else if want < l3 && !frame.pull_front(l3 - want) {
+        return Err(DropReason::Malformed);
+    }
+    write_l2(
+        frame.bytes_mut(),
+        att,
+        EthernetAddress::UNSPECIFIED,
+        EtherType::IPV4,
+    );
+    Ok(())
+}
+
+/// Writes an Ethernet (and 802.1Q when the attachment has a VLAN) header at the front.
+#[inline]
+fn write_l2(bytes: &mut [u8], att: &AttachmentView, dst: EthernetAddress, ethertype: EtherType) {
+    let mut eth = EthernetFrame::new_unchecked(&mut *bytes);
+    eth.set_dst_addr(dst);
+    eth.set_src_addr(EthernetAddress(att.mac));
+    match att.vlan {
+        None => eth.set_ethertype(ethertype),
+        Some(vid) => {
+            eth.set_ethertype(EtherType::VLAN);
+            let mut tag = vlan::VlanTag::new_unchecked(&mut bytes[ethernet::HEADER_LEN..]);
+            tag.set_tci(vid);
+            tag.set_ethertype(ethertype);
+        }
+    }
+}
+
+/// Turns the L2 header around for a reply on the same attachment.
+#[inline]
+fn reply_l2(bytes: &mut [u8], our_mac: [u8; 6]) {
+    let mut eth = EthernetFrame::new_unchecked(bytes);
+    let peer = eth.src_addr();
+    eth.set_dst_addr(peer);
+    eth.set_src_addr(EthernetAddress(our_mac));
+}
+
+/// Writes a 20-byte IPv4 header for a packet the appliance originates.
+fn write_own_ipv4(buf: &mut [u8], src: u32, dst: u32, proto: u8, payload_len: usize) {
+    let repr = Ipv4Repr {
+        src_addr: src.into(),
+        dst_addr: dst.into(),
+        protocol: IpProtocol(proto),
+        payload_len,
+        ttl: OWN_TTL,
+    };
+    // The callers sized `buf` for the header; a failure cannot leave a half-written one
+    // on the wire because the frame is dropped with it.
+    let _ = repr.emit(buf);
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,501 @@
+//! The packet path on literal frames, without DPDK: the embedded demo topology, frames
+//! built with the wire module's reprs, `VecFrame` buffers.
+
+use std::net::Ipv4Addr;
+
+use mgmt::config::Config;
+
+use super::*;
+use crate::frame::VecFrame;
+use crate::wire::tcp::{TcpFlags as WireTcpFlags, TcpRepr};
+use crate::wire::udp::UdpRepr;
+
+const CONSUMER_PORT: u16 = 0;
+const PROVIDER_PORT: u16 = 1;
+const MAC_C: [u8; 6] = [0x02, 0, 0, 0, 0, 0xc0];
+const MAC_P: [u8; 6] = [0x02, 0, 0, 0, 0, 0xb0];
+const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 1, 0x10];
+const TARGET_MAC: [u8; 6] = [0x02, 0, 0, 0, 2, 0x11];
+const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 10);
+const ENDPOINT: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 100);
+const SNAT: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 100);
+
+fn snapshot(config: &Config) -> Snapshot {
+    Snapshot::build(1, config, &[MAC_C, MAC_P], &config.state()).expect("demo snapshot")
+}
+
+fn pipeline(config: &Config, workers: u16, id: u16) -> (Pipeline<VecFrame>, Snapshot) {
+    let snap = snapshot(config);
+    let mut settings = crate::daemon::pipeline_settings(config, workers);
+    settings.flow_capacity = 1024;
+    let mut p = Pipeline::new(id, settings, Box::new(|| Some(VecFrame::new(&[]))), &snap);
+    // Both neighbours known, so translated packets leave at once.
+    for (att, ip, mac) in [
+        (0u16, CLIENT, CLIENT_MAC),
+        (1, Ipv4Addr::new(10, 2, 0, 11), TARGET_MAC),
+        (1, Ipv4Addr::new(10, 2, 0, 12), TARGET_MAC),
+    ] {
+        p.learn_remote(
+            &snap,
+            NeighbourNews {
+                attachment: att,
+                ip: ip.into(),
+                mac,
+            },
+            0,
+        );
+    }
+    p.drain_emitted().for_each(drop);
+    (p, snap)
+}
+
+fn eth(dst: [u8; 6], src: [u8; 6], ethertype: u16) -> Vec<u8> {
+    let mut f = Vec::with_capacity(64);
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f
+}
+
+#[allow(clippy::too_many_arguments)]
+fn tcp(
+    src: Ipv4Addr,
+    sport: u16,
+    dst: Ipv4Addr,
+    dport: u16,
+    flags: WireTcpFlags,
+    seq: u32,
+    ack: u32,
+    dst_mac: [u8; 6],
+    src_mac: [u8; 6],
+) -> Vec<u8> {
+    let mut f = eth(dst_mac, src_mac, 0x0800);
+    let mut l3 = vec![0u8; 40];
+    let repr = TcpRepr {
+        src_port: sport,
+        dst_port: dport,
+        seq_number: seq,
+        ack_number: ack,
+        flags,
+        window_len: 1000,
+        urgent_at: 0,
+    };
+    repr.emit(&mut l3[20..], src, dst, 0).unwrap();
+    Ipv4Repr {
+        src_addr: src,
+        dst_addr: dst,
+        protocol: IpProtocol::TCP,
+        payload_len: 20,
+        ttl: 64,
+    }
+    .emit(&mut l3)
+    .unwrap();
+    f.extend_from_slice(&l3);
+    f
+}
+
+fn udp(
+    src: Ipv4Addr,
+    sport: u16,
+    dst: Ipv4Addr,
+    dport: u16,
+    dst_mac: [u8; 6],
+    src_mac: [u8; 6],
+) -> Vec<u8> {
+    let mut f = eth(dst_mac, src_mac, 0x0800);
+    let mut l3 = vec![0u8; 20 + 8 + 4];
+    l3[28..].copy_from_slice(b"ping");
+    UdpRepr {
+        src_port: sport,
+        dst_port: dport,
+    }
+    .emit(&mut l3[20..], src, dst, 4)
+    .unwrap();
+    Ipv4Repr {
+        src_addr: src,
+        dst_addr: dst,
+        protocol: IpProtocol::UDP,
+        payload_len: 12,
+        ttl: 64,
+    }
+    .emit(&mut l3)
+    .unwrap();
+    f.extend_from_slice(&l3);
+    f
+}
+
+fn ip_of(frame: &[u8]) -> Ipv4Packet<&[u8]> {
+    Ipv4Packet::new_checked(&frame[14..]).unwrap()
+}
+
+fn tx(v: Verdict<VecFrame>) -> (u16, Vec<u8>) {
+    match v {
+        Verdict::Tx(port, f) => (port, f.bytes().to_vec()),
+        other => panic!("expected Tx, got {other:?}"),
+    }
+}
+
+fn syn() -> WireTcpFlags {
+    WireTcpFlags::SYN
+}
+
+#[test]
+fn tcp_handshake_is_translated_both_ways_with_valid_checksums() {
+    let config = Config::embedded_default();
+    let (mut p, snap) = pipeline(&config, 1, 0);
+    let f = tcp(
+        CLIENT,
+        40000,
+        ENDPOINT,
+        80,
+        syn(),
+        1000,
+        0,
+        MAC_C,
+        CLIENT_MAC,
+    );
+    let (port, out) = tx(p.process(&snap, CONSUMER_PORT, VecFrame::new(&f), 10));
+    assert_eq!(port, PROVIDER_PORT);
+    assert_eq!(&out[0..6], &TARGET_MAC);
+    assert_eq!(&out[6..12], &MAC_P);
+    let ip = ip_of(&out);
+    assert!(ip.verify_checksum());
+    assert_eq!(ip.src_addr(), SNAT);
+    assert_eq!(ip.ttl(), 63);
+    let target = ip.dst_addr();
+    assert!(target == Ipv4Addr::new(10, 2, 0, 11) || target == Ipv4Addr::new(10, 2, 0, 12));
+    let seg = TcpPacket::new_checked(ip.payload()).unwrap();
+    assert_eq!(seg.dst_port(), 8080);
+    assert!(seg.src_port() >= SNAT_PORT_MIN);
+    assert!(
+        seg.verify_checksum(SNAT, target),
+        "incremental TCP checksum matches a full one"
+    );
+    let snat_port = seg.src_port();
+
+    // The target's SYN-ACK comes back to the client from the endpoint.
+    let r = tcp(
+        target,
+        8080,
+        SNAT,
+        snat_port,
+        WireTcpFlags::SYN | WireTcpFlags::ACK,
+        5000,
+        1001,
+        MAC_P,
+        TARGET_MAC,
+    );
+    let (port, back) = tx(p.process(&snap, PROVIDER_PORT, VecFrame::new(&r), 11));
+    assert_eq!(port, CONSUMER_PORT);
+    assert_eq!(&back[0..6], &CLIENT_MAC);
+    let ip = ip_of(&back);
+    assert_eq!((ip.src_addr(), ip.dst_addr()), (ENDPOINT, CLIENT));
+    let seg = TcpPacket::new_checked(ip.payload()).unwrap();
+    assert_eq!((seg.src_port(), seg.dst_port()), (80, 40000));
+    assert!(seg.verify_checksum(ENDPOINT, CLIENT));
+    assert_eq!(p.counters().new_flows, 1);
+    assert_eq!(p.flows().len(), 1);
+}
+
+#[test]
+fn expired_established_flow_answers_rst() {
+    let mut config = Config::embedded_default();
+    config.timeouts.tcp_established = std::time::Duration::from_secs(1);
+    let (mut p, snap) = pipeline(&config, 1, 0);
+    let f = tcp(CLIENT, 40001, ENDPOINT, 80, syn(), 1, 0, MAC_C, CLIENT_MAC);
+    let (_, out) = tx(p.process(&snap, CONSUMER_PORT, VecFrame::new(&f), 0));
+    let ip = ip_of(&out);
+    let target = ip.dst_addr();
+    let snat_port = TcpPacket::new_checked(ip.payload()).unwrap().src_port();
+    let r = tcp(
+        target,
+        8080,
+        SNAT,
+        snat_port,
+        WireTcpFlags::SYN | WireTcpFlags::ACK,
+        100,
+        2,
+        MAC_P,
+        TARGET_MAC,
+    );
+    tx(p.process(&snap, PROVIDER_PORT, VecFrame::new(&r), 1));
+    let a = tcp(
+        CLIENT,
+        40001,
+        ENDPOINT,
+        80,
+        WireTcpFlags::ACK,
+        2,
+        101,
+        MAC_C,
+        CLIENT_MAC,
+    );
+    tx(p.process(&snap, CONSUMER_PORT, VecFrame::new(&a), 2));
+    let fid = p.flows().lookup_forward(&FlowKey {
+        src_ip: CLIENT.into(),
+        dst_ip: ENDPOINT.into(),
+        src_port: 40001,
+        dst_port: 80,
+        vpc: 0,
+        proto: PROTO_TCP,
+    });
+    assert!(p.flows().get(fid.unwrap()).unwrap().tcp.is_established());
+
+    // 1.5 s later the flow has idled out: the next data segment gets a RST.
+    let d = tcp(
+        CLIENT,
+        40001,
+        ENDPOINT,
+        80,
+        WireTcpFlags::ACK | WireTcpFlags::PSH,
+        2,
+        101,
+        MAC_C,
+        CLIENT_MAC,
+    );
+    let (port, rst) = tx(p.process(&snap, CONSUMER_PORT, VecFrame::new(&d), 1502));
+    assert_eq!(port, CONSUMER_PORT);
+    let ip = ip_of(&rst);
+    assert_eq!((ip.src_addr(), ip.dst_addr()), (ENDPOINT, CLIENT));
+    let seg = TcpPacket::new_checked(ip.payload()).unwrap();
+    assert!(seg.rst());
+    assert_eq!(seg.seq_number(), 101);
+    assert!(seg.verify_checksum(ENDPOINT, CLIENT));
+    assert_eq!(p.counters().rst_sent, 1);
+    assert_eq!(p.counters().dropped(DropReason::NoFlow), 1);
+}
+
+#[test]
+fn udp_round_trip_and_unknown_port_and_ip_are_dropped() {
+    let config = Config::embedded_default();
+    let (mut p, snap) = pipeline(&config, 1, 0);
+    let f = udp(CLIENT, 5353, ENDPOINT, 9000, MAC_C, CLIENT_MAC);
+    let (_, out) = tx(p.process(&snap, CONSUMER_PORT, VecFrame::new(&f), 0));
+    let ip = ip_of(&out);
+    let seg = UdpPacket::new_checked(ip.payload()).unwrap();
+    assert_eq!(seg.dst_port(), 9000);
+    assert!(seg.verify_checksum(ip.src_addr(), ip.dst_addr()));
+    let (target, snat_port) = (ip.dst_addr(), seg.src_port());
+    let r = udp(target, 9000, SNAT, snat_port, MAC_P, TARGET_MAC);
+    let (port, back) = tx(p.process(&snap, PROVIDER_PORT, VecFrame::new(&r), 1));
+    assert_eq!(port, CONSUMER_PORT);
+    assert_eq!(ip_of(&back).src_addr(), ENDPOINT);
+
+    let wrong_port = udp(CLIENT, 5353, ENDPOINT, 9001, MAC_C, CLIENT_MAC);
+    assert!(matches!(
+        p.process(&snap, CONSUMER_PORT, VecFrame::new(&wrong_port), 2),
+        Verdict::Done
+    ));
+    assert_eq!(p.counters().dropped(DropReason::NoListener), 1);
+    let nobody = udp(
+        CLIENT,
+        5353,
+        Ipv4Addr::new(10, 1, 0, 200),
+        9000,
+        MAC_C,
+        CLIENT_MAC,
+    );
+    assert!(matches!(
+        p.process(&snap, CONSUMER_PORT, VecFrame::new(&nobody), 2),
+        Verdict::Done
+    ));
+    assert_eq!(p.counters().dropped(DropReason::UnknownDestination), 1);
+    // A reply for no flow is not forwarded either.
+    let stray = udp(
+        target,
+        9000,
+        SNAT,
+        snat_port.wrapping_add(1),
+        MAC_P,
+        TARGET_MAC,
+    );
+    assert!(matches!(
+        p.process(&snap, PROVIDER_PORT, VecFrame::new(&stray), 2),
+        Verdict::Done
+    ));
+    assert_eq!(p.counters().dropped(DropReason::NoFlow), 1);
+}
+
+#[test]
+fn replies_for_another_workers_flow_are_handed_over() {
+    let config = Config::embedded_default();
+    let (mut p0, snap) = pipeline(&config, 2, 0);
+    let (mut p1, _) = pipeline(&config, 2, 1);
+    let f = udp(CLIENT, 7000, ENDPOINT, 9000, MAC_C, CLIENT_MAC);
+    let (_, out) = tx(p1.process(&snap, CONSUMER_PORT, VecFrame::new(&f), 0));
+    let ip = ip_of(&out);
+    let snat_port = UdpPacket::new_checked(ip.payload()).unwrap().src_port();
+    assert_eq!(snat_port % 2, 1, "worker 1 hands out odd ports");
+    let r = udp(ip.dst_addr(), 9000, SNAT, snat_port, MAC_P, TARGET_MAC);
+    match p0.process(&snap, PROVIDER_PORT, VecFrame::new(&r), 1) {
+        Verdict::Handoff(1, f) => {
+            let (port, back) = tx(p1.process(&snap, PROVIDER_PORT, f, 1));
+            assert_eq!(port, CONSUMER_PORT);
+            assert_eq!(ip_of(&back).dst_addr(), CLIENT);
+        }
+        other => panic!("expected a handoff to worker 1, got {other:?}"),
+    }
+}
+
+#[test]
+fn arp_for_endpoint_is_answered_and_unknown_next_hop_is_resolved() {
+    let config = Config::embedded_default();
+    let snap = snapshot(&config);
+    let mut p: Pipeline<VecFrame> = Pipeline::new(
+        0,
+        crate::daemon::pipeline_settings(&config, 1),
+        Box::new(|| Some(VecFrame::new(&[]))),
+        &snap,
+    );
+    let garps = p.drain_emitted().count();
+    assert_eq!(
+        garps, 4,
+        "gratuitous ARP for both own addresses, the endpoint and the SNAT address"
+    );
+    // Who has 10.1.0.100? tell 10.1.0.10
+    let mut f = eth([0xff; 6], CLIENT_MAC, 0x0806);
+    f.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&CLIENT_MAC);
+    f.extend_from_slice(&CLIENT.octets());
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&ENDPOINT.octets());
+    let (port, reply) = tx(p.process(&snap, CONSUMER_PORT, VecFrame::new(&f), 0));
+    assert_eq!(port, CONSUMER_PORT);
+    let arp = ArpPacket::new_checked(&reply[14..]).unwrap();
+    assert_eq!(arp.operation(), ArpOperation::REPLY);
+    assert_eq!(arp.source_hardware_addr().0, MAC_C);
+    assert_eq!(arp.source_protocol_addr(), ENDPOINT);
+    assert_eq!(&reply[0..6], &CLIENT_MAC);
+
+    // A SYN to a target whose MAC is unknown is held while the appliance asks for it.
+    let s = tcp(CLIENT, 40002, ENDPOINT, 80, syn(), 1, 0, MAC_C, CLIENT_MAC);
+    assert!(matches!(
+        p.process(&snap, CONSUMER_PORT, VecFrame::new(&s), 1),
+        Verdict::Done
+    ));
+    let asked: Vec<(u16, VecFrame)> = p.drain_emitted().collect();
+    assert_eq!(asked.len(), 1);
+    assert_eq!(asked[0].0, PROVIDER_PORT);
+    let req = ArpPacket::new_checked(&asked[0].1.bytes()[14..]).unwrap();
+    let target_ip = req.target_protocol_addr();
+    // The target answers; the held SYN goes out.
+    let mut a = eth(MAC_P, TARGET_MAC, 0x0806);
+    a.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 2]);
+    a.extend_from_slice(&TARGET_MAC);
+    a.extend_from_slice(&target_ip.octets());
+    a.extend_from_slice(&MAC_P);
+    a.extend_from_slice(&Ipv4Addr::new(10, 2, 0, 1).octets());
+    assert!(matches!(
+        p.process(&snap, PROVIDER_PORT, VecFrame::new(&a), 2),
+        Verdict::Done
+    ));
+    let released: Vec<(u16, VecFrame)> = p.drain_emitted().collect();
+    assert_eq!(released.len(), 1);
+    assert_eq!(&released[0].1.bytes()[0..6], &TARGET_MAC);
+    assert_eq!(
+        p.take_news().count(),
+        2,
+        "the client (it asked for us) and the target are news for the other workers"
+    );
+}
+
+#[test]
+fn ttl_one_gets_time_exceeded_and_bad_headers_are_counted() {
+    let config = Config::embedded_default();
+    let (mut p, snap) = pipeline(&config, 1, 0);
+    let mut f = udp(CLIENT, 5353, ENDPOINT, 9000, MAC_C, CLIENT_MAC);
+    {
+        let mut ip = Ipv4Packet::new_unchecked(&mut f[14..]);
+        ip.set_ttl(1);
+        ip.fill_checksum();
+    }
+    let (port, out) = tx(p.process(&snap, CONSUMER_PORT, VecFrame::new(&f), 0));
+    assert_eq!(port, CONSUMER_PORT);
+    let ip = ip_of(&out);
+    assert!(ip.verify_checksum());
+    assert_eq!(ip.src_addr(), Ipv4Addr::new(10, 1, 0, 1));
+    let icmp = Icmpv4Packet::new_checked(ip.payload()).unwrap();
+    assert_eq!(icmp.msg_type(), Icmpv4Type::TIME_EXCEEDED);
+    assert!(icmp.verify_checksum());
+    assert_eq!(p.counters().dropped(DropReason::TtlExceeded), 1);
+
+    let good = udp(CLIENT, 5353, ENDPOINT, 9000, MAC_C, CLIENT_MAC);
+    let mut bad_csum = good.clone();
+    bad_csum[14 + 10] ^= 0xff;
+    let mut frag = good.clone();
+    {
+        let mut ip = Ipv4Packet::new_unchecked(&mut frag[14..]);
+        ip.set_more_frags(true);
+        ip.fill_checksum();
+    }
+    let mut bad_ihl = good.clone();
+    bad_ihl[14] = 0x43;
+    let truncated = good[..20].to_vec();
+    let mut vlan_qinq = good.clone();
+    vlan_qinq[12..14].copy_from_slice(&[0x88, 0xa8]);
+    for (frame, reason) in [
+        (bad_csum, DropReason::BadChecksum),
+        (frag, DropReason::Fragment),
+        (bad_ihl, DropReason::Malformed),
+        (truncated, DropReason::Malformed),
+        (vlan_qinq, DropReason::UnsupportedEtherType),
+    ] {
+        let before = p.counters().dropped(reason);
+        assert!(matches!(
+            p.process(&snap, CONSUMER_PORT, VecFrame::new(&frame), 1),
+            Verdict::Done
+        ));
+        assert_eq!(p.counters().dropped(reason), before + 1, "{reason:?}");
+    }
+}
+
+#[test]
+fn endpoint_not_available_does_not_forward() {
+    let mut config = Config::embedded_default();
+    config.endpoints[0].state = mgmt::model::EndpointState::PendingAcceptance;
+    let (mut p, snap) = pipeline(&config, 1, 0);
+    let f = tcp(CLIENT, 40003, ENDPOINT, 80, syn(), 1, 0, MAC_C, CLIENT_MAC);
+    assert!(matches!(
+        p.process(&snap, CONSUMER_PORT, VecFrame::new(&f), 0),
+        Verdict::Done
+    ));
+    assert_eq!(p.counters().dropped(DropReason::EndpointNotAvailable), 1);
+    assert_eq!(p.flows().len(), 0);
+}
+
+#[test]
+#[allow(clippy::cast_possible_truncation)] // random bytes are the low bits of a xorshift state
+fn arbitrary_bytes_never_panic() {
+    let config = Config::embedded_default();
+    let (mut p, snap) = pipeline(&config, 2, 0);
+    let mut seed = 0x1234_5678_9abc_def0u64;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let base = tcp(CLIENT, 40000, ENDPOINT, 80, syn(), 1, 0, MAC_C, CLIENT_MAC);
+    for i in 0..20_000u64 {
+        let len = (next() % 120) as usize;
+        let mut f: Vec<u8> = if i % 2 == 0 {
+            (0..len).map(|_| next() as u8).collect()
+        } else {
+            // Mutations of a valid frame reach the deeper layers.
+            let mut f = base.clone();
+            for _ in 0..(next() % 4 + 1) {
+                let at = (next() as usize) % f.len();
+                f[at] = next() as u8;
+            }
+            f.truncate(14 + (next() as usize) % (f.len() - 13));
+            f
+        };
+        if i % 3 == 0 && f.len() >= 14 {
+            f[0..6].copy_from_slice(&MAC_C);
+        }
+        let port = (next() % 3) as u16;
+        let _ = p.process(&snap, port, VecFrame::new(&f), i);
+        p.poll(&snap, i);
+        p.drain_emitted().for_each(drop);
+    }
+}

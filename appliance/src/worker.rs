@@ -1,0 +1,220 @@
+//! The poll-mode worker loop: DPDK I/O around the pure [`Pipeline`].
+//!
+//! Each worker owns RX/TX queue *i* of every port, one handoff ring to every other worker
+//! and one from each, and its own flow table, neighbour table and counters. Per loop:
+//! refresh the snapshot (one atomic load), receive a burst from every port, run each packet
+//! through the pipeline, hand replies of flows another worker owns to that worker, transmit
+//! per port, then do a bounded slice of timer work. Nothing here blocks, allocates (all
+//! vectors are sized at start) or takes a lock.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam::queue::ArrayQueue;
+use dpdk_bindings::ring::{Consumer, Producer};
+use dpdk_bindings::{time, Mbuf, Mempool, RxQueue, TxQueue};
+
+use crate::counters::{Counters, DropReason, PublishedCounters};
+use crate::pipeline::{NeighbourNews, Pipeline, PipelineSettings, Verdict};
+use crate::rcu::SnapshotReader;
+use crate::snapshot::Snapshot;
+
+/// Everything one worker owns, handed over at launch.
+#[derive(Debug)]
+pub struct WorkerSetup {
+    pub id: u16,
+    /// RX queue `id` of each port, in port-index order.
+    pub rx: Vec<RxQueue>,
+    /// TX queue `id` of each port, in port-index order.
+    pub tx: Vec<TxQueue>,
+    /// DPDK port id → port index (u16::MAX when not ours).
+    pub port_index: Vec<u16>,
+    /// Ring to worker `w` at index `w` (None for ourselves).
+    pub handoff_out: Vec<Option<Producer>>,
+    /// Rings from the other workers.
+    pub handoff_in: Vec<Consumer>,
+    /// Our inbox of neighbours learned by other workers, and everyone's (ours included).
+    pub news_inboxes: Vec<Arc<ArrayQueue<NeighbourNews>>>,
+    pub pool: Arc<Mempool>,
+    pub snapshot: SnapshotReader<Snapshot>,
+    pub published: Arc<PublishedCounters>,
+    pub stop: Arc<AtomicBool>,
+    pub burst: u16,
+    pub idle_sleep: Duration,
+    pub settings: PipelineSettings,
+}
+
+const PUBLISH_EVERY_MS: u64 = 100;
+
+/// Runs the worker until `stop` is set; returns its final counters.
+pub fn run(mut w: WorkerSetup) -> Counters {
+    let ports = w.rx.len();
+    let burst = usize::from(w.burst);
+    let pool = Arc::clone(&w.pool);
+    let mut pipe: Pipeline<Mbuf> = Pipeline::new(
+        w.id,
+        w.settings.clone(),
+        Box::new(move || pool.alloc()),
+        w.snapshot.get(),
+    );
+    let mut rx_buf: Vec<Mbuf> = Vec::with_capacity(burst);
+    let mut tx_bufs: Vec<Vec<Mbuf>> = (0..ports).map(|_| Vec::with_capacity(burst * 4)).collect();
+    let mut handoff_bufs: Vec<Vec<Mbuf>> = (0..w.handoff_out.len())
+        .map(|_| Vec::with_capacity(burst * 2))
+        .collect();
+    let hz_ms = (time::tsc_hz() / 1000).max(1);
+    let start_tsc = time::tsc();
+    let mut last_publish = 0u64;
+    let own_inbox = w.news_inboxes.get(usize::from(w.id)).cloned();
+    let hz_ms_div = hz_ms;
+
+    while !w.stop.load(Ordering::Relaxed) {
+        let now_ms = (time::tsc() - start_tsc) / hz_ms_div;
+        if w.snapshot.refresh() {
+            pipe.on_snapshot(w.snapshot.get(), now_ms);
+        }
+        let snap = w.snapshot.get();
+        let mut work = 0usize;
+
+        for p in 0..ports {
+            let n = w.rx[p].rx_burst(&mut rx_buf, w.burst);
+            if n == 0 {
+                continue;
+            }
+            work += n;
+            let in_port = u16::try_from(p).unwrap_or(u16::MAX);
+            for m in rx_buf.drain(..) {
+                dispatch(
+                    &mut pipe,
+                    snap,
+                    in_port,
+                    m,
+                    now_ms,
+                    &mut tx_bufs,
+                    &mut handoff_bufs,
+                );
+            }
+        }
+        for ring in w.handoff_in.iter_mut() {
+            let n = ring.dequeue_burst(&mut rx_buf, u32::from(w.burst));
+            if n == 0 {
+                continue;
+            }
+            work += n;
+            pipe.counters_mut().handoff_in += n as u64;
+            for m in rx_buf.drain(..) {
+                let in_port = w
+                    .port_index
+                    .get(usize::from(m.port()))
+                    .copied()
+                    .unwrap_or(u16::MAX);
+                dispatch(
+                    &mut pipe,
+                    snap,
+                    in_port,
+                    m,
+                    now_ms,
+                    &mut tx_bufs,
+                    &mut handoff_bufs,
+                );
+            }
+        }
+        if let Some(inbox) = &own_inbox {
+            while let Some(news) = inbox.pop() {
+                pipe.learn_remote(snap, news, now_ms);
+            }
+        }
+
+        pipe.poll(snap, now_ms);
+        for news in pipe.take_news() {
+            for (i, inbox) in w.news_inboxes.iter().enumerate() {
+                if i != usize::from(w.id) {
+                    // A full inbox only delays learning: the other worker resolves itself.
+                    let _ = inbox.push(news);
+                }
+            }
+        }
+        for (port, m) in pipe.drain_emitted() {
+            if let Some(buf) = tx_bufs.get_mut(usize::from(port)) {
+                buf.push(m);
+            }
+        }
+
+        for (p, buf) in tx_bufs.iter_mut().enumerate() {
+            if buf.is_empty() {
+                continue;
+            }
+            let bytes: u64 = buf.iter().map(|m| m.data_len() as u64).sum();
+            let len = buf.len();
+            let (sent, dropped) = w.tx[p].tx_burst_or_drop(buf);
+            let c = pipe.counters_mut();
+            c.tx_packets += sent as u64;
+            // Refused packets are the tail; count their bytes out of the total sent.
+            c.tx_bytes += if dropped == 0 {
+                bytes
+            } else {
+                bytes * sent as u64 / len as u64
+            };
+            for _ in 0..dropped {
+                c.drop(DropReason::TxFull);
+            }
+        }
+        for (to, buf) in handoff_bufs.iter_mut().enumerate() {
+            if buf.is_empty() {
+                continue;
+            }
+            let Some(Some(ring)) = w.handoff_out.get_mut(to) else {
+                buf.clear();
+                continue;
+            };
+            let sent = ring.enqueue_burst(buf);
+            let dropped = buf.len();
+            buf.clear();
+            let c = pipe.counters_mut();
+            c.handoff_out += sent as u64;
+            for _ in 0..dropped {
+                c.drop(DropReason::HandoffFull);
+            }
+        }
+
+        if now_ms >= last_publish + PUBLISH_EVERY_MS {
+            last_publish = now_ms;
+            pipe.sync_gauges();
+            w.published.publish(pipe.counters());
+        }
+        if work == 0 && !w.idle_sleep.is_zero() {
+            std::thread::sleep(w.idle_sleep);
+        }
+    }
+    pipe.sync_gauges();
+    w.published.publish(pipe.counters());
+    pipe.counters().clone()
+}
+
+#[inline]
+fn dispatch(
+    pipe: &mut Pipeline<Mbuf>,
+    snap: &Snapshot,
+    in_port: u16,
+    m: Mbuf,
+    now_ms: u64,
+    tx_bufs: &mut [Vec<Mbuf>],
+    handoff_bufs: &mut [Vec<Mbuf>],
+) {
+    if m.segments() != 1 {
+        pipe.counters_mut().drop(DropReason::MultiSegment);
+        return;
+    }
+    match pipe.process(snap, in_port, m, now_ms) {
+        Verdict::Tx(port, m) => match tx_bufs.get_mut(usize::from(port)) {
+            Some(buf) => buf.push(m),
+            None => pipe.counters_mut().drop(DropReason::NoAttachment),
+        },
+        Verdict::Handoff(worker, m) => match handoff_bufs.get_mut(usize::from(worker)) {
+            Some(buf) => buf.push(m),
+            None => pipe.counters_mut().drop(DropReason::HandoffFull),
+        },
+        Verdict::Done => {}
+    }
+}
