@@ -1,1 +1,588 @@
-//! End-to-end test support.
+//! End-to-end test support: `privlinkd` on two `net_tap` ports whose kernel sides are
+//! moved into a consumer and a provider network namespace, with real kernel TCP/UDP stacks
+//! (Python servers and clients) on either side.
+//!
+//! Every name (namespaces, interfaces, DPDK file prefix) is unique per test, every wait is
+//! bounded, and [`Topology`] tears everything down in `Drop`, so a failing test leaves
+//! nothing behind. Traffic never leaves the namespaces the test created.
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub use serde_json::Value;
+
+/// Consumer VPC addresses (the demo's, kept identical so the tests exercise the contract).
+pub const CONSUMER_CLIENT: &str = "10.1.0.10";
+pub const CONSUMER_APPLIANCE: &str = "10.1.0.1";
+pub const ENDPOINT_IP: &str = "10.1.0.100";
+/// Provider VPC addresses.
+pub const PROVIDER_APPLIANCE: &str = "10.2.0.1";
+pub const SNAT_IP: &str = "10.2.0.100";
+pub const TARGETS: [&str; 3] = ["10.2.0.11", "10.2.0.12", "10.2.0.13"];
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// Fails the test with a clear message unless it can create namespaces and tap devices.
+pub fn require_root() {
+    // SAFETY-free check: `id -u` keeps this crate free of libc.
+    let uid = Command::new("id").arg("-u").output().expect("run id -u");
+    let uid = String::from_utf8_lossy(&uid.stdout).trim().to_string();
+    assert_eq!(
+        uid, "0",
+        "end-to-end tests need root (network namespaces, /dev/net/tun); run `make test` as root"
+    );
+    assert!(
+        Path::new("/dev/net/tun").exists(),
+        "end-to-end tests need /dev/net/tun"
+    );
+}
+
+/// Runs a command with a time limit, returning its output.
+pub fn run(args: &[&str], limit: Duration) -> Output {
+    let secs = format!("{}", limit.as_secs().max(1));
+    let out = Command::new("timeout")
+        .arg("-k")
+        .arg("2")
+        .arg(&secs)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("spawn {args:?}: {e}"));
+    out
+}
+
+/// Runs a command that must succeed.
+pub fn must(args: &[&str]) -> String {
+    let out = run(args, Duration::from_secs(20));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A network namespace, deleted on drop.
+#[derive(Debug)]
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(name: &str) -> Netns {
+        let _ = run(&["ip", "netns", "del", name], Duration::from_secs(5));
+        must(&["ip", "netns", "add", name]);
+        must(&["ip", "netns", "exec", name, "ip", "link", "set", "lo", "up"]);
+        Netns {
+            name: name.to_owned(),
+        }
+    }
+
+    /// Runs `args` inside the namespace with a time limit.
+    pub fn exec(&self, args: &[&str], limit: Duration) -> Output {
+        let mut full = vec!["ip", "netns", "exec", &self.name];
+        full.extend_from_slice(args);
+        run(&full, limit)
+    }
+
+    /// Runs `args` inside the namespace; it must succeed.
+    pub fn must(&self, args: &[&str]) -> String {
+        let mut full = vec!["ip", "netns", "exec", &self.name];
+        full.extend_from_slice(args);
+        must(&full)
+    }
+
+    /// Starts a long-running process inside the namespace.
+    pub fn spawn(&self, args: &[&str], stdout: Stdio) -> Child {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {args:?} in {}: {e}", self.name))
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = run(&["ip", "netns", "del", &self.name], Duration::from_secs(5));
+    }
+}
+
+/// How to start a topology.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub workers: u16,
+    /// Established-TCP idle timeout in seconds.
+    pub tcp_established: f64,
+    /// Targets (indices into [`TARGETS`]) of both listeners.
+    pub targets: Vec<usize>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            workers: 1,
+            tcp_established: 350.0,
+            targets: vec![0, 1],
+        }
+    }
+}
+
+/// A running privlinkd between a consumer and a provider namespace, with target servers.
+#[derive(Debug)]
+pub struct Topology {
+    pub consumer: Netns,
+    pub provider: Netns,
+    pub consumer_if: String,
+    pub provider_if: String,
+    pub dir: PathBuf,
+    pub config_path: PathBuf,
+    pub stats_path: PathBuf,
+    pub log_path: PathBuf,
+    pub opts: Options,
+    prefix: String,
+    daemon: Option<Child>,
+    servers: Vec<Child>,
+}
+
+/// Path of the privlinkd binary under test.
+pub fn privlinkd() -> PathBuf {
+    if let Ok(p) = std::env::var("PRIVLINKD") {
+        return PathBuf::from(p);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for profile in ["release", "debug"] {
+        let p = root.join("target").join(profile).join("privlinkd");
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("privlinkd not built: run `cargo build --release --bins` (make test does)");
+}
+
+/// The support scripts' directory.
+pub fn support(script: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("support")
+        .join(script)
+        .display()
+        .to_string()
+}
+
+impl Topology {
+    /// The configuration TOML of this topology.
+    pub fn config_toml(&self) -> String {
+        let o = &self.opts;
+        let lcores = (1..=o.workers)
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        // Worker i on CPU i when there are enough CPUs, else share CPU 1 (the tests only
+        // need correctness; idle_sleep keeps shared CPUs usable).
+        let cpus = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        let mut map = String::from("0@0");
+        for i in 1..=o.workers {
+            let cpu = if usize::from(i) < cpus {
+                usize::from(i)
+            } else {
+                cpus - 1
+            };
+            let _ = write!(map, ",{i}@{cpu}");
+        }
+        let targets = |port: u16| {
+            o.targets
+                .iter()
+                .map(|&t| format!("{{ ip = \"{}\", port = {port} }}", TARGETS[t]))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        format!(
+            r#"# privlink end-to-end test topology {prefix}
+[eal]
+args = ["--lcores={map}", "--no-pci", "--no-huge", "-m", "256", "--file-prefix={prefix}",
+        "--log-level=lib.eal:warning",
+        "--vdev=net_tap_{prefix}c,iface={cif}", "--vdev=net_tap_{prefix}p,iface={pif}"]
+
+[workers]
+lcores = [{lcores}]
+burst = 32
+idle_sleep_us = 100
+
+[[ports]]
+name = "net_tap_{prefix}c"
+rx_desc = 512
+tx_desc = 512
+
+[[ports]]
+name = "net_tap_{prefix}p"
+rx_desc = 512
+tx_desc = 512
+
+[[vpcs]]
+vpc_id = "vpc-0c0000000000000c1"
+account = "111111111111"
+port = "net_tap_{prefix}c"
+address = "{capp}/24"
+
+[[vpcs]]
+vpc_id = "vpc-0b0000000000000b1"
+account = "222222222222"
+port = "net_tap_{prefix}p"
+address = "{papp}/24"
+
+[[accounts]]
+id = "111111111111"
+name = "test-consumer"
+
+[[accounts]]
+id = "222222222222"
+name = "test-provider"
+
+[mgmt]
+socket = "{dir}/privlink.sock"
+state_dir = "{dir}/state"
+stats_file = "{dir}/stats.json"
+
+[tables]
+flows_per_worker = 65536
+
+[timeouts]
+tcp_established = {est}
+udp = 30
+
+[[services]]
+id = "vpce-svc-0d0000000000000d1"
+owner = "222222222222"
+vpc_id = "vpc-0b0000000000000b1"
+snat_addresses = ["{snat}"]
+acceptance_required = false
+allowed_principals = ["111111111111"]
+
+[[services.listeners]]
+protocol = "tcp"
+port = 80
+targets = [{t80}]
+
+[[services.listeners]]
+protocol = "udp"
+port = 9000
+targets = [{t9000}]
+
+[[endpoints]]
+id = "vpce-0e0000000000000e1"
+owner = "111111111111"
+vpc_id = "vpc-0c0000000000000c1"
+service_id = "vpce-svc-0d0000000000000d1"
+ip = "{ep}"
+state = "available"
+"#,
+            prefix = self.prefix,
+            cif = self.consumer_if,
+            pif = self.provider_if,
+            dir = self.dir.display(),
+            capp = CONSUMER_APPLIANCE,
+            papp = PROVIDER_APPLIANCE,
+            snat = SNAT_IP,
+            ep = ENDPOINT_IP,
+            est = o.tcp_established,
+            t80 = targets(8080),
+            t9000 = targets(9000),
+        )
+    }
+
+    /// Creates the namespaces, starts privlinkd and the target servers, wires it all up.
+    pub fn start(opts: Options) -> Topology {
+        require_root();
+        let n = SEQ.fetch_add(1, Ordering::SeqCst);
+        let prefix = format!("pl{}x{n}", std::process::id() % 100_000);
+        let dir = std::env::temp_dir().join(format!("privlink-e2e-{prefix}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("test dir");
+        let mut t = Topology {
+            consumer: Netns::new(&format!("{prefix}-cons")),
+            provider: Netns::new(&format!("{prefix}-prov")),
+            consumer_if: format!("{prefix}c"),
+            provider_if: format!("{prefix}p"),
+            config_path: dir.join("privlink.toml"),
+            stats_path: dir.join("stats.json"),
+            log_path: dir.join("privlinkd.log"),
+            dir,
+            opts,
+            prefix,
+            daemon: None,
+            servers: Vec::new(),
+        };
+        std::fs::write(&t.config_path, t.config_toml()).expect("write config");
+        t.start_daemon();
+        t.wire_namespaces();
+        t.start_servers();
+        t
+    }
+
+    fn start_daemon(&mut self) {
+        let log = std::fs::File::create(&self.log_path).expect("log file");
+        let out = std::fs::File::create(self.dir.join("privlinkd.out")).expect("out file");
+        let child = Command::new(privlinkd())
+            .arg("--config")
+            .arg(&self.config_path)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(log)
+            .spawn()
+            .expect("spawn privlinkd");
+        self.daemon = Some(child);
+        self.wait_log("privlinkd ready", Duration::from_secs(30));
+    }
+
+    /// Waits until the daemon's log contains `needle` (panics with the log on timeout or
+    /// if the daemon exits).
+    pub fn wait_log(&mut self, needle: &str, limit: Duration) {
+        let end = Instant::now() + limit;
+        loop {
+            let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+            if log.contains(needle) {
+                return;
+            }
+            if let Some(d) = self.daemon.as_mut() {
+                if let Ok(Some(status)) = d.try_wait() {
+                    panic!("privlinkd exited ({status}) before {needle:?}:\n{log}");
+                }
+            }
+            assert!(
+                Instant::now() < end,
+                "timed out waiting for {needle:?}:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn wire_namespaces(&self) {
+        for (ifname, ns, addrs) in [
+            (&self.consumer_if, &self.consumer, vec![CONSUMER_CLIENT]),
+            (&self.provider_if, &self.provider, TARGETS.to_vec()),
+        ] {
+            must(&["ip", "link", "set", ifname, "netns", &ns.name]);
+            let _ = ns.exec(
+                &[
+                    "sysctl",
+                    "-qw",
+                    &format!("net.ipv6.conf.{ifname}.disable_ipv6=1"),
+                ],
+                Duration::from_secs(5),
+            );
+            for a in addrs {
+                ns.must(&["ip", "addr", "add", &format!("{a}/24"), "dev", ifname]);
+            }
+            ns.must(&["ip", "link", "set", ifname, "up"]);
+        }
+    }
+
+    fn start_servers(&mut self) {
+        for (i, ip) in TARGETS.iter().enumerate() {
+            let name = format!("t{}", i + 1);
+            let log = self.dir.join(format!("{name}.log"));
+            let mut child = self.provider.spawn(
+                &[
+                    "python3",
+                    &support("target_server.py"),
+                    "--bind",
+                    ip,
+                    "--name",
+                    &name,
+                    "--log",
+                    &log.display().to_string(),
+                ],
+                Stdio::piped(),
+            );
+            let stdout = child.stdout.take().expect("server stdout");
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            assert!(
+                line.starts_with("target"),
+                "target server {name} did not start: {line:?}"
+            );
+            self.servers.push(child);
+        }
+    }
+
+    /// Runs `client.py MODE ARGS...` in the consumer namespace and parses its JSON.
+    pub fn client(&self, args: &[&str], limit: Duration) -> Value {
+        let mut full = vec!["python3", "-u"];
+        let script = support("client.py");
+        full.push(&script);
+        full.extend_from_slice(args);
+        let out = self.consumer.exec(&full, limit);
+        let text = String::from_utf8_lossy(&out.stdout);
+        serde_json::from_str(text.trim()).unwrap_or_else(|e| {
+            panic!(
+                "client {args:?}: {e}: stdout {text:?} stderr {:?}\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                self.log()
+            )
+        })
+    }
+
+    /// Pings `ip` from the consumer namespace; true when every echo was answered.
+    pub fn ping(&self, ip: &str, count: u32) -> bool {
+        self.consumer
+            .exec(
+                &["ping", "-c", &count.to_string(), "-i", "0.2", "-W", "1", ip],
+                Duration::from_secs(10),
+            )
+            .status
+            .success()
+    }
+
+    /// The daemon's counters, at least one publication after now.
+    pub fn stats(&self) -> Value {
+        std::thread::sleep(Duration::from_millis(1300));
+        let text = std::fs::read_to_string(&self.stats_path).unwrap_or_else(|e| {
+            panic!(
+                "stats file {}: {e}\n{}",
+                self.stats_path.display(),
+                self.log()
+            )
+        });
+        serde_json::from_str(&text).expect("stats JSON")
+    }
+
+    /// One total counter.
+    pub fn counter(stats: &Value, name: &str) -> u64 {
+        stats["total"][name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no counter {name} in {stats}"))
+    }
+
+    /// One drop counter.
+    pub fn drops(stats: &Value, reason: &str) -> u64 {
+        stats["total"]["drops"][reason]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no drop reason {reason} in {stats}"))
+    }
+
+    /// What target `i` (0-based) logged: "tcp|udp ip:port" lines.
+    pub fn target_log(&self, i: usize) -> Vec<String> {
+        std::fs::read_to_string(self.dir.join(format!("t{}.log", i + 1)))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The MAC of the appliance's consumer-side port, as the consumer resolved it.
+    pub fn appliance_mac(&self) -> String {
+        assert!(self.ping(CONSUMER_APPLIANCE, 1), "appliance answers ping");
+        let out = self
+            .consumer
+            .must(&["ip", "neigh", "show", CONSUMER_APPLIANCE]);
+        out.split_whitespace()
+            .skip_while(|w| *w != "lladdr")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no lladdr in {out:?}"))
+            .to_owned()
+    }
+
+    /// The consumer interface's own MAC.
+    pub fn consumer_mac(&self) -> String {
+        self.consumer
+            .must(&[
+                "cat",
+                &format!("/sys/class/net/{}/address", self.consumer_if),
+            ])
+            .trim()
+            .to_owned()
+    }
+
+    /// Rewrites the configuration with `opts` and asks privlinkd to reload it (SIGHUP),
+    /// waiting until the new snapshot is live.
+    pub fn reload(&mut self, opts: Options) {
+        self.opts = opts;
+        std::fs::write(&self.config_path, self.config_toml()).expect("write config");
+        let before = std::fs::read_to_string(&self.log_path)
+            .unwrap_or_default()
+            .matches("reloaded:")
+            .count();
+        let pid = self.daemon.as_ref().expect("daemon").id().to_string();
+        must(&["kill", "-HUP", &pid]);
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.log();
+            if log.matches("reloaded:").count() > before {
+                break;
+            }
+            assert!(Instant::now() < end, "reload not applied:\n{log}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Stops privlinkd with SIGTERM and returns its exit success and final totals.
+    pub fn stop(&mut self) -> (bool, Value) {
+        let Some(mut d) = self.daemon.take() else {
+            return (false, Value::Null);
+        };
+        let _ = run(
+            &["kill", "-TERM", &d.id().to_string()],
+            Duration::from_secs(5),
+        );
+        let end = Instant::now() + Duration::from_secs(15);
+        let status = loop {
+            if let Ok(Some(s)) = d.try_wait() {
+                break Some(s);
+            }
+            if Instant::now() > end {
+                let _ = d.kill();
+                let _ = d.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let out = std::fs::read_to_string(self.dir.join("privlinkd.out")).unwrap_or_default();
+        let totals = out
+            .lines()
+            .find_map(|l| l.strip_prefix("totals "))
+            .and_then(|j| serde_json::from_str(j).ok())
+            .unwrap_or(Value::Null);
+        (status.is_some_and(|s| s.success()), totals)
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        for s in self.servers.iter_mut() {
+            let _ = s.kill();
+            let _ = s.wait();
+        }
+        if self.daemon.is_some() {
+            let _ = self.stop();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "--- privlinkd log ({}) ---\n{}",
+                self.log_path.display(),
+                self.log()
+            );
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+        let _ = run(
+            &["rm", "-rf", &format!("/var/run/dpdk/{}", self.prefix)],
+            Duration::from_secs(5),
+        );
+    }
+}

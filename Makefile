@@ -1,0 +1,29 @@
+# The two commands of the README. Both do all set-up on a fresh Debian 12 machine (root).
+SHELL := /bin/bash
+CARGO ?= $(shell command -v cargo 2>/dev/null || echo $(HOME)/.cargo/bin/cargo)
+
+.PHONY: demo test deps build check bench clean
+
+deps:
+	@bash scripts/install-deps.sh
+	@bash scripts/hugepages.sh
+
+build: deps
+	$(CARGO) build --release --bins
+
+## make demo: the appliance on its embedded default, between two namespaces, until Ctrl-C
+demo: build
+	bash scripts/demo.sh target/release/privlinkd
+
+## make test: every test (unit, property, DPDK integration, end to end in namespaces)
+test: deps
+	$(CARGO) build --release --bins
+	$(CARGO) test --workspace --exclude privlink-e2e
+	PRIVLINKD=$(CURDIR)/target/release/privlinkd $(CARGO) test -p privlink-e2e -- --test-threads=1
+
+check:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""A provider target for privlink's demo and end-to-end tests.
+
+Serves, bound to one address:
+  * HTTP on TCP PORT (default 8080): every GET answers
+        target=<NAME> client=<ip>:<port> path=<path>
+    so the caller sees which target answered and which client address the target saw
+    (with privlink in between: the SNAT address, never the consumer). HTTP/1.1 keep-alive
+    is supported, so one connection can carry many requests.
+  * UDP echo on UDP_PORT (default 9000): answers  target=<NAME> client=<ip>:<port> data=<data>
+
+Each request is logged as one line "tcp|udp <client ip>:<port>" to LOG (if given), which
+tests read to check what the target saw. Runs until killed.
+"""
+import argparse
+import http.server
+import socket
+import socketserver
+import sys
+import threading
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bind", required=True)
+    ap.add_argument("--name", required=True)
+    ap.add_argument("--port", type=int, default=8080)
+    ap.add_argument("--udp-port", type=int, default=9000)
+    ap.add_argument("--log")
+    a = ap.parse_args()
+    log_lock = threading.Lock()
+
+    def log(kind, addr):
+        if not a.log:
+            return
+        with log_lock, open(a.log, "a") as f:
+            f.write(f"{kind} {addr[0]}:{addr[1]}\n")
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self):
+            log("tcp", self.client_address)
+            body = f"target={a.name} client={self.client_address[0]}:{self.client_address[1]} path={self.path}\n".encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+        daemon_threads = True
+        allow_reuse_address = True
+        request_queue_size = 256
+
+    httpd = Server((a.bind, a.port), Handler)
+
+    def udp_echo():
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((a.bind, a.udp_port))
+        while True:
+            data, addr = s.recvfrom(65535)
+            log("udp", addr)
+            reply = f"target={a.name} client={addr[0]}:{addr[1]} data=".encode() + data
+            s.sendto(reply, addr)
+
+    threading.Thread(target=udp_echo, daemon=True).start()
+    print(f"target {a.name} on {a.bind}:{a.port}/tcp and :{a.udp_port}/udp", flush=True)
+    httpd.serve_forever()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

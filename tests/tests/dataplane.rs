@@ -1,0 +1,233 @@
+//! The data plane end to end: real kernel TCP/UDP stacks in two namespaces, privlinkd on
+//! the `net_tap` ports between them. Run as root (`make test`); each test builds its own
+//! topology with unique names and tears it down even when it fails.
+
+use std::time::Duration;
+
+use privlink_e2e::{Options, Topology, CONSUMER_APPLIANCE, ENDPOINT_IP, SNAT_IP};
+
+const T: Duration = Duration::from_secs(60);
+
+/// 200 HTTP requests on separate connections, UDP, ping, and drops of what must not pass.
+fn serves_endpoint(workers: u16) {
+    let mut t = Topology::start(Options {
+        workers,
+        ..Options::default()
+    });
+
+    let r = t.client(&["http-many", ENDPOINT_IP, "80", "200"], T);
+    assert_eq!(r["ok"], 200, "every request succeeds: {r}\n{}", t.log());
+    let bodies: Vec<String> = r["bodies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b.as_str().unwrap().to_owned())
+        .collect();
+    let t1 = bodies
+        .iter()
+        .filter(|b| b.starts_with("target=t1 "))
+        .count();
+    let t2 = bodies
+        .iter()
+        .filter(|b| b.starts_with("target=t2 "))
+        .count();
+    assert_eq!(t1 + t2, 200);
+    assert!(
+        t1 >= 40 && t2 >= 40,
+        "both targets get a share: t1={t1} t2={t2}"
+    );
+    for b in &bodies {
+        assert!(
+            b.contains(&format!("client={SNAT_IP}:")),
+            "targets see only the SNAT address: {b}"
+        );
+    }
+    for i in 0..2 {
+        for line in t.target_log(i) {
+            assert!(
+                line.contains(&format!(" {SNAT_IP}:")),
+                "target {i} saw {line}"
+            );
+        }
+    }
+
+    let u = t.client(&["udp", ENDPOINT_IP, "9000", "20"], T);
+    assert_eq!(u["ok"], 20, "UDP request/response: {u}");
+    for reply in u["replies"].as_array().unwrap() {
+        assert!(reply
+            .as_str()
+            .unwrap()
+            .contains(&format!("client={SNAT_IP}:")));
+    }
+    assert!(t.ping(ENDPOINT_IP, 3), "ping to the endpoint answers");
+    assert!(
+        t.ping(CONSUMER_APPLIANCE, 2),
+        "ping to the appliance answers"
+    );
+
+    // A port the service does not listen on, and an IP that is nobody's: dropped, counted.
+    let before: Vec<usize> = (0..2).map(|i| t.target_log(i).len()).collect();
+    let bad = t.client(&["http-many", ENDPOINT_IP, "81", "3"], T);
+    assert_eq!(bad["ok"], 0);
+    let mac = t.appliance_mac();
+    t.consumer.must(&[
+        "ip",
+        "neigh",
+        "replace",
+        "10.1.0.200",
+        "lladdr",
+        &mac,
+        "dev",
+        &t.consumer_if,
+    ]);
+    let unknown = t.client(&["udp", "10.1.0.200", "9000", "3"], T);
+    assert_eq!(unknown["ok"], 0);
+    let s = t.stats();
+    assert!(Topology::drops(&s, "no_listener") >= 3, "{s}");
+    assert!(Topology::drops(&s, "unknown_destination") >= 3, "{s}");
+    let after: Vec<usize> = (0..2).map(|i| t.target_log(i).len()).collect();
+    assert_eq!(before, after, "nothing of it reached a target");
+    assert!(
+        Topology::counter(&s, "new_flows") >= 201,
+        "200 TCP flows and the UDP one: {s}"
+    );
+    if workers > 1 {
+        // With two queues per port, replies land on either worker: some were handed over.
+        let per: Vec<u64> = s["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["new_flows"].as_u64().unwrap())
+            .collect();
+        assert_eq!(per.len(), usize::from(workers));
+        eprintln!(
+            "new flows per worker: {per:?}, handoffs {}",
+            Topology::counter(&s, "handoff_out")
+        );
+    }
+
+    let (clean, totals) = t.stop();
+    assert!(clean, "privlinkd stops cleanly on SIGTERM");
+    assert!(
+        Topology::counter(&totals, "rx_packets") > 0,
+        "totals printed at exit: {totals}"
+    );
+}
+
+#[test]
+fn serves_endpoint_with_one_worker() {
+    serves_endpoint(1);
+}
+
+#[test]
+fn serves_endpoint_with_two_workers_and_queues() {
+    serves_endpoint(2);
+}
+
+#[test]
+fn long_lived_connection_survives_target_changes() {
+    let mut t = Topology::start(Options {
+        workers: 2,
+        ..Options::default()
+    });
+    // Start a keep-alive connection in the background, then change targets under it.
+    let script = privlink_e2e::support("client.py");
+    let child = t.consumer.spawn(
+        &[
+            "python3",
+            "-u",
+            &script,
+            "keepalive",
+            ENDPOINT_IP,
+            "80",
+            "6",
+        ],
+        std::process::Stdio::piped(),
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    // Add target 3, remove target 1: the connection (wherever it is) keeps working; a
+    // removed target's flows drain instead of being cut.
+    t.reload(Options {
+        workers: 2,
+        targets: vec![1, 2],
+        ..Options::default()
+    });
+    std::thread::sleep(Duration::from_millis(1000));
+    t.reload(Options {
+        workers: 2,
+        targets: vec![2],
+        ..Options::default()
+    });
+    let out = child.wait_with_output().expect("keepalive client");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("client JSON");
+    assert!(
+        r["errors"].as_array().unwrap().is_empty(),
+        "{r}\n{}",
+        t.log()
+    );
+    assert_eq!(r["fail"], 0, "{r}");
+    assert!(r["ok"].as_u64().unwrap() >= 30, "{r}");
+    assert_eq!(
+        r["targets"].as_array().unwrap().len(),
+        1,
+        "one connection, one target: {r}"
+    );
+    // New connections now go only to target 3.
+    let n = t.client(&["http-many", ENDPOINT_IP, "80", "20"], T);
+    assert_eq!(n["ok"], 20, "{n}");
+    for b in n["bodies"].as_array().unwrap() {
+        assert!(b.as_str().unwrap().starts_with("target=t3 "), "{b}");
+    }
+}
+
+#[test]
+fn expired_flow_gets_rst() {
+    let t = Topology::start(Options {
+        tcp_established: 1.0,
+        ..Options::default()
+    });
+    let r = t.client(&["idle-then-send", ENDPOINT_IP, "80", "3"], T);
+    assert!(r["first"].as_str().unwrap().contains("200"), "{r}");
+    assert_eq!(
+        r["second"], "reset",
+        "the idle flow expired and its next segment got a RST: {r}"
+    );
+    let s = t.stats();
+    assert!(Topology::counter(&s, "rst_sent") >= 1, "{s}");
+    assert!(Topology::drops(&s, "no_flow") >= 1, "{s}");
+}
+
+#[test]
+fn malformed_frames_are_counted_and_forwarding_continues() {
+    let t = Topology::start(Options::default());
+    let mac = t.appliance_mac();
+    let own = t.consumer_mac();
+    let r = t.client(
+        &[
+            "raw",
+            &t.consumer_if,
+            &mac,
+            &own,
+            privlink_e2e::CONSUMER_CLIENT,
+            ENDPOINT_IP,
+        ],
+        T,
+    );
+    assert_eq!(r["sent"].as_array().unwrap().len(), 7, "{r}");
+    let s = t.stats();
+    assert!(
+        Topology::drops(&s, "malformed") >= 3,
+        "truncated, bad IHL, bad length: {s}"
+    );
+    assert!(Topology::drops(&s, "bad_checksum") >= 1, "{s}");
+    assert!(Topology::drops(&s, "fragment") >= 1, "{s}");
+    assert!(Topology::drops(&s, "ttl_exceeded") >= 1, "{s}");
+    assert!(
+        Topology::counter(&s, "icmp_errors_sent") >= 1,
+        "time exceeded went back: {s}"
+    );
+    assert!(Topology::drops(&s, "unsupported_ethertype") >= 1, "{s}");
+    // Still up and forwarding.
+    let ok = t.client(&["http-many", ENDPOINT_IP, "80", "10"], T);
+    assert_eq!(ok["ok"], 10, "{ok}");
+}
