@@ -18,8 +18,7 @@ demo: build
 ## make test: every test (unit, property, DPDK integration, end to end in namespaces)
 test: deps
 	$(CARGO) build --release --bins
-	$(CARGO) test --workspace --exclude privlink-e2e
-	PRIVLINKD=$(CURDIR)/target/release/privlinkd $(CARGO) test -p privlink-e2e -- --test-threads=1
+	CARGO=$(CARGO) PRIVLINKD=$(CURDIR)/target/release/privlinkd bash scripts/test.sh
 
 check:
 	$(CARGO) fmt --check
