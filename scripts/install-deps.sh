@@ -10,7 +10,7 @@ PACKAGES=(
   # bindgen and the C shim
   libclang-dev clang pkg-config build-essential
   # demo and end-to-end tests: namespaces, real clients and servers, raw frames
-  iproute2 iputils-ping python3 curl procps kmod
+  iproute2 iputils-ping python3 curl procps kmod util-linux
   # net_pcap virtual devices and capture files
   libpcap-dev
 )

@@ -14,6 +14,7 @@ pub mod error;
 pub mod lcore;
 pub mod mbuf;
 pub mod mempool;
+pub mod os;
 pub mod port;
 pub mod ring;
 pub mod signal;

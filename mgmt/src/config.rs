@@ -26,8 +26,8 @@ use serde::{Deserialize, Serialize};
 use crate::ids::serde_as_string;
 use crate::model::{
     is_valid_region, validate_attachments, Account, AccountId, Endpoint, EndpointId, EndpointState,
-    KeyPath, ModelError, ParseError, SecurityGroupId, Service, ServiceId, ServiceName, State,
-    ValueKind, VpcAttachment, VpcId,
+    KeyPath, ModelError, ParseError, SecurityGroup, SecurityGroupId, Service, ServiceId,
+    ServiceName, State, ValueKind, VpcAttachment, VpcId,
 };
 
 /// The embedded default configuration (the demo topology), as TOML.
@@ -43,6 +43,9 @@ pub const MAX_SOCKET_PATH: usize = 107;
 /// Longest timeout accepted: a week. Longer is surely a unit mistake, and the data plane
 /// converts timeouts to TSC cycles, where a week at 5 GHz still fits comfortably in a u64.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Longest deregistration delay accepted: an hour, as in the cloud.
+pub const MAX_DEREGISTRATION_DELAY: Duration = Duration::from_secs(3600);
 
 // ---------------------------------------------------------------------------------------
 // Sections
@@ -289,6 +292,10 @@ pub struct TimeoutsConfig {
     /// How long a learnt neighbour stays valid without being refreshed; default 600 s.
     #[serde(with = "seconds")]
     pub neighbour_ttl: Duration,
+    /// How long a deregistered target drains (takes no new flows, keeps its existing ones)
+    /// before it is removed, 0..=3600 s; default 300 s, as in the cloud.
+    #[serde(with = "seconds")]
+    pub deregistration_delay: Duration,
 }
 
 impl Default for TimeoutsConfig {
@@ -303,6 +310,7 @@ impl Default for TimeoutsConfig {
             arp_retry: Duration::from_secs(1),
             arp_tries: 3,
             neighbour_ttl: Duration::from_secs(600),
+            deregistration_delay: Duration::from_secs(300),
         }
     }
 }
@@ -406,6 +414,7 @@ impl EndpointConfig {
             state: self.state,
             security_group_ids: self.security_group_ids.clone(),
             policy: self.policy.clone(),
+            created_at: 0,
         })
     }
 }
@@ -435,6 +444,9 @@ pub struct Config {
     pub services: Vec<Service>,
     /// `[[endpoints]]`: loaded at start.
     pub endpoints: Vec<EndpointConfig>,
+    /// `[[security_groups]]`: loaded at start; endpoints name them in
+    /// `security_group_ids`.
+    pub security_groups: Vec<SecurityGroup>,
 }
 
 impl Config {
@@ -470,7 +482,7 @@ impl Config {
         }
     }
 
-    /// The declared services and endpoints (an endpoint that names no service, possible
+    /// The declared services, endpoints and security groups (an endpoint that names no service, possible
     /// only in a configuration that fails validation, is left out).
     pub fn state(&self) -> State {
         State {
@@ -480,6 +492,7 @@ impl Config {
                 .iter()
                 .filter_map(EndpointConfig::to_endpoint)
                 .collect(),
+            security_groups: self.security_groups.clone(),
         }
     }
 
@@ -693,6 +706,16 @@ impl Config {
         }
         if !(1..=100).contains(&t.arp_tries) {
             return Err((at.key("arp_tries"), range(t.arp_tries, 1, 100)));
+        }
+        if t.deregistration_delay > MAX_DEREGISTRATION_DELAY {
+            return Err((
+                at.key("deregistration_delay"),
+                range(
+                    t.deregistration_delay.as_secs(),
+                    0,
+                    MAX_DEREGISTRATION_DELAY.as_secs(),
+                ),
+            ));
         }
         Ok(())
     }

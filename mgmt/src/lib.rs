@@ -8,9 +8,15 @@
 //! This crate never touches packets or DPDK; the data plane depends on it, not the reverse.
 #![deny(unsafe_code)]
 
+pub mod cli;
 pub mod config;
 pub mod ids;
 pub mod model;
+pub mod persist;
+pub mod policy;
+pub mod protocol;
+pub mod server;
+pub mod store;
 
 pub use config::{Config, ConfigError};
 pub use model::{ModelError, State};

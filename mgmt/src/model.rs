@@ -371,6 +371,10 @@ pub struct Target {
     /// Registration state; default `registered`.
     #[serde(default)]
     pub state: TargetState,
+    /// When deregistration started (unix seconds), while `draining`; the target is
+    /// removed once the deregistration delay has passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deregistered_at: Option<u64>,
 }
 
 fn default_weight() -> u32 {
@@ -385,6 +389,7 @@ impl Target {
             port,
             weight: 1,
             state: TargetState::Registered,
+            deregistered_at: None,
         }
     }
 
@@ -484,9 +489,118 @@ pub struct Endpoint {
     /// Security groups applied to traffic into the endpoint (may be empty for now).
     #[serde(default)]
     pub security_group_ids: Vec<SecurityGroupId>,
-    /// The endpoint policy document, kept raw until policies are compiled.
+    /// The endpoint policy document, kept raw (as given) and compiled by
+    /// [`crate::policy::Policy::parse`]; [`State::validate`] checks that it compiles.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<serde_json::Value>,
+    /// When it was created, unix seconds; 0 = unknown (declared in the configuration).
+    #[serde(default)]
+    pub created_at: u64,
+}
+
+/// The protocol of a security group ingress rule. Serialised as EC2 spells it: `"tcp"`,
+/// `"udp"`, `"icmp"`, or `"-1"` for every protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum RuleProtocol {
+    /// TCP (6), ports `from_port..=to_port`.
+    #[serde(rename = "tcp")]
+    Tcp,
+    /// UDP (17), ports `from_port..=to_port`.
+    #[serde(rename = "udp")]
+    Udp,
+    /// ICMP (1); ports are ignored.
+    #[serde(rename = "icmp")]
+    Icmp,
+    /// `-1`: every protocol; ports are ignored.
+    #[serde(rename = "-1")]
+    All,
+}
+
+impl RuleProtocol {
+    /// The value as it is serialised.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Udp => "udp",
+            Self::Icmp => "icmp",
+            Self::All => "-1",
+        }
+    }
+
+    /// Whether the rule's port range applies (TCP and UDP only).
+    pub const fn has_ports(self) -> bool {
+        matches!(self, Self::Tcp | Self::Udp)
+    }
+}
+
+impl fmt::Display for RuleProtocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One ingress rule of a security group: traffic from `cidr` on `protocol` (and, for TCP
+/// and UDP, a destination port in `from_port..=to_port`) may reach the endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngressRule {
+    /// The protocol.
+    pub protocol: RuleProtocol,
+    /// First destination port (TCP/UDP); 0 otherwise.
+    #[serde(default)]
+    pub from_port: u16,
+    /// Last destination port (TCP/UDP), at least `from_port`; 0 otherwise.
+    #[serde(default)]
+    pub to_port: u16,
+    /// Allowed source prefix, in network form (`10.1.0.0/24`).
+    pub cidr: Ipv4Net,
+}
+
+impl IngressRule {
+    /// Whether a packet of IP protocol `proto_number` to `dst_port` from `src` is allowed
+    /// by this rule. For `icmp` and `-1` the port is ignored.
+    pub fn matches(&self, proto_number: u8, dst_port: u16, src: Ipv4Addr) -> bool {
+        if !self.cidr.contains(src) {
+            return false;
+        }
+        let in_range = || (self.from_port..=self.to_port).contains(&dst_port);
+        match self.protocol {
+            RuleProtocol::Tcp => proto_number == 6 && in_range(),
+            RuleProtocol::Udp => proto_number == 17 && in_range(),
+            RuleProtocol::Icmp => proto_number == 1,
+            RuleProtocol::All => true,
+        }
+    }
+}
+
+/// A security group: a set of ingress rules in one VPC, applied to the endpoints that
+/// name it. Traffic into an endpoint with groups must match a rule of one of them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityGroup {
+    /// `sg-…`.
+    pub id: SecurityGroupId,
+    /// The owning account; must own `vpc_id`.
+    pub owner: AccountId,
+    /// The VPC it belongs to.
+    pub vpc_id: VpcId,
+    /// Its name, unique within the VPC.
+    pub name: String,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+    /// Ingress rules; none = nothing is allowed in.
+    #[serde(default)]
+    pub ingress: Vec<IngressRule>,
+}
+
+impl SecurityGroup {
+    /// Whether some rule allows the packet (see [`IngressRule::matches`]).
+    pub fn allows(&self, proto_number: u8, dst_port: u16, src: Ipv4Addr) -> bool {
+        self.ingress
+            .iter()
+            .any(|r| r.matches(proto_number, dst_port, src))
+    }
 }
 
 /// An account and the local users that act as it on the management socket.
@@ -546,6 +660,8 @@ pub struct State {
     pub services: Vec<Service>,
     /// Interface endpoints.
     pub endpoints: Vec<Endpoint>,
+    /// Security groups, applied to endpoints.
+    pub security_groups: Vec<SecurityGroup>,
 }
 
 impl State {
@@ -557,6 +673,11 @@ impl State {
     /// The endpoint with this id.
     pub fn endpoint(&self, id: EndpointId) -> Option<&Endpoint> {
         self.endpoints.iter().find(|e| e.id == id)
+    }
+
+    /// The security group with this id.
+    pub fn security_group(&self, id: SecurityGroupId) -> Option<&SecurityGroup> {
+        self.security_groups.iter().find(|g| g.id == id)
     }
 }
 
@@ -654,6 +775,8 @@ pub enum Object {
     },
     /// `vpc attachment vpc-…`
     Attachment(VpcId),
+    /// `security group sg-…`
+    SecurityGroup(SecurityGroupId),
 }
 
 impl fmt::Display for Object {
@@ -676,6 +799,7 @@ impl fmt::Display for Object {
                 "service {service} listener {protocol}/{port} target {target}"
             ),
             Self::Attachment(vpc) => write!(f, "vpc attachment {vpc}"),
+            Self::SecurityGroup(id) => write!(f, "security group {id}"),
         }
     }
 }
@@ -962,6 +1086,59 @@ pub enum ModelError {
         /// The MAC given.
         mac: MacAddr,
     },
+    /// `<object>: security group sg-… does not exist`. Code `InvalidGroup.NotFound`.
+    SecurityGroupNotFound {
+        /// Where.
+        at: KeyPath,
+        /// About what.
+        object: Object,
+        /// The group named.
+        group: SecurityGroupId,
+    },
+    /// `<object>: security group sg-… is in vpc-…, not in vpc-…`.
+    /// Code `InvalidParameterValue`.
+    SecurityGroupOtherVpc {
+        /// Where.
+        at: KeyPath,
+        /// About what.
+        object: Object,
+        /// The group named.
+        group: SecurityGroupId,
+        /// The group's VPC.
+        group_vpc: VpcId,
+        /// The object's VPC.
+        vpc: VpcId,
+    },
+    /// `<object>: group name "web" is already used in vpc-… (first at <first>)`.
+    /// Code `InvalidGroup.Duplicate`.
+    DuplicateGroupName {
+        /// Where.
+        at: KeyPath,
+        /// About what.
+        object: Object,
+        /// Where the same name appeared first in the VPC.
+        first: KeyPath,
+    },
+    /// `<object>: port range 90-80 is empty`. Code `InvalidParameterValue`.
+    EmptyPortRange {
+        /// Where.
+        at: KeyPath,
+        /// About what.
+        object: Object,
+        /// First port.
+        from: u16,
+        /// Last port.
+        to: u16,
+    },
+    /// `<object>: invalid policy document: <reason>`. Code `InvalidPolicyDocument`.
+    InvalidPolicy {
+        /// Where.
+        at: KeyPath,
+        /// About what.
+        object: Object,
+        /// What [`crate::policy::PolicyError`] said.
+        reason: String,
+    },
 }
 
 impl ModelError {
@@ -984,7 +1161,12 @@ impl ModelError {
             | Self::VlanOutOfRange { at, .. }
             | Self::PrefixTooLong { at, .. }
             | Self::DuplicatePortVlan { at, .. }
-            | Self::NeighbourMacNotUnicast { at, .. } => at,
+            | Self::NeighbourMacNotUnicast { at, .. }
+            | Self::SecurityGroupNotFound { at, .. }
+            | Self::SecurityGroupOtherVpc { at, .. }
+            | Self::DuplicateGroupName { at, .. }
+            | Self::EmptyPortRange { at, .. }
+            | Self::InvalidPolicy { at, .. } => at,
         }
     }
 
@@ -1007,7 +1189,12 @@ impl ModelError {
             | Self::VlanOutOfRange { object, .. }
             | Self::PrefixTooLong { object, .. }
             | Self::DuplicatePortVlan { object, .. }
-            | Self::NeighbourMacNotUnicast { object, .. } => *object,
+            | Self::NeighbourMacNotUnicast { object, .. }
+            | Self::SecurityGroupNotFound { object, .. }
+            | Self::SecurityGroupOtherVpc { object, .. }
+            | Self::DuplicateGroupName { object, .. }
+            | Self::EmptyPortRange { object, .. }
+            | Self::InvalidPolicy { object, .. } => *object,
         }
     }
 
@@ -1018,12 +1205,16 @@ impl ModelError {
                 Object::Endpoint(_) => "InvalidEndpointId.Duplicate",
                 Object::Service(_) => "InvalidServiceId.Duplicate",
                 Object::Attachment(_) => "InvalidVpcId.Duplicate",
+                Object::SecurityGroup(_) => "InvalidGroup.Duplicate",
                 _ => "InvalidParameterValue",
             },
             Self::VpcNotAttached { .. } | Self::VpcNotOwned { .. } => "InvalidVpcId.NotFound",
             Self::ServiceNotFound { .. } => "InvalidServiceId.NotFound",
             Self::AddressInUse { .. } => "InvalidIpAddress.InUse",
             Self::DuplicateListener { .. } => "DuplicateListener",
+            Self::SecurityGroupNotFound { .. } => "InvalidGroup.NotFound",
+            Self::DuplicateGroupName { .. } => "InvalidGroup.Duplicate",
+            Self::InvalidPolicy { .. } => "InvalidPolicyDocument",
             Self::OutsidePrefix { .. }
             | Self::TargetOffLink { .. }
             | Self::ReservedAddress { .. }
@@ -1034,7 +1225,9 @@ impl ModelError {
             | Self::VlanOutOfRange { .. }
             | Self::PrefixTooLong { .. }
             | Self::DuplicatePortVlan { .. }
-            | Self::NeighbourMacNotUnicast { .. } => "InvalidParameterValue",
+            | Self::NeighbourMacNotUnicast { .. }
+            | Self::SecurityGroupOtherVpc { .. }
+            | Self::EmptyPortRange { .. } => "InvalidParameterValue",
         }
     }
 }
@@ -1113,6 +1306,27 @@ impl fmt::Display for ModelError {
             },
             Self::NeighbourMacNotUnicast { mac, .. } => {
                 write!(f, "static neighbour mac {mac} is not a unicast address")
+            }
+            Self::SecurityGroupNotFound { group, .. } => {
+                write!(f, "security group {group} does not exist")
+            }
+            Self::SecurityGroupOtherVpc {
+                group,
+                group_vpc,
+                vpc,
+                ..
+            } => write!(f, "security group {group} is in {group_vpc}, not in {vpc}"),
+            Self::DuplicateGroupName { first, .. } => {
+                write!(
+                    f,
+                    "group name is already used in this vpc (first at {first})"
+                )
+            }
+            Self::EmptyPortRange { from, to, .. } => {
+                write!(f, "port range {from}-{to} is empty")
+            }
+            Self::InvalidPolicy { reason, .. } => {
+                write!(f, "invalid policy document: {reason}")
             }
         }
     }
@@ -1342,7 +1556,10 @@ impl State {
     ///   are unique by (protocol, port) with non-zero ports; targets have non-zero ports,
     ///   are unicast, not registered twice in a listener, and inside the prefix unless the
     ///   attachment has a gateway;
-    /// - an endpoint's ip is inside its VPC's prefix and its service exists;
+    /// - an endpoint's ip is inside its VPC's prefix and its service exists; its security
+    ///   groups exist and are in its VPC; its policy document compiles;
+    /// - security group ids are unique, names unique per VPC, the owner owns the VPC, and
+    ///   TCP/UDP rules have non-empty port ranges;
     /// - no network or broadcast address is used; every address the appliance answers for
     ///   in a VPC (own, SNAT, endpoint; a `deleted` endpoint holds none) has one owner and
     ///   is neither the gateway nor a static neighbour, nor any target.
@@ -1404,6 +1621,8 @@ impl State {
             }
         }
 
+        let group_at = self.validate_security_groups(attachments)?;
+
         let mut endpoint_at: HashMap<EndpointId, usize> = HashMap::new();
         for (i, e) in self.endpoints.iter().enumerate() {
             let at = KeyPath::item("endpoints", i);
@@ -1438,6 +1657,36 @@ impl State {
                     service: e.service_id,
                 });
             }
+            for (j, &group) in e.security_group_ids.iter().enumerate() {
+                let g_at = at.key("security_group_ids").index(j);
+                let Some(&g) = group_at.get(&group) else {
+                    return Err(ModelError::SecurityGroupNotFound {
+                        at: g_at,
+                        object,
+                        group,
+                    });
+                };
+                // Same VPC implies same owner: both owners must own the VPC.
+                let group_vpc = self.security_groups[g].vpc_id;
+                if group_vpc != e.vpc_id {
+                    return Err(ModelError::SecurityGroupOtherVpc {
+                        at: g_at,
+                        object,
+                        group,
+                        group_vpc,
+                        vpc: e.vpc_id,
+                    });
+                }
+            }
+            if let Some(doc) = &e.policy {
+                if let Err(err) = crate::policy::Policy::parse(doc) {
+                    return Err(ModelError::InvalidPolicy {
+                        at: at.key("policy"),
+                        object,
+                        reason: err.to_string(),
+                    });
+                }
+            }
         }
 
         // Last, once every address is claimed: a target the appliance itself answers for
@@ -1467,6 +1716,51 @@ impl State {
             }
         }
         Ok(())
+    }
+}
+
+impl State {
+    /// Security groups: unique ids, owned VPCs, names unique per VPC, non-empty port
+    /// ranges. Returns each group's index by id.
+    fn validate_security_groups(
+        &self,
+        attachments: &[VpcAttachment],
+    ) -> Result<HashMap<SecurityGroupId, usize>, ModelError> {
+        let mut group_at: HashMap<SecurityGroupId, usize> = HashMap::new();
+        for (i, g) in self.security_groups.iter().enumerate() {
+            let at = KeyPath::item("security_groups", i);
+            let object = Object::SecurityGroup(g.id);
+            if let Some(&first) = group_at.get(&g.id) {
+                return Err(ModelError::DuplicateId {
+                    at: at.key("id"),
+                    object,
+                    first: KeyPath::item("security_groups", first),
+                });
+            }
+            group_at.insert(g.id, i);
+            owned_attachment(attachments, &at, object, g.vpc_id, g.owner)?;
+            if let Some(first) = self.security_groups[..i]
+                .iter()
+                .position(|o| o.vpc_id == g.vpc_id && o.name == g.name)
+            {
+                return Err(ModelError::DuplicateGroupName {
+                    at: at.key("name"),
+                    object,
+                    first: KeyPath::item("security_groups", first),
+                });
+            }
+            for (j, r) in g.ingress.iter().enumerate() {
+                if r.protocol.has_ports() && r.from_port > r.to_port {
+                    return Err(ModelError::EmptyPortRange {
+                        at: at.key("ingress").index(j),
+                        object,
+                        from: r.from_port,
+                        to: r.to_port,
+                    });
+                }
+            }
+        }
+        Ok(group_at)
     }
 }
 

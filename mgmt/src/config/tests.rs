@@ -136,6 +136,7 @@ fn expected_default() -> Config {
             security_group_ids: vec![],
             policy: None,
         }],
+        security_groups: vec![],
     }
 }
 
@@ -201,6 +202,19 @@ fn round_trips_through_toml_and_json() {
     c.vpcs[0].gateway = Some(ip("10.1.0.254"));
     c.endpoints[0].policy = Some(serde_json::json!({"Statement": [{"Effect": "Allow"}]}));
     c.endpoints[0].security_group_ids = vec![p("sg-1a2b3c4d")];
+    c.security_groups = vec![crate::model::SecurityGroup {
+        id: p("sg-1a2b3c4d"),
+        owner: p("111111111111"),
+        vpc_id: p("vpc-0c0000000000000c1"),
+        name: "web".into(),
+        description: "from the file".into(),
+        ingress: vec![crate::model::IngressRule {
+            protocol: crate::model::RuleProtocol::Tcp,
+            from_port: 80,
+            to_port: 80,
+            cidr: p("10.1.0.0/24"),
+        }],
+    }];
     c.validate().unwrap();
     let text = toml::to_string(&c).unwrap();
     assert_eq!(Config::from_toml_str(&text).unwrap(), c, "{text}");

@@ -75,6 +75,7 @@ fn endpoint() -> Endpoint {
         state: EndpointState::Available,
         security_group_ids: vec![],
         policy: None,
+        created_at: 0,
     }
 }
 
@@ -82,6 +83,7 @@ fn state() -> State {
     State {
         services: vec![service()],
         endpoints: vec![endpoint()],
+        security_groups: vec![],
     }
 }
 

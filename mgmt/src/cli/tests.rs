@@ -1,0 +1,453 @@
+//! Argument mapping, rendering and usage errors of privlinkctl (no daemon needed).
+
+use super::*;
+
+fn argv(s: &[&str]) -> Vec<String> {
+    s.iter().map(|a| (*a).to_owned()).collect()
+}
+
+fn run_args(s: &[&str]) -> Invocation {
+    match parse_args(&argv(s), None).unwrap() {
+        Command::Run(inv) => inv,
+        Command::Help(h) => panic!("unexpected help: {h}"),
+    }
+}
+
+fn usage(s: &[&str]) -> String {
+    parse_args(&argv(s), None).unwrap_err().0
+}
+
+#[test]
+fn pascal_case_of_flags() {
+    assert_eq!(pascal_case("vpc-id"), "VpcId");
+    assert_eq!(pascal_case("ip-address"), "IpAddress");
+    assert_eq!(pascal_case("service-ids"), "ServiceIds");
+    assert_eq!(pascal_case("vpc-endpoint-ids"), "VpcEndpointIds");
+    assert_eq!(pascal_case("cidr-ip"), "CidrIp");
+    assert_eq!(kebab("VpcEndpointIds"), "vpc-endpoint-ids");
+}
+
+#[test]
+fn every_operation_is_well_formed() {
+    let mut names: Vec<&str> = OPERATIONS.iter().map(|o| o.name).collect();
+    assert_eq!(names.len(), 24);
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(names.len(), 24, "duplicate operation");
+    for o in OPERATIONS {
+        // Each example parses (no socket needed).
+        let args: Vec<&str> = o.example.split(' ').collect();
+        assert_eq!(args[0], o.name);
+        let help = operation_help(o);
+        assert!(help.contains(o.example));
+        for (flag, _) in o.flags {
+            assert!(help.contains(flag), "{} help lacks {flag}", o.name);
+        }
+    }
+    // The examples without quoted JSON parse as they stand.
+    for o in OPERATIONS.iter().filter(|o| !o.example.contains('\'')) {
+        let args: Vec<&str> = o.example.split(' ').collect();
+        run_args(&args);
+    }
+}
+
+#[test]
+fn generic_mapping() {
+    let inv = run_args(&[
+        "create-vpc-endpoint",
+        "--vpc-id",
+        "vpc-1",
+        "--service-name=com.amazonaws.vpce.local.vpce-svc-1",
+        "--ip-address",
+        "10.1.0.10",
+        "--security-group-ids",
+        "sg-1",
+        "sg-2",
+        "--security-group-ids",
+        "sg-3",
+        "--policy-document",
+        r#"{"Statement":[]}"#,
+    ]);
+    assert_eq!(inv.op, "create-vpc-endpoint");
+    assert!(!inv.json);
+    assert_eq!(
+        inv.args,
+        json!({
+            "VpcId": "vpc-1",
+            "ServiceName": "com.amazonaws.vpce.local.vpce-svc-1",
+            "IpAddress": "10.1.0.10",
+            "SecurityGroupIds": ["sg-1", "sg-2", "sg-3"],
+            "PolicyDocument": {"Statement": []},
+        })
+    );
+    // A string stays a string, even when it looks like a number.
+    let inv = run_args(&[
+        "create-security-group",
+        "--group-name",
+        "123",
+        "--vpc-id",
+        "vpc-1",
+    ]);
+    assert_eq!(inv.args, json!({"GroupName": "123", "VpcId": "vpc-1"}));
+    // Policy as plain text.
+    let inv = run_args(&[
+        "modify-vpc-endpoint",
+        "--vpc-endpoint-id",
+        "vpce-1",
+        "--policy-document",
+        "allow-all",
+    ]);
+    assert_eq!(inv.args["PolicyDocument"], "allow-all");
+}
+
+#[test]
+fn lists_are_always_arrays_and_json_arrays_splice() {
+    let inv = run_args(&[
+        "describe-vpc-endpoint-service-configurations",
+        "--service-ids",
+        "X",
+    ]);
+    assert_eq!(inv.args, json!({"ServiceIds": ["X"]}));
+    let inv = run_args(&[
+        "delete-vpc-endpoints",
+        "--vpc-endpoint-ids",
+        r#"["a","b"]"#,
+        "c",
+    ]);
+    assert_eq!(inv.args, json!({"VpcEndpointIds": ["a", "b", "c"]}));
+    let inv = run_args(&["describe-vpc-endpoints"]);
+    assert_eq!(inv.args, json!({}));
+}
+
+#[test]
+fn a_repeated_scalar_flag_becomes_an_array() {
+    let inv = run_args(&[
+        "describe-target-health",
+        "--service-id",
+        "a",
+        "--service-id",
+        "b",
+    ]);
+    assert_eq!(inv.args, json!({"ServiceId": ["a", "b"]}));
+}
+
+#[test]
+fn booleans_and_numbers() {
+    let base = [
+        "create-vpc-endpoint-service-configuration",
+        "--vpc-id",
+        "vpc-2",
+    ];
+    let with = |extra: &[&str]| {
+        let mut a = base.to_vec();
+        a.extend_from_slice(extra);
+        run_args(&a).args
+    };
+    assert_eq!(with(&["--acceptance-required"])["AcceptanceRequired"], true);
+    assert_eq!(
+        with(&["--acceptance-required", "--json"])["AcceptanceRequired"],
+        true
+    );
+    assert_eq!(
+        with(&["--acceptance-required", "false"])["AcceptanceRequired"],
+        false
+    );
+    assert_eq!(
+        with(&["--acceptance-required=false"])["AcceptanceRequired"],
+        false
+    );
+    assert_eq!(
+        with(&["--no-acceptance-required"])["AcceptanceRequired"],
+        false
+    );
+    assert_eq!(
+        with(&["--listeners", r#"[{"Protocol":"tcp","Port":80}]"#])["Listeners"],
+        json!([{"Protocol": "tcp", "Port": 80}])
+    );
+    let inv = run_args(&["flows", "--max-results", "20"]);
+    assert_eq!(inv.args, json!({"MaxResults": 20}));
+    assert!(usage(&["flows", "--max-results", "many"]).contains("not a number"));
+    assert!(usage(&[
+        "create-vpc-endpoint-service-configuration",
+        "--acceptance-required=maybe"
+    ])
+    .contains("not true or false"));
+    assert!(usage(&[
+        "create-vpc-endpoint-service-configuration",
+        "--listeners",
+        "{oops"
+    ])
+    .contains("not valid JSON"));
+}
+
+#[test]
+fn json_from_a_file() {
+    let path = std::env::temp_dir().join(format!("plctl-policy-{}.json", std::process::id()));
+    std::fs::write(&path, r#"{"Statement":[{"Effect":"Allow"}]}"#).unwrap();
+    let arg = format!("file://{}", path.display());
+    let inv = run_args(&[
+        "modify-vpc-endpoint",
+        "--vpc-endpoint-id",
+        "vpce-1",
+        "--policy-document",
+        &arg,
+    ]);
+    assert_eq!(
+        inv.args["PolicyDocument"],
+        json!({"Statement": [{"Effect": "Allow"}]})
+    );
+    std::fs::remove_file(&path).unwrap();
+    assert!(usage(&["modify-vpc-endpoint", "--policy-document", &arg]).contains("cannot read"));
+}
+
+#[test]
+fn target_shorthand() {
+    let inv = run_args(&[
+        "register-targets",
+        "--service-id",
+        "vpce-svc-1",
+        "--protocol",
+        "tcp",
+        "--port",
+        "80",
+        "--target",
+        "10.2.0.13:8080",
+        "--target",
+        "10.2.0.14:8080:3",
+    ]);
+    assert_eq!(
+        inv.args,
+        json!({
+            "ServiceId": "vpce-svc-1",
+            "Protocol": "tcp",
+            "Port": 80,
+            "Targets": [
+                {"Id": "10.2.0.13", "Port": 8080},
+                {"Id": "10.2.0.14", "Port": 8080, "Weight": 3},
+            ],
+        })
+    );
+    // Combined with --targets JSON.
+    let inv = run_args(&[
+        "deregister-targets",
+        "--targets",
+        r#"[{"Id":"10.2.0.1","Port":1}]"#,
+        "--target",
+        "10.2.0.2:2",
+    ]);
+    assert_eq!(
+        inv.args["Targets"],
+        json!([{"Id": "10.2.0.1", "Port": 1}, {"Id": "10.2.0.2", "Port": 2}])
+    );
+    for bad in [
+        "10.2.0.13",
+        ":80",
+        "10.2.0.13:http",
+        "10.2.0.13:80:x",
+        "1.2.3.4:1:2:3",
+        "1.2.3.4:70000",
+    ] {
+        assert!(
+            usage(&["register-targets", "--target", bad]).contains("IP:PORT"),
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn ingress_shorthand() {
+    let inv = run_args(&[
+        "authorize-security-group-ingress",
+        "--group-id",
+        "sg-1",
+        "--protocol",
+        "tcp",
+        "--port",
+        "80-90",
+        "--cidr",
+        "10.1.0.0/24",
+        "--cidr",
+        "10.9.0.0/16",
+    ]);
+    assert_eq!(
+        inv.args,
+        json!({
+            "GroupId": "sg-1",
+            "IpPermissions": [{
+                "IpProtocol": "tcp",
+                "FromPort": 80,
+                "ToPort": 90,
+                "IpRanges": [{"CidrIp": "10.1.0.0/24"}, {"CidrIp": "10.9.0.0/16"}],
+            }],
+        })
+    );
+    let inv = run_args(&[
+        "revoke-security-group-ingress",
+        "--group-id",
+        "sg-1",
+        "--protocol",
+        "udp",
+        "--port",
+        "53",
+        "--cidr",
+        "0.0.0.0/0",
+    ]);
+    assert_eq!(inv.args["IpPermissions"][0]["FromPort"], 53);
+    assert_eq!(inv.args["IpPermissions"][0]["ToPort"], 53);
+    assert!(usage(&[
+        "authorize-security-group-ingress",
+        "--port",
+        "80",
+        "--cidr",
+        "10.0.0.0/8"
+    ])
+    .contains("--protocol"));
+    assert!(usage(&["authorize-security-group-ingress", "--protocol", "tcp"]).contains("--cidr"));
+    assert!(usage(&[
+        "authorize-security-group-ingress",
+        "--protocol",
+        "tcp",
+        "--port",
+        "x-1",
+        "--cidr",
+        "10.0.0.0/8"
+    ])
+    .contains("N-M"));
+    // The raw form still works.
+    let inv = run_args(&[
+        "authorize-security-group-ingress",
+        "--group-id",
+        "sg-1",
+        "--ip-permissions",
+        r#"[{"IpProtocol":"-1"}]"#,
+    ]);
+    assert_eq!(inv.args["IpPermissions"], json!([{"IpProtocol": "-1"}]));
+}
+
+#[test]
+fn socket_choice() {
+    let socket = |s: &[&str], env: Option<&str>| match parse_args(&argv(s), env).unwrap() {
+        Command::Run(inv) => inv.socket,
+        Command::Help(_) => unreachable!(),
+    };
+    assert_eq!(socket(&["stats"], None), PathBuf::from(DEFAULT_SOCKET));
+    assert_eq!(
+        socket(&["stats"], Some("/tmp/e.sock")),
+        PathBuf::from("/tmp/e.sock")
+    );
+    assert_eq!(
+        socket(&["--socket", "/tmp/a.sock", "stats"], Some("/tmp/e.sock")),
+        PathBuf::from("/tmp/a.sock")
+    );
+    assert_eq!(
+        socket(&["stats", "--socket=/tmp/b.sock"], None),
+        PathBuf::from("/tmp/b.sock")
+    );
+    assert!(run_args(&["--json", "stats"]).json);
+}
+
+#[test]
+fn usage_errors() {
+    let e = usage(&[
+        "create-vpc-endpoint",
+        "--vpc-id",
+        "vpc-1",
+        "--colour",
+        "blue",
+    ]);
+    assert!(
+        e.contains("unknown flag --colour for create-vpc-endpoint"),
+        "{e}"
+    );
+    assert!(
+        e.contains("--vpc-id") && e.contains("--service-name") && e.contains("--policy-document"),
+        "{e}"
+    );
+    assert!(usage(&["frobnicate"]).contains("unknown operation \"frobnicate\""));
+    assert!(usage(&["frobnicate"]).contains("create-vpc-endpoint"));
+    assert!(usage(&[]).contains("no operation"));
+    assert!(usage(&["--vpc-id", "x", "stats"]).contains("unknown option --vpc-id"));
+    assert!(usage(&["create-vpc-endpoint", "--vpc-id"]).contains("--vpc-id needs a value"));
+    assert!(
+        usage(&["create-vpc-endpoint", "--vpc-id", "--ip-address", "1"]).contains("needs a value")
+    );
+    assert!(usage(&["create-vpc-endpoint", "--vpc-id", "a", "stray"])
+        .contains("unexpected argument \"stray\""));
+    assert!(usage(&["stats", "--verbose"]).contains("stats takes no flags"));
+    assert!(usage(&["create-vpc-endpoint", "--no-vpc-id"]).contains("unknown flag --no-vpc-id"));
+    assert!(usage(&[
+        "create-vpc-endpoint-service-configuration",
+        "--no-acceptance-required=1"
+    ])
+    .contains("takes no value"));
+    assert!(usage(&["--socket"]).contains("--socket needs a value"));
+}
+
+#[test]
+fn help() {
+    let Command::Help(top) = parse_args(&argv(&["--help"]), None).unwrap() else {
+        panic!()
+    };
+    for o in OPERATIONS {
+        assert!(top.contains(o.name));
+    }
+    assert!(top.contains(SOCKET_ENV));
+    let Command::Help(h) = parse_args(&argv(&["register-targets", "--help"]), None).unwrap() else {
+        panic!()
+    };
+    assert!(
+        h.contains("--target IP:PORT[:WEIGHT]") && h.contains("example:"),
+        "{h}"
+    );
+    let Command::Help(h) = parse_args(
+        &argv(&["create-vpc-endpoint-service-configuration", "-h"]),
+        None,
+    )
+    .unwrap() else {
+        panic!()
+    };
+    assert!(h.contains("--[no-]acceptance-required"), "{h}");
+}
+
+#[test]
+fn render_return_and_empty() {
+    assert_eq!(render_human(&json!({"Return": true})), "ok\n");
+    assert_eq!(render_human(&json!({})), "ok\n");
+    assert_eq!(render_human(&json!({"Return": false})), "Return:  false\n");
+    assert_eq!(
+        render_human(&json!({"VpcEndpoints": []})),
+        "VpcEndpoints:  (none)\n"
+    );
+}
+
+#[test]
+fn render_table() {
+    let v = json!({"VpcEndpoints": [
+        {"VpcEndpointId": "vpce-0123456789abcdef0", "State": "available", "SecurityGroupIds": ["sg-1", "sg-2"], "IpAddress": "10.1.0.10"},
+        {"VpcEndpointId": "vpce-1", "State": "pendingAcceptance", "SecurityGroupIds": [], "Policy": {"A": 1}},
+    ]});
+    let text = render_human(&v);
+    let expected = "\
+VpcEndpointId           IpAddress  SecurityGroupIds  State              Policy
+vpce-0123456789abcdef0  10.1.0.10  sg-1,sg-2         available          -
+vpce-1                  -          -                 pendingAcceptance  {A=1}
+";
+    assert_eq!(text, expected);
+}
+
+#[test]
+fn render_object_and_mixed() {
+    let v = json!({"ServiceConfiguration": {"ServiceId": "vpce-svc-1", "AcceptanceRequired": false, "SnatAddresses": ["10.2.0.5", "10.2.0.6"], "Listeners": [{"Protocol": "tcp", "Port": 80}]}});
+    let text = render_human(&v);
+    assert_eq!(
+        text,
+        "AcceptanceRequired:  false\nServiceId:           vpce-svc-1\nSnatAddresses:       10.2.0.5,10.2.0.6\n\nListeners:\nPort  Protocol\n80    tcp\n"
+    );
+    let v = json!({"Unsuccessful": [{"ResourceId": "vpce-9", "Error": {"Code": "NotFound"}}], "Count": 1});
+    assert_eq!(
+        render_human(&v),
+        "Count:  1\n\nUnsuccessful:\nResourceId  Error\nvpce-9      {Code=NotFound}\n"
+    );
+    assert_eq!(render_human(&json!("v1.2")), "v1.2\n");
+    assert_eq!(compact(&json!([{"Id": "a"}, null, 1.5])), "{Id=a},-,1.5");
+}

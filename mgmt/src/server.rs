@@ -1,0 +1,451 @@
+//! The management socket server: accepts connections on a Unix stream socket, decodes one
+//! request per line, hands each well-formed request to a [`Handler`] with the caller's
+//! identity, and writes one response line per request, in order.
+//!
+//! What it owns: the socket file (replacing a stale one, never stealing a live one, applying
+//! the mode), the connection limits (size of a line, idle and slow clients, number of
+//! clients), the caller identity (computed once per connection from the peer's uid), and
+//! the audit log of mutating requests. What it must never do: interpret `args` or change
+//! state itself. Every request it rejects (malformed, oversized, too many clients) is
+//! answered with an error and never reaches the handler, so it changes nothing;
+//! authorisation of well-formed requests is the handler's, using [`Caller`].
+//!
+//! Threads: one accept thread, polling a non-blocking listener every [`POLL`] so a stop
+//! request is noticed promptly, and one thread per client. Clients read with a short
+//! timeout for the same reason. Management traffic is a few requests per second, so a
+//! thread per client (at most `max_clients`) is simpler than an event loop and fast enough.
+
+use std::fmt;
+use std::io::{self, ErrorKind, Read, Write};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+use serde_json::Value;
+
+use crate::config::{Config, MgmtConfig};
+use crate::model::AccountId;
+use crate::protocol::{codes, is_read_only, ApiErrorBody, Request, Response};
+
+#[cfg(test)]
+mod tests;
+
+/// How often the accept loop and idle clients check the stop flag and their deadlines.
+pub const POLL: Duration = Duration::from_millis(50);
+
+/// Who is on the other end of a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The peer's uid (`SO_PEERCRED`).
+    pub uid: u32,
+    /// The account that uid belongs to, from the configuration; `None` for a uid no account
+    /// lists.
+    pub account: Option<AccountId>,
+    /// Acts on every object (root).
+    pub admin: bool,
+}
+
+impl Caller {
+    /// The identity of `uid` under `config`: its account from `[[accounts]]`, and admin
+    /// for root (uid 0).
+    pub fn from_config(config: &Config, uid: u32) -> Caller {
+        Caller {
+            uid,
+            account: config.account_for_uid(uid).map(|a| a.id),
+            admin: uid == 0,
+        }
+    }
+}
+
+/// Executes well-formed requests. Called from client threads concurrently; the
+/// implementation serialises whatever must be serialised.
+pub trait Handler: Send + Sync + 'static {
+    /// Executes `req` on behalf of `caller`; the `ok` value or the error to send.
+    fn handle(&self, caller: &Caller, req: &Request) -> Result<Value, ApiErrorBody>;
+}
+
+/// Reads the peer's uid from a connected stream (`dpdk_bindings::os::peer_uid` in the
+/// daemon; a fixed uid in tests). Injected so this crate needs no FFI.
+pub type PeerUid = Arc<dyn Fn(&UnixStream) -> io::Result<u32> + Send + Sync>;
+
+/// Maps a peer uid to its identity (usually [`Caller::from_config`]).
+type UidToCaller = Arc<dyn Fn(u32) -> Caller + Send + Sync>;
+
+/// Where and how the server listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// The socket path; its parent directory is created if missing.
+    pub path: PathBuf,
+    /// The socket file's permission bits.
+    pub mode: u32,
+    /// Longest request line in bytes, without the newline; default 1 MiB.
+    pub max_request_bytes: usize,
+    /// A client that sends nothing for this long is disconnected; default 300 s.
+    pub idle_timeout: Duration,
+    /// A started line must be complete within this, and a response must be written within
+    /// this; default 10 s.
+    pub request_timeout: Duration,
+    /// Clients served at once; default 64. Beyond, a new client gets `TooManyClients`.
+    pub max_clients: usize,
+}
+
+impl ServerConfig {
+    /// Listen at `path` with mode 0660 and every default limit.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            mode: 0o660,
+            max_request_bytes: 1 << 20,
+            idle_timeout: Duration::from_secs(300),
+            request_timeout: Duration::from_secs(10),
+            max_clients: 64,
+        }
+    }
+
+    /// The socket path and mode of `[mgmt]`, with every default limit.
+    pub fn from_mgmt(mgmt: &MgmtConfig) -> Self {
+        Self {
+            mode: mgmt.socket_mode.bits(),
+            ..Self::new(mgmt.socket.clone())
+        }
+    }
+}
+
+/// A bound management socket, ready to [`run`](Server::run).
+pub struct Server {
+    cfg: ServerConfig,
+    listener: UnixListener,
+    /// The socket file's inode, so shutdown removes our file and not a successor's.
+    inode: u64,
+    uid_to_caller: UidToCaller,
+    peer_uid: PeerUid,
+    handler: Arc<dyn Handler>,
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("cfg", &self.cfg)
+            .field("listener", &self.listener)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Binds the socket: creates the parent directory, removes a stale socket file (one
+    /// nothing accepts on), binds, and applies `cfg.mode`. Fails with `AddrInUse` when a
+    /// live server listens at the path, and with `AlreadyExists` when the path is not a
+    /// socket (it is never removed).
+    pub fn bind(
+        cfg: ServerConfig,
+        uid_to_caller: impl Fn(u32) -> Caller + Send + Sync + 'static,
+        peer_uid: PeerUid,
+        handler: Arc<dyn Handler>,
+    ) -> io::Result<Server> {
+        let path = &cfg.path;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| annotate(e, "creating", dir))?;
+        }
+        remove_stale(path)?;
+        let listener = UnixListener::bind(path).map_err(|e| annotate(e, "binding", path))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(cfg.mode))
+            .map_err(|e| annotate(e, "setting the mode of", path))?;
+        listener.set_nonblocking(true)?;
+        let inode = std::fs::symlink_metadata(path)?.ino();
+        Ok(Server {
+            cfg,
+            listener,
+            inode,
+            uid_to_caller: Arc::new(uid_to_caller),
+            peer_uid,
+            handler,
+        })
+    }
+
+    /// The socket path.
+    pub fn path(&self) -> &Path {
+        &self.cfg.path
+    }
+
+    /// Serves on a new thread until `stop` is set; the thread then waits for its client
+    /// threads to finish (each notices within [`POLL`] once its current request is done)
+    /// and removes the socket file.
+    pub fn run(self, stop: Arc<AtomicBool>) -> JoinHandle<()> {
+        std::thread::Builder::new()
+            .name("mgmt-accept".to_owned())
+            .spawn(move || self.accept_loop(&stop))
+            .unwrap_or_else(|e| panic!("cannot spawn the management accept thread: {e}"))
+    }
+
+    fn accept_loop(self, stop: &Arc<AtomicBool>) {
+        let clients = Arc::new(AtomicUsize::new(0));
+        let mut threads: Vec<JoinHandle<()>> = Vec::new();
+        let cfg = Arc::new(self.cfg.clone());
+        while !stop.load(Ordering::Relaxed) {
+            let stream = match self.listener.accept() {
+                Ok((stream, _)) => stream,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    std::thread::sleep(POLL);
+                    continue;
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // EMFILE and friends: back off rather than spin.
+                    warn!("mgmt: accept on {}: {e}", self.cfg.path.display());
+                    std::thread::sleep(POLL);
+                    continue;
+                }
+            };
+            threads.retain(|t| !t.is_finished());
+            if let Err(e) = prepare(&stream, &cfg) {
+                debug!("mgmt: cannot set up a client socket: {e}");
+                continue;
+            }
+            if clients.load(Ordering::Acquire) >= cfg.max_clients {
+                let e = ApiErrorBody::new(
+                    codes::TOO_MANY_CLIENTS,
+                    format!("the server already serves {} clients", cfg.max_clients),
+                );
+                let _ = send(&stream, &Response::error(Value::Null, e));
+                continue;
+            }
+            clients.fetch_add(1, Ordering::AcqRel);
+            let client = Client {
+                cfg: Arc::clone(&cfg),
+                uid_to_caller: Arc::clone(&self.uid_to_caller),
+                peer_uid: Arc::clone(&self.peer_uid),
+                handler: Arc::clone(&self.handler),
+                stop: Arc::clone(stop),
+            };
+            let count = Arc::clone(&clients);
+            let spawned = std::thread::Builder::new()
+                .name("mgmt-client".to_owned())
+                .spawn(move || {
+                    client.serve(stream);
+                    count.fetch_sub(1, Ordering::AcqRel);
+                });
+            match spawned {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    // The closure (and the stream) is dropped: the client sees EOF.
+                    clients.fetch_sub(1, Ordering::AcqRel);
+                    warn!("mgmt: cannot spawn a client thread: {e}");
+                }
+            }
+        }
+        for t in threads {
+            let _ = t.join();
+        }
+        // Remove the socket file if it is still ours (a successor may have replaced it).
+        if std::fs::symlink_metadata(&self.cfg.path).is_ok_and(|m| m.ino() == self.inode) {
+            let _ = std::fs::remove_file(&self.cfg.path);
+        }
+    }
+}
+
+fn annotate(e: io::Error, doing: &str, path: &Path) -> io::Error {
+    io::Error::new(e.kind(), format!("{doing} {}: {e}", path.display()))
+}
+
+/// Removes `path` if it is a socket nobody accepts on; leaves a missing path alone.
+fn remove_stale(path: &Path) -> io::Result<()> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(annotate(e, "inspecting", path)),
+    };
+    if !meta.file_type().is_socket() {
+        return Err(io::Error::new(
+            ErrorKind::AlreadyExists,
+            format!(
+                "{} exists and is not a socket; not replacing it",
+                path.display()
+            ),
+        ));
+    }
+    match UnixStream::connect(path) {
+        Ok(_) => Err(io::Error::new(
+            ErrorKind::AddrInUse,
+            format!("another server is listening on {}", path.display()),
+        )),
+        Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
+            info!("mgmt: removing stale socket {}", path.display());
+            std::fs::remove_file(path).map_err(|e| annotate(e, "removing stale", path))
+        }
+        Err(e) => Err(annotate(e, "probing", path)),
+    }
+}
+
+/// Blocking with a short read timeout (so deadlines and stop are checked) and a write
+/// timeout (so a client that does not read cannot hold its thread forever).
+fn prepare(stream: &UnixStream, cfg: &ServerConfig) -> io::Result<()> {
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(POLL))?;
+    stream.set_write_timeout(Some(cfg.request_timeout.max(POLL)))
+}
+
+fn send(mut stream: &UnixStream, response: &Response) -> io::Result<()> {
+    let mut line = response.to_line();
+    line.push('\n');
+    stream.write_all(line.as_bytes())
+}
+
+/// One connection's state, owned by its thread.
+struct Client {
+    cfg: Arc<ServerConfig>,
+    uid_to_caller: UidToCaller,
+    peer_uid: PeerUid,
+    handler: Arc<dyn Handler>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Client {
+    fn serve(&self, stream: UnixStream) {
+        let caller = match (self.peer_uid)(&stream) {
+            Ok(uid) => (self.uid_to_caller)(uid),
+            Err(e) => {
+                warn!("mgmt: cannot read the peer credentials of a client: {e}");
+                let e = ApiErrorBody::new(codes::AUTH_FAILURE, "cannot read peer credentials");
+                let _ = send(&stream, &Response::error(Value::Null, e));
+                return;
+            }
+        };
+        debug!("mgmt: client connected: {caller:?}");
+        if let Err(e) = self.serve_lines(&stream, &caller) {
+            debug!("mgmt: client uid {} gone: {e}", caller.uid);
+        }
+    }
+
+    /// Reads lines until EOF, a fatal protocol error, a timeout or stop; answers each.
+    fn serve_lines(&self, mut stream: &UnixStream, caller: &Caller) -> io::Result<()> {
+        let max = self.cfg.max_request_bytes;
+        let mut buf: Vec<u8> = Vec::new();
+        // Where the newline search resumes, so a line arriving in many pieces costs O(n).
+        let mut scanned = 0;
+        let mut chunk = vec![0u8; 64 * 1024];
+        let mut last_activity = Instant::now();
+        // When the first byte of the pending (unfinished) line arrived.
+        let mut line_started: Option<Instant> = None;
+        loop {
+            // Answer every complete line in the buffer, in order.
+            let mut answered = false;
+            while let Some(pos) = buf[scanned..].iter().position(|&b| b == b'\n') {
+                let end = scanned + pos;
+                if end > max {
+                    return self.too_large(stream, max);
+                }
+                let line: Vec<u8> = buf.drain(..=end).collect();
+                scanned = 0;
+                self.answer(stream, caller, &line[..end])?;
+                last_activity = Instant::now();
+                answered = true;
+            }
+            scanned = buf.len();
+            if buf.len() > max {
+                return self.too_large(stream, max);
+            }
+            if buf.is_empty() {
+                line_started = None;
+            } else if answered {
+                // The rest of the buffer is the start of the next line, which began at the
+                // latest when the previous one was read.
+                line_started = Some(Instant::now());
+            }
+            if self.stop.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            match stream.read(&mut chunk) {
+                Ok(0) => {
+                    // EOF (perhaps only the write half): a final unterminated line is still
+                    // a request.
+                    if !buf.is_empty() {
+                        self.answer(stream, caller, &buf)?;
+                    }
+                    return Ok(());
+                }
+                Ok(n) => {
+                    buf.extend_from_slice(&chunk[..n]);
+                    line_started.get_or_insert_with(Instant::now);
+                    last_activity = Instant::now();
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+            if let Some(started) = line_started {
+                if !buf.is_empty() && started.elapsed() >= self.cfg.request_timeout {
+                    let e = ApiErrorBody::new(
+                        codes::REQUEST_TIMEOUT,
+                        format!(
+                            "request line not completed within {:?}",
+                            self.cfg.request_timeout
+                        ),
+                    );
+                    let _ = send(stream, &Response::error(Value::Null, e));
+                    return Ok(());
+                }
+            } else if last_activity.elapsed() >= self.cfg.idle_timeout {
+                debug!("mgmt: closing idle client uid {}", caller.uid);
+                return Ok(());
+            }
+        }
+    }
+
+    fn too_large(&self, stream: &UnixStream, max: usize) -> io::Result<()> {
+        let e = ApiErrorBody::new(
+            codes::REQUEST_TOO_LARGE,
+            format!("request line longer than {max} bytes; closing the connection"),
+        );
+        send(stream, &Response::error(Value::Null, e))
+    }
+
+    /// Decodes one line, runs it, writes the response. Blank lines are skipped.
+    fn answer(&self, stream: &UnixStream, caller: &Caller, line: &[u8]) -> io::Result<()> {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return Ok(());
+        }
+        let response = match crate::protocol::decode_any(line) {
+            Err((id, e)) => {
+                debug!("mgmt: uid {} sent a bad request: {e}", caller.uid);
+                Response::error(id, e)
+            }
+            Ok(req) => {
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    self.handler.handle(caller, &req)
+                }))
+                .unwrap_or_else(|_| {
+                    Err(ApiErrorBody::new(
+                        codes::INTERNAL_ERROR,
+                        format!("internal error while executing {}", req.op),
+                    ))
+                });
+                if !is_read_only(&req.op) {
+                    audit(caller, &req.op, &result);
+                }
+                Response { id: req.id, result }
+            }
+        };
+        send(stream, &response)
+    }
+}
+
+/// The audit line of a mutating request.
+fn audit(caller: &Caller, op: &str, result: &Result<Value, ApiErrorBody>) {
+    let account = caller
+        .account
+        .map_or_else(|| "-".to_owned(), |a| a.to_string());
+    let outcome = match result {
+        Ok(_) => "ok",
+        Err(e) => e.code.as_str(),
+    };
+    info!(
+        "mgmt: op={op} uid={} account={account} admin={} result={outcome}",
+        caller.uid, caller.admin
+    );
+}

@@ -1,0 +1,622 @@
+//! The management object store: the one owner of the [`State`] at run time, and the
+//! operations of the management protocol on it.
+//!
+//! [`Store::handle`] takes a caller, an EC2-style operation name and its JSON arguments and
+//! answers with EC2-shaped JSON. Every operation works on a copy of the state, which is
+//! validated with [`State::validate`] before it replaces the current one: a request that
+//! fails anywhere (malformed, unauthorised, invalid result) changes nothing.
+//!
+//! Authorization follows the cloud: a consumer acts only on its own VPCs, security groups
+//! and endpoints, a provider only on its own services; another account's objects are
+//! answered as not found. An admin (root) acts on everything, and what it creates belongs
+//! to the account owning the VPC it names.
+//!
+//! This module never does I/O beyond reading random ids, never persists (the caller saves
+//! the state with [`crate::persist`] before it acknowledges a change) and never answers the
+//! data plane's own operations (`stats`, `flows`).
+
+use std::collections::HashSet;
+use std::fmt;
+use std::io::Read;
+use std::net::Ipv4Addr;
+
+use serde_json::{json, Value};
+
+use crate::config::Config;
+use crate::model::{
+    Account, AccountId, Endpoint, EndpointState, ModelError, Principal, SecurityGroupId, Service,
+    State, TargetState, VpcAttachment,
+};
+
+mod args;
+mod endpoints;
+mod groups;
+mod services;
+#[cfg(test)]
+mod tests;
+
+/// Who is calling: from the socket peer's uid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    /// The account the uid acts as; `None` for a uid no account lists (which may only call
+    /// `version`, unless it is admin).
+    pub account: Option<AccountId>,
+    /// Root: acts on every object.
+    pub admin: bool,
+}
+
+impl Caller {
+    /// An account's caller.
+    pub fn account(account: AccountId) -> Self {
+        Self {
+            account: Some(account),
+            admin: false,
+        }
+    }
+
+    /// The admin (root).
+    pub fn admin() -> Self {
+        Self {
+            account: None,
+            admin: true,
+        }
+    }
+
+    /// A uid that acts as no account.
+    pub fn anonymous() -> Self {
+        Self {
+            account: None,
+            admin: false,
+        }
+    }
+
+    /// Whether the caller may act on an object of `owner`.
+    pub fn acts_for(&self, owner: AccountId) -> bool {
+        self.admin || self.account == Some(owner)
+    }
+}
+
+/// An error answer: an EC2-style code and a message for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// E.g. `InvalidVpcEndpointId.NotFound`.
+    pub code: String,
+    /// What went wrong, naming the parameter or object.
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error with this code and message.
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+
+    /// `InvalidParameterValue`.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new("InvalidParameterValue", message)
+    }
+
+    /// The `{"Code", "Message"}` object of an `Unsuccessful` item.
+    pub fn to_json(&self) -> Value {
+        json!({"Code": self.code, "Message": self.message})
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl From<ModelError> for ApiError {
+    fn from(e: ModelError) -> Self {
+        Self::new(e.code(), e.to_string())
+    }
+}
+
+/// A successful answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// The EC2-shaped response object.
+    pub response: Value,
+    /// Whether the state changed (and must be saved and published).
+    pub changed: bool,
+}
+
+/// Every operation with a one-line synopsis of its arguments, for `privlinkctl --help`.
+pub const OPERATIONS: &[(&str, &str)] = &[
+    ("create-vpc-endpoint-service-configuration", "--vpc-id VPC --listeners '[{\"Protocol\":\"tcp\",\"Port\":80,\"Targets\":[{\"Id\":IP,\"Port\":P,\"Weight\":W}]}]' [--snat-addresses IP…] [--acceptance-required BOOL] [--allowed-principals ACCOUNT|*…]"),
+    ("describe-vpc-endpoint-service-configurations", "[--service-ids SVC…]"),
+    ("modify-vpc-endpoint-service-configuration", "--service-id SVC [--acceptance-required BOOL] [--add-snat-addresses IP…] [--remove-snat-addresses IP…] [--add-listeners JSON] [--remove-listeners '[{\"Protocol\":…,\"Port\":…}]']"),
+    ("delete-vpc-endpoint-service-configurations", "--service-ids SVC…"),
+    ("modify-vpc-endpoint-service-permissions", "--service-id SVC [--add-allowed-principals ACCOUNT|ARN|*…] [--remove-allowed-principals …]"),
+    ("describe-vpc-endpoint-service-permissions", "--service-id SVC"),
+    ("register-targets", "--service-id SVC --protocol tcp|udp --port PORT --targets '[{\"Id\":IP,\"Port\":P,\"Weight\":W}]'"),
+    ("deregister-targets", "--service-id SVC --protocol tcp|udp --port PORT --targets '[{\"Id\":IP,\"Port\":P}]'"),
+    ("describe-target-health", "--service-id SVC"),
+    ("create-vpc-endpoint", "--vpc-id VPC --service-name NAME [--ip-address IP] [--security-group-ids SG…] [--policy-document JSON]"),
+    ("describe-vpc-endpoints", "[--vpc-endpoint-ids VPCE…] [--filters '[{\"Name\":\"vpc-id|service-name|vpc-endpoint-state|vpc-endpoint-id\",\"Values\":[…]}]']"),
+    ("modify-vpc-endpoint", "--vpc-endpoint-id VPCE [--add-security-group-ids SG…] [--remove-security-group-ids SG…] [--policy-document JSON | --reset-policy true]"),
+    ("delete-vpc-endpoints", "--vpc-endpoint-ids VPCE…"),
+    ("describe-vpc-endpoint-connections", "[--service-id SVC]"),
+    ("accept-vpc-endpoint-connections", "--service-id SVC --vpc-endpoint-ids VPCE…"),
+    ("reject-vpc-endpoint-connections", "--service-id SVC --vpc-endpoint-ids VPCE…"),
+    ("create-security-group", "--vpc-id VPC --group-name NAME [--description TEXT]"),
+    ("describe-security-groups", "[--group-ids SG…]"),
+    ("delete-security-group", "--group-id SG"),
+    ("authorize-security-group-ingress", "--group-id SG --ip-permissions '[{\"IpProtocol\":\"tcp|udp|icmp|-1\",\"FromPort\":P,\"ToPort\":P,\"IpRanges\":[{\"CidrIp\":CIDR}]}]'"),
+    ("revoke-security-group-ingress", "--group-id SG --ip-permissions JSON (as authorize)"),
+    ("stats", "data-plane counters (answered by privlinkd)"),
+    ("flows", "active flows (answered by privlinkd)"),
+    ("version", "the appliance's version"),
+];
+
+/// Whether `op` changes the state (and must be saved before it is acknowledged).
+pub fn is_mutating(op: &str) -> bool {
+    matches!(
+        op,
+        "create-vpc-endpoint-service-configuration"
+            | "modify-vpc-endpoint-service-configuration"
+            | "delete-vpc-endpoint-service-configurations"
+            | "modify-vpc-endpoint-service-permissions"
+            | "register-targets"
+            | "deregister-targets"
+            | "create-vpc-endpoint"
+            | "modify-vpc-endpoint"
+            | "delete-vpc-endpoints"
+            | "accept-vpc-endpoint-connections"
+            | "reject-vpc-endpoint-connections"
+            | "create-security-group"
+            | "delete-security-group"
+            | "authorize-security-group-ingress"
+            | "revoke-security-group-ingress"
+    )
+}
+
+/// Random 68-bit id values: from `/dev/urandom`, or when that cannot be read, from the
+/// clock and a counter.
+#[derive(Debug, Default)]
+struct IdSource {
+    counter: u64,
+}
+
+impl IdSource {
+    fn next(&mut self) -> u128 {
+        self.counter = self.counter.wrapping_add(1);
+        let mut bytes = [0u8; 16];
+        let random = std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut bytes))
+            .is_ok();
+        let value = if random {
+            u128::from_le_bytes(bytes)
+        } else {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            let a = splitmix64(lossy_u64(nanos) ^ self.counter.rotate_left(32));
+            let b = splitmix64(a ^ self.counter);
+            (u128::from(a) << 64) | u128::from(b)
+        };
+        value & ((1u128 << 68) - 1)
+    }
+}
+
+/// The low 64 bits (the clock's nanoseconds only seed a mix).
+fn lossy_u64(v: u128) -> u64 {
+    u64::try_from(v & u128::from(u64::MAX)).unwrap_or(0)
+}
+
+fn splitmix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The management object store.
+#[derive(Debug)]
+pub struct Store {
+    state: State,
+    attachments: Vec<VpcAttachment>,
+    accounts: Vec<Account>,
+    region: String,
+    /// Seconds a deregistered target drains before it is removed.
+    deregistration_delay: u64,
+    /// Most targets a listener may have (`tables.maglev_size`).
+    max_targets: usize,
+    ids: IdSource,
+}
+
+impl Store {
+    /// The store for `config`, starting from the persisted state if any. The persisted
+    /// state wins; services and endpoints declared in the configuration that it lacks (by
+    /// id) are added. The result must validate.
+    pub fn new(config: &Config, persisted: Option<State>) -> Result<Self, ModelError> {
+        let mut state = persisted.unwrap_or_default();
+        let declared = config.state();
+        for s in declared.services {
+            if state.service(s.id).is_none() {
+                state.services.push(s);
+            }
+        }
+        for g in declared.security_groups {
+            if state.security_group(g.id).is_none() {
+                state.security_groups.push(g);
+            }
+        }
+        for e in declared.endpoints {
+            if state.endpoint(e.id).is_none() {
+                state.endpoints.push(e);
+            }
+        }
+        state.validate(&config.vpcs)?;
+        Ok(Self {
+            state,
+            attachments: config.vpcs.clone(),
+            accounts: config.accounts.clone(),
+            region: config.mgmt.region.clone(),
+            deregistration_delay: config.timeouts.deregistration_delay.as_secs(),
+            max_targets: usize::try_from(config.tables.maglev_size).unwrap_or(usize::MAX),
+            ids: IdSource::default(),
+        })
+    }
+
+    /// The current, valid state.
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// The VPC attachments (from the configuration).
+    pub fn attachments(&self) -> &[VpcAttachment] {
+        &self.attachments
+    }
+
+    /// The region in service names.
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    /// The caller that Unix user `uid` is: root is admin; otherwise the account whose
+    /// `uids` list it, if any.
+    pub fn caller_for_uid(&self, uid: u32) -> Caller {
+        Caller {
+            account: self
+                .accounts
+                .iter()
+                .find(|a| a.uids.contains(&uid))
+                .map(|a| a.id),
+            admin: uid == 0,
+        }
+    }
+
+    /// Answers one request at time `now_unix` (unix seconds). On error nothing changed.
+    ///
+    /// `stats` and `flows` are the daemon's: they answer `InvalidAction` here.
+    pub fn handle(
+        &mut self,
+        caller: &Caller,
+        op: &str,
+        args: &Value,
+        now_unix: u64,
+    ) -> Result<Outcome, ApiError> {
+        if op == "version" {
+            args::Args::top(args, &[])?;
+            return Ok(Outcome {
+                response: json!({"Version": env!("CARGO_PKG_VERSION")}),
+                changed: false,
+            });
+        }
+        if !OPERATIONS.iter().any(|&(name, _)| name == op) || matches!(op, "stats" | "flows") {
+            return Err(ApiError::new(
+                "InvalidAction",
+                format!("the action {op:?} is not valid for this web service"),
+            ));
+        }
+        if !caller.admin && caller.account.is_none() {
+            return Err(ApiError::new(
+                "UnauthorizedOperation",
+                "this user acts as no account (add its uid to an [[accounts]] entry)",
+            ));
+        }
+        let mut tx = Tx {
+            caller,
+            st: self.state.clone(),
+            atts: &self.attachments,
+            region: &self.region,
+            ids: &mut self.ids,
+            now: now_unix,
+        };
+        let response = tx.dispatch(op, args)?;
+        let next = tx.st;
+        if !is_mutating(op) {
+            return Ok(Outcome {
+                response,
+                changed: false,
+            });
+        }
+        next.validate(&self.attachments)?;
+        for s in &next.services {
+            for l in &s.listeners {
+                if l.targets.len() > self.max_targets {
+                    return Err(ApiError::new(
+                        "TooManyTargets",
+                        format!(
+                            "service {} listener {}/{}: {} targets exceed the limit of {} \
+                             (tables.maglev_size)",
+                            s.id,
+                            l.protocol,
+                            l.port,
+                            l.targets.len(),
+                            self.max_targets
+                        ),
+                    ));
+                }
+            }
+        }
+        let changed = next != self.state;
+        if changed {
+            self.state = next;
+        }
+        Ok(Outcome { response, changed })
+    }
+
+    /// Removes draining targets whose deregistration delay has passed by `now_unix` (a
+    /// draining target without a start time starts draining now). Returns whether the state
+    /// changed.
+    pub fn tick(&mut self, now_unix: u64) -> bool {
+        let delay = self.deregistration_delay;
+        let mut changed = false;
+        for s in &mut self.state.services {
+            for l in &mut s.listeners {
+                l.targets.retain_mut(|t| {
+                    if t.state != TargetState::Draining {
+                        return true;
+                    }
+                    match t.deregistered_at {
+                        None => {
+                            t.deregistered_at = Some(now_unix);
+                            changed = true;
+                            true
+                        }
+                        Some(at) if now_unix >= at.saturating_add(delay) => {
+                            changed = true;
+                            false
+                        }
+                        Some(_) => true,
+                    }
+                });
+            }
+        }
+        changed
+    }
+}
+
+/// One request in progress: the caller and a copy of the state it changes.
+struct Tx<'a> {
+    caller: &'a Caller,
+    st: State,
+    atts: &'a [VpcAttachment],
+    region: &'a str,
+    ids: &'a mut IdSource,
+    now: u64,
+}
+
+impl Tx<'_> {
+    fn dispatch(&mut self, op: &str, a: &Value) -> Result<Value, ApiError> {
+        match op {
+            "create-vpc-endpoint-service-configuration" => self.create_service(a),
+            "describe-vpc-endpoint-service-configurations" => self.describe_services(a),
+            "modify-vpc-endpoint-service-configuration" => self.modify_service(a),
+            "delete-vpc-endpoint-service-configurations" => self.delete_services(a),
+            "modify-vpc-endpoint-service-permissions" => self.modify_permissions(a),
+            "describe-vpc-endpoint-service-permissions" => self.describe_permissions(a),
+            "register-targets" => self.register_targets(a),
+            "deregister-targets" => self.deregister_targets(a),
+            "describe-target-health" => self.describe_target_health(a),
+            "create-vpc-endpoint" => self.create_endpoint(a),
+            "describe-vpc-endpoints" => self.describe_endpoints(a),
+            "modify-vpc-endpoint" => self.modify_endpoint(a),
+            "delete-vpc-endpoints" => self.delete_endpoints(a),
+            "describe-vpc-endpoint-connections" => self.describe_connections(a),
+            "accept-vpc-endpoint-connections" => self.answer_connections(a, true),
+            "reject-vpc-endpoint-connections" => self.answer_connections(a, false),
+            "create-security-group" => self.create_group(a),
+            "describe-security-groups" => self.describe_groups(a),
+            "delete-security-group" => self.delete_group(a),
+            "authorize-security-group-ingress" => self.change_ingress(a, true),
+            "revoke-security-group-ingress" => self.change_ingress(a, false),
+            _ => Err(ApiError::new(
+                "InvalidAction",
+                format!("the action {op:?} is not valid for this web service"),
+            )),
+        }
+    }
+
+    /// The attachment of `vpc`, which the caller must own (else it is not found).
+    fn own_vpc(&self, vpc: crate::model::VpcId) -> Result<&VpcAttachment, ApiError> {
+        self.atts
+            .iter()
+            .find(|a| a.vpc_id == vpc && self.caller.acts_for(a.account))
+            .ok_or_else(|| {
+                ApiError::new(
+                    "InvalidVpcId.NotFound",
+                    format!("the vpc ID '{vpc}' does not exist"),
+                )
+            })
+    }
+
+    /// A fresh random id (of `make`'s type) that is not in `taken`.
+    fn fresh<T: PartialEq>(&mut self, make: impl Fn(u128) -> Option<T>, taken: &[T]) -> T {
+        loop {
+            if let Some(id) = make(self.ids.next()) {
+                if !taken.contains(&id) {
+                    return id;
+                }
+            }
+        }
+    }
+
+    /// Addresses in use in `att`'s VPC: the appliance's own, gateway, static neighbours,
+    /// SNAT and endpoint addresses, and targets.
+    fn used_addresses(&self, att: &VpcAttachment) -> HashSet<Ipv4Addr> {
+        let mut used = HashSet::new();
+        used.insert(att.address.addr());
+        used.extend(att.gateway);
+        used.extend(att.static_neighbours.iter().map(|n| n.ip));
+        for s in self.st.services.iter().filter(|s| s.vpc_id == att.vpc_id) {
+            used.extend(s.snat_addresses.iter().copied());
+            for l in &s.listeners {
+                used.extend(l.targets.iter().map(|t| t.ip));
+            }
+        }
+        for e in &self.st.endpoints {
+            if e.vpc_id == att.vpc_id && e.state.holds_address() {
+                used.insert(e.ip);
+            }
+        }
+        used
+    }
+}
+
+/// The lowest free host address counting up from the prefix's second host (`.2`), or
+/// with `from_top` the highest counting down from the last host (`.254`).
+fn allocate_address(
+    att: &VpcAttachment,
+    used: &HashSet<Ipv4Addr>,
+    from_top: bool,
+) -> Result<Ipv4Addr, ApiError> {
+    let network = u32::from(att.address.network());
+    let broadcast = u32::from(att.address.broadcast());
+    let free = |n: &u32| !used.contains(&Ipv4Addr::from(*n));
+    let found = if from_top {
+        (network.saturating_add(1)..broadcast).rev().find(free)
+    } else {
+        (network.saturating_add(2)..broadcast).find(free)
+    };
+    found.map(Ipv4Addr::from).ok_or_else(|| {
+        ApiError::new(
+            "InsufficientFreeAddressesInSubnet",
+            format!(
+                "no free address is left in {} of {}",
+                att.address.trunc(),
+                att.vpc_id
+            ),
+        )
+    })
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` for unix seconds.
+pub fn rfc3339(unix: u64) -> String {
+    let days = unix / 86_400;
+    let secs = unix % 86_400;
+    // Howard Hinnant's civil_from_days, on unsigned values (days since 1970 are >= 0).
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+/// A service as `describe-vpc-endpoint-service-configurations` shows it.
+fn service_json(s: &Service, region: &str) -> Value {
+    json!({
+        "ServiceId": s.id.to_string(),
+        "ServiceName": s.name(region),
+        "ServiceType": [{"ServiceType": "Interface"}],
+        "ServiceState": "Available",
+        "Owner": s.owner.to_string(),
+        "VpcId": s.vpc_id.to_string(),
+        "AcceptanceRequired": s.acceptance_required,
+        "Listeners": s.listeners.iter().map(|l| json!({
+            "Protocol": l.protocol.as_str(),
+            "Port": l.port,
+            "Targets": l.targets.iter().map(|t| json!({
+                "Id": t.ip.to_string(),
+                "Port": t.port,
+                "Weight": t.weight,
+                "State": t.state.as_str(),
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "SnatAddresses": s.snat_addresses.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "AllowedPrincipals": s.allowed_principals.iter().map(ToString::to_string).collect::<Vec<_>>(),
+    })
+}
+
+/// An endpoint as `describe-vpc-endpoints` shows it.
+fn endpoint_json(e: &Endpoint, region: &str) -> Value {
+    let mut v = json!({
+        "VpcEndpointId": e.id.to_string(),
+        "VpcEndpointType": "Interface",
+        "VpcId": e.vpc_id.to_string(),
+        "ServiceId": e.service_id.to_string(),
+        "ServiceName": crate::model::service_name(region, e.service_id),
+        "State": e.state.as_str(),
+        "OwnerId": e.owner.to_string(),
+        "IpAddress": e.ip.to_string(),
+        "Groups": e.security_group_ids.iter().map(|g| json!({"GroupId": g.to_string()})).collect::<Vec<_>>(),
+    });
+    if let Some(p) = &e.policy {
+        v["PolicyDocument"] = Value::String(p.to_string());
+    }
+    if e.created_at != 0 {
+        v["CreationTimestamp"] = Value::String(rfc3339(e.created_at));
+    }
+    v
+}
+
+/// A principal as `describe-vpc-endpoint-service-permissions` shows it.
+fn principal_json(p: Principal) -> Value {
+    match p {
+        Principal::Any => json!({"Principal": "*", "PrincipalType": "All"}),
+        Principal::Account(a) => json!({"Principal": a.to_string(), "PrincipalType": "Account"}),
+    }
+}
+
+/// An `Unsuccessful` item.
+fn unsuccessful(id: impl fmt::Display, e: &ApiError) -> Value {
+    json!({"ResourceId": id.to_string(), "Error": e.to_json()})
+}
+
+fn endpoint_not_found(id: impl fmt::Display) -> ApiError {
+    ApiError::new(
+        "InvalidVpcEndpointId.NotFound",
+        format!("the VPC endpoint ID '{id}' does not exist"),
+    )
+}
+
+fn service_not_found(id: impl fmt::Display) -> ApiError {
+    ApiError::new(
+        "InvalidVpcEndpointServiceId.NotFound",
+        format!("the VPC endpoint service ID '{id}' does not exist"),
+    )
+}
+
+fn group_not_found(id: SecurityGroupId) -> ApiError {
+    ApiError::new(
+        "InvalidGroup.NotFound",
+        format!("the security group '{id}' does not exist"),
+    )
+}
+
+/// Whether an endpoint in this state keeps its service in use.
+fn connected(state: EndpointState) -> bool {
+    matches!(
+        state,
+        EndpointState::PendingAcceptance | EndpointState::Available
+    )
+}

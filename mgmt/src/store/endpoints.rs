@@ -1,0 +1,335 @@
+//! Interface endpoints (the consumer's operations) and their connections to services (the
+//! provider's view: accept, reject).
+
+use std::net::Ipv4Addr;
+
+use serde_json::{json, Value};
+
+use super::args::Args;
+use super::services::dedup;
+use super::{
+    allocate_address, endpoint_json, endpoint_not_found, group_not_found, rfc3339, unsuccessful,
+    ApiError, Tx,
+};
+use crate::model::{Endpoint, EndpointId, EndpointState, SecurityGroupId, ServiceId, ServiceName};
+use crate::policy::Policy;
+
+/// Longest policy document accepted, in bytes of compact JSON (the cloud's limit).
+pub const MAX_POLICY_BYTES: usize = 20_480;
+
+/// A `PolicyDocument` argument (a JSON object, or a string holding one), checked by
+/// compiling it.
+fn parse_policy(v: &Value) -> Result<Value, ApiError> {
+    let err = |m: String| ApiError::new("InvalidPolicyDocument", format!("PolicyDocument: {m}"));
+    let doc = match v {
+        Value::String(s) => serde_json::from_str(s).map_err(|e| err(format!("not JSON: {e}")))?,
+        other => other.clone(),
+    };
+    let len = doc.to_string().len();
+    if len > MAX_POLICY_BYTES {
+        return Err(err(format!(
+            "{len} bytes exceed the limit of {MAX_POLICY_BYTES}"
+        )));
+    }
+    Policy::parse(&doc).map_err(|e| err(e.to_string()))?;
+    Ok(doc)
+}
+
+impl Tx<'_> {
+    /// The index of endpoint `id`, which the caller must own (else it is not found).
+    fn own_endpoint(&self, id: EndpointId) -> Result<usize, ApiError> {
+        self.st
+            .endpoints
+            .iter()
+            .position(|e| e.id == id && self.caller.acts_for(e.owner))
+            .ok_or_else(|| endpoint_not_found(id))
+    }
+
+    /// Checks that the caller sees each group (owns it).
+    fn check_groups(&self, groups: &[SecurityGroupId]) -> Result<(), ApiError> {
+        for &g in groups {
+            if !self
+                .st
+                .security_groups
+                .iter()
+                .any(|x| x.id == g && self.caller.acts_for(x.owner))
+            {
+                return Err(group_not_found(g));
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn create_endpoint(&mut self, args: &Value) -> Result<Value, ApiError> {
+        let a = Args::top(
+            args,
+            &[
+                "VpcId",
+                "ServiceName",
+                "IpAddress",
+                "SecurityGroupIds",
+                "PolicyDocument",
+                "VpcEndpointType",
+            ],
+        )?;
+        let vpc = a.req_parse("VpcId")?;
+        let name: ServiceName = a.req_parse("ServiceName")?;
+        let ip: Option<Ipv4Addr> = a.parse("IpAddress")?;
+        let mut groups: Vec<SecurityGroupId> =
+            a.parse_list("SecurityGroupIds")?.unwrap_or_default();
+        dedup(&mut groups);
+        let policy = a.get("PolicyDocument").map(parse_policy).transpose()?;
+        if let Some(t) = a.str("VpcEndpointType")? {
+            if t != "Interface" {
+                return Err(ApiError::invalid(format!(
+                    "VpcEndpointType: only \"Interface\" endpoints exist here, not {t:?}"
+                )));
+            }
+        }
+
+        let att = self.own_vpc(vpc)?.clone();
+        let owner = att.account;
+        let service = self
+            .st
+            .services
+            .iter()
+            .find(|s| name.region() == self.region && s.id == name.id())
+            .ok_or_else(|| {
+                ApiError::new(
+                    "InvalidServiceName",
+                    format!("the Vpc Endpoint Service '{name}' does not exist"),
+                )
+            })?;
+        if !self.caller.admin && !service.allows(owner) {
+            return Err(ApiError::new(
+                "OperationNotPermitted",
+                format!(
+                    "account {owner} is not an allowed principal of service {name}; ask its \
+                     owner to add it (modify-vpc-endpoint-service-permissions)"
+                ),
+            ));
+        }
+        let state = if service.acceptance_required && owner != service.owner {
+            EndpointState::PendingAcceptance
+        } else {
+            EndpointState::Available
+        };
+        let service_id = service.id;
+        self.check_groups(&groups)?;
+        let ip = match ip {
+            Some(ip) => ip,
+            None => allocate_address(&att, &self.used_addresses(&att), false)?,
+        };
+        let taken: Vec<EndpointId> = self.st.endpoints.iter().map(|e| e.id).collect();
+        let id = self.fresh(EndpointId::new, &taken);
+        let endpoint = Endpoint {
+            id,
+            owner,
+            vpc_id: vpc,
+            service_id,
+            ip,
+            state,
+            security_group_ids: groups,
+            policy,
+            created_at: self.now,
+        };
+        let response = json!({"VpcEndpoint": endpoint_json(&endpoint, self.region)});
+        self.st.endpoints.push(endpoint);
+        Ok(response)
+    }
+
+    pub(super) fn describe_endpoints(&mut self, args: &Value) -> Result<Value, ApiError> {
+        let a = Args::top(args, &["VpcEndpointIds", "Filters"])?;
+        let ids: Option<Vec<EndpointId>> = a.parse_list("VpcEndpointIds")?;
+        let mut filters: Vec<(String, Vec<String>)> = Vec::new();
+        for (path, v) in a.list("Filters")?.unwrap_or_default() {
+            let f = Args::nested(v, path, &["Name", "Values"])?;
+            let name = f.req_str("Name")?;
+            if !matches!(
+                name,
+                "vpc-id" | "service-name" | "vpc-endpoint-state" | "vpc-endpoint-id" | "service-id"
+            ) {
+                return Err(ApiError::invalid(format!(
+                    "{}: unknown filter {name:?} (expected vpc-id, service-name, \
+                     vpc-endpoint-state, vpc-endpoint-id or service-id)",
+                    f.name("Name")
+                )));
+            }
+            let mut values = Vec::new();
+            for (vpath, v) in f.req_list("Values")? {
+                values.push(
+                    v.as_str()
+                        .ok_or_else(|| ApiError::invalid(format!("{vpath} must be a string")))?
+                        .to_owned(),
+                );
+            }
+            filters.push((name.to_owned(), values));
+        }
+        let mut chosen: Vec<usize> = match ids {
+            Some(ids) => ids
+                .into_iter()
+                .map(|id| self.own_endpoint(id))
+                .collect::<Result<_, _>>()?,
+            None => (0..self.st.endpoints.len())
+                .filter(|&i| self.caller.acts_for(self.st.endpoints[i].owner))
+                .collect(),
+        };
+        chosen.retain(|&i| {
+            let e = &self.st.endpoints[i];
+            filters.iter().all(|(name, values)| {
+                let actual = match name.as_str() {
+                    "vpc-id" => e.vpc_id.to_string(),
+                    "service-name" => crate::model::service_name(self.region, e.service_id),
+                    "service-id" => e.service_id.to_string(),
+                    "vpc-endpoint-state" => e.state.as_str().to_owned(),
+                    _ => e.id.to_string(),
+                };
+                values.contains(&actual)
+            })
+        });
+        let list: Vec<Value> = chosen
+            .into_iter()
+            .map(|i| endpoint_json(&self.st.endpoints[i], self.region))
+            .collect();
+        Ok(json!({"VpcEndpoints": list}))
+    }
+
+    pub(super) fn modify_endpoint(&mut self, args: &Value) -> Result<Value, ApiError> {
+        let a = Args::top(
+            args,
+            &[
+                "VpcEndpointId",
+                "AddSecurityGroupIds",
+                "RemoveSecurityGroupIds",
+                "PolicyDocument",
+                "ResetPolicy",
+            ],
+        )?;
+        let id = a.req_parse("VpcEndpointId")?;
+        let add: Vec<SecurityGroupId> = a.parse_list("AddSecurityGroupIds")?.unwrap_or_default();
+        let remove: Vec<SecurityGroupId> =
+            a.parse_list("RemoveSecurityGroupIds")?.unwrap_or_default();
+        let policy = a.get("PolicyDocument").map(parse_policy).transpose()?;
+        let reset = a.bool("ResetPolicy")?.unwrap_or(false);
+        if reset && policy.is_some() {
+            return Err(ApiError::new(
+                "InvalidParameterCombination",
+                "PolicyDocument and ResetPolicy cannot be given together",
+            ));
+        }
+        let i = self.own_endpoint(id)?;
+        self.check_groups(&add)?;
+        let e = &mut self.st.endpoints[i];
+        for g in remove {
+            if !e.security_group_ids.contains(&g) {
+                return Err(ApiError::invalid(format!(
+                    "RemoveSecurityGroupIds: {g} is not a group of endpoint {id}"
+                )));
+            }
+            e.security_group_ids.retain(|&x| x != g);
+        }
+        for g in add {
+            if !e.security_group_ids.contains(&g) {
+                e.security_group_ids.push(g);
+            }
+        }
+        if reset {
+            e.policy = None;
+        }
+        if policy.is_some() {
+            e.policy = policy;
+        }
+        Ok(json!({"Return": true}))
+    }
+
+    pub(super) fn delete_endpoints(&mut self, args: &Value) -> Result<Value, ApiError> {
+        let a = Args::top(args, &["VpcEndpointIds"])?;
+        let ids: Vec<EndpointId> = a.req_parse_list("VpcEndpointIds")?;
+        let mut failed = Vec::new();
+        for id in ids {
+            match self.own_endpoint(id) {
+                Ok(i) => {
+                    self.st.endpoints.remove(i);
+                }
+                Err(e) => failed.push(unsuccessful(id, &e)),
+            }
+        }
+        Ok(json!({"Unsuccessful": failed}))
+    }
+
+    pub(super) fn describe_connections(&mut self, args: &Value) -> Result<Value, ApiError> {
+        let a = Args::top(args, &["ServiceId"])?;
+        let only: Option<ServiceId> = a.parse("ServiceId")?;
+        if let Some(id) = only {
+            self.own_service(id)?;
+        }
+        let list: Vec<Value> = self
+            .st
+            .endpoints
+            .iter()
+            .filter(|e| {
+                (only.is_none() || only == Some(e.service_id))
+                    && self
+                        .st
+                        .service(e.service_id)
+                        .is_some_and(|s| self.caller.acts_for(s.owner))
+            })
+            .map(|e| {
+                let mut v = json!({
+                    "ServiceId": e.service_id.to_string(),
+                    "VpcEndpointId": e.id.to_string(),
+                    "VpcEndpointOwner": e.owner.to_string(),
+                    "VpcEndpointState": e.state.as_str(),
+                    "IpAddress": e.ip.to_string(),
+                });
+                if e.created_at != 0 {
+                    v["CreationTimestamp"] = Value::String(rfc3339(e.created_at));
+                }
+                v
+            })
+            .collect();
+        Ok(json!({"VpcEndpointConnections": list}))
+    }
+
+    /// Accept (`pendingAcceptance` → `available`) or reject (`pendingAcceptance` or
+    /// `available` → `rejected`) endpoints of one of the caller's services.
+    pub(super) fn answer_connections(
+        &mut self,
+        args: &Value,
+        accept: bool,
+    ) -> Result<Value, ApiError> {
+        let a = Args::top(args, &["ServiceId", "VpcEndpointIds"])?;
+        let service: ServiceId = a.req_parse("ServiceId")?;
+        let ids: Vec<EndpointId> = a.req_parse_list("VpcEndpointIds")?;
+        self.own_service(service)?;
+        let mut failed = Vec::new();
+        for id in ids {
+            let Some(e) = self
+                .st
+                .endpoints
+                .iter_mut()
+                .find(|e| e.id == id && e.service_id == service)
+            else {
+                failed.push(unsuccessful(id, &endpoint_not_found(id)));
+                continue;
+            };
+            let next = match (accept, e.state) {
+                (true, EndpointState::PendingAcceptance) => EndpointState::Available,
+                (false, EndpointState::PendingAcceptance | EndpointState::Available) => {
+                    EndpointState::Rejected
+                }
+                (_, state) => {
+                    let verb = if accept { "accepted" } else { "rejected" };
+                    let e = ApiError::new(
+                        "IncorrectState",
+                        format!("endpoint {id} is {state} and cannot be {verb}"),
+                    );
+                    failed.push(unsuccessful(id, &e));
+                    continue;
+                }
+            };
+            e.state = next;
+        }
+        Ok(json!({"Unsuccessful": failed}))
+    }
+}

@@ -1,0 +1,1541 @@
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::*;
+use crate::model::{IngressRule, Ipv4Net, Protocol, RuleProtocol, SecurityGroup, StaticNeighbour};
+
+const C: &str = "111111111111";
+const P: &str = "222222222222";
+const O: &str = "333333333333";
+const CVPC: &str = "vpc-0c0000000000000c1";
+const PVPC: &str = "vpc-0b0000000000000b1";
+const OVPC: &str = "vpc-0a0000000000000a1";
+const SVC: &str = "vpce-svc-0d0000000000000d1";
+const SVC_NAME: &str = "com.privlink.vpce.local.vpce-svc-0d0000000000000d1";
+const VPCE: &str = "vpce-0e0000000000000e1";
+const NOW: u64 = 1_700_000_000;
+
+fn acct(s: &str) -> AccountId {
+    s.parse().unwrap()
+}
+
+fn consumer() -> Caller {
+    Caller::account(acct(C))
+}
+fn provider() -> Caller {
+    Caller::account(acct(P))
+}
+fn other() -> Caller {
+    Caller::account(acct(O))
+}
+
+/// The demo configuration plus a third account with its own VPC (10.3.0.0/24).
+fn config() -> Config {
+    let mut c = Config::embedded_default();
+    c.accounts[0].uids = vec![1001];
+    c.accounts[1].uids = vec![1002];
+    c.accounts.push(Account {
+        id: acct(O),
+        name: "other".into(),
+        uids: vec![1003],
+    });
+    c.vpcs.push(VpcAttachment {
+        vpc_id: OVPC.parse().unwrap(),
+        account: acct(O),
+        port: "net_tap0".into(),
+        vlan: Some(100),
+        address: "10.3.0.1/24".parse().unwrap(),
+        gateway: None,
+        static_neighbours: vec![StaticNeighbour {
+            ip: "10.3.0.2".parse().unwrap(),
+            mac: "02:00:00:00:00:03".parse().unwrap(),
+        }],
+    });
+    c.validate().unwrap();
+    c
+}
+
+fn store() -> Store {
+    Store::new(&config(), None).unwrap()
+}
+
+fn call(st: &mut Store, caller: &Caller, op: &str, args: Value) -> Result<Outcome, ApiError> {
+    st.handle(caller, op, &args, NOW)
+}
+
+#[track_caller]
+fn ok(st: &mut Store, caller: &Caller, op: &str, args: Value) -> Value {
+    match call(st, caller, op, args) {
+        Ok(o) => {
+            assert!(is_mutating(op) || !o.changed, "{op}: reads change nothing");
+            o.response
+        }
+        Err(e) => panic!("{op} failed: {e}"),
+    }
+}
+
+/// Expects `code`, checks that the state did not change, and returns the message.
+#[track_caller]
+fn err(st: &mut Store, caller: &Caller, op: &str, args: Value, code: &str) -> String {
+    let before = st.state().clone();
+    let e = call(st, caller, op, args).expect_err(op);
+    assert_eq!(e.code, code, "{op}: {e}");
+    assert_eq!(
+        st.state(),
+        &before,
+        "{op}: a failed request changes nothing"
+    );
+    e.message
+}
+
+/// A provider service in the provider VPC, acceptance required, allowing the consumer.
+fn new_service(st: &mut Store) -> String {
+    let r = ok(
+        st,
+        &provider(),
+        "create-vpc-endpoint-service-configuration",
+        json!({
+            "VpcId": PVPC,
+            "Listeners": [{"Protocol": "tcp", "Port": 443,
+                           "Targets": [{"Id": "10.2.0.21", "Port": 8443}]}],
+            "AllowedPrincipals": [C],
+        }),
+    );
+    r["ServiceConfiguration"]["ServiceId"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn name_of(id: &str) -> String {
+    format!("com.privlink.vpce.local.{id}")
+}
+
+fn new_endpoint(st: &mut Store, caller: &Caller, vpc: &str, service: &str) -> Value {
+    ok(
+        st,
+        caller,
+        "create-vpc-endpoint",
+        json!({"VpcId": vpc, "ServiceName": name_of(service)}),
+    )["VpcEndpoint"]
+        .clone()
+}
+
+fn endpoint_state(st: &Store, id: &str) -> EndpointState {
+    st.state().endpoint(id.parse().unwrap()).unwrap().state
+}
+
+// --- callers, actions, arguments -------------------------------------------------------
+
+#[test]
+fn version_is_for_everyone_and_nothing_else_is_for_unknown_uids() {
+    let mut st = store();
+    for caller in [Caller::anonymous(), Caller::admin(), consumer()] {
+        let v = ok(&mut st, &caller, "version", json!({}));
+        assert_eq!(v["Version"], env!("CARGO_PKG_VERSION"));
+    }
+    err(
+        &mut st,
+        &Caller::anonymous(),
+        "describe-vpc-endpoints",
+        json!({}),
+        "UnauthorizedOperation",
+    );
+    err(
+        &mut st,
+        &consumer(),
+        "frobnicate",
+        json!({}),
+        "InvalidAction",
+    );
+    err(
+        &mut st,
+        &Caller::admin(),
+        "stats",
+        json!({}),
+        "InvalidAction",
+    );
+    err(
+        &mut st,
+        &Caller::admin(),
+        "flows",
+        json!(null),
+        "InvalidAction",
+    );
+    err(
+        &mut st,
+        &consumer(),
+        "version",
+        json!({"X": 1}),
+        "InvalidParameterValue",
+    );
+}
+
+#[test]
+fn callers_from_uids() {
+    let st = store();
+    assert_eq!(st.caller_for_uid(1001), consumer());
+    assert_eq!(st.caller_for_uid(0), Caller::admin());
+    assert_eq!(st.caller_for_uid(4242), Caller::anonymous());
+}
+
+#[test]
+fn operations_table_and_mutating() {
+    for &(op, help) in OPERATIONS {
+        assert!(!help.is_empty(), "{op}");
+    }
+    assert!(is_mutating("create-vpc-endpoint"));
+    assert!(!is_mutating("describe-vpc-endpoints"));
+    assert!(!is_mutating("version"));
+    assert!(OPERATIONS.iter().filter(|(op, _)| is_mutating(op)).count() == 15);
+}
+
+#[test]
+fn malformed_arguments_name_the_key() {
+    let mut st = store();
+    let m = err(
+        &mut st,
+        &consumer(),
+        "create-vpc-endpoint",
+        json!({"ServiceName": SVC_NAME}),
+        "MissingParameter",
+    );
+    assert!(m.contains("VpcId"), "{m}");
+    let m = err(
+        &mut st,
+        &consumer(),
+        "create-vpc-endpoint",
+        json!({"VpcId": CVPC, "ServiceName": SVC_NAME, "Bogus": 1}),
+        "InvalidParameterValue",
+    );
+    assert!(m.contains("unknown parameter Bogus"), "{m}");
+    let m = err(
+        &mut st,
+        &consumer(),
+        "create-vpc-endpoint",
+        json!({"VpcId": 7, "ServiceName": SVC_NAME}),
+        "InvalidParameterValue",
+    );
+    assert!(m.contains("VpcId must be a string"), "{m}");
+    let m = err(
+        &mut st,
+        &consumer(),
+        "create-vpc-endpoint",
+        json!({"VpcId": "vpc-xyz", "ServiceName": SVC_NAME}),
+        "InvalidVpcId.Malformed",
+    );
+    assert!(m.starts_with("VpcId: "), "{m}");
+    err(
+        &mut st,
+        &consumer(),
+        "create-vpc-endpoint",
+        json!([1]),
+        "InvalidParameterValue",
+    );
+    let m = err(
+        &mut st,
+        &provider(),
+        "create-vpc-endpoint-service-configuration",
+        json!({"VpcId": PVPC, "Listeners": [{"Protocol": "tcp", "Port": 0}]}),
+        "InvalidParameterValue",
+    );
+    assert!(m.contains("Listeners[0].Port"), "{m}");
+    let m = err(
+        &mut st,
+        &provider(),
+        "create-vpc-endpoint-service-configuration",
+        json!({"VpcId": PVPC, "Listeners": [{"Protocol": "tcp", "Port": 80, "Targets": [{"Port": 80}]}]}),
+        "MissingParameter",
+    );
+    assert!(m.contains("Listeners[0].Targets[0].Id"), "{m}");
+    err(
+        &mut st,
+        &provider(),
+        "create-vpc-endpoint-service-configuration",
+        json!({"VpcId": PVPC}),
+        "MissingParameter",
+    );
+    err(
+        &mut st,
+        &consumer(),
+        "describe-vpc-endpoints",
+        json!({"VpcEndpointIds": ["vpce-1"]}),
+        "InvalidEndpointId.Malformed",
+    );
+}
+
+// --- services --------------------------------------------------------------------------
+
+#[test]
+fn create_service_allocates_a_snat_address_from_the_top() {
+    let mut st = store();
+    let r = ok(
+        &mut st,
+        &provider(),
+        "create-vpc-endpoint-service-configuration",
+        json!({"VpcId": PVPC, "Listeners": [{"Protocol": "TCP", "Port": 443}]}),
+    );
+    let s = &r["ServiceConfiguration"];
+    let id = s["ServiceId"].as_str().unwrap();
+    assert!(id.starts_with("vpce-svc-") && id.len() == 26, "{id}");
+    assert_eq!(s["ServiceName"], name_of(id));
+    assert_eq!(s["ServiceState"], "Available");
+    assert_eq!(s["Owner"], P);
+    assert_eq!(s["AcceptanceRequired"], true);
+    assert_eq!(s["SnatAddresses"], json!(["10.2.0.254"]));
+    assert_eq!(s["Listeners"][0]["Protocol"], "tcp");
+    // The next one counts down.
+    let r = ok(
+        &mut st,
+        &provider(),
+        "create-vpc-endpoint-service-configuration",
+        json!({"VpcId": PVPC, "Listeners": [], "AcceptanceRequired": false}),
+    );
+    assert_eq!(
+        r["ServiceConfiguration"]["SnatAddresses"],
+        json!(["10.2.0.253"])
+    );
+    assert_eq!(st.state().services.len(), 3);
+}
+
+#[test]
+fn services_are_the_providers_own() {
+    let mut st = store();
+    // The consumer cannot use the provider's VPC; admin can, for the provider.
+    let args = json!({"VpcId": PVPC, "Listeners": []});
+    err(
+        &mut st,
+        &consumer(),
+        "create-vpc-endpoint-service-configuration",
+        args.clone(),
+        "InvalidVpcId.NotFound",
+    );
+    let r = ok(
+        &mut st,
+        &Caller::admin(),
+        "create-vpc-endpoint-service-configuration",
+        args,
+    );
+    assert_eq!(r["ServiceConfiguration"]["Owner"], P);
+
+    let all = ok(
+        &mut st,
+        &provider(),
+        "describe-vpc-endpoint-service-configurations",
+        json!({}),
+    );
+    assert_eq!(all["ServiceConfigurations"].as_array().unwrap().len(), 2);
+    let none = ok(
+        &mut st,
+        &consumer(),
+        "describe-vpc-endpoint-service-configurations",
+        json!({}),
+    );
+    assert_eq!(none["ServiceConfigurations"], json!([]));
+    err(
+        &mut st,
+        &consumer(),
+        "describe-vpc-endpoint-service-configurations",
+        json!({"ServiceIds": [SVC]}),
+        "InvalidVpcEndpointServiceId.NotFound",
+    );
+    let one = ok(
+        &mut st,
+        &Caller::admin(),
+        "describe-vpc-endpoint-service-configurations",
+        json!({"ServiceIds": SVC}),
+    );
+    assert_eq!(one["ServiceConfigurations"][0]["ServiceId"], SVC);
+    err(
+        &mut st,
+        &other(),
+        "modify-vpc-endpoint-service-configuration",
+        json!({"ServiceId": SVC, "AcceptanceRequired": true}),
+        "InvalidVpcEndpointServiceId.NotFound",
+    );
+    err(
+        &mut st,
+        &consumer(),
+        "register-targets",
+        json!({"ServiceId": SVC, "Protocol": "tcp", "Port": 80, "Targets": [{"Id": "10.2.0.30"}]}),
+        "InvalidVpcEndpointServiceId.NotFound",
+    );
+}
+
+#[test]
+fn modify_service() {
+    let mut st = store();
+    let o = call(
+        &mut st,
+        &provider(),
+        "modify-vpc-endpoint-service-configuration",
+        json!({"ServiceId": SVC, "AcceptanceRequired": true, "AddSnatAddresses": ["10.2.0.101"],
+               "RemoveListeners": [{"Protocol": "udp", "Port": 9000}],
+               "AddListeners": [{"Protocol": "udp", "Port": 53, "Targets": [{"Id": "10.2.0.11"}]}]}),
+    )
+    .unwrap();
+    assert!(o.changed);
+    assert_eq!(o.response, json!({"Return": true}));
+    let s = st.state().service(SVC.parse().unwrap()).unwrap();
+    assert!(s.acceptance_required);
+    assert_eq!(s.snat_addresses.len(), 2);
+    let l = s.listener(Protocol::Udp, 53).unwrap();
+    assert_eq!(
+        l.targets[0].port, 53,
+        "the target port defaults to the listener's"
+    );
+    assert!(s.listener(Protocol::Udp, 9000).is_none());
+
+    err(
+        &mut st,
+        &provider(),
+        "modify-vpc-endpoint-service-configuration",
+        json!({"ServiceId": SVC, "AddListeners": [{"Protocol": "tcp", "Port": 80}]}),
+        "DuplicateListener",
+    );
+    err(
+        &mut st,
+        &provider(),
+        "modify-vpc-endpoint-service-configuration",
+        json!({"ServiceId": SVC, "RemoveListeners": [{"Protocol": "tcp", "Port": 81}]}),
+        "ListenerNotFound",
+    );
+    err(
+        &mut st,
+        &provider(),
+        "modify-vpc-endpoint-service-configuration",
+        json!({"ServiceId": SVC, "RemoveSnatAddresses": ["10.2.0.100", "10.2.0.101"]}),
+        "InvalidParameterValue",
+    );
+    err(
+        &mut st,
+        &provider(),
+        "modify-vpc-endpoint-service-configuration",
+        json!({"ServiceId": SVC, "AddSnatAddresses": ["10.2.0.11"]}),
+        "InvalidIpAddress.InUse",
+    );
+    err(
+        &mut st,
+        &provider(),
+        "modify-vpc-endpoint-service-configuration",
+        json!({"ServiceId": SVC, "AddSnatAddresses": ["10.9.0.1"]}),
+        "InvalidParameterValue",
+    );
+    // Nothing to do: unchanged.
+    let o = call(
+        &mut st,
+        &provider(),
+        "modify-vpc-endpoint-service-configuration",
+        json!({"ServiceId": SVC}),
+    )
+    .unwrap();
+    assert!(!o.changed);
+}
+
+#[test]
+fn service_permissions() {
+    let mut st = store();
+    let arn = format!("arn:aws:iam::{O}:root");
+    ok(
+        &mut st,
+        &provider(),
+        "modify-vpc-endpoint-service-permissions",
+        json!({"ServiceId": SVC, "AddAllowedPrincipals": [arn, "*", C]}),
+    );
+    let r = ok(
+        &mut st,
+        &provider(),
+        "describe-vpc-endpoint-service-permissions",
+        json!({"ServiceId": SVC}),
+    );
+    assert_eq!(
+        r["AllowedPrincipals"],
+        json!([{"Principal": C, "PrincipalType": "Account"},
+               {"Principal": O, "PrincipalType": "Account"},
+               {"Principal": "*", "PrincipalType": "All"}])
+    );
+    ok(
+        &mut st,
+        &provider(),
+        "modify-vpc-endpoint-service-permissions",
+        json!({"ServiceId": SVC, "RemoveAllowedPrincipals": ["*", O]}),
+    );
+    assert_eq!(
+        st.state()
+            .service(SVC.parse().unwrap())
+            .unwrap()
+            .allowed_principals,
+        vec![Principal::Account(acct(C))]
+    );
+    err(
+        &mut st,
+        &provider(),
+        "modify-vpc-endpoint-service-permissions",
+        json!({"ServiceId": SVC, "RemoveAllowedPrincipals": [O]}),
+        "InvalidParameterValue",
+    );
+    err(
+        &mut st,
+        &provider(),
+        "modify-vpc-endpoint-service-permissions",
+        json!({"ServiceId": SVC, "AddAllowedPrincipals": ["12345"]}),
+        "InvalidPrincipal",
+    );
+    err(
+        &mut st,
+        &consumer(),
+        "describe-vpc-endpoint-service-permissions",
+        json!({"ServiceId": SVC}),
+        "InvalidVpcEndpointServiceId.NotFound",
+    );
+    let o = call(
+        &mut st,
+        &provider(),
+        "modify-vpc-endpoint-service-permissions",
+        json!({"ServiceId": SVC, "AddAllowedPrincipals": [C]}),
+    )
+    .unwrap();
+    assert!(!o.changed, "adding a present principal changes nothing");
+}
+
+#[test]
+fn delete_service_is_refused_while_connected() {
+    let mut st = store();
+    let r = ok(
+        &mut st,
+        &provider(),
+        "delete-vpc-endpoint-service-configurations",
+        json!({"ServiceIds": [SVC]}),
+    );
+    assert_eq!(r["Unsuccessful"][0]["ResourceId"], SVC);
+    assert_eq!(r["Unsuccessful"][0]["Error"]["Code"], "ServiceInUse");
+    assert!(st.state().service(SVC.parse().unwrap()).is_some());
+    ok(
+        &mut st,
+        &provider(),
+        "reject-vpc-endpoint-connections",
+        json!({"ServiceId": SVC, "VpcEndpointIds": [VPCE]}),
+    );
+    let r = ok(
+        &mut st,
+        &consumer(),
+        "delete-vpc-endpoint-service-configurations",
+        json!({"ServiceIds": [SVC]}),
+    );
+    assert_eq!(
+        r["Unsuccessful"][0]["Error"]["Code"],
+        "InvalidVpcEndpointServiceId.NotFound"
+    );
+    let r = ok(
+        &mut st,
+        &provider(),
+        "delete-vpc-endpoint-service-configurations",
+        json!({"ServiceIds": [SVC]}),
+    );
+    assert_eq!(r["Unsuccessful"], json!([]));
+    assert!(st.state().services.is_empty());
+    assert!(
+        st.state().endpoints.is_empty(),
+        "the rejected endpoint went with it"
+    );
+}
+
+// --- targets ---------------------------------------------------------------------------
+
+#[test]
+fn targets_register_drain_and_expire() {
+    let mut st = store();
+    let reg = |ip: &str| json!({"ServiceId": SVC, "Protocol": "tcp", "Port": 80, "Targets": [{"Id": ip, "Port": 8080, "Weight": 3}]});
+    ok(&mut st, &provider(), "register-targets", reg("10.2.0.13"));
+    ok(
+        &mut st,
+        &provider(),
+        "deregister-targets",
+        json!({"ServiceId": SVC, "Protocol": "tcp", "Port": 80, "Targets": [{"Id": "10.2.0.11", "Port": 8080}]}),
+    );
+    let h = ok(
+        &mut st,
+        &provider(),
+        "describe-target-health",
+        json!({"ServiceId": SVC}),
+    );
+    let states: Vec<(String, String)> = h["TargetHealthDescriptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["Listener"]["Port"] == 80)
+        .map(|d| {
+            (
+                d["Target"]["Id"].as_str().unwrap().to_owned(),
+                d["TargetHealth"]["State"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("10.2.0.11", "draining"),
+            ("10.2.0.12", "registered"),
+            ("10.2.0.13", "registered")
+        ]
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+    );
+    let listener = |st: &Store| st.state().services[0].listeners[0].clone();
+    assert_eq!(listener(&st).targets[0].deregistered_at, Some(NOW));
+    assert_eq!(listener(&st).targets[2].weight, 3);
+
+    // Deregistering again keeps the first start time.
+    st.handle(&provider(), "deregister-targets", &json!({"ServiceId": SVC, "Protocol": "tcp", "Port": 80, "Targets": [{"Id": "10.2.0.11", "Port": 8080}]}), NOW + 100).unwrap();
+    assert_eq!(listener(&st).targets[0].deregistered_at, Some(NOW));
+    assert!(!st.tick(NOW + 299));
+    assert!(st.tick(NOW + 300));
+    assert_eq!(listener(&st).targets.len(), 2);
+    assert!(!st.tick(NOW + 301));
+
+    // Re-registering a draining target makes it registered again.
+    ok(
+        &mut st,
+        &provider(),
+        "deregister-targets",
+        json!({"ServiceId": SVC, "Protocol": "tcp", "Port": 80, "Targets": [{"Id": "10.2.0.12", "Port": 8080}]}),
+    );
+    ok(
+        &mut st,
+        &provider(),
+        "register-targets",
+        json!({"ServiceId": SVC, "Protocol": "tcp", "Port": 80, "Targets": [{"Id": "10.2.0.12", "Port": 8080}]}),
+    );
+    let t = &listener(&st).targets[0];
+    assert_eq!(
+        (t.state, t.deregistered_at, t.weight),
+        (TargetState::Registered, None, 1)
+    );
+
+    err(
+        &mut st,
+        &provider(),
+        "register-targets",
+        json!({"ServiceId": SVC, "Protocol": "tcp", "Port": 81, "Targets": [{"Id": "10.2.0.13"}]}),
+        "ListenerNotFound",
+    );
+    err(
+        &mut st,
+        &provider(),
+        "deregister-targets",
+        json!({"ServiceId": SVC, "Protocol": "tcp", "Port": 80, "Targets": [{"Id": "10.2.0.99", "Port": 8080}]}),
+        "InvalidTarget",
+    );
+    err(
+        &mut st,
+        &provider(),
+        "register-targets",
+        reg("10.2.0.100"),
+        "InvalidIpAddress.InUse",
+    );
+    err(
+        &mut st,
+        &provider(),
+        "register-targets",
+        reg("10.9.0.1"),
+        "InvalidParameterValue",
+    );
+    err(
+        &mut st,
+        &provider(),
+        "register-targets",
+        json!({"ServiceId": SVC, "Protocol": "tcp", "Port": 80, "Targets": [{"Id": "10.2.0.14", "Weight": -1}]}),
+        "InvalidParameterValue",
+    );
+}
+
+#[test]
+fn target_limit_is_the_maglev_size() {
+    let mut c = config();
+    c.tables.maglev_size = 3;
+    let mut st = Store::new(&c, None).unwrap();
+    ok(
+        &mut st,
+        &provider(),
+        "register-targets",
+        json!({"ServiceId": SVC, "Protocol": "tcp", "Port": 80, "Targets": [{"Id": "10.2.0.13"}]}),
+    );
+    err(
+        &mut st,
+        &provider(),
+        "register-targets",
+        json!({"ServiceId": SVC, "Protocol": "tcp", "Port": 80, "Targets": [{"Id": "10.2.0.14"}]}),
+        "TooManyTargets",
+    );
+}
+
+#[test]
+fn draining_targets_without_a_start_time_start_at_the_first_tick() {
+    let mut c = config();
+    c.services[0].listeners[0].targets[0].state = TargetState::Draining;
+    c.timeouts.deregistration_delay = Duration::from_secs(10);
+    let mut st = Store::new(&c, None).unwrap();
+    assert!(st.tick(NOW));
+    assert!(!st.tick(NOW + 9));
+    assert!(st.tick(NOW + 10));
+    assert_eq!(st.state().services[0].listeners[0].targets.len(), 1);
+}
+
+#[test]
+fn deregistration_delay_config() {
+    let c = Config::embedded_default();
+    assert_eq!(c.timeouts.deregistration_delay, Duration::from_secs(300));
+    let mut c = config();
+    c.timeouts.deregistration_delay = Duration::ZERO;
+    c.validate().unwrap();
+    c.timeouts.deregistration_delay = Duration::from_secs(3601);
+    let e = c.validate().unwrap_err();
+    assert_eq!(
+        e.path().unwrap().to_string(),
+        "timeouts.deregistration_delay"
+    );
+    assert_eq!(
+        e.to_string(),
+        "timeouts.deregistration_delay: 3601 is outside 0..=3600"
+    );
+}
+
+// --- endpoints and connections ---------------------------------------------------------
+
+#[test]
+fn endpoint_lifecycle_pending_available_rejected() {
+    let mut st = store();
+    let svc = new_service(&mut st);
+    let e = new_endpoint(&mut st, &consumer(), CVPC, &svc);
+    let id = e["VpcEndpointId"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("vpce-") && id.len() == 22, "{id}");
+    assert_eq!(e["State"], "pendingAcceptance");
+    assert_eq!(e["IpAddress"], "10.1.0.2", "lowest free address from .2");
+    assert_eq!(e["OwnerId"], C);
+    assert_eq!(e["VpcEndpointType"], "Interface");
+    assert_eq!(e["ServiceName"], name_of(&svc));
+    assert_eq!(e["CreationTimestamp"], "2023-11-14T22:13:20Z");
+    assert_eq!(e["Groups"], json!([]));
+
+    // The provider sees the connection; the consumer cannot answer it.
+    let conns = ok(
+        &mut st,
+        &provider(),
+        "describe-vpc-endpoint-connections",
+        json!({"ServiceId": svc}),
+    );
+    let list = conns["VpcEndpointConnections"].as_array().unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["VpcEndpointId"], id.as_str());
+    assert_eq!(list[0]["VpcEndpointOwner"], C);
+    assert_eq!(list[0]["VpcEndpointState"], "pendingAcceptance");
+    let all = ok(
+        &mut st,
+        &provider(),
+        "describe-vpc-endpoint-connections",
+        json!({}),
+    );
+    assert_eq!(all["VpcEndpointConnections"].as_array().unwrap().len(), 2);
+    let none = ok(
+        &mut st,
+        &consumer(),
+        "describe-vpc-endpoint-connections",
+        json!({}),
+    );
+    assert_eq!(none["VpcEndpointConnections"], json!([]));
+    err(
+        &mut st,
+        &consumer(),
+        "accept-vpc-endpoint-connections",
+        json!({"ServiceId": svc, "VpcEndpointIds": [id]}),
+        "InvalidVpcEndpointServiceId.NotFound",
+    );
+
+    let r = ok(
+        &mut st,
+        &provider(),
+        "accept-vpc-endpoint-connections",
+        json!({"ServiceId": svc, "VpcEndpointIds": [id, VPCE]}),
+    );
+    assert_eq!(endpoint_state(&st, &id), EndpointState::Available);
+    // VPCE is of another service: not found for this one.
+    assert_eq!(r["Unsuccessful"][0]["ResourceId"], VPCE);
+    assert_eq!(
+        r["Unsuccessful"][0]["Error"]["Code"],
+        "InvalidVpcEndpointId.NotFound"
+    );
+
+    let r = ok(
+        &mut st,
+        &provider(),
+        "accept-vpc-endpoint-connections",
+        json!({"ServiceId": svc, "VpcEndpointIds": [id]}),
+    );
+    assert_eq!(r["Unsuccessful"][0]["Error"]["Code"], "IncorrectState");
+    ok(
+        &mut st,
+        &provider(),
+        "reject-vpc-endpoint-connections",
+        json!({"ServiceId": svc, "VpcEndpointIds": [id]}),
+    );
+    assert_eq!(endpoint_state(&st, &id), EndpointState::Rejected);
+    let r = ok(
+        &mut st,
+        &provider(),
+        "accept-vpc-endpoint-connections",
+        json!({"ServiceId": svc, "VpcEndpointIds": [id]}),
+    );
+    assert_eq!(r["Unsuccessful"][0]["Error"]["Code"], "IncorrectState");
+    let r = ok(
+        &mut st,
+        &provider(),
+        "reject-vpc-endpoint-connections",
+        json!({"ServiceId": svc, "VpcEndpointIds": [id]}),
+    );
+    assert_eq!(r["Unsuccessful"][0]["Error"]["Code"], "IncorrectState");
+    assert_eq!(endpoint_state(&st, &id), EndpointState::Rejected);
+    // A rejected endpoint still holds its address: the next one gets .3.
+    let e2 = new_endpoint(&mut st, &consumer(), CVPC, &svc);
+    assert_eq!(e2["IpAddress"], "10.1.0.3");
+}
+
+#[test]
+fn who_may_connect() {
+    let mut st = store();
+    let svc = new_service(&mut st);
+    // Another account, in its own VPC, is not an allowed principal.
+    let m = err(
+        &mut st,
+        &other(),
+        "create-vpc-endpoint",
+        json!({"VpcId": OVPC, "ServiceName": name_of(&svc)}),
+        "OperationNotPermitted",
+    );
+    assert!(m.contains(&name_of(&svc)), "{m}");
+    // Nor may it use the consumer's VPC.
+    err(
+        &mut st,
+        &other(),
+        "create-vpc-endpoint",
+        json!({"VpcId": CVPC, "ServiceName": name_of(&svc)}),
+        "InvalidVpcId.NotFound",
+    );
+    ok(
+        &mut st,
+        &provider(),
+        "modify-vpc-endpoint-service-permissions",
+        json!({"ServiceId": svc, "AddAllowedPrincipals": ["*"]}),
+    );
+    let e = new_endpoint(&mut st, &other(), OVPC, &svc);
+    assert_eq!(
+        e["IpAddress"], "10.3.0.3",
+        "the static neighbour .2 is skipped"
+    );
+    assert_eq!(e["State"], "pendingAcceptance");
+
+    // The service owner's own endpoint needs no acceptance.
+    let e = new_endpoint(&mut st, &provider(), PVPC, &svc);
+    assert_eq!(e["State"], "available");
+    assert_eq!(e["IpAddress"], "10.2.0.2");
+
+    // Admin creates for the VPC's owner.
+    let e = new_endpoint(&mut st, &Caller::admin(), CVPC, &svc);
+    assert_eq!(e["OwnerId"], C);
+    assert_eq!(e["State"], "pendingAcceptance");
+
+    err(
+        &mut st,
+        &consumer(),
+        "create-vpc-endpoint",
+        json!({"VpcId": CVPC, "ServiceName": name_of("vpce-svc-00000000000000042")}),
+        "InvalidServiceName",
+    );
+    err(
+        &mut st,
+        &consumer(),
+        "create-vpc-endpoint",
+        json!({"VpcId": CVPC, "ServiceName": "com.privlink.vpce.us-east-1.vpce-svc-0d0000000000000d1"}),
+        "InvalidServiceName",
+    );
+    err(
+        &mut st,
+        &consumer(),
+        "create-vpc-endpoint",
+        json!({"VpcId": CVPC, "ServiceName": "nonsense"}),
+        "InvalidServiceName",
+    );
+    err(
+        &mut st,
+        &consumer(),
+        "create-vpc-endpoint",
+        json!({"VpcId": CVPC, "ServiceName": SVC_NAME, "VpcEndpointType": "Gateway"}),
+        "InvalidParameterValue",
+    );
+}
+
+#[test]
+fn endpoint_addresses() {
+    let mut st = store();
+    let e = ok(
+        &mut st,
+        &consumer(),
+        "create-vpc-endpoint",
+        json!({"VpcId": CVPC, "ServiceName": SVC_NAME, "IpAddress": "10.1.0.50"}),
+    )["VpcEndpoint"]
+        .clone();
+    assert_eq!(
+        e["State"], "available",
+        "the demo service needs no acceptance"
+    );
+    assert_eq!(e["IpAddress"], "10.1.0.50");
+    let m = err(
+        &mut st,
+        &consumer(),
+        "create-vpc-endpoint",
+        json!({"VpcId": CVPC, "ServiceName": SVC_NAME, "IpAddress": "10.1.0.100"}),
+        "InvalidIpAddress.InUse",
+    );
+    assert!(m.contains(VPCE), "{m}");
+    err(
+        &mut st,
+        &consumer(),
+        "create-vpc-endpoint",
+        json!({"VpcId": CVPC, "ServiceName": SVC_NAME, "IpAddress": "10.1.0.1"}),
+        "InvalidIpAddress.InUse",
+    );
+    err(
+        &mut st,
+        &consumer(),
+        "create-vpc-endpoint",
+        json!({"VpcId": CVPC, "ServiceName": SVC_NAME, "IpAddress": "10.2.0.5"}),
+        "InvalidParameterValue",
+    );
+    err(
+        &mut st,
+        &consumer(),
+        "create-vpc-endpoint",
+        json!({"VpcId": CVPC, "ServiceName": SVC_NAME, "IpAddress": "10.1.0.255"}),
+        "InvalidParameterValue",
+    );
+    err(
+        &mut st,
+        &consumer(),
+        "create-vpc-endpoint",
+        json!({"VpcId": CVPC, "ServiceName": SVC_NAME, "IpAddress": "10.1.0"}),
+        "InvalidParameterValue",
+    );
+}
+
+#[test]
+fn address_pool_exhaustion() {
+    let mut c = config();
+    c.vpcs[0].address = "10.1.0.1/30".parse().unwrap();
+    c.endpoints.clear();
+    let mut st = Store::new(&c, None).unwrap();
+    let e = new_endpoint(&mut st, &consumer(), CVPC, SVC);
+    assert_eq!(e["IpAddress"], "10.1.0.2");
+    err(
+        &mut st,
+        &consumer(),
+        "create-vpc-endpoint",
+        json!({"VpcId": CVPC, "ServiceName": SVC_NAME}),
+        "InsufficientFreeAddressesInSubnet",
+    );
+}
+
+#[test]
+fn describe_and_filter_endpoints() {
+    let mut st = store();
+    let svc = new_service(&mut st);
+    let e = new_endpoint(&mut st, &consumer(), CVPC, &svc);
+    let id = e["VpcEndpointId"].as_str().unwrap();
+    let all = ok(&mut st, &consumer(), "describe-vpc-endpoints", json!({}));
+    assert_eq!(all["VpcEndpoints"].as_array().unwrap().len(), 2);
+    let count = |st: &mut Store, filters: Value| {
+        ok(
+            st,
+            &consumer(),
+            "describe-vpc-endpoints",
+            json!({"Filters": filters}),
+        )["VpcEndpoints"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    assert_eq!(
+        count(
+            &mut st,
+            json!([{"Name": "vpc-endpoint-state", "Values": ["pendingAcceptance"]}])
+        ),
+        1
+    );
+    assert_eq!(
+        count(
+            &mut st,
+            json!([{"Name": "service-name", "Values": [SVC_NAME, name_of(&svc)]}])
+        ),
+        2
+    );
+    assert_eq!(
+        count(&mut st, json!([{"Name": "vpc-id", "Values": [PVPC]}])),
+        0
+    );
+    assert_eq!(
+        count(
+            &mut st,
+            json!([{"Name": "vpc-endpoint-id", "Values": [id]}, {"Name": "vpc-id", "Values": [CVPC]}])
+        ),
+        1
+    );
+    err(
+        &mut st,
+        &consumer(),
+        "describe-vpc-endpoints",
+        json!({"Filters": [{"Name": "tag:x", "Values": ["y"]}]}),
+        "InvalidParameterValue",
+    );
+    let one = ok(
+        &mut st,
+        &consumer(),
+        "describe-vpc-endpoints",
+        json!({"VpcEndpointIds": [VPCE]}),
+    );
+    assert_eq!(one["VpcEndpoints"][0]["VpcEndpointId"], VPCE);
+    assert!(
+        one["VpcEndpoints"][0].get("CreationTimestamp").is_none(),
+        "declared: unknown"
+    );
+
+    // Others see nothing; admin sees all.
+    let none = ok(&mut st, &provider(), "describe-vpc-endpoints", json!({}));
+    assert_eq!(none["VpcEndpoints"], json!([]));
+    err(
+        &mut st,
+        &provider(),
+        "describe-vpc-endpoints",
+        json!({"VpcEndpointIds": [VPCE]}),
+        "InvalidVpcEndpointId.NotFound",
+    );
+    let all = ok(
+        &mut st,
+        &Caller::admin(),
+        "describe-vpc-endpoints",
+        json!({}),
+    );
+    assert_eq!(all["VpcEndpoints"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn delete_endpoints() {
+    let mut st = store();
+    let r = ok(
+        &mut st,
+        &provider(),
+        "delete-vpc-endpoints",
+        json!({"VpcEndpointIds": [VPCE]}),
+    );
+    assert_eq!(
+        r["Unsuccessful"][0]["Error"]["Code"],
+        "InvalidVpcEndpointId.NotFound"
+    );
+    assert_eq!(st.state().endpoints.len(), 1);
+    let o = call(
+        &mut st,
+        &consumer(),
+        "delete-vpc-endpoints",
+        json!({"VpcEndpointIds": [VPCE]}),
+    )
+    .unwrap();
+    assert!(o.changed);
+    assert_eq!(o.response, json!({"Unsuccessful": []}));
+    assert!(st.state().endpoints.is_empty());
+    err(
+        &mut st,
+        &consumer(),
+        "delete-vpc-endpoints",
+        json!({}),
+        "MissingParameter",
+    );
+}
+
+#[test]
+fn endpoint_policies() {
+    let mut st = store();
+    let doc = json!({"Statement": [{"Effect": "Allow", "Port": 80}]});
+    let e = ok(
+        &mut st,
+        &consumer(),
+        "create-vpc-endpoint",
+        json!({"VpcId": CVPC, "ServiceName": SVC_NAME, "PolicyDocument": doc.to_string()}),
+    )["VpcEndpoint"]
+        .clone();
+    let id = e["VpcEndpointId"].as_str().unwrap().to_owned();
+    let stored: Value = serde_json::from_str(e["PolicyDocument"].as_str().unwrap()).unwrap();
+    assert_eq!(stored, doc);
+    assert_eq!(
+        st.state().endpoint(id.parse().unwrap()).unwrap().policy,
+        Some(doc)
+    );
+
+    let m = err(
+        &mut st,
+        &consumer(),
+        "create-vpc-endpoint",
+        json!({"VpcId": CVPC, "ServiceName": SVC_NAME, "PolicyDocument": {"Statement": [{"Effect": "Maybe"}]}}),
+        "InvalidPolicyDocument",
+    );
+    assert!(m.contains("Statement[0].Effect"), "{m}");
+    err(
+        &mut st,
+        &consumer(),
+        "create-vpc-endpoint",
+        json!({"VpcId": CVPC, "ServiceName": SVC_NAME, "PolicyDocument": "{not json"}),
+        "InvalidPolicyDocument",
+    );
+
+    let deny = json!({"Statement": [{"Effect": "Deny", "SourceCidr": "10.1.0.0/25"}, {"Effect": "Allow"}]});
+    ok(
+        &mut st,
+        &consumer(),
+        "modify-vpc-endpoint",
+        json!({"VpcEndpointId": id, "PolicyDocument": deny}),
+    );
+    assert_eq!(
+        st.state().endpoint(id.parse().unwrap()).unwrap().policy,
+        Some(deny)
+    );
+    err(
+        &mut st,
+        &consumer(),
+        "modify-vpc-endpoint",
+        json!({"VpcEndpointId": id, "PolicyDocument": {"Statement": []}, "ResetPolicy": true}),
+        "InvalidParameterCombination",
+    );
+    err(
+        &mut st,
+        &consumer(),
+        "modify-vpc-endpoint",
+        json!({"VpcEndpointId": id, "PolicyDocument": {"Statement": 1}}),
+        "InvalidPolicyDocument",
+    );
+    err(
+        &mut st,
+        &provider(),
+        "modify-vpc-endpoint",
+        json!({"VpcEndpointId": id, "ResetPolicy": true}),
+        "InvalidVpcEndpointId.NotFound",
+    );
+    ok(
+        &mut st,
+        &consumer(),
+        "modify-vpc-endpoint",
+        json!({"VpcEndpointId": id, "ResetPolicy": "true"}),
+    );
+    assert_eq!(
+        st.state().endpoint(id.parse().unwrap()).unwrap().policy,
+        None
+    );
+}
+
+#[test]
+fn invalid_policy_in_state_is_a_model_error() {
+    let mut c = config();
+    c.endpoints[0].policy = Some(json!({"Statement": [{"Effect": "Allow", "Port": 0}]}));
+    let e = Store::new(&c, None).unwrap_err();
+    assert_eq!(e.code(), "InvalidPolicyDocument");
+    assert_eq!(e.path().to_string(), "endpoints[0].policy");
+}
+
+// --- security groups -------------------------------------------------------------------
+
+fn new_group(st: &mut Store, caller: &Caller, vpc: &str, name: &str) -> String {
+    ok(
+        st,
+        caller,
+        "create-security-group",
+        json!({"VpcId": vpc, "GroupName": name, "Description": "d"}),
+    )["GroupId"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn security_groups() {
+    let mut st = store();
+    let sg = new_group(&mut st, &consumer(), CVPC, "web");
+    assert!(sg.starts_with("sg-") && sg.len() == 20, "{sg}");
+    err(
+        &mut st,
+        &consumer(),
+        "create-security-group",
+        json!({"VpcId": CVPC, "GroupName": "web"}),
+        "InvalidGroup.Duplicate",
+    );
+    err(
+        &mut st,
+        &provider(),
+        "create-security-group",
+        json!({"VpcId": CVPC, "GroupName": "x"}),
+        "InvalidVpcId.NotFound",
+    );
+    err(
+        &mut st,
+        &consumer(),
+        "create-security-group",
+        json!({"VpcId": CVPC, "GroupName": ""}),
+        "InvalidParameterValue",
+    );
+
+    let perm = json!({"GroupId": sg, "IpPermissions": [
+        {"IpProtocol": "tcp", "FromPort": 80, "ToPort": 443, "IpRanges": [{"CidrIp": "10.1.0.7/24"}, {"CidrIp": "192.168.0.0/16"}]},
+        {"IpProtocol": "icmp", "FromPort": -1, "ToPort": -1, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]},
+    ]});
+    ok(
+        &mut st,
+        &consumer(),
+        "authorize-security-group-ingress",
+        perm.clone(),
+    );
+    err(
+        &mut st,
+        &consumer(),
+        "authorize-security-group-ingress",
+        perm.clone(),
+        "InvalidPermission.Duplicate",
+    );
+    err(
+        &mut st,
+        &consumer(),
+        "authorize-security-group-ingress",
+        json!({"GroupId": sg, "IpPermissions": [{"IpProtocol": "tcp", "IpRanges": [{"CidrIp": "1.0.0.0/8"}]}]}),
+        "MissingParameter",
+    );
+    err(
+        &mut st,
+        &consumer(),
+        "authorize-security-group-ingress",
+        json!({"GroupId": sg, "IpPermissions": [{"IpProtocol": "tcp", "FromPort": 9, "ToPort": 8, "IpRanges": [{"CidrIp": "1.0.0.0/8"}]}]}),
+        "InvalidParameterValue",
+    );
+    err(
+        &mut st,
+        &consumer(),
+        "authorize-security-group-ingress",
+        json!({"GroupId": sg, "IpPermissions": [{"IpProtocol": "gre", "IpRanges": [{"CidrIp": "1.0.0.0/8"}]}]}),
+        "InvalidParameterValue",
+    );
+    err(
+        &mut st,
+        &other(),
+        "authorize-security-group-ingress",
+        json!({"GroupId": sg, "IpPermissions": [{"IpProtocol": "-1", "IpRanges": [{"CidrIp": "1.0.0.0/8"}]}]}),
+        "InvalidGroup.NotFound",
+    );
+
+    let g = st
+        .state()
+        .security_group(sg.parse().unwrap())
+        .unwrap()
+        .clone();
+    assert_eq!(g.ingress.len(), 3);
+    assert_eq!(
+        g.ingress[0].cidr.to_string(),
+        "10.1.0.0/24",
+        "stored in network form"
+    );
+    assert!(g.allows(6, 443, "10.1.0.9".parse().unwrap()));
+    assert!(!g.allows(6, 444, "10.1.0.9".parse().unwrap()));
+    assert!(!g.allows(17, 443, "10.1.0.9".parse().unwrap()));
+    assert!(g.allows(1, 0, "8.8.8.8".parse().unwrap()));
+
+    let d = ok(
+        &mut st,
+        &consumer(),
+        "describe-security-groups",
+        json!({"GroupIds": [sg]}),
+    );
+    let gj = &d["SecurityGroups"][0];
+    assert_eq!(gj["GroupName"], "web");
+    assert_eq!(gj["OwnerId"], C);
+    assert_eq!(gj["VpcId"], CVPC);
+    assert_eq!(
+        gj["IpPermissions"][0],
+        json!({"IpProtocol": "tcp", "FromPort": 80, "ToPort": 443, "IpRanges": [{"CidrIp": "10.1.0.0/24"}]})
+    );
+    assert_eq!(
+        gj["IpPermissions"][2],
+        json!({"IpProtocol": "icmp", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]})
+    );
+    let none = ok(&mut st, &provider(), "describe-security-groups", json!({}));
+    assert_eq!(none["SecurityGroups"], json!([]));
+    err(
+        &mut st,
+        &provider(),
+        "describe-security-groups",
+        json!({"GroupIds": [sg]}),
+        "InvalidGroup.NotFound",
+    );
+
+    // Attach on create and by modify; a group in use cannot be deleted.
+    let e = ok(
+        &mut st,
+        &consumer(),
+        "create-vpc-endpoint",
+        json!({"VpcId": CVPC, "ServiceName": SVC_NAME, "SecurityGroupIds": [sg, sg]}),
+    )["VpcEndpoint"]
+        .clone();
+    assert_eq!(e["Groups"], json!([{"GroupId": sg}]));
+    let eid = e["VpcEndpointId"].as_str().unwrap().to_owned();
+    err(
+        &mut st,
+        &consumer(),
+        "delete-security-group",
+        json!({"GroupId": sg}),
+        "DependencyViolation",
+    );
+    ok(
+        &mut st,
+        &consumer(),
+        "modify-vpc-endpoint",
+        json!({"VpcEndpointId": eid, "RemoveSecurityGroupIds": [sg]}),
+    );
+    ok(
+        &mut st,
+        &consumer(),
+        "modify-vpc-endpoint",
+        json!({"VpcEndpointId": VPCE, "AddSecurityGroupIds": sg}),
+    );
+    err(
+        &mut st,
+        &consumer(),
+        "delete-security-group",
+        json!({"GroupId": sg}),
+        "DependencyViolation",
+    );
+    ok(
+        &mut st,
+        &consumer(),
+        "modify-vpc-endpoint",
+        json!({"VpcEndpointId": VPCE, "RemoveSecurityGroupIds": [sg]}),
+    );
+    err(
+        &mut st,
+        &consumer(),
+        "modify-vpc-endpoint",
+        json!({"VpcEndpointId": VPCE, "RemoveSecurityGroupIds": [sg]}),
+        "InvalidParameterValue",
+    );
+
+    // Revoke: a rule that exists, then one that does not.
+    let icmp = json!({"GroupId": sg, "IpPermissions": [{"IpProtocol": "icmp", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]});
+    ok(
+        &mut st,
+        &consumer(),
+        "revoke-security-group-ingress",
+        icmp.clone(),
+    );
+    err(
+        &mut st,
+        &consumer(),
+        "revoke-security-group-ingress",
+        icmp,
+        "InvalidPermission.NotFound",
+    );
+
+    ok(
+        &mut st,
+        &consumer(),
+        "delete-security-group",
+        json!({"GroupId": sg}),
+    );
+    assert!(st.state().security_groups.is_empty());
+    err(
+        &mut st,
+        &consumer(),
+        "delete-security-group",
+        json!({"GroupId": sg}),
+        "InvalidGroup.NotFound",
+    );
+}
+
+#[test]
+fn groups_of_another_vpc_or_account_cannot_be_attached() {
+    let mut st = store();
+    let theirs = new_group(&mut st, &other(), OVPC, "theirs");
+    err(
+        &mut st,
+        &consumer(),
+        "modify-vpc-endpoint",
+        json!({"VpcEndpointId": VPCE, "AddSecurityGroupIds": [theirs]}),
+        "InvalidGroup.NotFound",
+    );
+    // Admin sees every group, but a group must be in the endpoint's VPC.
+    let m = err(
+        &mut st,
+        &Caller::admin(),
+        "modify-vpc-endpoint",
+        json!({"VpcEndpointId": VPCE, "AddSecurityGroupIds": [theirs]}),
+        "InvalidParameterValue",
+    );
+    assert!(m.contains(OVPC), "{m}");
+}
+
+#[test]
+fn ingress_rule_matching() {
+    let rule = |protocol, from_port, to_port| IngressRule {
+        protocol,
+        from_port,
+        to_port,
+        cidr: "10.0.0.0/8".parse::<Ipv4Net>().unwrap(),
+    };
+    let inside = "10.9.9.9".parse().unwrap();
+    let outside = "11.0.0.1".parse().unwrap();
+    let tcp = rule(RuleProtocol::Tcp, 80, 80);
+    assert!(tcp.matches(6, 80, inside));
+    assert!(!tcp.matches(6, 81, inside));
+    assert!(!tcp.matches(17, 80, inside));
+    assert!(!tcp.matches(6, 80, outside));
+    let udp = rule(RuleProtocol::Udp, 1000, 2000);
+    assert!(udp.matches(17, 1500, inside) && !udp.matches(17, 999, inside));
+    let icmp = rule(RuleProtocol::Icmp, 0, 0);
+    assert!(icmp.matches(1, 1234, inside) && !icmp.matches(6, 0, inside));
+    let all = rule(RuleProtocol::All, 0, 0);
+    assert!(all.matches(47, 9, inside) && !all.matches(47, 9, outside));
+    assert_eq!(serde_json::to_string(&RuleProtocol::All).unwrap(), "\"-1\"");
+    assert_eq!(
+        serde_json::from_str::<RuleProtocol>("\"icmp\"").unwrap(),
+        RuleProtocol::Icmp
+    );
+}
+
+#[test]
+fn model_validates_security_groups() {
+    let c = config();
+    let mut state = c.state();
+    let group = SecurityGroup {
+        id: "sg-0123456789abcdef0".parse().unwrap(),
+        owner: acct(C),
+        vpc_id: CVPC.parse().unwrap(),
+        name: "a".into(),
+        description: String::new(),
+        ingress: vec![],
+    };
+    state.endpoints[0].security_group_ids = vec![group.id];
+    let e = state.validate(&c.vpcs).unwrap_err();
+    assert_eq!(e.code(), "InvalidGroup.NotFound");
+    assert_eq!(e.path().to_string(), "endpoints[0].security_group_ids[0]");
+    state.security_groups.push(group.clone());
+    state.validate(&c.vpcs).unwrap();
+
+    let mut s = state.clone();
+    s.security_groups[0].owner = acct(P);
+    assert_eq!(
+        s.validate(&c.vpcs).unwrap_err().code(),
+        "InvalidVpcId.NotFound"
+    );
+    let mut s = state.clone();
+    s.security_groups.push(group.clone());
+    assert_eq!(
+        s.validate(&c.vpcs).unwrap_err().code(),
+        "InvalidGroup.Duplicate"
+    );
+    let mut s = state.clone();
+    s.security_groups.push(SecurityGroup {
+        id: "sg-0123456789abcdef1".parse().unwrap(),
+        ..group.clone()
+    });
+    let e = s.validate(&c.vpcs).unwrap_err();
+    assert_eq!(
+        (e.code(), e.path().to_string()),
+        ("InvalidGroup.Duplicate", "security_groups[1].name".into())
+    );
+    let mut s = state.clone();
+    s.security_groups[0].ingress.push(IngressRule {
+        protocol: RuleProtocol::Tcp,
+        from_port: 9,
+        to_port: 8,
+        cidr: "0.0.0.0/0".parse().unwrap(),
+    });
+    assert_eq!(
+        s.validate(&c.vpcs).unwrap_err().to_string(),
+        "security group sg-0123456789abcdef0: port range 9-8 is empty"
+    );
+    let mut s = state.clone();
+    s.security_groups[0].vpc_id = PVPC.parse().unwrap();
+    s.security_groups[0].owner = acct(P);
+    assert_eq!(
+        s.validate(&c.vpcs).unwrap_err().code(),
+        "InvalidParameterValue"
+    );
+
+    // The JSON form round-trips, and old state files without groups still load.
+    let text = serde_json::to_string(&state).unwrap();
+    assert_eq!(serde_json::from_str::<State>(&text).unwrap(), state);
+    let old: State = serde_json::from_str(r#"{"services": [], "endpoints": []}"#).unwrap();
+    assert!(old.security_groups.is_empty());
+}
+
+// --- construction, persistence merge ----------------------------------------------------
+
+#[test]
+fn persisted_state_wins_and_declared_objects_are_added() {
+    let c = config();
+    let mut persisted = c.state();
+    persisted.endpoints.clear();
+    persisted.services[0].acceptance_required = true;
+    let st = Store::new(&c, Some(persisted)).unwrap();
+    assert!(st.state().services[0].acceptance_required, "persisted wins");
+    assert_eq!(
+        st.state().endpoints.len(),
+        1,
+        "the declared endpoint is added"
+    );
+
+    // A persisted state that does not fit the configuration is refused.
+    let mut bad = c.state();
+    bad.endpoints[0].ip = "10.1.0.1".parse().unwrap();
+    let e = Store::new(&c, Some(bad)).unwrap_err();
+    assert_eq!(e.code(), "InvalidIpAddress.InUse");
+
+    let st = Store::new(&c, None).unwrap();
+    assert_eq!(st.state(), &c.state());
+    assert_eq!(st.region(), "local");
+    assert_eq!(st.attachments().len(), 3);
+}
+
+#[test]
+fn changes_survive_a_round_trip_through_json() {
+    let mut st = store();
+    let svc = new_service(&mut st);
+    new_endpoint(&mut st, &consumer(), CVPC, &svc);
+    new_group(&mut st, &consumer(), CVPC, "g");
+    ok(
+        &mut st,
+        &provider(),
+        "deregister-targets",
+        json!({"ServiceId": SVC, "Protocol": "tcp", "Port": 80, "Targets": [{"Id": "10.2.0.11", "Port": 8080}]}),
+    );
+    let bytes = crate::persist::encode(st.state());
+    let back = crate::persist::decode(&bytes).unwrap();
+    assert_eq!(&back, st.state());
+    let again = Store::new(&config(), Some(back)).unwrap();
+    assert_eq!(again.state(), st.state());
+}
+
+#[test]
+fn timestamps() {
+    assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+    assert_eq!(rfc3339(NOW), "2023-11-14T22:13:20Z");
+    assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    assert_eq!(rfc3339(4_102_444_799), "2099-12-31T23:59:59Z");
+}
+
+#[test]
+fn ids_are_random_and_well_formed() {
+    let mut ids = IdSource::default();
+    let a = ids.next();
+    let b = ids.next();
+    assert_ne!(a, b);
+    assert!(a < 1 << 68 && b < 1 << 68);
+}
