@@ -48,6 +48,10 @@ drop_reasons! {
     NoListener => "no_listener",
     /// The endpoint is not `available` (pending acceptance, rejected, ...).
     EndpointNotAvailable => "endpoint_not_available",
+    /// No ingress rule of the endpoint's security groups admits the new flow.
+    SecurityGroup => "security_group",
+    /// The endpoint policy denies the new flow.
+    Policy => "policy",
     /// The service has no target that takes new flows.
     NoTarget => "no_target",
     /// The flow table is full: new flows are refused, established ones keep going.
@@ -70,7 +74,8 @@ drop_reasons! {
     ArpIgnored => "arp_ignored",
     /// ICMP we do not answer or translate, or traffic to the appliance's own address.
     IcmpUnsupported => "icmp_unsupported",
-    /// A flow was ended by policy (endpoint rejected/deleted, target drained).
+    /// A flow ended because what admitted it went away (endpoint rejected or deleted,
+    /// rule revoked, target gone after its deregistration delay); TCP got RSTs both ways.
     FlowEnded => "flow_ended",
 }
 

@@ -14,12 +14,17 @@ use dpdk_bindings::lcore::{self, LaunchHandle};
 use dpdk_bindings::{mempool, ring, signal, DpdkError, Eal, LcoreId, Mempool, Port, PortConfig};
 use mgmt::config::{Config, ConfigError};
 
+use mgmt::persist::StateFile;
+use mgmt::server::{Caller, Server, ServerConfig};
+use mgmt::store::Store;
+
+use crate::control::Control;
 use crate::counters::{Counters, DropReason, PublishedCounters};
 use crate::flow::Timeouts;
 use crate::neighbour::NeighbourTimers;
 use crate::pipeline::{NeighbourNews, PipelineSettings};
 use crate::rcu::SnapshotCell;
-use crate::snapshot::{BuildError, Snapshot};
+use crate::snapshot::{BuildError, Handles, Snapshot};
 use crate::worker::{self, WorkerSetup};
 
 /// Slots of each worker-to-worker handoff ring.
@@ -40,6 +45,10 @@ pub enum DaemonError {
     Lcore(String),
     /// A worker died.
     Worker(String),
+    /// The saved state cannot be used (corrupt, unreadable, or no longer valid).
+    State(String),
+    /// The management socket could not be set up.
+    Socket(String),
     /// Any other start-up problem.
     Setup(String),
 }
@@ -52,6 +61,8 @@ impl fmt::Display for DaemonError {
             DaemonError::Snapshot(e) => write!(f, "objects: {e}"),
             DaemonError::Lcore(e) => write!(f, "workers.lcores: {e}"),
             DaemonError::Worker(e) => write!(f, "worker: {e}"),
+            DaemonError::State(e) => write!(f, "state: {e}"),
+            DaemonError::Socket(e) => write!(f, "management socket: {e}"),
             DaemonError::Setup(e) => write!(f, "{e}"),
         }
     }
@@ -272,8 +283,18 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
         ports.push(port);
     }
 
-    let state = config.state();
-    let first = Snapshot::build(1, &config, &macs, &state)?;
+    // The saved objects come back before anything forwards; a corrupt file stops the
+    // start and stays untouched for the operator.
+    let state_file = StateFile::new(&config.mgmt.state_dir);
+    let persisted = state_file
+        .load()
+        .map_err(|e| DaemonError::State(e.to_string()))?;
+    if persisted.is_some() {
+        log::info!("state restored from {}", state_file.path().display());
+    }
+    let store = Store::new(&config, persisted).map_err(|e| DaemonError::State(e.to_string()))?;
+    let mut handles = Handles::default();
+    let first = Snapshot::build(1, &config, &macs, store.state(), &mut handles)?;
     log::info!(
         "snapshot 1: {} attachments, {} services, {} endpoints",
         first.attachments.len(),
@@ -311,7 +332,8 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
     }
 
     let settings = pipeline_settings(&config, n_workers);
-    let mut handles: Vec<LaunchHandle<Counters>> = Vec::with_capacity(lcores.len());
+    let mut query_tx = Vec::with_capacity(lcores.len());
+    let mut launched: Vec<LaunchHandle<Counters>> = Vec::with_capacity(lcores.len());
     for (i, lc) in lcores.iter().enumerate() {
         let id = u16::try_from(i).unwrap_or(u16::MAX);
         let mut rx = Vec::with_capacity(ports.len());
@@ -335,50 +357,83 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
             burst,
             idle_sleep: Duration::from_micros(u64::from(config.workers.idle_sleep_us)),
             settings: settings.clone(),
+            queries: {
+                let (tx, rx) = crossbeam::channel::bounded(4);
+                query_tx.push(tx);
+                rx
+            },
         };
-        handles.push(lcore::launch(*lc, move || worker::run(setup))?);
+        launched.push(lcore::launch(*lc, move || worker::run(setup))?);
         log::info!("worker {i} running on {lc:?}");
     }
 
+    let control = Arc::new(Control::new(
+        store,
+        state_file,
+        config.clone(),
+        macs.clone(),
+        handles,
+        Arc::clone(&cell),
+        1,
+        query_tx,
+        published.clone(),
+    ));
+    let server_stop = Arc::new(AtomicBool::new(false));
+    let caller_config = config.clone();
+    let server = Server::bind(
+        ServerConfig::from_mgmt(&config.mgmt),
+        move |uid| Caller::from_config(&caller_config, uid),
+        Arc::new(dpdk_bindings::os::peer_uid),
+        Arc::clone(&control) as Arc<dyn mgmt::server::Handler>,
+    );
+    let server = match server {
+        Ok(s) => s,
+        Err(e) => {
+            stop.store(true, Ordering::SeqCst);
+            for h in launched {
+                let _ = h.join();
+            }
+            return Err(DaemonError::Socket(e.to_string()));
+        }
+    };
+    log::info!("management socket {}", config.mgmt.socket.display());
+    let server_thread = server.run(Arc::clone(&server_stop));
+
     log::info!("privlinkd ready");
     let stats_file = stats_path(&config);
-    let mut generation = 1u64;
-    let mut current = config;
-    let mut last_stats = Instant::now();
+    let current = config;
+    let mut last_tick = Instant::now();
     while !signal::stop_requested() {
         std::thread::sleep(Duration::from_millis(50));
         if signal::take_reload_request() {
-            match reload(&source, &current, &macs, generation + 1) {
-                Ok((cfg, snap)) => {
-                    generation += 1;
-                    log::info!(
-                        "reloaded: snapshot {generation}: {} services, {} endpoints",
-                        snap.services.len(),
-                        snap.endpoints.len()
-                    );
-                    cell.publish(snap);
-                    current = cfg;
-                }
-                Err(e) => log::error!("reload refused, still serving snapshot {generation}: {e}"),
+            match reload(&source, &current) {
+                Ok(next) => match control.reload_declared(&next) {
+                    Ok(()) => log::info!("reloaded: declared services and endpoints applied"),
+                    Err(e) => log::error!("reload refused: {e}"),
+                },
+                Err(e) => log::error!("reload refused, nothing changed: {e}"),
             }
         }
         cell.reclaim();
-        if last_stats.elapsed() >= Duration::from_secs(1) {
-            last_stats = Instant::now();
+        if last_tick.elapsed() >= Duration::from_secs(1) {
+            last_tick = Instant::now();
+            control.tick();
             if let Some(path) = &stats_file {
                 let snapshot: Vec<Counters> = published.iter().map(|p| p.read()).collect();
                 write_stats(path, &counters_json(&snapshot));
             }
         }
     }
+    server_stop.store(true, Ordering::SeqCst);
+    let _ = server_thread.join();
     log::info!(
         "signal {} received: stopping workers",
         signal::last_signal()
     );
     stop.store(true, Ordering::SeqCst);
-    let mut results = Vec::with_capacity(handles.len());
+    let mut results = Vec::with_capacity(launched.len());
     let mut failure = None;
-    for (i, h) in handles.into_iter().enumerate() {
+    for (i, h) in launched.into_iter().enumerate() {
         match h.join() {
             Ok(c) => results.push(c),
             Err(_) => {
@@ -441,22 +496,16 @@ fn worker_lcores(eal: &Eal, config: &Config) -> Result<Vec<LcoreId>, DaemonError
     Ok(out)
 }
 
-/// Re-reads the configuration and builds the next snapshot. Only services and endpoints
-/// may change at run time; ports, attachments and workers need a restart.
-fn reload(
-    source: &ConfigSource,
-    current: &Config,
-    macs: &[[u8; 6]],
-    generation: u64,
-) -> Result<(Config, Snapshot), DaemonError> {
+/// Re-reads the configuration for a reload. Only declared services and endpoints may
+/// change at run time; ports, attachments and workers need a restart.
+fn reload(source: &ConfigSource, current: &Config) -> Result<Config, DaemonError> {
     let next = source.load()?;
     if next.ports != current.ports || next.vpcs != current.vpcs || next.workers != current.workers {
         return Err(DaemonError::Setup(
             "ports, vpcs and workers cannot change at run time; restart privlinkd".into(),
         ));
     }
-    let snap = Snapshot::build(generation, &next, macs, &next.state())?;
-    Ok((next, snap))
+    Ok(next)
 }
 
 fn stats_path(config: &Config) -> Option<PathBuf> {

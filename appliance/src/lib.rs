@@ -6,6 +6,7 @@
 //! [`worker`] and [`daemon`] touch DPDK, through the safe `dpdk-bindings` crate.
 #![deny(unsafe_code)]
 
+pub mod control;
 pub mod counters;
 pub mod daemon;
 pub mod fasthash;

@@ -20,7 +20,7 @@ use crate::flow::{
 };
 use crate::frame::Frame;
 use crate::neighbour::{NeighbourTimers, Neighbours, Resolution};
-use crate::snapshot::{AttachmentView, ListenerRef, LocalKind, Snapshot};
+use crate::snapshot::{AttachmentView, ListenerRef, LocalKind, Refusal, Snapshot};
 use crate::wire::arp::{ArpOperation, ArpPacket};
 use crate::wire::checksum;
 use crate::wire::ethernet::{self, EtherType, EthernetAddress, EthernetFrame};
@@ -116,6 +116,49 @@ pub struct Pipeline<F: Frame> {
     announced: FastMap<(u16, u32), ()>,
     originate_tokens: u32,
     originate_refill_ms: u64,
+    /// Per endpoint (by stable handle): what flows that already ended carried, new flows,
+    /// refusals. Touched per new flow and per ended flow, never per packet.
+    usage: FastMap<u32, EndpointUsage>,
+    /// Next flow slot to re-check against the current snapshot (None when done).
+    revalidate: Option<u32>,
+}
+
+/// Per-endpoint counters of one worker.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EndpointUsage {
+    pub new_flows: u64,
+    /// New flows refused after the endpoint was identified (access rules, full table).
+    pub drops: u64,
+    /// Packets and bytes of this endpoint's flows that have ended.
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// One flow, as listed for operators.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowInfo {
+    pub worker: u16,
+    pub endpoint: u32,
+    pub service: u32,
+    pub proto: u8,
+    pub consumer: (u32, u16),
+    pub endpoint_addr: (u32, u16),
+    pub snat: (u32, u16),
+    pub target: (u32, u16),
+    pub state: &'static str,
+    pub packets: u64,
+    pub bytes: u64,
+    pub age_ms: u64,
+    pub idle_ms: u64,
+}
+
+/// Usage of one worker: per endpoint (ended flows plus active ones), per target.
+#[derive(Debug, Clone, Default)]
+pub struct UsageReport {
+    /// (endpoint handle, usage including active flows, active flows)
+    pub endpoints: Vec<(u32, EndpointUsage, u64)>,
+    /// ((service handle, target ip, target port), active flows)
+    pub targets: Vec<((u32, u32, u16), u64)>,
 }
 
 impl<F: Frame> std::fmt::Debug for Pipeline<F> {
@@ -163,6 +206,8 @@ impl<F: Frame> Pipeline<F> {
             announced: fast_map(64),
             originate_tokens: ORIGINATED_PER_SEC,
             originate_refill_ms: 0,
+            usage: fast_map(64),
+            revalidate: None,
             settings,
         };
         p.on_snapshot(snap, 0);
@@ -206,6 +251,10 @@ impl<F: Frame> Pipeline<F> {
     /// A new snapshot: install static neighbours, announce new addresses (worker 0 sends
     /// the gratuitous ARPs, once per address).
     pub fn on_snapshot(&mut self, snap: &Snapshot, now_ms: u64) {
+        // Every flow is re-checked against the new version, a budget per poll.
+        if !self.flows.is_empty() {
+            self.revalidate = Some(0);
+        }
         for (ai, a) in snap.attachments.iter().enumerate() {
             let Ok(ai) = u16::try_from(ai) else { continue };
             for &(ip, mac) in &a.static_neighbours {
@@ -241,9 +290,14 @@ impl<F: Frame> Pipeline<F> {
     /// Timer work, bounded per call: flow expiry, ARP retries, the hold queue.
     pub fn poll(&mut self, snap: &Snapshot, now_ms: u64) {
         let counters = &mut self.counters;
-        self.flows.expire(now_ms, self.settings.expire_budget, |_| {
-            counters.expired_flows += 1
+        let usage = &mut self.usage;
+        self.flows.expire(now_ms, self.settings.expire_budget, |f| {
+            counters.expired_flows += 1;
+            fold_usage(usage, f);
         });
+        if let Some(start) = self.revalidate {
+            self.revalidate_some(snap, start, now_ms);
+        }
         if now_ms < self.last_tick_ms + TIMER_TICK_MS {
             return;
         }
@@ -499,7 +553,8 @@ impl<F: Frame> Pipeline<F> {
         now_ms: u64,
     ) -> Result<Out, DropReason> {
         let l4 = ip.l3 + ip.header_len;
-        let (sport, dport, flags) = l4_ports(frame.bytes(), l4, ip)?;
+        let (sport, dport, tcp) = l4_ports(frame.bytes(), l4, ip)?;
+        let flags = tcp.map(|t| t.0);
         let lref = snap
             .listener(att_idx, ip.dst, ip.proto, dport)
             .ok_or(DropReason::NoListener)?;
@@ -526,7 +581,9 @@ impl<F: Frame> Pipeline<F> {
             let reopen = f.is_connection_request()
                 && self.flows.get(fid).is_some_and(|fl| fl.tcp.allows_reopen());
             if reopen {
-                self.flows.remove(fid);
+                if let Some(old) = self.flows.remove(fid) {
+                    fold_usage(&mut self.usage, &old);
+                }
                 id = None;
             }
         }
@@ -538,14 +595,25 @@ impl<F: Frame> Pipeline<F> {
                         return self.reset_unknown(snap, att_idx, frame, ip, f);
                     }
                 }
+                if let Err(refusal) = endpoint.admits(ip.src, ip.proto, dport) {
+                    let reason = match refusal {
+                        Refusal::SecurityGroup => DropReason::SecurityGroup,
+                        Refusal::Policy => DropReason::Policy,
+                    };
+                    self.usage_of(endpoint.handle).drops += 1;
+                    return Err(reason);
+                }
                 self.new_flow(snap, key, lref, now_ms)?
             }
         };
         let bytes32 = u32::try_from(ip.total_len).unwrap_or(u32::MAX);
         let flow = self.flows.get_mut(id).ok_or(DropReason::NoFlow)?;
         flow.touch(now_ms, true, bytes32);
-        if let Some(f) = flags {
+        if let Some((f, ack)) = tcp {
             flow.tcp = flow.tcp.advance(true, f);
+            if f.ack {
+                flow.ack_fwd = ack;
+            }
         }
         let rev = flow.rev;
         // src → SNAT ip:port, dst → target ip:port.
@@ -570,7 +638,8 @@ impl<F: Frame> Pipeline<F> {
         now_ms: u64,
     ) -> Result<Out, DropReason> {
         let l4 = ip.l3 + ip.header_len;
-        let (sport, dport, flags) = l4_ports(frame.bytes(), l4, ip)?;
+        let (sport, dport, tcp) = l4_ports(frame.bytes(), l4, ip)?;
+        let flags = tcp.map(|t| t.0);
         let owner = self.snat_owner(dport);
         if owner != self.id {
             return Ok(Out::Handoff(owner));
@@ -597,8 +666,11 @@ impl<F: Frame> Pipeline<F> {
         let bytes32 = u32::try_from(ip.total_len).unwrap_or(u32::MAX);
         let flow = self.flows.get_mut(id).ok_or(DropReason::NoFlow)?;
         flow.touch(now_ms, false, bytes32);
-        if let Some(f) = flags {
+        if let Some((f, ack)) = tcp {
             flow.tcp = flow.tcp.advance(false, f);
+            if f.ack {
+                flow.ack_rev = ack;
+            }
         }
         let fwd = flow.fwd;
         // src → endpoint ip:port, dst → consumer ip:port.
@@ -723,7 +795,9 @@ impl<F: Frame> Pipeline<F> {
     fn live_flow(&mut self, id: Option<FlowId>, now_ms: u64) -> Option<FlowId> {
         let id = id?;
         if self.flows.is_expired(id, now_ms) {
-            self.flows.remove(id);
+            if let Some(old) = self.flows.remove(id) {
+                fold_usage(&mut self.usage, &old);
+            }
             self.counters.expired_flows += 1;
             return None;
         }
@@ -764,17 +838,22 @@ impl<F: Frame> Pipeline<F> {
             proto: key.proto,
         };
         rev.dst_port = self.pick_snat_port(&rev).ok_or(DropReason::SnatExhausted)?;
+        let endpoint_handle = snap
+            .endpoints
+            .get(lref.endpoint as usize)
+            .map_or(0, |e| e.handle);
         let mut flow = Flow::new(key, rev, now_ms);
-        flow.service = lref.service;
+        flow.service = service.handle;
         flow.listener = lref.listener;
         flow.target = u32::from(ti);
-        flow.endpoint = lref.endpoint;
+        flow.endpoint = endpoint_handle;
         flow.generation = u32::try_from(snap.generation & u64::from(u32::MAX)).unwrap_or(0);
-        let id = self
-            .flows
-            .insert(flow)
-            .map_err(|_| DropReason::FlowTableFull)?;
+        let Ok(id) = self.flows.insert(flow) else {
+            self.usage_of(endpoint_handle).drops += 1;
+            return Err(DropReason::FlowTableFull);
+        };
         self.counters.new_flows += 1;
+        self.usage_of(endpoint_handle).new_flows += 1;
         Ok(id)
     }
 
@@ -906,6 +985,165 @@ impl<F: Frame> Pipeline<F> {
         self.emitted.push((att.port, f));
     }
 
+    /// The usage entry of endpoint handle `h`.
+    fn usage_of(&mut self, h: u32) -> &mut EndpointUsage {
+        self.usage.entry(h).or_default()
+    }
+
+    /// Re-checks a budget of flow slots from `start` against `snap`; flows whose endpoint,
+    /// target or access rules no longer admit them are ended.
+    fn revalidate_some(&mut self, snap: &Snapshot, start: u32, now_ms: u64) {
+        let cap = u32::try_from(self.flows.capacity()).unwrap_or(u32::MAX);
+        let budget = u32::try_from(self.settings.expire_budget.max(1) * 4).unwrap_or(256);
+        let end = start.saturating_add(budget).min(cap);
+        for id in start..end {
+            let Some(flow) = self.flows.get(id).copied() else {
+                continue;
+            };
+            if !flow_still_admitted(snap, &flow) {
+                self.end_flow(snap, id, now_ms);
+            }
+        }
+        self.revalidate = (end < cap).then_some(end);
+    }
+
+    /// Ends flow `id` now: removes it and, for TCP, resets both sides with sequence
+    /// numbers they accept (the last acknowledgement each side sent).
+    fn end_flow(&mut self, snap: &Snapshot, id: FlowId, now_ms: u64) {
+        let Some(flow) = self.flows.remove(id) else {
+            return;
+        };
+        fold_usage(&mut self.usage, &flow);
+        self.counters.drop(DropReason::FlowEnded);
+        let open = !matches!(
+            flow.tcp,
+            crate::flow::TcpState::Closed | crate::flow::TcpState::TimeWait
+        );
+        if flow.fwd.proto != PROTO_TCP || !open {
+            return;
+        }
+        let (f, r) = (flow.fwd, flow.rev);
+        // To the consumer, from the endpoint.
+        self.send_rst(
+            snap,
+            f.vpc,
+            (f.dst_ip, f.dst_port),
+            (f.src_ip, f.src_port),
+            flow.ack_fwd,
+            now_ms,
+        );
+        // To the target, from the SNAT address.
+        self.send_rst(
+            snap,
+            r.vpc,
+            (r.dst_ip, r.dst_port),
+            (r.src_ip, r.src_port),
+            flow.ack_rev,
+            now_ms,
+        );
+    }
+
+    fn send_rst(
+        &mut self,
+        snap: &Snapshot,
+        att_idx: u16,
+        from: (u32, u16),
+        to: (u32, u16),
+        seq: u32,
+        now_ms: u64,
+    ) {
+        let Some(att) = snap.attachment(att_idx) else {
+            return;
+        };
+        let Some(mut f) = (self.alloc)() else {
+            return;
+        };
+        let l3 = ethernet::HEADER_LEN + if att.vlan.is_some() { vlan::TAG_LEN } else { 0 };
+        let tcp_len = crate::wire::tcp::HEADER_LEN;
+        if !f.set_len(l3 + crate::wire::ipv4::HEADER_LEN + tcp_len) {
+            return;
+        }
+        let bytes = f.bytes_mut();
+        write_own_ipv4(&mut bytes[l3..], from.0, to.0, PROTO_TCP, tcp_len);
+        let rst = crate::wire::tcp::TcpRepr {
+            src_port: from.1,
+            dst_port: to.1,
+            seq_number: seq,
+            ack_number: 0,
+            flags: crate::wire::tcp::TcpFlags::RST,
+            window_len: 0,
+            urgent_at: 0,
+        };
+        let seg = &mut bytes[l3 + crate::wire::ipv4::HEADER_LEN..];
+        if rst
+            .emit(
+                seg,
+                std::net::Ipv4Addr::from(from.0),
+                std::net::Ipv4Addr::from(to.0),
+                0,
+            )
+            .is_err()
+        {
+            return;
+        }
+        self.counters.rst_sent += 1;
+        match self.route(snap, att_idx, to.0, &mut f, l3, now_ms) {
+            Ok(Out::Tx(port)) => self.emitted.push((port, f)),
+            Ok(Out::Hold(a, nh)) => self.hold(f, a, nh, now_ms),
+            _ => {}
+        }
+    }
+
+    /// Flows of this worker, for operators (bounded by `max`; off the packet path).
+    pub fn list_flows(&self, endpoint: Option<u32>, max: usize, now_ms: u64) -> Vec<FlowInfo> {
+        self.flows
+            .iter()
+            .filter(|(_, f)| endpoint.is_none_or(|e| f.endpoint == e))
+            .take(max)
+            .map(|(_, f)| FlowInfo {
+                worker: self.id,
+                endpoint: f.endpoint,
+                service: f.service,
+                proto: f.fwd.proto,
+                consumer: (f.fwd.src_ip, f.fwd.src_port),
+                endpoint_addr: (f.fwd.dst_ip, f.fwd.dst_port),
+                snat: (f.rev.dst_ip, f.rev.dst_port),
+                target: (f.rev.src_ip, f.rev.src_port),
+                state: if f.fwd.proto == PROTO_TCP {
+                    tcp_state_name(f.tcp)
+                } else {
+                    "active"
+                },
+                packets: u64::from(f.packets_fwd) + u64::from(f.packets_rev),
+                bytes: f.bytes_fwd + f.bytes_rev,
+                age_ms: now_ms.saturating_sub(f.created_ms),
+                idle_ms: now_ms.saturating_sub(f.last_seen_ms),
+            })
+            .collect()
+    }
+
+    /// Per-endpoint and per-target usage of this worker (off the packet path).
+    pub fn usage_report(&self) -> UsageReport {
+        let mut endpoints: FastMap<u32, (EndpointUsage, u64)> = fast_map(self.usage.len());
+        for (h, u) in &self.usage {
+            endpoints.insert(*h, (*u, 0));
+        }
+        let mut targets: FastMap<(u32, u32, u16), u64> = fast_map(16);
+        for (_, f) in self.flows.iter() {
+            let e = endpoints.entry(f.endpoint).or_default();
+            e.0.packets += u64::from(f.packets_fwd) + u64::from(f.packets_rev);
+            e.0.bytes += f.bytes_fwd + f.bytes_rev;
+            e.1 += 1;
+            *targets
+                .entry((f.service, f.rev.src_ip, f.rev.src_port))
+                .or_default() += 1;
+        }
+        UsageReport {
+            endpoints: endpoints.into_iter().map(|(h, (u, a))| (h, u, a)).collect(),
+            targets: targets.into_iter().collect(),
+        }
+    }
+
     fn may_originate(&mut self) -> bool {
         let now = self.last_tick_ms;
         if now >= self.originate_refill_ms + 1000 {
@@ -1007,6 +1245,45 @@ impl<F: Frame> Pipeline<F> {
     }
 }
 
+/// Adds an ended flow's packets and bytes to its endpoint's usage.
+fn fold_usage(usage: &mut FastMap<u32, EndpointUsage>, f: &Flow) {
+    let u = usage.entry(f.endpoint).or_default();
+    u.packets += u64::from(f.packets_fwd) + u64::from(f.packets_rev);
+    u.bytes += f.bytes_fwd + f.bytes_rev;
+}
+
+/// Whether what admitted `flow` still stands in `snap`: its endpoint exists and forwards,
+/// its target is still in the listener (registered or draining), and the endpoint's
+/// security groups and policy still admit it.
+fn flow_still_admitted(snap: &Snapshot, flow: &Flow) -> bool {
+    let (f, r) = (&flow.fwd, &flow.rev);
+    let Some(e) = snap.endpoint_by_handle(flow.endpoint) else {
+        return false;
+    };
+    if !e.forwards || e.ip != f.dst_ip {
+        return false;
+    }
+    let Some(s) = snap.service_by_handle(flow.service) else {
+        return false;
+    };
+    s.has_target(f.proto, f.dst_port, r.src_ip, r.src_port)
+        && s.snat.contains(&r.dst_ip)
+        && e.admits(f.src_ip, f.proto, f.dst_port).is_ok()
+}
+
+fn tcp_state_name(s: crate::flow::TcpState) -> &'static str {
+    use crate::flow::TcpState as T;
+    match s {
+        T::SynSent => "syn-sent",
+        T::SynReceived => "syn-received",
+        T::Established => "established",
+        T::FinWait { .. } => "fin-wait",
+        T::Closing => "closing",
+        T::TimeWait => "time-wait",
+        T::Closed => "closed",
+    }
+}
+
 /// Internal outcome of classification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Out {
@@ -1016,9 +1293,12 @@ enum Out {
     Consumed,
 }
 
+/// Source port, destination port, and for TCP the flags and acknowledgement number.
+type L4Ports = (u16, u16, Option<(TcpFlags, u32)>);
+
 /// Source and destination ports (and TCP flags) of a TCP/UDP packet.
 #[inline]
-fn l4_ports(bytes: &[u8], l4: usize, ip: &Ip) -> Result<(u16, u16, Option<TcpFlags>), DropReason> {
+fn l4_ports(bytes: &[u8], l4: usize, ip: &Ip) -> Result<L4Ports, DropReason> {
     let seg = bytes
         .get(l4..ip.l3 + ip.total_len)
         .ok_or(DropReason::Malformed)?;
@@ -1027,7 +1307,7 @@ fn l4_ports(bytes: &[u8], l4: usize, ip: &Ip) -> Result<(u16, u16, Option<TcpFla
         Ok((
             tcp.src_port(),
             tcp.dst_port(),
-            Some(TcpFlags::from_bits(tcp.flags().bits())),
+            Some((TcpFlags::from_bits(tcp.flags().bits()), tcp.ack_number())),
         ))
     } else {
         let udp = UdpPacket::new_checked(seg).map_err(|_| DropReason::Malformed)?;

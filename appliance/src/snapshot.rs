@@ -9,11 +9,16 @@
 use std::fmt;
 use std::net::Ipv4Addr;
 
+use std::collections::HashMap;
+
 use mgmt::config::Config;
-use mgmt::model::{EndpointState, Protocol, State, TargetState};
+use mgmt::model::{
+    AccountId, EndpointId, EndpointState, Protocol, RuleProtocol, ServiceId, State, TargetState,
+};
+use mgmt::policy::Policy;
 
 use crate::fasthash::{fast_map, FastMap};
-use crate::maglev::{mix64, Maglev, MaglevBackend, MaglevError};
+use crate::maglev::{target_key, Maglev, MaglevBackend, MaglevError};
 use crate::rcu::Versioned;
 
 /// IP protocol numbers the snapshot indexes.
@@ -75,11 +80,67 @@ pub struct ListenerRef {
 #[derive(Debug, Clone)]
 pub struct EndpointView {
     pub id: String,
+    /// Stable across snapshots (see [`Handles`]); flows record it.
+    pub handle: u32,
+    pub owner: AccountId,
     pub attachment: u16,
     pub ip: u32,
     pub service: u32,
     /// Only `available` endpoints forward.
     pub forwards: bool,
+    /// Ingress rules of the endpoint's security groups; `None` when it has no group (all
+    /// traffic admitted).
+    pub ingress: Option<Vec<IngressView>>,
+    /// The compiled endpoint policy; `None` = allow all.
+    pub policy: Option<Policy>,
+}
+
+/// One compiled security-group ingress rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IngressView {
+    /// IP protocol number, or 0 for all protocols.
+    pub proto: u8,
+    pub from_port: u16,
+    pub to_port: u16,
+    pub net: u32,
+    pub mask: u32,
+}
+
+impl IngressView {
+    #[inline]
+    fn matches(&self, src: u32, proto: u8, dst_port: u16) -> bool {
+        src & self.mask == self.net
+            && (self.proto == 0
+                || (self.proto == proto
+                    && (proto == 1 || (self.from_port..=self.to_port).contains(&dst_port))))
+    }
+}
+
+/// Why a new flow is refused by the endpoint's access rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    SecurityGroup,
+    Policy,
+}
+
+impl EndpointView {
+    /// Whether a new flow from `src` to `proto`/`dst_port` is admitted: some ingress rule
+    /// of its security groups matches (stateful: replies never ask), and the endpoint
+    /// policy allows the consumer account (an explicit deny wins).
+    #[inline]
+    pub fn admits(&self, src: u32, proto: u8, dst_port: u16) -> Result<(), Refusal> {
+        if let Some(rules) = &self.ingress {
+            if !rules.iter().any(|r| r.matches(src, proto, dst_port)) {
+                return Err(Refusal::SecurityGroup);
+            }
+        }
+        if let Some(p) = &self.policy {
+            if !p.allows(self.owner, std::net::Ipv4Addr::from(src), proto, dst_port) {
+                return Err(Refusal::Policy);
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -101,10 +162,28 @@ pub struct ListenerView {
 #[derive(Debug)]
 pub struct ServiceView {
     pub id: String,
+    /// Stable across snapshots (see [`Handles`]); flows record it.
+    pub handle: u32,
     /// The provider VPC's attachment.
     pub attachment: u16,
     pub snat: Vec<u32>,
     pub listeners: Vec<ListenerView>,
+}
+
+impl ServiceView {
+    /// Whether the listener `proto`/`port` still has target `ip:port` (registered or
+    /// draining): a flow whose target is gone is ended.
+    #[inline]
+    pub fn has_target(&self, proto: u8, port: u16, ip: u32, target_port: u16) -> bool {
+        self.listeners
+            .iter()
+            .filter(|l| l.proto == proto && l.port == port)
+            .any(|l| {
+                l.targets
+                    .iter()
+                    .any(|t| t.ip == ip && t.port == target_port)
+            })
+    }
 }
 
 /// The attachments of one port: untagged and by VLAN id.
@@ -124,6 +203,41 @@ pub struct Snapshot {
     pub services: Vec<ServiceView>,
     listeners: FastMap<(u16, u32, u8, u16), ListenerRef>,
     locals: FastMap<(u16, u32), LocalKind>,
+    endpoint_by_handle: FastMap<u32, u32>,
+    service_by_handle: FastMap<u32, u32>,
+}
+
+/// Stable small numbers for endpoints and services, kept by the management thread across
+/// snapshots: a flow records them, so after any number of snapshot swaps it can still ask
+/// "does my endpoint still exist and admit me?". Handles are never reused.
+#[derive(Debug, Default)]
+pub struct Handles {
+    endpoints: HashMap<EndpointId, u32>,
+    services: HashMap<ServiceId, u32>,
+    next: u32,
+}
+
+impl Handles {
+    fn endpoint(&mut self, id: EndpointId) -> u32 {
+        let next = &mut self.next;
+        *self.endpoints.entry(id).or_insert_with(|| {
+            *next += 1;
+            *next
+        })
+    }
+
+    fn service(&mut self, id: ServiceId) -> u32 {
+        let next = &mut self.next;
+        *self.services.entry(id).or_insert_with(|| {
+            *next += 1;
+            *next
+        })
+    }
+
+    /// The handle of endpoint `id`, if it ever had one.
+    pub fn endpoint_handle(&self, id: &EndpointId) -> Option<u32> {
+        self.endpoints.get(id).copied()
+    }
 }
 
 impl Versioned for Snapshot {
@@ -146,6 +260,8 @@ pub enum BuildError {
     Maglev(String, MaglevError),
     /// More objects than the data plane's indices hold.
     TooMany(&'static str),
+    /// An endpoint policy does not compile.
+    Policy(String, String),
 }
 
 impl fmt::Display for BuildError {
@@ -156,6 +272,7 @@ impl fmt::Display for BuildError {
             BuildError::UnknownService(s) => write!(f, "unknown service {s}"),
             BuildError::Maglev(l, e) => write!(f, "listener {l}: {e:?}"),
             BuildError::TooMany(what) => write!(f, "too many {what}"),
+            BuildError::Policy(e, err) => write!(f, "endpoint {e}: policy: {err}"),
         }
     }
 }
@@ -174,11 +291,6 @@ fn mask(prefix_len: u8) -> u32 {
     }
 }
 
-/// The stable Maglev identity of a target: its address and port.
-pub fn target_key(ip: u32, port: u16) -> u64 {
-    mix64((u64::from(ip) << 16) | u64::from(port))
-}
-
 impl Snapshot {
     /// Builds generation `generation` from the configuration's attachments, the MACs of the
     /// configured ports (in `[[ports]]` order) and the object `state`.
@@ -187,6 +299,7 @@ impl Snapshot {
         config: &Config,
         port_macs: &[[u8; 6]],
         state: &State,
+        handles: &mut Handles,
     ) -> Result<Snapshot, BuildError> {
         let maglev_size = config.tables.maglev_size as usize;
         let mut ports = vec![PortAttachments::default(); config.ports.len()];
@@ -231,6 +344,8 @@ impl Snapshot {
         };
 
         let mut services = Vec::with_capacity(state.services.len());
+        let mut service_by_handle = fast_map(state.services.len());
+        let mut endpoint_by_handle = fast_map(state.endpoints.len());
         for s in &state.services {
             let attachment = att_of(&s.vpc_id.to_string())?;
             let sidx =
@@ -268,8 +383,10 @@ impl Snapshot {
                     maglev,
                 });
             }
+            service_by_handle.insert(handles.service(s.id), sidx);
             services.push(ServiceView {
                 id: s.id.to_string(),
+                handle: handles.service(s.id),
                 attachment,
                 snat,
                 listeners,
@@ -310,8 +427,45 @@ impl Snapshot {
                     );
                 }
             }
+            let ingress = if e.security_group_ids.is_empty() {
+                None
+            } else {
+                let mut rules = Vec::new();
+                for g in &e.security_group_ids {
+                    let Some(sg) = state.security_groups.iter().find(|sg| sg.id == *g) else {
+                        // Validation guarantees groups exist; a missing one admits nothing.
+                        continue;
+                    };
+                    rules.extend(sg.ingress.iter().map(|r| IngressView {
+                        proto: match r.protocol {
+                            RuleProtocol::Tcp => PROTO_TCP,
+                            RuleProtocol::Udp => PROTO_UDP,
+                            RuleProtocol::Icmp => 1,
+                            RuleProtocol::All => 0,
+                        },
+                        from_port: r.from_port,
+                        to_port: r.to_port,
+                        net: ip_u32(r.cidr.network()),
+                        mask: mask(r.cidr.prefix_len()),
+                    }));
+                }
+                Some(rules)
+            };
+            let policy = match &e.policy {
+                None => None,
+                Some(doc) => Some(
+                    Policy::parse(doc)
+                        .map_err(|err| BuildError::Policy(e.id.to_string(), err.to_string()))?,
+                ),
+            };
+            let handle = handles.endpoint(e.id);
+            endpoint_by_handle.insert(handle, eidx);
             endpoints.push(EndpointView {
                 id: e.id.to_string(),
+                handle,
+                owner: e.owner,
+                ingress,
+                policy,
                 attachment,
                 ip,
                 service: service32,
@@ -327,7 +481,22 @@ impl Snapshot {
             services,
             listeners: listener_index,
             locals,
+            endpoint_by_handle,
+            service_by_handle,
         })
+    }
+
+    /// The endpoint with stable handle `h`.
+    #[inline]
+    pub fn endpoint_by_handle(&self, h: u32) -> Option<&EndpointView> {
+        self.endpoints
+            .get(*self.endpoint_by_handle.get(&h)? as usize)
+    }
+
+    /// The service with stable handle `h`.
+    #[inline]
+    pub fn service_by_handle(&self, h: u32) -> Option<&ServiceView> {
+        self.services.get(*self.service_by_handle.get(&h)? as usize)
     }
 
     /// The attachment a frame received on `port` with `vlan` belongs to.

@@ -16,9 +16,24 @@ use dpdk_bindings::ring::{Consumer, Producer};
 use dpdk_bindings::{time, Mbuf, Mempool, RxQueue, TxQueue};
 
 use crate::counters::{Counters, DropReason, PublishedCounters};
-use crate::pipeline::{NeighbourNews, Pipeline, PipelineSettings, Verdict};
+use crate::pipeline::{FlowInfo, NeighbourNews, Pipeline, PipelineSettings, UsageReport, Verdict};
 use crate::rcu::SnapshotReader;
 use crate::snapshot::Snapshot;
+
+/// A question from the management thread, answered between bursts.
+#[derive(Debug)]
+pub enum Query {
+    /// Up to `max` flows, optionally of one endpoint (stable handle).
+    Flows {
+        endpoint: Option<u32>,
+        max: usize,
+        reply: crossbeam::channel::Sender<Vec<FlowInfo>>,
+    },
+    /// Per-endpoint and per-target usage.
+    Usage {
+        reply: crossbeam::channel::Sender<UsageReport>,
+    },
+}
 
 /// Everything one worker owns, handed over at launch.
 #[derive(Debug)]
@@ -43,6 +58,7 @@ pub struct WorkerSetup {
     pub burst: u16,
     pub idle_sleep: Duration,
     pub settings: PipelineSettings,
+    pub queries: crossbeam::channel::Receiver<Query>,
 }
 
 const PUBLISH_EVERY_MS: u64 = 100;
@@ -178,6 +194,21 @@ pub fn run(mut w: WorkerSetup) -> Counters {
             }
         }
 
+        // One atomic load when there is nothing to answer.
+        if let Ok(q) = w.queries.try_recv() {
+            match q {
+                Query::Flows {
+                    endpoint,
+                    max,
+                    reply,
+                } => {
+                    let _ = reply.send(pipe.list_flows(endpoint, max, now_ms));
+                }
+                Query::Usage { reply } => {
+                    let _ = reply.send(pipe.usage_report());
+                }
+            }
+        }
         if now_ms >= last_publish + PUBLISH_EVERY_MS {
             last_publish = now_ms;
             pipe.sync_gauges();

@@ -23,6 +23,16 @@ pub const ENDPOINT_IP: &str = "10.1.0.100";
 pub const PROVIDER_APPLIANCE: &str = "10.2.0.1";
 pub const SNAT_IP: &str = "10.2.0.100";
 pub const TARGETS: [&str; 3] = ["10.2.0.11", "10.2.0.12", "10.2.0.13"];
+/// Account ids and the local uids that act as them on the management socket.
+pub const CONSUMER_ACCOUNT: &str = "111111111111";
+pub const PROVIDER_ACCOUNT: &str = "222222222222";
+pub const OTHER_ACCOUNT: &str = "333333333333";
+pub const UID_CONSUMER: u32 = 64101;
+pub const UID_PROVIDER: u32 = 64102;
+pub const UID_OTHER: u32 = 64103;
+pub const CONSUMER_VPC: &str = "vpc-0c0000000000000c1";
+pub const PROVIDER_VPC: &str = "vpc-0b0000000000000b1";
+pub const OTHER_VPC: &str = "vpc-0a0000000000000a1";
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
@@ -124,6 +134,9 @@ pub struct Options {
     pub tcp_established: f64,
     /// Targets (indices into [`TARGETS`]) of both listeners.
     pub targets: Vec<usize>,
+    /// Declare the demo service and endpoint in the file (false: start empty and create
+    /// them through `privlinkctl`).
+    pub declare_objects: bool,
 }
 
 impl Default for Options {
@@ -132,6 +145,7 @@ impl Default for Options {
             workers: 1,
             tcp_established: 350.0,
             targets: vec![0, 1],
+            declare_objects: true,
         }
     }
 }
@@ -166,6 +180,15 @@ pub fn privlinkd() -> PathBuf {
         }
     }
     panic!("privlinkd not built: run `cargo build --release --bins` (make test does)");
+}
+
+/// Path of the privlinkctl binary under test.
+pub fn privlinkctl() -> PathBuf {
+    if let Ok(p) = std::env::var("PRIVLINKCTL") {
+        return PathBuf::from(p);
+    }
+    let d = privlinkd();
+    d.with_file_name("privlinkctl")
 }
 
 /// The support scripts' directory.
@@ -206,6 +229,38 @@ impl Topology {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
+        let objects = format!(
+            r#"[[services]]
+id = "vpce-svc-0d0000000000000d1"
+owner = "222222222222"
+vpc_id = "vpc-0b0000000000000b1"
+snat_addresses = ["{snat}"]
+acceptance_required = false
+allowed_principals = ["111111111111"]
+
+[[services.listeners]]
+protocol = "tcp"
+port = 80
+targets = [{t80}]
+
+[[services.listeners]]
+protocol = "udp"
+port = 9000
+targets = [{t9000}]
+
+[[endpoints]]
+id = "vpce-0e0000000000000e1"
+owner = "111111111111"
+vpc_id = "vpc-0c0000000000000c1"
+service_id = "vpce-svc-0d0000000000000d1"
+ip = "{ep}"
+state = "available"
+"#,
+            snat = SNAT_IP,
+            ep = ENDPOINT_IP,
+            t80 = targets(8080),
+            t9000 = targets(9000),
+        );
         format!(
             r#"# privlink end-to-end test topology {prefix}
 [eal]
@@ -240,16 +295,32 @@ account = "222222222222"
 port = "net_tap_{prefix}p"
 address = "{papp}/24"
 
+# A third account's VPC on a VLAN of the consumer port (no traffic; it owns objects).
+[[vpcs]]
+vpc_id = "vpc-0a0000000000000a1"
+account = "333333333333"
+port = "net_tap_{prefix}c"
+vlan = 300
+address = "10.3.0.1/24"
+
 [[accounts]]
 id = "111111111111"
 name = "test-consumer"
+uids = [{uid_c}]
 
 [[accounts]]
 id = "222222222222"
 name = "test-provider"
+uids = [{uid_p}]
+
+[[accounts]]
+id = "333333333333"
+name = "test-other"
+uids = [{uid_o}]
 
 [mgmt]
 socket = "{dir}/privlink.sock"
+socket_mode = "0666"
 state_dir = "{dir}/state"
 stats_file = "{dir}/stats.json"
 
@@ -260,31 +331,7 @@ flows_per_worker = 65536
 tcp_established = {est}
 udp = 30
 
-[[services]]
-id = "vpce-svc-0d0000000000000d1"
-owner = "222222222222"
-vpc_id = "vpc-0b0000000000000b1"
-snat_addresses = ["{snat}"]
-acceptance_required = false
-allowed_principals = ["111111111111"]
-
-[[services.listeners]]
-protocol = "tcp"
-port = 80
-targets = [{t80}]
-
-[[services.listeners]]
-protocol = "udp"
-port = 9000
-targets = [{t9000}]
-
-[[endpoints]]
-id = "vpce-0e0000000000000e1"
-owner = "111111111111"
-vpc_id = "vpc-0c0000000000000c1"
-service_id = "vpce-svc-0d0000000000000d1"
-ip = "{ep}"
-state = "available"
+{objects}
 "#,
             prefix = self.prefix,
             cif = self.consumer_if,
@@ -292,11 +339,15 @@ state = "available"
             dir = self.dir.display(),
             capp = CONSUMER_APPLIANCE,
             papp = PROVIDER_APPLIANCE,
-            snat = SNAT_IP,
-            ep = ENDPOINT_IP,
             est = o.tcp_established,
-            t80 = targets(8080),
-            t9000 = targets(9000),
+            uid_c = UID_CONSUMER,
+            uid_p = UID_PROVIDER,
+            uid_o = UID_OTHER,
+            objects = if o.declare_objects {
+                objects
+            } else {
+                String::new()
+            },
         )
     }
 
@@ -524,6 +575,92 @@ state = "available"
             assert!(Instant::now() < end, "reload not applied:\n{log}");
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Runs `privlinkctl --json ARGS` as `uid` (0 = root/admin) against this daemon.
+    /// Returns (success, parsed JSON of stdout or Null, stderr).
+    pub fn ctl(&self, uid: u32, args: &[&str]) -> (bool, Value, String) {
+        let sock = self.dir.join("privlink.sock").display().to_string();
+        let ctl = privlinkctl().display().to_string();
+        let uid_s = uid.to_string();
+        let reuid = format!("--reuid={uid_s}");
+        let regid = format!("--regid={uid_s}");
+        let mut full: Vec<&str> = if uid == 0 {
+            vec![]
+        } else {
+            vec!["setpriv", &reuid, &regid, "--clear-groups"]
+        };
+        full.extend_from_slice(&[&ctl, "--socket", &sock, "--json"]);
+        full.extend_from_slice(args);
+        let out = run(&full, Duration::from_secs(20));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let v = serde_json::from_str(stdout.trim()).unwrap_or(Value::Null);
+        (
+            out.status.success(),
+            v,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// `ctl` that must succeed.
+    pub fn ctl_ok(&self, uid: u32, args: &[&str]) -> Value {
+        let (ok, v, err) = self.ctl(uid, args);
+        assert!(
+            ok,
+            "privlinkctl {args:?} as uid {uid} failed: {err}\n{}",
+            self.log()
+        );
+        v
+    }
+
+    /// Stops privlinkd and starts it again on the same configuration and state.
+    pub fn restart(&mut self) {
+        let (clean, _) = self.stop();
+        assert!(clean, "privlinkd stops cleanly:\n{}", self.log());
+        // The tap interfaces went with the old process; wait until they are gone.
+        let end = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < end
+            && (self
+                .consumer
+                .exec(
+                    &["ip", "link", "show", &self.consumer_if],
+                    Duration::from_secs(5),
+                )
+                .status
+                .success()
+                || self
+                    .provider
+                    .exec(
+                        &["ip", "link", "show", &self.provider_if],
+                        Duration::from_secs(5),
+                    )
+                    .status
+                    .success())
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.start_daemon();
+        self.wire_namespaces();
+    }
+
+    /// Starts privlinkd expecting it to fail; returns its log.
+    pub fn start_expecting_failure(&mut self) -> String {
+        let _ = self.stop();
+        let log = std::fs::File::create(&self.log_path).expect("log file");
+        let status = Command::new(privlinkd())
+            .arg("--config")
+            .arg(&self.config_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .status()
+            .expect("run privlinkd");
+        assert!(
+            !status.success(),
+            "privlinkd must refuse to start:\n{}",
+            self.log()
+        );
+        self.log()
     }
 
     /// The daemon's log so far.

@@ -126,10 +126,15 @@ pub struct Flow {
     pub last_seen_ms: u64,
     /// First packet, ms.
     pub created_ms: u64,
-    /// Packets consumer → provider.
-    pub packets_fwd: u64,
-    /// Packets provider → consumer.
-    pub packets_rev: u64,
+    /// Packets consumer → provider (wrapping).
+    pub packets_fwd: u32,
+    /// Packets provider → consumer (wrapping).
+    pub packets_rev: u32,
+    /// The last acknowledgement number the consumer sent (TCP): its next expected sequence
+    /// number, which a RST towards the consumer must carry to be accepted (RFC 5961).
+    pub ack_fwd: u32,
+    /// The last acknowledgement number the provider's target sent (TCP).
+    pub ack_rev: u32,
     /// IP bytes consumer → provider.
     pub bytes_fwd: u64,
     /// IP bytes provider → consumer.
@@ -153,6 +158,8 @@ impl Flow {
             created_ms: now_ms,
             packets_fwd: 0,
             packets_rev: 0,
+            ack_fwd: 0,
+            ack_rev: 0,
             bytes_fwd: 0,
             bytes_rev: 0,
         }

@@ -21,22 +21,33 @@ const ENDPOINT: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 100);
 const SNAT: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 100);
 
 fn snapshot(config: &Config) -> Snapshot {
-    Snapshot::build(1, config, &[MAC_C, MAC_P], &config.state()).expect("demo snapshot")
+    Snapshot::build(
+        1,
+        config,
+        &[MAC_C, MAC_P],
+        &config.state(),
+        &mut crate::snapshot::Handles::default(),
+    )
+    .expect("demo snapshot")
 }
 
 fn pipeline(config: &Config, workers: u16, id: u16) -> (Pipeline<VecFrame>, Snapshot) {
     let snap = snapshot(config);
     let mut settings = crate::daemon::pipeline_settings(config, workers);
     settings.flow_capacity = 1024;
-    let mut p = Pipeline::new(id, settings, Box::new(|| Some(VecFrame::new(&[]))), &snap);
-    // Both neighbours known, so translated packets leave at once.
+    let p = Pipeline::new(id, settings, Box::new(|| Some(VecFrame::new(&[]))), &snap);
+    (with_neighbours(p, &snap), snap)
+}
+
+/// The client and both targets known, so translated packets leave at once.
+fn with_neighbours(mut p: Pipeline<VecFrame>, snap: &Snapshot) -> Pipeline<VecFrame> {
     for (att, ip, mac) in [
         (0u16, CLIENT, CLIENT_MAC),
         (1, Ipv4Addr::new(10, 2, 0, 11), TARGET_MAC),
         (1, Ipv4Addr::new(10, 2, 0, 12), TARGET_MAC),
     ] {
         p.learn_remote(
-            &snap,
+            snap,
             NeighbourNews {
                 attachment: att,
                 ip: ip.into(),
@@ -46,7 +57,7 @@ fn pipeline(config: &Config, workers: u16, id: u16) -> (Pipeline<VecFrame>, Snap
         );
     }
     p.drain_emitted().for_each(drop);
-    (p, snap)
+    p
 }
 
 fn eth(dst: [u8; 6], src: [u8; 6], ethertype: u16) -> Vec<u8> {
@@ -498,4 +509,165 @@ fn arbitrary_bytes_never_panic() {
         p.poll(&snap, i);
         p.drain_emitted().for_each(drop);
     }
+}
+
+/// Establishes a TCP flow through `p` and returns (target ip, snat port).
+fn establish(p: &mut Pipeline<VecFrame>, snap: &Snapshot, sport: u16) -> (Ipv4Addr, u16) {
+    let f = tcp(
+        CLIENT,
+        sport,
+        ENDPOINT,
+        80,
+        syn(),
+        1000,
+        0,
+        MAC_C,
+        CLIENT_MAC,
+    );
+    let (_, out) = tx(p.process(snap, CONSUMER_PORT, VecFrame::new(&f), 0));
+    let ip = ip_of(&out);
+    let target = ip.dst_addr();
+    let snat_port = TcpPacket::new_checked(ip.payload()).unwrap().src_port();
+    let r = tcp(
+        target,
+        8080,
+        SNAT,
+        snat_port,
+        WireTcpFlags::SYN | WireTcpFlags::ACK,
+        5000,
+        1001,
+        MAC_P,
+        TARGET_MAC,
+    );
+    tx(p.process(snap, PROVIDER_PORT, VecFrame::new(&r), 1));
+    let a = tcp(
+        CLIENT,
+        sport,
+        ENDPOINT,
+        80,
+        WireTcpFlags::ACK,
+        1001,
+        5001,
+        MAC_C,
+        CLIENT_MAC,
+    );
+    tx(p.process(snap, CONSUMER_PORT, VecFrame::new(&a), 2));
+    (target, snat_port)
+}
+
+#[test]
+fn rejecting_the_endpoint_ends_its_flows_with_rst_both_ways() {
+    let mut config = Config::embedded_default();
+    let mut handles = crate::snapshot::Handles::default();
+    let snap = Snapshot::build(1, &config, &[MAC_C, MAC_P], &config.state(), &mut handles).unwrap();
+    let settings = crate::daemon::pipeline_settings(&config, 1);
+    let p = Pipeline::new(0, settings, Box::new(|| Some(VecFrame::new(&[]))), &snap);
+    let mut p = with_neighbours(p, &snap);
+    let (target, snat_port) = establish(&mut p, &snap, 41000);
+    assert_eq!(p.flows().len(), 1);
+
+    // A new version where the provider rejected the endpoint.
+    config.endpoints[0].state = mgmt::model::EndpointState::Rejected;
+    let next = Snapshot::build(2, &config, &[MAC_C, MAC_P], &config.state(), &mut handles).unwrap();
+    p.on_snapshot(&next, 10);
+    p.poll(&next, 10);
+    assert_eq!(p.flows().len(), 0, "the flow ended");
+    assert_eq!(p.counters().dropped(DropReason::FlowEnded), 1);
+    let out: Vec<(u16, VecFrame)> = p.drain_emitted().collect();
+    let rsts: Vec<(u16, Vec<u8>)> = out
+        .into_iter()
+        .map(|(port, f)| (port, f.bytes().to_vec()))
+        .filter(|(_, b)| b.len() >= 54 && b[23] == 6)
+        .collect();
+    assert_eq!(rsts.len(), 2, "one RST to each side");
+    for (port, b) in &rsts {
+        let ip = ip_of(b);
+        assert!(ip.verify_checksum());
+        let seg = TcpPacket::new_checked(ip.payload()).unwrap();
+        assert!(seg.rst());
+        assert!(seg.verify_checksum(ip.src_addr(), ip.dst_addr()));
+        if *port == CONSUMER_PORT {
+            assert_eq!((ip.src_addr(), ip.dst_addr()), (ENDPOINT, CLIENT));
+            assert_eq!((seg.src_port(), seg.dst_port()), (80, 41000));
+            assert_eq!(seg.seq_number(), 5001, "the consumer's last ACK");
+        } else {
+            assert_eq!((ip.src_addr(), ip.dst_addr()), (SNAT, target));
+            assert_eq!((seg.src_port(), seg.dst_port()), (snat_port, 8080));
+            assert_eq!(seg.seq_number(), 1001, "the target's last ACK");
+        }
+    }
+}
+
+#[test]
+fn security_groups_and_policy_refuse_new_flows_only() {
+    use mgmt::model::{IngressRule, RuleProtocol, SecurityGroup};
+    let config = Config::embedded_default();
+    let sg_id = "sg-0123456789abcdef0".parse().unwrap();
+    let mut state = config.state();
+    state.security_groups.push(SecurityGroup {
+        id: sg_id,
+        owner: state.endpoints[0].owner,
+        vpc_id: state.endpoints[0].vpc_id,
+        name: "web".into(),
+        description: String::new(),
+        ingress: vec![IngressRule {
+            protocol: RuleProtocol::Tcp,
+            from_port: 80,
+            to_port: 80,
+            cidr: "10.1.0.0/28".parse().unwrap(),
+        }],
+    });
+    state.endpoints[0].security_group_ids = vec![sg_id];
+    let mut handles = crate::snapshot::Handles::default();
+    let snap = Snapshot::build(1, &config, &[MAC_C, MAC_P], &state, &mut handles).unwrap();
+    let mut p: Pipeline<VecFrame> = Pipeline::new(
+        0,
+        crate::daemon::pipeline_settings(&config, 1),
+        Box::new(|| Some(VecFrame::new(&[]))),
+        &snap,
+    );
+    p.learn_remote(
+        &snap,
+        NeighbourNews {
+            attachment: 1,
+            ip: Ipv4Addr::new(10, 2, 0, 11).into(),
+            mac: TARGET_MAC,
+        },
+        0,
+    );
+    p.learn_remote(
+        &snap,
+        NeighbourNews {
+            attachment: 1,
+            ip: Ipv4Addr::new(10, 2, 0, 12).into(),
+            mac: TARGET_MAC,
+        },
+        0,
+    );
+    // TCP 80 from inside the /28 passes; UDP 9000 has no rule.
+    let ok = tcp(CLIENT, 42000, ENDPOINT, 80, syn(), 1, 0, MAC_C, CLIENT_MAC);
+    tx(p.process(&snap, CONSUMER_PORT, VecFrame::new(&ok), 0));
+    let u = udp(CLIENT, 42001, ENDPOINT, 9000, MAC_C, CLIENT_MAC);
+    assert!(matches!(
+        p.process(&snap, CONSUMER_PORT, VecFrame::new(&u), 0),
+        Verdict::Done
+    ));
+    assert_eq!(p.counters().dropped(DropReason::SecurityGroup), 1);
+
+    // A policy that denies the client's address wins over the allow.
+    state.endpoints[0].policy = Some(serde_json::json!({"Statement": [
+        {"Effect": "Allow", "Principal": "*"},
+        {"Effect": "Deny", "Principal": "*", "SourceCidr": ["10.1.0.10/32"]}
+    ]}));
+    let next = Snapshot::build(2, &config, &[MAC_C, MAC_P], &state, &mut handles).unwrap();
+    let again = tcp(CLIENT, 42002, ENDPOINT, 80, syn(), 1, 0, MAC_C, CLIENT_MAC);
+    assert!(matches!(
+        p.process(&next, CONSUMER_PORT, VecFrame::new(&again), 1),
+        Verdict::Done
+    ));
+    assert_eq!(p.counters().dropped(DropReason::Policy), 1);
+    // The policy change also ends the flow it no longer admits.
+    p.on_snapshot(&next, 2);
+    p.poll(&next, 2);
+    assert_eq!(p.flows().len(), 0);
 }

@@ -1,0 +1,422 @@
+//! The management plane end to end, driven only through `privlinkctl` as a provider, a
+//! consumer and an unrelated account would use it (each a local uid mapped to an account
+//! in the configuration), with real traffic through the endpoints it creates.
+
+use std::time::Duration;
+
+use privlink_e2e::{
+    Options, Topology, Value, CONSUMER_ACCOUNT, CONSUMER_VPC, ENDPOINT_IP, OTHER_VPC, PROVIDER_VPC,
+    UID_CONSUMER, UID_OTHER, UID_PROVIDER,
+};
+
+const T: Duration = Duration::from_secs(60);
+
+fn empty_topology() -> Topology {
+    Topology::start(Options {
+        declare_objects: false,
+        ..Options::default()
+    })
+}
+
+/// The provider creates a service (acceptance required unless `auto`) for both targets.
+fn create_service(t: &Topology, acceptance: bool) -> (String, String) {
+    let listeners = r#"[{"Protocol":"tcp","Port":80,"Targets":[{"Id":"10.2.0.11","Port":8080},{"Id":"10.2.0.12","Port":8080}]},{"Protocol":"udp","Port":9000,"Targets":[{"Id":"10.2.0.11","Port":9000}]}]"#;
+    let flag = if acceptance {
+        "--acceptance-required"
+    } else {
+        "--no-acceptance-required"
+    };
+    let v = t.ctl_ok(
+        UID_PROVIDER,
+        &[
+            "create-vpc-endpoint-service-configuration",
+            "--vpc-id",
+            PROVIDER_VPC,
+            "--listeners",
+            listeners,
+            "--snat-addresses",
+            privlink_e2e::SNAT_IP,
+            flag,
+        ],
+    );
+    let svc = &v["ServiceConfiguration"];
+    (
+        svc["ServiceId"].as_str().expect("ServiceId").to_owned(),
+        svc["ServiceName"].as_str().expect("ServiceName").to_owned(),
+    )
+}
+
+fn allow(t: &Topology, service_id: &str, account: &str) {
+    t.ctl_ok(
+        UID_PROVIDER,
+        &[
+            "modify-vpc-endpoint-service-permissions",
+            "--service-id",
+            service_id,
+            "--add-allowed-principals",
+            account,
+        ],
+    );
+}
+
+fn create_endpoint(t: &Topology, name: &str) -> Value {
+    t.ctl_ok(
+        UID_CONSUMER,
+        &[
+            "create-vpc-endpoint",
+            "--vpc-id",
+            CONSUMER_VPC,
+            "--service-name",
+            name,
+            "--ip-address",
+            ENDPOINT_IP,
+        ],
+    )["VpcEndpoint"]
+        .clone()
+}
+
+fn http_ok(t: &Topology, n: u32) -> u64 {
+    let r = t.client(&["http-many", ENDPOINT_IP, "80", &n.to_string()], T);
+    r["ok"].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn acceptance_then_reject_resets_established_connections() {
+    let t = empty_topology();
+    let (svc, name) = create_service(&t, true);
+    allow(&t, &svc, CONSUMER_ACCOUNT);
+    let ep = create_endpoint(&t, &name);
+    assert_eq!(ep["State"], "pendingAcceptance", "{ep}");
+    let ep_id = ep["VpcEndpointId"].as_str().unwrap().to_owned();
+
+    assert_eq!(http_ok(&t, 2), 0, "no traffic before acceptance");
+    let s = t.stats();
+    assert!(Topology::drops(&s, "endpoint_not_available") >= 1, "{s}");
+
+    let conns = t.ctl_ok(
+        UID_PROVIDER,
+        &["describe-vpc-endpoint-connections", "--service-id", &svc],
+    );
+    assert_eq!(
+        conns["VpcEndpointConnections"][0]["VpcEndpointId"],
+        ep_id.as_str(),
+        "{conns}"
+    );
+    t.ctl_ok(
+        UID_PROVIDER,
+        &[
+            "accept-vpc-endpoint-connections",
+            "--service-id",
+            &svc,
+            "--vpc-endpoint-ids",
+            &ep_id,
+        ],
+    );
+    assert_eq!(
+        http_ok(&t, 10),
+        10,
+        "HTTP through the accepted endpoint\n{}",
+        t.log()
+    );
+
+    // A long-lived connection is running when the provider rejects the endpoint.
+    let script = privlink_e2e::support("client.py");
+    let child = t.consumer.spawn(
+        &[
+            "python3",
+            "-u",
+            &script,
+            "keepalive",
+            ENDPOINT_IP,
+            "80",
+            "5",
+        ],
+        std::process::Stdio::piped(),
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    t.ctl_ok(
+        UID_PROVIDER,
+        &[
+            "reject-vpc-endpoint-connections",
+            "--service-id",
+            &svc,
+            "--vpc-endpoint-ids",
+            &ep_id,
+        ],
+    );
+    let out = child.wait_with_output().expect("keepalive client");
+    let r: Value = serde_json::from_slice(&out.stdout).expect("client JSON");
+    assert!(
+        r["ok"].as_u64().unwrap() >= 3,
+        "it worked before the reject: {r}"
+    );
+    let errors = r["errors"].to_string();
+    assert!(
+        errors.contains("reset") || errors.contains("Connection") || errors.contains("closed"),
+        "the established connection was reset: {r}"
+    );
+    assert_eq!(http_ok(&t, 2), 0, "new connections fail after the reject");
+    let eps = t.ctl_ok(
+        UID_CONSUMER,
+        &["describe-vpc-endpoints", "--vpc-endpoint-ids", &ep_id],
+    );
+    assert_eq!(eps["VpcEndpoints"][0]["State"], "rejected", "{eps}");
+    let s = t.stats();
+    assert!(Topology::drops(&s, "flow_ended") >= 1, "{s}");
+}
+
+#[test]
+fn only_allowed_principals_connect_and_accounts_stay_apart() {
+    let t = empty_topology();
+    let (svc, name) = create_service(&t, false);
+    // Not yet allowed: the consumer cannot create an endpoint.
+    let (ok, _, err) = t.ctl(
+        UID_CONSUMER,
+        &[
+            "create-vpc-endpoint",
+            "--vpc-id",
+            CONSUMER_VPC,
+            "--service-name",
+            &name,
+        ],
+    );
+    assert!(
+        !ok,
+        "a consumer that is not an allowed principal is refused"
+    );
+    assert!(err.contains("error:"), "{err}");
+    allow(&t, &svc, CONSUMER_ACCOUNT);
+    let ep = create_endpoint(&t, &name);
+    assert_eq!(ep["State"], "available", "acceptance not required: {ep}");
+    assert_eq!(http_ok(&t, 5), 5);
+    let ep_id = ep["VpcEndpointId"].as_str().unwrap().to_owned();
+
+    // Another account: not allowed on the service, and blind to the others' objects.
+    let (ok, _, _) = t.ctl(
+        UID_OTHER,
+        &[
+            "create-vpc-endpoint",
+            "--vpc-id",
+            OTHER_VPC,
+            "--service-name",
+            &name,
+        ],
+    );
+    assert!(
+        !ok,
+        "an account that is not allowed cannot create an endpoint"
+    );
+    let seen = t.ctl_ok(UID_OTHER, &["describe-vpc-endpoints"]);
+    assert_eq!(
+        seen["VpcEndpoints"].as_array().map(Vec::len),
+        Some(0),
+        "{seen}"
+    );
+    let (ok, _, _) = t.ctl(
+        UID_OTHER,
+        &["delete-vpc-endpoints", "--vpc-endpoint-ids", &ep_id],
+    );
+    let still = t.ctl_ok(
+        UID_CONSUMER,
+        &["describe-vpc-endpoints", "--vpc-endpoint-ids", &ep_id],
+    );
+    assert_eq!(
+        still["VpcEndpoints"].as_array().map(Vec::len),
+        Some(1),
+        "delete by another account changed nothing (ok={ok})"
+    );
+    let (ok, _, _) = t.ctl(
+        UID_OTHER,
+        &[
+            "reject-vpc-endpoint-connections",
+            "--service-id",
+            &svc,
+            "--vpc-endpoint-ids",
+            &ep_id,
+        ],
+    );
+    assert!(!ok, "only the provider rejects");
+    let (ok, _, _) = t.ctl(
+        UID_CONSUMER,
+        &[
+            "delete-vpc-endpoint-service-configurations",
+            "--service-ids",
+            &svc,
+        ],
+    );
+    let svcs = t.ctl_ok(
+        UID_PROVIDER,
+        &["describe-vpc-endpoint-service-configurations"],
+    );
+    assert_eq!(
+        svcs["ServiceConfigurations"].as_array().map(Vec::len),
+        Some(1),
+        "the consumer cannot delete the provider's service (ok={ok})"
+    );
+    assert_eq!(http_ok(&t, 3), 3, "still serving");
+    // Garbage and unknown operations are errors that change nothing.
+    let (ok, _, _) = t.ctl(UID_CONSUMER, &["no-such-operation"]);
+    assert!(!ok);
+}
+
+#[test]
+fn security_groups_and_policies_gate_new_connections() {
+    let t = empty_topology();
+    let (svc, name) = create_service(&t, false);
+    allow(&t, &svc, CONSUMER_ACCOUNT);
+    let ep = create_endpoint(&t, &name);
+    let ep_id = ep["VpcEndpointId"].as_str().unwrap().to_owned();
+    let sg = t.ctl_ok(
+        UID_CONSUMER,
+        &[
+            "create-security-group",
+            "--vpc-id",
+            CONSUMER_VPC,
+            "--group-name",
+            "web",
+            "--description",
+            "http from the subnet",
+        ],
+    )["GroupId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let rule =
+        r#"[{"IpProtocol":"tcp","FromPort":80,"ToPort":80,"IpRanges":[{"CidrIp":"10.1.0.0/24"}]}]"#;
+    t.ctl_ok(
+        UID_CONSUMER,
+        &[
+            "authorize-security-group-ingress",
+            "--group-id",
+            &sg,
+            "--ip-permissions",
+            rule,
+        ],
+    );
+    t.ctl_ok(
+        UID_CONSUMER,
+        &[
+            "modify-vpc-endpoint",
+            "--vpc-endpoint-id",
+            &ep_id,
+            "--add-security-group-ids",
+            &sg,
+        ],
+    );
+    assert_eq!(http_ok(&t, 3), 3, "port 80 allowed by the group");
+
+    t.ctl_ok(
+        UID_CONSUMER,
+        &[
+            "revoke-security-group-ingress",
+            "--group-id",
+            &sg,
+            "--ip-permissions",
+            rule,
+        ],
+    );
+    assert_eq!(http_ok(&t, 2), 0, "rule revoked: new connections stop");
+    assert!(Topology::drops(&t.stats(), "security_group") >= 2);
+    t.ctl_ok(
+        UID_CONSUMER,
+        &[
+            "authorize-security-group-ingress",
+            "--group-id",
+            &sg,
+            "--ip-permissions",
+            rule,
+        ],
+    );
+    assert_eq!(http_ok(&t, 3), 3, "re-allowed");
+
+    let deny = r#"{"Statement":[{"Effect":"Allow","Principal":"*"},{"Effect":"Deny","Principal":"*","SourceCidr":["10.1.0.10/32"]}]}"#;
+    t.ctl_ok(
+        UID_CONSUMER,
+        &[
+            "modify-vpc-endpoint",
+            "--vpc-endpoint-id",
+            &ep_id,
+            "--policy-document",
+            deny,
+        ],
+    );
+    assert_eq!(http_ok(&t, 2), 0, "the policy denies the client's source");
+    assert!(Topology::drops(&t.stats(), "policy") >= 2);
+    t.ctl_ok(
+        UID_CONSUMER,
+        &[
+            "modify-vpc-endpoint",
+            "--vpc-endpoint-id",
+            &ep_id,
+            "--reset-policy",
+        ],
+    );
+    assert_eq!(http_ok(&t, 3), 3, "policy reset: allowed again");
+
+    // Operators see the flows and the counters.
+    let stats = t.ctl_ok(UID_CONSUMER, &["stats"]);
+    assert!(
+        stats["Endpoints"][0]["NewFlows"].as_u64().unwrap_or(0) >= 9,
+        "{stats}"
+    );
+    let health = t.ctl_ok(
+        UID_PROVIDER,
+        &["describe-target-health", "--service-id", &svc],
+    );
+    assert_eq!(
+        health["TargetHealthDescriptions"].as_array().map(Vec::len),
+        Some(3),
+        "{health}"
+    );
+}
+
+#[test]
+fn restart_restores_every_object_and_a_corrupt_state_file_stops_the_start() {
+    let mut t = empty_topology();
+    let (svc, name) = create_service(&t, false);
+    allow(&t, &svc, CONSUMER_ACCOUNT);
+    let ep = create_endpoint(&t, &name);
+    let ep_id = ep["VpcEndpointId"].as_str().unwrap().to_owned();
+    assert_eq!(http_ok(&t, 3), 3);
+
+    t.restart();
+    let eps = t.ctl_ok(UID_CONSUMER, &["describe-vpc-endpoints"]);
+    assert_eq!(
+        eps["VpcEndpoints"][0]["VpcEndpointId"],
+        ep_id.as_str(),
+        "{eps}"
+    );
+    let svcs = t.ctl_ok(
+        UID_PROVIDER,
+        &["describe-vpc-endpoint-service-configurations"],
+    );
+    assert_eq!(
+        svcs["ServiceConfigurations"][0]["ServiceId"],
+        svc.as_str(),
+        "{svcs}"
+    );
+    assert_eq!(
+        http_ok(&t, 5),
+        5,
+        "HTTP through the endpoint works again after restart\n{}",
+        t.log()
+    );
+
+    // Truncate the state file: privlinkd refuses to start and leaves it as it is.
+    let (clean, _) = t.stop();
+    assert!(clean);
+    let path = t.dir.join("state").join("state.json");
+    let bytes = std::fs::read(&path).expect("state file");
+    let cut = &bytes[..bytes.len() / 2];
+    std::fs::write(&path, cut).unwrap();
+    let log = t.start_expecting_failure();
+    assert!(
+        log.contains("state"),
+        "the error names the state file: {log}"
+    );
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        cut,
+        "the corrupt file is kept untouched"
+    );
+}
