@@ -96,7 +96,7 @@ pub const OPERATIONS: &[Operation] = &[
             ("allowed-principals", List),
         ],
         help: "offer a service in a provider VPC",
-        example: r#"create-vpc-endpoint-service-configuration --vpc-id vpc-0a2 --listeners '[{"Protocol":"tcp","Port":80}]' --snat-addresses 10.2.0.5 --no-acceptance-required"#,
+        example: r#"create-vpc-endpoint-service-configuration --vpc-id vpc-0b0000000000000b1 --listeners '[{"Protocol":"tcp","Port":80}]' --snat-addresses 10.2.0.5 --no-acceptance-required"#,
     },
     Operation {
         name: "describe-vpc-endpoint-service-configurations",
@@ -167,7 +167,7 @@ pub const OPERATIONS: &[Operation] = &[
             ("policy-document", JsonOrStr),
         ],
         help: "connect a consumer VPC to a service",
-        example: "create-vpc-endpoint --vpc-id vpc-0a1 --service-name com.amazonaws.vpce.local.vpce-svc-0123456789abcdef0 --ip-address 10.1.0.10",
+        example: "create-vpc-endpoint --vpc-id vpc-0c0000000000000c1 --service-name com.privlink.vpce.local.vpce-svc-0123456789abcdef0 --ip-address 10.1.0.100",
     },
     Operation {
         name: "describe-vpc-endpoints",
@@ -215,7 +215,7 @@ pub const OPERATIONS: &[Operation] = &[
         name: "create-security-group",
         flags: &[("vpc-id", Str), ("group-name", Str), ("description", Str)],
         help: "create a security group in a consumer VPC",
-        example: "create-security-group --vpc-id vpc-0a1 --group-name web --description 'web clients'",
+        example: "create-security-group --vpc-id vpc-0c0000000000000c1 --group-name web --description 'web clients'",
     },
     Operation {
         name: "authorize-security-group-ingress",
