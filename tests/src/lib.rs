@@ -137,6 +137,8 @@ pub struct Options {
     /// Declare the demo service and endpoint in the file (false: start empty and create
     /// them through `privlinkctl`).
     pub declare_objects: bool,
+    /// Seconds a deregistered target drains before its flows end.
+    pub deregistration_delay: f64,
 }
 
 impl Default for Options {
@@ -146,6 +148,7 @@ impl Default for Options {
             tcp_established: 350.0,
             targets: vec![0, 1],
             declare_objects: true,
+            deregistration_delay: 300.0,
         }
     }
 }
@@ -330,6 +333,7 @@ flows_per_worker = 65536
 [timeouts]
 tcp_established = {est}
 udp = 30
+deregistration_delay = {dereg}
 
 {objects}
 "#,
@@ -340,6 +344,7 @@ udp = 30
             capp = CONSUMER_APPLIANCE,
             papp = PROVIDER_APPLIANCE,
             est = o.tcp_established,
+            dereg = o.deregistration_delay,
             uid_c = UID_CONSUMER,
             uid_p = UID_PROVIDER,
             uid_o = UID_OTHER,

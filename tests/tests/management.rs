@@ -420,3 +420,70 @@ fn restart_restores_every_object_and_a_corrupt_state_file_stops_the_start() {
         "the corrupt file is kept untouched"
     );
 }
+
+#[test]
+fn deregistered_targets_drain_then_their_flows_end() {
+    let t = Topology::start(Options {
+        declare_objects: false,
+        deregistration_delay: 3.0,
+        ..Options::default()
+    });
+    let (svc, name) = create_service(&t, false);
+    allow(&t, &svc, CONSUMER_ACCOUNT);
+    create_endpoint(&t, &name);
+    let script = privlink_e2e::support("client.py");
+    let child = t.consumer.spawn(
+        &[
+            "python3",
+            "-u",
+            &script,
+            "keepalive",
+            ENDPOINT_IP,
+            "80",
+            "8",
+        ],
+        std::process::Stdio::piped(),
+    );
+    std::thread::sleep(Duration::from_millis(1000));
+    let targets = r#"[{"Id":"10.2.0.11","Port":8080},{"Id":"10.2.0.12","Port":8080}]"#;
+    t.ctl_ok(
+        UID_PROVIDER,
+        &[
+            "deregister-targets",
+            "--service-id",
+            &svc,
+            "--protocol",
+            "tcp",
+            "--port",
+            "80",
+            "--targets",
+            targets,
+        ],
+    );
+    let health = t.ctl_ok(
+        UID_PROVIDER,
+        &["describe-target-health", "--service-id", &svc],
+    );
+    let draining = health["TargetHealthDescriptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["TargetHealth"]["State"] == "draining")
+        .count();
+    assert_eq!(draining, 2, "{health}");
+    assert_eq!(http_ok(&t, 2), 0, "no new flows to draining targets");
+    let out = child.wait_with_output().expect("keepalive client");
+    let r: Value = serde_json::from_slice(&out.stdout).expect("client JSON");
+    // ~1 s before, ~3 s of draining at 10 requests/s, then the reset.
+    assert!(
+        r["ok"].as_u64().unwrap() >= 25,
+        "the connection kept working while draining: {r}"
+    );
+    assert!(
+        !r["errors"].as_array().unwrap().is_empty(),
+        "then it was ended: {r}"
+    );
+    let s = t.stats();
+    assert!(Topology::drops(&s, "flow_ended") >= 1, "{s}");
+    assert!(Topology::drops(&s, "no_target") >= 2, "{s}");
+}

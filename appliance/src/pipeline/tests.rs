@@ -671,3 +671,62 @@ fn security_groups_and_policy_refuse_new_flows_only() {
     p.poll(&next, 2);
     assert_eq!(p.flows().len(), 0);
 }
+
+#[test]
+fn fragmentation_needed_from_the_provider_side_reaches_the_consumer_translated() {
+    let config = Config::embedded_default();
+    let (mut p, snap) = pipeline(&config, 1, 0);
+    let (target, snat_port) = establish(&mut p, &snap, 43000);
+    // The target's side says our 1500-byte segment (SNAT → target) needs fragmenting.
+    let sent = tcp(
+        SNAT,
+        snat_port,
+        target,
+        8080,
+        WireTcpFlags::ACK,
+        1001,
+        5001,
+        TARGET_MAC,
+        MAC_P,
+    );
+    let quote = &sent[14..14 + 28];
+    let mut icmp = vec![0u8; 8 + quote.len()];
+    icmpv4::emit_dst_unreachable(&mut icmp, 4, 1400, &sent[14..]).unwrap();
+    let mut f = eth(MAC_P, TARGET_MAC, 0x0800);
+    let mut l3 = vec![0u8; 20];
+    Ipv4Repr {
+        src_addr: Ipv4Addr::new(10, 2, 0, 1),
+        dst_addr: SNAT,
+        protocol: IpProtocol::ICMP,
+        payload_len: icmp.len(),
+        ttl: 64,
+    }
+    .emit(&mut l3)
+    .unwrap();
+    f.extend_from_slice(&l3);
+    f.extend_from_slice(&icmp);
+    assert_eq!(quote.len(), 28);
+    let (port, out) = tx(p.process(&snap, PROVIDER_PORT, VecFrame::new(&f), 5));
+    assert_eq!(port, CONSUMER_PORT);
+    let ip = ip_of(&out);
+    assert!(ip.verify_checksum());
+    assert_eq!((ip.src_addr(), ip.dst_addr()), (ENDPOINT, CLIENT));
+    let msg = Icmpv4Packet::new_checked(ip.payload()).unwrap();
+    assert!(msg.verify_checksum());
+    assert_eq!(msg.msg_type(), Icmpv4Type::DST_UNREACHABLE);
+    assert_eq!(
+        msg.next_hop_mtu(),
+        1400,
+        "the MTU survives for path-MTU discovery"
+    );
+    let q = msg.quote().unwrap();
+    assert!(
+        q.verify_checksum(),
+        "the quoted header is consistent after translation"
+    );
+    assert_eq!((q.src_addr(), q.dst_addr()), (CLIENT, ENDPOINT));
+    let ports = q.payload();
+    assert_eq!(u16::from_be_bytes([ports[0], ports[1]]), 43000);
+    assert_eq!(u16::from_be_bytes([ports[2], ports[3]]), 80);
+    assert_eq!(p.counters().icmp_errors_translated, 1);
+}
