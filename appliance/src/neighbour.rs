@@ -14,6 +14,9 @@ use crate::fasthash::{fast_map, FastMap};
 pub enum Resolution {
     /// Known: use this MAC.
     Known([u8; 6]),
+    /// Known but not confirmed for a while: use this MAC and send an ARP request to
+    /// refresh it (like Linux's STALE → PROBE), so traffic never stalls on a refresh.
+    Refresh([u8; 6]),
     /// Unknown and no request is outstanding: send an ARP request now, hold the packet.
     Request,
     /// A request is outstanding: hold the packet.
@@ -81,8 +84,7 @@ impl Neighbours {
             Some(State::Static { mac }) => Resolution::Known(mac),
             Some(State::Reachable { mac, confirmed_ms }) => {
                 if now_ms.saturating_sub(confirmed_ms) > self.timers.ttl_ms {
-                    // Stale: keep using it while we ask again (like Linux's STALE/PROBE),
-                    // so established flows never stall on a refresh.
+                    // Ask again at most once per retry interval while it stays unconfirmed.
                     self.map.insert(
                         (att, ip),
                         State::Reachable {
@@ -91,7 +93,7 @@ impl Neighbours {
                                 + self.timers.retry_ms,
                         },
                     );
-                    return Resolution::Request;
+                    return Resolution::Refresh(mac);
                 }
                 Resolution::Known(mac)
             }
@@ -288,7 +290,7 @@ mod tests {
         };
         let mut n = Neighbours::new(16, t);
         n.learn(0, 1, MAC, 0);
-        assert_eq!(n.resolve(0, 1, 150), Resolution::Request);
+        assert_eq!(n.resolve(0, 1, 150), Resolution::Refresh(MAC));
         assert_eq!(n.get(0, 1), Some(MAC));
         assert_eq!(n.resolve(0, 1, 160), Resolution::Known(MAC));
     }

@@ -377,7 +377,6 @@ impl<F: Frame> Pipeline<F> {
         let att = snap.attachment(att_idx).ok_or(DropReason::NoAttachment)?;
         let eth = EthernetFrame::new_checked(frame.bytes()).map_err(|_| DropReason::Malformed)?;
         let dst_mac = eth.dst_addr();
-        let src_mac = eth.src_addr();
         let for_us = dst_mac.0 == att.mac;
         match l2.ethertype {
             EtherType::ARP => {
@@ -390,7 +389,7 @@ impl<F: Frame> Pipeline<F> {
                 if !for_us {
                     return Err(DropReason::NotForUs);
                 }
-                self.ipv4(snap, att_idx, frame, l2.header_len, src_mac, now_ms)
+                self.ipv4(snap, att_idx, frame, l2.header_len, now_ms)
             }
             _ => Err(DropReason::UnsupportedEtherType),
         }
@@ -459,7 +458,6 @@ impl<F: Frame> Pipeline<F> {
         att_idx: u16,
         frame: &mut F,
         l2_len: usize,
-        src_mac: EthernetAddress,
         now_ms: u64,
     ) -> Result<Out, DropReason> {
         let ip = {
@@ -485,12 +483,6 @@ impl<F: Frame> Pipeline<F> {
         // Drop Ethernet padding so lengths below are the IP packet's own.
         if frame.bytes().len() > ip.l3 + ip.total_len && !frame.set_len(ip.l3 + ip.total_len) {
             return Err(DropReason::Malformed);
-        }
-        // A neighbour that sends to us is alive: refresh it (never creates entries).
-        if let Some(att) = snap.attachment(att_idx) {
-            if att.on_link(ip.src) {
-                self.neighbours.confirm(att_idx, ip.src, src_mac.0, now_ms);
-            }
         }
         match snap.local(att_idx, ip.dst) {
             None => Err(DropReason::UnknownDestination),
@@ -894,6 +886,18 @@ impl<F: Frame> Pipeline<F> {
         let next_hop = att.next_hop(dst).ok_or(DropReason::NeighbourUnresolved)?;
         set_l2(frame, l3, att)?;
         match self.neighbours.resolve(att_idx, next_hop, now_ms) {
+            Resolution::Refresh(mac) => {
+                self.send_arp(
+                    att,
+                    ArpOperation::REQUEST,
+                    att.ip,
+                    next_hop,
+                    EthernetAddress::BROADCAST,
+                    now_ms,
+                );
+                EthernetFrame::new_unchecked(frame.bytes_mut()).set_dst_addr(EthernetAddress(mac));
+                Ok(Out::Tx(att.port))
+            }
             Resolution::Known(mac) => {
                 EthernetFrame::new_unchecked(frame.bytes_mut()).set_dst_addr(EthernetAddress(mac));
                 Ok(Out::Tx(att.port))
