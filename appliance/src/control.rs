@@ -223,7 +223,9 @@ impl Control {
                 for (h, u, a) in &r.endpoints {
                     if h == handle {
                         total.new_flows += u.new_flows;
-                        total.drops += u.drops;
+                        for (t, d) in total.drops.iter_mut().zip(u.drops.iter()) {
+                            *t += d;
+                        }
                         total.packets += u.packets;
                         total.bytes += u.bytes;
                         active += a;
@@ -232,21 +234,23 @@ impl Control {
             }
             let s = per_service.entry(service.clone()).or_default();
             s.0.new_flows += total.new_flows;
-            s.0.drops += total.drops;
+            for (t, d) in s.0.drops.iter_mut().zip(total.drops.iter()) {
+                *t += d;
+            }
             s.0.packets += total.packets;
             s.0.bytes += total.bytes;
             s.1 += active;
             per_endpoint.push(json!({
                 "VpcEndpointId": id, "ServiceId": service, "ActiveFlows": active,
                 "NewFlows": total.new_flows, "Packets": total.packets, "Bytes": total.bytes,
-                "Drops": total.drops,
+                "Drops": drops_json(&total.drops),
             }));
         }
         let per_service: Vec<Value> = per_service
             .into_iter()
             .map(|(id, (u, a))| {
                 json!({"ServiceId": id, "ActiveFlows": a, "NewFlows": u.new_flows,
-                       "Packets": u.packets, "Bytes": u.bytes, "Drops": u.drops})
+                       "Packets": u.packets, "Bytes": u.bytes, "Drops": drops_json(&u.drops)})
             })
             .collect();
         let mut per_target: std::collections::BTreeMap<String, u64> = Default::default();
@@ -431,6 +435,18 @@ impl Handler for Control {
             }),
         }
     }
+}
+
+/// Drops by reason, only the reasons that happened.
+fn drops_json(drops: &[u64; DropReason::COUNT]) -> Value {
+    let mut m = serde_json::Map::new();
+    for r in DropReason::ALL {
+        let n = drops[*r as usize];
+        if n > 0 {
+            m.insert(r.label().to_owned(), json!(n));
+        }
+    }
+    Value::Object(m)
 }
 
 fn unknown_caller(caller: &Caller) -> ApiErrorBody {

@@ -127,8 +127,8 @@ pub struct Pipeline<F: Frame> {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct EndpointUsage {
     pub new_flows: u64,
-    /// New flows refused after the endpoint was identified (access rules, full table).
-    pub drops: u64,
+    /// Packets to the endpoint that were dropped, by reason (index: `DropReason as usize`).
+    pub drops: [u64; DropReason::COUNT],
     /// Packets and bytes of this endpoint's flows that have ended.
     pub packets: u64,
     pub bytes: u64,
@@ -487,8 +487,16 @@ impl<F: Frame> Pipeline<F> {
         match snap.local(att_idx, ip.dst) {
             None => Err(DropReason::UnknownDestination),
             Some(LocalKind::Own) => self.answer_local(snap, att_idx, frame, &ip, now_ms),
-            Some(LocalKind::Endpoint(_)) => match ip.proto {
-                PROTO_TCP | PROTO_UDP => self.forward(snap, att_idx, frame, &ip, now_ms),
+            Some(LocalKind::Endpoint(e)) => match ip.proto {
+                PROTO_TCP | PROTO_UDP => {
+                    let out = self.forward(snap, att_idx, frame, &ip, now_ms);
+                    // Drops are rare next to forwarded packets: attributing them to the
+                    // endpoint costs nothing on the forwarding path.
+                    if let (Err(reason), Some(ep)) = (&out, snap.endpoints.get(e as usize)) {
+                        self.usage_of(ep.handle).drops[*reason as usize] += 1;
+                    }
+                    out
+                }
                 PROTO_ICMP => self.answer_local(snap, att_idx, frame, &ip, now_ms),
                 _ => Err(DropReason::NoListener),
             },
@@ -592,7 +600,6 @@ impl<F: Frame> Pipeline<F> {
                         Refusal::SecurityGroup => DropReason::SecurityGroup,
                         Refusal::Policy => DropReason::Policy,
                     };
-                    self.usage_of(endpoint.handle).drops += 1;
                     return Err(reason);
                 }
                 self.new_flow(snap, key, lref, now_ms)?
@@ -841,7 +848,6 @@ impl<F: Frame> Pipeline<F> {
         flow.endpoint = endpoint_handle;
         flow.generation = u32::try_from(snap.generation & u64::from(u32::MAX)).unwrap_or(0);
         let Ok(id) = self.flows.insert(flow) else {
-            self.usage_of(endpoint_handle).drops += 1;
             return Err(DropReason::FlowTableFull);
         };
         self.counters.new_flows += 1;
@@ -989,7 +995,8 @@ impl<F: Frame> Pipeline<F> {
         self.emitted.push((att.port, f));
     }
 
-    /// The usage entry of endpoint handle `h`.
+    /// The usage entry of endpoint handle `h` (created on first use: per new endpoint,
+    /// not per packet).
     fn usage_of(&mut self, h: u32) -> &mut EndpointUsage {
         self.usage.entry(h).or_default()
     }

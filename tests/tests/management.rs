@@ -359,6 +359,17 @@ fn security_groups_and_policies_gate_new_connections() {
         stats["Endpoints"][0]["NewFlows"].as_u64().unwrap_or(0) >= 9,
         "{stats}"
     );
+    let drops = &stats["Endpoints"][0]["Drops"];
+    assert!(
+        drops["security_group"].as_u64().unwrap_or(0) >= 2,
+        "drops by reason per endpoint: {stats}"
+    );
+    assert!(drops["policy"].as_u64().unwrap_or(0) >= 2, "{stats}");
+    let flows = t.ctl_ok(
+        UID_CONSUMER,
+        &["flows", "--vpc-endpoint-id", &ep_id, "--max-results", "5"],
+    );
+    assert!(flows["Flows"].as_array().is_some(), "{flows}");
     let health = t.ctl_ok(
         UID_PROVIDER,
         &["describe-target-health", "--service-id", &svc],
