@@ -92,8 +92,9 @@ impl Control {
     fn publish(&self, state: &State) -> Result<(), String> {
         let mut handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
         let generation = self.generation.load(Ordering::SeqCst) + 1;
-        let snap = Snapshot::build(generation, &self.config, &self.macs, state, &mut handles)
+        let mut snap = Snapshot::build(generation, &self.config, &self.macs, state, &mut handles)
             .map_err(|e| e.to_string())?;
+        snap.announce_since(&self.cell.load());
         self.generation.store(generation, Ordering::SeqCst);
         log::info!(
             "snapshot {generation}: {} services, {} endpoints",
@@ -135,6 +136,20 @@ impl Control {
 
     /// The periodic work of the management thread: deregistration delays.
     pub fn tick(&self) {
+        let draining = {
+            let store = self.store.lock().unwrap_or_else(|e| e.into_inner());
+            store.state().services.iter().any(|s| {
+                s.listeners.iter().any(|l| {
+                    l.targets
+                        .iter()
+                        .any(|t| t.state == mgmt::model::TargetState::Draining)
+                })
+            })
+        };
+        // Nothing can expire: skip the copy of the state a change would take.
+        if !draining {
+            return;
+        }
         let now = now_unix();
         let result = self.change(|store| Ok((Value::Null, store.tick(now))));
         if let Err(e) = result {

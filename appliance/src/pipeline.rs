@@ -113,7 +113,10 @@ pub struct Pipeline<F: Frame> {
     alloc: FrameAlloc<F>,
     snat_cursor: u16,
     last_tick_ms: u64,
-    announced: FastMap<(u16, u32), ()>,
+    /// Next entry of the snapshot's `announce` list to send a gratuitous ARP for (worker
+    /// 0 only): a bounded number per poll, so thousands of new endpoints never burst out
+    /// of the pool at once.
+    announce_next: usize,
     originate_tokens: u32,
     originate_refill_ms: u64,
     /// Per endpoint (by stable handle): what flows that already ended carried, new flows,
@@ -203,14 +206,14 @@ impl<F: Frame> Pipeline<F> {
             counters: Counters::default(),
             alloc,
             last_tick_ms: 0,
-            announced: fast_map(64),
+            announce_next: 0,
             originate_tokens: ORIGINATED_PER_SEC,
             originate_refill_ms: 0,
             usage: fast_map(64),
             revalidate: None,
             settings,
         };
-        p.on_snapshot(snap, 0);
+        p.on_snapshot(snap);
         p
     }
 
@@ -250,7 +253,7 @@ impl<F: Frame> Pipeline<F> {
 
     /// A new snapshot: install static neighbours, announce new addresses (worker 0 sends
     /// the gratuitous ARPs, once per address).
-    pub fn on_snapshot(&mut self, snap: &Snapshot, now_ms: u64) {
+    pub fn on_snapshot(&mut self, snap: &Snapshot) {
         // Every flow is re-checked against the new version, a budget per poll.
         if !self.flows.is_empty() {
             self.revalidate = Some(0);
@@ -261,30 +264,7 @@ impl<F: Frame> Pipeline<F> {
                 self.neighbours.add_static(ai, ip, mac);
             }
         }
-        if self.id != 0 {
-            return;
-        }
-        let mut fresh: Vec<(u16, u32)> = snap
-            .local_addresses()
-            .filter(|k| !self.announced.contains_key(k))
-            .collect();
-        fresh.sort_unstable();
-        self.announced.clear();
-        for k in snap.local_addresses() {
-            self.announced.insert(k, ());
-        }
-        for (att, ip) in fresh {
-            if let Some(a) = snap.attachment(att) {
-                self.send_arp(
-                    a,
-                    ArpOperation::REQUEST,
-                    ip,
-                    ip,
-                    EthernetAddress::BROADCAST,
-                    now_ms,
-                );
-            }
-        }
+        self.announce_next = 0;
     }
 
     /// Timer work, bounded per call: flow expiry, ARP retries, the hold queue.
@@ -297,6 +277,9 @@ impl<F: Frame> Pipeline<F> {
         });
         if let Some(start) = self.revalidate {
             self.revalidate_some(snap, start, now_ms);
+        }
+        if self.id == 0 {
+            self.announce_some(snap, now_ms);
         }
         if now_ms < self.last_tick_ms + TIMER_TICK_MS {
             return;
@@ -993,6 +976,26 @@ impl<F: Frame> Pipeline<F> {
         arp.set_target_protocol_addr(target_ip.into());
         self.counters.arp_requests += 1;
         self.emitted.push((att.port, f));
+    }
+
+    /// Gratuitous ARPs for addresses new in this snapshot, a few per poll.
+    fn announce_some(&mut self, snap: &Snapshot, now_ms: u64) {
+        const PER_POLL: usize = 16;
+        let list = &snap.announce;
+        let end = (self.announce_next + PER_POLL).min(list.len());
+        for &(att, ip) in &list[self.announce_next..end] {
+            if let Some(a) = snap.attachment(att) {
+                self.send_arp(
+                    a,
+                    ArpOperation::REQUEST,
+                    ip,
+                    ip,
+                    EthernetAddress::BROADCAST,
+                    now_ms,
+                );
+            }
+        }
+        self.announce_next = end;
     }
 
     /// The usage entry of endpoint handle `h` (created on first use: per new endpoint,

@@ -205,6 +205,9 @@ pub struct Snapshot {
     locals: FastMap<(u16, u32), LocalKind>,
     endpoint_by_handle: FastMap<u32, u32>,
     service_by_handle: FastMap<u32, u32>,
+    /// Local addresses to announce with a gratuitous ARP: all of them in a first
+    /// snapshot, those new since the previous one after [`Snapshot::announce_since`].
+    pub announce: Vec<(u16, u32)>,
 }
 
 /// Stable small numbers for endpoints and services, kept by the management thread across
@@ -473,6 +476,8 @@ impl Snapshot {
             });
         }
 
+        let mut announce: Vec<(u16, u32)> = locals.keys().copied().collect();
+        announce.sort_unstable();
         Ok(Snapshot {
             generation,
             attachments,
@@ -481,9 +486,16 @@ impl Snapshot {
             services,
             listeners: listener_index,
             locals,
+            announce,
             endpoint_by_handle,
             service_by_handle,
         })
+    }
+
+    /// Keeps in `announce` only the addresses `prev` did not have (computed on the
+    /// management thread, so worker 0 never diffs address sets itself).
+    pub fn announce_since(&mut self, prev: &Snapshot) {
+        self.announce.retain(|k| !prev.locals.contains_key(k));
     }
 
     /// The endpoint with stable handle `h`.

@@ -88,7 +88,7 @@ pub fn run(mut w: WorkerSetup) -> Counters {
     while !w.stop.load(Ordering::Relaxed) {
         let now_ms = (time::tsc() - start_tsc) / hz_ms_div;
         if w.snapshot.refresh() {
-            pipe.on_snapshot(w.snapshot.get(), now_ms);
+            pipe.on_snapshot(w.snapshot.get());
         }
         let snap = w.snapshot.get();
         let mut work = 0usize;

@@ -358,6 +358,7 @@ fn arp_for_endpoint_is_answered_and_unknown_next_hop_is_resolved() {
         Box::new(|| Some(VecFrame::new(&[]))),
         &snap,
     );
+    p.poll(&snap, 0);
     let garps = p.drain_emitted().count();
     assert_eq!(
         garps, 4,
@@ -569,7 +570,7 @@ fn rejecting_the_endpoint_ends_its_flows_with_rst_both_ways() {
     // A new version where the provider rejected the endpoint.
     config.endpoints[0].state = mgmt::model::EndpointState::Rejected;
     let next = Snapshot::build(2, &config, &[MAC_C, MAC_P], &config.state(), &mut handles).unwrap();
-    p.on_snapshot(&next, 10);
+    p.on_snapshot(&next);
     p.poll(&next, 10);
     assert_eq!(p.flows().len(), 0, "the flow ended");
     assert_eq!(p.counters().dropped(DropReason::FlowEnded), 1);
@@ -667,7 +668,7 @@ fn security_groups_and_policy_refuse_new_flows_only() {
     ));
     assert_eq!(p.counters().dropped(DropReason::Policy), 1);
     // The policy change also ends the flow it no longer admits.
-    p.on_snapshot(&next, 2);
+    p.on_snapshot(&next);
     p.poll(&next, 2);
     assert_eq!(p.flows().len(), 0);
 }
