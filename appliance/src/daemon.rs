@@ -221,6 +221,17 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
     let config = source.load()?;
     signal::install_handlers().map_err(|e| DaemonError::Setup(format!("signal handlers: {e}")))?;
 
+    // The saved objects come back before anything forwards; a corrupt file stops the
+    // start (before any device is touched) and stays untouched for the operator.
+    let state_file = StateFile::new(&config.mgmt.state_dir);
+    let persisted = state_file
+        .load()
+        .map_err(|e| DaemonError::State(e.to_string()))?;
+    if persisted.is_some() {
+        log::info!("state restored from {}", state_file.path().display());
+    }
+    let store = Store::new(&config, persisted).map_err(|e| DaemonError::State(e.to_string()))?;
+
     let args = eal_args(&config);
     log::info!("EAL arguments: {}", args.join(" "));
     let eal = Eal::init(&args)?;
@@ -283,16 +294,6 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
         ports.push(port);
     }
 
-    // The saved objects come back before anything forwards; a corrupt file stops the
-    // start and stays untouched for the operator.
-    let state_file = StateFile::new(&config.mgmt.state_dir);
-    let persisted = state_file
-        .load()
-        .map_err(|e| DaemonError::State(e.to_string()))?;
-    if persisted.is_some() {
-        log::info!("state restored from {}", state_file.path().display());
-    }
-    let store = Store::new(&config, persisted).map_err(|e| DaemonError::State(e.to_string()))?;
     let mut handles = Handles::default();
     let first = Snapshot::build(1, &config, &macs, store.state(), &mut handles)?;
     log::info!(
