@@ -731,3 +731,76 @@ fn fragmentation_needed_from_the_provider_side_reaches_the_consumer_translated()
     assert_eq!(u16::from_be_bytes([ports[2], ports[3]]), 80);
     assert_eq!(p.counters().icmp_errors_translated, 1);
 }
+
+#[test]
+fn vlan_attachments_and_gateways_shape_the_frames() {
+    let mut config = Config::embedded_default();
+    // Consumer VPC on VLAN 100 of port 0; provider targets behind a gateway.
+    config.vpcs[0].vlan = Some(100);
+    config.vpcs[1].gateway = Some(Ipv4Addr::new(10, 2, 0, 254));
+    for l in config.services[0].listeners.iter_mut() {
+        for (i, t) in l.targets.iter_mut().enumerate() {
+            t.ip = Ipv4Addr::new(192, 168, 7, 11 + u8::try_from(i).unwrap());
+        }
+    }
+    let snap = snapshot(&config);
+    let mut p: Pipeline<VecFrame> = Pipeline::new(
+        0,
+        crate::daemon::pipeline_settings(&config, 1),
+        Box::new(|| Some(VecFrame::new(&[]))),
+        &snap,
+    );
+    const GW_MAC: [u8; 6] = [2, 0, 0, 0, 2, 0xfe];
+    for (att, ip, mac) in [
+        (0u16, CLIENT, CLIENT_MAC),
+        (1, Ipv4Addr::new(10, 2, 0, 254), GW_MAC),
+    ] {
+        p.learn_remote(
+            &snap,
+            NeighbourNews {
+                attachment: att,
+                ip: ip.into(),
+                mac,
+            },
+            0,
+        );
+    }
+    // An untagged frame on port 0 belongs to no attachment any more.
+    let untagged = udp(CLIENT, 5000, ENDPOINT, 9000, MAC_C, CLIENT_MAC);
+    assert!(matches!(
+        p.process(&snap, CONSUMER_PORT, VecFrame::new(&untagged), 0),
+        Verdict::Done
+    ));
+    assert_eq!(p.counters().dropped(DropReason::NoAttachment), 1);
+    // Tagged with VLAN 100: forwarded untagged to the gateway's MAC on the provider port.
+    let mut tagged = untagged[..12].to_vec();
+    tagged.extend_from_slice(&[0x81, 0x00, 0x00, 100]);
+    tagged.extend_from_slice(&untagged[12..]);
+    let (port, out) = tx(p.process(&snap, CONSUMER_PORT, VecFrame::new(&tagged), 1));
+    assert_eq!(port, PROVIDER_PORT);
+    assert_eq!(
+        &out[0..6],
+        &GW_MAC,
+        "off-link target: next hop is the gateway"
+    );
+    assert_eq!(&out[12..14], &[0x08, 0x00], "untagged on the provider side");
+    let ip = ip_of(&out);
+    assert!(ip.verify_checksum());
+    let target = ip.dst_addr();
+    assert_eq!(target.octets()[..3], [192, 168, 7]);
+    let snat_port = UdpPacket::new_checked(ip.payload()).unwrap().src_port();
+    // The reply goes back tagged with VLAN 100 to the client.
+    let r = udp(target, 9000, SNAT, snat_port, MAC_P, GW_MAC);
+    let (port, back) = tx(p.process(&snap, PROVIDER_PORT, VecFrame::new(&r), 2));
+    assert_eq!(port, CONSUMER_PORT);
+    assert_eq!(&back[0..6], &CLIENT_MAC);
+    assert_eq!(
+        &back[12..16],
+        &[0x81, 0x00, 0x00, 100],
+        "802.1Q tag of the consumer VPC"
+    );
+    assert_eq!(&back[16..18], &[0x08, 0x00]);
+    let ip = Ipv4Packet::new_checked(&back[18..]).unwrap();
+    assert!(ip.verify_checksum());
+    assert_eq!((ip.src_addr(), ip.dst_addr()), (ENDPOINT, CLIENT));
+}
