@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= $(shell command -v cargo 2>/dev/null || echo $(HOME)/.cargo/bin/cargo)
 
-.PHONY: demo test deps build check bench clean
+.PHONY: demo test deps build check bench bench-smoke clean
 
 deps:
 	@bash scripts/install-deps.sh
@@ -19,6 +19,18 @@ demo: build
 test: deps
 	$(CARGO) build --release --bins
 	CARGO=$(CARGO) PRIVLINKD=$(CURDIR)/target/release/privlinkd bash scripts/test.sh
+
+## make bench: the whole-appliance benchmark (scripts/bench.sh; BENCH_ARGS="--runs 5 …")
+## and the criterion benches of the hot functions. Not part of `make test`.
+bench: deps
+	$(CARGO) build --release --bins
+	CARGO=$(CARGO) bash scripts/bench.sh --no-build $(BENCH_ARGS)
+	$(CARGO) bench -p appliance
+
+## make bench-smoke: the harness in a few seconds (exit 0 when privlinkd forwards)
+bench-smoke:
+	$(CARGO) build --release --bins
+	CARGO=$(CARGO) bash scripts/bench.sh --smoke --no-build --out bench-out/smoke
 
 check:
 	$(CARGO) fmt --check

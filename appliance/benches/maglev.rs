@@ -1,6 +1,11 @@
 //! Maglev: table build (management thread) and pick (worker, once per new flow).
 //!
 //! `cargo bench -p appliance --bench maglev`
+//!
+//! Measured on the benchmark machine (AMD EPYC KVM guest, TSC 2.596 GHz; see
+//! BENCHMARKS.md): build of a 65537-slot table 1.43 ms (10 backends), 2.31 ms (100),
+//! 2.52 ms (1000); pick 2.9 ns including the 0.95 ns of generating the hash, so ~2 ns
+//! (~5 cycles) per pick.
 
 use std::hint::black_box;
 use std::time::Duration;

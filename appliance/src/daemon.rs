@@ -259,6 +259,7 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
                 + config.tables.arp_pending_packets
                 + HANDOFF_RING * u32::from(n_workers.saturating_sub(1)))
         + 2048;
+    let pool_size = pool_size.max(config.tables.mbufs);
     let pool = Arc::new(Mempool::new(
         "privlink",
         pool_size,

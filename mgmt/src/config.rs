@@ -248,6 +248,10 @@ pub struct TablesConfig {
     /// Maglev lookup table size per listener: a prime, at least the number of targets of
     /// any listener; default 65537.
     pub maglev_size: u32,
+    /// Mbufs in the packet pool; 0 (default) sizes it from the ports' descriptors, the
+    /// workers and the hold queues. Raise it for devices that hold many mbufs themselves
+    /// (a `net_pcap` replay keeps the whole capture in mbufs).
+    pub mbufs: u32,
 }
 
 impl Default for TablesConfig {
@@ -257,6 +261,7 @@ impl Default for TablesConfig {
             neighbours: 4096,
             arp_pending_packets: 256,
             maglev_size: 65_537,
+            mbufs: 0,
         }
     }
 }

@@ -1,0 +1,508 @@
+#!/usr/bin/env bash
+# The whole-appliance benchmark, one command (see BENCHMARKS.md):
+#
+#   net_pcap0 (replays a capture, infinite_rx=1) ══ one forwarding core ══ net_null0 (sink)
+#
+# on the same two virtual ports and in the same run: privlinkd (one worker, lcore 1) and
+# dpdk-testpmd --forward-mode=io, macswap and 5tswap (the I/O limit), for captures of 64-byte
+# frames of N client flows to one endpoint; then the setup rate (unique TCP SYNs replayed
+# once), memory per flow and privlinkd's resident memory with 1M and 10M flow slots.
+# Prints the table (median [min–max] of the runs), writes OUT/results.{json,md} and the plot
+# OUT/mpps.png (when matplotlib is installed).
+#
+#   scripts/bench.sh [--smoke] [--runs N] [--flows "1000 100000 1000000"] [--proto udp|tcp]
+#                    [--out DIR] [--warmup S] [--measure S] [--syn-flows M]
+#                    [--modes "io macswap 5tswap"] [--no-setup] [--no-memory] [--no-build]
+#                    [--no-plot]
+# (PRIVLINKD=path uses that binary and skips the build; CARGO, TESTPMD likewise.)
+#
+# --smoke: 1k flows, one run, privlinkd and testpmd io only, ~12 s; exits non-zero unless
+# privlinkd forwarded (tx > 0) and stopped cleanly (no panic). Every wait is bounded; every
+# process started here is stopped, and its /var/run/dpdk/<prefix> removed, even on failure.
+# Needs root (DPDK), python3, dpdk-testpmd (package dpdk-dev). Traffic never leaves the two
+# virtual devices.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+HERE=$ROOT/scripts/bench
+CARGO=${CARGO:-$(command -v cargo 2>/dev/null || echo "$HOME/.cargo/bin/cargo")}
+TESTPMD=${TESTPMD:-dpdk-testpmd}
+
+SMOKE=0
+RUNS=3
+FLOWS="1000 100000 1000000"
+PROTO=udp
+OUT=bench-out
+WARMUP=2
+MEASURE=5
+SYN_FLOWS=4000000
+MODES="io macswap 5tswap"
+DO_SETUP=1
+DO_MEMORY=1
+BUILD=1
+PLOT=1
+
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit "${1:-0}"; }
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --smoke) SMOKE=1 ;;
+    --runs) RUNS=$2; shift ;;
+    --flows) FLOWS=$2; shift ;;
+    --proto) PROTO=$2; shift ;;
+    --out) OUT=$2; shift ;;
+    --warmup) WARMUP=$2; shift ;;
+    --measure) MEASURE=$2; shift ;;
+    --syn-flows) SYN_FLOWS=$2; shift ;;
+    --modes) MODES=$2; shift ;;
+    --no-setup) DO_SETUP=0 ;;
+    --no-memory) DO_MEMORY=0 ;;
+    --no-build) BUILD=0 ;;
+    --no-plot) PLOT=0 ;;
+    -h|--help) usage 0 ;;
+    *) echo "bench: unknown argument $1" >&2; usage 2 ;;
+  esac
+  shift
+done
+if [ "$SMOKE" = 1 ]; then
+  RUNS=1 FLOWS=1000 PROTO=udp WARMUP=1 MEASURE=2 MODES=io DO_SETUP=0 DO_MEMORY=0 PLOT=0
+fi
+case "$PROTO" in udp|tcp) ;; *) echo "bench: --proto udp|tcp" >&2; exit 2 ;; esac
+case "$RUNS" in ''|*[!0-9]*|0) echo "bench: --runs N (N >= 1)" >&2; exit 2 ;; esac
+
+mkdir -p "$OUT" || exit 2
+OUT=$(cd "$OUT" && pwd)
+case "$OUT" in *[\"\\\|\&\ ]*) echo "bench: --out path must not contain quotes, |, & or spaces" >&2; exit 2 ;; esac
+RAW=$OUT/raw
+rm -rf "$RAW" "$OUT/run"
+mkdir -p "$RAW" "$OUT/run" "$OUT/pcap"
+BLOG=$OUT/bench.log
+: > "$BLOG"
+
+log() { echo "[bench $(date +%T)] $*" | tee -a "$BLOG" >&2; }
+die() { log "FAILED: $*"; exit 1; }
+
+[ "$(id -u)" -eq 0 ] || die "DPDK needs root"
+command -v python3 >/dev/null || die "python3 is missing"
+
+# ------------------------------------------------------------------ clean-up, always
+PIDS=()
+PREFIXES=()
+cleanup() {
+  local p
+  for p in "${PIDS[@]}"; do
+    if kill -0 "$p" 2>/dev/null; then
+      kill -TERM "$p" 2>/dev/null
+      for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+      kill -KILL "$p" 2>/dev/null
+    fi
+  done
+  for p in "${PREFIXES[@]}"; do
+    rm -rf "/var/run/dpdk/$p"
+    rm -f /dev/hugepages/"$p"map_* 2>/dev/null
+  done
+}
+trap cleanup EXIT
+trap 'log "interrupted"; exit 130' INT TERM
+
+# Stops $1 with SIGTERM (SIGKILL after $2 s); its exit status in STOP_RC. (Not in a $(…)
+# subshell: only this shell can wait for its children.)
+STOP_RC=0
+stop_pid() {
+  local pid=$1 limit=${2:-20} i
+  kill -TERM "$pid" 2>/dev/null
+  for ((i = 0; i < limit * 10; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$pid" 2>/dev/null; then
+    log "pid $pid ignored SIGTERM for ${limit}s: SIGKILL"
+    kill -KILL "$pid" 2>/dev/null
+  fi
+  wait "$pid" 2>/dev/null
+  STOP_RC=$?
+  # Reaped: forget it, so that the clean-up never signals a recycled pid.
+  local keep=() p
+  for p in "${PIDS[@]}"; do [ "$p" = "$pid" ] || keep+=("$p"); done
+  PIDS=("${keep[@]}")
+}
+
+# ------------------------------------------------------------------ binaries
+if [ -n "${PRIVLINKD:-}" ]; then
+  BUILD=0
+else
+  PRIVLINKD=$ROOT/target/release/privlinkd
+fi
+if [ "$BUILD" = 1 ]; then
+  log "cargo build --release --bins"
+  "$CARGO" build --release --bins >"$OUT/build.log" 2>&1 || { tail -20 "$OUT/build.log" >&2; die "build failed (see $OUT/build.log)"; }
+fi
+[ -x "$PRIVLINKD" ] || die "no privlinkd at $PRIVLINKD (build it, or set PRIVLINKD)"
+HAVE_TESTPMD=1
+if [ -n "$MODES" ] && ! command -v "$TESTPMD" >/dev/null; then
+  log "dpdk-testpmd not found (package dpdk-dev): testpmd modes skipped"
+  HAVE_TESTPMD=0
+  MODES=""
+fi
+
+# ------------------------------------------------------------------ machine
+# cycles/packet = TSC Hz / packets per second (the TSC runs at the nominal clock here).
+TSC_HZ=$(awk -F: '/^cpu MHz/ { printf "%.0f", $2 * 1000000; exit }' /proc/cpuinfo)
+HUGE_KB=$(awk '/^Hugepagesize:/ {print $2}' /proc/meminfo)
+[ -f scripts/hugepages.sh ] && { bash scripts/hugepages.sh >>"$BLOG" 2>&1 || true; }
+huge_free_mb() {
+  if ! grep -q ' /dev/hugepages hugetlbfs' /proc/mounts; then echo 0; return; fi
+  awk -v kb="${HUGE_KB:-2048}" '/^HugePages_Free:/ { printf "%d", $2 * kb / 1024 }' /proc/meminfo
+}
+# EAL memory arguments for a process that needs $1 MB of DPDK memory: hugepages when the
+# free ones cover it with 256 MB left for everybody else on the machine, else --no-huge.
+# Echoes "mode arg…".
+mem_args() {
+  local need=$1
+  if [ "$(huge_free_mb)" -ge $((need + 256)) ]; then
+    echo "hugepages --huge-unlink"
+  else
+    echo "no-huge --no-huge -m $need"
+  fi
+}
+# One mbuf of privlinkd's and testpmd's default pools (2176 B data room) with the mempool's
+# object header and channel padding, rounded up; plus room for everything else. Without
+# hugepages DPDK needs more than that (1M mbufs fail at -m 3500, work at 4500): 4 KiB each.
+MBUF_BYTES=2688
+mb_for_mbufs() { echo $(( $1 * MBUF_BYTES / 1048576 + 256 )); }
+mb_nohuge_for_mbufs() { echo $(( $1 * 4096 / 1048576 + 256 )); }
+
+python3 - "$RAW/meta.json" <<EOF
+import json, subprocess, time, sys
+def sh(c):
+    try: return subprocess.run(c, shell=True, capture_output=True, text=True).stdout.strip()
+    except Exception: return ""
+lscpu = sh("lscpu")
+def field(k):
+    for l in lscpu.splitlines():
+        if l.startswith(k + ":"): return l.split(":", 1)[1].strip()
+    return ""
+json.dump({
+  "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+  "cpu": field("Model name"), "cpus": field("CPU(s)"), "l2": field("L2 cache"),
+  "l3": field("L3 cache"), "hypervisor": field("Hypervisor vendor"),
+  "kernel": sh("uname -r"), "dpdk": sh("pkg-config --modversion libdpdk"),
+  "rustc": sh("rustc --version"), "git": sh("git rev-parse --short HEAD") + (" (dirty)" if sh("git status --porcelain") else ""),
+  "tsc_hz": int("${TSC_HZ:-0}" or 0), "runs": $RUNS, "warmup": $WARMUP, "measure": $MEASURE,
+  "proto": "$PROTO", "smoke": bool($SMOKE), "mem_total": sh("awk '/MemTotal/{print \$2}' /proc/meminfo"),
+  "hugepages_free_mb_at_start": int("$(huge_free_mb)" or 0),
+}, open(sys.argv[1], "w"), indent=1)
+EOF
+
+# ------------------------------------------------------------------ configuration
+# privlinkd's mempool (appliance/src/daemon.rs): per port (rx_desc + tx_desc) per worker,
+# plus burst·(ports+2)·4 + arp_pending_packets + 2048 = 4·desc + 2816 here.
+pool_for_desc() { echo $(( 4 * $1 + 32 * 4 * 4 + 256 + 2048 )); }
+PCAP_MAC=02:70:63:61:70:00 # net_pcap's first port: 02:70:63:61:70:<port index>
+
+# Does this privlinkd take a [tables] mbufs key (pool size)? Then big captures fit.
+MBUFS_KEY=0
+fill_config() { # out-file, then KEY=VALUE pairs for the @KEY@ fields of the template
+  python3 - "$HERE/privlink-bench.toml" "$@" <<'EOF'
+import sys
+text = open(sys.argv[1]).read()
+out = sys.argv[2]
+for kv in sys.argv[3:]:
+    k, v = kv.split("=", 1)
+    text = text.replace("@" + k + "@", v)
+open(out, "w").write(text)
+EOF
+}
+toml_args() { local a s=""; for a in "$@"; do s+="${s:+, }\"$a\""; done; echo "$s"; }
+probe=$OUT/run/probe
+mkdir -p "$probe"
+fill_config "$probe/privlink.toml" EAL_ARGS='"-l", "0,1"' RX_DESC=1024 TX_DESC=1024 \
+  DIR="$probe" FLOWS_PER_WORKER=1024 EXTRA_TABLES="mbufs = 8192"
+if "$PRIVLINKD" --config "$probe/privlink.toml" --check >/dev/null 2>&1; then
+  MBUFS_KEY=1
+  log "privlinkd takes [tables] mbufs: captures of any size fit its pool"
+fi
+fill_config "$probe/privlink.toml" EAL_ARGS='"-l", "0,1"' RX_DESC=1024 TX_DESC=1024 \
+  DIR="$probe" FLOWS_PER_WORKER=1024 EXTRA_TABLES=""
+"$PRIVLINKD" --config "$probe/privlink.toml" --check >"$probe/check.log" 2>&1 \
+  || { cat "$probe/check.log" >&2; die "the bench configuration does not validate"; }
+
+pow2_at_least() { local n=1; while [ "$n" -lt "$1" ]; do n=$((n * 2)); done; echo "$n"; }
+
+capture() { # kind flows -> path (generated once, kept in OUT/pcap)
+  local kind=$1 n=$2 f="$OUT/pcap/$1-$2.pcap"
+  if [ ! -s "$f" ]; then
+    python3 "$HERE/gen_pcap.py" --kind "$kind" --flows "$n" --out "$f" --dst-mac "$PCAP_MAC" >>"$BLOG" 2>&1 \
+      || die "gen_pcap $kind $n failed"
+  fi
+  echo "$f"
+}
+pcap_packets() { echo $(( ($(stat -c %s "$1") - 24) / 76 )); }
+
+# ------------------------------------------------------------------ privlinkd
+SEQ=0
+FAILED=0
+PL_PID=""
+# start_privlinkd DIR PCAP_VDEV FLOWS_PER_WORKER DESC EXTRA_TABLES MEMARGS... ; sets PL_PID
+start_privlinkd() {
+  local dir=$1 vdev=$2 fpw=$3 desc=$4 extra=$5
+  shift 5
+  SEQ=$((SEQ + 1))
+  local prefix="plbench$$p$SEQ"
+  PREFIXES+=("$prefix")
+  rm -rf "$dir"
+  mkdir -p "$dir/state"
+  local eal
+  eal=$(toml_args -l 0,1 --no-pci "$@" "--file-prefix=$prefix" "--vdev=$vdev" --vdev=net_null0,no-rx=1)
+  fill_config "$dir/privlink.toml" EAL_ARGS="$eal" RX_DESC="$desc" TX_DESC="$desc" DIR="$dir" \
+    FLOWS_PER_WORKER="$fpw" EXTRA_TABLES="$extra"
+  RUST_LOG=info "$PRIVLINKD" --config "$dir/privlink.toml" >"$dir/privlinkd.log" 2>&1 &
+  PL_PID=$!
+  PIDS+=("$PL_PID")
+  local deadline=$((SECONDS + 60))
+  while [ $SECONDS -lt $deadline ]; do
+    grep -q "privlinkd ready" "$dir/privlinkd.log" && break
+    kill -0 "$PL_PID" 2>/dev/null || break
+    sleep 0.05
+  done
+  if ! grep -q "privlinkd ready" "$dir/privlinkd.log"; then
+    log "privlinkd did not start (see $dir/privlinkd.log):"
+    tail -5 "$dir/privlinkd.log" | tee -a "$BLOG" >&2
+    stop_pid "$PL_PID" 5
+    rm -rf "/var/run/dpdk/$prefix"
+    return 1
+  fi
+  local mac
+  mac=$(sed -n 's/.*port net_pcap0 .*mac \([0-9a-f:]*\).*/\1/p' "$dir/privlinkd.log" | head -1)
+  if [ -n "$mac" ] && [ "$mac" != "$PCAP_MAC" ]; then
+    log "net_pcap0 has MAC $mac, the captures were made for $PCAP_MAC: every frame would be not_for_us"
+    stop_pid "$PL_PID" 5
+    return 1
+  fi
+  return 0
+}
+# finish_privlinkd DIR -> stops it; returns non-zero on a panic or an unclean exit
+finish_privlinkd() {
+  local dir=$1 rc
+  stop_pid "$PL_PID" 20
+  rc=$STOP_RC
+  rm -rf "/var/run/dpdk/${PREFIXES[-1]}"
+  if grep -q "panicked" "$dir/privlinkd.log" || [ "$rc" != 0 ]; then
+    log "privlinkd exited with status $rc$(grep -q panicked "$dir/privlinkd.log" && echo ', after a panic') (see $dir/privlinkd.log)"
+    return 1
+  fi
+  return 0
+}
+vm_field() { awk -v k="$2:" '$1 == k { printf "%.0f\n", $2 * 1024 }' "/proc/$1/status" 2>/dev/null; }
+
+# ------------------------------------------------------------------ testpmd
+# run_testpmd DIR MODE VDEV MBUFS WARMUP MEASURE MEMARGS... -> JSON in TP_JSON (not run in
+# a $(…) subshell, so the clean-up trap knows the process)
+run_testpmd() {
+  local dir=$1 mode=$2 vdev=$3 mbufs=$4 warm=$5 meas=$6
+  shift 6
+  SEQ=$((SEQ + 1))
+  local prefix="plbench$$t$SEQ"
+  PREFIXES+=("$prefix")
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  "$TESTPMD" -l 0,1 --no-pci "$@" "--file-prefix=$prefix" "--vdev=$vdev" --vdev=net_null0,no-rx=1 \
+    -- --forward-mode="$mode" --nb-cores=1 --stats-period=1 --total-num-mbufs="$mbufs" \
+    --no-mlockall >"$dir/testpmd.log" 2>&1 </dev/null &
+  local pid=$!
+  PIDS+=("$pid")
+  local once=""
+  case "$vdev" in *infinite_rx=1*) ;; *) once=--once ;; esac
+  TP_JSON=$(python3 "$HERE/harness.py" testpmd-watch "$dir/testpmd.log" --pid "$pid" \
+    --warmup "$warm" --measure "$meas" $once)
+  kill -INT "$pid" 2>/dev/null
+  stop_pid "$pid" 15
+  rm -rf "/var/run/dpdk/$prefix"
+}
+
+jq_get() { python3 -c 'import json,sys; d=json.loads(sys.argv[1]); v=d.get(sys.argv[2]); print("" if v is None else v)' "$1" "$2"; }
+emit() { echo "$2" >>"$RAW/$1.jsonl"; }
+
+# ------------------------------------------------------------------ forwarding
+KIND=$PROTO
+[ "$PROTO" = udp ] || KIND=tcp
+declare -A PCAPS PKTS PLDESC PLEXTRA PLNOTE MEM_PL MEM_TP TPMBUFS
+for n in $FLOWS; do
+  f=$(capture "$KIND" "$n")
+  p=$(pcap_packets "$f")
+  PCAPS[$n]=$f
+  PKTS[$n]=$p
+  need=$((p + 2048))
+  if [ "$MBUFS_KEY" = 1 ]; then
+    PLDESC[$n]=1024
+    PLEXTRA[$n]="mbufs = $(( $(pool_for_desc 1024) + need ))"
+    plpool=$(( $(pool_for_desc 1024) + need ))
+  else
+    d=1024
+    while [ "$(pool_for_desc $d)" -lt "$need" ] && [ $d -lt 32768 ]; do d=$((d * 2)); done
+    PLDESC[$n]=$d
+    PLEXTRA[$n]=""
+    plpool=$(pool_for_desc $d)
+    if [ "$plpool" -lt "$need" ]; then
+      PLNOTE[$n]="privlinkd not run: the capture holds $p packets, its pool holds at most $plpool mbufs (rx_desc = tx_desc = 32768); a [tables] mbufs key is needed"
+      log "${PLNOTE[$n]}"
+      plpool=0
+    fi
+  fi
+  TPMBUFS[$n]=$((p + 16384))
+  # Same memory kind for both programs at one flow count, so their ratio is fair.
+  want_mb=$(mb_for_mbufs $(( plpool > TPMBUFS[$n] ? plpool : TPMBUFS[$n] )))
+  m=$(mem_args "$want_mb")
+  MEM_PL[$n]="${m#* }"
+  MEM_TP[$n]="${m#* }"
+  if [ "${m%% *}" = no-huge ]; then
+    MEM_PL[$n]="--no-huge -m $(mb_nohuge_for_mbufs $((plpool > 0 ? plpool : 8192)))"
+    MEM_TP[$n]="--no-huge -m $(mb_nohuge_for_mbufs "${TPMBUFS[$n]}")"
+  fi
+  log "flows $n: capture $f ($p packets), memory ${m%% *}"
+done
+
+for ((run = 1; run <= RUNS; run++)); do
+  for n in $FLOWS; do
+    f=${PCAPS[$n]}
+    memkind=hugepages
+    case "${MEM_PL[$n]}" in --no-huge*) memkind=no-huge ;; esac
+    if [ -z "${PLNOTE[$n]:-}" ]; then
+      dir=$OUT/run/r$run-$n-privlink
+      # shellcheck disable=SC2086
+      if start_privlinkd "$dir" "net_pcap0,rx_pcap=$f,infinite_rx=1" "$(pow2_at_least $((2 * n)))" \
+          "${PLDESC[$n]}" "${PLEXTRA[$n]}" ${MEM_PL[$n]}; then
+        s=$(python3 "$HERE/harness.py" sample "$dir/stats.json" --warmup "$WARMUP" --measure "$MEASURE")
+        rss=$(vm_field "$PL_PID" VmRSS)
+        if finish_privlinkd "$dir"; then clean=true; else clean=false; FAILED=1; fi
+        pps=$(jq_get "$s" tx_pps)
+        note=""
+        nf=$(jq_get "$s" new_flows)
+        [ "$nf" != "$n" ] && note="new_flows $nf, expected $n"
+        dd=$(jq_get "$s" drops_delta)
+        [ "${dd:-0}" != 0 ] && note="${note:+$note; }drops during the measurement: $(jq_get "$s" drops)"
+        ok=$(jq_get "$s" ok)
+        [ "$ok" = True ] || { FAILED=1; log "privlinkd run $run, $n flows: no forwarding measured: $s"; }
+        emit forward "$(python3 -c '
+import json,sys
+s=json.loads(sys.argv[1]); pps=s.get("tx_pps")
+print(json.dumps({"kind":"forward","mode":"privlink","proto":sys.argv[2],"flows":int(sys.argv[3]),
+ "run":int(sys.argv[4]),"mpps":pps/1e6 if pps else None,"clean_exit":sys.argv[5]=="true",
+ "memory":sys.argv[6],"vmrss":int(sys.argv[7] or 0),"note":sys.argv[8],"sample":s}))' \
+          "$s" "$PROTO" "$n" "$run" "$clean" "$memkind" "${rss:-0}" "$note")"
+        log "run $run, $n flows: privlinkd $(python3 -c "print('%.2f' % (float('${pps:-0}' or 0)/1e6))") Mpps${note:+ ($note)}"
+      else
+        FAILED=1
+      fi
+    else
+      emit forward "{\"kind\":\"forward\",\"mode\":\"privlink\",\"proto\":\"$PROTO\",\"flows\":$n,\"run\":$run,\"mpps\":null,\"note\":\"${PLNOTE[$n]}\"}"
+    fi
+    for mode in $MODES; do
+      dir=$OUT/run/r$run-$n-$mode
+      # shellcheck disable=SC2086
+      run_testpmd "$dir" "$mode" "net_pcap0,rx_pcap=$f,infinite_rx=1" "${TPMBUFS[$n]}" "$WARMUP" "$MEASURE" ${MEM_TP[$n]}
+      s=$TP_JSON
+      pps=$(jq_get "$s" tx_pps)
+      [ -n "$pps" ] || log "testpmd $mode, $n flows: no readings (see $dir/testpmd.log)"
+      emit forward "$(python3 -c '
+import json,sys
+s=json.loads(sys.argv[1]); pps=s.get("tx_pps")
+print(json.dumps({"kind":"forward","mode":sys.argv[2],"proto":sys.argv[3],"flows":int(sys.argv[4]),
+ "run":int(sys.argv[5]),"mpps":pps/1e6 if pps else None,"memory":sys.argv[6],"sample":s}))' \
+        "$s" "$mode" "$PROTO" "$n" "$run" "$memkind")"
+      log "run $run, $n flows: testpmd $mode $(python3 -c "print('%.2f' % (float('${pps:-0}' or 0)/1e6))") Mpps"
+    done
+  done
+done
+
+# ------------------------------------------------------------------ setup rate
+if [ "$DO_SETUP" = 1 ]; then
+  f=$(capture syn "$SYN_FLOWS")
+  f3=$OUT/pcap/syn-$SYN_FLOWS-x3.pcap
+  if [ "$HAVE_TESTPMD" = 1 ] && [ ! -s "$f3" ]; then
+    python3 -c '
+import shutil, sys
+with open(sys.argv[2] + ".tmp", "wb") as out:
+    for i in range(3):
+        with open(sys.argv[1], "rb") as f:
+            if i:
+                f.seek(24)  # one global header
+            shutil.copyfileobj(f, out, 1 << 22)
+import os; os.replace(sys.argv[2] + ".tmp", sys.argv[2])' "$f" "$f3" || die "cannot write $f3"
+  fi
+  fpw=$(pow2_at_least $((2 * SYN_FLOWS)))
+  for ((run = 1; run <= RUNS; run++)); do
+    dir=$OUT/run/r$run-setup
+    # shellcheck disable=SC2046
+    if start_privlinkd "$dir" "net_pcap0,rx_pcap=$f" "$fpw" 1024 "" $(mem_args 200 | cut -d' ' -f2-); then
+      s=$(python3 "$HERE/harness.py" setup "$dir/stats.json" --expect "$SYN_FLOWS" --deadline 120)
+      finish_privlinkd "$dir" || FAILED=1
+    else
+      s='{"ok": false}'
+      FAILED=1
+    fi
+    io='{}'
+    if [ "$HAVE_TESTPMD" = 1 ]; then
+      # The replay limit: testpmd io reading the same SYNs from the file once, three times
+      # over (so that whole statistics periods fall inside the replay).
+      # shellcheck disable=SC2046
+      run_testpmd "$OUT/run/r$run-setup-io" io "net_pcap0,rx_pcap=$f3" 16384 0 60 $(mem_args 200 | cut -d' ' -f2-)
+      io=$TP_JSON
+    fi
+    emit setup "$(python3 -c '
+import json,sys
+s=json.loads(sys.argv[1]); io=json.loads(sys.argv[2])
+s.update({"kind":"setup","run":int(sys.argv[3]),"io_pps":io.get("tx_pps"),"io_readings":io.get("readings")})
+if s.get("error"): s["note"]=s["error"]
+print(json.dumps(s))' "$s" "$io" "$run")"
+    log "run $run: setup $(jq_get "$s" rate) new flows/s ($(jq_get "$s" new_flows) of $SYN_FLOWS), io replay $(jq_get "$io" tx_pps) pps"
+  done
+fi
+
+# ------------------------------------------------------------------ memory
+if [ "$DO_MEMORY" = 1 ]; then
+  log "memory per flow: examples/flow_memory (1M and 10M flows)"
+  if "$CARGO" build --release -p appliance --example flow_memory >>"$OUT/build.log" 2>&1; then
+    timeout 300 "$ROOT/target/release/examples/flow_memory" 1000000 10000000 2>&1 | tee -a "$BLOG" |
+      sed -n 's/^flow_memory //p' | while read -r j; do
+        emit memory "$(python3 -c 'import json,sys; d=json.loads(sys.argv[1]); d["kind"]="memory"; print(json.dumps(d))' "$j")"
+      done
+  else
+    log "flow_memory example did not build (see $OUT/build.log)"
+  fi
+  f=$(capture udp 1000)
+  for fpw in 1024 1000000 10000000; do
+    dir=$OUT/run/rss-$fpw
+    # shellcheck disable=SC2046
+    if start_privlinkd "$dir" "net_pcap0,rx_pcap=$f,infinite_rx=1" "$fpw" 1024 "" $(mem_args 200 | cut -d' ' -f2-); then
+      # The worker builds (and writes) its flow table before its first packet: wait for
+      # forwarding to start, then read the resident memory.
+      deadline=$((SECONDS + 60))
+      while [ $SECONDS -lt $deadline ]; do
+        tx=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["total"]["tx_packets"])' "$dir/stats.json" 2>/dev/null)
+        [ "${tx:-0}" -gt 1000 ] && break
+        sleep 0.2
+      done
+      sleep 1
+      rss=$(vm_field "$PL_PID" VmRSS)
+      huge=$(vm_field "$PL_PID" HugetlbPages)
+      finish_privlinkd "$dir" || FAILED=1
+      emit rss "{\"kind\":\"rss\",\"flows_per_worker\":$fpw,\"vmrss\":${rss:-0},\"hugetlb\":${huge:-0}}"
+      log "privlinkd flows_per_worker=$fpw: VmRSS $((${rss:-0} / 1048576)) MiB, hugepages $((${huge:-0} / 1048576)) MiB"
+    else
+      FAILED=1
+    fi
+  done
+fi
+
+# ------------------------------------------------------------------ report
+report_args=("$OUT")
+[ "$PLOT" = 1 ] || export PRIVLINK_BENCH_NO_PLOT=1
+python3 "$HERE/harness.py" report "${report_args[@]}" | tee -a "$BLOG"
+
+if [ "$FAILED" != 0 ]; then
+  log "privlinkd failed in at least one run (see above and $OUT/run/*/privlinkd.log)"
+  exit 1
+fi
+if ! grep -q '"mode": "privlink".*"mpps": [0-9]' "$RAW/forward.jsonl" 2>/dev/null; then
+  log "no privlinkd forwarding figure was measured"
+  exit 1
+fi
+log "done: $OUT/results.md, $OUT/results.json"
+exit 0

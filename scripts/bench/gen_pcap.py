@@ -1,0 +1,153 @@
+#!/usr/bin/env python3
+"""Capture generator for the privlink benchmark (scripts/bench.sh).
+
+Writes a classic pcap (microsecond timestamps, LINKTYPE_ETHERNET) of 60-byte Ethernet
+frames (64 bytes on the wire with the FCS) from N distinct client flows to one endpoint
+ip:port, in a random (seeded) order. No scapy: struct and precomputed checksum parts.
+
+Kinds:
+  udp   one UDP datagram (18 payload bytes) per flow            -> N packets
+  tcp   every flow's SYN first, then one ACK segment per flow     -> 2N packets
+        (the ACKs hit flows the SYNs created; each replay pass repeats both, so in
+        steady state half of the lookups are SYN retransmissions of known flows)
+  syn   one SYN per flow, for the setup-rate measurement          -> N packets
+
+Client addresses: flow i gets source address 10.1.1.0 + i // 64000 (so 10.1.1.0 upward,
+inside the consumer attachment 10.1.0.0/16, clear of the endpoint and the appliance) and
+source port 1024 + i % 64000: distinct 5-tuples for up to 16M flows.
+
+Every IPv4 header checksum is valid, and so are the UDP and TCP checksums (RFC 768/793
+pseudo-header), so the appliance's checksum checks and testpmd's 5tswap see real traffic.
+"""
+
+import argparse
+import ipaddress
+import os
+import random
+import struct
+import sys
+
+FRAME_LEN = 60  # without FCS; 64 bytes on the wire
+PORTS_PER_IP = 64000
+CLIENT_BASE = int(ipaddress.IPv4Address("10.1.1.0"))
+
+
+def mac_bytes(s):
+    parts = s.split(":")
+    if len(parts) != 6:
+        raise argparse.ArgumentTypeError(f"not a MAC address: {s}")
+    return bytes(int(p, 16) for p in parts)
+
+
+def fold(s):
+    while s > 0xFFFF:
+        s = (s & 0xFFFF) + (s >> 16)
+    return s
+
+
+def words(b):
+    """Sum of the big-endian 16-bit words of b (even length)."""
+    return sum(struct.unpack(f"!{len(b) // 2}H", b))
+
+
+class Template:
+    """One frame kind with the flow-independent parts of its checksums precomputed."""
+
+    def __init__(self, kind, dst_mac, src_mac, dst_ip, dst_port):
+        self.kind = kind
+        proto = 17 if kind == "udp" else 6
+        l4_len = 8 + 18 if kind == "udp" else 20
+        self.total_len = 20 + l4_len
+        self.proto = proto
+        self.eth = dst_mac + src_mac + b"\x08\x00"
+        self.dst_ip = dst_ip
+        self.dst_port = dst_port
+        # IPv4 header without the source address and checksum: version/IHL, TOS, total
+        # length, id 0, DF, TTL 64, protocol, destination.
+        self.ip_fixed = words(
+            struct.pack("!BBHHHBBH4s", 0x45, 0, self.total_len, 0, 0x4000, 64, proto, 0,
+                        dst_ip.to_bytes(4, "big"))
+        )
+        # Pseudo-header without the source address: destination, protocol, L4 length.
+        self.pseudo_fixed = words(dst_ip.to_bytes(4, "big")) + proto + l4_len
+        self.l4_len = l4_len
+        self.payload = b"privlink-bench-pkt"[:18] if kind == "udp" else b""
+
+    def frame(self, src_ip, sport, flags=0x02, seq=0, ack=0):
+        src = src_ip.to_bytes(4, "big")
+        src_words = (src_ip >> 16) + (src_ip & 0xFFFF)
+        ip_csum = 0xFFFF - fold(self.ip_fixed + src_words)
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, self.total_len, 0, 0x4000, 64, self.proto,
+                         ip_csum, src, self.dst_ip.to_bytes(4, "big"))
+        if self.kind == "udp":
+            l4 = struct.pack("!HHHH", sport, self.dst_port, self.l4_len, 0) + self.payload
+        else:
+            l4 = struct.pack("!HHIIBBHHH", sport, self.dst_port, seq, ack, 5 << 4, flags,
+                             64240, 0, 0)
+        c = 0xFFFF - fold(self.pseudo_fixed + src_words + words(l4))
+        if self.kind == "udp" and c == 0:
+            c = 0xFFFF  # 0 means "no checksum" for UDP
+        l4 = l4[:6] + struct.pack("!H", c) + l4[8:] if self.kind == "udp" else \
+            l4[:16] + struct.pack("!H", c) + l4[18:]
+        f = self.eth + ip + l4
+        return f + b"\x00" * (FRAME_LEN - len(f))
+
+
+def client(i):
+    return CLIENT_BASE + i // PORTS_PER_IP, 1024 + i % PORTS_PER_IP
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--flows", type=int, required=True)
+    ap.add_argument("--kind", choices=["udp", "tcp", "syn"], default="udp")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--dst-mac", type=mac_bytes, default=mac_bytes("02:70:63:61:70:00"),
+                    help="the appliance port's MAC (net_pcap's first port: 02:70:63:61:70:00)")
+    ap.add_argument("--src-mac", type=mac_bytes, default=mac_bytes("02:00:00:00:01:10"))
+    ap.add_argument("--endpoint", default="10.1.0.100")
+    ap.add_argument("--port", type=int, default=None,
+                    help="endpoint port (default 9000 for udp, 80 for tcp/syn)")
+    ap.add_argument("--seed", type=int, default=1)
+    a = ap.parse_args()
+    if not 1 <= a.flows <= 250 * PORTS_PER_IP:
+        sys.exit(f"gen_pcap: --flows must be 1..{250 * PORTS_PER_IP}")
+    port = a.port if a.port is not None else (9000 if a.kind == "udp" else 80)
+    t = Template("udp" if a.kind == "udp" else "tcp", a.dst_mac, a.src_mac,
+                 int(ipaddress.IPv4Address(a.endpoint)), port)
+
+    rng = random.Random(a.seed)
+    order = list(range(a.flows))
+    rng.shuffle(order)
+    passes = [(order, 0x02)]  # SYN (or UDP)
+    if a.kind == "tcp":
+        acks = list(order)
+        rng.shuffle(acks)
+        passes.append((acks, 0x10))  # ACK
+
+    tmp = a.out + ".tmp"
+    rec_hdr = struct.Struct("<IIII")
+    with open(tmp, "wb") as f:
+        # Classic pcap global header: magic, v2.4, tz 0, sigfigs 0, snaplen, Ethernet.
+        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+        n = 0
+        buf = bytearray()
+        for flows, flags in passes:
+            for i in flows:
+                ip, sport = client(i)
+                seq = (i * 2654435761) & 0xFFFFFFFF
+                fr = t.frame(ip, sport, flags, seq if flags == 0x02 else seq + 1,
+                             1 if flags == 0x10 else 0)
+                buf += rec_hdr.pack(n // 1_000_000, n % 1_000_000, FRAME_LEN, FRAME_LEN)
+                buf += fr
+                n += 1
+                if len(buf) >= 1 << 22:
+                    f.write(buf)
+                    buf.clear()
+        f.write(buf)
+    os.replace(tmp, a.out)
+    print(f"gen_pcap: {n} packets ({a.kind}, {a.flows} flows) -> {a.out}")
+
+
+if __name__ == "__main__":
+    main()
