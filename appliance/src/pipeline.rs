@@ -538,19 +538,6 @@ impl<F: Frame> Pipeline<F> {
         let l4 = ip.l3 + ip.header_len;
         let (sport, dport, tcp) = l4_ports(frame.bytes(), l4, ip)?;
         let flags = tcp.map(|t| t.0);
-        let lref = snap
-            .listener(att_idx, ip.dst, ip.proto, dport)
-            .ok_or(DropReason::NoListener)?;
-        let endpoint = snap
-            .endpoints
-            .get(lref.endpoint as usize)
-            .ok_or(DropReason::NoListener)?;
-        if !endpoint.forwards {
-            return Err(DropReason::EndpointNotAvailable);
-        }
-        if ip.ttl <= 1 {
-            return self.time_exceeded(snap, att_idx, frame, ip);
-        }
         let key = FlowKey {
             src_ip: ip.src,
             dst_ip: ip.dst,
@@ -559,6 +546,9 @@ impl<F: Frame> Pipeline<F> {
             vpc: att_idx,
             proto: ip.proto,
         };
+        // Established flows first: their listener, endpoint state and access rules were
+        // checked when they were created, and every snapshot change re-checks live flows
+        // (revalidate_some), so the per-packet path skips those lookups.
         let mut id = self.live_flow(self.flows.lookup_forward(&key), now_ms);
         if let (Some(fid), Some(f)) = (id, flags) {
             let reopen = f.is_connection_request()
@@ -571,8 +561,26 @@ impl<F: Frame> Pipeline<F> {
             }
         }
         let id = match id {
-            Some(id) => id,
+            Some(id) => {
+                if ip.ttl <= 1 {
+                    return self.time_exceeded(snap, att_idx, frame, ip);
+                }
+                id
+            }
             None => {
+                let lref = snap
+                    .listener(att_idx, ip.dst, ip.proto, dport)
+                    .ok_or(DropReason::NoListener)?;
+                let endpoint = snap
+                    .endpoints
+                    .get(lref.endpoint as usize)
+                    .ok_or(DropReason::NoListener)?;
+                if !endpoint.forwards {
+                    return Err(DropReason::EndpointNotAvailable);
+                }
+                if ip.ttl <= 1 {
+                    return self.time_exceeded(snap, att_idx, frame, ip);
+                }
                 if let Some(f) = flags {
                     if !f.is_connection_request() {
                         return self.reset_unknown(snap, att_idx, frame, ip, f);
@@ -1342,33 +1350,55 @@ fn nat_rewrite(
 ) -> Result<(), DropReason> {
     let (old_src, old_dst) = (ip.src.to_be_bytes(), ip.dst.to_be_bytes());
     let (new_src, new_dst) = (src.to_be_bytes(), dst.to_be_bytes());
+    let [os0, os1] = checksum::words_of(old_src);
+    let [od0, od1] = checksum::words_of(old_dst);
+    let [ns0, ns1] = checksum::words_of(new_src);
+    let [nd0, nd1] = checksum::words_of(new_dst);
     let pkt_bytes = bytes
         .get_mut(ip.l3..ip.l3 + ip.total_len)
         .ok_or(DropReason::Malformed)?;
+    // One incremental update per header (RFC 1624 eq. 3 over every changed word) rather
+    // than one per field: ~30 cycles less per packet (BENCHMARKS.md).
     let mut pkt = Ipv4Packet::new_unchecked(&mut *pkt_bytes);
-    pkt.rewrite_src_addr(new_src);
-    pkt.rewrite_dst_addr(new_dst);
-    pkt.decrement_ttl();
+    let ttl = ip.ttl.saturating_sub(1);
+    let old_ttl_word = u16::from_be_bytes([ip.ttl, ip.proto]);
+    let new_ttl_word = u16::from_be_bytes([ttl, ip.proto]);
+    let ip_csum = checksum::update_words(
+        pkt.checksum(),
+        [os0, os1, od0, od1, old_ttl_word],
+        [ns0, ns1, nd0, nd1, new_ttl_word],
+    );
+    pkt.set_src_addr_bytes(new_src);
+    pkt.set_dst_addr_bytes(new_dst);
+    pkt.set_ttl(ttl);
+    pkt.set_checksum(ip_csum);
     let seg = &mut pkt_bytes[ip.header_len..];
     if ip.proto == PROTO_TCP {
         let mut tcp = TcpPacket::new_unchecked(seg);
-        let (os, od) = (tcp.src_port(), tcp.dst_port());
-        let mut c = tcp.checksum();
-        c = checksum::update_u32(c, old_src, new_src);
-        c = checksum::update_u32(c, old_dst, new_dst);
-        c = checksum::update_u16(c, os, sport);
-        c = checksum::update_u16(c, od, dport);
+        let c = checksum::update_words(
+            tcp.checksum(),
+            [os0, os1, od0, od1, tcp.src_port(), tcp.dst_port()],
+            [ns0, ns1, nd0, nd1, sport, dport],
+        );
         tcp.set_src_port(sport);
         tcp.set_dst_port(dport);
         tcp.set_checksum(c);
     } else {
         let mut udp = UdpPacket::new_unchecked(seg);
-        let (os, od) = (udp.src_port(), udp.dst_port());
-        let mut c = udp.checksum();
-        c = checksum::update_udp_u32(c, old_src, new_src);
-        c = checksum::update_udp_u32(c, old_dst, new_dst);
-        c = checksum::update_udp_u16(c, os, sport);
-        c = checksum::update_udp_u16(c, od, dport);
+        let old = udp.checksum();
+        // 0 means "no checksum" and stays so; a computed 0 is sent as 0xFFFF.
+        let c = if old == 0 {
+            0
+        } else {
+            match checksum::update_words(
+                old,
+                [os0, os1, od0, od1, udp.src_port(), udp.dst_port()],
+                [ns0, ns1, nd0, nd1, sport, dport],
+            ) {
+                0 => 0xFFFF,
+                c => c,
+            }
+        };
         udp.set_src_port(sport);
         udp.set_dst_port(dport);
         udp.set_checksum(c);
