@@ -61,6 +61,23 @@ pub struct Neighbours {
     map: FastMap<(u16, u32), State>,
     capacity: usize,
     timers: NeighbourTimers,
+    /// A small direct-mapped cache of recent Known answers in front of the map: most
+    /// packets go to a handful of next hops, and this turns their hash-map probe into one
+    /// compare. Any change to the map clears it, so it never answers with stale data.
+    cache: Box<[CacheEntry; CACHE_SLOTS]>,
+}
+
+const CACHE_SLOTS: usize = 64;
+/// How long a cached answer is trusted before the map is asked again (bounded further by
+/// the entry's own TTL).
+const CACHE_MS: u64 = 1000;
+
+#[derive(Debug, Clone, Copy, Default)]
+struct CacheEntry {
+    /// (attachment << 32 | ip) + 1; 0 = empty.
+    key: u64,
+    mac: [u8; 6],
+    until_ms: u64,
 }
 
 impl Neighbours {
@@ -69,19 +86,45 @@ impl Neighbours {
             map: fast_map(capacity.min(1 << 16)),
             capacity: capacity.max(1),
             timers,
+            cache: Box::new([CacheEntry::default(); CACHE_SLOTS]),
         }
+    }
+
+    #[inline]
+    fn cache_key(att: u16, ip: u32) -> (u64, usize) {
+        let k = ((u64::from(att) << 32) | u64::from(ip)) + 1;
+        // Low bits of the host part spread consecutive addresses over the slots.
+        let slot = ((ip ^ (ip >> 8) ^ u32::from(att)) as usize) % CACHE_SLOTS;
+        (k, slot)
+    }
+
+    fn invalidate(&mut self) {
+        self.cache.fill(CacheEntry::default());
     }
 
     /// A permanent entry from the configuration.
     pub fn add_static(&mut self, att: u16, ip: u32, mac: [u8; 6]) {
+        self.invalidate();
         self.map.insert((att, ip), State::Static { mac });
     }
 
     /// What to do for next hop `ip` on attachment `att` now.
     #[inline]
     pub fn resolve(&mut self, att: u16, ip: u32, now_ms: u64) -> Resolution {
+        let (key, slot) = Self::cache_key(att, ip);
+        let c = self.cache[slot];
+        if c.key == key && now_ms < c.until_ms {
+            return Resolution::Known(c.mac);
+        }
         match self.map.get(&(att, ip)).copied() {
-            Some(State::Static { mac }) => Resolution::Known(mac),
+            Some(State::Static { mac }) => {
+                self.cache[slot] = CacheEntry {
+                    key,
+                    mac,
+                    until_ms: now_ms + CACHE_MS,
+                };
+                Resolution::Known(mac)
+            }
             Some(State::Reachable { mac, confirmed_ms }) => {
                 if now_ms.saturating_sub(confirmed_ms) > self.timers.ttl_ms {
                     // Ask again at most once per retry interval while it stays unconfirmed.
@@ -93,8 +136,14 @@ impl Neighbours {
                                 + self.timers.retry_ms,
                         },
                     );
+                    self.invalidate();
                     return Resolution::Refresh(mac);
                 }
+                self.cache[slot] = CacheEntry {
+                    key,
+                    mac,
+                    until_ms: (now_ms + CACHE_MS).min(confirmed_ms + self.timers.ttl_ms),
+                };
                 Resolution::Known(mac)
             }
             Some(State::Incomplete { .. }) => Resolution::Pending,
@@ -126,6 +175,7 @@ impl Neighbours {
     /// Records `ip` at `mac`. Returns true when this is new or changed information (worth
     /// telling the other workers and releasing held packets).
     pub fn learn(&mut self, att: u16, ip: u32, mac: [u8; 6], now_ms: u64) -> bool {
+        self.invalidate();
         match self.map.get(&(att, ip)).copied() {
             Some(State::Static { .. }) => false,
             Some(State::Reachable { mac: old, .. }) => {
@@ -168,6 +218,7 @@ impl Neighbours {
     /// creating new ones: learning every source would let a sender fill the table.
     #[inline]
     pub fn confirm(&mut self, att: u16, ip: u32, mac: [u8; 6], now_ms: u64) -> bool {
+        self.invalidate();
         match self.map.get_mut(&(att, ip)) {
             Some(State::Reachable {
                 mac: m,
@@ -233,6 +284,7 @@ impl Neighbours {
         if self.map.len() < self.capacity {
             return true;
         }
+        self.invalidate();
         let ttl = self.timers.ttl_ms;
         self.map.retain(|_, st| match st {
             State::Static { .. } | State::Incomplete { .. } => true,
@@ -318,5 +370,17 @@ mod tests {
         assert_eq!(n.resolve(0, 3, 50), Resolution::Failed);
         assert!(n.learn(0, 3, MAC, 500), "stale ones make room");
         assert!(n.len() <= 2);
+    }
+
+    #[test]
+    fn cache_never_hides_a_changed_mac() {
+        let mut n = Neighbours::new(16, NeighbourTimers::default());
+        n.learn(0, 5, MAC, 0);
+        assert_eq!(n.resolve(0, 5, 1), Resolution::Known(MAC));
+        assert_eq!(n.resolve(0, 5, 2), Resolution::Known(MAC), "from the cache");
+        n.learn(0, 5, [7; 6], 3);
+        assert_eq!(n.resolve(0, 5, 4), Resolution::Known([7; 6]));
+        // Another attachment with the same IP is another neighbour, cached or not.
+        assert_eq!(n.resolve(1, 5, 5), Resolution::Request);
     }
 }
