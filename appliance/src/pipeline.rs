@@ -596,26 +596,7 @@ impl<F: Frame> Pipeline<F> {
                 self.new_flow(snap, key, lref, now_ms)?
             }
         };
-        let bytes32 = u32::try_from(ip.total_len).unwrap_or(u32::MAX);
-        let flow = self.flows.get_mut(id).ok_or(DropReason::NoFlow)?;
-        flow.touch(now_ms, true, bytes32);
-        if let Some((f, ack)) = tcp {
-            flow.tcp = flow.tcp.advance(true, f);
-            if f.ack {
-                flow.ack_fwd = ack;
-            }
-        }
-        let rev = flow.rev;
-        // src → SNAT ip:port, dst → target ip:port.
-        nat_rewrite(
-            frame.bytes_mut(),
-            ip,
-            rev.dst_ip,
-            rev.dst_port,
-            rev.src_ip,
-            rev.src_port,
-        )?;
-        self.route(snap, rev.vpc, rev.src_ip, frame, ip.l3, now_ms)
+        self.translate(snap, id, true, frame, ip, tcp, now_ms)
     }
 
     /// Target → SNAT address: the reply path back to the consumer.
@@ -653,26 +634,48 @@ impl<F: Frame> Pipeline<F> {
         if ip.ttl <= 1 {
             return self.time_exceeded(snap, att_idx, frame, ip);
         }
+        self.translate(snap, id, false, frame, ip, tcp, now_ms)
+    }
+
+    /// Records the packet on flow `id` and translates it for the other side: towards the
+    /// provider src becomes the SNAT ip:port and dst the target; towards the consumer src
+    /// becomes the endpoint ip:port and dst the consumer.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn translate(
+        &mut self,
+        snap: &Snapshot,
+        id: FlowId,
+        from_consumer: bool,
+        frame: &mut F,
+        ip: &Ip,
+        tcp: Option<(TcpFlags, u32)>,
+        now_ms: u64,
+    ) -> Result<Out, DropReason> {
         let bytes32 = u32::try_from(ip.total_len).unwrap_or(u32::MAX);
         let flow = self.flows.get_mut(id).ok_or(DropReason::NoFlow)?;
-        flow.touch(now_ms, false, bytes32);
+        flow.touch(now_ms, from_consumer, bytes32);
         if let Some((f, ack)) = tcp {
-            flow.tcp = flow.tcp.advance(false, f);
+            flow.tcp = flow.tcp.advance(from_consumer, f);
             if f.ack {
-                flow.ack_rev = ack;
+                if from_consumer {
+                    flow.ack_fwd = ack;
+                } else {
+                    flow.ack_rev = ack;
+                }
             }
         }
-        let fwd = flow.fwd;
-        // src → endpoint ip:port, dst → consumer ip:port.
+        // The other side's key, seen from its end: its dst is our new source.
+        let other = if from_consumer { flow.rev } else { flow.fwd };
         nat_rewrite(
             frame.bytes_mut(),
             ip,
-            fwd.dst_ip,
-            fwd.dst_port,
-            fwd.src_ip,
-            fwd.src_port,
+            other.dst_ip,
+            other.dst_port,
+            other.src_ip,
+            other.src_port,
         )?;
-        self.route(snap, fwd.vpc, fwd.src_ip, frame, ip.l3, now_ms)
+        self.route(snap, other.vpc, other.src_ip, frame, ip.l3, now_ms)
     }
 
     /// ICMP to a SNAT address: echo gets answered; an error about a translated flow (port
