@@ -90,18 +90,19 @@ impl Control {
 
     /// Builds and publishes the snapshot of `state`.
     fn publish(&self, state: &State) -> Result<(), String> {
+        let started = std::time::Instant::now();
         let mut handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
         let generation = self.generation.load(Ordering::SeqCst) + 1;
         let mut snap = Snapshot::build(generation, &self.config, &self.macs, state, &mut handles)
             .map_err(|e| e.to_string())?;
         snap.announce_since(&self.cell.load());
         self.generation.store(generation, Ordering::SeqCst);
-        log::info!(
-            "snapshot {generation}: {} services, {} endpoints",
-            snap.services.len(),
-            snap.endpoints.len()
-        );
+        let (services, endpoints) = (snap.services.len(), snap.endpoints.len());
         self.cell.publish(snap);
+        log::info!(
+            "snapshot {generation}: {services} services, {endpoints} endpoints, built and published in {:.1} ms",
+            started.elapsed().as_secs_f64() * 1000.0
+        );
         Ok(())
     }
 
