@@ -187,6 +187,21 @@ struct Ip {
     ttl: u8,
 }
 
+impl Ip {
+    /// The flow key of this packet as it arrived on attachment `att`.
+    #[inline]
+    fn flow_key(&self, att: u16, sport: u16, dport: u16) -> FlowKey {
+        FlowKey {
+            src_ip: self.src,
+            dst_ip: self.dst,
+            src_port: sport,
+            dst_port: dport,
+            vpc: att,
+            proto: self.proto,
+        }
+    }
+}
+
 impl<F: Frame> Pipeline<F> {
     /// A pipeline for worker `id`, starting from snapshot `snap`.
     pub fn new(id: u16, settings: PipelineSettings, alloc: FrameAlloc<F>, snap: &Snapshot) -> Self {
@@ -538,14 +553,7 @@ impl<F: Frame> Pipeline<F> {
         let l4 = ip.l3 + ip.header_len;
         let (sport, dport, tcp) = l4_ports(frame.bytes(), l4, ip)?;
         let flags = tcp.map(|t| t.0);
-        let key = FlowKey {
-            src_ip: ip.src,
-            dst_ip: ip.dst,
-            src_port: sport,
-            dst_port: dport,
-            vpc: att_idx,
-            proto: ip.proto,
-        };
+        let key = ip.flow_key(att_idx, sport, dport);
         // Established flows first: their listener, endpoint state and access rules were
         // checked when they were created, and every snapshot change re-checks live flows
         // (revalidate_some), so the per-packet path skips those lookups.
@@ -615,14 +623,7 @@ impl<F: Frame> Pipeline<F> {
         if owner != self.id {
             return Ok(Out::Handoff(owner));
         }
-        let key = FlowKey {
-            src_ip: ip.src,
-            dst_ip: ip.dst,
-            src_port: sport,
-            dst_port: dport,
-            vpc: att_idx,
-            proto: ip.proto,
-        };
+        let key = ip.flow_key(att_idx, sport, dport);
         let Some(id) = self.live_flow(self.flows.lookup_reverse(&key), now_ms) else {
             if let Some(f) = flags {
                 if !f.rst {
