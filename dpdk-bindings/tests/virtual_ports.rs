@@ -26,9 +26,24 @@ fn fill(pool: &Mempool, bytes: &[u8]) -> Mbuf {
     m
 }
 
+/// Removes the test's files and the EAL's runtime directory however the test ends.
+struct Cleanup(Vec<std::path::PathBuf>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_dir_all(p);
+        }
+    }
+}
+
 #[test]
 fn packets_cross_virtual_ports_byte_exact_and_mbufs_return() {
     let dir = std::env::temp_dir().join(format!("plk-bind-{}", std::process::id()));
+    let _cleanup = Cleanup(vec![
+        dir.clone(),
+        std::path::PathBuf::from(format!("/var/run/dpdk/plk-bind-{}", std::process::id())),
+    ]);
     std::fs::create_dir_all(&dir).unwrap();
     let pcap_out = dir.join("out.pcap");
     let args = vec![
@@ -161,7 +176,6 @@ fn packets_cross_virtual_ports_byte_exact_and_mbufs_return() {
     assert_eq!(pool.available(), POOL_SIZE);
     drop(pool);
     drop(eal);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Minimal reader of a little-endian classic pcap file.
