@@ -373,8 +373,8 @@ impl<F: Frame> Pipeline<F> {
             .attachment_of(in_port, l2.vlan_id)
             .ok_or(DropReason::NoAttachment)?;
         let att = snap.attachment(att_idx).ok_or(DropReason::NoAttachment)?;
-        let eth = EthernetFrame::new_checked(frame.bytes()).map_err(|_| DropReason::Malformed)?;
-        let dst_mac = eth.dst_addr();
+        // l2_header checked the Ethernet header's length already.
+        let dst_mac = EthernetFrame::new_unchecked(frame.bytes()).dst_addr();
         let for_us = dst_mac.0 == att.mac;
         match l2.ethertype {
             EtherType::ARP => {
@@ -1089,8 +1089,6 @@ impl<F: Frame> Pipeline<F> {
         if !f.set_len(l3 + crate::wire::ipv4::HEADER_LEN + tcp_len) {
             return;
         }
-        let bytes = f.bytes_mut();
-        write_own_ipv4(&mut bytes[l3..], from.0, to.0, PROTO_TCP, tcp_len);
         let rst = crate::wire::tcp::TcpRepr {
             src_port: from.1,
             dst_port: to.1,
@@ -1100,16 +1098,7 @@ impl<F: Frame> Pipeline<F> {
             window_len: 0,
             urgent_at: 0,
         };
-        let seg = &mut bytes[l3 + crate::wire::ipv4::HEADER_LEN..];
-        if rst
-            .emit(
-                seg,
-                std::net::Ipv4Addr::from(from.0),
-                std::net::Ipv4Addr::from(to.0),
-                0,
-            )
-            .is_err()
-        {
+        if !write_rst(&mut f.bytes_mut()[l3..], from.0, to.0, &rst) {
             return;
         }
         self.counters.rst_sent += 1;
@@ -1211,21 +1200,9 @@ impl<F: Frame> Pipeline<F> {
             return Err(DropReason::Malformed);
         }
         let bytes = frame.bytes_mut();
-        write_own_ipv4(
-            &mut bytes[ip.l3..],
-            ip.dst,
-            ip.src,
-            PROTO_TCP,
-            crate::wire::tcp::HEADER_LEN,
-        );
-        let seg = &mut bytes[ip.l3 + crate::wire::ipv4::HEADER_LEN..];
-        rst.emit(
-            seg,
-            std::net::Ipv4Addr::from(ip.dst),
-            std::net::Ipv4Addr::from(ip.src),
-            0,
-        )
-        .map_err(|_| DropReason::Malformed)?;
+        if !write_rst(&mut bytes[ip.l3..], ip.dst, ip.src, &rst) {
+            return Err(DropReason::Malformed);
+        }
         reply_l2(bytes, att.mac);
         self.counters.rst_sent += 1;
         self.counters.drop(DropReason::NoFlow);
@@ -1455,6 +1432,28 @@ fn reply_l2(bytes: &mut [u8], our_mac: [u8; 6]) {
     let peer = eth.src_addr();
     eth.set_dst_addr(peer);
     eth.set_src_addr(EthernetAddress(our_mac));
+}
+
+/// Writes a RST the appliance originates, IPv4 header and TCP segment, at the front of
+/// `l3` (sized for both by the caller). False if it does not fit.
+fn write_rst(l3: &mut [u8], src: u32, dst: u32, rst: &crate::wire::tcp::TcpRepr) -> bool {
+    let tcp_len = crate::wire::tcp::HEADER_LEN;
+    let Some(seg) = l3.get_mut(crate::wire::ipv4::HEADER_LEN..) else {
+        return false;
+    };
+    if rst
+        .emit(
+            seg,
+            std::net::Ipv4Addr::from(src),
+            std::net::Ipv4Addr::from(dst),
+            0,
+        )
+        .is_err()
+    {
+        return false;
+    }
+    write_own_ipv4(l3, src, dst, PROTO_TCP, tcp_len);
+    true
 }
 
 /// Writes a 20-byte IPv4 header for a packet the appliance originates.
