@@ -6,14 +6,16 @@
 # on the same two virtual ports and in the same run: privlinkd (one worker, lcore 1) and
 # dpdk-testpmd --forward-mode=io, macswap and 5tswap (the I/O limit), for captures of 64-byte
 # frames of N client flows to one endpoint; then the setup rate (unique TCP SYNs replayed
-# once), memory per flow and privlinkd's resident memory with 1M and 10M flow slots.
+# once), memory per flow and privlinkd's resident memory with 1M and 10M flow slots; then
+# the update under load (snapshots of 10k and 100k endpoints published while 1k flows
+# forward; packets per 10 ms window before, during and after; publish times).
 # Prints the table (median [min–max] of the runs), writes OUT/results.{json,md} and the plot
 # OUT/mpps.png (when matplotlib is installed).
 #
 #   scripts/bench.sh [--smoke] [--runs N] [--flows "1000 100000 1000000"] [--proto udp|tcp]
 #                    [--out DIR] [--warmup S] [--measure S] [--syn-flows M]
 #                    [--modes "io macswap 5tswap"] [--no-setup] [--no-memory] [--no-build]
-#                    [--no-plot]
+#                    [--no-plot] [--update "10000 100000"] [--no-update]
 # (PRIVLINKD=path uses that binary and skips the build; CARGO, TESTPMD likewise.)
 #
 # --smoke: 1k flows, one run, privlinkd and testpmd io only, ~12 s; exits non-zero unless
@@ -39,6 +41,8 @@ SYN_FLOWS=4000000
 MODES="io macswap 5tswap"
 DO_SETUP=1
 DO_MEMORY=1
+UPDATE="10000 100000"
+UPDATE_CHANGES=3
 BUILD=1
 PLOT=1
 
@@ -56,6 +60,8 @@ while [ $# -gt 0 ]; do
     --modes) MODES=$2; shift ;;
     --no-setup) DO_SETUP=0 ;;
     --no-memory) DO_MEMORY=0 ;;
+    --update) UPDATE=$2; shift ;;
+    --no-update) UPDATE="" ;;
     --no-build) BUILD=0 ;;
     --no-plot) PLOT=0 ;;
     -h|--help) usage 0 ;;
@@ -64,7 +70,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 if [ "$SMOKE" = 1 ]; then
-  RUNS=1 FLOWS=1000 PROTO=udp WARMUP=1 MEASURE=2 MODES=io DO_SETUP=0 DO_MEMORY=0 PLOT=0
+  RUNS=1 FLOWS=1000 PROTO=udp WARMUP=1 MEASURE=2 MODES=io DO_SETUP=0 DO_MEMORY=0 PLOT=0 UPDATE=""
 fi
 case "$PROTO" in udp|tcp) ;; *) echo "bench: --proto udp|tcp" >&2; exit 2 ;; esac
 case "$RUNS" in ''|*[!0-9]*|0) echo "bench: --runs N (N >= 1)" >&2; exit 2 ;; esac
@@ -252,6 +258,9 @@ start_privlinkd() {
   eal=$(toml_args -l 0,1 --no-pci "$@" "--file-prefix=$prefix" "--vdev=$vdev" --vdev=net_null0,no-rx=1)
   fill_config "$dir/privlink.toml" EAL_ARGS="$eal" RX_DESC="$desc" TX_DESC="$desc" DIR="$dir" \
     FLOWS_PER_WORKER="$fpw" EXTRA_TABLES="$extra"
+  if [ -n "${CONFIG_HOOK:-}" ]; then
+    $CONFIG_HOOK "$dir/privlink.toml" || { log "configuration hook failed: $CONFIG_HOOK"; return 1; }
+  fi
   RUST_LOG=info "$PRIVLINKD" --config "$dir/privlink.toml" >"$dir/privlinkd.log" 2>&1 &
   PL_PID=$!
   PIDS+=("$PL_PID")
@@ -489,6 +498,35 @@ if [ "$DO_MEMORY" = 1 ]; then
       FAILED=1
     fi
   done
+fi
+
+# ------------------------------------------------------------------ update under load
+if [ -n "$UPDATE" ]; then
+  f=$(capture udp 1000)
+  for ((run = 1; run <= RUNS; run++)); do
+    for n in $UPDATE; do
+      dir=$OUT/run/r$run-update-$n
+      CONFIG_HOOK="python3 $HERE/update.py config --endpoints $n"
+      # shellcheck disable=SC2046
+      if start_privlinkd "$dir" "net_pcap0,rx_pcap=$f,infinite_rx=1" 2048 1024 \
+          "mbufs = $(( $(pool_for_desc 1024) + $(pcap_packets "$f") + 2048 ))" \
+          $(mem_args 400 | cut -d' ' -f2-); then
+        CONFIG_HOOK=""
+        s=$(python3 "$HERE/update.py" run "$dir" --changes "$UPDATE_CHANGES" --warmup "$WARMUP")
+        finish_privlinkd "$dir" || FAILED=1
+        [ "$(jq_get "$s" ok)" = True ] || { FAILED=1; log "update run $run, $n endpoints: $(echo "$s" | cut -c1-300)"; }
+        emit update "$(python3 -c '
+import json,sys
+s=json.loads(sys.argv[1]); s.update({"kind":"update","run":int(sys.argv[2]),"declared":int(sys.argv[3])})
+print(json.dumps(s))' "$s" "$run" "$n")"
+        log "run $run, $n endpoints: publish $(jq_get "$s" publish_ms) ms; packets/10 ms before $(jq_get "$s" before_median), during min $(jq_get "$s" during_min), after $(jq_get "$s" after_median)"
+      else
+        CONFIG_HOOK=""
+        FAILED=1
+      fi
+    done
+  done
+  [ "$PLOT" = 1 ] && python3 "$HERE/update.py" plot "$OUT" | tee -a "$BLOG"
 fi
 
 # ------------------------------------------------------------------ report

@@ -2,7 +2,7 @@
 //! process with relaxed stores a few times per second (single writer, so no read-modify-
 //! write atomics), summed on read.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicU64, Ordering};
 
 macro_rules! drop_reasons {
     ($($(#[doc = $doc:literal])* $name:ident => $label:literal,)*) => {
@@ -190,42 +190,98 @@ const SCALAR_NAMES: [&str; SCALARS] = [
 ];
 
 /// The published copy of one worker's counters, readable from any thread.
+/// One worker's counters as the rest of the process sees them: a sequence lock, so a
+/// reader gets one publication whole (the stats log computes rates from consecutive ones).
+/// The worker, the only writer, never waits; a reader retries while a publication is in
+/// progress (a few hundred nanoseconds).
 #[derive(Debug)]
 pub struct PublishedCounters {
+    /// Odd while the worker writes.
+    seq: AtomicU64,
     scalars: [AtomicU64; SCALARS],
     drops: [AtomicU64; DropReason::COUNT],
+    /// When the worker published (ms since the daemon's epoch) and the snapshot generation
+    /// it was forwarding with.
+    at_ms: AtomicU64,
+    generation: AtomicU64,
+}
+
+/// One publication of a worker's counters.
+#[derive(Debug, Clone, Default)]
+pub struct Stamped {
+    pub counters: Counters,
+    pub at_ms: u64,
+    pub generation: u64,
 }
 
 impl Default for PublishedCounters {
     fn default() -> Self {
         PublishedCounters {
+            seq: AtomicU64::new(0),
             scalars: std::array::from_fn(|_| AtomicU64::new(0)),
             drops: std::array::from_fn(|_| AtomicU64::new(0)),
+            at_ms: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
         }
     }
 }
 
+/// Reads retried before settling for a possibly torn copy (a writer that stopped mid-way,
+/// which only a panic can cause).
+const READ_TRIES: u32 = 10_000;
+
 impl PublishedCounters {
-    /// Called by the owning worker only (single writer): relaxed stores, no RMW.
-    pub fn publish(&self, c: &Counters) {
+    /// Called by the owning worker only (single writer): plain stores, no RMW.
+    pub fn publish(&self, c: &Counters, at_ms: u64, generation: u64) {
+        let seq = self.seq.load(Ordering::Relaxed);
+        self.seq.store(seq.wrapping_add(1), Ordering::Relaxed);
+        // The odd sequence must be visible before any field changes.
+        fence(Ordering::Release);
         for (slot, v) in self.scalars.iter().zip(c.scalars()) {
             slot.store(v, Ordering::Relaxed);
         }
         for (slot, v) in self.drops.iter().zip(c.drops.iter()) {
             slot.store(*v, Ordering::Relaxed);
         }
+        self.at_ms.store(at_ms, Ordering::Relaxed);
+        self.generation.store(generation, Ordering::Relaxed);
+        self.seq.store(seq.wrapping_add(2), Ordering::Release);
     }
 
-    /// A consistent-enough copy for reporting.
+    /// The last whole publication.
+    pub fn read_stamped(&self) -> Stamped {
+        let mut out = Stamped::default();
+        for _ in 0..READ_TRIES {
+            let before = self.seq.load(Ordering::Acquire);
+            if before % 2 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            self.copy_into(&mut out);
+            fence(Ordering::Acquire);
+            if self.seq.load(Ordering::Relaxed) == before {
+                return out;
+            }
+        }
+        self.copy_into(&mut out);
+        out
+    }
+
+    /// The last whole publication's counters.
     pub fn read(&self) -> Counters {
-        let mut c = Counters::default();
+        self.read_stamped().counters
+    }
+
+    fn copy_into(&self, out: &mut Stamped) {
+        let c = &mut out.counters;
         for (dst, slot) in c.scalars_mut().into_iter().zip(self.scalars.iter()) {
             *dst = slot.load(Ordering::Relaxed);
         }
         for (dst, slot) in c.drops.iter_mut().zip(self.drops.iter()) {
             *dst = slot.load(Ordering::Relaxed);
         }
-        c
+        out.at_ms = self.at_ms.load(Ordering::Relaxed);
+        out.generation = self.generation.load(Ordering::Relaxed);
     }
 }
 
@@ -250,11 +306,53 @@ mod tests {
         };
         a.drop(DropReason::Fragment);
         let p = PublishedCounters::default();
-        p.publish(&a);
+        p.publish(&a, 7, 2);
+        let stamped = p.read_stamped();
+        assert_eq!((stamped.at_ms, stamped.generation), (7, 2));
         let mut total = p.read();
         total.add(&a);
         assert_eq!(total.rx_packets, 6);
         assert_eq!(total.dropped(DropReason::Fragment), 2);
         assert_eq!(total.named()[0], ("rx_packets", 6));
+    }
+
+    /// A reader racing the writer never sees one publication's rx with another's tx.
+    #[test]
+    fn reads_are_never_torn() {
+        use std::sync::atomic::AtomicBool;
+        use std::sync::Arc;
+        let p = Arc::new(PublishedCounters::default());
+        let done = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (p, done) = (Arc::clone(&p), Arc::clone(&done));
+            std::thread::spawn(move || {
+                let mut c = Counters::default();
+                for i in 1..=200_000u64 {
+                    c.rx_packets = i;
+                    c.tx_packets = i;
+                    c.drops[0] = i;
+                    p.publish(&c, i, i);
+                    // Like a worker, leave gaps between publications (a reader facing a
+                    // writer that never pauses would give up and take a torn copy).
+                    let t = std::time::Instant::now();
+                    while t.elapsed() < std::time::Duration::from_micros(2) {
+                        std::hint::spin_loop();
+                    }
+                }
+                done.store(true, Ordering::Release);
+            })
+        };
+        let mut reads = 0u64;
+        while !done.load(Ordering::Acquire) || reads == 0 {
+            let s = p.read_stamped();
+            let c = &s.counters;
+            assert_eq!(c.rx_packets, c.tx_packets);
+            assert_eq!(c.rx_packets, c.drops[0]);
+            assert_eq!(c.rx_packets, s.at_ms);
+            assert_eq!(s.at_ms, s.generation);
+            reads += 1;
+        }
+        writer.join().expect("writer");
+        assert_eq!(p.read().rx_packets, 200_000);
     }
 }

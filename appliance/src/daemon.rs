@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam::queue::ArrayQueue;
 use dpdk_bindings::lcore::{self, LaunchHandle};
-use dpdk_bindings::{mempool, ring, signal, DpdkError, Eal, LcoreId, Mempool, Port, PortConfig};
+use dpdk_bindings::{
+    mempool, ring, signal, time, DpdkError, Eal, LcoreId, Mempool, Port, PortConfig,
+};
 use mgmt::config::{Config, ConfigError};
 
 use mgmt::persist::StateFile;
@@ -19,7 +21,7 @@ use mgmt::server::{Caller, Server, ServerConfig};
 use mgmt::store::Store;
 
 use crate::control::Control;
-use crate::counters::{Counters, DropReason, PublishedCounters};
+use crate::counters::{Counters, DropReason, PublishedCounters, Stamped};
 use crate::flow::Timeouts;
 use crate::neighbour::NeighbourTimers;
 use crate::pipeline::{NeighbourNews, PipelineSettings};
@@ -334,6 +336,8 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
     }
 
     let settings = pipeline_settings(&config, n_workers);
+    let epoch_tsc = time::tsc();
+    let hz_ms = (time::tsc_hz() / 1000).max(1);
     let mut query_tx = Vec::with_capacity(lcores.len());
     let mut launched: Vec<LaunchHandle<Counters>> = Vec::with_capacity(lcores.len());
     for (i, lc) in lcores.iter().enumerate() {
@@ -364,6 +368,8 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
                 query_tx.push(tx);
                 rx
             },
+            epoch_tsc,
+            publish_every_ms: u64::from(config.mgmt.stats_interval_ms).min(100),
         };
         launched.push(lcore::launch(*lc, move || worker::run(setup))?);
         log::info!("worker {i} running on {lc:?}");
@@ -403,10 +409,14 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
 
     log::info!("privlinkd ready");
     let stats_file = stats_path(&config);
+    let stats_every = Duration::from_millis(u64::from(config.mgmt.stats_interval_ms));
+    let mut stats_log = config.mgmt.stats_log.as_deref().and_then(StatsLog::open);
     let current = config;
     let mut last_tick = Instant::now();
+    let mut last_stats = Instant::now();
+    let nap = stats_every.min(Duration::from_millis(50));
     while !signal::stop_requested() {
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(nap);
         if signal::take_reload_request() {
             match reload(&source, &current) {
                 Ok(next) => match control.reload_declared(&next) {
@@ -420,9 +430,17 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
         if last_tick.elapsed() >= Duration::from_secs(1) {
             last_tick = Instant::now();
             control.tick();
+        }
+        if last_stats.elapsed() >= stats_every {
+            last_stats = Instant::now();
+            let stamped: Vec<Stamped> = published.iter().map(|p| p.read_stamped()).collect();
             if let Some(path) = &stats_file {
-                let snapshot: Vec<Counters> = published.iter().map(|p| p.read()).collect();
-                write_stats(path, &counters_json(&snapshot));
+                let counters: Vec<Counters> = stamped.iter().map(|s| s.counters.clone()).collect();
+                write_stats(path, &counters_json(&counters));
+            }
+            if let Some(log) = stats_log.as_mut() {
+                let now_ms = time::tsc().saturating_sub(epoch_tsc) / hz_ms;
+                log.append(now_ms, &stamped);
             }
         }
     }
@@ -512,6 +530,66 @@ fn reload(source: &ConfigSource, current: &Config) -> Result<Config, DaemonError
 
 fn stats_path(config: &Config) -> Option<PathBuf> {
     config.mgmt.stats_file.clone()
+}
+
+/// `[mgmt] stats_log`: one JSON line per worker and interval, appended.
+struct StatsLog {
+    path: PathBuf,
+    out: std::io::BufWriter<std::fs::File>,
+    /// Whether the last append failed (warn once per run of failures, keep trying).
+    failing: bool,
+}
+
+impl StatsLog {
+    fn open(path: &Path) -> Option<Self> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path);
+        match file {
+            Ok(f) => Some(Self {
+                path: path.to_owned(),
+                out: std::io::BufWriter::new(f),
+                failing: false,
+            }),
+            Err(e) => {
+                log::warn!("stats log {}: {e}; not written", path.display());
+                None
+            }
+        }
+    }
+
+    /// `t_ms` is when these were read, `at_ms` when the worker published them (both ms
+    /// since the daemon's epoch): rates come from consecutive `at_ms`.
+    fn append(&mut self, t_ms: u64, workers: &[Stamped]) {
+        use std::io::Write;
+        let mut result = Ok(());
+        for (i, w) in workers.iter().enumerate() {
+            let c = &w.counters;
+            result = result.and_then(|()| {
+                writeln!(
+                    self.out,
+                    "{{\"t_ms\":{t_ms},\"worker\":{i},\"at_ms\":{},\"generation\":{},\"rx_packets\":{},\"tx_packets\":{},\"new_flows\":{},\"active_flows\":{},\"drops\":{}}}",
+                    w.at_ms,
+                    w.generation,
+                    c.rx_packets,
+                    c.tx_packets,
+                    c.new_flows,
+                    c.active_flows,
+                    c.total_drops()
+                )
+            });
+        }
+        match result.and_then(|()| self.out.flush()) {
+            Ok(()) => self.failing = false,
+            Err(e) => {
+                if !self.failing {
+                    log::warn!("stats log {}: {e}", self.path.display());
+                }
+                self.failing = true;
+            }
+        }
+    }
 }
 
 fn write_stats(path: &Path, json: &str) {

@@ -59,9 +59,11 @@ pub struct WorkerSetup {
     pub idle_sleep: Duration,
     pub settings: PipelineSettings,
     pub queries: crossbeam::channel::Receiver<Query>,
+    /// The daemon's clock origin (TSC): worker times and the stats log share it.
+    pub epoch_tsc: u64,
+    /// How often the counters are published (at most 100 ms).
+    pub publish_every_ms: u64,
 }
-
-const PUBLISH_EVERY_MS: u64 = 100;
 
 /// Runs the worker until `stop` is set; returns its final counters.
 pub fn run(mut w: WorkerSetup) -> Counters {
@@ -80,13 +82,14 @@ pub fn run(mut w: WorkerSetup) -> Counters {
         .map(|_| Vec::with_capacity(burst * 2))
         .collect();
     let hz_ms = (time::tsc_hz() / 1000).max(1);
-    let start_tsc = time::tsc();
+    let start_tsc = w.epoch_tsc;
+    let publish_every = w.publish_every_ms.clamp(1, 100);
     let mut last_publish = 0u64;
     let own_inbox = w.news_inboxes.get(usize::from(w.id)).cloned();
     let hz_ms_div = hz_ms;
 
     while !w.stop.load(Ordering::Relaxed) {
-        let now_ms = (time::tsc() - start_tsc) / hz_ms_div;
+        let now_ms = time::tsc().saturating_sub(start_tsc) / hz_ms_div;
         if w.snapshot.refresh() {
             pipe.on_snapshot(w.snapshot.get());
         }
@@ -209,17 +212,20 @@ pub fn run(mut w: WorkerSetup) -> Counters {
                 }
             }
         }
-        if now_ms >= last_publish + PUBLISH_EVERY_MS {
+        if now_ms >= last_publish + publish_every {
             last_publish = now_ms;
             pipe.sync_gauges();
-            w.published.publish(pipe.counters());
+            w.published
+                .publish(pipe.counters(), now_ms, snap.generation);
         }
         if work == 0 && !w.idle_sleep.is_zero() {
             std::thread::sleep(w.idle_sleep);
         }
     }
     pipe.sync_gauges();
-    w.published.publish(pipe.counters());
+    let now_ms = time::tsc().saturating_sub(start_tsc) / hz_ms;
+    w.published
+        .publish(pipe.counters(), now_ms, w.snapshot.get().generation);
     pipe.counters().clone()
 }
 

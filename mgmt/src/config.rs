@@ -218,9 +218,17 @@ pub struct MgmtConfig {
     pub state_dir: PathBuf,
     /// The region in service names; default `local`.
     pub region: String,
-    /// Where privlinkd writes its counters as JSON once a second (atomically replaced);
-    /// none by default.
+    /// Where privlinkd writes its counters as JSON every `stats_interval_ms` (atomically
+    /// replaced); none by default.
     pub stats_file: Option<PathBuf>,
+    /// Where privlinkd appends one JSON line of counters per worker every
+    /// `stats_interval_ms`, stamped with the time the worker published them and the
+    /// snapshot generation it was forwarding with: a time series of the forwarding rate
+    /// (rotate it like any log). None by default.
+    pub stats_log: Option<PathBuf>,
+    /// Period of the stats file, the stats log and the workers' counter publication,
+    /// 10 to 60000 ms; default 1000. Workers publish at least every 100 ms whatever this is.
+    pub stats_interval_ms: u32,
 }
 
 impl Default for MgmtConfig {
@@ -231,6 +239,8 @@ impl Default for MgmtConfig {
             state_dir: PathBuf::from("/var/lib/privlink"),
             region: "local".to_owned(),
             stats_file: None,
+            stats_log: None,
+            stats_interval_ms: 1000,
         }
     }
 }
@@ -663,6 +673,17 @@ impl Config {
             return Err((
                 at.key("region"),
                 ConfigProblem::Parse(ParseError::new(ValueKind::Region, &m.region)),
+            ));
+        }
+        for (key, path) in [("stats_file", &m.stats_file), ("stats_log", &m.stats_log)] {
+            if path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+                return Err((at.key(key), ConfigProblem::Empty));
+            }
+        }
+        if !(10..=60_000).contains(&m.stats_interval_ms) {
+            return Err((
+                at.key("stats_interval_ms"),
+                range(m.stats_interval_ms, 10, 60_000),
             ));
         }
         Ok(())

@@ -102,6 +102,8 @@ fn expected_default() -> Config {
             state_dir: "/var/lib/privlink".into(),
             region: "local".into(),
             stats_file: None,
+            stats_log: None,
+            stats_interval_ms: 1000,
         },
         tables: TablesConfig::default(),
         timeouts: TimeoutsConfig::default(),
@@ -636,6 +638,18 @@ fn workers_burst_out_of_range() {
     expect(&c, "workers.burst", "0 is outside 1..=512");
     c.workers.burst = 513;
     expect(&c, "workers.burst", "513 is outside 1..=512");
+}
+
+#[test]
+fn mgmt_stats_interval_out_of_range() {
+    let mut c = demo();
+    c.mgmt.stats_interval_ms = 9;
+    expect(&c, "mgmt.stats_interval_ms", "9 is outside 10..=60000");
+    c.mgmt.stats_interval_ms = 60_001;
+    expect(&c, "mgmt.stats_interval_ms", "60001 is outside 10..=60000");
+    c.mgmt.stats_interval_ms = 10;
+    c.mgmt.stats_log = Some(std::path::PathBuf::new());
+    expect(&c, "mgmt.stats_log", "must not be empty");
 }
 
 #[test]

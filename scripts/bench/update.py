@@ -1,0 +1,268 @@
+#!/usr/bin/env python3
+"""Update under load (scripts/bench.sh --update): does forwarding stall while privlinkd
+publishes a snapshot holding 10k or 100k endpoints?
+
+  update.py config CONFIG --endpoints N
+      widens the consumer VPC of a filled-in bench configuration to 10.0.0.1/12 and
+      declares N more endpoints of the bench service there (10.4.0.1 onwards), so that
+      privlinkd starts with N + 1 endpoints; turns on a 10 ms stats log.
+  update.py run DIR --changes K [--warmup S] [--gap S] [--deadline S]
+      privlinkd is running from DIR (bench.sh started it) and forwarding the replay.
+      After the warm-up, K times: create an endpoint through the management socket, wait,
+      delete it, wait. Each request makes privlinkd save its state and build and publish
+      a whole new snapshot. Then reads DIR/stats.jsonl (the worker's counters, published
+      every 10 ms, with the snapshot generation it forwarded with) and DIR/privlinkd.log
+      (build-and-publish times) and prints one JSON object: publish times, request round
+      trips, and packets per 10 ms window before, during and after the changes.
+  update.py plot OUT
+      OUT/raw/update.jsonl -> OUT/update.png (packets per 10 ms window against time, the
+      changes marked), when matplotlib is installed.
+"""
+
+import argparse
+import json
+import os
+import re
+import socket
+import statistics
+import sys
+import time
+
+SERVICE_NAME = "com.privlink.vpce.local.vpce-svc-0d0000000000000d1"
+CONSUMER_VPC = "vpc-0c0000000000000c1"
+WINDOW_MS = 10
+
+
+def ip_at(base, i):
+    n = base + i
+    return f"{n >> 24}.{(n >> 16) & 255}.{(n >> 8) & 255}.{n & 255}"
+
+
+def cmd_config(a):
+    text = open(a.config).read()
+    old = 'address = "10.1.0.1/16"'
+    if old not in text:
+        sys.exit(f"update.py: {a.config} has no consumer address {old}")
+    text = text.replace(old, 'address = "10.0.0.1/12"')
+    text = text.replace('stats_file = ', 'stats_interval_ms = 10\nstats_log = "%s"\nstats_file = '
+                        % os.path.join(os.path.dirname(os.path.abspath(a.config)), "stats.jsonl"), 1)
+    base = (10 << 24) | (4 << 16) | 1
+    out = [text, "\n# update-under-load: the endpoints the snapshot carries\n"]
+    for i in range(a.endpoints):
+        out.append(
+            '[[endpoints]]\nid = "vpce-1%016x"\nowner = "111111111111"\nvpc_id = "%s"\n'
+            'service_id = "vpce-svc-0d0000000000000d1"\nip = "%s"\nstate = "available"\n'
+            % (i, CONSUMER_VPC, ip_at(base, i)))
+    tmp = a.config + ".tmp"
+    with open(tmp, "w") as f:
+        f.write("".join(out))
+    os.replace(tmp, a.config)
+
+
+class Mgmt:
+    """privlinkd's management socket: one JSON request per line, one answer per line."""
+
+    def __init__(self, path, timeout):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(path)
+        self.buf = b""
+        self.next_id = 1
+
+    def call(self, op, args):
+        req = {"id": self.next_id, "op": op, "args": args}
+        self.next_id += 1
+        self.sock.sendall((json.dumps(req) + "\n").encode())
+        while b"\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise OSError("privlinkd closed the management connection")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        resp = json.loads(line)
+        if "ok" not in resp:
+            raise OSError(f"{op} refused: {resp.get('error')}")
+        return resp["ok"]
+
+
+def read_log(path):
+    """The stats log's lines, summed over workers per read (t_ms)."""
+    rows = []
+    try:
+        with open(path) as f:
+            for line in f:
+                try:
+                    rows.append(json.loads(line))
+                except ValueError:
+                    pass  # a line being written
+    except OSError:
+        pass
+    return rows
+
+
+def last_t_ms(path):
+    rows = read_log(path)
+    return rows[-1]["t_ms"] if rows else None
+
+
+def windows(rows):
+    """Per worker, (start_ms, end_ms, packets per 10 ms) between consecutive publications
+    (the worker's own clock), merged over workers by summing equal starts."""
+    by_worker = {}
+    for r in rows:
+        pts = by_worker.setdefault(r["worker"], {})
+        pts[r["at_ms"]] = r  # the same publication read twice counts once
+    out = {}
+    gaps = []
+    for pts in by_worker.values():
+        ordered = [pts[k] for k in sorted(pts)]
+        for prev, cur in zip(ordered, ordered[1:]):
+            dt = cur["at_ms"] - prev["at_ms"]
+            if dt <= 0:
+                continue
+            gaps.append((prev["at_ms"], dt))
+            rate = (cur["tx_packets"] - prev["tx_packets"]) * WINDOW_MS / dt
+            key = prev["at_ms"]
+            s, e, v = out.get(key, (key, cur["at_ms"], 0.0))
+            out[key] = (s, e, v + rate)
+    return [out[k] for k in sorted(out)], gaps
+
+
+def in_span(w, lo, hi):
+    return w[1] > lo and w[0] < hi
+
+
+def cmd_run(a):
+    stats_log = os.path.join(a.dir, "stats.jsonl")
+    sock_path = os.path.join(a.dir, "privlink.sock")
+    deadline = time.time() + a.deadline
+    # Forwarding first: the replay's flows are created in the first pass.
+    while time.time() < deadline:
+        rows = read_log(stats_log)
+        if rows and rows[-1]["tx_packets"] > 0:
+            break
+        time.sleep(0.05)
+    else:
+        print(json.dumps({"ok": False, "error": "no forwarding seen in the stats log"}))
+        return 1
+    time.sleep(a.warmup)
+    mgmt = Mgmt(sock_path, timeout=max(30.0, a.deadline / 2))
+    changes = []
+    start_ms = last_t_ms(stats_log)
+    time.sleep(a.gap)
+    for k in range(a.changes):
+        ip = ip_at((10 << 24) | (8 << 16) | 1, k)
+        for op in ("create", "delete"):
+            if time.time() > deadline:
+                break
+            t0 = last_t_ms(stats_log)
+            w0 = time.monotonic()
+            if op == "create":
+                r = mgmt.call("create-vpc-endpoint", {
+                    "VpcId": CONSUMER_VPC, "ServiceName": SERVICE_NAME, "IpAddress": ip})
+                ep = r["VpcEndpoint"]["VpcEndpointId"]
+            else:
+                mgmt.call("delete-vpc-endpoints", {"VpcEndpointIds": [ep]})
+            rtt = (time.monotonic() - w0) * 1000
+            # The stats log is read every 10 ms: wait for a line stamped after the answer.
+            time.sleep(0.03)
+            changes.append({"op": op + "-vpc-endpoint", "from_ms": t0,
+                            "to_ms": last_t_ms(stats_log), "rtt_ms": rtt})
+            time.sleep(a.gap)
+    end_ms = last_t_ms(stats_log)
+
+    rows = read_log(stats_log)
+    wins, gaps = windows(rows)
+    log_text = open(os.path.join(a.dir, "privlinkd.log"), errors="replace").read()
+    builds = [(int(g), int(n), float(ms)) for g, n, ms in re.findall(
+        r"snapshot (\d+): \d+ services, (\d+) endpoints, built and published in ([0-9.]+) ms",
+        log_text)]
+    # Only the management thread's builds have this form (the start's is logged otherwise).
+    publish = [ms for _, _, ms in builds]
+    endpoints = builds[-1][1] if builds else None
+
+    first = changes[0]["from_ms"] if changes else end_ms
+    before = [w[2] for w in wins if start_ms <= w[0] and w[1] <= first]
+    during = [w for w in wins if any(in_span(w, c["from_ms"], c["to_ms"] + 2 * WINDOW_MS)
+                                     for c in changes)]
+    between = [w[2] for w in wins if w[0] >= first and w[1] <= end_ms and w not in during]
+    after_lo = changes[-1]["to_ms"] + 2 * WINDOW_MS if changes else end_ms
+    after = [w[2] for w in wins if after_lo <= w[0] and w[1] <= end_ms]
+    during_v = [w[2] for w in during]
+    worst_gap = max((dt for at, dt in gaps if start_ms <= at <= end_ms), default=None)
+    med_before = statistics.median(before) if before else None
+    res = {
+        "ok": bool(before and during_v and after),
+        "endpoints": endpoints,
+        "changes": changes,
+        "publish_ms": publish,
+        "rtt_ms": [c["rtt_ms"] for c in changes],
+        "windows_before": len(before),
+        "windows_during": len(during_v),
+        "before_median": med_before,
+        "during_min": min(during_v) if during_v else None,
+        "during_median": statistics.median(during_v) if during_v else None,
+        "between_median": statistics.median(between) if between else None,
+        "after_median": statistics.median(after) if after else None,
+        # A window under half the median before it: a stall, however short.
+        "stalled_windows": sum(1 for v in during_v if med_before and v < med_before / 2),
+        "worst_publication_gap_ms": worst_gap,
+        "series": [[w[0], round(w[2])] for w in wins if start_ms <= w[0] <= end_ms],
+    }
+    print(json.dumps(res))
+    return 0 if res["ok"] else 1
+
+
+def cmd_plot(a):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("update plot skipped: matplotlib is not installed (pip install matplotlib)")
+        return 0
+    path = os.path.join(a.out, "raw", "update.jsonl")
+    runs = [json.loads(l) for l in open(path) if l.strip()]
+    runs = [r for r in runs if r.get("series")]
+    if not runs:
+        return 0
+    fig, axes = plt.subplots(len(runs), 1, figsize=(9, 2.6 * len(runs)), squeeze=False)
+    for ax, r in zip(axes[:, 0], runs):
+        t0 = r["series"][0][0]
+        ax.plot([(t - t0) / 1000 for t, _ in r["series"]], [v for _, v in r["series"]],
+                lw=0.7, color="tab:blue")
+        for c in r["changes"]:
+            ax.axvspan((c["from_ms"] - t0) / 1000, (c["to_ms"] - t0) / 1000, color="tab:red",
+                       alpha=0.25, lw=0)
+        ax.set_ylim(bottom=0)
+        ax.set_ylabel("packets / 10 ms")
+        ax.set_title(f"{r.get('endpoints')} endpoints, run {r.get('run')}: red = a change "
+                     f"being saved, built and published", fontsize=9)
+        ax.grid(True, alpha=0.3)
+    axes[-1, 0].set_xlabel("seconds")
+    fig.tight_layout()
+    fig.savefig(os.path.join(a.out, "update.png"), dpi=110)
+    print(f"plot: {os.path.join(a.out, 'update.png')}")
+    return 0
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("config")
+    s.add_argument("config")
+    s.add_argument("--endpoints", type=int, required=True)
+    s = sub.add_parser("run")
+    s.add_argument("dir")
+    s.add_argument("--changes", type=int, default=3)
+    s.add_argument("--warmup", type=float, default=2)
+    s.add_argument("--gap", type=float, default=1)
+    s.add_argument("--deadline", type=float, default=120)
+    s = sub.add_parser("plot")
+    s.add_argument("out")
+    a = ap.parse_args()
+    return {"config": cmd_config, "run": cmd_run, "plot": cmd_plot}[a.cmd](a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
