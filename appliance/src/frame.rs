@@ -21,6 +21,11 @@ pub trait Frame {
     fn rx_hash(&self) -> u32 {
         0
     }
+    /// Whether [`bytes`](Self::bytes) is the whole packet (a chained mbuf is not: the
+    /// pipeline drops those as `multi_segment`).
+    fn is_contiguous(&self) -> bool {
+        true
+    }
 }
 
 impl Frame for Mbuf {
@@ -47,6 +52,10 @@ impl Frame for Mbuf {
     #[inline]
     fn rx_hash(&self) -> u32 {
         self.rss_hash()
+    }
+    #[inline]
+    fn is_contiguous(&self) -> bool {
+        self.segments() == 1
     }
 }
 

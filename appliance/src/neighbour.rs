@@ -108,43 +108,53 @@ impl Neighbours {
         self.map.insert((att, ip), State::Static { mac });
     }
 
-    /// What to do for next hop `ip` on attachment `att` now.
+    /// The MAC of next hop `ip` on attachment `att` if it can be used now without asking
+    /// (static, or reachable and confirmed within the TTL); None otherwise, and then
+    /// nothing changed: [`resolve`](Self::resolve) decides what to do. Fills the cache.
     #[inline]
-    pub fn resolve(&mut self, att: u16, ip: u32, now_ms: u64) -> Resolution {
+    pub fn known(&mut self, att: u16, ip: u32, now_ms: u64) -> Option<[u8; 6]> {
         let (key, slot) = Self::cache_key(att, ip);
         let c = self.cache[slot];
         if c.key == key && now_ms < c.until_ms {
-            return Resolution::Known(c.mac);
+            return Some(c.mac);
+        }
+        let (mac, until_ms) = match self.map.get(&(att, ip))? {
+            State::Static { mac } => (*mac, now_ms + CACHE_MS),
+            State::Reachable { mac, confirmed_ms }
+                if now_ms.saturating_sub(*confirmed_ms) <= self.timers.ttl_ms =>
+            {
+                (
+                    *mac,
+                    (now_ms + CACHE_MS).min(confirmed_ms + self.timers.ttl_ms),
+                )
+            }
+            _ => return None,
+        };
+        self.cache[slot] = CacheEntry { key, mac, until_ms };
+        Some(mac)
+    }
+
+    /// What to do for next hop `ip` on attachment `att` now.
+    #[inline]
+    pub fn resolve(&mut self, att: u16, ip: u32, now_ms: u64) -> Resolution {
+        if let Some(mac) = self.known(att, ip, now_ms) {
+            return Resolution::Known(mac);
         }
         match self.map.get(&(att, ip)).copied() {
-            Some(State::Static { mac }) => {
-                self.cache[slot] = CacheEntry {
-                    key,
-                    mac,
-                    until_ms: now_ms + CACHE_MS,
-                };
-                Resolution::Known(mac)
-            }
-            Some(State::Reachable { mac, confirmed_ms }) => {
-                if now_ms.saturating_sub(confirmed_ms) > self.timers.ttl_ms {
-                    // Ask again at most once per retry interval while it stays unconfirmed.
-                    self.map.insert(
-                        (att, ip),
-                        State::Reachable {
-                            mac,
-                            confirmed_ms: now_ms.saturating_sub(self.timers.ttl_ms)
-                                + self.timers.retry_ms,
-                        },
-                    );
-                    self.invalidate();
-                    return Resolution::Refresh(mac);
-                }
-                self.cache[slot] = CacheEntry {
-                    key,
-                    mac,
-                    until_ms: (now_ms + CACHE_MS).min(confirmed_ms + self.timers.ttl_ms),
-                };
-                Resolution::Known(mac)
+            // `known` answered for static and fresh entries: this one is stale.
+            Some(State::Static { mac }) => Resolution::Known(mac),
+            Some(State::Reachable { mac, .. }) => {
+                // Ask again at most once per retry interval while it stays unconfirmed.
+                self.map.insert(
+                    (att, ip),
+                    State::Reachable {
+                        mac,
+                        confirmed_ms: now_ms.saturating_sub(self.timers.ttl_ms)
+                            + self.timers.retry_ms,
+                    },
+                );
+                self.invalidate();
+                Resolution::Refresh(mac)
             }
             Some(State::Incomplete { .. }) => Resolution::Pending,
             Some(State::Failed { until_ms }) if now_ms < until_ms => Resolution::Failed,

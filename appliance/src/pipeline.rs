@@ -341,8 +341,31 @@ impl<F: Frame> Pipeline<F> {
         mut frame: F,
         now_ms: u64,
     ) -> Verdict<F> {
+        self.count_rx(&frame);
+        if let Some(port) = self.fast_path(snap, in_port, &mut frame, now_ms) {
+            return Verdict::Tx(port, frame);
+        }
+        self.full_path(snap, in_port, frame, now_ms)
+    }
+
+    #[inline]
+    fn count_rx(&mut self, frame: &F) {
         self.counters.rx_packets += 1;
         self.counters.rx_bytes += frame.bytes().len() as u64;
+    }
+
+    /// Everything but the fast path, for a counted packet the fast path did not take.
+    fn full_path(
+        &mut self,
+        snap: &Snapshot,
+        in_port: u16,
+        mut frame: F,
+        now_ms: u64,
+    ) -> Verdict<F> {
+        if !frame.is_contiguous() {
+            self.counters.drop(DropReason::MultiSegment);
+            return Verdict::Done;
+        }
         match self.classify(snap, in_port, &mut frame, now_ms) {
             Ok(Out::Tx(port)) => Verdict::Tx(port, frame),
             Ok(Out::Handoff(w)) => Verdict::Handoff(w, frame),
@@ -655,17 +678,7 @@ impl<F: Frame> Pipeline<F> {
     ) -> Result<Out, DropReason> {
         let bytes32 = u32::try_from(ip.total_len).unwrap_or(u32::MAX);
         let flow = self.flows.get_mut(id).ok_or(DropReason::NoFlow)?;
-        flow.touch(now_ms, from_consumer, bytes32);
-        if let Some((f, ack)) = tcp {
-            flow.tcp = flow.tcp.advance(from_consumer, f);
-            if f.ack {
-                if from_consumer {
-                    flow.ack_fwd = ack;
-                } else {
-                    flow.ack_rev = ack;
-                }
-            }
-        }
+        flow.record(now_ms, from_consumer, bytes32, tcp);
         // The other side's key, seen from its end: its dst is our new source.
         let other = if from_consumer { flow.rev } else { flow.fwd };
         nat_rewrite(
@@ -1470,5 +1483,6 @@ fn write_own_ipv4(buf: &mut [u8], src: u32, dst: u32, proto: u8, payload_len: us
     let _ = repr.emit(buf);
 }
 
+mod fast;
 #[cfg(test)]
 mod tests;

@@ -103,16 +103,18 @@ pub fn run(mut w: WorkerSetup) -> Counters {
             }
             work += n;
             let in_port = u16::try_from(p).unwrap_or(u16::MAX);
-            for m in rx_buf.drain(..) {
-                dispatch(
-                    &mut pipe,
-                    snap,
-                    in_port,
-                    m,
-                    now_ms,
-                    &mut tx_bufs,
-                    &mut handoff_bufs,
-                );
+            // Verdicts for ports or workers that do not exist (never, by construction).
+            let mut lost = [0u64; DropReason::COUNT];
+            pipe.process_burst(snap, in_port, &mut rx_buf, now_ms, &mut |v| {
+                if let Err(reason) = route_verdict(v, &mut tx_bufs, &mut handoff_bufs) {
+                    lost[reason as usize] += 1;
+                }
+            });
+            if lost.iter().any(|&n| n > 0) {
+                let c = pipe.counters_mut();
+                for (d, n) in c.drops.iter_mut().zip(lost) {
+                    *d += n;
+                }
             }
         }
         for ring in w.handoff_in.iter_mut() {
@@ -239,19 +241,25 @@ fn dispatch(
     tx_bufs: &mut [Vec<Mbuf>],
     handoff_bufs: &mut [Vec<Mbuf>],
 ) {
-    if m.segments() != 1 {
-        pipe.counters_mut().drop(DropReason::MultiSegment);
-        return;
+    let v = pipe.process(snap, in_port, m, now_ms);
+    if let Err(reason) = route_verdict(v, tx_bufs, handoff_bufs) {
+        pipe.counters_mut().drop(reason);
     }
-    match pipe.process(snap, in_port, m, now_ms) {
-        Verdict::Tx(port, m) => match tx_bufs.get_mut(usize::from(port)) {
-            Some(buf) => buf.push(m),
-            None => pipe.counters_mut().drop(DropReason::NoAttachment),
-        },
-        Verdict::Handoff(worker, m) => match handoff_bufs.get_mut(usize::from(worker)) {
-            Some(buf) => buf.push(m),
-            None => pipe.counters_mut().drop(DropReason::HandoffFull),
-        },
-        Verdict::Done => {}
-    }
+}
+
+/// Queues a verdict's packet for its port or worker; the drop reason if that index does
+/// not exist (the packet is dropped, for the caller to count).
+#[inline]
+fn route_verdict(
+    v: Verdict<Mbuf>,
+    tx_bufs: &mut [Vec<Mbuf>],
+    handoff_bufs: &mut [Vec<Mbuf>],
+) -> Result<(), DropReason> {
+    let (bufs, i, m, reason) = match v {
+        Verdict::Tx(port, m) => (tx_bufs, port, m, DropReason::NoAttachment),
+        Verdict::Handoff(w, m) => (handoff_bufs, w, m, DropReason::HandoffFull),
+        Verdict::Done => return Ok(()),
+    };
+    bufs.get_mut(usize::from(i)).ok_or(reason)?.push(m);
+    Ok(())
 }

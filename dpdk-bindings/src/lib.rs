@@ -16,6 +16,7 @@ pub mod mbuf;
 pub mod mempool;
 pub mod os;
 pub mod port;
+pub mod prefetch;
 pub mod ring;
 pub mod signal;
 pub mod time;

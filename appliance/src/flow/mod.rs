@@ -178,6 +178,29 @@ impl Flow {
         }
     }
 
+    /// One packet of this flow: [`touch`](Self::touch), and for TCP (`tcp` = its flags
+    /// and acknowledgement number) the state machine and the last ACK of that side.
+    #[inline]
+    pub fn record(
+        &mut self,
+        now_ms: u64,
+        from_consumer: bool,
+        bytes: u32,
+        tcp: Option<(TcpFlags, u32)>,
+    ) {
+        self.touch(now_ms, from_consumer, bytes);
+        if let Some((f, ack)) = tcp {
+            self.tcp = self.tcp.advance(from_consumer, f);
+            if f.ack {
+                if from_consumer {
+                    self.ack_fwd = ack;
+                } else {
+                    self.ack_rev = ack;
+                }
+            }
+        }
+    }
+
     /// Idle time after which this flow expires: by TCP state for TCP, `udp_ms` for UDP,
     /// `icmp_ms` for ICMP, and `udp_ms` for any other protocol.
     #[inline]

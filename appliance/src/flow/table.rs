@@ -56,6 +56,8 @@ use std::fmt;
 use std::hash::BuildHasher;
 use std::mem::size_of;
 
+use dpdk_bindings::prefetch::prefetch;
+
 use super::{Flow, FlowId, FlowKey, Timeouts};
 
 /// The largest capacity a table accepts: slot numbers must stay clear of the `NIL` and
@@ -267,13 +269,67 @@ impl FlowTable {
         } else {
             &self.fwd_heads
         };
-        let mut id = heads[self.bucket(key)];
+        self.find_from(heads[self.bucket(key)], key, REV)
+    }
+
+    /// The index hash of `key` (seeded, unlike [`FlowKey::hash`]): the first step of a
+    /// lookup split over a burst, [`prefetch_head`](Self::prefetch_head) →
+    /// [`head`](Self::head) + [`prefetch_flow`](Self::prefetch_flow) →
+    /// [`find_from`](Self::find_from), with the stages of many keys interleaved so their
+    /// cache misses overlap. Each stage is correct on its own; the prefetches only hint.
+    #[inline]
+    pub fn index_hash(&self, key: &FlowKey) -> u64 {
+        key.hash_with_seed(self.seed)
+    }
+
+    #[inline]
+    fn heads(&self, rev: bool) -> &[u32] {
+        if rev {
+            &self.rev_heads
+        } else {
+            &self.fwd_heads
+        }
+    }
+
+    /// Starts loading the chain head of index hash `hash` (reverse index if `rev`).
+    #[inline]
+    pub fn prefetch_head(&self, hash: u64, rev: bool) {
+        // `mask` < 2^30: the conversion never fails.
+        let b = usize::try_from(hash & self.mask).unwrap_or(0);
+        if let Some(h) = self.heads(rev).get(b) {
+            prefetch(h);
+        }
+    }
+
+    /// The first flow of the chain of index hash `hash` (NIL-terminated; pass it to
+    /// [`find_from`](Self::find_from)).
+    #[inline]
+    pub fn head(&self, hash: u64, rev: bool) -> u32 {
+        let b = usize::try_from(hash & self.mask).unwrap_or(0);
+        self.heads(rev).get(b).copied().unwrap_or(NIL)
+    }
+
+    /// Starts loading flow slot `id` (its key, and the counters a packet updates).
+    #[inline]
+    pub fn prefetch_flow(&self, id: u32) {
+        if let Some(s) = self.slots.get(ix(id)) {
+            prefetch(s);
+            prefetch(&s.flow.last_seen_ms);
+            prefetch(&s.flow.bytes_rev);
+        }
+    }
+
+    /// Walks the chain starting at `head` (from [`head`](Self::head)) for `key`.
+    #[inline]
+    pub fn find_from(&self, head: u32, key: &FlowKey, rev: bool) -> Option<FlowId> {
+        let mut id = head;
         // `NIL` is out of range, so `get` ends the walk.
         while let Some(slot) = self.slots.get(ix(id)) {
-            if slot.key::<REV>() == key {
+            let k = if rev { &slot.flow.rev } else { &slot.flow.fwd };
+            if k == key {
                 return Some(id);
             }
-            id = if REV { slot.next_rev } else { slot.next_fwd };
+            id = if rev { slot.next_rev } else { slot.next_fwd };
         }
         None
     }
