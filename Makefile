@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= $(shell command -v cargo 2>/dev/null || echo $(HOME)/.cargo/bin/cargo)
 
-.PHONY: demo test deps build check bench bench-smoke clean
+.PHONY: demo test deps build check bench bench-load bench-smoke clean
 
 deps:
 	@bash scripts/install-deps.sh
@@ -26,6 +26,12 @@ bench: deps
 	$(CARGO) build --release --bins
 	CARGO=$(CARGO) bash scripts/bench.sh --no-build $(BENCH_ARGS)
 	$(CARGO) bench -p appliance
+
+## make bench-load: testpmd txonly -> privlinkd -> testpmd rxonly (scripts/bench-load.sh;
+## LOAD_ARGS="--gen-ports … --appliance-ports … --sink-ports …" for real NICs)
+bench-load: deps
+	$(CARGO) build --release --bins
+	PRIVLINKD=$(CURDIR)/target/release/privlinkd bash scripts/bench-load.sh $(LOAD_ARGS)
 
 ## make bench-smoke: the harness in a few seconds (exit 0 when privlinkd forwards)
 bench-smoke:

@@ -24,7 +24,7 @@
 # Needs root (DPDK), python3, dpdk-testpmd (package dpdk-dev). Traffic never leaves the two
 # virtual devices.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 ROOT=$PWD
 HERE=$ROOT/scripts/bench
 CARGO=${CARGO:-$(command -v cargo 2>/dev/null || echo "$HOME/.cargo/bin/cargo")}
@@ -331,12 +331,11 @@ emit() { echo "$2" >>"$RAW/$1.jsonl"; }
 # ------------------------------------------------------------------ forwarding
 KIND=$PROTO
 [ "$PROTO" = udp ] || KIND=tcp
-declare -A PCAPS PKTS PLDESC PLEXTRA PLNOTE MEM_PL MEM_TP TPMBUFS
+declare -A PCAPS PLDESC PLEXTRA PLNOTE MEM_PL MEM_TP TPMBUFS
 for n in $FLOWS; do
   f=$(capture "$KIND" "$n")
   p=$(pcap_packets "$f")
   PCAPS[$n]=$f
-  PKTS[$n]=$p
   need=$((p + 2048))
   if [ "$MBUFS_KEY" = 1 ]; then
     PLDESC[$n]=1024

@@ -3,7 +3,7 @@
 # end-to-end tests (one at a time: each runs its own privlinkd and namespaces). Ends with
 # one summary line "privlink: N passed, N failed".
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 CARGO=${CARGO:-cargo}
 log=$(mktemp /tmp/privlink-test.XXXXXX)
 trap 'rm -f "$log"' EXIT
@@ -13,17 +13,21 @@ status=0
 PRIVLINKD=${PRIVLINKD:-$PWD/target/release/privlinkd} \
   "$CARGO" test -p privlink-e2e -- --test-threads=1 2>&1 | tee -a "$log" || status=1
 
-# The benchmark harness in smoke mode: privlinkd and testpmd on net_pcap/net_null for a
-# few seconds; passes when privlinkd forwards and stops cleanly.
+# The benchmark harnesses in smoke mode, a few seconds each: privlinkd and testpmd on
+# net_pcap/net_null, and testpmd txonly -> privlinkd -> testpmd rxonly over net_memif.
+# Each passes when privlinkd forwards and stops cleanly.
 smoke_passed=0
 smoke_failed=0
-if PRIVLINKD=${PRIVLINKD:-$PWD/target/release/privlinkd} \
-    bash scripts/bench.sh --smoke --no-build --out bench-out/smoke 2>&1 | tee -a "$log"; then
-  smoke_passed=1
-else
-  smoke_failed=1
-  status=1
-fi
+for smoke in "scripts/bench.sh --smoke --no-build --out bench-out/smoke" \
+             "scripts/bench-load.sh --smoke --out bench-out/load-smoke"; do
+  # shellcheck disable=SC2086 # the command line is split on purpose
+  if PRIVLINKD=${PRIVLINKD:-$PWD/target/release/privlinkd} bash $smoke 2>&1 | tee -a "$log"; then
+    smoke_passed=$((smoke_passed + 1))
+  else
+    smoke_failed=$((smoke_failed + 1))
+    status=1
+  fi
+done
 
 passed=$(grep -Eo '^test result: .* ([0-9]+) passed' "$log" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
 failed=$(grep -Eo '^test result: .* ([0-9]+) failed' "$log" | grep -Eo '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
