@@ -114,10 +114,17 @@ impl Neighbours {
     #[inline]
     pub fn known(&mut self, att: u16, ip: u32, now_ms: u64) -> Option<[u8; 6]> {
         let (key, slot) = Self::cache_key(att, ip);
-        let c = self.cache[slot];
-        if c.key == key && now_ms < c.until_ms {
-            return Some(c.mac);
+        match self.cache.get(slot) {
+            Some(c) if c.key == key && now_ms < c.until_ms => Some(c.mac),
+            _ => self.known_uncached(att, ip, now_ms),
         }
+    }
+
+    /// [`known`](Self::known) past the cache: out of line, so the cached case inlines.
+    #[cold]
+    #[inline(never)]
+    fn known_uncached(&mut self, att: u16, ip: u32, now_ms: u64) -> Option<[u8; 6]> {
+        let (key, slot) = Self::cache_key(att, ip);
         let (mac, until_ms) = match self.map.get(&(att, ip))? {
             State::Static { mac } => (*mac, now_ms + CACHE_MS),
             State::Reachable { mac, confirmed_ms }
@@ -130,7 +137,9 @@ impl Neighbours {
             }
             _ => return None,
         };
-        self.cache[slot] = CacheEntry { key, mac, until_ms };
+        if let Some(c) = self.cache.get_mut(slot) {
+            *c = CacheEntry { key, mac, until_ms };
+        }
         Some(mac)
     }
 

@@ -205,22 +205,21 @@ impl<F: Frame> Pipeline<F> {
             return None;
         }
         let l3 = if p.l3 == ethernet::HEADER_LEN && att.vlan.is_none() {
-            // Untagged in and out (the common case): only the addresses change.
-            let l2 = frame.bytes_mut().first_chunk_mut::<12>()?;
-            l2[..6].copy_from_slice(&mac);
-            l2[6..].copy_from_slice(&att.mac);
-            p.l3
+            p.l3 // untagged in and out (the common case): only the addresses change
         } else {
             if set_l2(frame, p.l3, att).is_err() {
                 return None; // no headroom for a VLAN tag; unchanged (set_l2 writes last)
             }
-            frame.bytes_mut().get_mut(0..6)?.copy_from_slice(&mac);
             ethernet::HEADER_LEN + if att.vlan.is_some() { vlan::TAG_LEN } else { 0 }
         };
         let flow = self.flows.get_mut(id)?;
         let bytes = u32::try_from(p.total_len).unwrap_or(u32::MAX);
         flow.record(now_ms, from_consumer, bytes, p.tcp);
-        let pkt = frame.bytes_mut().get_mut(l3..l3 + p.total_len)?;
+        let bytes = frame.bytes_mut();
+        let l2 = bytes.first_chunk_mut::<12>()?;
+        l2[..6].copy_from_slice(&mac);
+        l2[6..].copy_from_slice(&att.mac);
+        let pkt = bytes.get_mut(l3..l3 + p.total_len)?;
         rewrite(pkt, &p.key, &other);
         Some(att.port)
     }
@@ -302,48 +301,138 @@ fn header_ok(h: &[u8; IPV4_HEADER]) -> bool {
 }
 
 /// Source := `other`'s destination, destination := `other`'s source (addresses and
-/// ports), TTL - 1, both checksums updated incrementally (RFC 1624). `pkt` is the IP
-/// packet as [`parse`] checked it (20-byte header, complete UDP or TCP header).
+/// ports), TTL - 1, both checksums updated incrementally (RFC 1624 eq. 3). `pkt` is the
+/// IP packet as [`parse`] checked it (20-byte header, complete UDP or TCP header).
+///
+/// The one's-complement sum over 32-bit words equals the sum over their 16-bit halves
+/// (modulo 0xFFFF), so each address and the port pair enter as one term, and the address
+/// terms, which both checksums cover, are summed once.
 #[inline]
 fn rewrite(pkt: &mut [u8], old: &FlowKey, other: &FlowKey) {
     let Some((h, seg)) = pkt.split_at_mut_checked(IPV4_HEADER) else {
         return;
     };
-    let old_words = |ip: u32| checksum::words_of(ip.to_be_bytes());
-    let [os0, os1] = old_words(old.src_ip);
-    let [od0, od1] = old_words(old.dst_ip);
-    let [ns0, ns1] = old_words(other.dst_ip);
-    let [nd0, nd1] = old_words(other.src_ip);
-    let ttl_proto = u16::from_be_bytes([h[8], h[9]]);
-    let ip_csum = checksum::update_words(
-        u16::from_be_bytes([h[10], h[11]]),
-        [os0, os1, od0, od1, ttl_proto],
-        [ns0, ns1, nd0, nd1, ttl_proto - 0x100],
-    );
-    h[8] -= 1;
+    let (new_src, new_dst) = (other.dst_ip, other.src_ip);
+    let addrs =
+        u64::from(!old.src_ip) + u64::from(!old.dst_ip) + u64::from(new_src) + u64::from(new_dst);
+    // TTL - 1 lowers the (TTL, protocol) word by 0x100: ~w + (w - 0x100) = 0xFEFF.
+    const TTL_DECREMENT: u64 = 0xFEFF;
+    let ip_csum = u16::from_be_bytes([h[10], h[11]]);
+    let ip_csum = !checksum::fold(u64::from(!ip_csum) + addrs + TTL_DECREMENT);
+    h[8] = h[8].wrapping_sub(1);
     h[10..12].copy_from_slice(&ip_csum.to_be_bytes());
-    h[12..16].copy_from_slice(&other.dst_ip.to_be_bytes());
-    h[16..20].copy_from_slice(&other.src_ip.to_be_bytes());
+    h[12..16].copy_from_slice(&new_src.to_be_bytes());
+    h[16..20].copy_from_slice(&new_dst.to_be_bytes());
 
-    let csum_at = if old.proto == PROTO_TCP { 16 } else { 6 };
+    let udp = old.proto == PROTO_UDP;
+    let old_ports = (u32::from(old.src_port) << 16) | u32::from(old.dst_port);
+    let new_ports = (u32::from(other.dst_port) << 16) | u32::from(other.src_port);
+    let csum_at = if udp { 6 } else { 16 };
     let Some(c) = seg.get_mut(csum_at..csum_at + 2) else {
         return;
     };
-    let old_csum = u16::from_be_bytes([c[0], c[1]]);
+    let l4_csum = u16::from_be_bytes([c[0], c[1]]);
     // A UDP checksum of 0 means "none" and stays so; a computed 0 is sent as 0xFFFF.
-    let new_csum = if old.proto == PROTO_UDP && old_csum == 0 {
+    let l4_csum = if udp && l4_csum == 0 {
         0
     } else {
-        match checksum::update_words(
-            old_csum,
-            [os0, os1, od0, od1, old.src_port, old.dst_port],
-            [ns0, ns1, nd0, nd1, other.dst_port, other.src_port],
-        ) {
-            0 if old.proto == PROTO_UDP => 0xFFFF,
+        let sum = u64::from(!l4_csum) + addrs + u64::from(!old_ports) + u64::from(new_ports);
+        match !checksum::fold(sum) {
+            0 if udp => 0xFFFF,
             c => c,
         }
     };
-    c.copy_from_slice(&new_csum.to_be_bytes());
-    seg[0..2].copy_from_slice(&other.dst_port.to_be_bytes());
-    seg[2..4].copy_from_slice(&other.src_port.to_be_bytes());
+    c.copy_from_slice(&l4_csum.to_be_bytes());
+    if let Some(ports) = seg.get_mut(0..4) {
+        ports.copy_from_slice(&new_ports.to_be_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::wire::tcp::TcpRepr;
+    use crate::wire::udp::UdpRepr;
+
+    /// An IPv4 packet (20-byte header) with a UDP or TCP segment, all checksums valid.
+    fn packet(tcp: bool, key: &FlowKey, ttl: u8, payload: &[u8]) -> Vec<u8> {
+        let (src, dst) = (key.src_ip.into(), key.dst_ip.into());
+        let l4_len = if tcp { 20 } else { 8 } + payload.len();
+        let mut p = vec![0u8; 20 + l4_len];
+        if tcp {
+            p[40..].copy_from_slice(payload);
+            TcpRepr {
+                src_port: key.src_port,
+                dst_port: key.dst_port,
+                seq_number: 7,
+                ack_number: 9,
+                flags: crate::wire::tcp::TcpFlags::ACK,
+                window_len: 512,
+                urgent_at: 0,
+            }
+            .emit(&mut p[20..], src, dst, payload.len())
+            .unwrap();
+        } else {
+            p[28..].copy_from_slice(payload);
+            UdpRepr {
+                src_port: key.src_port,
+                dst_port: key.dst_port,
+            }
+            .emit(&mut p[20..], src, dst, payload.len())
+            .unwrap();
+        }
+        Ipv4Repr {
+            src_addr: src,
+            dst_addr: dst,
+            protocol: if tcp {
+                IpProtocol::TCP
+            } else {
+                IpProtocol::UDP
+            },
+            payload_len: l4_len,
+            ttl,
+        }
+        .emit(&mut p)
+        .unwrap();
+        p
+    }
+
+    fn key(ips: [u32; 2], ports: [u16; 2], tcp: bool) -> FlowKey {
+        FlowKey {
+            src_ip: ips[0],
+            dst_ip: ips[1],
+            src_port: ports[0],
+            dst_port: ports[1],
+            vpc: 0,
+            proto: if tcp { PROTO_TCP } else { PROTO_UDP },
+        }
+    }
+
+    proptest! {
+        /// The incremental rewrite gives exactly what building the translated packet
+        /// from scratch gives, checksums included.
+        #[test]
+        fn rewrite_equals_rebuilding(
+            tcp in any::<bool>(),
+            ips in any::<[u32; 4]>(),
+            ports in any::<[u16; 4]>(),
+            ttl in 2u8..=255,
+            payload in proptest::collection::vec(any::<u8>(), 0..40),
+            no_udp_checksum in any::<bool>(),
+        ) {
+            let old = key([ips[0], ips[1]], [ports[0], ports[1]], tcp);
+            let other = key([ips[2], ips[3]], [ports[2], ports[3]], tcp);
+            let mut p = packet(tcp, &old, ttl, &payload);
+            let translated = key([other.dst_ip, other.src_ip], [other.dst_port, other.src_port], tcp);
+            let mut want = packet(tcp, &translated, ttl - 1, &payload);
+            if !tcp && no_udp_checksum {
+                p[26..28].fill(0);
+                want[26..28].fill(0);
+            }
+            rewrite(&mut p, &old, &other);
+            prop_assert_eq!(p, want);
+        }
+    }
 }
