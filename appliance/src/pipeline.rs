@@ -679,16 +679,18 @@ impl<F: Frame> Pipeline<F> {
         let bytes32 = u32::try_from(ip.total_len).unwrap_or(u32::MAX);
         let flow = self.flows.get_mut(id).ok_or(DropReason::NoFlow)?;
         flow.record(now_ms, from_consumer, bytes32, tcp);
-        // The other side's key, seen from its end: its dst is our new source.
-        let other = if from_consumer { flow.rev } else { flow.fwd };
-        nat_rewrite(
-            frame.bytes_mut(),
-            ip,
-            other.dst_ip,
-            other.dst_port,
-            other.src_ip,
-            other.src_port,
-        )?;
+        // The packet's key is this side's; the other side's, seen from its end, has our
+        // new source as its destination.
+        let (this, other) = if from_consumer {
+            (flow.fwd, flow.rev)
+        } else {
+            (flow.rev, flow.fwd)
+        };
+        let pkt = frame
+            .bytes_mut()
+            .get_mut(ip.l3..ip.l3 + ip.total_len)
+            .ok_or(DropReason::Malformed)?;
+        fast::rewrite(pkt, ip.header_len, &this, &other);
         self.route(snap, other.vpc, other.src_ip, frame, ip.l3, now_ms)
     }
 
@@ -818,32 +820,7 @@ impl<F: Frame> Pipeline<F> {
         lref: ListenerRef,
         now_ms: u64,
     ) -> Result<FlowId, DropReason> {
-        let service = snap
-            .services
-            .get(lref.service as usize)
-            .ok_or(DropReason::NoListener)?;
-        let listener = service
-            .listeners
-            .get(usize::from(lref.listener))
-            .ok_or(DropReason::NoListener)?;
-        let hash = key.hash();
-        let ti = listener.maglev.pick(hash).ok_or(DropReason::NoTarget)?;
-        let target = listener
-            .targets
-            .get(usize::from(ti))
-            .ok_or(DropReason::NoTarget)?;
-        if service.snat.is_empty() {
-            return Err(DropReason::SnatExhausted);
-        }
-        let snat_ip = service.snat[(hash >> 32) as usize % service.snat.len()];
-        let mut rev = FlowKey {
-            src_ip: target.ip,
-            dst_ip: snat_ip,
-            src_port: target.port,
-            dst_port: 0,
-            vpc: service.attachment,
-            proto: key.proto,
-        };
+        let (service, ti, mut rev) = plan_flow(snap, &key, lref)?;
         rev.dst_port = self.pick_snat_port(&rev).ok_or(DropReason::SnatExhausted)?;
         let endpoint_handle = snap
             .endpoints
@@ -871,19 +848,41 @@ impl<F: Frame> Pipeline<F> {
 
     /// A SNAT port of this worker that no flow uses towards this target.
     fn pick_snat_port(&mut self, rev: &FlowKey) -> Option<u16> {
-        let n = self.settings.workers.max(1);
-        // Ports p with p % n == id, from SNAT_PORT_MIN up: `slots` of them.
-        let first = SNAT_PORT_MIN.div_ceil(n) * n + self.id;
-        let slots = (u16::MAX - first) / n + 1;
+        let slots = self.snat_slots();
         let mut probe = *rev;
         for _ in 0..SNAT_TRIES.min(usize::from(slots)) {
             self.snat_cursor = (self.snat_cursor + 1) % slots;
-            probe.dst_port = first + self.snat_cursor * n;
+            probe.dst_port = self.snat_port_at(self.snat_cursor);
             if !self.flows.contains_reverse(&probe) {
                 return Some(probe.dst_port);
             }
         }
         None
+    }
+
+    /// How many SNAT ports this worker owns: p with p % workers == id, from
+    /// SNAT_PORT_MIN up.
+    #[inline]
+    fn snat_slots(&self) -> u16 {
+        let n = self.settings.workers.max(1);
+        let first = SNAT_PORT_MIN.div_ceil(n) * n + self.id;
+        (u16::MAX - first) / n + 1
+    }
+
+    /// This worker's SNAT port number `slot` (< [`snat_slots`](Self::snat_slots)).
+    #[inline]
+    fn snat_port_at(&self, slot: u16) -> u16 {
+        let n = self.settings.workers.max(1);
+        SNAT_PORT_MIN.div_ceil(n) * n + self.id + slot * n
+    }
+
+    /// The SNAT port [`pick_snat_port`](Self::pick_snat_port) tries first for the `k`-th
+    /// new flow from now (k >= 1): what the burst path prefetches for.
+    #[inline]
+    fn snat_port_guess(&self, k: u16) -> u16 {
+        let slots = u32::from(self.snat_slots());
+        let slot = (u32::from(self.snat_cursor) + u32::from(k)) % slots;
+        self.snat_port_at(u16::try_from(slot).unwrap_or(0))
     }
 
     /// Sets the L2 header for `att` and finds the next hop's MAC (or holds the packet).
@@ -1331,73 +1330,42 @@ fn l4_ports(bytes: &[u8], l4: usize, ip: &Ip) -> Result<L4Ports, DropReason> {
     }
 }
 
-/// Rewrites source and destination address and port, decrements the TTL, and updates the
-/// IP and TCP/UDP checksums incrementally (RFC 1624).
+/// Where a new flow of `key` through listener `lref` goes: its service, the index of the
+/// chosen target (Maglev over the unseeded key hash, so every worker and appliance
+/// agrees), and its reverse key with the SNAT port still 0.
 #[inline]
-fn nat_rewrite(
-    bytes: &mut [u8],
-    ip: &Ip,
-    src: u32,
-    sport: u16,
-    dst: u32,
-    dport: u16,
-) -> Result<(), DropReason> {
-    let (old_src, old_dst) = (ip.src.to_be_bytes(), ip.dst.to_be_bytes());
-    let (new_src, new_dst) = (src.to_be_bytes(), dst.to_be_bytes());
-    let [os0, os1] = checksum::words_of(old_src);
-    let [od0, od1] = checksum::words_of(old_dst);
-    let [ns0, ns1] = checksum::words_of(new_src);
-    let [nd0, nd1] = checksum::words_of(new_dst);
-    let pkt_bytes = bytes
-        .get_mut(ip.l3..ip.l3 + ip.total_len)
-        .ok_or(DropReason::Malformed)?;
-    // One incremental update per header (RFC 1624 eq. 3 over every changed word) rather
-    // than one per field: ~30 cycles less per packet (BENCHMARKS.md).
-    let mut pkt = Ipv4Packet::new_unchecked(&mut *pkt_bytes);
-    let ttl = ip.ttl.saturating_sub(1);
-    let old_ttl_word = u16::from_be_bytes([ip.ttl, ip.proto]);
-    let new_ttl_word = u16::from_be_bytes([ttl, ip.proto]);
-    let ip_csum = checksum::update_words(
-        pkt.checksum(),
-        [os0, os1, od0, od1, old_ttl_word],
-        [ns0, ns1, nd0, nd1, new_ttl_word],
-    );
-    pkt.set_src_addr_bytes(new_src);
-    pkt.set_dst_addr_bytes(new_dst);
-    pkt.set_ttl(ttl);
-    pkt.set_checksum(ip_csum);
-    let seg = &mut pkt_bytes[ip.header_len..];
-    if ip.proto == PROTO_TCP {
-        let mut tcp = TcpPacket::new_unchecked(seg);
-        let c = checksum::update_words(
-            tcp.checksum(),
-            [os0, os1, od0, od1, tcp.src_port(), tcp.dst_port()],
-            [ns0, ns1, nd0, nd1, sport, dport],
-        );
-        tcp.set_src_port(sport);
-        tcp.set_dst_port(dport);
-        tcp.set_checksum(c);
-    } else {
-        let mut udp = UdpPacket::new_unchecked(seg);
-        let old = udp.checksum();
-        // 0 means "no checksum" and stays so; a computed 0 is sent as 0xFFFF.
-        let c = if old == 0 {
-            0
-        } else {
-            match checksum::update_words(
-                old,
-                [os0, os1, od0, od1, udp.src_port(), udp.dst_port()],
-                [ns0, ns1, nd0, nd1, sport, dport],
-            ) {
-                0 => 0xFFFF,
-                c => c,
-            }
-        };
-        udp.set_src_port(sport);
-        udp.set_dst_port(dport);
-        udp.set_checksum(c);
+fn plan_flow<'s>(
+    snap: &'s Snapshot,
+    key: &FlowKey,
+    lref: ListenerRef,
+) -> Result<(&'s crate::snapshot::ServiceView, u16, FlowKey), DropReason> {
+    let service = snap
+        .services
+        .get(lref.service as usize)
+        .ok_or(DropReason::NoListener)?;
+    let listener = service
+        .listeners
+        .get(usize::from(lref.listener))
+        .ok_or(DropReason::NoListener)?;
+    let hash = key.hash();
+    let ti = listener.maglev.pick(hash).ok_or(DropReason::NoTarget)?;
+    let target = listener
+        .targets
+        .get(usize::from(ti))
+        .ok_or(DropReason::NoTarget)?;
+    if service.snat.is_empty() {
+        return Err(DropReason::SnatExhausted);
     }
-    Ok(())
+    let snat_ip = service.snat[(hash >> 32) as usize % service.snat.len()];
+    let rev = FlowKey {
+        src_ip: target.ip,
+        dst_ip: snat_ip,
+        src_port: target.port,
+        dst_port: 0,
+        vpc: service.attachment,
+        proto: key.proto,
+    };
+    Ok((service, ti, rev))
 }
 
 /// Makes the L2 header in front of the L3 packet at `l3` the one of attachment `att`

@@ -2,7 +2,7 @@
 """Measurement and report helpers of scripts/bench.sh (which starts and stops processes).
 
   harness.py sample STATS --warmup W --measure M [--deadline S]
-      privlinkd's stats file (rewritten about once a second): wait W seconds, then fit
+      privlinkd's stats file (rewritten every 100 ms in the bench configuration): wait W seconds, then fit
       tx_packets against the file's write time over the next M seconds (least squares over
       every rewrite, which averages out the up-to-100 ms staleness of each worker's
       published counters). Prints one JSON object.

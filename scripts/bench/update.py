@@ -44,7 +44,9 @@ def cmd_config(a):
     if old not in text:
         sys.exit(f"update.py: {a.config} has no consumer address {old}")
     text = text.replace(old, 'address = "10.0.0.1/12"')
-    text = text.replace('stats_file = ', 'stats_interval_ms = 10\nstats_log = "%s"\nstats_file = '
+    if "stats_interval_ms = 100" not in text:
+        sys.exit(f"update.py: {a.config} has no [mgmt] stats_interval_ms = 100 to lower")
+    text = text.replace("stats_interval_ms = 100", 'stats_interval_ms = 10\nstats_log = "%s"'
                         % os.path.join(os.path.dirname(os.path.abspath(a.config)), "stats.jsonl"), 1)
     base = (10 << 24) | (4 << 16) | 1
     out = [text, "\n# update-under-load: the endpoints the snapshot carries\n"]

@@ -185,7 +185,7 @@ impl FlowTable {
             next_rev: FREE,
             flow: Flow::new(FlowKey::default(), FlowKey::default(), 0),
         };
-        let mut slots = vec![blank; capacity].into_boxed_slice();
+        let mut slots = filled(capacity, blank);
         // Free list in slot order, so a fresh table fills from slot 0 upwards.
         for (next, slot) in (1u32..).zip(slots.iter_mut()) {
             slot.next_fwd = next;
@@ -195,8 +195,8 @@ impl FlowTable {
         }
         FlowTable {
             slots,
-            fwd_heads: vec![NIL; buckets].into_boxed_slice(),
-            rev_heads: vec![NIL; buckets].into_boxed_slice(),
+            fwd_heads: filled(buckets, NIL),
+            rev_heads: filled(buckets, NIL),
             mask: (buckets - 1) as u64,
             seed,
             free_head: if capacity == 0 { NIL } else { 0 },
@@ -316,6 +316,16 @@ impl FlowTable {
             prefetch(s);
             prefetch(&s.flow.last_seen_ms);
             prefetch(&s.flow.bytes_rev);
+        }
+    }
+
+    /// Starts loading only the keys of flow slot `id`: enough for a chain walk that is
+    /// expected to miss (a new flow's lookup, a SNAT port probe).
+    #[inline]
+    pub fn prefetch_keys(&self, id: u32) {
+        if let Some(s) = self.slots.get(ix(id)) {
+            prefetch(&s.flow.fwd);
+            prefetch(&s.flow.rev);
         }
     }
 
@@ -567,6 +577,18 @@ fn unlink_anywhere<const REV: bool>(heads: &mut [u32], slots: &mut [Slot], id: u
             return;
         }
     }
+}
+
+/// `n` copies of `value`, in memory the kernel is asked to back with transparent huge
+/// pages before it is written: lookups land on random slots of tables far larger than
+/// the TLB covers with 4 KiB pages (a 1M-flow table is 128 MB). Only a hint.
+fn filled<T: Clone>(n: usize, value: T) -> Box<[T]> {
+    let mut v = Vec::with_capacity(n);
+    if let Err(e) = dpdk_bindings::os::advise_huge_pages(v.spare_capacity_mut()) {
+        log::debug!("flow table: no transparent huge pages ({e})");
+    }
+    v.resize(n, value);
+    v.into_boxed_slice()
 }
 
 #[cfg(test)]

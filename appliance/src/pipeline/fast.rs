@@ -48,6 +48,12 @@ struct Candidate {
     hash: u64,
     /// The chain head, once loaded.
     head: u32,
+    /// A connection request: the full path takes it (it may open or reopen a flow), but
+    /// its flow lookup is staged with the others, so the miss that a new flow's lookup
+    /// always is overlaps theirs.
+    new_flow: bool,
+    /// For a new flow: the reverse-index hash its SNAT port search will probe first.
+    snat_probe: Option<u64>,
 }
 
 /// The last answer of [`Snapshot::local`]: a burst mostly goes to one or two addresses.
@@ -66,6 +72,9 @@ impl<F: Frame> Pipeline<F> {
         now_ms: u64,
     ) -> Option<u16> {
         let c = self.prepare(snap, in_port, frame, &mut None)?;
+        if c.new_flow {
+            return None;
+        }
         let head = self.flows.head(c.hash, c.rev);
         self.commit(snap, &c, head, frame, now_ms)
     }
@@ -101,9 +110,21 @@ impl<F: Frame> Pipeline<F> {
                         self.flows.prefetch_head(c.hash, c.rev);
                     }
                 }
+                let mut new_flows = 0u16;
                 for c in cands[..n].iter_mut().flatten() {
                     c.head = self.flows.head(c.hash, c.rev);
                     self.flows.prefetch_flow(c.head);
+                    if c.new_flow {
+                        new_flows += 1;
+                        c.snat_probe = self.snat_probe(snap, &c.p.key, new_flows);
+                        if let Some(h) = c.snat_probe {
+                            self.flows.prefetch_head(h, true);
+                        }
+                    }
+                }
+                // New flows: the first flow of each probed reverse chain too.
+                for h in cands[..n].iter().flatten().filter_map(|c| c.snat_probe) {
+                    self.flows.prefetch_keys(self.flows.head(h, true));
                 }
                 at = 0;
                 dirty = false;
@@ -114,7 +135,7 @@ impl<F: Frame> Pipeline<F> {
             let cand = cands.get(at).copied().flatten();
             at += 1;
             self.count_rx(&frame);
-            if let Some(c) = cand {
+            if let Some(c) = cand.filter(|c| !c.new_flow) {
                 let head = if dirty {
                     self.flows.head(c.hash, c.rev)
                 } else {
@@ -128,6 +149,18 @@ impl<F: Frame> Pipeline<F> {
             dirty = true;
             out(self.full_path(snap, in_port, frame, now_ms));
         }
+    }
+
+    /// The reverse-index hash that the SNAT port search of the `k`-th new flow of this
+    /// chunk will probe first, if the flow is created as predicted: the burst path
+    /// prefetches that chain. A wrong guess (the flow exists, or the first port is
+    /// taken) costs a useless prefetch.
+    #[inline]
+    fn snat_probe(&self, snap: &Snapshot, key: &FlowKey, k: u16) -> Option<u64> {
+        let lref = snap.listener(key.vpc, key.dst_ip, key.proto, key.dst_port)?;
+        let (_, _, mut rev) = plan_flow(snap, key, lref).ok()?;
+        rev.dst_port = self.snat_port_guess(k);
+        Some(self.flows.index_hash(&rev))
     }
 
     /// The reading stages: is this a candidate, which index, which hash.
@@ -153,12 +186,7 @@ impl<F: Frame> Pipeline<F> {
             }
         };
         let rev = match kind? {
-            LocalKind::Endpoint(_) => {
-                if p.tcp.is_some_and(|(f, _)| f.is_connection_request()) {
-                    return None; // may reopen the flow: the full path decides
-                }
-                false
-            }
+            LocalKind::Endpoint(_) => false,
             LocalKind::Snat(_) => {
                 if self.snat_owner(p.key.dst_port) != self.id {
                     return None; // a handoff
@@ -172,6 +200,8 @@ impl<F: Frame> Pipeline<F> {
             rev,
             hash: self.flows.index_hash(&p.key),
             head: 0,
+            new_flow: !rev && p.tcp.is_some_and(|(f, _)| f.is_connection_request()),
+            snat_probe: None,
         })
     }
 
@@ -220,7 +250,7 @@ impl<F: Frame> Pipeline<F> {
         l2[..6].copy_from_slice(&mac);
         l2[6..].copy_from_slice(&att.mac);
         let pkt = bytes.get_mut(l3..l3 + p.total_len)?;
-        rewrite(pkt, &p.key, &other);
+        rewrite(pkt, IPV4_HEADER, &p.key, &other);
         Some(att.port)
     }
 }
@@ -301,15 +331,16 @@ fn header_ok(h: &[u8; IPV4_HEADER]) -> bool {
 }
 
 /// Source := `other`'s destination, destination := `other`'s source (addresses and
-/// ports), TTL - 1, both checksums updated incrementally (RFC 1624 eq. 3). `pkt` is the
-/// IP packet as [`parse`] checked it (20-byte header, complete UDP or TCP header).
+/// ports), TTL - 1, both checksums updated incrementally (RFC 1624 eq. 3). `pkt` is an
+/// IPv4 packet with a `header_len`-byte header (checked, >= 20) and a complete UDP or TCP
+/// header; both paths translate with this.
 ///
 /// The one's-complement sum over 32-bit words equals the sum over their 16-bit halves
 /// (modulo 0xFFFF), so each address and the port pair enter as one term, and the address
 /// terms, which both checksums cover, are summed once.
 #[inline]
-fn rewrite(pkt: &mut [u8], old: &FlowKey, other: &FlowKey) {
-    let Some((h, seg)) = pkt.split_at_mut_checked(IPV4_HEADER) else {
+pub(super) fn rewrite(pkt: &mut [u8], header_len: usize, old: &FlowKey, other: &FlowKey) {
+    let Some((h, seg)) = pkt.split_at_mut_checked(header_len.max(IPV4_HEADER)) else {
         return;
     };
     let (new_src, new_dst) = (other.dst_ip, other.src_ip);
@@ -431,7 +462,7 @@ mod tests {
                 p[26..28].fill(0);
                 want[26..28].fill(0);
             }
-            rewrite(&mut p, &old, &other);
+            rewrite(&mut p, IPV4_HEADER, &old, &other);
             prop_assert_eq!(p, want);
         }
     }

@@ -982,3 +982,60 @@ fn bursts_give_the_same_results_as_one_by_one() {
     );
     assert_eq!(one.flows().len(), many.flows().len());
 }
+
+/// The burst path prefetches for the SNAT port the next new flows will try first: the
+/// guess must be the port they get while ports are free.
+#[test]
+fn snat_port_guess_is_the_port_new_flows_get() {
+    let config = Config::embedded_default();
+    for workers in [1u16, 2, 3] {
+        let (mut p, snap) = pipeline(&config, workers, workers - 1);
+        let guesses: Vec<u16> = (1..=5).map(|k| p.snat_port_guess(k)).collect();
+        let mut got = Vec::new();
+        for i in 0..5u16 {
+            let f = tcp(
+                CLIENT,
+                42000 + i,
+                ENDPOINT,
+                80,
+                syn(),
+                1,
+                0,
+                MAC_C,
+                CLIENT_MAC,
+            );
+            let (_, out) = tx(p.process(&snap, CONSUMER_PORT, VecFrame::new(&f), 1));
+            got.push(
+                TcpPacket::new_checked(ip_of(&out).payload())
+                    .unwrap()
+                    .src_port(),
+            );
+        }
+        assert_eq!(got, guesses, "{workers} workers");
+    }
+}
+
+/// A packet with IPv4 options takes the full path and is translated with its options,
+/// both checksums right.
+#[test]
+fn ip_options_are_kept_and_checksums_stay_right() {
+    let config = Config::embedded_default();
+    let (mut p, snap) = pipeline(&config, 1, 0);
+    let f = tcp(CLIENT, 43000, ENDPOINT, 80, syn(), 1, 0, MAC_C, CLIENT_MAC);
+    // Four bytes of options (three NOPs, end of list) after the 20-byte header.
+    let mut g = f[..34].to_vec();
+    g.extend_from_slice(&[1, 1, 1, 0]);
+    g.extend_from_slice(&f[34..]);
+    g[14] = 0x46;
+    let total = u16::from_be_bytes([g[16], g[17]]) + 4;
+    g[16..18].copy_from_slice(&total.to_be_bytes());
+    Ipv4Packet::new_unchecked(&mut g[14..]).fill_checksum();
+    let (_, out) = tx(p.process(&snap, CONSUMER_PORT, VecFrame::new(&g), 1));
+    let ip = ip_of(&out);
+    assert_eq!((ip.header_len(), ip.src_addr()), (24, SNAT));
+    assert!(ip.verify_checksum());
+    assert_eq!(&out[34..38], &[1, 1, 1, 0]);
+    let seg = TcpPacket::new_checked(ip.payload()).unwrap();
+    assert!(seg.verify_checksum(SNAT, ip.dst_addr()));
+    assert_eq!(seg.dst_port(), 8080);
+}
