@@ -140,6 +140,11 @@ if [ "$BUILD" = 1 ]; then
   "$CARGO" build --release --bins >"$OUT/build.log" 2>&1 || { tail -20 "$OUT/build.log" >&2; die "build failed (see $OUT/build.log)"; }
 fi
 [ -x "$PRIVLINKD" ] || die "no privlinkd at $PRIVLINKD (build it, or set PRIVLINKD)"
+# This script and its helpers (python, sleep, ...) stay on CPU 0, the DPDK main lcore, so
+# they are not scheduled onto the forwarding core (lcore 1); the EAL pins its own threads.
+if command -v taskset >/dev/null; then
+  taskset -pc 0 $$ >/dev/null 2>&1 || log "taskset failed: helpers may share the forwarding core"
+fi
 HAVE_TESTPMD=1
 if [ -n "$MODES" ] && ! command -v "$TESTPMD" >/dev/null; then
   log "dpdk-testpmd not found (package dpdk-dev): testpmd modes skipped"
@@ -525,6 +530,7 @@ print(json.dumps(s))' "$s" "$run" "$n")"
       fi
     done
   done
+  python3 "$HERE/update.py" table "$OUT" | tee -a "$BLOG"
   [ "$PLOT" = 1 ] && python3 "$HERE/update.py" plot "$OUT" | tee -a "$BLOG"
 fi
 

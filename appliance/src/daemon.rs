@@ -409,14 +409,19 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
 
     log::info!("privlinkd ready");
     let stats_file = stats_path(&config);
-    let stats_every = Duration::from_millis(u64::from(config.mgmt.stats_interval_ms));
-    let mut stats_log = config.mgmt.stats_log.as_deref().and_then(StatsLog::open);
+    // The counters are sampled on a thread of their own: the main loop frees retired
+    // snapshots (tens of ms for 100k endpoints), which must not leave holes in a 10 ms
+    // stats log.
+    let stats_thread = spawn_stats(
+        &config,
+        published.clone(),
+        Arc::clone(&server_stop),
+        (epoch_tsc, hz_ms),
+    );
     let current = config;
     let mut last_tick = Instant::now();
-    let mut last_stats = Instant::now();
-    let nap = stats_every.min(Duration::from_millis(50));
     while !signal::stop_requested() {
-        std::thread::sleep(nap);
+        std::thread::sleep(Duration::from_millis(50));
         if signal::take_reload_request() {
             match reload(&source, &current) {
                 Ok(next) => match control.reload_declared(&next) {
@@ -431,21 +436,12 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
             last_tick = Instant::now();
             control.tick();
         }
-        if last_stats.elapsed() >= stats_every {
-            last_stats = Instant::now();
-            let stamped: Vec<Stamped> = published.iter().map(|p| p.read_stamped()).collect();
-            if let Some(path) = &stats_file {
-                let counters: Vec<Counters> = stamped.iter().map(|s| s.counters.clone()).collect();
-                write_stats(path, &counters_json(&counters));
-            }
-            if let Some(log) = stats_log.as_mut() {
-                let now_ms = time::tsc().saturating_sub(epoch_tsc) / hz_ms;
-                log.append(now_ms, &stamped);
-            }
-        }
     }
     server_stop.store(true, Ordering::SeqCst);
     let _ = server_thread.join();
+    if let Some(t) = stats_thread {
+        let _ = t.join();
+    }
     log::info!(
         "signal {} received: stopping workers",
         signal::last_signal()
@@ -530,6 +526,48 @@ fn reload(source: &ConfigSource, current: &Config) -> Result<Config, DaemonError
 
 fn stats_path(config: &Config) -> Option<PathBuf> {
     config.mgmt.stats_file.clone()
+}
+
+/// Starts the thread that writes the stats file and the stats log every
+/// `stats_interval_ms` until `stop`; None when neither is configured.
+fn spawn_stats(
+    config: &Config,
+    published: Vec<Arc<PublishedCounters>>,
+    stop: Arc<AtomicBool>,
+    (epoch_tsc, hz_ms): (u64, u64),
+) -> Option<std::thread::JoinHandle<()>> {
+    let stats_file = stats_path(config);
+    let mut stats_log = config.mgmt.stats_log.as_deref().and_then(StatsLog::open);
+    if stats_file.is_none() && stats_log.is_none() {
+        return None;
+    }
+    let every = Duration::from_millis(u64::from(config.mgmt.stats_interval_ms));
+    let spawned = std::thread::Builder::new()
+        .name("privlink-stats".into())
+        .spawn(move || {
+            let mut next = Instant::now() + every;
+            while !stop.load(Ordering::SeqCst) {
+                // Sleep to a fixed schedule, so the samples do not drift.
+                std::thread::sleep(next.saturating_duration_since(Instant::now()));
+                next = (next + every).max(Instant::now());
+                let stamped: Vec<Stamped> = published.iter().map(|p| p.read_stamped()).collect();
+                if let Some(path) = &stats_file {
+                    let counters: Vec<Counters> =
+                        stamped.iter().map(|s| s.counters.clone()).collect();
+                    write_stats(path, &counters_json(&counters));
+                }
+                if let Some(log) = stats_log.as_mut() {
+                    log.append(time::tsc().saturating_sub(epoch_tsc) / hz_ms, &stamped);
+                }
+            }
+        });
+    match spawned {
+        Ok(t) => Some(t),
+        Err(e) => {
+            log::error!("stats thread: {e}; no stats file or log");
+            None
+        }
+    }
 }
 
 /// `[mgmt] stats_log`: one JSON line per worker and interval, appended.
