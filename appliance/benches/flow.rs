@@ -5,20 +5,20 @@
 //! Lookups use keys in a shuffled order so each one lands on an unrelated slot, as the
 //! flows of a real traffic mix do; beyond the cache that is two DRAM misses per lookup.
 //!
-//! Measured on the benchmark machine (AMD EPYC KVM guest, TSC 2.596 GHz, 32 MiB L3, 4 KiB
-//! pages; see BENCHMARKS.md), criterion's median, cycles = ns × 2.596, per key:
+//! Measured on the benchmark machine (AMD EPYC KVM guest, TSC 2.596 GHz, 32 MiB L3; the
+//! table on transparent huge pages; see BENCHMARKS.md), 2026-11-27 07:49 UTC, criterion's
+//! median, cycles = ns × 2.596, per key:
 //!
 //! | bench | 1k flows | 100k flows | 1M flows |
 //! |---|---|---|---|
-//! | `flow_lookup/hit` | 5.3 ns (14 cyc) | 26.7 ns (69) | 105 ns (273) |
-//! | `flow_lookup/miss` | 4.3 ns (11) | 17.5 ns (45) | 92 ns (239) |
-//! | `flow_lookup/hit_burst32`, per key | 4.2 ns (11) | 14.1 ns (37) | 73.6 ns (191) |
-//! | `flow_lookup/reverse_hit` | 6.4 ns (17) | 33.3 ns (86) | 123 ns (320) |
-//! | `flow_insert_remove` (one in, one out) | 30.1 ns (78) | – | 68 ns (176) |
+//! | `flow_lookup/hit` | 5.8 ns (15 cyc) | 37.8 ns (98) | 102 ns (265) |
+//! | `flow_lookup/miss` | 4.4 ns (11) | 21.9 ns (57) | 88.8 ns (231) |
+//! | `flow_lookup/hit_burst32`, per key | 4.4 ns (11) | 16.0 ns (42) | 63.2 ns (164) |
+//! | `flow_lookup/reverse_hit` | 6.5 ns (17) | 50.9 ns (132) | 117 ns (303) |
+//! | `flow_insert_remove` (one in, one out) | 31.5 ns (82) | – | 114 ns (297) |
 //!
-//! `flow_key_hash` 2.4 ns (6 cycles); `flow_expire` scan 3.4 ns (9 cycles) per slot of a
-//! full 1M table (3.1 ns half full); expire one + insert one in a full 1M table 374 ns
-//! (970 cycles).
+//! `flow_key_hash` 2.6 ns (7 cycles); `flow_expire` scan 3.5 ns (9 cycles) per slot of a
+//! full 1M table; expire one + insert one in a full 1M table 367 ns (950 cycles).
 
 use std::hint::black_box;
 use std::time::Duration;

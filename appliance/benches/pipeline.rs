@@ -11,25 +11,29 @@
 //! burst bookkeeping: `scripts/bench.sh` measures those with the real daemon.
 //!
 //! Measured on the benchmark machine (AMD EPYC, KVM guest, TSC 2.596 GHz, 32 MiB L3;
-//! shared with other work, so noisy): criterion's median estimate, cycles = ns × 2.596.
-//! BENCHMARKS.md has the whole-appliance figures and where the cycles go.
+//! shared with other work, so noisy), 2026-11-27 07:49 UTC: criterion's median estimate,
+//! cycles = ns × 2.596. BENCHMARKS.md has the whole-appliance figures and where the
+//! cycles go.
 //!
 //! | bench | ns/packet | ~cycles/packet |
 //! |---|---|---|
-//! | `pipeline/udp_established/1` | 69.6 | 181 |
-//! | `pipeline/udp_established/1000` | 71.1 | 185 |
-//! | `pipeline/udp_established/100000` | 90.9 | 236 |
-//! | `pipeline/udp_established/1000000` | 232 | 602 |
-//! | `pipeline/tcp_ack_known_flow/1000` | 72.4 | 188 |
-//! | `pipeline/tcp_syn_new_flow/table_256k` (new flow) | 192 | 499 |
-//! | `pipeline/tcp_syn_new_flow/table_4M` (new flow) | 445 | 1156 |
-//! | `snapshot/listener_hit` | 4.5 | 12 |
-//! | `snapshot/listener_miss` | 2.7 | 7 |
-//! | `snapshot/local_hit` | 2.4 | 6 |
+//! | `pipeline/udp_established/1` | 42.7 | 111 |
+//! | `pipeline/udp_established/1000` | 46.5 | 121 |
+//! | `pipeline/udp_established/100000` | 65.8 | 171 |
+//! | `pipeline/udp_established/1000000` | 217 | 564 |
+//! | `pipeline/udp_established_burst32/1000` (per packet) | 41.4 | 108 |
+//! | `pipeline/udp_established_burst32/100000` (per packet) | 49.2 | 128 |
+//! | `pipeline/udp_established_burst32/1000000` (per packet) | 61.8 | 160 |
+//! | `pipeline/tcp_ack_known_flow/1000` | 47.2 | 123 |
+//! | `pipeline/tcp_syn_new_flow/table_256k` (new flow) | 168 | 436 |
+//! | `pipeline/tcp_syn_new_flow/table_4M` (new flow; see BENCHMARKS.md) | 1,069 | 2,775 |
+//! | `snapshot/listener_hit` | 4.9 | 13 |
+//! | `snapshot/listener_miss` | 2.9 | 7 |
+//! | `snapshot/local_hit` | 2.6 | 7 |
 //!
-//! Instructions (callgrind, `udp_established/1000`): ~1140 per packet, of which ~330 in
-//! `nat_rewrite` (seven separate incremental checksum updates), ~150 in `route`, ~330 in
-//! the rest of `forward` and ~330 before it (L2/L3 parse, IPv4 checksum, lookups).
+//! Instructions (callgrind, `udp_established_burst32/1000`): ~800 per packet with the
+//! bench's frame copies; the fast path's `prepare` (checks, endpoint, hash) and `commit`
+//! (flow, next hop, counters) take ~230 and ~210 of them and `rewrite` ~85.
 
 use std::hint::black_box;
 use std::net::Ipv4Addr;
