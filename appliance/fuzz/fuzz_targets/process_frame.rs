@@ -1,7 +1,9 @@
 //! Arbitrary bytes as a frame received on either port of the demo topology, through the
 //! whole packet path (ARP, ICMP, lookup, NAT, flows, timers): never a panic. The first
-//! byte picks the port and the clock; state carries over between inputs, so sequences of
-//! frames reach established flows too.
+//! byte picks the port, the clock and the entry point (bit 6: a burst of the frame twice
+//! through `process_burst`, so the second copy can meet the flow the first created in the
+//! same chunk); state carries over between inputs, so sequences of frames reach
+//! established flows too.
 #![no_main]
 
 use std::cell::RefCell;
@@ -37,7 +39,14 @@ fuzz_target!(|data: &[u8]| {
     WORLD.with(|w| {
         let w = &mut *w.borrow_mut();
         w.now += u64::from(ctl >> 2) * 50;
-        let _ = w.pipe.process(&w.snap, u16::from(ctl & 3), VecFrame::new(frame), w.now);
+        let port = u16::from(ctl & 3);
+        if ctl & 0x40 == 0 {
+            let _ = w.pipe.process(&w.snap, port, VecFrame::new(frame), w.now);
+        } else {
+            let mut burst = vec![VecFrame::new(frame), VecFrame::new(frame)];
+            w.pipe
+                .process_burst(&w.snap, port, &mut burst, w.now, &mut drop);
+        }
         w.pipe.poll(&w.snap, w.now);
         w.pipe.drain_emitted().for_each(drop);
     });
