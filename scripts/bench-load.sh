@@ -215,6 +215,8 @@ stop_pid() {
 # ------------------------------------------------------------------ helpers (python)
 PY=$(cat <<'PYEOF'
 import json, os, re, socket, sys, time
+sys.path.insert(0, os.environ["PLK_BENCH_PY"])
+from harness import fit  # least squares, shared with scripts/bench.sh
 
 def tel_open(prefix):
     s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -343,17 +345,6 @@ def cmd_sample(a):
             if os.path.exists(stop):
                 break
             time.sleep(0.2)
-
-def fit(points):
-    n = len(points)
-    if n < 2:
-        return None
-    mt = sum(t for t, _ in points) / n
-    mv = sum(v for _, v in points) / n
-    den = sum((t - mt) ** 2 for t, _ in points)
-    if den == 0:
-        return None
-    return sum((t - mt) * (v - mv) for t, v in points) / den
 
 def fmt_int(x):
     return "-" if x is None else "{:,.0f}".format(x)
@@ -511,7 +502,7 @@ def cmd_report(a):
  "sample": cmd_sample, "report": cmd_report}[sys.argv[1]](sys.argv[2:])
 PYEOF
 )
-py() { python3 -c "$PY" "$@"; }
+py() { PLK_BENCH_PY="$ROOT/scripts/bench" python3 -c "$PY" "$@"; }
 
 # ------------------------------------------------------------------ ports
 MEMIF="socket-abstract=no,rsize=$RSIZE"
