@@ -195,22 +195,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'log "interrupted"; exit 130' INT TERM HUP
 
-# stop_pid PID SIGNAL LIMIT: sends SIGNAL, SIGKILL after LIMIT s; exit status in STOP_RC.
-# (Not in a $(…) subshell: only this shell can wait for its children.)
-STOP_RC=0
-stop_pid() {
-  local pid=$1 sig=$2 limit=$3 i keep=() p
-  kill "-$sig" "$pid" 2>/dev/null
-  for ((i = 0; i < limit * 10; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  if kill -0 "$pid" 2>/dev/null; then
-    log "pid $pid ignored SIG$sig for ${limit}s: SIGKILL"
-    kill -KILL "$pid" 2>/dev/null
-  fi
-  wait "$pid" 2>/dev/null
-  STOP_RC=$?
-  for p in "${PIDS[@]}"; do [ "$p" = "$pid" ] || keep+=("$p"); done
-  PIDS=("${keep[@]}")
-}
+# shellcheck source=scripts/bench/lib.sh
+. "$ROOT/scripts/bench/lib.sh" # stop_pid
 
 # ------------------------------------------------------------------ helpers (python)
 PY=$(cat <<'PYEOF'
@@ -664,7 +650,7 @@ tp_quit() {
   echo quit >&"$2"
   for ((i = 0; i < 150; i++)); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
   kill -0 "$1" 2>/dev/null && log "the $3 did not quit within 15 s"
-  stop_pid "$1" TERM 5
+  stop_pid "$1" 5
 }
 STDBUF=()
 command -v stdbuf >/dev/null && STDBUF=(stdbuf -oL -eL)
@@ -702,9 +688,9 @@ tp_stop "$GEN_FD" "$OUT/gen.log" generator
 sleep 1 # privlinkd and the sink drain their rings
 : >"$SOCKDIR/stop"
 for ((i = 0; i < 50; i++)); do kill -0 "$SAMPLER_PID" 2>/dev/null || break; sleep 0.1; done
-stop_pid "$SAMPLER_PID" TERM 2
+stop_pid "$SAMPLER_PID" 2
 tp_stop "$SINK_FD" "$OUT/sink.log" sink
-stop_pid "$PL_PID" TERM 20
+stop_pid "$PL_PID" 20
 PL_RC=$STOP_RC
 tp_quit "$GEN_PID" "$GEN_FD" generator
 GEN_RC=$STOP_RC

@@ -110,24 +110,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'log "interrupted"; exit 130' INT TERM
 
-# Stops $1 with SIGTERM (SIGKILL after $2 s); its exit status in STOP_RC. (Not in a $(…)
-# subshell: only this shell can wait for its children.)
-STOP_RC=0
-stop_pid() {
-  local pid=$1 limit=${2:-20} i
-  kill -TERM "$pid" 2>/dev/null
-  for ((i = 0; i < limit * 10; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  if kill -0 "$pid" 2>/dev/null; then
-    log "pid $pid ignored SIGTERM for ${limit}s: SIGKILL"
-    kill -KILL "$pid" 2>/dev/null
-  fi
-  wait "$pid" 2>/dev/null
-  STOP_RC=$?
-  # Reaped: forget it, so that the clean-up never signals a recycled pid.
-  local keep=() p
-  for p in "${PIDS[@]}"; do [ "$p" = "$pid" ] || keep+=("$p"); done
-  PIDS=("${keep[@]}")
-}
+# shellcheck source=scripts/bench/lib.sh
+. "$HERE/lib.sh" # stop_pid
 
 # ------------------------------------------------------------------ binaries
 if [ -n "${PRIVLINKD:-}" ]; then

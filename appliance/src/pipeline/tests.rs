@@ -854,6 +854,25 @@ fn run_bursts(
     out
 }
 
+/// `frames` through `one` one at a time and through `many` in bursts of `sizes`: asserts
+/// the verdicts are the same, in the same order, and returns them.
+fn same_both_ways(
+    one: &mut Pipeline<VecFrame>,
+    many: &mut Pipeline<VecFrame>,
+    snap: &Snapshot,
+    port: u16,
+    frames: &[Vec<u8>],
+    sizes: &[usize],
+    now_ms: u64,
+) -> Vec<String> {
+    let expect: Vec<String> = frames
+        .iter()
+        .map(|f| describe(&one.process(snap, port, VecFrame::new(f), now_ms)))
+        .collect();
+    assert_eq!(run_bursts(many, snap, port, frames, sizes, now_ms), expect);
+    expect
+}
+
 fn describe(v: &Verdict<VecFrame>) -> String {
     match v {
         Verdict::Tx(port, f) => format!("tx {port} {:02x?}", f.bytes()),
@@ -909,11 +928,8 @@ fn bursts_give_the_same_results_as_one_by_one() {
     }
     let (mut one, snap) = pipeline(&config, 2, 0);
     let (mut many, _) = pipeline(&config, 2, 0);
-    let expect: Vec<String> = consumer
-        .iter()
-        .map(|f| describe(&one.process(&snap, CONSUMER_PORT, VecFrame::new(f), 5)))
-        .collect();
-    let got = run_bursts(
+    let expect = same_both_ways(
+        &mut one,
         &mut many,
         &snap,
         CONSUMER_PORT,
@@ -921,7 +937,6 @@ fn bursts_give_the_same_results_as_one_by_one() {
         &[1, 32, 7, 64, 33],
         5,
     );
-    assert_eq!(got, expect);
     assert!(expect.iter().filter(|v| v.starts_with("tx 1")).count() > 150);
 
     // The targets answer every translated packet: replies come back the same way (and
@@ -961,11 +976,8 @@ fn bursts_give_the_same_results_as_one_by_one() {
             })
         })
         .collect();
-    let expect: Vec<String> = replies
-        .iter()
-        .map(|f| describe(&one.process(&snap, PROVIDER_PORT, VecFrame::new(f), 6)))
-        .collect();
-    let got = run_bursts(
+    let expect = same_both_ways(
+        &mut one,
         &mut many,
         &snap,
         PROVIDER_PORT,
@@ -973,7 +985,6 @@ fn bursts_give_the_same_results_as_one_by_one() {
         &[5, 32, 1, 40],
         6,
     );
-    assert_eq!(got, expect);
     assert!(expect.iter().any(|v| v.starts_with("tx 0")));
     assert!(expect.iter().any(|v| v.starts_with("handoff 1")));
     assert_eq!(
