@@ -1,24 +1,30 @@
 //! The management thread's side of the daemon: the socket handler that runs the object
-//! store, makes every accepted change durable before answering, and publishes the next
-//! snapshot; plus the operations only the data plane can answer (`stats`, `flows`,
-//! active flows per target).
+//! store and acknowledges a change only once it is in force; plus the operations only the
+//! data plane can answer (`stats`, `flows`, active flows per target).
+//!
+//! What an acknowledgement means: the store prepares the next state without changing
+//! anything; then the snapshot that enforces it is built, the state is made durable, the
+//! snapshot is published, and only then does the store take the new state and the caller
+//! hear `ok`. A failure at any step leaves the store, the state file and the data plane as
+//! they were, and the caller gets an error naming the cause. (One exception, named in its
+//! error: the state directory could not be synced after the new file was renamed into
+//! place, and putting the old file back failed too; then the new state is what is on disk,
+//! so it is put in force and the caller is told it is.)
 //!
 //! Everything here runs off the packet path. The store is behind one mutex, so changes
-//! are serialised (one writer), and a change is on disk before it is acknowledged: if the
-//! state file cannot be written, the store goes back to what it was and the caller gets an
-//! error.
+//! are serialised (one writer).
 
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crossbeam::channel::{bounded, Sender};
 use mgmt::config::Config;
 use mgmt::model::State;
-use mgmt::persist::StateFile;
+use mgmt::persist::{PersistError, StateFile};
 use mgmt::protocol::{ApiErrorBody, Request};
-use mgmt::server::{Caller, Handler};
+use mgmt::server::{Caller, Handled, Handler};
 use mgmt::store::{self, Store};
 use serde_json::{json, Value};
 
@@ -55,12 +61,7 @@ impl std::fmt::Debug for Control {
     }
 }
 
-/// Seconds since the Unix epoch.
-pub fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+pub use mgmt::store::now_unix;
 
 impl Control {
     #[allow(clippy::too_many_arguments)]
@@ -88,14 +89,24 @@ impl Control {
         }
     }
 
-    /// Builds and publishes the snapshot of `state`.
-    fn publish(&self, state: &State) -> Result<(), String> {
-        let started = std::time::Instant::now();
+    /// Builds the snapshot that enforces `state` (not yet published). The store's
+    /// validation and quotas guarantee it builds; a failure is reported as what it is.
+    fn build(&self, state: &State) -> Result<Snapshot, ApiErrorBody> {
         let mut handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
         let generation = self.generation.load(Ordering::SeqCst) + 1;
-        let mut snap = Snapshot::build(generation, &self.config, &self.macs, state, &mut handles)
-            .map_err(|e| e.to_string())?;
+        Snapshot::build(generation, &self.config, &self.macs, state, &mut handles).map_err(|e| {
+            log::error!("snapshot build refused a validated state: {e}");
+            ApiErrorBody::new(
+                "InternalError",
+                format!("the data plane cannot apply this change ({e}); nothing changed"),
+            )
+        })
+    }
+
+    /// Publishes a built snapshot.
+    fn publish(&self, mut snap: Snapshot, started: std::time::Instant) {
         snap.announce_since(&self.cell.load());
+        let generation = snap.generation;
         self.generation.store(generation, Ordering::SeqCst);
         let (services, endpoints) = (snap.services.len(), snap.endpoints.len());
         self.cell.publish(snap);
@@ -103,75 +114,136 @@ impl Control {
             "snapshot {generation}: {services} services, {endpoints} endpoints, built and published in {:.1} ms",
             started.elapsed().as_secs_f64() * 1000.0
         );
+    }
+
+    /// Puts `next` in force: build its snapshot, make it durable, publish, and only then
+    /// commit it to the store. See the module documentation for what each failure leaves.
+    fn apply(&self, store: &mut Store, next: State) -> Result<(), ApiErrorBody> {
+        let started = std::time::Instant::now();
+        let snap = self.build(&next)?;
+        match self.state_file.save(&next) {
+            Ok(()) => {}
+            Err(PersistError::NotDurable { .. }) => {
+                // The new file is in place but may not survive a crash. Put the old one
+                // back, so what is on disk matches what the caller is told.
+                match self.state_file.save(store.state()) {
+                    Ok(()) | Err(PersistError::NotDurable { .. }) => {
+                        log::error!("state directory cannot be synced; change refused");
+                        return Err(ApiErrorBody::new(
+                            "InternalError",
+                            format!(
+                                "the state directory {} could not be synced, so the change \
+                                 could not be made durable; nothing changed",
+                                self.config.mgmt.state_dir.display()
+                            ),
+                        ));
+                    }
+                    Err(e) => {
+                        // The new state is the one on disk: a restart would load it, so it
+                        // is the one to enforce, and the caller learns it is in force.
+                        log::error!("state directory cannot be synced and the previous state cannot be restored ({e}); the change is in force");
+                        self.publish(snap, started);
+                        store.commit(next);
+                        return Err(ApiErrorBody::new(
+                            "InternalError",
+                            format!(
+                                "the change is in force and in the state file, but the state \
+                                 directory {} could not be synced, so it may not survive a \
+                                 crash ({e}); check the disk",
+                                self.config.mgmt.state_dir.display()
+                            ),
+                        ));
+                    }
+                }
+            }
+            Err(e) => {
+                log::error!("state not saved, change refused: {e}");
+                return Err(ApiErrorBody::new(
+                    "InternalError",
+                    format!("the change could not be made durable ({e}); nothing changed"),
+                ));
+            }
+        }
+        self.publish(snap, started);
+        store.commit(next);
         Ok(())
     }
 
-    /// Runs a store change: durable, then published, or undone.
+    /// Runs a store request: a change is acknowledged only once it is in force.
     fn change(
         &self,
-        f: impl FnOnce(&mut Store) -> Result<(Value, bool), ApiErrorBody>,
-    ) -> Result<Value, ApiErrorBody> {
+        f: impl FnOnce(&mut Store) -> Result<store::Outcome, store::ApiError>,
+    ) -> Handled {
         let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
-        let before = store.state().clone();
-        let (response, changed) = f(&mut store)?;
-        if changed {
-            if let Err(e) = self.state_file.save(store.state()) {
-                match Store::new(&self.config, Some(before)) {
-                    Ok(old) => *store = old,
-                    Err(err) => log::error!("cannot restore the previous state: {err}"),
-                }
-                log::error!("state not saved, change undone: {e}");
-                return Err(ApiErrorBody::new(
-                    "InternalError",
-                    format!("the change could not be made durable and was undone: {e}"),
-                ));
-            }
-            if let Err(e) = self.publish(store.state()) {
-                // The state was validated by the store; a snapshot that does not build is a
-                // bug, reported loudly rather than half-applied.
-                log::error!("snapshot build failed after an accepted change: {e}");
-            }
-        }
-        Ok(response)
-    }
-
-    /// The periodic work of the management thread: deregistration delays.
-    pub fn tick(&self) {
-        let draining = {
-            let store = self.store.lock().unwrap_or_else(|e| e.into_inner());
-            store.state().services.iter().any(|s| {
-                s.listeners.iter().any(|l| {
-                    l.targets
-                        .iter()
-                        .any(|t| t.state == mgmt::model::TargetState::Draining)
-                })
-            })
+        let out = match f(&mut store) {
+            Ok(out) => out,
+            Err(e) => return Handled::from(Err(api_error(e))),
         };
-        // Nothing can expire: skip the copy of the state a change would take.
-        if !draining {
-            return;
-        }
-        let now = now_unix();
-        let result = self.change(|store| Ok((Value::Null, store.tick(now))));
-        if let Err(e) = result {
-            log::error!("deregistration tick: {}", e.message);
+        let Some(next) = out.next else {
+            return Handled::from(Ok(out.response));
+        };
+        match self.apply(&mut store, next) {
+            Ok(()) => Handled {
+                result: Ok(out.response),
+                touched: out.touched,
+            },
+            Err(e) => Handled::from(Err(e)),
         }
     }
 
-    /// Reloads the objects declared in the configuration file (SIGHUP): they replace the
-    /// store's objects of the same id; a target that disappears from a declared listener
-    /// starts draining instead of being cut.
-    pub fn reload_declared(&self, next: &Config) -> Result<(), String> {
+    /// The caller that Unix user `uid` is now (the accounts change on reload).
+    pub fn caller_for_uid(&self, uid: u32) -> Caller {
+        let store = self.store.lock().unwrap_or_else(|e| e.into_inner());
+        let c = store.caller_for_uid(uid);
+        Caller {
+            uid,
+            account: c.account,
+            admin: c.admin,
+        }
+    }
+
+    /// The current state (a copy).
+    pub fn state(&self) -> State {
+        self.store
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .state()
+            .clone()
+    }
+
+    /// The periodic work of the management thread: deregistration delays, endpoint
+    /// deletions, expired client tokens.
+    pub fn tick(&self) {
+        self.tick_at(now_unix());
+    }
+
+    /// [`tick`](Self::tick) at `now` (unix seconds).
+    pub fn tick_at(&self, now: u64) {
+        let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(next) = store.prepare_tick(now) else {
+            return;
+        };
+        if let Err(e) = self.apply(&mut store, next) {
+            log::error!(
+                "timed state change not applied (retried next tick): {}",
+                e.message
+            );
+        }
+    }
+
+    /// Applies a reloaded configuration (SIGHUP): its accounts and quotas, and what
+    /// changed in its declared objects since they were last applied. A reload that cannot
+    /// be applied changes nothing and says why. Returns one line per change.
+    pub fn reload(&self, next: &Config) -> Result<Vec<String>, String> {
         let now = now_unix();
-        self.change(|store| {
-            let merged = merge_declared(store.state(), next, now);
-            let fresh = Store::new(&self.config, Some(merged))
-                .map_err(|e| ApiErrorBody::new(e.code(), e.to_string()))?;
-            *store = fresh;
-            Ok((Value::Null, true))
-        })
-        .map(|_| ())
-        .map_err(|e| format!("{}: {}", e.code, e.message))
+        let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
+        let (state, notes) = store.prepare_reload(next, now).map_err(|e| e.to_string())?;
+        if let Some(state) = state {
+            self.apply(&mut store, state)
+                .map_err(|e| format!("{}: {}", e.code, e.message))?;
+        }
+        store.apply_reload(next);
+        Ok(notes)
     }
 
     fn ask<T: Send + 'static>(
@@ -325,6 +397,7 @@ impl Control {
     }
 
     fn flows(&self, caller: &Caller, args: &Value) -> Result<Value, ApiErrorBody> {
+        store::check_keys(args, &["MaxResults", "VpcEndpointId"]).map_err(api_error)?;
         let max = match args.get("MaxResults") {
             None => 1000,
             Some(v) => v
@@ -383,12 +456,9 @@ impl Control {
 
     /// `describe-target-health` from the store, plus active flows per target.
     fn target_health(&self, caller: &Caller, req: &Request) -> Result<Value, ApiErrorBody> {
-        let mut body = self.change(|s| {
-            let out = s
-                .handle(&store_caller(caller), &req.op, &req.args, now_unix())
-                .map_err(api_error)?;
-            Ok((out.response, out.changed))
-        })?;
+        let mut body = self
+            .change(|s| s.prepare(&store_caller(caller), &req.op, &req.args, now_unix()))
+            .result?;
         let reports: Vec<UsageReport> = self.ask(|reply| Query::Usage { reply })?;
         let service = req
             .args
@@ -428,27 +498,19 @@ impl Control {
 }
 
 impl Handler for Control {
-    fn handle(&self, caller: &Caller, req: &Request) -> Result<Value, ApiErrorBody> {
+    fn handle(&self, caller: &Caller, req: &Request) -> Handled {
         match req.op.as_str() {
-            "stats" => {
-                if caller.account.is_none() && !caller.admin {
-                    return Err(unknown_caller(caller));
-                }
-                self.stats(caller)
+            "stats" | "flows" if caller.account.is_none() && !caller.admin => {
+                Handled::from(Err(unknown_caller(caller)))
             }
-            "flows" => {
-                if caller.account.is_none() && !caller.admin {
-                    return Err(unknown_caller(caller));
-                }
-                self.flows(caller, &req.args)
-            }
-            "describe-target-health" => self.target_health(caller, req),
-            _ => self.change(|s| {
-                let out = s
-                    .handle(&store_caller(caller), &req.op, &req.args, now_unix())
-                    .map_err(api_error)?;
-                Ok((out.response, out.changed))
-            }),
+            "stats" => Handled::from(
+                store::check_keys(&req.args, &[])
+                    .map_err(api_error)
+                    .and_then(|()| self.stats(caller)),
+            ),
+            "flows" => Handled::from(self.flows(caller, &req.args)),
+            "describe-target-health" => Handled::from(self.target_health(caller, req)),
+            _ => self.change(|s| s.prepare(&store_caller(caller), &req.op, &req.args, now_unix())),
         }
     }
 }
@@ -486,45 +548,5 @@ fn api_error(e: store::ApiError) -> ApiErrorBody {
     ApiErrorBody::new(&e.code, e.message)
 }
 
-/// `current` with the objects `next` declares put in: same-id objects replaced, new ones
-/// added, and targets that vanished from a declared listener kept as draining (their
-/// deregistration delay starts now) so their flows drain rather than break.
-pub fn merge_declared(current: &State, next: &Config, now_unix: u64) -> State {
-    let mut merged = current.clone();
-    let declared = next.state();
-    for svc in declared.services {
-        match merged.services.iter_mut().find(|s| s.id == svc.id) {
-            None => merged.services.push(svc),
-            Some(old) => {
-                let mut svc = svc;
-                for l in svc.listeners.iter_mut() {
-                    let Some(prev) = old
-                        .listeners
-                        .iter()
-                        .find(|p| p.protocol == l.protocol && p.port == l.port)
-                    else {
-                        continue;
-                    };
-                    for t in &prev.targets {
-                        if !l.targets.iter().any(|n| n.ip == t.ip && n.port == t.port) {
-                            let mut gone = t.clone();
-                            if gone.state != mgmt::model::TargetState::Draining {
-                                gone.state = mgmt::model::TargetState::Draining;
-                                gone.deregistered_at = Some(now_unix);
-                            }
-                            l.targets.push(gone);
-                        }
-                    }
-                }
-                *old = svc;
-            }
-        }
-    }
-    for ep in declared.endpoints {
-        match merged.endpoints.iter_mut().find(|e| e.id == ep.id) {
-            None => merged.endpoints.push(ep),
-            Some(old) => *old = ep,
-        }
-    }
-    merged
-}
+#[cfg(test)]
+mod tests;

@@ -17,7 +17,7 @@ use dpdk_bindings::{
 use mgmt::config::{Config, ConfigError};
 
 use mgmt::persist::StateFile;
-use mgmt::server::{Caller, Server, ServerConfig};
+use mgmt::server::{Server, ServerConfig};
 use mgmt::store::Store;
 
 use crate::control::Control;
@@ -232,7 +232,23 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
     if persisted.is_some() {
         log::info!("state restored from {}", state_file.path().display());
     }
-    let store = Store::new(&config, persisted).map_err(|e| DaemonError::State(e.to_string()))?;
+    let had_state = persisted.is_some();
+    let (store, notes) = Store::new(&config, persisted).map_err(|e| {
+        if had_state {
+            DaemonError::State(format!(
+                "{}: the saved state cannot be used with this configuration ({e}); it was \
+                 left untouched. Fix the configuration so that it fits the saved objects, or \
+                 move the file aside (e.g. to {}.invalid) to start with an empty state",
+                state_file.path().display(),
+                state_file.path().display()
+            ))
+        } else {
+            DaemonError::State(e.to_string())
+        }
+    })?;
+    for n in &notes {
+        log::info!("configuration: {n}");
+    }
 
     let args = eal_args(&config);
     log::info!("EAL arguments: {}", args.join(" "));
@@ -387,13 +403,15 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
         published.clone(),
     ));
     let server_stop = Arc::new(AtomicBool::new(false));
-    let caller_config = config.clone();
-    let server = Server::bind(
-        ServerConfig::from_mgmt(&config.mgmt),
-        move |uid| Caller::from_config(&caller_config, uid),
-        Arc::new(dpdk_bindings::os::peer_uid),
-        Arc::clone(&control) as Arc<dyn mgmt::server::Handler>,
-    );
+    let accounts = Arc::clone(&control);
+    let server = ServerConfig::from_mgmt(&config.mgmt).and_then(|cfg| {
+        Server::bind(
+            cfg,
+            move |uid| accounts.caller_for_uid(uid),
+            Arc::new(dpdk_bindings::os::peer_uid),
+            Arc::clone(&control) as Arc<dyn mgmt::server::Handler>,
+        )
+    });
     let server = match server {
         Ok(s) => s,
         Err(e) => {
@@ -418,15 +436,24 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
         Arc::clone(&server_stop),
         (epoch_tsc, hz_ms),
     );
-    let current = config;
+    let mut current = config;
     let mut last_tick = Instant::now();
     while !signal::stop_requested() {
         std::thread::sleep(Duration::from_millis(50));
         if signal::take_reload_request() {
             match reload(&source, &current) {
-                Ok(next) => match control.reload_declared(&next) {
-                    Ok(()) => log::info!("reloaded: declared services and endpoints applied"),
-                    Err(e) => log::error!("reload refused: {e}"),
+                Ok(next) => match control.reload(&next) {
+                    Ok(notes) => {
+                        for n in &notes {
+                            log::info!("reload: {n}");
+                        }
+                        log::info!(
+                            "reloaded: accounts, quotas and {} declared change(s) applied",
+                            notes.len()
+                        );
+                        current = next;
+                    }
+                    Err(e) => log::error!("reload refused, nothing changed: {e}"),
                 },
                 Err(e) => log::error!("reload refused, nothing changed: {e}"),
             }
@@ -512,16 +539,38 @@ fn worker_lcores(eal: &Eal, config: &Config) -> Result<Vec<LcoreId>, DaemonError
     Ok(out)
 }
 
-/// Re-reads the configuration for a reload. Only declared services and endpoints may
-/// change at run time; ports, attachments and workers need a restart.
+/// Re-reads the configuration for a reload. Only the accounts, the quotas and the
+/// declared services, endpoints and security groups can change at run time; a change to
+/// any other section needs a restart, and is refused (naming the sections) rather than
+/// silently ignored.
 fn reload(source: &ConfigSource, current: &Config) -> Result<Config, DaemonError> {
     let next = source.load()?;
-    if next.ports != current.ports || next.vpcs != current.vpcs || next.workers != current.workers {
-        return Err(DaemonError::Setup(
-            "ports, vpcs and workers cannot change at run time; restart privlinkd".into(),
-        ));
+    let fixed = fixed_sections_changed(current, &next);
+    if !fixed.is_empty() {
+        return Err(DaemonError::Setup(format!(
+            "{} cannot change at run time; restart privlinkd (or undo the edit)",
+            fixed.join(", ")
+        )));
     }
     Ok(next)
+}
+
+/// The sections of `next` that differ from `current` and cannot change at run time.
+pub fn fixed_sections_changed(current: &Config, next: &Config) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    let mut check = |name, same: bool| {
+        if !same {
+            out.push(name);
+        }
+    };
+    check("[eal]", current.eal == next.eal);
+    check("[workers]", current.workers == next.workers);
+    check("[[ports]]", current.ports == next.ports);
+    check("[[vpcs]]", current.vpcs == next.vpcs);
+    check("[mgmt]", current.mgmt == next.mgmt);
+    check("[tables]", current.tables == next.tables);
+    check("[timeouts]", current.timeouts == next.timeouts);
+    out
 }
 
 fn stats_path(config: &Config) -> Option<PathBuf> {

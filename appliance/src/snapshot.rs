@@ -400,11 +400,14 @@ impl Snapshot {
         let mut listener_index = fast_map(state.endpoints.len() * 2);
         for e in &state.endpoints {
             let attachment = att_of(&e.vpc_id.to_string())?;
-            let service = state
-                .services
-                .iter()
-                .position(|s| s.id == e.service_id)
-                .ok_or_else(|| BuildError::UnknownService(e.service_id.to_string()))?;
+            let Some(service) = state.services.iter().position(|s| s.id == e.service_id) else {
+                // A failed endpoint (its service was deleted), or one on its way out, has
+                // nothing to forward to: the data plane does not know it.
+                if e.state.needs_service() {
+                    return Err(BuildError::UnknownService(e.service_id.to_string()));
+                }
+                continue;
+            };
             let service32 = u32::try_from(service).map_err(|_| BuildError::TooMany("services"))?;
             let eidx =
                 u32::try_from(endpoints.len()).map_err(|_| BuildError::TooMany("endpoints"))?;

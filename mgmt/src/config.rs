@@ -25,10 +25,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::serde_as_string;
 use crate::model::{
-    is_valid_region, validate_attachments, Account, AccountId, Endpoint, EndpointId, EndpointState,
-    KeyPath, ModelError, ParseError, SecurityGroup, SecurityGroupId, Service, ServiceId,
-    ServiceName, State, ValueKind, VpcAttachment, VpcId,
+    is_valid_region, validate_attachments, Account, AccountId, Declared, Endpoint, EndpointId,
+    EndpointState, KeyPath, ModelError, ParseError, SecurityGroup, SecurityGroupId, Service,
+    ServiceId, ServiceName, State, ValueKind, VpcAttachment, VpcId,
 };
+use crate::quota;
 
 /// The embedded default configuration (the demo topology), as TOML.
 pub const DEFAULT_TOML: &str = include_str!("default.toml");
@@ -43,6 +44,10 @@ pub const MAX_SOCKET_PATH: usize = 107;
 /// Longest timeout accepted: a week. Longer is surely a unit mistake, and the data plane
 /// converts timeouts to TSC cycles, where a week at 5 GHz still fits comfortably in a u64.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Largest quota accepted: beyond, a quota is no limit, and the store's counts stay far
+/// from overflowing.
+pub const MAX_QUOTA: u32 = 1_000_000;
 
 /// Longest deregistration delay accepted: an hour, as in the cloud.
 pub const MAX_DEREGISTRATION_DELAY: Duration = Duration::from_secs(3600);
@@ -214,6 +219,15 @@ pub struct MgmtConfig {
     pub socket: PathBuf,
     /// The socket's mode; default `"0660"`.
     pub socket_mode: FileMode,
+    /// The group that owns the socket (a group name from `/etc/group` or a numeric gid),
+    /// so tenants' uids need only be in that group; default none (the daemon's group).
+    pub socket_group: Option<String>,
+    /// Connections served at once for uids other than root, 1..=4096; default 64. Root
+    /// always has slots of its own beyond these.
+    pub max_connections: u32,
+    /// Connections one uid may hold at once, 1..=`max_connections`; default 8. Beyond,
+    /// the uid's new connections are refused (`TooManyClients`), other uids are unaffected.
+    pub max_connections_per_uid: u32,
     /// Where the state file lives; default `/var/lib/privlink`.
     pub state_dir: PathBuf,
     /// The region in service names; default `local`.
@@ -236,6 +250,9 @@ impl Default for MgmtConfig {
         Self {
             socket: PathBuf::from("/run/privlink/privlink.sock"),
             socket_mode: FileMode(0o660),
+            socket_group: None,
+            max_connections: 64,
+            max_connections_per_uid: 8,
             state_dir: PathBuf::from("/var/lib/privlink"),
             region: "local".to_owned(),
             stats_file: None,
@@ -273,6 +290,73 @@ impl Default for TablesConfig {
             maglev_size: 65_537,
             mbufs: 0,
         }
+    }
+}
+
+/// `[quotas]`: how much one account may create, with the cloud's defaults. A request that
+/// would go beyond one is refused with a `…LimitExceeded` error and changes nothing;
+/// lowering a quota below what exists leaves the existing objects alone (only growth is
+/// refused).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuotasConfig {
+    /// Interface endpoints per VPC (not counting `deleted` ones); default 50.
+    pub endpoints_per_vpc: u32,
+    /// Endpoint services per account; default 50.
+    pub services_per_account: u32,
+    /// Listeners per service; default 50.
+    pub listeners_per_service: u32,
+    /// Targets per listener (registered and draining); default 1000. It is also bounded
+    /// by `tables.maglev_size - 1`.
+    pub targets_per_listener: u32,
+    /// Security groups per account; default 2500.
+    pub security_groups_per_account: u32,
+    /// Ingress rules per security group; default 60.
+    pub rules_per_security_group: u32,
+    /// Security groups per endpoint; default 5.
+    pub security_groups_per_endpoint: u32,
+    /// Characters of an endpoint policy document (compact JSON); default 20480.
+    pub policy_characters: u32,
+    /// Outstanding `ClientToken`s per account (kept 24 hours); default 10000.
+    pub client_tokens_per_account: u32,
+}
+
+impl Default for QuotasConfig {
+    fn default() -> Self {
+        Self {
+            endpoints_per_vpc: 50,
+            services_per_account: 50,
+            listeners_per_service: 50,
+            targets_per_listener: 1000,
+            security_groups_per_account: 2500,
+            rules_per_security_group: 60,
+            security_groups_per_endpoint: 5,
+            policy_characters: 20_480,
+            client_tokens_per_account: 10_000,
+        }
+    }
+}
+
+impl QuotasConfig {
+    /// Every quota with its key, for validation and messages.
+    pub fn named(&self) -> [(&'static str, u32); 9] {
+        [
+            ("endpoints_per_vpc", self.endpoints_per_vpc),
+            ("services_per_account", self.services_per_account),
+            ("listeners_per_service", self.listeners_per_service),
+            ("targets_per_listener", self.targets_per_listener),
+            (
+                "security_groups_per_account",
+                self.security_groups_per_account,
+            ),
+            ("rules_per_security_group", self.rules_per_security_group),
+            (
+                "security_groups_per_endpoint",
+                self.security_groups_per_endpoint,
+            ),
+            ("policy_characters", self.policy_characters),
+            ("client_tokens_per_account", self.client_tokens_per_account),
+        ]
     }
 }
 
@@ -430,6 +514,7 @@ impl EndpointConfig {
             security_group_ids: self.security_group_ids.clone(),
             policy: self.policy.clone(),
             created_at: 0,
+            deleted_at: None,
         })
     }
 }
@@ -455,6 +540,8 @@ pub struct Config {
     pub tables: TablesConfig,
     /// `[timeouts]`
     pub timeouts: TimeoutsConfig,
+    /// `[quotas]`
+    pub quotas: QuotasConfig,
     /// `[[services]]`: loaded at start.
     pub services: Vec<Service>,
     /// `[[endpoints]]`: loaded at start.
@@ -508,6 +595,17 @@ impl Config {
                 .filter_map(EndpointConfig::to_endpoint)
                 .collect(),
             security_groups: self.security_groups.clone(),
+            ..State::default()
+        }
+    }
+
+    /// The declared objects, as the baseline a start or reload diffs against.
+    pub fn declared(&self) -> Declared {
+        let s = self.state();
+        Declared {
+            services: s.services,
+            endpoints: s.endpoints,
+            security_groups: s.security_groups,
         }
     }
 
@@ -546,6 +644,7 @@ impl Config {
         self.validate_mgmt()?;
         self.validate_tables()?;
         self.validate_timeouts()?;
+        self.validate_quotas()?;
         self.validate_declared()
     }
 
@@ -680,11 +779,35 @@ impl Config {
                 return Err((at.key(key), ConfigProblem::Empty));
             }
         }
+        if let Some(group) = &m.socket_group {
+            if group.is_empty() {
+                return Err((at.key("socket_group"), ConfigProblem::Empty));
+            }
+        }
+        if !(1..=4096).contains(&m.max_connections) {
+            return Err((at.key("max_connections"), range(m.max_connections, 1, 4096)));
+        }
+        if !(1..=m.max_connections).contains(&m.max_connections_per_uid) {
+            return Err((
+                at.key("max_connections_per_uid"),
+                range(m.max_connections_per_uid, 1, m.max_connections.into()),
+            ));
+        }
         if !(10..=60_000).contains(&m.stats_interval_ms) {
             return Err((
                 at.key("stats_interval_ms"),
                 range(m.stats_interval_ms, 10, 60_000),
             ));
+        }
+        Ok(())
+    }
+
+    fn validate_quotas(&self) -> Result<(), (KeyPath, ConfigProblem)> {
+        let at = KeyPath::new().key("quotas");
+        for (key, value) in self.quotas.named() {
+            if value == 0 || value > MAX_QUOTA {
+                return Err((at.key(key), range(value, 1, MAX_QUOTA.into())));
+            }
         }
         Ok(())
     }
@@ -778,28 +901,26 @@ impl Config {
         }
 
         self.state().validate(&self.vpcs).map_err(model_problem)?;
-
-        for (i, s) in self.services.iter().enumerate() {
-            for (j, l) in s.listeners.iter().enumerate() {
-                // Maglev fills the table by giving each target turns; with more targets
-                // than slots some would never be chosen.
-                if u64::try_from(l.targets.len()).unwrap_or(u64::MAX)
-                    > u64::from(self.tables.maglev_size)
-                {
-                    return Err((
-                        KeyPath::item("services", i)
-                            .key("listeners")
-                            .index(j)
-                            .key("targets"),
-                        ConfigProblem::TooManyTargets {
-                            targets: l.targets.len(),
-                            maglev_size: self.tables.maglev_size,
-                        },
-                    ));
-                }
+        for (i, e) in self.endpoints.iter().enumerate() {
+            if let (Some(doc), Some(att)) = (&e.policy, self.attachment(e.vpc_id)) {
+                crate::policy::check_principals(doc, att.account).map_err(|err| {
+                    (
+                        KeyPath::item("endpoints", i).key("policy"),
+                        ConfigProblem::Policy(err.to_string()),
+                    )
+                })?;
             }
         }
-        Ok(())
+        quota::check(&self.state(), &State::default(), &self.limits())
+            .map_err(|e| (e.at.clone(), ConfigProblem::Quota(Box::new(e))))
+    }
+
+    /// The limits of `[quotas]` and `tables.maglev_size`.
+    pub fn limits(&self) -> quota::Limits {
+        quota::Limits {
+            quotas: self.quotas.clone(),
+            maglev_size: self.tables.maglev_size,
+        }
     }
 }
 
@@ -1101,13 +1222,10 @@ pub enum ConfigProblem {
         /// `mgmt.region`.
         region: String,
     },
-    /// `3 targets exceed tables.maglev_size 2`
-    TooManyTargets {
-        /// Targets in the listener.
-        targets: usize,
-        /// `tables.maglev_size`.
-        maglev_size: u32,
-    },
+    /// The declared objects go beyond a quota; prints the [`quota::QuotaError`].
+    Quota(Box<quota::QuotaError>),
+    /// `invalid policy document: <reason>` for a declared endpoint's policy.
+    Policy(String),
 }
 
 impl fmt::Display for ConfigProblem {
@@ -1173,13 +1291,8 @@ impl fmt::Display for ConfigProblem {
                  {region} (mgmt.region)",
                 name.region()
             ),
-            Self::TooManyTargets {
-                targets,
-                maglev_size,
-            } => write!(
-                f,
-                "{targets} targets exceed tables.maglev_size {maglev_size}"
-            ),
+            Self::Quota(e) => e.fmt(f),
+            Self::Policy(reason) => write!(f, "invalid policy document: {reason}"),
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod model;
 pub mod persist;
 pub mod policy;
 pub mod protocol;
+pub mod quota;
 pub mod server;
 pub mod store;
 

@@ -299,6 +299,13 @@ impl EndpointState {
     pub const fn holds_address(self) -> bool {
         !matches!(self, Self::Deleted)
     }
+
+    /// Whether an endpoint in this state needs its service to exist: a `failed` endpoint
+    /// (its service was deleted), and one `deleting` or `deleted`, may outlive it, to be
+    /// described.
+    pub const fn needs_service(self) -> bool {
+        !matches!(self, Self::Failed | Self::Deleting | Self::Deleted)
+    }
 }
 
 text_enum!(EndpointState, EndpointState, {
@@ -496,6 +503,10 @@ pub struct Endpoint {
     /// When it was created, unix seconds; 0 = unknown (declared in the configuration).
     #[serde(default)]
     pub created_at: u64,
+    /// When its deletion was asked for (unix seconds), while `deleting` or `deleted`: it
+    /// is `deleted` from the next second on, and forgotten an hour later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<u64>,
 }
 
 /// The protocol of a security group ingress rule. Serialised as EC2 spells it: `"tcp"`,
@@ -652,7 +663,9 @@ pub struct VpcAttachment {
     pub static_neighbours: Vec<StaticNeighbour>,
 }
 
-/// The set of services and endpoints that a data-plane snapshot is built from.
+/// The set of services and endpoints that a data-plane snapshot is built from, and what
+/// the management plane must remember with them (idempotency tokens, the declared objects
+/// last applied from the configuration file).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct State {
@@ -662,6 +675,48 @@ pub struct State {
     pub endpoints: Vec<Endpoint>,
     /// Security groups, applied to endpoints.
     pub security_groups: Vec<SecurityGroup>,
+    /// `ClientToken`s of create requests and what they answered, for 24 hours.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub client_tokens: Vec<ClientToken>,
+    /// The objects the configuration file declared when it was last applied: a start or
+    /// a reload applies only what changed in the file since (see [`Declared`]). `None` in
+    /// a state saved before this was kept: then the state is the truth and the file's
+    /// current declarations become the baseline.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub declared: Option<Declared>,
+}
+
+/// The objects a configuration file declares (`[[services]]`, `[[endpoints]]`,
+/// `[[security_groups]]`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Declared {
+    /// Declared services.
+    pub services: Vec<Service>,
+    /// Declared endpoints.
+    pub endpoints: Vec<Endpoint>,
+    /// Declared security groups.
+    pub security_groups: Vec<SecurityGroup>,
+}
+
+/// One `ClientToken` of a create request: who sent it, a fingerprint of the arguments, and
+/// the answer, so a retry with the same token and arguments gets the same answer (and no
+/// second object), and the same token with other arguments is refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientToken {
+    /// Whose token: the caller's account id, or `admin`.
+    pub scope: String,
+    /// The token, 1 to 64 printable ASCII characters.
+    pub token: String,
+    /// The operation it was sent with.
+    pub op: String,
+    /// FNV-1a 64 of the canonical JSON of the other arguments, 16 hex digits.
+    pub fingerprint: String,
+    /// The answer of the first request.
+    pub response: serde_json::Value,
+    /// When it was first used, unix seconds.
+    pub created_at: u64,
 }
 
 impl State {
@@ -1650,7 +1705,7 @@ impl State {
                     holder,
                 )?;
             }
-            if !service_at.contains_key(&e.service_id) {
+            if e.state.needs_service() && !service_at.contains_key(&e.service_id) {
                 return Err(ModelError::ServiceNotFound {
                     at: at.key("service_id"),
                     object,

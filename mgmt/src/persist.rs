@@ -6,6 +6,12 @@
 //! it over `state.json` and fsyncs the directory, so after a crash the file is either the
 //! old state or the new one, never a mix.
 //!
+//! What each failure leaves on disk, which the caller must tell its client truthfully:
+//! a failure to create, write or sync the temporary file, or to rename it, leaves the old
+//! file in place ([`PersistError::Io`]); a failure to sync the directory after the rename
+//! leaves the *new* file in place, not known to be durable ([`PersistError::NotDurable`]).
+//! Every step can be made to fail on purpose ([`StateFile::with_faults`]) to test that.
+//!
 //! This module must never modify or delete a state file it cannot read: a corrupt file is
 //! reported ([`PersistError::Corrupt`]) and left for the operator to inspect.
 
@@ -13,6 +19,7 @@ use std::fmt;
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::model::State;
 
@@ -43,6 +50,14 @@ pub enum PersistError {
         /// What is wrong with it.
         reason: String,
     },
+    /// `<dir>: the new state file is in place but the directory could not be synced:
+    /// <io error>`: the rename happened, its durability is unknown.
+    NotDurable {
+        /// The state directory.
+        dir: PathBuf,
+        /// What the OS said.
+        source: io::Error,
+    },
 }
 
 impl fmt::Display for PersistError {
@@ -60,6 +75,12 @@ impl fmt::Display for PersistError {
                 path.display(),
                 path.display()
             ),
+            Self::NotDurable { dir, source } => write!(
+                f,
+                "{}: the new state file is in place but the directory could not be synced: \
+                 {source}",
+                dir.display()
+            ),
         }
     }
 }
@@ -67,7 +88,7 @@ impl fmt::Display for PersistError {
 impl std::error::Error for PersistError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Self::Io { source, .. } => Some(source),
+            Self::Io { source, .. } | Self::NotDurable { source, .. } => Some(source),
             Self::Corrupt { .. } => None,
         }
     }
@@ -84,10 +105,38 @@ pub fn fnv1a64(bytes: &[u8]) -> u64 {
     h
 }
 
+/// A step of [`StateFile::save`], where a fault can be injected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaveStep {
+    /// Creating the temporary file.
+    Create,
+    /// Writing it.
+    Write,
+    /// Syncing it.
+    Sync,
+    /// Renaming it over the state file.
+    Rename,
+    /// Syncing the directory.
+    SyncDir,
+}
+
+/// Called before each step of a save; an error makes that step fail with it (tests).
+pub type FaultHook = Arc<dyn Fn(SaveStep) -> io::Result<()> + Send + Sync>;
+
 /// The state file in one directory.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct StateFile {
     dir: PathBuf,
+    faults: Option<FaultHook>,
+}
+
+impl fmt::Debug for StateFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StateFile")
+            .field("dir", &self.dir)
+            .field("faults", &self.faults.is_some())
+            .finish()
+    }
 }
 
 impl StateFile {
@@ -95,7 +144,20 @@ impl StateFile {
     pub fn new(dir: &Path) -> Self {
         Self {
             dir: dir.to_owned(),
+            faults: None,
         }
+    }
+
+    /// The same file, with `hook` asked before every step of a save: for tests that
+    /// prove what each failure leaves on disk and tells the client.
+    #[must_use]
+    pub fn with_faults(mut self, hook: FaultHook) -> Self {
+        self.faults = Some(hook);
+        self
+    }
+
+    fn step(&self, step: SaveStep) -> io::Result<()> {
+        self.faults.as_ref().map_or(Ok(()), |f| f(step))
     }
 
     /// `<dir>/state.json`.
@@ -145,14 +207,16 @@ impl StateFile {
             .map_err(|reason| PersistError::Corrupt { path, reason })
     }
 
-    /// Writes `state` durably: temporary file, fsync, rename, fsync of the directory. On
-    /// any error the previous state file is intact.
+    /// Writes `state` durably: temporary file, fsync, rename, fsync of the directory.
+    /// [`PersistError::Io`]: the previous state file is intact (a partial temporary file
+    /// is removed). [`PersistError::NotDurable`]: the new file is in place, its
+    /// durability unknown.
     pub fn save(&self, state: &State) -> Result<(), PersistError> {
         self.ensure_dir()?;
         let tmp = self.dir.join(STATE_TMP_FILE);
         let path = self.path();
         let bytes = encode(state);
-        {
+        let written = (|| {
             let mut file = fs::OpenOptions::new();
             file.write(true).create(true).truncate(true);
             #[cfg(unix)]
@@ -160,14 +224,33 @@ impl StateFile {
                 use std::os::unix::fs::OpenOptionsExt;
                 file.mode(0o600);
             }
-            let mut file = file.open(&tmp).map_err(Self::io(&tmp, "create"))?;
-            file.write_all(&bytes).map_err(Self::io(&tmp, "write"))?;
-            file.sync_all().map_err(Self::io(&tmp, "sync"))?;
+            let mut file = self
+                .step(SaveStep::Create)
+                .and_then(|()| file.open(&tmp))
+                .map_err(Self::io(&tmp, "create"))?;
+            self.step(SaveStep::Write)
+                .and_then(|()| file.write_all(&bytes))
+                .map_err(Self::io(&tmp, "write"))?;
+            self.step(SaveStep::Sync)
+                .and_then(|()| file.sync_all())
+                .map_err(Self::io(&tmp, "sync"))?;
+            self.step(SaveStep::Rename)
+                .and_then(|()| fs::rename(&tmp, &path))
+                .map_err(Self::io(&path, "rename the new state file into"))
+        })();
+        if let Err(e) = written {
+            // A full disk leaves a partial temporary file: take it away so the space it
+            // holds is not lost too (the state file itself is untouched).
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
         }
-        fs::rename(&tmp, &path).map_err(Self::io(&path, "rename the new state file into"))?;
-        fs::File::open(&self.dir)
+        self.step(SaveStep::SyncDir)
+            .and_then(|()| fs::File::open(&self.dir))
             .and_then(|d| d.sync_all())
-            .map_err(Self::io(&self.dir, "sync directory"))
+            .map_err(|source| PersistError::NotDurable {
+                dir: self.dir.clone(),
+                source,
+            })
     }
 }
 
@@ -359,6 +442,50 @@ mod tests {
             msg.contains("left untouched") && msg.contains("Move it aside"),
             "{msg}"
         );
+    }
+
+    /// A hook failing `step` (every time it is reached) with ENOSPC.
+    fn failing(step: SaveStep) -> FaultHook {
+        Arc::new(move |s| {
+            if s == step {
+                Err(io::Error::from_raw_os_error(28))
+            } else {
+                Ok(())
+            }
+        })
+    }
+
+    #[test]
+    fn every_failed_step_leaves_what_its_error_says() {
+        let dir = TempDir::new("faults");
+        let plain = StateFile::new(&dir.0);
+        let old = demo_state();
+        plain.save(&old).unwrap();
+        let new = State::default();
+        for step in [
+            SaveStep::Create,
+            SaveStep::Write,
+            SaveStep::Sync,
+            SaveStep::Rename,
+        ] {
+            let file = StateFile::new(&dir.0).with_faults(failing(step));
+            let e = file.save(&new).unwrap_err();
+            assert!(matches!(e, PersistError::Io { .. }), "{step:?}: {e}");
+            assert_eq!(
+                plain.load().unwrap(),
+                Some(old.clone()),
+                "{step:?}: old intact"
+            );
+            assert!(
+                !dir.0.join(STATE_TMP_FILE).exists(),
+                "{step:?}: no temporary file left behind"
+            );
+        }
+        let file = StateFile::new(&dir.0).with_faults(failing(SaveStep::SyncDir));
+        let e = file.save(&new).unwrap_err();
+        assert!(matches!(e, PersistError::NotDurable { .. }), "{e}");
+        assert!(e.to_string().contains("in place"), "{e}");
+        assert_eq!(plain.load().unwrap(), Some(new), "the new file is in place");
     }
 
     #[test]

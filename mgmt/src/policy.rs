@@ -360,13 +360,36 @@ fn parse_principals(field: &str, value: &Value) -> Result<Option<Vec<AccountId>>
     Ok(Some(accounts))
 }
 
-/// An account id, or the account of an IAM ARN (`arn:aws:iam::111111111111:root`).
+/// An account id, or the root ARN of an account (`arn:aws:iam::111111111111:root`). Any
+/// other ARN (a user, a role, a suffix) names less than the whole account, which the
+/// appliance cannot tell apart on a packet, so it grants nothing and is refused.
 pub fn parse_account(text: &str) -> Option<AccountId> {
     if let Some(rest) = text.strip_prefix("arn:aws:iam::") {
-        let (account, _resource) = rest.split_once(':')?;
-        return account.parse().ok();
+        return rest.strip_suffix(":root")?.parse().ok();
     }
     text.parse().ok()
+}
+
+/// Checks that every statement of `doc` can apply to traffic of the endpoint owner
+/// `owner` (the only principal a packet through the endpoint can have): a statement whose
+/// `Principal` names only other accounts could never match and is refused, naming it.
+pub fn check_principals(doc: &Value, owner: AccountId) -> Result<(), PolicyError> {
+    let policy = Policy::parse(doc)?;
+    for (i, s) in policy.statements.iter().enumerate() {
+        if let Some(p) = &s.principals {
+            if !p.contains(&owner) {
+                let named: Vec<String> = p.iter().map(ToString::to_string).collect();
+                return Err(PolicyError::new(
+                    format!("Statement[{i}].Principal"),
+                    format!(
+                        "names only {} but traffic through this endpoint always comes from                          its owner {owner}: the statement could never match",
+                        named.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `80`, `"80"` or `"8000-8100"`, each port 1..=65535.
@@ -614,5 +637,38 @@ mod tests {
         assert_eq!(parse_account("arn:aws:iam::12:root"), None);
         assert_eq!(parse_account("arn:aws:iam::111111111111"), None);
         assert_eq!(parse_account("*"), None);
+        // Only the account's root ARN grants the account: users, roles and any other
+        // suffix name less than the account.
+        for arn in [
+            format!("arn:aws:iam::{A}:user/alice"),
+            format!("arn:aws:iam::{A}:role/x"),
+            format!("arn:aws:iam::{A}:rootx"),
+            format!("arn:aws:iam::{A}:root:extra"),
+            format!("arn:aws:iam::{A}:"),
+        ] {
+            assert_eq!(parse_account(&arn), None, "{arn}");
+        }
+    }
+
+    #[test]
+    fn statements_that_can_never_match_the_owner_are_refused() {
+        let owner = acct(A);
+        let ok = json!({"Statement": [
+            {"Effect": "Allow", "Principal": "*"},
+            {"Effect": "Deny", "Principal": [A, B], "SourceCidr": "10.0.0.0/8"},
+            {"Effect": "Allow", "Principal": {"AWS": format!("arn:aws:iam::{A}:root")}},
+        ]});
+        check_principals(&ok, owner).unwrap();
+        let never = json!({"Statement": [
+            {"Effect": "Allow", "Principal": "*"},
+            {"Effect": "Allow", "Principal": B},
+        ]});
+        let e = check_principals(&never, owner).unwrap_err();
+        assert_eq!(e.at, "Statement[1].Principal");
+        assert!(
+            e.problem.contains(B) && e.problem.contains("never match"),
+            "{e}"
+        );
+        assert_eq!(e.code(), "InvalidPolicyDocument");
     }
 }

@@ -2,10 +2,14 @@
 //! request per line, hands each well-formed request to a [`Handler`] with the caller's
 //! identity, and writes one response line per request, in order.
 //!
-//! What it owns: the socket file (replacing a stale one, never stealing a live one, applying
-//! the mode), the connection limits (size of a line, idle and slow clients, number of
-//! clients), the caller identity (computed once per connection from the peer's uid), and
-//! the audit log of mutating requests. What it must never do: interpret `args` or change
+//! What it owns: the socket file (replacing a stale one, never stealing a live one; bound in
+//! a private directory and renamed into place with its mode and group already set, so it
+//! is never reachable with wider permissions), the connection limits (size of a line, idle
+//! and slow clients, clients in all and per uid, with slots kept for root so one account
+//! cannot lock everyone out), the caller identity (the peer's uid from the connection,
+//! mapped to an account at every request, so removing a uid from the configuration revokes
+//! its access at once), and the audit log of mutating requests (naming the objects each
+//! change touched). What it must never do: interpret `args` or change
 //! state itself. Every request it rejects (malformed, oversized, too many clients) is
 //! answered with an error and never reaches the handler, so it changes nothing;
 //! authorisation of well-formed requests is the handler's, using [`Caller`].
@@ -15,13 +19,14 @@
 //! timeout for the same reason. Management traffic is a few requests per second, so a
 //! thread per client (at most `max_clients`) is simpler than an event loop and fast enough.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::io::{self, ErrorKind, Read, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -62,12 +67,35 @@ impl Caller {
     }
 }
 
+/// What a handler answers: the `ok` value or the error to send, and the ids of the objects
+/// a change touched (for the audit line; empty for reads and failures).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Handled {
+    /// The answer.
+    pub result: Result<Value, ApiErrorBody>,
+    /// Objects created, changed or removed.
+    pub touched: Vec<String>,
+}
+
+impl From<Result<Value, ApiErrorBody>> for Handled {
+    fn from(result: Result<Value, ApiErrorBody>) -> Self {
+        Self {
+            result,
+            touched: Vec::new(),
+        }
+    }
+}
+
 /// Executes well-formed requests. Called from client threads concurrently; the
 /// implementation serialises whatever must be serialised.
 pub trait Handler: Send + Sync + 'static {
-    /// Executes `req` on behalf of `caller`; the `ok` value or the error to send.
-    fn handle(&self, caller: &Caller, req: &Request) -> Result<Value, ApiErrorBody>;
+    /// Executes `req` on behalf of `caller`.
+    fn handle(&self, caller: &Caller, req: &Request) -> Handled;
 }
+
+/// Connections root may hold beyond [`ServerConfig::max_clients`]: however many the other
+/// uids hold, the administrator can always get in.
+pub const ROOT_SLOTS: usize = 4;
 
 /// Reads the peer's uid from a connected stream (`dpdk_bindings::os::peer_uid` in the
 /// daemon; a fixed uid in tests). Injected so this crate needs no FFI.
@@ -90,8 +118,13 @@ pub struct ServerConfig {
     /// A started line must be complete within this, and a response must be written within
     /// this; default 10 s.
     pub request_timeout: Duration,
-    /// Clients served at once; default 64. Beyond, a new client gets `TooManyClients`.
+    /// Clients of uids other than root served at once; default 64. Beyond, a new client
+    /// gets `TooManyClients`. Root has [`ROOT_SLOTS`] more of its own.
     pub max_clients: usize,
+    /// Clients one uid (other than root) may have at once; default 8.
+    pub max_clients_per_uid: usize,
+    /// The group to give the socket file; none = the daemon's.
+    pub group: Option<u32>,
 }
 
 impl ServerConfig {
@@ -104,16 +137,56 @@ impl ServerConfig {
             idle_timeout: Duration::from_secs(300),
             request_timeout: Duration::from_secs(10),
             max_clients: 64,
+            max_clients_per_uid: 8,
+            group: None,
         }
     }
 
-    /// The socket path and mode of `[mgmt]`, with every default limit.
-    pub fn from_mgmt(mgmt: &MgmtConfig) -> Self {
-        Self {
+    /// The socket path, mode and connection limits of `[mgmt]`, with the group resolved
+    /// (`socket_group`: a name from `/etc/group` or a number), and every other default.
+    pub fn from_mgmt(mgmt: &MgmtConfig) -> io::Result<Self> {
+        let group = mgmt
+            .socket_group
+            .as_deref()
+            .map(resolve_group)
+            .transpose()?;
+        Ok(Self {
             mode: mgmt.socket_mode.bits(),
+            max_clients: usize::try_from(mgmt.max_connections).unwrap_or(usize::MAX),
+            max_clients_per_uid: usize::try_from(mgmt.max_connections_per_uid)
+                .unwrap_or(usize::MAX),
+            group,
             ..Self::new(mgmt.socket.clone())
-        }
+        })
     }
+}
+
+/// The gid of `group`: a number, or a name looked up in `/etc/group` (groups that only a
+/// directory service knows need their number).
+pub fn resolve_group(group: &str) -> io::Result<u32> {
+    if let Ok(gid) = group.parse() {
+        return Ok(gid);
+    }
+    let text = std::fs::read_to_string("/etc/group")
+        .map_err(|e| io::Error::new(e.kind(), format!("reading /etc/group: {e}")))?;
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split(':');
+            let name = f.next()?;
+            let gid = f.nth(1)?.parse().ok()?;
+            Some((name, gid))
+        })
+        .find(|(name, _)| *name == group)
+        .map(|(_, gid)| gid)
+        .ok_or_else(|| {
+            io::Error::new(
+                ErrorKind::NotFound,
+                format!(
+                    "socket_group {group:?} is not in /etc/group (give its number if a \
+                     directory service knows it)"
+                ),
+            )
+        })
 }
 
 /// A bound management socket, ready to [`run`](Server::run).
@@ -127,6 +200,51 @@ pub struct Server {
     handler: Arc<dyn Handler>,
 }
 
+/// Connections held, per uid (root included), shared by the accept thread and the clients.
+#[derive(Debug, Default)]
+struct Slots {
+    per_uid: HashMap<u32, usize>,
+    others: usize,
+}
+
+impl Slots {
+    /// Takes a slot for `uid` if the limits allow.
+    fn take(&mut self, uid: u32, cfg: &ServerConfig) -> Result<(), String> {
+        let held = self.per_uid.get(&uid).copied().unwrap_or(0);
+        if uid == 0 {
+            if held >= ROOT_SLOTS {
+                return Err(format!("root already holds {ROOT_SLOTS} connections"));
+            }
+        } else if held >= cfg.max_clients_per_uid {
+            return Err(format!(
+                "uid {uid} already holds {} connections",
+                cfg.max_clients_per_uid
+            ));
+        } else if self.others >= cfg.max_clients {
+            return Err(format!(
+                "the server already serves {} clients",
+                cfg.max_clients
+            ));
+        } else {
+            self.others += 1;
+        }
+        *self.per_uid.entry(uid).or_insert(0) += 1;
+        Ok(())
+    }
+
+    fn give_back(&mut self, uid: u32) {
+        if let Some(n) = self.per_uid.get_mut(&uid) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_uid.remove(&uid);
+            }
+        }
+        if uid != 0 {
+            self.others = self.others.saturating_sub(1);
+        }
+    }
+}
+
 impl fmt::Debug for Server {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Server")
@@ -138,9 +256,11 @@ impl fmt::Debug for Server {
 
 impl Server {
     /// Binds the socket: creates the parent directory, removes a stale socket file (one
-    /// nothing accepts on), binds, and applies `cfg.mode`. Fails with `AddrInUse` when a
-    /// live server listens at the path, and with `AlreadyExists` when the path is not a
-    /// socket (it is never removed).
+    /// nothing accepts on), binds in a private (0700) directory beside it, applies
+    /// `cfg.mode` and `cfg.group` there, and renames the socket into place, so no client
+    /// can reach it before its permissions are final (whatever the umask). Fails with
+    /// `AddrInUse` when a live server listens at the path, and with `AlreadyExists` when
+    /// the path is not a socket (it is never removed).
     pub fn bind(
         cfg: ServerConfig,
         uid_to_caller: impl Fn(u32) -> Caller + Send + Sync + 'static,
@@ -148,13 +268,47 @@ impl Server {
         handler: Arc<dyn Handler>,
     ) -> io::Result<Server> {
         let path = &cfg.path;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| annotate(e, "creating", dir))?;
-        }
+        let parent = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or_else(|| Path::new("."));
+        std::fs::create_dir_all(parent).map_err(|e| annotate(e, "creating", parent))?;
         remove_stale(path)?;
-        let listener = UnixListener::bind(path).map_err(|e| annotate(e, "binding", path))?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(cfg.mode))
-            .map_err(|e| annotate(e, "setting the mode of", path))?;
+        let name = path.file_name().ok_or_else(|| {
+            io::Error::new(
+                ErrorKind::InvalidInput,
+                format!("{} names no file", path.display()),
+            )
+        })?;
+        let private = parent.join(format!(
+            ".{}.{}.bind",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&private);
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&private)
+                .map_err(|e| annotate(e, "creating", &private))?;
+        }
+        let staged = private.join(name);
+        let bound = (|| {
+            let listener =
+                UnixListener::bind(&staged).map_err(|e| annotate(e, "binding", &staged))?;
+            std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(cfg.mode))
+                .map_err(|e| annotate(e, "setting the mode of", &staged))?;
+            if let Some(gid) = cfg.group {
+                std::os::unix::fs::chown(&staged, None, Some(gid))
+                    .map_err(|e| annotate(e, &format!("giving group {gid} to"), &staged))?;
+            }
+            std::fs::rename(&staged, path)
+                .map_err(|e| annotate(e, "moving the socket to", path))?;
+            Ok::<_, io::Error>(listener)
+        })();
+        let _ = std::fs::remove_dir_all(&private);
+        let listener = bound?;
         listener.set_nonblocking(true)?;
         let inode = std::fs::symlink_metadata(path)?.ino();
         Ok(Server {
@@ -183,7 +337,7 @@ impl Server {
     }
 
     fn accept_loop(self, stop: &Arc<AtomicBool>) {
-        let clients = Arc::new(AtomicUsize::new(0));
+        let slots = Arc::new(Mutex::new(Slots::default()));
         let mut threads: Vec<JoinHandle<()>> = Vec::new();
         let cfg = Arc::new(self.cfg.clone());
         while !stop.load(Ordering::Relaxed) {
@@ -206,34 +360,52 @@ impl Server {
                 debug!("mgmt: cannot set up a client socket: {e}");
                 continue;
             }
-            if clients.load(Ordering::Acquire) >= cfg.max_clients {
-                let e = ApiErrorBody::new(
-                    codes::TOO_MANY_CLIENTS,
-                    format!("the server already serves {} clients", cfg.max_clients),
-                );
+            // The uid decides which limits apply, so it is read before any slot is taken.
+            let uid = match (self.peer_uid)(&stream) {
+                Ok(uid) => uid,
+                Err(e) => {
+                    warn!("mgmt: cannot read the peer credentials of a client: {e}");
+                    let e = ApiErrorBody::new(codes::AUTH_FAILURE, "cannot read peer credentials");
+                    let _ = send(&stream, &Response::error(Value::Null, e));
+                    continue;
+                }
+            };
+            let taken = slots
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(uid, &cfg);
+            if let Err(why) = taken {
+                debug!("mgmt: refusing a client of uid {uid}: {why}");
+                let e = ApiErrorBody::new(codes::TOO_MANY_CLIENTS, why);
                 let _ = send(&stream, &Response::error(Value::Null, e));
                 continue;
             }
-            clients.fetch_add(1, Ordering::AcqRel);
             let client = Client {
                 cfg: Arc::clone(&cfg),
                 uid_to_caller: Arc::clone(&self.uid_to_caller),
-                peer_uid: Arc::clone(&self.peer_uid),
                 handler: Arc::clone(&self.handler),
                 stop: Arc::clone(stop),
             };
-            let count = Arc::clone(&clients);
+            let held = Arc::clone(&slots);
+            let release = move || {
+                held.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .give_back(uid);
+            };
             let spawned = std::thread::Builder::new()
                 .name("mgmt-client".to_owned())
                 .spawn(move || {
-                    client.serve(stream);
-                    count.fetch_sub(1, Ordering::AcqRel);
+                    client.serve(stream, uid);
+                    release();
                 });
             match spawned {
                 Ok(t) => threads.push(t),
                 Err(e) => {
                     // The closure (and the stream) is dropped: the client sees EOF.
-                    clients.fetch_sub(1, Ordering::AcqRel);
+                    slots
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .give_back(uid);
                     warn!("mgmt: cannot spawn a client thread: {e}");
                 }
             }
@@ -299,30 +471,20 @@ fn send(mut stream: &UnixStream, response: &Response) -> io::Result<()> {
 struct Client {
     cfg: Arc<ServerConfig>,
     uid_to_caller: UidToCaller,
-    peer_uid: PeerUid,
     handler: Arc<dyn Handler>,
     stop: Arc<AtomicBool>,
 }
 
 impl Client {
-    fn serve(&self, stream: UnixStream) {
-        let caller = match (self.peer_uid)(&stream) {
-            Ok(uid) => (self.uid_to_caller)(uid),
-            Err(e) => {
-                warn!("mgmt: cannot read the peer credentials of a client: {e}");
-                let e = ApiErrorBody::new(codes::AUTH_FAILURE, "cannot read peer credentials");
-                let _ = send(&stream, &Response::error(Value::Null, e));
-                return;
-            }
-        };
-        debug!("mgmt: client connected: {caller:?}");
-        if let Err(e) = self.serve_lines(&stream, &caller) {
-            debug!("mgmt: client uid {} gone: {e}", caller.uid);
+    fn serve(&self, stream: UnixStream, uid: u32) {
+        debug!("mgmt: client connected: uid {uid}");
+        if let Err(e) = self.serve_lines(&stream, uid) {
+            debug!("mgmt: client uid {uid} gone: {e}");
         }
     }
 
     /// Reads lines until EOF, a fatal protocol error, a timeout or stop; answers each.
-    fn serve_lines(&self, mut stream: &UnixStream, caller: &Caller) -> io::Result<()> {
+    fn serve_lines(&self, mut stream: &UnixStream, uid: u32) -> io::Result<()> {
         let max = self.cfg.max_request_bytes;
         let mut buf: Vec<u8> = Vec::new();
         // Where the newline search resumes, so a line arriving in many pieces costs O(n).
@@ -341,7 +503,7 @@ impl Client {
                 }
                 let line: Vec<u8> = buf.drain(..=end).collect();
                 scanned = 0;
-                self.answer(stream, caller, &line[..end])?;
+                self.answer(stream, uid, &line[..end])?;
                 last_activity = Instant::now();
                 answered = true;
             }
@@ -364,7 +526,7 @@ impl Client {
                     // EOF (perhaps only the write half): a final unterminated line is still
                     // a request.
                     if !buf.is_empty() {
-                        self.answer(stream, caller, &buf)?;
+                        self.answer(stream, uid, &buf)?;
                     }
                     return Ok(());
                 }
@@ -390,7 +552,7 @@ impl Client {
                     return Ok(());
                 }
             } else if last_activity.elapsed() >= self.cfg.idle_timeout {
-                debug!("mgmt: closing idle client uid {}", caller.uid);
+                debug!("mgmt: closing idle client uid {uid}");
                 return Ok(());
             }
         }
@@ -404,48 +566,59 @@ impl Client {
         send(stream, &Response::error(Value::Null, e))
     }
 
-    /// Decodes one line, runs it, writes the response. Blank lines are skipped.
-    fn answer(&self, stream: &UnixStream, caller: &Caller, line: &[u8]) -> io::Result<()> {
+    /// Decodes one line, runs it, writes the response. Blank lines are skipped. The
+    /// caller is worked out from the uid at every request, so a change of the accounts
+    /// (a reload) applies to connections already open.
+    fn answer(&self, stream: &UnixStream, uid: u32, line: &[u8]) -> io::Result<()> {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.iter().all(u8::is_ascii_whitespace) {
             return Ok(());
         }
         let response = match crate::protocol::decode_any(line) {
             Err((id, e)) => {
-                debug!("mgmt: uid {} sent a bad request: {e}", caller.uid);
+                debug!("mgmt: uid {uid} sent a bad request: {e}");
                 Response::error(id, e)
             }
             Ok(req) => {
-                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    self.handler.handle(caller, &req)
+                let caller = (self.uid_to_caller)(uid);
+                let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    self.handler.handle(&caller, &req)
                 }))
                 .unwrap_or_else(|_| {
-                    Err(ApiErrorBody::new(
+                    Handled::from(Err(ApiErrorBody::new(
                         codes::INTERNAL_ERROR,
                         format!("internal error while executing {}", req.op),
-                    ))
+                    )))
                 });
                 if !is_read_only(&req.op) {
-                    audit(caller, &req.op, &result);
+                    audit(&caller, &req.op, &handled);
                 }
-                Response { id: req.id, result }
+                Response {
+                    id: req.id,
+                    result: handled.result,
+                }
             }
         };
         send(stream, &response)
     }
 }
 
-/// The audit line of a mutating request.
-fn audit(caller: &Caller, op: &str, result: &Result<Value, ApiErrorBody>) {
+/// The audit line of a mutating request: who, what, the outcome and the objects touched.
+fn audit(caller: &Caller, op: &str, handled: &Handled) {
     let account = caller
         .account
         .map_or_else(|| "-".to_owned(), |a| a.to_string());
-    let outcome = match result {
+    let outcome = match &handled.result {
         Ok(_) => "ok",
         Err(e) => e.code.as_str(),
     };
+    let objects = if handled.touched.is_empty() {
+        "-".to_owned()
+    } else {
+        handled.touched.join(",")
+    };
     info!(
-        "mgmt: op={op} uid={} account={account} admin={} result={outcome}",
+        "mgmt: op={op} uid={} account={account} admin={} result={outcome} objects={objects}",
         caller.uid, caller.admin
     );
 }

@@ -24,14 +24,18 @@ use serde_json::{json, Value};
 
 use crate::config::Config;
 use crate::model::{
-    Account, AccountId, Endpoint, EndpointState, ModelError, Principal, SecurityGroupId, Service,
-    State, TargetState, VpcAttachment,
+    Account, AccountId, ClientToken, Endpoint, EndpointState, ModelError, Principal,
+    SecurityGroupId, Service, State, TargetState, VpcAttachment,
 };
+use crate::quota::{self, Limits, QuotaError};
 
 mod args;
+mod declared;
 mod endpoints;
 mod groups;
 mod services;
+
+pub use args::check_keys;
 #[cfg(test)]
 mod tests;
 
@@ -119,18 +123,62 @@ impl From<ModelError> for ApiError {
     }
 }
 
-/// A successful answer.
+impl From<QuotaError> for ApiError {
+    fn from(e: QuotaError) -> Self {
+        Self::new(e.code, e.to_string())
+    }
+}
+
+/// A successful answer, and the state it leads to: nothing is changed until the caller
+/// has made `next` durable and in force and [`Store::commit`]s it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
     /// The EC2-shaped response object.
     pub response: Value,
-    /// Whether the state changed (and must be saved and published).
-    pub changed: bool,
+    /// The state after the request, when it differs from the current one: valid, within
+    /// the quotas, to be saved, built into a snapshot and committed.
+    pub next: Option<State>,
+    /// The ids of the objects the change created, changed or removed (for the audit log).
+    pub touched: Vec<String>,
+}
+
+impl Outcome {
+    /// An answer that changes nothing.
+    pub fn unchanged(response: Value) -> Self {
+        Self {
+            response,
+            next: None,
+            touched: Vec::new(),
+        }
+    }
+
+    /// Whether the request changes the state.
+    pub fn changed(&self) -> bool {
+        self.next.is_some()
+    }
+}
+
+/// How long a `ClientToken` is remembered, as in the cloud: a retry within a day gets the
+/// first answer.
+pub const CLIENT_TOKEN_SECS: u64 = 24 * 3600;
+/// How long a `deleted` endpoint stays visible to `describe-vpc-endpoints`.
+pub const DELETED_ENDPOINT_SECS: u64 = 3600;
+/// Longest `ClientToken`, as in the cloud.
+pub const MAX_CLIENT_TOKEN: usize = 64;
+
+/// The operations that create an object and take a `ClientToken`.
+pub fn takes_client_token(op: &str) -> bool {
+    matches!(
+        op,
+        "create-vpc-endpoint-service-configuration"
+            | "create-vpc-endpoint"
+            | "create-security-group"
+    )
 }
 
 /// Every operation with a one-line synopsis of its arguments, for `privlinkctl --help`.
 pub const OPERATIONS: &[(&str, &str)] = &[
-    ("create-vpc-endpoint-service-configuration", "--vpc-id VPC --listeners '[{\"Protocol\":\"tcp\",\"Port\":80,\"Targets\":[{\"Id\":IP,\"Port\":P,\"Weight\":W}]}]' [--snat-addresses IP…] [--acceptance-required BOOL] [--allowed-principals ACCOUNT|*…]"),
+    ("create-vpc-endpoint-service-configuration", "--vpc-id VPC --listeners '[{\"Protocol\":\"tcp\",\"Port\":80,\"Targets\":[{\"Id\":IP,\"Port\":P,\"Weight\":W}]}]' [--snat-addresses IP…] [--acceptance-required BOOL] [--allowed-principals ACCOUNT|*…] [--client-token TOKEN]"),
     ("describe-vpc-endpoint-service-configurations", "[--service-ids SVC…]"),
     ("modify-vpc-endpoint-service-configuration", "--service-id SVC [--acceptance-required BOOL] [--add-snat-addresses IP…] [--remove-snat-addresses IP…] [--add-listeners JSON] [--remove-listeners '[{\"Protocol\":…,\"Port\":…}]']"),
     ("delete-vpc-endpoint-service-configurations", "--service-ids SVC…"),
@@ -139,14 +187,14 @@ pub const OPERATIONS: &[(&str, &str)] = &[
     ("register-targets", "--service-id SVC --protocol tcp|udp --port PORT --targets '[{\"Id\":IP,\"Port\":P,\"Weight\":W}]'"),
     ("deregister-targets", "--service-id SVC --protocol tcp|udp --port PORT --targets '[{\"Id\":IP,\"Port\":P}]'"),
     ("describe-target-health", "--service-id SVC"),
-    ("create-vpc-endpoint", "--vpc-id VPC --service-name NAME [--ip-address IP] [--security-group-ids SG…] [--policy-document JSON]"),
+    ("create-vpc-endpoint", "--vpc-id VPC --service-name NAME [--ip-address IP] [--security-group-ids SG…] [--policy-document JSON] [--client-token TOKEN]"),
     ("describe-vpc-endpoints", "[--vpc-endpoint-ids VPCE…] [--filters '[{\"Name\":\"vpc-id|service-name|vpc-endpoint-state|vpc-endpoint-id\",\"Values\":[…]}]']"),
     ("modify-vpc-endpoint", "--vpc-endpoint-id VPCE [--add-security-group-ids SG…] [--remove-security-group-ids SG…] [--policy-document JSON | --reset-policy true]"),
     ("delete-vpc-endpoints", "--vpc-endpoint-ids VPCE…"),
     ("describe-vpc-endpoint-connections", "[--service-id SVC]"),
     ("accept-vpc-endpoint-connections", "--service-id SVC --vpc-endpoint-ids VPCE…"),
     ("reject-vpc-endpoint-connections", "--service-id SVC --vpc-endpoint-ids VPCE…"),
-    ("create-security-group", "--vpc-id VPC --group-name NAME [--description TEXT]"),
+    ("create-security-group", "--vpc-id VPC --group-name NAME [--description TEXT] [--client-token TOKEN]"),
     ("describe-security-groups", "[--group-ids SG…]"),
     ("delete-security-group", "--group-id SG"),
     ("authorize-security-group-ingress", "--group-id SG --ip-permissions '[{\"IpProtocol\":\"tcp|udp|icmp|-1\",\"FromPort\":P,\"ToPort\":P,\"IpRanges\":[{\"CidrIp\":CIDR}]}]'"),
@@ -227,43 +275,103 @@ pub struct Store {
     region: String,
     /// Seconds a deregistered target drains before it is removed.
     deregistration_delay: u64,
-    /// Most targets a listener may have (`tables.maglev_size`).
-    max_targets: usize,
+    /// `[quotas]` and the Maglev table size.
+    limits: Limits,
     ids: IdSource,
 }
 
+/// Why the store could not be set up or reloaded from a configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoadError {
+    /// `<key path>: <object>: <problem>`: the objects break a rule of the model.
+    Model(ModelError),
+    /// `<code>: <message>`: applying the file's declarations failed (a service still in
+    /// use, a quota).
+    Refused(ApiError),
+}
+
+impl LoadError {
+    /// The EC2-style code.
+    pub fn code(&self) -> &str {
+        match self {
+            Self::Model(e) => e.code(),
+            Self::Refused(e) => &e.code,
+        }
+    }
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Model(e) => write!(f, "{}: {e}", e.path()),
+            Self::Refused(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+impl From<ModelError> for LoadError {
+    fn from(e: ModelError) -> Self {
+        Self::Model(e)
+    }
+}
+
+impl From<ApiError> for LoadError {
+    fn from(e: ApiError) -> Self {
+        Self::Refused(e)
+    }
+}
+
+impl From<QuotaError> for LoadError {
+    fn from(e: QuotaError) -> Self {
+        Self::Refused(e.into())
+    }
+}
+
 impl Store {
-    /// The store for `config`, starting from the persisted state if any. The persisted
-    /// state wins; services and endpoints declared in the configuration that it lacks (by
-    /// id) are added. The result must validate.
-    pub fn new(config: &Config, persisted: Option<State>) -> Result<Self, ModelError> {
-        let mut state = persisted.unwrap_or_default();
-        let declared = config.state();
-        for s in declared.services {
-            if state.service(s.id).is_none() {
-                state.services.push(s);
+    /// The store for `config`, starting from the persisted state if any.
+    ///
+    /// The rule for objects the configuration file declares: without a state file, the
+    /// declarations seed the state; with one, the state file is the truth, and only what
+    /// changed in the file since it was last applied (the baseline the state file keeps)
+    /// is applied, exactly as a reload applies it (see [`Store::reload`]). So a run-time
+    /// delete, reject or permission change is never undone by a restart. The result must
+    /// validate. Returns the store and one line per declared change applied.
+    pub fn new(
+        config: &Config,
+        persisted: Option<State>,
+    ) -> Result<(Self, Vec<String>), LoadError> {
+        let declared = config.declared();
+        let (state, notes) = match persisted {
+            None => {
+                let mut state = config.state();
+                state.declared = Some(declared);
+                (state, Vec::new())
             }
-        }
-        for g in declared.security_groups {
-            if state.security_group(g.id).is_none() {
-                state.security_groups.push(g);
+            Some(mut state) => {
+                let notes = match state.declared.take() {
+                    // Saved before the baseline was kept: the state is the truth as it is.
+                    None => Vec::new(),
+                    Some(old) => declared::apply(&mut state, &old, &declared, now_unix())?,
+                };
+                state.declared = Some(declared);
+                (state, notes)
             }
-        }
-        for e in declared.endpoints {
-            if state.endpoint(e.id).is_none() {
-                state.endpoints.push(e);
-            }
-        }
+        };
         state.validate(&config.vpcs)?;
-        Ok(Self {
-            state,
-            attachments: config.vpcs.clone(),
-            accounts: config.accounts.clone(),
-            region: config.mgmt.region.clone(),
-            deregistration_delay: config.timeouts.deregistration_delay.as_secs(),
-            max_targets: usize::try_from(config.tables.maglev_size).unwrap_or(usize::MAX),
-            ids: IdSource::default(),
-        })
+        Ok((
+            Self {
+                state,
+                attachments: config.vpcs.clone(),
+                accounts: config.accounts.clone(),
+                region: config.mgmt.region.clone(),
+                deregistration_delay: config.timeouts.deregistration_delay.as_secs(),
+                limits: config.limits(),
+                ids: IdSource::default(),
+            },
+            notes,
+        ))
     }
 
     /// The current, valid state.
@@ -281,6 +389,11 @@ impl Store {
         &self.region
     }
 
+    /// The accounts (from the configuration, replaced by a reload).
+    pub fn accounts(&self) -> &[Account] {
+        &self.accounts
+    }
+
     /// The caller that Unix user `uid` is: root is admin; otherwise the account whose
     /// `uids` list it, if any.
     pub fn caller_for_uid(&self, uid: u32) -> Caller {
@@ -294,10 +407,34 @@ impl Store {
         }
     }
 
-    /// Answers one request at time `now_unix` (unix seconds). On error nothing changed.
+    /// Replaces the state with `next`, which [`prepare`](Self::prepare),
+    /// [`prepare_tick`](Self::prepare_tick) or [`prepare_reload`](Self::prepare_reload)
+    /// returned and the caller has made durable and in force.
+    pub fn commit(&mut self, next: State) {
+        self.state = next;
+    }
+
+    /// [`prepare`](Self::prepare) and, when it changes the state, [`commit`](Self::commit)
+    /// at once: for callers that keep nothing else in step with the store (tests, tools).
+    pub fn handle(
+        &mut self,
+        caller: &Caller,
+        op: &str,
+        args: &Value,
+        now_unix: u64,
+    ) -> Result<Outcome, ApiError> {
+        let out = self.prepare(caller, op, args, now_unix)?;
+        if let Some(next) = &out.next {
+            self.state = next.clone();
+        }
+        Ok(out)
+    }
+
+    /// Answers one request at time `now_unix` (unix seconds) without changing anything:
+    /// the answer and, for a change, the valid next state to commit.
     ///
     /// `stats` and `flows` are the daemon's: they answer `InvalidAction` here.
-    pub fn handle(
+    pub fn prepare(
         &mut self,
         caller: &Caller,
         op: &str,
@@ -306,10 +443,9 @@ impl Store {
     ) -> Result<Outcome, ApiError> {
         if op == "version" {
             args::Args::top(args, &[])?;
-            return Ok(Outcome {
-                response: json!({"Version": env!("CARGO_PKG_VERSION")}),
-                changed: false,
-            });
+            return Ok(Outcome::unchanged(
+                json!({"Version": env!("CARGO_PKG_VERSION")}),
+            ));
         }
         if !OPERATIONS.iter().any(|&(name, _)| name == op) || matches!(op, "stats" | "flows") {
             return Err(ApiError::new(
@@ -323,6 +459,36 @@ impl Store {
                 "this user acts as no account (add its uid to an [[accounts]] entry)",
             ));
         }
+        let token = if takes_client_token(op) {
+            client_token(caller, op, args)?
+        } else {
+            None
+        };
+        if let Some(t) = &token {
+            if let Some(seen) = self
+                .state
+                .client_tokens
+                .iter()
+                .find(|r| r.scope == t.scope && r.token == t.token)
+            {
+                if seen.op == t.op && seen.fingerprint == t.fingerprint {
+                    return Ok(Outcome::unchanged(seen.response.clone()));
+                }
+                return Err(ApiError::new(
+                    "IdempotentParameterMismatch",
+                    format!(
+                        "the ClientToken {:?} was already used with other arguments ({} at {})",
+                        t.token,
+                        seen.op,
+                        rfc3339(seen.created_at)
+                    ),
+                ));
+            }
+        }
+        let args = match &token {
+            Some(t) => &t.args,
+            None => args,
+        };
         let mut tx = Tx {
             caller,
             st: self.state.clone(),
@@ -332,46 +498,64 @@ impl Store {
             now: now_unix,
         };
         let response = tx.dispatch(op, args)?;
-        let next = tx.st;
+        let mut next = tx.st;
         if !is_mutating(op) {
-            return Ok(Outcome {
-                response,
-                changed: false,
+            return Ok(Outcome::unchanged(response));
+        }
+        if let Some(t) = token {
+            next.client_tokens.push(ClientToken {
+                scope: t.scope,
+                token: t.token,
+                op: op.to_owned(),
+                fingerprint: t.fingerprint,
+                response: response.clone(),
+                created_at: now_unix,
             });
         }
-        next.validate(&self.attachments)?;
-        for s in &next.services {
-            for l in &s.listeners {
-                if l.targets.len() > self.max_targets {
-                    return Err(ApiError::new(
-                        "TooManyTargets",
-                        format!(
-                            "service {} listener {}/{}: {} targets exceed the limit of {} \
-                             (tables.maglev_size)",
-                            s.id,
-                            l.protocol,
-                            l.port,
-                            l.targets.len(),
-                            self.max_targets
-                        ),
-                    ));
-                }
-            }
-        }
-        let changed = next != self.state;
-        if changed {
-            self.state = next;
-        }
-        Ok(Outcome { response, changed })
+        self.finish(next, response)
     }
 
-    /// Removes draining targets whose deregistration delay has passed by `now_unix` (a
-    /// draining target without a start time starts draining now). Returns whether the state
-    /// changed.
-    pub fn tick(&mut self, now_unix: u64) -> bool {
+    /// Validates and quota-checks `next` against the current state.
+    fn finish(&self, next: State, response: Value) -> Result<Outcome, ApiError> {
+        next.validate(&self.attachments)?;
+        quota::check(&next, &self.state, &self.limits)?;
+        if next == self.state {
+            return Ok(Outcome::unchanged(response));
+        }
+        let touched = touched(&self.state, &next);
+        Ok(Outcome {
+            response,
+            next: Some(next),
+            touched,
+        })
+    }
+
+    /// The time-driven changes due at `now_unix`, as a next state to commit (None when
+    /// nothing is due): draining targets whose deregistration delay has passed are removed
+    /// (a draining target without a start time starts draining now); `deleting` endpoints
+    /// become `deleted`, and `deleted` ones are forgotten after an hour; client tokens are
+    /// forgotten after a day.
+    pub fn prepare_tick(&self, now_unix: u64) -> Option<State> {
+        let st = &self.state;
+        let due = st.services.iter().any(|s| {
+            s.listeners
+                .iter()
+                .any(|l| l.targets.iter().any(|t| t.state == TargetState::Draining))
+        }) || st
+            .endpoints
+            .iter()
+            .any(|e| matches!(e.state, EndpointState::Deleting | EndpointState::Deleted))
+            || st
+                .client_tokens
+                .iter()
+                .any(|t| now_unix >= t.created_at.saturating_add(CLIENT_TOKEN_SECS));
+        // Nothing can expire: skip the copy of the state a change would take.
+        if !due {
+            return None;
+        }
+        let mut next = st.clone();
         let delay = self.deregistration_delay;
-        let mut changed = false;
-        for s in &mut self.state.services {
+        for s in &mut next.services {
             for l in &mut s.listeners {
                 l.targets.retain_mut(|t| {
                     if t.state != TargetState::Draining {
@@ -380,20 +564,165 @@ impl Store {
                     match t.deregistered_at {
                         None => {
                             t.deregistered_at = Some(now_unix);
-                            changed = true;
                             true
                         }
-                        Some(at) if now_unix >= at.saturating_add(delay) => {
-                            changed = true;
-                            false
-                        }
-                        Some(_) => true,
+                        Some(at) => now_unix < at.saturating_add(delay),
                     }
                 });
             }
         }
-        changed
+        next.endpoints.retain_mut(|e| {
+            if !matches!(e.state, EndpointState::Deleting | EndpointState::Deleted) {
+                return true;
+            }
+            let asked = *e.deleted_at.get_or_insert(now_unix);
+            match e.state {
+                EndpointState::Deleting if now_unix > asked => {
+                    // A deleted endpoint holds nothing: no address, no security groups
+                    // (which may then be deleted).
+                    e.state = EndpointState::Deleted;
+                    e.security_group_ids.clear();
+                    true
+                }
+                EndpointState::Deleted => now_unix < asked.saturating_add(DELETED_ENDPOINT_SECS),
+                _ => true,
+            }
+        });
+        next.client_tokens
+            .retain(|t| now_unix < t.created_at.saturating_add(CLIENT_TOKEN_SECS));
+        (next != *st).then_some(next)
     }
+
+    /// [`prepare_tick`](Self::prepare_tick) and [`commit`](Self::commit) at once (for
+    /// tests and tools); whether the state changed.
+    pub fn tick(&mut self, now_unix: u64) -> bool {
+        match self.prepare_tick(now_unix) {
+            Some(next) => {
+                self.state = next;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A reload of the configuration file: the accounts (and their uids) and quotas are
+    /// replaced, and what changed in the declared objects since they were last applied is
+    /// applied to the state. Nothing changes here: the caller makes the returned state
+    /// durable and in force, then [`apply_reload`](Self::apply_reload)s it. Returns the
+    /// next state (None if the objects are unchanged) and one line per change.
+    pub fn prepare_reload(
+        &self,
+        config: &Config,
+        now_unix: u64,
+    ) -> Result<(Option<State>, Vec<String>), LoadError> {
+        let old = self.state.declared.clone().unwrap_or_default();
+        let new = config.declared();
+        let mut next = self.state.clone();
+        let notes = declared::apply(&mut next, &old, &new, now_unix)?;
+        next.declared = Some(new);
+        next.validate(&self.attachments)?;
+        let limits = config.limits();
+        quota::check(&next, &self.state, &limits)?;
+        Ok(((next != self.state).then_some(next), notes))
+    }
+
+    /// Takes the accounts and quotas of a reloaded `config` (whose objects
+    /// [`prepare_reload`](Self::prepare_reload) prepared and the caller committed).
+    pub fn apply_reload(&mut self, config: &Config) {
+        self.accounts = config.accounts.clone();
+        self.limits = config.limits();
+        self.deregistration_delay = config.timeouts.deregistration_delay.as_secs();
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A create request's `ClientToken`, checked, with the arguments without it.
+struct TokenArgs {
+    scope: String,
+    token: String,
+    op: String,
+    fingerprint: String,
+    args: Value,
+}
+
+fn client_token(caller: &Caller, op: &str, args: &Value) -> Result<Option<TokenArgs>, ApiError> {
+    let Some(Value::Object(map)) = Some(args) else {
+        return Ok(None);
+    };
+    let Some(v) = map.get("ClientToken") else {
+        return Ok(None);
+    };
+    let token = v
+        .as_str()
+        .filter(|t| {
+            !t.is_empty()
+                && t.len() <= MAX_CLIENT_TOKEN
+                && t.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+        })
+        .ok_or_else(|| {
+            ApiError::invalid(format!(
+                "ClientToken must be a string of 1 to {MAX_CLIENT_TOKEN} printable ASCII \
+                 characters"
+            ))
+        })?;
+    let mut rest = map.clone();
+    rest.remove("ClientToken");
+    let rest = Value::Object(rest);
+    // serde_json's maps are sorted, so this text is canonical for equal arguments.
+    let fingerprint = format!(
+        "{:016x}",
+        crate::persist::fnv1a64(rest.to_string().as_bytes())
+    );
+    let scope = match (caller.admin, caller.account) {
+        (true, _) => "admin".to_owned(),
+        (false, Some(a)) => a.to_string(),
+        (false, None) => return Ok(None),
+    };
+    Ok(Some(TokenArgs {
+        scope,
+        token: token.to_owned(),
+        op: op.to_owned(),
+        fingerprint,
+        args: rest,
+    }))
+}
+
+/// The ids of the objects that differ between `before` and `after`: created, changed or
+/// removed services, endpoints and security groups.
+pub fn touched(before: &State, after: &State) -> Vec<String> {
+    fn diff<T: PartialEq, K: PartialEq + fmt::Display>(
+        out: &mut Vec<String>,
+        a: &[T],
+        b: &[T],
+        id: impl Fn(&T) -> K,
+    ) {
+        for x in b {
+            if !a.iter().any(|y| id(y) == id(x) && y == x) {
+                out.push(id(x).to_string());
+            }
+        }
+        for y in a {
+            if !b.iter().any(|x| id(x) == id(y)) {
+                out.push(id(y).to_string());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    diff(&mut out, &before.services, &after.services, |s| s.id);
+    diff(&mut out, &before.endpoints, &after.endpoints, |e| e.id);
+    diff(
+        &mut out,
+        &before.security_groups,
+        &after.security_groups,
+        |g| g.id,
+    );
+    out
 }
 
 /// One request in progress: the caller and a copy of the state it changes.

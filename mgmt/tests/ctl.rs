@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use mgmt::protocol::{ApiErrorBody, Request};
-use mgmt::server::{Caller, Handler, PeerUid, Server, ServerConfig};
+use mgmt::server::{Caller, Handled, Handler, PeerUid, Server, ServerConfig};
 use serde_json::{json, Value};
 
 #[derive(Default)]
@@ -16,12 +16,12 @@ struct Fake {
 }
 
 impl Handler for Fake {
-    fn handle(&self, _caller: &Caller, req: &Request) -> Result<Value, ApiErrorBody> {
+    fn handle(&self, _caller: &Caller, req: &Request) -> Handled {
         self.seen
             .lock()
             .unwrap()
             .push((req.op.clone(), req.args.clone()));
-        match req.op.as_str() {
+        Handled::from(match req.op.as_str() {
             "describe-vpc-endpoints" => Ok(json!({"VpcEndpoints": [
                 {"VpcEndpointId": "vpce-0123456789abcdef0", "State": "available", "SecurityGroupIds": ["sg-1", "sg-2"]},
                 {"VpcEndpointId": "vpce-1", "State": "pendingAcceptance", "SecurityGroupIds": []},
@@ -32,7 +32,7 @@ impl Handler for Fake {
             )),
             "version" => Ok(json!({"Version": "0.1.0", "Dpdk": "DPDK 22.11"})),
             _ => Ok(json!({"Return": true})),
-        }
+        })
     }
 }
 

@@ -99,6 +99,9 @@ fn expected_default() -> Config {
         mgmt: MgmtConfig {
             socket: "/run/privlink/privlink.sock".into(),
             socket_mode: FileMode::new(0o660).unwrap(),
+            socket_group: None,
+            max_connections: 64,
+            max_connections_per_uid: 8,
             state_dir: "/var/lib/privlink".into(),
             region: "local".into(),
             stats_file: None,
@@ -107,6 +110,7 @@ fn expected_default() -> Config {
         },
         tables: TablesConfig::default(),
         timeouts: TimeoutsConfig::default(),
+        quotas: QuotasConfig::default(),
         services: vec![Service {
             id: p("vpce-svc-0d0000000000000d1"),
             owner: p("222222222222"),
@@ -842,7 +846,8 @@ fn tables_maglev_size_not_prime() {
     expect(&c, "tables.maglev_size", "65536 is not prime");
     c.tables.maglev_size = 1;
     expect(&c, "tables.maglev_size", "1 is not prime");
-    for prime in [2, 3, 251, 65_537, 4_294_967_291] {
+    // Two targets per listener in the demo: Maglev needs more slots than targets.
+    for prime in [3, 251, 65_537, 4_294_967_291] {
         c.tables.maglev_size = prime;
         c.validate().unwrap();
     }
@@ -859,8 +864,35 @@ fn tables_maglev_size_below_target_count() {
     expect(
         &c,
         "services[0].listeners[1].targets",
-        "4 targets exceed tables.maglev_size 3",
+        "targets of service vpce-svc-0d0000000000000d1 listener udp/9000: 4 would exceed \
+         the limit of 2 (tables.maglev_size - 1)",
     );
+    // As many targets as slots is one too many (Maglev refuses it at build time).
+    c.services[0].listeners[1].targets.truncate(3);
+    c.tables.maglev_size = 3;
+    expect(
+        &c,
+        "services[0].listeners[1].targets",
+        "targets of service vpce-svc-0d0000000000000d1 listener udp/9000: 3 would exceed \
+         the limit of 2 (tables.maglev_size - 1)",
+    );
+    c.tables.maglev_size = 5;
+    c.validate().unwrap();
+}
+
+#[test]
+fn quotas_bound_the_declared_objects() {
+    let mut c = demo();
+    c.quotas.targets_per_listener = 1;
+    expect(
+        &c,
+        "services[0].listeners[0].targets",
+        "targets of service vpce-svc-0d0000000000000d1 listener tcp/80: 2 would exceed \
+         the limit of 1 (quotas.targets_per_listener)",
+    );
+    let mut c = demo();
+    c.quotas.endpoints_per_vpc = 0;
+    expect(&c, "quotas.endpoints_per_vpc", "0 is outside 1..=1000000");
 }
 
 #[test]

@@ -76,6 +76,7 @@ fn endpoint() -> Endpoint {
         security_group_ids: vec![],
         policy: None,
         created_at: 0,
+        deleted_at: None,
     }
 }
 
@@ -84,6 +85,7 @@ fn state() -> State {
         services: vec![service()],
         endpoints: vec![endpoint()],
         security_groups: vec![],
+        ..State::default()
     }
 }
 

@@ -4,6 +4,7 @@ use super::*;
 use serde_json::json;
 use std::io::{BufRead, BufReader};
 use std::net::Shutdown;
+use std::sync::atomic::AtomicUsize;
 use std::sync::Mutex;
 
 /// A fresh directory under the system temp dir (removed on drop).
@@ -35,12 +36,12 @@ struct Fake {
 }
 
 impl Handler for Fake {
-    fn handle(&self, caller: &Caller, req: &Request) -> Result<Value, ApiErrorBody> {
+    fn handle(&self, caller: &Caller, req: &Request) -> Handled {
         self.calls
             .lock()
             .unwrap()
             .push((caller.clone(), req.op.clone(), req.args.clone()));
-        match req.op.as_str() {
+        Handled::from(match req.op.as_str() {
             "fail" => Err(ApiErrorBody::new("InvalidVpcId.NotFound", "no such vpc")),
             "panic" => panic!("handler bug"),
             _ => Ok(json!({
@@ -50,7 +51,7 @@ impl Handler for Fake {
                 "account": caller.account.map(|a| a.to_string()),
                 "admin": caller.admin,
             })),
-        }
+        })
     }
 }
 
@@ -98,22 +99,7 @@ impl Drop for Running {
 }
 
 fn start_with(uid: u32, tweak: impl FnOnce(&mut ServerConfig)) -> Running {
-    let dir = TempDir::new();
-    let mut cfg = ServerConfig::new(dir.sock());
-    tweak(&mut cfg);
-    let path = cfg.path.clone();
-    let fake = Arc::new(Fake::default());
-    let peer: PeerUid = Arc::new(move |_| Ok(uid));
-    let server = Server::bind(cfg, caller_of, peer, fake.clone()).unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let thread = Some(server.run(stop.clone()));
-    Running {
-        stop,
-        thread,
-        fake,
-        path,
-        _dir: dir,
-    }
+    start_with_uids(Arc::new(std::sync::atomic::AtomicU32::new(uid)), tweak)
 }
 
 fn start() -> Running {
@@ -173,7 +159,7 @@ fn request_and_response() {
 
 #[test]
 fn many_concurrent_clients() {
-    let srv = start();
+    let srv = start_with(1000, |c| c.max_clients_per_uid = 16);
     let workers: Vec<_> = (0..16)
         .map(|c| {
             let (mut s, mut r) = srv.connect();
@@ -465,9 +451,152 @@ fn server_config_from_mgmt() {
         socket_mode: "0600".parse().unwrap(),
         ..MgmtConfig::default()
     };
-    let cfg = ServerConfig::from_mgmt(&mgmt);
+    let cfg = ServerConfig::from_mgmt(&mgmt).unwrap();
     assert_eq!(cfg.path, mgmt.socket);
     assert_eq!(cfg.mode, 0o600);
     assert_eq!(cfg.max_request_bytes, 1 << 20);
     assert_eq!(cfg.max_clients, 64);
+    assert_eq!(cfg.max_clients_per_uid, 8);
+    assert_eq!(cfg.group, None);
+    let root_group = MgmtConfig {
+        socket_group: Some("root".into()),
+        ..MgmtConfig::default()
+    };
+    assert_eq!(ServerConfig::from_mgmt(&root_group).unwrap().group, Some(0));
+    let numeric = MgmtConfig {
+        socket_group: Some("4242".into()),
+        ..MgmtConfig::default()
+    };
+    assert_eq!(ServerConfig::from_mgmt(&numeric).unwrap().group, Some(4242));
+    let missing = MgmtConfig {
+        socket_group: Some("no-such-group-here".into()),
+        ..MgmtConfig::default()
+    };
+    let e = ServerConfig::from_mgmt(&missing).unwrap_err();
+    assert!(e.to_string().contains("no-such-group-here"), "{e}");
+}
+
+/// A server whose peers' uids are whatever `uid` holds when they connect.
+fn start_with_uids(
+    uid: Arc<std::sync::atomic::AtomicU32>,
+    tweak: impl FnOnce(&mut ServerConfig),
+) -> Running {
+    let dir = TempDir::new();
+    let mut cfg = ServerConfig::new(dir.sock());
+    tweak(&mut cfg);
+    let path = cfg.path.clone();
+    let fake = Arc::new(Fake::default());
+    let peer: PeerUid = Arc::new(move |_| Ok(uid.load(Ordering::SeqCst)));
+    let server = Server::bind(cfg, caller_of, peer, fake.clone()).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread = Some(server.run(stop.clone()));
+    Running {
+        stop,
+        thread,
+        fake,
+        path,
+        _dir: dir,
+    }
+}
+
+/// Connects as `uid` and makes one request; whether it was served.
+fn served_as(
+    srv: &Running,
+    who: &std::sync::atomic::AtomicU32,
+    uid: u32,
+) -> Option<(UnixStream, BufReader<UnixStream>)> {
+    who.store(uid, Ordering::SeqCst);
+    let (mut s, mut r) = srv.connect();
+    let resp = call(&mut s, &mut r, r#"{"op":"stats"}"#);
+    match resp.result {
+        Ok(_) => Some((s, r)),
+        Err(e) => {
+            assert_eq!(e.code, codes::TOO_MANY_CLIENTS, "{e}");
+            None
+        }
+    }
+}
+
+#[test]
+fn one_uid_cannot_lock_the_others_out() {
+    let who = Arc::new(std::sync::atomic::AtomicU32::new(1000));
+    let srv = start_with_uids(who.clone(), |c| {
+        c.max_clients = 4;
+        c.max_clients_per_uid = 2;
+    });
+    // uid 1000 gets its two connections and no more.
+    let a1 = served_as(&srv, &who, 1000).expect("first");
+    let a2 = served_as(&srv, &who, 1000).expect("second");
+    assert!(served_as(&srv, &who, 1000).is_none(), "a third is refused");
+    // Another uid still gets in, up to the total.
+    let b1 = served_as(&srv, &who, 1001).expect("other uid");
+    let b2 = served_as(&srv, &who, 1001).expect("other uid");
+    assert!(served_as(&srv, &who, 1002).is_none(), "all four slots held");
+    // Root always has slots of its own.
+    let roots: Vec<_> = (0..ROOT_SLOTS)
+        .map(|_| served_as(&srv, &who, 0).expect("root keeps its slots"))
+        .collect();
+    assert!(
+        served_as(&srv, &who, 0).is_none(),
+        "root's slots are bounded too"
+    );
+    drop((a1, a2, b1, b2, roots));
+}
+
+#[test]
+fn the_socket_is_never_reachable_before_its_mode_is_set() {
+    let srv = start_with(1000, |c| c.mode = 0o600);
+    // It was bound elsewhere (a private directory) and renamed into place: the bound
+    // address is not the final path, and the private directory is gone.
+    let parent = srv.path.parent().unwrap();
+    let leftovers: Vec<_> = std::fs::read_dir(parent)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(leftovers, vec![srv.path.file_name().unwrap().to_owned()]);
+    let meta = std::fs::metadata(&srv.path).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let (mut s, mut r) = srv.connect();
+    assert!(call(&mut s, &mut r, r#"{"op":"stats"}"#).result.is_ok());
+}
+
+#[test]
+fn the_socket_gets_its_group() {
+    // Root may give the socket any group; elsewhere only a group of ours.
+    let gid = std::fs::metadata("/proc/self").unwrap().gid();
+    let srv = start_with(1000, |c| c.group = Some(gid));
+    assert_eq!(std::fs::metadata(&srv.path).unwrap().gid(), gid);
+}
+
+#[test]
+fn the_caller_is_worked_out_at_every_request() {
+    let dir = TempDir::new();
+    let accounts = Arc::new(Mutex::new(true));
+    let lookup = Arc::clone(&accounts);
+    let uid_to_caller = move |uid: u32| Caller {
+        uid,
+        account: (*lookup.lock().unwrap()).then(|| AccountId::new(ACCOUNT).unwrap()),
+        admin: false,
+    };
+    let peer: PeerUid = Arc::new(|_| Ok(1000));
+    let server = Server::bind(
+        ServerConfig::new(dir.sock()),
+        uid_to_caller,
+        peer,
+        Arc::new(Fake::default()),
+    )
+    .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let t = server.run(stop.clone());
+    let s = UnixStream::connect(dir.sock()).unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut s = s;
+    let before = call(&mut s, &mut r, r#"{"op":"x"}"#).result.unwrap();
+    assert_eq!(before["account"], json!(ACCOUNT.to_string()));
+    // The uid leaves its account (a reload): the open connection loses it at once.
+    *accounts.lock().unwrap() = false;
+    let after = call(&mut s, &mut r, r#"{"op":"x"}"#).result.unwrap();
+    assert_eq!(after["account"], Value::Null);
+    stop.store(true, Ordering::Relaxed);
+    t.join().unwrap();
 }

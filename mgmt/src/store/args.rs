@@ -159,7 +159,11 @@ impl<'a> Args<'a> {
         self.get(key)
             .map(|v| {
                 v.as_str().ok_or_else(|| {
-                    ApiError::invalid(format!("{} must be a string", self.name(key)))
+                    ApiError::invalid(format!(
+                        "{} must be a string, not {}",
+                        self.name(key),
+                        type_name(v)
+                    ))
                 })
             })
             .transpose()
@@ -182,28 +186,27 @@ impl<'a> Args<'a> {
         self.parse(key)?.ok_or_else(|| self.missing(key))
     }
 
-    /// A boolean (also `"true"` / `"false"`, as a command line passes them).
+    /// A JSON boolean. The protocol takes exactly the documented types: a string
+    /// `"true"` is refused (privlinkctl turns command-line words into booleans).
     pub(super) fn bool(&self, key: &str) -> Result<Option<bool>, ApiError> {
         self.get(key)
             .map(|v| match v {
                 Value::Bool(b) => Ok(*b),
-                Value::String(s) if s == "true" => Ok(true),
-                Value::String(s) if s == "false" => Ok(false),
                 _ => Err(ApiError::invalid(format!(
-                    "{} must be true or false",
-                    self.name(key)
+                    "{} must be a JSON boolean (true or false), not {}",
+                    self.name(key),
+                    type_name(v)
                 ))),
             })
             .transpose()
     }
 
-    /// An integer in `min..=max` (also as a decimal string).
+    /// A JSON integer in `min..=max` (a string of digits is refused).
     pub(super) fn int(&self, key: &str, min: i64, max: i64) -> Result<Option<i64>, ApiError> {
         self.get(key)
             .map(|v| {
                 let n = match v {
                     Value::Number(n) => n.as_i64(),
-                    Value::String(s) => s.parse().ok(),
                     _ => None,
                 };
                 n.filter(|n| (min..=max).contains(n)).ok_or_else(|| {
@@ -226,20 +229,22 @@ impl<'a> Args<'a> {
         self.port(key)?.ok_or_else(|| self.missing(key))
     }
 
-    /// An array, with each item's path; a single non-array value counts as an array of one
-    /// (a command line flag given once).
+    /// A JSON array, with each item's path. Anything else (a lone string or object where
+    /// a list belongs) is refused.
     pub(super) fn list(&self, key: &str) -> Result<Option<Vec<(String, &'a Value)>>, ApiError> {
         let Some(v) = self.get(key) else {
             return Ok(None);
         };
         let name = self.name(key);
-        let items: Vec<&Value> = match v {
-            Value::Array(a) => a.iter().collect(),
-            other => vec![other],
+        let Value::Array(items) = v else {
+            return Err(ApiError::invalid(format!(
+                "{name} must be a JSON array, not {}",
+                type_name(v)
+            )));
         };
         Ok(Some(
             items
-                .into_iter()
+                .iter()
                 .enumerate()
                 .map(|(i, v)| (format!("{name}[{i}]"), v))
                 .collect(),
@@ -272,6 +277,25 @@ impl<'a> Args<'a> {
     pub(super) fn req_parse_list<T: FromArg>(&self, key: &str) -> Result<Vec<T>, ApiError> {
         self.parse_list(key)?.ok_or_else(|| self.missing(key))
     }
+}
+
+/// What kind of JSON value `v` is, for messages.
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Checks that `args` is an object (or null) with only `allowed` keys: for the
+/// operations the daemon answers itself (`stats`, `flows`), held to the same rule as every
+/// other request.
+pub fn check_keys(args: &Value, allowed: &[&str]) -> Result<(), ApiError> {
+    Args::top(args, allowed).map(|_| ())
 }
 
 /// `s`, the value at `path`, read as a `T`.

@@ -14,24 +14,17 @@ use super::{
 use crate::model::{Endpoint, EndpointId, EndpointState, SecurityGroupId, ServiceId, ServiceName};
 use crate::policy::Policy;
 
-/// Longest policy document accepted, in bytes of compact JSON (the cloud's limit).
-pub const MAX_POLICY_BYTES: usize = 20_480;
-
 /// A `PolicyDocument` argument (a JSON object, or a string holding one), checked by
-/// compiling it.
-fn parse_policy(v: &Value) -> Result<Value, ApiError> {
+/// compiling it and against the endpoint owner `owner` (a statement that could never match
+/// its traffic is refused). Its size is a quota (`quotas.policy_characters`).
+fn parse_policy(v: &Value, owner: crate::model::AccountId) -> Result<Value, ApiError> {
     let err = |m: String| ApiError::new("InvalidPolicyDocument", format!("PolicyDocument: {m}"));
     let doc = match v {
         Value::String(s) => serde_json::from_str(s).map_err(|e| err(format!("not JSON: {e}")))?,
         other => other.clone(),
     };
-    let len = doc.to_string().len();
-    if len > MAX_POLICY_BYTES {
-        return Err(err(format!(
-            "{len} bytes exceed the limit of {MAX_POLICY_BYTES}"
-        )));
-    }
     Policy::parse(&doc).map_err(|e| err(e.to_string()))?;
+    crate::policy::check_principals(&doc, owner).map_err(|e| err(e.to_string()))?;
     Ok(doc)
 }
 
@@ -78,7 +71,6 @@ impl Tx<'_> {
         let mut groups: Vec<SecurityGroupId> =
             a.parse_list("SecurityGroupIds")?.unwrap_or_default();
         dedup(&mut groups);
-        let policy = a.get("PolicyDocument").map(parse_policy).transpose()?;
         if let Some(t) = a.str("VpcEndpointType")? {
             if t != "Interface" {
                 return Err(ApiError::invalid(format!(
@@ -89,26 +81,24 @@ impl Tx<'_> {
 
         let att = self.own_vpc(vpc)?.clone();
         let owner = att.account;
+        let policy = a
+            .get("PolicyDocument")
+            .map(|p| parse_policy(p, owner))
+            .transpose()?;
+        // A service the owner may not use is answered exactly as one that does not exist,
+        // so nobody learns which services exist by probing names.
         let service = self
             .st
             .services
             .iter()
             .find(|s| name.region() == self.region && s.id == name.id())
+            .filter(|s| self.caller.admin || s.allows(owner))
             .ok_or_else(|| {
                 ApiError::new(
                     "InvalidServiceName",
                     format!("the Vpc Endpoint Service '{name}' does not exist"),
                 )
             })?;
-        if !self.caller.admin && !service.allows(owner) {
-            return Err(ApiError::new(
-                "OperationNotPermitted",
-                format!(
-                    "account {owner} is not an allowed principal of service {name}; ask its \
-                     owner to add it (modify-vpc-endpoint-service-permissions)"
-                ),
-            ));
-        }
         let state = if service.acceptance_required && owner != service.owner {
             EndpointState::PendingAcceptance
         } else {
@@ -132,6 +122,7 @@ impl Tx<'_> {
             security_group_ids: groups,
             policy,
             created_at: self.now,
+            deleted_at: None,
         };
         let response = json!({"VpcEndpoint": endpoint_json(&endpoint, self.region)});
         self.st.endpoints.push(endpoint);
@@ -209,15 +200,28 @@ impl Tx<'_> {
         let add: Vec<SecurityGroupId> = a.parse_list("AddSecurityGroupIds")?.unwrap_or_default();
         let remove: Vec<SecurityGroupId> =
             a.parse_list("RemoveSecurityGroupIds")?.unwrap_or_default();
-        let policy = a.get("PolicyDocument").map(parse_policy).transpose()?;
         let reset = a.bool("ResetPolicy")?.unwrap_or(false);
-        if reset && policy.is_some() {
+        if reset && a.has("PolicyDocument") {
             return Err(ApiError::new(
                 "InvalidParameterCombination",
                 "PolicyDocument and ResetPolicy cannot be given together",
             ));
         }
         let i = self.own_endpoint(id)?;
+        let current = &self.st.endpoints[i];
+        if matches!(
+            current.state,
+            EndpointState::Deleting | EndpointState::Deleted | EndpointState::Failed
+        ) {
+            return Err(ApiError::new(
+                "IncorrectState",
+                format!("endpoint {id} is {} and cannot be modified", current.state),
+            ));
+        }
+        let policy = a
+            .get("PolicyDocument")
+            .map(|p| parse_policy(p, current.owner))
+            .transpose()?;
         self.check_groups(&add)?;
         let e = &mut self.st.endpoints[i];
         for g in remove {
@@ -246,10 +250,18 @@ impl Tx<'_> {
         let a = Args::top(args, &["VpcEndpointIds"])?;
         let ids: Vec<EndpointId> = a.req_parse_list("VpcEndpointIds")?;
         let mut failed = Vec::new();
+        let now = self.now;
         for id in ids {
             match self.own_endpoint(id) {
                 Ok(i) => {
-                    self.st.endpoints.remove(i);
+                    // Through `deleting` (no traffic from the next snapshot on) to
+                    // `deleted`, which stays visible for a while, as in the cloud. Asking
+                    // again for one on its way out changes nothing.
+                    let e = &mut self.st.endpoints[i];
+                    if !matches!(e.state, EndpointState::Deleting | EndpointState::Deleted) {
+                        e.state = EndpointState::Deleting;
+                        e.deleted_at = Some(now);
+                    }
                 }
                 Err(e) => failed.push(unsuccessful(id, &e)),
             }

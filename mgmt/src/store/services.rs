@@ -254,8 +254,7 @@ impl Tx<'_> {
             match result {
                 Ok(()) => {
                     self.st.services.retain(|s| s.id != id);
-                    // Rejected or failed endpoints cannot outlive their service.
-                    self.st.endpoints.retain(|e| e.service_id != id);
+                    fail_endpoints_of(&mut self.st, id);
                 }
                 Err(e) => failed.push(unsuccessful(id, &e)),
             }
@@ -396,6 +395,20 @@ impl Tx<'_> {
             }
         }
         Ok(json!({"TargetHealthDescriptions": list}))
+    }
+}
+
+/// The endpoints of deleted service `id` that are still there (rejected, or failed
+/// before) become `failed`: the consumer keeps seeing them, as in the cloud, until it
+/// deletes them. `deleting` and `deleted` ones go on as they are.
+pub(super) fn fail_endpoints_of(st: &mut crate::model::State, id: ServiceId) {
+    for e in st.endpoints.iter_mut().filter(|e| e.service_id == id) {
+        if !matches!(
+            e.state,
+            crate::model::EndpointState::Deleting | crate::model::EndpointState::Deleted
+        ) {
+            e.state = crate::model::EndpointState::Failed;
+        }
     }
 }
 
