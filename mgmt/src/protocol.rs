@@ -93,7 +93,7 @@ impl Request {
     /// and must be a string, `id` (optional) a number or string, `args` (optional) an
     /// object, and no other key may appear.
     pub fn parse_line(line: &str) -> Result<Request, DecodeError> {
-        let value: Value = serde_json::from_str(line).map_err(|e| {
+        let value: Value = parse_strict(line).map_err(|e| {
             (
                 Value::Null,
                 ApiErrorBody::new(
@@ -143,6 +143,90 @@ impl Request {
             Value::String(self.op.clone()),
             self.args
         )
+    }
+}
+
+/// Parses JSON like `serde_json::from_str`, but refuses an object with the same key twice
+/// anywhere in the document (serde_json keeps the last, so `{"op":"describe-…","op":
+/// "delete-…"}` would run the second op while a reader of the line sees the first).
+pub fn parse_strict(text: &str) -> Result<Value, serde_json::Error> {
+    use serde::de::DeserializeSeed;
+    let mut de = serde_json::Deserializer::from_str(text);
+    let value = Strict.deserialize(&mut de)?;
+    de.end()?;
+    Ok(value)
+}
+
+/// A JSON value with no duplicate keys (see [`parse_strict`]).
+struct Strict;
+
+impl<'de> serde::de::DeserializeSeed<'de> for Strict {
+    type Value = Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Strict {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(v) = seq.next_element_seed(Strict)? {
+            items.push(v);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if out.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!(
+                    "the key {key:?} appears twice in one object"
+                )));
+            }
+            let v = map.next_value_seed(Strict)?;
+            out.insert(key, v);
+        }
+        Ok(Value::Object(out))
     }
 }
 
@@ -296,6 +380,27 @@ mod tests {
         assert_eq!(
             code(r#"{"id":true,"op":"stats"}"#).1,
             codes::INVALID_PARAMETER_VALUE
+        );
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused_anywhere() {
+        for line in [
+            r#"{"id":1,"op":"describe-vpc-endpoints","op":"delete-vpc-endpoints"}"#,
+            r#"{"id":1,"id":2,"op":"stats"}"#,
+            r#"{"op":"delete-vpc-endpoints","args":{"VpcEndpointIds":["vpce-1"],"VpcEndpointIds":[]}}"#,
+            r#"{"op":"x","args":{"A":[{"B":1,"B":2}]}}"#,
+        ] {
+            let (_, e) = Request::parse_line(line).unwrap_err();
+            assert_eq!(e.code, codes::MALFORMED_REQUEST, "{line}");
+            assert!(e.message.contains("appears twice"), "{line}: {e}");
+        }
+        // Equal keys in different objects are fine.
+        let ok = Request::parse_line(r#"{"op":"x","args":{"A":{"Id":1},"B":{"Id":2}}}"#);
+        assert!(ok.is_ok());
+        assert_eq!(
+            parse_strict(r#"{"a":[1,-2,3.5,"s",null,true,{"b":{}}]}"#).unwrap(),
+            json!({"a":[1,-2,3.5,"s",null,true,{"b":{}}]})
         );
     }
 

@@ -139,6 +139,8 @@ pub struct Options {
     pub declare_objects: bool,
     /// Seconds a deregistered target drains before its flows end.
     pub deregistration_delay: f64,
+    /// Leave the consumer account without its uid (a reload then revokes its access).
+    pub revoke_consumer_uid: bool,
 }
 
 impl Default for Options {
@@ -149,6 +151,7 @@ impl Default for Options {
             targets: vec![0, 1],
             declare_objects: true,
             deregistration_delay: 300.0,
+            revoke_consumer_uid: false,
         }
     }
 }
@@ -345,7 +348,11 @@ deregistration_delay = {dereg}
             papp = PROVIDER_APPLIANCE,
             est = o.tcp_established,
             dereg = o.deregistration_delay,
-            uid_c = UID_CONSUMER,
+            uid_c = if o.revoke_consumer_uid {
+                String::new()
+            } else {
+                UID_CONSUMER.to_string()
+            },
             uid_p = UID_PROVIDER,
             uid_o = UID_OTHER,
             objects = if o.declare_objects {
@@ -558,6 +565,11 @@ deregistration_delay = {dereg}
             ])
             .trim()
             .to_owned()
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.daemon.as_ref().expect("daemon running").id()
     }
 
     /// Rewrites the configuration with `opts` and asks privlinkd to reload it (SIGHUP),

@@ -432,6 +432,161 @@ fn restart_restores_every_object_and_a_corrupt_state_file_stops_the_start() {
     );
 }
 
+/// A tmpfs mounted over a directory for the length of a test (unmounted however it ends).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &std::path::Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        privlink_e2e::must(&[
+            "mount",
+            "-t",
+            "tmpfs",
+            "-o",
+            &format!("size={size},mode=0700"),
+            "tmpfs",
+            &dir.display().to_string(),
+        ]);
+        Tmpfs(dir.to_owned())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = privlink_e2e::run(
+            &["umount", "-l", &self.0.display().to_string()],
+            Duration::from_secs(10),
+        );
+    }
+}
+
+fn groups(t: &Topology) -> Vec<String> {
+    t.ctl_ok(UID_CONSUMER, &["describe-security-groups"])["SecurityGroups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["GroupName"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn a_full_disk_refuses_changes_and_loses_nothing_acknowledged() {
+    let mut t = empty_topology();
+    let state_dir = t.dir.join("state");
+    let _fs = Tmpfs::mount(&state_dir, "256k");
+    let create = |t: &Topology, name: &str| {
+        t.ctl(
+            UID_CONSUMER,
+            &[
+                "create-security-group",
+                "--vpc-id",
+                CONSUMER_VPC,
+                "--group-name",
+                name,
+            ],
+        )
+    };
+    let (ok, _, err) = create(&t, "before");
+    assert!(ok, "{err}");
+    // Fill the state directory's file system to the last byte.
+    let filler = state_dir.join("filler");
+    let _ = privlink_e2e::run(
+        &[
+            "dd",
+            "if=/dev/zero",
+            &format!("of={}", filler.display()),
+            "bs=4k",
+        ],
+        Duration::from_secs(20),
+    );
+    let (ok, _, err) = create(&t, "refused");
+    assert!(!ok, "a change that cannot be saved is refused");
+    assert!(
+        err.contains("InternalError") && err.contains("nothing changed"),
+        "{err}"
+    );
+    assert_eq!(groups(&t), vec!["before".to_owned()], "nothing changed");
+    assert!(
+        !state_dir.join("state.json.tmp").exists(),
+        "no partial file holds the space"
+    );
+    // Space again: changes go on, and a restart has exactly what was acknowledged.
+    std::fs::remove_file(&filler).unwrap();
+    let (ok, _, err) = create(&t, "after");
+    assert!(ok, "{err}");
+    t.restart();
+    let mut names = groups(&t);
+    names.sort();
+    assert_eq!(names, vec!["after".to_owned(), "before".to_owned()]);
+}
+
+#[test]
+fn declared_objects_stay_deleted_and_a_reload_revokes_removed_uids() {
+    let mut t = Topology::start(Options::default());
+    let declared = "vpce-0e0000000000000e1";
+    // The consumer deletes the endpoint the file declares, the provider revokes its
+    // permission on the declared service.
+    t.ctl_ok(
+        UID_CONSUMER,
+        &["delete-vpc-endpoints", "--vpc-endpoint-ids", declared],
+    );
+    t.ctl_ok(
+        UID_PROVIDER,
+        &[
+            "modify-vpc-endpoint-service-permissions",
+            "--service-id",
+            "vpce-svc-0d0000000000000d1",
+            "--remove-allowed-principals",
+            CONSUMER_ACCOUNT,
+        ],
+    );
+    let state = |t: &Topology| {
+        let v = t.ctl_ok(UID_CONSUMER, &["describe-vpc-endpoints"]);
+        v["VpcEndpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["VpcEndpointId"] == declared)
+            .map(|e| e["State"].as_str().unwrap().to_owned())
+    };
+    let s = state(&t).expect("visible while deleting or deleted");
+    assert!(s == "deleting" || s == "deleted", "{s}");
+    // Neither a restart nor a reload of the unchanged file brings either back.
+    t.restart();
+    let opts = t.opts.clone();
+    t.reload(opts.clone());
+    assert_ne!(state(&t).as_deref(), Some("available"), "{}", t.log());
+    let perms = t.ctl_ok(
+        UID_PROVIDER,
+        &[
+            "describe-vpc-endpoint-service-permissions",
+            "--service-id",
+            "vpce-svc-0d0000000000000d1",
+        ],
+    );
+    assert_eq!(perms["AllowedPrincipals"], serde_json::json!([]), "{perms}");
+    assert_eq!(http_ok(&t, 2), 0, "no traffic through the deleted endpoint");
+
+    // A reload that takes the consumer's uid away revokes its access at once, on the
+    // connection it already has too (privlinkctl opens one per call; root keeps access).
+    t.reload(Options {
+        revoke_consumer_uid: true,
+        ..opts
+    });
+    let (ok, _, err) = t.ctl(UID_CONSUMER, &["describe-vpc-endpoints"]);
+    assert!(!ok && err.contains("UnauthorizedOperation"), "{err}");
+    t.ctl_ok(0, &["describe-vpc-endpoints"]);
+    // And a reload of a section that needs a restart is refused, changing nothing.
+    let text = std::fs::read_to_string(&t.config_path).unwrap();
+    std::fs::write(&t.config_path, text.replace("udp = 30", "udp = 31")).unwrap();
+    let pid = t.pid().to_string();
+    privlink_e2e::must(&["kill", "-HUP", &pid]);
+    t.wait_log(
+        "reload refused, nothing changed: [timeouts]",
+        Duration::from_secs(10),
+    );
+}
+
 #[test]
 fn deregistered_targets_drain_then_their_flows_end() {
     let t = Topology::start(Options {

@@ -499,3 +499,26 @@ fn a_save_that_fails_changes_nothing_and_says_so() {
         );
     }
 }
+
+#[test]
+fn stats_and_flows_refuse_unknown_arguments_like_every_request() {
+    let dir = TempDir::new("args");
+    let cfg = config(&dir.0);
+    let ctl = control(&cfg, StateFile::new(&dir.0));
+    for (op, args) in [
+        ("stats", json!({"Verbose": true})),
+        ("flows", json!({"MaxResults": 5, "Everything": true})),
+        ("flows", json!({"MaxResults": "5"})),
+        ("stats", json!([1])),
+    ] {
+        let e = ctl
+            .handle(&caller(3), &Request::new(1, op, args.clone()))
+            .result
+            .unwrap_err();
+        assert_eq!(e.code, "InvalidParameterValue", "{op} {args}: {e}");
+    }
+    assert!(ctl
+        .handle(&caller(3), &Request::new(1, "stats", json!({})))
+        .result
+        .is_ok());
+}
