@@ -50,7 +50,20 @@ pub struct Control {
     generation: AtomicU64,
     queries: Vec<Sender<Query>>,
     published: Vec<Arc<PublishedCounters>>,
+    /// The generation whose gratuitous ARPs worker 0 last sent in full.
+    announced: Arc<AtomicU64>,
+    /// The local addresses of each published generation from that one on: the next
+    /// announcement list is computed against the one worker 0 finished, not against the
+    /// last published (which worker 0 may never have seen).
+    recent_locals: Mutex<std::collections::VecDeque<(u64, LocalKeys)>>,
 }
+
+/// A snapshot's local addresses (attachment, IPv4), sorted.
+type LocalKeys = Vec<(u16, u32)>;
+
+/// Generations whose local addresses are kept while worker 0 has not finished announcing
+/// them; beyond, the oldest go, and a list whose base is gone announces everything.
+const RECENT_LOCALS: usize = 64;
 
 impl std::fmt::Debug for Control {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -75,7 +88,11 @@ impl Control {
         generation: u64,
         queries: Vec<Sender<Query>>,
         published: Vec<Arc<PublishedCounters>>,
+        announced: Arc<AtomicU64>,
     ) -> Control {
+        let first = cell.load();
+        let recent_locals =
+            Mutex::new(std::iter::once((first.generation, first.local_keys())).collect());
         Control {
             store: Mutex::new(store),
             state_file,
@@ -86,6 +103,8 @@ impl Control {
             generation: AtomicU64::new(generation),
             queries,
             published,
+            announced,
+            recent_locals,
         }
     }
 
@@ -105,7 +124,18 @@ impl Control {
 
     /// Publishes a built snapshot.
     fn publish(&self, mut snap: Snapshot, started: std::time::Instant) {
-        snap.announce_since(&self.cell.load());
+        {
+            let done = self.announced.load(Ordering::Acquire);
+            let mut recent = self.recent_locals.lock().unwrap_or_else(|e| e.into_inner());
+            recent.retain(|(g, _)| *g >= done);
+            if let Some((_, keys)) = recent.iter().find(|(g, _)| *g == done) {
+                snap.announce_beyond(keys);
+            }
+            recent.push_back((snap.generation, snap.local_keys()));
+            while recent.len() > RECENT_LOCALS {
+                recent.pop_front();
+            }
+        }
         let generation = snap.generation;
         self.generation.store(generation, Ordering::SeqCst);
         let (services, endpoints) = (snap.services.len(), snap.endpoints.len());

@@ -352,6 +352,7 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
     }
 
     let settings = pipeline_settings(&config, n_workers);
+    let announced = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let epoch_tsc = time::tsc();
     let hz_ms = (time::tsc_hz() / 1000).max(1);
     let mut query_tx = Vec::with_capacity(lcores.len());
@@ -386,6 +387,7 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
             },
             epoch_tsc,
             publish_every_ms: u64::from(config.mgmt.stats_interval_ms).min(100),
+            announced: Arc::clone(&announced),
         };
         launched.push(lcore::launch(*lc, move || worker::run(setup))?);
         log::info!("worker {i} running on {lc:?}");
@@ -401,6 +403,7 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
         1,
         query_tx,
         published.clone(),
+        announced,
     ));
     let server_stop = Arc::new(AtomicBool::new(false));
     let accounts = Arc::clone(&control);

@@ -117,6 +117,10 @@ pub struct Pipeline<F: Frame> {
     /// 0 only): a bounded number per poll, so thousands of new endpoints never burst out
     /// of the pool at once.
     announce_next: usize,
+    /// The generation whose announcements worker 0 last sent in full (0: none yet): the
+    /// management thread computes the next lists against it, so a snapshot worker 0
+    /// skipped (two published between its polls) cannot skip its announcements.
+    announced_generation: u64,
     originate_tokens: u32,
     originate_refill_ms: u64,
     /// Per endpoint (by stable handle): what flows that already ended carried, new flows,
@@ -222,6 +226,7 @@ impl<F: Frame> Pipeline<F> {
             alloc,
             last_tick_ms: 0,
             announce_next: 0,
+            announced_generation: 0,
             originate_tokens: ORIGINATED_PER_SEC,
             originate_refill_ms: 0,
             usage: fast_map(64),
@@ -1020,6 +1025,14 @@ impl<F: Frame> Pipeline<F> {
             }
         }
         self.announce_next = end;
+        if end == list.len() {
+            self.announced_generation = snap.generation;
+        }
+    }
+
+    /// The generation whose gratuitous ARPs this worker (worker 0) last sent in full.
+    pub fn announced_generation(&self) -> u64 {
+        self.announced_generation
     }
 
     /// The usage entry of endpoint handle `h` (created on first use: per new endpoint,

@@ -501,6 +501,20 @@ impl Snapshot {
         self.announce.retain(|k| !prev.locals.contains_key(k));
     }
 
+    /// Keeps in `announce` only the addresses not in `announced` (sorted): those of the
+    /// last snapshot whose announcements worker 0 finished.
+    pub fn announce_beyond(&mut self, announced: &[(u16, u32)]) {
+        self.announce
+            .retain(|k| announced.binary_search(k).is_err());
+    }
+
+    /// Every local address, sorted (what a completed announcement covered).
+    pub fn local_keys(&self) -> Vec<(u16, u32)> {
+        let mut keys: Vec<(u16, u32)> = self.locals.keys().copied().collect();
+        keys.sort_unstable();
+        keys
+    }
+
     /// The endpoint with stable handle `h`.
     #[inline]
     pub fn endpoint_by_handle(&self, h: u32) -> Option<&EndpointView> {

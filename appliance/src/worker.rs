@@ -63,6 +63,8 @@ pub struct WorkerSetup {
     pub epoch_tsc: u64,
     /// How often the counters are published (at most 100 ms).
     pub publish_every_ms: u64,
+    /// Where worker 0 says which generation it last announced in full (gratuitous ARP).
+    pub announced: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Runs the worker until `stop` is set; returns its final counters.
@@ -148,6 +150,10 @@ pub fn run(mut w: WorkerSetup) -> Counters {
         }
 
         pipe.poll(snap, now_ms);
+        if w.id == 0 {
+            w.announced
+                .store(pipe.announced_generation(), Ordering::Release);
+        }
         for news in pipe.take_news() {
             for (i, inbox) in w.news_inboxes.iter().enumerate() {
                 if i != usize::from(w.id) {

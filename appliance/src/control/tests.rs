@@ -92,6 +92,7 @@ fn control(config: &Config, file: StateFile) -> Control {
         1,
         Vec::new(),
         Vec::new(),
+        Arc::new(AtomicU64::new(0)),
     )
 }
 
@@ -521,4 +522,39 @@ fn stats_and_flows_refuse_unknown_arguments_like_every_request() {
         .handle(&caller(3), &Request::new(1, "stats", json!({})))
         .result
         .is_ok());
+}
+
+#[test]
+fn announcements_are_computed_against_what_worker_0_finished() {
+    let dir = TempDir::new("garp");
+    let cfg = config(&dir.0);
+    let ctl = control(&cfg, StateFile::new(&dir.0));
+    // Worker 0 announced the first snapshot in full.
+    ctl.announced.store(1, Ordering::Release);
+    let endpoint = |ip: &str| {
+        ctl.handle(
+            &caller(0),
+            &Request::new(
+                1,
+                "create-vpc-endpoint",
+                json!({"VpcId": CVPC, "ServiceName": "com.privlink.vpce.local.vpce-svc-0d0000000000000d1",
+                       "IpAddress": ip}),
+            ),
+        )
+        .result
+        .unwrap();
+    };
+    let ip = |s: &str| u32::from(s.parse::<std::net::Ipv4Addr>().unwrap());
+    endpoint("10.1.0.150");
+    assert_eq!(ctl.cell.load().announce, vec![(0, ip("10.1.0.150"))]);
+    // Worker 0 never picked up that snapshot: the next one must announce both.
+    endpoint("10.1.0.151");
+    assert_eq!(
+        ctl.cell.load().announce,
+        vec![(0, ip("10.1.0.150")), (0, ip("10.1.0.151"))]
+    );
+    // Once worker 0 finishes generation 3, only what is new since is announced.
+    ctl.announced.store(3, Ordering::Release);
+    endpoint("10.1.0.152");
+    assert_eq!(ctl.cell.load().announce, vec![(0, ip("10.1.0.152"))]);
 }

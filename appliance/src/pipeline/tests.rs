@@ -1050,3 +1050,14 @@ fn ip_options_are_kept_and_checksums_stay_right() {
     assert!(seg.verify_checksum(SNAT, ip.dst_addr()));
     assert_eq!(seg.dst_port(), 8080);
 }
+
+#[test]
+fn worker_0_reports_the_generation_it_announced_in_full() {
+    let config = Config::embedded_default();
+    let (mut p, snap) = pipeline(&config, 1, 0);
+    assert_eq!(p.announced_generation(), 0, "nothing sent yet");
+    p.poll(&snap, 0);
+    let garps = p.drain_emitted().count();
+    assert_eq!(garps, snap.announce.len(), "one gratuitous ARP per address");
+    assert_eq!(p.announced_generation(), snap.generation);
+}
