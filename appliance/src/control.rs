@@ -14,12 +14,14 @@
 //! Everything here runs off the packet path. The store is behind one mutex, so changes
 //! are serialised (one writer).
 
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crossbeam::channel::{bounded, Sender};
+use crossbeam::queue::ArrayQueue;
 use mgmt::config::Config;
 use mgmt::model::State;
 use mgmt::persist::{PersistError, StateFile};
@@ -29,15 +31,84 @@ use mgmt::store::{self, Store};
 use serde_json::{json, Value};
 
 use crate::counters::{Counters, DropReason, PublishedCounters};
-use crate::pipeline::{EndpointUsage, FlowInfo, UsageReport};
+use crate::pipeline::{ActiveUsage, EndpointUsage, FlowFilter, FlowInfo, FlowQuery, UsageReport};
 use crate::rcu::SnapshotCell;
 use crate::snapshot::{Handles, Snapshot};
 use crate::worker::Query;
 
 /// How long the management thread waits for the workers to answer a query.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long `stats` waits for every worker's usage report to cover the time of the request
+/// (a sweep takes milliseconds; a worker that takes longer is answered for as it was).
+const REPORT_WAIT: Duration = Duration::from_secs(1);
 /// Flows listed at most per request.
 const MAX_FLOWS: usize = 10_000;
+
+/// The management thread's links to the workers.
+pub struct DataPlane {
+    /// Each worker's query channel (flow listings).
+    pub queries: Vec<Sender<Query>>,
+    /// Each worker's published counters.
+    pub published: Vec<Arc<PublishedCounters>>,
+    /// The generation whose gratuitous ARPs worker 0 last sent in full.
+    pub announced: Arc<AtomicU64>,
+    /// Each worker's usage reports, oldest first.
+    pub reports: Vec<Arc<ArrayQueue<UsageReport>>>,
+    /// The workers' clock now: ms since the daemon's epoch.
+    pub clock: Arc<dyn Fn() -> u64 + Send + Sync>,
+}
+
+impl std::fmt::Debug for DataPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataPlane")
+            .field("workers", &self.queries.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl DataPlane {
+    /// No workers at all (tests, tools).
+    pub fn none() -> Self {
+        Self {
+            queries: Vec::new(),
+            published: Vec::new(),
+            announced: Arc::new(AtomicU64::new(0)),
+            reports: Vec::new(),
+            clock: Arc::new(|| 0),
+        }
+    }
+}
+
+/// What the reports of one worker add up to.
+#[derive(Debug, Default)]
+struct WorkerUsage {
+    endpoints: HashMap<u32, EndpointUsage>,
+    active: HashMap<u32, ActiveUsage>,
+    targets: HashMap<(u32, u32, u16), u64>,
+    /// When the last report's sweep started (worker clock).
+    started_ms: Option<u64>,
+}
+
+impl WorkerUsage {
+    fn merge(&mut self, r: UsageReport) {
+        self.endpoints.extend(r.changed);
+        self.active = r.active.into_iter().collect();
+        self.targets = r.targets.into_iter().collect();
+        self.started_ms = Some(r.started_ms);
+    }
+}
+
+/// What a caller may see of a flow's endpoint: its consumer side (client, endpoint), its
+/// provider side (SNAT address, target), both (admin, or an account that is both), and
+/// the ids to show.
+#[derive(Debug, Clone)]
+struct Visible {
+    handle: u32,
+    endpoint: String,
+    service: String,
+    consumer_side: bool,
+    provider_side: bool,
+}
 
 /// The daemon's management state, shared by the socket threads and the main loop.
 pub struct Control {
@@ -48,10 +119,9 @@ pub struct Control {
     handles: Mutex<Handles>,
     cell: Arc<SnapshotCell<Snapshot>>,
     generation: AtomicU64,
-    queries: Vec<Sender<Query>>,
-    published: Vec<Arc<PublishedCounters>>,
-    /// The generation whose gratuitous ARPs worker 0 last sent in full.
-    announced: Arc<AtomicU64>,
+    dp: DataPlane,
+    /// The usage each worker reported, merged.
+    usage: Mutex<Vec<WorkerUsage>>,
     /// The local addresses of each published generation from that one on: the next
     /// announcement list is computed against the one worker 0 finished, not against the
     /// last published (which worker 0 may never have seen).
@@ -86,9 +156,7 @@ impl Control {
         handles: Handles,
         cell: Arc<SnapshotCell<Snapshot>>,
         generation: u64,
-        queries: Vec<Sender<Query>>,
-        published: Vec<Arc<PublishedCounters>>,
-        announced: Arc<AtomicU64>,
+        dp: DataPlane,
     ) -> Control {
         let first = cell.load();
         let recent_locals =
@@ -101,9 +169,12 @@ impl Control {
             handles: Mutex::new(handles),
             cell,
             generation: AtomicU64::new(generation),
-            queries,
-            published,
-            announced,
+            usage: Mutex::new(
+                (0..dp.reports.len())
+                    .map(|_| WorkerUsage::default())
+                    .collect(),
+            ),
+            dp,
             recent_locals,
         }
     }
@@ -125,7 +196,7 @@ impl Control {
     /// Publishes a built snapshot.
     fn publish(&self, mut snap: Snapshot, started: std::time::Instant) {
         {
-            let done = self.announced.load(Ordering::Acquire);
+            let done = self.dp.announced.load(Ordering::Acquire);
             let mut recent = self.recent_locals.lock().unwrap_or_else(|e| e.into_inner());
             recent.retain(|(g, _)| *g >= done);
             if let Some((_, keys)) = recent.iter().find(|(g, _)| *g == done) {
@@ -276,81 +347,90 @@ impl Control {
         Ok(notes)
     }
 
-    fn ask<T: Send + 'static>(
-        &self,
-        make: impl Fn(Sender<T>) -> Query,
-    ) -> Result<Vec<T>, ApiErrorBody> {
-        let mut out = Vec::with_capacity(self.queries.len());
-        let mut waits = Vec::with_capacity(self.queries.len());
-        for q in &self.queries {
-            let (tx, rx) = bounded(1);
-            q.send(make(tx))
-                .map_err(|_| ApiErrorBody::new("InternalError", "a worker is gone"))?;
-            waits.push(rx);
-        }
-        for rx in waits {
-            match rx.recv_timeout(QUERY_TIMEOUT) {
-                Ok(v) => out.push(v),
-                Err(_) => {
-                    return Err(ApiErrorBody::new(
-                        "ServiceUnavailable",
-                        "a worker did not answer in time",
-                    ))
-                }
+    /// Takes in the workers' new usage reports (the main loop calls this every few tens
+    /// of ms, so the queues never fill).
+    pub fn collect_reports(&self) {
+        let mut usage = self.usage.lock().unwrap_or_else(|e| e.into_inner());
+        for (q, u) in self.dp.reports.iter().zip(usage.iter_mut()) {
+            while let Some(r) = q.pop() {
+                u.merge(r);
             }
         }
-        Ok(out)
     }
 
-    /// Endpoint handles the caller may see: its own endpoints, and endpoints of its
-    /// services; everything for admin.
-    fn visible_endpoints(&self, caller: &Caller) -> Vec<(u32, String, String)> {
+    /// The merged usage, once every worker has reported a sweep that started after now
+    /// (or [`REPORT_WAIT`] has passed): whatever happened before the request is in it.
+    fn fresh_usage(&self) -> std::sync::MutexGuard<'_, Vec<WorkerUsage>> {
+        let since = (self.dp.clock)();
+        let deadline = std::time::Instant::now() + REPORT_WAIT;
+        loop {
+            self.collect_reports();
+            let usage = self.usage.lock().unwrap_or_else(|e| e.into_inner());
+            let fresh = usage
+                .iter()
+                .all(|u| u.started_ms.is_some_and(|t| t >= since));
+            if fresh || std::time::Instant::now() >= deadline {
+                return usage;
+            }
+            drop(usage);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// The endpoints the caller may see: its own endpoints (their consumer side), and
+    /// endpoints of its services (their provider side); everything for admin.
+    fn visible_endpoints(&self, caller: &Caller) -> Vec<Visible> {
         let store = self.store.lock().unwrap_or_else(|e| e.into_inner());
         let handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
         let state = store.state();
         state
             .endpoints
             .iter()
-            .filter(|e| {
-                caller.admin
-                    || Some(e.owner) == caller.account
+            .filter_map(|e| {
+                let consumer_side = caller.admin || Some(e.owner) == caller.account;
+                let provider_side = caller.admin
                     || state
                         .service(e.service_id)
-                        .is_some_and(|s| Some(s.owner) == caller.account)
-            })
-            .filter_map(|e| {
-                Some((
-                    handles.endpoint_handle(&e.id)?,
-                    e.id.to_string(),
-                    e.service_id.to_string(),
-                ))
+                        .is_some_and(|s| Some(s.owner) == caller.account);
+                if !consumer_side && !provider_side {
+                    return None;
+                }
+                Some(Visible {
+                    handle: handles.endpoint_handle(&e.id)?,
+                    endpoint: e.id.to_string(),
+                    service: e.service_id.to_string(),
+                    consumer_side,
+                    provider_side,
+                })
             })
             .collect()
     }
 
     fn stats(&self, caller: &Caller) -> Result<Value, ApiErrorBody> {
-        let reports: Vec<UsageReport> = self.ask(|reply| Query::Usage { reply })?;
         let visible = self.visible_endpoints(caller);
+        let usage = self.fresh_usage();
         let mut per_endpoint: Vec<Value> = Vec::new();
         let mut per_service: std::collections::BTreeMap<String, (EndpointUsage, u64)> =
             Default::default();
-        for (handle, id, service) in &visible {
+        for v in &visible {
             let mut total = EndpointUsage::default();
             let mut active = 0;
-            for r in &reports {
-                for (h, u, a) in &r.endpoints {
-                    if h == handle {
-                        total.new_flows += u.new_flows;
-                        for (t, d) in total.drops.iter_mut().zip(u.drops.iter()) {
-                            *t += d;
-                        }
-                        total.packets += u.packets;
-                        total.bytes += u.bytes;
-                        active += a;
+            for w in usage.iter() {
+                if let Some(u) = w.endpoints.get(&v.handle) {
+                    total.new_flows += u.new_flows;
+                    for (t, d) in total.drops.iter_mut().zip(u.drops.iter()) {
+                        *t += d;
                     }
+                    total.packets += u.packets;
+                    total.bytes += u.bytes;
+                }
+                if let Some(a) = w.active.get(&v.handle) {
+                    total.packets += a.packets;
+                    total.bytes += a.bytes;
+                    active += a.flows;
                 }
             }
-            let s = per_service.entry(service.clone()).or_default();
+            let s = per_service.entry(v.service.clone()).or_default();
             s.0.new_flows += total.new_flows;
             for (t, d) in s.0.drops.iter_mut().zip(total.drops.iter()) {
                 *t += d;
@@ -359,7 +439,7 @@ impl Control {
             s.0.bytes += total.bytes;
             s.1 += active;
             per_endpoint.push(json!({
-                "VpcEndpointId": id, "ServiceId": service, "ActiveFlows": active,
+                "VpcEndpointId": v.endpoint, "ServiceId": v.service, "ActiveFlows": active,
                 "NewFlows": total.new_flows, "Packets": total.packets, "Bytes": total.bytes,
                 "Drops": drops_json(&total.drops),
             }));
@@ -371,13 +451,13 @@ impl Control {
                        "Packets": u.packets, "Bytes": u.bytes, "Drops": drops_json(&u.drops)})
             })
             .collect();
-        let mut per_target: std::collections::BTreeMap<String, u64> = Default::default();
+        let mut per_target: std::collections::BTreeMap<(String, String), u64> = Default::default();
         {
             let store = self.store.lock().unwrap_or_else(|e| e.into_inner());
             let snap = self.cell.load();
-            for r in &reports {
-                for ((svc, ip, port), active) in &r.targets {
-                    let Some(s) = snap.service_by_handle(*svc) else {
+            for w in usage.iter() {
+                for (&(svc, ip, port), &active) in &w.targets {
+                    let Some(s) = snap.service_by_handle(svc) else {
                         continue;
                     };
                     let owner = store
@@ -386,19 +466,17 @@ impl Control {
                         .iter()
                         .find(|x| x.id.to_string() == s.id)
                         .map(|x| x.owner);
-                    if caller.admin || owner == caller.account {
-                        let key = format!("{} {}:{}", s.id, Ipv4Addr::from(*ip), port);
+                    if caller.admin || owner.is_some_and(|o| Some(o) == caller.account) {
+                        let key = (s.id.clone(), format!("{}:{port}", Ipv4Addr::from(ip)));
                         *per_target.entry(key).or_default() += active;
                     }
                 }
             }
         }
+        drop(usage);
         let per_target: Vec<Value> = per_target
             .into_iter()
-            .map(|(k, a)| {
-                let (svc, target) = k.split_once(' ').unwrap_or((&k, ""));
-                json!({"ServiceId": svc, "Target": target, "ActiveFlows": a})
-            })
+            .map(|((svc, target), a)| json!({"ServiceId": svc, "Target": target, "ActiveFlows": a}))
             .collect();
         let mut body = json!({
             "Endpoints": per_endpoint,
@@ -406,7 +484,7 @@ impl Control {
             "Targets": per_target,
         });
         if caller.admin {
-            let workers: Vec<Counters> = self.published.iter().map(|p| p.read()).collect();
+            let workers: Vec<Counters> = self.dp.published.iter().map(|p| p.read()).collect();
             let mut total = Counters::default();
             for w in &workers {
                 total.add(w);
@@ -437,47 +515,72 @@ impl Control {
                 .ok_or_else(|| {
                     ApiErrorBody::new(
                         "InvalidParameterValue",
-                        format!("MaxResults must be 1..={MAX_FLOWS}"),
+                        format!("MaxResults must be an integer 1..={MAX_FLOWS}"),
                     )
                 })?,
         };
-        let visible = self.visible_endpoints(caller);
-        let filter = match args.get("VpcEndpointId") {
-            None => None,
-            Some(v) => {
-                let id = v.as_str().ok_or_else(|| {
-                    ApiErrorBody::new("InvalidParameterValue", "VpcEndpointId must be a string")
-                })?;
-                let found = visible.iter().find(|(_, e, _)| e == id).ok_or_else(|| {
-                    ApiErrorBody::new(
-                        "InvalidVpcEndpointId.NotFound",
-                        format!("no endpoint {id} of yours"),
-                    )
-                })?;
-                Some(found.0)
+        let mut visible = self.visible_endpoints(caller);
+        if let Some(v) = args.get("VpcEndpointId") {
+            let id = v.as_str().ok_or_else(|| {
+                ApiErrorBody::new("InvalidParameterValue", "VpcEndpointId must be a string")
+            })?;
+            visible.retain(|e| e.endpoint == id);
+            if visible.is_empty() {
+                return Err(ApiErrorBody::new(
+                    "InvalidVpcEndpointId.NotFound",
+                    format!("the VPC endpoint ID '{id}' does not exist"),
+                ));
             }
+        }
+        // The filter goes to the workers, so the first MaxResults flows are the caller's.
+        let filter = if caller.admin && args.get("VpcEndpointId").is_none_or(Value::is_null) {
+            FlowFilter::All
+        } else {
+            let mut handles: Vec<u32> = visible.iter().map(|v| v.handle).collect();
+            handles.sort_unstable();
+            FlowFilter::Endpoints(handles)
         };
-        let lists: Vec<Vec<FlowInfo>> = self.ask(|reply| Query::Flows {
-            endpoint: filter,
-            max,
-            reply,
-        })?;
-        let ids: std::collections::HashMap<u32, &str> =
-            visible.iter().map(|(h, id, _)| (*h, id.as_str())).collect();
+        let mut waits = Vec::with_capacity(self.dp.queries.len());
+        for q in &self.dp.queries {
+            let (tx, rx) = bounded(1);
+            q.send(Query::Flows(FlowQuery {
+                filter: filter.clone(),
+                max,
+                reply: tx,
+            }))
+            .map_err(|_| ApiErrorBody::new("InternalError", "a worker is gone"))?;
+            waits.push(rx);
+        }
+        let mut lists: Vec<Vec<FlowInfo>> = Vec::with_capacity(waits.len());
+        for rx in waits {
+            lists.push(rx.recv_timeout(QUERY_TIMEOUT).map_err(|_| {
+                ApiErrorBody::new("ServiceUnavailable", "a worker did not answer in time")
+            })?);
+        }
+        let by_handle: HashMap<u32, &Visible> = visible.iter().map(|v| (v.handle, v)).collect();
         let addr = |(ip, port): (u32, u16)| format!("{}:{port}", Ipv4Addr::from(ip));
         let flows: Vec<Value> = lists
             .into_iter()
             .flatten()
             .filter_map(|f| {
-                let id = ids.get(&f.endpoint)?;
-                Some(json!({
-                    "VpcEndpointId": id,
-                    "Protocol": if f.proto == 6 { "tcp" } else if f.proto == 17 { "udp" } else { "other" },
-                    "Consumer": addr(f.consumer), "Endpoint": addr(f.endpoint_addr),
-                    "Snat": addr(f.snat), "Target": addr(f.target), "State": f.state,
-                    "Packets": f.packets, "Bytes": f.bytes,
+                let v = by_handle.get(&f.endpoint)?;
+                let mut o = json!({
+                    "VpcEndpointId": v.endpoint, "ServiceId": v.service,
+                    "Protocol": match f.proto { 6 => "tcp", 17 => "udp", _ => "other" },
+                    "State": f.state, "Packets": f.packets, "Bytes": f.bytes,
                     "AgeMs": f.age_ms, "IdleMs": f.idle_ms, "Worker": f.worker,
-                }))
+                });
+                // Each side sees only its own addresses: a consumer never learns the
+                // target or the SNAT address, a provider never the consumer's.
+                if v.consumer_side {
+                    o["Consumer"] = json!(addr(f.consumer));
+                    o["Endpoint"] = json!(addr(f.endpoint_addr));
+                }
+                if v.provider_side {
+                    o["Snat"] = json!(addr(f.snat));
+                    o["Target"] = json!(addr(f.target));
+                }
+                Some(o)
             })
             .take(max)
             .collect();
@@ -489,13 +592,18 @@ impl Control {
         let mut body = self
             .change(|s| s.prepare(&store_caller(caller), &req.op, &req.args, now_unix()))
             .result?;
-        let reports: Vec<UsageReport> = self.ask(|reply| Query::Usage { reply })?;
         let service = req
             .args
             .get("ServiceId")
             .and_then(Value::as_str)
             .unwrap_or("");
         let snap = self.cell.load();
+        let handle = snap
+            .services
+            .iter()
+            .find(|s| s.id == service)
+            .map(|s| s.handle);
+        let usage = self.fresh_usage();
         if let Some(list) = body
             .get_mut("TargetHealthDescriptions")
             .and_then(Value::as_array_mut)
@@ -505,20 +613,12 @@ impl Control {
                 let port = d["Target"]["Port"]
                     .as_u64()
                     .and_then(|p| u16::try_from(p).ok());
-                let (Some(ip), Some(port)) = (ip, port) else {
+                let (Some(ip), Some(port), Some(h)) = (ip, port, handle) else {
                     continue;
                 };
-                let active: u64 = reports
+                let active: u64 = usage
                     .iter()
-                    .flat_map(|r| r.targets.iter())
-                    .filter(|((svc, tip, tport), _)| {
-                        *tip == u32::from(ip)
-                            && *tport == port
-                            && snap
-                                .service_by_handle(*svc)
-                                .is_some_and(|s| s.id == service)
-                    })
-                    .map(|(_, a)| a)
+                    .filter_map(|w| w.targets.get(&(h, u32::from(ip), port)))
                     .sum();
                 d["ActiveFlows"] = json!(active);
             }

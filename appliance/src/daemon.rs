@@ -33,6 +33,9 @@ use crate::worker::{self, WorkerSetup};
 const HANDOFF_RING: u32 = 1024;
 /// Neighbour news each worker's inbox holds.
 const NEWS_INBOX: usize = 256;
+/// Usage reports each worker may have waiting for the management thread (one per sweep,
+/// a sweep every 20 ms at most; the main loop takes them every 50 ms).
+const REPORT_QUEUE: usize = 64;
 
 /// Why the daemon could not start or stopped with an error.
 #[derive(Debug)]
@@ -353,6 +356,7 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
 
     let settings = pipeline_settings(&config, n_workers);
     let announced = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut report_queues = Vec::with_capacity(lcores.len());
     let epoch_tsc = time::tsc();
     let hz_ms = (time::tsc_hz() / 1000).max(1);
     let mut query_tx = Vec::with_capacity(lcores.len());
@@ -388,6 +392,11 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
             epoch_tsc,
             publish_every_ms: u64::from(config.mgmt.stats_interval_ms).min(100),
             announced: Arc::clone(&announced),
+            reports: {
+                let q = Arc::new(ArrayQueue::new(REPORT_QUEUE));
+                report_queues.push(Arc::clone(&q));
+                q
+            },
         };
         launched.push(lcore::launch(*lc, move || worker::run(setup))?);
         log::info!("worker {i} running on {lc:?}");
@@ -401,9 +410,13 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
         handles,
         Arc::clone(&cell),
         1,
-        query_tx,
-        published.clone(),
-        announced,
+        crate::control::DataPlane {
+            queries: query_tx,
+            published: published.clone(),
+            announced,
+            reports: report_queues,
+            clock: Arc::new(move || time::tsc().saturating_sub(epoch_tsc) / hz_ms),
+        },
     ));
     let server_stop = Arc::new(AtomicBool::new(false));
     let accounts = Arc::clone(&control);
@@ -462,6 +475,7 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
             }
         }
         cell.reclaim();
+        control.collect_reports();
         if last_tick.elapsed() >= Duration::from_secs(1) {
             last_tick = Instant::now();
             control.tick();

@@ -14,7 +14,6 @@
 use std::collections::VecDeque;
 
 use crate::counters::{Counters, DropReason};
-use crate::fasthash::{fast_map, FastMap};
 use crate::flow::{
     Flow, FlowId, FlowKey, FlowTable, TcpFlags, Timeouts, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
 };
@@ -125,20 +124,11 @@ pub struct Pipeline<F: Frame> {
     originate_refill_ms: u64,
     /// Per endpoint (by stable handle): what flows that already ended carried, new flows,
     /// refusals. Touched per new flow and per ended flow, never per packet.
-    usage: FastMap<u32, EndpointUsage>,
+    usage: reports::Usage,
+    /// Usage reports and flow listings in progress (a budget per poll).
+    reports: reports::Reports,
     /// Next flow slot to re-check against the current snapshot (None when done).
     revalidate: Option<u32>,
-}
-
-/// Per-endpoint counters of one worker.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct EndpointUsage {
-    pub new_flows: u64,
-    /// Packets to the endpoint that were dropped, by reason (index: `DropReason as usize`).
-    pub drops: [u64; DropReason::COUNT],
-    /// Packets and bytes of this endpoint's flows that have ended.
-    pub packets: u64,
-    pub bytes: u64,
 }
 
 /// One flow, as listed for operators.
@@ -157,15 +147,6 @@ pub struct FlowInfo {
     pub bytes: u64,
     pub age_ms: u64,
     pub idle_ms: u64,
-}
-
-/// Usage of one worker: per endpoint (ended flows plus active ones), per target.
-#[derive(Debug, Clone, Default)]
-pub struct UsageReport {
-    /// (endpoint handle, usage including active flows, active flows)
-    pub endpoints: Vec<(u32, EndpointUsage, u64)>,
-    /// ((service handle, target ip, target port), active flows)
-    pub targets: Vec<((u32, u32, u16), u64)>,
 }
 
 impl<F: Frame> std::fmt::Debug for Pipeline<F> {
@@ -229,7 +210,8 @@ impl<F: Frame> Pipeline<F> {
             announced_generation: 0,
             originate_tokens: ORIGINATED_PER_SEC,
             originate_refill_ms: 0,
-            usage: fast_map(64),
+            usage: reports::Usage::new(),
+            reports: reports::Reports::default(),
             revalidate: None,
             settings,
         };
@@ -293,8 +275,9 @@ impl<F: Frame> Pipeline<F> {
         let usage = &mut self.usage;
         self.flows.expire(now_ms, self.settings.expire_budget, |f| {
             counters.expired_flows += 1;
-            fold_usage(usage, f);
+            usage.fold(f);
         });
+        self.reports_some(now_ms);
         if let Some(start) = self.revalidate {
             self.revalidate_some(snap, start, now_ms);
         }
@@ -519,7 +502,7 @@ impl<F: Frame> Pipeline<F> {
                     // Drops are rare next to forwarded packets: attributing them to the
                     // endpoint costs nothing on the forwarding path.
                     if let (Err(reason), Some(ep)) = (&out, snap.endpoints.get(e as usize)) {
-                        self.usage_of(ep.handle).drops[*reason as usize] += 1;
+                        self.usage.entry(ep.handle).drops[*reason as usize] += 1;
                     }
                     out
                 }
@@ -591,7 +574,7 @@ impl<F: Frame> Pipeline<F> {
                 && self.flows.get(fid).is_some_and(|fl| fl.tcp.allows_reopen());
             if reopen {
                 if let Some(old) = self.flows.remove(fid) {
-                    fold_usage(&mut self.usage, &old);
+                    self.usage.fold(&old);
                 }
                 id = None;
             }
@@ -810,7 +793,7 @@ impl<F: Frame> Pipeline<F> {
         let id = id?;
         if self.flows.is_expired(id, now_ms) {
             if let Some(old) = self.flows.remove(id) {
-                fold_usage(&mut self.usage, &old);
+                self.usage.fold(&old);
             }
             self.counters.expired_flows += 1;
             return None;
@@ -841,7 +824,7 @@ impl<F: Frame> Pipeline<F> {
             return Err(DropReason::FlowTableFull);
         };
         self.counters.new_flows += 1;
-        self.usage_of(endpoint_handle).new_flows += 1;
+        self.usage.entry(endpoint_handle).new_flows += 1;
         Ok(id)
     }
 
@@ -1035,12 +1018,6 @@ impl<F: Frame> Pipeline<F> {
         self.announced_generation
     }
 
-    /// The usage entry of endpoint handle `h` (created on first use: per new endpoint,
-    /// not per packet).
-    fn usage_of(&mut self, h: u32) -> &mut EndpointUsage {
-        self.usage.entry(h).or_default()
-    }
-
     /// Re-checks a budget of flow slots from `start` against `snap`; flows whose endpoint,
     /// target or access rules no longer admit them are ended.
     fn revalidate_some(&mut self, snap: &Snapshot, start: u32, now_ms: u64) {
@@ -1064,7 +1041,7 @@ impl<F: Frame> Pipeline<F> {
         let Some(flow) = self.flows.remove(id) else {
             return;
         };
-        fold_usage(&mut self.usage, &flow);
+        self.usage.fold(&flow);
         self.counters.drop(DropReason::FlowEnded);
         let open = !matches!(
             flow.tcp,
@@ -1131,56 +1108,6 @@ impl<F: Frame> Pipeline<F> {
             Ok(Out::Tx(port)) => self.emitted.push((port, f)),
             Ok(Out::Hold(a, nh)) => self.hold(f, a, nh, now_ms),
             _ => {}
-        }
-    }
-
-    /// Flows of this worker, for operators (bounded by `max`; off the packet path).
-    pub fn list_flows(&self, endpoint: Option<u32>, max: usize, now_ms: u64) -> Vec<FlowInfo> {
-        self.flows
-            .iter()
-            .filter(|(_, f)| endpoint.is_none_or(|e| f.endpoint == e))
-            .take(max)
-            .map(|(_, f)| FlowInfo {
-                worker: self.id,
-                endpoint: f.endpoint,
-                service: f.service,
-                proto: f.fwd.proto,
-                consumer: (f.fwd.src_ip, f.fwd.src_port),
-                endpoint_addr: (f.fwd.dst_ip, f.fwd.dst_port),
-                snat: (f.rev.dst_ip, f.rev.dst_port),
-                target: (f.rev.src_ip, f.rev.src_port),
-                state: if f.fwd.proto == PROTO_TCP {
-                    tcp_state_name(f.tcp)
-                } else {
-                    "active"
-                },
-                packets: u64::from(f.packets_fwd) + u64::from(f.packets_rev),
-                bytes: f.bytes_fwd + f.bytes_rev,
-                age_ms: now_ms.saturating_sub(f.created_ms),
-                idle_ms: now_ms.saturating_sub(f.last_seen_ms),
-            })
-            .collect()
-    }
-
-    /// Per-endpoint and per-target usage of this worker (off the packet path).
-    pub fn usage_report(&self) -> UsageReport {
-        let mut endpoints: FastMap<u32, (EndpointUsage, u64)> = fast_map(self.usage.len());
-        for (h, u) in &self.usage {
-            endpoints.insert(*h, (*u, 0));
-        }
-        let mut targets: FastMap<(u32, u32, u16), u64> = fast_map(16);
-        for (_, f) in self.flows.iter() {
-            let e = endpoints.entry(f.endpoint).or_default();
-            e.0.packets += u64::from(f.packets_fwd) + u64::from(f.packets_rev);
-            e.0.bytes += f.bytes_fwd + f.bytes_rev;
-            e.1 += 1;
-            *targets
-                .entry((f.service, f.rev.src_ip, f.rev.src_port))
-                .or_default() += 1;
-        }
-        UsageReport {
-            endpoints: endpoints.into_iter().map(|(h, (u, a))| (h, u, a)).collect(),
-            targets: targets.into_iter().collect(),
         }
     }
 
@@ -1271,13 +1198,6 @@ impl<F: Frame> Pipeline<F> {
         self.counters.drop(DropReason::TtlExceeded);
         Ok(Out::Tx(att.port))
     }
-}
-
-/// Adds an ended flow's packets and bytes to its endpoint's usage.
-fn fold_usage(usage: &mut FastMap<u32, EndpointUsage>, f: &Flow) {
-    let u = usage.entry(f.endpoint).or_default();
-    u.packets += u64::from(f.packets_fwd) + u64::from(f.packets_rev);
-    u.bytes += f.bytes_fwd + f.bytes_rev;
 }
 
 /// Whether what admitted `flow` still stands in `snap`: its endpoint exists and forwards,
@@ -1465,5 +1385,11 @@ fn write_own_ipv4(buf: &mut [u8], src: u32, dst: u32, proto: u8, payload_len: us
 }
 
 mod fast;
+mod reports;
 #[cfg(test)]
 mod tests;
+
+pub use reports::{
+    ActiveUsage, EndpointUsage, FlowFilter, FlowQuery, UsageReport, CHANGED_PER_POLL,
+    SLOTS_PER_POLL, SWEEP_PERIOD_MS,
+};

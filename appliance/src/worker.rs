@@ -16,23 +16,16 @@ use dpdk_bindings::ring::{Consumer, Producer};
 use dpdk_bindings::{time, Mbuf, Mempool, RxQueue, TxQueue};
 
 use crate::counters::{Counters, DropReason, PublishedCounters};
-use crate::pipeline::{FlowInfo, NeighbourNews, Pipeline, PipelineSettings, UsageReport, Verdict};
+use crate::pipeline::{FlowQuery, NeighbourNews, Pipeline, PipelineSettings, UsageReport, Verdict};
 use crate::rcu::SnapshotReader;
 use crate::snapshot::Snapshot;
 
-/// A question from the management thread, answered between bursts.
+/// A question from the management thread, answered a budget per poll (never by a walk of
+/// the flow table inside one poll).
 #[derive(Debug)]
 pub enum Query {
-    /// Up to `max` flows, optionally of one endpoint (stable handle).
-    Flows {
-        endpoint: Option<u32>,
-        max: usize,
-        reply: crossbeam::channel::Sender<Vec<FlowInfo>>,
-    },
-    /// Per-endpoint and per-target usage.
-    Usage {
-        reply: crossbeam::channel::Sender<UsageReport>,
-    },
+    /// The flows a filter admits, up to a maximum.
+    Flows(FlowQuery),
 }
 
 /// Everything one worker owns, handed over at launch.
@@ -65,6 +58,8 @@ pub struct WorkerSetup {
     pub publish_every_ms: u64,
     /// Where worker 0 says which generation it last announced in full (gratuitous ARP).
     pub announced: Arc<std::sync::atomic::AtomicU64>,
+    /// Where this worker's usage reports go (the management thread takes them).
+    pub reports: Arc<ArrayQueue<UsageReport>>,
 }
 
 /// Runs the worker until `stop` is set; returns its final counters.
@@ -88,6 +83,7 @@ pub fn run(mut w: WorkerSetup) -> Counters {
     let publish_every = w.publish_every_ms.clamp(1, 100);
     let mut last_publish = 0u64;
     let own_inbox = w.news_inboxes.get(usize::from(w.id)).cloned();
+    let mut pending: Option<Query> = None;
     let hz_ms_div = hz_ms;
 
     while !w.stop.load(Ordering::Relaxed) {
@@ -205,19 +201,19 @@ pub fn run(mut w: WorkerSetup) -> Counters {
             }
         }
 
-        // One atomic load when there is nothing to answer.
-        if let Ok(q) = w.queries.try_recv() {
-            match q {
-                Query::Flows {
-                    endpoint,
-                    max,
-                    reply,
-                } => {
-                    let _ = reply.send(pipe.list_flows(endpoint, max, now_ms));
-                }
-                Query::Usage { reply } => {
-                    let _ = reply.send(pipe.usage_report());
-                }
+        if let Some(r) = pipe.take_report() {
+            if let Err(r) = w.reports.push(r) {
+                pipe.put_back_report(r);
+            }
+        }
+        // One atomic load when there is nothing to answer; a query waits while another
+        // listing is under way.
+        if pending.is_none() {
+            pending = w.queries.try_recv().ok();
+        }
+        if let Some(Query::Flows(q)) = pending.take() {
+            if let Err(q) = pipe.start_listing(q) {
+                pending = Some(Query::Flows(q));
             }
         }
         if now_ms >= last_publish + publish_every {

@@ -369,7 +369,31 @@ fn security_groups_and_policies_gate_new_connections() {
         UID_CONSUMER,
         &["flows", "--vpc-endpoint-id", &ep_id, "--max-results", "5"],
     );
-    assert!(flows["Flows"].as_array().is_some(), "{flows}");
+    // Each side sees only its own addresses.
+    let listed = flows["Flows"].as_array().expect("flows");
+    assert!(
+        !listed.is_empty(),
+        "the last connections are listed: {flows}"
+    );
+    for f in listed {
+        assert!(
+            f["Consumer"].is_string() && f["Endpoint"].is_string(),
+            "{f}"
+        );
+        assert!(f.get("Target").is_none() && f.get("Snat").is_none(), "{f}");
+    }
+    let theirs = t.ctl_ok(UID_PROVIDER, &["flows", "--max-results", "5"]);
+    let listed = theirs["Flows"].as_array().expect("flows");
+    assert!(!listed.is_empty(), "{theirs}");
+    for f in listed {
+        assert!(f["Target"].is_string() && f["Snat"].is_string(), "{f}");
+        assert!(
+            f.get("Consumer").is_none() && f.get("Endpoint").is_none(),
+            "{f}"
+        );
+    }
+    let (ok, none, _) = t.ctl(UID_OTHER, &["flows"]);
+    assert!(ok && none["Flows"] == serde_json::json!([]), "{none}");
     let health = t.ctl_ok(
         UID_PROVIDER,
         &["describe-target-health", "--service-id", &svc],

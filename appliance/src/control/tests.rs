@@ -90,9 +90,7 @@ fn control(config: &Config, file: StateFile) -> Control {
         handles,
         cell,
         1,
-        Vec::new(),
-        Vec::new(),
-        Arc::new(AtomicU64::new(0)),
+        super::DataPlane::none(),
     )
 }
 
@@ -530,7 +528,7 @@ fn announcements_are_computed_against_what_worker_0_finished() {
     let cfg = config(&dir.0);
     let ctl = control(&cfg, StateFile::new(&dir.0));
     // Worker 0 announced the first snapshot in full.
-    ctl.announced.store(1, Ordering::Release);
+    ctl.dp.announced.store(1, Ordering::Release);
     let endpoint = |ip: &str| {
         ctl.handle(
             &caller(0),
@@ -554,7 +552,7 @@ fn announcements_are_computed_against_what_worker_0_finished() {
         vec![(0, ip("10.1.0.150")), (0, ip("10.1.0.151"))]
     );
     // Once worker 0 finishes generation 3, only what is new since is announced.
-    ctl.announced.store(3, Ordering::Release);
+    ctl.dp.announced.store(3, Ordering::Release);
     endpoint("10.1.0.152");
     assert_eq!(ctl.cell.load().announce, vec![(0, ip("10.1.0.152"))]);
 }

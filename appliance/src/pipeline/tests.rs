@@ -1061,3 +1061,126 @@ fn worker_0_reports_the_generation_it_announced_in_full() {
     assert_eq!(garps, snap.announce.len(), "one gratuitous ARP per address");
     assert_eq!(p.announced_generation(), snap.generation);
 }
+
+/// `n` UDP flows of endpoint handle `endpoint` to target 10.2.0.11:9000, from client ports
+/// counting up from `first_port`, each having carried one packet of 100 bytes.
+fn add_flows(p: &mut Pipeline<VecFrame>, endpoint: u32, first_port: u16, n: u16) {
+    for i in 0..n {
+        let port = first_port + i;
+        let fwd = FlowKey {
+            src_ip: CLIENT.into(),
+            dst_ip: ENDPOINT.into(),
+            src_port: port,
+            dst_port: 9000,
+            vpc: 0,
+            proto: PROTO_UDP,
+        };
+        let rev = FlowKey {
+            src_ip: u32::from(Ipv4Addr::new(10, 2, 0, 11)),
+            dst_ip: SNAT.into(),
+            src_port: 9000,
+            dst_port: port,
+            vpc: 1,
+            proto: PROTO_UDP,
+        };
+        let mut f = Flow::new(fwd, rev, 0);
+        f.endpoint = endpoint;
+        f.service = 7;
+        f.touch(0, true, 100);
+        p.flows.insert(f).unwrap();
+    }
+}
+
+#[test]
+fn flow_listings_filter_first_and_cost_a_budget_per_poll() {
+    let config = Config::embedded_default();
+    let (mut p, snap) = pipeline(&config, 1, 0);
+    // Another tenant's flows fill the first slots; the asker's come last.
+    add_flows(&mut p, 1, 10_000, 600);
+    add_flows(&mut p, 2, 20_000, 5);
+    let (tx, rx) = crossbeam::channel::bounded(1);
+    p.start_listing(FlowQuery {
+        filter: FlowFilter::Endpoints(vec![2]),
+        max: 3,
+        reply: tx,
+    })
+    .unwrap();
+    // One poll looks at SLOTS_PER_POLL slots, no more: the asker's flows are not reached.
+    p.poll(&snap, 1);
+    assert!(
+        rx.try_recv().is_err(),
+        "not answered within one poll's budget"
+    );
+    let (tx2, _rx2) = crossbeam::channel::bounded(1);
+    assert!(
+        p.start_listing(FlowQuery {
+            filter: FlowFilter::All,
+            max: 1,
+            reply: tx2,
+        })
+        .is_err(),
+        "one listing at a time"
+    );
+    let mut polls = 1;
+    let found = loop {
+        p.poll(&snap, 1);
+        polls += 1;
+        if let Ok(found) = rx.try_recv() {
+            break found;
+        }
+        assert!(
+            polls < 10,
+            "the table is walked within capacity / budget polls"
+        );
+    };
+    assert_eq!(
+        found.len(),
+        3,
+        "the first MaxResults flows the asker may see"
+    );
+    assert!(found.iter().all(|f| f.endpoint == 2), "{found:?}");
+}
+
+#[test]
+fn usage_reports_add_up_active_flows_and_send_only_changed_endpoints() {
+    let config = Config::embedded_default();
+    let (mut p, snap) = pipeline(&config, 1, 0);
+    add_flows(&mut p, 1, 10_000, 600);
+    add_flows(&mut p, 2, 20_000, 5);
+    p.usage.entry(2).new_flows += 5;
+    let mut report = None;
+    for now in 1..40 {
+        p.poll(&snap, now);
+        if let Some(r) = p.take_report() {
+            report = Some(r);
+            break;
+        }
+    }
+    let r = report.expect("a sweep finishes within capacity / budget polls");
+    let active: std::collections::HashMap<u32, ActiveUsage> = r.active.into_iter().collect();
+    assert_eq!(active[&1].flows, 600);
+    assert_eq!(active[&2].flows, 5);
+    assert_eq!(active[&2].bytes, 500);
+    assert_eq!(
+        r.targets,
+        vec![((7, u32::from(Ipv4Addr::new(10, 2, 0, 11)), 9000), 605)]
+    );
+    assert_eq!(
+        r.changed.len(),
+        1,
+        "only the changed endpoint: {:?}",
+        r.changed
+    );
+    assert_eq!(r.changed[0].1.new_flows, 5);
+    // The next sweep (not before SWEEP_PERIOD_MS) has nothing changed to send.
+    let mut next = None;
+    for now in 40..200 {
+        p.poll(&snap, now);
+        if let Some(r) = p.take_report() {
+            assert!(r.started_ms > SWEEP_PERIOD_MS, "{}", r.started_ms);
+            next = Some(r);
+            break;
+        }
+    }
+    assert!(next.expect("another sweep").changed.is_empty());
+}

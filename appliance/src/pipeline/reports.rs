@@ -1,0 +1,309 @@
+//! What a worker tells operators: usage per endpoint and per target, and lists of its
+//! flows. Both are built off the packet path, a fixed budget per poll, so no management
+//! request — however often any tenant sends it — ever makes a worker walk its flow table
+//! inside one poll (measured: `cargo bench -p appliance --bench pipeline`, "reports").
+//!
+//! - Usage: the cumulative counters of each endpoint (new flows, drops by reason, what
+//!   ended flows carried) change at flow creation, flow end and drops, never per packet;
+//!   an endpoint whose counters changed is marked once. A *sweep* then runs without end,
+//!   one every [`SWEEP_PERIOD_MS`] at most: it adds up the active flows ([`SLOTS_PER_POLL`]
+//!   flow slots per poll), then copies the marked endpoints ([`CHANGED_PER_POLL`] per
+//!   poll), and hands the management thread one [`UsageReport`]: the changed endpoints'
+//!   counters (so a report's size follows activity, not the number of endpoints) and the
+//!   active flows per endpoint and per target.
+//! - Flow lists: one [`FlowQuery`] at a time scans [`SLOTS_PER_POLL`] slots per poll, keeps
+//!   only flows the asker may see (filter first, then count), and answers when the table
+//!   is walked or the list is full.
+
+use crossbeam::channel::Sender;
+
+use super::{tcp_state_name, FlowInfo, Frame, Pipeline, PROTO_TCP};
+use crate::counters::DropReason;
+use crate::fasthash::{fast_map, FastMap};
+use crate::flow::Flow;
+
+/// Flow slots a sweep or a listing looks at per poll (~2 µs of memory reads).
+pub const SLOTS_PER_POLL: u32 = 256;
+/// Changed endpoints a sweep copies per poll.
+pub const CHANGED_PER_POLL: usize = 64;
+/// Shortest time between the starts of two sweeps.
+pub const SWEEP_PERIOD_MS: u64 = 20;
+
+/// Per-endpoint counters of one worker, cumulative since the start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EndpointUsage {
+    pub new_flows: u64,
+    /// Packets to the endpoint that were dropped, by reason (index: `DropReason as usize`).
+    pub drops: [u64; DropReason::COUNT],
+    /// Packets and bytes of this endpoint's flows that have ended.
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// What the active flows of one endpoint (or target) carry, as a sweep counted them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ActiveUsage {
+    pub flows: u64,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// One completed sweep of one worker.
+#[derive(Debug, Clone, Default)]
+pub struct UsageReport {
+    pub worker: u16,
+    /// When the sweep started and ended (worker clock, ms): everything that happened
+    /// before `started_ms` is in it.
+    pub started_ms: u64,
+    pub finished_ms: u64,
+    /// The endpoints whose counters changed since the previous report, with their
+    /// cumulative values (a later report supersedes an earlier one per endpoint).
+    pub changed: Vec<(u32, EndpointUsage)>,
+    /// Active flows per endpoint handle (endpoints without any are left out).
+    pub active: Vec<(u32, ActiveUsage)>,
+    /// Active flows per (service handle, target ip, target port).
+    pub targets: Vec<((u32, u32, u16), u64)>,
+}
+
+/// Which flows a listing may show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FlowFilter {
+    /// Every flow (the admin).
+    All,
+    /// Flows of these endpoint handles (sorted).
+    Endpoints(Vec<u32>),
+}
+
+impl FlowFilter {
+    #[inline]
+    fn admits(&self, endpoint: u32) -> bool {
+        match self {
+            Self::All => true,
+            Self::Endpoints(v) => v.binary_search(&endpoint).is_ok(),
+        }
+    }
+}
+
+/// A request for a worker's flows.
+#[derive(Debug)]
+pub struct FlowQuery {
+    pub filter: FlowFilter,
+    pub max: usize,
+    pub reply: Sender<Vec<FlowInfo>>,
+}
+
+/// The cumulative counters per endpoint and which changed since the last report.
+#[derive(Debug)]
+pub(super) struct Usage {
+    map: FastMap<u32, (EndpointUsage, bool)>,
+    changed: Vec<u32>,
+}
+
+impl Usage {
+    pub(super) fn new() -> Self {
+        Self {
+            map: fast_map(64),
+            changed: Vec::with_capacity(64),
+        }
+    }
+
+    /// The counters of endpoint `h`, marked changed (created on first use: per new
+    /// endpoint, not per packet).
+    pub(super) fn entry(&mut self, h: u32) -> &mut EndpointUsage {
+        let (u, marked) = self.map.entry(h).or_default();
+        if !*marked {
+            *marked = true;
+            self.changed.push(h);
+        }
+        u
+    }
+
+    /// Adds an ended flow's packets and bytes to its endpoint's counters.
+    pub(super) fn fold(&mut self, f: &Flow) {
+        let u = self.entry(f.endpoint);
+        u.packets += u64::from(f.packets_fwd) + u64::from(f.packets_rev);
+        u.bytes += f.bytes_fwd + f.bytes_rev;
+    }
+}
+
+#[derive(Debug)]
+enum Phase {
+    Flows(u32),
+    Changed,
+}
+
+#[derive(Debug)]
+struct Sweep {
+    phase: Phase,
+    report: UsageReport,
+    active: FastMap<u32, ActiveUsage>,
+    targets: FastMap<(u32, u32, u16), u64>,
+}
+
+#[derive(Debug)]
+struct Listing {
+    query: FlowQuery,
+    cursor: u32,
+    found: Vec<FlowInfo>,
+}
+
+/// The report and listing work in progress.
+#[derive(Debug, Default)]
+pub(super) struct Reports {
+    sweep: Option<Sweep>,
+    last_start_ms: Option<u64>,
+    done: Option<UsageReport>,
+    listing: Option<Listing>,
+}
+
+impl<F: Frame> Pipeline<F> {
+    /// Starts answering `q` (a budget per poll from now on); gives it back when a listing
+    /// is already under way (ask again after the next poll).
+    pub fn start_listing(&mut self, q: FlowQuery) -> Result<(), FlowQuery> {
+        if self.reports.listing.is_some() {
+            return Err(q);
+        }
+        let found = Vec::with_capacity(q.max.min(4096));
+        self.reports.listing = Some(Listing {
+            query: q,
+            cursor: 0,
+            found,
+        });
+        Ok(())
+    }
+
+    /// A finished usage report, once per sweep.
+    pub fn take_report(&mut self) -> Option<UsageReport> {
+        self.reports.done.take()
+    }
+
+    /// Gives back a report that could not be handed on: it is offered again after the
+    /// next poll, and no new sweep starts before (so no change is lost).
+    pub fn put_back_report(&mut self, r: UsageReport) {
+        self.reports.done = Some(r);
+    }
+
+    /// The budgeted report and listing work of one poll.
+    pub(super) fn reports_some(&mut self, now_ms: u64) {
+        self.sweep_some(now_ms);
+        self.list_some(now_ms);
+    }
+
+    fn sweep_some(&mut self, now_ms: u64) {
+        if self.reports.sweep.is_none() {
+            let due = self
+                .reports
+                .last_start_ms
+                .is_none_or(|t| now_ms >= t + SWEEP_PERIOD_MS);
+            if !due || self.reports.done.is_some() {
+                return;
+            }
+            self.reports.last_start_ms = Some(now_ms);
+            self.reports.sweep = Some(Sweep {
+                phase: Phase::Flows(0),
+                report: UsageReport {
+                    worker: self.id,
+                    started_ms: now_ms,
+                    ..UsageReport::default()
+                },
+                active: fast_map(64),
+                targets: fast_map(64),
+            });
+        }
+        let Some(sweep) = self.reports.sweep.as_mut() else {
+            return;
+        };
+        match sweep.phase {
+            Phase::Flows(start) => {
+                let cap = u32::try_from(self.flows.capacity()).unwrap_or(u32::MAX);
+                let end = start.saturating_add(SLOTS_PER_POLL).min(cap);
+                for id in start..end {
+                    let Some(f) = self.flows.get(id) else {
+                        continue;
+                    };
+                    let a = sweep.active.entry(f.endpoint).or_default();
+                    a.flows += 1;
+                    a.packets += u64::from(f.packets_fwd) + u64::from(f.packets_rev);
+                    a.bytes += f.bytes_fwd + f.bytes_rev;
+                    *sweep
+                        .targets
+                        .entry((f.service, f.rev.src_ip, f.rev.src_port))
+                        .or_default() += 1;
+                }
+                sweep.phase = if end < cap {
+                    Phase::Flows(end)
+                } else {
+                    Phase::Changed
+                };
+            }
+            Phase::Changed => {
+                let usage = &mut self.usage;
+                let n = usage.changed.len().min(CHANGED_PER_POLL);
+                for h in usage.changed.drain(..n) {
+                    if let Some((u, marked)) = usage.map.get_mut(&h) {
+                        *marked = false;
+                        sweep.report.changed.push((h, *u));
+                    }
+                }
+                if usage.changed.is_empty() {
+                    let Some(mut done) = self.reports.sweep.take() else {
+                        return;
+                    };
+                    done.report.finished_ms = now_ms;
+                    done.report.active = done.active.into_iter().collect();
+                    done.report.targets = done.targets.into_iter().collect();
+                    self.reports.done = Some(done.report);
+                }
+            }
+        }
+    }
+
+    fn list_some(&mut self, now_ms: u64) {
+        let Some(l) = self.reports.listing.as_mut() else {
+            return;
+        };
+        let cap = u32::try_from(self.flows.capacity()).unwrap_or(u32::MAX);
+        let end = l.cursor.saturating_add(SLOTS_PER_POLL).min(cap);
+        for id in l.cursor..end {
+            if l.found.len() >= l.query.max {
+                break;
+            }
+            let Some(f) = self.flows.get(id) else {
+                continue;
+            };
+            if l.query.filter.admits(f.endpoint) {
+                l.found.push(flow_info(self.id, f, now_ms));
+            }
+        }
+        l.cursor = end;
+        if end >= cap || l.found.len() >= l.query.max {
+            if let Some(l) = self.reports.listing.take() {
+                // The asker may have given up waiting; nothing to do then.
+                let _ = l.query.reply.send(l.found);
+            }
+        }
+    }
+}
+
+/// A flow as operators see it (before the management thread hides the other side).
+fn flow_info(worker: u16, f: &Flow, now_ms: u64) -> FlowInfo {
+    FlowInfo {
+        worker,
+        endpoint: f.endpoint,
+        service: f.service,
+        proto: f.fwd.proto,
+        consumer: (f.fwd.src_ip, f.fwd.src_port),
+        endpoint_addr: (f.fwd.dst_ip, f.fwd.dst_port),
+        snat: (f.rev.dst_ip, f.rev.dst_port),
+        target: (f.rev.src_ip, f.rev.src_port),
+        state: if f.fwd.proto == PROTO_TCP {
+            tcp_state_name(f.tcp)
+        } else {
+            "active"
+        },
+        packets: u64::from(f.packets_fwd) + u64::from(f.packets_rev),
+        bytes: f.bytes_fwd + f.bytes_rev,
+        age_ms: now_ms.saturating_sub(f.created_ms),
+        idle_ms: now_ms.saturating_sub(f.last_seen_ms),
+    }
+}
