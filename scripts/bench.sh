@@ -8,14 +8,17 @@
 # frames of N client flows to one endpoint; then the setup rate (unique TCP SYNs replayed
 # once), memory per flow and privlinkd's resident memory with 1M and 10M flow slots; then
 # the update under load (snapshots of 10k and 100k endpoints published while 1k flows
-# forward; packets per 10 ms window before, during and after; publish times).
+# forward; packets per 10 ms window before, during and after; publish times), and the
+# queries under load (a client calling stats and flows back to back while 1k flows
+# forward: the same 10 ms windows before, during and after).
 # Prints the table (median [min–max] of the runs), writes OUT/results.{json,md} and the plot
 # OUT/mpps.png (when matplotlib is installed).
 #
 #   scripts/bench.sh [--smoke] [--runs N] [--flows "1000 100000 1000000"] [--proto udp|tcp]
 #                    [--out DIR] [--warmup S] [--measure S] [--syn-flows M]
 #                    [--modes "io macswap 5tswap"] [--no-setup] [--no-memory] [--no-build]
-#                    [--no-plot] [--update "10000 100000"] [--no-update]
+#                    [--no-plot] [--update "10000 100000"] [--no-update] [--no-queries]
+#                    [--query-seconds S]
 # (PRIVLINKD=path uses that binary and skips the build; CARGO, TESTPMD likewise.)
 #
 # --smoke: 1k flows, one run, privlinkd and testpmd io only, ~12 s; exits non-zero unless
@@ -43,6 +46,8 @@ DO_SETUP=1
 DO_MEMORY=1
 UPDATE="10000 100000"
 UPDATE_CHANGES=3
+QUERIES=1
+QUERY_SECONDS=5
 BUILD=1
 PLOT=1
 
@@ -62,6 +67,8 @@ while [ $# -gt 0 ]; do
     --no-memory) DO_MEMORY=0 ;;
     --update) UPDATE=$2; shift ;;
     --no-update) UPDATE="" ;;
+    --no-queries) QUERIES=0 ;;
+    --query-seconds) QUERY_SECONDS=$2; shift ;;
     --no-build) BUILD=0 ;;
     --no-plot) PLOT=0 ;;
     -h|--help) usage 0 ;;
@@ -70,7 +77,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 if [ "$SMOKE" = 1 ]; then
-  RUNS=1 FLOWS=1000 PROTO=udp WARMUP=1 MEASURE=2 MODES=io DO_SETUP=0 DO_MEMORY=0 PLOT=0 UPDATE=""
+  RUNS=1 FLOWS=1000 PROTO=udp WARMUP=1 MEASURE=2 MODES=io DO_SETUP=0 DO_MEMORY=0 PLOT=0 UPDATE="" QUERIES=0
 fi
 case "$PROTO" in udp|tcp) ;; *) echo "bench: --proto udp|tcp" >&2; exit 2 ;; esac
 case "$RUNS" in ''|*[!0-9]*|0) echo "bench: --runs N (N >= 1)" >&2; exit 2 ;; esac
@@ -516,6 +523,34 @@ print(json.dumps(s))' "$s" "$run" "$n")"
   done
   python3 "$HERE/update.py" table "$OUT" | tee -a "$BLOG"
   [ "$PLOT" = 1 ] && python3 "$HERE/update.py" plot "$OUT" | tee -a "$BLOG"
+fi
+
+# ------------------------------------------------------------------ queries under load
+# A client calls stats and flows back to back while the replay forwards: the 10 ms
+# windows during the calls must match those before and after.
+if [ "$QUERIES" = 1 ]; then
+  f=$(capture udp 1000)
+  for ((run = 1; run <= RUNS; run++)); do
+    dir=$OUT/run/r$run-queries
+    CONFIG_HOOK="python3 $HERE/update.py config --endpoints 0"
+    # shellcheck disable=SC2046
+    if start_privlinkd "$dir" "net_pcap0,rx_pcap=$f,infinite_rx=1" 2048 1024 \
+        "mbufs = $(( $(pool_for_desc 1024) + $(pcap_packets "$f") + 2048 ))" \
+        $(mem_args 400 | cut -d' ' -f2-); then
+      CONFIG_HOOK=""
+      s=$(python3 "$HERE/update.py" queries "$dir" --seconds "$QUERY_SECONDS" --warmup "$WARMUP")
+      finish_privlinkd "$dir" || FAILED=1
+      [ "$(jq_get "$s" ok)" = True ] || { FAILED=1; log "queries run $run: $(echo "$s" | cut -c1-300)"; }
+      emit queries "$(python3 -c '
+import json,sys
+s=json.loads(sys.argv[1]); s.update({"kind":"queries","run":int(sys.argv[2])})
+print(json.dumps(s))' "$s" "$run")"
+      log "queries run $run: $(jq_get "$s" calls) calls; packets/10 ms before $(jq_get "$s" before_median), during $(jq_get "$s" during_median) (worst $(jq_get "$s" during_min)), after $(jq_get "$s" after_median)"
+    else
+      CONFIG_HOOK=""
+      FAILED=1
+    fi
+  done
 fi
 
 # ------------------------------------------------------------------ report

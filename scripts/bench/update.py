@@ -14,6 +14,13 @@ publishes a snapshot holding 10k or 100k endpoints?
       every 10 ms, with the snapshot generation it forwarded with) and DIR/privlinkd.log
       (build-and-publish times) and prints one JSON object: publish times, request round
       trips, and packets per 10 ms window before, during and after the changes.
+  update.py queries DIR [--seconds S] [--warmup S]
+      privlinkd is running from DIR and forwarding the replay. Measures packets per 10 ms
+      window for S seconds quiet, then for S seconds while a client calls `stats` and
+      `flows` (MaxResults 10000) back to back on the management socket, then S seconds
+      quiet again; prints one JSON object with the medians and the worst windows of each
+      span (workers answer with a budget of flow slots per poll, so the windows must not
+      change).
   update.py plot OUT
       OUT/raw/update.jsonl -> OUT/update.png (packets per 10 ms window against time, the
       changes marked), when matplotlib is installed.
@@ -221,6 +228,60 @@ def cmd_run(a):
     return 0 if res["ok"] else 1
 
 
+def cmd_queries(a):
+    stats_log = os.path.join(a.dir, "stats.jsonl")
+    sock_path = os.path.join(a.dir, "privlink.sock")
+    deadline = time.time() + 60 + 3 * a.seconds
+    while time.time() < deadline:
+        rows = read_log(stats_log)
+        if rows and rows[-1]["tx_packets"] > 0:
+            break
+        time.sleep(0.05)
+    else:
+        print(json.dumps({"ok": False, "error": "no forwarding seen in the stats log"}))
+        return 1
+    time.sleep(a.warmup)
+    spans = {}
+    t = last_t_ms(stats_log)
+    time.sleep(a.seconds)
+    spans["before"] = (t, last_t_ms(stats_log))
+    mgmt = Mgmt(sock_path, timeout=30.0)
+    calls = {"stats": 0, "flows": 0}
+    flows_listed = 0
+    rtts = []
+    t = last_t_ms(stats_log)
+    end = time.monotonic() + a.seconds
+    while time.monotonic() < end:
+        for op, args in (("stats", {}), ("flows", {"MaxResults": 10000})):
+            w0 = time.monotonic()
+            r = mgmt.call(op, args)
+            rtts.append((time.monotonic() - w0) * 1000)
+            calls[op] += 1
+            if op == "flows":
+                flows_listed = max(flows_listed, len(r.get("Flows", [])))
+    spans["during"] = (t, last_t_ms(stats_log))
+    t = last_t_ms(stats_log)
+    time.sleep(a.seconds)
+    spans["after"] = (t, last_t_ms(stats_log))
+    time.sleep(0.05)
+    wins, _ = windows(read_log(stats_log))
+    res = {"calls": calls, "flows_listed": flows_listed,
+           "rtt_ms_median": statistics.median(rtts) if rtts else None,
+           "rtt_ms_max": max(rtts) if rtts else None}
+    for name, (lo, hi) in spans.items():
+        v = [w[2] for w in wins if lo <= w[0] and w[1] <= hi]
+        res[name + "_windows"] = len(v)
+        res[name + "_median"] = statistics.median(v) if v else None
+        res[name + "_min"] = min(v) if v else None
+    b = res.get("before_median")
+    res["during_vs_before"] = res["during_median"] / b if b and res.get("during_median") else None
+    res["worst_during_vs_before"] = res["during_min"] / b if b and res.get("during_min") else None
+    res["ok"] = bool(res["before_windows"] and res["during_windows"] and res["after_windows"]
+                     and calls["stats"] > 0)
+    print(json.dumps(res))
+    return 0 if res["ok"] else 1
+
+
 def cmd_plot(a):
     try:
         import matplotlib
@@ -303,12 +364,17 @@ def main():
     s.add_argument("--warmup", type=float, default=2)
     s.add_argument("--gap", type=float, default=1)
     s.add_argument("--deadline", type=float, default=120)
+    s = sub.add_parser("queries")
+    s.add_argument("dir")
+    s.add_argument("--seconds", type=float, default=5)
+    s.add_argument("--warmup", type=float, default=2)
     s = sub.add_parser("plot")
     s.add_argument("out")
     s = sub.add_parser("table")
     s.add_argument("out")
     a = ap.parse_args()
-    return {"config": cmd_config, "run": cmd_run, "plot": cmd_plot, "table": cmd_table}[a.cmd](a)
+    return {"config": cmd_config, "run": cmd_run, "queries": cmd_queries, "plot": cmd_plot,
+            "table": cmd_table}[a.cmd](a)
 
 
 if __name__ == "__main__":

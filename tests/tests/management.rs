@@ -454,6 +454,32 @@ fn restart_restores_every_object_and_a_corrupt_state_file_stops_the_start() {
         cut,
         "the corrupt file is kept untouched"
     );
+
+    // A file whose checksum is right but whose objects are not valid (one endpoint twice)
+    // is refused too, with a message that names the file and what to do.
+    let (_, body) = bytes.split_at(bytes.iter().position(|&b| b == b'\n').unwrap() + 1);
+    let mut state: Value = serde_json::from_slice(body).unwrap();
+    let first = state["endpoints"][0].clone();
+    state["endpoints"].as_array_mut().unwrap().push(first);
+    let body = serde_json::to_vec_pretty(&state).unwrap();
+    let fnv = body.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    let mut file =
+        format!("privlink-state v1 len={} fnv1a64={fnv:016x}\n", body.len()).into_bytes();
+    file.extend_from_slice(&body);
+    std::fs::write(&path, &file).unwrap();
+    let log = t.start_expecting_failure();
+    assert!(
+        log.contains(&path.display().to_string()) && log.contains("move the file aside"),
+        "the error names the file and the remedy: {log}"
+    );
+    assert!(log.contains("twice"), "and the problem: {log}");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        file,
+        "the file is kept untouched"
+    );
 }
 
 /// A tmpfs mounted over a directory for the length of a test (unmounted however it ends).
