@@ -678,5 +678,7 @@ fn api_error(e: store::ApiError) -> ApiErrorBody {
     ApiErrorBody::new(&e.code, e.message)
 }
 
+#[doc(hidden)]
+pub mod sequences;
 #[cfg(test)]
 mod tests;
