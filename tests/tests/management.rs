@@ -536,8 +536,14 @@ fn a_full_disk_refuses_changes_and_loses_nothing_acknowledged() {
             ],
         )
     };
-    let (ok, _, err) = create(&t, "before");
+    let (ok, v, err) = create(&t, "before");
     assert!(ok, "{err}");
+    let id = v["GroupId"].as_str().expect("GroupId").to_owned();
+    assert!(
+        t.log().contains(&format!("op=create-security-group uid={UID_CONSUMER} account={CONSUMER_ACCOUNT} admin=false result=ok objects={id}")),
+        "the audit line names the object the change touched:\n{}",
+        t.log()
+    );
     // Fill the state directory's file system to the last byte.
     let filler = state_dir.join("filler");
     let _ = privlink_e2e::run(
