@@ -532,6 +532,10 @@ impl Control {
                 ));
             }
         }
+        if visible.is_empty() && !caller.admin {
+            // Nothing to see: no worker needs to look.
+            return Ok(json!({ "Flows": [] }));
+        }
         // The filter goes to the workers, so the first MaxResults flows are the caller's.
         let filter = if caller.admin && args.get("VpcEndpointId").is_none_or(Value::is_null) {
             FlowFilter::All

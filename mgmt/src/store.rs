@@ -537,24 +537,32 @@ impl Store {
     /// forgotten after a day.
     pub fn prepare_tick(&self, now_unix: u64) -> Option<State> {
         let st = &self.state;
+        let delay = self.deregistration_delay;
+        // Only when something is due: the state is copied for a change, and a deleted
+        // endpoint stays an hour, so "some endpoint is deleted" is not reason enough.
         let due = st.services.iter().any(|s| {
-            s.listeners
-                .iter()
-                .any(|l| l.targets.iter().any(|t| t.state == TargetState::Draining))
+            s.listeners.iter().any(|l| {
+                l.targets.iter().any(|t| {
+                    t.state == TargetState::Draining
+                        && t.deregistered_at
+                            .is_none_or(|at| now_unix >= at.saturating_add(delay))
+                })
+            })
+        }) || st.endpoints.iter().any(|e| match (e.state, e.deleted_at) {
+            (EndpointState::Deleting | EndpointState::Deleted, None) => true,
+            (EndpointState::Deleting, Some(at)) => now_unix > at,
+            (EndpointState::Deleted, Some(at)) => {
+                now_unix >= at.saturating_add(DELETED_ENDPOINT_SECS)
+            }
+            _ => false,
         }) || st
-            .endpoints
+            .client_tokens
             .iter()
-            .any(|e| matches!(e.state, EndpointState::Deleting | EndpointState::Deleted))
-            || st
-                .client_tokens
-                .iter()
-                .any(|t| now_unix >= t.created_at.saturating_add(CLIENT_TOKEN_SECS));
-        // Nothing can expire: skip the copy of the state a change would take.
+            .any(|t| now_unix >= t.created_at.saturating_add(CLIENT_TOKEN_SECS));
         if !due {
             return None;
         }
         let mut next = st.clone();
-        let delay = self.deregistration_delay;
         for s in &mut next.services {
             for l in &mut s.listeners {
                 l.targets.retain_mut(|t| {

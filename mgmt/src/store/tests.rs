@@ -1305,6 +1305,10 @@ fn delete_endpoints() {
         json!({"Filters": [{"Name": "vpc-endpoint-state", "Values": ["deleted"]}]}),
     );
     assert_eq!(r["VpcEndpoints"][0]["VpcEndpointId"], VPCE);
+    assert!(
+        st.prepare_tick(NOW + 2).is_none(),
+        "nothing is due while a deleted endpoint waits out its hour"
+    );
     assert!(!st.tick(NOW + DELETED_ENDPOINT_SECS - 1));
     assert!(st.tick(NOW + DELETED_ENDPOINT_SECS));
     assert!(st.state().endpoints.is_empty());
