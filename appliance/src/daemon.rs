@@ -252,6 +252,13 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
     for n in &notes {
         log::info!("configuration: {n}");
     }
+    if had_state && !notes.is_empty() {
+        // What the file changed since it was last applied is in force from this start
+        // on: save it with its new baseline, so the next start does not apply it again.
+        state_file
+            .save(store.state())
+            .map_err(|e| DaemonError::State(e.to_string()))?;
+    }
 
     let args = eal_args(&config);
     log::info!("EAL arguments: {}", args.join(" "));
