@@ -534,7 +534,8 @@ if [ "$QUERIES" = 1 ]; then
     dir=$OUT/run/r$run-queries
     CONFIG_HOOK="python3 $HERE/update.py config --endpoints 0"
     # shellcheck disable=SC2046
-    if start_privlinkd "$dir" "net_pcap0,rx_pcap=$f,infinite_rx=1" 2048 1024 \
+    # The default flow table (262,144 slots): what a walk of it would cost is the point.
+    if start_privlinkd "$dir" "net_pcap0,rx_pcap=$f,infinite_rx=1" 262144 1024 \
         "mbufs = $(( $(pool_for_desc 1024) + $(pcap_packets "$f") + 2048 ))" \
         $(mem_args 400 | cut -d' ' -f2-); then
       CONFIG_HOOK=""
@@ -545,7 +546,7 @@ if [ "$QUERIES" = 1 ]; then
 import json,sys
 s=json.loads(sys.argv[1]); s.update({"kind":"queries","run":int(sys.argv[2])})
 print(json.dumps(s))' "$s" "$run")"
-      log "queries run $run: $(jq_get "$s" calls) calls; packets/10 ms before $(jq_get "$s" before_median), during $(jq_get "$s" during_median) (worst $(jq_get "$s" during_min)), after $(jq_get "$s" after_median)"
+      log "queries run $run: packets/10 ms before $(jq_get "$s" before_median), during stats+flows $(jq_get "$s" queries_median) (worst $(jq_get "$s" queries_min), $(jq_get "$s" queries_calls) calls), after $(jq_get "$s" after_median); during / before $(jq_get "$s" queries_vs_before)"
     else
       CONFIG_HOOK=""
       FAILED=1

@@ -54,6 +54,9 @@ pub struct DataPlane {
     pub announced: Arc<AtomicU64>,
     /// Each worker's usage reports, oldest first.
     pub reports: Vec<Arc<ArrayQueue<UsageReport>>>,
+    /// As of when (worker clock, ms) usage is wanted: each worker sweeps once it sees a
+    /// later time than its last sweep's.
+    pub usage_wanted: Arc<AtomicU64>,
     /// The workers' clock now: ms since the daemon's epoch.
     pub clock: Arc<dyn Fn() -> u64 + Send + Sync>,
 }
@@ -74,6 +77,7 @@ impl DataPlane {
             published: Vec::new(),
             announced: Arc::new(AtomicU64::new(0)),
             reports: Vec::new(),
+            usage_wanted: Arc::new(AtomicU64::new(0)),
             clock: Arc::new(|| 0),
         }
     }
@@ -361,7 +365,9 @@ impl Control {
     /// The merged usage, once every worker has reported a sweep that started after now
     /// (or [`REPORT_WAIT`] has passed): whatever happened before the request is in it.
     fn fresh_usage(&self) -> std::sync::MutexGuard<'_, Vec<WorkerUsage>> {
-        let since = (self.dp.clock)();
+        // 0 tells the workers nothing is wanted yet.
+        let since = (self.dp.clock)().max(1);
+        self.dp.usage_wanted.fetch_max(since, Ordering::AcqRel);
         let deadline = std::time::Instant::now() + REPORT_WAIT;
         loop {
             self.collect_reports();

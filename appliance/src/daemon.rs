@@ -364,6 +364,7 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
     let settings = pipeline_settings(&config, n_workers);
     let announced = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut report_queues = Vec::with_capacity(lcores.len());
+    let usage_wanted = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let epoch_tsc = time::tsc();
     let hz_ms = (time::tsc_hz() / 1000).max(1);
     let mut query_tx = Vec::with_capacity(lcores.len());
@@ -404,6 +405,7 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
                 report_queues.push(Arc::clone(&q));
                 q
             },
+            usage_wanted: Arc::clone(&usage_wanted),
         };
         launched.push(lcore::launch(*lc, move || worker::run(setup))?);
         log::info!("worker {i} running on {lc:?}");
@@ -422,6 +424,7 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
             published: published.clone(),
             announced,
             reports: report_queues,
+            usage_wanted,
             clock: Arc::new(move || time::tsc().saturating_sub(epoch_tsc) / hz_ms),
         },
     ));

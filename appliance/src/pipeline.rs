@@ -1390,6 +1390,6 @@ mod reports;
 mod tests;
 
 pub use reports::{
-    ActiveUsage, EndpointUsage, FlowFilter, FlowQuery, UsageReport, CHANGED_PER_POLL,
-    SLOTS_PER_POLL, SWEEP_PERIOD_MS,
+    ActiveUsage, EndpointUsage, FlowFilter, FlowQuery, UsageReport, BUSY_PACKETS, CHANGED_PER_POLL,
+    SLOTS_BUSY, SLOTS_IDLE,
 };

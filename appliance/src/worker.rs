@@ -60,6 +60,8 @@ pub struct WorkerSetup {
     pub announced: Arc<std::sync::atomic::AtomicU64>,
     /// Where this worker's usage reports go (the management thread takes them).
     pub reports: Arc<ArrayQueue<UsageReport>>,
+    /// The time (worker clock, ms) as of which the management thread wants usage.
+    pub usage_wanted: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Runs the worker until `stop` is set; returns its final counters.
@@ -201,6 +203,7 @@ pub fn run(mut w: WorkerSetup) -> Counters {
             }
         }
 
+        pipe.want_report(w.usage_wanted.load(Ordering::Acquire));
         if let Some(r) = pipe.take_report() {
             if let Err(r) = w.reports.push(r) {
                 pipe.put_back_report(r);

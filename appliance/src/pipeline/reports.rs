@@ -1,19 +1,24 @@
 //! What a worker tells operators: usage per endpoint and per target, and lists of its
-//! flows. Both are built off the packet path, a fixed budget per poll, so no management
+//! flows. Both are built off the packet path, a small budget per poll, so no management
 //! request — however often any tenant sends it — ever makes a worker walk its flow table
-//! inside one poll (measured: `cargo bench -p appliance --bench pipeline`, "reports").
+//! inside one poll (measured: `scripts/bench.sh`, "queries under load": the 10 ms windows
+//! of forwarding stay as they are while a client calls `stats` and `flows` back to back).
+//!
+//! The budget follows the worker's load: a poll that received a full burst's worth of
+//! packets looks at [`SLOTS_BUSY`] flow slots (a fraction of the poll's own work), one
+//! with slack at [`SLOTS_IDLE`].
 //!
 //! - Usage: the cumulative counters of each endpoint (new flows, drops by reason, what
 //!   ended flows carried) change at flow creation, flow end and drops, never per packet;
-//!   an endpoint whose counters changed is marked once. A *sweep* then runs without end,
-//!   one every [`SWEEP_PERIOD_MS`] at most: it adds up the active flows ([`SLOTS_PER_POLL`]
-//!   flow slots per poll), then copies the marked endpoints ([`CHANGED_PER_POLL`] per
-//!   poll), and hands the management thread one [`UsageReport`]: the changed endpoints'
-//!   counters (so a report's size follows activity, not the number of endpoints) and the
-//!   active flows per endpoint and per target.
-//! - Flow lists: one [`FlowQuery`] at a time scans [`SLOTS_PER_POLL`] slots per poll, keeps
-//!   only flows the asker may see (filter first, then count), and answers when the table
-//!   is walked or the list is full.
+//!   an endpoint whose counters changed is marked once. When the management thread wants
+//!   usage (a `stats` or `describe-target-health`), each worker runs a *sweep*: it adds up
+//!   the active flows, then copies the marked endpoints ([`CHANGED_PER_POLL`] per poll),
+//!   and hands the management thread one [`UsageReport`]: the changed endpoints' counters
+//!   (so a report's size follows activity, not the number of endpoints) and the active
+//!   flows per endpoint and per target. No request, no sweep.
+//! - Flow lists: one [`FlowQuery`] at a time is answered by a scan of the same budget per
+//!   poll, keeping only flows the asker may see (filter first, then count), and answers
+//!   when the table is walked or the list is full.
 
 use crossbeam::channel::Sender;
 
@@ -22,12 +27,15 @@ use crate::counters::DropReason;
 use crate::fasthash::{fast_map, FastMap};
 use crate::flow::Flow;
 
-/// Flow slots a sweep or a listing looks at per poll (~2 µs of memory reads).
-pub const SLOTS_PER_POLL: u32 = 256;
+/// Flow slots a sweep or a listing looks at in a busy poll (a few hundred ns of memory
+/// reads, next to the microseconds a full burst takes).
+pub const SLOTS_BUSY: u32 = 16;
+/// Flow slots a sweep or a listing looks at in a poll with slack.
+pub const SLOTS_IDLE: u32 = 1024;
+/// Packets received since the previous poll from which a poll counts as busy.
+pub const BUSY_PACKETS: u64 = 16;
 /// Changed endpoints a sweep copies per poll.
-pub const CHANGED_PER_POLL: usize = 64;
-/// Shortest time between the starts of two sweeps.
-pub const SWEEP_PERIOD_MS: u64 = 20;
+pub const CHANGED_PER_POLL: usize = 8;
 
 /// Per-endpoint counters of one worker, cumulative since the start.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -151,9 +159,15 @@ struct Listing {
 #[derive(Debug, Default)]
 pub(super) struct Reports {
     sweep: Option<Sweep>,
+    /// The management thread wants a sweep that starts at this time or later (ms); 0:
+    /// nothing wanted yet.
+    wanted_ms: u64,
+    /// When the last sweep started.
     last_start_ms: Option<u64>,
     done: Option<UsageReport>,
     listing: Option<Listing>,
+    /// `rx_packets` at the previous poll, to tell a busy poll from one with slack.
+    rx_at_last_poll: u64,
 }
 
 impl<F: Frame> Pipeline<F> {
@@ -172,6 +186,13 @@ impl<F: Frame> Pipeline<F> {
         Ok(())
     }
 
+    /// The management thread wants usage as of `since_ms` (worker clock; 0 means nothing
+    /// is wanted): a sweep starts at the next poll unless one started at or after that
+    /// time already.
+    pub fn want_report(&mut self, since_ms: u64) {
+        self.reports.wanted_ms = self.reports.wanted_ms.max(since_ms);
+    }
+
     /// A finished usage report, once per sweep.
     pub fn take_report(&mut self) -> Option<UsageReport> {
         self.reports.done.take()
@@ -185,25 +206,31 @@ impl<F: Frame> Pipeline<F> {
 
     /// The budgeted report and listing work of one poll.
     pub(super) fn reports_some(&mut self, now_ms: u64) {
-        self.sweep_some(now_ms);
-        self.list_some(now_ms);
+        let rx = self.counters.rx_packets;
+        let busy = rx.saturating_sub(self.reports.rx_at_last_poll) >= BUSY_PACKETS;
+        self.reports.rx_at_last_poll = rx;
+        let budget = if busy { SLOTS_BUSY } else { SLOTS_IDLE };
+        self.sweep_some(now_ms, budget);
+        self.list_some(now_ms, budget);
     }
 
-    fn sweep_some(&mut self, now_ms: u64) {
+    fn sweep_some(&mut self, now_ms: u64, budget: u32) {
         if self.reports.sweep.is_none() {
-            let due = self
-                .reports
-                .last_start_ms
-                .is_none_or(|t| now_ms >= t + SWEEP_PERIOD_MS);
-            if !due || self.reports.done.is_some() {
+            let w = self.reports.wanted_ms;
+            let wanted = w > 0 && self.reports.last_start_ms.is_none_or(|t| t < w);
+            if !wanted || self.reports.done.is_some() {
                 return;
             }
-            self.reports.last_start_ms = Some(now_ms);
+            // The sweep starts after this worker saw the request, so it covers everything
+            // the worker did before the request, whatever its clock read at the top of
+            // this loop: it is stamped with the request's time at the earliest.
+            let started_ms = now_ms.max(self.reports.wanted_ms);
+            self.reports.last_start_ms = Some(started_ms);
             self.reports.sweep = Some(Sweep {
                 phase: Phase::Flows(0),
                 report: UsageReport {
                     worker: self.id,
-                    started_ms: now_ms,
+                    started_ms,
                     ..UsageReport::default()
                 },
                 active: fast_map(64),
@@ -216,7 +243,7 @@ impl<F: Frame> Pipeline<F> {
         match sweep.phase {
             Phase::Flows(start) => {
                 let cap = u32::try_from(self.flows.capacity()).unwrap_or(u32::MAX);
-                let end = start.saturating_add(SLOTS_PER_POLL).min(cap);
+                let end = start.saturating_add(budget).min(cap);
                 for id in start..end {
                     let Some(f) = self.flows.get(id) else {
                         continue;
@@ -258,12 +285,12 @@ impl<F: Frame> Pipeline<F> {
         }
     }
 
-    fn list_some(&mut self, now_ms: u64) {
+    fn list_some(&mut self, now_ms: u64, budget: u32) {
         let Some(l) = self.reports.listing.as_mut() else {
             return;
         };
         let cap = u32::try_from(self.flows.capacity()).unwrap_or(u32::MAX);
-        let end = l.cursor.saturating_add(SLOTS_PER_POLL).min(cap);
+        let end = l.cursor.saturating_add(budget).min(cap);
         for id in l.cursor..end {
             if l.found.len() >= l.query.max {
                 break;

@@ -1091,6 +1091,12 @@ fn add_flows(p: &mut Pipeline<VecFrame>, endpoint: u32, first_port: u16, n: u16)
     }
 }
 
+/// A poll after a busy burst (the budget of upkeep work is then the small one).
+fn busy_poll(p: &mut Pipeline<VecFrame>, snap: &Snapshot, now: u64) {
+    p.counters.rx_packets += BUSY_PACKETS;
+    p.poll(snap, now);
+}
+
 #[test]
 fn flow_listings_filter_first_and_cost_a_budget_per_poll() {
     let config = Config::embedded_default();
@@ -1105,8 +1111,8 @@ fn flow_listings_filter_first_and_cost_a_budget_per_poll() {
         reply: tx,
     })
     .unwrap();
-    // One poll looks at SLOTS_PER_POLL slots, no more: the asker's flows are not reached.
-    p.poll(&snap, 1);
+    // A busy poll looks at SLOTS_BUSY slots, no more: the asker's flows are far away.
+    busy_poll(&mut p, &snap, 1);
     assert!(
         rx.try_recv().is_err(),
         "not answered within one poll's budget"
@@ -1121,18 +1127,14 @@ fn flow_listings_filter_first_and_cost_a_budget_per_poll() {
         .is_err(),
         "one listing at a time"
     );
-    let mut polls = 1;
-    let found = loop {
-        p.poll(&snap, 1);
-        polls += 1;
-        if let Ok(found) = rx.try_recv() {
-            break found;
-        }
-        assert!(
-            polls < 10,
-            "the table is walked within capacity / budget polls"
-        );
-    };
+    let busy_polls = 600 / SLOTS_BUSY;
+    for _ in 1..busy_polls {
+        busy_poll(&mut p, &snap, 1);
+        assert!(rx.try_recv().is_err(), "still in the other tenant's flows");
+    }
+    // A poll with slack looks at many more slots: the rest of the table.
+    p.poll(&snap, 1);
+    let found = rx.try_recv().expect("answered");
     assert_eq!(
         found.len(),
         3,
@@ -1148,15 +1150,22 @@ fn usage_reports_add_up_active_flows_and_send_only_changed_endpoints() {
     add_flows(&mut p, 1, 10_000, 600);
     add_flows(&mut p, 2, 20_000, 5);
     p.usage.entry(2).new_flows += 5;
-    let mut report = None;
-    for now in 1..40 {
+    // No request, no sweep.
+    for now in 1..10 {
         p.poll(&snap, now);
+        assert!(p.take_report().is_none());
+    }
+    p.want_report(10);
+    let mut report = None;
+    for now in 10..200 {
+        busy_poll(&mut p, &snap, now);
         if let Some(r) = p.take_report() {
             report = Some(r);
             break;
         }
     }
     let r = report.expect("a sweep finishes within capacity / budget polls");
+    assert!(r.started_ms >= 10);
     let active: std::collections::HashMap<u32, ActiveUsage> = r.active.into_iter().collect();
     assert_eq!(active[&1].flows, 600);
     assert_eq!(active[&2].flows, 5);
@@ -1172,15 +1181,15 @@ fn usage_reports_add_up_active_flows_and_send_only_changed_endpoints() {
         r.changed
     );
     assert_eq!(r.changed[0].1.new_flows, 5);
-    // The next sweep (not before SWEEP_PERIOD_MS) has nothing changed to send.
-    let mut next = None;
-    for now in 40..200 {
-        p.poll(&snap, now);
-        if let Some(r) = p.take_report() {
-            assert!(r.started_ms > SWEEP_PERIOD_MS, "{}", r.started_ms);
-            next = Some(r);
-            break;
-        }
-    }
-    assert!(next.expect("another sweep").changed.is_empty());
+    // A request already covered by the last sweep starts none; a later one does, and
+    // has nothing changed to send.
+    p.want_report(10);
+    p.poll(&snap, 300);
+    assert!(p.take_report().is_none());
+    p.want_report(301);
+    p.poll(&snap, 301);
+    p.poll(&snap, 302);
+    let next = p.take_report().expect("another sweep");
+    assert!(next.changed.is_empty());
+    assert!(next.started_ms >= 301);
 }
