@@ -39,6 +39,7 @@ pub struct Control {
     state_file: StateFile,
     config: Config,
     macs: Vec<[u8; 6]>,
+    mtus: Vec<u16>,
     handles: Mutex<Handles>,
     cell: Arc<SnapshotCell<Snapshot>>,
     generation: AtomicU64,
@@ -69,6 +70,7 @@ impl Control {
         state_file: StateFile,
         config: Config,
         macs: Vec<[u8; 6]>,
+        mtus: Vec<u16>,
         handles: Handles,
         cell: Arc<SnapshotCell<Snapshot>>,
         generation: u64,
@@ -80,6 +82,7 @@ impl Control {
             state_file,
             config,
             macs,
+            mtus,
             handles: Mutex::new(handles),
             cell,
             generation: AtomicU64::new(generation),
@@ -93,8 +96,15 @@ impl Control {
         let started = std::time::Instant::now();
         let mut handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
         let generation = self.generation.load(Ordering::SeqCst) + 1;
-        let mut snap = Snapshot::build(generation, &self.config, &self.macs, state, &mut handles)
-            .map_err(|e| e.to_string())?;
+        let mut snap = Snapshot::build(
+            generation,
+            &self.config,
+            &self.macs,
+            &self.mtus,
+            state,
+            &mut handles,
+        )
+        .map_err(|e| e.to_string())?;
         snap.announce_since(&self.cell.load());
         self.generation.store(generation, Ordering::SeqCst);
         let (services, endpoints) = (snap.services.len(), snap.endpoints.len());

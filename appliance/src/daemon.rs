@@ -273,6 +273,7 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
 
     let mut ports = Vec::with_capacity(config.ports.len());
     let mut macs = Vec::with_capacity(config.ports.len());
+    let mut mtus = Vec::with_capacity(config.ports.len());
     for pc in &config.ports {
         let cfg = PortConfig {
             rx_queues: n_workers,
@@ -294,11 +295,12 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
             crate::wire::ethernet::EthernetAddress(mac)
         );
         macs.push(mac);
+        mtus.push(port.mtu()?);
         ports.push(port);
     }
 
     let mut handles = Handles::default();
-    let first = Snapshot::build(1, &config, &macs, store.state(), &mut handles)?;
+    let first = Snapshot::build(1, &config, &macs, &mtus, store.state(), &mut handles)?;
     log::info!(
         "snapshot 1: {} attachments, {} services, {} endpoints",
         first.attachments.len(),
@@ -380,6 +382,7 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
         state_file,
         config.clone(),
         macs.clone(),
+        mtus.clone(),
         handles,
         Arc::clone(&cell),
         1,

@@ -25,6 +25,7 @@ fn snapshot(config: &Config) -> Snapshot {
         1,
         config,
         &[MAC_C, MAC_P],
+        &[1500, 1500],
         &config.state(),
         &mut crate::snapshot::Handles::default(),
     )
@@ -583,7 +584,15 @@ fn establish(p: &mut Pipeline<VecFrame>, snap: &Snapshot, sport: u16) -> (Ipv4Ad
 fn rejecting_the_endpoint_ends_its_flows_with_rst_both_ways() {
     let mut config = Config::embedded_default();
     let mut handles = crate::snapshot::Handles::default();
-    let snap = Snapshot::build(1, &config, &[MAC_C, MAC_P], &config.state(), &mut handles).unwrap();
+    let snap = Snapshot::build(
+        1,
+        &config,
+        &[MAC_C, MAC_P],
+        &[1500, 1500],
+        &config.state(),
+        &mut handles,
+    )
+    .unwrap();
     let settings = crate::daemon::pipeline_settings(&config, 1);
     let p = Pipeline::new(0, settings, Box::new(|| Some(VecFrame::new(&[]))), &snap);
     let mut p = with_neighbours(p, &snap);
@@ -592,7 +601,15 @@ fn rejecting_the_endpoint_ends_its_flows_with_rst_both_ways() {
 
     // A new version where the provider rejected the endpoint.
     config.endpoints[0].state = mgmt::model::EndpointState::Rejected;
-    let next = Snapshot::build(2, &config, &[MAC_C, MAC_P], &config.state(), &mut handles).unwrap();
+    let next = Snapshot::build(
+        2,
+        &config,
+        &[MAC_C, MAC_P],
+        &[1500, 1500],
+        &config.state(),
+        &mut handles,
+    )
+    .unwrap();
     p.on_snapshot(&next);
     p.poll(&next, 10);
     assert_eq!(p.flows().len(), 0, "the flow ended");
@@ -643,7 +660,15 @@ fn security_groups_and_policy_refuse_new_flows_only() {
     });
     state.endpoints[0].security_group_ids = vec![sg_id];
     let mut handles = crate::snapshot::Handles::default();
-    let snap = Snapshot::build(1, &config, &[MAC_C, MAC_P], &state, &mut handles).unwrap();
+    let snap = Snapshot::build(
+        1,
+        &config,
+        &[MAC_C, MAC_P],
+        &[1500, 1500],
+        &state,
+        &mut handles,
+    )
+    .unwrap();
     let mut p: Pipeline<VecFrame> = Pipeline::new(
         0,
         crate::daemon::pipeline_settings(&config, 1),
@@ -683,7 +708,15 @@ fn security_groups_and_policy_refuse_new_flows_only() {
         {"Effect": "Allow", "Principal": "*"},
         {"Effect": "Deny", "Principal": "*", "SourceCidr": ["10.1.0.10/32"]}
     ]}));
-    let next = Snapshot::build(2, &config, &[MAC_C, MAC_P], &state, &mut handles).unwrap();
+    let next = Snapshot::build(
+        2,
+        &config,
+        &[MAC_C, MAC_P],
+        &[1500, 1500],
+        &state,
+        &mut handles,
+    )
+    .unwrap();
     let again = tcp(CLIENT, 42002, ENDPOINT, 80, syn(), 1, 0, MAC_C, CLIENT_MAC);
     assert!(matches!(
         p.process(&next, CONSUMER_PORT, VecFrame::new(&again), 1),
