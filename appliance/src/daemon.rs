@@ -130,7 +130,14 @@ pub fn pipeline_settings(config: &Config, workers: u16) -> PipelineSettings {
         },
         hold_capacity: config.tables.arp_pending_packets as usize,
         expire_budget: 64,
+        flow_hash_seed: 0,
     }
+}
+
+/// A secret seed for the target pick, drawn once per start and given to every worker
+/// (see [`PipelineSettings::flow_hash_seed`]).
+pub fn new_flow_hash_seed() -> u64 {
+    std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0x5eed_u64)
 }
 
 /// The EAL arguments to use: the configured ones, plus `--no-huge -m 512` when the
@@ -337,7 +344,8 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
         }
     }
 
-    let settings = pipeline_settings(&config, n_workers);
+    let mut settings = pipeline_settings(&config, n_workers);
+    settings.flow_hash_seed = new_flow_hash_seed();
     let epoch_tsc = time::tsc();
     let hz_ms = (time::tsc_hz() / 1000).max(1);
     let mut query_tx = Vec::with_capacity(lcores.len());
