@@ -75,6 +75,7 @@ fn snapshot(config: &Config) -> Snapshot {
         1,
         config,
         &[MAC_C, MAC_P],
+        &[1500, 1500],
         &config.state(),
         &mut Handles::default(),
     )

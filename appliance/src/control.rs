@@ -120,6 +120,7 @@ pub struct Control {
     state_file: StateFile,
     config: Config,
     macs: Vec<[u8; 6]>,
+    mtus: Vec<u16>,
     handles: Mutex<Handles>,
     cell: Arc<SnapshotCell<Snapshot>>,
     generation: AtomicU64,
@@ -157,6 +158,7 @@ impl Control {
         state_file: StateFile,
         config: Config,
         macs: Vec<[u8; 6]>,
+        mtus: Vec<u16>,
         handles: Handles,
         cell: Arc<SnapshotCell<Snapshot>>,
         generation: u64,
@@ -170,6 +172,7 @@ impl Control {
             state_file,
             config,
             macs,
+            mtus,
             handles: Mutex::new(handles),
             cell,
             generation: AtomicU64::new(generation),
@@ -188,7 +191,15 @@ impl Control {
     fn build(&self, state: &State) -> Result<Snapshot, ApiErrorBody> {
         let mut handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
         let generation = self.generation.load(Ordering::SeqCst) + 1;
-        Snapshot::build(generation, &self.config, &self.macs, state, &mut handles).map_err(|e| {
+        Snapshot::build(
+            generation,
+            &self.config,
+            &self.macs,
+            &self.mtus,
+            state,
+            &mut handles,
+        )
+        .map_err(|e| {
             log::error!("snapshot build refused a validated state: {e}");
             ApiErrorBody::new(
                 "InternalError",

@@ -77,6 +77,27 @@ drop_reasons! {
     /// A flow ended because what admitted it went away (endpoint rejected or deleted,
     /// rule revoked, target gone after its deregistration delay); TCP got RSTs both ways.
     FlowEnded => "flow_ended",
+    /// An IPv4 option list that cannot be read: a length of 0 or 1, or one running past
+    /// the header (RFC 7126 §3).
+    BadIpOptions => "bad_ip_options",
+    /// Loose or strict source routing (IPv4 options 131, 137): the sender would pick the
+    /// path (RFC 7126 §4.3, §4.4).
+    SourceRoute => "source_route",
+    /// A new flow, or a packet to an address of ours, from a source no host can have
+    /// (RFC 1812 §5.3.7: 0/8, 127/8, 224/4, 240/4, the attachment prefix's network and
+    /// broadcast addresses) or from one of the appliance's own addresses (its address,
+    /// an endpoint's, a SNAT address).
+    MartianSource => "martian_source",
+    /// Larger than the egress MTU with DF set: an ICMP fragmentation-needed went back
+    /// (RFC 1191).
+    FragNeeded => "frag_needed",
+    /// Larger than the egress MTU without DF: privlink does not fragment.
+    TooBig => "too_big",
+    /// A RST whose sequence number is outside the receiver's window (RFC 5961 §3); the
+    /// flow is left as it was.
+    RstOutOfWindow => "rst_out_of_window",
+    /// No packet buffer for something the appliance originates (ARP, RST).
+    NoMbuf => "no_mbuf",
 }
 
 /// A worker's counters, owned by the worker thread and written with plain arithmetic.

@@ -133,7 +133,14 @@ pub fn pipeline_settings(config: &Config, workers: u16) -> PipelineSettings {
         },
         hold_capacity: config.tables.arp_pending_packets as usize,
         expire_budget: 64,
+        flow_hash_seed: 0,
     }
+}
+
+/// A secret seed for the target pick, drawn once per start and given to every worker
+/// (see [`PipelineSettings::flow_hash_seed`]).
+pub fn new_flow_hash_seed() -> u64 {
+    std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0x5eed_u64)
 }
 
 /// The EAL arguments to use: the configured ones, plus `--no-huge -m 512` when the
@@ -299,6 +306,7 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
 
     let mut ports = Vec::with_capacity(config.ports.len());
     let mut macs = Vec::with_capacity(config.ports.len());
+    let mut mtus = Vec::with_capacity(config.ports.len());
     for pc in &config.ports {
         let cfg = PortConfig {
             rx_queues: n_workers,
@@ -320,11 +328,12 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
             crate::wire::ethernet::EthernetAddress(mac)
         );
         macs.push(mac);
+        mtus.push(port.mtu()?);
         ports.push(port);
     }
 
     let mut handles = Handles::default();
-    let first = Snapshot::build(1, &config, &macs, store.state(), &mut handles)?;
+    let first = Snapshot::build(1, &config, &macs, &mtus, store.state(), &mut handles)?;
     log::info!(
         "snapshot 1: {} attachments, {} services, {} endpoints",
         first.attachments.len(),
@@ -361,7 +370,8 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
         }
     }
 
-    let settings = pipeline_settings(&config, n_workers);
+    let mut settings = pipeline_settings(&config, n_workers);
+    settings.flow_hash_seed = new_flow_hash_seed();
     let announced = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut report_queues = Vec::with_capacity(lcores.len());
     let usage_wanted = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -416,6 +426,7 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
         state_file,
         config.clone(),
         macs.clone(),
+        mtus.clone(),
         handles,
         Arc::clone(&cell),
         1,

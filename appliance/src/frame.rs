@@ -21,6 +21,12 @@ pub trait Frame {
     fn rx_hash(&self) -> u32 {
         0
     }
+    /// A word kept with the packet while workers hand it to each other (not sent): the
+    /// pipeline marks a packet it passes on in search of its flow's owner. Meaningless
+    /// until set.
+    fn handoff_tag(&self) -> u32;
+    /// Sets [`handoff_tag`](Self::handoff_tag).
+    fn set_handoff_tag(&mut self, tag: u32);
     /// Whether [`bytes`](Self::bytes) is the whole packet (a chained mbuf is not: the
     /// pipeline drops those as `multi_segment`).
     fn is_contiguous(&self) -> bool {
@@ -57,6 +63,14 @@ impl Frame for Mbuf {
     fn is_contiguous(&self) -> bool {
         self.segments() == 1
     }
+    #[inline]
+    fn handoff_tag(&self) -> u32 {
+        self.user_tag()
+    }
+    #[inline]
+    fn set_handoff_tag(&mut self, tag: u32) {
+        self.set_user_tag(tag);
+    }
 }
 
 /// A heap frame with fixed headroom, for tests and benchmarks.
@@ -65,6 +79,7 @@ pub struct VecFrame {
     buf: Vec<u8>,
     head: usize,
     len: usize,
+    tag: u32,
 }
 
 impl VecFrame {
@@ -80,6 +95,7 @@ impl VecFrame {
             buf,
             head: Self::HEADROOM,
             len: bytes.len(),
+            tag: 0,
         }
     }
 }
@@ -113,6 +129,12 @@ impl Frame for VecFrame {
         }
         self.len = len;
         true
+    }
+    fn handoff_tag(&self) -> u32 {
+        self.tag
+    }
+    fn set_handoff_tag(&mut self, tag: u32) {
+        self.tag = tag;
     }
 }
 

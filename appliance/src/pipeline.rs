@@ -1,6 +1,9 @@
 //! The packet path of one worker, pure Rust over [`Frame`]s: classify, answer ARP and
 //! ping, look the destination up in the snapshot, find or create the flow, translate, and
-//! pick the next hop. No DPDK here: the worker loop feeds mbufs in, tests feed
+//! pick the next hop. Refusals that protect the targets (martian sources, IPv4 options,
+//! RSTs outside the window, packets too big for the egress) and ICMP errors in both
+//! directions live here, on the full path; the fast path (`fast.rs`) hands every such
+//! packet over untouched. No DPDK here: the worker loop feeds mbufs in, tests feed
 //! [`crate::frame::VecFrame`]s.
 //!
 //! No-panic contract: every header is parsed with a `new_checked` view before use and every
@@ -15,7 +18,7 @@ use std::collections::VecDeque;
 
 use crate::counters::{Counters, DropReason};
 use crate::flow::{
-    Flow, FlowId, FlowKey, FlowTable, TcpFlags, Timeouts, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
+    Flow, FlowId, FlowKey, FlowTable, TcpFlags, TcpSeen, Timeouts, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
 };
 use crate::frame::Frame;
 use crate::neighbour::{NeighbourTimers, Neighbours, Resolution};
@@ -24,7 +27,7 @@ use crate::wire::arp::{ArpOperation, ArpPacket};
 use crate::wire::checksum;
 use crate::wire::ethernet::{self, EtherType, EthernetAddress, EthernetFrame};
 use crate::wire::icmpv4::{self, Icmpv4Packet, Icmpv4Type};
-use crate::wire::ipv4::{IpProtocol, Ipv4Packet, Ipv4Repr};
+use crate::wire::ipv4::{self, IpProtocol, Ipv4Packet, Ipv4Repr, OptionsVerdict};
 use crate::wire::tcp::TcpPacket;
 use crate::wire::udp::UdpPacket;
 use crate::wire::vlan;
@@ -40,6 +43,10 @@ const OWN_TTL: u8 = 64;
 const ORIGINATED_PER_SEC: u32 = 2000;
 /// How often neighbour retries and the hold queue are looked at.
 const TIMER_TICK_MS: u64 = 10;
+/// The shortest Ethernet frame without FCS (IEEE 802.3 §3.2.8): what the appliance pads
+/// the frames it originates to (plus the tag on a VLAN, so the frame stays long enough
+/// when a switch strips it).
+const MIN_FRAME_LEN: usize = 60;
 
 /// What a worker does with a packet after [`Pipeline::process`].
 #[derive(Debug)]
@@ -72,6 +79,10 @@ pub struct PipelineSettings {
     pub hold_capacity: usize,
     /// Flow slots examined for expiry per poll: bounds the timer work per loop.
     pub expire_budget: usize,
+    /// Seeds the hash that picks a new flow's target (Maglev) and SNAT address. The daemon
+    /// draws it at random once per start and gives it to every worker, so all workers
+    /// pick alike but no client can compute which source port lands on which target.
+    pub flow_hash_seed: u64,
 }
 
 impl Default for PipelineSettings {
@@ -84,6 +95,7 @@ impl Default for PipelineSettings {
             neighbour_timers: NeighbourTimers::default(),
             hold_capacity: 256,
             expire_budget: 64,
+            flow_hash_seed: 0,
         }
     }
 }
@@ -129,6 +141,8 @@ pub struct Pipeline<F: Frame> {
     reports: reports::Reports,
     /// Next flow slot to re-check against the current snapshot (None when done).
     revalidate: Option<u32>,
+    /// The packet in hand was handed over by another worker (which counted it).
+    handed_off: bool,
 }
 
 /// One flow, as listed for operators.
@@ -170,6 +184,8 @@ struct Ip {
     dst: u32,
     proto: u8,
     ttl: u8,
+    /// Don't fragment.
+    df: bool,
 }
 
 impl Ip {
@@ -213,6 +229,7 @@ impl<F: Frame> Pipeline<F> {
             usage: reports::Usage::new(),
             reports: reports::Reports::default(),
             revalidate: None,
+            handed_off: false,
             settings,
         };
         p.on_snapshot(snap);
@@ -336,6 +353,25 @@ impl<F: Frame> Pipeline<F> {
         self.full_path(snap, in_port, frame, now_ms)
     }
 
+    /// Runs a packet that another worker received and handed over ([`Verdict::Handoff`]):
+    /// as [`process`](Self::process), but not counted again in `rx_packets`/`rx_bytes`
+    /// (the receiving worker did; `handoff_in` counts the arrival).
+    pub fn process_handed_off(
+        &mut self,
+        snap: &Snapshot,
+        in_port: u16,
+        mut frame: F,
+        now_ms: u64,
+    ) -> Verdict<F> {
+        if let Some(port) = self.fast_path(snap, in_port, &mut frame, now_ms) {
+            return Verdict::Tx(port, frame);
+        }
+        self.handed_off = true;
+        let v = self.full_path(snap, in_port, frame, now_ms);
+        self.handed_off = false;
+        v
+    }
+
     #[inline]
     fn count_rx(&mut self, frame: &F) {
         self.counters.rx_packets += 1;
@@ -457,6 +493,12 @@ impl<F: Frame> Pipeline<F> {
         let mut eth = EthernetFrame::new_unchecked(frame.bytes_mut());
         eth.set_dst_addr(sender_mac);
         eth.set_src_addr(EthernetAddress(att.mac));
+        // The request may have come unpadded (a kernel's tap); the reply leaves padded,
+        // without whatever trailed the request's 28 bytes.
+        let end = l2_len + crate::wire::arp::PACKET_LEN;
+        if !frame.set_len(end) || !pad_frame(frame, l2_len > ethernet::HEADER_LEN) {
+            return Err(DropReason::Malformed);
+        }
         self.counters.arp_replies += 1;
         Ok(Out::Tx(att.port))
     }
@@ -479,6 +521,14 @@ impl<F: Frame> Pipeline<F> {
             if pkt.is_fragment() {
                 return Err(DropReason::Fragment);
             }
+            // Options only cost a look when there are some (the fast path takes none).
+            if pkt.header_len() > ipv4::HEADER_LEN {
+                match ipv4::judge_options(pkt.options()) {
+                    OptionsVerdict::Harmless => {}
+                    OptionsVerdict::Malformed => return Err(DropReason::BadIpOptions),
+                    OptionsVerdict::SourceRoute => return Err(DropReason::SourceRoute),
+                }
+            }
             Ip {
                 l3: l2_len,
                 header_len: pkt.header_len(),
@@ -487,6 +537,7 @@ impl<F: Frame> Pipeline<F> {
                 dst: pkt.dst_addr_u32(),
                 proto: pkt.protocol().0,
                 ttl: pkt.ttl(),
+                df: pkt.dont_frag(),
             }
         };
         // Drop Ethernet padding so lengths below are the IP packet's own.
@@ -495,20 +546,20 @@ impl<F: Frame> Pipeline<F> {
         }
         match snap.local(att_idx, ip.dst) {
             None => Err(DropReason::UnknownDestination),
-            Some(LocalKind::Own) => self.answer_local(snap, att_idx, frame, &ip, now_ms),
-            Some(LocalKind::Endpoint(e)) => match ip.proto {
-                PROTO_TCP | PROTO_UDP => {
-                    let out = self.forward(snap, att_idx, frame, &ip, now_ms);
-                    // Drops are rare next to forwarded packets: attributing them to the
-                    // endpoint costs nothing on the forwarding path.
-                    if let (Err(reason), Some(ep)) = (&out, snap.endpoints.get(e as usize)) {
-                        self.usage.entry(ep.handle).drops[*reason as usize] += 1;
-                    }
-                    out
+            Some(LocalKind::Own) => self.answer_local(snap, att_idx, frame, &ip, None),
+            Some(LocalKind::Endpoint(e)) => {
+                let out = match ip.proto {
+                    PROTO_TCP | PROTO_UDP => self.forward(snap, att_idx, frame, &ip, now_ms),
+                    PROTO_ICMP => self.icmp_to_endpoint(snap, att_idx, e, frame, &ip, now_ms),
+                    _ => Err(DropReason::NoListener),
+                };
+                // Drops are rare next to forwarded packets: attributing them to the
+                // endpoint costs nothing on the forwarding path.
+                if let (Err(reason), Some(ep)) = (&out, snap.endpoints.get(e as usize)) {
+                    self.usage.entry(ep.handle).drops[*reason as usize] += 1;
                 }
-                PROTO_ICMP => self.answer_local(snap, att_idx, frame, &ip, now_ms),
-                _ => Err(DropReason::NoListener),
-            },
+                out
+            }
             Some(LocalKind::Snat(_)) => match ip.proto {
                 PROTO_TCP | PROTO_UDP => self.reverse(snap, att_idx, frame, &ip, now_ms),
                 PROTO_ICMP => self.icmp_to_snat(snap, att_idx, frame, &ip, now_ms),
@@ -517,19 +568,22 @@ impl<F: Frame> Pipeline<F> {
         }
     }
 
-    /// ICMP to an address of the appliance itself (own, endpoint): answer echo requests.
+    /// ICMP to an address of the appliance itself (own, endpoint, SNAT): answer echo
+    /// requests. To an endpoint (`endpoint`), only from a consumer its security groups and
+    /// policy would admit a new ICMP flow from.
     fn answer_local(
         &mut self,
         snap: &Snapshot,
         att_idx: u16,
         frame: &mut F,
         ip: &Ip,
-        _now_ms: u64,
+        endpoint: Option<&crate::snapshot::EndpointView>,
     ) -> Result<Out, DropReason> {
         if ip.proto != PROTO_ICMP {
             return Err(DropReason::IcmpUnsupported);
         }
         let att = snap.attachment(att_idx).ok_or(DropReason::NoAttachment)?;
+        refuse_martian(snap, att_idx, ip.src)?;
         let bytes = frame.bytes_mut();
         let l4 = bytes
             .get_mut(ip.l3 + ip.header_len..ip.l3 + ip.total_len)
@@ -540,6 +594,9 @@ impl<F: Frame> Pipeline<F> {
         }
         if !icmp.verify_checksum() {
             return Err(DropReason::BadChecksum);
+        }
+        if let Some(e) = endpoint {
+            e.admits(ip.src, PROTO_ICMP, 0).map_err(refusal_reason)?;
         }
         icmp.make_echo_reply().map_err(|_| DropReason::Malformed)?;
         let mut pkt = Ipv4Packet::new_unchecked(&mut bytes[ip.l3..]);
@@ -562,9 +619,9 @@ impl<F: Frame> Pipeline<F> {
         now_ms: u64,
     ) -> Result<Out, DropReason> {
         let l4 = ip.l3 + ip.header_len;
-        let (sport, dport, tcp) = l4_ports(frame.bytes(), l4, ip)?;
-        let flags = tcp.map(|t| t.0);
-        let key = ip.flow_key(att_idx, sport, dport);
+        let seg = l4_ports(frame.bytes(), l4, ip)?;
+        let flags = seg.tcp.map(|t| t.flags);
+        let key = ip.flow_key(att_idx, seg.sport, seg.dport);
         // Established flows first: their listener, endpoint state and access rules were
         // checked when they were created, and every snapshot change re-checks live flows
         // (revalidate_some), so the per-packet path skips those lookups.
@@ -584,11 +641,15 @@ impl<F: Frame> Pipeline<F> {
                 if ip.ttl <= 1 {
                     return self.time_exceeded(snap, att_idx, frame, ip);
                 }
+                self.check_rst(id, true, &seg)?;
                 id
             }
             None => {
+                // An established flow cannot have a martian source (it was checked when
+                // the flow was created), so only new flows pay for the check.
+                refuse_martian(snap, att_idx, ip.src)?;
                 let lref = snap
-                    .listener(att_idx, ip.dst, ip.proto, dport)
+                    .listener(att_idx, ip.dst, ip.proto, seg.dport)
                     .ok_or(DropReason::NoListener)?;
                 let endpoint = snap
                     .endpoints
@@ -597,6 +658,11 @@ impl<F: Frame> Pipeline<F> {
                 if !endpoint.forwards {
                     return Err(DropReason::EndpointNotAvailable);
                 }
+                // Nothing goes back (time exceeded, RST) to a consumer the endpoint would
+                // not admit: it must not learn more than silence.
+                endpoint
+                    .admits(ip.src, ip.proto, seg.dport)
+                    .map_err(refusal_reason)?;
                 if ip.ttl <= 1 {
                     return self.time_exceeded(snap, att_idx, frame, ip);
                 }
@@ -605,17 +671,10 @@ impl<F: Frame> Pipeline<F> {
                         return self.reset_unknown(snap, att_idx, frame, ip, f);
                     }
                 }
-                if let Err(refusal) = endpoint.admits(ip.src, ip.proto, dport) {
-                    let reason = match refusal {
-                        Refusal::SecurityGroup => DropReason::SecurityGroup,
-                        Refusal::Policy => DropReason::Policy,
-                    };
-                    return Err(reason);
-                }
                 self.new_flow(snap, key, lref, now_ms)?
             }
         };
-        self.translate(snap, id, true, frame, ip, tcp, now_ms)
+        self.translate(snap, id, true, frame, ip, seg.tcp, now_ms)
     }
 
     /// Target → SNAT address: the reply path back to the consumer.
@@ -628,17 +687,17 @@ impl<F: Frame> Pipeline<F> {
         now_ms: u64,
     ) -> Result<Out, DropReason> {
         let l4 = ip.l3 + ip.header_len;
-        let (sport, dport, tcp) = l4_ports(frame.bytes(), l4, ip)?;
-        let flags = tcp.map(|t| t.0);
-        let owner = self.snat_owner(dport);
+        let seg = l4_ports(frame.bytes(), l4, ip)?;
+        let owner = self.snat_owner(seg.dport);
         if owner != self.id {
+            frame.set_handoff_tag(0);
             return Ok(Out::Handoff(owner));
         }
-        let key = ip.flow_key(att_idx, sport, dport);
+        let key = ip.flow_key(att_idx, seg.sport, seg.dport);
         let Some(id) = self.live_flow(self.flows.lookup_reverse(&key), now_ms) else {
-            if let Some(f) = flags {
-                if !f.rst {
-                    return self.reset_unknown(snap, att_idx, frame, ip, f);
+            if let Some(t) = seg.tcp {
+                if !t.flags.rst {
+                    return self.reset_unknown(snap, att_idx, frame, ip, t.flags);
                 }
             }
             return Err(DropReason::NoFlow);
@@ -646,12 +705,28 @@ impl<F: Frame> Pipeline<F> {
         if ip.ttl <= 1 {
             return self.time_exceeded(snap, att_idx, frame, ip);
         }
-        self.translate(snap, id, false, frame, ip, tcp, now_ms)
+        self.check_rst(id, false, &seg)?;
+        self.translate(snap, id, false, frame, ip, seg.tcp, now_ms)
+    }
+
+    /// Drops a RST outside the receiver's window (RFC 5961 §3): a blind RST must not end a
+    /// flow, and the endpoint behind us would drop it anyway. Nothing else is checked.
+    #[inline]
+    fn check_rst(&self, id: FlowId, from_consumer: bool, seg: &L4) -> Result<(), DropReason> {
+        if seg.tcp.is_some_and(|t| t.flags.rst) {
+            let flow = self.flows.get(id).ok_or(DropReason::NoFlow)?;
+            if !flow.rst_in_window(from_consumer, seg.seq) {
+                return Err(DropReason::RstOutOfWindow);
+            }
+        }
+        Ok(())
     }
 
     /// Records the packet on flow `id` and translates it for the other side: towards the
     /// provider src becomes the SNAT ip:port and dst the target; towards the consumer src
-    /// becomes the endpoint ip:port and dst the consumer.
+    /// becomes the endpoint ip:port and dst the consumer. A packet the egress cannot carry
+    /// is answered (DF) or dropped instead; a SYN has its MSS clamped and its window scale
+    /// noted.
     #[allow(clippy::too_many_arguments)]
     #[inline]
     fn translate(
@@ -661,19 +736,46 @@ impl<F: Frame> Pipeline<F> {
         from_consumer: bool,
         frame: &mut F,
         ip: &Ip,
-        tcp: Option<(TcpFlags, u32)>,
+        tcp: Option<TcpSeen>,
         now_ms: u64,
     ) -> Result<Out, DropReason> {
+        // The packet's key is this side's; the other side's, seen from its end, has our
+        // new source as its destination.
+        let (this, other) = {
+            let flow = self.flows.get(id).ok_or(DropReason::NoFlow)?;
+            if from_consumer {
+                (flow.fwd, flow.rev)
+            } else {
+                (flow.rev, flow.fwd)
+            }
+        };
+        let egress = snap.attachment(other.vpc).ok_or(DropReason::NoAttachment)?;
+        if ip.total_len > usize::from(egress.mtu) {
+            return self.too_big(snap, this.vpc, frame, ip, egress.mtu);
+        }
+        if tcp.is_some_and(|t| t.flags.syn) {
+            let clamp = snap
+                .attachment(this.vpc)
+                .and_then(|a| a.mss_clamp)
+                .into_iter()
+                .chain(egress.mss_clamp)
+                .min();
+            let seg = frame
+                .bytes_mut()
+                .get_mut(ip.l3 + ip.header_len..ip.l3 + ip.total_len)
+                .ok_or(DropReason::Malformed)?;
+            let mut seg = TcpPacket::new_checked(seg).map_err(|_| DropReason::Malformed)?;
+            let offered = seg.syn_options().window_scale;
+            if let Some(mss) = clamp {
+                seg.clamp_mss(mss);
+            }
+            if let Some(flow) = self.flows.get_mut(id) {
+                flow.note_window_scale(from_consumer, offered);
+            }
+        }
         let bytes32 = u32::try_from(ip.total_len).unwrap_or(u32::MAX);
         let flow = self.flows.get_mut(id).ok_or(DropReason::NoFlow)?;
         flow.record(now_ms, from_consumer, bytes32, tcp);
-        // The packet's key is this side's; the other side's, seen from its end, has our
-        // new source as its destination.
-        let (this, other) = if from_consumer {
-            (flow.fwd, flow.rev)
-        } else {
-            (flow.rev, flow.fwd)
-        };
         let pkt = frame
             .bytes_mut()
             .get_mut(ip.l3..ip.l3 + ip.total_len)
@@ -693,98 +795,112 @@ impl<F: Frame> Pipeline<F> {
         ip: &Ip,
         now_ms: u64,
     ) -> Result<Out, DropReason> {
-        let l4 = ip.l3 + ip.header_len;
-        let (msg_type, inner) = {
-            let bytes = frame.bytes();
-            let seg = bytes
-                .get(l4..ip.l3 + ip.total_len)
-                .ok_or(DropReason::Malformed)?;
-            let icmp = Icmpv4Packet::new_checked(seg).map_err(|_| DropReason::Malformed)?;
-            let t = icmp.msg_type();
-            if t == Icmpv4Type::ECHO_REQUEST {
-                (t, None)
-            } else if t == Icmpv4Type::DST_UNREACHABLE || t == Icmpv4Type::TIME_EXCEEDED {
-                let q = icmp.quote().map_err(|_| DropReason::Malformed)?;
-                let q_hl = q.header_len();
-                let q_proto = q.protocol().0;
-                let qp = q.payload();
-                if qp.len() < 4 || (q_proto != PROTO_TCP && q_proto != PROTO_UDP) {
-                    return Err(DropReason::IcmpUnsupported);
-                }
-                let sport = u16::from_be_bytes([qp[0], qp[1]]);
-                let dport = u16::from_be_bytes([qp[2], qp[3]]);
-                (
-                    t,
-                    Some((
-                        q_hl,
-                        q_proto,
-                        q.src_addr_u32(),
-                        q.dst_addr_u32(),
-                        sport,
-                        dport,
-                    )),
-                )
-            } else {
-                return Err(DropReason::IcmpUnsupported);
-            }
+        let err = match icmp_message(frame.bytes(), ip)? {
+            IcmpIn::Echo => return self.answer_local(snap, att_idx, frame, ip, None),
+            IcmpIn::Error(err) => err,
         };
-        let Some((q_hl, q_proto, q_src, q_dst, q_sport, q_dport)) = inner else {
-            debug_assert_eq!(msg_type, Icmpv4Type::ECHO_REQUEST);
-            return self.answer_local(snap, att_idx, frame, ip, now_ms);
-        };
+        refuse_martian(snap, att_idx, ip.src)?;
         // The quoted packet is one we sent: src = SNAT ip:port, dst = target ip:port.
-        let owner = self.snat_owner(q_sport);
+        let owner = self.snat_owner(err.sport);
         if owner != self.id {
+            frame.set_handoff_tag(0);
             return Ok(Out::Handoff(owner));
         }
-        let key = FlowKey {
-            src_ip: q_dst,
-            dst_ip: q_src,
-            src_port: q_dport,
-            dst_port: q_sport,
-            vpc: att_idx,
-            proto: q_proto,
-        };
         let id = self
-            .live_flow(self.flows.lookup_reverse(&key), now_ms)
+            .live_flow(self.flows.lookup_reverse(&err.flow_key(att_idx)), now_ms)
             .ok_or(DropReason::NoFlow)?;
+        let fwd = self.flows.get(id).ok_or(DropReason::NoFlow)?.fwd;
+        self.translate_icmp_error(snap, frame, ip, &err, &fwd, now_ms)
+    }
+
+    /// ICMP to an endpoint: echo gets answered (if the endpoint admits the consumer); an
+    /// error about a translated flow (sent by a router or host on the consumer's side:
+    /// fragmentation needed, port unreachable, time exceeded) is translated to the target,
+    /// so path-MTU discovery works for the direction that carries most bytes.
+    fn icmp_to_endpoint(
+        &mut self,
+        snap: &Snapshot,
+        att_idx: u16,
+        endpoint: u32,
+        frame: &mut F,
+        ip: &Ip,
+        now_ms: u64,
+    ) -> Result<Out, DropReason> {
+        let err = match icmp_message(frame.bytes(), ip)? {
+            IcmpIn::Echo => {
+                let e = snap.endpoints.get(endpoint as usize);
+                return self.answer_local(snap, att_idx, frame, ip, e);
+            }
+            IcmpIn::Error(err) => err,
+        };
+        refuse_martian(snap, att_idx, ip.src)?;
+        // The quoted packet is one we sent: src = endpoint ip:port, dst = consumer ip:port.
+        let Some(id) = self.live_flow(self.flows.lookup_forward(&err.flow_key(att_idx)), now_ms)
+        else {
+            return self.seek_flow_owner(frame);
+        };
+        let rev = self.flows.get(id).ok_or(DropReason::NoFlow)?.rev;
+        self.translate_icmp_error(snap, frame, ip, &err, &rev, now_ms)
+    }
+
+    /// A consumer-side ICMP error whose flow this worker does not have. RSS spread the
+    /// flow's packets by their own addresses and the error by the reporter's, so it may
+    /// have reached any worker; nothing in it says which one owns the flow (unlike a
+    /// SNAT port). Pass it round the workers: the one that received it marks it with its
+    /// id, each asks the next, and the one before the first drops it.
+    fn seek_flow_owner(&mut self, frame: &mut F) -> Result<Out, DropReason> {
+        let n = self.settings.workers.max(1);
+        let first = if self.handed_off {
+            match frame.handoff_tag().checked_sub(1).map(u16::try_from) {
+                Some(Ok(w)) if w < n => w,
+                _ => return Err(DropReason::NoFlow),
+            }
+        } else {
+            frame.set_handoff_tag(u32::from(self.id) + 1);
+            self.id
+        };
+        let next = (self.id + 1) % n;
+        if next == first {
+            return Err(DropReason::NoFlow);
+        }
+        Ok(Out::Handoff(next))
+    }
+
+    /// Translates an ICMP error about flow packets for the flow's other side, whose key
+    /// (as that side's packets arrive) is `other`: the outer header goes from our address
+    /// there to that side's host, the quoted packet becomes the one that host sent.
+    fn translate_icmp_error(
+        &mut self,
+        snap: &Snapshot,
+        frame: &mut F,
+        ip: &Ip,
+        err: &IcmpError,
+        other: &FlowKey,
+        now_ms: u64,
+    ) -> Result<Out, DropReason> {
         if ip.ttl <= 1 {
             return Err(DropReason::TtlExceeded);
         }
-        let fwd = self.flows.get(id).ok_or(DropReason::NoFlow)?.fwd;
+        let end = ip.l3 + ip.total_len;
         let bytes = frame.bytes_mut();
-        // Outer header: from the endpoint to the consumer.
         {
             let mut pkt = Ipv4Packet::new_unchecked(&mut bytes[ip.l3..]);
-            pkt.rewrite_src_addr(fwd.dst_ip.to_be_bytes());
-            pkt.rewrite_dst_addr(fwd.src_ip.to_be_bytes());
+            pkt.rewrite_src_addr(other.dst_ip.to_be_bytes());
+            pkt.rewrite_dst_addr(other.src_ip.to_be_bytes());
             pkt.decrement_ttl();
         }
-        // Quoted header: as the consumer sent it (consumer → endpoint).
-        let q_off = l4 + 8;
-        {
-            let quoted = bytes
-                .get_mut(q_off..ip.l3 + ip.total_len)
-                .ok_or(DropReason::Malformed)?;
-            let mut q = Ipv4Packet::new_unchecked(&mut *quoted);
-            q.rewrite_src_addr(fwd.src_ip.to_be_bytes());
-            q.rewrite_dst_addr(fwd.dst_ip.to_be_bytes());
-            let ports = quoted
-                .get_mut(q_hl..q_hl + 4)
-                .ok_or(DropReason::Malformed)?;
-            ports[0..2].copy_from_slice(&fwd.src_port.to_be_bytes());
-            ports[2..4].copy_from_slice(&fwd.dst_port.to_be_bytes());
-            // The quoted UDP checksum (inside the 8 bytes) is left as it was: it covers a
-            // payload that is not quoted, so no receiver can verify it anyway.
-        }
+        let quoted = bytes
+            .get_mut(err.quote_at..end)
+            .ok_or(DropReason::Malformed)?;
+        rewrite_quote(quoted, err, other);
         {
             let seg = bytes
-                .get_mut(l4..ip.l3 + ip.total_len)
+                .get_mut(ip.l3 + ip.header_len..end)
                 .ok_or(DropReason::Malformed)?;
             Icmpv4Packet::new_unchecked(seg).fill_checksum();
         }
         self.counters.icmp_errors_translated += 1;
-        self.route(snap, fwd.vpc, fwd.src_ip, frame, ip.l3, now_ms)
+        self.route(snap, other.vpc, other.src_ip, frame, ip.l3, now_ms)
     }
 
     /// A flow id if the flow is still alive; an expired one is removed on the spot.
@@ -808,7 +924,7 @@ impl<F: Frame> Pipeline<F> {
         lref: ListenerRef,
         now_ms: u64,
     ) -> Result<FlowId, DropReason> {
-        let (service, ti, mut rev) = plan_flow(snap, &key, lref)?;
+        let (service, ti, mut rev) = plan_flow(snap, &key, lref, self.settings.flow_hash_seed)?;
         rev.dst_port = self.pick_snat_port(&rev).ok_or(DropReason::SnatExhausted)?;
         let endpoint_handle = snap
             .endpoints
@@ -884,6 +1000,11 @@ impl<F: Frame> Pipeline<F> {
         now_ms: u64,
     ) -> Result<Out, DropReason> {
         let att = snap.attachment(att_idx).ok_or(DropReason::NoAttachment)?;
+        // Translations check the MTU before they rewrite (so a DF packet can be answered);
+        // this catches what they cannot answer for, such as a long translated ICMP error.
+        if frame.bytes().len().saturating_sub(l3) > usize::from(att.mtu) {
+            return Err(DropReason::TooBig);
+        }
         let next_hop = att.next_hop(dst).ok_or(DropReason::NeighbourUnresolved)?;
         set_l2(frame, l3, att)?;
         match self.neighbours.resolve(att_idx, next_hop, now_ms) {
@@ -962,12 +1083,14 @@ impl<F: Frame> Pipeline<F> {
         _now_ms: u64,
     ) {
         let Some(mut f) = (self.alloc)() else {
-            self.counters.drop(DropReason::NeighbourUnresolved);
+            self.counters.drop(DropReason::NoMbuf);
             return;
         };
         let l2_len = ethernet::HEADER_LEN + if att.vlan.is_some() { vlan::TAG_LEN } else { 0 };
         let len = l2_len + crate::wire::arp::PACKET_LEN;
-        if !f.set_len(len) {
+        // A buffer too small for 64 bytes is as good as none.
+        if !f.set_len(len) || !pad_frame(&mut f, att.vlan.is_some()) {
+            self.counters.drop(DropReason::NoMbuf);
             return;
         }
         let bytes = f.bytes_mut();
@@ -1084,11 +1207,16 @@ impl<F: Frame> Pipeline<F> {
             return;
         };
         let Some(mut f) = (self.alloc)() else {
+            self.counters.drop(DropReason::NoMbuf);
             return;
         };
         let l3 = ethernet::HEADER_LEN + if att.vlan.is_some() { vlan::TAG_LEN } else { 0 };
         let tcp_len = crate::wire::tcp::HEADER_LEN;
-        if !f.set_len(l3 + crate::wire::ipv4::HEADER_LEN + tcp_len) {
+        // A buffer too small for 64 bytes is as good as none.
+        if !f.set_len(l3 + crate::wire::ipv4::HEADER_LEN + tcp_len)
+            || !pad_frame(&mut f, att.vlan.is_some())
+        {
+            self.counters.drop(DropReason::NoMbuf);
             return;
         }
         let rst = crate::wire::tcp::TcpRepr {
@@ -1156,6 +1284,9 @@ impl<F: Frame> Pipeline<F> {
             return Err(DropReason::Malformed);
         }
         reply_l2(bytes, att.mac);
+        if !pad_frame(frame, ip.l3 > ethernet::HEADER_LEN) {
+            return Err(DropReason::Malformed);
+        }
         self.counters.rst_sent += 1;
         self.counters.drop(DropReason::NoFlow);
         Ok(Out::Tx(att.port))
@@ -1170,8 +1301,43 @@ impl<F: Frame> Pipeline<F> {
         frame: &mut F,
         ip: &Ip,
     ) -> Result<Out, DropReason> {
+        self.icmp_error_back(snap, att_idx, frame, ip, None)
+    }
+
+    /// A packet larger than its egress MTU `mtu`: with DF, answered with ICMP
+    /// fragmentation needed carrying that MTU (RFC 1191) from our address on the
+    /// attachment it came from; without, dropped, since privlink does not fragment.
+    fn too_big(
+        &mut self,
+        snap: &Snapshot,
+        att_idx: u16,
+        frame: &mut F,
+        ip: &Ip,
+        mtu: u16,
+    ) -> Result<Out, DropReason> {
+        if !ip.df {
+            return Err(DropReason::TooBig);
+        }
+        self.icmp_error_back(snap, att_idx, frame, ip, Some(mtu))
+    }
+
+    /// Turns `frame` into an ICMP error about it, back to its sender from our address on
+    /// `att_idx`: time exceeded, or fragmentation needed with `frag_needed` as the
+    /// next-hop MTU. Rate-limited; the packet's drop is counted either way.
+    fn icmp_error_back(
+        &mut self,
+        snap: &Snapshot,
+        att_idx: u16,
+        frame: &mut F,
+        ip: &Ip,
+        frag_needed: Option<u16>,
+    ) -> Result<Out, DropReason> {
+        let reason = match frag_needed {
+            None => DropReason::TtlExceeded,
+            Some(_) => DropReason::FragNeeded,
+        };
         if !self.may_originate() {
-            return Err(DropReason::TtlExceeded);
+            return Err(reason);
         }
         let att = snap.attachment(att_idx).ok_or(DropReason::NoAttachment)?;
         let mut quote = [0u8; 60 + icmpv4::QUOTE_PAYLOAD_LEN];
@@ -1180,22 +1346,29 @@ impl<F: Frame> Pipeline<F> {
             let orig = bytes
                 .get(ip.l3..ip.l3 + ip.total_len)
                 .ok_or(DropReason::Malformed)?;
-            let q = icmpv4::quote_of(orig).map_err(|_| DropReason::TtlExceeded)?;
+            let q = icmpv4::quote_of(orig).map_err(|_| reason)?;
             quote[..q.len()].copy_from_slice(q);
             q.len()
         };
         let icmp_len = 8 + qlen;
         let new_len = ip.l3 + crate::wire::ipv4::HEADER_LEN + icmp_len;
         if !frame.set_len(new_len) {
-            return Err(DropReason::TtlExceeded);
+            return Err(reason);
         }
         let bytes = frame.bytes_mut();
         write_own_ipv4(&mut bytes[ip.l3..], att.ip, ip.src, PROTO_ICMP, icmp_len);
         let seg = &mut bytes[ip.l3 + crate::wire::ipv4::HEADER_LEN..];
-        icmpv4::emit_time_exceeded(seg, 0, &quote[..qlen]).map_err(|_| DropReason::TtlExceeded)?;
+        let quote = &quote[..qlen];
+        match frag_needed {
+            None => icmpv4::emit_time_exceeded(seg, icmpv4::time_exceeded::TTL, quote),
+            Some(mtu) => {
+                icmpv4::emit_dst_unreachable(seg, icmpv4::unreachable::FRAG_NEEDED, mtu, quote)
+            }
+        }
+        .map_err(|_| reason)?;
         reply_l2(bytes, att.mac);
         self.counters.icmp_errors_sent += 1;
-        self.counters.drop(DropReason::TtlExceeded);
+        self.counters.drop(reason);
         Ok(Out::Tx(att.port))
     }
 }
@@ -1241,36 +1414,209 @@ enum Out {
     Consumed,
 }
 
-/// Source port, destination port, and for TCP the flags and acknowledgement number.
-type L4Ports = (u16, u16, Option<(TcpFlags, u32)>);
+/// What the full path reads from a TCP/UDP header.
+#[derive(Debug, Clone, Copy)]
+struct L4 {
+    sport: u16,
+    dport: u16,
+    /// TCP: what flow tracking records.
+    tcp: Option<TcpSeen>,
+    /// TCP: the sequence number (a RST's is checked against the window).
+    seq: u32,
+}
 
-/// Source and destination ports (and TCP flags) of a TCP/UDP packet.
+/// Ports (and what TCP tracking needs) of a TCP/UDP packet.
 #[inline]
-fn l4_ports(bytes: &[u8], l4: usize, ip: &Ip) -> Result<L4Ports, DropReason> {
+fn l4_ports(bytes: &[u8], l4: usize, ip: &Ip) -> Result<L4, DropReason> {
     let seg = bytes
         .get(l4..ip.l3 + ip.total_len)
         .ok_or(DropReason::Malformed)?;
     if ip.proto == PROTO_TCP {
         let tcp = TcpPacket::new_checked(seg).map_err(|_| DropReason::Malformed)?;
-        Ok((
-            tcp.src_port(),
-            tcp.dst_port(),
-            Some((TcpFlags::from_bits(tcp.flags().bits()), tcp.ack_number())),
-        ))
+        Ok(L4 {
+            sport: tcp.src_port(),
+            dport: tcp.dst_port(),
+            tcp: Some(TcpSeen {
+                flags: TcpFlags::from_bits(tcp.flags().bits()),
+                ack: tcp.ack_number(),
+                window: tcp.window_len(),
+            }),
+            seq: tcp.seq_number(),
+        })
     } else {
         let udp = UdpPacket::new_checked(seg).map_err(|_| DropReason::Malformed)?;
-        Ok((udp.src_port(), udp.dst_port(), None))
+        Ok(L4 {
+            sport: udp.src_port(),
+            dport: udp.dst_port(),
+            tcp: None,
+            seq: 0,
+        })
+    }
+}
+
+/// The drop reason of an access-rule refusal.
+#[inline]
+fn refusal_reason(r: Refusal) -> DropReason {
+    match r {
+        Refusal::SecurityGroup => DropReason::SecurityGroup,
+        Refusal::Policy => DropReason::Policy,
+    }
+}
+
+/// Whether `src` cannot be the address of a host that talks to us on attachment
+/// `att_idx`: RFC 1812 §5.3.7's martians (0/8 "this network", 127/8 loopback, 224/4
+/// multicast, 240/4 reserved, which holds the limited broadcast), the attachment
+/// prefix's network and broadcast addresses, and every address the appliance itself
+/// answers for there (its own, endpoints', SNAT addresses): packets "from" those are
+/// spoofed or looped. Asked per new flow and per packet to a local address, never on the
+/// fast path.
+fn martian_source(snap: &Snapshot, att_idx: u16, att: &AttachmentView, src: u32) -> bool {
+    let first = src >> 24;
+    first == 0
+        || first == 127
+        || first >= 224
+        || src == att.ip & att.mask
+        || src == att.ip | !att.mask
+        || snap.local(att_idx, src).is_some()
+}
+
+/// [`martian_source`] as a drop.
+#[inline]
+fn refuse_martian(snap: &Snapshot, att_idx: u16, src: u32) -> Result<(), DropReason> {
+    let att = snap.attachment(att_idx).ok_or(DropReason::NoAttachment)?;
+    if martian_source(snap, att_idx, att, src) {
+        return Err(DropReason::MartianSource);
+    }
+    Ok(())
+}
+
+/// An ICMP message to one of our addresses, as far as the packet path handles it.
+#[derive(Debug, Clone, Copy)]
+enum IcmpIn {
+    /// An echo request (its checksum is checked when it is answered).
+    Echo,
+    /// A destination-unreachable or time-exceeded error quoting a TCP or UDP packet.
+    Error(IcmpError),
+}
+
+/// What translating an ICMP error needs of the packet it quotes: a packet the appliance
+/// sent (from our address on this side to a host here).
+#[derive(Debug, Clone, Copy)]
+struct IcmpError {
+    /// Offset of the quoted IPv4 header in the frame.
+    quote_at: usize,
+    /// The quoted header's length.
+    quote_header_len: usize,
+    proto: u8,
+    src: u32,
+    dst: u32,
+    sport: u16,
+    dport: u16,
+}
+
+impl IcmpError {
+    /// The key the flow's packets from the host that got the quoted packet arrive with
+    /// on attachment `att` (the quote reversed).
+    #[inline]
+    fn flow_key(&self, att: u16) -> FlowKey {
+        FlowKey {
+            src_ip: self.dst,
+            dst_ip: self.src,
+            src_port: self.dport,
+            dst_port: self.sport,
+            vpc: att,
+            proto: self.proto,
+        }
+    }
+}
+
+/// Reads the ICMP message of `ip`. Errors are checksum-verified before anything else is
+/// believed (a corrupted quote could name another flow); echo is verified by the reply.
+fn icmp_message(bytes: &[u8], ip: &Ip) -> Result<IcmpIn, DropReason> {
+    let l4 = ip.l3 + ip.header_len;
+    let seg = bytes
+        .get(l4..ip.l3 + ip.total_len)
+        .ok_or(DropReason::Malformed)?;
+    let icmp = Icmpv4Packet::new_checked(seg).map_err(|_| DropReason::Malformed)?;
+    let t = icmp.msg_type();
+    if t == Icmpv4Type::ECHO_REQUEST {
+        return Ok(IcmpIn::Echo);
+    }
+    if t != Icmpv4Type::DST_UNREACHABLE && t != Icmpv4Type::TIME_EXCEEDED {
+        return Err(DropReason::IcmpUnsupported);
+    }
+    if !icmp.verify_checksum() {
+        return Err(DropReason::BadChecksum);
+    }
+    let q = icmp.quote().map_err(|_| DropReason::Malformed)?;
+    let proto = q.protocol().0;
+    let qp = q.payload();
+    if qp.len() < 4 || (proto != PROTO_TCP && proto != PROTO_UDP) {
+        return Err(DropReason::IcmpUnsupported);
+    }
+    Ok(IcmpIn::Error(IcmpError {
+        quote_at: l4 + icmpv4::HEADER_LEN,
+        quote_header_len: q.header_len(),
+        proto,
+        src: q.src_addr_u32(),
+        dst: q.dst_addr_u32(),
+        sport: u16::from_be_bytes([qp[0], qp[1]]),
+        dport: u16::from_be_bytes([qp[2], qp[3]]),
+    }))
+}
+
+/// Makes the quoted packet `quoted` (IPv4 header and the first bytes of its TCP/UDP
+/// segment) the one `other`'s host sent: from `other`'s source to its destination. The
+/// quoted header checksum and, when the quote reaches it, the quoted TCP/UDP checksum
+/// are updated incrementally, so they are what that host computed (a UDP checksum of 0,
+/// "none", stays 0).
+fn rewrite_quote(quoted: &mut [u8], err: &IcmpError, other: &FlowKey) {
+    let hl = err.quote_header_len;
+    if quoted.len() < hl + 4 {
+        return;
+    }
+    {
+        let mut q = Ipv4Packet::new_unchecked(&mut *quoted);
+        q.rewrite_src_addr(other.src_ip.to_be_bytes());
+        q.rewrite_dst_addr(other.dst_ip.to_be_bytes());
+    }
+    let old = [
+        err.src.to_be_bytes(),
+        err.dst.to_be_bytes(),
+        ((u32::from(err.sport) << 16) | u32::from(err.dport)).to_be_bytes(),
+    ];
+    let new = [
+        other.src_ip.to_be_bytes(),
+        other.dst_ip.to_be_bytes(),
+        ((u32::from(other.src_port) << 16) | u32::from(other.dst_port)).to_be_bytes(),
+    ];
+    let seg = &mut quoted[hl..];
+    seg[0..4].copy_from_slice(&new[2]);
+    let at = if err.proto == PROTO_UDP { 6 } else { 16 };
+    if let Some(c) = seg.get_mut(at..at + 2) {
+        let mut csum = u16::from_be_bytes([c[0], c[1]]);
+        if err.proto == PROTO_TCP || csum != 0 {
+            for (o, n) in old.iter().zip(&new) {
+                csum = checksum::update_u32(csum, *o, *n);
+            }
+            if err.proto == PROTO_UDP {
+                csum = checksum::udp_nonzero(csum);
+            }
+            c.copy_from_slice(&csum.to_be_bytes());
+        }
     }
 }
 
 /// Where a new flow of `key` through listener `lref` goes: its service, the index of the
-/// chosen target (Maglev over the unseeded key hash, so every worker and appliance
-/// agrees), and its reverse key with the SNAT port still 0.
+/// chosen target (Maglev over the key hash under `seed`, the daemon's per-start secret, so
+/// every worker agrees and no client can aim at a target), and its reverse key with the
+/// SNAT port still 0.
 #[inline]
 fn plan_flow<'s>(
     snap: &'s Snapshot,
     key: &FlowKey,
     lref: ListenerRef,
+    seed: u64,
 ) -> Result<(&'s crate::snapshot::ServiceView, u16, FlowKey), DropReason> {
     let service = snap
         .services
@@ -1280,7 +1626,7 @@ fn plan_flow<'s>(
         .listeners
         .get(usize::from(lref.listener))
         .ok_or(DropReason::NoListener)?;
-    let hash = key.hash();
+    let hash = key.hash_with_seed(seed);
     let ti = listener.maglev.pick(hash).ok_or(DropReason::NoTarget)?;
     let target = listener
         .targets
@@ -1346,6 +1692,21 @@ fn reply_l2(bytes: &mut [u8], our_mac: [u8; 6]) {
     let peer = eth.src_addr();
     eth.set_dst_addr(peer);
     eth.set_src_addr(EthernetAddress(our_mac));
+}
+
+/// Pads a frame the appliance originates with zeros to the shortest Ethernet frame
+/// ([`MIN_FRAME_LEN`], plus the tag when `tagged`); false if it cannot grow.
+fn pad_frame<F: Frame>(frame: &mut F, tagged: bool) -> bool {
+    let min = MIN_FRAME_LEN + if tagged { vlan::TAG_LEN } else { 0 };
+    let len = frame.bytes().len();
+    if len >= min {
+        return true;
+    }
+    if !frame.set_len(min) {
+        return false;
+    }
+    frame.bytes_mut()[len..].fill(0);
+    true
 }
 
 /// Writes a RST the appliance originates, IPv4 header and TCP segment, at the front of

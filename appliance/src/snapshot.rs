@@ -21,6 +21,9 @@ use crate::fasthash::{fast_map, FastMap};
 use crate::maglev::{target_key, Maglev, MaglevBackend, MaglevError};
 use crate::rcu::Versioned;
 
+/// The MTU of a port whose MTU is not known: Ethernet's.
+pub const DEFAULT_MTU: u16 = 1500;
+
 /// IP protocol numbers the snapshot indexes.
 pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
@@ -39,6 +42,10 @@ pub struct AttachmentView {
     pub mask: u32,
     pub gateway: Option<u32>,
     pub static_neighbours: Vec<(u32, [u8; 6])>,
+    /// The port's MTU: no IP packet larger than this leaves on the attachment.
+    pub mtu: u16,
+    /// What TCP SYNs crossing the attachment have their MSS option lowered to, if anything.
+    pub mss_clamp: Option<u16>,
 }
 
 impl AttachmentView {
@@ -295,12 +302,14 @@ fn mask(prefix_len: u8) -> u32 {
 }
 
 impl Snapshot {
-    /// Builds generation `generation` from the configuration's attachments, the MACs of the
-    /// configured ports (in `[[ports]]` order) and the object `state`.
+    /// Builds generation `generation` from the configuration's attachments, the MACs and
+    /// MTUs of the configured ports (in `[[ports]]` order; a port without an MTU gets
+    /// [`DEFAULT_MTU`]) and the object `state`.
     pub fn build(
         generation: u64,
         config: &Config,
         port_macs: &[[u8; 6]],
+        port_mtus: &[u16],
         state: &State,
         handles: &mut Handles,
     ) -> Result<Snapshot, BuildError> {
@@ -336,6 +345,8 @@ impl Snapshot {
                     .iter()
                     .map(|n| (ip_u32(n.ip), n.mac.0))
                     .collect(),
+                mtu: port_mtus.get(port).copied().unwrap_or(DEFAULT_MTU),
+                mss_clamp: a.mss_clamp,
             });
         }
         let att_of = |vpc: &str| -> Result<u16, BuildError> {

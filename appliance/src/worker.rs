@@ -246,7 +246,8 @@ fn dispatch(
     tx_bufs: &mut [Vec<Mbuf>],
     handoff_bufs: &mut [Vec<Mbuf>],
 ) {
-    let v = pipe.process(snap, in_port, m, now_ms);
+    // Handed over by the worker that received it, which counted it already.
+    let v = pipe.process_handed_off(snap, in_port, m, now_ms);
     if let Err(reason) = route_verdict(v, tx_bufs, handoff_bufs) {
         pipe.counters_mut().drop(reason);
     }

@@ -34,6 +34,8 @@ int plk_pktmbuf_trim(struct rte_mbuf *m, uint16_t len) { return rte_pktmbuf_trim
 uint16_t plk_pktmbuf_headroom(const struct rte_mbuf *m) { return rte_pktmbuf_headroom(m); }
 uint16_t plk_pktmbuf_tailroom(const struct rte_mbuf *m) { return rte_pktmbuf_tailroom(m); }
 uint32_t plk_mbuf_rss_hash(const struct rte_mbuf *m) { return m->hash.rss; }
+uint32_t plk_mbuf_user_tag(const struct rte_mbuf *m) { return m->hash.usr; }
+void plk_mbuf_set_user_tag(struct rte_mbuf *m, uint32_t tag) { m->hash.usr = tag; }
 struct rte_mempool *plk_mbuf_pool(const struct rte_mbuf *m) { return m->pool; }
 
 unsigned int plk_ring_enqueue_burst(struct rte_ring *r, void *const *objs, unsigned int n)

@@ -25,6 +25,9 @@ int plk_pktmbuf_trim(struct rte_mbuf *m, uint16_t len);
 uint16_t plk_pktmbuf_headroom(const struct rte_mbuf *m);
 uint16_t plk_pktmbuf_tailroom(const struct rte_mbuf *m);
 uint32_t plk_mbuf_rss_hash(const struct rte_mbuf *m);
+/* hash.usr: "user defined tags", the same word as the RSS hash the PMD wrote at RX. */
+uint32_t plk_mbuf_user_tag(const struct rte_mbuf *m);
+void plk_mbuf_set_user_tag(struct rte_mbuf *m, uint32_t tag);
 struct rte_mempool *plk_mbuf_pool(const struct rte_mbuf *m);
 
 unsigned int plk_ring_enqueue_burst(struct rte_ring *r, void *const *objs, unsigned int n);

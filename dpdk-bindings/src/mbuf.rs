@@ -74,6 +74,22 @@ impl Mbuf {
         unsafe { ffi::plk_mbuf_rss_hash(self.raw.as_ptr()) }
     }
 
+    /// The mbuf's user tag (`hash.usr`): a word the application may keep with a packet
+    /// while it owns it. It shares its storage with the RSS hash, so it holds the hash
+    /// until [`set_user_tag`](Self::set_user_tag) is called.
+    #[inline]
+    pub fn user_tag(&self) -> u32 {
+        // SAFETY: reads a field of the mbuf we own.
+        unsafe { ffi::plk_mbuf_user_tag(self.raw.as_ptr()) }
+    }
+
+    /// Sets the user tag (and so overwrites the RSS hash).
+    #[inline]
+    pub fn set_user_tag(&mut self, tag: u32) {
+        // SAFETY: writes a plain field of the mbuf we own exclusively (&mut self).
+        unsafe { ffi::plk_mbuf_set_user_tag(self.raw.as_ptr(), tag) }
+    }
+
     /// The offload flags (`RTE_MBUF_F_*`).
     #[inline]
     pub fn offload_flags(&self) -> u64 {

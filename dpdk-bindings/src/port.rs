@@ -300,6 +300,15 @@ impl Port {
         Ok(addr.addr_bytes)
     }
 
+    /// The port's MTU: the largest IP packet it sends and receives.
+    pub fn mtu(&self) -> Result<u16, DpdkError> {
+        let mut mtu = 0u16;
+        // SAFETY: valid port id and out-pointer.
+        let rc = unsafe { ffi::rte_eth_dev_get_mtu(self.id().0, &mut mtu) };
+        DpdkError::check(|| format!("rte_eth_dev_get_mtu({})", self.name()), rc)?;
+        Ok(mtu)
+    }
+
     /// Link state without waiting.
     pub fn link(&self) -> Result<LinkStatus, DpdkError> {
         let mut link = ffi::rte_eth_link::default();

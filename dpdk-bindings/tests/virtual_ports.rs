@@ -90,6 +90,7 @@ fn packets_cross_virtual_ports_byte_exact_and_mbufs_return() {
     let mut ring_port = Port::configure("net_ring0", &cfg, &pool).expect("configure net_ring0");
     ring_port.start().expect("start");
     assert!(ring_port.link().expect("link").up);
+    assert_eq!(ring_port.mtu().expect("mtu"), 1500, "the default MTU");
     let mut rx = ring_port.rx_queue(0).unwrap();
     let mut tx = ring_port.tx_queue(0).unwrap();
     assert!(ring_port.rx_queue(0).is_err(), "a queue has one owner");
@@ -135,10 +136,14 @@ fn packets_cross_virtual_ports_byte_exact_and_mbufs_return() {
     // Worker handoff ring: SP/SC, ownership moves through it.
     let (mut prod, mut cons) = ring::spsc("bind-handoff", 64, SocketId::ANY).unwrap();
     let n_left = got.len();
+    // The user tag travels with the mbuf (the pipeline marks packets it passes on).
+    got[0].set_user_tag(0xfeed_0001);
+    assert_eq!(got[0].user_tag(), 0xfeed_0001);
     assert_eq!(prod.enqueue_burst(&mut got), n_left);
     assert_eq!(cons.len(), n_left);
     let mut back = Vec::new();
     assert_eq!(cons.dequeue_burst(&mut back, 64), n_left);
+    assert_eq!(back[0].user_tag(), 0xfeed_0001);
     drop(back);
     // Leftovers in a dropped ring are freed, not leaked.
     let mut extra = vec![fill(&pool, &frame(9, 64)), fill(&pool, &frame(10, 64))];

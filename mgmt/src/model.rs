@@ -661,7 +661,16 @@ pub struct VpcAttachment {
     /// Neighbours not resolved by ARP.
     #[serde(default)]
     pub static_neighbours: Vec<StaticNeighbour>,
+    /// Lowers the MSS option of TCP SYN and SYN-ACK segments crossing this attachment to
+    /// this value, as the cloud does ([`MSS_CLAMP_RANGE`]); none = leave it alone. A flow
+    /// gets the lower of its two attachments' clamps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mss_clamp: Option<u16>,
 }
+
+/// The MSS clamps an attachment accepts: 536 is the MSS every host must accept (RFC 9293
+/// §3.7.1), 9000 a jumbo frame's worth.
+pub const MSS_CLAMP_RANGE: std::ops::RangeInclusive<u16> = 536..=9000;
 
 /// The set of services and endpoints that a data-plane snapshot is built from, and what
 /// the management plane must remember with them (idempotency tokens, the declared objects
@@ -1107,6 +1116,15 @@ pub enum ModelError {
         /// The VLAN id given.
         vlan: u16,
     },
+    /// `<object>: mss_clamp 100 is outside 536..=9000`. Code `InvalidParameterValue`.
+    MssClampOutOfRange {
+        /// Where.
+        at: KeyPath,
+        /// About what.
+        object: Object,
+        /// The clamp given.
+        mss: u16,
+    },
     /// `<object>: address 10.1.0.1/31 leaves no room for endpoints (the prefix length must
     /// be at most 30)`. Code `InvalidParameterValue`.
     PrefixTooLong {
@@ -1214,6 +1232,7 @@ impl ModelError {
             | Self::DuplicateTarget { at, .. }
             | Self::ServiceNotFound { at, .. }
             | Self::VlanOutOfRange { at, .. }
+            | Self::MssClampOutOfRange { at, .. }
             | Self::PrefixTooLong { at, .. }
             | Self::DuplicatePortVlan { at, .. }
             | Self::NeighbourMacNotUnicast { at, .. }
@@ -1242,6 +1261,7 @@ impl ModelError {
             | Self::DuplicateTarget { object, .. }
             | Self::ServiceNotFound { object, .. }
             | Self::VlanOutOfRange { object, .. }
+            | Self::MssClampOutOfRange { object, .. }
             | Self::PrefixTooLong { object, .. }
             | Self::DuplicatePortVlan { object, .. }
             | Self::NeighbourMacNotUnicast { object, .. }
@@ -1278,6 +1298,7 @@ impl ModelError {
             | Self::ZeroPort { .. }
             | Self::DuplicateTarget { .. }
             | Self::VlanOutOfRange { .. }
+            | Self::MssClampOutOfRange { .. }
             | Self::PrefixTooLong { .. }
             | Self::DuplicatePortVlan { .. }
             | Self::NeighbourMacNotUnicast { .. }
@@ -1348,6 +1369,12 @@ impl fmt::Display for ModelError {
             }
             Self::ServiceNotFound { service, .. } => write!(f, "service {service} does not exist"),
             Self::VlanOutOfRange { vlan, .. } => write!(f, "vlan {vlan} is outside 1..=4094"),
+            Self::MssClampOutOfRange { mss, .. } => write!(
+                f,
+                "mss_clamp {mss} is outside {}..={}",
+                MSS_CLAMP_RANGE.start(),
+                MSS_CLAMP_RANGE.end()
+            ),
             Self::PrefixTooLong { address, .. } => write!(
                 f,
                 "address {address} leaves no room for endpoints \
@@ -1475,6 +1502,15 @@ pub fn validate_attachments(attachments: &[VpcAttachment]) -> Result<(), ModelEr
                     at: at.key("vlan"),
                     object,
                     vlan,
+                });
+            }
+        }
+        if let Some(mss) = att.mss_clamp {
+            if !MSS_CLAMP_RANGE.contains(&mss) {
+                return Err(ModelError::MssClampOutOfRange {
+                    at: at.key("mss_clamp"),
+                    object,
+                    mss,
                 });
             }
         }

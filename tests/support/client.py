@@ -7,6 +7,11 @@ prints one JSON object on stdout.
   keepalive HOST PORT SECONDS     one HTTP/1.1 connection, a GET every 100 ms for SECONDS
   idle-then-send HOST PORT IDLE   a GET, IDLE seconds of silence, a GET on the same connection
   raw IFACE DST_MAC SRC_MAC SRC_IP DST_IP   send the malformed-frame suite with a raw socket
+  frag-needed HOST PORT MTU       a UDP exchange, then an ICMP fragmentation-needed (next-hop
+                                  MTU MTU) about the reply, sent back to HOST as a router would
+  spoof IFACE DST_MAC SRC_MAC SRC_IP DST_IP PORT   UDP datagrams and TCP SYNs to DST_IP:PORT
+                                  from martian and our-own sources, and UDP from SRC_IP with
+                                  bad, source-route and harmless IPv4 options
 """
 import http.client
 import json
@@ -178,6 +183,73 @@ def raw(iface, dst_mac, src_mac, src_ip, dst_ip):
     out({"sent": sorted(frames)})
 
 
+def frag_needed(host, port, mtu):
+    """Path-MTU discovery seen from the consumer's side: the reply came from HOST:PORT to
+    our socket; an ICMP "fragmentation needed" about that reply (as a router between us
+    and the endpoint would send) must reach the target, translated."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(2)
+    s.sendto(b"hello", (host, port))
+    data, _ = s.recvfrom(65535)
+    me, my_port = s.getsockname()
+    if me == "0.0.0.0":
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        probe.connect((host, port))
+        me = probe.getsockname()[0]
+    # The reply as the endpoint sent it: its UDP header (checksum included) is what the
+    # quote carries; the IP header's ident and TTL are a router's to see, not ours.
+    reply = ipv4(host, me, 17, udp_seg(host, me, port, my_port, data))
+    quote = reply[:28]
+    body = struct.pack("!BBHHH", 3, 4, 0, 0, mtu) + quote
+    icmp = body[:2] + struct.pack("!H", csum(body)) + body[4:]
+    r = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    r.sendto(icmp, (host, 0))
+    out({"client": f"{me}:{my_port}", "reply": data.decode(errors="replace"), "sent": len(icmp)})
+
+
+def spoof(iface, dst_mac, src_mac, src_ip, dst_ip, port):
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    s.bind((iface, 0))
+    d = bytes.fromhex(dst_mac.replace(":", ""))
+    m = bytes.fromhex(src_mac.replace(":", ""))
+    eth = d + m + b"\x08\x00"
+    net = src_ip.rsplit(".", 1)[0]  # the consumer's /24: its network, broadcast, our .1
+    martians = ["0.0.0.0", "127.0.0.1", "224.0.0.1", "255.255.255.255", "240.0.0.1",
+                f"{net}.0", f"{net}.255", f"{net}.1", dst_ip]
+    sent = {"martian_udp": 0, "martian_syn": 0, "bad_options": 0, "source_route": 0,
+            "harmless_options": 0}
+
+    def send(frame):
+        if len(frame) < 60:
+            frame = frame + b"\0" * (60 - len(frame))
+        s.send(frame)
+        time.sleep(0.01)
+
+    for i, src in enumerate(martians):
+        send(eth + ipv4(src, dst_ip, 17, udp_seg(src, dst_ip, 41000 + i, port, b"spoofed")))
+        sent["martian_udp"] += 1
+        syn = tcp_syn(src, dst_ip, 42000 + i, 80)
+        send(eth + ipv4(src, dst_ip, 6, syn))
+        sent["martian_syn"] += 1
+    udp_ok = udp_seg(src_ip, dst_ip, 43000, port, b"options")
+    for name, opts in [("bad_options", b"\x07\x00\x00\x00"),      # length 0
+                       ("bad_options", b"\x44\xff\x00\x00"),      # length 255
+                       ("source_route", b"\x83\x07\x04\x0a\x02\x00\x0b\x00"),  # LSRR
+                       ("source_route", b"\x89\x07\x04\x0a\x02\x00\x0b\x00"),  # SSRR
+                       ("harmless_options", b"\x94\x04\x00\x00")]:  # router alert
+        ihl = 5 + len(opts) // 4
+        send(eth + ipv4(src_ip, dst_ip, 17, udp_ok, ihl=ihl, options=opts))
+        sent[name] += 1
+    out(sent)
+
+
+def tcp_syn(src, dst, sport, dport):
+    seg = struct.pack("!HHIIBBHHH", sport, dport, 1, 0, 5 << 4, 0x02, 64240, 0, 0)
+    pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!BBH", 0, 6, len(seg))
+    c = csum(pseudo + seg)
+    return seg[:16] + struct.pack("!H", c) + seg[18:]
+
+
 def main():
     mode, args = sys.argv[1], sys.argv[2:]
     if mode == "http-many":
@@ -190,6 +262,10 @@ def main():
         idle_then_send(args[0], int(args[1]), float(args[2]))
     elif mode == "raw":
         raw(*args[:5])
+    elif mode == "frag-needed":
+        frag_needed(args[0], int(args[1]), int(args[2]))
+    elif mode == "spoof":
+        spoof(*args[:5], int(args[5]))
     else:
         print(__doc__, file=sys.stderr)
         return 2

@@ -24,8 +24,15 @@ thread_local! {
     static WORLD: RefCell<World> = RefCell::new({
         let config = Config::embedded_default();
         let macs = [[2, 0, 0, 0, 0, 0xc0], [2, 0, 0, 0, 0, 0xb0]];
-        let snap = Snapshot::build(1, &config, &macs, &config.state(), &mut Handles::default())
-            .expect("demo snapshot");
+        let snap = Snapshot::build(
+            1,
+            &config,
+            &macs,
+            &[1500, 1500],
+            &config.state(),
+            &mut Handles::default(),
+        )
+        .expect("demo snapshot");
         let settings = appliance::daemon::pipeline_settings(&config, 2);
         let pipe = Pipeline::new(0, settings, Box::new(|| Some(VecFrame::new(&[]))), &snap);
         World { snap, pipe, now: 0 }

@@ -28,6 +28,7 @@ pub const CVPC: &str = "vpc-0c0000000000000c1";
 const PVPC: &str = "vpc-0b0000000000000b1";
 const OVPC: &str = "vpc-0a0000000000000a1";
 const MACS: [[u8; 6]; 2] = [[2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]];
+const MTUS: [u16; 2] = [1500, 1500];
 
 /// A fresh directory, removed on drop.
 #[derive(Debug)]
@@ -69,6 +70,7 @@ pub fn config(dir: &std::path::Path) -> Config {
         address: "10.3.0.1/24".parse().unwrap(),
         gateway: None,
         static_neighbours: vec![],
+        mss_clamp: None,
     });
     c.tables.maglev_size = 7;
     c.quotas.endpoints_per_vpc = 6;
@@ -82,13 +84,14 @@ pub fn config(dir: &std::path::Path) -> Config {
 pub fn control(config: &Config, file: StateFile) -> Control {
     let (store, _) = Store::new(config, None).unwrap();
     let mut handles = Handles::default();
-    let first = Snapshot::build(1, config, &MACS, store.state(), &mut handles).unwrap();
+    let first = Snapshot::build(1, config, &MACS, &MTUS, store.state(), &mut handles).unwrap();
     let cell = Arc::new(SnapshotCell::new(first, 0));
     Control::new(
         store,
         file,
         config.clone(),
         MACS.to_vec(),
+        MTUS.to_vec(),
         handles,
         cell,
         1,
@@ -312,7 +315,7 @@ pub fn check_in_force(ctl: &Control, config: &Config, file: &StateFile) {
     assert_eq!(disk, mem, "the state file holds what the store holds");
     let (again, _) = Store::new(config, Some(disk.clone())).expect("reloads");
     assert_eq!(again.state(), &disk, "reloads identically");
-    Snapshot::build(2, config, &MACS, &disk, &mut Handles::default()).expect("builds");
+    Snapshot::build(2, config, &MACS, &MTUS, &disk, &mut Handles::default()).expect("builds");
 }
 
 pub fn run(ops: &[(u8, u8, u64)], faults: Option<u64>) {

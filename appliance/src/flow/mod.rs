@@ -66,9 +66,9 @@ impl FlowKey {
         (a, b)
     }
 
-    /// An unkeyed, deterministic hash of the key, the same on every worker and every
-    /// appliance: this is what feeds [`Maglev::pick`](crate::maglev::Maglev::pick), so a
-    /// flow maps to the same target wherever it is handled.
+    /// An unkeyed, deterministic hash of the key ([`hash_with_seed`](Self::hash_with_seed)
+    /// with seed 0). The pipeline picks targets with the daemon's per-start seed instead,
+    /// so a client that knows this function still cannot aim at one target.
     ///
     /// Every bit of the result depends on every bit of the key (two rounds of the
     /// splitmix64 finaliser, [`mix64`]). Measured: ~2.4 ns (~6 cycles at 2.6 GHz),
@@ -80,7 +80,8 @@ impl FlowKey {
 
     /// The hash under a secret `seed`. [`FlowTable`] indexes with a random per-table seed
     /// so that a consumer who knows [`FlowKey::hash`] cannot choose source ports that all
-    /// land in one bucket (hash flooding).
+    /// land in one bucket (hash flooding); Maglev picks with one seed per start shared by
+    /// all workers, for the same reason.
     #[inline]
     pub fn hash_with_seed(&self, seed: u64) -> u64 {
         let (a, b) = self.words();
@@ -89,6 +90,18 @@ impl FlowKey {
         mix64(mix64(a ^ seed ^ KEY_HASH_K) ^ b)
     }
 }
+
+/// What flow tracking reads from a TCP segment: its flags, acknowledgement number and
+/// window field (unscaled).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TcpSeen {
+    pub flags: TcpFlags,
+    pub ack: u32,
+    pub window: u16,
+}
+
+/// A window scale nibble of [`Flow::wscale`] meaning "no option seen".
+const NO_WSCALE: u8 = 0xf;
 
 /// Index of a flow in its [`FlowTable`] (the slot number). Valid until the flow is
 /// removed; after that [`FlowTable::get`] returns `None` until a later insert reuses the
@@ -100,7 +113,9 @@ pub type FlowId = u32;
 /// Times are milliseconds on the worker's monotonic clock (any epoch, e.g. since start);
 /// idle expiry compares `last_seen_ms` with the `now_ms` given to the table.
 ///
-/// 104 bytes; laid out (`repr(C)`) with the keys first, where lookups look.
+/// 104 bytes; laid out (`repr(C)`) with the keys first, where lookups look, and the
+/// one-byte and two-byte fields after `tcp` filling what would be padding before
+/// `last_seen_ms`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(C)]
 pub struct Flow {
@@ -122,6 +137,14 @@ pub struct Flow {
     pub listener: u16,
     /// TCP state; meaningless for other protocols.
     pub tcp: TcpState,
+    /// The window scale shifts the SYNs offered (RFC 7323): the consumer's in the low
+    /// nibble, the provider's in the high one, 0xF for none.
+    pub wscale: u8,
+    /// The consumer's last window field (unscaled), at least 1; 0 = none seen yet. With
+    /// `ack_fwd`, the consumer's receive window: where a RST towards it must fall.
+    pub win_fwd: u16,
+    /// The target's last window field, as `win_fwd`.
+    pub win_rev: u16,
     /// Last packet in either direction, ms.
     pub last_seen_ms: u64,
     /// First packet, ms.
@@ -154,6 +177,9 @@ impl Flow {
             generation: 0,
             listener: 0,
             tcp: TcpState::SynSent,
+            wscale: NO_WSCALE << 4 | NO_WSCALE,
+            win_fwd: 0,
+            win_rev: 0,
             last_seen_ms: now_ms,
             created_ms: now_ms,
             packets_fwd: 0,
@@ -178,27 +204,66 @@ impl Flow {
         }
     }
 
-    /// One packet of this flow: [`touch`](Self::touch), and for TCP (`tcp` = its flags
-    /// and acknowledgement number) the state machine and the last ACK of that side.
+    /// One packet of this flow: [`touch`](Self::touch), and for TCP the state machine
+    /// and the last acknowledgement and window of that side.
     #[inline]
-    pub fn record(
-        &mut self,
-        now_ms: u64,
-        from_consumer: bool,
-        bytes: u32,
-        tcp: Option<(TcpFlags, u32)>,
-    ) {
+    pub fn record(&mut self, now_ms: u64, from_consumer: bool, bytes: u32, tcp: Option<TcpSeen>) {
         self.touch(now_ms, from_consumer, bytes);
-        if let Some((f, ack)) = tcp {
-            self.tcp = self.tcp.advance(from_consumer, f);
-            if f.ack {
+        if let Some(t) = tcp {
+            self.tcp = self.tcp.advance(from_consumer, t.flags);
+            if t.flags.ack {
+                // A zero window is kept as 1: 0 means "not seen yet".
+                let window = t.window.max(1);
                 if from_consumer {
-                    self.ack_fwd = ack;
+                    self.ack_fwd = t.ack;
+                    self.win_fwd = window;
                 } else {
-                    self.ack_rev = ack;
+                    self.ack_rev = t.ack;
+                    self.win_rev = window;
                 }
             }
         }
+    }
+
+    /// Notes the window scale shift a SYN from this side offered (None: no option).
+    #[inline]
+    pub fn note_window_scale(&mut self, from_consumer: bool, shift: Option<u8>) {
+        let nibble = shift.map_or(NO_WSCALE, |s| s.min(14));
+        self.wscale = if from_consumer {
+            (self.wscale & 0xf0) | nibble
+        } else {
+            (self.wscale & 0x0f) | nibble << 4
+        };
+    }
+
+    /// Whether a RST with sequence number `seq` from the consumer (`from_consumer`) or
+    /// the target falls in the receiver's window (RFC 5961 §3): from the receiver's last
+    /// acknowledgement to that plus its window, scaled when both SYNs offered scaling
+    /// (RFC 7323 §2.2). A receiver that has not acknowledged anything yet (a half-open
+    /// flow: the answer to a SYN) accepts any RST, as before tracking existed.
+    ///
+    /// Liberal where it must guess: the last acknowledgement seen may lag the receiver's
+    /// (in-flight data only moves it forward, into the window), and a SYN's unscaled
+    /// window is scaled like later ones.
+    #[inline]
+    pub fn rst_in_window(&self, from_consumer: bool, seq: u32) -> bool {
+        let (ack, window) = if from_consumer {
+            (self.ack_rev, self.win_rev)
+        } else {
+            (self.ack_fwd, self.win_fwd)
+        };
+        if window == 0 {
+            return true;
+        }
+        let (consumer, provider) = (self.wscale & 0x0f, self.wscale >> 4);
+        let shift = if consumer == NO_WSCALE || provider == NO_WSCALE {
+            0
+        } else if from_consumer {
+            provider
+        } else {
+            consumer
+        };
+        seq.wrapping_sub(ack) <= u32::from(window) << shift
     }
 
     /// Idle time after which this flow expires: by TCP state for TCP, `udp_ms` for UDP,
@@ -362,6 +427,49 @@ mod tests {
         for (b, &f) in flips.iter().enumerate() {
             assert!((800..1200).contains(&f), "bit {b}: {f}/{n}");
         }
+    }
+
+    fn seen(flags: TcpFlags, ack: u32, window: u16) -> Option<TcpSeen> {
+        Some(TcpSeen { flags, ack, window })
+    }
+
+    #[test]
+    fn rst_window_follows_acks_windows_and_scaling() {
+        let mut f = Flow::new(key(1), key(2), 0);
+        // Half-open: nobody acknowledged anything yet, so any RST is taken.
+        assert!(f.rst_in_window(true, 12345) && f.rst_in_window(false, 999));
+        f.note_window_scale(true, Some(7));
+        f.record(1, true, 60, seen(TcpFlags::SYN, 0, 64240));
+        // The target's SYN-ACK: it expects 1001 next, window 1000, scale 2.
+        f.note_window_scale(false, Some(2));
+        f.record(2, false, 60, seen(TcpFlags::SYN_ACK, 1001, 1000));
+        // Towards the target: 1001 ..= 1001 + 1000 << 2.
+        assert!(f.rst_in_window(true, 1001));
+        assert!(f.rst_in_window(true, 1001 + 4000));
+        assert!(!f.rst_in_window(true, 1001 + 4001));
+        assert!(!f.rst_in_window(true, 1000), "just before the window");
+        assert!(!f.rst_in_window(true, 1001 ^ 0x8000_0000));
+        // Towards the consumer: nothing acknowledged by it yet.
+        assert!(f.rst_in_window(false, 7));
+        f.record(3, true, 40, seen(TcpFlags::ACK, 5001, 500));
+        assert!(f.rst_in_window(false, 5001 + (500 << 7)));
+        assert!(!f.rst_in_window(false, 5001 + (500 << 7) + 1));
+        // Across the sequence wrap.
+        f.record(4, true, 40, seen(TcpFlags::ACK, u32::MAX - 10, 500));
+        assert!(f.rst_in_window(false, 5));
+        assert!(!f.rst_in_window(false, u32::MAX - 11));
+        // A zero window: only the next expected sequence number (and one scaled unit).
+        f.record(5, true, 40, seen(TcpFlags::ACK, 100, 0));
+        assert!(f.rst_in_window(false, 100));
+        assert!(!f.rst_in_window(false, 100 + (1 << 7) + 1));
+        // Scaling needs both sides' offers: without the target's, windows are unscaled.
+        f.note_window_scale(false, None);
+        f.record(6, true, 40, seen(TcpFlags::ACK, 100, 500));
+        assert!(f.rst_in_window(false, 600));
+        assert!(!f.rst_in_window(false, 601));
+        // Segments without ACK leave what was recorded.
+        f.record(7, true, 40, seen(TcpFlags::RST, 0, 0));
+        assert_eq!((f.ack_fwd, f.win_fwd), (100, 500));
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! TCP connection tracking for translated flows: a conntrack-lite state machine.
 //!
-//! It is *liberal*: it follows the SYN/ACK/FIN/RST flags seen in each direction and never
-//! checks sequence numbers or windows (the endpoints do that; a NAT that drops "out of
-//! window" segments breaks more connections than it protects). Its only jobs are to choose
-//! the idle timeout of a flow (short while half-open or closing, long when established) and
-//! to tell the worker when a SYN may start a fresh connection on an old 5-tuple.
+//! It is *liberal*: it follows the SYN/ACK/FIN/RST flags seen in each direction and checks
+//! no sequence number of data segments (the endpoints do that; a NAT that drops "out of
+//! window" segments breaks more connections than it protects). Its jobs are to choose the
+//! idle timeout of a flow (short while half-open or closing, long when established) and to
+//! tell the worker when a SYN may start a fresh connection on an old 5-tuple. The one
+//! sequence check is the RST's ([`super::Flow::rst_in_window`], RFC 5961 §3): a blind RST
+//! must not end a flow the endpoints would keep.
 //!
 //! "Consumer" is the side that opened the connection (the flow's forward direction);
 //! "provider" is the target answering through the SNAT address.

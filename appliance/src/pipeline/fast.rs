@@ -5,10 +5,11 @@
 //! *untouched* (the full path then decides, drops and counts exactly as before): every
 //! check and lookup happens before the first write. What it takes: an IPv4 packet
 //! without options or fragmentation, TTL above 1, a valid header checksum, a complete
-//! UDP datagram (length field = what the IP header says) or TCP segment that is not a
-//! connection request, to one of our endpoints or (replies) to a SNAT port this worker
-//! owns, of a live flow whose next hop is known without asking. Everything else (ARP,
-//! ICMP, new flows, SYNs that may reopen a flow, handoffs, unresolved neighbours,
+//! UDP datagram (length field = what the IP header says) or TCP segment without SYN or
+//! RST, to one of our endpoints or (replies) to a SNAT port this worker owns, of a live
+//! flow whose next hop is known without asking and whose egress MTU it fits. Everything
+//! else (ARP, ICMP, new flows, SYNs that may reopen a flow or carry options to clamp and
+//! note, RSTs to check against the window, handoffs, unresolved neighbours, oversize and
 //! malformed packets) takes the full path, so both paths agree by construction and the
 //! pipeline tests exercise the fast one on every established packet.
 //!
@@ -34,8 +35,8 @@ struct Parsed {
     l3: usize,
     total_len: usize,
     key: FlowKey,
-    /// TCP flags and acknowledgement number.
-    tcp: Option<(TcpFlags, u32)>,
+    /// What TCP tracking records.
+    tcp: Option<TcpSeen>,
 }
 
 /// A packet the fast path may take, after the stages that only read.
@@ -158,7 +159,7 @@ impl<F: Frame> Pipeline<F> {
     #[inline]
     fn snat_probe(&self, snap: &Snapshot, key: &FlowKey, k: u16) -> Option<u64> {
         let lref = snap.listener(key.vpc, key.dst_ip, key.proto, key.dst_port)?;
-        let (_, _, mut rev) = plan_flow(snap, key, lref).ok()?;
+        let (_, _, mut rev) = plan_flow(snap, key, lref, self.settings.flow_hash_seed).ok()?;
         rev.dst_port = self.snat_port_guess(k);
         Some(self.flows.index_hash(&rev))
     }
@@ -200,7 +201,7 @@ impl<F: Frame> Pipeline<F> {
             rev,
             hash: self.flows.index_hash(&p.key),
             head: 0,
-            new_flow: !rev && p.tcp.is_some_and(|(f, _)| f.is_connection_request()),
+            new_flow: !rev && p.tcp.is_some_and(|t| t.flags.is_connection_request()),
             snat_probe: None,
         })
     }
@@ -226,6 +227,9 @@ impl<F: Frame> Pipeline<F> {
         // The other side's key, seen from its end: its dst is our new source.
         let other = if from_consumer { flow.rev } else { flow.fwd };
         let att = snap.attachment(other.vpc)?;
+        if p.total_len > usize::from(att.mtu) {
+            return None; // too big for the egress: the full path answers or drops it
+        }
         let next_hop = att.next_hop(other.src_ip)?;
         let mac = self.neighbours.known(other.vpc, next_hop, now_ms)?;
 
@@ -294,8 +298,18 @@ fn parse(snap: &Snapshot, in_port: u16, bytes: &[u8]) -> Option<Parsed> {
             if seg.len() < TCP_HEADER || data_offset < TCP_HEADER || data_offset > seg.len() {
                 return None;
             }
-            let ack = u32::from_be_bytes([seg[8], seg[9], seg[10], seg[11]]);
-            Some((TcpFlags::from_bits(seg[13]), ack))
+            // SYN and RST segments of any kind take the full path: a SYN-ACK for its MSS
+            // and window scale, a RST for its window check (module docs).
+            if seg[13] & (TcpFlags::SYN_BIT | TcpFlags::RST_BIT) != 0
+                && !TcpFlags::from_bits(seg[13]).is_connection_request()
+            {
+                return None;
+            }
+            Some(TcpSeen {
+                flags: TcpFlags::from_bits(seg[13]),
+                ack: u32::from_be_bytes([seg[8], seg[9], seg[10], seg[11]]),
+                window: u16::from_be_bytes([seg[14], seg[15]]),
+            })
         }
         _ => return None,
     };

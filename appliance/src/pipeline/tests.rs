@@ -25,6 +25,7 @@ fn snapshot(config: &Config) -> Snapshot {
         1,
         config,
         &[MAC_C, MAC_P],
+        &[1500, 1500],
         &config.state(),
         &mut crate::snapshot::Handles::default(),
     )
@@ -583,7 +584,15 @@ fn establish(p: &mut Pipeline<VecFrame>, snap: &Snapshot, sport: u16) -> (Ipv4Ad
 fn rejecting_the_endpoint_ends_its_flows_with_rst_both_ways() {
     let mut config = Config::embedded_default();
     let mut handles = crate::snapshot::Handles::default();
-    let snap = Snapshot::build(1, &config, &[MAC_C, MAC_P], &config.state(), &mut handles).unwrap();
+    let snap = Snapshot::build(
+        1,
+        &config,
+        &[MAC_C, MAC_P],
+        &[1500, 1500],
+        &config.state(),
+        &mut handles,
+    )
+    .unwrap();
     let settings = crate::daemon::pipeline_settings(&config, 1);
     let p = Pipeline::new(0, settings, Box::new(|| Some(VecFrame::new(&[]))), &snap);
     let mut p = with_neighbours(p, &snap);
@@ -592,7 +601,15 @@ fn rejecting_the_endpoint_ends_its_flows_with_rst_both_ways() {
 
     // A new version where the provider rejected the endpoint.
     config.endpoints[0].state = mgmt::model::EndpointState::Rejected;
-    let next = Snapshot::build(2, &config, &[MAC_C, MAC_P], &config.state(), &mut handles).unwrap();
+    let next = Snapshot::build(
+        2,
+        &config,
+        &[MAC_C, MAC_P],
+        &[1500, 1500],
+        &config.state(),
+        &mut handles,
+    )
+    .unwrap();
     p.on_snapshot(&next);
     p.poll(&next, 10);
     assert_eq!(p.flows().len(), 0, "the flow ended");
@@ -643,7 +660,15 @@ fn security_groups_and_policy_refuse_new_flows_only() {
     });
     state.endpoints[0].security_group_ids = vec![sg_id];
     let mut handles = crate::snapshot::Handles::default();
-    let snap = Snapshot::build(1, &config, &[MAC_C, MAC_P], &state, &mut handles).unwrap();
+    let snap = Snapshot::build(
+        1,
+        &config,
+        &[MAC_C, MAC_P],
+        &[1500, 1500],
+        &state,
+        &mut handles,
+    )
+    .unwrap();
     let mut p: Pipeline<VecFrame> = Pipeline::new(
         0,
         crate::daemon::pipeline_settings(&config, 1),
@@ -683,7 +708,15 @@ fn security_groups_and_policy_refuse_new_flows_only() {
         {"Effect": "Allow", "Principal": "*"},
         {"Effect": "Deny", "Principal": "*", "SourceCidr": ["10.1.0.10/32"]}
     ]}));
-    let next = Snapshot::build(2, &config, &[MAC_C, MAC_P], &state, &mut handles).unwrap();
+    let next = Snapshot::build(
+        2,
+        &config,
+        &[MAC_C, MAC_P],
+        &[1500, 1500],
+        &state,
+        &mut handles,
+    )
+    .unwrap();
     let again = tcp(CLIENT, 42002, ENDPOINT, 80, syn(), 1, 0, MAC_C, CLIENT_MAC);
     assert!(matches!(
         p.process(&next, CONSUMER_PORT, VecFrame::new(&again), 1),
@@ -719,7 +752,8 @@ fn fragmentation_needed_from_the_provider_side_reaches_the_consumer_translated()
     let mut f = eth(MAC_P, TARGET_MAC, 0x0800);
     let mut l3 = vec![0u8; 20];
     Ipv4Repr {
-        src_addr: Ipv4Addr::new(10, 2, 0, 1),
+        // A router on the provider's side (not 10.2.0.1: that is our own address).
+        src_addr: Ipv4Addr::new(10, 2, 0, 254),
         dst_addr: SNAT,
         protocol: IpProtocol::ICMP,
         payload_len: icmp.len(),
@@ -1192,4 +1226,1186 @@ fn usage_reports_add_up_active_flows_and_send_only_changed_endpoints() {
     let next = p.take_report().expect("another sweep");
     assert!(next.changed.is_empty());
     assert!(next.started_ms >= 301);
+}
+
+// --- issue 9: ICMP errors, MTU, MSS, martians, options, RST window, small items -------
+
+/// A pipeline over `snap` (built from `config`) with the client and targets known.
+fn pipeline_on(config: &Config, snap: &Snapshot, workers: u16, id: u16) -> Pipeline<VecFrame> {
+    let mut settings = crate::daemon::pipeline_settings(config, workers);
+    settings.flow_capacity = 1024;
+    let p = Pipeline::new(id, settings, Box::new(|| Some(VecFrame::new(&[]))), snap);
+    with_neighbours(p, snap)
+}
+
+fn snapshot_with_mtus(config: &Config, mtus: [u16; 2]) -> Snapshot {
+    Snapshot::build(
+        1,
+        config,
+        &[MAC_C, MAC_P],
+        &mtus,
+        &config.state(),
+        &mut crate::snapshot::Handles::default(),
+    )
+    .expect("snapshot")
+}
+
+/// A UDP datagram with `payload_len` bytes of payload; DF as given.
+#[allow(clippy::too_many_arguments)]
+fn udp_sized(
+    src: Ipv4Addr,
+    sport: u16,
+    dst: Ipv4Addr,
+    dport: u16,
+    payload_len: usize,
+    df: bool,
+    dst_mac: [u8; 6],
+    src_mac: [u8; 6],
+) -> Vec<u8> {
+    let mut f = eth(dst_mac, src_mac, 0x0800);
+    let mut l3 = vec![0x5au8; 28 + payload_len];
+    UdpRepr {
+        src_port: sport,
+        dst_port: dport,
+    }
+    .emit(&mut l3[20..], src, dst, payload_len)
+    .unwrap();
+    Ipv4Repr {
+        src_addr: src,
+        dst_addr: dst,
+        protocol: IpProtocol::UDP,
+        payload_len: 8 + payload_len,
+        ttl: 64,
+    }
+    .emit(&mut l3)
+    .unwrap();
+    if !df {
+        let mut ip = Ipv4Packet::new_unchecked(&mut l3[..]);
+        ip.set_dont_frag(false);
+        ip.fill_checksum();
+    }
+    f.extend_from_slice(&l3);
+    f
+}
+
+/// An ICMP error of `icmp_type`/`code` from `from` to `to` quoting the IPv4 packet of
+/// `quoted_frame` (an Ethernet frame), with a valid checksum.
+#[allow(clippy::too_many_arguments)]
+fn icmp_error(
+    from: Ipv4Addr,
+    to: Ipv4Addr,
+    icmp_type: u8,
+    code: u8,
+    mtu: u16,
+    quoted_frame: &[u8],
+    dst_mac: [u8; 6],
+    src_mac: [u8; 6],
+) -> Vec<u8> {
+    let quote = &quoted_frame[14..14 + 28];
+    let mut icmp = vec![0u8; 8 + quote.len()];
+    icmp[8..].copy_from_slice(quote);
+    {
+        let mut m = Icmpv4Packet::new_unchecked(&mut icmp[..]);
+        m.set_msg_type(Icmpv4Type(icmp_type));
+        m.set_code(code);
+        m.set_rest_of_header([0, 0, 0, 0]);
+        m.set_next_hop_mtu(mtu);
+        m.fill_checksum();
+    }
+    let mut f = eth(dst_mac, src_mac, 0x0800);
+    let mut l3 = vec![0u8; 20];
+    Ipv4Repr {
+        src_addr: from,
+        dst_addr: to,
+        protocol: IpProtocol::ICMP,
+        payload_len: icmp.len(),
+        ttl: 64,
+    }
+    .emit(&mut l3)
+    .unwrap();
+    f.extend_from_slice(&l3);
+    f.extend_from_slice(&icmp);
+    f
+}
+
+/// A UDP flow from the client's `sport` through `p`: (target, SNAT port, the target's
+/// reply as it left towards the client).
+fn udp_flow(p: &mut Pipeline<VecFrame>, snap: &Snapshot, sport: u16) -> (Ipv4Addr, u16, Vec<u8>) {
+    let f = udp(CLIENT, sport, ENDPOINT, 9000, MAC_C, CLIENT_MAC);
+    let (_, out) = tx(p.process(snap, CONSUMER_PORT, VecFrame::new(&f), 1));
+    let ip = ip_of(&out);
+    let (target, snat_port) = (
+        ip.dst_addr(),
+        UdpPacket::new_checked(ip.payload()).unwrap().src_port(),
+    );
+    let r = udp(target, 9000, SNAT, snat_port, MAC_P, TARGET_MAC);
+    let (_, back) = tx(p.process(snap, PROVIDER_PORT, VecFrame::new(&r), 2));
+    (target, snat_port, back)
+}
+
+const CONSUMER_ROUTER: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 254);
+
+#[test]
+fn consumer_side_icmp_errors_reach_the_target_translated() {
+    let config = Config::embedded_default();
+    let (mut p, snap) = pipeline(&config, 1, 0);
+    let (target, snat_port, back) = udp_flow(&mut p, &snap, 5400);
+    // What the target sent: its UDP checksum is what the quote must carry again.
+    let sent = udp(target, 9000, SNAT, snat_port, MAC_P, TARGET_MAC);
+    let sent_udp_csum = [sent[14 + 26], sent[14 + 27]];
+    for (icmp_type, code, mtu) in [(3u8, 4u8, 1280u16), (3, 3, 0), (11, 0, 0)] {
+        // A router on the consumer's side reports about our packet endpoint → client.
+        let e = icmp_error(
+            CONSUMER_ROUTER,
+            ENDPOINT,
+            icmp_type,
+            code,
+            mtu,
+            &back,
+            MAC_C,
+            CLIENT_MAC,
+        );
+        let (port, out) = tx(p.process(&snap, CONSUMER_PORT, VecFrame::new(&e), 3));
+        assert_eq!(port, PROVIDER_PORT, "type {icmp_type} code {code}");
+        assert_eq!(&out[0..6], &TARGET_MAC);
+        let ip = ip_of(&out);
+        assert!(ip.verify_checksum());
+        assert_eq!((ip.src_addr(), ip.dst_addr()), (SNAT, target));
+        assert_eq!(ip.ttl(), 63);
+        let msg = Icmpv4Packet::new_checked(ip.payload()).unwrap();
+        assert!(msg.verify_checksum());
+        assert_eq!((msg.msg_type().0, msg.code()), (icmp_type, code));
+        if code == 4 {
+            assert_eq!(msg.next_hop_mtu(), 1280, "the MTU reaches the target");
+        }
+        let q = msg.quote().unwrap();
+        assert!(q.verify_checksum(), "quoted header consistent");
+        assert_eq!(
+            (q.src_addr(), q.dst_addr()),
+            (target, SNAT),
+            "the packet as the target sent it"
+        );
+        let ports = q.payload();
+        assert_eq!(u16::from_be_bytes([ports[0], ports[1]]), 9000);
+        assert_eq!(u16::from_be_bytes([ports[2], ports[3]]), snat_port);
+        assert_eq!(
+            [ports[6], ports[7]],
+            sent_udp_csum,
+            "the quoted UDP checksum is the target's own"
+        );
+    }
+    assert_eq!(p.counters().icmp_errors_translated, 3);
+    assert_eq!(p.counters().dropped(DropReason::IcmpUnsupported), 0);
+
+    // An error about no flow of ours is dropped; so is one with a bad checksum (both
+    // directions), before anything in it is believed.
+    let stranger = udp(ENDPOINT, 9000, CLIENT, 5401, CLIENT_MAC, MAC_C);
+    let e = icmp_error(
+        CONSUMER_ROUTER,
+        ENDPOINT,
+        3,
+        4,
+        1280,
+        &stranger,
+        MAC_C,
+        CLIENT_MAC,
+    );
+    assert!(matches!(
+        p.process(&snap, CONSUMER_PORT, VecFrame::new(&e), 4),
+        Verdict::Done
+    ));
+    assert_eq!(p.counters().dropped(DropReason::NoFlow), 1);
+    let mut bad = icmp_error(
+        CONSUMER_ROUTER,
+        ENDPOINT,
+        3,
+        4,
+        1280,
+        &back,
+        MAC_C,
+        CLIENT_MAC,
+    );
+    let last = bad.len() - 1;
+    bad[last] ^= 0x10;
+    assert!(matches!(
+        p.process(&snap, CONSUMER_PORT, VecFrame::new(&bad), 5),
+        Verdict::Done
+    ));
+    let to_target = udp(SNAT, snat_port, target, 9000, TARGET_MAC, MAC_P);
+    let mut bad = icmp_error(
+        Ipv4Addr::new(10, 2, 0, 254),
+        SNAT,
+        3,
+        4,
+        1280,
+        &to_target,
+        MAC_P,
+        TARGET_MAC,
+    );
+    let last = bad.len() - 1;
+    bad[last] ^= 0x10;
+    assert!(matches!(
+        p.process(&snap, PROVIDER_PORT, VecFrame::new(&bad), 5),
+        Verdict::Done
+    ));
+    assert_eq!(p.counters().dropped(DropReason::BadChecksum), 2);
+    assert_eq!(p.counters().icmp_errors_translated, 3);
+}
+
+/// RSS puts a consumer-side error on any worker's queue: it goes round the workers to
+/// the flow's owner, and is dropped once all of them have said no.
+#[test]
+fn consumer_side_icmp_errors_find_the_owning_worker() {
+    let config = Config::embedded_default();
+    let snap = snapshot(&config);
+    let mut workers: Vec<Pipeline<VecFrame>> =
+        (0..3).map(|i| pipeline_on(&config, &snap, 3, i)).collect();
+    let (target, _, back) = udp_flow(&mut workers[2], &snap, 5500);
+    let e = icmp_error(
+        CONSUMER_ROUTER,
+        ENDPOINT,
+        3,
+        4,
+        1280,
+        &back,
+        MAC_C,
+        CLIENT_MAC,
+    );
+    // Worker 1 receives it: 1 → 2, which owns the flow.
+    let f = match workers[1].process(&snap, CONSUMER_PORT, VecFrame::new(&e), 3) {
+        Verdict::Handoff(2, f) => f,
+        other => panic!("expected a handoff to worker 2, got {other:?}"),
+    };
+    let rx = workers[2].counters().rx_packets;
+    let (port, out) = tx(workers[2].process_handed_off(&snap, CONSUMER_PORT, f, 3));
+    assert_eq!(port, PROVIDER_PORT);
+    assert_eq!(ip_of(&out).dst_addr(), target);
+    assert_eq!(
+        workers[2].counters().rx_packets,
+        rx,
+        "counted once, by worker 1"
+    );
+
+    // About a flow nobody has: 0 → 1 → 2, and 2 (the one before 0) drops it.
+    let stranger = udp(ENDPOINT, 9000, CLIENT, 5501, CLIENT_MAC, MAC_C);
+    let e = icmp_error(
+        CONSUMER_ROUTER,
+        ENDPOINT,
+        3,
+        4,
+        1280,
+        &stranger,
+        MAC_C,
+        CLIENT_MAC,
+    );
+    let mut v = workers[0].process(&snap, CONSUMER_PORT, VecFrame::new(&e), 4);
+    let mut hops = vec![0u16];
+    while let Verdict::Handoff(w, f) = v {
+        hops.push(w);
+        v = workers[usize::from(w)].process_handed_off(&snap, CONSUMER_PORT, f, 4);
+    }
+    assert!(matches!(v, Verdict::Done));
+    assert_eq!(hops, [0, 1, 2]);
+    let no_flow: u64 = workers
+        .iter()
+        .map(|w| w.counters().dropped(DropReason::NoFlow))
+        .sum();
+    assert_eq!(no_flow, 1, "dropped once");
+    // One worker: nobody to ask.
+    let (mut one, _) = pipeline(&config, 1, 0);
+    assert!(matches!(
+        one.process(&snap, CONSUMER_PORT, VecFrame::new(&e), 4),
+        Verdict::Done
+    ));
+    assert_eq!(one.counters().dropped(DropReason::NoFlow), 1);
+}
+
+/// RFC 1191 both ways: a DF packet larger than the egress MTU gets fragmentation needed
+/// with that MTU from our address on its way in; without DF it is dropped as too big.
+#[test]
+fn oversize_packets_get_fragmentation_needed_or_are_dropped() {
+    let config = Config::embedded_default();
+    let snap = snapshot_with_mtus(&config, [1450, 1400]);
+    let mut p = pipeline_on(&config, &snap, 1, 0);
+    // Consumer → provider (MTU 1400): 1400 bytes fit, 1401 do not.
+    let fits = udp_sized(CLIENT, 5600, ENDPOINT, 9000, 1372, true, MAC_C, CLIENT_MAC);
+    let (port, out) = tx(p.process(&snap, CONSUMER_PORT, VecFrame::new(&fits), 1));
+    assert_eq!((port, out.len()), (PROVIDER_PORT, 14 + 1400));
+    let target = ip_of(&out).dst_addr();
+    let snat_port = UdpPacket::new_checked(ip_of(&out).payload())
+        .unwrap()
+        .src_port();
+    let big = udp_sized(CLIENT, 5600, ENDPOINT, 9000, 1373, true, MAC_C, CLIENT_MAC);
+    let (port, icmp) = tx(p.process(&snap, CONSUMER_PORT, VecFrame::new(&big), 2));
+    assert_eq!(port, CONSUMER_PORT);
+    assert_eq!(&icmp[0..6], &CLIENT_MAC);
+    let ip = ip_of(&icmp);
+    assert!(ip.verify_checksum());
+    assert_eq!(
+        (ip.src_addr(), ip.dst_addr()),
+        (Ipv4Addr::new(10, 1, 0, 1), CLIENT)
+    );
+    let msg = Icmpv4Packet::new_checked(ip.payload()).unwrap();
+    assert!(msg.verify_checksum());
+    assert_eq!(
+        (msg.msg_type(), msg.code()),
+        (Icmpv4Type::DST_UNREACHABLE, 4)
+    );
+    assert_eq!(msg.next_hop_mtu(), 1400);
+    let q = msg.quote().unwrap();
+    assert_eq!(
+        (q.src_addr(), q.dst_addr(), q.total_len()),
+        (CLIENT, ENDPOINT, 1401),
+        "the packet as the client sent it"
+    );
+    assert_eq!(p.counters().dropped(DropReason::FragNeeded), 1);
+    assert_eq!(p.counters().icmp_errors_sent, 1);
+    // Without DF: dropped, nothing sent.
+    let big = udp_sized(CLIENT, 5600, ENDPOINT, 9000, 1373, false, MAC_C, CLIENT_MAC);
+    assert!(matches!(
+        p.process(&snap, CONSUMER_PORT, VecFrame::new(&big), 3),
+        Verdict::Done
+    ));
+    assert_eq!(p.counters().dropped(DropReason::TooBig), 1);
+    assert_eq!(p.drain_emitted().count(), 0);
+
+    // Provider → consumer (MTU 1450), through the burst path too: the fast path must not
+    // forward what does not fit.
+    let reply = |len| udp_sized(target, 9000, SNAT, snat_port, len, true, MAC_P, TARGET_MAC);
+    let mut burst = vec![
+        VecFrame::new(&reply(1422)),
+        VecFrame::new(&reply(1423)),
+        VecFrame::new(&reply(10)),
+    ];
+    let mut verdicts = Vec::new();
+    p.process_burst(&snap, PROVIDER_PORT, &mut burst, 4, &mut |v| {
+        verdicts.push(tx(v))
+    });
+    assert_eq!(verdicts[0].0, CONSUMER_PORT, "1450 bytes fit");
+    assert_eq!(verdicts[0].1.len(), 14 + 1450);
+    let (port, icmp) = &verdicts[1];
+    assert_eq!(*port, PROVIDER_PORT, "the answer goes back to the target");
+    let ip = ip_of(icmp);
+    assert_eq!(
+        (ip.src_addr(), ip.dst_addr()),
+        (Ipv4Addr::new(10, 2, 0, 1), target)
+    );
+    let msg = Icmpv4Packet::new_checked(ip.payload()).unwrap();
+    assert_eq!(msg.next_hop_mtu(), 1450);
+    assert_eq!(verdicts[2].0, CONSUMER_PORT);
+    assert_eq!(p.counters().dropped(DropReason::FragNeeded), 2);
+}
+
+/// A TCP segment with the given options (a multiple of 4 bytes) after its header.
+#[allow(clippy::too_many_arguments)]
+fn tcp_with_options(
+    src: Ipv4Addr,
+    sport: u16,
+    dst: Ipv4Addr,
+    dport: u16,
+    flags: WireTcpFlags,
+    seq: u32,
+    ack: u32,
+    options: &[u8],
+    dst_mac: [u8; 6],
+    src_mac: [u8; 6],
+) -> Vec<u8> {
+    let mut f = eth(dst_mac, src_mac, 0x0800);
+    let tcp_len = 20 + options.len();
+    let mut l3 = vec![0u8; 20 + tcp_len];
+    {
+        let mut t = TcpPacket::new_unchecked(&mut l3[20..]);
+        t.set_src_port(sport);
+        t.set_dst_port(dport);
+        t.set_seq_number(seq);
+        t.set_ack_number(ack);
+        t.set_header_len(u8::try_from(tcp_len).unwrap());
+        t.set_flags(flags);
+        t.set_window_len(64240);
+    }
+    l3[40..].copy_from_slice(options);
+    TcpPacket::new_unchecked(&mut l3[20..]).fill_checksum(src, dst);
+    Ipv4Repr {
+        src_addr: src,
+        dst_addr: dst,
+        protocol: IpProtocol::TCP,
+        payload_len: tcp_len,
+        ttl: 64,
+    }
+    .emit(&mut l3)
+    .unwrap();
+    f.extend_from_slice(&l3);
+    f
+}
+
+/// MSS 1460, NOP, window scale 7.
+const SYN_OPTIONS: [u8; 8] = [2, 4, 0x05, 0xb4, 1, 3, 3, 7];
+
+fn mss_of(frame: &[u8]) -> Option<u16> {
+    let ip = ip_of(frame);
+    let seg = TcpPacket::new_checked(ip.payload()).unwrap();
+    assert!(seg.verify_checksum(ip.src_addr(), ip.dst_addr()));
+    seg.syn_options().mss.map(|(m, _)| m)
+}
+
+#[test]
+fn mss_is_clamped_on_syn_and_syn_ack_to_the_lower_clamp() {
+    let mut config = Config::embedded_default();
+    config.vpcs[0].mss_clamp = Some(1300);
+    config.vpcs[1].mss_clamp = Some(1200);
+    let (mut p, snap) = pipeline(&config, 1, 0);
+    let syn = tcp_with_options(
+        CLIENT,
+        44000,
+        ENDPOINT,
+        80,
+        WireTcpFlags::SYN,
+        1,
+        0,
+        &SYN_OPTIONS,
+        MAC_C,
+        CLIENT_MAC,
+    );
+    let (_, out) = tx(p.process(&snap, CONSUMER_PORT, VecFrame::new(&syn), 1));
+    assert_eq!(mss_of(&out), Some(1200), "the lower of the two clamps");
+    let ip = ip_of(&out);
+    let target = ip.dst_addr();
+    let snat_port = TcpPacket::new_checked(ip.payload()).unwrap().src_port();
+    let syn_ack = tcp_with_options(
+        target,
+        8080,
+        SNAT,
+        snat_port,
+        WireTcpFlags::SYN | WireTcpFlags::ACK,
+        100,
+        2,
+        &SYN_OPTIONS,
+        MAC_P,
+        TARGET_MAC,
+    );
+    let (port, back) = tx(p.process(&snap, PROVIDER_PORT, VecFrame::new(&syn_ack), 2));
+    assert_eq!(port, CONSUMER_PORT);
+    assert_eq!(mss_of(&back), Some(1200), "SYN-ACKs too");
+    // A smaller MSS stays as it is; data segments are not touched.
+    let small = [2, 4, 0x02, 0x18, 1, 1, 1, 0];
+    let syn = tcp_with_options(
+        CLIENT,
+        44001,
+        ENDPOINT,
+        80,
+        WireTcpFlags::SYN,
+        1,
+        0,
+        &small,
+        MAC_C,
+        CLIENT_MAC,
+    );
+    let (_, out) = tx(p.process(&snap, CONSUMER_PORT, VecFrame::new(&syn), 3));
+    assert_eq!(mss_of(&out), Some(536));
+
+    // Without clamps the option passes unchanged.
+    let config = Config::embedded_default();
+    let (mut p, snap) = pipeline(&config, 1, 0);
+    let syn = tcp_with_options(
+        CLIENT,
+        44002,
+        ENDPOINT,
+        80,
+        WireTcpFlags::SYN,
+        1,
+        0,
+        &SYN_OPTIONS,
+        MAC_C,
+        CLIENT_MAC,
+    );
+    let (_, out) = tx(p.process(&snap, CONSUMER_PORT, VecFrame::new(&syn), 1));
+    assert_eq!(mss_of(&out), Some(1460));
+}
+
+#[test]
+fn martian_sources_create_no_flow_and_get_no_answer() {
+    let config = Config::embedded_default();
+    let (mut p, snap) = pipeline(&config, 1, 0);
+    let martians = [
+        Ipv4Addr::new(0, 0, 0, 0),
+        Ipv4Addr::new(0, 1, 2, 3),
+        Ipv4Addr::new(127, 0, 0, 1),
+        Ipv4Addr::new(224, 0, 0, 1),
+        Ipv4Addr::new(239, 255, 255, 250),
+        Ipv4Addr::new(240, 0, 0, 1),
+        Ipv4Addr::new(255, 255, 255, 255),
+        Ipv4Addr::new(10, 1, 0, 0),   // the prefix's network address
+        Ipv4Addr::new(10, 1, 0, 255), // its broadcast address
+        Ipv4Addr::new(10, 1, 0, 1),   // the appliance's own address
+        ENDPOINT,                     // the endpoint's own address
+    ];
+    for (i, src) in martians.iter().enumerate() {
+        let sport = 45000 + u16::try_from(i).unwrap();
+        let syn = tcp(*src, sport, ENDPOINT, 80, syn(), 1, 0, MAC_C, CLIENT_MAC);
+        assert!(
+            matches!(
+                p.process(&snap, CONSUMER_PORT, VecFrame::new(&syn), 1),
+                Verdict::Done
+            ),
+            "{src}"
+        );
+        // A stray ACK would otherwise be answered with a RST, UDP would open a flow.
+        let ack = tcp(
+            *src,
+            sport,
+            ENDPOINT,
+            80,
+            WireTcpFlags::ACK,
+            1,
+            1,
+            MAC_C,
+            CLIENT_MAC,
+        );
+        let u = udp(*src, sport, ENDPOINT, 9000, MAC_C, CLIENT_MAC);
+        for f in [ack, u] {
+            assert!(matches!(
+                p.process(&snap, CONSUMER_PORT, VecFrame::new(&f), 1),
+                Verdict::Done
+            ));
+        }
+    }
+    let n = u64::try_from(martians.len()).unwrap();
+    assert_eq!(p.counters().dropped(DropReason::MartianSource), 3 * n);
+    assert_eq!(p.flows().len(), 0);
+    assert_eq!(p.counters().rst_sent, 0);
+    assert_eq!(p.drain_emitted().count(), 0);
+
+    // Ping from a martian (to the endpoint, to our own address) is not answered either.
+    let ping = |src: Ipv4Addr, dst: Ipv4Addr| {
+        let mut icmp = [8u8, 0, 0, 0, 0x12, 0x34, 0, 1];
+        Icmpv4Packet::new_unchecked(&mut icmp[..]).fill_checksum();
+        let mut f = eth(MAC_C, CLIENT_MAC, 0x0800);
+        let mut l3 = vec![0u8; 20];
+        Ipv4Repr {
+            src_addr: src,
+            dst_addr: dst,
+            protocol: IpProtocol::ICMP,
+            payload_len: 8,
+            ttl: 64,
+        }
+        .emit(&mut l3)
+        .unwrap();
+        f.extend_from_slice(&l3);
+        f.extend_from_slice(&icmp);
+        f
+    };
+    for dst in [ENDPOINT, Ipv4Addr::new(10, 1, 0, 1)] {
+        assert!(matches!(
+            p.process(
+                &snap,
+                CONSUMER_PORT,
+                VecFrame::new(&ping(Ipv4Addr::new(127, 0, 0, 1), dst)),
+                2
+            ),
+            Verdict::Done
+        ));
+        let (port, _) = tx(p.process(&snap, CONSUMER_PORT, VecFrame::new(&ping(CLIENT, dst)), 2));
+        assert_eq!(port, CONSUMER_PORT);
+    }
+    assert_eq!(p.counters().dropped(DropReason::MartianSource), 3 * n + 2);
+    assert_eq!(p.counters().echo_replies, 2);
+    // A real client still gets through.
+    let ok = tcp(CLIENT, 45100, ENDPOINT, 80, syn(), 1, 0, MAC_C, CLIENT_MAC);
+    tx(p.process(&snap, CONSUMER_PORT, VecFrame::new(&ok), 3));
+    assert_eq!(p.flows().len(), 1);
+    // An ICMP error "from" a martian about a real flow is not believed either.
+    let (_, _, back) = udp_flow(&mut p, &snap, 45101);
+    let e = icmp_error(
+        Ipv4Addr::new(127, 0, 0, 1),
+        ENDPOINT,
+        3,
+        4,
+        576,
+        &back,
+        MAC_C,
+        CLIENT_MAC,
+    );
+    assert!(matches!(
+        p.process(&snap, CONSUMER_PORT, VecFrame::new(&e), 4),
+        Verdict::Done
+    ));
+    assert_eq!(p.counters().dropped(DropReason::MartianSource), 3 * n + 3);
+    assert_eq!(p.counters().icmp_errors_translated, 0);
+}
+
+/// `frame` (an IPv4 frame without options) with `options` added to its IPv4 header.
+fn with_ip_options(frame: &[u8], options: &[u8]) -> Vec<u8> {
+    assert_eq!(options.len() % 4, 0);
+    let mut g = frame[..34].to_vec();
+    g.extend_from_slice(options);
+    g.extend_from_slice(&frame[34..]);
+    g[14] = 0x45 + u8::try_from(options.len() / 4).unwrap();
+    let total = u16::from_be_bytes([g[16], g[17]]) + u16::try_from(options.len()).unwrap();
+    g[16..18].copy_from_slice(&total.to_be_bytes());
+    Ipv4Packet::new_unchecked(&mut g[14..]).fill_checksum();
+    g
+}
+
+#[test]
+fn bad_and_source_route_ip_options_are_dropped_harmless_ones_forwarded() {
+    let config = Config::embedded_default();
+    let (mut p, snap) = pipeline(&config, 1, 0);
+    let base = udp(CLIENT, 5700, ENDPOINT, 9000, MAC_C, CLIENT_MAC);
+    for (options, reason) in [
+        (&[0x07, 0x00, 0x00, 0x00][..], DropReason::BadIpOptions), // length 0
+        (&[0x07, 0x01, 0x00, 0x00][..], DropReason::BadIpOptions), // length 1
+        (&[0x44, 0xff, 0x00, 0x00][..], DropReason::BadIpOptions), // length 255
+        (&[0x01, 0x01, 0x01, 0x94][..], DropReason::BadIpOptions), // no length byte
+        (
+            &[0x83, 0x07, 0x04, 10, 2, 0, 11, 0][..],
+            DropReason::SourceRoute,
+        ), // LSRR
+        (
+            &[0x01, 0x89, 0x07, 0x04, 10, 2, 0, 11][..],
+            DropReason::SourceRoute,
+        ), // SSRR
+    ] {
+        let f = with_ip_options(&base, options);
+        let before = p.counters().dropped(reason);
+        assert!(
+            matches!(
+                p.process(&snap, CONSUMER_PORT, VecFrame::new(&f), 1),
+                Verdict::Done
+            ),
+            "{options:02x?}"
+        );
+        assert_eq!(p.counters().dropped(reason), before + 1, "{options:02x?}");
+    }
+    assert_eq!(p.flows().len(), 0, "none of them opened a flow");
+    // Router alert, record route and a timestamp pass, options and all.
+    for options in [
+        &[0x94, 0x04, 0x00, 0x00][..],
+        &[0x07, 0x07, 0x04, 0, 0, 0, 0, 0][..],
+        &[0x44, 0x04, 0x05, 0x00][..],
+    ] {
+        let f = with_ip_options(&base, options);
+        let (port, out) = tx(p.process(&snap, CONSUMER_PORT, VecFrame::new(&f), 2));
+        assert_eq!(port, PROVIDER_PORT);
+        assert_eq!(&out[34..34 + options.len()], options);
+        assert!(ip_of(&out).verify_checksum());
+    }
+    // The provider side is checked too.
+    let (target, snat_port, _) = udp_flow(&mut p, &snap, 5701);
+    let r = udp(target, 9000, SNAT, snat_port, MAC_P, TARGET_MAC);
+    let r = with_ip_options(&r, &[0x83, 0x07, 0x04, 10, 1, 0, 10, 0]);
+    assert!(matches!(
+        p.process(&snap, PROVIDER_PORT, VecFrame::new(&r), 3),
+        Verdict::Done
+    ));
+    assert_eq!(p.counters().dropped(DropReason::SourceRoute), 3);
+}
+
+fn flow_state(p: &Pipeline<VecFrame>, sport: u16) -> crate::flow::TcpState {
+    let id = p
+        .flows()
+        .lookup_forward(&FlowKey {
+            src_ip: CLIENT.into(),
+            dst_ip: ENDPOINT.into(),
+            src_port: sport,
+            dst_port: 80,
+            vpc: 0,
+            proto: PROTO_TCP,
+        })
+        .expect("flow");
+    p.flows().get(id).unwrap().tcp
+}
+
+#[test]
+fn rst_outside_the_window_is_dropped_and_the_flow_stays() {
+    let config = Config::embedded_default();
+    let (mut p, snap) = pipeline(&config, 1, 0);
+    // establish(): the target expects 1001 next (window 1000), the client 5001 (1000).
+    let (target, snat_port) = establish(&mut p, &snap, 46000);
+    assert!(flow_state(&p, 46000).is_established());
+    let from_client = |seq| {
+        tcp(
+            CLIENT,
+            46000,
+            ENDPOINT,
+            80,
+            WireTcpFlags::RST,
+            seq,
+            0,
+            MAC_C,
+            CLIENT_MAC,
+        )
+    };
+    let from_target = |seq| {
+        tcp(
+            target,
+            8080,
+            SNAT,
+            snat_port,
+            WireTcpFlags::RST | WireTcpFlags::ACK,
+            seq,
+            1001,
+            MAC_P,
+            TARGET_MAC,
+        )
+    };
+    let mut burst: Vec<VecFrame> = [
+        from_client(1001 + 1001),
+        from_client(1000),
+        from_client(0x8000_0000),
+    ]
+    .iter()
+    .map(|f| VecFrame::new(f))
+    .collect();
+    p.process_burst(&snap, CONSUMER_PORT, &mut burst, 3, &mut |v| {
+        assert!(matches!(v, Verdict::Done), "blind RSTs are not forwarded")
+    });
+    for seq in [5001 + 1001, 5000, 42] {
+        assert!(matches!(
+            p.process(&snap, PROVIDER_PORT, VecFrame::new(&from_target(seq)), 3),
+            Verdict::Done
+        ));
+    }
+    assert_eq!(p.counters().dropped(DropReason::RstOutOfWindow), 6);
+    assert!(
+        flow_state(&p, 46000).is_established(),
+        "the flow is untouched"
+    );
+    // Data still flows both ways.
+    let data = tcp(
+        CLIENT,
+        46000,
+        ENDPOINT,
+        80,
+        WireTcpFlags::ACK,
+        1001,
+        5001,
+        MAC_C,
+        CLIENT_MAC,
+    );
+    tx(p.process(&snap, CONSUMER_PORT, VecFrame::new(&data), 4));
+    // In the window (at the right edge): forwarded, and it ends the flow.
+    let (port, out) = tx(p.process(
+        &snap,
+        PROVIDER_PORT,
+        VecFrame::new(&from_target(5001 + 1000)),
+        5,
+    ));
+    assert_eq!(port, CONSUMER_PORT);
+    assert!(TcpPacket::new_checked(ip_of(&out).payload()).unwrap().rst());
+    assert_eq!(flow_state(&p, 46000), crate::flow::TcpState::Closed);
+    assert_eq!(p.counters().dropped(DropReason::RstOutOfWindow), 6);
+
+    // A RST answering a SYN (the target's port is closed) has no window to fall in yet.
+    let s = tcp(CLIENT, 46001, ENDPOINT, 80, syn(), 77, 0, MAC_C, CLIENT_MAC);
+    let (_, out) = tx(p.process(&snap, CONSUMER_PORT, VecFrame::new(&s), 6));
+    let ip = ip_of(&out);
+    let port2 = TcpPacket::new_checked(ip.payload()).unwrap().src_port();
+    let refused = tcp(
+        ip.dst_addr(),
+        8080,
+        SNAT,
+        port2,
+        WireTcpFlags::RST | WireTcpFlags::ACK,
+        0,
+        78,
+        MAC_P,
+        TARGET_MAC,
+    );
+    let (port, _) = tx(p.process(&snap, PROVIDER_PORT, VecFrame::new(&refused), 7));
+    assert_eq!(port, CONSUMER_PORT);
+}
+
+/// The window scale both SYNs offered widens the window a RST may fall in.
+#[test]
+fn rst_window_is_scaled_when_both_syns_offer_scaling() {
+    let config = Config::embedded_default();
+    let (mut p, snap) = pipeline(&config, 1, 0);
+    let syn = tcp_with_options(
+        CLIENT,
+        46100,
+        ENDPOINT,
+        80,
+        WireTcpFlags::SYN,
+        1000,
+        0,
+        &SYN_OPTIONS,
+        MAC_C,
+        CLIENT_MAC,
+    );
+    let (_, out) = tx(p.process(&snap, CONSUMER_PORT, VecFrame::new(&syn), 1));
+    let ip = ip_of(&out);
+    let (target, snat_port) = (
+        ip.dst_addr(),
+        TcpPacket::new_checked(ip.payload()).unwrap().src_port(),
+    );
+    // The target offers scale 7 too; its window field 64240 (the SYN-ACK's) means
+    // 64240 << 7 from then on.
+    let syn_ack = tcp_with_options(
+        target,
+        8080,
+        SNAT,
+        snat_port,
+        WireTcpFlags::SYN | WireTcpFlags::ACK,
+        5000,
+        1001,
+        &SYN_OPTIONS,
+        MAC_P,
+        TARGET_MAC,
+    );
+    tx(p.process(&snap, PROVIDER_PORT, VecFrame::new(&syn_ack), 2));
+    let rst = |seq| {
+        tcp(
+            CLIENT,
+            46100,
+            ENDPOINT,
+            80,
+            WireTcpFlags::RST,
+            seq,
+            0,
+            MAC_C,
+            CLIENT_MAC,
+        )
+    };
+    assert!(matches!(
+        p.process(
+            &snap,
+            CONSUMER_PORT,
+            VecFrame::new(&rst(1001 + (64240 << 7) + 1)),
+            3
+        ),
+        Verdict::Done
+    ));
+    assert_eq!(p.counters().dropped(DropReason::RstOutOfWindow), 1);
+    let (port, _) = tx(p.process(
+        &snap,
+        CONSUMER_PORT,
+        VecFrame::new(&rst(1001 + 64240 * 100)),
+        4,
+    ));
+    assert_eq!(
+        port, PROVIDER_PORT,
+        "beyond 64240 but inside the scaled window"
+    );
+}
+
+fn ping_frame(src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
+    let mut icmp = [8u8, 0, 0, 0, 0x12, 0x34, 0, 1, b'p', b'i', b'n', b'g'];
+    Icmpv4Packet::new_unchecked(&mut icmp[..]).fill_checksum();
+    let mut f = eth(MAC_C, CLIENT_MAC, 0x0800);
+    let mut l3 = vec![0u8; 20];
+    Ipv4Repr {
+        src_addr: src,
+        dst_addr: dst,
+        protocol: IpProtocol::ICMP,
+        payload_len: icmp.len(),
+        ttl: 64,
+    }
+    .emit(&mut l3)
+    .unwrap();
+    f.extend_from_slice(&l3);
+    f.extend_from_slice(&icmp);
+    f
+}
+
+/// The demo state with one security group on the endpoint admitting `rules`.
+fn state_with_group(config: &Config, rules: Vec<mgmt::model::IngressRule>) -> mgmt::model::State {
+    use mgmt::model::SecurityGroup;
+    let sg_id = "sg-0123456789abcdef0".parse().unwrap();
+    let mut state = config.state();
+    state.security_groups.push(SecurityGroup {
+        id: sg_id,
+        owner: state.endpoints[0].owner,
+        vpc_id: state.endpoints[0].vpc_id,
+        name: "web".into(),
+        description: String::new(),
+        ingress: rules,
+    });
+    state.endpoints[0].security_group_ids = vec![sg_id];
+    state
+}
+
+fn build(config: &Config, state: &mgmt::model::State) -> Snapshot {
+    Snapshot::build(
+        1,
+        config,
+        &[MAC_C, MAC_P],
+        &[1500, 1500],
+        state,
+        &mut crate::snapshot::Handles::default(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn echo_to_an_endpoint_obeys_its_security_groups_and_policy() {
+    use mgmt::model::{IngressRule, RuleProtocol};
+    let config = Config::embedded_default();
+    let tcp80 = IngressRule {
+        protocol: RuleProtocol::Tcp,
+        from_port: 80,
+        to_port: 80,
+        cidr: "10.1.0.0/24".parse().unwrap(),
+    };
+    let snap = build(&config, &state_with_group(&config, vec![tcp80]));
+    let mut p = pipeline_on(&config, &snap, 1, 0);
+    let ping = ping_frame(CLIENT, ENDPOINT);
+    assert!(matches!(
+        p.process(&snap, CONSUMER_PORT, VecFrame::new(&ping), 1),
+        Verdict::Done
+    ));
+    assert_eq!(p.counters().dropped(DropReason::SecurityGroup), 1);
+    // Our own address is not the endpoint's: it answers.
+    let (port, _) = tx(p.process(
+        &snap,
+        CONSUMER_PORT,
+        VecFrame::new(&ping_frame(CLIENT, Ipv4Addr::new(10, 1, 0, 1))),
+        1,
+    ));
+    assert_eq!(port, CONSUMER_PORT);
+
+    // With an icmp rule the endpoint answers; a policy denying the client wins.
+    let icmp = IngressRule {
+        protocol: RuleProtocol::Icmp,
+        from_port: 0,
+        to_port: 0,
+        cidr: "10.1.0.0/24".parse().unwrap(),
+    };
+    let mut state = state_with_group(&config, vec![tcp80, icmp]);
+    let snap = build(&config, &state);
+    let (port, out) = tx(p.process(&snap, CONSUMER_PORT, VecFrame::new(&ping), 2));
+    assert_eq!(port, CONSUMER_PORT);
+    assert_eq!(ip_of(&out).src_addr(), ENDPOINT);
+    state.endpoints[0].policy = Some(serde_json::json!({"Statement": [
+        {"Effect": "Allow", "Principal": "*"},
+        {"Effect": "Deny", "Principal": "*", "Protocol": "icmp"}
+    ]}));
+    let snap = build(&config, &state);
+    assert!(matches!(
+        p.process(&snap, CONSUMER_PORT, VecFrame::new(&ping), 3),
+        Verdict::Done
+    ));
+    assert_eq!(p.counters().dropped(DropReason::Policy), 1);
+}
+
+#[test]
+fn time_exceeded_is_not_sent_to_a_consumer_the_endpoint_refuses() {
+    use mgmt::model::{IngressRule, RuleProtocol};
+    let config = Config::embedded_default();
+    let tcp80 = IngressRule {
+        protocol: RuleProtocol::Tcp,
+        from_port: 80,
+        to_port: 80,
+        cidr: "10.1.0.0/24".parse().unwrap(),
+    };
+    let snap = build(&config, &state_with_group(&config, vec![tcp80]));
+    let mut p = pipeline_on(&config, &snap, 1, 0);
+    let with_ttl_1 = |mut f: Vec<u8>| {
+        let mut ip = Ipv4Packet::new_unchecked(&mut f[14..]);
+        ip.set_ttl(1);
+        ip.fill_checksum();
+        f
+    };
+    // UDP 9000 is not admitted: silence, counted as the refusal it is.
+    let u = with_ttl_1(udp(CLIENT, 5800, ENDPOINT, 9000, MAC_C, CLIENT_MAC));
+    assert!(matches!(
+        p.process(&snap, CONSUMER_PORT, VecFrame::new(&u), 1),
+        Verdict::Done
+    ));
+    assert_eq!(p.counters().dropped(DropReason::SecurityGroup), 1);
+    assert_eq!(p.counters().icmp_errors_sent, 0);
+    // TCP 80 is: time exceeded goes back.
+    let t = with_ttl_1(tcp(
+        CLIENT,
+        5801,
+        ENDPOINT,
+        80,
+        syn(),
+        1,
+        0,
+        MAC_C,
+        CLIENT_MAC,
+    ));
+    let (port, _) = tx(p.process(&snap, CONSUMER_PORT, VecFrame::new(&t), 2));
+    assert_eq!(port, CONSUMER_PORT);
+    assert_eq!(p.counters().icmp_errors_sent, 1);
+}
+
+#[test]
+fn originated_arp_and_rst_frames_are_padded_to_the_ethernet_minimum() {
+    let config = Config::embedded_default();
+    let snap = snapshot(&config);
+    let mut p: Pipeline<VecFrame> = Pipeline::new(
+        0,
+        crate::daemon::pipeline_settings(&config, 1),
+        Box::new(|| Some(VecFrame::new(&[]))),
+        &snap,
+    );
+    p.poll(&snap, 0);
+    for (_, f) in p.drain_emitted() {
+        assert_eq!(f.bytes().len(), 60, "gratuitous ARP");
+        assert!(f.bytes()[42..].iter().all(|&b| b == 0));
+    }
+    // A 42-byte request, as a kernel sends it on a tap, gets a 60-byte reply.
+    let mut req = eth([0xff; 6], CLIENT_MAC, 0x0806);
+    req.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+    req.extend_from_slice(&CLIENT_MAC);
+    req.extend_from_slice(&CLIENT.octets());
+    req.extend_from_slice(&[0; 6]);
+    req.extend_from_slice(&ENDPOINT.octets());
+    assert_eq!(req.len(), 42);
+    let (_, reply) = tx(p.process(&snap, CONSUMER_PORT, VecFrame::new(&req), 1));
+    assert_eq!(reply.len(), 60);
+    assert!(reply[42..].iter().all(|&b| b == 0));
+    // The ARP request for an unknown target.
+    let s = tcp(CLIENT, 47000, ENDPOINT, 80, syn(), 1, 0, MAC_C, CLIENT_MAC);
+    assert!(matches!(
+        p.process(&snap, CONSUMER_PORT, VecFrame::new(&s), 2),
+        Verdict::Done
+    ));
+    let asked: Vec<(u16, VecFrame)> = p.drain_emitted().collect();
+    assert_eq!(asked.len(), 1);
+    assert_eq!(asked[0].1.bytes().len(), 60);
+    // A RST for a segment of no flow.
+    let stray = tcp(
+        CLIENT,
+        47001,
+        ENDPOINT,
+        80,
+        WireTcpFlags::ACK,
+        5,
+        6,
+        MAC_C,
+        CLIENT_MAC,
+    );
+    let (_, rst) = tx(p.process(&snap, CONSUMER_PORT, VecFrame::new(&stray), 3));
+    assert_eq!(rst.len(), 60);
+    assert!(rst[54..].iter().all(|&b| b == 0));
+    assert!(TcpPacket::new_checked(ip_of(&rst).payload()).unwrap().rst());
+}
+
+#[test]
+fn ending_a_flow_sends_padded_rsts() {
+    let mut config = Config::embedded_default();
+    let mut handles = crate::snapshot::Handles::default();
+    let snap = Snapshot::build(
+        1,
+        &config,
+        &[MAC_C, MAC_P],
+        &[1500, 1500],
+        &config.state(),
+        &mut handles,
+    )
+    .unwrap();
+    let mut p = pipeline_on(&config, &snap, 1, 0);
+    establish(&mut p, &snap, 47100);
+    config.endpoints[0].state = mgmt::model::EndpointState::Rejected;
+    let next = Snapshot::build(
+        2,
+        &config,
+        &[MAC_C, MAC_P],
+        &[1500, 1500],
+        &config.state(),
+        &mut handles,
+    )
+    .unwrap();
+    p.on_snapshot(&next);
+    p.poll(&next, 10);
+    let rsts: Vec<usize> = p
+        .drain_emitted()
+        .map(|(_, f)| f.bytes().to_vec())
+        .filter(|b| b.len() >= 34 && b[23] == 6)
+        .map(|b| b.len())
+        .collect();
+    assert_eq!(rsts, [60, 60]);
+}
+
+#[test]
+fn a_failed_buffer_allocation_is_counted_as_no_mbuf() {
+    let config = Config::embedded_default();
+    let snap = snapshot(&config);
+    let mut p: Pipeline<VecFrame> = Pipeline::new(
+        0,
+        crate::daemon::pipeline_settings(&config, 1),
+        Box::new(|| None),
+        &snap,
+    );
+    p.poll(&snap, 0); // gratuitous ARPs: four buffers that were not there
+    assert_eq!(p.counters().dropped(DropReason::NoMbuf), 4);
+    let s = tcp(CLIENT, 47200, ENDPOINT, 80, syn(), 1, 0, MAC_C, CLIENT_MAC);
+    assert!(matches!(
+        p.process(&snap, CONSUMER_PORT, VecFrame::new(&s), 1),
+        Verdict::Done
+    ));
+    assert_eq!(
+        p.counters().dropped(DropReason::NoMbuf),
+        5,
+        "the ARP request"
+    );
+    assert_eq!(
+        p.counters().dropped(DropReason::NeighbourUnresolved),
+        0,
+        "the SYN waits for its next hop; nothing was unresolved"
+    );
+}
+
+#[test]
+fn handed_off_packets_are_counted_once() {
+    let config = Config::embedded_default();
+    let (mut p0, snap) = pipeline(&config, 2, 0);
+    let (mut p1, _) = pipeline(&config, 2, 1);
+    let f = udp(CLIENT, 7001, ENDPOINT, 9000, MAC_C, CLIENT_MAC);
+    let (_, out) = tx(p1.process(&snap, CONSUMER_PORT, VecFrame::new(&f), 0));
+    let ip = ip_of(&out);
+    let snat_port = UdpPacket::new_checked(ip.payload()).unwrap().src_port();
+    let r = udp(ip.dst_addr(), 9000, SNAT, snat_port, MAC_P, TARGET_MAC);
+    let Verdict::Handoff(1, h) = p0.process(&snap, PROVIDER_PORT, VecFrame::new(&r), 1) else {
+        panic!("expected a handoff");
+    };
+    tx(p1.process_handed_off(&snap, PROVIDER_PORT, h, 1));
+    let rx = p0.counters().rx_packets + p1.counters().rx_packets;
+    let bytes = p0.counters().rx_bytes + p1.counters().rx_bytes;
+    assert_eq!(rx, 2, "two packets arrived");
+    assert_eq!(bytes, (f.len() + r.len()) as u64);
+}
+
+/// Which target each of `n` UDP flows gets from a pipeline whose hash seed is `seed`.
+fn picks(config: &Config, seed: u64, id: u16) -> Vec<Ipv4Addr> {
+    let snap = snapshot(config);
+    let mut settings = crate::daemon::pipeline_settings(config, 2);
+    settings.flow_capacity = 1024;
+    settings.flow_hash_seed = seed;
+    let p = Pipeline::new(id, settings, Box::new(|| Some(VecFrame::new(&[]))), &snap);
+    let mut p = with_neighbours(p, &snap);
+    (0..64u16)
+        .map(|i| {
+            let f = udp(CLIENT, 20000 + i, ENDPOINT, 9000, MAC_C, CLIENT_MAC);
+            ip_of(&tx(p.process(&snap, CONSUMER_PORT, VecFrame::new(&f), 1)).1).dst_addr()
+        })
+        .collect()
+}
+
+#[test]
+fn the_target_pick_is_seeded_and_every_worker_agrees() {
+    let config = Config::embedded_default();
+    let a = picks(&config, 0x1234_5678_9abc_def0, 0);
+    assert_eq!(
+        a,
+        picks(&config, 0x1234_5678_9abc_def0, 1),
+        "same seed, same picks"
+    );
+    let b = picks(&config, 0x0fed_cba9_8765_4321, 0);
+    assert_ne!(a, b, "another start, other picks");
+    // The daemon draws a fresh one at every start.
+    assert_ne!(
+        crate::daemon::new_flow_hash_seed(),
+        crate::daemon::new_flow_hash_seed()
+    );
+    // And with either seed both targets get a share.
+    for p in [&a, &b] {
+        let t1 = p
+            .iter()
+            .filter(|&&t| t == Ipv4Addr::new(10, 2, 0, 11))
+            .count();
+        assert!((16..=48).contains(&t1), "{t1} of 64");
+    }
 }

@@ -80,6 +80,111 @@ impl From<IpProtocol> for u8 {
     }
 }
 
+/// IPv4 option types (RFC 791 §3.1, IANA "IP Option Numbers"), copied flag included.
+pub mod option {
+    /// End of option list: the rest of the option bytes is padding.
+    pub const END: u8 = 0;
+    /// No operation: one byte of alignment.
+    pub const NOP: u8 = 1;
+    /// Record route: harmless, forwarded as it is.
+    pub const RECORD_ROUTE: u8 = 7;
+    /// Internet timestamp: harmless, forwarded as it is.
+    pub const TIMESTAMP: u8 = 68;
+    /// Loose source and record route: the sender chooses the path (RFC 7126 §4.3: drop).
+    pub const LSRR: u8 = 131;
+    /// Strict source and record route (RFC 7126 §4.4: drop).
+    pub const SSRR: u8 = 137;
+    /// Router alert (RFC 2113): harmless.
+    pub const ROUTER_ALERT: u8 = 148;
+}
+
+/// One option of a header's option list: its type, where its type byte is (offset into
+/// the option bytes) and its value (the bytes after type and length).
+///
+/// TCP options (RFC 9293 §3.1) have the same layout, so [`Options`] walks them too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OptionTlv<'a> {
+    pub kind: u8,
+    pub offset: usize,
+    pub data: &'a [u8],
+}
+
+/// The options of a list in type-length-value form (IPv4, TCP): every option but
+/// end-of-list and no-operation has a length byte counting type, length and value. Stops
+/// at end-of-list; no-operation bytes are skipped.
+///
+/// A length below 2 or running past the list yields one [`Error::Malformed`], then
+/// nothing: after a bad length nothing further can be found reliably.
+#[derive(Debug, Clone)]
+pub struct Options<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Options<'a> {
+    /// The options in `bytes` (the option area of a header, padding included).
+    #[inline]
+    pub fn new(bytes: &'a [u8]) -> Options<'a> {
+        Options { bytes, at: 0 }
+    }
+}
+
+impl<'a> Iterator for Options<'a> {
+    type Item = Result<OptionTlv<'a>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let offset = self.at;
+            let kind = *self.bytes.get(offset)?;
+            match kind {
+                option::END => {
+                    self.at = self.bytes.len();
+                    return None;
+                }
+                option::NOP => self.at += 1,
+                _ => {
+                    let len = self.bytes.get(offset + 1).map(|&l| usize::from(l));
+                    let data = len
+                        .filter(|&l| l >= 2)
+                        .and_then(|l| self.bytes.get(offset + 2..offset + l));
+                    let Some(data) = data else {
+                        self.at = self.bytes.len();
+                        return Some(Err(Error::Malformed));
+                    };
+                    self.at = offset + 2 + data.len();
+                    return Some(Ok(OptionTlv { kind, offset, data }));
+                }
+            }
+        }
+    }
+}
+
+/// What is wrong with an IPv4 option list, if anything, by RFC 7126's advice to routers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OptionsVerdict {
+    /// No option or only harmless ones (record route, timestamp, router alert, unknown
+    /// types with a sound length): forward.
+    Harmless,
+    /// A length of 0 or 1, or one that runs past the header.
+    Malformed,
+    /// Loose or strict source routing: the sender would choose the path through us.
+    SourceRoute,
+}
+
+/// Judges the option bytes of an IPv4 header (see [`OptionsVerdict`]).
+pub fn judge_options(bytes: &[u8]) -> OptionsVerdict {
+    for o in Options::new(bytes) {
+        match o {
+            Err(_) => return OptionsVerdict::Malformed,
+            Ok(o) if o.kind == option::LSRR || o.kind == option::SSRR => {
+                return OptionsVerdict::SourceRoute
+            }
+            Ok(_) => {}
+        }
+    }
+    OptionsVerdict::Harmless
+}
+
 /// A view of an IPv4 packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ipv4Packet<T: AsRef<[u8]>> {
@@ -286,6 +391,12 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     #[inline]
     pub fn options(&self) -> &[u8] {
         &self.buffer.as_ref()[HEADER_LEN..self.header_len()]
+    }
+
+    /// The options one by one (see [`Options`]).
+    #[inline]
+    pub fn options_iter(&self) -> Options<'_> {
+        Options::new(self.options())
     }
 
     /// The payload: from the end of the header to the total length, or to the end of the
@@ -669,6 +780,102 @@ pub(crate) mod tests {
         assert_eq!(p.options(), &[0x94, 0x04, 0x00, 0x00]);
         assert_eq!(p.payload().len(), 4);
         assert_eq!(p.into_payload_mut().len(), 4);
+    }
+
+    /// A 20-byte header followed by `options` (a multiple of 4 bytes).
+    fn with_options(options: &[u8]) -> Vec<u8> {
+        let mut buf = sample()[..20].to_vec();
+        buf.extend_from_slice(options);
+        buf[0] = 0x40 | u8::try_from(buf.len() / 4).unwrap();
+        let total = u16::try_from(buf.len()).unwrap();
+        buf[2..4].copy_from_slice(&total.to_be_bytes());
+        buf
+    }
+
+    #[test]
+    fn options_iterate_in_order_skipping_nops() {
+        // NOP, record route (len 7: pointer 4, one empty slot), router alert, end, padding.
+        let buf = with_options(&[
+            0x01, 0x07, 0x07, 0x04, 0, 0, 0, 0, 0x94, 0x04, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff,
+        ]);
+        let p = Ipv4Packet::new_checked(&buf[..]).unwrap();
+        let got: Vec<OptionTlv> = p.options_iter().map(Result::unwrap).collect();
+        assert_eq!(
+            got,
+            [
+                OptionTlv {
+                    kind: option::RECORD_ROUTE,
+                    offset: 1,
+                    data: &[0x04, 0, 0, 0, 0]
+                },
+                OptionTlv {
+                    kind: option::ROUTER_ALERT,
+                    offset: 8,
+                    data: &[0, 0]
+                },
+            ],
+            "stops at end-of-list: the 0xff padding after it is not read"
+        );
+        assert_eq!(judge_options(p.options()), OptionsVerdict::Harmless);
+        assert_eq!(judge_options(&[]), OptionsVerdict::Harmless);
+        assert_eq!(judge_options(&[1, 1, 1, 0]), OptionsVerdict::Harmless);
+        // A timestamp (len 4: pointer 5, overflow/flags 0) and an unknown type, sound.
+        assert_eq!(
+            judge_options(&[68, 4, 5, 0, 0x5e, 2, 1, 0]),
+            OptionsVerdict::Harmless
+        );
+    }
+
+    #[test]
+    fn malformed_option_lengths() {
+        for (bytes, what) in [
+            (&[0x07, 0x00, 0, 0][..], "length 0"),
+            (&[0x07, 0x01, 0, 0][..], "length 1"),
+            (&[0x07, 0xff, 0, 0][..], "length 255"),
+            (&[0x01, 0x01, 0x01, 0x94][..], "no length byte at the end"),
+            (&[0x94, 0x05, 0, 0][..], "one byte past the header"),
+            (
+                &[0x01, 0x07, 0x08, 0x04, 0, 0, 0, 0][..],
+                "record route past the end",
+            ),
+        ] {
+            let mut it = Options::new(bytes);
+            assert_eq!(
+                it.find(Result::is_err),
+                Some(Err(Error::Malformed)),
+                "{what}"
+            );
+            assert_eq!(it.next(), None, "{what}: nothing after a bad length");
+            assert_eq!(judge_options(bytes), OptionsVerdict::Malformed, "{what}");
+        }
+        // Exactly filling the area is fine.
+        assert_eq!(
+            Options::new(&[0x94, 0x04, 0, 0]).collect::<Vec<_>>(),
+            [Ok(OptionTlv {
+                kind: option::ROUTER_ALERT,
+                offset: 0,
+                data: &[0, 0]
+            })]
+        );
+    }
+
+    #[test]
+    fn source_routes_are_found_anywhere_in_the_list() {
+        // LSRR with one hop (len 7, pointer 4, 10.9.9.9), after a NOP.
+        let lsrr = [0x01, 0x83, 0x07, 0x04, 10, 9, 9, 9];
+        assert_eq!(judge_options(&lsrr), OptionsVerdict::SourceRoute);
+        // SSRR after a router alert.
+        let ssrr = [0x94, 0x04, 0, 0, 0x89, 0x07, 0x04, 10, 9, 9, 9, 0];
+        assert_eq!(judge_options(&ssrr), OptionsVerdict::SourceRoute);
+        // A malformed option before a source route: malformed wins (nothing after it is
+        // trustworthy).
+        assert_eq!(
+            judge_options(&[0x07, 0x00, 0x83, 0x07, 0x04, 10, 9, 9]),
+            OptionsVerdict::Malformed
+        );
+        let buf = with_options(&lsrr);
+        let p = Ipv4Packet::new_checked(&buf[..]).unwrap();
+        assert_eq!(p.options_iter().next().unwrap().unwrap().kind, option::LSRR);
     }
 
     #[test]

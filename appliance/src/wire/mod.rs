@@ -205,6 +205,10 @@ fn read_ipv4_fields<T: AsRef<[u8]>>(ip: &Ipv4Packet<T>) {
     let _ = (ip.src_addr_bytes(), ip.dst_addr_bytes());
     let _ = (ip.src_addr_u32(), ip.dst_addr_u32());
     let _ = (ip.header(), ip.options(), ip.payload());
+    let _ = ipv4::judge_options(ip.options());
+    for o in ip.options_iter().flatten() {
+        assert!(ipv4::HEADER_LEN + o.offset + 2 + o.data.len() <= ip.header_len());
+    }
 }
 
 fn read_ipv4(bytes: &[u8]) {
@@ -285,6 +289,16 @@ fn read_l4(l4: &[u8], src: [u8; 4], dst: [u8; 4], original: &[u8]) {
         let _ = (tcp.fin(), tcp.syn(), tcp.rst(), tcp.ack());
         let _ = tcp.verify_checksum(src, dst);
         let _ = TcpRepr::parse(&tcp, src, dst);
+        if let Some((_, at)) = tcp.syn_options().mss {
+            assert!(at + 2 <= tcp.header_len());
+            let mut copy = [0u8; tcp::MAX_HEADER_LEN];
+            let n = tcp.header_len();
+            copy[..n].copy_from_slice(&l4[..n]);
+            let mut header = TcpPacket::new_unchecked(&mut copy[..n]);
+            let before = header.verify_checksum(src, dst);
+            let _ = header.clamp_mss(536);
+            assert_eq!(header.verify_checksum(src, dst), before);
+        }
         if let Ok(n) = tcp::emit_rst_reply(&tcp, src, dst, &mut out) {
             let rst = TcpPacket::new_checked(&out[..n]).map(|r| r.verify_checksum(dst, src));
             assert_eq!(rst, Ok(true));

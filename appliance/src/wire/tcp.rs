@@ -5,14 +5,16 @@
 //! No-panic contract: after [`TcpPacket::new_checked`] succeeds, no accessor or setter
 //! panics; it guarantees `20 <= header_len() <= buffer length <= 65535`. The view must
 //! cover exactly the segment (the IPv4 payload), since the checksum and the payload length
-//! are taken from its end. Options are exposed as bytes, not parsed.
+//! are taken from its end. Options are exposed as bytes and, for the two a SYN carries that
+//! matter to a middlebox (MSS, window scale), read and clamped in place
+//! ([`TcpPacket::syn_options`], [`TcpPacket::clamp_mss`]).
 
 use core::fmt;
 use core::ops::{BitAnd, BitOr, BitOrAssign, Not};
 use std::net::Ipv4Addr;
 
 use super::checksum;
-use super::ipv4::IpProtocol;
+use super::ipv4::{IpProtocol, Options};
 use super::{Error, Result};
 
 mod field {
@@ -34,6 +36,28 @@ mod field {
 pub const HEADER_LEN: usize = field::URGENT.end;
 /// The length of a header with the most options the data offset can describe.
 pub const MAX_HEADER_LEN: usize = 60;
+
+/// TCP option kinds privlink reads (RFC 9293 §3.2, RFC 7323).
+pub mod option {
+    pub const END: u8 = 0;
+    pub const NOP: u8 = 1;
+    /// Maximum segment size, 2 value bytes; only in SYN segments.
+    pub const MSS: u8 = 2;
+    /// Window scale shift, 1 value byte; only in SYN segments.
+    pub const WINDOW_SCALE: u8 = 3;
+}
+
+/// The largest window scale shift RFC 7323 §2.3 allows; larger offers are taken as 14.
+pub const MAX_WINDOW_SCALE: u8 = 14;
+
+/// What a SYN segment's options announce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SynOptions {
+    /// The MSS option's value and the offset of that value in the segment.
+    pub mss: Option<(u16, usize)>,
+    /// The window scale shift offered (capped at [`MAX_WINDOW_SCALE`]).
+    pub window_scale: Option<u8>,
+}
 
 /// The eight TCP control bits, as a set.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -303,6 +327,32 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
         &self.buffer.as_ref()[self.header_len()..]
     }
 
+    /// The options one by one (kinds in [`option`]).
+    #[inline]
+    pub fn options_iter(&self) -> Options<'_> {
+        Options::new(self.options())
+    }
+
+    /// The MSS and window scale options, as far as the option list can be read (a
+    /// malformed list yields what came before the fault). A wrong value length makes an
+    /// option count as absent.
+    pub fn syn_options(&self) -> SynOptions {
+        let mut out = SynOptions::default();
+        for o in self.options_iter() {
+            let Ok(o) = o else { break };
+            match (o.kind, o.data) {
+                (option::MSS, &[hi, lo]) => {
+                    out.mss = Some((u16::from_be_bytes([hi, lo]), HEADER_LEN + o.offset + 2));
+                }
+                (option::WINDOW_SCALE, &[shift]) => {
+                    out.window_scale = Some(shift.min(MAX_WINDOW_SCALE));
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
     /// The sequence space the segment occupies: payload bytes, plus one each for SYN
     /// and FIN.
     #[inline]
@@ -426,6 +476,28 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
     #[inline]
     pub fn update_checksum_for_addr(&mut self, old: [u8; 4], new: [u8; 4]) {
         self.set_checksum(checksum::update_u32(self.checksum(), old, new));
+    }
+
+    /// Lowers the MSS option to `max` if it announces more, updating the checksum
+    /// incrementally; returns whether it changed anything. A segment without the option
+    /// is left alone: its peer then assumes 536 (RFC 9293 §3.7.1), below any sane clamp.
+    pub fn clamp_mss(&mut self, max: u16) -> bool {
+        let Some((mss, at)) = self.syn_options().mss else {
+            return false;
+        };
+        if mss <= max {
+            return false;
+        }
+        self.set_u16_at(at, max);
+        // The checksum sums 16-bit words from the start of the segment: a value at an odd
+        // offset straddles two of them, which is the same as its byte-swapped self in one.
+        let (old, new) = if at % 2 == 0 {
+            (mss, max)
+        } else {
+            (mss.swap_bytes(), max.swap_bytes())
+        };
+        self.set_checksum(checksum::update_u16(self.checksum(), old, new));
+        true
     }
 
     #[inline]
@@ -607,6 +679,85 @@ mod tests {
         assert!(p.verify_checksum(SRC.octets(), DST.octets()));
         assert!(!p.verify_checksum(DST, Ipv4Addr::new(10, 0, 0, 3)));
         assert!(p.into_payload().is_empty());
+    }
+
+    #[test]
+    fn syn_options_of_a_linux_syn() {
+        let p = TcpPacket::new_checked(&SYN[..]).unwrap();
+        assert_eq!(
+            p.syn_options(),
+            SynOptions {
+                mss: Some((1460, 22)),
+                window_scale: Some(7),
+            }
+        );
+        let kinds: Vec<u8> = p.options_iter().map(|o| o.unwrap().kind).collect();
+        assert_eq!(
+            kinds,
+            [2, 4, 8, 3],
+            "MSS, SACK-permitted, timestamps, window scale"
+        );
+        // No options, and a window scale above 14, which RFC 7323 caps.
+        let d = data_segment();
+        assert_eq!(
+            TcpPacket::new_checked(&d[..]).unwrap().syn_options(),
+            SynOptions::default()
+        );
+        let mut big = SYN;
+        big[39] = 15;
+        let p = TcpPacket::new_checked(&big[..]).unwrap();
+        assert_eq!(p.syn_options().window_scale, Some(14));
+    }
+
+    #[test]
+    fn syn_options_survive_bad_lists() {
+        // MSS with a 3-byte value is not an MSS; a list broken after the MSS keeps it.
+        let mut s = SYN;
+        s[21] = 0x05;
+        let p = TcpPacket::new_checked(&s[..]).unwrap();
+        assert_eq!(p.syn_options().mss, None);
+        let mut s = SYN;
+        s[25] = 0x00; // SACK-permitted with length 0
+        let p = TcpPacket::new_checked(&s[..]).unwrap();
+        assert_eq!(
+            p.syn_options(),
+            SynOptions {
+                mss: Some((1460, 22)),
+                window_scale: None
+            }
+        );
+    }
+
+    #[test]
+    fn clamp_mss_lowers_only_and_keeps_the_checksum_right() {
+        let mut s = SYN;
+        let mut p = TcpPacket::new_checked(&mut s[..]).unwrap();
+        assert!(!p.clamp_mss(1460), "equal: unchanged");
+        assert!(!p.clamp_mss(9000), "larger: unchanged");
+        assert_eq!(s, SYN);
+        let mut p = TcpPacket::new_checked(&mut s[..]).unwrap();
+        assert!(p.clamp_mss(1200));
+        assert_eq!(p.syn_options().mss, Some((1200, 22)));
+        assert!(p.verify_checksum(SRC, DST));
+        assert_eq!(&s[20..24], &[0x02, 0x04, 0x04, 0xb0]);
+
+        // The MSS value at an odd offset: NOP, MSS, then three NOPs (data offset 7).
+        let mut odd = [0u8; 28];
+        odd[..20].copy_from_slice(&SYN[..20]);
+        odd[12] = 0x70;
+        odd[20..].copy_from_slice(&[0x01, 0x02, 0x04, 0x23, 0x28, 0x01, 0x01, 0x01]);
+        let mut p = TcpPacket::new_unchecked(&mut odd[..]);
+        p.fill_checksum(SRC, DST);
+        assert_eq!(p.syn_options().mss, Some((9000, 23)));
+        assert!(p.clamp_mss(1400));
+        assert_eq!(p.syn_options().mss, Some((1400, 23)));
+        assert!(
+            p.verify_checksum(SRC, DST),
+            "odd offset: byte-swapped update"
+        );
+        // A segment without the option: nothing to clamp.
+        let mut d = data_segment();
+        assert!(!TcpPacket::new_checked(&mut d[..]).unwrap().clamp_mss(536));
     }
 
     #[test]

@@ -73,6 +73,7 @@ fn expected_default() -> Config {
                 address: p("10.1.0.1/24"),
                 gateway: None,
                 static_neighbours: vec![],
+                mss_clamp: None,
             },
             VpcAttachment {
                 vpc_id: p("vpc-0b0000000000000b1"),
@@ -82,6 +83,7 @@ fn expected_default() -> Config {
                 address: p("10.2.0.1/24"),
                 gateway: None,
                 static_neighbours: vec![],
+                mss_clamp: None,
             },
         ],
         accounts: vec![
@@ -762,6 +764,19 @@ fn vpc_attachment_rules_apply() {
         "vpcs[1].vlan",
         "vpc attachment vpc-0b0000000000000b1: vlan 4095 is outside 1..=4094",
     );
+    for mss in [0, 535, 9001] {
+        let mut c = demo();
+        c.vpcs[1].mss_clamp = Some(mss);
+        expect(
+            &c,
+            "vpcs[1].mss_clamp",
+            &format!("vpc attachment vpc-0b0000000000000b1: mss_clamp {mss} is outside 536..=9000"),
+        );
+    }
+    let mut c = demo();
+    c.vpcs[1].mss_clamp = Some(536);
+    c.vpcs[0].mss_clamp = Some(9000);
+    c.validate().unwrap();
     let mut c = demo();
     c.vpcs[1].vpc_id = c.vpcs[0].vpc_id;
     expect(
@@ -1062,6 +1077,7 @@ vlan = 100
 address = "10.1.0.1/24"
 gateway = "10.1.0.254"
 static_neighbours = [{ ip = "10.1.0.10", mac = "02:00:00:00:00:01" }]
+mss_clamp = 1360
 
 [[accounts]]
 id = "111111111111"
@@ -1096,6 +1112,7 @@ neighbour_ttl = 600
     let v = &c.vpcs[0];
     assert_eq!((v.vlan, v.gateway), (Some(100), Some(ip("10.1.0.254"))));
     assert_eq!(v.static_neighbours[0].mac.octets(), [2, 0, 0, 0, 0, 1]);
+    assert_eq!(v.mss_clamp, Some(1360));
     assert_eq!(c.account_for_uid(1001).unwrap().id, p("111111111111"));
     assert_eq!(c.ports[0].mtu, Some(1500));
 }

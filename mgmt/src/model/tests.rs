@@ -25,6 +25,7 @@ fn attachment(vpc: &str, account: &str, port: &str, address: &str) -> VpcAttachm
         address: p(address),
         gateway: None,
         static_neighbours: vec![],
+        mss_clamp: None,
     }
 }
 
@@ -786,6 +787,25 @@ fn attachment_vlan_out_of_range() {
             &format!("vpc attachment vpc-0b0000000000000b1: vlan {vlan} is outside 1..=4094"),
             "InvalidParameterValue",
         );
+    }
+}
+
+#[test]
+fn attachment_mss_clamp_out_of_range() {
+    for mss in [0, 535, 9001, u16::MAX] {
+        let mut atts = attachments();
+        atts[0].mss_clamp = Some(mss);
+        expect_attachments(
+            &atts,
+            "vpcs[0].mss_clamp",
+            &format!("vpc attachment vpc-0c0000000000000c1: mss_clamp {mss} is outside 536..=9000"),
+            "InvalidParameterValue",
+        );
+    }
+    for mss in [536, 1360, 9000] {
+        let mut atts = attachments();
+        atts[0].mss_clamp = Some(mss);
+        validate_attachments(&atts).unwrap();
     }
 }
 

@@ -51,6 +51,7 @@ fn config() -> Config {
             ip: "10.3.0.2".parse().unwrap(),
             mac: "02:00:00:00:00:03".parse().unwrap(),
         }],
+        mss_clamp: None,
     });
     c.validate().unwrap();
     c
