@@ -545,7 +545,10 @@ impl<F: Frame> Pipeline<F> {
             return Err(DropReason::Malformed);
         }
         match snap.local(att_idx, ip.dst) {
-            None => Err(DropReason::UnknownDestination),
+            None => match snap.closed_endpoint(att_idx, ip.dst) {
+                Some(e) => self.closed_endpoint(snap, att_idx, e, frame, &ip),
+                None => Err(DropReason::UnknownDestination),
+            },
             Some(LocalKind::Own) => self.answer_local(snap, att_idx, frame, &ip, None),
             Some(LocalKind::Endpoint(e)) => {
                 let out = match ip.proto {
@@ -655,26 +658,71 @@ impl<F: Frame> Pipeline<F> {
                     .endpoints
                     .get(lref.endpoint as usize)
                     .ok_or(DropReason::NoListener)?;
-                if !endpoint.forwards {
-                    return Err(DropReason::EndpointNotAvailable);
-                }
                 // Nothing goes back (time exceeded, RST) to a consumer the endpoint would
                 // not admit: it must not learn more than silence.
                 endpoint
                     .admits(ip.src, ip.proto, seg.dport)
                     .map_err(refusal_reason)?;
+                if !endpoint.forwards {
+                    // A segment of a connection the endpoint no longer carries (rejected,
+                    // deleted: its flows were just ended) gets a RST, so the client stops at
+                    // once even when the RST sent as the flow ended carried a stale
+                    // sequence number (the client's ACK was still delayed).
+                    if let Some(f) = flags.filter(|f| !f.is_connection_request()) {
+                        return self.reset_unknown(
+                            snap,
+                            att_idx,
+                            frame,
+                            ip,
+                            f,
+                            DropReason::EndpointNotAvailable,
+                        );
+                    }
+                    return Err(DropReason::EndpointNotAvailable);
+                }
                 if ip.ttl <= 1 {
                     return self.time_exceeded(snap, att_idx, frame, ip);
                 }
                 if let Some(f) = flags {
                     if !f.is_connection_request() {
-                        return self.reset_unknown(snap, att_idx, frame, ip, f);
+                        return self.reset_unknown(snap, att_idx, frame, ip, f, DropReason::NoFlow);
                     }
                 }
                 self.new_flow(snap, key, lref, now_ms)?
             }
         };
         self.translate(snap, id, true, frame, ip, seg.tcp, now_ms)
+    }
+
+    /// Consumer → an endpoint that no longer answers (rejected, deleting): nothing is
+    /// forwarded, but a segment of a connection whose flow just ended (a client that has
+    /// not noticed) gets a RST at the number it expects, so it stops at once even when
+    /// the RST sent as the flow ended carried a stale number (its ACK was still delayed).
+    /// A consumer the endpoint would not admit gets silence.
+    fn closed_endpoint(
+        &mut self,
+        snap: &Snapshot,
+        att_idx: u16,
+        e: u32,
+        frame: &mut F,
+        ip: &Ip,
+    ) -> Result<Out, DropReason> {
+        let reason = DropReason::EndpointNotAvailable;
+        if ip.proto != PROTO_TCP {
+            return Err(reason);
+        }
+        let seg = l4_ports(frame.bytes(), ip.l3 + ip.header_len, ip)?;
+        let endpoint = snap.endpoints.get(e as usize).ok_or(reason)?;
+        refuse_martian(snap, att_idx, ip.src)?;
+        endpoint
+            .admits(ip.src, ip.proto, seg.dport)
+            .map_err(refusal_reason)?;
+        match seg.tcp.map(|t| t.flags) {
+            Some(f) if !f.is_connection_request() => {
+                self.reset_unknown(snap, att_idx, frame, ip, f, reason)
+            }
+            _ => Err(reason),
+        }
     }
 
     /// Target → SNAT address: the reply path back to the consumer.
@@ -697,7 +745,14 @@ impl<F: Frame> Pipeline<F> {
         let Some(id) = self.live_flow(self.flows.lookup_reverse(&key), now_ms) else {
             if let Some(t) = seg.tcp {
                 if !t.flags.rst {
-                    return self.reset_unknown(snap, att_idx, frame, ip, t.flags);
+                    return self.reset_unknown(
+                        snap,
+                        att_idx,
+                        frame,
+                        ip,
+                        t.flags,
+                        DropReason::NoFlow,
+                    );
                 }
             }
             return Err(DropReason::NoFlow);
@@ -1254,6 +1309,7 @@ impl<F: Frame> Pipeline<F> {
 
     /// Answers a TCP segment that matches no flow with a RST from the address it was sent
     /// to (RFC 793, "reset generation"), and counts the drop.
+    #[allow(clippy::too_many_arguments)]
     fn reset_unknown(
         &mut self,
         snap: &Snapshot,
@@ -1261,9 +1317,10 @@ impl<F: Frame> Pipeline<F> {
         frame: &mut F,
         ip: &Ip,
         flags: TcpFlags,
+        reason: DropReason,
     ) -> Result<Out, DropReason> {
         if flags.rst || !self.may_originate() {
-            return Err(DropReason::NoFlow);
+            return Err(reason);
         }
         let att = snap.attachment(att_idx).ok_or(DropReason::NoAttachment)?;
         let l4 = ip.l3 + ip.header_len;
@@ -1288,7 +1345,7 @@ impl<F: Frame> Pipeline<F> {
             return Err(DropReason::Malformed);
         }
         self.counters.rst_sent += 1;
-        self.counters.drop(DropReason::NoFlow);
+        self.counters.drop(reason);
         Ok(Out::Tx(att.port))
     }
 

@@ -477,6 +477,51 @@ fn endpoint_not_available_does_not_forward() {
 }
 
 #[test]
+fn a_segment_to_an_endpoint_that_no_longer_forwards_gets_a_rst() {
+    // A connection whose flow ended with the endpoint's rejection or deletion: the
+    // client's next segment (its ACK may have been delayed, so the RST sent when the flow
+    // ended could carry a stale sequence number) is answered with a RST at the number it
+    // expects. A new connection (SYN) gets nothing.
+    use mgmt::model::EndpointState as S;
+    for state in [S::Rejected, S::Deleting, S::PendingAcceptance] {
+        let mut config = Config::embedded_default();
+        config.endpoints[0].state = state;
+        let (mut p, snap) = pipeline(&config, 1, 0);
+        let f = tcp(
+            CLIENT,
+            40004,
+            ENDPOINT,
+            80,
+            WireTcpFlags::ACK | WireTcpFlags::PSH,
+            5000,
+            777,
+            MAC_C,
+            CLIENT_MAC,
+        );
+        let (port, out) = tx(p.process(&snap, CONSUMER_PORT, VecFrame::new(&f), 0));
+        assert_eq!(port, CONSUMER_PORT, "{state:?}");
+        let ip = ip_of(&out);
+        assert_eq!((ip.src_addr(), ip.dst_addr()), (ENDPOINT, CLIENT));
+        let seg = TcpPacket::new_checked(ip.payload()).unwrap();
+        assert!(seg.flags().contains(WireTcpFlags::RST), "{:?}", seg.flags());
+        assert_eq!(
+            seg.seq_number(),
+            777,
+            "{state:?}: at the number the client expects"
+        );
+        assert_eq!(p.counters().dropped(DropReason::EndpointNotAvailable), 1);
+        assert_eq!(p.counters().rst_sent, 1);
+        let s = tcp(CLIENT, 40005, ENDPOINT, 80, syn(), 1, 0, MAC_C, CLIENT_MAC);
+        assert!(matches!(
+            p.process(&snap, CONSUMER_PORT, VecFrame::new(&s), 0),
+            Verdict::Done
+        ));
+        assert_eq!(p.counters().rst_sent, 1, "{state:?}: no answer to a SYN");
+        assert_eq!(p.flows().len(), 0);
+    }
+}
+
+#[test]
 #[allow(clippy::cast_possible_truncation)] // random bytes are the low bits of a xorshift state
 fn arbitrary_bytes_never_panic() {
     let config = Config::embedded_default();
