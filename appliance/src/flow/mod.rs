@@ -122,6 +122,9 @@ pub struct Flow {
     pub listener: u16,
     /// TCP state; meaningless for other protocols.
     pub tcp: TcpState,
+    /// The table's link in its queue of half-open flows (in what was padding, so the flow
+    /// stays 104 bytes). Not part of the flow's value.
+    queue: QueueLink,
     /// Last packet in either direction, ms.
     pub last_seen_ms: u64,
     /// First packet, ms.
@@ -154,6 +157,7 @@ impl Flow {
             generation: 0,
             listener: 0,
             tcp: TcpState::SynSent,
+            queue: QueueLink::NOT_QUEUED,
             last_seen_ms: now_ms,
             created_ms: now_ms,
             packets_fwd: 0,
@@ -180,6 +184,9 @@ impl Flow {
 
     /// One packet of this flow: [`touch`](Self::touch), and for TCP (`tcp` = its flags
     /// and acknowledgement number) the state machine and the last ACK of that side.
+    ///
+    /// True when the flow entered or left half-open ([`is_half_open`](Self::is_half_open)):
+    /// the worker's per-consumer gauges follow it. Established flows pay one compare.
     #[inline]
     pub fn record(
         &mut self,
@@ -187,18 +194,28 @@ impl Flow {
         from_consumer: bool,
         bytes: u32,
         tcp: Option<(TcpFlags, u32)>,
-    ) {
+    ) -> bool {
         self.touch(now_ms, from_consumer, bytes);
-        if let Some((f, ack)) = tcp {
-            self.tcp = self.tcp.advance(from_consumer, f);
-            if f.ack {
-                if from_consumer {
-                    self.ack_fwd = ack;
-                } else {
-                    self.ack_rev = ack;
-                }
+        let Some((f, ack)) = tcp else {
+            return false;
+        };
+        let before = self.tcp;
+        self.tcp = self.tcp.advance(from_consumer, f);
+        if f.ack {
+            if from_consumer {
+                self.ack_fwd = ack;
+            } else {
+                self.ack_rev = ack;
             }
         }
+        self.tcp != before && before.is_half_open() != self.tcp.is_half_open()
+    }
+
+    /// A TCP flow whose handshake has not completed (`SynSent`, `SynReceived`): what a SYN
+    /// flood fills a table with, and what the table evicts first under pressure.
+    #[inline]
+    pub fn is_half_open(&self) -> bool {
+        self.fwd.proto == PROTO_TCP && self.tcp.is_half_open()
     }
 
     /// Idle time after which this flow expires: by TCP state for TCP, `udp_ms` for UDP,
@@ -219,6 +236,68 @@ impl Flow {
         now_ms.saturating_sub(self.last_seen_ms) >= self.timeout_ms(timeouts)
     }
 }
+
+/// A flow's place in its table's queue of half-open flows: the next slot in the queue (31
+/// bits, slot numbers are below 2^30) and whether the place was taken for the flow now in
+/// the slot (`CURRENT`) or for an earlier flow of the same slot. Owned by
+/// [`FlowTable`]; compares equal to any other, so flows compare by what they say about
+/// the connection.
+#[derive(Debug, Clone, Copy)]
+struct QueueLink(u32);
+
+impl QueueLink {
+    /// The place is the flow's own, not a previous flow's of the slot.
+    const CURRENT: u32 = 1 << 31;
+    const NEXT: u32 = !Self::CURRENT;
+    /// Last in the queue.
+    const END: u32 = Self::NEXT;
+    /// Not in the queue.
+    const NOT_QUEUED: QueueLink = QueueLink(Self::NEXT - 1);
+
+    #[inline]
+    fn queued(self) -> bool {
+        self.0 & Self::NEXT != Self::NOT_QUEUED.0
+    }
+
+    #[inline]
+    fn current(self) -> bool {
+        self.0 & Self::CURRENT != 0
+    }
+
+    /// The next slot, or `u32::MAX` at the end (an out-of-range slot number).
+    #[inline]
+    fn next(self) -> u32 {
+        match self.0 & Self::NEXT {
+            Self::END => u32::MAX,
+            n => n,
+        }
+    }
+
+    /// Last in the queue, for the flow now in the slot.
+    #[inline]
+    fn last() -> QueueLink {
+        QueueLink(Self::CURRENT | Self::END)
+    }
+
+    #[inline]
+    fn with_next(self, next: u32) -> QueueLink {
+        let next = if next == u32::MAX { Self::END } else { next };
+        QueueLink((self.0 & Self::CURRENT) | (next & Self::NEXT))
+    }
+
+    #[inline]
+    fn not_current(self) -> QueueLink {
+        QueueLink(self.0 & Self::NEXT)
+    }
+}
+
+impl PartialEq for QueueLink {
+    fn eq(&self, _: &QueueLink) -> bool {
+        true
+    }
+}
+
+impl Eq for QueueLink {}
 
 /// Idle timeouts, in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -362,6 +441,36 @@ mod tests {
         for (b, &f) in flips.iter().enumerate() {
             assert!((800..1200).contains(&f), "bit {b}: {f}/{n}");
         }
+    }
+
+    /// `record` says when a flow enters or leaves half-open, and only then: the
+    /// per-consumer gauges move on exactly those packets.
+    #[test]
+    fn record_reports_half_open_changes() {
+        let mut f = Flow::new(key(1), key(2), 0);
+        assert!(f.is_half_open());
+        let ack = Some((TcpFlags::ACK, 1));
+        assert!(
+            !f.record(1, true, 40, Some((TcpFlags::SYN, 0))),
+            "SYN again"
+        );
+        assert!(
+            !f.record(1, false, 40, Some((TcpFlags::SYN_ACK, 1))),
+            "SynReceived"
+        );
+        assert!(f.is_half_open());
+        assert!(f.record(2, true, 40, ack), "handshake done");
+        assert!(!f.is_half_open());
+        assert!(!f.record(3, true, 40, ack), "established stays");
+        assert!(!f.record(3, true, 40, Some((TcpFlags::FIN_ACK, 1))));
+        // A reset half-open flow leaves half-open too.
+        let mut g = Flow::new(key(3), key(4), 0);
+        assert!(g.record(1, false, 40, Some((TcpFlags::RST, 0))));
+        // UDP flows are never half-open, whatever their (unused) TCP state says.
+        let mut u = Flow::new(key(5), key(6), 0);
+        u.fwd.proto = PROTO_UDP;
+        assert!(!u.is_half_open());
+        assert!(!u.record(1, true, 40, None));
     }
 
     #[test]
