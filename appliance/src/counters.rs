@@ -77,6 +77,17 @@ drop_reasons! {
     /// A flow ended because what admitted it went away (endpoint rejected or deleted,
     /// rule revoked, target gone after its deregistration delay); TCP got RSTs both ways.
     FlowEnded => "flow_ended",
+    /// A new flow refused: its client address holds `limits.flows_per_client` flows.
+    ClientFlowLimit => "client_flow_limit",
+    /// A new TCP flow refused: its client address holds `limits.half_open_per_client`
+    /// half-open flows.
+    ClientHalfOpenLimit => "client_half_open_limit",
+    /// A new flow refused: the endpoint holds `limits.flows_per_endpoint` flows and none
+    /// of them is half-open to evict.
+    EndpointFlowLimit => "endpoint_flow_limit",
+    /// A new TCP flow refused: the endpoint holds `limits.half_open_per_endpoint`
+    /// half-open flows and none was found to evict.
+    EndpointHalfOpenLimit => "endpoint_half_open_limit",
 }
 
 /// A worker's counters, owned by the worker thread and written with plain arithmetic.

@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod fasthash;
 pub mod flow;
 pub mod frame;
+pub mod limits;
 pub mod maglev;
 pub mod neighbour;
 pub mod pipeline;
