@@ -108,6 +108,12 @@ pub struct Counters {
     pub icmp_errors_translated: u64,
     pub handoff_out: u64,
     pub handoff_in: u64,
+    /// Half-open flows evicted to make room for a new flow (full table, endpoint limit,
+    /// SNAT port range).
+    pub evicted_half_open: u64,
+    /// Ended TCP flows whose SNAT port could not be quarantined (its quarantine bucket
+    /// was full): that port may be reused towards its target within 120 s.
+    pub snat_quarantine_full: u64,
     pub drops: [u64; DropReason::COUNT],
 }
 
@@ -157,6 +163,8 @@ impl Counters {
             self.icmp_errors_translated,
             self.handoff_out,
             self.handoff_in,
+            self.evicted_half_open,
+            self.snat_quarantine_full,
         ]
     }
 
@@ -177,11 +185,13 @@ impl Counters {
             &mut self.icmp_errors_translated,
             &mut self.handoff_out,
             &mut self.handoff_in,
+            &mut self.evicted_half_open,
+            &mut self.snat_quarantine_full,
         ]
     }
 }
 
-const SCALARS: usize = 15;
+const SCALARS: usize = 17;
 const SCALAR_NAMES: [&str; SCALARS] = [
     "rx_packets",
     "rx_bytes",
@@ -198,6 +208,8 @@ const SCALAR_NAMES: [&str; SCALARS] = [
     "icmp_errors_translated",
     "handoff_out",
     "handoff_in",
+    "evicted_half_open",
+    "snat_quarantine_full",
 ];
 
 /// The published copy of one worker's counters, readable from any thread.

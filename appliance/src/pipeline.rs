@@ -19,8 +19,11 @@ use crate::flow::{
     Flow, FlowId, FlowKey, FlowTable, TcpFlags, Timeouts, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
 };
 use crate::frame::Frame;
+use crate::limits::{ConsumerLoad, FlowLimits, Load};
 use crate::neighbour::{NeighbourTimers, Neighbours, Resolution};
 use crate::snapshot::{AttachmentView, ListenerRef, LocalKind, Refusal, Snapshot};
+use crate::snat::SnatPorts;
+pub use crate::snat::SNAT_PORT_MIN;
 use crate::wire::arp::{ArpOperation, ArpPacket};
 use crate::wire::checksum;
 use crate::wire::ethernet::{self, EtherType, EthernetAddress, EthernetFrame};
@@ -30,10 +33,9 @@ use crate::wire::tcp::TcpPacket;
 use crate::wire::udp::UdpPacket;
 use crate::wire::vlan;
 
-/// Lowest SNAT source port handed out; below are the well-known ports.
-pub const SNAT_PORT_MIN: u16 = 1024;
-/// Candidates tried before a new flow is refused for lack of SNAT ports.
-const SNAT_TRIES: usize = 256;
+/// Places of the half-open queue one eviction looks at, and stale ones the poll tidies:
+/// bounds the work of a new flow under pressure (one slot read each).
+const EVICT_BUDGET: usize = 64;
 /// TTL of packets the appliance originates.
 const OWN_TTL: u8 = 64;
 /// ICMP errors and RSTs the worker may originate per second (RFC 1812 §4.3.2.8 asks
@@ -73,6 +75,13 @@ pub struct PipelineSettings {
     pub hold_capacity: usize,
     /// Flow slots examined for expiry per poll: bounds the timer work per loop.
     pub expire_budget: usize,
+    /// Per-consumer limits on this worker's flows (already divided among the workers).
+    pub limits: FlowLimits,
+    /// Recently closed SNAT ports remembered (see [`crate::snat::Quarantine`]).
+    pub snat_quarantine: usize,
+    /// Seed of the SNAT port draws and the client buckets; None (the daemon): a random one
+    /// per start. Fixed only for reproducible tests.
+    pub seed: Option<u64>,
 }
 
 impl Default for PipelineSettings {
@@ -85,6 +94,9 @@ impl Default for PipelineSettings {
             neighbour_timers: NeighbourTimers::default(),
             hold_capacity: 256,
             expire_budget: 64,
+            limits: FlowLimits::default(),
+            snat_quarantine: 1 << 16,
+            seed: None,
         }
     }
 }
@@ -111,7 +123,9 @@ pub struct Pipeline<F: Frame> {
     news: Vec<NeighbourNews>,
     counters: Counters,
     alloc: FrameAlloc<F>,
-    snat_cursor: u16,
+    snat: SnatPorts,
+    /// Flows and half-open flows per endpoint and per client address, for the limits.
+    load: ConsumerLoad,
     last_tick_ms: u64,
     /// Next entry of the snapshot's `announce` list to send a gratuitous ARP for (worker
     /// 0 only): a bounded number per poll, so thousands of new endpoints never burst out
@@ -135,6 +149,8 @@ pub struct EndpointUsage {
     /// Packets and bytes of this endpoint's flows that have ended.
     pub packets: u64,
     pub bytes: u64,
+    /// This worker's live flows and half-open flows of the endpoint, for its limits.
+    pub load: Load,
 }
 
 /// One flow, as listed for operators.
@@ -206,12 +222,19 @@ impl<F: Frame> Pipeline<F> {
     /// A pipeline for worker `id`, starting from snapshot `snap`.
     pub fn new(id: u16, settings: PipelineSettings, alloc: FrameAlloc<F>, snap: &Snapshot) -> Self {
         let flows = FlowTable::with_capacity(settings.flow_capacity, settings.timeouts);
+        let seed = |salt: u64| {
+            use std::hash::BuildHasher;
+            let seed = settings
+                .seed
+                .unwrap_or_else(|| std::collections::hash_map::RandomState::new().hash_one(id));
+            crate::maglev::mix64(seed ^ salt)
+        };
         let neighbours = Neighbours::new(settings.neighbour_capacity, settings.neighbour_timers);
         let hold = settings.hold_capacity;
         let mut p = Pipeline {
             id,
-            // Start each worker's SNAT cursor apart so their first ports differ visibly.
-            snat_cursor: 0,
+            snat: SnatPorts::new(id, settings.workers, settings.snat_quarantine, seed(1)),
+            load: ConsumerLoad::new(settings.limits, settings.flow_capacity, seed(2)),
             flows,
             neighbours,
             held: VecDeque::with_capacity(hold),
@@ -284,12 +307,18 @@ impl<F: Frame> Pipeline<F> {
 
     /// Timer work, bounded per call: flow expiry, ARP retries, the hold queue.
     pub fn poll(&mut self, snap: &Snapshot, now_ms: u64) {
-        let counters = &mut self.counters;
-        let usage = &mut self.usage;
+        let Pipeline {
+            counters,
+            usage,
+            load,
+            snat,
+            ..
+        } = self;
         self.flows.expire(now_ms, self.settings.expire_budget, |f| {
             counters.expired_flows += 1;
-            fold_usage(usage, f);
+            flow_gone(usage, load, snat, counters, f, now_ms);
         });
+        self.flows.tidy_half_open(EVICT_BUDGET);
         if let Some(start) = self.revalidate {
             self.revalidate_some(snap, start, now_ms);
         }
@@ -586,7 +615,7 @@ impl<F: Frame> Pipeline<F> {
                 && self.flows.get(fid).is_some_and(|fl| fl.tcp.allows_reopen());
             if reopen {
                 if let Some(old) = self.flows.remove(fid) {
-                    fold_usage(&mut self.usage, &old);
+                    self.flow_gone(&old, now_ms);
                 }
                 id = None;
             }
@@ -642,7 +671,7 @@ impl<F: Frame> Pipeline<F> {
         let l4 = ip.l3 + ip.header_len;
         let (sport, dport, tcp) = l4_ports(frame.bytes(), l4, ip)?;
         let flags = tcp.map(|t| t.0);
-        let owner = self.snat_owner(dport);
+        let owner = self.snat.owner(dport);
         if owner != self.id {
             return Ok(Out::Handoff(owner));
         }
@@ -678,7 +707,10 @@ impl<F: Frame> Pipeline<F> {
     ) -> Result<Out, DropReason> {
         let bytes32 = u32::try_from(ip.total_len).unwrap_or(u32::MAX);
         let flow = self.flows.get_mut(id).ok_or(DropReason::NoFlow)?;
-        flow.record(now_ms, from_consumer, bytes32, tcp);
+        if flow.record(now_ms, from_consumer, bytes32, tcp) {
+            let u = self.usage.entry(flow.endpoint).or_default();
+            self.load.half_open_changed(flow, &mut u.load);
+        }
         // The packet's key is this side's; the other side's, seen from its end, has our
         // new source as its destination.
         let (this, other) = if from_consumer {
@@ -745,7 +777,7 @@ impl<F: Frame> Pipeline<F> {
             return self.answer_local(snap, att_idx, frame, ip, now_ms);
         };
         // The quoted packet is one we sent: src = SNAT ip:port, dst = target ip:port.
-        let owner = self.snat_owner(q_sport);
+        let owner = self.snat.owner(q_sport);
         if owner != self.id {
             return Ok(Out::Handoff(owner));
         }
@@ -805,7 +837,7 @@ impl<F: Frame> Pipeline<F> {
         let id = id?;
         if self.flows.is_expired(id, now_ms) {
             if let Some(old) = self.flows.remove(id) {
-                fold_usage(&mut self.usage, &old);
+                self.flow_gone(&old, now_ms);
             }
             self.counters.expired_flows += 1;
             return None;
@@ -813,6 +845,11 @@ impl<F: Frame> Pipeline<F> {
         Some(id)
     }
 
+    /// Creates the flow of `key` through listener `lref`: the per-consumer limits, a
+    /// target, a SNAT port, a slot. Under pressure (a full table, an endpoint at its limit,
+    /// a port range with no free port) the oldest half-open flow holding that resource is
+    /// evicted first; only when there is none (within [`EVICT_BUDGET`]) is the new flow
+    /// refused, counted with the reason.
     fn new_flow(
         &mut self,
         snap: &Snapshot,
@@ -821,11 +858,54 @@ impl<F: Frame> Pipeline<F> {
         now_ms: u64,
     ) -> Result<FlowId, DropReason> {
         let (service, ti, mut rev) = plan_flow(snap, &key, lref)?;
-        rev.dst_port = self.pick_snat_port(&rev).ok_or(DropReason::SnatExhausted)?;
         let endpoint_handle = snap
             .endpoints
             .get(lref.endpoint as usize)
             .map_or(0, |e| e.handle);
+        let tcp = key.proto == PROTO_TCP;
+        let client = self.load.client_bucket(key.vpc, key.src_ip);
+        if let Some(reason) = self.load.client_refusal(client, tcp) {
+            return Err(reason);
+        }
+        let endpoint_load = self.usage.get(&endpoint_handle).map(|u| u.load);
+        let refusal = self
+            .load
+            .endpoint_refusal(&endpoint_load.unwrap_or_default(), tcp);
+        if let Some(reason) = refusal {
+            // One of the endpoint's own half-open flows makes room, or it is refused.
+            if !self.evict(|f| f.endpoint == endpoint_handle) {
+                return Err(reason);
+            }
+        }
+        let flows = &self.flows;
+        rev.dst_port = match self.snat.pick(&rev, now_ms, |k| flows.contains_reverse(k)) {
+            Some(port) => port,
+            None => {
+                // Every port drawn towards this target is taken: free the port of the
+                // range's oldest half-open flow, which needs no quarantine.
+                let range = rev;
+                let same_range = |f: &Flow| {
+                    let r = &f.rev;
+                    (r.src_ip, r.src_port, r.dst_ip, r.vpc, r.proto)
+                        == (
+                            range.src_ip,
+                            range.src_port,
+                            range.dst_ip,
+                            range.vpc,
+                            range.proto,
+                        )
+                };
+                let freed = self.flows.evict_half_open(EVICT_BUDGET, same_range);
+                let Some(old) = freed else {
+                    return Err(DropReason::SnatExhausted);
+                };
+                self.evicted(&old);
+                old.rev.dst_port
+            }
+        };
+        if self.flows.is_full() && !self.evict(|_| true) {
+            return Err(DropReason::FlowTableFull);
+        }
         let mut flow = Flow::new(key, rev, now_ms);
         flow.service = service.handle;
         flow.listener = lref.listener;
@@ -836,53 +916,51 @@ impl<F: Frame> Pipeline<F> {
             return Err(DropReason::FlowTableFull);
         };
         self.counters.new_flows += 1;
-        self.usage_of(endpoint_handle).new_flows += 1;
+        let u = self.usage.entry(endpoint_handle).or_default();
+        u.new_flows += 1;
+        self.load
+            .flow_created(client, &mut u.load, flow.is_half_open());
         Ok(id)
     }
 
-    /// The worker that owns SNAT port `port`: ports are dealt round-robin to workers.
-    #[inline]
-    fn snat_owner(&self, port: u16) -> u16 {
-        port % self.settings.workers.max(1)
-    }
-
-    /// A SNAT port of this worker that no flow uses towards this target.
-    fn pick_snat_port(&mut self, rev: &FlowKey) -> Option<u16> {
-        let slots = self.snat_slots();
-        let mut probe = *rev;
-        for _ in 0..SNAT_TRIES.min(usize::from(slots)) {
-            self.snat_cursor = (self.snat_cursor + 1) % slots;
-            probe.dst_port = self.snat_port_at(self.snat_cursor);
-            if !self.flows.contains_reverse(&probe) {
-                return Some(probe.dst_port);
+    /// Evicts the oldest half-open flow for which `wanted` holds; false when there is none
+    /// within [`EVICT_BUDGET`] places of the half-open queue.
+    fn evict(&mut self, wanted: impl FnMut(&Flow) -> bool) -> bool {
+        match self.flows.evict_half_open(EVICT_BUDGET, wanted) {
+            Some(old) => {
+                self.evicted(&old);
+                true
             }
+            None => false,
         }
-        None
     }
 
-    /// How many SNAT ports this worker owns: p with p % workers == id, from
-    /// SNAT_PORT_MIN up.
-    #[inline]
-    fn snat_slots(&self) -> u16 {
-        let n = self.settings.workers.max(1);
-        let first = SNAT_PORT_MIN.div_ceil(n) * n + self.id;
-        (u16::MAX - first) / n + 1
+    /// Bookkeeping of an evicted flow. No quarantine for its port: it never got past the
+    /// handshake, and its port is what the eviction is for. No RST either: under a flood
+    /// its consumer address is spoofed, and a real client retransmits its SYN.
+    fn evicted(&mut self, old: &Flow) {
+        let u = fold_usage(&mut self.usage, old);
+        self.load.flow_ended(old, &mut u.load);
+        self.counters.evicted_half_open += 1;
     }
 
-    /// This worker's SNAT port number `slot` (< [`snat_slots`](Self::snat_slots)).
-    #[inline]
-    fn snat_port_at(&self, slot: u16) -> u16 {
-        let n = self.settings.workers.max(1);
-        SNAT_PORT_MIN.div_ceil(n) * n + self.id + slot * n
+    /// Bookkeeping of a flow that ended (expired, replaced, ended by a change).
+    fn flow_gone(&mut self, old: &Flow, now_ms: u64) {
+        flow_gone(
+            &mut self.usage,
+            &mut self.load,
+            &mut self.snat,
+            &mut self.counters,
+            old,
+            now_ms,
+        );
     }
 
-    /// The SNAT port [`pick_snat_port`](Self::pick_snat_port) tries first for the `k`-th
-    /// new flow from now (k >= 1): what the burst path prefetches for.
+    /// The SNAT port [`SnatPorts::pick`] tries first for the `k`-th new flow from now
+    /// (k >= 1): what the burst path prefetches for.
     #[inline]
     fn snat_port_guess(&self, k: u16) -> u16 {
-        let slots = u32::from(self.snat_slots());
-        let slot = (u32::from(self.snat_cursor) + u32::from(k)) % slots;
-        self.snat_port_at(u16::try_from(slot).unwrap_or(0))
+        self.snat.guess(k)
     }
 
     /// Sets the L2 header for `att` and finds the next hop's MAC (or holds the packet).
@@ -1051,7 +1129,7 @@ impl<F: Frame> Pipeline<F> {
         let Some(flow) = self.flows.remove(id) else {
             return;
         };
-        fold_usage(&mut self.usage, &flow);
+        self.flow_gone(&flow, now_ms);
         self.counters.drop(DropReason::FlowEnded);
         let open = !matches!(
             flow.tcp,
@@ -1260,11 +1338,29 @@ impl<F: Frame> Pipeline<F> {
     }
 }
 
-/// Adds an ended flow's packets and bytes to its endpoint's usage.
-fn fold_usage(usage: &mut FastMap<u32, EndpointUsage>, f: &Flow) {
+/// Everything a flow's end changes besides the table: its endpoint's usage, the
+/// per-consumer gauges, the quarantine of its SNAT port.
+fn flow_gone(
+    usage: &mut FastMap<u32, EndpointUsage>,
+    load: &mut ConsumerLoad,
+    snat: &mut SnatPorts,
+    counters: &mut Counters,
+    f: &Flow,
+    now_ms: u64,
+) {
+    let u = fold_usage(usage, f);
+    load.flow_ended(f, &mut u.load);
+    if !snat.flow_ended(f, now_ms) {
+        counters.snat_quarantine_full += 1;
+    }
+}
+
+/// Adds an ended flow's packets and bytes to its endpoint's usage, which it returns.
+fn fold_usage<'u>(usage: &'u mut FastMap<u32, EndpointUsage>, f: &Flow) -> &'u mut EndpointUsage {
     let u = usage.entry(f.endpoint).or_default();
     u.packets += u64::from(f.packets_fwd) + u64::from(f.packets_rev);
     u.bytes += f.bytes_fwd + f.bytes_rev;
+    u
 }
 
 /// Whether what admitted `flow` still stands in `snap`: its endpoint exists and forwards,

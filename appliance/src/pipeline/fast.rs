@@ -188,7 +188,7 @@ impl<F: Frame> Pipeline<F> {
         let rev = match kind? {
             LocalKind::Endpoint(_) => false,
             LocalKind::Snat(_) => {
-                if self.snat_owner(p.key.dst_port) != self.id {
+                if self.snat.owner(p.key.dst_port) != self.id {
                     return None; // a handoff
                 }
                 true
@@ -244,7 +244,11 @@ impl<F: Frame> Pipeline<F> {
         };
         let flow = self.flows.get_mut(id)?;
         let bytes = u32::try_from(p.total_len).unwrap_or(u32::MAX);
-        flow.record(now_ms, from_consumer, bytes, p.tcp);
+        if flow.record(now_ms, from_consumer, bytes, p.tcp) {
+            // Once per TCP flow (its handshake completing), never per packet.
+            let u = self.usage.entry(flow.endpoint).or_default();
+            self.load.half_open_changed(flow, &mut u.load);
+        }
         let bytes = frame.bytes_mut();
         let l2 = bytes.first_chunk_mut::<12>()?;
         l2[..6].copy_from_slice(&mac);
