@@ -139,6 +139,10 @@ pub struct Options {
     pub declare_objects: bool,
     /// Seconds a deregistered target drains before its flows end.
     pub deregistration_delay: f64,
+    /// `tables.flows_per_worker`.
+    pub flows_per_worker: u32,
+    /// Lines of a `[limits]` section (`key = value`), none when empty.
+    pub limits: String,
 }
 
 impl Default for Options {
@@ -149,6 +153,8 @@ impl Default for Options {
             targets: vec![0, 1],
             declare_objects: true,
             deregistration_delay: 300.0,
+            flows_per_worker: 65536,
+            limits: String::new(),
         }
     }
 }
@@ -328,7 +334,8 @@ state_dir = "{dir}/state"
 stats_file = "{dir}/stats.json"
 
 [tables]
-flows_per_worker = 65536
+flows_per_worker = {flows}
+{limits}
 
 [timeouts]
 tcp_established = {est}
@@ -345,6 +352,12 @@ deregistration_delay = {dereg}
             papp = PROVIDER_APPLIANCE,
             est = o.tcp_established,
             dereg = o.deregistration_delay,
+            flows = o.flows_per_worker,
+            limits = if o.limits.is_empty() {
+                String::new()
+            } else {
+                format!("[limits]\n{}\n", o.limits)
+            },
             uid_c = UID_CONSUMER,
             uid_p = UID_PROVIDER,
             uid_o = UID_OTHER,
