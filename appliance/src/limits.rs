@@ -47,36 +47,40 @@ pub struct Load {
     pub half_open: u32,
 }
 
+// Counts never exceed the flow table's capacity (< 2^30), so plain arithmetic cannot
+// overflow; a decrement below zero would be a bookkeeping bug (asserted in tests, and
+// wrapping rather than panicking in release, where it could only over-count).
 impl Load {
+    #[inline]
     fn add(&mut self, half_open: bool) {
-        self.flows = self.flows.saturating_add(1);
-        if half_open {
-            self.half_open = self.half_open.saturating_add(1);
-        }
+        self.flows = self.flows.wrapping_add(1);
+        self.half_open = self.half_open.wrapping_add(u32::from(half_open));
     }
 
+    #[inline]
     fn remove(&mut self, half_open: bool) {
         debug_assert!(self.flows > 0 && (!half_open || self.half_open > 0));
-        self.flows = self.flows.saturating_sub(1);
-        if half_open {
-            self.half_open = self.half_open.saturating_sub(1);
-        }
+        self.flows = self.flows.wrapping_sub(1);
+        self.half_open = self.half_open.wrapping_sub(u32::from(half_open));
     }
 
+    #[inline]
     fn half_open_changed(&mut self, now_half_open: bool) {
         if now_half_open {
-            self.half_open = self.half_open.saturating_add(1);
+            self.half_open = self.half_open.wrapping_add(1);
         } else {
             debug_assert!(self.half_open > 0);
-            self.half_open = self.half_open.saturating_sub(1);
+            self.half_open = self.half_open.wrapping_sub(1);
         }
     }
 
-    /// Which limit one more flow (half-open if `half_open`) would pass, if any.
+    /// Which limit one more flow (half-open if `tcp`) would pass, if any. A limit of 0 is
+    /// none: `limit - 1` wraps to `u32::MAX`, which no count exceeds.
+    #[inline]
     fn exceeds(&self, flows: u32, half_open: u32, tcp: bool) -> Exceeds {
-        if half_open != 0 && tcp && self.half_open >= half_open {
+        if tcp && self.half_open > half_open.wrapping_sub(1) {
             Exceeds::HalfOpen
-        } else if flows != 0 && self.flows >= flows {
+        } else if self.flows > flows.wrapping_sub(1) {
             Exceeds::Flows
         } else {
             Exceeds::No

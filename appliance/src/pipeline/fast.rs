@@ -245,9 +245,7 @@ impl<F: Frame> Pipeline<F> {
         let flow = self.flows.get_mut(id)?;
         let bytes = u32::try_from(p.total_len).unwrap_or(u32::MAX);
         if flow.record(now_ms, from_consumer, bytes, p.tcp) {
-            // Once per TCP flow (its handshake completing), never per packet.
-            let u = self.usage.entry(flow.endpoint).or_default();
-            self.load.half_open_changed(flow, &mut u.load);
+            self.half_open_changed(id);
         }
         let bytes = frame.bytes_mut();
         let l2 = bytes.first_chunk_mut::<12>()?;
