@@ -134,6 +134,24 @@ pub fn pipeline_settings(config: &Config, workers: u16) -> PipelineSettings {
         hold_capacity: config.tables.arp_pending_packets as usize,
         expire_budget: 64,
         flow_hash_seed: 0,
+        limits: flow_limits(config, workers),
+        snat_quarantine: config.tables.snat_quarantine as usize,
+        seed: None,
+    }
+}
+
+/// Each worker's share of the appliance-wide `[limits]`: `⌈limit / workers⌉` (0 stays "no
+/// limit").
+pub fn flow_limits(config: &Config, workers: u16) -> crate::limits::FlowLimits {
+    let l = &config.limits;
+    let n = u32::from(workers.max(1));
+    let capacity = u64::from(config.tables.flows_per_worker) * u64::from(n);
+    let share = |v: u32| v.div_ceil(n);
+    crate::limits::FlowLimits {
+        flows_per_endpoint: share(l.flows_per_endpoint(capacity)),
+        half_open_per_endpoint: share(l.half_open_per_endpoint(capacity)),
+        flows_per_client: share(l.flows_per_client),
+        half_open_per_client: share(l.half_open_per_client()),
     }
 }
 

@@ -141,6 +141,10 @@ pub struct Options {
     pub deregistration_delay: f64,
     /// Leave the consumer account without its uid (a reload then revokes its access).
     pub revoke_consumer_uid: bool,
+    /// `tables.flows_per_worker`.
+    pub flows_per_worker: u32,
+    /// Lines of a `[limits]` section (`key = value`), none when empty.
+    pub limits: String,
 }
 
 impl Default for Options {
@@ -152,6 +156,8 @@ impl Default for Options {
             declare_objects: true,
             deregistration_delay: 300.0,
             revoke_consumer_uid: false,
+            flows_per_worker: 65536,
+            limits: String::new(),
         }
     }
 }
@@ -331,7 +337,8 @@ state_dir = "{dir}/state"
 stats_file = "{dir}/stats.json"
 
 [tables]
-flows_per_worker = 65536
+flows_per_worker = {flows}
+{limits}
 
 [timeouts]
 tcp_established = {est}
@@ -348,6 +355,12 @@ deregistration_delay = {dereg}
             papp = PROVIDER_APPLIANCE,
             est = o.tcp_established,
             dereg = o.deregistration_delay,
+            flows = o.flows_per_worker,
+            limits = if o.limits.is_empty() {
+                String::new()
+            } else {
+                format!("[limits]\n{}\n", o.limits)
+            },
             uid_c = if o.revoke_consumer_uid {
                 String::new()
             } else {
