@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam::queue::ArrayQueue;
 use dpdk_bindings::lcore::{self, LaunchHandle};
 use dpdk_bindings::{
     mempool, ring, signal, time, DpdkError, Eal, LcoreId, Mempool, Port, PortConfig,
@@ -23,16 +22,14 @@ use mgmt::store::Store;
 use crate::control::Control;
 use crate::counters::{Counters, DropReason, PublishedCounters, Stamped};
 use crate::flow::Timeouts;
-use crate::neighbour::NeighbourTimers;
-use crate::pipeline::{NeighbourNews, PipelineSettings};
+use crate::neighbour::{NeighbourTable, NeighbourTimers};
+use crate::pipeline::PipelineSettings;
 use crate::rcu::SnapshotCell;
 use crate::snapshot::{BuildError, Handles, Snapshot};
 use crate::worker::{self, WorkerSetup};
 
 /// Slots of each worker-to-worker handoff ring.
 const HANDOFF_RING: u32 = 1024;
-/// Neighbour news each worker's inbox holds.
-const NEWS_INBOX: usize = 256;
 
 /// Why the daemon could not start or stopped with an error.
 #[derive(Debug)]
@@ -309,9 +306,6 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
 
     let stop = Arc::new(AtomicBool::new(false));
     let published: Vec<Arc<PublishedCounters>> = (0..n_workers).map(|_| Arc::default()).collect();
-    let inboxes: Vec<Arc<ArrayQueue<NeighbourNews>>> = (0..n_workers)
-        .map(|_| Arc::new(ArrayQueue::new(NEWS_INBOX)))
-        .collect();
 
     // Handoff rings: producers[from][to], consumers[to] collects all `from`s.
     let mut producers: Vec<Vec<Option<ring::Producer>>> = (0..n_workers)
@@ -336,6 +330,11 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
     }
 
     let settings = pipeline_settings(&config, n_workers);
+    // One neighbour table for all workers: an ARP reply on any queue is seen by all.
+    let neighbours = Arc::new(NeighbourTable::new(
+        settings.neighbour_capacity,
+        settings.neighbour_timers,
+    ));
     let epoch_tsc = time::tsc();
     let hz_ms = (time::tsc_hz() / 1000).max(1);
     let mut query_tx = Vec::with_capacity(lcores.len());
@@ -355,7 +354,7 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
             port_index: dpdk_to_index.clone(),
             handoff_out: std::mem::take(&mut producers[i]),
             handoff_in: std::mem::take(&mut consumers[i]),
-            news_inboxes: inboxes.clone(),
+            neighbours: Arc::clone(&neighbours),
             pool: Arc::clone(&pool),
             snapshot: cell.reader(i),
             published: Arc::clone(&published[i]),

@@ -1,7 +1,8 @@
 //! The poll-mode worker loop: DPDK I/O around the pure [`Pipeline`].
 //!
 //! Each worker owns RX/TX queue *i* of every port, one handoff ring to every other worker
-//! and one from each, and its own flow table, neighbour table and counters. Per loop:
+//! and one from each, and its own flow table and counters; the neighbour table is shared
+//! by all workers (lock-free reads, see [`crate::neighbour`]). Per loop:
 //! refresh the snapshot (one atomic load), receive a burst from every port, run each packet
 //! through the pipeline, hand replies of flows another worker owns to that worker, transmit
 //! per port, then do a bounded slice of timer work. Nothing here blocks, allocates (all
@@ -11,12 +12,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam::queue::ArrayQueue;
 use dpdk_bindings::ring::{Consumer, Producer};
 use dpdk_bindings::{time, Mbuf, Mempool, RxQueue, TxQueue};
 
 use crate::counters::{Counters, DropReason, PublishedCounters};
-use crate::pipeline::{FlowInfo, NeighbourNews, Pipeline, PipelineSettings, UsageReport, Verdict};
+use crate::neighbour::NeighbourTable;
+use crate::pipeline::{FlowInfo, Pipeline, PipelineSettings, UsageReport, Verdict};
 use crate::rcu::SnapshotReader;
 use crate::snapshot::Snapshot;
 
@@ -49,8 +50,8 @@ pub struct WorkerSetup {
     pub handoff_out: Vec<Option<Producer>>,
     /// Rings from the other workers.
     pub handoff_in: Vec<Consumer>,
-    /// Our inbox of neighbours learned by other workers, and everyone's (ours included).
-    pub news_inboxes: Vec<Arc<ArrayQueue<NeighbourNews>>>,
+    /// The neighbour table every worker shares.
+    pub neighbours: Arc<NeighbourTable>,
     pub pool: Arc<Mempool>,
     pub snapshot: SnapshotReader<Snapshot>,
     pub published: Arc<PublishedCounters>,
@@ -70,11 +71,12 @@ pub fn run(mut w: WorkerSetup) -> Counters {
     let ports = w.rx.len();
     let burst = usize::from(w.burst);
     let pool = Arc::clone(&w.pool);
-    let mut pipe: Pipeline<Mbuf> = Pipeline::new(
+    let mut pipe: Pipeline<Mbuf> = Pipeline::with_neighbour_table(
         w.id,
         w.settings.clone(),
         Box::new(move || pool.alloc()),
         w.snapshot.get(),
+        Arc::clone(&w.neighbours),
     );
     let mut rx_buf: Vec<Mbuf> = Vec::with_capacity(burst);
     let mut tx_bufs: Vec<Vec<Mbuf>> = (0..ports).map(|_| Vec::with_capacity(burst * 4)).collect();
@@ -85,7 +87,6 @@ pub fn run(mut w: WorkerSetup) -> Counters {
     let start_tsc = w.epoch_tsc;
     let publish_every = w.publish_every_ms.clamp(1, 100);
     let mut last_publish = 0u64;
-    let own_inbox = w.news_inboxes.get(usize::from(w.id)).cloned();
     let hz_ms_div = hz_ms;
 
     while !w.stop.load(Ordering::Relaxed) {
@@ -141,21 +142,7 @@ pub fn run(mut w: WorkerSetup) -> Counters {
                 );
             }
         }
-        if let Some(inbox) = &own_inbox {
-            while let Some(news) = inbox.pop() {
-                pipe.learn_remote(snap, news, now_ms);
-            }
-        }
-
         pipe.poll(snap, now_ms);
-        for news in pipe.take_news() {
-            for (i, inbox) in w.news_inboxes.iter().enumerate() {
-                if i != usize::from(w.id) {
-                    // A full inbox only delays learning: the other worker resolves itself.
-                    let _ = inbox.push(news);
-                }
-            }
-        }
         for (port, m) in pipe.drain_emitted() {
             if let Some(buf) = tx_bufs.get_mut(usize::from(port)) {
                 buf.push(m);
