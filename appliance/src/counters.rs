@@ -97,6 +97,9 @@ pub struct Counters {
     pub icmp_errors_translated: u64,
     pub handoff_out: u64,
     pub handoff_in: u64,
+    /// Set by the main thread on the copy of a worker it found dead or stalled (the daemon
+    /// then exits with an error); always 0 on a live worker.
+    pub worker_failures: u64,
     pub drops: [u64; DropReason::COUNT],
 }
 
@@ -146,6 +149,7 @@ impl Counters {
             self.icmp_errors_translated,
             self.handoff_out,
             self.handoff_in,
+            self.worker_failures,
         ]
     }
 
@@ -166,11 +170,12 @@ impl Counters {
             &mut self.icmp_errors_translated,
             &mut self.handoff_out,
             &mut self.handoff_in,
+            &mut self.worker_failures,
         ]
     }
 }
 
-const SCALARS: usize = 15;
+const SCALARS: usize = 16;
 const SCALAR_NAMES: [&str; SCALARS] = [
     "rx_packets",
     "rx_bytes",
@@ -187,6 +192,7 @@ const SCALAR_NAMES: [&str; SCALARS] = [
     "icmp_errors_translated",
     "handoff_out",
     "handoff_in",
+    "worker_failures",
 ];
 
 /// The published copy of one worker's counters, readable from any thread.

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dpdk_bindings::lcore::{self, LaunchHandle};
+use dpdk_bindings::lcore;
 use dpdk_bindings::{
     mempool, ring, signal, time, DpdkError, Eal, LcoreId, Mempool, Port, PortConfig,
 };
@@ -26,10 +26,15 @@ use crate::neighbour::{NeighbourTable, NeighbourTimers};
 use crate::pipeline::PipelineSettings;
 use crate::rcu::SnapshotCell;
 use crate::snapshot::{BuildError, Handles, Snapshot};
+use crate::supervisor::{Fault, WorkerSet};
 use crate::worker::{self, WorkerSetup};
 
 /// Slots of each worker-to-worker handoff ring.
 const HANDOFF_RING: u32 = 1024;
+/// How long a worker may take to build its tables and complete its first loop.
+const START_GRACE: Duration = Duration::from_secs(60);
+/// How long stopping workers get to return before a stuck one is left to process exit.
+const STOP_PATIENCE: Duration = Duration::from_secs(5);
 
 /// Why the daemon could not start or stopped with an error.
 #[derive(Debug)]
@@ -218,6 +223,16 @@ pub fn counters_json(workers: &[Counters]) -> String {
 /// Runs the daemon until SIGINT/SIGTERM; returns the totals.
 pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
     let config = source.load()?;
+    let fault = Fault::from_env().map_err(DaemonError::Setup)?;
+    if let Some(f) = fault {
+        log::warn!(
+            "test hook {}: worker {} will fail ({:?}) {} ms after it starts",
+            crate::supervisor::FAULT_ENV,
+            f.worker,
+            f.kind,
+            f.after_ms
+        );
+    }
     signal::install_handlers().map_err(|e| DaemonError::Setup(format!("signal handlers: {e}")))?;
 
     // The saved objects come back before anything forwards; a corrupt file stops the
@@ -338,8 +353,16 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
     let epoch_tsc = time::tsc();
     let hz_ms = (time::tsc_hz() / 1000).max(1);
     let mut query_tx = Vec::with_capacity(lcores.len());
-    let mut launched: Vec<LaunchHandle<Counters>> = Vec::with_capacity(lcores.len());
-    for (i, lc) in lcores.iter().enumerate() {
+    let mut workers = WorkerSet::new(
+        lcores.clone(),
+        published.clone(),
+        Arc::clone(&stop),
+        Duration::from_millis(u64::from(config.workers.stall_timeout_ms)),
+        START_GRACE,
+    );
+    // Every worker's set-up first: a failure here leaves nothing running.
+    let mut setups = Vec::with_capacity(lcores.len());
+    for i in 0..lcores.len() {
         let id = u16::try_from(i).unwrap_or(u16::MAX);
         let mut rx = Vec::with_capacity(ports.len());
         let mut tx = Vec::with_capacity(ports.len());
@@ -347,7 +370,7 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
             rx.push(p.rx_queue(id)?);
             tx.push(p.tx_queue(id)?);
         }
-        let setup = WorkerSetup {
+        setups.push(WorkerSetup {
             id,
             rx,
             tx,
@@ -369,9 +392,25 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
             },
             epoch_tsc,
             publish_every_ms: u64::from(config.mgmt.stats_interval_ms).min(100),
-        };
-        launched.push(lcore::launch(*lc, move || worker::run(setup))?);
+            heartbeat: workers.heartbeat(i),
+            fault: fault.filter(|f| usize::from(f.worker) == i),
+        });
+    }
+    for (i, (setup, lc)) in setups.into_iter().zip(&lcores).enumerate() {
+        match lcore::launch(*lc, move || worker::run(setup)) {
+            Ok(h) => workers.push(h),
+            Err(e) => {
+                let _ = workers.stop(None, STOP_PATIENCE);
+                return Err(e.into());
+            }
+        }
         log::info!("worker {i} running on {lc:?}");
+    }
+    // "Ready" means every worker polls: one that cannot build its tables stops the start.
+    if let Err(f) = workers.wait_started() {
+        log::error!("{f}");
+        let _ = workers.stop(Some(&f), STOP_PATIENCE);
+        return Err(DaemonError::Worker(f.to_string()));
     }
 
     let control = Arc::new(Control::new(
@@ -396,10 +435,7 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
     let server = match server {
         Ok(s) => s,
         Err(e) => {
-            stop.store(true, Ordering::SeqCst);
-            for h in launched {
-                let _ = h.join();
-            }
+            let _ = workers.stop(None, STOP_PATIENCE);
             return Err(DaemonError::Socket(e.to_string()));
         }
     };
@@ -419,8 +455,16 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
     );
     let current = config;
     let mut last_tick = Instant::now();
+    let mut failure = None;
     while !signal::stop_requested() {
         std::thread::sleep(Duration::from_millis(50));
+        // A dead or stuck worker black-holes its queues and pins every old snapshot:
+        // say which and exit non-zero, so a supervisor restarts us (an HA peer takes over).
+        if let Err(f) = workers.check() {
+            log::error!("{f}");
+            failure = Some(f);
+            break;
+        }
         if signal::take_reload_request() {
             match reload(&source, &current) {
                 Ok(next) => match control.reload_declared(&next) {
@@ -441,22 +485,13 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
     if let Some(t) = stats_thread {
         let _ = t.join();
     }
-    log::info!(
-        "signal {} received: stopping workers",
-        signal::last_signal()
-    );
-    stop.store(true, Ordering::SeqCst);
-    let mut results = Vec::with_capacity(launched.len());
-    let mut failure = None;
-    for (i, h) in launched.into_iter().enumerate() {
-        match h.join() {
-            Ok(c) => results.push(c),
-            Err(_) => {
-                failure = Some(DaemonError::Worker(format!("worker {i} panicked")));
-                results.push(published[i].read());
-            }
-        }
+    if failure.is_none() {
+        log::info!(
+            "signal {} received: stopping workers",
+            signal::last_signal()
+        );
     }
+    let (results, trouble) = workers.stop(failure.as_ref(), STOP_PATIENCE);
     let totals = Totals::from_workers(results);
     if let Some(path) = &stats_file {
         write_stats(path, &counters_json(&totals.workers));
@@ -478,7 +513,8 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
     drop(pool);
     drop(eal);
     match failure {
-        Some(e) => Err(e),
+        Some(f) => Err(DaemonError::Worker(f.to_string())),
+        None if !trouble.is_empty() => Err(DaemonError::Worker(trouble.join("; "))),
         None => Ok(totals),
     }
 }

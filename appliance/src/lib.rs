@@ -17,5 +17,6 @@ pub mod neighbour;
 pub mod pipeline;
 pub mod rcu;
 pub mod snapshot;
+pub mod supervisor;
 pub mod wire;
 pub mod worker;

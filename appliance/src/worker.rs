@@ -20,6 +20,7 @@ use crate::neighbour::NeighbourTable;
 use crate::pipeline::{FlowInfo, Pipeline, PipelineSettings, UsageReport, Verdict};
 use crate::rcu::SnapshotReader;
 use crate::snapshot::Snapshot;
+use crate::supervisor::{Fault, FaultKind, Heartbeat};
 
 /// A question from the management thread, answered between bursts.
 #[derive(Debug)]
@@ -64,6 +65,10 @@ pub struct WorkerSetup {
     pub epoch_tsc: u64,
     /// How often the counters are published (at most 100 ms).
     pub publish_every_ms: u64,
+    /// Where the worker shows the main thread that it makes progress.
+    pub heartbeat: Arc<Heartbeat>,
+    /// The test hook's fault for this worker, if any.
+    pub fault: Option<Fault>,
 }
 
 /// Runs the worker until `stop` is set; returns its final counters.
@@ -88,8 +93,15 @@ pub fn run(mut w: WorkerSetup) -> Counters {
     let publish_every = w.publish_every_ms.clamp(1, 100);
     let mut last_publish = 0u64;
     let hz_ms_div = hz_ms;
+    let mut loops = 0u64;
+    let fault_at_ms = w.fault.map(|f| {
+        let now_ms = time::tsc().saturating_sub(start_tsc) / hz_ms;
+        now_ms.saturating_add(f.after_ms)
+    });
 
     while !w.stop.load(Ordering::Relaxed) {
+        loops += 1;
+        w.heartbeat.beat(loops);
         let now_ms = time::tsc().saturating_sub(start_tsc) / hz_ms_div;
         if w.snapshot.refresh() {
             pipe.on_snapshot(w.snapshot.get());
@@ -206,6 +218,11 @@ pub fn run(mut w: WorkerSetup) -> Counters {
             pipe.sync_gauges();
             w.published
                 .publish(pipe.counters(), now_ms, snap.generation);
+            if let (Some(f), Some(at)) = (w.fault, fault_at_ms) {
+                if now_ms >= at && strike(f) {
+                    break;
+                }
+            }
         }
         if work == 0 && !w.idle_sleep.is_zero() {
             std::thread::sleep(w.idle_sleep);
@@ -216,6 +233,18 @@ pub fn run(mut w: WorkerSetup) -> Counters {
     w.published
         .publish(pipe.counters(), now_ms, w.snapshot.get().generation);
     pipe.counters().clone()
+}
+
+/// Makes the test hook's fault happen; true when the worker is to leave its loop.
+#[cold]
+fn strike(f: Fault) -> bool {
+    match f.kind {
+        FaultKind::Panic => panic!("test fault: worker {} panics", f.worker),
+        FaultKind::Stall => loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        },
+        FaultKind::Exit => true,
+    }
 }
 
 #[inline]

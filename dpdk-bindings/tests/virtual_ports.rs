@@ -66,8 +66,22 @@ fn packets_cross_virtual_ports_byte_exact_and_mbufs_return() {
     let h = dpdk_bindings::lcore::launch(LcoreId(1), || (dpdk_bindings::lcore::current(), 6 * 7))
         .expect("launch on lcore 1");
     assert_eq!(h.join().unwrap(), (Some(LcoreId(1)), 42));
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let h = dpdk_bindings::lcore::launch(LcoreId(1), move || rx.recv().is_ok()).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    assert!(!h.is_finished(), "still running");
+    tx.send(()).unwrap();
+    assert!(h.join().unwrap());
     let h =
         dpdk_bindings::lcore::launch(LcoreId(1), || -> u32 { panic!("worker failed") }).unwrap();
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !h.is_finished() && std::time::Instant::now() < end {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    assert!(
+        h.is_finished(),
+        "a panicked job shows as finished without a join"
+    );
     assert!(
         h.join().is_err(),
         "a panic comes back as an error, not an abort"

@@ -105,6 +105,10 @@ pub struct WorkersConfig {
     /// Microseconds to sleep after a poll that found nothing, 0..=1_000_000; 0 (default) =
     /// pure busy polling.
     pub idle_sleep_us: u32,
+    /// A worker that makes no progress (no poll loop completed) this long, 10..=3_600_000
+    /// ms and more than `idle_sleep_us`, is reported and privlinkd exits with an error, so
+    /// that a supervisor restarts it; default 1000.
+    pub stall_timeout_ms: u32,
 }
 
 impl Default for WorkersConfig {
@@ -113,6 +117,7 @@ impl Default for WorkersConfig {
             lcores: vec![1],
             burst: 32,
             idle_sleep_us: 0,
+            stall_timeout_ms: 1000,
         }
     }
 }
@@ -582,6 +587,19 @@ impl Config {
             return Err((
                 at.key("idle_sleep_us"),
                 range(self.workers.idle_sleep_us, 0, 1_000_000),
+            ));
+        }
+        let stall = self.workers.stall_timeout_ms;
+        if !(10..=3_600_000).contains(&stall) {
+            return Err((at.key("stall_timeout_ms"), range(stall, 10, 3_600_000)));
+        }
+        if u64::from(stall) * 1000 <= u64::from(self.workers.idle_sleep_us) {
+            return Err((
+                at.key("stall_timeout_ms"),
+                ConfigProblem::StallNotAboveIdleSleep {
+                    stall_ms: stall,
+                    idle_sleep_us: self.workers.idle_sleep_us,
+                },
             ));
         }
         Ok(())
@@ -1108,6 +1126,14 @@ pub enum ConfigProblem {
         /// `tables.maglev_size`.
         maglev_size: u32,
     },
+    /// `100 ms is not more than workers.idle_sleep_us (200000 µs): an idle worker would
+    /// look stalled`
+    StallNotAboveIdleSleep {
+        /// `workers.stall_timeout_ms`.
+        stall_ms: u32,
+        /// `workers.idle_sleep_us`.
+        idle_sleep_us: u32,
+    },
 }
 
 impl fmt::Display for ConfigProblem {
@@ -1179,6 +1205,13 @@ impl fmt::Display for ConfigProblem {
             } => write!(
                 f,
                 "{targets} targets exceed tables.maglev_size {maglev_size}"
+            ),
+            Self::StallNotAboveIdleSleep {
+                stall_ms,
+                idle_sleep_us,
+            } => write!(
+                f,
+                "{stall_ms} ms is not more than workers.idle_sleep_us ({idle_sleep_us} µs): an idle worker would look stalled"
             ),
         }
     }

@@ -139,6 +139,10 @@ pub struct Options {
     pub declare_objects: bool,
     /// Seconds a deregistered target drains before its flows end.
     pub deregistration_delay: f64,
+    /// Extra environment for privlinkd (e.g. its test hooks).
+    pub env: Vec<(String, String)>,
+    /// Lines appended to the configuration's `[workers]` section.
+    pub workers_extra: String,
 }
 
 impl Default for Options {
@@ -149,6 +153,8 @@ impl Default for Options {
             targets: vec![0, 1],
             declare_objects: true,
             deregistration_delay: 300.0,
+            env: Vec::new(),
+            workers_extra: String::new(),
         }
     }
 }
@@ -275,6 +281,7 @@ args = ["--lcores={map}", "--no-pci", "--no-huge", "-m", "256", "--file-prefix={
 lcores = [{lcores}]
 burst = 32
 idle_sleep_us = 100
+{workers_extra}
 
 [[ports]]
 name = "net_tap_{prefix}c"
@@ -344,6 +351,7 @@ deregistration_delay = {dereg}
             capp = CONSUMER_APPLIANCE,
             papp = PROVIDER_APPLIANCE,
             est = o.tcp_established,
+            workers_extra = o.workers_extra,
             dereg = o.deregistration_delay,
             uid_c = UID_CONSUMER,
             uid_p = UID_PROVIDER,
@@ -392,6 +400,7 @@ deregistration_delay = {dereg}
             .arg("--config")
             .arg(&self.config_path)
             .env("RUST_LOG", "info")
+            .envs(self.opts.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(log)
@@ -666,6 +675,22 @@ deregistration_delay = {dereg}
             self.log()
         );
         self.log()
+    }
+
+    /// Waits (bounded) for privlinkd to exit on its own; its exit status, or None if it is
+    /// still running at `limit` (it is then left for [`Topology::stop`]).
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let end = Instant::now() + limit;
+        while Instant::now() < end {
+            if let Some(d) = self.daemon.as_mut() {
+                if let Ok(Some(status)) = d.try_wait() {
+                    self.daemon = None;
+                    return Some(status);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
     }
 
     /// The daemon's log so far.
