@@ -64,7 +64,8 @@ drop_reasons! {
     TtlExceeded => "ttl_exceeded",
     /// ARP for the next hop failed, or too many packets were waiting for it.
     NeighbourUnresolved => "neighbour_unresolved",
-    /// The device refused the packet at transmit.
+    /// The device still refused the packet after the unsent tail of its burst was offered
+    /// again a few times (the TX queue stayed full).
     TxFull => "tx_full",
     /// The ring to the owning worker was full.
     HandoffFull => "handoff_full",
@@ -77,6 +78,9 @@ drop_reasons! {
     /// A flow ended because what admitted it went away (endpoint rejected or deleted,
     /// rule revoked, target gone after its deregistration delay); TCP got RSTs both ways.
     FlowEnded => "flow_ended",
+    /// A frame longer than its egress port's MTU allows (plus the Ethernet header and any
+    /// VLAN tag): not sent. (Not `tx_full`: the queue had room.)
+    TxOversize => "tx_oversize",
 }
 
 /// A worker's counters, owned by the worker thread and written with plain arithmetic.

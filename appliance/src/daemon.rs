@@ -285,6 +285,7 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
 
     let mut ports = Vec::with_capacity(config.ports.len());
     let mut macs = Vec::with_capacity(config.ports.len());
+    let mut mtus = Vec::with_capacity(config.ports.len());
     for pc in &config.ports {
         let cfg = PortConfig {
             rx_queues: n_workers,
@@ -298,6 +299,7 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
         let mut port = Port::configure(&pc.name, &cfg, &pool)?;
         port.start()?;
         let mac = port.mac()?;
+        mtus.push(port.mtu()?);
         log::info!(
             "port {} ({}): {} queues, mac {}",
             pc.name,
@@ -393,6 +395,7 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
             epoch_tsc,
             publish_every_ms: u64::from(config.mgmt.stats_interval_ms).min(100),
             heartbeat: workers.heartbeat(i),
+            port_mtu: mtus.clone(),
             fault: fault.filter(|f| usize::from(f.worker) == i),
         });
     }

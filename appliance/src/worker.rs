@@ -21,6 +21,7 @@ use crate::pipeline::{FlowInfo, Pipeline, PipelineSettings, UsageReport, Verdict
 use crate::rcu::SnapshotReader;
 use crate::snapshot::Snapshot;
 use crate::supervisor::{Fault, FaultKind, Heartbeat};
+use crate::wire::{ethernet, vlan};
 
 /// A question from the management thread, answered between bursts.
 #[derive(Debug)]
@@ -65,6 +66,8 @@ pub struct WorkerSetup {
     pub epoch_tsc: u64,
     /// How often the counters are published (at most 100 ms).
     pub publish_every_ms: u64,
+    /// The MTU of each port, in port-index order: longer frames are not sent (counted).
+    pub port_mtu: Vec<u16>,
     /// Where the worker shows the main thread that it makes progress.
     pub heartbeat: Arc<Heartbeat>,
     /// The test hook's fault for this worker, if any.
@@ -165,20 +168,22 @@ pub fn run(mut w: WorkerSetup) -> Counters {
             if buf.is_empty() {
                 continue;
             }
-            let bytes: u64 = buf.iter().map(|m| m.data_len() as u64).sum();
-            let len = buf.len();
-            let (sent, dropped) = w.tx[p].tx_burst_or_drop(buf);
-            let c = pipe.counters_mut();
-            c.tx_packets += sent as u64;
-            // Refused packets are the tail; count their bytes out of the total sent.
-            c.tx_bytes += if dropped == 0 {
-                bytes
-            } else {
-                bytes * sent as u64 / len as u64
-            };
-            for _ in 0..dropped {
-                c.drop(DropReason::TxFull);
+            let mtu = w.port_mtu.get(p).copied().unwrap_or(u16::MAX);
+            let mut bytes = 0u64;
+            let mut oversize = false;
+            for m in buf.iter() {
+                let len = m.pkt_len();
+                bytes += len as u64;
+                oversize |= len > usize::from(mtu) + ethernet::HEADER_LEN;
             }
+            if oversize {
+                bytes -= drop_oversize(buf, mtu, pipe.counters_mut());
+            }
+            let out = w.tx[p].tx_burst_retry(buf, TX_STALLS);
+            let c = pipe.counters_mut();
+            c.tx_packets += out.sent as u64;
+            c.tx_bytes += bytes - out.refused_bytes;
+            c.drops[DropReason::TxFull as usize] += out.refused as u64;
         }
         for (to, buf) in handoff_bufs.iter_mut().enumerate() {
             if buf.is_empty() {
@@ -235,6 +240,34 @@ pub fn run(mut w: WorkerSetup) -> Counters {
     pipe.counters().clone()
 }
 
+/// Attempts without progress a TX burst's unsent tail gets before it is dropped.
+const TX_STALLS: u32 = 4;
+
+/// Drops (and counts) the frames of `buf` longer than what `mtu` allows on the wire (the
+/// Ethernet header, and a VLAN tag when the frame carries one); returns their bytes. Rare:
+/// the caller only comes here when a frame is longer than `mtu` + 14.
+#[cold]
+#[inline(never)]
+fn drop_oversize(buf: &mut Vec<Mbuf>, mtu: u16, c: &mut Counters) -> u64 {
+    let mut bytes = 0u64;
+    buf.retain(|m| {
+        let fits = m.pkt_len() <= max_frame(mtu, m.data());
+        if !fits {
+            bytes += m.pkt_len() as u64;
+            c.drop(DropReason::TxOversize);
+        }
+        fits
+    });
+    bytes
+}
+
+/// The longest frame an `mtu` allows for this frame: its L3 packet at most `mtu` bytes
+/// after the Ethernet header and, when the frame is tagged, one 802.1Q tag.
+fn max_frame(mtu: u16, frame: &[u8]) -> usize {
+    let tagged = frame.get(12..14) == Some(&[0x81, 0x00][..]);
+    usize::from(mtu) + ethernet::HEADER_LEN + if tagged { vlan::TAG_LEN } else { 0 }
+}
+
 /// Makes the test hook's fault happen; true when the worker is to leave its loop.
 #[cold]
 fn strike(f: Fault) -> bool {
@@ -278,4 +311,20 @@ fn route_verdict(
     };
     bufs.get_mut(usize::from(i)).ok_or(reason)?.push(m);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mtu_counts_the_vlan_tag_only_on_tagged_frames() {
+        let mut untagged = vec![0u8; 60];
+        untagged[12..14].copy_from_slice(&[0x08, 0x00]);
+        let mut tagged = untagged.clone();
+        tagged[12..14].copy_from_slice(&[0x81, 0x00]);
+        assert_eq!(max_frame(1500, &untagged), 1514);
+        assert_eq!(max_frame(1500, &tagged), 1518);
+        assert_eq!(max_frame(9000, &[]), 9014);
+    }
 }

@@ -26,7 +26,9 @@ pub use error::DpdkError;
 pub use lcore::{LaunchHandle, LcoreId, SocketId};
 pub use mbuf::Mbuf;
 pub use mempool::Mempool;
-pub use port::{LinkStatus, Port, PortConfig, PortId, PortStats, QueueId, RxQueue, TxQueue};
+pub use port::{
+    LinkStatus, Port, PortConfig, PortId, PortStats, QueueId, RxQueue, TxOutcome, TxQueue,
+};
 
 /// Raw bindgen output. Not for use outside this crate's wrappers except in tests.
 #[allow(

@@ -291,6 +291,15 @@ impl Port {
         self.started
     }
 
+    /// The port's MTU (L3 bytes; what the device was configured with).
+    pub fn mtu(&self) -> Result<u16, DpdkError> {
+        let mut mtu = 0u16;
+        // SAFETY: valid port id and out-pointer.
+        let rc = unsafe { ffi::rte_eth_dev_get_mtu(self.id().0, &mut mtu) };
+        DpdkError::check(|| format!("rte_eth_dev_get_mtu({})", self.name()), rc)?;
+        Ok(mtu)
+    }
+
     /// The port's MAC address.
     pub fn mac(&self) -> Result<[u8; 6], DpdkError> {
         let mut addr = ffi::rte_ether_addr::default();
@@ -497,13 +506,60 @@ impl TxQueue {
         }
     }
 
-    /// Transmits all of `pkts` that the device takes and frees the rest. Returns
-    /// (sent, dropped).
+    /// Transmits all of `pkts` that the device takes: when it takes only part, the
+    /// unsent tail is offered again, up to `stalls` more times without progress (a full
+    /// queue drains while we retry; a device that stops at one packet it refuses takes the
+    /// rest once that one is dropped). Only what is still refused then is freed. `pkts` is
+    /// left empty.
     #[inline]
-    pub fn tx_burst_or_drop(&mut self, pkts: &mut Vec<Mbuf>) -> (usize, usize) {
-        let sent = self.tx_burst(pkts);
-        let dropped = pkts.len();
-        pkts.clear();
-        (sent, dropped)
+    pub fn tx_burst_retry(&mut self, pkts: &mut Vec<Mbuf>, stalls: u32) -> TxOutcome {
+        let mut out = TxOutcome {
+            sent: self.tx_burst(pkts),
+            ..TxOutcome::default()
+        };
+        if pkts.is_empty() {
+            return out;
+        }
+        self.retry_tail(pkts, stalls, &mut out);
+        out
     }
+
+    #[cold]
+    #[inline(never)]
+    fn retry_tail(&mut self, pkts: &mut Vec<Mbuf>, stalls: u32, out: &mut TxOutcome) {
+        let mut left = stalls;
+        while !pkts.is_empty() {
+            let n = self.tx_burst(pkts);
+            out.sent += n;
+            if n > 0 {
+                continue;
+            }
+            if left == 0 {
+                break;
+            }
+            left -= 1;
+            if left == 0 && pkts.len() > 1 {
+                // Still nothing: the device may refuse its first packet for itself (some
+                // stop a burst at one they cannot send); give the others their chance.
+                let head = pkts.remove(0);
+                out.refused += 1;
+                out.refused_bytes += head.pkt_len() as u64;
+                left = 1;
+            }
+        }
+        out.refused += pkts.len();
+        out.refused_bytes += pkts.iter().map(|m| m.pkt_len() as u64).sum::<u64>();
+        pkts.clear();
+    }
+}
+
+/// What [`TxQueue::tx_burst_retry`] did with a burst.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TxOutcome {
+    /// Taken by the device.
+    pub sent: usize,
+    /// Still refused after the retries, and freed.
+    pub refused: usize,
+    /// Their bytes (`pkt_len`).
+    pub refused_bytes: u64,
 }

@@ -165,8 +165,9 @@ fn packets_cross_virtual_ports_byte_exact_and_mbufs_return() {
     pcap_port.start().unwrap();
     let mut ptx = pcap_port.tx_queue(0).unwrap();
     let mut burst: Vec<Mbuf> = sent_frames[..4].iter().map(|f| fill(&pool, f)).collect();
-    let (s, d) = ptx.tx_burst_or_drop(&mut burst);
-    assert_eq!((s, d), (4, 0));
+    let out = ptx.tx_burst_retry(&mut burst, 4);
+    assert_eq!((out.sent, out.refused), (4, 0));
+    assert!(burst.is_empty());
     let pstats = pcap_port.stats().unwrap();
     assert_eq!(pstats.tx_packets, 4);
     let bytes: u64 = sent_frames[..4].iter().map(|f| f.len() as u64).sum();

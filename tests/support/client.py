@@ -7,6 +7,8 @@ prints one JSON object on stdout.
   keepalive HOST PORT SECONDS     one HTTP/1.1 connection, a GET every 100 ms for SECONDS
   idle-then-send HOST PORT IDLE   a GET, IDLE seconds of silence, a GET on the same connection
   raw IFACE DST_MAC SRC_MAC SRC_IP DST_IP   send the malformed-frame suite with a raw socket
+  udp-bursts HOST PORT ROUNDS BIG SMALL   ROUNDS times: one BIG-byte datagram (0: none), then
+                                  SMALL small ones back to back; counts the small replies
 """
 import http.client
 import json
@@ -55,6 +57,33 @@ def udp(host, port, n):
         except OSError as e:
             replies.append(f"error {e}")
     out({"ok": ok, "fail": n - ok, "replies": replies})
+
+
+def udp_bursts(host, port, rounds, big, small):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    # Path-MTU discovery as usual (DF set); the interface MTU decides what leaves.
+    s.settimeout(0.5)
+    got, big_replies, sent = set(), 0, 0
+    for r in range(rounds):
+        if big:
+            s.sendto(b"B" * big, (host, port))
+        for i in range(small):
+            s.sendto(f"small-{r}-{i}".encode(), (host, port))
+            sent += 1
+        end = time.time() + 0.3
+        while time.time() < end:
+            try:
+                data, _ = s.recvfrom(65535)
+            except socket.timeout:
+                break
+            except OSError:
+                break
+            if b"small-" in data:
+                got.add(data[data.index(b"small-"):].decode(errors="replace"))
+            elif data.endswith(b"B" * 16):
+                big_replies += 1
+        time.sleep(0.05)
+    out({"small_sent": sent, "small_ok": len(got), "big_replies": big_replies})
 
 
 def keepalive(host, port, seconds):
@@ -190,6 +219,8 @@ def main():
         idle_then_send(args[0], int(args[1]), float(args[2]))
     elif mode == "raw":
         raw(*args[:5])
+    elif mode == "udp-bursts":
+        udp_bursts(args[0], int(args[1]), int(args[2]), int(args[3]), int(args[4]))
     else:
         print(__doc__, file=sys.stderr)
         return 2
