@@ -81,6 +81,9 @@ drop_reasons! {
     /// A frame longer than its egress port's MTU allows (plus the Ethernet header and any
     /// VLAN tag): not sent. (Not `tx_full`: the queue had room.)
     TxOversize => "tx_oversize",
+    /// A received frame longer than its port's MTU allows (or than one mbuf holds, when the
+    /// device chains it): a device that does not enforce its MTU let it in.
+    RxOversize => "rx_oversize",
 }
 
 /// A worker's counters, owned by the worker thread and written with plain arithmetic.

@@ -10,9 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dpdk_bindings::lcore;
-use dpdk_bindings::{
-    mempool, ring, signal, time, DpdkError, Eal, LcoreId, Mempool, Port, PortConfig,
-};
+use dpdk_bindings::{port, ring, signal, time, DpdkError, Eal, LcoreId, Mempool, Port, PortConfig};
 use mgmt::config::{Config, ConfigError};
 
 use mgmt::persist::StateFile;
@@ -24,6 +22,7 @@ use crate::counters::{Counters, DropReason, PublishedCounters, Stamped};
 use crate::flow::Timeouts;
 use crate::neighbour::{NeighbourTable, NeighbourTimers};
 use crate::pipeline::PipelineSettings;
+use crate::preflight;
 use crate::rcu::SnapshotCell;
 use crate::snapshot::{BuildError, Handles, Snapshot};
 use crate::supervisor::{Fault, WorkerSet};
@@ -261,27 +260,25 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
     let socket = eal.lcore_socket(lcores[0]);
     let burst = config.workers.burst.max(1);
 
-    let n_ports = u32::try_from(config.ports.len()).unwrap_or(u32::MAX);
-    let per_queue: u32 = config
-        .ports
-        .iter()
-        .map(|p| u32::from(p.rx_desc) + u32::from(p.tx_desc))
-        .sum();
-    let pool_size = per_queue * u32::from(n_workers)
-        + u32::from(n_workers)
-            * (u32::from(burst) * (n_ports + 2) * 4
-                + config.tables.arp_pending_packets
-                + HANDOFF_RING * u32::from(n_workers.saturating_sub(1)))
-        + 2048;
-    let pool_size = pool_size.max(config.tables.mbufs);
-    let pool = Arc::new(Mempool::new(
-        "privlink",
-        pool_size,
-        256,
-        mempool::DEFAULT_DATA_ROOM,
-        socket,
-    )?);
-    log::info!("mempool: {pool_size} mbufs");
+    // What cannot work is refused here, with the figures, before anything is created.
+    let mut port_mtus = Vec::with_capacity(config.ports.len());
+    for (i, pc) in config.ports.iter().enumerate() {
+        let info = port::device_info(&pc.name)?;
+        port_mtus.push(preflight::check_port(i, pc, &info, n_workers).map_err(DaemonError::Setup)?);
+    }
+    let data_room = preflight::data_room(&port_mtus).map_err(DaemonError::Setup)?;
+    let pool_size =
+        preflight::pool_size(&config, n_workers, HANDOFF_RING).map_err(DaemonError::Setup)?;
+    let needs = preflight::Needs::of(&config, n_workers, pool_size, data_room)
+        .map_err(DaemonError::Setup)?;
+    preflight::check_memory(&needs, &preflight::Available::probe(&args))
+        .map_err(DaemonError::Setup)?;
+    let pool = Arc::new(Mempool::new("privlink", pool_size, 256, data_room, socket)?);
+    log::info!(
+        "mempool: {pool_size} mbufs of {data_room} bytes ({}); flow tables {} per worker",
+        preflight::Bytes(needs.pool),
+        preflight::Bytes(needs.flow_table)
+    );
 
     let mut ports = Vec::with_capacity(config.ports.len());
     let mut macs = Vec::with_capacity(config.ports.len());
@@ -295,6 +292,8 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
             mtu: pc.mtu,
             rss: true,
             promiscuous: pc.promiscuous,
+            // Frames longer than an mbuf then arrive, to be counted as too big.
+            rx_scatter: true,
         };
         let mut port = Port::configure(&pc.name, &cfg, &pool)?;
         port.start()?;

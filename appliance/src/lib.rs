@@ -15,6 +15,7 @@ pub mod frame;
 pub mod maglev;
 pub mod neighbour;
 pub mod pipeline;
+pub mod preflight;
 pub mod rcu;
 pub mod snapshot;
 pub mod supervisor;

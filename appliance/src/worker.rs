@@ -118,6 +118,21 @@ pub fn run(mut w: WorkerSetup) -> Counters {
                 continue;
             }
             work += n;
+            // Devices that do not enforce their MTU (a tap, whose kernel side may have a
+            // larger one) hand over longer frames: counted and dropped here.
+            let mtu = w.port_mtu.get(p).copied().unwrap_or(u16::MAX);
+            let limit = usize::from(mtu) + ethernet::HEADER_LEN;
+            if rx_buf.iter().any(|m| m.pkt_len() > limit) {
+                drop_oversize(
+                    &mut rx_buf,
+                    mtu,
+                    DropReason::RxOversize,
+                    pipe.counters_mut(),
+                );
+                if rx_buf.is_empty() {
+                    continue;
+                }
+            }
             let in_port = u16::try_from(p).unwrap_or(u16::MAX);
             // Verdicts for ports or workers that do not exist (never, by construction).
             let mut lost = [0u64; DropReason::COUNT];
@@ -177,7 +192,7 @@ pub fn run(mut w: WorkerSetup) -> Counters {
                 oversize |= len > usize::from(mtu) + ethernet::HEADER_LEN;
             }
             if oversize {
-                bytes -= drop_oversize(buf, mtu, pipe.counters_mut());
+                bytes -= drop_oversize(buf, mtu, DropReason::TxOversize, pipe.counters_mut());
             }
             let out = w.tx[p].tx_burst_retry(buf, TX_STALLS);
             let c = pipe.counters_mut();
@@ -243,18 +258,24 @@ pub fn run(mut w: WorkerSetup) -> Counters {
 /// Attempts without progress a TX burst's unsent tail gets before it is dropped.
 const TX_STALLS: u32 = 4;
 
-/// Drops (and counts) the frames of `buf` longer than what `mtu` allows on the wire (the
-/// Ethernet header, and a VLAN tag when the frame carries one); returns their bytes. Rare:
-/// the caller only comes here when a frame is longer than `mtu` + 14.
+/// Drops (and counts as `reason`) the frames of `buf` longer than what `mtu` allows on
+/// the wire (the Ethernet header, and a VLAN tag when the frame carries one); returns their
+/// bytes. Received ones count as received too. Rare: the caller only comes here when a
+/// frame is longer than `mtu` + 14.
 #[cold]
 #[inline(never)]
-fn drop_oversize(buf: &mut Vec<Mbuf>, mtu: u16, c: &mut Counters) -> u64 {
+fn drop_oversize(buf: &mut Vec<Mbuf>, mtu: u16, reason: DropReason, c: &mut Counters) -> u64 {
     let mut bytes = 0u64;
     buf.retain(|m| {
         let fits = m.pkt_len() <= max_frame(mtu, m.data());
         if !fits {
-            bytes += m.pkt_len() as u64;
-            c.drop(DropReason::TxOversize);
+            let len = m.pkt_len() as u64;
+            bytes += len;
+            if reason == DropReason::RxOversize {
+                c.rx_packets += 1;
+                c.rx_bytes += len;
+            }
+            c.drop(reason);
         }
         fits
     });

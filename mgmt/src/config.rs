@@ -250,11 +250,16 @@ impl Default for MgmtConfig {
     }
 }
 
+/// The largest flow table (`tables.flows_per_worker`): the flow table's own limit
+/// (`appliance::flow::MAX_CAPACITY`, 32-bit slot indexes with room for markers).
+pub const MAX_FLOWS_PER_WORKER: u32 = 1 << 30;
+
 /// `[tables]`: fixed capacities chosen at start.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TablesConfig {
-    /// Flow table capacity of each worker, at least 1024; default 262144.
+    /// Flow table capacity of each worker, 1024..=2^30 (and within the memory available,
+    /// checked at start); default 262144.
     pub flows_per_worker: u32,
     /// Neighbour (ARP) table capacity, at least 16; default 4096.
     pub neighbours: u32,
@@ -710,10 +715,10 @@ impl Config {
     fn validate_tables(&self) -> Result<(), (KeyPath, ConfigProblem)> {
         let at = KeyPath::new().key("tables");
         let t = &self.tables;
-        if t.flows_per_worker < 1024 {
+        if !(1024..=MAX_FLOWS_PER_WORKER).contains(&t.flows_per_worker) {
             return Err((
                 at.key("flows_per_worker"),
-                range(t.flows_per_worker, 1024, u32::MAX.into()),
+                range(t.flows_per_worker, 1024, MAX_FLOWS_PER_WORKER.into()),
             ));
         }
         if t.neighbours < 16 {

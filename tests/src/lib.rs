@@ -143,6 +143,8 @@ pub struct Options {
     pub env: Vec<(String, String)>,
     /// Lines appended to the configuration's `[workers]` section.
     pub workers_extra: String,
+    /// `mtu` of the consumer and the provider port (None: the device's).
+    pub port_mtu: [Option<u16>; 2],
 }
 
 impl Default for Options {
@@ -155,6 +157,7 @@ impl Default for Options {
             deregistration_delay: 300.0,
             env: Vec::new(),
             workers_extra: String::new(),
+            port_mtu: [None, None],
         }
     }
 }
@@ -287,11 +290,13 @@ idle_sleep_us = 100
 name = "net_tap_{prefix}c"
 rx_desc = 512
 tx_desc = 512
+{mtu_c}
 
 [[ports]]
 name = "net_tap_{prefix}p"
 rx_desc = 512
 tx_desc = 512
+{mtu_p}
 
 [[vpcs]]
 vpc_id = "vpc-0c0000000000000c1"
@@ -352,6 +357,12 @@ deregistration_delay = {dereg}
             papp = PROVIDER_APPLIANCE,
             est = o.tcp_established,
             workers_extra = o.workers_extra,
+            mtu_c = o.port_mtu[0]
+                .map(|m| format!("mtu = {m}"))
+                .unwrap_or_default(),
+            mtu_p = o.port_mtu[1]
+                .map(|m| format!("mtu = {m}"))
+                .unwrap_or_default(),
             dereg = o.deregistration_delay,
             uid_c = UID_CONSUMER,
             uid_p = UID_PROVIDER,

@@ -7,8 +7,9 @@ prints one JSON object on stdout.
   keepalive HOST PORT SECONDS     one HTTP/1.1 connection, a GET every 100 ms for SECONDS
   idle-then-send HOST PORT IDLE   a GET, IDLE seconds of silence, a GET on the same connection
   raw IFACE DST_MAC SRC_MAC SRC_IP DST_IP   send the malformed-frame suite with a raw socket
-  udp-bursts HOST PORT ROUNDS BIG SMALL   ROUNDS times: one BIG-byte datagram (0: none), then
-                                  SMALL small ones back to back; counts the small replies
+  udp-bursts HOST PORT ROUNDS BIG SMALL [nodf]   ROUNDS times: one BIG-byte datagram (0:
+                                  none), then SMALL small ones back to back; counts the
+                                  small replies (nodf: the big ones without DF)
 """
 import http.client
 import json
@@ -59,9 +60,14 @@ def udp(host, port, n):
     out({"ok": ok, "fail": n - ok, "replies": replies})
 
 
-def udp_bursts(host, port, rounds, big, small):
+def udp_bursts(host, port, rounds, big, small, df=True):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    # Path-MTU discovery as usual (DF set); the interface MTU decides what leaves.
+    # Path-MTU discovery as usual (DF set) unless asked; the interface MTU decides what
+    # leaves the host whole.
+    if not df:
+        # Linux's IP_MTU_DISCOVER (10) = IP_PMTUDISC_DONT (0); not every Python names them.
+        s.setsockopt(socket.IPPROTO_IP, getattr(socket, "IP_MTU_DISCOVER", 10),
+                     getattr(socket, "IP_PMTUDISC_DONT", 0))
     s.settimeout(0.5)
     got, big_replies, sent = set(), 0, 0
     for r in range(rounds):
@@ -220,7 +226,8 @@ def main():
     elif mode == "raw":
         raw(*args[:5])
     elif mode == "udp-bursts":
-        udp_bursts(args[0], int(args[1]), int(args[2]), int(args[3]), int(args[4]))
+        udp_bursts(args[0], int(args[1]), int(args[2]), int(args[3]), int(args[4]),
+                   df=args[5:6] != ["nodf"])
     else:
         print(__doc__, file=sys.stderr)
         return 2

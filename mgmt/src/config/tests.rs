@@ -665,6 +665,19 @@ fn workers_idle_sleep_out_of_range() {
 }
 
 #[test]
+fn flows_per_worker_is_bounded_by_what_a_flow_table_holds() {
+    let mut c = demo();
+    c.tables.flows_per_worker = (1 << 30) + 1;
+    expect(
+        &c,
+        "tables.flows_per_worker",
+        "1073741825 is outside 1024..=1073741824",
+    );
+    c.tables.flows_per_worker = 1 << 30;
+    assert!(c.validate().is_ok());
+}
+
+#[test]
 fn workers_stall_timeout_must_exceed_idle_sleep() {
     let mut c = demo();
     c.workers.stall_timeout_ms = 5;
@@ -844,7 +857,7 @@ fn tables_flows_too_small() {
     expect(
         &c,
         "tables.flows_per_worker",
-        "1023 is outside 1024..=4294967295",
+        "1023 is outside 1024..=1073741824",
     );
 }
 
