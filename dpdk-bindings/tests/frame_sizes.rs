@@ -53,6 +53,7 @@ fn refused_frames_cost_only_themselves_and_jumbo_frames_fit_one_mbuf() {
         "--log-level=pmd.net.tap:error".into(),
         format!("--vdev=net_tap0,iface={iface}"),
         "--vdev=net_ring0".into(),
+        "--vdev=net_ring1".into(),
     ];
     let eal = Eal::init(&args).expect("EAL init (root and /dev/net/tun needed)");
     let pool = Arc::new(
@@ -117,7 +118,39 @@ fn refused_frames_cost_only_themselves_and_jumbo_frames_fit_one_mbuf() {
     drop(pool);
 
     jumbo_frames_on_net_ring();
+    a_full_queue_refuses_only_what_does_not_fit();
     drop(eal);
+}
+
+/// A TX queue that nobody drains: what fits is sent, only the rest is refused (and freed),
+/// however the bursts fall.
+fn a_full_queue_refuses_only_what_does_not_fit() {
+    let pool = Arc::new(Mempool::new("full", 4095, 0, 256 + 128, SocketId::ANY).expect("pool"));
+    let cfg = PortConfig {
+        rx_desc: 64,
+        tx_desc: 64,
+        ..PortConfig::default()
+    };
+    let mut port = Port::configure("net_ring1", &cfg, &pool).expect("net_ring1");
+    port.start().expect("start");
+    let mut tx = port.tx_queue(0).expect("tx");
+    let mut rx = port.rx_queue(0).expect("rx");
+    let (mut sent, mut refused) = (0, 0);
+    for _ in 0..100 {
+        let mut burst: Vec<Mbuf> = (0..32).map(|i| fill(&pool, &frame(60 + i, 9))).collect();
+        let out = tx.tx_burst_retry(&mut burst, 4);
+        assert!(burst.is_empty());
+        sent += out.sent;
+        refused += out.refused;
+    }
+    assert_eq!(sent + refused, 3200);
+    assert!(refused > 0, "the ring filled up");
+    let mut got = Vec::new();
+    while rx.rx_burst(&mut got, 32) > 0 {}
+    assert_eq!(got.len(), sent, "everything counted as sent is in the ring");
+    drop(got);
+    drop((rx, tx, port));
+    assert_eq!(pool.in_use(), 0, "refused mbufs were freed");
 }
 
 /// MTU 9000 on net_ring (which takes an MTU only at configuration) with mbufs sized for
