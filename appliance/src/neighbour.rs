@@ -681,7 +681,10 @@ impl Neighbours {
     /// A permanent entry from the configuration.
     pub fn add_static(&mut self, att: u16, ip: u32, mac: [u8; 6]) {
         if !self.table.add_static(att, ip, mac) {
-            log::warn!("static neighbour {ip:#010x} on attachment {att}: no room in its set of the neighbour table");
+            log::warn!(
+                "static neighbour {} on attachment {att} not installed: its set of the neighbour table is full of static entries (or was busy); raise tables.neighbours",
+                std::net::Ipv4Addr::from(ip)
+            );
         }
         self.sync();
     }
@@ -738,13 +741,10 @@ impl Neighbours {
         learned
     }
 
-    /// Refreshes an entry already tracked, never creating one.
+    /// Refreshes an entry already tracked, never creating one (so a busy set is not
+    /// retried later: that write could create it; the next ARP packet confirms it again).
     pub fn confirm(&mut self, att: u16, ip: u32, mac: [u8; 6], now_ms: u64) -> Learned {
-        let learned = self.table.confirm(att, ip, mac, now_ms);
-        if learned == Learned::Busy {
-            self.defer(att, ip, mac);
-        }
-        learned
+        self.table.confirm(att, ip, mac, now_ms)
     }
 
     fn defer(&mut self, att: u16, ip: u32, mac: [u8; 6]) {
