@@ -46,7 +46,7 @@ pub enum DaemonError {
     Snapshot(BuildError),
     /// A worker lcore is unusable (not in the EAL core list, or the main lcore).
     Lcore(String),
-    /// A worker died.
+    /// A worker died, stalled or never started (names it and its lcore).
     Worker(String),
     /// The saved state cannot be used (corrupt, unreadable, or no longer valid).
     State(String),
@@ -63,7 +63,7 @@ impl fmt::Display for DaemonError {
             DaemonError::Dpdk(e) => write!(f, "DPDK: {e}"),
             DaemonError::Snapshot(e) => write!(f, "objects: {e}"),
             DaemonError::Lcore(e) => write!(f, "workers.lcores: {e}"),
-            DaemonError::Worker(e) => write!(f, "worker: {e}"),
+            DaemonError::Worker(e) => write!(f, "{e}"),
             DaemonError::State(e) => write!(f, "state: {e}"),
             DaemonError::Socket(e) => write!(f, "management socket: {e}"),
             DaemonError::Setup(e) => write!(f, "{e}"),
@@ -409,7 +409,7 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
         log::info!("worker {i} running on {lc:?}");
     }
     // "Ready" means every worker polls: one that cannot build its tables stops the start.
-    if let Err(f) = workers.wait_started() {
+    if let Err(f) = workers.wait_started(signal::stop_requested) {
         log::error!("{f}");
         let _ = workers.stop(Some(&f), STOP_PATIENCE);
         return Err(DaemonError::Worker(f.to_string()));

@@ -229,12 +229,13 @@ impl WorkerSet {
         })
     }
 
-    /// Waits (up to the start-up grace) until every worker has completed its first loop.
-    pub fn wait_started(&mut self) -> Result<(), WorkerFailure> {
+    /// Waits (up to the start-up grace) until every worker has completed its first loop,
+    /// or until `interrupted()` (a stop signal: the caller then stops as usual).
+    pub fn wait_started(&mut self, interrupted: impl Fn() -> bool) -> Result<(), WorkerFailure> {
         loop {
             self.check()?;
             let beats: Vec<&Heartbeat> = self.beats.iter().map(|b| &**b).collect();
-            if self.supervisor.all_started(&beats) {
+            if self.supervisor.all_started(&beats) || interrupted() {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(5));
