@@ -64,7 +64,8 @@ drop_reasons! {
     TtlExceeded => "ttl_exceeded",
     /// ARP for the next hop failed, or too many packets were waiting for it.
     NeighbourUnresolved => "neighbour_unresolved",
-    /// The device refused the packet at transmit.
+    /// The device still refused the packet after the unsent tail of its burst was offered
+    /// again a few times (the TX queue stayed full).
     TxFull => "tx_full",
     /// The ring to the owning worker was full.
     HandoffFull => "handoff_full",
@@ -109,6 +110,12 @@ drop_reasons! {
     /// A new TCP flow refused: the endpoint holds `limits.half_open_per_endpoint`
     /// half-open flows and none was found to evict.
     EndpointHalfOpenLimit => "endpoint_half_open_limit",
+    /// A frame longer than its egress port's MTU allows (plus the Ethernet header and any
+    /// VLAN tag): not sent. (Not `tx_full`: the queue had room.)
+    TxOversize => "tx_oversize",
+    /// A received frame longer than its port's MTU allows (or than one mbuf holds, when the
+    /// device chains it): a device that does not enforce its MTU let it in.
+    RxOversize => "rx_oversize",
 }
 
 /// Drop counters by reason (index: `DropReason as usize`). A type of its own because the
@@ -161,6 +168,9 @@ pub struct Counters {
     /// Ended TCP flows whose SNAT port could not be quarantined (its quarantine bucket
     /// was full): that port may be reused towards its target within 120 s.
     pub snat_quarantine_full: u64,
+    /// Set by the main thread on the copy of a worker it found dead or stalled (the daemon
+    /// then exits with an error); always 0 on a live worker.
+    pub worker_failures: u64,
     pub drops: Drops,
 }
 
@@ -212,6 +222,7 @@ impl Counters {
             self.handoff_in,
             self.evicted_half_open,
             self.snat_quarantine_full,
+            self.worker_failures,
         ]
     }
 
@@ -234,11 +245,12 @@ impl Counters {
             &mut self.handoff_in,
             &mut self.evicted_half_open,
             &mut self.snat_quarantine_full,
+            &mut self.worker_failures,
         ]
     }
 }
 
-const SCALARS: usize = 17;
+const SCALARS: usize = 18;
 const SCALAR_NAMES: [&str; SCALARS] = [
     "rx_packets",
     "rx_bytes",
@@ -257,6 +269,7 @@ const SCALAR_NAMES: [&str; SCALARS] = [
     "handoff_in",
     "evicted_half_open",
     "snat_quarantine_full",
+    "worker_failures",
 ];
 
 /// The published copy of one worker's counters, readable from any thread.

@@ -15,6 +15,7 @@
 //! queue and output vectors are sized at construction.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use crate::counters::{Counters, DropReason};
 use crate::flow::{
@@ -22,7 +23,7 @@ use crate::flow::{
 };
 use crate::frame::Frame;
 use crate::limits::{ConsumerLoad, FlowLimits};
-use crate::neighbour::{NeighbourTimers, Neighbours, Resolution};
+use crate::neighbour::{NeighbourTable, NeighbourTimers, Neighbours, Resolution};
 use crate::snapshot::{AttachmentView, ListenerRef, LocalKind, Refusal, Snapshot};
 use crate::snat::SnatPorts;
 pub use crate::snat::SNAT_PORT_MIN;
@@ -61,7 +62,9 @@ pub enum Verdict<F> {
     Done,
 }
 
-/// A neighbour one worker learned from ARP, for the others.
+/// A neighbour learned outside this pipeline's packet path (a test, a tool): see
+/// [`Pipeline::learn_remote`]. Workers need no news from each other: they share one
+/// [`NeighbourTable`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NeighbourNews {
     pub attachment: u16,
@@ -131,7 +134,6 @@ pub struct Pipeline<F: Frame> {
     held: VecDeque<Held<F>>,
     held_scratch: VecDeque<Held<F>>,
     emitted: Vec<(u16, F)>,
-    news: Vec<NeighbourNews>,
     counters: Counters,
     alloc: FrameAlloc<F>,
     snat: SnatPorts,
@@ -218,8 +220,25 @@ impl Ip {
 }
 
 impl<F: Frame> Pipeline<F> {
-    /// A pipeline for worker `id`, starting from snapshot `snap`.
+    /// A pipeline for worker `id`, starting from snapshot `snap`, with a neighbour table
+    /// of its own (one worker, tests, benchmarks).
     pub fn new(id: u16, settings: PipelineSettings, alloc: FrameAlloc<F>, snap: &Snapshot) -> Self {
+        let table = Arc::new(NeighbourTable::new(
+            settings.neighbour_capacity,
+            settings.neighbour_timers,
+        ));
+        Self::with_neighbour_table(id, settings, alloc, snap, table)
+    }
+
+    /// A pipeline for worker `id` that shares `neighbours` with the other workers: a
+    /// next hop any of them learns is known to all.
+    pub fn with_neighbour_table(
+        id: u16,
+        settings: PipelineSettings,
+        alloc: FrameAlloc<F>,
+        snap: &Snapshot,
+        neighbours: Arc<NeighbourTable>,
+    ) -> Self {
         let flows = FlowTable::with_capacity(settings.flow_capacity, settings.timeouts);
         let seed = |salt: u64| {
             use std::hash::BuildHasher;
@@ -228,7 +247,7 @@ impl<F: Frame> Pipeline<F> {
                 .unwrap_or_else(|| std::collections::hash_map::RandomState::new().hash_one(id));
             crate::maglev::mix64(seed ^ salt)
         };
-        let neighbours = Neighbours::new(settings.neighbour_capacity, settings.neighbour_timers);
+        let neighbours = Neighbours::shared(neighbours);
         let hold = settings.hold_capacity;
         let mut p = Pipeline {
             id,
@@ -239,7 +258,6 @@ impl<F: Frame> Pipeline<F> {
             held: VecDeque::with_capacity(hold),
             held_scratch: VecDeque::with_capacity(hold),
             emitted: Vec::with_capacity(256),
-            news: Vec::with_capacity(64),
             counters: Counters::default(),
             alloc,
             last_tick_ms: 0,
@@ -279,16 +297,21 @@ impl<F: Frame> Pipeline<F> {
         self.emitted.drain(..)
     }
 
-    /// Neighbours learned since the last call, to tell the other workers.
-    pub fn take_news(&mut self) -> std::vec::Drain<'_, NeighbourNews> {
-        self.news.drain(..)
-    }
-
-    /// A neighbour another worker learned.
+    /// A neighbour learned outside the packet path: recorded in the (shared) table as an
+    /// ARP reply would be, and this worker's packets held for it go out.
     pub fn learn_remote(&mut self, snap: &Snapshot, n: NeighbourNews, now_ms: u64) {
-        if self.neighbours.learn(n.attachment, n.ip, n.mac, now_ms) {
+        if self
+            .neighbours
+            .learn(n.attachment, n.ip, n.mac, now_ms)
+            .is_usable()
+        {
             self.release_held(snap, n.attachment, n.ip, n.mac);
         }
+    }
+
+    /// The neighbour table this worker uses (shared with the other workers).
+    pub fn neighbour_table(&self) -> &Arc<NeighbourTable> {
+        self.neighbours.table()
     }
 
     /// A new snapshot: install static neighbours, announce new addresses (worker 0 sends
@@ -309,6 +332,8 @@ impl<F: Frame> Pipeline<F> {
 
     /// Timer work, bounded per call: flow expiry, ARP retries, the hold queue.
     pub fn poll(&mut self, snap: &Snapshot, now_ms: u64) {
+        // Another worker may have changed a MAC this one has cached.
+        self.neighbours.sync();
         let Pipeline {
             counters,
             usage,
@@ -332,35 +357,73 @@ impl<F: Frame> Pipeline<F> {
             return;
         }
         self.last_tick_ms = now_ms;
-        let mut retry: Vec<(u16, u32)> = Vec::new();
-        let mut failed: Vec<(u16, u32)> = Vec::new();
-        self.neighbours.retry_due(
-            now_ms,
-            |a, ip| retry.push((a, ip)),
-            |a, ip| failed.push((a, ip)),
-        );
-        for (att, ip) in retry {
-            if let Some(a) = snap.attachment(att) {
-                self.send_arp(
-                    a,
-                    ArpOperation::REQUEST,
-                    a.ip,
-                    ip,
-                    EthernetAddress::BROADCAST,
-                    now_ms,
-                );
+        let mut deferred = [None; crate::neighbour::DEFERRED];
+        let mut n = 0;
+        self.neighbours.retry_deferred(now_ms, |att, ip, mac| {
+            if let Some(d) = deferred.get_mut(n) {
+                *d = Some((att, ip, mac));
+                n += 1;
             }
+        });
+        for (att, ip, mac) in deferred.into_iter().flatten() {
+            self.release_held(snap, att, ip, mac);
+        }
+        self.tick_held(snap, now_ms);
+    }
+
+    /// Looks every held packet's next hop up again: what another worker learned (the ARP
+    /// reply may have arrived on its queue) releases them here; a retry that is due is
+    /// sent (by whichever worker claims it first); a failed one drops them. Bounded by the
+    /// hold queue's capacity.
+    fn tick_held(&mut self, snap: &Snapshot, now_ms: u64) {
+        if self.held.is_empty() {
+            return;
         }
         let t = self.settings.neighbour_timers;
         let max_hold = t.retry_ms.saturating_mul(u64::from(t.tries) + 1);
-        let held = std::mem::take(&mut self.held);
-        for h in held {
-            if failed.contains(&(h.attachment, h.next_hop))
-                || now_ms.saturating_sub(h.since_ms) > max_hold
-            {
+        std::mem::swap(&mut self.held, &mut self.held_scratch);
+        // Held packets mostly wait for one next hop: decide once per run of them.
+        let mut last: Option<((u16, u32), Resolution)> = None;
+        while let Some(mut h) = self.held_scratch.pop_front() {
+            if now_ms.saturating_sub(h.since_ms) > max_hold {
                 self.counters.drop(DropReason::NeighbourUnresolved);
-            } else {
-                self.held.push_back(h);
+                continue;
+            }
+            let hop = (h.attachment, h.next_hop);
+            let r = match last {
+                Some((k, r)) if k == hop => r,
+                _ => {
+                    let r = self.neighbours.resolve(hop.0, hop.1, now_ms);
+                    if matches!(r, Resolution::Request | Resolution::Refresh(_)) {
+                        if let Some(a) = snap.attachment(hop.0) {
+                            let ip = a.ip;
+                            self.send_arp(
+                                a,
+                                ArpOperation::REQUEST,
+                                ip,
+                                hop.1,
+                                EthernetAddress::BROADCAST,
+                                now_ms,
+                            );
+                        }
+                    }
+                    last = Some((hop, r));
+                    r
+                }
+            };
+            match r {
+                Resolution::Known(mac) | Resolution::Refresh(mac) => {
+                    match snap.attachment(hop.0).map(|a| a.port) {
+                        Some(port) => {
+                            EthernetFrame::new_unchecked(h.frame.bytes_mut())
+                                .set_dst_addr(EthernetAddress(mac));
+                            self.emitted.push((port, h.frame));
+                        }
+                        None => self.counters.drop(DropReason::NoAttachment),
+                    }
+                }
+                Resolution::Request | Resolution::Pending => self.held.push_back(h),
+                Resolution::Failed => self.counters.drop(DropReason::NeighbourUnresolved),
             }
         }
     }
@@ -489,6 +552,8 @@ impl<F: Frame> Pipeline<F> {
         if sane_sender {
             // A reply, or a request addressed to us, is worth learning (the sender talks
             // to us); other requests only refresh what we already track.
+            // The table is shared: every worker sees this at its next lookup, and
+            // releases what it holds for it at its next tick.
             let learned = if op == ArpOperation::REPLY || asks_us {
                 self.neighbours
                     .learn(att_idx, sender_ip, sender_mac.0, now_ms)
@@ -496,15 +561,7 @@ impl<F: Frame> Pipeline<F> {
                 self.neighbours
                     .confirm(att_idx, sender_ip, sender_mac.0, now_ms)
             };
-            if learned {
-                let news = NeighbourNews {
-                    attachment: att_idx,
-                    ip: sender_ip,
-                    mac: sender_mac.0,
-                };
-                if self.news.len() < self.news.capacity() {
-                    self.news.push(news);
-                }
+            if learned.is_usable() {
                 self.release_held(snap, att_idx, sender_ip, sender_mac.0);
             }
         }

@@ -110,6 +110,10 @@ pub struct WorkersConfig {
     /// Microseconds to sleep after a poll that found nothing, 0..=1_000_000; 0 (default) =
     /// pure busy polling.
     pub idle_sleep_us: u32,
+    /// A worker that makes no progress (no poll loop completed) this long, 10..=3_600_000
+    /// ms and more than `idle_sleep_us`, is reported and privlinkd exits with an error, so
+    /// that a supervisor restarts it; default 1000.
+    pub stall_timeout_ms: u32,
 }
 
 impl Default for WorkersConfig {
@@ -118,6 +122,7 @@ impl Default for WorkersConfig {
             lcores: vec![1],
             burst: 32,
             idle_sleep_us: 0,
+            stall_timeout_ms: 1000,
         }
     }
 }
@@ -262,11 +267,16 @@ impl Default for MgmtConfig {
     }
 }
 
+/// The largest flow table (`tables.flows_per_worker`): the flow table's own limit
+/// (`appliance::flow::MAX_CAPACITY`, 32-bit slot indexes with room for markers).
+pub const MAX_FLOWS_PER_WORKER: u32 = 1 << 30;
+
 /// `[tables]`: fixed capacities chosen at start.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TablesConfig {
-    /// Flow table capacity of each worker, at least 1024; default 262144.
+    /// Flow table capacity of each worker, 1024..=2^30 (and within the memory available,
+    /// checked at start); default 262144.
     pub flows_per_worker: u32,
     /// Neighbour (ARP) table capacity, at least 16; default 4096.
     pub neighbours: u32,
@@ -758,6 +768,19 @@ impl Config {
                 range(self.workers.idle_sleep_us, 0, 1_000_000),
             ));
         }
+        let stall = self.workers.stall_timeout_ms;
+        if !(10..=3_600_000).contains(&stall) {
+            return Err((at.key("stall_timeout_ms"), range(stall, 10, 3_600_000)));
+        }
+        if u64::from(stall) * 1000 <= u64::from(self.workers.idle_sleep_us) {
+            return Err((
+                at.key("stall_timeout_ms"),
+                ConfigProblem::StallNotAboveIdleSleep {
+                    stall_ms: stall,
+                    idle_sleep_us: self.workers.idle_sleep_us,
+                },
+            ));
+        }
         Ok(())
     }
 
@@ -890,10 +913,10 @@ impl Config {
     fn validate_tables(&self) -> Result<(), (KeyPath, ConfigProblem)> {
         let at = KeyPath::new().key("tables");
         let t = &self.tables;
-        if t.flows_per_worker < 1024 {
+        if !(1024..=MAX_FLOWS_PER_WORKER).contains(&t.flows_per_worker) {
             return Err((
                 at.key("flows_per_worker"),
-                range(t.flows_per_worker, 1024, u32::MAX.into()),
+                range(t.flows_per_worker, 1024, MAX_FLOWS_PER_WORKER.into()),
             ));
         }
         if t.neighbours < 16 {
@@ -1351,6 +1374,14 @@ pub enum ConfigProblem {
     Quota(Box<quota::QuotaError>),
     /// `invalid policy document: <reason>` for a declared endpoint's policy.
     Policy(String),
+    /// `100 ms is not more than workers.idle_sleep_us (200000 µs): an idle worker would
+    /// look stalled`
+    StallNotAboveIdleSleep {
+        /// `workers.stall_timeout_ms`.
+        stall_ms: u32,
+        /// `workers.idle_sleep_us`.
+        idle_sleep_us: u32,
+    },
 }
 
 impl fmt::Display for ConfigProblem {
@@ -1421,6 +1452,13 @@ impl fmt::Display for ConfigProblem {
             ),
             Self::Quota(e) => e.fmt(f),
             Self::Policy(reason) => write!(f, "invalid policy document: {reason}"),
+            Self::StallNotAboveIdleSleep {
+                stall_ms,
+                idle_sleep_us,
+            } => write!(
+                f,
+                "{stall_ms} ms is not more than workers.idle_sleep_us ({idle_sleep_us} µs): an idle worker would look stalled"
+            ),
         }
     }
 }

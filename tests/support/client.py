@@ -16,6 +16,9 @@ prints one JSON object on stdout.
                                   raw SYNs or UDP datagrams from SOURCES (A.B.C.D or
                                   A.B.C.D-E), each from a fresh source port, PPS a second
                                   for SECONDS (at most PPS*SECONDS frames, SECONDS+5 s)
+  udp-bursts HOST PORT ROUNDS BIG SMALL [nodf]   ROUNDS times: one BIG-byte datagram (0:
+                                  none), then SMALL small ones back to back; counts the
+                                  small replies (nodf: the big ones without DF)
 """
 import http.client
 import json
@@ -65,6 +68,38 @@ def udp(host, port, n):
         except OSError as e:
             replies.append(f"error {e}")
     out({"ok": ok, "fail": n - ok, "replies": replies})
+
+
+def udp_bursts(host, port, rounds, big, small, df=True):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    # Path-MTU discovery as usual (DF set) unless asked; the interface MTU decides what
+    # leaves the host whole.
+    if not df:
+        # Linux's IP_MTU_DISCOVER (10) = IP_PMTUDISC_DONT (0); not every Python names them.
+        s.setsockopt(socket.IPPROTO_IP, getattr(socket, "IP_MTU_DISCOVER", 10),
+                     getattr(socket, "IP_PMTUDISC_DONT", 0))
+    s.settimeout(0.5)
+    got, big_replies, sent = set(), 0, 0
+    for r in range(rounds):
+        if big:
+            s.sendto(b"B" * big, (host, port))
+        for i in range(small):
+            s.sendto(f"small-{r}-{i}".encode(), (host, port))
+            sent += 1
+        end = time.time() + 0.3
+        while time.time() < end:
+            try:
+                data, _ = s.recvfrom(65535)
+            except socket.timeout:
+                break
+            except OSError:
+                break
+            if b"small-" in data:
+                got.add(data[data.index(b"small-"):].decode(errors="replace"))
+            elif data.endswith(b"B" * 16):
+                big_replies += 1
+        time.sleep(0.05)
+    out({"small_sent": sent, "small_ok": len(got), "big_replies": big_replies})
 
 
 def keepalive(host, port, seconds):
@@ -322,6 +357,9 @@ def main():
         spoof(*args[:5], int(args[5]))
     elif mode == "flood":
         flood(*args[:4], args[4], int(args[5]), args[6], float(args[7]), float(args[8]))
+    elif mode == "udp-bursts":
+        udp_bursts(args[0], int(args[1]), int(args[2]), int(args[3]), int(args[4]),
+                   df=args[5:6] != ["nodf"])
     else:
         print(__doc__, file=sys.stderr)
         return 2

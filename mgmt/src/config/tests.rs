@@ -62,6 +62,7 @@ fn expected_default() -> Config {
             lcores: vec![1],
             burst: 32,
             idle_sleep_us: 50,
+            stall_timeout_ms: 1000,
         },
         ports: vec![PortConfig::new("net_tap0"), PortConfig::new("net_tap1")],
         vpcs: vec![
@@ -671,6 +672,38 @@ fn workers_idle_sleep_out_of_range() {
 }
 
 #[test]
+fn flows_per_worker_is_bounded_by_what_a_flow_table_holds() {
+    let mut c = demo();
+    c.tables.flows_per_worker = (1 << 30) + 1;
+    expect(
+        &c,
+        "tables.flows_per_worker",
+        "1073741825 is outside 1024..=1073741824",
+    );
+    c.tables.flows_per_worker = 1 << 30;
+    assert!(c.validate().is_ok());
+}
+
+#[test]
+fn workers_stall_timeout_must_exceed_idle_sleep() {
+    let mut c = demo();
+    c.workers.stall_timeout_ms = 5;
+    expect(&c, "workers.stall_timeout_ms", "5 is outside 10..=3600000");
+    c.workers.stall_timeout_ms = 200;
+    c.workers.idle_sleep_us = 200_000;
+    expect(
+        &c,
+        "workers.stall_timeout_ms",
+        "200 ms is not more than workers.idle_sleep_us (200000 µs): an idle worker would look stalled",
+    );
+    c.workers.stall_timeout_ms = 201;
+    assert!(c.validate().is_ok());
+    let parsed = Config::from_toml_str("[workers]\nstall_timeout_ms = 2500\n").unwrap();
+    assert_eq!(parsed.workers.stall_timeout_ms, 2500);
+    assert_eq!(Config::embedded_default().workers.stall_timeout_ms, 1000);
+}
+
+#[test]
 fn port_name_empty() {
     let mut c = demo();
     c.ports[1].name.clear();
@@ -844,7 +877,7 @@ fn tables_flows_too_small() {
     expect(
         &c,
         "tables.flows_per_worker",
-        "1023 is outside 1024..=4294967295",
+        "1023 is outside 1024..=1073741824",
     );
 }
 
