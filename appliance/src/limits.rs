@@ -143,6 +143,18 @@ impl ConsumerLoad {
         ClientBucket(a, if a == b { a ^ 1 } else { b })
     }
 
+    /// Prefetches the counters of client `(vpc, ip)`: the burst path does it for every
+    /// new flow it stages, so the two random reads of a large sketch overlap.
+    #[inline]
+    pub fn prefetch_client(&self, vpc: u16, ip: u32) {
+        let b = self.client_bucket(vpc, ip);
+        for i in [b.0, b.1] {
+            if let Some(c) = self.clients.get(i) {
+                dpdk_bindings::prefetch::prefetch(c);
+            }
+        }
+    }
+
     /// What the client of `b` holds, as far as its counters tell (never less than it
     /// does).
     #[inline]

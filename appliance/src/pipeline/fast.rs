@@ -117,6 +117,7 @@ impl<F: Frame> Pipeline<F> {
                     self.flows.prefetch_flow(c.head);
                     if c.new_flow {
                         new_flows += 1;
+                        self.load.prefetch_client(c.p.key.vpc, c.p.key.src_ip);
                         c.snat_probe = self.snat_probe(snap, &c.p.key, new_flows);
                         if let Some(h) = c.snat_probe {
                             self.flows.prefetch_head(h, true);
