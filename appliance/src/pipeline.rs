@@ -456,7 +456,9 @@ impl<F: Frame> Pipeline<F> {
         let sender_ip = u32::from_be_bytes(arp.source_protocol_addr_bytes());
         let sender_mac = arp.source_hardware_addr();
         let target_ip = u32::from_be_bytes(arp.target_protocol_addr_bytes());
-        let sane_sender = sender_ip != 0 && att.on_link(sender_ip) && sender_mac.is_unicast();
+        // Zero and group addresses name no station: nothing to learn, nobody to answer.
+        let station = sender_mac.is_unicast() && sender_mac != EthernetAddress::UNSPECIFIED;
+        let sane_sender = sender_ip != 0 && att.on_link(sender_ip) && station;
         let asks_us = op == ArpOperation::REQUEST && snap.local(att_idx, target_ip).is_some();
 
         if sane_sender {
@@ -481,7 +483,7 @@ impl<F: Frame> Pipeline<F> {
                 self.release_held(snap, att_idx, sender_ip, sender_mac.0);
             }
         }
-        if !asks_us || sender_ip == target_ip {
+        if !asks_us || sender_ip == target_ip || !station {
             return if op == ArpOperation::REPLY && sane_sender {
                 Ok(Out::Consumed)
             } else {

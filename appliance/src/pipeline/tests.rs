@@ -2409,3 +2409,65 @@ fn the_target_pick_is_seeded_and_every_worker_agrees() {
         assert!((16..=48).contains(&t1), "{t1} of 64");
     }
 }
+
+/// Found by the `process_structured` fuzz target: an ARP request whose sender hardware
+/// address is zero or a group address was answered to that address (a frame to
+/// 00:00:00:00:00:00, or a reply flooded to a multicast group), and a zero sender MAC was
+/// learned as the neighbour's, so translated packets left with no destination MAC. Such a
+/// request is ignored and counted, and nothing is learned from it.
+#[test]
+fn arp_from_a_zero_or_group_sender_mac_is_ignored() {
+    let config = Config::embedded_default();
+    let snap = snapshot(&config);
+    let mut p: Pipeline<VecFrame> = Pipeline::new(
+        0,
+        crate::daemon::pipeline_settings(&config, 1),
+        Box::new(|| Some(VecFrame::new(&[]))),
+        &snap,
+    );
+    p.poll(&snap, 0);
+    p.drain_emitted().for_each(drop);
+    let arp_from = |sha: [u8; 6], op: u8, target: Ipv4Addr| {
+        let mut f = eth([0xff; 6], CLIENT_MAC, 0x0806);
+        f.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, op]);
+        f.extend_from_slice(&sha);
+        f.extend_from_slice(&CLIENT.octets());
+        f.extend_from_slice(&[0; 6]);
+        f.extend_from_slice(&target.octets());
+        f
+    };
+    for sha in [[0u8; 6], [0x01, 0, 0x5e, 0, 0, 1], [0xff; 6]] {
+        let before = p.counters().dropped(DropReason::ArpIgnored);
+        let v = p.process(
+            &snap,
+            CONSUMER_PORT,
+            VecFrame::new(&arp_from(sha, 1, ENDPOINT)),
+            1,
+        );
+        assert!(
+            matches!(v, Verdict::Done),
+            "a request from {sha:02x?} was answered"
+        );
+        assert_eq!(p.counters().dropped(DropReason::ArpIgnored), before + 1);
+        // A reply from such an address teaches nothing either.
+        let v = p.process(
+            &snap,
+            CONSUMER_PORT,
+            VecFrame::new(&arp_from(sha, 2, Ipv4Addr::new(10, 1, 0, 1))),
+            1,
+        );
+        assert!(matches!(v, Verdict::Done));
+    }
+    assert_eq!(p.counters().arp_replies, 0);
+    assert_eq!(p.take_news().count(), 0, "nothing was learned");
+    // The client is still unknown: a reply to it waits for ARP.
+    let s = tcp(CLIENT, 40000, ENDPOINT, 80, syn(), 1, 0, MAC_C, CLIENT_MAC);
+    let _ = p.process(&snap, CONSUMER_PORT, VecFrame::new(&s), 2);
+    for (_, f) in p.drain_emitted() {
+        assert_ne!(
+            &f.bytes()[0..6],
+            &[0; 6],
+            "no frame leaves for the zero MAC"
+        );
+    }
+}
