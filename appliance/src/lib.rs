@@ -16,6 +16,8 @@ pub mod maglev;
 pub mod neighbour;
 pub mod pipeline;
 pub mod rcu;
+#[doc(hidden)]
+pub mod scenario;
 pub mod snapshot;
 pub mod wire;
 pub mod worker;
