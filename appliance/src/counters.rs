@@ -64,7 +64,8 @@ drop_reasons! {
     TtlExceeded => "ttl_exceeded",
     /// ARP for the next hop failed, or too many packets were waiting for it.
     NeighbourUnresolved => "neighbour_unresolved",
-    /// The device refused the packet at transmit.
+    /// The device still refused the packet after the unsent tail of its burst was offered
+    /// again a few times (the TX queue stayed full).
     TxFull => "tx_full",
     /// The ring to the owning worker was full.
     HandoffFull => "handoff_full",
@@ -98,6 +99,49 @@ drop_reasons! {
     RstOutOfWindow => "rst_out_of_window",
     /// No packet buffer for something the appliance originates (ARP, RST).
     NoMbuf => "no_mbuf",
+    /// A new flow refused: its client address holds `limits.flows_per_client` flows.
+    ClientFlowLimit => "client_flow_limit",
+    /// A new TCP flow refused: its client address holds `limits.half_open_per_client`
+    /// half-open flows.
+    ClientHalfOpenLimit => "client_half_open_limit",
+    /// A new flow refused: the endpoint holds `limits.flows_per_endpoint` flows and none
+    /// of them is half-open to evict.
+    EndpointFlowLimit => "endpoint_flow_limit",
+    /// A new TCP flow refused: the endpoint holds `limits.half_open_per_endpoint`
+    /// half-open flows and none was found to evict.
+    EndpointHalfOpenLimit => "endpoint_half_open_limit",
+    /// A frame longer than its egress port's MTU allows (plus the Ethernet header and any
+    /// VLAN tag): not sent. (Not `tx_full`: the queue had room.)
+    TxOversize => "tx_oversize",
+    /// A received frame longer than its port's MTU allows (or than one mbuf holds, when the
+    /// device chains it): a device that does not enforce its MTU let it in.
+    RxOversize => "rx_oversize",
+}
+
+/// Drop counters by reason (index: `DropReason as usize`). A type of its own because the
+/// standard library gives arrays `Default` only up to 32 elements, and there are more
+/// reasons than that.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Drops(pub [u64; DropReason::COUNT]);
+
+impl Default for Drops {
+    fn default() -> Self {
+        Self([0; DropReason::COUNT])
+    }
+}
+
+impl std::ops::Deref for Drops {
+    type Target = [u64; DropReason::COUNT];
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Drops {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
 }
 
 /// A worker's counters, owned by the worker thread and written with plain arithmetic.
@@ -118,7 +162,16 @@ pub struct Counters {
     pub icmp_errors_translated: u64,
     pub handoff_out: u64,
     pub handoff_in: u64,
-    pub drops: [u64; DropReason::COUNT],
+    /// Half-open flows evicted to make room for a new flow (full table, endpoint limit,
+    /// SNAT port range).
+    pub evicted_half_open: u64,
+    /// Ended TCP flows whose SNAT port could not be quarantined (its quarantine bucket
+    /// was full): that port may be reused towards its target within 120 s.
+    pub snat_quarantine_full: u64,
+    /// Set by the main thread on the copy of a worker it found dead or stalled (the daemon
+    /// then exits with an error); always 0 on a live worker.
+    pub worker_failures: u64,
+    pub drops: Drops,
 }
 
 impl Counters {
@@ -167,6 +220,9 @@ impl Counters {
             self.icmp_errors_translated,
             self.handoff_out,
             self.handoff_in,
+            self.evicted_half_open,
+            self.snat_quarantine_full,
+            self.worker_failures,
         ]
     }
 
@@ -187,11 +243,14 @@ impl Counters {
             &mut self.icmp_errors_translated,
             &mut self.handoff_out,
             &mut self.handoff_in,
+            &mut self.evicted_half_open,
+            &mut self.snat_quarantine_full,
+            &mut self.worker_failures,
         ]
     }
 }
 
-const SCALARS: usize = 15;
+const SCALARS: usize = 18;
 const SCALAR_NAMES: [&str; SCALARS] = [
     "rx_packets",
     "rx_bytes",
@@ -208,6 +267,9 @@ const SCALAR_NAMES: [&str; SCALARS] = [
     "icmp_errors_translated",
     "handoff_out",
     "handoff_in",
+    "evicted_half_open",
+    "snat_quarantine_full",
+    "worker_failures",
 ];
 
 /// The published copy of one worker's counters, readable from any thread.

@@ -10,10 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam::queue::ArrayQueue;
-use dpdk_bindings::lcore::{self, LaunchHandle};
-use dpdk_bindings::{
-    mempool, ring, signal, time, DpdkError, Eal, LcoreId, Mempool, Port, PortConfig,
-};
+use dpdk_bindings::lcore;
+use dpdk_bindings::{port, ring, signal, time, DpdkError, Eal, LcoreId, Mempool, Port, PortConfig};
 use mgmt::config::{Config, ConfigError};
 
 use mgmt::persist::StateFile;
@@ -23,19 +21,23 @@ use mgmt::store::Store;
 use crate::control::Control;
 use crate::counters::{Counters, DropReason, PublishedCounters, Stamped};
 use crate::flow::Timeouts;
-use crate::neighbour::NeighbourTimers;
-use crate::pipeline::{NeighbourNews, PipelineSettings};
+use crate::neighbour::{NeighbourTable, NeighbourTimers};
+use crate::pipeline::PipelineSettings;
+use crate::preflight;
 use crate::rcu::SnapshotCell;
 use crate::snapshot::{BuildError, Handles, Snapshot};
+use crate::supervisor::{Fault, WorkerSet};
 use crate::worker::{self, WorkerSetup};
 
 /// Slots of each worker-to-worker handoff ring.
 const HANDOFF_RING: u32 = 1024;
-/// Neighbour news each worker's inbox holds.
-const NEWS_INBOX: usize = 256;
 /// Usage reports each worker may have waiting for the management thread (one per sweep,
 /// a sweep every 20 ms at most; the main loop takes them every 50 ms).
 const REPORT_QUEUE: usize = 64;
+/// How long a worker may take to build its tables and complete its first loop.
+const START_GRACE: Duration = Duration::from_secs(60);
+/// How long stopping workers get to return before a stuck one is left to process exit.
+const STOP_PATIENCE: Duration = Duration::from_secs(5);
 
 /// Why the daemon could not start or stopped with an error.
 #[derive(Debug)]
@@ -48,7 +50,7 @@ pub enum DaemonError {
     Snapshot(BuildError),
     /// A worker lcore is unusable (not in the EAL core list, or the main lcore).
     Lcore(String),
-    /// A worker died.
+    /// A worker died, stalled or never started (names it and its lcore).
     Worker(String),
     /// The saved state cannot be used (corrupt, unreadable, or no longer valid).
     State(String),
@@ -65,7 +67,7 @@ impl fmt::Display for DaemonError {
             DaemonError::Dpdk(e) => write!(f, "DPDK: {e}"),
             DaemonError::Snapshot(e) => write!(f, "objects: {e}"),
             DaemonError::Lcore(e) => write!(f, "workers.lcores: {e}"),
-            DaemonError::Worker(e) => write!(f, "worker: {e}"),
+            DaemonError::Worker(e) => write!(f, "{e}"),
             DaemonError::State(e) => write!(f, "state: {e}"),
             DaemonError::Socket(e) => write!(f, "management socket: {e}"),
             DaemonError::Setup(e) => write!(f, "{e}"),
@@ -134,6 +136,24 @@ pub fn pipeline_settings(config: &Config, workers: u16) -> PipelineSettings {
         hold_capacity: config.tables.arp_pending_packets as usize,
         expire_budget: 64,
         flow_hash_seed: 0,
+        limits: flow_limits(config, workers),
+        snat_quarantine: config.tables.snat_quarantine as usize,
+        seed: None,
+    }
+}
+
+/// Each worker's share of the appliance-wide `[limits]`: `⌈limit / workers⌉` (0 stays "no
+/// limit").
+pub fn flow_limits(config: &Config, workers: u16) -> crate::limits::FlowLimits {
+    let l = &config.limits;
+    let n = u32::from(workers.max(1));
+    let capacity = u64::from(config.tables.flows_per_worker) * u64::from(n);
+    let share = |v: u32| v.div_ceil(n);
+    crate::limits::FlowLimits {
+        flows_per_endpoint: share(l.flows_per_endpoint(capacity)),
+        half_open_per_endpoint: share(l.half_open_per_endpoint(capacity)),
+        flows_per_client: share(l.flows_per_client),
+        half_open_per_client: share(l.half_open_per_client()),
     }
 }
 
@@ -231,6 +251,16 @@ pub fn counters_json(workers: &[Counters]) -> String {
 /// Runs the daemon until SIGINT/SIGTERM; returns the totals.
 pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
     let config = source.load()?;
+    let fault = Fault::from_env().map_err(DaemonError::Setup)?;
+    if let Some(f) = fault {
+        log::warn!(
+            "test hook {}: worker {} will fail ({:?}) {} ms after it starts",
+            crate::supervisor::FAULT_ENV,
+            f.worker,
+            f.kind,
+            f.after_ms
+        );
+    }
     signal::install_handlers().map_err(|e| DaemonError::Setup(format!("signal handlers: {e}")))?;
 
     // The saved objects come back before anything forwards; a corrupt file stops the
@@ -282,27 +312,25 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
     let socket = eal.lcore_socket(lcores[0]);
     let burst = config.workers.burst.max(1);
 
-    let n_ports = u32::try_from(config.ports.len()).unwrap_or(u32::MAX);
-    let per_queue: u32 = config
-        .ports
-        .iter()
-        .map(|p| u32::from(p.rx_desc) + u32::from(p.tx_desc))
-        .sum();
-    let pool_size = per_queue * u32::from(n_workers)
-        + u32::from(n_workers)
-            * (u32::from(burst) * (n_ports + 2) * 4
-                + config.tables.arp_pending_packets
-                + HANDOFF_RING * u32::from(n_workers.saturating_sub(1)))
-        + 2048;
-    let pool_size = pool_size.max(config.tables.mbufs);
-    let pool = Arc::new(Mempool::new(
-        "privlink",
-        pool_size,
-        256,
-        mempool::DEFAULT_DATA_ROOM,
-        socket,
-    )?);
-    log::info!("mempool: {pool_size} mbufs");
+    // What cannot work is refused here, with the figures, before anything is created.
+    let mut port_mtus = Vec::with_capacity(config.ports.len());
+    for (i, pc) in config.ports.iter().enumerate() {
+        let info = port::device_info(&pc.name)?;
+        port_mtus.push(preflight::check_port(i, pc, &info, n_workers).map_err(DaemonError::Setup)?);
+    }
+    let data_room = preflight::data_room(&port_mtus).map_err(DaemonError::Setup)?;
+    let pool_size =
+        preflight::pool_size(&config, n_workers, HANDOFF_RING).map_err(DaemonError::Setup)?;
+    let needs = preflight::Needs::of(&config, n_workers, pool_size, data_room)
+        .map_err(DaemonError::Setup)?;
+    preflight::check_memory(&needs, &preflight::Available::probe(&args))
+        .map_err(DaemonError::Setup)?;
+    let pool = Arc::new(Mempool::new("privlink", pool_size, 256, data_room, socket)?);
+    log::info!(
+        "mempool: {pool_size} mbufs of {data_room} bytes ({}); flow tables {} per worker",
+        preflight::Bytes(needs.pool),
+        preflight::Bytes(needs.flow_table)
+    );
 
     let mut ports = Vec::with_capacity(config.ports.len());
     let mut macs = Vec::with_capacity(config.ports.len());
@@ -316,10 +344,13 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
             mtu: pc.mtu,
             rss: true,
             promiscuous: pc.promiscuous,
+            // Frames longer than an mbuf then arrive, to be counted as too big.
+            rx_scatter: true,
         };
         let mut port = Port::configure(&pc.name, &cfg, &pool)?;
         port.start()?;
         let mac = port.mac()?;
+        mtus.push(port.mtu()?);
         log::info!(
             "port {} ({}): {} queues, mac {}",
             pc.name,
@@ -344,9 +375,6 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
 
     let stop = Arc::new(AtomicBool::new(false));
     let published: Vec<Arc<PublishedCounters>> = (0..n_workers).map(|_| Arc::default()).collect();
-    let inboxes: Vec<Arc<ArrayQueue<NeighbourNews>>> = (0..n_workers)
-        .map(|_| Arc::new(ArrayQueue::new(NEWS_INBOX)))
-        .collect();
 
     // Handoff rings: producers[from][to], consumers[to] collects all `from`s.
     let mut producers: Vec<Vec<Option<ring::Producer>>> = (0..n_workers)
@@ -375,11 +403,24 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
     let announced = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut report_queues = Vec::with_capacity(lcores.len());
     let usage_wanted = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    // One neighbour table for all workers: an ARP reply on any queue is seen by all.
+    let neighbours = Arc::new(NeighbourTable::new(
+        settings.neighbour_capacity,
+        settings.neighbour_timers,
+    ));
     let epoch_tsc = time::tsc();
     let hz_ms = (time::tsc_hz() / 1000).max(1);
     let mut query_tx = Vec::with_capacity(lcores.len());
-    let mut launched: Vec<LaunchHandle<Counters>> = Vec::with_capacity(lcores.len());
-    for (i, lc) in lcores.iter().enumerate() {
+    let mut workers = WorkerSet::new(
+        lcores.clone(),
+        published.clone(),
+        Arc::clone(&stop),
+        Duration::from_millis(u64::from(config.workers.stall_timeout_ms)),
+        START_GRACE,
+    );
+    // Every worker's set-up first: a failure here leaves nothing running.
+    let mut setups = Vec::with_capacity(lcores.len());
+    for i in 0..lcores.len() {
         let id = u16::try_from(i).unwrap_or(u16::MAX);
         let mut rx = Vec::with_capacity(ports.len());
         let mut tx = Vec::with_capacity(ports.len());
@@ -387,14 +428,14 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
             rx.push(p.rx_queue(id)?);
             tx.push(p.tx_queue(id)?);
         }
-        let setup = WorkerSetup {
+        setups.push(WorkerSetup {
             id,
             rx,
             tx,
             port_index: dpdk_to_index.clone(),
             handoff_out: std::mem::take(&mut producers[i]),
             handoff_in: std::mem::take(&mut consumers[i]),
-            news_inboxes: inboxes.clone(),
+            neighbours: Arc::clone(&neighbours),
             pool: Arc::clone(&pool),
             snapshot: cell.reader(i),
             published: Arc::clone(&published[i]),
@@ -416,9 +457,26 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
                 q
             },
             usage_wanted: Arc::clone(&usage_wanted),
-        };
-        launched.push(lcore::launch(*lc, move || worker::run(setup))?);
+            heartbeat: workers.heartbeat(i),
+            port_mtu: mtus.clone(),
+            fault: fault.filter(|f| usize::from(f.worker) == i),
+        });
+    }
+    for (i, (setup, lc)) in setups.into_iter().zip(&lcores).enumerate() {
+        match lcore::launch(*lc, move || worker::run(setup)) {
+            Ok(h) => workers.push(h),
+            Err(e) => {
+                let _ = workers.stop(None, STOP_PATIENCE);
+                return Err(e.into());
+            }
+        }
         log::info!("worker {i} running on {lc:?}");
+    }
+    // "Ready" means every worker polls: one that cannot build its tables stops the start.
+    if let Err(f) = workers.wait_started(signal::stop_requested) {
+        log::error!("{f}");
+        let _ = workers.stop(Some(&f), STOP_PATIENCE);
+        return Err(DaemonError::Worker(f.to_string()));
     }
 
     let control = Arc::new(Control::new(
@@ -452,10 +510,7 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
     let server = match server {
         Ok(s) => s,
         Err(e) => {
-            stop.store(true, Ordering::SeqCst);
-            for h in launched {
-                let _ = h.join();
-            }
+            let _ = workers.stop(None, STOP_PATIENCE);
             return Err(DaemonError::Socket(e.to_string()));
         }
     };
@@ -475,8 +530,16 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
     );
     let mut current = config;
     let mut last_tick = Instant::now();
+    let mut failure = None;
     while !signal::stop_requested() {
         std::thread::sleep(Duration::from_millis(50));
+        // A dead or stuck worker black-holes its queues and pins every old snapshot:
+        // say which and exit non-zero, so a supervisor restarts us (an HA peer takes over).
+        if let Err(f) = workers.check() {
+            log::error!("{f}");
+            failure = Some(f);
+            break;
+        }
         if signal::take_reload_request() {
             match reload(&source, &current) {
                 Ok(next) => match control.reload(&next) {
@@ -507,22 +570,13 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
     if let Some(t) = stats_thread {
         let _ = t.join();
     }
-    log::info!(
-        "signal {} received: stopping workers",
-        signal::last_signal()
-    );
-    stop.store(true, Ordering::SeqCst);
-    let mut results = Vec::with_capacity(launched.len());
-    let mut failure = None;
-    for (i, h) in launched.into_iter().enumerate() {
-        match h.join() {
-            Ok(c) => results.push(c),
-            Err(_) => {
-                failure = Some(DaemonError::Worker(format!("worker {i} panicked")));
-                results.push(published[i].read());
-            }
-        }
+    if failure.is_none() {
+        log::info!(
+            "signal {} received: stopping workers",
+            signal::last_signal()
+        );
     }
+    let (results, trouble) = workers.stop(failure.as_ref(), STOP_PATIENCE);
     let totals = Totals::from_workers(results);
     if let Some(path) = &stats_file {
         write_stats(path, &counters_json(&totals.workers));
@@ -544,7 +598,8 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
     drop(pool);
     drop(eal);
     match failure {
-        Some(e) => Err(e),
+        Some(f) => Err(DaemonError::Worker(f.to_string())),
+        None if !trouble.is_empty() => Err(DaemonError::Worker(trouble.join("; "))),
         None => Ok(totals),
     }
 }

@@ -12,12 +12,16 @@ pub mod daemon;
 pub mod fasthash;
 pub mod flow;
 pub mod frame;
+pub mod limits;
 pub mod maglev;
 pub mod neighbour;
 pub mod pipeline;
+pub mod preflight;
 pub mod rcu;
 #[doc(hidden)]
 pub mod scenario;
 pub mod snapshot;
+pub mod snat;
+pub mod supervisor;
 pub mod wire;
 pub mod worker;

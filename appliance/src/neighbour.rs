@@ -1,13 +1,52 @@
-//! The neighbour (ARP) table of one worker: next-hop MACs per VPC attachment, learned from
-//! traffic and resolved on demand with bounded retries.
+//! The neighbour (ARP) table: next-hop MACs per VPC attachment, learned from ARP and
+//! resolved on demand with bounded retries, shared by every worker.
 //!
-//! Single writer (its worker). Entries learned from ARP are also pushed to the other
-//! workers through their inboxes, since the ARP reply for a request one worker sent may
-//! arrive on another worker's queue. The table never grows past its capacity: when full,
-//! stale entries are evicted first, else the new neighbour is not cached (and counted by
-//! the caller as unresolved).
+//! Why one table for all workers: a worker that needs a next hop sends the ARP request,
+//! but the reply comes back on whatever queue the device (RSS, or the kernel behind a tap)
+//! picks, usually one worker's. With a table per worker, the news had to travel to the
+//! others through bounded inboxes and could be lost, and a worker that missed it never
+//! heard it again (the next reply carries the same, "unchanged" MAC) and black-holed that
+//! next hop. Here the worker that receives a reply writes it into the one table, and every
+//! worker sees it at its next lookup; packets another worker holds for that next hop go out
+//! at its next timer tick (10 ms), when it looks its held packets up again. Nothing is sent
+//! between workers, so nothing can be dropped on the way.
+//!
+//! Layout and concurrency: a set-associative table of [`WAYS`]-entry sets. Each set is
+//! guarded by a sequence lock made of atomics only (no `unsafe`, no mutex): readers never
+//! write the set and never wait for more than a few retries; a writer takes the set's
+//! sequence with one compare-and-swap, which serialises writers (any worker may write: the
+//! ARP reply can land anywhere) and keeps one key in one way of its set. Writes are rare
+//! (ARP traffic, a refresh claim per TTL, a request per new next hop). A writer that finds
+//! the set taken retries a little and then gives up: a claim (request, refresh, retry) is
+//! then someone else's, and a learned MAC is kept by the worker and written at its next
+//! tick ([`Neighbours::retry_deferred`]), so even that race loses nothing.
+//!
+//! One ARP per next hop, not one per worker: the transitions that send a request (unknown →
+//! incomplete, a retry that is due, a reachable entry past its TTL → refreshed) are
+//! claimed under the set's lock, so exactly one worker sends it; the others hold their
+//! packets (unknown) or keep using the MAC (refresh).
+//!
+//! A full set evicts its least recently used entry (static ones never): the set holds
+//! [`WAYS`] candidates, so choosing among them is a fixed cost, never a scan of the table.
+//! Lookups stamp an entry's last use at most once per cache period per worker (see
+//! [`Neighbours`]), so the packet path does not write shared memory per packet.
+//!
+//! In front of the shared table each worker keeps a small private cache of recent answers
+//! ([`Neighbours`]): the fast path's lookup stays one compare. A change that could make a
+//! cached answer wrong (a MAC changed, an entry evicted or replaced) bumps the table's
+//! version; each worker compares it once per poll and clears its cache when it moved.
 
-use crate::fasthash::{fast_map, FastMap};
+use std::sync::atomic::{fence, AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Entries per set: the candidates a new neighbour may replace when its set is full.
+pub const WAYS: usize = 8;
+/// Read attempts while a writer holds a set (each a few nanoseconds apart).
+const READ_TRIES: u32 = 64;
+/// Attempts to take a set for writing before leaving the write to someone else or later.
+const LOCK_TRIES: u32 = 256;
+/// Learned MACs a worker keeps for a later write when their set was busy.
+pub(crate) const DEFERRED: usize = 16;
 
 /// What to do about a next hop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,21 +55,44 @@ pub enum Resolution {
     Known([u8; 6]),
     /// Known but not confirmed for a while: use this MAC and send an ARP request to
     /// refresh it (like Linux's STALE → PROBE), so traffic never stalls on a refresh.
+    /// Only the worker that claimed the refresh gets this; the others get `Known`.
     Refresh([u8; 6]),
-    /// Unknown and no request is outstanding: send an ARP request now, hold the packet.
+    /// Unknown (or a retry is due) and this worker claimed the request: send an ARP
+    /// request now, hold the packet.
     Request,
-    /// A request is outstanding: hold the packet.
+    /// A request is outstanding (or the set is being written): hold the packet.
     Pending,
-    /// Recently failed to resolve: drop the packet.
+    /// Recently failed to resolve, or no room for it: drop the packet.
     Failed,
 }
 
-#[derive(Debug, Clone, Copy)]
-enum State {
-    Reachable { mac: [u8; 6], confirmed_ms: u64 },
-    Static { mac: [u8; 6] },
-    Incomplete { sent: u8, next_retry_ms: u64 },
-    Failed { until_ms: u64 },
+/// What [`NeighbourTable::learn`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Learned {
+    /// A neighbour that was unknown, incomplete or failed is now reachable.
+    New,
+    /// A reachable neighbour has a new MAC.
+    Changed,
+    /// Same MAC, confirmed again.
+    Confirmed,
+    /// A static entry: configuration wins over ARP.
+    Static,
+    /// Its set is full of static entries: not cached.
+    NoRoom,
+    /// Its set was being written: not written (the caller may retry).
+    Busy,
+    /// [`NeighbourTable::confirm`] of a neighbour nobody asked for: nothing written.
+    Untracked,
+}
+
+impl Learned {
+    /// The MAC is in the table now (held packets for it can go).
+    pub fn is_usable(self) -> bool {
+        matches!(
+            self,
+            Learned::New | Learned::Changed | Learned::Confirmed | Learned::Static
+        )
+    }
 }
 
 /// Timing of resolution.
@@ -55,57 +117,576 @@ impl Default for NeighbourTimers {
     }
 }
 
-/// Neighbours of all attachments seen by one worker, keyed by (attachment index, IPv4).
+/// One entry as decoded from its atomics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Static { mac: [u8; 6] },
+    Reachable { mac: [u8; 6], confirmed_ms: u64 },
+    Incomplete { sent: u8, next_retry_ms: u64 },
+    Failed { until_ms: u64 },
+}
+
+const KIND_STATIC: u8 = 1;
+const KIND_REACHABLE: u8 = 2;
+const KIND_INCOMPLETE: u8 = 3;
+const KIND_FAILED: u8 = 4;
+
+impl State {
+    /// (entry word, time word): the MAC in bytes 0..6 of the entry, the kind in byte 6,
+    /// the request count in byte 7.
+    fn encode(self) -> (u64, u64) {
+        let (mac, kind, sent, time) = match self {
+            State::Static { mac } => (mac, KIND_STATIC, 0, 0),
+            State::Reachable { mac, confirmed_ms } => (mac, KIND_REACHABLE, 0, confirmed_ms),
+            State::Incomplete {
+                sent,
+                next_retry_ms,
+            } => ([0; 6], KIND_INCOMPLETE, sent, next_retry_ms),
+            State::Failed { until_ms } => ([0; 6], KIND_FAILED, 0, until_ms),
+        };
+        let w = [mac[0], mac[1], mac[2], mac[3], mac[4], mac[5], kind, sent];
+        (u64::from_le_bytes(w), time)
+    }
+
+    fn decode(entry: u64, time: u64) -> Option<State> {
+        let w = entry.to_le_bytes();
+        let mac = [w[0], w[1], w[2], w[3], w[4], w[5]];
+        Some(match w[6] {
+            KIND_STATIC => State::Static { mac },
+            KIND_REACHABLE => State::Reachable {
+                mac,
+                confirmed_ms: time,
+            },
+            KIND_INCOMPLETE => State::Incomplete {
+                sent: w[7],
+                next_retry_ms: time,
+            },
+            KIND_FAILED => State::Failed { until_ms: time },
+            _ => return None,
+        })
+    }
+
+    fn mac(self) -> Option<[u8; 6]> {
+        match self {
+            State::Static { mac } | State::Reachable { mac, .. } => Some(mac),
+            _ => None,
+        }
+    }
+}
+
+/// One set: its sequence lock and [`WAYS`] entries. Keys sit together so a lookup reads
+/// the sequence and one line of keys before the entry it wants.
 #[derive(Debug)]
-pub struct Neighbours {
-    map: FastMap<(u16, u32), State>,
-    capacity: usize,
+#[repr(align(64))]
+struct Set {
+    /// Odd while a writer holds the set.
+    seq: AtomicU64,
+    /// `(attachment << 32 | ip) + 1`; 0 = free.
+    keys: [AtomicU64; WAYS],
+    entries: [AtomicU64; WAYS],
+    times: [AtomicU64; WAYS],
+    /// Last use (ms), for eviction only: a hint, written outside the lock.
+    used: [AtomicU64; WAYS],
+}
+
+impl Set {
+    fn new() -> Set {
+        Set {
+            seq: AtomicU64::new(0),
+            keys: std::array::from_fn(|_| AtomicU64::new(0)),
+            entries: std::array::from_fn(|_| AtomicU64::new(0)),
+            times: std::array::from_fn(|_| AtomicU64::new(0)),
+            used: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+
+    /// The way holding `key` and its state, read consistently; Err when a writer held the
+    /// set for every attempt.
+    #[inline]
+    fn read(&self, key: u64) -> Result<Option<(usize, State)>, ()> {
+        for _ in 0..READ_TRIES {
+            let before = self.seq.load(Ordering::Acquire);
+            if before & 1 == 0 {
+                let mut found = None;
+                for (w, k) in self.keys.iter().enumerate() {
+                    if k.load(Ordering::Relaxed) == key {
+                        found = Some((
+                            w,
+                            self.entries[w].load(Ordering::Relaxed),
+                            self.times[w].load(Ordering::Relaxed),
+                        ));
+                        break;
+                    }
+                }
+                // The loads above must complete before the sequence is checked again.
+                fence(Ordering::Acquire);
+                if self.seq.load(Ordering::Relaxed) == before {
+                    return Ok(found.and_then(|(w, e, t)| State::decode(e, t).map(|s| (w, s))));
+                }
+            }
+            std::hint::spin_loop();
+        }
+        Err(())
+    }
+
+    /// Takes the set for writing, or None when another writer keeps it.
+    fn lock(&self) -> Option<SetGuard<'_>> {
+        for _ in 0..LOCK_TRIES {
+            let s = self.seq.load(Ordering::Relaxed);
+            if s & 1 == 0
+                && self
+                    .seq
+                    .compare_exchange_weak(s, s + 1, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+            {
+                // The odd sequence must be visible before any entry changes.
+                fence(Ordering::Release);
+                return Some(SetGuard {
+                    set: self,
+                    seq: s + 1,
+                });
+            }
+            std::hint::spin_loop();
+        }
+        None
+    }
+}
+
+/// A set held for writing; dropping it publishes the changes (even sequence).
+struct SetGuard<'a> {
+    set: &'a Set,
+    seq: u64,
+}
+
+impl SetGuard<'_> {
+    fn find(&self, key: u64) -> Option<(usize, State)> {
+        let s = self.set;
+        let w = s
+            .keys
+            .iter()
+            .position(|k| k.load(Ordering::Relaxed) == key)?;
+        // Every write stores a valid entry; an unreadable one would be an expired failure,
+        // still in its way so that the key is never stored twice.
+        let st = State::decode(
+            s.entries[w].load(Ordering::Relaxed),
+            s.times[w].load(Ordering::Relaxed),
+        )
+        .unwrap_or(State::Failed { until_ms: 0 });
+        Some((w, st))
+    }
+
+    fn put(&self, way: usize, key: u64, state: State, now_ms: u64) {
+        let s = self.set;
+        let (entry, time) = state.encode();
+        s.keys[way].store(key, Ordering::Relaxed);
+        s.entries[way].store(entry, Ordering::Relaxed);
+        s.times[way].store(time, Ordering::Relaxed);
+        s.used[way].store(now_ms, Ordering::Relaxed);
+    }
+
+    /// A way for a new key: a free one, else a failed one, else the least recently used
+    /// of the rest (never a static one). The second value is true when a usable MAC is
+    /// evicted (workers may have it cached).
+    fn victim(&self) -> Option<(usize, bool)> {
+        let s = self.set;
+        let mut best: Option<(usize, u64, bool)> = None;
+        for w in 0..WAYS {
+            if s.keys[w].load(Ordering::Relaxed) == 0 {
+                return Some((w, false));
+            }
+            let st = State::decode(
+                s.entries[w].load(Ordering::Relaxed),
+                s.times[w].load(Ordering::Relaxed),
+            );
+            let rank = match st {
+                Some(State::Static { .. }) => continue,
+                None | Some(State::Failed { .. }) => return Some((w, false)),
+                Some(st) => (s.used[w].load(Ordering::Relaxed), st.mac().is_some()),
+            };
+            if best.is_none_or(|(_, used, _)| rank.0 < used) {
+                best = Some((w, rank.0, rank.1));
+            }
+        }
+        best.map(|(w, _, had_mac)| (w, had_mac))
+    }
+}
+
+impl Drop for SetGuard<'_> {
+    fn drop(&mut self) {
+        self.set.seq.store(self.seq + 1, Ordering::Release);
+    }
+}
+
+/// The neighbours of all attachments, shared by every worker (see the module docs).
+#[derive(Debug)]
+pub struct NeighbourTable {
+    sets: Box<[Set]>,
+    mask: usize,
     timers: NeighbourTimers,
-    /// A small direct-mapped cache of recent Known answers in front of the map: most
-    /// packets go to a handful of next hops, and this turns their hash-map probe into one
-    /// compare. Any change to the map clears it, so it never answers with stale data.
-    cache: Box<[CacheEntry; CACHE_SLOTS]>,
+    /// Bumped when a MAC that a worker may have cached changes or leaves the table.
+    version: AtomicU64,
+}
+
+#[inline]
+fn key_of(att: u16, ip: u32) -> u64 {
+    ((u64::from(att) << 32) | u64::from(ip)) + 1
+}
+
+impl NeighbourTable {
+    /// A table for at least `capacity` neighbours (rounded up to whole sets, a power of
+    /// two of them).
+    pub fn new(capacity: usize, timers: NeighbourTimers) -> NeighbourTable {
+        let sets = Self::sets_for(capacity);
+        NeighbourTable {
+            sets: (0..sets).map(|_| Set::new()).collect(),
+            mask: sets - 1,
+            timers,
+            version: AtomicU64::new(0),
+        }
+    }
+
+    fn sets_for(capacity: usize) -> usize {
+        capacity.max(1).div_ceil(WAYS).next_power_of_two()
+    }
+
+    /// The bytes [`NeighbourTable::new`] allocates for `capacity`: for the start-up memory
+    /// check.
+    pub fn memory_for(capacity: usize) -> usize {
+        Self::sets_for(capacity) * std::mem::size_of::<Set>() + std::mem::size_of::<Self>()
+    }
+
+    /// How many neighbours it can hold.
+    pub fn capacity(&self) -> usize {
+        self.sets.len() * WAYS
+    }
+
+    pub fn timers(&self) -> NeighbourTimers {
+        self.timers
+    }
+
+    /// Changes whenever a MAC that may be cached changes or is evicted.
+    #[inline]
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
+    fn bump(&self) {
+        self.version.fetch_add(1, Ordering::Release);
+    }
+
+    #[inline]
+    fn set_of(&self, key: u64) -> &Set {
+        // Fibonacci hashing: the high bits of the product spread neighbouring addresses.
+        let h = key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+        let i = usize::try_from(h).unwrap_or(0) & self.mask;
+        &self.sets[i]
+    }
+
+    /// The MAC of `ip` on `att` if it can be used now without asking (static, or reachable
+    /// and confirmed within the TTL), with how long it stays usable (u64::MAX: static).
+    /// Stamps the entry's last use.
+    pub fn known(&self, att: u16, ip: u32, now_ms: u64) -> Option<([u8; 6], u64)> {
+        let key = key_of(att, ip);
+        let set = self.set_of(key);
+        let (way, st) = set.read(key).ok()??;
+        let answer = match st {
+            State::Static { mac } => (mac, u64::MAX),
+            State::Reachable { mac, confirmed_ms }
+                if now_ms.saturating_sub(confirmed_ms) <= self.timers.ttl_ms =>
+            {
+                (mac, confirmed_ms.saturating_add(self.timers.ttl_ms))
+            }
+            _ => return None,
+        };
+        set.used[way].store(now_ms, Ordering::Relaxed);
+        Some(answer)
+    }
+
+    /// The MAC of `ip` if known (static or reachable, fresh or not), without side effects.
+    pub fn get(&self, att: u16, ip: u32) -> Option<[u8; 6]> {
+        let key = key_of(att, ip);
+        self.set_of(key).read(key).ok()??.1.mac()
+    }
+
+    /// What to do for next hop `ip` on `att` now; claims the request or refresh when one
+    /// is to be sent, so that one worker sends it.
+    pub fn resolve(&self, att: u16, ip: u32, now_ms: u64) -> Resolution {
+        let t = self.timers;
+        let key = key_of(att, ip);
+        let set = self.set_of(key);
+        let Ok(found) = set.read(key) else {
+            return Resolution::Pending;
+        };
+        // Decide on what was read; write only when a claim is due.
+        match found.map(|(_, s)| s) {
+            Some(State::Static { mac }) => return Resolution::Known(mac),
+            Some(State::Reachable { mac, confirmed_ms })
+                if now_ms.saturating_sub(confirmed_ms) <= t.ttl_ms =>
+            {
+                return Resolution::Known(mac)
+            }
+            Some(State::Incomplete { next_retry_ms, .. }) if now_ms < next_retry_ms => {
+                return Resolution::Pending
+            }
+            Some(State::Failed { until_ms }) if now_ms < until_ms => return Resolution::Failed,
+            _ => {}
+        }
+        let Some(g) = set.lock() else {
+            // Another worker is writing this set, likely claiming the same thing.
+            return match found.and_then(|(_, s)| s.mac()) {
+                Some(mac) => Resolution::Known(mac),
+                None => Resolution::Pending,
+            };
+        };
+        match g.find(key) {
+            Some((_, State::Static { mac })) => Resolution::Known(mac),
+            Some((w, State::Reachable { mac, confirmed_ms })) => {
+                if now_ms.saturating_sub(confirmed_ms) <= t.ttl_ms {
+                    return Resolution::Known(mac);
+                }
+                // Stale: this worker asks; the entry looks fresh to everyone for one retry
+                // interval, so nobody else asks meanwhile.
+                let confirmed_ms = now_ms.saturating_sub(t.ttl_ms).saturating_add(t.retry_ms);
+                g.put(w, key, State::Reachable { mac, confirmed_ms }, now_ms);
+                Resolution::Refresh(mac)
+            }
+            Some((
+                w,
+                State::Incomplete {
+                    sent,
+                    next_retry_ms,
+                },
+            )) => {
+                if now_ms < next_retry_ms {
+                    Resolution::Pending
+                } else if sent >= t.tries {
+                    let until_ms = now_ms.saturating_add(t.failed_hold_ms);
+                    g.put(w, key, State::Failed { until_ms }, now_ms);
+                    Resolution::Failed
+                } else {
+                    let next_retry_ms = now_ms.saturating_add(t.retry_ms);
+                    let sent = sent.saturating_add(1);
+                    g.put(
+                        w,
+                        key,
+                        State::Incomplete {
+                            sent,
+                            next_retry_ms,
+                        },
+                        now_ms,
+                    );
+                    Resolution::Request
+                }
+            }
+            Some((_, State::Failed { until_ms })) if now_ms < until_ms => Resolution::Failed,
+            Some((w, State::Failed { .. })) => {
+                let next_retry_ms = now_ms.saturating_add(t.retry_ms);
+                g.put(
+                    w,
+                    key,
+                    State::Incomplete {
+                        sent: 1,
+                        next_retry_ms,
+                    },
+                    now_ms,
+                );
+                Resolution::Request
+            }
+            None => {
+                let Some((w, evicts_mac)) = g.victim() else {
+                    return Resolution::Failed;
+                };
+                let next_retry_ms = now_ms.saturating_add(t.retry_ms);
+                g.put(
+                    w,
+                    key,
+                    State::Incomplete {
+                        sent: 1,
+                        next_retry_ms,
+                    },
+                    now_ms,
+                );
+                drop(g);
+                if evicts_mac {
+                    self.bump();
+                }
+                Resolution::Request
+            }
+        }
+    }
+
+    /// Records `ip` at `mac` (an ARP reply, or a request addressed to us).
+    pub fn learn(&self, att: u16, ip: u32, mac: [u8; 6], now_ms: u64) -> Learned {
+        let key = key_of(att, ip);
+        let set = self.set_of(key);
+        let Some(g) = set.lock() else {
+            return Learned::Busy;
+        };
+        let reachable = State::Reachable {
+            mac,
+            confirmed_ms: now_ms,
+        };
+        let (learned, bump) = match g.find(key) {
+            Some((_, State::Static { .. })) => (Learned::Static, false),
+            Some((w, State::Reachable { mac: old, .. })) => {
+                g.put(w, key, reachable, now_ms);
+                if old == mac {
+                    (Learned::Confirmed, false)
+                } else {
+                    (Learned::Changed, true)
+                }
+            }
+            Some((w, _)) => {
+                g.put(w, key, reachable, now_ms);
+                (Learned::New, false)
+            }
+            None => match g.victim() {
+                Some((w, evicts_mac)) => {
+                    g.put(w, key, reachable, now_ms);
+                    (Learned::New, evicts_mac)
+                }
+                None => (Learned::NoRoom, false),
+            },
+        };
+        drop(g);
+        if bump {
+            self.bump();
+        }
+        learned
+    }
+
+    /// Refreshes an entry already tracked (a packet from it proves it is alive) without
+    /// creating new ones: learning every source would let a sender fill the table.
+    pub fn confirm(&self, att: u16, ip: u32, mac: [u8; 6], now_ms: u64) -> Learned {
+        let key = key_of(att, ip);
+        match self.set_of(key).read(key) {
+            Ok(Some((_, State::Static { .. }))) => Learned::Static,
+            Ok(Some(_)) => self.learn(att, ip, mac, now_ms),
+            Ok(None) => Learned::Untracked,
+            Err(()) => Learned::Busy,
+        }
+    }
+
+    /// A permanent entry from the configuration. Nothing is written when it is already
+    /// there, so every worker may install the same entries at every snapshot. False when
+    /// the set was busy or full of static entries.
+    pub fn add_static(&self, att: u16, ip: u32, mac: [u8; 6]) -> bool {
+        let key = key_of(att, ip);
+        let set = self.set_of(key);
+        if let Ok(Some((_, State::Static { mac: m }))) = set.read(key) {
+            if m == mac {
+                return true;
+            }
+        }
+        let Some(g) = set.lock() else {
+            return false;
+        };
+        let way = match g.find(key) {
+            Some((w, _)) => Some(w),
+            None => g.victim().map(|(w, _)| w),
+        };
+        let Some(way) = way else {
+            return false;
+        };
+        g.put(way, key, State::Static { mac }, 0);
+        drop(g);
+        // Whatever was cached for this way (this neighbour's old MAC, or an evicted one).
+        self.bump();
+        true
+    }
+
+    /// Entries in use (walks the table: for tests and diagnostics, not the packet path).
+    pub fn len(&self) -> usize {
+        self.sets
+            .iter()
+            .flat_map(|s| s.keys.iter())
+            .filter(|k| k.load(Ordering::Relaxed) != 0)
+            .count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 const CACHE_SLOTS: usize = 64;
-/// How long a cached answer is trusted before the map is asked again (bounded further by
-/// the entry's own TTL).
+/// How long a cached answer is trusted before the shared table is asked again (bounded
+/// further by the entry's own TTL).
 const CACHE_MS: u64 = 1000;
 
 #[derive(Debug, Clone, Copy, Default)]
 struct CacheEntry {
-    /// (attachment << 32 | ip) + 1; 0 = empty.
+    /// [`key_of`]; 0 = empty.
     key: u64,
     mac: [u8; 6],
     until_ms: u64,
 }
 
+/// One worker's view of the shared [`NeighbourTable`]: a small direct-mapped cache of
+/// recent `Known` answers in front of it (most packets go to a handful of next hops, and
+/// this turns their lookup into one compare), and the learned MACs whose write found their
+/// set busy, written again at the next tick.
+#[derive(Debug)]
+pub struct Neighbours {
+    table: Arc<NeighbourTable>,
+    cache: Box<[CacheEntry; CACHE_SLOTS]>,
+    /// The table version the cache was filled under.
+    seen_version: u64,
+    deferred: [Option<(u16, u32, [u8; 6])>; DEFERRED],
+}
+
 impl Neighbours {
+    /// A private table of its own (a single worker, tests).
     pub fn new(capacity: usize, timers: NeighbourTimers) -> Neighbours {
+        Self::shared(Arc::new(NeighbourTable::new(capacity, timers)))
+    }
+
+    /// A view of `table`, shared with the other workers.
+    pub fn shared(table: Arc<NeighbourTable>) -> Neighbours {
+        let seen_version = table.version();
         Neighbours {
-            map: fast_map(capacity.min(1 << 16)),
-            capacity: capacity.max(1),
-            timers,
+            table,
             cache: Box::new([CacheEntry::default(); CACHE_SLOTS]),
+            seen_version,
+            deferred: [None; DEFERRED],
         }
     }
 
+    /// The shared table.
+    pub fn table(&self) -> &Arc<NeighbourTable> {
+        &self.table
+    }
+
     #[inline]
-    fn cache_key(att: u16, ip: u32) -> (u64, usize) {
-        let k = ((u64::from(att) << 32) | u64::from(ip)) + 1;
+    fn cache_slot(att: u16, ip: u32) -> usize {
         // Low bits of the host part spread consecutive addresses over the slots.
-        let slot = ((ip ^ (ip >> 8) ^ u32::from(att)) as usize) % CACHE_SLOTS;
-        (k, slot)
+        ((ip ^ (ip >> 8) ^ u32::from(att)) as usize) % CACHE_SLOTS
     }
 
     fn invalidate(&mut self) {
         self.cache.fill(CacheEntry::default());
     }
 
+    /// Drops cached answers if the table changed under them (once per poll: one atomic
+    /// load).
+    #[inline]
+    pub fn sync(&mut self) {
+        let v = self.table.version();
+        if v != self.seen_version {
+            self.seen_version = v;
+            self.invalidate();
+        }
+    }
+
     /// A permanent entry from the configuration.
     pub fn add_static(&mut self, att: u16, ip: u32, mac: [u8; 6]) {
-        self.invalidate();
-        self.map.insert((att, ip), State::Static { mac });
+        if !self.table.add_static(att, ip, mac) {
+            log::warn!(
+                "static neighbour {} on attachment {att} not installed: its set of the neighbour table is full of static entries (or was busy); raise tables.neighbours",
+                std::net::Ipv4Addr::from(ip)
+            );
+        }
+        self.sync();
     }
 
     /// The MAC of next hop `ip` on attachment `att` if it can be used now without asking
@@ -113,8 +694,8 @@ impl Neighbours {
     /// nothing changed: [`resolve`](Self::resolve) decides what to do. Fills the cache.
     #[inline]
     pub fn known(&mut self, att: u16, ip: u32, now_ms: u64) -> Option<[u8; 6]> {
-        let (key, slot) = Self::cache_key(att, ip);
-        match self.cache.get(slot) {
+        let key = key_of(att, ip);
+        match self.cache.get(Self::cache_slot(att, ip)) {
             Some(c) if c.key == key && now_ms < c.until_ms => Some(c.mac),
             _ => self.known_uncached(att, ip, now_ms),
         }
@@ -124,21 +705,14 @@ impl Neighbours {
     #[cold]
     #[inline(never)]
     fn known_uncached(&mut self, att: u16, ip: u32, now_ms: u64) -> Option<[u8; 6]> {
-        let (key, slot) = Self::cache_key(att, ip);
-        let (mac, until_ms) = match self.map.get(&(att, ip))? {
-            State::Static { mac } => (*mac, now_ms + CACHE_MS),
-            State::Reachable { mac, confirmed_ms }
-                if now_ms.saturating_sub(*confirmed_ms) <= self.timers.ttl_ms =>
-            {
-                (
-                    *mac,
-                    (now_ms + CACHE_MS).min(confirmed_ms + self.timers.ttl_ms),
-                )
-            }
-            _ => return None,
-        };
-        if let Some(c) = self.cache.get_mut(slot) {
-            *c = CacheEntry { key, mac, until_ms };
+        let (mac, usable_until) = self.table.known(att, ip, now_ms)?;
+        let until_ms = now_ms.saturating_add(CACHE_MS).min(usable_until);
+        if let Some(c) = self.cache.get_mut(Self::cache_slot(att, ip)) {
+            *c = CacheEntry {
+                key: key_of(att, ip),
+                mac,
+                until_ms,
+            };
         }
         Some(mac)
     }
@@ -149,257 +723,66 @@ impl Neighbours {
         if let Some(mac) = self.known(att, ip, now_ms) {
             return Resolution::Known(mac);
         }
-        match self.map.get(&(att, ip)).copied() {
-            // `known` answered for static and fresh entries: this one is stale.
-            Some(State::Static { mac }) => Resolution::Known(mac),
-            Some(State::Reachable { mac, .. }) => {
-                // Ask again at most once per retry interval while it stays unconfirmed.
-                self.map.insert(
-                    (att, ip),
-                    State::Reachable {
-                        mac,
-                        confirmed_ms: now_ms.saturating_sub(self.timers.ttl_ms)
-                            + self.timers.retry_ms,
-                    },
-                );
-                self.invalidate();
-                Resolution::Refresh(mac)
-            }
-            Some(State::Incomplete { .. }) => Resolution::Pending,
-            Some(State::Failed { until_ms }) if now_ms < until_ms => Resolution::Failed,
-            Some(State::Failed { .. }) | None => {
-                if !self.make_room(now_ms) {
-                    return Resolution::Failed;
-                }
-                self.map.insert(
-                    (att, ip),
-                    State::Incomplete {
-                        sent: 1,
-                        next_retry_ms: now_ms + self.timers.retry_ms,
-                    },
-                );
-                Resolution::Request
-            }
-        }
+        self.table.resolve(att, ip, now_ms)
     }
 
     /// The MAC of `ip` if known, without side effects.
     pub fn get(&self, att: u16, ip: u32) -> Option<[u8; 6]> {
-        match self.map.get(&(att, ip))? {
-            State::Static { mac } | State::Reachable { mac, .. } => Some(*mac),
-            _ => None,
+        self.table.get(att, ip)
+    }
+
+    /// Records `ip` at `mac`; a write that found its set busy is kept and retried at the
+    /// next [`retry_deferred`](Self::retry_deferred).
+    pub fn learn(&mut self, att: u16, ip: u32, mac: [u8; 6], now_ms: u64) -> Learned {
+        let learned = self.table.learn(att, ip, mac, now_ms);
+        if learned == Learned::Busy {
+            self.defer(att, ip, mac);
+        }
+        learned
+    }
+
+    /// Refreshes an entry already tracked, never creating one (so a busy set is not
+    /// retried later: that write could create it; the next ARP packet confirms it again).
+    pub fn confirm(&mut self, att: u16, ip: u32, mac: [u8; 6], now_ms: u64) -> Learned {
+        self.table.confirm(att, ip, mac, now_ms)
+    }
+
+    fn defer(&mut self, att: u16, ip: u32, mac: [u8; 6]) {
+        let same = |d: &Option<(u16, u32, [u8; 6])>| d.is_some_and(|(a, i, _)| (a, i) == (att, ip));
+        let slot = match self.deferred.iter().position(same) {
+            Some(i) => Some(i),
+            None => self.deferred.iter().position(Option::is_none),
+        };
+        // All slots taken (a set busy for that long is a pathology): the requester's
+        // retries recover it.
+        if let Some(d) = slot.and_then(|i| self.deferred.get_mut(i)) {
+            *d = Some((att, ip, mac));
         }
     }
 
-    /// Records `ip` at `mac`. Returns true when this is new or changed information (worth
-    /// telling the other workers and releasing held packets).
-    pub fn learn(&mut self, att: u16, ip: u32, mac: [u8; 6], now_ms: u64) -> bool {
-        self.invalidate();
-        match self.map.get(&(att, ip)).copied() {
-            Some(State::Static { .. }) => false,
-            Some(State::Reachable { mac: old, .. }) => {
-                self.map.insert(
-                    (att, ip),
-                    State::Reachable {
-                        mac,
-                        confirmed_ms: now_ms,
-                    },
-                );
-                old != mac
+    /// Writes the learned MACs whose set was busy; returns those now usable, for the
+    /// caller to release held packets.
+    pub fn retry_deferred(&mut self, now_ms: u64, mut usable: impl FnMut(u16, u32, [u8; 6])) {
+        for d in self.deferred.iter_mut() {
+            let Some((att, ip, mac)) = *d else { continue };
+            let learned = self.table.learn(att, ip, mac, now_ms);
+            if learned != Learned::Busy {
+                *d = None;
             }
-            Some(_) => {
-                self.map.insert(
-                    (att, ip),
-                    State::Reachable {
-                        mac,
-                        confirmed_ms: now_ms,
-                    },
-                );
-                true
-            }
-            None => {
-                if !self.make_room(now_ms) {
-                    return false;
-                }
-                self.map.insert(
-                    (att, ip),
-                    State::Reachable {
-                        mac,
-                        confirmed_ms: now_ms,
-                    },
-                );
-                true
-            }
-        }
-    }
-
-    /// Refreshes an entry we already track (a packet from it proves it is alive) without
-    /// creating new ones: learning every source would let a sender fill the table.
-    #[inline]
-    pub fn confirm(&mut self, att: u16, ip: u32, mac: [u8; 6], now_ms: u64) -> bool {
-        self.invalidate();
-        match self.map.get_mut(&(att, ip)) {
-            Some(State::Reachable {
-                mac: m,
-                confirmed_ms,
-            }) => {
-                let changed = *m != mac;
-                *m = mac;
-                *confirmed_ms = now_ms;
-                changed
-            }
-            Some(s @ State::Incomplete { .. }) | Some(s @ State::Failed { .. }) => {
-                *s = State::Reachable {
-                    mac,
-                    confirmed_ms: now_ms,
-                };
-                true
-            }
-            _ => false,
-        }
-    }
-
-    /// Calls `send(att, ip)` for every outstanding request due for a retry, and moves the
-    /// ones out of tries to Failed (calling `failed(att, ip)`).
-    pub fn retry_due(
-        &mut self,
-        now_ms: u64,
-        mut send: impl FnMut(u16, u32),
-        mut failed: impl FnMut(u16, u32),
-    ) {
-        let t = self.timers;
-        for (&(att, ip), st) in self.map.iter_mut() {
-            if let State::Incomplete {
-                sent,
-                next_retry_ms,
-            } = st
-            {
-                if now_ms < *next_retry_ms {
-                    continue;
-                }
-                if *sent >= t.tries {
-                    *st = State::Failed {
-                        until_ms: now_ms + t.failed_hold_ms,
-                    };
-                    failed(att, ip);
-                } else {
-                    *sent += 1;
-                    *next_retry_ms = now_ms + t.retry_ms;
-                    send(att, ip);
-                }
+            if learned.is_usable() {
+                usable(att, ip, mac);
             }
         }
     }
 
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.table.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
-
-    fn make_room(&mut self, now_ms: u64) -> bool {
-        if self.map.len() < self.capacity {
-            return true;
-        }
-        self.invalidate();
-        let ttl = self.timers.ttl_ms;
-        self.map.retain(|_, st| match st {
-            State::Static { .. } | State::Incomplete { .. } => true,
-            State::Reachable { confirmed_ms, .. } => now_ms.saturating_sub(*confirmed_ms) <= ttl,
-            State::Failed { until_ms } => now_ms < *until_ms,
-        });
-        self.map.len() < self.capacity
+        self.table.is_empty()
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
-
-    #[test]
-    fn resolve_request_pending_then_known() {
-        let mut n = Neighbours::new(16, NeighbourTimers::default());
-        assert_eq!(n.resolve(0, 7, 0), Resolution::Request);
-        assert_eq!(n.resolve(0, 7, 10), Resolution::Pending);
-        assert!(n.learn(0, 7, MAC, 20));
-        assert_eq!(n.resolve(0, 7, 30), Resolution::Known(MAC));
-        assert!(!n.learn(0, 7, MAC, 40), "same information is not news");
-        // Another attachment is another neighbour.
-        assert_eq!(n.resolve(1, 7, 30), Resolution::Request);
-    }
-
-    #[test]
-    fn retries_are_bounded_then_failed_then_retried_later() {
-        let t = NeighbourTimers {
-            retry_ms: 100,
-            tries: 3,
-            ttl_ms: 1000,
-            failed_hold_ms: 500,
-        };
-        let mut n = Neighbours::new(16, t);
-        assert_eq!(n.resolve(0, 9, 0), Resolution::Request);
-        let mut sent = 0;
-        let mut failed = 0;
-        for now in (0..=1000).step_by(50) {
-            n.retry_due(now, |_, _| sent += 1, |_, _| failed += 1);
-        }
-        assert_eq!(sent, 2, "three tries in all: the first plus two retries");
-        assert_eq!(failed, 1);
-        assert_eq!(n.resolve(0, 9, 400), Resolution::Failed);
-        assert_eq!(n.resolve(0, 9, 2000), Resolution::Request);
-    }
-
-    #[test]
-    fn stale_entries_keep_working_while_refreshed() {
-        let t = NeighbourTimers {
-            ttl_ms: 100,
-            ..NeighbourTimers::default()
-        };
-        let mut n = Neighbours::new(16, t);
-        n.learn(0, 1, MAC, 0);
-        assert_eq!(n.resolve(0, 1, 150), Resolution::Refresh(MAC));
-        assert_eq!(n.get(0, 1), Some(MAC));
-        assert_eq!(n.resolve(0, 1, 160), Resolution::Known(MAC));
-    }
-
-    #[test]
-    fn confirm_does_not_create_and_static_is_permanent() {
-        let mut n = Neighbours::new(16, NeighbourTimers::default());
-        assert!(!n.confirm(0, 3, MAC, 0));
-        assert_eq!(n.get(0, 3), None);
-        n.add_static(0, 4, MAC);
-        assert!(!n.learn(0, 4, [9; 6], 0));
-        assert_eq!(n.resolve(0, 4, u64::MAX / 2), Resolution::Known(MAC));
-    }
-
-    #[test]
-    fn full_table_evicts_stale_or_refuses() {
-        let t = NeighbourTimers {
-            ttl_ms: 100,
-            ..NeighbourTimers::default()
-        };
-        let mut n = Neighbours::new(2, t);
-        assert!(n.learn(0, 1, MAC, 0));
-        assert!(n.learn(0, 2, MAC, 0));
-        assert!(!n.learn(0, 3, MAC, 50), "full of fresh entries");
-        assert_eq!(n.resolve(0, 3, 50), Resolution::Failed);
-        assert!(n.learn(0, 3, MAC, 500), "stale ones make room");
-        assert!(n.len() <= 2);
-    }
-
-    #[test]
-    fn cache_never_hides_a_changed_mac() {
-        let mut n = Neighbours::new(16, NeighbourTimers::default());
-        n.learn(0, 5, MAC, 0);
-        assert_eq!(n.resolve(0, 5, 1), Resolution::Known(MAC));
-        assert_eq!(n.resolve(0, 5, 2), Resolution::Known(MAC), "from the cache");
-        n.learn(0, 5, [7; 6], 3);
-        assert_eq!(n.resolve(0, 5, 4), Resolution::Known([7; 6]));
-        // Another attachment with the same IP is another neighbour, cached or not.
-        assert_eq!(n.resolve(1, 5, 5), Resolution::Request);
-    }
-}
+mod tests;

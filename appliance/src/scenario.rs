@@ -35,7 +35,9 @@
 //! targets are known neighbours from the start (else they must answer ARP). Byte 1: bits
 //! 0-1 port MTUs (1500/1500, 9000/1500, 1500/9000, 1280/576); bit 2 MSS clamp on the
 //! consumer (1200) and provider (1300) attachments; bit 3 the clock starts at 2^40 ms;
-//! bits 4-5 both set: every third packet buffer allocation fails.
+//! bits 4-5 both set: every third packet buffer allocation fails; bit 6 tight
+//! per-consumer limits (8 flows and 4 half-open per client, 12 and 6 per endpoint).
+//! Workers share one neighbour table, as the daemon's do.
 //!
 //! A record: `op a b c seq[4] ack[4] len[2] win[2] ip l2 damage x y z p2[2]`. `op % 16`:
 //! 0-2 consumer packet, 3 provider packet, 4-6 answer, 7 ICMP error, 8 ARP, 9 and 15
@@ -45,7 +47,7 @@
 //! worker that receives it (RSS).
 
 use std::collections::VecDeque;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use crossbeam::channel::{Receiver, TryRecvError};
 use mgmt::config::Config;
@@ -54,6 +56,7 @@ use serde_json::{json, Value};
 
 use crate::counters::Counters;
 use crate::frame::{Frame, VecFrame};
+use crate::neighbour::NeighbourTable;
 use crate::pipeline::{FlowFilter, FlowInfo, FlowQuery, Pipeline, Verdict};
 use crate::snapshot::{Handles, Snapshot};
 use crate::wire::arp::ArpPacket;
@@ -195,6 +198,7 @@ pub struct Setup {
     pub mss_clamp: bool,
     pub start_ms: u64,
     pub alloc_fails: bool,
+    pub tight_limits: bool,
 }
 
 impl Setup {
@@ -210,6 +214,7 @@ impl Setup {
             mss_clamp: t & 4 != 0,
             start_ms: if t & 8 != 0 { 1 << 40 } else { 0 },
             alloc_fails: t & 0x30 == 0x30,
+            tight_limits: t & 0x40 != 0,
         }
     }
 }
@@ -675,10 +680,11 @@ stats! {
     /// ICMP errors that crossed, each way.
     icmp_to_provider,
     icmp_to_consumer,
-    /// IPv4 packets emitted while packets (ARP replies, neighbour news) were processed:
-    /// held packets whose next hop resolved.
+    /// Held packets that went out once their next hop resolved: IPv4 packets emitted
+    /// while packets (ARP replies) were processed, and those emitted at a timer tick
+    /// beyond the RSTs it originated.
     held_released,
-    /// IPv4 packets emitted by timer work (RSTs of ended flows).
+    /// RSTs of ended flows emitted by timer work.
     emitted_in_poll,
     /// Packets handed to another worker.
     handoffs,
@@ -767,6 +773,19 @@ impl World {
         settings.hold_capacity = setup.hold_capacity;
         settings.neighbour_capacity = setup.neighbour_capacity;
         settings.flow_hash_seed = 0;
+        settings.seed = Some(0x5eed);
+        if setup.tight_limits {
+            settings.limits = crate::limits::FlowLimits {
+                flows_per_endpoint: 12,
+                half_open_per_endpoint: 6,
+                flows_per_client: 8,
+                half_open_per_client: 4,
+            };
+        }
+        let table = Arc::new(NeighbourTable::new(
+            settings.neighbour_capacity,
+            settings.neighbour_timers,
+        ));
         let pipes = (0..setup.workers)
             .map(|id| {
                 let mut n = 0u32;
@@ -775,7 +794,8 @@ impl World {
                     n = n.wrapping_add(1);
                     (!fails || !n.is_multiple_of(3)).then(|| VecFrame::new(&[]))
                 };
-                Pipeline::new(id, settings.clone(), Box::new(alloc), &snap)
+                let table = Arc::clone(&table);
+                Pipeline::with_neighbour_table(id, settings.clone(), Box::new(alloc), &snap, table)
             })
             .collect();
         let mut owned = Vec::new();
@@ -812,11 +832,9 @@ impl World {
                     ip,
                     mac: host_mac(port, ip),
                 };
-                for p in &mut w.pipes {
-                    p.learn_remote(&w.snap, news, w.now_ms);
-                }
+                // One table for all workers: learning it once teaches them all.
+                w.pipes[0].learn_remote(&w.snap, news, w.now_ms);
             }
-            w.after(false);
         }
         w
     }
@@ -1362,10 +1380,11 @@ impl World {
     /// leave, news spreads, finished reports are taken (or given back while the
     /// management thread's queue is full) and listings answered.
     fn poll(&mut self) {
+        let rsts = self.rsts();
         for p in &mut self.pipes {
             p.poll(&self.snap, self.now_ms);
         }
-        self.after(false);
+        self.after(false, rsts);
         for (id, p) in (0u16..).zip(self.pipes.iter_mut()) {
             if let Some(rep) = p.take_report() {
                 assert_eq!(rep.worker, id, "a report names the worker that made it");
@@ -1736,7 +1755,7 @@ impl World {
         for v in verdicts {
             self.verdict(v, b.port, b.worker, 0);
         }
-        self.after(true);
+        self.after(true, 0);
     }
 
     fn verdict(&mut self, v: Verdict<VecFrame>, in_port: u16, worker: u16, hops: usize) {
@@ -1793,45 +1812,36 @@ impl World {
         self.outputs.push_back(Sent { port, bytes });
     }
 
-    /// What the workers emitted (ARP, RSTs, released packets) leaves; neighbour news goes
-    /// to the other workers, as the worker loop does. `rx`: after packets were processed
-    /// (IPv4 emitted then were held), else after timer work.
-    fn after(&mut self, rx: bool) {
-        for round in 0..2 {
-            for w in 0..self.pipes.len() {
-                let out: Vec<(u16, VecFrame)> = self.pipes[w].drain_emitted().collect();
-                for (port, f) in out {
-                    let c = self.pipes[w].counters_mut();
-                    c.tx_packets += 1;
-                    c.tx_bytes += f.bytes().len() as u64;
-                    self.stats.frames_out += 1;
-                    if is_ipv4(f.bytes()) {
-                        if rx || round == 1 {
-                            self.stats.held_released += 1;
-                        } else {
-                            self.stats.emitted_in_poll += 1;
-                        }
-                    }
-                    self.leave(port, f.bytes().to_vec());
+    /// What the workers emitted (ARP, RSTs, released packets) leaves, as the worker loop
+    /// sends it. `rx`: after packets were processed (every IPv4 packet emitted then was
+    /// held), else after timer work (released at the tick, or RSTs of ended flows:
+    /// `rsts_before` is the RST count before the timer work).
+    fn after(&mut self, rx: bool, rsts_before: u64) {
+        let mut ipv4 = 0;
+        for w in 0..self.pipes.len() {
+            let out: Vec<(u16, VecFrame)> = self.pipes[w].drain_emitted().collect();
+            for (port, f) in out {
+                let c = self.pipes[w].counters_mut();
+                c.tx_packets += 1;
+                c.tx_bytes += f.bytes().len() as u64;
+                self.stats.frames_out += 1;
+                if is_ipv4(f.bytes()) {
+                    ipv4 += 1;
                 }
-            }
-            if round == 1 || self.pipes.len() < 2 {
-                break;
-            }
-            for w in 0..self.pipes.len() {
-                let news: Vec<_> = self.pipes[w].take_news().collect();
-                for n in news {
-                    for (o, p) in self.pipes.iter_mut().enumerate() {
-                        if o != w {
-                            p.learn_remote(&self.snap, n, self.now_ms);
-                        }
-                    }
-                }
+                self.leave(port, f.bytes().to_vec());
             }
         }
-        if self.pipes.len() < 2 {
-            self.pipes[0].take_news().for_each(drop);
+        if rx {
+            self.stats.held_released += ipv4;
+        } else {
+            let rsts = self.rsts().saturating_sub(rsts_before).min(ipv4);
+            self.stats.emitted_in_poll += rsts;
+            self.stats.held_released += ipv4 - rsts;
         }
+    }
+
+    fn rsts(&self) -> u64 {
+        self.pipes.iter().map(|p| p.counters().rst_sent).sum()
     }
 }
 

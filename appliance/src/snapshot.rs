@@ -210,6 +210,10 @@ pub struct Snapshot {
     pub services: Vec<ServiceView>,
     listeners: FastMap<(u16, u32, u8, u16), ListenerRef>,
     locals: FastMap<(u16, u32), LocalKind>,
+    /// Addresses of endpoints that still hold them but no longer answer (rejected,
+    /// deleting, failed): index into `endpoints`. Only stray TCP segments of connections
+    /// just ended get something back from them (a RST).
+    closed: FastMap<(u16, u32), u32>,
     endpoint_by_handle: FastMap<u32, u32>,
     service_by_handle: FastMap<u32, u32>,
     /// Local addresses to announce with a gratuitous ARP: all of them in a first
@@ -408,6 +412,7 @@ impl Snapshot {
         }
 
         let mut endpoints = Vec::with_capacity(state.endpoints.len());
+        let mut closed = fast_map(16);
         let mut listener_index = fast_map(state.endpoints.len() * 2);
         for e in &state.endpoints {
             let attachment = att_of(&e.vpc_id.to_string())?;
@@ -429,6 +434,9 @@ impl Snapshot {
                 e.state,
                 EndpointState::Available | EndpointState::PendingAcceptance
             );
+            if !present && e.state.holds_address() {
+                closed.insert((attachment, ip), eidx);
+            }
             if present {
                 locals.insert((attachment, ip), LocalKind::Endpoint(eidx));
                 for (li, l) in services[service].listeners.iter().enumerate() {
@@ -500,6 +508,7 @@ impl Snapshot {
             services,
             listeners: listener_index,
             locals,
+            closed,
             announce,
             endpoint_by_handle,
             service_by_handle,
@@ -558,6 +567,13 @@ impl Snapshot {
     #[inline]
     pub fn local(&self, att: u16, ip: u32) -> Option<LocalKind> {
         self.locals.get(&(att, ip)).copied()
+    }
+
+    /// The endpoint (index into `endpoints`) that holds `ip` on attachment `att` without
+    /// answering for it any more (rejected, deleting, failed).
+    #[inline]
+    pub fn closed_endpoint(&self, att: u16, ip: u32) -> Option<u32> {
+        self.closed.get(&(att, ip)).copied()
     }
 
     /// The endpoint listener for a consumer's destination.

@@ -1,7 +1,8 @@
 //! The poll-mode worker loop: DPDK I/O around the pure [`Pipeline`].
 //!
 //! Each worker owns RX/TX queue *i* of every port, one handoff ring to every other worker
-//! and one from each, and its own flow table, neighbour table and counters. Per loop:
+//! and one from each, and its own flow table and counters; the neighbour table is shared
+//! by all workers (lock-free reads, see [`crate::neighbour`]). Per loop:
 //! refresh the snapshot (one atomic load), receive a burst from every port, run each packet
 //! through the pipeline, hand replies of flows another worker owns to that worker, transmit
 //! per port, then do a bounded slice of timer work. Nothing here blocks, allocates (all
@@ -16,9 +17,12 @@ use dpdk_bindings::ring::{Consumer, Producer};
 use dpdk_bindings::{time, Mbuf, Mempool, RxQueue, TxQueue};
 
 use crate::counters::{Counters, DropReason, PublishedCounters};
-use crate::pipeline::{FlowQuery, NeighbourNews, Pipeline, PipelineSettings, UsageReport, Verdict};
+use crate::neighbour::NeighbourTable;
+use crate::pipeline::{FlowQuery, Pipeline, PipelineSettings, UsageReport, Verdict};
 use crate::rcu::SnapshotReader;
 use crate::snapshot::Snapshot;
+use crate::supervisor::{Fault, FaultKind, Heartbeat};
+use crate::wire::{ethernet, vlan};
 
 /// A question from the management thread, answered a budget per poll (never by a walk of
 /// the flow table inside one poll).
@@ -42,8 +46,8 @@ pub struct WorkerSetup {
     pub handoff_out: Vec<Option<Producer>>,
     /// Rings from the other workers.
     pub handoff_in: Vec<Consumer>,
-    /// Our inbox of neighbours learned by other workers, and everyone's (ours included).
-    pub news_inboxes: Vec<Arc<ArrayQueue<NeighbourNews>>>,
+    /// The neighbour table every worker shares.
+    pub neighbours: Arc<NeighbourTable>,
     pub pool: Arc<Mempool>,
     pub snapshot: SnapshotReader<Snapshot>,
     pub published: Arc<PublishedCounters>,
@@ -62,6 +66,12 @@ pub struct WorkerSetup {
     pub reports: Arc<ArrayQueue<UsageReport>>,
     /// The time (worker clock, ms) as of which the management thread wants usage.
     pub usage_wanted: Arc<std::sync::atomic::AtomicU64>,
+    /// The MTU of each port, in port-index order: longer frames are not sent (counted).
+    pub port_mtu: Vec<u16>,
+    /// Where the worker shows the main thread that it makes progress.
+    pub heartbeat: Arc<Heartbeat>,
+    /// The test hook's fault for this worker, if any.
+    pub fault: Option<Fault>,
 }
 
 /// Runs the worker until `stop` is set; returns its final counters.
@@ -69,11 +79,12 @@ pub fn run(mut w: WorkerSetup) -> Counters {
     let ports = w.rx.len();
     let burst = usize::from(w.burst);
     let pool = Arc::clone(&w.pool);
-    let mut pipe: Pipeline<Mbuf> = Pipeline::new(
+    let mut pipe: Pipeline<Mbuf> = Pipeline::with_neighbour_table(
         w.id,
         w.settings.clone(),
         Box::new(move || pool.alloc()),
         w.snapshot.get(),
+        Arc::clone(&w.neighbours),
     );
     let mut rx_buf: Vec<Mbuf> = Vec::with_capacity(burst);
     let mut tx_bufs: Vec<Vec<Mbuf>> = (0..ports).map(|_| Vec::with_capacity(burst * 4)).collect();
@@ -84,11 +95,17 @@ pub fn run(mut w: WorkerSetup) -> Counters {
     let start_tsc = w.epoch_tsc;
     let publish_every = w.publish_every_ms.clamp(1, 100);
     let mut last_publish = 0u64;
-    let own_inbox = w.news_inboxes.get(usize::from(w.id)).cloned();
     let mut pending: Option<Query> = None;
     let hz_ms_div = hz_ms;
+    let mut loops = 0u64;
+    let fault_at_ms = w.fault.map(|f| {
+        let now_ms = time::tsc().saturating_sub(start_tsc) / hz_ms;
+        now_ms.saturating_add(f.after_ms)
+    });
 
     while !w.stop.load(Ordering::Relaxed) {
+        loops += 1;
+        w.heartbeat.beat(loops);
         let now_ms = time::tsc().saturating_sub(start_tsc) / hz_ms_div;
         if w.snapshot.refresh() {
             pipe.on_snapshot(w.snapshot.get());
@@ -102,6 +119,21 @@ pub fn run(mut w: WorkerSetup) -> Counters {
                 continue;
             }
             work += n;
+            // Devices that do not enforce their MTU (a tap, whose kernel side may have a
+            // larger one) hand over longer frames: counted and dropped here.
+            let mtu = w.port_mtu.get(p).copied().unwrap_or(u16::MAX);
+            let limit = usize::from(mtu) + ethernet::HEADER_LEN;
+            if rx_buf.iter().any(|m| m.pkt_len() > limit) {
+                drop_oversize(
+                    &mut rx_buf,
+                    mtu,
+                    DropReason::RxOversize,
+                    pipe.counters_mut(),
+                );
+                if rx_buf.is_empty() {
+                    continue;
+                }
+            }
             let in_port = u16::try_from(p).unwrap_or(u16::MAX);
             // Verdicts for ports or workers that do not exist (never, by construction).
             let mut lost = [0u64; DropReason::COUNT];
@@ -141,24 +173,10 @@ pub fn run(mut w: WorkerSetup) -> Counters {
                 );
             }
         }
-        if let Some(inbox) = &own_inbox {
-            while let Some(news) = inbox.pop() {
-                pipe.learn_remote(snap, news, now_ms);
-            }
-        }
-
         pipe.poll(snap, now_ms);
         if w.id == 0 {
             w.announced
                 .store(pipe.announced_generation(), Ordering::Release);
-        }
-        for news in pipe.take_news() {
-            for (i, inbox) in w.news_inboxes.iter().enumerate() {
-                if i != usize::from(w.id) {
-                    // A full inbox only delays learning: the other worker resolves itself.
-                    let _ = inbox.push(news);
-                }
-            }
         }
         for (port, m) in pipe.drain_emitted() {
             if let Some(buf) = tx_bufs.get_mut(usize::from(port)) {
@@ -170,20 +188,22 @@ pub fn run(mut w: WorkerSetup) -> Counters {
             if buf.is_empty() {
                 continue;
             }
-            let bytes: u64 = buf.iter().map(|m| m.data_len() as u64).sum();
-            let len = buf.len();
-            let (sent, dropped) = w.tx[p].tx_burst_or_drop(buf);
-            let c = pipe.counters_mut();
-            c.tx_packets += sent as u64;
-            // Refused packets are the tail; count their bytes out of the total sent.
-            c.tx_bytes += if dropped == 0 {
-                bytes
-            } else {
-                bytes * sent as u64 / len as u64
-            };
-            for _ in 0..dropped {
-                c.drop(DropReason::TxFull);
+            let mtu = w.port_mtu.get(p).copied().unwrap_or(u16::MAX);
+            let mut bytes = 0u64;
+            let mut oversize = false;
+            for m in buf.iter() {
+                let len = m.pkt_len();
+                bytes += len as u64;
+                oversize |= len > usize::from(mtu) + ethernet::HEADER_LEN;
             }
+            if oversize {
+                bytes -= drop_oversize(buf, mtu, DropReason::TxOversize, pipe.counters_mut());
+            }
+            let out = w.tx[p].tx_burst_retry(buf, TX_STALLS);
+            let c = pipe.counters_mut();
+            c.tx_packets += out.sent as u64;
+            c.tx_bytes += bytes - out.refused_bytes;
+            c.drops[DropReason::TxFull as usize] += out.refused as u64;
         }
         for (to, buf) in handoff_bufs.iter_mut().enumerate() {
             if buf.is_empty() {
@@ -224,6 +244,11 @@ pub fn run(mut w: WorkerSetup) -> Counters {
             pipe.sync_gauges();
             w.published
                 .publish(pipe.counters(), now_ms, snap.generation);
+            if let (Some(f), Some(at)) = (w.fault, fault_at_ms) {
+                if now_ms >= at && strike(f) {
+                    break;
+                }
+            }
         }
         if work == 0 && !w.idle_sleep.is_zero() {
             std::thread::sleep(w.idle_sleep);
@@ -234,6 +259,52 @@ pub fn run(mut w: WorkerSetup) -> Counters {
     w.published
         .publish(pipe.counters(), now_ms, w.snapshot.get().generation);
     pipe.counters().clone()
+}
+
+/// Attempts without progress a TX burst's unsent tail gets before it is dropped.
+const TX_STALLS: u32 = 4;
+
+/// Drops (and counts as `reason`) the frames of `buf` longer than what `mtu` allows on
+/// the wire (the Ethernet header, and a VLAN tag when the frame carries one); returns their
+/// bytes. Received ones count as received too. Rare: the caller only comes here when a
+/// frame is longer than `mtu` + 14.
+#[cold]
+#[inline(never)]
+fn drop_oversize(buf: &mut Vec<Mbuf>, mtu: u16, reason: DropReason, c: &mut Counters) -> u64 {
+    let mut bytes = 0u64;
+    buf.retain(|m| {
+        let fits = m.pkt_len() <= max_frame(mtu, m.data());
+        if !fits {
+            let len = m.pkt_len() as u64;
+            bytes += len;
+            if reason == DropReason::RxOversize {
+                c.rx_packets += 1;
+                c.rx_bytes += len;
+            }
+            c.drop(reason);
+        }
+        fits
+    });
+    bytes
+}
+
+/// The longest frame an `mtu` allows for this frame: its L3 packet at most `mtu` bytes
+/// after the Ethernet header and, when the frame is tagged, one 802.1Q tag.
+fn max_frame(mtu: u16, frame: &[u8]) -> usize {
+    let tagged = frame.get(12..14) == Some(&[0x81, 0x00][..]);
+    usize::from(mtu) + ethernet::HEADER_LEN + if tagged { vlan::TAG_LEN } else { 0 }
+}
+
+/// Makes the test hook's fault happen; true when the worker is to leave its loop.
+#[cold]
+fn strike(f: Fault) -> bool {
+    match f.kind {
+        FaultKind::Panic => panic!("test fault: worker {} panics", f.worker),
+        FaultKind::Stall => loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        },
+        FaultKind::Exit => true,
+    }
 }
 
 #[inline]
@@ -268,4 +339,20 @@ fn route_verdict(
     };
     bufs.get_mut(usize::from(i)).ok_or(reason)?.push(m);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mtu_counts_the_vlan_tag_only_on_tagged_frames() {
+        let mut untagged = vec![0u8; 60];
+        untagged[12..14].copy_from_slice(&[0x08, 0x00]);
+        let mut tagged = untagged.clone();
+        tagged[12..14].copy_from_slice(&[0x81, 0x00]);
+        assert_eq!(max_frame(1500, &untagged), 1514);
+        assert_eq!(max_frame(1500, &tagged), 1518);
+        assert_eq!(max_frame(9000, &[]), 9014);
+    }
 }

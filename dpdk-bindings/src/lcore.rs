@@ -111,6 +111,12 @@ impl<T> LaunchHandle<T> {
         self.lcore
     }
 
+    /// Whether the closure has returned (or panicked), without waiting: lets a supervisor
+    /// notice a worker that ended early, and join only what will not block.
+    pub fn is_finished(&self) -> bool {
+        self.slot.lock().map(|s| s.is_some()).unwrap_or(true)
+    }
+
     /// Waits until the closure returns. `Err` carries the panic payload if it panicked.
     pub fn join(mut self) -> std::thread::Result<T> {
         self.wait();

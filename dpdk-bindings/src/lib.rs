@@ -26,7 +26,10 @@ pub use error::DpdkError;
 pub use lcore::{LaunchHandle, LcoreId, SocketId};
 pub use mbuf::Mbuf;
 pub use mempool::Mempool;
-pub use port::{LinkStatus, Port, PortConfig, PortId, PortStats, QueueId, RxQueue, TxQueue};
+pub use port::{
+    DeviceInfo, LinkStatus, Port, PortConfig, PortId, PortStats, QueueId, RxQueue, TxOutcome,
+    TxQueue,
+};
 
 /// Raw bindgen output. Not for use outside this crate's wrappers except in tests.
 #[allow(
@@ -71,6 +74,24 @@ mod tests {
             std::mem::offset_of!(ffi::rte_mbuf, data_len) as u64
         );
         assert_eq!(pool, std::mem::offset_of!(ffi::rte_mbuf, pool) as u64);
+    }
+
+    #[test]
+    fn headroom_matches_c() {
+        assert_eq!(
+            u32::from(crate::mempool::HEADROOM),
+            ffi::RTE_PKTMBUF_HEADROOM
+        );
+        assert_eq!(crate::mempool::data_room_for(1518), Some(2048 + 128));
+        assert_eq!(crate::mempool::data_room_for(9022), Some(9022 + 128));
+        assert_eq!(crate::mempool::data_room_for(70_000), None);
+        // 64-byte header, 128-byte rte_mbuf, the data room, and a ring slot.
+        let per = crate::mempool::bytes_for(1, crate::mempool::DEFAULT_DATA_ROOM);
+        assert!(
+            (64 + 128 + 2176 + 8..=64 + 128 + 2176 + 8 + 128).contains(&per),
+            "{per}"
+        );
+        assert_eq!(crate::mempool::bytes_for(1000, 2176), 1000 * per);
     }
 
     #[test]

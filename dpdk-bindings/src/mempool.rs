@@ -9,8 +9,30 @@ use crate::ffi;
 use crate::lcore::SocketId;
 use crate::mbuf::Mbuf;
 
+/// DPDK's headroom in front of the packet in each mbuf (`RTE_PKTMBUF_HEADROOM`).
+pub const HEADROOM: u16 = 128;
 /// Default data room: 2 KiB of packet plus DPDK's headroom, one standard frame per mbuf.
-pub const DEFAULT_DATA_ROOM: u16 = 2048 + 128;
+pub const DEFAULT_DATA_ROOM: u16 = 2048 + HEADROOM;
+
+/// The data room that holds a `frame`-byte frame in one mbuf (at least the default);
+/// None when no mbuf can be that large.
+pub fn data_room_for(frame: usize) -> Option<u16> {
+    let room = u16::try_from(frame.checked_add(usize::from(HEADROOM))?).ok()?;
+    Some(room.max(DEFAULT_DATA_ROOM))
+}
+
+/// About the memory [`Mempool::new`] takes for `size` mbufs of `data_room` bytes: each
+/// object as DPDK lays it out (header, `rte_mbuf`, data room, alignment) plus its ring
+/// slot. For checking a pool against free memory before creating it.
+pub fn bytes_for(size: u32, data_room: u16) -> u64 {
+    let elt = u32::try_from(std::mem::size_of::<ffi::rte_mbuf>()).unwrap_or(u32::MAX)
+        + u32::from(data_room);
+    let mut sz = ffi::rte_mempool_objsz::default();
+    // SAFETY: a pure computation over its arguments, writing only to `sz`.
+    let per = unsafe { ffi::rte_mempool_calc_obj_size(elt, 0, &mut sz) };
+    let ring_slot = std::mem::size_of::<*mut ffi::rte_mbuf>() as u64;
+    u64::from(size) * (u64::from(per) + ring_slot)
+}
 
 /// A pktmbuf pool on one NUMA socket.
 ///

@@ -50,6 +50,11 @@ pub const RSS_DEFAULT: u64 = RSS_IPV4
     | RSS_NONFRAG_IPV6_TCP
     | RSS_NONFRAG_IPV6_UDP;
 
+// Offload bits (RTE_BIT64 again).
+const RX_OFFLOAD_SCATTER: u64 = 1 << 13;
+/// Ethernet header and CRC: what ethdev adds to an MTU when a device does not say.
+const DEFAULT_OVERHEAD: u32 = 14 + 4;
+
 /// How to set a port up.
 #[derive(Debug, Clone)]
 pub struct PortConfig {
@@ -57,11 +62,93 @@ pub struct PortConfig {
     pub tx_queues: u16,
     pub rx_desc: u16,
     pub tx_desc: u16,
-    /// `None` keeps the device's MTU.
+    /// `None` keeps the device's MTU. Checked against [`DeviceInfo::mtu_range`].
     pub mtu: Option<u16>,
     /// Spread received flows over the RX queues by RSS (when there is more than one).
     pub rss: bool,
     pub promiscuous: bool,
+    /// Receive a frame longer than one mbuf as a chain of them, where the device can:
+    /// such a frame then arrives (for the caller to count) instead of being dropped
+    /// unseen inside the driver.
+    pub rx_scatter: bool,
+}
+
+/// What a device can do, from `rte_eth_dev_info_get` (before or after configuration).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceInfo {
+    /// The driver's name (`net_tap`, `net_ixgbe`, …).
+    pub driver: String,
+    pub max_rx_queues: u16,
+    pub max_tx_queues: u16,
+    /// Hash types it can spread received flows on; 0 = no RSS.
+    pub rss_offloads: u64,
+    /// Its current MTU.
+    pub mtu: u16,
+    pub min_mtu: u16,
+    /// The largest MTU it takes: its own limit, and its longest frame less its overhead.
+    pub max_mtu: u16,
+    /// Its longest receivable frame, in bytes.
+    pub max_rx_frame: u32,
+    /// It can receive one frame into several mbufs.
+    pub rx_scatter: bool,
+}
+
+impl DeviceInfo {
+    /// Whether it can spread flows over several RX queues by RSS.
+    pub fn has_rss(&self) -> bool {
+        self.rss_offloads & RSS_DEFAULT != 0
+    }
+
+    /// The MTUs it accepts.
+    pub fn mtu_range(&self) -> std::ops::RangeInclusive<u16> {
+        self.min_mtu..=self.max_mtu
+    }
+
+    /// `net_tap: MTU 46..=1504 (frames up to 1522 bytes)`.
+    pub fn describe_mtu(&self) -> String {
+        format!(
+            "{}: MTU {}..={} (frames up to {} bytes)",
+            self.driver, self.min_mtu, self.max_mtu, self.max_rx_frame
+        )
+    }
+}
+
+/// What the device named `name` can do (the EAL must be up, the port probed).
+pub fn device_info(name: &str) -> Result<DeviceInfo, DpdkError> {
+    let id = port_by_name(name)?;
+    let info = raw_device_info(id, name)?;
+    let driver = if info.driver_name.is_null() {
+        String::new()
+    } else {
+        // SAFETY: non-null driver_name points to the driver's static name string.
+        unsafe { CStr::from_ptr(info.driver_name) }
+            .to_string_lossy()
+            .into_owned()
+    };
+    let mut mtu = 0u16;
+    // SAFETY: valid port id and out-pointer.
+    let rc = unsafe { ffi::rte_eth_dev_get_mtu(id.0, &mut mtu) };
+    DpdkError::check(|| format!("rte_eth_dev_get_mtu({name})"), rc)?;
+    // As ethdev's own check (eth_dev_validate_mtu): the frame an MTU makes is the MTU plus
+    // the device's overhead, which is what its max frame and max MTU differ by, when it
+    // states both, and Ethernet header plus CRC otherwise.
+    let overhead = if info.max_mtu != u16::MAX && info.max_rx_pktlen > u32::from(info.max_mtu) {
+        info.max_rx_pktlen - u32::from(info.max_mtu)
+    } else {
+        DEFAULT_OVERHEAD
+    };
+    let by_frame = u16::try_from(info.max_rx_pktlen.saturating_sub(overhead)).unwrap_or(u16::MAX);
+    Ok(DeviceInfo {
+        driver,
+        max_rx_queues: info.max_rx_queues,
+        max_tx_queues: info.max_tx_queues,
+        rss_offloads: info.flow_type_rss_offloads,
+        mtu,
+        min_mtu: info.min_mtu,
+        max_mtu: info.max_mtu.min(by_frame),
+        max_rx_frame: info.max_rx_pktlen,
+        rx_scatter: info.rx_offload_capa & RX_OFFLOAD_SCATTER != 0,
+    })
 }
 
 impl Default for PortConfig {
@@ -74,6 +161,7 @@ impl Default for PortConfig {
             mtu: None,
             rss: true,
             promiscuous: true,
+            rx_scatter: false,
         }
     }
 }
@@ -162,8 +250,19 @@ impl Port {
     pub fn configure(name: &str, cfg: &PortConfig, pool: &Arc<Mempool>) -> Result<Port, DpdkError> {
         let eal = EalToken::acquire(name)?;
         let id = port_by_name(name)?;
-        let info = device_info(id, name)?;
+        let info = raw_device_info(id, name)?;
+        let caps = device_info(name)?;
         let op = |what: &str| format!("{what}({name})");
+        if let Some(mtu) = cfg.mtu.filter(|m| !caps.mtu_range().contains(m)) {
+            return Err(DpdkError::new(
+                format!(
+                    "{}: MTU {mtu} is not supported by the device ({})",
+                    op("configure"),
+                    caps.describe_mtu()
+                ),
+                libc::EINVAL,
+            ));
+        }
         if cfg.rx_queues == 0 || cfg.rx_queues > info.max_rx_queues {
             return Err(DpdkError::new(
                 format!(
@@ -191,6 +290,13 @@ impl Port {
         if cfg.rss && cfg.rx_queues > 1 && rss_hf != 0 {
             conf.rxmode.mq_mode = ffi::RTE_ETH_MQ_RX_RSS;
             conf.rx_adv_conf.rss_conf.rss_hf = rss_hf;
+        }
+        // Given at configuration: some devices (net_ring) take the MTU only here.
+        if let Some(mtu) = cfg.mtu {
+            conf.rxmode.mtu = u32::from(mtu);
+        }
+        if cfg.rx_scatter && caps.rx_scatter {
+            conf.rxmode.offloads |= RX_OFFLOAD_SCATTER;
         }
         // SAFETY: id is a valid port; conf is a fully initialised rte_eth_conf.
         let rc = unsafe { ffi::rte_eth_dev_configure(id.0, cfg.rx_queues, cfg.tx_queues, &conf) };
@@ -226,9 +332,13 @@ impl Port {
             DpdkError::check(|| format!("rte_eth_tx_queue_setup({name}, q{q})"), rc)?;
         }
         if let Some(mtu) = cfg.mtu {
+            // Applies it to what lies behind the port too (a tap's kernel interface); a
+            // device without an MTU operation took it at configuration already.
             // SAFETY: valid port id.
             let rc = unsafe { ffi::rte_eth_dev_set_mtu(id.0, mtu) };
-            DpdkError::check(|| format!("rte_eth_dev_set_mtu({name}, {mtu})"), rc)?;
+            if rc != -libc::ENOTSUP {
+                DpdkError::check(|| format!("rte_eth_dev_set_mtu({name}, {mtu})"), rc)?;
+            }
         }
         if cfg.promiscuous {
             // SAFETY: valid port id.
@@ -291,6 +401,15 @@ impl Port {
         self.started
     }
 
+    /// The port's MTU (L3 bytes; what the device was configured with).
+    pub fn mtu(&self) -> Result<u16, DpdkError> {
+        let mut mtu = 0u16;
+        // SAFETY: valid port id and out-pointer.
+        let rc = unsafe { ffi::rte_eth_dev_get_mtu(self.id().0, &mut mtu) };
+        DpdkError::check(|| format!("rte_eth_dev_get_mtu({})", self.name()), rc)?;
+        Ok(mtu)
+    }
+
     /// The port's MAC address.
     pub fn mac(&self) -> Result<[u8; 6], DpdkError> {
         let mut addr = ffi::rte_ether_addr::default();
@@ -298,15 +417,6 @@ impl Port {
         let rc = unsafe { ffi::rte_eth_macaddr_get(self.id().0, &mut addr) };
         DpdkError::check(|| format!("rte_eth_macaddr_get({})", self.name()), rc)?;
         Ok(addr.addr_bytes)
-    }
-
-    /// The port's MTU: the largest IP packet it sends and receives.
-    pub fn mtu(&self) -> Result<u16, DpdkError> {
-        let mut mtu = 0u16;
-        // SAFETY: valid port id and out-pointer.
-        let rc = unsafe { ffi::rte_eth_dev_get_mtu(self.id().0, &mut mtu) };
-        DpdkError::check(|| format!("rte_eth_dev_get_mtu({})", self.name()), rc)?;
-        Ok(mtu)
     }
 
     /// Link state without waiting.
@@ -324,7 +434,7 @@ impl Port {
 
     /// The driver's name (e.g. `net_tap`).
     pub fn driver(&self) -> Result<String, DpdkError> {
-        let info = device_info(self.id(), self.name())?;
+        let info = raw_device_info(self.id(), self.name())?;
         if info.driver_name.is_null() {
             return Ok(String::new());
         }
@@ -421,7 +531,7 @@ fn take(taken: &mut [bool], q: u16, what: impl Fn() -> String) -> Result<(), Dpd
     }
 }
 
-fn device_info(id: PortId, name: &str) -> Result<ffi::rte_eth_dev_info, DpdkError> {
+fn raw_device_info(id: PortId, name: &str) -> Result<ffi::rte_eth_dev_info, DpdkError> {
     let mut info = ffi::rte_eth_dev_info::default();
     // SAFETY: valid port id and out-pointer.
     let rc = unsafe { ffi::rte_eth_dev_info_get(id.0, &mut info) };
@@ -506,13 +616,65 @@ impl TxQueue {
         }
     }
 
-    /// Transmits all of `pkts` that the device takes and frees the rest. Returns
-    /// (sent, dropped).
+    /// Transmits all of `pkts` that the device takes: when it takes only part, the
+    /// unsent tail is offered again, up to `stalls` more times without progress (a full
+    /// queue drains while we retry; a device that stops at one packet it refuses takes the
+    /// rest once that one is dropped). Only what is still refused then is freed. `pkts` is
+    /// left empty.
     #[inline]
-    pub fn tx_burst_or_drop(&mut self, pkts: &mut Vec<Mbuf>) -> (usize, usize) {
-        let sent = self.tx_burst(pkts);
-        let dropped = pkts.len();
-        pkts.clear();
-        (sent, dropped)
+    pub fn tx_burst_retry(&mut self, pkts: &mut Vec<Mbuf>, stalls: u32) -> TxOutcome {
+        let mut out = TxOutcome {
+            sent: self.tx_burst(pkts),
+            ..TxOutcome::default()
+        };
+        if pkts.is_empty() {
+            return out;
+        }
+        self.retry_tail(pkts, stalls, &mut out);
+        out
     }
+
+    /// A queue that stays full costs `stalls + 2` calls that send nothing, never one per
+    /// packet.
+    #[cold]
+    #[inline(never)]
+    fn retry_tail(&mut self, pkts: &mut Vec<Mbuf>, stalls: u32, out: &mut TxOutcome) {
+        let mut left = stalls;
+        let mut head_dropped = false;
+        while !pkts.is_empty() {
+            let n = self.tx_burst(pkts);
+            out.sent += n;
+            if n > 0 {
+                head_dropped = false;
+                continue;
+            }
+            if left > 0 {
+                left -= 1;
+                continue;
+            }
+            if head_dropped || pkts.len() == 1 {
+                break;
+            }
+            // Still nothing: the device may refuse its first packet for itself (some stop a
+            // burst at one they cannot send); give the others one more chance without it.
+            let head = pkts.remove(0);
+            out.refused += 1;
+            out.refused_bytes += head.pkt_len() as u64;
+            head_dropped = true;
+        }
+        out.refused += pkts.len();
+        out.refused_bytes += pkts.iter().map(|m| m.pkt_len() as u64).sum::<u64>();
+        pkts.clear();
+    }
+}
+
+/// What [`TxQueue::tx_burst_retry`] did with a burst.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TxOutcome {
+    /// Taken by the device.
+    pub sent: usize,
+    /// Still refused after the retries, and freed.
+    pub refused: usize,
+    /// Their bytes (`pkt_len`).
+    pub refused_bytes: u64,
 }

@@ -66,8 +66,22 @@ fn packets_cross_virtual_ports_byte_exact_and_mbufs_return() {
     let h = dpdk_bindings::lcore::launch(LcoreId(1), || (dpdk_bindings::lcore::current(), 6 * 7))
         .expect("launch on lcore 1");
     assert_eq!(h.join().unwrap(), (Some(LcoreId(1)), 42));
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let h = dpdk_bindings::lcore::launch(LcoreId(1), move || rx.recv().is_ok()).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    assert!(!h.is_finished(), "still running");
+    tx.send(()).unwrap();
+    assert!(h.join().unwrap());
     let h =
         dpdk_bindings::lcore::launch(LcoreId(1), || -> u32 { panic!("worker failed") }).unwrap();
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !h.is_finished() && std::time::Instant::now() < end {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    assert!(
+        h.is_finished(),
+        "a panicked job shows as finished without a join"
+    );
     assert!(
         h.join().is_err(),
         "a panic comes back as an error, not an abort"
@@ -156,8 +170,9 @@ fn packets_cross_virtual_ports_byte_exact_and_mbufs_return() {
     pcap_port.start().unwrap();
     let mut ptx = pcap_port.tx_queue(0).unwrap();
     let mut burst: Vec<Mbuf> = sent_frames[..4].iter().map(|f| fill(&pool, f)).collect();
-    let (s, d) = ptx.tx_burst_or_drop(&mut burst);
-    assert_eq!((s, d), (4, 0));
+    let out = ptx.tx_burst_retry(&mut burst, 4);
+    assert_eq!((out.sent, out.refused), (4, 0));
+    assert!(burst.is_empty());
     let pstats = pcap_port.stats().unwrap();
     assert_eq!(pstats.tx_packets, 4);
     let bytes: u64 = sent_frames[..4].iter().map(|f| f.len() as u64).sum();

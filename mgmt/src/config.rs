@@ -110,6 +110,10 @@ pub struct WorkersConfig {
     /// Microseconds to sleep after a poll that found nothing, 0..=1_000_000; 0 (default) =
     /// pure busy polling.
     pub idle_sleep_us: u32,
+    /// A worker that makes no progress (no poll loop completed) this long, 10..=3_600_000
+    /// ms and more than `idle_sleep_us`, is reported and privlinkd exits with an error, so
+    /// that a supervisor restarts it; default 1000.
+    pub stall_timeout_ms: u32,
 }
 
 impl Default for WorkersConfig {
@@ -118,6 +122,7 @@ impl Default for WorkersConfig {
             lcores: vec![1],
             burst: 32,
             idle_sleep_us: 0,
+            stall_timeout_ms: 1000,
         }
     }
 }
@@ -262,11 +267,16 @@ impl Default for MgmtConfig {
     }
 }
 
+/// The largest flow table (`tables.flows_per_worker`): the flow table's own limit
+/// (`appliance::flow::MAX_CAPACITY`, 32-bit slot indexes with room for markers).
+pub const MAX_FLOWS_PER_WORKER: u32 = 1 << 30;
+
 /// `[tables]`: fixed capacities chosen at start.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TablesConfig {
-    /// Flow table capacity of each worker, at least 1024; default 262144.
+    /// Flow table capacity of each worker, 1024..=2^30 (and within the memory available,
+    /// checked at start); default 262144.
     pub flows_per_worker: u32,
     /// Neighbour (ARP) table capacity, at least 16; default 4096.
     pub neighbours: u32,
@@ -279,6 +289,11 @@ pub struct TablesConfig {
     /// workers and the hold queues. Raise it for devices that hold many mbufs themselves
     /// (a `net_pcap` replay keeps the whole capture in mbufs).
     pub mbufs: u32,
+    /// Recently closed SNAT ports each worker remembers, so that none is reused towards
+    /// its target within 120 s (TIME_WAIT there); 8 bytes each, 1024..=2^26; default
+    /// 262144 (2 MiB per worker: about 1500 TCP connections ending per second per worker,
+    /// 70 % of it in 120 s, before some are no longer remembered).
+    pub snat_quarantine: u32,
 }
 
 impl Default for TablesConfig {
@@ -289,6 +304,7 @@ impl Default for TablesConfig {
             arp_pending_packets: 256,
             maglev_size: 65_537,
             mbufs: 0,
+            snat_quarantine: 262_144,
         }
     }
 }
@@ -337,6 +353,42 @@ impl Default for QuotasConfig {
     }
 }
 
+/// `[limits]`: concurrent flows one consumer may hold, so that nobody can exhaust the flow
+/// tables or SNAT ports for others. Each value is for the whole appliance: every worker
+/// enforces `⌈value / workers⌉` on its own flows (RSS spreads a client's connections over
+/// the workers by port, so the shares fill evenly). 0 means no limit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Flows (TCP and UDP) of one consumer address in one VPC; default 65536, more than
+    /// one address can open to one listener (its 64512 unprivileged source ports).
+    pub flows_per_client: u32,
+    /// TCP flows of one consumer address whose handshake has not completed; default 4096
+    /// (a handshake takes one round trip; only a flood or a dead target piles them up),
+    /// or `flows_per_client` if that is lower.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub half_open_per_client: Option<u32>,
+    /// Flows of one endpoint; default three quarters of the flow tables
+    /// (`flows_per_worker` × workers), so other endpoints always keep a quarter.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flows_per_endpoint: Option<u32>,
+    /// Half-open TCP flows of one endpoint; default half of the flow tables. At the limit
+    /// a new connection to the endpoint evicts the endpoint's oldest half-open flow.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub half_open_per_endpoint: Option<u32>,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            flows_per_client: 65_536,
+            half_open_per_client: None,
+            flows_per_endpoint: None,
+            half_open_per_endpoint: None,
+        }
+    }
+}
+
 impl QuotasConfig {
     /// Every quota with its key, for validation and messages.
     pub fn named(&self) -> [(&'static str, u32); 9] {
@@ -357,6 +409,36 @@ impl QuotasConfig {
             ("policy_characters", self.policy_characters),
             ("client_tokens_per_account", self.client_tokens_per_account),
         ]
+    }
+}
+
+impl LimitsConfig {
+    /// `half_open_per_client`, its default worked out.
+    pub fn half_open_per_client(&self) -> u32 {
+        self.half_open_per_client
+            .unwrap_or_else(|| match self.flows_per_client {
+                0 => 4096,
+                flows => flows.min(4096),
+            })
+    }
+
+    /// `flows_per_endpoint`, its default worked out for flow tables of `capacity` flows in
+    /// all (`flows_per_worker` × workers).
+    pub fn flows_per_endpoint(&self, capacity: u64) -> u32 {
+        self.flows_per_endpoint
+            .unwrap_or_else(|| u32::try_from(capacity / 4 * 3).unwrap_or(u32::MAX))
+    }
+
+    /// `half_open_per_endpoint`, its default worked out as for
+    /// [`flows_per_endpoint`](Self::flows_per_endpoint) (and never above that).
+    pub fn half_open_per_endpoint(&self, capacity: u64) -> u32 {
+        self.half_open_per_endpoint.unwrap_or_else(|| {
+            let half = u32::try_from(capacity / 2).unwrap_or(u32::MAX);
+            match self.flows_per_endpoint(capacity) {
+                0 => half,
+                flows => half.min(flows),
+            }
+        })
     }
 }
 
@@ -542,6 +624,8 @@ pub struct Config {
     pub timeouts: TimeoutsConfig,
     /// `[quotas]`
     pub quotas: QuotasConfig,
+    /// `[limits]`
+    pub limits: LimitsConfig,
     /// `[[services]]`: loaded at start.
     pub services: Vec<Service>,
     /// `[[endpoints]]`: loaded at start.
@@ -643,6 +727,7 @@ impl Config {
         self.validate_vpcs()?;
         self.validate_mgmt()?;
         self.validate_tables()?;
+        self.validate_limits()?;
         self.validate_timeouts()?;
         self.validate_quotas()?;
         self.validate_declared()
@@ -681,6 +766,19 @@ impl Config {
             return Err((
                 at.key("idle_sleep_us"),
                 range(self.workers.idle_sleep_us, 0, 1_000_000),
+            ));
+        }
+        let stall = self.workers.stall_timeout_ms;
+        if !(10..=3_600_000).contains(&stall) {
+            return Err((at.key("stall_timeout_ms"), range(stall, 10, 3_600_000)));
+        }
+        if u64::from(stall) * 1000 <= u64::from(self.workers.idle_sleep_us) {
+            return Err((
+                at.key("stall_timeout_ms"),
+                ConfigProblem::StallNotAboveIdleSleep {
+                    stall_ms: stall,
+                    idle_sleep_us: self.workers.idle_sleep_us,
+                },
             ));
         }
         Ok(())
@@ -815,10 +913,10 @@ impl Config {
     fn validate_tables(&self) -> Result<(), (KeyPath, ConfigProblem)> {
         let at = KeyPath::new().key("tables");
         let t = &self.tables;
-        if t.flows_per_worker < 1024 {
+        if !(1024..=MAX_FLOWS_PER_WORKER).contains(&t.flows_per_worker) {
             return Err((
                 at.key("flows_per_worker"),
-                range(t.flows_per_worker, 1024, u32::MAX.into()),
+                range(t.flows_per_worker, 1024, MAX_FLOWS_PER_WORKER.into()),
             ));
         }
         if t.neighbours < 16 {
@@ -832,6 +930,47 @@ impl Config {
                 at.key("maglev_size"),
                 ConfigProblem::NotPrime(t.maglev_size.into()),
             ));
+        }
+        if !(1024..=1 << 26).contains(&t.snat_quarantine) {
+            return Err((
+                at.key("snat_quarantine"),
+                range(t.snat_quarantine, 1024, 1 << 26),
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_limits(&self) -> Result<(), (KeyPath, ConfigProblem)> {
+        let at = KeyPath::new().key("limits");
+        let l = &self.limits;
+        let capacity = u64::from(self.tables.flows_per_worker)
+            * u64::try_from(self.workers.lcores.len().max(1)).unwrap_or(1);
+        let pairs = [
+            (
+                "half_open_per_client",
+                l.half_open_per_client(),
+                "limits.flows_per_client",
+                l.flows_per_client,
+            ),
+            (
+                "half_open_per_endpoint",
+                l.half_open_per_endpoint(capacity),
+                "limits.flows_per_endpoint",
+                l.flows_per_endpoint(capacity),
+            ),
+        ];
+        for (key, half_open, flows_key, flows) in pairs {
+            // A half-open limit above the flow limit could never apply: a typo, likely.
+            if flows != 0 && half_open > flows {
+                return Err((
+                    at.key(key),
+                    ConfigProblem::AboveLimit {
+                        value: half_open.into(),
+                        limit: flows_key,
+                        max: flows.into(),
+                    },
+                ));
+            }
         }
         Ok(())
     }
@@ -1205,6 +1344,15 @@ pub enum ConfigProblem {
     SocketPathTooLong(usize),
     /// `0 s is outside (0, 604800] seconds`
     TimeoutOutOfRange(Duration),
+    /// `5000 is above limits.flows_per_client (4096)`
+    AboveLimit {
+        /// The value given.
+        value: u64,
+        /// The key of the limit it must stay within.
+        limit: &'static str,
+        /// That limit's value.
+        max: u64,
+    },
     /// `an endpoint needs service_id or service_name`
     NoService,
     /// `service_id vpce-svc-… and service_name com.privlink.vpce.… name different services`
@@ -1226,6 +1374,14 @@ pub enum ConfigProblem {
     Quota(Box<quota::QuotaError>),
     /// `invalid policy document: <reason>` for a declared endpoint's policy.
     Policy(String),
+    /// `100 ms is not more than workers.idle_sleep_us (200000 µs): an idle worker would
+    /// look stalled`
+    StallNotAboveIdleSleep {
+        /// `workers.stall_timeout_ms`.
+        stall_ms: u32,
+        /// `workers.idle_sleep_us`.
+        idle_sleep_us: u32,
+    },
 }
 
 impl fmt::Display for ConfigProblem {
@@ -1280,6 +1436,9 @@ impl fmt::Display for ConfigProblem {
                 d.as_secs_f64(),
                 MAX_TIMEOUT.as_secs()
             ),
+            Self::AboveLimit { value, limit, max } => {
+                write!(f, "{value} is above {limit} ({max})")
+            }
             Self::NoService => f.write_str("an endpoint needs service_id or service_name"),
             Self::ServiceMismatch { id, name } => write!(
                 f,
@@ -1293,6 +1452,13 @@ impl fmt::Display for ConfigProblem {
             ),
             Self::Quota(e) => e.fmt(f),
             Self::Policy(reason) => write!(f, "invalid policy document: {reason}"),
+            Self::StallNotAboveIdleSleep {
+                stall_ms,
+                idle_sleep_us,
+            } => write!(
+                f,
+                "{stall_ms} ms is not more than workers.idle_sleep_us ({idle_sleep_us} µs): an idle worker would look stalled"
+            ),
         }
     }
 }

@@ -141,6 +141,16 @@ pub struct Options {
     pub deregistration_delay: f64,
     /// Leave the consumer account without its uid (a reload then revokes its access).
     pub revoke_consumer_uid: bool,
+    /// `tables.flows_per_worker`.
+    pub flows_per_worker: u32,
+    /// Lines of a `[limits]` section (`key = value`), none when empty.
+    pub limits: String,
+    /// Extra environment for privlinkd (e.g. its test hooks).
+    pub env: Vec<(String, String)>,
+    /// Lines appended to the configuration's `[workers]` section.
+    pub workers_extra: String,
+    /// `mtu` of the consumer and the provider port (None: the device's).
+    pub port_mtu: [Option<u16>; 2],
 }
 
 impl Default for Options {
@@ -152,6 +162,11 @@ impl Default for Options {
             declare_objects: true,
             deregistration_delay: 300.0,
             revoke_consumer_uid: false,
+            flows_per_worker: 65536,
+            limits: String::new(),
+            env: Vec::new(),
+            workers_extra: String::new(),
+            port_mtu: [None, None],
         }
     }
 }
@@ -280,16 +295,19 @@ args = ["--lcores={map}", "--no-pci", "--no-huge", "-m", "256", "--file-prefix={
 lcores = [{lcores}]
 burst = 32
 idle_sleep_us = 100
+{workers_extra}
 
 [[ports]]
 name = "net_tap_{prefix}c"
 rx_desc = 512
 tx_desc = 512
+{mtu_c}
 
 [[ports]]
 name = "net_tap_{prefix}p"
 rx_desc = 512
 tx_desc = 512
+{mtu_p}
 
 [[vpcs]]
 vpc_id = "vpc-0c0000000000000c1"
@@ -333,7 +351,8 @@ state_dir = "{dir}/state"
 stats_file = "{dir}/stats.json"
 
 [tables]
-flows_per_worker = 65536
+flows_per_worker = {flows}
+{limits}
 
 [timeouts]
 tcp_established = {est}
@@ -349,7 +368,20 @@ deregistration_delay = {dereg}
             capp = CONSUMER_APPLIANCE,
             papp = PROVIDER_APPLIANCE,
             est = o.tcp_established,
+            workers_extra = o.workers_extra,
+            mtu_c = o.port_mtu[0]
+                .map(|m| format!("mtu = {m}"))
+                .unwrap_or_default(),
+            mtu_p = o.port_mtu[1]
+                .map(|m| format!("mtu = {m}"))
+                .unwrap_or_default(),
             dereg = o.deregistration_delay,
+            flows = o.flows_per_worker,
+            limits = if o.limits.is_empty() {
+                String::new()
+            } else {
+                format!("[limits]\n{}\n", o.limits)
+            },
             uid_c = if o.revoke_consumer_uid {
                 String::new()
             } else {
@@ -435,6 +467,7 @@ deregistration_delay = {dereg}
             .arg("--config")
             .arg(&self.config_path)
             .env("RUST_LOG", "info")
+            .envs(self.opts.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(log)
@@ -715,6 +748,22 @@ deregistration_delay = {dereg}
             self.log()
         );
         self.log()
+    }
+
+    /// Waits (bounded) for privlinkd to exit on its own; its exit status, or None if it is
+    /// still running at `limit` (it is then left for [`Topology::stop`]).
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let end = Instant::now() + limit;
+        while Instant::now() < end {
+            if let Some(d) = self.daemon.as_mut() {
+                if let Ok(Some(status)) = d.try_wait() {
+                    self.daemon = None;
+                    return Some(status);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
     }
 
     /// The daemon's log so far.

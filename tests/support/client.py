@@ -2,7 +2,7 @@
 """Clients for privlink's end-to-end tests. Every mode is bounded in count and time and
 prints one JSON object on stdout.
 
-  http-many HOST PORT N           N GETs, each on a new connection
+  http-many HOST PORT N [SRC_IP]  N GETs, each on a new connection (from SRC_IP if given)
   udp HOST PORT N                 N datagrams, one reply each
   keepalive HOST PORT SECONDS     one HTTP/1.1 connection, a GET every 100 ms for SECONDS
   idle-then-send HOST PORT IDLE   a GET, IDLE seconds of silence, a GET on the same connection
@@ -12,6 +12,13 @@ prints one JSON object on stdout.
   spoof IFACE DST_MAC SRC_MAC SRC_IP DST_IP PORT   UDP datagrams and TCP SYNs to DST_IP:PORT
                                   from martian and our-own sources, and UDP from SRC_IP with
                                   bad, source-route and harmless IPv4 options
+  flood IFACE DST_MAC SRC_MAC SOURCES DST_IP DPORT syn|udp PPS SECONDS
+                                  raw SYNs or UDP datagrams from SOURCES (A.B.C.D or
+                                  A.B.C.D-E), each from a fresh source port, PPS a second
+                                  for SECONDS (at most PPS*SECONDS frames, SECONDS+5 s)
+  udp-bursts HOST PORT ROUNDS BIG SMALL [nodf]   ROUNDS times: one BIG-byte datagram (0:
+                                  none), then SMALL small ones back to back; counts the
+                                  small replies (nodf: the big ones without DF)
 """
 import http.client
 import json
@@ -25,11 +32,12 @@ def out(obj):
     print(json.dumps(obj), flush=True)
 
 
-def http_many(host, port, n):
+def http_many(host, port, n, src=None):
     ok, fail, bodies = 0, 0, []
+    source = (src, 0) if src else None
     for _ in range(n):
         try:
-            c = http.client.HTTPConnection(host, port, timeout=3)
+            c = http.client.HTTPConnection(host, port, timeout=3, source_address=source)
             c.request("GET", "/")
             r = c.getresponse()
             body = r.read().decode()
@@ -60,6 +68,38 @@ def udp(host, port, n):
         except OSError as e:
             replies.append(f"error {e}")
     out({"ok": ok, "fail": n - ok, "replies": replies})
+
+
+def udp_bursts(host, port, rounds, big, small, df=True):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    # Path-MTU discovery as usual (DF set) unless asked; the interface MTU decides what
+    # leaves the host whole.
+    if not df:
+        # Linux's IP_MTU_DISCOVER (10) = IP_PMTUDISC_DONT (0); not every Python names them.
+        s.setsockopt(socket.IPPROTO_IP, getattr(socket, "IP_MTU_DISCOVER", 10),
+                     getattr(socket, "IP_PMTUDISC_DONT", 0))
+    s.settimeout(0.5)
+    got, big_replies, sent = set(), 0, 0
+    for r in range(rounds):
+        if big:
+            s.sendto(b"B" * big, (host, port))
+        for i in range(small):
+            s.sendto(f"small-{r}-{i}".encode(), (host, port))
+            sent += 1
+        end = time.time() + 0.3
+        while time.time() < end:
+            try:
+                data, _ = s.recvfrom(65535)
+            except socket.timeout:
+                break
+            except OSError:
+                break
+            if b"small-" in data:
+                got.add(data[data.index(b"small-"):].decode(errors="replace"))
+            elif data.endswith(b"B" * 16):
+                big_replies += 1
+        time.sleep(0.05)
+    out({"small_sent": sent, "small_ok": len(got), "big_replies": big_replies})
 
 
 def keepalive(host, port, seconds):
@@ -250,10 +290,59 @@ def tcp_syn(src, dst, sport, dport):
     return seg[:16] + struct.pack("!H", c) + seg[18:]
 
 
+def tcp_seg(src, dst, sport, dport, seq, flags):
+    hdr = struct.pack("!HHIIBBHHH", sport, dport, seq, 0, 5 << 4, flags, 65535, 0, 0)
+    pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!BBH", 0, 6, len(hdr))
+    c = csum(pseudo + hdr)
+    return hdr[:16] + struct.pack("!H", c) + hdr[18:]
+
+
+def addresses(spec):
+    """A.B.C.D or A.B.C.D-E (last octet range)."""
+    if "-" not in spec:
+        return [spec]
+    first, last = spec.split("-")
+    a, b, c, d = first.split(".")
+    return [f"{a}.{b}.{c}.{x}" for x in range(int(d), int(last) + 1)]
+
+
+def flood(iface, dst_mac, src_mac, sources, dst_ip, dport, kind, pps, seconds):
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    s.bind((iface, 0))
+    eth = bytes.fromhex(dst_mac.replace(":", "")) + bytes.fromhex(src_mac.replace(":", "")) + b"\x08\x00"
+    ips = addresses(sources)
+    total = int(pps * seconds)
+    start = time.time()
+    sent = 0
+    for i in range(total):
+        # Every frame a new 5-tuple: sources in turn, each with the next port of its own.
+        src = ips[i % len(ips)]
+        sport = 1024 + (i // len(ips)) % 64000
+        if kind == "syn":
+            seg = tcp_seg(src, dst_ip, sport, dport, (i * 2654435761) & 0xFFFFFFFF, 0x02)
+            frame = eth + ipv4(src, dst_ip, 6, seg)
+        else:
+            frame = eth + ipv4(src, dst_ip, 17, udp_seg(src, dst_ip, sport, dport, b"spray"))
+        if len(frame) < 60:
+            frame += b"\0" * (60 - len(frame))
+        try:
+            s.send(frame)
+            sent += 1
+        except OSError:
+            pass  # a full tap queue: the frame is lost, as on a wire
+        now = time.time()
+        if now - start > seconds + 5:
+            break
+        ahead = start + (i + 1) / pps - now
+        if ahead > 0.002:
+            time.sleep(ahead)
+    out({"sent": sent, "sources": len(ips), "seconds": round(time.time() - start, 2)})
+
+
 def main():
     mode, args = sys.argv[1], sys.argv[2:]
     if mode == "http-many":
-        http_many(args[0], int(args[1]), int(args[2]))
+        http_many(args[0], int(args[1]), int(args[2]), args[3] if len(args) > 3 else None)
     elif mode == "udp":
         udp(args[0], int(args[1]), int(args[2]))
     elif mode == "keepalive":
@@ -266,6 +355,11 @@ def main():
         frag_needed(args[0], int(args[1]), int(args[2]))
     elif mode == "spoof":
         spoof(*args[:5], int(args[5]))
+    elif mode == "flood":
+        flood(*args[:4], args[4], int(args[5]), args[6], float(args[7]), float(args[8]))
+    elif mode == "udp-bursts":
+        udp_bursts(args[0], int(args[1]), int(args[2]), int(args[3]), int(args[4]),
+                   df=args[5:6] != ["nodf"])
     else:
         print(__doc__, file=sys.stderr)
         return 2

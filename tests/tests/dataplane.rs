@@ -331,3 +331,131 @@ fn martian_sources_and_bad_ip_options_are_dropped_on_the_wire() {
         "no RST went to a martian: {s}"
     );
 }
+
+/// A SYN flood from spoofed sources and a UDP spray from fresh ports, into a flow table of
+/// only 1024 flows: the spray stops at its client's limit, the flood's half-open flows are
+/// evicted oldest first, so an established connection keeps working and other clients'
+/// new connections succeed while both go on. (Before the limits and the eviction, the
+/// table stayed full for `timeouts.udp` / `tcp_syn` and every new connection failed.)
+#[test]
+fn syn_flood_and_udp_spray_leave_other_clients_working() {
+    let t = Topology::start(Options {
+        flows_per_worker: 1024,
+        // The client limit caps the spray; no endpoint limit, so the flood really fills
+        // the table (the endpoint limits' own relief is unit-tested).
+        limits: "flows_per_client = 256\nflows_per_endpoint = 0\nhalf_open_per_endpoint = 0"
+            .to_owned(),
+        ..Options::default()
+    });
+    const OTHER_CLIENT: &str = "10.1.0.20";
+    t.consumer.must(&[
+        "ip",
+        "addr",
+        "add",
+        &format!("{OTHER_CLIENT}/24"),
+        "dev",
+        &t.consumer_if,
+    ]);
+    let ok = t.client(&["http-many", ENDPOINT_IP, "80", "3", OTHER_CLIENT], T);
+    assert_eq!(ok["ok"], 3, "{ok}");
+    let mac = t.appliance_mac();
+    let own = t.consumer_mac();
+    let script = privlink_e2e::support("client.py");
+    let spawn = |args: &[&str]| {
+        let mut full = vec!["python3", "-u", &script];
+        full.extend_from_slice(args);
+        t.consumer.spawn(&full, std::process::Stdio::piped())
+    };
+    let json = |child: std::process::Child| -> serde_json::Value {
+        let out = child.wait_with_output().expect("client");
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("client output: {e}: {:?}", out.stdout))
+    };
+    // An established connection, a request every 100 ms through all of what follows.
+    let keepalive = spawn(&["keepalive", ENDPOINT_IP, "80", "9"]);
+    std::thread::sleep(Duration::from_millis(500));
+
+    // 1. A UDP spray from one address, a fresh port per datagram: 3000, far more than the
+    //    table holds.
+    let spray = t.client(
+        &[
+            "flood",
+            &t.consumer_if,
+            &mac,
+            &own,
+            "10.1.0.30",
+            ENDPOINT_IP,
+            "9000",
+            "udp",
+            "2000",
+            "1.5",
+        ],
+        T,
+    );
+    assert!(spray["sent"].as_u64().unwrap() >= 2500, "{spray}");
+    let after_spray = t.client(&["http-many", ENDPOINT_IP, "80", "10", OTHER_CLIENT], T);
+    assert_eq!(
+        after_spray["ok"],
+        10,
+        "after the spray: {after_spray}\n{}",
+        t.log()
+    );
+
+    // 2. A SYN flood from 150 spoofed addresses of the consumer subnet, 3000 a second for
+    //    5 s (15000 half-open flows for 1024 slots), and new connections meanwhile.
+    let flood = spawn(&[
+        "flood",
+        &t.consumer_if,
+        &mac,
+        &own,
+        "10.1.0.101-250",
+        ENDPOINT_IP,
+        "80",
+        "syn",
+        "3000",
+        "5",
+    ]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let during = t.client(&["http-many", ENDPOINT_IP, "80", "20", OTHER_CLIENT], T);
+    let during_first = t.client(&["http-many", ENDPOINT_IP, "80", "10"], T);
+    let flood = json(flood);
+    assert!(flood["sent"].as_u64().unwrap() >= 10_000, "{flood}");
+    let s = t.stats();
+    assert_eq!(
+        during["ok"], 20,
+        "new connections of another client during the flood: {during}\n{s}"
+    );
+    assert_eq!(
+        during_first["ok"], 10,
+        "and of the first client: {during_first}"
+    );
+    let k = json(keepalive);
+    assert!(k["errors"].as_array().unwrap().is_empty(), "{k}");
+    assert_eq!(k["fail"], 0, "{k}");
+    assert!(
+        k["ok"].as_u64().unwrap() >= 40,
+        "the established connection: {k}"
+    );
+
+    eprintln!(
+        "spray {spray}, flood {flood}: client_flow_limit {}, evicted_half_open {}, \
+         flow_table_full {}, active_flows {}",
+        Topology::drops(&s, "client_flow_limit"),
+        Topology::counter(&s, "evicted_half_open"),
+        Topology::drops(&s, "flow_table_full"),
+        Topology::counter(&s, "active_flows")
+    );
+    assert!(
+        Topology::drops(&s, "client_flow_limit") >= 2000,
+        "spray capped: {s}"
+    );
+    // All but the ~760 the table holds, less what a loaded machine's tap queue lost.
+    assert!(
+        Topology::counter(&s, "evicted_half_open") >= flood["sent"].as_u64().unwrap() / 2,
+        "flood flows evicted: {s}"
+    );
+    assert!(
+        Topology::counter(&s, "active_flows") <= 1024,
+        "table bounded: {s}"
+    );
+}

@@ -125,14 +125,12 @@ pub struct Flow {
     pub fwd: FlowKey,
     /// Provider-side key; same caution as `fwd`.
     pub rev: FlowKey,
-    /// The endpoint service (caller's id, in snapshot `generation`).
+    /// The endpoint service (its stable handle).
     pub service: u32,
-    /// The chosen target (caller's id, in snapshot `generation`).
+    /// The chosen target (its index in the listener when the flow was made).
     pub target: u32,
-    /// The interface endpoint the consumer used (caller's id).
+    /// The interface endpoint the consumer used (its stable handle).
     pub endpoint: u32,
-    /// Snapshot generation the ids above refer to.
-    pub generation: u32,
     /// The service's listener (caller's index).
     pub listener: u16,
     /// TCP state; meaningless for other protocols.
@@ -145,6 +143,9 @@ pub struct Flow {
     pub win_fwd: u16,
     /// The target's last window field, as `win_fwd`.
     pub win_rev: u16,
+    /// The table's link in its queue of half-open flows (in what was padding, so the flow
+    /// stays 104 bytes). Not part of the flow's value.
+    queue: QueueLink,
     /// Last packet in either direction, ms.
     pub last_seen_ms: u64,
     /// First packet, ms.
@@ -174,12 +175,12 @@ impl Flow {
             service: 0,
             target: 0,
             endpoint: 0,
-            generation: 0,
             listener: 0,
             tcp: TcpState::SynSent,
             wscale: NO_WSCALE << 4 | NO_WSCALE,
             win_fwd: 0,
             win_rev: 0,
+            queue: QueueLink::NOT_QUEUED,
             last_seen_ms: now_ms,
             created_ms: now_ms,
             packets_fwd: 0,
@@ -206,23 +207,42 @@ impl Flow {
 
     /// One packet of this flow: [`touch`](Self::touch), and for TCP the state machine
     /// and the last acknowledgement and window of that side.
+    ///
+    /// True when the flow entered or left half-open ([`is_half_open`](Self::is_half_open)):
+    /// the worker's per-consumer gauges follow it. Established flows pay one compare.
     #[inline]
-    pub fn record(&mut self, now_ms: u64, from_consumer: bool, bytes: u32, tcp: Option<TcpSeen>) {
+    pub fn record(
+        &mut self,
+        now_ms: u64,
+        from_consumer: bool,
+        bytes: u32,
+        tcp: Option<TcpSeen>,
+    ) -> bool {
         self.touch(now_ms, from_consumer, bytes);
-        if let Some(t) = tcp {
-            self.tcp = self.tcp.advance(from_consumer, t.flags);
-            if t.flags.ack {
-                // A zero window is kept as 1: 0 means "not seen yet".
-                let window = t.window.max(1);
-                if from_consumer {
-                    self.ack_fwd = t.ack;
-                    self.win_fwd = window;
-                } else {
-                    self.ack_rev = t.ack;
-                    self.win_rev = window;
-                }
+        let Some(t) = tcp else {
+            return false;
+        };
+        let before = self.tcp;
+        self.tcp = self.tcp.advance(from_consumer, t.flags);
+        if t.flags.ack {
+            // A zero window is kept as 1: 0 means "not seen yet".
+            let window = t.window.max(1);
+            if from_consumer {
+                self.ack_fwd = t.ack;
+                self.win_fwd = window;
+            } else {
+                self.ack_rev = t.ack;
+                self.win_rev = window;
             }
         }
+        self.tcp != before && before.is_half_open() != self.tcp.is_half_open()
+    }
+
+    /// A TCP flow whose handshake has not completed (`SynSent`, `SynReceived`): what a SYN
+    /// flood fills a table with, and what the table evicts first under pressure.
+    #[inline]
+    pub fn is_half_open(&self) -> bool {
+        self.fwd.proto == PROTO_TCP && self.tcp.is_half_open()
     }
 
     /// Notes the window scale shift a SYN from this side offered (None: no option).
@@ -284,6 +304,68 @@ impl Flow {
         now_ms.saturating_sub(self.last_seen_ms) >= self.timeout_ms(timeouts)
     }
 }
+
+/// A flow's place in its table's queue of half-open flows: the next slot in the queue (31
+/// bits, slot numbers are below 2^30) and whether the place was taken for the flow now in
+/// the slot (`CURRENT`) or for an earlier flow of the same slot. Owned by
+/// [`FlowTable`]; compares equal to any other, so flows compare by what they say about
+/// the connection.
+#[derive(Debug, Clone, Copy)]
+struct QueueLink(u32);
+
+impl QueueLink {
+    /// The place is the flow's own, not a previous flow's of the slot.
+    const CURRENT: u32 = 1 << 31;
+    const NEXT: u32 = !Self::CURRENT;
+    /// Last in the queue.
+    const END: u32 = Self::NEXT;
+    /// Not in the queue.
+    const NOT_QUEUED: QueueLink = QueueLink(Self::NEXT - 1);
+
+    #[inline]
+    fn queued(self) -> bool {
+        self.0 & Self::NEXT != Self::NOT_QUEUED.0
+    }
+
+    #[inline]
+    fn current(self) -> bool {
+        self.0 & Self::CURRENT != 0
+    }
+
+    /// The next slot, or `u32::MAX` at the end (an out-of-range slot number).
+    #[inline]
+    fn next(self) -> u32 {
+        match self.0 & Self::NEXT {
+            Self::END => u32::MAX,
+            n => n,
+        }
+    }
+
+    /// Last in the queue, for the flow now in the slot.
+    #[inline]
+    fn last() -> QueueLink {
+        QueueLink(Self::CURRENT | Self::END)
+    }
+
+    #[inline]
+    fn with_next(self, next: u32) -> QueueLink {
+        let next = if next == u32::MAX { Self::END } else { next };
+        QueueLink((self.0 & Self::CURRENT) | (next & Self::NEXT))
+    }
+
+    #[inline]
+    fn not_current(self) -> QueueLink {
+        QueueLink(self.0 & Self::NEXT)
+    }
+}
+
+impl PartialEq for QueueLink {
+    fn eq(&self, _: &QueueLink) -> bool {
+        true
+    }
+}
+
+impl Eq for QueueLink {}
 
 /// Idle timeouts, in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -470,6 +552,36 @@ mod tests {
         // Segments without ACK leave what was recorded.
         f.record(7, true, 40, seen(TcpFlags::RST, 0, 0));
         assert_eq!((f.ack_fwd, f.win_fwd), (100, 500));
+    }
+
+    /// `record` says when a flow enters or leaves half-open, and only then: the
+    /// per-consumer gauges move on exactly those packets.
+    #[test]
+    fn record_reports_half_open_changes() {
+        let mut f = Flow::new(key(1), key(2), 0);
+        assert!(f.is_half_open());
+        let ack = seen(TcpFlags::ACK, 1, 1000);
+        assert!(
+            !f.record(1, true, 40, seen(TcpFlags::SYN, 0, 0)),
+            "SYN again"
+        );
+        assert!(
+            !f.record(1, false, 40, seen(TcpFlags::SYN_ACK, 1, 1000)),
+            "SynReceived"
+        );
+        assert!(f.is_half_open());
+        assert!(f.record(2, true, 40, ack), "handshake done");
+        assert!(!f.is_half_open());
+        assert!(!f.record(3, true, 40, ack), "established stays");
+        assert!(!f.record(3, true, 40, seen(TcpFlags::FIN_ACK, 1, 1000)));
+        // A reset half-open flow leaves half-open too.
+        let mut g = Flow::new(key(3), key(4), 0);
+        assert!(g.record(1, false, 40, seen(TcpFlags::RST, 0, 0)));
+        // UDP flows are never half-open, whatever their (unused) TCP state says.
+        let mut u = Flow::new(key(5), key(6), 0);
+        u.fwd.proto = PROTO_UDP;
+        assert!(!u.is_half_open());
+        assert!(!u.record(1, true, 40, None));
     }
 
     #[test]

@@ -22,6 +22,11 @@
 //!   flow is visited once per `capacity / B` iterations.
 //! - The index hash is keyed with a random per-table seed ([`FlowKey::hash_with_seed`]) so
 //!   consumers cannot aim their source ports at one chain.
+//! - Half-open queue: every TCP flow joins a FIFO when inserted, threaded through a 4-byte
+//!   link in the flow's former padding; a full table (or another resource under pressure)
+//!   evicts the oldest flow still half-open ([`FlowTable::evict_half_open`]), so a SYN
+//!   flood cannot keep new connections out until its flows time out. Places of flows that
+//!   completed their handshake or ended are dropped lazily as the queue is walked.
 //!
 //! Open addressing was the alternative; with two keys per flow its deletions need
 //! tombstones or backward shifting in two places, and cuckoo inserts can fail before the
@@ -31,7 +36,7 @@
 //!
 //! | part | bytes |
 //! |---|---|
-//! | [`Flow`] | 104 |
+//! | [`Flow`] (with the half-open queue link in what was padding) | 104 |
 //! | chain links `next_fwd`, `next_rev` | 8 |
 //! | slot total | 112 |
 //! | index: 2 heads × 4 B × `next_pow2(cap) / cap` | 8 ..< 16 |
@@ -58,7 +63,7 @@ use std::mem::size_of;
 
 use dpdk_bindings::prefetch::prefetch;
 
-use super::{Flow, FlowId, FlowKey, Timeouts};
+use super::{Flow, FlowId, FlowKey, QueueLink, Timeouts};
 
 /// The largest capacity a table accepts: slot numbers must stay clear of the `NIL` and
 /// `FREE` sentinels (and 2^30 flows would need 128 GiB anyway).
@@ -137,6 +142,10 @@ pub struct FlowTable {
     /// Next slot [`FlowTable::expire`] examines.
     cursor: u32,
     timeouts: Timeouts,
+    /// The queue of half-open flows, oldest first (`NIL` when empty); see
+    /// [`FlowTable::evict_half_open`].
+    queue_head: u32,
+    queue_tail: u32,
 }
 
 impl fmt::Debug for FlowTable {
@@ -203,6 +212,8 @@ impl FlowTable {
             len: 0,
             cursor: 0,
             timeouts,
+            queue_head: NIL,
+            queue_tail: NIL,
         }
     }
 
@@ -216,6 +227,13 @@ impl FlowTable {
     #[inline]
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// True when every slot holds a flow: the next insert fails unless one is removed
+    /// (or evicted, [`FlowTable::evict_half_open`]).
+    #[inline]
+    pub fn is_full(&self) -> bool {
+        self.free_head == NIL
     }
 
     /// True when it holds no flow.
@@ -434,15 +452,148 @@ impl FlowTable {
         let next_rev = self.rev_heads[rb];
         let slot = self.slots.get_mut(ix(id)).ok_or(TableFull)?;
         self.free_head = slot.next_fwd;
+        // The slot's place in the half-open queue outlives the flows in it (the queue is
+        // cleaned lazily): keep it.
+        let queue = slot.flow.queue;
+        let half_open = flow.is_half_open();
         *slot = Slot {
             next_fwd,
             next_rev,
             flow,
         };
+        slot.flow.queue = queue;
+        if queue.queued() {
+            // The place is an earlier flow's; this one, if half-open, gets its own place
+            // at the back when that one comes up.
+            slot.flow.queue = queue.not_current();
+        } else if half_open {
+            self.queue_push(id);
+        }
         self.fwd_heads[fb] = id;
         self.rev_heads[rb] = id;
         self.len += 1;
+        // The next insert pops the new free head and reads its free-list link and queue
+        // link (two lines of a slot nobody touched for long): start loading them now, a
+        // packet or more before they are needed.
+        if let Some(next) = self.slots.get(ix(self.free_head)) {
+            prefetch(&next.next_fwd);
+            prefetch(&next.flow.queue);
+        }
         Ok(id)
+    }
+
+    /// The queue link of slot `id` (`id` in range).
+    #[inline]
+    fn link(&mut self, id: u32) -> &mut QueueLink {
+        &mut self.slots[ix(id)].flow.queue
+    }
+
+    /// Appends slot `id` (not queued) to the half-open queue, as its flow's own place.
+    fn queue_push(&mut self, id: u32) {
+        *self.link(id) = QueueLink::last();
+        if self.queue_tail == NIL {
+            self.queue_head = id;
+        } else {
+            let tail = self.queue_tail;
+            let l = self.link(tail);
+            *l = l.with_next(id);
+        }
+        self.queue_tail = id;
+    }
+
+    /// Takes slot `cur` out of the queue, `prev` being the slot before it (NIL at the
+    /// head) and `next` the one after.
+    fn queue_unlink(&mut self, prev: u32, cur: u32, next: u32) {
+        if prev == NIL {
+            self.queue_head = next;
+        } else {
+            let l = self.link(prev);
+            *l = l.with_next(next);
+        }
+        if self.queue_tail == cur {
+            self.queue_tail = prev;
+        }
+        *self.link(cur) = QueueLink::NOT_QUEUED;
+    }
+
+    /// Evicts the oldest half-open flow for which `wanted` holds, looking at no more than
+    /// `budget` places of the half-open queue, and returns it (removed from the table,
+    /// like [`FlowTable::remove`]). None when there is none among them.
+    ///
+    /// # The half-open queue
+    ///
+    /// Every TCP flow joins a FIFO queue when it is inserted (every TCP flow starts
+    /// half-open), threaded through the flows themselves (a 4-byte link in what was the
+    /// flow's padding: no memory of its own, no allocation). A flow that completes its
+    /// handshake or ends stays in the queue: removing it from a singly linked queue would
+    /// need a walk. Such stale places are dropped when the walk meets them, here or in
+    /// [`FlowTable::tidy_half_open`], so each place is visited once on average and the
+    /// queue never holds more than one place per slot. A slot reused while still queued
+    /// keeps its (older) place, marked as not its flow's own; when that place comes up,
+    /// the flow, if still half-open, moves to the back: a flow is never evicted ahead of
+    /// an older one because of its slot.
+    ///
+    /// Cost: one slot read per place looked at; with `wanted` always true (a full table)
+    /// the first half-open flow is taken, so it is O(1) amortised.
+    pub fn evict_half_open(
+        &mut self,
+        budget: usize,
+        mut wanted: impl FnMut(&Flow) -> bool,
+    ) -> Option<Flow> {
+        let mut prev = NIL;
+        let mut cur = self.queue_head;
+        for _ in 0..budget {
+            let slot = self.slots.get(ix(cur))?;
+            let link = slot.flow.queue;
+            let next = link.next();
+            if slot.is_free() || !slot.flow.is_half_open() {
+                self.queue_unlink(prev, cur, next);
+                cur = next;
+            } else if !link.current() {
+                if next == NIL {
+                    // Last already: the place becomes its own, look again.
+                    *self.link(cur) = QueueLink::last();
+                } else {
+                    self.queue_unlink(prev, cur, next);
+                    self.queue_push(cur);
+                    cur = next;
+                }
+            } else if wanted(&slot.flow) {
+                self.queue_unlink(prev, cur, next);
+                return self.remove(cur);
+            } else {
+                prev = cur;
+                cur = next;
+            }
+        }
+        None
+    }
+
+    /// Drops stale places at the head of the half-open queue (flows no longer half-open
+    /// or gone), at most `budget`, stopping at the oldest flow that is half-open: the
+    /// worker calls it every poll so that an eviction under pressure finds a half-open
+    /// flow at once. Returns how many places it looked at.
+    pub fn tidy_half_open(&mut self, budget: usize) -> usize {
+        for n in 0..budget {
+            let cur = self.queue_head;
+            let Some(slot) = self.slots.get(ix(cur)) else {
+                return n;
+            };
+            let link = slot.flow.queue;
+            let next = link.next();
+            if slot.is_free() || !slot.flow.is_half_open() {
+                self.queue_unlink(NIL, cur, next);
+            } else if link.current() {
+                return n;
+            } else if next == NIL {
+                *self.link(cur) = QueueLink::last();
+                return n + 1;
+            } else {
+                self.queue_unlink(NIL, cur, next);
+                self.queue_push(cur);
+            }
+        }
+        budget
     }
 
     /// The flow in slot `id`, or `None` when there is none (removed, or never used).
@@ -674,6 +825,138 @@ mod tests {
             let expect = u32::from(!s.is_free());
             assert_eq!((fwd_seen[i], rev_seen[i]), (expect, expect), "slot {i}");
         }
+        // The half-open queue: a NIL-terminated chain from the head to the tail through
+        // exactly the queued slots, each once; every live half-open flow is in it.
+        let mut queued_seen = vec![false; t.capacity()];
+        let (mut id, mut last, mut n) = (t.queue_head, NIL, 0);
+        while id != NIL {
+            let link = t.slots[ix(id)].flow.queue;
+            assert!(link.queued(), "slot {id} in the queue but not marked");
+            assert!(!queued_seen[ix(id)], "slot {id} twice in the queue");
+            queued_seen[ix(id)] = true;
+            n += 1;
+            assert!(n <= t.capacity(), "queue loops");
+            last = id;
+            id = link.next();
+        }
+        assert_eq!(last, t.queue_tail);
+        for (i, s) in t.slots.iter().enumerate() {
+            assert_eq!(s.flow.queue.queued(), queued_seen[i], "slot {i}");
+            if !s.is_free() && s.flow.is_half_open() {
+                assert!(queued_seen[i], "half-open flow in slot {i} not queued");
+            }
+        }
+    }
+
+    fn udp_flow(i: u32, now_ms: u64) -> Flow {
+        let mut f = flow(i, now_ms);
+        f.fwd.proto = PROTO_UDP;
+        f.rev.proto = PROTO_UDP;
+        f
+    }
+
+    fn evict_all(t: &mut FlowTable) -> Vec<u32> {
+        std::iter::from_fn(|| t.evict_half_open(1000, |_| true).map(|f| f.target)).collect()
+    }
+
+    /// The table full of half-open flows (a SYN flood): each eviction takes the oldest,
+    /// skipping established and UDP flows, and frees a slot for a new flow. Without it a
+    /// full table refuses every new flow until the half-open ones time out.
+    #[test]
+    fn full_table_evicts_the_oldest_half_open_flow() {
+        let mut t = FlowTable::with_capacity(6, T);
+        let ids: Vec<FlowId> = (0..5).map(|i| t.insert(flow(i, 0)).unwrap()).collect();
+        t.insert(udp_flow(5, 0)).unwrap();
+        t.get_mut(ids[1]).unwrap().tcp = TcpState::Established;
+        t.get_mut(ids[3]).unwrap().tcp = TcpState::SynReceived; // still half-open
+        assert!(t.is_full());
+        assert_eq!(t.insert(flow(6, 0)), Err(TableFull));
+        let oldest = t.evict_half_open(8, |_| true).unwrap();
+        assert_eq!(oldest.target, 0);
+        assert_eq!(t.lookup_forward(&fwd_key(0)), None);
+        assert!(!t.is_full());
+        t.insert(flow(6, 0)).unwrap();
+        check_invariants(&t);
+        assert_eq!(
+            evict_all(&mut t),
+            [2, 3, 4, 6],
+            "oldest first, established kept"
+        );
+        assert_eq!(t.len(), 2, "the established and the UDP flow stay");
+        assert!(t.lookup_forward(&fwd_key(1)).is_some());
+        assert_eq!(t.evict_half_open(100, |_| true), None);
+        check_invariants(&t);
+    }
+
+    /// Pressure on one port range or one endpoint: the oldest half-open flow that holds it
+    /// goes, the others keep their places.
+    #[test]
+    fn evicts_the_oldest_half_open_flow_that_matches() {
+        let mut t = FlowTable::with_capacity(8, T);
+        for i in 0..6 {
+            t.insert(flow(i, 0)).unwrap();
+        }
+        let odd = |f: &Flow| f.target % 2 == 1;
+        assert_eq!(t.evict_half_open(8, odd).unwrap().target, 1);
+        assert_eq!(t.evict_half_open(8, odd).unwrap().target, 3);
+        assert_eq!(t.evict_half_open(8, |f: &Flow| f.target == 99), None);
+        assert_eq!(evict_all(&mut t), [0, 2, 4, 5]);
+        check_invariants(&t);
+    }
+
+    /// A slot freed while its flow still had a place in the queue, then reused: the new
+    /// flow does not inherit the old (older) place.
+    #[test]
+    fn reused_slot_does_not_jump_the_queue() {
+        let mut t = FlowTable::with_capacity(3, T);
+        let a = t.insert(flow(0, 0)).unwrap();
+        t.insert(flow(1, 0)).unwrap();
+        t.insert(flow(2, 0)).unwrap();
+        t.get_mut(a).unwrap().tcp = TcpState::Established;
+        t.remove(a);
+        let d = t.insert(flow(3, 0)).unwrap();
+        assert_eq!(d, a, "LIFO free list: the queued slot is reused");
+        check_invariants(&t);
+        assert_eq!(evict_all(&mut t), [1, 2, 3]);
+        check_invariants(&t);
+    }
+
+    /// Every call looks at no more than its budget; stale places are dropped on the way,
+    /// so later calls get further.
+    #[test]
+    fn eviction_and_tidying_are_bounded() {
+        let mut t = FlowTable::with_capacity(100, T);
+        let ids: Vec<FlowId> = (0..100).map(|i| t.insert(flow(i, 0)).unwrap()).collect();
+        for &id in &ids[..90] {
+            t.get_mut(id).unwrap().tcp = TcpState::Established;
+        }
+        assert_eq!(t.evict_half_open(40, |_| true), None);
+        assert_eq!(t.evict_half_open(40, |_| true), None);
+        assert_eq!(t.evict_half_open(40, |_| true).unwrap().target, 90);
+        check_invariants(&t);
+        // Tidying: stale head places go, the oldest half-open flow stays first.
+        for &id in &ids[91..95] {
+            t.get_mut(id).unwrap().tcp = TcpState::Established;
+        }
+        assert_eq!(t.tidy_half_open(2), 2);
+        assert_eq!(t.tidy_half_open(100), 2, "stops at flow 95");
+        assert_eq!(t.queue_head, ids[95]);
+        assert_eq!(t.tidy_half_open(100), 0);
+        check_invariants(&t);
+        let mut empty = FlowTable::with_capacity(0, T);
+        assert_eq!(empty.evict_half_open(10, |_| true), None);
+        assert_eq!(empty.tidy_half_open(10), 0);
+    }
+
+    #[test]
+    fn flows_compare_without_their_queue_link() {
+        let mut t = FlowTable::with_capacity(4, T);
+        let f = flow(1, 0);
+        let id = t.insert(f).unwrap();
+        t.insert(flow(2, 0)).unwrap();
+        assert!(t.get(id).unwrap().queue.queued());
+        assert_eq!(t.get(id), Some(&f));
+        assert_eq!(size_of::<Flow>(), 104, "the link lives in padding");
     }
 
     #[test]
@@ -968,6 +1251,12 @@ mod tests {
         Advance(u64),
         /// Run expiry with this budget.
         Expire(usize),
+        /// Complete the n-th live flow's handshake (it stops being half-open).
+        Establish(usize),
+        /// Evict a half-open flow, looking at this many queue places.
+        Evict(usize),
+        /// Tidy the half-open queue with this budget.
+        Tidy(usize),
     }
 
     /// Runs `ops` on a table of `capacity` and on a model, checking they agree after every
@@ -1030,6 +1319,33 @@ mod tests {
                     }
                 }
                 Op::Advance(ms) => now += ms,
+                Op::Establish(n) => {
+                    let count = live.len().max(1);
+                    if let Some((&id, f)) = live.iter_mut().nth(n % count) {
+                        f.tcp = TcpState::Established;
+                        t.get_mut(id).unwrap().tcp = TcpState::Established;
+                    }
+                }
+                Op::Evict(budget) => {
+                    let half_open = live.values().filter(|f| f.is_half_open()).count();
+                    match t.evict_half_open(budget, |_| true) {
+                        Some(f) => {
+                            assert!(f.is_half_open(), "step {step}: evicted {f:?}");
+                            let id = by_fwd.remove(&f.fwd).expect("evicted a live flow");
+                            by_rev.remove(&f.rev);
+                            assert_eq!(live.remove(&id), Some(f), "step {step}");
+                        }
+                        // Each place is looked at at most twice (once more after a move
+                        // to the back), so a budget of twice the capacity finds any.
+                        None => assert!(
+                            half_open == 0 || budget < 2 * capacity + 1,
+                            "step {step}: {half_open} half-open flows, none evicted"
+                        ),
+                    }
+                }
+                Op::Tidy(budget) => {
+                    assert!(t.tidy_half_open(budget) <= budget);
+                }
                 Op::Expire(budget) => {
                     let mut expected = Vec::new();
                     if !live.is_empty() {
@@ -1115,8 +1431,11 @@ mod tests {
             },
             40..=54 => Op::Remove(usize::try_from(r.below(1 << 16)).unwrap()),
             55..=59 => Op::RemoveId(small(r.below(d + 4))),
-            60..=74 => Op::Touch(usize::try_from(r.below(1 << 16)).unwrap()),
-            75..=89 => Op::Advance(r.below(8)),
+            60..=69 => Op::Touch(usize::try_from(r.below(1 << 16)).unwrap()),
+            70..=81 => Op::Advance(r.below(8)),
+            82..=85 => Op::Establish(usize::try_from(r.below(1 << 16)).unwrap()),
+            86..=89 => Op::Evict(usize::try_from(r.below(2 * d + 4)).unwrap()),
+            90..=91 => Op::Tidy(usize::try_from(r.below(8)).unwrap()),
             _ => Op::Expire(usize::try_from(r.below(d / 2 + 2)).unwrap()),
         }
     }
@@ -1143,6 +1462,9 @@ mod tests {
                 1 => any::<usize>().prop_map(Op::Touch),
                 2 => (0..12u64).prop_map(Op::Advance),
                 2 => (0..24usize).prop_map(Op::Expire),
+                1 => any::<usize>().prop_map(Op::Establish),
+                1 => (0..60usize).prop_map(Op::Evict),
+                1 => (0..8usize).prop_map(Op::Tidy),
             ]
         }
 

@@ -182,6 +182,12 @@ impl TcpState {
         matches!(self, TcpState::TimeWait | TcpState::Closed)
     }
 
+    /// True before the handshake completed (`SynSent`, `SynReceived`).
+    #[inline]
+    pub fn is_half_open(&self) -> bool {
+        matches!(self, TcpState::SynSent | TcpState::SynReceived)
+    }
+
     /// True once the handshake completed and before any FIN or RST.
     #[inline]
     pub fn is_established(&self) -> bool {

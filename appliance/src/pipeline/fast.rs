@@ -189,7 +189,7 @@ impl<F: Frame> Pipeline<F> {
         let rev = match kind? {
             LocalKind::Endpoint(_) => false,
             LocalKind::Snat(_) => {
-                if self.snat_owner(p.key.dst_port) != self.id {
+                if self.snat.owner(p.key.dst_port) != self.id {
                     return None; // a handoff
                 }
                 true
@@ -248,7 +248,9 @@ impl<F: Frame> Pipeline<F> {
         };
         let flow = self.flows.get_mut(id)?;
         let bytes = u32::try_from(p.total_len).unwrap_or(u32::MAX);
-        flow.record(now_ms, from_consumer, bytes, p.tcp);
+        if flow.record(now_ms, from_consumer, bytes, p.tcp) {
+            self.half_open_changed(id);
+        }
         let bytes = frame.bytes_mut();
         let l2 = bytes.first_chunk_mut::<12>()?;
         l2[..6].copy_from_slice(&mac);

@@ -23,7 +23,7 @@
 use crossbeam::channel::Sender;
 
 use super::{tcp_state_name, FlowInfo, Frame, Pipeline, PROTO_TCP};
-use crate::counters::DropReason;
+use crate::counters::Drops;
 use crate::fasthash::{fast_map, FastMap};
 use crate::flow::Flow;
 
@@ -42,10 +42,12 @@ pub const CHANGED_PER_POLL: usize = 8;
 pub struct EndpointUsage {
     pub new_flows: u64,
     /// Packets to the endpoint that were dropped, by reason (index: `DropReason as usize`).
-    pub drops: [u64; DropReason::COUNT],
+    pub drops: Drops,
     /// Packets and bytes of this endpoint's flows that have ended.
     pub packets: u64,
     pub bytes: u64,
+    /// This worker's live flows and half-open flows of the endpoint, for its limits.
+    pub load: crate::limits::Load,
 }
 
 /// What the active flows of one endpoint (or target) carry, as a sweep counted them.
@@ -126,11 +128,24 @@ impl Usage {
         u
     }
 
-    /// Adds an ended flow's packets and bytes to its endpoint's counters.
-    pub(super) fn fold(&mut self, f: &Flow) {
+    /// Every endpoint's counters (tests).
+    #[cfg(test)]
+    pub(super) fn all(&self) -> impl Iterator<Item = &EndpointUsage> {
+        self.map.values().map(|(u, _)| u)
+    }
+
+    /// The counters of endpoint `h`, if it has any (a read: nothing is marked).
+    pub(super) fn get(&self, h: u32) -> Option<&EndpointUsage> {
+        self.map.get(&h).map(|(u, _)| u)
+    }
+
+    /// Adds an ended flow's packets and bytes to its endpoint's counters, which it
+    /// returns.
+    pub(super) fn fold(&mut self, f: &Flow) -> &mut EndpointUsage {
         let u = self.entry(f.endpoint);
         u.packets += u64::from(f.packets_fwd) + u64::from(f.packets_rev);
         u.bytes += f.bytes_fwd + f.bytes_rev;
+        u
     }
 }
 

@@ -36,6 +36,8 @@ fn pipeline(config: &Config, workers: u16, id: u16) -> (Pipeline<VecFrame>, Snap
     let snap = snapshot(config);
     let mut settings = crate::daemon::pipeline_settings(config, workers);
     settings.flow_capacity = 1024;
+    // Pipelines compared packet by packet must draw the same SNAT ports.
+    settings.seed = Some(0x5eed);
     let p = Pipeline::new(id, settings, Box::new(|| Some(VecFrame::new(&[]))), &snap);
     (with_neighbours(p, &snap), snap)
 }
@@ -406,9 +408,13 @@ fn arp_for_endpoint_is_answered_and_unknown_next_hop_is_resolved() {
     assert_eq!(released.len(), 1);
     assert_eq!(&released[0].1.bytes()[0..6], &TARGET_MAC);
     assert_eq!(
-        p.take_news().count(),
-        2,
-        "the client (it asked for us) and the target are news for the other workers"
+        p.neighbour_table().get(0, CLIENT.into()),
+        Some(CLIENT_MAC),
+        "the client asked for us: learned for every worker"
+    );
+    assert_eq!(
+        p.neighbour_table().get(1, target_ip.into()),
+        Some(TARGET_MAC)
     );
 }
 
@@ -474,6 +480,51 @@ fn endpoint_not_available_does_not_forward() {
     ));
     assert_eq!(p.counters().dropped(DropReason::EndpointNotAvailable), 1);
     assert_eq!(p.flows().len(), 0);
+}
+
+#[test]
+fn a_segment_to_an_endpoint_that_no_longer_forwards_gets_a_rst() {
+    // A connection whose flow ended with the endpoint's rejection or deletion: the
+    // client's next segment (its ACK may have been delayed, so the RST sent when the flow
+    // ended could carry a stale sequence number) is answered with a RST at the number it
+    // expects. A new connection (SYN) gets nothing.
+    use mgmt::model::EndpointState as S;
+    for state in [S::Rejected, S::Deleting, S::PendingAcceptance] {
+        let mut config = Config::embedded_default();
+        config.endpoints[0].state = state;
+        let (mut p, snap) = pipeline(&config, 1, 0);
+        let f = tcp(
+            CLIENT,
+            40004,
+            ENDPOINT,
+            80,
+            WireTcpFlags::ACK | WireTcpFlags::PSH,
+            5000,
+            777,
+            MAC_C,
+            CLIENT_MAC,
+        );
+        let (port, out) = tx(p.process(&snap, CONSUMER_PORT, VecFrame::new(&f), 0));
+        assert_eq!(port, CONSUMER_PORT, "{state:?}");
+        let ip = ip_of(&out);
+        assert_eq!((ip.src_addr(), ip.dst_addr()), (ENDPOINT, CLIENT));
+        let seg = TcpPacket::new_checked(ip.payload()).unwrap();
+        assert!(seg.flags().contains(WireTcpFlags::RST), "{:?}", seg.flags());
+        assert_eq!(
+            seg.seq_number(),
+            777,
+            "{state:?}: at the number the client expects"
+        );
+        assert_eq!(p.counters().dropped(DropReason::EndpointNotAvailable), 1);
+        assert_eq!(p.counters().rst_sent, 1);
+        let s = tcp(CLIENT, 40005, ENDPOINT, 80, syn(), 1, 0, MAC_C, CLIENT_MAC);
+        assert!(matches!(
+            p.process(&snap, CONSUMER_PORT, VecFrame::new(&s), 0),
+            Verdict::Done
+        ));
+        assert_eq!(p.counters().rst_sent, 1, "{state:?}: no answer to a SYN");
+        assert_eq!(p.flows().len(), 0);
+    }
 }
 
 #[test]
@@ -2384,6 +2435,30 @@ fn picks(config: &Config, seed: u64, id: u16) -> Vec<Ipv4Addr> {
         .collect()
 }
 
+/// An ARP reply from `ip` at `mac` to the appliance's provider-side address.
+fn arp_reply_from(ip: Ipv4Addr, mac: [u8; 6]) -> Vec<u8> {
+    let mut a = eth(MAC_P, mac, 0x0806);
+    a.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 2]);
+    a.extend_from_slice(&mac);
+    a.extend_from_slice(&ip.octets());
+    a.extend_from_slice(&MAC_P);
+    a.extend_from_slice(&Ipv4Addr::new(10, 2, 0, 1).octets());
+    a
+}
+
+/// The ARP requests among `out`: (port, asked-for address).
+fn arp_requests(out: &[(u16, VecFrame)]) -> Vec<(u16, Ipv4Addr)> {
+    out.iter()
+        .filter(|(_, f)| f.bytes().get(12..14) == Some(&[0x08, 0x06][..]))
+        .filter_map(|(port, f)| {
+            let arp = ArpPacket::new_checked(&f.bytes()[14..]).ok()?;
+            (arp.operation() == ArpOperation::REQUEST
+                && arp.source_protocol_addr() != arp.target_protocol_addr())
+            .then(|| (*port, arp.target_protocol_addr()))
+        })
+        .collect()
+}
+
 #[test]
 fn the_target_pick_is_seeded_and_every_worker_agrees() {
     let config = Config::embedded_default();
@@ -2459,7 +2534,7 @@ fn arp_from_a_zero_or_group_sender_mac_is_ignored() {
         assert!(matches!(v, Verdict::Done));
     }
     assert_eq!(p.counters().arp_replies, 0);
-    assert_eq!(p.take_news().count(), 0, "nothing was learned");
+    assert!(p.neighbour_table().is_empty(), "nothing was learned");
     // The client is still unknown: a reply to it waits for ARP.
     let s = tcp(CLIENT, 40000, ENDPOINT, 80, syn(), 1, 0, MAC_C, CLIENT_MAC);
     let _ = p.process(&snap, CONSUMER_PORT, VecFrame::new(&s), 2);
@@ -2471,3 +2546,191 @@ fn arp_from_a_zero_or_group_sender_mac_is_ignored() {
         );
     }
 }
+
+/// Two workers, one neighbour table: worker 1 forwards to 100 targets whose MACs nobody
+/// knows yet, and every ARP reply arrives on worker 0's queue (as RSS or the kernel may
+/// well deliver them). Worker 1 releases everything it held at its next tick, each target
+/// was asked for once in all, and worker 0 forwards to them without asking again.
+#[test]
+fn arp_replies_on_another_workers_queue_release_every_held_packet() {
+    let mut config = Config::embedded_default();
+    let targets: Vec<Ipv4Addr> = (0..100u8)
+        .map(|i| Ipv4Addr::new(10, 2, 0, 20 + i))
+        .collect();
+    config.services[0].listeners[1].targets = targets
+        .iter()
+        .map(|&ip| mgmt::model::Target {
+            ip,
+            port: 9000,
+            weight: 1,
+            state: mgmt::model::TargetState::Registered,
+            deregistered_at: None,
+        })
+        .collect();
+    let snap = snapshot(&config);
+    let mut settings = crate::daemon::pipeline_settings(&config, 2);
+    settings.flow_capacity = 4096;
+    settings.hold_capacity = 1024;
+    let table = Arc::new(NeighbourTable::new(
+        settings.neighbour_capacity,
+        settings.neighbour_timers,
+    ));
+    let new = |id| {
+        let mut p: Pipeline<VecFrame> = Pipeline::with_neighbour_table(
+            id,
+            settings.clone(),
+            Box::new(|| Some(VecFrame::new(&[]))),
+            &snap,
+            Arc::clone(&table),
+        );
+        p.drain_emitted().for_each(drop);
+        p
+    };
+    let (mut p0, mut p1) = (new(0), new(1));
+    p0.learn_remote(
+        &snap,
+        NeighbourNews {
+            attachment: 0,
+            ip: CLIENT.into(),
+            mac: CLIENT_MAC,
+        },
+        0,
+    );
+
+    // 400 new UDP flows on worker 1, spread over the targets by Maglev: all held.
+    let flows = 400u16;
+    for i in 0..flows {
+        let f = udp(CLIENT, 20_000 + i, ENDPOINT, 9000, MAC_C, CLIENT_MAC);
+        assert!(matches!(
+            p1.process(&snap, CONSUMER_PORT, VecFrame::new(&f), 1),
+            Verdict::Done
+        ));
+    }
+    let asked: Vec<(u16, VecFrame)> = p1.drain_emitted().collect();
+    let asked = arp_requests(&asked);
+    let mut asked_ips: Vec<Ipv4Addr> = asked.iter().map(|&(_, ip)| ip).collect();
+    asked_ips.sort_unstable();
+    asked_ips.dedup();
+    assert_eq!(asked.len(), asked_ips.len(), "one request per target");
+    assert!(
+        asked_ips.len() > 90,
+        "Maglev spread 400 flows over the targets"
+    );
+    // Worker 0 needs the same targets before any reply: it holds, it does not ask again.
+    let f = udp(CLIENT, 30_000, ENDPOINT, 9000, MAC_C, CLIENT_MAC);
+    assert!(matches!(
+        p0.process(&snap, CONSUMER_PORT, VecFrame::new(&f), 2),
+        Verdict::Done
+    ));
+    let out: Vec<(u16, VecFrame)> = p0.drain_emitted().collect();
+    assert!(arp_requests(&out).is_empty(), "already asked by worker 1");
+
+    // Every reply arrives on worker 0, in one burst.
+    let mut burst: Vec<VecFrame> = asked_ips
+        .iter()
+        .enumerate()
+        .map(|(i, &ip)| {
+            let mac = [2, 0, 0, 9, 0, u8::try_from(i).unwrap()];
+            VecFrame::new(&arp_reply_from(ip, mac))
+        })
+        .collect();
+    p0.process_burst(&snap, PROVIDER_PORT, &mut burst, 3, &mut |v| {
+        assert!(matches!(v, Verdict::Done));
+    });
+    let from_p0: Vec<(u16, VecFrame)> = p0.drain_emitted().collect();
+    assert_eq!(from_p0.len(), 1, "worker 0's own held packet left at once");
+
+    // Worker 1 learns nothing itself; at its next tick everything it held goes out.
+    p1.poll(&snap, 3 + TIMER_TICK_MS);
+    let released: Vec<(u16, VecFrame)> = p1.drain_emitted().collect();
+    assert_eq!(
+        released.len(),
+        usize::from(flows),
+        "every held packet released"
+    );
+    for (port, f) in &released {
+        assert_eq!(*port, PROVIDER_PORT);
+        let dst = ip_of(f.bytes()).dst_addr();
+        let i = asked_ips.iter().position(|&ip| ip == dst).unwrap();
+        assert_eq!(&f.bytes()[0..6], &[2, 0, 0, 9, 0, u8::try_from(i).unwrap()]);
+    }
+    assert_eq!(p1.counters().dropped(DropReason::NeighbourUnresolved), 0);
+
+    // Worker 0 now forwards to those targets straight away (no ARP, no hold).
+    for i in 0..50 {
+        let f = udp(CLIENT, 31_000 + i, ENDPOINT, 9000, MAC_C, CLIENT_MAC);
+        let (port, _) = tx(p0.process(&snap, CONSUMER_PORT, VecFrame::new(&f), 20));
+        assert_eq!(port, PROVIDER_PORT);
+    }
+    let out: Vec<(u16, VecFrame)> = p0.drain_emitted().collect();
+    assert!(arp_requests(&out).is_empty());
+}
+
+/// A learned next hop past its TTL is refreshed with one ARP request for all workers,
+/// while both keep forwarding with the MAC they have.
+#[test]
+fn expiry_is_refreshed_once_for_all_workers() {
+    let mut config = Config::embedded_default();
+    config.timeouts.neighbour_ttl = std::time::Duration::from_secs(5);
+    let snap = snapshot(&config);
+    let mut settings = crate::daemon::pipeline_settings(&config, 2);
+    settings.flow_capacity = 1024;
+    let table = Arc::new(NeighbourTable::new(64, settings.neighbour_timers));
+    let new = |id| {
+        let mut p: Pipeline<VecFrame> = Pipeline::with_neighbour_table(
+            id,
+            settings.clone(),
+            Box::new(|| Some(VecFrame::new(&[]))),
+            &snap,
+            Arc::clone(&table),
+        );
+        p.drain_emitted().for_each(drop);
+        p
+    };
+    let (mut p0, mut p1) = (new(0), new(1));
+    for (att, ip, mac) in [
+        (0u16, CLIENT, CLIENT_MAC),
+        (1, Ipv4Addr::new(10, 2, 0, 11), TARGET_MAC),
+        (1, Ipv4Addr::new(10, 2, 0, 12), TARGET_MAC),
+    ] {
+        p0.learn_remote(
+            &snap,
+            NeighbourNews {
+                attachment: att,
+                ip: ip.into(),
+                mac,
+            },
+            0,
+        );
+    }
+    let mut requests = Vec::new();
+    // Each worker forwards every 100 ms for 8 s: both targets go stale at 5 s.
+    for step in 0..80u64 {
+        let now = step * 100;
+        for (w, p) in [&mut p0, &mut p1].into_iter().enumerate() {
+            for port in 0..4u16 {
+                let sport = 40_000 + u16::try_from(w).unwrap() * 100 + port;
+                let f = udp(CLIENT, sport, ENDPOINT, 9000, MAC_C, CLIENT_MAC);
+                let (out_port, out) = tx(p.process(&snap, CONSUMER_PORT, VecFrame::new(&f), now));
+                assert_eq!(out_port, PROVIDER_PORT);
+                assert_eq!(&out[0..6], &TARGET_MAC, "the MAC stays in use meanwhile");
+            }
+            p.poll(&snap, now);
+            let out: Vec<(u16, VecFrame)> = p.drain_emitted().collect();
+            requests.extend(arp_requests(&out).into_iter().map(|(_, ip)| (w, ip, now)));
+        }
+    }
+    // Stale after 5 s, then asked again once per retry interval (1 s) while unanswered:
+    // at 5.1, 6.2 and 7.3 s, by whichever worker got there first, never by both.
+    for t in [11u8, 12] {
+        let times: Vec<u64> = requests
+            .iter()
+            .filter(|(_, ip, _)| *ip == Ipv4Addr::new(10, 2, 0, t))
+            .map(|r| r.2)
+            .collect();
+        assert_eq!(times, vec![5100, 6200, 7300], "target {t}: {requests:?}");
+    }
+    assert_eq!(requests.len(), 6);
+}
+
+mod pressure;

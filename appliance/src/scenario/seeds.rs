@@ -441,12 +441,17 @@ pub fn scripted(workers: u8) -> Vec<u8> {
             r.len = 100;
         })
     };
+    // 20 ms: a timer tick, when a worker sends what it held for a next hop another
+    // worker's ARP reply resolved.
+    let tick = || rec(Op::Clock, |r| r.b = 20 << 2);
     let recs = vec![
         syn(0),
         answer(ARP_REQUEST, 0, other),
+        tick(),
         // SYN-ACK from the target, then ARP for the client, then the client's ACK.
         answer(TCP_TO_PROVIDER, 0, other),
         answer(ARP_REQUEST, 0, 0),
+        tick(),
         answer(TCP_TO_CONSUMER, 0, 0),
         // Data from the target to the client, and the client's ACK.
         answer(TCP_TO_PROVIDER, 1, other),
@@ -468,6 +473,7 @@ pub fn scripted(workers: u8) -> Vec<u8> {
             r.len = 10;
         }),
         answer(ARP_REQUEST, 0, other),
+        tick(),
         answer(UDP_TO_PROVIDER, 0, other),
         rec(Op::Consumer, |r| {
             r.b = 2;

@@ -47,7 +47,7 @@ fn assert_deep(w: &mut World) {
         show()
     );
     assert!(
-        c.dropped(DropReason::FlowTableFull) >= 1 && s.bursts >= 1,
+        (c.dropped(DropReason::FlowTableFull) + c.evicted_half_open) >= 1 && s.bursts >= 1,
         "{}",
         show()
     );

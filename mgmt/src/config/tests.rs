@@ -62,6 +62,7 @@ fn expected_default() -> Config {
             lcores: vec![1],
             burst: 32,
             idle_sleep_us: 50,
+            stall_timeout_ms: 1000,
         },
         ports: vec![PortConfig::new("net_tap0"), PortConfig::new("net_tap1")],
         vpcs: vec![
@@ -113,6 +114,7 @@ fn expected_default() -> Config {
         tables: TablesConfig::default(),
         timeouts: TimeoutsConfig::default(),
         quotas: QuotasConfig::default(),
+        limits: LimitsConfig::default(),
         services: vec![Service {
             id: p("vpce-svc-0d0000000000000d1"),
             owner: p("222222222222"),
@@ -670,6 +672,38 @@ fn workers_idle_sleep_out_of_range() {
 }
 
 #[test]
+fn flows_per_worker_is_bounded_by_what_a_flow_table_holds() {
+    let mut c = demo();
+    c.tables.flows_per_worker = (1 << 30) + 1;
+    expect(
+        &c,
+        "tables.flows_per_worker",
+        "1073741825 is outside 1024..=1073741824",
+    );
+    c.tables.flows_per_worker = 1 << 30;
+    assert!(c.validate().is_ok());
+}
+
+#[test]
+fn workers_stall_timeout_must_exceed_idle_sleep() {
+    let mut c = demo();
+    c.workers.stall_timeout_ms = 5;
+    expect(&c, "workers.stall_timeout_ms", "5 is outside 10..=3600000");
+    c.workers.stall_timeout_ms = 200;
+    c.workers.idle_sleep_us = 200_000;
+    expect(
+        &c,
+        "workers.stall_timeout_ms",
+        "200 ms is not more than workers.idle_sleep_us (200000 µs): an idle worker would look stalled",
+    );
+    c.workers.stall_timeout_ms = 201;
+    assert!(c.validate().is_ok());
+    let parsed = Config::from_toml_str("[workers]\nstall_timeout_ms = 2500\n").unwrap();
+    assert_eq!(parsed.workers.stall_timeout_ms, 2500);
+    assert_eq!(Config::embedded_default().workers.stall_timeout_ms, 1000);
+}
+
+#[test]
 fn port_name_empty() {
     let mut c = demo();
     c.ports[1].name.clear();
@@ -843,8 +877,77 @@ fn tables_flows_too_small() {
     expect(
         &c,
         "tables.flows_per_worker",
-        "1023 is outside 1024..=4294967295",
+        "1023 is outside 1024..=1073741824",
     );
+}
+
+#[test]
+fn tables_snat_quarantine_range() {
+    let mut c = demo();
+    assert_eq!(c.tables.snat_quarantine, 262_144);
+    c.tables.snat_quarantine = 1000;
+    expect(
+        &c,
+        "tables.snat_quarantine",
+        "1000 is outside 1024..=67108864",
+    );
+    c.tables.snat_quarantine = 1 << 27;
+    expect(
+        &c,
+        "tables.snat_quarantine",
+        "134217728 is outside 1024..=67108864",
+    );
+}
+
+#[test]
+fn limits_defaults_and_endpoint_shares() {
+    let c = Config::from_toml_str("").unwrap();
+    let l = &c.limits;
+    assert_eq!(
+        (l.flows_per_client, l.half_open_per_client()),
+        (65_536, 4096)
+    );
+    // Three quarters and half of the flow tables: 262144 flows x 1 worker.
+    let capacity = 262_144;
+    assert_eq!(l.flows_per_endpoint(capacity), 196_608);
+    assert_eq!(l.half_open_per_endpoint(capacity), 131_072);
+    // An explicit endpoint flow limit caps the half-open default with it.
+    let c = Config::from_toml_str("[limits]\nflows_per_endpoint = 1000\n").unwrap();
+    assert_eq!(c.limits.half_open_per_endpoint(capacity), 1000);
+    // Likewise for clients.
+    let c = Config::from_toml_str("[limits]\nflows_per_client = 256\n").unwrap();
+    assert_eq!(c.limits.half_open_per_client(), 256);
+    let c = Config::from_toml_str(
+        "[limits]\nflows_per_client = 0\nhalf_open_per_client = 0\nflows_per_endpoint = 0\nhalf_open_per_endpoint = 0\n",
+    )
+    .unwrap();
+    assert_eq!(c.limits.flows_per_endpoint(capacity), 0, "0 = no limit");
+    assert_eq!(c.limits.half_open_per_endpoint(capacity), 0);
+    assert_eq!(c.limits.half_open_per_client(), 0);
+    expect_syntax("[limits]\nflows_per_clients = 3\n", &["flows_per_clients"]);
+}
+
+#[test]
+fn limits_half_open_above_flows() {
+    let mut c = demo();
+    c.validate().unwrap();
+    c.limits.half_open_per_client = Some(70_000);
+    expect(
+        &c,
+        "limits.half_open_per_client",
+        "70000 is above limits.flows_per_client (65536)",
+    );
+    c.limits.flows_per_client = 0; // no flow limit: any half-open limit is fine
+    c.validate().unwrap();
+    c.limits.flows_per_endpoint = Some(10_000);
+    c.limits.half_open_per_endpoint = Some(10_001);
+    expect(
+        &c,
+        "limits.half_open_per_endpoint",
+        "10001 is above limits.flows_per_endpoint (10000)",
+    );
+    c.limits.half_open_per_endpoint = None;
+    c.validate().unwrap();
 }
 
 #[test]
