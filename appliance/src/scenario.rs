@@ -22,7 +22,9 @@
 //! any snapshot of the run: the provider never sees a consumer's address, nor the consumer
 //! a target's), no larger than the attachment's MTU, with a correct ICMP checksum, and a
 //! correct TCP/UDP checksum unless the scenario sent one it spoiled on purpose. A handed-off
-//! packet reaches its end within as many hops as there are workers. Listings and reports
+//! packet reaches its end within as many hops as there are workers. A packet that crosses
+//! from the consumer's side to the provider's goes to a target (`ip:port`) some snapshot
+//! of the run had: nobody else in the provider's VPC. Listings and reports
 //! come from the worker asked. A state the store accepted always builds a snapshot.
 //!
 //! # Input format
@@ -74,7 +76,9 @@ mod tally;
 #[cfg(test)]
 mod tests;
 
-pub use check::{add_owned, check_leaving, l4_checksum_ok, Strict};
+pub use check::{
+    add_owned, add_targets, check_crossing_to_provider, check_leaving, l4_checksum_ok, Strict,
+};
 use packets::{Eth, Ip, Tcp};
 pub use tally::Tally;
 
@@ -717,8 +721,9 @@ pub struct World {
     outputs: VecDeque<Sent>,
     inputs: VecDeque<Fed>,
     owned: Vec<Vec<u32>>,
+    /// Every target of any snapshot of the run.
+    targets: Vec<(u32, u16)>,
     l4_clean: bool,
-    fed_oversize: bool,
     reports_queue_full: bool,
     pending: Option<Burst>,
     listings: Vec<(u16, usize, Receiver<Vec<FlowInfo>>)>,
@@ -800,6 +805,8 @@ impl World {
             .collect();
         let mut owned = Vec::new();
         add_owned(&snap, &mut owned);
+        let mut targets = Vec::new();
+        add_targets(&snap, &mut targets);
         let mut w = World {
             setup,
             config,
@@ -812,8 +819,8 @@ impl World {
             outputs: VecDeque::with_capacity(REMEMBER),
             inputs: VecDeque::with_capacity(REMEMBER),
             owned,
+            targets,
             l4_clean: true,
-            fed_oversize: false,
             reports_queue_full: false,
             pending: None,
             listings: Vec::new(),
@@ -1562,6 +1569,7 @@ impl World {
             p.on_snapshot(&self.snap);
         }
         add_owned(&self.snap, &mut self.owned);
+        add_targets(&self.snap, &mut self.targets);
         self.stats.snapshots += 1;
     }
 
@@ -1703,9 +1711,18 @@ impl World {
     /// port and worker), else the burst so far is processed first.
     fn enqueue(&mut self, port: u16, worker: u16, batch: bool, bytes: Vec<u8>, clean: bool) {
         self.l4_clean &= clean;
-        self.fed_oversize |=
-            ipv4_of(&bytes).is_some_and(|len| len > self.setup.mtus[usize::from(port)]);
         self.stats.frames_in += 1;
+        // The worker loop drops what is longer than the port's MTU allows before the
+        // pipeline sees it (a tap does not enforce its MTU).
+        let tagged = bytes.get(12..14) == Some(&[0x81, 0x00][..]);
+        let limit = usize::from(self.setup.mtus[usize::from(port)]) + 14 + 4 * usize::from(tagged);
+        if bytes.len() > limit {
+            let c = self.pipes[usize::from(worker)].counters_mut();
+            c.rx_packets += 1;
+            c.rx_bytes += bytes.len() as u64;
+            c.drop(crate::counters::DropReason::RxOversize);
+            return;
+        }
         let frame = VecFrame::new(&bytes);
         if self.inputs.len() == REMEMBER {
             self.inputs.pop_front();
@@ -1767,7 +1784,10 @@ impl World {
                 c.tx_bytes += f.bytes().len() as u64;
                 self.stats.frames_out += 1;
                 match (in_port, port) {
-                    (CONSUMER_PORT, PROVIDER_PORT) => self.stats.forward_tx += 1,
+                    (CONSUMER_PORT, PROVIDER_PORT) => {
+                        check_crossing_to_provider(&self.targets, f.bytes());
+                        self.stats.forward_tx += 1;
+                    }
                     (PROVIDER_PORT, CONSUMER_PORT) => self.stats.reverse_tx += 1,
                     _ => self.stats.local_tx += 1,
                 }
@@ -1803,7 +1823,7 @@ impl World {
     fn leave(&mut self, port: u16, bytes: Vec<u8>) {
         let strict = Strict {
             l4_checksums: self.l4_clean,
-            mtu: !self.fed_oversize,
+            mtu: true,
         };
         check_leaving(&self.snap, &self.owned, strict, port, &bytes);
         if self.outputs.len() == REMEMBER {
@@ -1843,19 +1863,6 @@ impl World {
     fn rsts(&self) -> u64 {
         self.pipes.iter().map(|p| p.counters().rst_sent).sum()
     }
-}
-
-/// The IPv4 total length of a frame, if it carries IPv4.
-fn ipv4_of(f: &[u8]) -> Option<u16> {
-    let l2 = vlan::l2_header(f).ok()?;
-    if l2.ethertype != EtherType::IPV4 {
-        return None;
-    }
-    Some(
-        Ipv4Packet::new_checked(&f[l2.header_len..])
-            .ok()?
-            .total_len(),
-    )
 }
 
 fn is_ipv4(f: &[u8]) -> bool {

@@ -35,8 +35,8 @@ pub fn l4_checksum_ok(bytes: &[u8]) -> bool {
 pub struct Strict {
     /// No spoiled TCP/UDP checksum was sent, so every TCP/UDP checksum must be correct.
     pub l4_checksums: bool,
-    /// No packet larger than its ingress port's MTU was fed, so none may leave larger
-    /// than its egress attachment's MTU (an echo reply is as large as its request).
+    /// No packet larger than its ingress port's MTU reached the pipeline (the worker loop
+    /// drops those), so none may leave larger than its egress attachment's MTU.
     pub mtu: bool,
 }
 
@@ -143,4 +143,45 @@ pub fn add_owned(snap: &Snapshot, owned: &mut Vec<Vec<u32>>) {
             v.push(ip);
         }
     }
+}
+
+/// Every target (`ip`, port) of `snap`'s services, added to `targets`.
+pub fn add_targets(snap: &Snapshot, targets: &mut Vec<(u32, u16)>) {
+    for t in snap
+        .services
+        .iter()
+        .flat_map(|s| &s.listeners)
+        .flat_map(|l| &l.targets)
+    {
+        if !targets.contains(&(t.ip, t.port)) {
+            targets.push((t.ip, t.port));
+        }
+    }
+}
+
+/// A packet that crossed from the consumer's side to the provider's goes to a target the
+/// run registered at some point (to its port, for TCP and UDP): the appliance reaches no
+/// other host in the provider's VPC on a consumer's behalf.
+pub fn check_crossing_to_provider(targets: &[(u32, u16)], f: &[u8]) {
+    let Ok(l2) = vlan::l2_header(f) else { return };
+    let Ok(ip) = Ipv4Packet::new_checked(&f[l2.header_len..]) else {
+        return;
+    };
+    let dst = ip.dst_addr_u32();
+    let port = match ip.protocol().0 {
+        6 | 17 => ip
+            .payload()
+            .get(2..4)
+            .map(|p| u16::from_be_bytes([p[0], p[1]])),
+        _ => None,
+    };
+    let ok = targets
+        .iter()
+        .any(|&(t, p)| t == dst && port.is_none_or(|port| port == p));
+    assert!(
+        ok,
+        "a packet from the consumer's side reached {}:{port:?}, which was never a target: {}",
+        ip.dst_addr(),
+        f.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    );
 }
