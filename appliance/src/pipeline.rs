@@ -511,7 +511,13 @@ impl<F: Frame> Pipeline<F> {
             .ok_or(DropReason::NoAttachment)?;
         let att = snap.attachment(att_idx).ok_or(DropReason::NoAttachment)?;
         // l2_header checked the Ethernet header's length already.
-        let dst_mac = EthernetFrame::new_unchecked(frame.bytes()).dst_addr();
+        let eth = EthernetFrame::new_unchecked(frame.bytes());
+        let (dst_mac, src_mac) = (eth.dst_addr(), eth.src_addr());
+        // No station sends from a group (or zero) address; answering one would reach a
+        // whole group, or the whole VPC.
+        if !src_mac.is_unicast() || src_mac == EthernetAddress::UNSPECIFIED {
+            return Err(DropReason::Malformed);
+        }
         let for_us = dst_mac.0 == att.mac;
         match l2.ethertype {
             EtherType::ARP => {

@@ -2734,3 +2734,44 @@ fn expiry_is_refreshed_once_for_all_workers() {
 }
 
 mod pressure;
+
+/// Found by the `process_frame` fuzz target: a frame whose Ethernet source was a group
+/// address (or zero) got its answer (a RST for no flow, an echo reply) sent back to that
+/// address, so one frame in reached every host of a multicast group, or of the VPC for
+/// ff:ff:ff:ff:ff:ff. No station sends from such an address: the frame is dropped as
+/// malformed and nothing answers it.
+#[test]
+fn frames_from_a_group_or_zero_source_mac_get_no_answer() {
+    let config = Config::embedded_default();
+    let (mut p, snap) = pipeline(&config, 1, 0);
+    for src in [
+        [0xff; 6],
+        [0x01, 0, 0x5e, 0, 0, 1],
+        [0x33, 0x33, 0, 0, 0, 1],
+        [0; 6],
+    ] {
+        let before = p.counters().dropped(DropReason::Malformed);
+        // A segment of no flow from a target, and a ping to the endpoint.
+        let target = Ipv4Addr::new(10, 2, 0, 11);
+        let rst_bait = tcp(
+            target,
+            8080,
+            SNAT,
+            2000,
+            WireTcpFlags::ACK,
+            1,
+            1,
+            MAC_P,
+            src,
+        );
+        let v = p.process(&snap, PROVIDER_PORT, VecFrame::new(&rst_bait), 1);
+        assert!(matches!(v, Verdict::Done), "{src:02x?}: answered a segment");
+        let mut ping = ping_frame(CLIENT, ENDPOINT);
+        ping[6..12].copy_from_slice(&src);
+        let v = p.process(&snap, CONSUMER_PORT, VecFrame::new(&ping), 1);
+        assert!(matches!(v, Verdict::Done), "{src:02x?}: answered a ping");
+        assert_eq!(p.counters().dropped(DropReason::Malformed), before + 2);
+    }
+    assert_eq!(p.counters().rst_sent + p.counters().echo_replies, 0);
+    assert_eq!(p.drain_emitted().count(), 0);
+}
