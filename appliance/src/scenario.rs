@@ -26,6 +26,8 @@
 //! from the consumer's side to the provider's goes to a target (`ip:port`) some snapshot
 //! of the run had: nobody else in the provider's VPC. Listings and reports
 //! come from the worker asked. A state the store accepted always builds a snapshot.
+//! `PRIVLINK_SCENARIO_TRACE=1` prints every event and every frame in and out (to triage
+//! a crash: `cargo fuzz run process_structured CRASH_FILE`).
 //!
 //! # Input format
 //!
@@ -725,6 +727,8 @@ pub struct World {
     targets: Vec<(u32, u16)>,
     l4_clean: bool,
     reports_queue_full: bool,
+    /// `PRIVLINK_SCENARIO_TRACE` set: every event and frame is printed (for triage).
+    trace: bool,
     pending: Option<Burst>,
     listings: Vec<(u16, usize, Receiver<Vec<FlowInfo>>)>,
     pub stats: Stats,
@@ -822,6 +826,7 @@ impl World {
             targets,
             l4_clean: true,
             reports_queue_full: false,
+            trace: std::env::var_os("PRIVLINK_SCENARIO_TRACE").is_some(),
             pending: None,
             listings: Vec::new(),
             stats: Stats::default(),
@@ -875,6 +880,9 @@ impl World {
     fn event(&mut self, r: &Rec, more: &mut std::slice::ChunksExact<'_, u8>) {
         self.stats.events += 1;
         let op = Op::of(r.op);
+        if self.trace {
+            eprintln!("@{} ms {op:?} {r:?}", self.now_ms);
+        }
         if !(op.sends_frames() && r.batched()) {
             self.flush();
         }
@@ -1098,6 +1106,9 @@ impl World {
         if dmg & 4 != 0 {
             let cut = (usize::from(r.x) % 64 + 1).min(f.len() - 1);
             f.truncate(f.len() - cut);
+            // Padding may make the cut packet whole again, with zeros where its last
+            // bytes were: a wrong L4 checksum.
+            clean = false;
         }
         pad(&mut f, r);
         let worker = self.worker_of(r);
@@ -1712,6 +1723,13 @@ impl World {
     fn enqueue(&mut self, port: u16, worker: u16, batch: bool, bytes: Vec<u8>, clean: bool) {
         self.l4_clean &= clean;
         self.stats.frames_in += 1;
+        if self.trace {
+            eprintln!(
+                "  in  port {port} worker {worker}{}: {}",
+                if batch { " (burst)" } else { "" },
+                hex(&bytes)
+            );
+        }
         // The worker loop drops what is longer than the port's MTU allows before the
         // pipeline sees it (a tap does not enforce its MTU).
         let tagged = bytes.get(12..14) == Some(&[0x81, 0x00][..]);
@@ -1821,6 +1839,9 @@ impl World {
     }
 
     fn leave(&mut self, port: u16, bytes: Vec<u8>) {
+        if self.trace {
+            eprintln!("  out port {port}: {}", hex(&bytes));
+        }
         let strict = Strict {
             l4_checksums: self.l4_clean,
             mtu: true,
@@ -1863,6 +1884,10 @@ impl World {
     fn rsts(&self) -> u64 {
         self.pipes.iter().map(|p| p.counters().rst_sent).sum()
     }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 fn is_ipv4(f: &[u8]) -> bool {

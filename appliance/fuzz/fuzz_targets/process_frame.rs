@@ -13,7 +13,7 @@ use std::cell::RefCell;
 
 use appliance::frame::{Frame, VecFrame};
 use appliance::pipeline::{Pipeline, Verdict};
-use appliance::scenario::{self, Strict, Tally};
+use appliance::scenario::{self, Stats, Strict, Tally};
 use appliance::snapshot::{Handles, Snapshot};
 use libfuzzer_sys::fuzz_target;
 use mgmt::config::Config;
@@ -23,6 +23,7 @@ struct World {
     pipe: Pipeline<VecFrame>,
     now: u64,
     owned: Vec<Vec<u32>>,
+    stats: Stats,
     tally: Tally,
 }
 
@@ -48,13 +49,14 @@ thread_local! {
         let pipe = Pipeline::new(0, settings, Box::new(|| Some(VecFrame::new(&[]))), &snap);
         let mut owned = Vec::new();
         scenario::add_owned(&snap, &mut owned);
-        World { snap, pipe, now: 0, owned, tally: Tally::from_env() }
+        World { snap, pipe, now: 0, owned, stats: Stats::default(), tally: Tally::from_env() }
     });
 }
 
 impl World {
     fn leave(&mut self, port: u16, f: &VecFrame) {
         scenario::check_leaving(&self.snap, &self.owned, STRICT, port, f.bytes());
+        self.stats.frames_out += 1;
         let c = self.pipe.counters_mut();
         c.tx_packets += 1;
         c.tx_bytes += f.bytes().len() as u64;
@@ -78,8 +80,13 @@ fuzz_target!(|data: &[u8]| {
                 .process_burst(&w.snap, port, &mut burst, w.now, &mut |v| verdicts.push(v));
         }
         for v in verdicts {
-            if let Verdict::Tx(port, f) = v {
-                w.leave(port, &f);
+            if let Verdict::Tx(out, f) = v {
+                match (port, out) {
+                    (0, 1) => w.stats.forward_tx += 1,
+                    (1, 0) => w.stats.reverse_tx += 1,
+                    _ => w.stats.local_tx += 1,
+                }
+                w.leave(out, &f);
             }
         }
         w.pipe.poll(&w.snap, w.now);
@@ -90,7 +97,7 @@ fuzz_target!(|data: &[u8]| {
         if w.tally.enabled() {
             w.pipe.sync_gauges();
             let counters = w.pipe.counters().clone();
-            w.tally.set(&counters);
+            w.tally.set(&counters, &w.stats);
         }
     });
 });

@@ -80,9 +80,10 @@ impl Tally {
     }
 
     /// Sets the totals of a world that lives across inputs (one more input).
-    pub fn set(&mut self, counters: &Counters) {
+    pub fn set(&mut self, counters: &Counters, stats: &Stats) {
         self.inputs += 1;
         self.counters = counters.clone();
+        self.stats = stats.clone();
         self.maybe_write();
     }
 
