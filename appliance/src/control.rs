@@ -36,11 +36,13 @@ use crate::rcu::SnapshotCell;
 use crate::snapshot::{Handles, Snapshot};
 use crate::worker::Query;
 
-/// How long the management thread waits for the workers to answer a query.
-const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the management thread waits for the workers to answer a flow listing (a
+/// worker at full load scans 4 flow slots per poll: about a second for a million slots).
+const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long `stats` waits for every worker's usage report to cover the time of the request
-/// (a sweep takes milliseconds; a worker that takes longer is answered for as it was).
-const REPORT_WAIT: Duration = Duration::from_secs(1);
+/// (as long as a listing at full load; a worker that takes longer is answered for as it
+/// was at its last report).
+const REPORT_WAIT: Duration = Duration::from_secs(3);
 /// Flows listed at most per request.
 const MAX_FLOWS: usize = 10_000;
 

@@ -350,7 +350,6 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
         let mut port = Port::configure(&pc.name, &cfg, &pool)?;
         port.start()?;
         let mac = port.mac()?;
-        mtus.push(port.mtu()?);
         log::info!(
             "port {} ({}): {} queues, mac {}",
             pc.name,

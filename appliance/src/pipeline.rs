@@ -1422,7 +1422,9 @@ impl<F: Frame> Pipeline<F> {
         self.counters.drop(DropReason::FlowEnded);
         let open = !matches!(
             flow.tcp,
-            crate::flow::TcpState::Closed | crate::flow::TcpState::TimeWait
+            crate::flow::TcpState::Closed
+                | crate::flow::TcpState::TimeWaitConsumer
+                | crate::flow::TcpState::TimeWaitProvider
         );
         if flow.fwd.proto != PROTO_TCP || !open {
             return;
@@ -1691,9 +1693,9 @@ fn tcp_state_name(s: crate::flow::TcpState) -> &'static str {
         T::SynSent => "syn-sent",
         T::SynReceived => "syn-received",
         T::Established => "established",
-        T::FinWait { .. } => "fin-wait",
-        T::Closing => "closing",
-        T::TimeWait => "time-wait",
+        T::FinWaitConsumer | T::FinWaitProvider => "fin-wait",
+        T::ClosingConsumer | T::ClosingProvider => "closing",
+        T::TimeWaitConsumer | T::TimeWaitProvider => "time-wait",
         T::Closed => "closed",
     }
 }

@@ -41,7 +41,7 @@
 //! flows to that target are refused (`snat_exhausted`) rather than sent into a target's
 //! TIME_WAIT; a service that needs more lists more `snat_addresses`.
 
-use crate::flow::{Flow, FlowKey, TcpState, PROTO_TCP};
+use crate::flow::{Flow, FlowKey, PROTO_TCP};
 use crate::maglev::mix64;
 
 /// Lowest SNAT source port handed out; below are the well-known ports.
@@ -150,11 +150,12 @@ impl SnatPorts {
     }
 
     /// `flow` ended at `now_ms` (expired, replaced by a new connection, or ended by a
-    /// change): a TCP flow the target answered and that was not reset puts its port in
-    /// quarantine. False when the quarantine had no room for it (the caller counts that).
+    /// change): a TCP flow whose connection the target may still hold puts its port in
+    /// quarantine (see [`TcpState::target_may_linger`]: not when it was never answered,
+    /// was reset, or the consumer closed first and both sides finished closing). False
+    /// when the quarantine had no room for it (the caller counts that).
     pub fn flow_ended(&mut self, flow: &Flow, now_ms: u64) -> bool {
-        let target_may_linger = !matches!(flow.tcp, TcpState::SynSent | TcpState::Closed);
-        if flow.fwd.proto != PROTO_TCP || !target_may_linger {
+        if flow.fwd.proto != PROTO_TCP || !flow.tcp.target_may_linger() {
             return true;
         }
         self.quarantine.record(&flow.rev, now_ms)
@@ -321,7 +322,7 @@ fn seconds(now_ms: u64) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flow::PROTO_UDP;
+    use crate::flow::{TcpState, PROTO_UDP};
     use std::collections::HashSet;
 
     fn rev(target: u32, snat_port: u16) -> FlowKey {
@@ -414,7 +415,7 @@ mod tests {
     fn closed_port_is_quarantined_for_120_s_per_target() {
         let mut s = SnatPorts::new(0, 1, 1024, 9);
         let port = s.guess(1);
-        assert!(s.flow_ended(&ended_flow(0, port, TcpState::TimeWait), 10_000));
+        assert!(s.flow_ended(&ended_flow(0, port, TcpState::TimeWaitProvider), 10_000));
         for now in [10_000, 60_000, 129_999] {
             assert!(s.is_quarantined(&rev(0, port), now), "at {now}");
         }
@@ -427,13 +428,20 @@ mod tests {
         let p = again.pick(&rev(0, 0), 20_000, |_| false).unwrap();
         assert_ne!(p, port, "quarantined port skipped");
         let mut later = SnatPorts::new(0, 1, 1024, 9);
-        assert!(later.flow_ended(&ended_flow(0, port, TcpState::Closing), 10_000));
+        assert!(later.flow_ended(&ended_flow(0, port, TcpState::ClosingConsumer), 10_000));
         assert_eq!(later.pick(&rev(0, 0), 131_000, |_| false), Some(port));
     }
 
     #[test]
     fn only_tcp_flows_the_target_may_remember_are_quarantined() {
         let mut s = SnatPorts::new(0, 1, 1024, 9);
+        // The consumer closed first and both finished: the target, which closed second,
+        // keeps no TIME_WAIT, so the port is free at once (connection churn to one target
+        // is then not capped by the quarantine). Closed first by the target: quarantined.
+        assert!(s.flow_ended(&ended_flow(0, 2010, TcpState::TimeWaitConsumer), 0));
+        assert!(!s.is_quarantined(&rev(0, 2010), 0), "consumer closed first");
+        assert!(s.flow_ended(&ended_flow(0, 2011, TcpState::TimeWaitProvider), 0));
+        assert!(s.is_quarantined(&rev(0, 2011), 0), "target closed first");
         assert!(s.flow_ended(&ended_flow(0, 2000, TcpState::SynSent), 0));
         assert!(!s.is_quarantined(&rev(0, 2000), 0), "target never answered");
         let mut udp = ended_flow(0, 2001, TcpState::SynSent);

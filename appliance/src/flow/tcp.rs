@@ -77,17 +77,21 @@ pub enum TcpState {
     SynReceived,
     /// Handshake complete.
     Established,
-    /// One side sent a FIN (`by_consumer` says which); the other may still send data
-    /// (half-close).
-    FinWait {
-        /// True when the consumer sent the FIN.
-        by_consumer: bool,
-    },
-    /// Both sides sent a FIN; waiting for the last ACK.
-    Closing,
-    /// Both FINs sent and an ACK seen after them: the connection is over, the flow lingers
+    /// The consumer sent a FIN; the provider may still send data (half-close).
+    FinWaitConsumer,
+    /// The provider sent a FIN; the consumer may still send data.
+    FinWaitProvider,
+    /// Both sides sent a FIN, the consumer first; waiting for the last ACK.
+    ClosingConsumer,
+    /// Both sides sent a FIN, the provider first.
+    ClosingProvider,
+    /// Both FINs sent and an ACK seen after them, the consumer's FIN first: the connection
+    /// is over (the consumer holds it in TIME_WAIT, the target nothing); the flow lingers
     /// briefly for retransmitted FINs and ACKs.
-    TimeWait,
+    TimeWaitConsumer,
+    /// As [`TimeWaitConsumer`](Self::TimeWaitConsumer), the provider's FIN first: the
+    /// target holds the connection in TIME_WAIT.
+    TimeWaitProvider,
     /// Aborted by an RST from either side; lingers briefly for in-flight segments.
     Closed,
 }
@@ -101,9 +105,9 @@ impl TcpState {
     /// | any | RST from either side | `Closed` |
     /// | `SynSent` | SYN (+ACK or not) from provider | `SynReceived` |
     /// | `SynReceived` | ACK without SYN from consumer | `Established` (`FinWait` if FIN) |
-    /// | `SynReceived`, `Established` | FIN from X | `FinWait { by X }` |
-    /// | `FinWait { by X }` | FIN from the other side | `Closing` |
-    /// | `Closing` | ACK without FIN from either side | `TimeWait` |
+    /// | `SynReceived`, `Established` | FIN from X | `FinWaitX` |
+    /// | `FinWaitX` | FIN from the other side | `ClosingX` |
+    /// | `ClosingX` | ACK without FIN from either side | `TimeWaitX` |
     /// | `TimeWait`, `Closed` | connection request from consumer | `SynSent` (reopen) |
     /// | otherwise | | unchanged |
     #[must_use]
@@ -125,46 +129,53 @@ impl TcpState {
                 if from_consumer && flags.ack && !flags.syn {
                     // The handshake's final ACK, possibly already carrying a FIN.
                     if flags.fin {
-                        TcpState::FinWait { by_consumer: true }
+                        TcpState::FinWaitConsumer
                     } else {
                         TcpState::Established
                     }
                 } else if !from_consumer && flags.fin {
                     // The provider gave up before the handshake finished.
-                    TcpState::FinWait { by_consumer: false }
+                    TcpState::FinWaitProvider
                 } else {
                     // Retransmitted SYN or SYN+ACK.
                     self
                 }
             }
             TcpState::Established => {
-                if flags.fin {
-                    TcpState::FinWait {
-                        by_consumer: from_consumer,
-                    }
-                } else {
+                if !flags.fin {
                     self
+                } else if from_consumer {
+                    TcpState::FinWaitConsumer
+                } else {
+                    TcpState::FinWaitProvider
                 }
             }
-            TcpState::FinWait { by_consumer } => {
+            TcpState::FinWaitConsumer | TcpState::FinWaitProvider => {
+                let by_consumer = self == TcpState::FinWaitConsumer;
                 if flags.fin && from_consumer != by_consumer {
-                    TcpState::Closing
+                    if by_consumer {
+                        TcpState::ClosingConsumer
+                    } else {
+                        TcpState::ClosingProvider
+                    }
                 } else {
                     // Data of a half-closed connection, ACKs, or a retransmitted FIN.
                     self
                 }
             }
-            TcpState::Closing => {
+            TcpState::ClosingConsumer | TcpState::ClosingProvider => {
                 // Without sequence numbers an ACK cannot be matched to the last FIN; the
                 // first FIN-less ACK after both FINs is taken as the last one. If it was
                 // not, a retransmitted FIN still finds the flow during TimeWait.
-                if flags.ack && !flags.fin && !flags.syn {
-                    TcpState::TimeWait
-                } else {
+                if !(flags.ack && !flags.fin && !flags.syn) {
                     self
+                } else if self == TcpState::ClosingConsumer {
+                    TcpState::TimeWaitConsumer
+                } else {
+                    TcpState::TimeWaitProvider
                 }
             }
-            TcpState::TimeWait | TcpState::Closed => {
+            TcpState::TimeWaitConsumer | TcpState::TimeWaitProvider | TcpState::Closed => {
                 if from_consumer && flags.is_connection_request() {
                     TcpState::SynSent
                 } else {
@@ -179,7 +190,23 @@ impl TcpState {
     /// one (new target pick, new SNAT port) rather than reuse the old translation.
     #[inline]
     pub fn allows_reopen(&self) -> bool {
-        matches!(self, TcpState::TimeWait | TcpState::Closed)
+        matches!(
+            self,
+            TcpState::TimeWaitConsumer | TcpState::TimeWaitProvider | TcpState::Closed
+        )
+    }
+
+    /// Whether the target may still hold this connection's 4-tuple after the flow ends
+    /// (in TIME_WAIT, or not closed at all), so its SNAT port must not be reused towards
+    /// it for a while: every state but a connection never answered, one reset, and one the
+    /// consumer closed first and both finished closing (then the target, the side that
+    /// closed second, keeps nothing).
+    #[inline]
+    pub fn target_may_linger(&self) -> bool {
+        !matches!(
+            self,
+            TcpState::SynSent | TcpState::Closed | TcpState::TimeWaitConsumer
+        )
     }
 
     /// True before the handshake completed (`SynSent`, `SynReceived`).
@@ -200,8 +227,13 @@ impl TcpState {
         match self {
             TcpState::SynSent | TcpState::SynReceived => timeouts.tcp_syn_ms,
             TcpState::Established => timeouts.tcp_established_ms,
-            TcpState::FinWait { .. } | TcpState::Closing => timeouts.tcp_closing_ms,
-            TcpState::TimeWait | TcpState::Closed => timeouts.tcp_closed_ms,
+            TcpState::FinWaitConsumer
+            | TcpState::FinWaitProvider
+            | TcpState::ClosingConsumer
+            | TcpState::ClosingProvider => timeouts.tcp_closing_ms,
+            TcpState::TimeWaitConsumer | TcpState::TimeWaitProvider | TcpState::Closed => {
+                timeouts.tcp_closed_ms
+            }
         }
     }
 }
@@ -224,16 +256,22 @@ mod tests {
     const SYN_FIN: TcpFlags = TcpFlags::from_bits(TcpFlags::SYN_BIT | TcpFlags::FIN_BIT);
     const NONE: TcpFlags = TcpFlags::from_bits(0);
 
-    const ALL_STATES: [TcpState; 8] = [
+    const ALL_STATES: [TcpState; 10] = [
         SynSent,
         SynReceived,
         Established,
-        FinWait { by_consumer: true },
-        FinWait { by_consumer: false },
-        Closing,
-        TimeWait,
+        FinWaitConsumer,
+        FinWaitProvider,
+        ClosingConsumer,
+        ClosingProvider,
+        TimeWaitConsumer,
+        TimeWaitProvider,
         Closed,
     ];
+    const CLOSING_C: TcpState = ClosingConsumer;
+    const CLOSING_P: TcpState = ClosingProvider;
+    const TIME_WAIT_C: TcpState = TimeWaitConsumer;
+    const TIME_WAIT_P: TcpState = TimeWaitProvider;
 
     fn run(start: TcpState, steps: &[(bool, TcpFlags)]) -> TcpState {
         steps.iter().fold(start, |s, &(dir, f)| s.advance(dir, f))
@@ -276,24 +314,22 @@ mod tests {
         s = run(s, &[(C, TcpFlags::ACK), (P, TcpFlags::ACK)]);
         assert_eq!(s, Established, "data");
         s = s.advance(C, TcpFlags::FIN_ACK);
-        assert_eq!(s, FinWait { by_consumer: true });
+        assert_eq!(s, FinWaitConsumer);
         s = s.advance(P, TcpFlags::ACK);
-        assert_eq!(
-            s,
-            FinWait { by_consumer: true },
-            "ACK of the FIN, half-close"
-        );
+        assert_eq!(s, FinWaitConsumer, "ACK of the FIN, half-close");
         s = s.advance(P, TcpFlags::ACK);
-        assert_eq!(s, FinWait { by_consumer: true }, "provider still sending");
+        assert_eq!(s, FinWaitConsumer, "provider still sending");
         s = s.advance(C, TcpFlags::FIN_ACK);
-        assert_eq!(s, FinWait { by_consumer: true }, "retransmitted FIN");
+        assert_eq!(s, FinWaitConsumer, "retransmitted FIN");
         s = s.advance(P, TcpFlags::FIN_ACK);
-        assert_eq!(s, Closing);
+        assert_eq!(s, CLOSING_C);
         s = s.advance(P, TcpFlags::FIN_ACK);
-        assert_eq!(s, Closing, "retransmitted FIN");
+        assert_eq!(s, CLOSING_C, "retransmitted FIN");
         s = s.advance(C, TcpFlags::ACK);
-        assert_eq!(s, TimeWait);
+        assert_eq!(s, TIME_WAIT_C);
         assert!(s.allows_reopen());
+        // The target closed second: it keeps nothing, its port may be reused at once.
+        assert!(!s.target_may_linger());
     }
 
     #[test]
@@ -306,10 +342,13 @@ mod tests {
                 (P, TcpFlags::FIN_ACK),
             ],
         );
-        assert_eq!(s, FinWait { by_consumer: false });
+        assert_eq!(s, FinWaitProvider);
         let s = run(s, &[(C, TcpFlags::ACK), (C, TcpFlags::FIN_ACK)]);
-        assert_eq!(s, Closing);
-        assert_eq!(s.advance(P, TcpFlags::ACK), TimeWait);
+        assert_eq!(s, CLOSING_P);
+        let s = s.advance(P, TcpFlags::ACK);
+        assert_eq!(s, TIME_WAIT_P);
+        // The target closed first: it holds the connection in TIME_WAIT.
+        assert!(s.target_may_linger());
     }
 
     #[test]
@@ -318,11 +357,11 @@ mod tests {
             Established,
             &[(C, TcpFlags::FIN_ACK), (P, TcpFlags::FIN_ACK)],
         );
-        assert_eq!(s, Closing);
+        assert_eq!(s, CLOSING_C);
         let s = run(s, &[(C, TcpFlags::ACK), (P, TcpFlags::ACK)]);
-        assert_eq!(s, TimeWait);
+        assert_eq!(s, TIME_WAIT_C);
         // Bare FINs (no ACK) count too.
-        assert_eq!(run(Established, &[(P, FIN), (C, FIN)]), Closing);
+        assert_eq!(run(Established, &[(P, FIN), (C, FIN)]), CLOSING_P);
     }
 
     #[test]
@@ -335,14 +374,8 @@ mod tests {
 
     #[test]
     fn fin_with_final_handshake_ack() {
-        assert_eq!(
-            SynReceived.advance(C, TcpFlags::FIN_ACK),
-            FinWait { by_consumer: true }
-        );
-        assert_eq!(
-            SynReceived.advance(P, TcpFlags::FIN_ACK),
-            FinWait { by_consumer: false }
-        );
+        assert_eq!(SynReceived.advance(C, TcpFlags::FIN_ACK), FinWaitConsumer);
+        assert_eq!(SynReceived.advance(P, TcpFlags::FIN_ACK), FinWaitProvider);
     }
 
     #[test]
@@ -399,7 +432,7 @@ mod tests {
         ] {
             assert_eq!(Established.advance(dir, f), Established, "{dir} {f:?}");
         }
-        assert_eq!(Established.advance(P, FIN), FinWait { by_consumer: false });
+        assert_eq!(Established.advance(P, FIN), FinWaitProvider);
     }
 
     #[test]
@@ -410,14 +443,15 @@ mod tests {
             (C, TcpFlags::SYN_ACK),
             (P, NONE),
         ] {
-            assert_eq!(Closing.advance(dir, f), Closing, "{dir} {f:?}");
+            assert_eq!(CLOSING_C.advance(dir, f), CLOSING_C, "{dir} {f:?}");
         }
-        assert_eq!(Closing.advance(P, TcpFlags::ACK), TimeWait);
+        assert_eq!(CLOSING_C.advance(P, TcpFlags::ACK), TIME_WAIT_C);
+        assert_eq!(CLOSING_P.advance(C, TcpFlags::ACK), TIME_WAIT_P);
     }
 
     #[test]
     fn reopen_after_time_wait_or_rst() {
-        for s in [TimeWait, Closed] {
+        for s in [TIME_WAIT_C, TIME_WAIT_P, Closed] {
             assert!(s.allows_reopen());
             assert_eq!(s.advance(C, TcpFlags::SYN), SynSent);
             // Only the consumer's connection request reopens.
@@ -436,8 +470,9 @@ mod tests {
             SynSent,
             SynReceived,
             Established,
-            FinWait { by_consumer: true },
-            Closing,
+            FinWaitConsumer,
+            CLOSING_C,
+            CLOSING_P,
         ] {
             assert!(!s.allows_reopen(), "{s:?}");
         }
@@ -454,7 +489,7 @@ mod tests {
             icmp_ms: 6,
         };
         let got: Vec<u64> = ALL_STATES.iter().map(|s| s.timeout_ms(&t)).collect();
-        assert_eq!(got, [1, 1, 2, 3, 3, 3, 4, 4]);
+        assert_eq!(got, [1, 1, 2, 3, 3, 3, 3, 4, 4, 4]);
         assert!(Established.is_established());
         assert!(!SynReceived.is_established());
     }

@@ -1242,7 +1242,8 @@ fn usage_reports_add_up_active_flows_and_send_only_changed_endpoints() {
     }
     p.want_report(10);
     let mut report = None;
-    for now in 10..200 {
+    let polls = 1024 / u64::from(SLOTS_BUSY) + 10;
+    for now in 10..10 + polls {
         busy_poll(&mut p, &snap, now);
         if let Some(r) = p.take_report() {
             report = Some(r);
@@ -1268,15 +1269,16 @@ fn usage_reports_add_up_active_flows_and_send_only_changed_endpoints() {
     assert_eq!(r.changed[0].1.new_flows, 5);
     // A request already covered by the last sweep starts none; a later one does, and
     // has nothing changed to send.
+    let later = 10 + polls + 100;
     p.want_report(10);
-    p.poll(&snap, 300);
+    p.poll(&snap, later);
     assert!(p.take_report().is_none());
-    p.want_report(301);
-    p.poll(&snap, 301);
-    p.poll(&snap, 302);
+    p.want_report(later + 1);
+    p.poll(&snap, later + 1);
+    p.poll(&snap, later + 2);
     let next = p.take_report().expect("another sweep");
     assert!(next.changed.is_empty());
-    assert!(next.started_ms >= 301);
+    assert!(next.started_ms > later);
 }
 
 // --- issue 9: ICMP errors, MTU, MSS, martians, options, RST window, small items -------
