@@ -36,7 +36,8 @@ drop_reasons! {
     NoAttachment => "no_attachment",
     /// An EtherType we do not handle (IPv6 comes later), or a stacked VLAN tag.
     UnsupportedEtherType => "unsupported_ethertype",
-    /// A header is truncated or inconsistent (length fields, IHL, data offset).
+    /// A header is truncated or inconsistent (length fields, IHL, data offset), or the
+    /// Ethernet source is a group or zero address.
     Malformed => "malformed",
     /// The IPv4 header checksum is wrong.
     BadChecksum => "bad_checksum",

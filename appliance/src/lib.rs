@@ -18,6 +18,8 @@ pub mod neighbour;
 pub mod pipeline;
 pub mod preflight;
 pub mod rcu;
+#[doc(hidden)]
+pub mod scenario;
 pub mod snapshot;
 pub mod snat;
 pub mod supervisor;

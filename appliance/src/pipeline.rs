@@ -511,7 +511,13 @@ impl<F: Frame> Pipeline<F> {
             .ok_or(DropReason::NoAttachment)?;
         let att = snap.attachment(att_idx).ok_or(DropReason::NoAttachment)?;
         // l2_header checked the Ethernet header's length already.
-        let dst_mac = EthernetFrame::new_unchecked(frame.bytes()).dst_addr();
+        let eth = EthernetFrame::new_unchecked(frame.bytes());
+        let (dst_mac, src_mac) = (eth.dst_addr(), eth.src_addr());
+        // No station sends from a group (or zero) address; answering one would reach a
+        // whole group, or the whole VPC.
+        if !src_mac.is_unicast() || src_mac == EthernetAddress::UNSPECIFIED {
+            return Err(DropReason::Malformed);
+        }
         let for_us = dst_mac.0 == att.mac;
         match l2.ethertype {
             EtherType::ARP => {
@@ -546,7 +552,9 @@ impl<F: Frame> Pipeline<F> {
         let sender_ip = u32::from_be_bytes(arp.source_protocol_addr_bytes());
         let sender_mac = arp.source_hardware_addr();
         let target_ip = u32::from_be_bytes(arp.target_protocol_addr_bytes());
-        let sane_sender = sender_ip != 0 && att.on_link(sender_ip) && sender_mac.is_unicast();
+        // Zero and group addresses name no station: nothing to learn, nobody to answer.
+        let station = sender_mac.is_unicast() && sender_mac != EthernetAddress::UNSPECIFIED;
+        let sane_sender = sender_ip != 0 && att.on_link(sender_ip) && station;
         let asks_us = op == ArpOperation::REQUEST && snap.local(att_idx, target_ip).is_some();
 
         if sane_sender {
@@ -565,7 +573,7 @@ impl<F: Frame> Pipeline<F> {
                 self.release_held(snap, att_idx, sender_ip, sender_mac.0);
             }
         }
-        if !asks_us || sender_ip == target_ip {
+        if !asks_us || sender_ip == target_ip || !station {
             return if op == ArpOperation::REPLY && sane_sender {
                 Ok(Out::Consumed)
             } else {

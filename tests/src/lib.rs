@@ -186,6 +186,8 @@ pub struct Topology {
     prefix: String,
     daemon: Option<Child>,
     servers: Vec<Child>,
+    /// tcpdump on both interfaces, with `PRIVLINK_E2E_CAPTURE` (see [`Topology::start`]).
+    captures: Vec<Child>,
 }
 
 /// Path of the privlinkd binary under test.
@@ -396,6 +398,11 @@ deregistration_delay = {dereg}
     }
 
     /// Creates the namespaces, starts privlinkd and the target servers, wires it all up.
+    ///
+    /// With `PRIVLINK_E2E_CAPTURE=DIR`, every frame on the consumer's and the provider's
+    /// interface is captured (tcpdump) to `DIR/<topology>-<n>-consumer.pcap` and
+    /// `-provider.pcap` until the topology goes: `scripts/fuzz-seeds.sh` makes fuzz seeds
+    /// of them.
     pub fn start(opts: Options) -> Topology {
         require_root();
         let n = SEQ.fetch_add(1, Ordering::SeqCst);
@@ -416,12 +423,41 @@ deregistration_delay = {dereg}
             prefix,
             daemon: None,
             servers: Vec::new(),
+            captures: Vec::new(),
         };
         std::fs::write(&t.config_path, t.config_toml()).expect("write config");
         t.start_daemon();
         t.wire_namespaces();
+        t.start_captures();
         t.start_servers();
         t
+    }
+
+    /// Starts the captures `PRIVLINK_E2E_CAPTURE` asks for (each start of the daemon makes
+    /// new interfaces, so new files), and waits until tcpdump has opened both files.
+    fn start_captures(&mut self) {
+        let Some(dir) = std::env::var_os("PRIVLINK_E2E_CAPTURE").map(PathBuf::from) else {
+            return;
+        };
+        std::fs::create_dir_all(&dir).expect("capture directory");
+        let n = self.captures.len() / 2;
+        let mut files = Vec::new();
+        for (ns, ifname, side) in [
+            (&self.consumer, &self.consumer_if, "consumer"),
+            (&self.provider, &self.provider_if, "provider"),
+        ] {
+            let file = dir.join(format!("{}-{n}-{side}.pcap", self.prefix));
+            let path = file.display().to_string();
+            let args = ["tcpdump", "-i", ifname, "-U", "-n", "-s", "0", "-w", &path];
+            self.captures.push(ns.spawn(&args, Stdio::null()));
+            files.push(file);
+        }
+        let end = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < end && !files.iter().all(|f| f.exists()) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // tcpdump creates the file before it reads the interface.
+        std::thread::sleep(Duration::from_millis(200));
     }
 
     fn start_daemon(&mut self) {
@@ -691,6 +727,7 @@ deregistration_delay = {dereg}
         }
         self.start_daemon();
         self.wire_namespaces();
+        self.start_captures();
     }
 
     /// Starts privlinkd expecting it to fail; returns its log.
@@ -767,7 +804,8 @@ deregistration_delay = {dereg}
 
 impl Drop for Topology {
     fn drop(&mut self) {
-        for s in self.servers.iter_mut() {
+        // tcpdump writes each packet as it comes (-U): killing it loses nothing.
+        for s in self.captures.iter_mut().chain(self.servers.iter_mut()) {
             let _ = s.kill();
             let _ = s.wait();
         }

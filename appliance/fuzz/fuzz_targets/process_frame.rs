@@ -1,15 +1,19 @@
 //! Arbitrary bytes as a frame received on either port of the demo topology, through the
-//! whole packet path (ARP, ICMP, lookup, NAT, flows, timers): never a panic. The first
-//! byte picks the port, the clock and the entry point (bit 6: a burst of the frame twice
-//! through `process_burst`, so the second copy can meet the flow the first created in the
-//! same chunk); state carries over between inputs, so sequences of frames reach
-//! established flows too.
+//! whole packet path (ARP, ICMP, lookup, NAT, flows, timers): never a panic, and every
+//! frame that leaves keeps the invariants of `appliance::scenario::check_leaving`. The
+//! first byte picks the port, the clock and the entry point (bit 6: a burst of the frame
+//! twice through `process_burst`, so the second copy can meet the flow the first created
+//! in the same chunk); state carries over between inputs, so sequences of frames reach
+//! established flows too. With `PRIVLINK_FUZZ_COUNTERS=FILE`, the pipeline's counters are
+//! written to FILE as JSON now and then. The structure-aware target is
+//! `process_structured`.
 #![no_main]
 
 use std::cell::RefCell;
 
-use appliance::frame::VecFrame;
-use appliance::pipeline::Pipeline;
+use appliance::frame::{Frame, VecFrame};
+use appliance::pipeline::{Pipeline, Verdict};
+use appliance::scenario::{self, Stats, Strict, Tally};
 use appliance::snapshot::{Handles, Snapshot};
 use libfuzzer_sys::fuzz_target;
 use mgmt::config::Config;
@@ -18,16 +22,24 @@ struct World {
     snap: Snapshot,
     pipe: Pipeline<VecFrame>,
     now: u64,
+    owned: Vec<Vec<u32>>,
+    stats: Stats,
+    tally: Tally,
 }
+
+/// Raw bytes carry any checksum, and any length the port's MTU would have refused.
+const STRICT: Strict = Strict {
+    l4_checksums: false,
+    mtu: false,
+};
 
 thread_local! {
     static WORLD: RefCell<World> = RefCell::new({
         let config = Config::embedded_default();
-        let macs = [[2, 0, 0, 0, 0, 0xc0], [2, 0, 0, 0, 0, 0xb0]];
         let snap = Snapshot::build(
             1,
             &config,
-            &macs,
+            &scenario::MACS,
             &[1500, 1500],
             &config.state(),
             &mut Handles::default(),
@@ -35,8 +47,20 @@ thread_local! {
         .expect("demo snapshot");
         let settings = appliance::daemon::pipeline_settings(&config, 2);
         let pipe = Pipeline::new(0, settings, Box::new(|| Some(VecFrame::new(&[]))), &snap);
-        World { snap, pipe, now: 0 }
+        let mut owned = Vec::new();
+        scenario::add_owned(&snap, &mut owned);
+        World { snap, pipe, now: 0, owned, stats: Stats::default(), tally: Tally::from_env() }
     });
+}
+
+impl World {
+    fn leave(&mut self, port: u16, f: &VecFrame) {
+        scenario::check_leaving(&self.snap, &self.owned, STRICT, port, f.bytes());
+        self.stats.frames_out += 1;
+        let c = self.pipe.counters_mut();
+        c.tx_packets += 1;
+        c.tx_bytes += f.bytes().len() as u64;
+    }
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -47,14 +71,33 @@ fuzz_target!(|data: &[u8]| {
         let w = &mut *w.borrow_mut();
         w.now += u64::from(ctl >> 2) * 50;
         let port = u16::from(ctl & 3);
+        let mut verdicts = Vec::new();
         if ctl & 0x40 == 0 {
-            let _ = w.pipe.process(&w.snap, port, VecFrame::new(frame), w.now);
+            verdicts.push(w.pipe.process(&w.snap, port, VecFrame::new(frame), w.now));
         } else {
             let mut burst = vec![VecFrame::new(frame), VecFrame::new(frame)];
             w.pipe
-                .process_burst(&w.snap, port, &mut burst, w.now, &mut drop);
+                .process_burst(&w.snap, port, &mut burst, w.now, &mut |v| verdicts.push(v));
+        }
+        for v in verdicts {
+            if let Verdict::Tx(out, f) = v {
+                match (port, out) {
+                    (0, 1) => w.stats.forward_tx += 1,
+                    (1, 0) => w.stats.reverse_tx += 1,
+                    _ => w.stats.local_tx += 1,
+                }
+                w.leave(out, &f);
+            }
         }
         w.pipe.poll(&w.snap, w.now);
-        w.pipe.drain_emitted().for_each(drop);
+        let emitted: Vec<(u16, VecFrame)> = w.pipe.drain_emitted().collect();
+        for (port, f) in &emitted {
+            w.leave(*port, f);
+        }
+        if w.tally.enabled() {
+            w.pipe.sync_gauges();
+            let counters = w.pipe.counters().clone();
+            w.tally.set(&counters, &w.stats);
+        }
     });
 });

@@ -2487,6 +2487,68 @@ fn the_target_pick_is_seeded_and_every_worker_agrees() {
     }
 }
 
+/// Found by the `process_structured` fuzz target: an ARP request whose sender hardware
+/// address is zero or a group address was answered to that address (a frame to
+/// 00:00:00:00:00:00, or a reply flooded to a multicast group), and a zero sender MAC was
+/// learned as the neighbour's, so translated packets left with no destination MAC. Such a
+/// request is ignored and counted, and nothing is learned from it.
+#[test]
+fn arp_from_a_zero_or_group_sender_mac_is_ignored() {
+    let config = Config::embedded_default();
+    let snap = snapshot(&config);
+    let mut p: Pipeline<VecFrame> = Pipeline::new(
+        0,
+        crate::daemon::pipeline_settings(&config, 1),
+        Box::new(|| Some(VecFrame::new(&[]))),
+        &snap,
+    );
+    p.poll(&snap, 0);
+    p.drain_emitted().for_each(drop);
+    let arp_from = |sha: [u8; 6], op: u8, target: Ipv4Addr| {
+        let mut f = eth([0xff; 6], CLIENT_MAC, 0x0806);
+        f.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, op]);
+        f.extend_from_slice(&sha);
+        f.extend_from_slice(&CLIENT.octets());
+        f.extend_from_slice(&[0; 6]);
+        f.extend_from_slice(&target.octets());
+        f
+    };
+    for sha in [[0u8; 6], [0x01, 0, 0x5e, 0, 0, 1], [0xff; 6]] {
+        let before = p.counters().dropped(DropReason::ArpIgnored);
+        let v = p.process(
+            &snap,
+            CONSUMER_PORT,
+            VecFrame::new(&arp_from(sha, 1, ENDPOINT)),
+            1,
+        );
+        assert!(
+            matches!(v, Verdict::Done),
+            "a request from {sha:02x?} was answered"
+        );
+        assert_eq!(p.counters().dropped(DropReason::ArpIgnored), before + 1);
+        // A reply from such an address teaches nothing either.
+        let v = p.process(
+            &snap,
+            CONSUMER_PORT,
+            VecFrame::new(&arp_from(sha, 2, Ipv4Addr::new(10, 1, 0, 1))),
+            1,
+        );
+        assert!(matches!(v, Verdict::Done));
+    }
+    assert_eq!(p.counters().arp_replies, 0);
+    assert!(p.neighbour_table().is_empty(), "nothing was learned");
+    // The client is still unknown: a reply to it waits for ARP.
+    let s = tcp(CLIENT, 40000, ENDPOINT, 80, syn(), 1, 0, MAC_C, CLIENT_MAC);
+    let _ = p.process(&snap, CONSUMER_PORT, VecFrame::new(&s), 2);
+    for (_, f) in p.drain_emitted() {
+        assert_ne!(
+            &f.bytes()[0..6],
+            &[0; 6],
+            "no frame leaves for the zero MAC"
+        );
+    }
+}
+
 /// Two workers, one neighbour table: worker 1 forwards to 100 targets whose MACs nobody
 /// knows yet, and every ARP reply arrives on worker 0's queue (as RSS or the kernel may
 /// well deliver them). Worker 1 releases everything it held at its next tick, each target
@@ -2674,3 +2736,44 @@ fn expiry_is_refreshed_once_for_all_workers() {
 }
 
 mod pressure;
+
+/// Found by the `process_frame` fuzz target: a frame whose Ethernet source was a group
+/// address (or zero) got its answer (a RST for no flow, an echo reply) sent back to that
+/// address, so one frame in reached every host of a multicast group, or of the VPC for
+/// ff:ff:ff:ff:ff:ff. No station sends from such an address: the frame is dropped as
+/// malformed and nothing answers it.
+#[test]
+fn frames_from_a_group_or_zero_source_mac_get_no_answer() {
+    let config = Config::embedded_default();
+    let (mut p, snap) = pipeline(&config, 1, 0);
+    for src in [
+        [0xff; 6],
+        [0x01, 0, 0x5e, 0, 0, 1],
+        [0x33, 0x33, 0, 0, 0, 1],
+        [0; 6],
+    ] {
+        let before = p.counters().dropped(DropReason::Malformed);
+        // A segment of no flow from a target, and a ping to the endpoint.
+        let target = Ipv4Addr::new(10, 2, 0, 11);
+        let rst_bait = tcp(
+            target,
+            8080,
+            SNAT,
+            2000,
+            WireTcpFlags::ACK,
+            1,
+            1,
+            MAC_P,
+            src,
+        );
+        let v = p.process(&snap, PROVIDER_PORT, VecFrame::new(&rst_bait), 1);
+        assert!(matches!(v, Verdict::Done), "{src:02x?}: answered a segment");
+        let mut ping = ping_frame(CLIENT, ENDPOINT);
+        ping[6..12].copy_from_slice(&src);
+        let v = p.process(&snap, CONSUMER_PORT, VecFrame::new(&ping), 1);
+        assert!(matches!(v, Verdict::Done), "{src:02x?}: answered a ping");
+        assert_eq!(p.counters().dropped(DropReason::Malformed), before + 2);
+    }
+    assert_eq!(p.counters().rst_sent + p.counters().echo_replies, 0);
+    assert_eq!(p.drain_emitted().count(), 0);
+}

@@ -1,0 +1,187 @@
+//! The invariants every frame that leaves a pipeline keeps (see the module docs of
+//! [`crate::scenario`]).
+
+use super::MACS;
+use crate::snapshot::Snapshot;
+use crate::wire::arp::ArpPacket;
+use crate::wire::ethernet::{EtherType, EthernetFrame};
+use crate::wire::icmpv4::Icmpv4Packet;
+use crate::wire::ipv4::Ipv4Packet;
+use crate::wire::tcp::TcpPacket;
+use crate::wire::udp::UdpPacket;
+use crate::wire::vlan;
+
+/// Whether a frame's TCP/UDP checksum (if it is TCP or UDP over IPv4) is correct.
+pub fn l4_checksum_ok(bytes: &[u8]) -> bool {
+    let Ok(l2) = vlan::l2_header(bytes) else {
+        return true;
+    };
+    if l2.ethertype != EtherType::IPV4 {
+        return true;
+    }
+    let Ok(ip) = Ipv4Packet::new_checked(&bytes[l2.header_len..]) else {
+        return true;
+    };
+    let (s, d) = (ip.src_addr(), ip.dst_addr());
+    match ip.protocol().0 {
+        6 => TcpPacket::new_checked(ip.payload()).map_or(true, |t| t.verify_checksum(s, d)),
+        17 => UdpPacket::new_checked(ip.payload()).map_or(true, |u| u.verify_checksum(s, d)),
+        _ => true,
+    }
+}
+
+/// What a leaving frame is held to besides what always holds.
+#[derive(Debug, Clone, Copy)]
+pub struct Strict {
+    /// No spoiled TCP/UDP checksum was sent, so every TCP/UDP checksum must be correct.
+    pub l4_checksums: bool,
+    /// No packet larger than its ingress port's MTU reached the pipeline (the worker loop
+    /// drops those), so none may leave larger than its egress attachment's MTU.
+    pub mtu: bool,
+}
+
+/// The invariants of a frame leaving on `port` (module docs). `owned[att]`: every address
+/// the appliance had on attachment `att`.
+pub fn check_leaving(snap: &Snapshot, owned: &[Vec<u32>], strict: Strict, port: u16, f: &[u8]) {
+    let hex = || f.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let mac = MACS
+        .get(usize::from(port))
+        .unwrap_or_else(|| panic!("a frame left on port {port}, which does not exist"));
+    let l2 = vlan::l2_header(f).unwrap_or_else(|e| {
+        panic!(
+            "a frame left on port {port} with a bad L2 header ({e}): {}",
+            hex()
+        )
+    });
+    let eth = EthernetFrame::new_unchecked(f);
+    assert_eq!(
+        &eth.src_addr().0,
+        mac,
+        "source MAC of a frame on port {port}: {}",
+        hex()
+    );
+    assert_ne!(
+        eth.dst_addr().0,
+        [0; 6],
+        "a frame left with no destination MAC: {}",
+        hex()
+    );
+    let att = snap.attachment_of(port, l2.vlan_id).unwrap_or_else(|| {
+        panic!(
+            "a frame left on port {port} VLAN {:?}, no attachment's: {}",
+            l2.vlan_id,
+            hex()
+        )
+    });
+    let ours = |ip: u32| owned.get(usize::from(att)).is_some_and(|v| v.contains(&ip));
+    let l3 = &f[l2.header_len..];
+    match l2.ethertype {
+        EtherType::ARP => {
+            let a = ArpPacket::new_checked(l3)
+                .unwrap_or_else(|e| panic!("unreadable ARP left ({e}): {}", hex()));
+            let spa = u32::from_be_bytes(a.source_protocol_addr_bytes());
+            assert!(
+                ours(spa),
+                "ARP from {spa:#x}, not ours on attachment {att}: {}",
+                hex()
+            );
+            assert_eq!(
+                &a.source_hardware_addr().0,
+                mac,
+                "ARP sender MAC: {}",
+                hex()
+            );
+        }
+        EtherType::IPV4 => {
+            let ip = Ipv4Packet::new_checked(l3)
+                .unwrap_or_else(|e| panic!("unreadable IPv4 left ({e}): {}", hex()));
+            assert!(ip.verify_checksum(), "IPv4 header checksum: {}", hex());
+            let src = ip.src_addr_u32();
+            assert!(
+                ours(src),
+                "a packet left attachment {att} from {}, not an address of the appliance there: {}",
+                ip.src_addr(),
+                hex()
+            );
+            assert!(
+                eth.dst_addr().is_unicast(),
+                "an IPv4 packet left for a group MAC: {}",
+                hex()
+            );
+            if let (Some(a), true) = (snap.attachment(att), strict.mtu) {
+                assert!(
+                    ip.total_len() <= a.mtu,
+                    "a {}-byte packet left attachment {att} (MTU {}): {}",
+                    ip.total_len(),
+                    a.mtu,
+                    hex()
+                );
+            }
+            let (s, d) = (ip.src_addr(), ip.dst_addr());
+            let ok = match ip.protocol().0 {
+                1 => Icmpv4Packet::new_checked(ip.payload()).is_ok_and(|i| i.verify_checksum()),
+                6 if strict.l4_checksums => {
+                    TcpPacket::new_checked(ip.payload()).is_ok_and(|t| t.verify_checksum(s, d))
+                }
+                17 if strict.l4_checksums => {
+                    UdpPacket::new_checked(ip.payload()).is_ok_and(|u| u.verify_checksum(s, d))
+                }
+                _ => true,
+            };
+            assert!(ok, "a packet left with a wrong L4 checksum: {}", hex());
+        }
+        other => panic!("a frame of EtherType {:#06x} left: {}", other.0, hex()),
+    }
+}
+
+/// Every address the appliance has in `snap`, by attachment, added to `owned`.
+pub fn add_owned(snap: &Snapshot, owned: &mut Vec<Vec<u32>>) {
+    owned.resize(snap.attachments.len().max(owned.len()), Vec::new());
+    for (att, ip) in snap.local_addresses() {
+        let v = &mut owned[usize::from(att)];
+        if !v.contains(&ip) {
+            v.push(ip);
+        }
+    }
+}
+
+/// Every target (`ip`, port) of `snap`'s services, added to `targets`.
+pub fn add_targets(snap: &Snapshot, targets: &mut Vec<(u32, u16)>) {
+    for t in snap
+        .services
+        .iter()
+        .flat_map(|s| &s.listeners)
+        .flat_map(|l| &l.targets)
+    {
+        if !targets.contains(&(t.ip, t.port)) {
+            targets.push((t.ip, t.port));
+        }
+    }
+}
+
+/// A packet that crossed from the consumer's side to the provider's goes to a target the
+/// run registered at some point (to its port, for TCP and UDP): the appliance reaches no
+/// other host in the provider's VPC on a consumer's behalf.
+pub fn check_crossing_to_provider(targets: &[(u32, u16)], f: &[u8]) {
+    let Ok(l2) = vlan::l2_header(f) else { return };
+    let Ok(ip) = Ipv4Packet::new_checked(&f[l2.header_len..]) else {
+        return;
+    };
+    let dst = ip.dst_addr_u32();
+    let port = match ip.protocol().0 {
+        6 | 17 => ip
+            .payload()
+            .get(2..4)
+            .map(|p| u16::from_be_bytes([p[0], p[1]])),
+        _ => None,
+    };
+    let ok = targets
+        .iter()
+        .any(|&(t, p)| t == dst && port.is_none_or(|port| port == p));
+    assert!(
+        ok,
+        "a packet from the consumer's side reached {}:{port:?}, which was never a target: {}",
+        ip.dst_addr(),
+        f.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    );
+}
