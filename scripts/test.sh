@@ -13,6 +13,15 @@ status=0
 PRIVLINKD=${PRIVLINKD:-$PWD/target/release/privlinkd} \
   "$CARGO" test -p privlink-e2e -- --test-threads=1 2>&1 | tee -a "$log" || status=1
 
+# The fuzz targets are a crate of their own (not a workspace member): check that they
+# still build against the current API, so a change cannot break them unnoticed.
+if "$CARGO" check --manifest-path appliance/fuzz/Cargo.toml --bins 2>&1 | tee -a "$log"; then
+  fuzz_check=1
+else
+  fuzz_check=0
+  status=1
+fi
+
 # The benchmark harnesses in smoke mode, a few seconds each: privlinkd and testpmd on
 # net_pcap/net_null, and testpmd txonly -> privlinkd -> testpmd rxonly over net_memif.
 # Each passes when privlinkd forwards and stops cleanly.
@@ -31,8 +40,8 @@ done
 
 passed=$(grep -Eo '^test result: .* ([0-9]+) passed' "$log" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
 failed=$(grep -Eo '^test result: .* ([0-9]+) failed' "$log" | grep -Eo '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
-passed=$((passed + smoke_passed))
-failed=$((failed + smoke_failed))
+passed=$((passed + smoke_passed + fuzz_check))
+failed=$((failed + smoke_failed + 1 - fuzz_check))
 echo
 echo "privlink: $passed passed, $failed failed"
 if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then
