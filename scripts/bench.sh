@@ -18,7 +18,7 @@
 #                    [--out DIR] [--warmup S] [--measure S] [--syn-flows M]
 #                    [--modes "io macswap 5tswap"] [--no-setup] [--no-memory] [--no-build]
 #                    [--no-plot] [--update "10000 100000"] [--no-update] [--no-queries]
-#                    [--query-seconds S]
+#                    [--query-seconds S] [--query-table FLOWS_PER_WORKER]
 # (PRIVLINKD=path uses that binary and skips the build; CARGO, TESTPMD likewise.)
 #
 # --smoke: 1k flows, one run, privlinkd and testpmd io only, ~12 s; exits non-zero unless
@@ -48,6 +48,7 @@ UPDATE="10000 100000"
 UPDATE_CHANGES=3
 QUERIES=1
 QUERY_SECONDS=5
+QUERY_TABLE=262144
 BUILD=1
 PLOT=1
 
@@ -69,6 +70,7 @@ while [ $# -gt 0 ]; do
     --no-update) UPDATE="" ;;
     --no-queries) QUERIES=0 ;;
     --query-seconds) QUERY_SECONDS=$2; shift ;;
+    --query-table) QUERY_TABLE=$2; shift ;;
     --no-build) BUILD=0 ;;
     --no-plot) PLOT=0 ;;
     -h|--help) usage 0 ;;
@@ -534,8 +536,9 @@ if [ "$QUERIES" = 1 ]; then
     dir=$OUT/run/r$run-queries
     CONFIG_HOOK="python3 $HERE/update.py config --endpoints 0"
     # shellcheck disable=SC2046
-    # The default flow table (262,144 slots): what a walk of it would cost is the point.
-    if start_privlinkd "$dir" "net_pcap0,rx_pcap=$f,infinite_rx=1" 262144 1024 \
+    # The default flow table (262,144 slots) unless told: what a walk of it would cost is
+    # the point.
+    if start_privlinkd "$dir" "net_pcap0,rx_pcap=$f,infinite_rx=1" "$QUERY_TABLE" 1024 \
         "mbufs = $(( $(pool_for_desc 1024) + $(pcap_packets "$f") + 2048 ))" \
         $(mem_args 400 | cut -d' ' -f2-); then
       CONFIG_HOOK=""
