@@ -12,7 +12,7 @@
 //! between workers, so nothing can be dropped on the way.
 //!
 //! Layout and concurrency: a set-associative table of [`WAYS`]-entry sets. Each set is
-//! guarded by a sequence lock made of atomics only (no `unsafe`, no mutex): readers never
+//! guarded by a sequence lock made of atomics only (no raw memory access, no mutex): readers never
 //! write the set and never wait for more than a few retries; a writer takes the set's
 //! sequence with one compare-and-swap, which serialises writers (any worker may write: the
 //! ARP reply can land anywhere) and keeps one key in one way of its set. Writes are rare
