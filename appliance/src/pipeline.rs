@@ -1086,11 +1086,7 @@ impl<F: Frame> Pipeline<F> {
         lref: ListenerRef,
         now_ms: u64,
     ) -> Result<FlowId, DropReason> {
-        let (service, ti, mut rev) = plan_flow(snap, &key, lref, self.settings.flow_hash_seed)?;
-        let endpoint_handle = snap
-            .endpoints
-            .get(lref.endpoint as usize)
-            .map_or(0, |e| e.handle);
+        let (service, ti, mut rev, endpoint_handle) = self.plan_new_flow(snap, &key, lref)?;
         let tcp = key.proto == PROTO_TCP;
         let client = self.load.client_bucket(key.vpc, key.src_ip);
         if let Some(reason) = self.load.client_refusal(client, tcp) {
@@ -1123,6 +1119,23 @@ impl<F: Frame> Pipeline<F> {
         Ok(id)
     }
 
+    /// What a new flow of `key` through `lref` would be: its service, target index,
+    /// reverse key (SNAT port still 0) and endpoint handle.
+    #[inline]
+    fn plan_new_flow<'s>(
+        &self,
+        snap: &'s Snapshot,
+        key: &FlowKey,
+        lref: ListenerRef,
+    ) -> Result<(&'s crate::snapshot::ServiceView, u16, FlowKey, u32), DropReason> {
+        let (service, ti, rev) = plan_flow(snap, key, lref, self.settings.flow_hash_seed)?;
+        let endpoint_handle = snap
+            .endpoints
+            .get(lref.endpoint as usize)
+            .map_or(0, |e| e.handle);
+        Ok((service, ti, rev, endpoint_handle))
+    }
+
     /// [`new_flow`](Self::new_flow) when a resource is short: evictions first, then the
     /// refusal. Rare (a flood, a port range full, an endpoint at its limit), so kept out
     /// of the common path's code.
@@ -1135,11 +1148,7 @@ impl<F: Frame> Pipeline<F> {
         lref: ListenerRef,
         now_ms: u64,
     ) -> Result<FlowId, DropReason> {
-        let (service, ti, mut rev) = plan_flow(snap, &key, lref, self.settings.flow_hash_seed)?;
-        let endpoint_handle = snap
-            .endpoints
-            .get(lref.endpoint as usize)
-            .map_or(0, |e| e.handle);
+        let (service, ti, mut rev, endpoint_handle) = self.plan_new_flow(snap, &key, lref)?;
         let tcp = key.proto == PROTO_TCP;
         let endpoint_load = self.usage.get(endpoint_handle).map(|u| u.load);
         let refusal = self

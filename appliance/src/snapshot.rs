@@ -217,7 +217,8 @@ pub struct Snapshot {
     endpoint_by_handle: FastMap<u32, u32>,
     service_by_handle: FastMap<u32, u32>,
     /// Local addresses to announce with a gratuitous ARP: all of them in a first
-    /// snapshot, those new since the previous one after [`Snapshot::announce_since`].
+    /// snapshot, those new since the last one worker 0 announced in full after
+    /// [`Snapshot::announce_beyond`] (the management thread's diff).
     pub announce: Vec<(u16, u32)>,
 }
 

@@ -660,7 +660,7 @@ struct TokenArgs {
 }
 
 fn client_token(caller: &Caller, op: &str, args: &Value) -> Result<Option<TokenArgs>, ApiError> {
-    let Some(Value::Object(map)) = Some(args) else {
+    let Value::Object(map) = args else {
         return Ok(None);
     };
     let Some(v) = map.get("ClientToken") else {
