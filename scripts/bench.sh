@@ -195,7 +195,7 @@ json.dump({
 EOF
 
 # ------------------------------------------------------------------ configuration
-# privlinkd's mempool (appliance/src/daemon.rs): per port (rx_desc + tx_desc) per worker,
+# privlinkd's mempool (appliance/src/daemon/mod.rs): per port (rx_desc + tx_desc) per worker,
 # plus burst·(ports+2)·4 + arp_pending_packets + 2048 = 4·desc + 2816 here.
 pool_for_desc() { echo $(( 4 * $1 + 32 * 4 * 4 + 256 + 2048 )); }
 PCAP_MAC=02:70:63:61:70:00 # net_pcap's first port: 02:70:63:61:70:<port index>

@@ -23,8 +23,8 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use appliance::flow::{Flow, FlowKey, FlowTable, Timeouts, PROTO_TCP};
-use appliance::maglev::mix64;
+use appliance::tables::flow::{Flow, FlowKey, FlowTable, Timeouts, PROTO_TCP};
+use appliance::tables::maglev::mix64;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 const SEED: u64 = 0x1234_5678_9abc_def0;

@@ -10,7 +10,7 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use appliance::maglev::{mix64, target_key, Maglev, MaglevBackend, DEFAULT_TABLE_SIZE};
+use appliance::tables::maglev::{mix64, target_key, Maglev, MaglevBackend, DEFAULT_TABLE_SIZE};
 use criterion::{criterion_group, criterion_main, Criterion};
 
 fn backends(n: u32) -> Vec<MaglevBackend> {

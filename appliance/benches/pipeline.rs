@@ -39,10 +39,10 @@ use std::hint::black_box;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use appliance::frame::{Frame, VecFrame};
-use appliance::maglev::mix64;
-use appliance::pipeline::{Pipeline, PipelineSettings, Verdict};
-use appliance::snapshot::{Handles, Snapshot};
+use appliance::graph::frame::{Frame, VecFrame};
+use appliance::graph::{Pipeline, PipelineSettings, Verdict};
+use appliance::tables::maglev::mix64;
+use appliance::tables::snapshot::{Handles, Snapshot};
 use appliance::wire::{IpProtocol, Ipv4Repr, TcpFlags, TcpRepr, UdpRepr};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use mgmt::config::Config;

@@ -8,8 +8,8 @@
 
 use std::hint::black_box;
 
-use appliance::flow::{Flow, FlowKey, FlowTable, Timeouts, PROTO_UDP};
-use appliance::maglev::mix64;
+use appliance::tables::flow::{Flow, FlowKey, FlowTable, Timeouts, PROTO_UDP};
+use appliance::tables::maglev::mix64;
 
 /// Resident memory of this process in bytes (VmRSS), 0 if unreadable.
 fn vm_rss() -> u64 {

@@ -1,27 +1,20 @@
-//! The privlink data plane: packet views, lookup, Maglev, NAT and flows, workers, and the
-//! `privlinkd` daemon around them.
+//! The privlink data plane, laid out the way a packet meets it:
 //!
-//! Everything between receiving a burst and transmitting it ([`pipeline`] and what it
-//! uses) is pure Rust over byte slices, unit-tested and benchmarked without DPDK; only
-//! [`worker`] and [`daemon`] touch DPDK, through the safe `dpdk-bindings` crate.
+//! - [`wire`]: checked views of packet headers (no panics on any input);
+//! - [`graph`]: the packet path of one worker, pure Rust over [`graph::frame::Frame`]s;
+//! - [`tables`]: what the packet path looks things up in: the published snapshot of the
+//!   object model, the flow table, neighbours, SNAT ports, Maglev, per-consumer limits;
+//! - [`daemon`]: `privlinkd` itself: EAL and ports, worker threads and their supervision,
+//!   the management API that turns requests into published snapshots.
+//!
+//! Everything in `wire`, `graph` and `tables` is pure Rust over byte slices, unit-tested
+//! and benchmarked without DPDK; only [`daemon`] touches DPDK, through the safe
+//! `dpdk-bindings` crate.
 #![deny(unsafe_code)]
 
-pub mod control;
-pub mod counters;
 pub mod daemon;
-pub mod fasthash;
-pub mod flow;
-pub mod frame;
-pub mod limits;
-pub mod maglev;
-pub mod neighbour;
-pub mod pipeline;
-pub mod preflight;
-pub mod rcu;
+pub mod graph;
 #[doc(hidden)]
 pub mod scenario;
-pub mod snapshot;
-pub mod snat;
-pub mod supervisor;
+pub mod tables;
 pub mod wire;
-pub mod worker;

@@ -58,11 +58,11 @@ use mgmt::config::Config;
 use mgmt::store::{Caller, Store};
 use serde_json::{json, Value};
 
-use crate::counters::Counters;
-use crate::frame::{Frame, VecFrame};
-use crate::neighbour::NeighbourTable;
-use crate::pipeline::{FlowFilter, FlowInfo, FlowQuery, Pipeline, Verdict};
-use crate::snapshot::{Handles, Snapshot};
+use crate::graph::counters::Counters;
+use crate::graph::frame::{Frame, VecFrame};
+use crate::graph::{FlowFilter, FlowInfo, FlowQuery, Pipeline, Verdict};
+use crate::tables::neighbour::NeighbourTable;
+use crate::tables::snapshot::{Handles, Snapshot};
 use crate::wire::arp::ArpPacket;
 use crate::wire::ethernet::{EtherType, EthernetFrame};
 use crate::wire::icmpv4::Icmpv4Packet;
@@ -784,7 +784,7 @@ impl World {
         settings.flow_hash_seed = 0;
         settings.seed = Some(0x5eed);
         if setup.tight_limits {
-            settings.limits = crate::limits::FlowLimits {
+            settings.limits = crate::tables::limits::FlowLimits {
                 flows_per_endpoint: 12,
                 half_open_per_endpoint: 6,
                 flows_per_client: 8,
@@ -839,7 +839,7 @@ impl World {
                 (2, OTHER_NET | 10),
             ] {
                 let port = w.snap.attachment(att).map_or(0, |a| a.port);
-                let news = crate::pipeline::NeighbourNews {
+                let news = crate::graph::NeighbourNews {
                     attachment: att,
                     ip,
                     mac: host_mac(port, ip),
@@ -1738,7 +1738,7 @@ impl World {
             let c = self.pipes[usize::from(worker)].counters_mut();
             c.rx_packets += 1;
             c.rx_bytes += bytes.len() as u64;
-            c.drop(crate::counters::DropReason::RxOversize);
+            c.drop(crate::graph::counters::DropReason::RxOversize);
             return;
         }
         let frame = VecFrame::new(&bytes);

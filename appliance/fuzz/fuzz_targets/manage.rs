@@ -6,7 +6,7 @@
 //! odd, turns on injected save failures seeded by the next eight.
 #![no_main]
 
-use appliance::control::sequences;
+use appliance::daemon::management::sequences;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

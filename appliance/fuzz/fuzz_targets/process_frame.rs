@@ -11,10 +11,10 @@
 
 use std::cell::RefCell;
 
-use appliance::frame::{Frame, VecFrame};
-use appliance::pipeline::{Pipeline, Verdict};
+use appliance::graph::frame::{Frame, VecFrame};
+use appliance::graph::{Pipeline, Verdict};
 use appliance::scenario::{self, Stats, Strict, Tally};
-use appliance::snapshot::{Handles, Snapshot};
+use appliance::tables::snapshot::{Handles, Snapshot};
 use libfuzzer_sys::fuzz_target;
 use mgmt::config::Config;
 

@@ -2,7 +2,7 @@
 //! [`crate::scenario`]).
 
 use super::MACS;
-use crate::snapshot::Snapshot;
+use crate::tables::snapshot::Snapshot;
 use crate::wire::arp::ArpPacket;
 use crate::wire::ethernet::{EtherType, EthernetFrame};
 use crate::wire::icmpv4::Icmpv4Packet;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde_json::{json, Value};
 
 use super::Stats;
-use crate::counters::{Counters, DropReason};
+use crate::graph::counters::{Counters, DropReason};
 
 /// Totals over many scenarios (or one long-lived world), written as JSON to the file
 /// `PRIVLINK_FUZZ_COUNTERS` names every `PRIVLINK_FUZZ_COUNTERS_EVERY` inputs (default

@@ -5,7 +5,7 @@ use proptest::prelude::*;
 
 use super::seeds::{self, script};
 use super::*;
-use crate::counters::DropReason;
+use crate::graph::counters::DropReason;
 
 fn assert_deep(w: &mut World) {
     let c = w.counters();

@@ -2,7 +2,7 @@
 //! half-open flows, and the quarantine of closed SNAT ports, through the whole packet path.
 
 use super::*;
-use crate::limits::FlowLimits;
+use crate::tables::limits::FlowLimits;
 
 /// A pipeline on the demo topology with a table of `capacity` flows, `limits`, and `workers`
 /// workers (this one is worker 0).
@@ -247,7 +247,7 @@ fn a_full_table_of_half_open_flows_still_takes_new_connections() {
     // Gauges follow the evictions: the flood's clients hold nothing any more.
     assert_eq!(
         p.load.client(0, client(101).into()),
-        crate::limits::Load::default()
+        crate::tables::limits::Load::default()
     );
     // A table of established flows only has nothing to evict: refused, counted.
     let (mut q, snap) = limited(&config, 2, FlowLimits::default(), 1);
@@ -282,7 +282,7 @@ fn endpoint_limits_evict_its_own_half_open_flows_or_refuse() {
     let h = snap.endpoints[0].handle;
     assert_eq!(
         p.usage.get(h).map(|u| u.load).unwrap_or_default(),
-        crate::limits::Load {
+        crate::tables::limits::Load {
             flows: 3,
             half_open: 3
         }
@@ -297,7 +297,7 @@ fn endpoint_limits_evict_its_own_half_open_flows_or_refuse() {
     assert_eq!(p.counters().evicted_half_open, 2);
     assert_eq!(
         p.usage.get(h).map(|u| u.load).unwrap_or_default(),
-        crate::limits::Load {
+        crate::tables::limits::Load {
             flows: 5,
             half_open: 2
         }
@@ -449,14 +449,14 @@ fn gauges_return_to_zero_when_flows_end() {
     let h = snap.endpoints[0].handle;
     assert_eq!(
         p.usage.get(h).map(|u| u.load).unwrap_or_default(),
-        crate::limits::Load {
+        crate::tables::limits::Load {
             flows: 3,
             half_open: 1
         }
     );
     assert_eq!(
         p.load.client(0, c.into()),
-        crate::limits::Load {
+        crate::tables::limits::Load {
             flows: 3,
             half_open: 1
         }
@@ -469,9 +469,12 @@ fn gauges_return_to_zero_when_flows_end() {
     assert_eq!(p.flows().len(), 0);
     assert_eq!(
         p.usage.get(h).map(|u| u.load).unwrap_or_default(),
-        crate::limits::Load::default()
+        crate::tables::limits::Load::default()
     );
-    assert_eq!(p.load.client(0, c.into()), crate::limits::Load::default());
+    assert_eq!(
+        p.load.client(0, c.into()),
+        crate::tables::limits::Load::default()
+    );
 }
 
 /// The configuration's limits are for the appliance; each worker takes its share.

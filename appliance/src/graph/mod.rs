@@ -4,7 +4,7 @@
 //! RSTs outside the window, packets too big for the egress) and ICMP errors in both
 //! directions live here, on the full path; the fast path (`fast.rs`) hands every such
 //! packet over untouched. No DPDK here: the worker loop feeds mbufs in, tests feed
-//! [`crate::frame::VecFrame`]s.
+//! [`crate::graph::frame::VecFrame`]s.
 //!
 //! No-panic contract: every header is parsed with a `new_checked` view before use and every
 //! index into the snapshot is checked; a packet that does not fit is dropped and counted by
@@ -17,16 +17,16 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use crate::counters::{Counters, DropReason};
-use crate::flow::{
+use crate::graph::counters::{Counters, DropReason};
+use crate::graph::frame::Frame;
+use crate::tables::flow::{
     Flow, FlowId, FlowKey, FlowTable, TcpFlags, TcpSeen, Timeouts, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
 };
-use crate::frame::Frame;
-use crate::limits::{ConsumerLoad, FlowLimits};
-use crate::neighbour::{NeighbourTable, NeighbourTimers, Neighbours, Resolution};
-use crate::snapshot::{AttachmentView, ListenerRef, LocalKind, Refusal, Snapshot};
-use crate::snat::SnatPorts;
-pub use crate::snat::SNAT_PORT_MIN;
+use crate::tables::limits::{ConsumerLoad, FlowLimits};
+use crate::tables::neighbour::{NeighbourTable, NeighbourTimers, Neighbours, Resolution};
+use crate::tables::snapshot::{AttachmentView, ListenerRef, LocalKind, Refusal, Snapshot};
+use crate::tables::snat::SnatPorts;
+pub use crate::tables::snat::SNAT_PORT_MIN;
 use crate::wire::arp::{ArpOperation, ArpPacket};
 use crate::wire::checksum;
 use crate::wire::ethernet::{self, EtherType, EthernetAddress, EthernetFrame};
@@ -90,7 +90,7 @@ pub struct PipelineSettings {
     pub flow_hash_seed: u64,
     /// Per-consumer limits on this worker's flows (already divided among the workers).
     pub limits: FlowLimits,
-    /// Recently closed SNAT ports remembered (see [`crate::snat::Quarantine`]).
+    /// Recently closed SNAT ports remembered (see [`crate::tables::snat::Quarantine`]).
     pub snat_quarantine: usize,
     /// Seed of the SNAT port draws and the client buckets; None (the daemon): a random one
     /// per start. Fixed only for reproducible tests.
@@ -245,7 +245,7 @@ impl<F: Frame> Pipeline<F> {
             let seed = settings
                 .seed
                 .unwrap_or_else(|| std::collections::hash_map::RandomState::new().hash_one(id));
-            crate::maglev::mix64(seed ^ salt)
+            crate::tables::maglev::mix64(seed ^ salt)
         };
         let neighbours = Neighbours::shared(neighbours);
         let hold = settings.hold_capacity;
@@ -357,7 +357,7 @@ impl<F: Frame> Pipeline<F> {
             return;
         }
         self.last_tick_ms = now_ms;
-        let mut deferred = [None; crate::neighbour::DEFERRED];
+        let mut deferred = [None; crate::tables::neighbour::DEFERRED];
         let mut n = 0;
         self.neighbours.retry_deferred(now_ms, |att, ip, mac| {
             if let Some(d) = deferred.get_mut(n) {
@@ -672,7 +672,7 @@ impl<F: Frame> Pipeline<F> {
         att_idx: u16,
         frame: &mut F,
         ip: &Ip,
-        endpoint: Option<&crate::snapshot::EndpointView>,
+        endpoint: Option<&crate::tables::snapshot::EndpointView>,
     ) -> Result<Out, DropReason> {
         if ip.proto != PROTO_ICMP {
             return Err(DropReason::IcmpUnsupported);
@@ -1127,7 +1127,7 @@ impl<F: Frame> Pipeline<F> {
         snap: &'s Snapshot,
         key: &FlowKey,
         lref: ListenerRef,
-    ) -> Result<(&'s crate::snapshot::ServiceView, u16, FlowKey, u32), DropReason> {
+    ) -> Result<(&'s crate::tables::snapshot::ServiceView, u16, FlowKey, u32), DropReason> {
         let (service, ti, rev) = plan_flow(snap, key, lref, self.settings.flow_hash_seed)?;
         let endpoint_handle = snap
             .endpoints
@@ -1431,9 +1431,9 @@ impl<F: Frame> Pipeline<F> {
         self.counters.drop(DropReason::FlowEnded);
         let open = !matches!(
             flow.tcp,
-            crate::flow::TcpState::Closed
-                | crate::flow::TcpState::TimeWaitConsumer
-                | crate::flow::TcpState::TimeWaitProvider
+            crate::tables::flow::TcpState::Closed
+                | crate::tables::flow::TcpState::TimeWaitConsumer
+                | crate::tables::flow::TcpState::TimeWaitProvider
         );
         if flow.fwd.proto != PROTO_TCP || !open {
             return;
@@ -1696,8 +1696,8 @@ fn flow_still_admitted(snap: &Snapshot, flow: &Flow) -> bool {
         && e.admits(f.src_ip, f.proto, f.dst_port).is_ok()
 }
 
-fn tcp_state_name(s: crate::flow::TcpState) -> &'static str {
-    use crate::flow::TcpState as T;
+fn tcp_state_name(s: crate::tables::flow::TcpState) -> &'static str {
+    use crate::tables::flow::TcpState as T;
     match s {
         T::SynSent => "syn-sent",
         T::SynReceived => "syn-received",
@@ -1921,7 +1921,7 @@ fn plan_flow<'s>(
     key: &FlowKey,
     lref: ListenerRef,
     seed: u64,
-) -> Result<(&'s crate::snapshot::ServiceView, u16, FlowKey), DropReason> {
+) -> Result<(&'s crate::tables::snapshot::ServiceView, u16, FlowKey), DropReason> {
     let service = snap
         .services
         .get(lref.service as usize)
@@ -2049,7 +2049,9 @@ fn write_own_ipv4(buf: &mut [u8], src: u32, dst: u32, proto: u8, payload_len: us
     let _ = repr.emit(buf);
 }
 
+pub mod counters;
 mod fast;
+pub mod frame;
 mod reports;
 #[cfg(test)]
 mod tests;

@@ -1,4 +1,4 @@
-//! Random management request sequences against a real [`Control`] (store, state file,
+//! Random management request sequences against a real [`Management`] (store, state file,
 //! snapshot build, no workers), and the acknowledgement invariant they must keep: after
 //! every `ok`, what is on disk is what the store holds, it reloads identically, and it
 //! builds a snapshot; after every error, nothing changed; the store never accepts what the
@@ -17,9 +17,9 @@ use mgmt::server::{Caller, Handler};
 use mgmt::store::Store;
 use serde_json::{json, Value};
 
-use super::{Control, DataPlane};
-use crate::rcu::SnapshotCell;
-use crate::snapshot::{Handles, Snapshot};
+use super::{DataPlane, Management};
+use crate::tables::snapshot::cell::SnapshotCell;
+use crate::tables::snapshot::{Handles, Snapshot};
 
 const CONSUMER: &str = "111111111111";
 const PROVIDER: &str = "222222222222";
@@ -81,12 +81,12 @@ pub fn config(dir: &std::path::Path) -> Config {
     c
 }
 
-pub fn control(config: &Config, file: StateFile) -> Control {
+pub fn control(config: &Config, file: StateFile) -> Management {
     let (store, _) = Store::new(config, None).unwrap();
     let mut handles = Handles::default();
     let first = Snapshot::build(1, config, &MACS, &MTUS, store.state(), &mut handles).unwrap();
     let cell = Arc::new(SnapshotCell::new(first, 0));
-    Control::new(
+    Management::new(
         store,
         file,
         config.clone(),
@@ -306,7 +306,7 @@ pub fn request(who: u8, op: u8, mut seed: u64, state: &State) -> (String, Value)
 
 /// The invariant between requests: the state file holds what the store holds; it loads
 /// back identically; it builds a snapshot.
-pub fn check_in_force(ctl: &Control, config: &Config, file: &StateFile) {
+pub fn check_in_force(ctl: &Management, config: &Config, file: &StateFile) {
     let mem = ctl.state();
     let disk = file
         .load()

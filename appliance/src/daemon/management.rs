@@ -30,11 +30,11 @@ use mgmt::server::{Caller, Handled, Handler};
 use mgmt::store::{self, Store};
 use serde_json::{json, Value};
 
-use crate::counters::{Counters, DropReason, PublishedCounters};
-use crate::pipeline::{ActiveUsage, EndpointUsage, FlowFilter, FlowInfo, FlowQuery, UsageReport};
-use crate::rcu::SnapshotCell;
-use crate::snapshot::{Handles, Snapshot};
-use crate::worker::Query;
+use crate::daemon::worker::Query;
+use crate::graph::counters::{Counters, DropReason, PublishedCounters};
+use crate::graph::{ActiveUsage, EndpointUsage, FlowFilter, FlowInfo, FlowQuery, UsageReport};
+use crate::tables::snapshot::cell::SnapshotCell;
+use crate::tables::snapshot::{Handles, Snapshot};
 
 /// How long the management thread waits for the workers to answer a flow listing (a
 /// worker at full load scans 4 flow slots per poll: ~1 s per million slots measured at
@@ -118,7 +118,7 @@ struct Visible {
 }
 
 /// The daemon's management state, shared by the socket threads and the main loop.
-pub struct Control {
+pub struct Management {
     store: Mutex<Store>,
     state_file: StateFile,
     config: Config,
@@ -143,9 +143,9 @@ type LocalKeys = Vec<(u16, u32)>;
 /// them; beyond, the oldest go, and a list whose base is gone announces everything.
 const RECENT_LOCALS: usize = 64;
 
-impl std::fmt::Debug for Control {
+impl std::fmt::Debug for Management {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Control")
+        f.debug_struct("Management")
             .field("generation", &self.generation.load(Ordering::Relaxed))
             .field("state_file", &self.state_file.path())
             .finish_non_exhaustive()
@@ -154,7 +154,7 @@ impl std::fmt::Debug for Control {
 
 pub use mgmt::store::now_unix;
 
-impl Control {
+impl Management {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         store: Store,
@@ -166,11 +166,11 @@ impl Control {
         cell: Arc<SnapshotCell<Snapshot>>,
         generation: u64,
         dp: DataPlane,
-    ) -> Control {
+    ) -> Management {
         let first = cell.load();
         let recent_locals =
             Mutex::new(std::iter::once((first.generation, first.local_keys())).collect());
-        Control {
+        Management {
             store: Mutex::new(store),
             state_file,
             config,
@@ -651,7 +651,7 @@ impl Control {
     }
 }
 
-impl Handler for Control {
+impl Handler for Management {
     fn handle(&self, caller: &Caller, req: &Request) -> Handled {
         match req.op.as_str() {
             "stats" | "flows" if caller.account.is_none() && !caller.admin => {

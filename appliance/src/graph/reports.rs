@@ -23,9 +23,9 @@
 use crossbeam::channel::Sender;
 
 use super::{tcp_state_name, FlowInfo, Frame, Pipeline, PROTO_TCP};
-use crate::counters::Drops;
-use crate::fasthash::{fast_map, FastMap};
-use crate::flow::Flow;
+use crate::graph::counters::Drops;
+use crate::tables::fasthash::{fast_map, FastMap};
+use crate::tables::flow::Flow;
 
 /// Flow slots a sweep or a listing looks at in a busy poll: about 0.1 µs of memory reads
 /// next to the ~3 µs a full burst takes at 10 Mpps (16 slots measured a 10-30 % drop of
@@ -49,7 +49,7 @@ pub struct EndpointUsage {
     pub packets: u64,
     pub bytes: u64,
     /// This worker's live flows and half-open flows of the endpoint, for its limits.
-    pub load: crate::limits::Load,
+    pub load: crate::tables::limits::Load,
 }
 
 /// What the active flows of one endpoint (or target) carry, as a sweep counted them.

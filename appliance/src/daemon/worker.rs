@@ -2,7 +2,7 @@
 //!
 //! Each worker owns RX/TX queue *i* of every port, one handoff ring to every other worker
 //! and one from each, and its own flow table and counters; the neighbour table is shared
-//! by all workers (lock-free reads, see [`crate::neighbour`]). Per loop:
+//! by all workers (lock-free reads, see [`crate::tables::neighbour`]). Per loop:
 //! refresh the snapshot (one atomic load), receive a burst from every port, run each packet
 //! through the pipeline, hand replies of flows another worker owns to that worker, transmit
 //! per port, then do a bounded slice of timer work. Nothing here blocks, allocates (all
@@ -16,12 +16,12 @@ use crossbeam::queue::ArrayQueue;
 use dpdk_bindings::ring::{Consumer, Producer};
 use dpdk_bindings::{time, Mbuf, Mempool, RxQueue, TxQueue};
 
-use crate::counters::{Counters, DropReason, PublishedCounters};
-use crate::neighbour::NeighbourTable;
-use crate::pipeline::{FlowQuery, Pipeline, PipelineSettings, UsageReport, Verdict};
-use crate::rcu::SnapshotReader;
-use crate::snapshot::Snapshot;
-use crate::supervisor::{Fault, FaultKind, Heartbeat};
+use crate::daemon::supervisor::{Fault, FaultKind, Heartbeat};
+use crate::graph::counters::{Counters, DropReason, PublishedCounters};
+use crate::graph::{FlowQuery, Pipeline, PipelineSettings, UsageReport, Verdict};
+use crate::tables::neighbour::NeighbourTable;
+use crate::tables::snapshot::cell::SnapshotReader;
+use crate::tables::snapshot::Snapshot;
 use crate::wire::{ethernet, vlan};
 
 /// A question from the management thread, answered a budget per poll (never by a walk of

@@ -31,7 +31,7 @@
 //! silence, 120 s by default, which is the quiet period already), TCP flows the target
 //! never answered (`SynSent`: it holds no state for them), TCP flows ended by a RST
 //! (`Closed`: a reset connection skips TIME_WAIT), and half-open flows evicted
-//! under pressure ([`crate::flow::FlowTable::evict_half_open`]): their port is what the
+//! under pressure ([`crate::tables::flow::FlowTable::evict_half_open`]): their port is what the
 //! eviction frees, and a target holds at most a SYN_RECV entry (or, under a flood, a SYN
 //! cookie, i.e. nothing) for them.
 //!
@@ -41,8 +41,8 @@
 //! flows to that target are refused (`snat_exhausted`) rather than sent into a target's
 //! TIME_WAIT; a service that needs more lists more `snat_addresses`.
 
-use crate::flow::{Flow, FlowKey, PROTO_TCP};
-use crate::maglev::mix64;
+use crate::tables::flow::{Flow, FlowKey, PROTO_TCP};
+use crate::tables::maglev::mix64;
 
 /// Lowest SNAT source port handed out; below are the well-known ports.
 pub const SNAT_PORT_MIN: u16 = 1024;
@@ -322,7 +322,7 @@ fn seconds(now_ms: u64) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flow::{TcpState, PROTO_UDP};
+    use crate::tables::flow::{TcpState, PROTO_UDP};
     use std::collections::HashSet;
 
     fn rev(target: u32, snat_port: u16) -> FlowKey {

@@ -1,10 +1,12 @@
 //! The immutable view of the object model that workers read: attachments, the endpoint
 //! index ((VPC, IP, protocol, port) → endpoint, listener, service), local addresses, and
 //! per-listener Maglev tables. Built whole by the management thread, published by
-//! [`crate::rcu`], never modified after.
+//! [`crate::tables::snapshot::cell`], never modified after.
 //!
 //! Attachment indices come from the configuration order and never change while the
 //! daemon runs, so flows (which record attachment indices) survive every snapshot swap.
+
+pub mod cell;
 
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -17,9 +19,9 @@ use mgmt::model::{
 };
 use mgmt::policy::Policy;
 
-use crate::fasthash::{fast_map, FastMap};
-use crate::maglev::{target_key, Maglev, MaglevBackend, MaglevError};
-use crate::rcu::Versioned;
+use crate::tables::fasthash::{fast_map, FastMap};
+use crate::tables::maglev::{target_key, Maglev, MaglevBackend, MaglevError};
+use crate::tables::snapshot::cell::Versioned;
 
 /// The MTU of a port whose MTU is not known: Ethernet's.
 pub const DEFAULT_MTU: u16 = 1500;

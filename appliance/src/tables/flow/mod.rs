@@ -15,7 +15,7 @@ pub mod tcp;
 pub use table::{FlowTable, TableFull, MAX_CAPACITY};
 pub use tcp::{TcpFlags, TcpState};
 
-use crate::maglev::mix64;
+use crate::tables::maglev::mix64;
 
 /// IP protocol number of ICMP.
 pub const PROTO_ICMP: u8 = 1;

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use dpdk_bindings::{LaunchHandle, LcoreId};
 
-use crate::counters::{Counters, PublishedCounters, Stamped};
+use crate::graph::counters::{Counters, PublishedCounters, Stamped};
 
 /// One worker's progress: its completed poll loops (0 until the first one).
 #[derive(Debug, Default)]

@@ -12,8 +12,8 @@ use std::fmt;
 use dpdk_bindings::{mempool, DeviceInfo};
 use mgmt::config::{Config, PortConfig};
 
-use crate::flow::{FlowTable, MAX_CAPACITY};
-use crate::neighbour::NeighbourTable;
+use crate::tables::flow::{FlowTable, MAX_CAPACITY};
+use crate::tables::neighbour::NeighbourTable;
 
 /// Ethernet header, one 802.1Q tag and the CRC: what a frame adds to its MTU at most.
 pub const FRAME_OVERHEAD: usize = 14 + 4 + 4;

@@ -113,7 +113,7 @@ impl std::error::Error for MaglevError {}
 /// avalanche (every input bit flips each output bit with probability ~1/2), costs two
 /// multiplies and three shift-xors (~5 ns latency), and is not keyed: do not rely on it
 /// alone against inputs chosen by an attacker. Note `mix64(0) == 0`; callers that may feed 0
-/// add a constant first (as [`FlowKey::hash`](crate::flow::FlowKey::hash) does).
+/// add a constant first (as [`FlowKey::hash`](crate::tables::flow::FlowKey::hash) does).
 #[inline]
 pub const fn mix64(x: u64) -> u64 {
     let mut z = x;
@@ -278,7 +278,7 @@ impl Maglev {
 
     /// The backend for a flow: an index into the slice given to [`Maglev::build`], or
     /// `None` when no backend has a weight. `flow_hash` should be a good hash of the flow
-    /// (e.g. [`FlowKey::hash`](crate::flow::FlowKey::hash)); it is reduced modulo the
+    /// (e.g. [`FlowKey::hash`](crate::tables::flow::FlowKey::hash)); it is reduced modulo the
     /// prime size, so all of its bits count.
     ///
     /// Measured: ~2.2 ns (~6 cycles at 2.6 GHz) with the table in cache: the 64-bit

@@ -23,9 +23,9 @@
 //! the default 4096 half-open flows). The seed keeps a consumer from choosing addresses
 //! that share counters.
 
-use crate::counters::DropReason;
-use crate::flow::Flow;
-use crate::maglev::mix64;
+use crate::graph::counters::DropReason;
+use crate::tables::flow::Flow;
+use crate::tables::maglev::mix64;
 
 /// Per-worker limits on concurrent flows; 0 means no limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -232,7 +232,7 @@ impl ConsumerLoad {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flow::{FlowKey, TcpState, PROTO_TCP, PROTO_UDP};
+    use crate::tables::flow::{FlowKey, TcpState, PROTO_TCP, PROTO_UDP};
 
     fn flow(client: u32, port: u16, tcp: bool) -> Flow {
         let proto = if tcp { PROTO_TCP } else { PROTO_UDP };

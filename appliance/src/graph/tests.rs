@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 use mgmt::config::Config;
 
 use super::*;
-use crate::frame::VecFrame;
+use crate::graph::frame::VecFrame;
 use crate::wire::tcp::{TcpFlags as WireTcpFlags, TcpRepr};
 use crate::wire::udp::UdpRepr;
 
@@ -27,7 +27,7 @@ fn snapshot(config: &Config) -> Snapshot {
         &[MAC_C, MAC_P],
         &[1500, 1500],
         &config.state(),
-        &mut crate::snapshot::Handles::default(),
+        &mut crate::tables::snapshot::Handles::default(),
     )
     .expect("demo snapshot")
 }
@@ -634,7 +634,7 @@ fn establish(p: &mut Pipeline<VecFrame>, snap: &Snapshot, sport: u16) -> (Ipv4Ad
 #[test]
 fn rejecting_the_endpoint_ends_its_flows_with_rst_both_ways() {
     let mut config = Config::embedded_default();
-    let mut handles = crate::snapshot::Handles::default();
+    let mut handles = crate::tables::snapshot::Handles::default();
     let snap = Snapshot::build(
         1,
         &config,
@@ -710,7 +710,7 @@ fn security_groups_and_policy_refuse_new_flows_only() {
         }],
     });
     state.endpoints[0].security_group_ids = vec![sg_id];
-    let mut handles = crate::snapshot::Handles::default();
+    let mut handles = crate::tables::snapshot::Handles::default();
     let snap = Snapshot::build(
         1,
         &config,
@@ -1298,7 +1298,7 @@ fn snapshot_with_mtus(config: &Config, mtus: [u16; 2]) -> Snapshot {
         &[MAC_C, MAC_P],
         &mtus,
         &config.state(),
-        &mut crate::snapshot::Handles::default(),
+        &mut crate::tables::snapshot::Handles::default(),
     )
     .expect("snapshot")
 }
@@ -1953,7 +1953,7 @@ fn bad_and_source_route_ip_options_are_dropped_harmless_ones_forwarded() {
     assert_eq!(p.counters().dropped(DropReason::SourceRoute), 3);
 }
 
-fn flow_state(p: &Pipeline<VecFrame>, sport: u16) -> crate::flow::TcpState {
+fn flow_state(p: &Pipeline<VecFrame>, sport: u16) -> crate::tables::flow::TcpState {
     let id = p
         .flows()
         .lookup_forward(&FlowKey {
@@ -2045,7 +2045,7 @@ fn rst_outside_the_window_is_dropped_and_the_flow_stays() {
     ));
     assert_eq!(port, CONSUMER_PORT);
     assert!(TcpPacket::new_checked(ip_of(&out).payload()).unwrap().rst());
-    assert_eq!(flow_state(&p, 46000), crate::flow::TcpState::Closed);
+    assert_eq!(flow_state(&p, 46000), crate::tables::flow::TcpState::Closed);
     assert_eq!(p.counters().dropped(DropReason::RstOutOfWindow), 6);
 
     // A RST answering a SYN (the target's port is closed) has no window to fall in yet.
@@ -2184,7 +2184,7 @@ fn build(config: &Config, state: &mgmt::model::State) -> Snapshot {
         &[MAC_C, MAC_P],
         &[1500, 1500],
         state,
-        &mut crate::snapshot::Handles::default(),
+        &mut crate::tables::snapshot::Handles::default(),
     )
     .unwrap()
 }
@@ -2339,7 +2339,7 @@ fn originated_arp_and_rst_frames_are_padded_to_the_ethernet_minimum() {
 #[test]
 fn ending_a_flow_sends_padded_rsts() {
     let mut config = Config::embedded_default();
-    let mut handles = crate::snapshot::Handles::default();
+    let mut handles = crate::tables::snapshot::Handles::default();
     let snap = Snapshot::build(
         1,
         &config,

@@ -3,6 +3,11 @@
 //! Start-up failures are fatal with a message that names what is wrong; nothing in here
 //! runs on the packet path.
 
+pub mod management;
+pub mod preflight;
+pub mod supervisor;
+pub mod worker;
+
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,16 +23,16 @@ use mgmt::persist::StateFile;
 use mgmt::server::{Server, ServerConfig};
 use mgmt::store::Store;
 
-use crate::control::Control;
-use crate::counters::{Counters, DropReason, PublishedCounters, Stamped};
-use crate::flow::Timeouts;
-use crate::neighbour::{NeighbourTable, NeighbourTimers};
-use crate::pipeline::PipelineSettings;
-use crate::preflight;
-use crate::rcu::SnapshotCell;
-use crate::snapshot::{BuildError, Handles, Snapshot};
-use crate::supervisor::{Fault, WorkerSet};
-use crate::worker::{self, WorkerSetup};
+use crate::graph::counters::{Counters, DropReason, PublishedCounters, Stamped};
+use crate::graph::PipelineSettings;
+use crate::tables::flow::Timeouts;
+use crate::tables::neighbour::{NeighbourTable, NeighbourTimers};
+use management::Management;
+
+use crate::tables::snapshot::cell::SnapshotCell;
+use crate::tables::snapshot::{BuildError, Handles, Snapshot};
+use supervisor::{Fault, WorkerSet};
+use worker::WorkerSetup;
 
 /// Slots of each worker-to-worker handoff ring.
 const HANDOFF_RING: u32 = 1024;
@@ -144,12 +149,12 @@ pub fn pipeline_settings(config: &Config, workers: u16) -> PipelineSettings {
 
 /// Each worker's share of the appliance-wide `[limits]`: `⌈limit / workers⌉` (0 stays "no
 /// limit").
-pub fn flow_limits(config: &Config, workers: u16) -> crate::limits::FlowLimits {
+pub fn flow_limits(config: &Config, workers: u16) -> crate::tables::limits::FlowLimits {
     let l = &config.limits;
     let n = u32::from(workers.max(1));
     let capacity = u64::from(config.tables.flows_per_worker) * u64::from(n);
     let share = |v: u32| v.div_ceil(n);
-    crate::limits::FlowLimits {
+    crate::tables::limits::FlowLimits {
         flows_per_endpoint: share(l.flows_per_endpoint(capacity)),
         half_open_per_endpoint: share(l.half_open_per_endpoint(capacity)),
         flows_per_client: share(l.flows_per_client),
@@ -255,7 +260,7 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
     if let Some(f) = fault {
         log::warn!(
             "test hook {}: worker {} will fail ({:?}) {} ms after it starts",
-            crate::supervisor::FAULT_ENV,
+            supervisor::FAULT_ENV,
             f.worker,
             f.kind,
             f.after_ms
@@ -478,7 +483,7 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
         return Err(DaemonError::Worker(f.to_string()));
     }
 
-    let control = Arc::new(Control::new(
+    let control = Arc::new(Management::new(
         store,
         state_file,
         config.clone(),
@@ -487,7 +492,7 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
         handles,
         Arc::clone(&cell),
         1,
-        crate::control::DataPlane {
+        management::DataPlane {
             queries: query_tx,
             published: published.clone(),
             announced,
