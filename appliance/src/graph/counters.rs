@@ -288,6 +288,9 @@ pub struct PublishedCounters {
     /// it was forwarding with.
     at_ms: AtomicU64,
     generation: AtomicU64,
+    /// The last whole publication a reader saw: what a reader settles for when the writer
+    /// stays mid-way too long (readers only; the worker never touches it).
+    last_whole: std::sync::Mutex<Stamped>,
 }
 
 /// One publication of a worker's counters.
@@ -306,13 +309,14 @@ impl Default for PublishedCounters {
             drops: std::array::from_fn(|_| AtomicU64::new(0)),
             at_ms: AtomicU64::new(0),
             generation: AtomicU64::new(0),
+            last_whole: std::sync::Mutex::new(Stamped::default()),
         }
     }
 }
 
-/// How long a reader waits for a publication in progress before settling for a possibly
-/// torn copy: only a writer that stopped mid-way (a panic) or was descheduled that long
-/// (an overloaded, unpinned worker) can make it wait.
+/// How long a reader waits for a publication in progress before settling for the last
+/// whole one it saw: only a writer that stopped mid-way (a panic) or was descheduled that
+/// long (an overloaded, unpinned worker) can make it wait.
 const READ_PATIENCE: std::time::Duration = std::time::Duration::from_millis(100);
 
 impl PublishedCounters {
@@ -333,7 +337,10 @@ impl PublishedCounters {
         self.seq.store(seq.wrapping_add(2), Ordering::Release);
     }
 
-    /// The last whole publication.
+    /// The last whole publication: never a mix of two. When the writer stays mid-way
+    /// longer than [`READ_PATIENCE`], the last whole one any reader saw (stale, but whole:
+    /// a torn copy once made a stats reader under load see rx and tx of different
+    /// publications).
     pub fn read_stamped(&self) -> Stamped {
         let mut out = Stamped::default();
         let mut since: Option<std::time::Instant> = None;
@@ -343,6 +350,9 @@ impl PublishedCounters {
                 self.copy_into(&mut out);
                 fence(Ordering::Acquire);
                 if self.seq.load(Ordering::Relaxed) == before {
+                    if let Ok(mut last) = self.last_whole.lock() {
+                        last.clone_from(&out);
+                    }
                     return out;
                 }
             }
@@ -357,8 +367,10 @@ impl PublishedCounters {
             }
             std::thread::yield_now();
         }
-        self.copy_into(&mut out);
-        out
+        match self.last_whole.lock() {
+            Ok(last) => last.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
     }
 
     /// The last whole publication's counters.
@@ -442,5 +454,25 @@ mod tests {
         }
         writer.join().expect("writer");
         assert_eq!(p.read().rx_packets, 50_000);
+    }
+
+    /// A writer that stays mid-publication (descheduled, or gone) leaves readers the last
+    /// whole publication after their patience, not a mix of two.
+    #[test]
+    fn a_writer_stuck_mid_way_leaves_the_last_whole_publication() {
+        let p = PublishedCounters::default();
+        let c = Counters {
+            rx_packets: 5,
+            tx_packets: 5,
+            ..Counters::default()
+        };
+        p.publish(&c, 1, 1);
+        assert_eq!(p.read().rx_packets, 5);
+        // Half of the next publication: odd sequence, rx written, tx not yet.
+        p.seq.fetch_add(1, Ordering::Relaxed);
+        p.scalars[0].store(6, Ordering::Relaxed);
+        let s = p.read_stamped();
+        assert_eq!((s.counters.rx_packets, s.counters.tx_packets), (5, 5));
+        assert_eq!(s.at_ms, 1);
     }
 }
