@@ -8,7 +8,7 @@ use mgmt::config::Config;
 use super::*;
 use crate::graph::frame::VecFrame;
 use crate::wire::tcp::{TcpFlags as WireTcpFlags, TcpRepr};
-use crate::wire::udp::UdpRepr;
+use crate::wire::udp::{UdpPacket, UdpRepr};
 
 const CONSUMER_PORT: u16 = 0;
 const PROVIDER_PORT: u16 = 1;

@@ -97,6 +97,17 @@ fn data_in_blocks(bytes: &[u8], block: usize) -> u16 {
     u16::from_be(fold(acc))
 }
 
+/// [`data`] of a 20-byte IPv4 header: its words summed as five 32-bit words, then folded
+/// (the sum of 16-bit words modulo 0xFFFF is the same, in a third of the instructions).
+#[inline]
+pub fn fixed_header_sum(h: &[u8; 20]) -> u16 {
+    let mut sum = 0u64;
+    for w in h.chunks_exact(4) {
+        sum += u64::from(u32::from_be_bytes([w[0], w[1], w[2], w[3]]));
+    }
+    fold(sum)
+}
+
 /// The ones'-complement sum of several sums.
 #[inline]
 pub fn combine(sums: &[u16]) -> u16 {
@@ -278,6 +289,11 @@ mod tests {
         #[test]
         fn fast_equals_reference(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
             prop_assert_eq!(data(&bytes), reference(&bytes));
+        }
+
+        #[test]
+        fn fixed_header_sum_equals_reference(h in any::<[u8; 20]>()) {
+            prop_assert_eq!(fixed_header_sum(&h), reference(&h));
         }
 
         #[test]

@@ -378,6 +378,13 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     /// The header checksum is correct (the header sums to 0xFFFF).
     #[inline]
     pub fn verify_checksum(&self) -> bool {
+        // The option-less header (nearly every packet) as five fixed words: a third of
+        // the instructions of the general sum, on every packet the appliance receives.
+        if let Some(h) = self.header().first_chunk::<HEADER_LEN>() {
+            if self.header_len() == HEADER_LEN {
+                return checksum::fixed_header_sum(h) == 0xffff;
+            }
+        }
         checksum::data(self.header()) == 0xffff
     }
 

@@ -1,0 +1,132 @@
+//! A fixed amount of work through the graph, for instruction counts per node:
+//!
+//! ```text
+//! cargo build --release -p appliance --example graph_profile
+//! valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.out \
+//!     target/release/examples/graph_profile udp 1000 2000
+//! callgrind_annotate /tmp/cg.out | grep appliance/src/graph
+//! ```
+//!
+//! `udp FLOWS BURSTS` replays established UDP flows in bursts of 32 (as the worker does);
+//! `syn FLOWS` opens FLOWS new TCP flows in bursts of 32. The nodes live in files of their
+//! own, so callgrind's per-file totals are the per-node breakdown (inlined code is
+//! attributed to the file it comes from). It prints the packets it ran, to divide by.
+
+use std::net::Ipv4Addr;
+
+use appliance::graph::frame::VecFrame;
+use appliance::graph::{Pipeline, PipelineSettings, Verdict};
+use appliance::tables::snapshot::{Handles, Snapshot};
+use appliance::wire::ipv4::{IpProtocol, Ipv4Repr};
+use appliance::wire::tcp::{TcpFlags, TcpRepr};
+use appliance::wire::udp::UdpRepr;
+use mgmt::config::Config;
+
+const BENCH_TOML: &str = include_str!("../../scripts/bench/privlink-bench.toml");
+const MAC_C: [u8; 6] = [0x02, 0x70, 0x63, 0x61, 0x70, 0x00];
+const MAC_P: [u8; 6] = [0x02, 0, 0, 0, 0, 0xb0];
+const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 1, 0x10];
+const ENDPOINT: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 100);
+const BURST: usize = 32;
+const LEN: usize = 60;
+
+fn frame(i: u64, tcp: bool) -> [u8; LEN] {
+    let src = Ipv4Addr::from(0x0a01_0100 + u32::try_from(i / 64_000).expect("< 2^32 flows"));
+    let sport = 1024 + u16::try_from(i % 64_000).expect("< 64000");
+    let mut f = [0u8; LEN];
+    f[0..6].copy_from_slice(&MAC_C);
+    f[6..12].copy_from_slice(&CLIENT_MAC);
+    f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+    let l4_len = if tcp {
+        TcpRepr {
+            src_port: sport,
+            dst_port: 80,
+            seq_number: 1,
+            ack_number: 0,
+            flags: TcpFlags::SYN,
+            window_len: 64240,
+            urgent_at: 0,
+        }
+        .emit(&mut f[34..54], src, ENDPOINT, 0)
+        .expect("tcp");
+        20
+    } else {
+        UdpRepr {
+            src_port: sport,
+            dst_port: 9000,
+        }
+        .emit(&mut f[34..], src, ENDPOINT, 18)
+        .expect("udp");
+        26
+    };
+    Ipv4Repr {
+        src_addr: src,
+        dst_addr: ENDPOINT,
+        protocol: if tcp {
+            IpProtocol::TCP
+        } else {
+            IpProtocol::UDP
+        },
+        payload_len: l4_len,
+        ttl: 64,
+    }
+    .emit(&mut f[14..])
+    .expect("ipv4");
+    f
+}
+
+/// Runs `frames` through `p` in bursts; returns how many were forwarded.
+fn run(p: &mut Pipeline<VecFrame>, snap: &Snapshot, frames: &[[u8; LEN]]) -> usize {
+    let mut sent = 0;
+    let mut burst = Vec::with_capacity(BURST);
+    for chunk in frames.chunks(BURST) {
+        burst.extend(chunk.iter().map(|f| VecFrame::new(f)));
+        p.process_burst(snap, 0, &mut burst, 1_000, &mut |v| {
+            sent += usize::from(matches!(v, Verdict::Tx(..)))
+        });
+    }
+    sent
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let mode = args.get(1).map_or("udp", String::as_str);
+    let flows: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(1000);
+    let bursts: usize = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(1000);
+    let text = BENCH_TOML
+        .replace("@EAL_ARGS@", "\"-l\", \"0,1\"")
+        .replace("@RX_DESC@", "1024")
+        .replace("@TX_DESC@", "1024")
+        .replace("@DIR@", "/tmp/privlink-bench")
+        .replace("@FLOWS_PER_WORKER@", "1024")
+        .replace("@EXTRA_TABLES@", "");
+    let config = Config::from_toml_str(&text).expect("bench configuration");
+    let snap = Snapshot::build(
+        1,
+        &config,
+        &[MAC_C, MAC_P],
+        &[1500, 1500],
+        &config.state(),
+        &mut Handles::default(),
+    )
+    .expect("snapshot");
+    let mut settings: PipelineSettings = appliance::daemon::pipeline_settings(&config, 1);
+    settings.flow_capacity = (2 * flows).max(1024);
+    let mut p = Pipeline::new(0, settings, Box::new(|| Some(VecFrame::new(&[]))), &snap);
+    p.drain_emitted().for_each(drop);
+    let tcp = mode == "syn";
+    let frames: Vec<[u8; LEN]> = (0..flows as u64).map(|i| frame(i, tcp)).collect();
+    let created = run(&mut p, &snap, &frames);
+    if tcp {
+        println!("{created} new flows");
+        return;
+    }
+    let replay: Vec<[u8; LEN]> = frames
+        .iter()
+        .cycle()
+        .take(bursts * BURST)
+        .copied()
+        .collect();
+    let sent = run(&mut p, &snap, &replay);
+    println!("{created} flows, {sent} packets forwarded");
+}

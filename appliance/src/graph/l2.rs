@@ -1,0 +1,130 @@
+//! L2: the input side reads Ethernet and VLAN headers ([`super::context::parse_l2`]); the
+//! output node and the helpers here are the only writers of Ethernet headers: the
+//! header of an attachment in front of a routed packet, a reply's turned-around header,
+//! and the headers of what the appliance originates.
+
+use super::dispatch::Next;
+use super::*;
+
+/// The shortest Ethernet frame without FCS (IEEE 802.3 §3.2.8): what the appliance pads
+/// the frames it originates to (plus the tag on a VLAN, so the frame stays long enough
+/// when a switch strips it).
+pub(super) const MIN_FRAME_LEN: usize = 60;
+
+impl<F: Frame> Pipeline<F> {
+    /// The L2 output node: puts the header of attachment `att` in front of the packet at
+    /// `l3`, with the next hop's MAC as destination, or holds the packet while the next
+    /// hop resolves.
+    #[inline]
+    pub(super) fn route(
+        &mut self,
+        snap: &Snapshot,
+        att_idx: u16,
+        dst: u32,
+        frame: &mut F,
+        l3: usize,
+        now_ms: u64,
+    ) -> Result<Next, DropReason> {
+        let att = snap.attachment(att_idx).ok_or(DropReason::NoAttachment)?;
+        // Translations check the MTU before they rewrite (so a DF packet can be answered);
+        // this catches what they cannot answer for, such as a long translated ICMP error.
+        if frame.bytes().len().saturating_sub(l3) > usize::from(att.mtu) {
+            return Err(DropReason::TooBig);
+        }
+        let next_hop = att.next_hop(dst).ok_or(DropReason::NeighbourUnresolved)?;
+        fit_l2(frame, l3, att)?;
+        let (mac, next) = match self.neighbours.resolve(att_idx, next_hop, now_ms) {
+            Resolution::Known(mac) => (EthernetAddress(mac), Next::Tx(att.port)),
+            Resolution::Refresh(mac) => {
+                self.request(att, next_hop, now_ms);
+                (EthernetAddress(mac), Next::Tx(att.port))
+            }
+            // Held: the destination is written when the next hop answers.
+            Resolution::Request => {
+                self.request(att, next_hop, now_ms);
+                (EthernetAddress::UNSPECIFIED, Next::Hold(att_idx, next_hop))
+            }
+            Resolution::Pending => (EthernetAddress::UNSPECIFIED, Next::Hold(att_idx, next_hop)),
+            Resolution::Failed => return Err(DropReason::NeighbourUnresolved),
+        };
+        write_l2(frame.bytes_mut(), att, mac, EtherType::IPV4);
+        Ok(next)
+    }
+
+    /// Asks for `next_hop`'s MAC on `att`.
+    fn request(&mut self, att: &AttachmentView, next_hop: u32, now_ms: u64) {
+        self.send_arp(
+            att,
+            ArpOperation::REQUEST,
+            att.ip,
+            next_hop,
+            EthernetAddress::BROADCAST,
+            now_ms,
+        );
+    }
+}
+
+/// Makes room in front of the L3 packet at `l3` for the L2 header of attachment `att`
+/// (with or without its VLAN tag); the header itself is written by [`write_l2`].
+#[inline]
+pub(super) fn fit_l2<F: Frame>(
+    frame: &mut F,
+    l3: usize,
+    att: &AttachmentView,
+) -> Result<(), DropReason> {
+    let want = ethernet::HEADER_LEN + if att.vlan.is_some() { vlan::TAG_LEN } else { 0 };
+    if want > l3 {
+        if !frame.push_front(want - l3) {
+            return Err(DropReason::Malformed);
+        }
+    } else if want < l3 && !frame.pull_front(l3 - want) {
+        return Err(DropReason::Malformed);
+    }
+    Ok(())
+}
+
+/// Writes an Ethernet (and 802.1Q when the attachment has a VLAN) header at the front.
+#[inline]
+pub(super) fn write_l2(
+    bytes: &mut [u8],
+    att: &AttachmentView,
+    dst: EthernetAddress,
+    ethertype: EtherType,
+) {
+    let mut eth = EthernetFrame::new_unchecked(&mut *bytes);
+    eth.set_dst_addr(dst);
+    eth.set_src_addr(EthernetAddress(att.mac));
+    match att.vlan {
+        None => eth.set_ethertype(ethertype),
+        Some(vid) => {
+            eth.set_ethertype(EtherType::VLAN);
+            let mut tag = vlan::VlanTag::new_unchecked(&mut bytes[ethernet::HEADER_LEN..]);
+            tag.set_tci(vid);
+            tag.set_ethertype(ethertype);
+        }
+    }
+}
+
+/// Turns the L2 header around for a reply on the same attachment.
+#[inline]
+pub(super) fn reply_l2(bytes: &mut [u8], our_mac: [u8; 6]) {
+    let mut eth = EthernetFrame::new_unchecked(bytes);
+    let peer = eth.src_addr();
+    eth.set_dst_addr(peer);
+    eth.set_src_addr(EthernetAddress(our_mac));
+}
+
+/// Pads a frame the appliance originates with zeros to the shortest Ethernet frame
+/// ([`MIN_FRAME_LEN`], plus the tag when `tagged`); false if it cannot grow.
+pub(super) fn pad_frame<F: Frame>(frame: &mut F, tagged: bool) -> bool {
+    let min = MIN_FRAME_LEN + if tagged { vlan::TAG_LEN } else { 0 };
+    let len = frame.bytes().len();
+    if len >= min {
+        return true;
+    }
+    if !frame.set_len(min) {
+        return false;
+    }
+    frame.bytes_mut()[len..].fill(0);
+    true
+}

@@ -1,0 +1,300 @@
+//! Upkeep: the work that is not per packet, done between bursts a budget at a time, so
+//! that no burst waits behind it: flow expiry, re-checking flows against a new snapshot
+//! (and ending those it no longer admits), neighbour retries and the hold queue,
+//! gratuitous ARP for new addresses, and the operator's reports (`reports.rs`).
+
+use super::*;
+
+/// How often neighbour retries and the hold queue are looked at.
+pub(super) const TIMER_TICK_MS: u64 = 10;
+
+impl<F: Frame> Pipeline<F> {
+    /// A neighbour learned outside the packet path: recorded in the (shared) table as an
+    /// ARP reply would be, and this worker's packets held for it go out.
+    pub fn learn_remote(&mut self, snap: &Snapshot, n: NeighbourNews, now_ms: u64) {
+        if self
+            .neighbours
+            .learn(n.attachment, n.ip, n.mac, now_ms)
+            .is_usable()
+        {
+            self.release_held(snap, n.attachment, n.ip, n.mac);
+        }
+    }
+
+    /// A new snapshot: install static neighbours, announce new addresses (worker 0 sends
+    /// the gratuitous ARPs, once per address).
+    pub fn on_snapshot(&mut self, snap: &Snapshot) {
+        // Every flow is re-checked against the new version, a budget per poll.
+        if !self.flows.is_empty() {
+            self.revalidate = Some(0);
+        }
+        for (ai, a) in snap.attachments.iter().enumerate() {
+            let Ok(ai) = u16::try_from(ai) else { continue };
+            for &(ip, mac) in &a.static_neighbours {
+                self.neighbours.add_static(ai, ip, mac);
+            }
+        }
+        self.announce_next = 0;
+    }
+
+    /// Timer work, bounded per call: flow expiry, ARP retries, the hold queue.
+    pub fn poll(&mut self, snap: &Snapshot, now_ms: u64) {
+        // Another worker may have changed a MAC this one has cached.
+        self.neighbours.sync();
+        let Pipeline {
+            counters,
+            usage,
+            load,
+            snat,
+            ..
+        } = self;
+        self.flows.expire(now_ms, self.settings.expire_budget, |f| {
+            counters.expired_flows += 1;
+            flow_gone(usage, load, snat, counters, f, now_ms);
+        });
+        self.flows.tidy_half_open(EVICT_BUDGET);
+        self.reports_some(now_ms);
+        if let Some(start) = self.revalidate {
+            self.revalidate_some(snap, start, now_ms);
+        }
+        if self.id == 0 {
+            self.announce_some(snap, now_ms);
+        }
+        if now_ms < self.last_tick_ms + TIMER_TICK_MS {
+            return;
+        }
+        self.last_tick_ms = now_ms;
+        let mut deferred = [None; crate::tables::neighbour::DEFERRED];
+        let mut n = 0;
+        self.neighbours.retry_deferred(now_ms, |att, ip, mac| {
+            if let Some(d) = deferred.get_mut(n) {
+                *d = Some((att, ip, mac));
+                n += 1;
+            }
+        });
+        for (att, ip, mac) in deferred.into_iter().flatten() {
+            self.release_held(snap, att, ip, mac);
+        }
+        self.tick_held(snap, now_ms);
+    }
+
+    /// Looks every held packet's next hop up again: what another worker learned (the ARP
+    /// reply may have arrived on its queue) releases them here; a retry that is due is
+    /// sent (by whichever worker claims it first); a failed one drops them. Bounded by the
+    /// hold queue's capacity.
+    fn tick_held(&mut self, snap: &Snapshot, now_ms: u64) {
+        if self.held.is_empty() {
+            return;
+        }
+        let t = self.settings.neighbour_timers;
+        let max_hold = t.retry_ms.saturating_mul(u64::from(t.tries) + 1);
+        std::mem::swap(&mut self.held, &mut self.held_scratch);
+        // Held packets mostly wait for one next hop: decide once per run of them.
+        let mut last: Option<((u16, u32), Resolution)> = None;
+        while let Some(mut h) = self.held_scratch.pop_front() {
+            if now_ms.saturating_sub(h.since_ms) > max_hold {
+                self.counters.drop(DropReason::NeighbourUnresolved);
+                continue;
+            }
+            let hop = (h.attachment, h.next_hop);
+            let r = match last {
+                Some((k, r)) if k == hop => r,
+                _ => {
+                    let r = self.neighbours.resolve(hop.0, hop.1, now_ms);
+                    if matches!(r, Resolution::Request | Resolution::Refresh(_)) {
+                        if let Some(a) = snap.attachment(hop.0) {
+                            let ip = a.ip;
+                            self.send_arp(
+                                a,
+                                ArpOperation::REQUEST,
+                                ip,
+                                hop.1,
+                                EthernetAddress::BROADCAST,
+                                now_ms,
+                            );
+                        }
+                    }
+                    last = Some((hop, r));
+                    r
+                }
+            };
+            match r {
+                Resolution::Known(mac) | Resolution::Refresh(mac) => {
+                    match snap.attachment(hop.0).map(|a| a.port) {
+                        Some(port) => {
+                            EthernetFrame::new_unchecked(h.frame.bytes_mut())
+                                .set_dst_addr(EthernetAddress(mac));
+                            self.emitted.push((port, h.frame));
+                        }
+                        None => self.counters.drop(DropReason::NoAttachment),
+                    }
+                }
+                Resolution::Request | Resolution::Pending => self.held.push_back(h),
+                Resolution::Failed => self.counters.drop(DropReason::NeighbourUnresolved),
+            }
+        }
+    }
+
+    pub(super) fn hold(&mut self, frame: F, attachment: u16, next_hop: u32, now_ms: u64) {
+        if self.held.len() >= self.settings.hold_capacity {
+            self.counters.drop(DropReason::NeighbourUnresolved);
+            return;
+        }
+        self.held.push_back(Held {
+            frame,
+            attachment,
+            next_hop,
+            since_ms: now_ms,
+        });
+    }
+
+    pub(super) fn release_held(&mut self, snap: &Snapshot, att_idx: u16, ip: u32, mac: [u8; 6]) {
+        if self.held.is_empty() {
+            return;
+        }
+        let port = snap.attachment(att_idx).map(|a| a.port);
+        std::mem::swap(&mut self.held, &mut self.held_scratch);
+        while let Some(mut h) = self.held_scratch.pop_front() {
+            if h.attachment == att_idx && h.next_hop == ip {
+                if let Some(port) = port {
+                    EthernetFrame::new_unchecked(h.frame.bytes_mut())
+                        .set_dst_addr(EthernetAddress(mac));
+                    self.emitted.push((port, h.frame));
+                }
+            } else {
+                self.held.push_back(h);
+            }
+        }
+    }
+
+    /// Gratuitous ARPs for addresses new in this snapshot, a few per poll.
+    fn announce_some(&mut self, snap: &Snapshot, now_ms: u64) {
+        const PER_POLL: usize = 16;
+        let list = &snap.announce;
+        let end = (self.announce_next + PER_POLL).min(list.len());
+        for &(att, ip) in &list[self.announce_next..end] {
+            if let Some(a) = snap.attachment(att) {
+                self.send_arp(
+                    a,
+                    ArpOperation::REQUEST,
+                    ip,
+                    ip,
+                    EthernetAddress::BROADCAST,
+                    now_ms,
+                );
+            }
+        }
+        self.announce_next = end;
+        if end == list.len() {
+            self.announced_generation = snap.generation;
+        }
+    }
+
+    /// The generation whose gratuitous ARPs this worker (worker 0) last sent in full.
+    pub fn announced_generation(&self) -> u64 {
+        self.announced_generation
+    }
+
+    /// Re-checks a budget of flow slots from `start` against `snap`; flows whose endpoint,
+    /// target or access rules no longer admit them are ended.
+    fn revalidate_some(&mut self, snap: &Snapshot, start: u32, now_ms: u64) {
+        let cap = u32::try_from(self.flows.capacity()).unwrap_or(u32::MAX);
+        let budget = u32::try_from(self.settings.expire_budget.max(1) * 4).unwrap_or(256);
+        let end = start.saturating_add(budget).min(cap);
+        for id in start..end {
+            let Some(flow) = self.flows.get(id).copied() else {
+                continue;
+            };
+            if !flow_still_admitted(snap, &flow) {
+                self.end_flow(snap, id, now_ms);
+            }
+        }
+        self.revalidate = (end < cap).then_some(end);
+    }
+
+    /// Ends flow `id` now: removes it and, for TCP, resets both sides with sequence
+    /// numbers they accept (the last acknowledgement each side sent).
+    fn end_flow(&mut self, snap: &Snapshot, id: FlowId, now_ms: u64) {
+        let Some(flow) = self.flows.remove(id) else {
+            return;
+        };
+        self.flow_gone(&flow, now_ms);
+        self.counters.drop(DropReason::FlowEnded);
+        let open = !matches!(
+            flow.tcp,
+            crate::tables::flow::TcpState::Closed
+                | crate::tables::flow::TcpState::TimeWaitConsumer
+                | crate::tables::flow::TcpState::TimeWaitProvider
+        );
+        if flow.fwd.proto != PROTO_TCP || !open {
+            return;
+        }
+        let (f, r) = (flow.fwd, flow.rev);
+        // To the consumer, from the endpoint.
+        self.send_rst(
+            snap,
+            f.vpc,
+            (f.dst_ip, f.dst_port),
+            (f.src_ip, f.src_port),
+            flow.ack_fwd,
+            now_ms,
+        );
+        // To the target, from the SNAT address.
+        self.send_rst(
+            snap,
+            r.vpc,
+            (r.dst_ip, r.dst_port),
+            (r.src_ip, r.src_port),
+            flow.ack_rev,
+            now_ms,
+        );
+    }
+
+    /// Bookkeeping of a flow that ended (expired, replaced, ended by a change).
+    pub(super) fn flow_gone(&mut self, old: &Flow, now_ms: u64) {
+        flow_gone(
+            &mut self.usage,
+            &mut self.load,
+            &mut self.snat,
+            &mut self.counters,
+            old,
+            now_ms,
+        );
+    }
+}
+
+/// Everything a flow's end changes besides the table: its endpoint's usage, the
+/// per-consumer gauges, the quarantine of its SNAT port.
+pub(super) fn flow_gone(
+    usage: &mut reports::Usage,
+    load: &mut ConsumerLoad,
+    snat: &mut SnatPorts,
+    counters: &mut Counters,
+    f: &Flow,
+    now_ms: u64,
+) {
+    let u = usage.fold(f);
+    load.flow_ended(f, &mut u.load);
+    if !snat.flow_ended(f, now_ms) {
+        counters.snat_quarantine_full += 1;
+    }
+}
+
+/// Whether what admitted `flow` still stands in `snap`: its endpoint exists and forwards,
+/// its target is still in the listener (registered or draining), and the endpoint's
+/// security groups and policy still admit it.
+pub(super) fn flow_still_admitted(snap: &Snapshot, flow: &Flow) -> bool {
+    let (f, r) = (&flow.fwd, &flow.rev);
+    let Some(e) = snap.endpoint_by_handle(flow.endpoint) else {
+        return false;
+    };
+    if !e.forwards || e.ip != f.dst_ip {
+        return false;
+    }
+    let Some(s) = snap.service_by_handle(flow.service) else {
+        return false;
+    };
+    s.has_target(f.proto, f.dst_port, r.src_ip, r.src_port)
+        && s.snat.contains(&r.dst_ip)
+        && e.admits(f.src_ip, f.proto, f.dst_port).is_ok()
+}
