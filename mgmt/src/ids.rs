@@ -36,9 +36,9 @@ pub enum ValueKind {
     EndpointState,
     /// [`crate::model::TargetState`]
     TargetState,
-    /// [`crate::model::Ipv4Net`]
+    /// [`crate::net::Ipv4Net`]
     Ipv4Net,
-    /// [`crate::model::MacAddr`]
+    /// [`crate::net::MacAddr`]
     MacAddr,
     /// [`crate::config::FileMode`]
     FileMode,

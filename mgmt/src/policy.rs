@@ -24,7 +24,7 @@ use std::net::Ipv4Addr;
 use serde_json::{Map, Value};
 
 use crate::ids::AccountId;
-use crate::model::Ipv4Net;
+use crate::net::Ipv4Net;
 
 /// The error code a malformed document is answered with.
 pub const POLICY_ERROR_CODE: &str = "InvalidPolicyDocument";

@@ -1,18 +1,10 @@
-use std::net::Ipv4Addr;
+use std::collections::BTreeSet;
+use std::path::PathBuf;
 
+use super::validate::is_prime;
 use super::*;
-use crate::model::{Listener, Principal, Protocol, Target};
-
-fn p<T: FromStr>(s: &str) -> T
-where
-    T::Err: fmt::Debug,
-{
-    s.parse().unwrap()
-}
-
-fn ip(s: &str) -> Ipv4Addr {
-    p(s)
-}
+use crate::model::{EndpointState, Listener, Principal, Protocol, Target, ValueKind};
+use crate::testing::{ip, p};
 
 /// Validates `config`, expecting an error at `path` whose message is exactly `message`
 /// (the full Display, `<path>: <problem>`).
@@ -472,106 +464,6 @@ fn load_names_the_file() {
         "{e}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
-}
-
-// --- EAL lcores ----------------------------------------------------------------------------
-
-fn eal(args: &[&str]) -> Result<EalLcores, ConfigError> {
-    EalConfig {
-        args: args.iter().map(|s| s.to_string()).collect(),
-        no_huge_fallback: true,
-    }
-    .lcores()
-}
-
-fn enabled(args: &[&str]) -> (Vec<u32>, u32) {
-    let l = eal(args).unwrap();
-    (l.enabled.unwrap().into_iter().collect(), l.main)
-}
-
-#[test]
-fn eal_lcore_arguments() {
-    assert_eq!(
-        eal(&["--no-pci"]).unwrap(),
-        EalLcores {
-            enabled: None,
-            main: 0
-        }
-    );
-    assert_eq!(enabled(&["-l", "0,1"]), (vec![0, 1], 0));
-    assert_eq!(enabled(&["-l2-4,7"]), (vec![2, 3, 4, 7], 2));
-    assert_eq!(enabled(&["-c", "0x6"]), (vec![1, 2], 1));
-    assert_eq!(enabled(&["-c", "f0"]), (vec![4, 5, 6, 7], 4));
-    assert_eq!(
-        enabled(&["--lcores=(0-1)@0,2@(1,2),5"]),
-        (vec![0, 1, 2, 5], 0)
-    );
-    assert_eq!(enabled(&["--lcores", "3@1,4@2"]), (vec![3, 4], 3));
-    assert_eq!(
-        enabled(&["-l", "0-3", "--main-lcore", "2"]),
-        (vec![0, 1, 2, 3], 2)
-    );
-    assert_eq!(
-        enabled(&["-l", "0-3", "--main-lcore=3"]),
-        (vec![0, 1, 2, 3], 3)
-    );
-    assert_eq!(eal(&["--main-lcore", "5"]).unwrap().main, 5);
-    // Other options, with or without values, are left alone.
-    let other = [
-        "--vdev=net_tap0,iface=x",
-        "-n",
-        "4",
-        "--log-level",
-        "lib.eal:debug",
-    ];
-    assert_eq!(
-        eal(&other).unwrap(),
-        EalLcores {
-            enabled: None,
-            main: 0
-        }
-    );
-}
-
-#[test]
-fn eal_lcore_argument_errors() {
-    let cases: [(&[&str], &str, &str); 7] = [
-        (&["-l"], "eal.args[0]", "\"-l\": the value is missing"),
-        (
-            &["--no-pci", "-l", "0,x"],
-            "eal.args[2]",
-            "\"0,x\": cannot read this lcore list",
-        ),
-        (
-            &["-l", "3-1"],
-            "eal.args[1]",
-            "\"3-1\": cannot read this lcore list",
-        ),
-        (
-            &["-l", "0-5000"],
-            "eal.args[1]",
-            "\"0-5000\": cannot read this lcore list",
-        ),
-        (
-            &["-c", "0xg"],
-            "eal.args[1]",
-            "\"0xg\": cannot read this core mask",
-        ),
-        (
-            &["--lcores=(0-1@0"],
-            "eal.args[0]",
-            "\"(0-1@0\": cannot read this lcore map",
-        ),
-        (
-            &["-l", "0,1", "--main-lcore", "4"],
-            "eal.args[3]",
-            "\"4\": the main lcore is not an enabled lcore",
-        ),
-    ];
-    for (args, path, problem) in cases {
-        let e = eal(args).unwrap_err();
-        assert_eq!(e.to_string(), format!("{path}: {problem}"), "{args:?}");
-    }
 }
 
 // --- validation, one test per check --------------------------------------------------------

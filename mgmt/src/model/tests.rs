@@ -1,20 +1,10 @@
 use super::*;
+use crate::testing::{ip, p};
 
 const CONSUMER: &str = "vpc-0c0000000000000c1";
 const PROVIDER: &str = "vpc-0b0000000000000b1";
 const SERVICE: &str = "vpce-svc-0d0000000000000d1";
 const ENDPOINT: &str = "vpce-0e0000000000000e1";
-
-fn p<T: FromStr>(s: &str) -> T
-where
-    T::Err: fmt::Debug,
-{
-    s.parse().unwrap()
-}
-
-fn ip(s: &str) -> Ipv4Addr {
-    p(s)
-}
 
 fn attachment(vpc: &str, account: &str, port: &str, address: &str) -> VpcAttachment {
     VpcAttachment {
@@ -106,80 +96,6 @@ fn expect_attachments(atts: &[VpcAttachment], path: &str, message: &str, code: &
 }
 
 // --- values ----------------------------------------------------------------------------
-
-#[test]
-fn ipv4_net() {
-    let n: Ipv4Net = p("10.1.0.1/24");
-    assert_eq!((n.addr(), n.prefix_len()), (ip("10.1.0.1"), 24));
-    assert_eq!(n.to_string(), "10.1.0.1/24");
-    assert_eq!(n.network(), ip("10.1.0.0"));
-    assert_eq!(n.broadcast(), ip("10.1.0.255"));
-    assert_eq!(n.netmask(), ip("255.255.255.0"));
-    assert_eq!(n.trunc().to_string(), "10.1.0.0/24");
-    assert!(n.contains(ip("10.1.0.0")) && n.contains(ip("10.1.0.255")));
-    assert!(!n.contains(ip("10.1.1.0")) && !n.contains(ip("10.0.255.255")));
-
-    let all: Ipv4Net = p("0.0.0.0/0");
-    assert!(all.contains(ip("255.255.255.255")));
-    assert_eq!(all.broadcast(), ip("255.255.255.255"));
-    let host: Ipv4Net = p("10.1.0.7/32");
-    assert!(host.contains(ip("10.1.0.7")) && !host.contains(ip("10.1.0.6")));
-    assert_eq!(
-        (host.network(), host.broadcast()),
-        (ip("10.1.0.7"), ip("10.1.0.7"))
-    );
-    assert!(Ipv4Net::new(ip("10.0.0.1"), 33).is_none());
-
-    for s in [
-        "10.1.0.1",
-        "10.1.0.1/",
-        "10.1.0.1/33",
-        "10.1.0.1/+8",
-        "10.1.0.1/024",
-        "10.1.0/24",
-        "10.1.0.01/24",
-        "/24",
-        "10.1.0.1/24/1",
-    ] {
-        let e = s.parse::<Ipv4Net>().expect_err(s);
-        assert_eq!(e.kind(), ValueKind::Ipv4Net);
-    }
-    assert_eq!(
-        serde_json::to_string(&n).unwrap(),
-        "\"10.1.0.1/24\"",
-        "text form in JSON"
-    );
-}
-
-#[test]
-fn mac_addr() {
-    let m: MacAddr = p("02:00:00:00:00:01");
-    assert_eq!(m.octets(), [2, 0, 0, 0, 0, 1]);
-    assert!(m.is_unicast());
-    assert_eq!(
-        p::<MacAddr>("AA:BB:CC:DD:EE:FF").to_string(),
-        "aa:bb:cc:dd:ee:ff"
-    );
-    assert!(!p::<MacAddr>("01:00:5e:00:00:01").is_unicast());
-    assert!(!p::<MacAddr>("ff:ff:ff:ff:ff:ff").is_unicast());
-    assert!(!p::<MacAddr>("00:00:00:00:00:00").is_unicast());
-    for s in [
-        "",
-        "02:00:00:00:00",
-        "02:00:00:00:00:01:02",
-        "02-00-00-00-00-01",
-        "2:00:00:00:00:01",
-        "02:00:00:00:00:0g",
-        "020000000001",
-        "02:00:00:00:00:+1",
-    ] {
-        assert_eq!(
-            s.parse::<MacAddr>().unwrap_err().kind(),
-            ValueKind::MacAddr,
-            "{s}"
-        );
-    }
-}
 
 #[test]
 fn protocol() {

@@ -10,9 +10,10 @@ use serde_json::{Map, Value};
 
 use super::ApiError;
 use crate::model::{
-    AccountId, EndpointId, Ipv4Net, ParseError, Principal, Protocol, SecurityGroupId, ServiceId,
+    AccountId, EndpointId, ParseError, Principal, Protocol, SecurityGroupId, ServiceId,
     ServiceName, VpcId,
 };
+use crate::net::Ipv4Net;
 use crate::policy::parse_account;
 
 /// A value that can be read from an argument string.

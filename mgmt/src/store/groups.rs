@@ -4,7 +4,8 @@ use serde_json::{json, Value};
 
 use super::args::{parse_at, Args};
 use super::{group_not_found, ApiError, Tx};
-use crate::model::{IngressRule, Ipv4Net, RuleProtocol, SecurityGroup, SecurityGroupId};
+use crate::model::{IngressRule, RuleProtocol, SecurityGroup, SecurityGroupId};
+use crate::net::Ipv4Net;
 
 /// Longest group name and description, as in the cloud.
 const MAX_NAME: usize = 255;

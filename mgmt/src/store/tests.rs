@@ -3,7 +3,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::*;
-use crate::model::{IngressRule, Ipv4Net, Protocol, RuleProtocol, SecurityGroup, StaticNeighbour};
+use crate::model::{IngressRule, Protocol, RuleProtocol, SecurityGroup, StaticNeighbour};
+use crate::net::Ipv4Net;
 
 const C: &str = "111111111111";
 const P: &str = "222222222222";

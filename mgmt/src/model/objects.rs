@@ -1,0 +1,573 @@
+//! The objects and the values their fields take, with their serde form and the queries
+//! callers make of them.
+//!
+//! Plain data: nothing here checks how objects relate to each other (that is
+//! `validate`'s job), so a value of these types may be invalid as a whole.
+
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{
+    serde_as_string, service_name, AccountId, EndpointId, ParseError, SecurityGroupId, ServiceId,
+    ValueKind, VpcId,
+};
+use crate::net::{Ipv4Net, MacAddr};
+
+// ---------------------------------------------------------------------------------------
+// Enumerations
+
+/// Declares `as_str`, `Display` and `FromStr` for a unit-only enum, spelt like its serde form.
+macro_rules! text_enum {
+    ($ty:ident, $kind:ident, { $($variant:ident => $text:literal),+ $(,)? }) => {
+        impl $ty {
+            /// The value as it is serialised.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $text),+
+                }
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $ty {
+            type Err = ParseError;
+            fn from_str(s: &str) -> Result<Self, ParseError> {
+                match s {
+                    $($text => Ok(Self::$variant),)+
+                    _ => Err(ParseError::new(ValueKind::$kind, s)),
+                }
+            }
+        }
+    };
+}
+
+/// A listener's transport protocol. Serialised `"tcp"` / `"udp"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Protocol {
+    /// TCP, IP protocol 6.
+    Tcp,
+    /// UDP, IP protocol 17.
+    Udp,
+}
+
+impl Protocol {
+    /// The IP protocol number (the IPv4 header's protocol field).
+    pub const fn number(self) -> u8 {
+        match self {
+            Self::Tcp => 6,
+            Self::Udp => 17,
+        }
+    }
+
+    /// The protocol with this IP protocol number, if it is one a listener can have.
+    pub const fn from_number(number: u8) -> Option<Self> {
+        match number {
+            6 => Some(Self::Tcp),
+            17 => Some(Self::Udp),
+            _ => None,
+        }
+    }
+}
+
+text_enum!(Protocol, Protocol, { Tcp => "tcp", Udp => "udp" });
+
+/// A target's registration state. Serialised `"registered"` / `"draining"`.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(rename_all = "camelCase")]
+pub enum TargetState {
+    /// Takes new flows (if its weight is non-zero).
+    #[default]
+    Registered,
+    /// Takes no new flows; its existing flows continue until they end or the drain delay
+    /// passes.
+    Draining,
+}
+
+text_enum!(TargetState, TargetState, { Registered => "registered", Draining => "draining" });
+
+/// An interface endpoint's state, spelt as the cloud spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum EndpointState {
+    /// `pendingAcceptance`: created, waiting for the service owner to accept it.
+    PendingAcceptance,
+    /// `available`: accepted; traffic flows.
+    Available,
+    /// `rejected`: the service owner rejected it.
+    Rejected,
+    /// `deleting`: being deleted; no new traffic.
+    Deleting,
+    /// `deleted`: gone; kept only to be described. Holds no address.
+    Deleted,
+    /// `failed`: could not be set up.
+    Failed,
+}
+
+impl EndpointState {
+    /// Whether the data plane forwards traffic for an endpoint in this state: only
+    /// `available` does.
+    pub const fn forwards(self) -> bool {
+        matches!(self, Self::Available)
+    }
+
+    /// Whether an endpoint in this state still holds its IP address in its VPC (every
+    /// state but `deleted`).
+    pub const fn holds_address(self) -> bool {
+        !matches!(self, Self::Deleted)
+    }
+
+    /// Whether an endpoint in this state needs its service to exist: a `failed` endpoint
+    /// (its service was deleted), and one `deleting` or `deleted`, may outlive it, to be
+    /// described.
+    pub const fn needs_service(self) -> bool {
+        !matches!(self, Self::Failed | Self::Deleting | Self::Deleted)
+    }
+}
+
+text_enum!(EndpointState, EndpointState, {
+    PendingAcceptance => "pendingAcceptance",
+    Available => "available",
+    Rejected => "rejected",
+    Deleting => "deleting",
+    Deleted => "deleted",
+    Failed => "failed",
+});
+
+/// Who may connect an endpoint to a service: one account, or everyone (`"*"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Principal {
+    /// `"*"`: every account.
+    Any,
+    /// One account.
+    Account(AccountId),
+}
+
+impl Principal {
+    /// Whether this principal covers `account`.
+    pub fn allows(self, account: AccountId) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Account(a) => a == account,
+        }
+    }
+}
+
+impl FromStr for Principal {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        if s == "*" {
+            Ok(Self::Any)
+        } else {
+            s.parse()
+                .map(Self::Account)
+                .map_err(|_| ParseError::new(ValueKind::Principal, s))
+        }
+    }
+}
+
+impl fmt::Display for Principal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Any => f.write_str("*"),
+            Self::Account(a) => a.fmt(f),
+        }
+    }
+}
+
+serde_as_string!(Principal, "\"*\" or a 12-digit account id string");
+
+// ---------------------------------------------------------------------------------------
+// Objects
+
+/// One backend of a listener, `ip:port` in (or, through the gateway, beyond) the provider
+/// VPC.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    /// The backend's address.
+    pub ip: Ipv4Addr,
+    /// The backend's port, non-zero.
+    pub port: u16,
+    /// Relative share of new flows; default 1. 0 = takes no new flows (existing ones go on).
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// Registration state; default `registered`.
+    #[serde(default)]
+    pub state: TargetState,
+    /// When deregistration started (unix seconds), while `draining`; the target is
+    /// removed once the deregistration delay has passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deregistered_at: Option<u64>,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+impl Target {
+    /// A registered target of weight 1.
+    pub fn new(ip: Ipv4Addr, port: u16) -> Self {
+        Self {
+            ip,
+            port,
+            weight: 1,
+            state: TargetState::Registered,
+            deregistered_at: None,
+        }
+    }
+
+    /// `ip:port`.
+    pub fn addr(&self) -> SocketAddrV4 {
+        SocketAddrV4::new(self.ip, self.port)
+    }
+
+    /// Whether the load balancer may send it a new flow (registered and weight > 0).
+    pub fn takes_new_flows(&self) -> bool {
+        self.state == TargetState::Registered && self.weight > 0
+    }
+}
+
+/// One listener of a service: traffic to an endpoint on `protocol`/`port` is forwarded to
+/// this listener's own target group (as an NLB listener forwards to its target group).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    /// Transport protocol.
+    pub protocol: Protocol,
+    /// Port on the endpoint address, non-zero; unique per protocol within a service.
+    pub port: u16,
+    /// The target group.
+    #[serde(default)]
+    pub targets: Vec<Target>,
+}
+
+/// An endpoint service: what a provider offers to consumers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    /// `vpce-svc-…`.
+    pub id: ServiceId,
+    /// The provider account; must own `vpc_id`.
+    pub owner: AccountId,
+    /// The provider VPC, where the targets and SNAT addresses are.
+    pub vpc_id: VpcId,
+    /// Listeners, unique by (protocol, port).
+    #[serde(default)]
+    pub listeners: Vec<Listener>,
+    /// Addresses the appliance owns in the provider VPC, as the source of forwarded
+    /// traffic; at least one.
+    #[serde(default)]
+    pub snat_addresses: Vec<Ipv4Addr>,
+    /// Whether a new endpoint waits in `pendingAcceptance` until the owner accepts it;
+    /// default true, as in the cloud.
+    #[serde(default = "default_true")]
+    pub acceptance_required: bool,
+    /// Who may create endpoints to this service (besides the owner).
+    #[serde(default)]
+    pub allowed_principals: Vec<Principal>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl Service {
+    /// `com.privlink.vpce.<region>.<id>`.
+    pub fn name(&self, region: &str) -> String {
+        service_name(region, self.id)
+    }
+
+    /// The listener for `protocol`/`port`, if any.
+    pub fn listener(&self, protocol: Protocol, port: u16) -> Option<&Listener> {
+        self.listeners
+            .iter()
+            .find(|l| l.protocol == protocol && l.port == port)
+    }
+
+    /// Whether `account` may create an endpoint to this service: the owner, or an account
+    /// an allowed principal covers. Checked when an endpoint is created, not by
+    /// [`State::validate`]: removing a permission leaves existing endpoints connected, as
+    /// in the cloud.
+    pub fn allows(&self, account: AccountId) -> bool {
+        account == self.owner || self.allowed_principals.iter().any(|p| p.allows(account))
+    }
+}
+
+/// An interface endpoint: a consumer's private address for a service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    /// `vpce-…`.
+    pub id: EndpointId,
+    /// The consumer account; must own `vpc_id`.
+    pub owner: AccountId,
+    /// The consumer VPC the address is in.
+    pub vpc_id: VpcId,
+    /// The service it connects to.
+    pub service_id: ServiceId,
+    /// The endpoint's address in the consumer VPC.
+    pub ip: Ipv4Addr,
+    /// Lifecycle state; only `available` forwards.
+    pub state: EndpointState,
+    /// Security groups applied to traffic into the endpoint (may be empty for now).
+    #[serde(default)]
+    pub security_group_ids: Vec<SecurityGroupId>,
+    /// The endpoint policy document, kept raw (as given) and compiled by
+    /// [`crate::policy::Policy::parse`]; [`State::validate`] checks that it compiles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<serde_json::Value>,
+    /// When it was created, unix seconds; 0 = unknown (declared in the configuration).
+    #[serde(default)]
+    pub created_at: u64,
+    /// When its deletion was asked for (unix seconds), while `deleting` or `deleted`: it
+    /// is `deleted` from the next second on, and forgotten an hour later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<u64>,
+}
+
+/// The protocol of a security group ingress rule. Serialised as EC2 spells it: `"tcp"`,
+/// `"udp"`, `"icmp"`, or `"-1"` for every protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum RuleProtocol {
+    /// TCP (6), ports `from_port..=to_port`.
+    #[serde(rename = "tcp")]
+    Tcp,
+    /// UDP (17), ports `from_port..=to_port`.
+    #[serde(rename = "udp")]
+    Udp,
+    /// ICMP (1); ports are ignored.
+    #[serde(rename = "icmp")]
+    Icmp,
+    /// `-1`: every protocol; ports are ignored.
+    #[serde(rename = "-1")]
+    All,
+}
+
+impl RuleProtocol {
+    /// The value as it is serialised.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Udp => "udp",
+            Self::Icmp => "icmp",
+            Self::All => "-1",
+        }
+    }
+
+    /// Whether the rule's port range applies (TCP and UDP only).
+    pub const fn has_ports(self) -> bool {
+        matches!(self, Self::Tcp | Self::Udp)
+    }
+}
+
+impl fmt::Display for RuleProtocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One ingress rule of a security group: traffic from `cidr` on `protocol` (and, for TCP
+/// and UDP, a destination port in `from_port..=to_port`) may reach the endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngressRule {
+    /// The protocol.
+    pub protocol: RuleProtocol,
+    /// First destination port (TCP/UDP); 0 otherwise.
+    #[serde(default)]
+    pub from_port: u16,
+    /// Last destination port (TCP/UDP), at least `from_port`; 0 otherwise.
+    #[serde(default)]
+    pub to_port: u16,
+    /// Allowed source prefix, in network form (`10.1.0.0/24`).
+    pub cidr: Ipv4Net,
+}
+
+impl IngressRule {
+    /// Whether a packet of IP protocol `proto_number` to `dst_port` from `src` is allowed
+    /// by this rule. For `icmp` and `-1` the port is ignored.
+    pub fn matches(&self, proto_number: u8, dst_port: u16, src: Ipv4Addr) -> bool {
+        if !self.cidr.contains(src) {
+            return false;
+        }
+        let in_range = || (self.from_port..=self.to_port).contains(&dst_port);
+        match self.protocol {
+            RuleProtocol::Tcp => proto_number == 6 && in_range(),
+            RuleProtocol::Udp => proto_number == 17 && in_range(),
+            RuleProtocol::Icmp => proto_number == 1,
+            RuleProtocol::All => true,
+        }
+    }
+}
+
+/// A security group: a set of ingress rules in one VPC, applied to the endpoints that
+/// name it. Traffic into an endpoint with groups must match a rule of one of them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityGroup {
+    /// `sg-…`.
+    pub id: SecurityGroupId,
+    /// The owning account; must own `vpc_id`.
+    pub owner: AccountId,
+    /// The VPC it belongs to.
+    pub vpc_id: VpcId,
+    /// Its name, unique within the VPC.
+    pub name: String,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+    /// Ingress rules; none = nothing is allowed in.
+    #[serde(default)]
+    pub ingress: Vec<IngressRule>,
+}
+
+impl SecurityGroup {
+    /// Whether some rule allows the packet (see [`IngressRule::matches`]).
+    pub fn allows(&self, proto_number: u8, dst_port: u16, src: Ipv4Addr) -> bool {
+        self.ingress
+            .iter()
+            .any(|r| r.matches(proto_number, dst_port, src))
+    }
+}
+
+/// An account and the local users that act as it on the management socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Account {
+    /// The 12-digit id.
+    pub id: AccountId,
+    /// A human name for tables and logs.
+    #[serde(default)]
+    pub name: String,
+    /// Unix uids (socket peer credentials) that act as this account; a uid maps to at most
+    /// one account.
+    #[serde(default)]
+    pub uids: Vec<u32>,
+}
+
+/// A neighbour whose MAC address is configured rather than learnt by ARP.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticNeighbour {
+    /// Its address, inside the attachment's prefix.
+    pub ip: Ipv4Addr,
+    /// Its Ethernet address, unicast.
+    pub mac: MacAddr,
+}
+
+/// A VPC attachment: one DPDK port, optionally one 802.1Q VLAN on it, bound to one VPC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VpcAttachment {
+    /// The VPC; unique among attachments.
+    pub vpc_id: VpcId,
+    /// The account that owns the VPC.
+    pub account: AccountId,
+    /// The DPDK device name of the port it is on.
+    pub port: String,
+    /// The VLAN id, 1..=4094; none = untagged. (port, vlan) is unique.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
+    /// The appliance's own address in the VPC and the prefix it is on.
+    pub address: Ipv4Net,
+    /// The next hop for targets outside the prefix; inside the prefix. Without one, every
+    /// target must be on-link.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<Ipv4Addr>,
+    /// Neighbours not resolved by ARP.
+    #[serde(default)]
+    pub static_neighbours: Vec<StaticNeighbour>,
+    /// Lowers the MSS option of TCP SYN and SYN-ACK segments crossing this attachment to
+    /// this value, as the cloud does ([`MSS_CLAMP_RANGE`]); none = leave it alone. A flow
+    /// gets the lower of its two attachments' clamps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mss_clamp: Option<u16>,
+}
+
+/// The MSS clamps an attachment accepts: 536 is the MSS every host must accept (RFC 9293
+/// §3.7.1), 9000 a jumbo frame's worth.
+pub const MSS_CLAMP_RANGE: std::ops::RangeInclusive<u16> = 536..=9000;
+
+/// The set of services and endpoints that a data-plane snapshot is built from, and what
+/// the management plane must remember with them (idempotency tokens, the declared objects
+/// last applied from the configuration file).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct State {
+    /// Endpoint services.
+    pub services: Vec<Service>,
+    /// Interface endpoints.
+    pub endpoints: Vec<Endpoint>,
+    /// Security groups, applied to endpoints.
+    pub security_groups: Vec<SecurityGroup>,
+    /// `ClientToken`s of create requests and what they answered, for 24 hours.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub client_tokens: Vec<ClientToken>,
+    /// The objects the configuration file declared when it was last applied: a start or
+    /// a reload applies only what changed in the file since (see [`Declared`]). `None` in
+    /// a state saved before this was kept: then the state is the truth and the file's
+    /// current declarations become the baseline.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub declared: Option<Declared>,
+}
+
+/// The objects a configuration file declares (`[[services]]`, `[[endpoints]]`,
+/// `[[security_groups]]`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Declared {
+    /// Declared services.
+    pub services: Vec<Service>,
+    /// Declared endpoints.
+    pub endpoints: Vec<Endpoint>,
+    /// Declared security groups.
+    pub security_groups: Vec<SecurityGroup>,
+}
+
+/// One `ClientToken` of a create request: who sent it, a fingerprint of the arguments, and
+/// the answer, so a retry with the same token and arguments gets the same answer (and no
+/// second object), and the same token with other arguments is refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientToken {
+    /// Whose token: the caller's account id, or `admin`.
+    pub scope: String,
+    /// The token, 1 to 64 printable ASCII characters.
+    pub token: String,
+    /// The operation it was sent with.
+    pub op: String,
+    /// FNV-1a 64 of the canonical JSON of the other arguments, 16 hex digits.
+    pub fingerprint: String,
+    /// The answer of the first request.
+    pub response: serde_json::Value,
+    /// When it was first used, unix seconds.
+    pub created_at: u64,
+}
+
+impl State {
+    /// The service with this id.
+    pub fn service(&self, id: ServiceId) -> Option<&Service> {
+        self.services.iter().find(|s| s.id == id)
+    }
+
+    /// The endpoint with this id.
+    pub fn endpoint(&self, id: EndpointId) -> Option<&Endpoint> {
+        self.endpoints.iter().find(|e| e.id == id)
+    }
+
+    /// The security group with this id.
+    pub fn security_group(&self, id: SecurityGroupId) -> Option<&SecurityGroup> {
+        self.security_groups.iter().find(|g| g.id == id)
+    }
+}

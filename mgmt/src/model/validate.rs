@@ -1,0 +1,531 @@
+//! The rules a set of objects must satisfy before the data plane builds a snapshot from it:
+//! [`validate_attachments`] on their own, then [`State::validate`] on services, endpoints
+//! and security groups over them.
+//!
+//! The checks stop at the first problem, so their order decides which error a caller sees;
+//! the tests pin it.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+
+use super::errors::{AddressHolder, AddressRole, KeyPath, ModelError, Object, Reserved};
+use super::objects::{Listener, Service, State, Target, VpcAttachment, MSS_CLAMP_RANGE};
+use crate::ids::{AccountId, EndpointId, SecurityGroupId, ServiceId, VpcId};
+use crate::net::is_unicast_host;
+
+/// Checks that `ip`, a `role` address of `object`, is a host address inside `att`'s prefix.
+fn check_on_link(
+    att: &VpcAttachment,
+    at: &KeyPath,
+    object: Object,
+    role: AddressRole,
+    ip: Ipv4Addr,
+) -> Result<(), ModelError> {
+    let net = att.address;
+    if !net.contains(ip) {
+        return Err(ModelError::OutsidePrefix {
+            at: at.clone(),
+            object,
+            role,
+            ip,
+            prefix: net.trunc(),
+            vpc: att.vpc_id,
+        });
+    }
+    check_not_reserved(att, at, object, role, ip)
+}
+
+/// Checks that `ip` (inside `att`'s prefix) is neither its network nor broadcast address.
+fn check_not_reserved(
+    att: &VpcAttachment,
+    at: &KeyPath,
+    object: Object,
+    role: AddressRole,
+    ip: Ipv4Addr,
+) -> Result<(), ModelError> {
+    let net = att.address;
+    let reserved = if ip == net.network() {
+        Reserved::Network
+    } else if ip == net.broadcast() {
+        Reserved::Broadcast
+    } else {
+        return Ok(());
+    };
+    Err(ModelError::ReservedAddress {
+        at: at.clone(),
+        object,
+        role,
+        ip,
+        reserved,
+        prefix: net.trunc(),
+        vpc: att.vpc_id,
+    })
+}
+
+/// Validates VPC attachments on their own: VLAN range, prefix length, own address, gateway,
+/// static neighbours, unique VPC ids and unique (port, vlan). Paths are `vpcs[i]…`.
+///
+/// Whether each port exists is the configuration's business (it owns the port list).
+pub fn validate_attachments(attachments: &[VpcAttachment]) -> Result<(), ModelError> {
+    for (i, att) in attachments.iter().enumerate() {
+        let at = KeyPath::item("vpcs", i);
+        let object = Object::Attachment(att.vpc_id);
+
+        if let Some(first) = attachments[..i].iter().position(|a| a.vpc_id == att.vpc_id) {
+            return Err(ModelError::DuplicateId {
+                at: at.key("vpc_id"),
+                object,
+                first: KeyPath::item("vpcs", first),
+            });
+        }
+        if let Some(other) = attachments[..i]
+            .iter()
+            .find(|a| a.port == att.port && a.vlan == att.vlan)
+        {
+            return Err(ModelError::DuplicatePortVlan {
+                at: at.key(if att.vlan.is_some() { "vlan" } else { "port" }),
+                object,
+                port: att.port.clone(),
+                vlan: att.vlan,
+                other: other.vpc_id,
+            });
+        }
+        if let Some(vlan) = att.vlan {
+            if !(1..=4094).contains(&vlan) {
+                return Err(ModelError::VlanOutOfRange {
+                    at: at.key("vlan"),
+                    object,
+                    vlan,
+                });
+            }
+        }
+        if let Some(mss) = att.mss_clamp {
+            if !MSS_CLAMP_RANGE.contains(&mss) {
+                return Err(ModelError::MssClampOutOfRange {
+                    at: at.key("mss_clamp"),
+                    object,
+                    mss,
+                });
+            }
+        }
+
+        let address_at = at.key("address");
+        if att.address.prefix_len() > 30 {
+            return Err(ModelError::PrefixTooLong {
+                at: address_at,
+                object,
+                address: att.address,
+            });
+        }
+        let own = att.address.addr();
+        if !is_unicast_host(own) {
+            return Err(ModelError::NotUnicast {
+                at: address_at,
+                object,
+                role: AddressRole::Address,
+                ip: own,
+            });
+        }
+        check_not_reserved(att, &address_at, object, AddressRole::Address, own)?;
+
+        if let Some(gw) = att.gateway {
+            let gw_at = at.key("gateway");
+            check_on_link(att, &gw_at, object, AddressRole::Gateway, gw)?;
+            if gw == own {
+                return Err(ModelError::AddressInUse {
+                    at: gw_at,
+                    object,
+                    role: AddressRole::Gateway,
+                    ip: gw,
+                    vpc: att.vpc_id,
+                    holder: AddressHolder::Appliance,
+                });
+            }
+        }
+
+        for (k, n) in att.static_neighbours.iter().enumerate() {
+            let n_at = at.key("static_neighbours").index(k);
+            let ip_at = n_at.key("ip");
+            check_on_link(att, &ip_at, object, AddressRole::Neighbour, n.ip)?;
+            // A static entry for the gateway is fine (and common); for the appliance's own
+            // address, or twice for one address, it is a contradiction.
+            let holder = if n.ip == own {
+                Some(AddressHolder::Appliance)
+            } else if att.static_neighbours[..k].iter().any(|m| m.ip == n.ip) {
+                Some(AddressHolder::Neighbour)
+            } else {
+                None
+            };
+            if let Some(holder) = holder {
+                return Err(ModelError::AddressInUse {
+                    at: ip_at,
+                    object,
+                    role: AddressRole::Neighbour,
+                    ip: n.ip,
+                    vpc: att.vpc_id,
+                    holder,
+                });
+            }
+            if !n.mac.is_unicast() {
+                return Err(ModelError::NeighbourMacNotUnicast {
+                    at: n_at.key("mac"),
+                    object,
+                    mac: n.mac,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every address in use per VPC and who uses it: each address the appliance answers for
+/// has exactly one owner.
+type Claims = HashMap<(VpcId, Ipv4Addr), AddressHolder>;
+
+fn claim(
+    claims: &mut Claims,
+    att: &VpcAttachment,
+    at: &KeyPath,
+    object: Object,
+    role: AddressRole,
+    ip: Ipv4Addr,
+    holder: AddressHolder,
+) -> Result<(), ModelError> {
+    match claims.insert((att.vpc_id, ip), holder) {
+        None => Ok(()),
+        Some(previous) => Err(ModelError::AddressInUse {
+            at: at.clone(),
+            object,
+            role,
+            ip,
+            vpc: att.vpc_id,
+            holder: previous,
+        }),
+    }
+}
+
+/// The attachment of `vpc`, which `owner` must own.
+fn owned_attachment<'a>(
+    attachments: &'a [VpcAttachment],
+    at: &KeyPath,
+    object: Object,
+    vpc: VpcId,
+    owner: AccountId,
+) -> Result<&'a VpcAttachment, ModelError> {
+    let att = attachments
+        .iter()
+        .find(|a| a.vpc_id == vpc)
+        .ok_or_else(|| ModelError::VpcNotAttached {
+            at: at.key("vpc_id"),
+            object,
+            vpc,
+        })?;
+    if att.account != owner {
+        return Err(ModelError::VpcNotOwned {
+            at: at.key("owner"),
+            object,
+            vpc,
+            owner,
+            vpc_account: att.account,
+        });
+    }
+    Ok(att)
+}
+
+impl State {
+    /// Checks that this set of objects can be forwarded for over `attachments` (which
+    /// [`validate_attachments`] has accepted), and returns the first problem.
+    ///
+    /// - ids are unique; every object's VPC is attached and owned by the object's owner;
+    /// - a service has at least one SNAT address, each inside its VPC's prefix; listeners
+    ///   are unique by (protocol, port) with non-zero ports; targets have non-zero ports,
+    ///   are unicast, not registered twice in a listener, and inside the prefix unless the
+    ///   attachment has a gateway;
+    /// - an endpoint's ip is inside its VPC's prefix and its service exists; its security
+    ///   groups exist and are in its VPC; its policy document compiles;
+    /// - security group ids are unique, names unique per VPC, the owner owns the VPC, and
+    ///   TCP/UDP rules have non-empty port ranges;
+    /// - no network or broadcast address is used; every address the appliance answers for
+    ///   in a VPC (own, SNAT, endpoint; a `deleted` endpoint holds none) has one owner and
+    ///   is neither the gateway nor a static neighbour, nor any target.
+    ///
+    /// Who may connect to a service is checked when an endpoint is created, not here.
+    pub fn validate(&self, attachments: &[VpcAttachment]) -> Result<(), ModelError> {
+        let mut claims = Claims::new();
+        for att in attachments {
+            claims.insert((att.vpc_id, att.address.addr()), AddressHolder::Appliance);
+            if let Some(gw) = att.gateway {
+                claims
+                    .entry((att.vpc_id, gw))
+                    .or_insert(AddressHolder::Gateway);
+            }
+            for n in &att.static_neighbours {
+                claims
+                    .entry((att.vpc_id, n.ip))
+                    .or_insert(AddressHolder::Neighbour);
+            }
+        }
+
+        let mut service_at: HashMap<ServiceId, usize> = HashMap::new();
+        for (i, s) in self.services.iter().enumerate() {
+            let at = KeyPath::item("services", i);
+            let object = Object::Service(s.id);
+            if let Some(&first) = service_at.get(&s.id) {
+                return Err(ModelError::DuplicateId {
+                    at: at.key("id"),
+                    object,
+                    first: KeyPath::item("services", first),
+                });
+            }
+            service_at.insert(s.id, i);
+            let att = owned_attachment(attachments, &at, object, s.vpc_id, s.owner)?;
+
+            if s.snat_addresses.is_empty() {
+                return Err(ModelError::NoSnatAddress {
+                    at: at.key("snat_addresses"),
+                    object,
+                });
+            }
+            for (j, &ip) in s.snat_addresses.iter().enumerate() {
+                let ip_at = at.key("snat_addresses").index(j);
+                let role = AddressRole::SnatAddress;
+                check_on_link(att, &ip_at, object, role, ip)?;
+                claim(
+                    &mut claims,
+                    att,
+                    &ip_at,
+                    object,
+                    role,
+                    ip,
+                    AddressHolder::Snat(s.id),
+                )?;
+            }
+
+            for (j, l) in s.listeners.iter().enumerate() {
+                validate_listener(s, att, l, &at.key("listeners").index(j), j)?;
+            }
+        }
+
+        let group_at = self.validate_security_groups(attachments)?;
+
+        let mut endpoint_at: HashMap<EndpointId, usize> = HashMap::new();
+        for (i, e) in self.endpoints.iter().enumerate() {
+            let at = KeyPath::item("endpoints", i);
+            let object = Object::Endpoint(e.id);
+            if let Some(&first) = endpoint_at.get(&e.id) {
+                return Err(ModelError::DuplicateId {
+                    at: at.key("id"),
+                    object,
+                    first: KeyPath::item("endpoints", first),
+                });
+            }
+            endpoint_at.insert(e.id, i);
+            let att = owned_attachment(attachments, &at, object, e.vpc_id, e.owner)?;
+            let ip_at = at.key("ip");
+            check_on_link(att, &ip_at, object, AddressRole::Ip, e.ip)?;
+            if e.state.holds_address() {
+                let holder = AddressHolder::Endpoint(e.id);
+                claim(
+                    &mut claims,
+                    att,
+                    &ip_at,
+                    object,
+                    AddressRole::Ip,
+                    e.ip,
+                    holder,
+                )?;
+            }
+            if e.state.needs_service() && !service_at.contains_key(&e.service_id) {
+                return Err(ModelError::ServiceNotFound {
+                    at: at.key("service_id"),
+                    object,
+                    service: e.service_id,
+                });
+            }
+            for (j, &group) in e.security_group_ids.iter().enumerate() {
+                let g_at = at.key("security_group_ids").index(j);
+                let Some(&g) = group_at.get(&group) else {
+                    return Err(ModelError::SecurityGroupNotFound {
+                        at: g_at,
+                        object,
+                        group,
+                    });
+                };
+                // Same VPC implies same owner: both owners must own the VPC.
+                let group_vpc = self.security_groups[g].vpc_id;
+                if group_vpc != e.vpc_id {
+                    return Err(ModelError::SecurityGroupOtherVpc {
+                        at: g_at,
+                        object,
+                        group,
+                        group_vpc,
+                        vpc: e.vpc_id,
+                    });
+                }
+            }
+            if let Some(doc) = &e.policy {
+                if let Err(err) = crate::policy::Policy::parse(doc) {
+                    return Err(ModelError::InvalidPolicy {
+                        at: at.key("policy"),
+                        object,
+                        reason: err.to_string(),
+                    });
+                }
+            }
+        }
+
+        // Last, once every address is claimed: a target the appliance itself answers for
+        // would loop traffic back into the appliance.
+        for (i, s) in self.services.iter().enumerate() {
+            for (j, l) in s.listeners.iter().enumerate() {
+                for (k, t) in l.targets.iter().enumerate() {
+                    let Some(&holder) = claims.get(&(s.vpc_id, t.ip)) else {
+                        continue;
+                    };
+                    if holder.is_appliance_owned() {
+                        return Err(ModelError::AddressInUse {
+                            at: KeyPath::item("services", i)
+                                .key("listeners")
+                                .index(j)
+                                .key("targets")
+                                .index(k)
+                                .key("ip"),
+                            object: target_object(s, l, t),
+                            role: AddressRole::Target,
+                            ip: t.ip,
+                            vpc: s.vpc_id,
+                            holder,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl State {
+    /// Security groups: unique ids, owned VPCs, names unique per VPC, non-empty port
+    /// ranges. Returns each group's index by id.
+    fn validate_security_groups(
+        &self,
+        attachments: &[VpcAttachment],
+    ) -> Result<HashMap<SecurityGroupId, usize>, ModelError> {
+        let mut group_at: HashMap<SecurityGroupId, usize> = HashMap::new();
+        for (i, g) in self.security_groups.iter().enumerate() {
+            let at = KeyPath::item("security_groups", i);
+            let object = Object::SecurityGroup(g.id);
+            if let Some(&first) = group_at.get(&g.id) {
+                return Err(ModelError::DuplicateId {
+                    at: at.key("id"),
+                    object,
+                    first: KeyPath::item("security_groups", first),
+                });
+            }
+            group_at.insert(g.id, i);
+            owned_attachment(attachments, &at, object, g.vpc_id, g.owner)?;
+            if let Some(first) = self.security_groups[..i]
+                .iter()
+                .position(|o| o.vpc_id == g.vpc_id && o.name == g.name)
+            {
+                return Err(ModelError::DuplicateGroupName {
+                    at: at.key("name"),
+                    object,
+                    first: KeyPath::item("security_groups", first),
+                });
+            }
+            for (j, r) in g.ingress.iter().enumerate() {
+                if r.protocol.has_ports() && r.from_port > r.to_port {
+                    return Err(ModelError::EmptyPortRange {
+                        at: at.key("ingress").index(j),
+                        object,
+                        from: r.from_port,
+                        to: r.to_port,
+                    });
+                }
+            }
+        }
+        Ok(group_at)
+    }
+}
+
+fn target_object(s: &Service, l: &Listener, t: &Target) -> Object {
+    Object::Target {
+        service: s.id,
+        protocol: l.protocol,
+        port: l.port,
+        target: t.addr(),
+    }
+}
+
+/// Checks listener `j` of service `s` (at `at`) and its targets.
+fn validate_listener(
+    s: &Service,
+    att: &VpcAttachment,
+    l: &Listener,
+    at: &KeyPath,
+    j: usize,
+) -> Result<(), ModelError> {
+    let object = Object::Listener {
+        service: s.id,
+        protocol: l.protocol,
+        port: l.port,
+    };
+    if l.port == 0 {
+        return Err(ModelError::ZeroPort {
+            at: at.key("port"),
+            object,
+        });
+    }
+    if let Some(first) = s.listeners[..j]
+        .iter()
+        .position(|o| o.protocol == l.protocol && o.port == l.port)
+    {
+        return Err(ModelError::DuplicateListener {
+            at: at.clone(),
+            object,
+            first: at.sibling(first),
+        });
+    }
+    for (k, t) in l.targets.iter().enumerate() {
+        let t_at = at.key("targets").index(k);
+        let object = target_object(s, l, t);
+        if t.port == 0 {
+            return Err(ModelError::ZeroPort {
+                at: t_at.key("port"),
+                object,
+            });
+        }
+        let ip_at = t_at.key("ip");
+        if !is_unicast_host(t.ip) {
+            return Err(ModelError::NotUnicast {
+                at: ip_at,
+                object,
+                role: AddressRole::Target,
+                ip: t.ip,
+            });
+        }
+        if att.address.contains(t.ip) {
+            check_not_reserved(att, &ip_at, object, AddressRole::Target, t.ip)?;
+        } else if att.gateway.is_none() {
+            return Err(ModelError::TargetOffLink {
+                at: ip_at,
+                object,
+                ip: t.ip,
+                prefix: att.address.trunc(),
+                vpc: att.vpc_id,
+            });
+        }
+        if let Some(first) = l.targets[..k]
+            .iter()
+            .position(|o| o.ip == t.ip && o.port == t.port)
+        {
+            return Err(ModelError::DuplicateTarget {
+                at: t_at,
+                object,
+                first: at.key("targets").index(first),
+            });
+        }
+    }
+    Ok(())
+}
