@@ -341,9 +341,13 @@ fn flow_error(errno: i32, error: &ffi::rte_flow_error, op: String) -> DpdkError 
                 .into_owned(),
         )
     };
+    let plain = DpdkError::new(op, errno);
     match said {
-        Some(m) if !m.is_empty() => DpdkError::new(format!("{op}: {m}"), errno),
-        _ => DpdkError::new(op, errno),
+        // Drivers often give strerror's own words, which the error prints anyway.
+        Some(m) if !m.is_empty() && !plain.to_string().contains(&format!(": {m} (errno")) => {
+            DpdkError::new(format!("{}: {m}", plain.op()), errno)
+        }
+        _ => plain,
     }
 }
 
