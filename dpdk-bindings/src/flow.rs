@@ -359,6 +359,40 @@ mod tests {
         FlowRule::new(pattern, FlowAction::Queue(QueueId(3)))
     }
 
+    /// The structures are unions and bitfields: bindgen and the C compiler must agree on
+    /// where the fields privlink writes are.
+    #[test]
+    fn flow_layouts_match_c() {
+        use std::mem::{offset_of, size_of};
+        let c = |v: std::os::raw::c_ulong| usize::try_from(v).unwrap();
+        // SAFETY: pure functions returning compile-time constants.
+        let got = unsafe {
+            [
+                c(ffi::plk_sizeof_flow_attr()),
+                c(ffi::plk_sizeof_flow_item()),
+                c(ffi::plk_sizeof_flow_item_vlan()),
+                c(ffi::plk_sizeof_flow_item_ipv4()),
+                c(ffi::plk_sizeof_flow_item_tcp()),
+                c(ffi::plk_sizeof_flow_item_udp()),
+                c(ffi::plk_offsetof_flow_item_ipv4_dst()),
+                c(ffi::plk_offsetof_flow_item_tcp_dst()),
+                c(ffi::plk_offsetof_flow_item_udp_dst()),
+            ]
+        };
+        let ours = [
+            size_of::<ffi::rte_flow_attr>(),
+            size_of::<ffi::rte_flow_item>(),
+            size_of::<ffi::rte_flow_item_vlan>(),
+            size_of::<ffi::rte_flow_item_ipv4>(),
+            size_of::<ffi::rte_flow_item_tcp>(),
+            size_of::<ffi::rte_flow_item_udp>(),
+            offset_of!(ffi::rte_flow_item_ipv4, hdr) + offset_of!(ffi::rte_ipv4_hdr, dst_addr),
+            offset_of!(ffi::rte_flow_item_tcp, hdr) + offset_of!(ffi::rte_tcp_hdr, dst_port),
+            offset_of!(ffi::rte_flow_item_udp, hdr) + offset_of!(ffi::rte_udp_hdr, dst_port),
+        ];
+        assert_eq!(ours, got);
+    }
+
     #[test]
     fn specs_are_masked_and_in_network_order() {
         let r = rule(vec![
