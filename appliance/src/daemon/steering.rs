@@ -264,11 +264,6 @@ impl<R> Steering<R> {
             .map_or(0, |p| p.installed.values().map(Vec::len).sum())
     }
 
-    /// The generation the rules follow.
-    pub fn generation(&self) -> u64 {
-        self.generation
-    }
-
     /// Makes the rules match `targets` of snapshot `generation` (nothing to do when they
     /// already follow it). A port whose device refuses a rule falls back to the ring, with
     /// a warning.
@@ -362,11 +357,13 @@ fn probe<P: FlowPort>(port: &P, mask: u16, probes: &[Dest]) -> Mode {
     if probes.is_empty() {
         return Mode::Ring("no VPC attachment on this port".into());
     }
+    // Every shape's rules are held until the end, so they are in place together as the
+    // real ones will be (a device may take a rule alone but not beside the others: some
+    // allow one mask per port). Dropped, so destroyed, on every return.
     let mut made = Vec::new();
     for &d in probes {
         match install(port, mask, d) {
             Ok(rules) => made.push(rules),
-            // `made` goes here: the probe rules created so far are destroyed.
             Err(e) if e.not_implemented() => {
                 return Mode::Ring("the device has no rte_flow".into())
             }
