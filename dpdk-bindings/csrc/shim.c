@@ -1,5 +1,6 @@
 /* Symbols for DPDK's static-inline fast path; see shim.h. */
 #include <rte_ethdev.h>
+#include <rte_flow.h>
 #include <rte_mbuf.h>
 #include <rte_ring.h>
 #include <rte_errno.h>
@@ -58,3 +59,12 @@ void plk_pause(void) { rte_pause(); }
 unsigned long plk_sizeof_mbuf(void) { return sizeof(struct rte_mbuf); }
 unsigned long plk_offsetof_mbuf_data_len(void) { return offsetof(struct rte_mbuf, data_len); }
 unsigned long plk_offsetof_mbuf_pool(void) { return offsetof(struct rte_mbuf, pool); }
+unsigned long plk_sizeof_flow_attr(void) { return sizeof(struct rte_flow_attr); }
+unsigned long plk_sizeof_flow_item(void) { return sizeof(struct rte_flow_item); }
+unsigned long plk_sizeof_flow_item_vlan(void) { return sizeof(struct rte_flow_item_vlan); }
+unsigned long plk_sizeof_flow_item_ipv4(void) { return sizeof(struct rte_flow_item_ipv4); }
+unsigned long plk_sizeof_flow_item_tcp(void) { return sizeof(struct rte_flow_item_tcp); }
+unsigned long plk_sizeof_flow_item_udp(void) { return sizeof(struct rte_flow_item_udp); }
+unsigned long plk_offsetof_flow_item_ipv4_dst(void) { return offsetof(struct rte_flow_item_ipv4, hdr.dst_addr); }
+unsigned long plk_offsetof_flow_item_tcp_dst(void) { return offsetof(struct rte_flow_item_tcp, hdr.dst_port); }
+unsigned long plk_offsetof_flow_item_udp_dst(void) { return offsetof(struct rte_flow_item_udp, hdr.dst_port); }

@@ -43,5 +43,15 @@ void plk_pause(void);
 unsigned long plk_sizeof_mbuf(void);
 unsigned long plk_offsetof_mbuf_data_len(void);
 unsigned long plk_offsetof_mbuf_pool(void);
+/* The rte_flow structures privlink fills in (flow.rs): unions and bitfields throughout. */
+unsigned long plk_sizeof_flow_attr(void);
+unsigned long plk_sizeof_flow_item(void);
+unsigned long plk_sizeof_flow_item_vlan(void);
+unsigned long plk_sizeof_flow_item_ipv4(void);
+unsigned long plk_sizeof_flow_item_tcp(void);
+unsigned long plk_sizeof_flow_item_udp(void);
+unsigned long plk_offsetof_flow_item_ipv4_dst(void);
+unsigned long plk_offsetof_flow_item_tcp_dst(void);
+unsigned long plk_offsetof_flow_item_udp_dst(void);
 
 #endif

@@ -41,6 +41,12 @@ impl DpdkError {
         self.errno
     }
 
+    /// Whether the device does not have the operation at all (`ENOSYS`: its driver
+    /// leaves it out), as opposed to refusing these arguments.
+    pub fn not_implemented(&self) -> bool {
+        self.errno == libc::ENOSYS
+    }
+
     /// The operation that failed.
     pub fn op(&self) -> &str {
         &self.op

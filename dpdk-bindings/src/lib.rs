@@ -2,7 +2,7 @@
 //!
 //! This is the only crate of the workspace with FFI `unsafe`. Everything above it sees safe
 //! types: [`Eal`], [`Mempool`], [`Mbuf`], [`Port`] with its [`RxQueue`]/[`TxQueue`],
-//! [`ring`] handoff rings, lcore launching and TSC time. Every C return code and null
+//! [`ring`] handoff rings, [`flow`] rules (`rte_flow`), lcore launching and TSC time. Every C return code and null
 //! pointer becomes a [`DpdkError`] here, in one place.
 //!
 //! Lifetimes across the C boundary are kept simple and conservative: DPDK objects hold no
@@ -11,6 +11,7 @@
 
 pub mod eal;
 pub mod error;
+pub mod flow;
 pub mod lcore;
 pub mod mbuf;
 pub mod mempool;
@@ -23,6 +24,7 @@ pub mod time;
 
 pub use eal::Eal;
 pub use error::DpdkError;
+pub use flow::{Flow, FlowAction, FlowItem, FlowRule};
 pub use lcore::{LaunchHandle, LcoreId, SocketId};
 pub use mbuf::Mbuf;
 pub use mempool::Mempool;

@@ -190,12 +190,12 @@ pub struct PortStats {
     pub rx_no_mbuf: u64,
 }
 
-/// Shared by a port and its queues: the device is stopped and closed when the last one
+/// Shared by a port, its queues and its flow rules: the device is stopped and closed when the last one
 /// goes, so a worker never bursts on a closed port.
 #[derive(Debug)]
-struct PortInner {
-    id: PortId,
-    name: String,
+pub(crate) struct PortInner {
+    pub(crate) id: PortId,
+    pub(crate) name: String,
     // RX queues refill from these pools: they must outlive the device.
     _pools: Vec<Arc<Mempool>>,
     _eal: EalToken,
@@ -365,6 +365,11 @@ impl Port {
 
     pub fn id(&self) -> PortId {
         self.inner.id
+    }
+
+    /// What the port's queues and flow rules share, keeping the device open.
+    pub(crate) fn inner(&self) -> &Arc<PortInner> {
+        &self.inner
     }
 
     pub fn name(&self) -> &str {

@@ -205,3 +205,55 @@ fn a_packet_pool_larger_than_the_eal_memory_is_refused_with_the_figures() {
         "{log}"
     );
 }
+
+/// Starts `workers` workers on two net_null ports (no rte_flow) and returns the line each
+/// port logged about its reply steering, in port order.
+fn steering_at_start(r: &Run, workers: u16) -> Vec<String> {
+    let c = r.config("net_null", workers, 256, "flows_per_worker = 4096");
+    let (refused, log) = r.start(&c, Duration::from_secs(8));
+    assert!(!refused && log.contains("privlinkd ready"), "{log}");
+    let lines: Vec<String> = log
+        .lines()
+        .filter(|l| l.contains(": reply steering: "))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(lines.len(), 2, "one line per port:\n{log}");
+    lines
+}
+
+#[test]
+fn each_port_logs_its_reply_steering_at_start() {
+    // Two workers could steer, but net_null has no rte_flow: both ports keep the ring.
+    let r = Run::new("steer");
+    for (line, port) in steering_at_start(&r, 2)
+        .iter()
+        .zip(["net_null0", "net_null1"])
+    {
+        assert!(
+            line.ends_with(&format!(
+                "port {port}: reply steering: ring (the device has no rte_flow)"
+            )),
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn reply_steering_needs_a_power_of_two_of_workers_and_is_moot_with_one() {
+    let r = Run::new("steern");
+    for line in steering_at_start(&r, 3) {
+        assert!(
+            line.contains(
+                "reply steering: ring (3 workers: a port mask splits SNAT ports only among a \
+                 power of two of workers"
+            ),
+            "{line}"
+        );
+    }
+    for line in steering_at_start(&r, 1) {
+        assert!(
+            line.contains("reply steering: none (one worker owns every SNAT port)"),
+            "{line}"
+        );
+    }
+}

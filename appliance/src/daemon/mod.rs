@@ -5,6 +5,7 @@
 
 pub mod management;
 pub mod preflight;
+pub mod steering;
 pub mod supervisor;
 pub mod worker;
 
@@ -375,6 +376,14 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
         first.services.len(),
         first.endpoints.len()
     );
+    // Before the workers poll, so replies of declared services never need the ring.
+    let mut steering = steering::Steering::start(
+        &ports,
+        n_workers,
+        &steering::probes(&first, ports.len()),
+        &steering::targets(&first),
+        first.generation,
+    );
     let cell = Arc::new(SnapshotCell::new(first, usize::from(n_workers)));
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -562,6 +571,9 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
                 Err(e) => log::error!("reload refused, nothing changed: {e}"),
             }
         }
+        let snap = cell.load();
+        steering.follow(&ports, snap.generation, || steering::targets(&snap));
+        drop(snap);
         cell.reclaim();
         control.collect_reports();
         if last_tick.elapsed() >= Duration::from_secs(1) {
@@ -582,6 +594,7 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
     }
     let (results, trouble) = workers.stop(failure.as_ref(), STOP_PATIENCE);
     let totals = Totals::from_workers(results);
+    steering.shutdown(&ports);
     if let Some(path) = &stats_file {
         write_stats(path, &counters_json(&totals.workers));
     }
