@@ -54,9 +54,7 @@ impl<F: Frame> Pipeline<F> {
         }
         arp.make_reply(EthernetAddress(att.mac))
             .map_err(|_| DropReason::Malformed)?;
-        let mut eth = EthernetFrame::new_unchecked(frame.bytes_mut());
-        eth.set_dst_addr(sender_mac);
-        eth.set_src_addr(EthernetAddress(att.mac));
+        l2::set_addresses(frame.bytes_mut(), sender_mac, att.mac);
         // The request may have come unpadded (a kernel's tap); the reply leaves padded,
         // without whatever trailed the request's 28 bytes.
         let end = l2_len + crate::wire::arp::PACKET_LEN;

@@ -105,6 +105,25 @@ pub(super) fn write_l2(
     }
 }
 
+/// Fills in the destination of a frame whose L2 header was written without one (a packet
+/// held while its next hop resolved).
+#[inline]
+pub(super) fn set_destination(bytes: &mut [u8], mac: [u8; 6]) {
+    if bytes.len() >= ethernet::HEADER_LEN {
+        EthernetFrame::new_unchecked(bytes).set_dst_addr(EthernetAddress(mac));
+    }
+}
+
+/// Addresses a frame from `src` (our MAC) to `dst`, its L2 header otherwise kept.
+#[inline]
+pub(super) fn set_addresses(bytes: &mut [u8], dst: EthernetAddress, src: [u8; 6]) {
+    if bytes.len() >= ethernet::HEADER_LEN {
+        let mut eth = EthernetFrame::new_unchecked(bytes);
+        eth.set_dst_addr(dst);
+        eth.set_src_addr(EthernetAddress(src));
+    }
+}
+
 /// Turns the L2 header around for a reply on the same attachment.
 #[inline]
 pub(super) fn reply_l2(bytes: &mut [u8], our_mac: [u8; 6]) {

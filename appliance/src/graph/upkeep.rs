@@ -122,8 +122,7 @@ impl<F: Frame> Pipeline<F> {
                 Resolution::Known(mac) | Resolution::Refresh(mac) => {
                     match snap.attachment(hop.0).map(|a| a.port) {
                         Some(port) => {
-                            EthernetFrame::new_unchecked(h.frame.bytes_mut())
-                                .set_dst_addr(EthernetAddress(mac));
+                            l2::set_destination(h.frame.bytes_mut(), mac);
                             self.emitted.push((port, h.frame));
                         }
                         None => self.counters.drop(DropReason::NoAttachment),
@@ -157,8 +156,7 @@ impl<F: Frame> Pipeline<F> {
         while let Some(mut h) = self.held_scratch.pop_front() {
             if h.attachment == att_idx && h.next_hop == ip {
                 if let Some(port) = port {
-                    EthernetFrame::new_unchecked(h.frame.bytes_mut())
-                        .set_dst_addr(EthernetAddress(mac));
+                    l2::set_destination(h.frame.bytes_mut(), mac);
                     self.emitted.push((port, h.frame));
                 }
             } else {
