@@ -242,23 +242,23 @@ impl<F: Frame> Pipeline<F> {
         tcp: Option<TcpSeen>,
         now_ms: u64,
     ) -> Result<Next, DropReason> {
-        // The packet's key is this side's; the other side's, seen from its end, has our
-        // new source as its destination.
-        let (this, other) = {
+        // The other side's key, seen from its end, has our new source as its destination.
+        // (This side's is the packet's own: its attachment is the one it arrived on.)
+        let other = {
             let flow = self.flows.get(id).ok_or(DropReason::NoFlow)?;
             if from_consumer {
-                (flow.fwd, flow.rev)
+                flow.rev
             } else {
-                (flow.rev, flow.fwd)
+                flow.fwd
             }
         };
         let egress = snap.attachment(other.vpc).ok_or(DropReason::NoAttachment)?;
         if ctx.total_len > usize::from(egress.mtu) {
-            return self.too_big(snap, this.vpc, frame, ctx, egress.mtu);
+            return self.too_big(snap, ctx.att, frame, ctx, egress.mtu);
         }
         if tcp.is_some_and(|t| t.flags.syn) {
             let clamp = snap
-                .attachment(this.vpc)
+                .attachment(ctx.att)
                 .and_then(|a| a.mss_clamp)
                 .into_iter()
                 .chain(egress.mss_clamp)
