@@ -378,7 +378,8 @@ def cmd_report(a):
                 by_run.setdefault(r["run"], {})[r["mode"]] = r
                 if r.get("note") and r["note"] not in row["notes"]:
                     row["notes"].append(r["note"])
-                if r.get("memory"):
+                if r.get("memory") and r["mode"] not in ("ovs",):
+                    # The peer's own memory kind, when it differs, is in its note.
                     row["memory"] = r["memory"]
             for m in modes + peers:
                 mpps = [r["mpps"] for r in sel if r["mode"] == m and r.get("mpps")]
