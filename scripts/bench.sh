@@ -456,7 +456,12 @@ s=json.loads(sys.argv[1]); pps=s.get("tx_pps")
 print(json.dumps({"kind":"forward","mode":"ovs","proto":sys.argv[2],"flows":int(sys.argv[3]),
  "run":int(sys.argv[4]),"mpps":pps/1e6 if pps else None,"memory":sys.argv[5],"note":sys.argv[6],
  "sample":s}))' "$s" "$PROTO" "$n" "$run" "${OVS_MEMORY:-$memkind}" "$note")"
-      log "run $run, $n flows: OVS-DPDK ct NAT $(python3 -c "print('%.3f' % (float('$(jq_get "$s" tx_pps)' or 0)/1e6))") Mpps${note:+ ($note)}"
+      pps=$(jq_get "$s" tx_pps)
+      if [ -n "$pps" ]; then
+        log "run $run, $n flows: OVS-DPDK ct NAT $(python3 -c "print('%.3f' % (float('$pps')/1e6))") Mpps${note:+ ($note)}"
+      else
+        log "run $run, $n flows: OVS-DPDK ct NAT not measured: $note"
+      fi
     fi
   done
 done
