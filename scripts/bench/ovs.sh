@@ -90,7 +90,7 @@ run_ovs() {
   if [ "$memkind" = hugepages ] && [ "$(huge_free_mb)" -ge $((limit_mb + 256)) ]; then
     mem=("other_config:dpdk-socket-limit=$limit_mb")
   else
-    [ "$memkind" = hugepages ] && OVS_NOTE="OVS ran --no-huge: $(huge_free_mb) MB of hugepages free, it needs $limit_mb"
+    [ "$memkind" = hugepages ] && OVS_NOTE="OVS ran --no-huge: $(huge_free_mb) MB of hugepages free, it needs $limit_mb and 256 to spare"
     memkind=no-huge
     extra+=" --no-huge --legacy-mem -m $(mb_nohuge_for_mbufs "$OVS_MAX_MBUFS")"
   fi
