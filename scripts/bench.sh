@@ -11,6 +11,10 @@
 # forward; packets per 10 ms window before, during and after; publish times), and the
 # queries under load (a client calling stats and flows back to back while 1k flows
 # forward: the same 10 ms windows before, during and after).
+# With --peers, also Open vSwitch with DPDK (Debian's ovs-vswitchd-dpdk, a private instance,
+# one PMD thread on the same core) on the same two ports and captures, forwarding through a
+# conntrack DNAT + SNAT pipeline equivalent to privlinkd's (scripts/bench/ovs.sh,
+# scripts/bench/ovs_flows.py): its Mpps and ratios are in the same table.
 # Prints the table (median [min–max] of the runs), writes OUT/results.{json,md} and the plot
 # OUT/mpps.png (when matplotlib is installed).
 #
@@ -18,14 +22,16 @@
 #                    [--out DIR] [--warmup S] [--measure S] [--syn-flows M]
 #                    [--modes "io macswap 5tswap"] [--no-setup] [--no-memory] [--no-build]
 #                    [--no-plot] [--update "10000 100000"] [--no-update] [--no-queries]
-#                    [--query-seconds S] [--query-table FLOWS_PER_WORKER]
-# (PRIVLINKD=path uses that binary and skips the build; CARGO, TESTPMD likewise.)
+#                    [--query-seconds S] [--query-table FLOWS_PER_WORKER] [--peers]
+# (PRIVLINKD=path uses that binary and skips the build; CARGO, TESTPMD, OVS_VSWITCHD
+# likewise. --peers installs openvswitch-switch-dpdk through scripts/install-deps.sh
+# --peers when it is missing.)
 #
 # --smoke: 1k flows, one run, privlinkd and testpmd io only, ~12 s; exits non-zero unless
 # privlinkd forwarded (tx > 0) and stopped cleanly (no panic). Every wait is bounded; every
 # process started here is stopped, and its /var/run/dpdk/<prefix> removed, even on failure.
-# Needs root (DPDK), python3, dpdk-testpmd (package dpdk-dev). Traffic never leaves the two
-# virtual devices.
+# Needs root (DPDK), python3, dpdk-testpmd (package dpdk-dev); --peers also Open vSwitch
+# (openvswitch-switch-dpdk). Traffic never leaves the two virtual devices.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 2
 ROOT=$PWD
@@ -51,6 +57,7 @@ QUERY_SECONDS=5
 QUERY_TABLE=262144
 BUILD=1
 PLOT=1
+PEERS=0
 
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit "${1:-0}"; }
 while [ $# -gt 0 ]; do
@@ -73,13 +80,14 @@ while [ $# -gt 0 ]; do
     --query-table) QUERY_TABLE=$2; shift ;;
     --no-build) BUILD=0 ;;
     --no-plot) PLOT=0 ;;
+    --peers) PEERS=1 ;;
     -h|--help) usage 0 ;;
     *) echo "bench: unknown argument $1" >&2; usage 2 ;;
   esac
   shift
 done
 if [ "$SMOKE" = 1 ]; then
-  RUNS=1 FLOWS=1000 PROTO=udp WARMUP=1 MEASURE=2 MODES=io DO_SETUP=0 DO_MEMORY=0 PLOT=0 UPDATE="" QUERIES=0
+  RUNS=1 FLOWS=1000 PROTO=udp WARMUP=1 MEASURE=2 MODES=io DO_SETUP=0 DO_MEMORY=0 PLOT=0 UPDATE="" QUERIES=0 PEERS=0
 fi
 case "$PROTO" in udp|tcp) ;; *) echo "bench: --proto udp|tcp" >&2; exit 2 ;; esac
 case "$RUNS" in ''|*[!0-9]*|0) echo "bench: --runs N (N >= 1)" >&2; exit 2 ;; esac
@@ -115,12 +123,15 @@ cleanup() {
     rm -rf "/var/run/dpdk/$p"
     rm -f /dev/hugepages/"$p"map_* 2>/dev/null
   done
+  for p in "${OVS_TMPDIRS[@]}"; do rm -rf "$p"; done
 }
 trap cleanup EXIT
 trap 'log "interrupted"; exit 130' INT TERM
 
 # shellcheck source=scripts/bench/lib.sh
 . "$HERE/lib.sh" # stop_pid
+# shellcheck source=scripts/bench/ovs.sh
+. "$HERE/ovs.sh" # ovs_find, run_ovs
 
 # ------------------------------------------------------------------ binaries
 if [ -n "${PRIVLINKD:-}" ]; then
@@ -138,6 +149,12 @@ fi
 if command -v taskset >/dev/null; then
   taskset -pc 0 $$ >/dev/null 2>&1 || log "taskset failed: helpers may share the forwarding core"
 fi
+if [ "$PEERS" = 1 ] && ! ovs_find; then
+  log "Open vSwitch with DPDK is missing: bash scripts/install-deps.sh --peers"
+  bash "$ROOT/scripts/install-deps.sh" --peers 2>&1 | tee -a "$BLOG" >&2
+  ovs_find || die "--peers needs ovs-vswitchd-dpdk (package openvswitch-switch-dpdk) and the ovs tools"
+fi
+[ "$PEERS" = 1 ] && log "peer: $OVS_VSWITCHD ($("$OVS_VSWITCHD" --version 2>/dev/null | head -1))"
 HAVE_TESTPMD=1
 if [ -n "$MODES" ] && ! command -v "$TESTPMD" >/dev/null; then
   log "dpdk-testpmd not found (package dpdk-dev): testpmd modes skipped"
@@ -243,13 +260,19 @@ pcap_packets() { echo $(( ($(stat -c %s "$1") - 24) / 76 )); }
 SEQ=0
 FAILED=0
 PL_PID=""
+# next_prefix LETTER: a DPDK --file-prefix of this run's in PREFIX, recorded for the
+# clean-up (not in a $(…) subshell: SEQ and PREFIXES must change here).
+next_prefix() {
+  SEQ=$((SEQ + 1))
+  PREFIX="plbench$$$1$SEQ"
+  PREFIXES+=("$PREFIX")
+}
 # start_privlinkd DIR PCAP_VDEV FLOWS_PER_WORKER DESC EXTRA_TABLES MEMARGS... ; sets PL_PID
 start_privlinkd() {
   local dir=$1 vdev=$2 fpw=$3 desc=$4 extra=$5
   shift 5
-  SEQ=$((SEQ + 1))
-  local prefix="plbench$$p$SEQ"
-  PREFIXES+=("$prefix")
+  next_prefix p
+  local prefix=$PREFIX
   rm -rf "$dir"
   mkdir -p "$dir/state"
   local eal
@@ -304,9 +327,8 @@ vm_field() { awk -v k="$2:" '$1 == k { printf "%.0f\n", $2 * 1024 }' "/proc/$1/s
 run_testpmd() {
   local dir=$1 mode=$2 vdev=$3 mbufs=$4 warm=$5 meas=$6
   shift 6
-  SEQ=$((SEQ + 1))
-  local prefix="plbench$$t$SEQ"
-  PREFIXES+=("$prefix")
+  next_prefix t
+  local prefix=$PREFIX
   rm -rf "$dir"
   mkdir -p "$dir"
   "$TESTPMD" -l 0,1 --no-pci "$@" "--file-prefix=$prefix" "--vdev=$vdev" --vdev=net_null0,no-rx=1 \
@@ -414,6 +436,37 @@ print(json.dumps({"kind":"forward","mode":sys.argv[2],"proto":sys.argv[3],"flows
         "$s" "$mode" "$PROTO" "$n" "$run" "$memkind")"
       log "run $run, $n flows: testpmd $mode $(python3 -c "print('%.2f' % (float('${pps:-0}' or 0)/1e6))") Mpps"
     done
+    if [ "$PEERS" = 1 ]; then
+      dir=$OUT/run/r$run-$n-ovs
+      run_ovs "$dir" "net_pcap0,rx_pcap=$f,infinite_rx=1" "$(pcap_packets "$f")" "$memkind" \
+        "$WARMUP" "$MEASURE" "$OUT/run/probe/privlink.toml"
+      s=$OVS_JSON
+      note=$OVS_NOTE
+      if [ "$(jq_get "$s" ok)" = True ]; then
+        c=$(jq_get "$s" conntrack)
+        [ "$c" != $((2 * n)) ] && note="${note:+$note; }OVS conntrack held $c connections, expected $((2 * n)) (two zones)"
+        # rx and tx are two counters read one after the other while the PMD forwards: a
+        # few bursts apart at most. More than that (or 0.1 %) is loss.
+        l=$(jq_get "$s" lost_delta)
+        r=$(jq_get "$s" rx_delta)
+        [ "${l:-0}" -gt 256 ] && [ "${l:-0}" -gt $(( ${r:-0} / 1000 )) ] \
+          && note="${note:+$note; }OVS lost $l packets during the measurement"
+      else
+        [ -n "$note" ] || note="OVS: no forwarding measured: $(echo "$s" | cut -c1-200)"
+      fi
+      emit forward "$(python3 -c '
+import json,sys
+s=json.loads(sys.argv[1]); pps=s.get("tx_pps")
+print(json.dumps({"kind":"forward","mode":"ovs","proto":sys.argv[2],"flows":int(sys.argv[3]),
+ "run":int(sys.argv[4]),"mpps":pps/1e6 if pps else None,"memory":sys.argv[5],"note":sys.argv[6],
+ "sample":s}))' "$s" "$PROTO" "$n" "$run" "${OVS_MEMORY:-$memkind}" "$note")"
+      pps=$(jq_get "$s" tx_pps)
+      if [ -n "$pps" ]; then
+        log "run $run, $n flows: OVS-DPDK ct NAT $(python3 -c "print('%.3f' % (float('$pps')/1e6))") Mpps${note:+ ($note)}"
+      else
+        log "run $run, $n flows: OVS-DPDK ct NAT not measured: $note"
+      fi
+    fi
   done
 done
 

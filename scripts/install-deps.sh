@@ -2,7 +2,18 @@
 # Installs everything privlink needs to build, test and run its demo on Debian 12.
 # Idempotent: packages already present are not reinstalled, apt lists are refreshed at
 # most once a day.
+#   scripts/install-deps.sh [--peers]
+# --peers: also what `scripts/bench.sh --peers` runs beside privlinkd (Open vSwitch with
+# DPDK); only the benchmark needs it, so `make deps` / `make test` do not install it. The
+# package's own service is not what the benchmark uses: it runs a private instance.
 set -euo pipefail
+PEERS=0
+for a in "$@"; do
+  case "$a" in
+    --peers) PEERS=1 ;;
+    *) echo "install-deps: unknown argument $a (--peers)" >&2; exit 2 ;;
+  esac
+done
 
 PACKAGES=(
   # DPDK 22.11 runtime, headers, testpmd
@@ -14,6 +25,11 @@ PACKAGES=(
   # net_pcap virtual devices and capture files
   libpcap-dev
 )
+if [ "$PEERS" = 1 ]; then
+  # ovs-vswitchd-dpdk (an alternative of ovs-vswitchd), ovsdb-server and the ovs-* tools,
+  # built against the same DPDK 22.11
+  PACKAGES+=(openvswitch-switch-dpdk)
+fi
 
 need=()
 for p in "${PACKAGES[@]}"; do

@@ -15,6 +15,11 @@
   harness.py testpmd-watch LOG --pid PID [--warmup W] [--measure M] [--once]
       follows a running testpmd and returns once the measured span is covered (see
       cmd_testpmd_watch for how readings are chosen).
+  harness.py ovs-sample BRIDGE --tx-port P --rx-port Q --pid PID [--warmup W] [--measure M]
+      the Open vSwitch peer (--peers): reads the ports' counters with `ovs-ofctl
+      dump-ports BRIDGE` every 100 ms (the rate privlinkd rewrites its stats file), waits
+      for the first packet out plus W seconds, then fits tx_packets of port P against the
+      reading times over the next M seconds, as `sample` does for privlinkd.
   harness.py report OUT [--also DIR:LABEL]
       OUT/raw/*.jsonl -> OUT/results.json, OUT/results.md, the table on stdout, and
       OUT/mpps.png when matplotlib is installed.
@@ -26,6 +31,7 @@ import json
 import os
 import re
 import statistics
+import subprocess
 import sys
 import time
 
@@ -247,6 +253,73 @@ def cmd_testpmd(a):
     print(json.dumps(out))
 
 
+def ofctl_ports(bridge):
+    """{ofport: (rx_packets, rx_dropped, tx_packets, tx_dropped)} from `ovs-ofctl
+    dump-ports`, or None when it fails."""
+    try:
+        out = subprocess.run(["ovs-ofctl", "dump-ports", bridge], capture_output=True,
+                             text=True, timeout=5).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    ports = {}
+    for m in re.finditer(r"port\s+(\w+): rx pkts=(\d+), bytes=[^,]*, drop=([^,]*),.*?"
+                         r"tx pkts=(\d+), bytes=[^,]*, drop=([^,]*),", out, re.S):
+        if m.group(1).isdigit():
+            ports[int(m.group(1))] = tuple(int(x) if x.isdigit() else 0
+                                           for x in m.group(2, 3, 4, 5))
+    return ports or None
+
+
+def cmd_ovs_sample(a):
+    start = time.time()
+    deadline = start + a.startup
+    first = None
+    while time.time() < deadline and pid_alive(a.pid):
+        p = ofctl_ports(a.bridge)
+        if p and p.get(a.tx_port, (0, 0, 0, 0))[2] > 0:
+            first = time.time()
+            break
+        time.sleep(0.05)
+    if first is None:
+        print(json.dumps({"ok": False, "error": "no packet left the provider port",
+                          "waited": round(time.time() - start, 1)}))
+        return
+    time.sleep(a.warmup)
+    samples = []
+    t_end = time.time() + a.measure
+    while pid_alive(a.pid):
+        t0 = time.time()
+        p = ofctl_ports(a.bridge)
+        t1 = time.time()
+        if p and a.tx_port in p and a.rx_port in p:
+            # The reading is taken somewhere between t0 and t1: the midpoint.
+            samples.append(((t0 + t1) / 2, p))
+        if t1 >= t_end:
+            break
+        time.sleep(max(0.0, 0.1 - (time.time() - t0)))
+    if len(samples) < 2:
+        print(json.dumps({"ok": False, "error": "fewer than 2 readings of the ports"}))
+        return
+    tx_pps = fit([(t, p[a.tx_port][2]) for t, p in samples])
+    rx_pps = fit([(t, p[a.rx_port][0]) for t, p in samples])
+    (t0, p0), (t1, p1) = samples[0], samples[-1]
+    rx_delta = p1[a.rx_port][0] - p0[a.rx_port][0]
+    tx_delta = p1[a.tx_port][2] - p0[a.tx_port][2]
+    print(json.dumps({
+        "ok": tx_pps is not None and tx_pps > 0,
+        "samples": len(samples),
+        "seconds": round(t1 - t0, 3),
+        "tx_pps": tx_pps,
+        "rx_pps": rx_pps,
+        "rx_delta": rx_delta,
+        "tx_delta": tx_delta,
+        # Packets read from the replay that did not leave (OVS counts no drop reasons on
+        # these ports: a miss, a failed upcall or a ct failure all show here).
+        "lost_delta": rx_delta - tx_delta,
+        "tx_dropped_delta": p1[a.tx_port][3] - p0[a.tx_port][3],
+    }))
+
+
 # ---------------------------------------------------------------------------- report
 
 
@@ -257,10 +330,16 @@ def med_range(xs):
     return {"median": statistics.median(xs), "min": min(xs), "max": max(xs), "n": len(xs)}
 
 
-def fmt(mr, scale=1.0, digits=2, pct=False):
+def fmt(mr, scale=1.0, digits=2, pct=False, times=False):
     if mr is None:
         return "n/a"
-    f = (lambda x: f"{x * 100:.0f}%") if pct else (lambda x: f"{x * scale:.{digits}f}")
+    if pct:
+        # One decimal below 10 %, where the peer's ratios are.
+        f = lambda x: f"{x * 100:.1f}%" if x < 0.1 else f"{x * 100:.0f}%"  # noqa: E731
+    elif times:
+        f = lambda x: f"{x:.1f}×"  # noqa: E731
+    else:
+        f = lambda x: f"{x * scale:.{digits}f}"  # noqa: E731
     if mr["n"] == 1:
         return f(mr["median"])
     return f"{f(mr['median'])} [{f(mr['min'])}–{f(mr['max'])}]"
@@ -281,6 +360,10 @@ def cmd_report(a):
     fwd = [r for r in recs if r.get("kind") == "forward"]
     modes = ["privlink"] + [m for m in ("io", "macswap", "5tswap")
                             if any(r["mode"] == m for r in fwd)]
+    # The peer (--peers): Open vSwitch with DPDK, its ratio to the testpmd mode the targets
+    # name (5tswap, else the last one run), and privlink's ratio to it.
+    peers = [m for m in ("ovs",) if any(r["mode"] == m for r in fwd)]
+    peer_ref = "5tswap" if "5tswap" in modes else (modes[-1] if len(modes) > 1 else None)
     flows = sorted({r["flows"] for r in fwd})
     protos = sorted({r["proto"] for r in fwd})
     rows = []
@@ -295,9 +378,10 @@ def cmd_report(a):
                 by_run.setdefault(r["run"], {})[r["mode"]] = r
                 if r.get("note") and r["note"] not in row["notes"]:
                     row["notes"].append(r["note"])
-                if r.get("memory"):
+                if r.get("memory") and r["mode"] not in ("ovs",):
+                    # The peer's own memory kind, when it differs, is in its note.
                     row["memory"] = r["memory"]
-            for m in modes:
+            for m in modes + peers:
                 mpps = [r["mpps"] for r in sel if r["mode"] == m and r.get("mpps")]
                 row["modes"][m] = med_range(mpps)
             pl = [r["mpps"] for r in sel if r["mode"] == "privlink" and r.get("mpps")]
@@ -310,6 +394,15 @@ def cmd_report(a):
                     if p and t and p.get("mpps") and t.get("mpps"):
                         ratios.append(p["mpps"] / t["mpps"])
                 row["ratios"][m] = med_range(ratios)
+
+            def same_run(a, b):
+                return med_range([run[a]["mpps"] / run[b]["mpps"] for run in by_run.values()
+                                  if run.get(a) and run.get(b) and run[a].get("mpps")
+                                  and run[b].get("mpps")])
+            for m in peers:
+                if peer_ref:
+                    row["ratios"][f"{m}/{peer_ref}"] = same_run(m, peer_ref)
+                row["ratios"][f"privlink/{m}"] = same_run("privlink", m)
             rows.append(row)
 
     setup = [r for r in recs if r.get("kind") == "setup"]
@@ -324,7 +417,7 @@ def cmd_report(a):
     memory = [r for r in recs if r.get("kind") == "memory"]
     rss = [r for r in recs if r.get("kind") == "rss"]
 
-    results = {"meta": meta, "forwarding": rows, "setup": setup_sum,
+    results = {"meta": meta, "forwarding": rows, "peers": peers, "peer_ref": peer_ref, "setup": setup_sum,
                "memory": memory, "rss": rss, "raw": recs}
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
@@ -337,6 +430,10 @@ def cmd_report(a):
     lines.append("")
     hdr = ["proto", "flows", "DPDK memory", "privlink Mpps/core", "cycles/pkt"] + \
         [f"testpmd {m} Mpps" for m in modes[1:]] + [f"privlink / {m}" for m in modes[1:]]
+    peer_names = {"ovs": "OVS-DPDK ct NAT"}
+    for m in peers:
+        hdr.insert(5 + len(modes) - 1, f"{peer_names[m]} Mpps")
+        hdr += ([f"OVS / {peer_ref}"] if peer_ref else []) + ["privlink / OVS"]
     lines.append("| " + " | ".join(hdr) + " |")
     lines.append("|" + "---|" * len(hdr))
     for row in rows:
@@ -344,7 +441,12 @@ def cmd_report(a):
                  fmt(row["modes"].get("privlink")),
                  fmt(row["cycles_per_packet"], digits=0)]
         cells += [fmt(row["modes"].get(m)) for m in modes[1:]]
+        cells += [fmt(row["modes"].get(m), digits=3) for m in peers]
         cells += [fmt(row["ratios"].get(m), pct=True) for m in modes[1:]]
+        for m in peers:
+            if peer_ref:
+                cells.append(fmt(row["ratios"].get(f"{m}/{peer_ref}"), pct=True))
+            cells.append(fmt(row["ratios"].get(f"privlink/{m}"), times=True))
         lines.append("| " + " | ".join(cells) + " |")
     notes = [(r["proto"], r["flows"], n) for r in rows for n in r["notes"]]
     for proto, n, note in notes:
@@ -398,7 +500,7 @@ def cmd_report(a):
         return
     for proto in protos:
         fig, ax = plt.subplots(figsize=(10, 4.8))
-        for m in modes:
+        for m in modes + peers:
             pts = []
             for row in rows:
                 if row["proto"] != proto or not row["modes"].get(m):
@@ -408,7 +510,9 @@ def cmd_report(a):
                             mr["max"] - mr["median"], row.get("memory") == "no-huge"))
             if not pts:
                 continue
-            label = "privlink (privlinkd, 1 worker)" if m == "privlink" else f"testpmd {m}"
+            label = ("privlink (privlinkd, 1 worker)" if m == "privlink" else
+                     "OVS-DPDK conntrack DNAT+SNAT (1 PMD thread)" if m == "ovs" else
+                     f"testpmd {m}")
             line = ax.errorbar([p[0] for p in pts], [p[1] for p in pts],
                                yerr=[[p[2] for p in pts], [p[3] for p in pts]], marker="o",
                                capsize=3, label=label,
@@ -480,13 +584,22 @@ def main():
     s.add_argument("--startup", type=float, default=60)
     s.add_argument("--once", action="store_true",
                    help="a capture replayed once: the full readings between its ends")
+    s = sub.add_parser("ovs-sample")
+    s.add_argument("bridge", help="what ovs-ofctl takes: unix:RUNDIR/BRIDGE.mgmt")
+    s.add_argument("--tx-port", type=int, default=2)
+    s.add_argument("--rx-port", type=int, default=1)
+    s.add_argument("--pid", type=int, required=True)
+    s.add_argument("--warmup", type=float, default=2)
+    s.add_argument("--measure", type=float, default=5)
+    s.add_argument("--startup", type=float, default=60)
     s = sub.add_parser("report")
     s.add_argument("out")
     s.add_argument("--also", action="append", default=[], metavar="DIR:LABEL",
                    help="also plot the privlinkd points of another run's OUT directory")
     a = ap.parse_args()
     {"sample": cmd_sample, "setup": cmd_setup, "testpmd": cmd_testpmd,
-     "testpmd-watch": cmd_testpmd_watch, "report": cmd_report}[a.cmd](a)
+     "testpmd-watch": cmd_testpmd_watch, "ovs-sample": cmd_ovs_sample,
+     "report": cmd_report}[a.cmd](a)
 
 
 if __name__ == "__main__":
