@@ -17,6 +17,10 @@
 //! | `flow_lookup/reverse_hit` | 6.5 ns (17) | 50.9 ns (132) | 117 ns (303) |
 //! | `flow_insert_remove` (one in, one out) | 31.5 ns (82) | – | 114 ns (297) |
 //!
+//! `flow_lookup/hit_touch` (a lookup, then the flow's time and counters updated, as a
+//! packet does) came with issue 10's slot layout; its figures and cache-miss counts are in
+//! BENCHMARKS.md ("Flow table lines and SNAT probes").
+//!
 //! `flow_key_hash` 2.6 ns (7 cycles); `flow_expire` scan 3.5 ns (9 cycles) per slot of a
 //! full 1M table; expire one + insert one in a full 1M table 367 ns (950 cycles).
 
@@ -135,6 +139,38 @@ fn lookup(c: &mut Criterion) {
     g.finish();
 }
 
+/// One packet's table work: find the flow, then update its time and counters. Not
+/// inlined, so callgrind can count this alone (`--toggle-collect=flow::lookup_touch`).
+#[inline(never)]
+fn lookup_touch(t: &mut FlowTable, key: &FlowKey, now_ms: u64) -> bool {
+    let Some(id) = t.lookup_forward(key) else {
+        return false;
+    };
+    t.get_mut(id).is_some_and(|f| {
+        f.touch(now_ms, true, 60);
+        !f.is_half_open()
+    })
+}
+
+/// Lookups that go on to update the flow, as a packet does, on flows in random slots:
+/// the lines of the counters count too, not only those of the key. (The pipeline
+/// benches create their flows in replay order, so they visit the slots in order.)
+fn lookup_touch_random(c: &mut Criterion) {
+    let mut g = c.benchmark_group("flow_lookup");
+    for n in [100_000usize, 1_000_000] {
+        let (mut t, order) = filled(n);
+        let hits: Vec<FlowKey> = order.iter().map(|&i| fwd_key(i, 1)).collect();
+        g.bench_with_input(BenchmarkId::new("hit_touch", n), &n, |b, _| {
+            let mut k = 0;
+            b.iter(|| {
+                k = if k + 1 == n { 0 } else { k + 1 };
+                lookup_touch(&mut t, black_box(&hits[k]), 1)
+            })
+        });
+    }
+    g.finish();
+}
+
 fn insert_remove(c: &mut Criterion) {
     let mut g = c.benchmark_group("flow_insert_remove");
     for n in [1_000usize, 1_000_000] {
@@ -199,6 +235,6 @@ fn expire(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = config();
-    targets = hash, lookup, insert_remove, expire
+    targets = hash, lookup, lookup_touch_random, insert_remove, expire
 }
 criterion_main!(benches);

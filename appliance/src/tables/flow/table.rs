@@ -46,6 +46,23 @@
 //! at the worst capacity (`2^k + 1`). [`FlowTable::bytes_per_flow`] reports the figure of
 //! a given table.
 //!
+//! # Cache lines
+//!
+//! A slot is 112 bytes aligned to 16, so it starts 0, 16, 32 or 48 bytes into a line and
+//! spans three lines at half of those offsets. What a packet touches is laid out first
+//! (the links, both keys, the time, the counters, the TCP state and windows: 80 bytes, see
+//! [`Flow`]), so it always lies in two lines, and [`FlowTable::prefetch_flow`] loads
+//! exactly those two; only a TCP flow's acknowledgement numbers, at one offset in four,
+//! reach a third line. Before, the hot fields ran to the slot's last byte: three lines
+//! (three prefetches) at every other slot.
+//!
+//! Slots of 128 bytes aligned to 128 (two lines each, always) were tried (branch
+//! `tables-aligned-128`, measured in BENCHMARKS.md): within 128 bytes a flow they leave
+//! no room for the head arrays, so the heads went into the slots' spare 16 bytes, four
+//! to a slot instead of sixteen to a line of their own. Every lookup then pays a head
+//! line that is as cold as the flow's own (at 1M flows a DRAM line where the dense head
+//! arrays mostly stay in cache), which costs more than the third line of a slot saves.
+//!
 //! # Cost
 //!
 //! Measured with `cargo bench -p appliance --bench flow` on one core of an AMD EPYC at
@@ -75,10 +92,10 @@ const NIL: u32 = u32::MAX;
 /// `next_rev` of a free slot.
 const FREE: u32 = u32::MAX - 1;
 
-/// One flow and its bookkeeping. 112 bytes; the links come first so a chain walk reads
-/// the links and the key it compares from the same line most of the time.
+/// One flow and its bookkeeping. 112 bytes aligned to 16; the links come first so a chain
+/// walk reads the links and the key it compares from the same line most of the time.
 #[derive(Debug, Clone, Copy)]
-#[repr(C)]
+#[repr(C, align(16))]
 struct Slot {
     /// Next slot in the forward-key chain; for a free slot, the next free slot.
     next_fwd: u32,
@@ -87,6 +104,19 @@ struct Slot {
     /// The flow (stale contents in a free slot).
     flow: Flow,
 }
+
+/// A slot starts 0, 16, 32 or 48 bytes into a cache line (112 = 7 × 16). Its first `HOT`
+/// bytes, all that a packet touches but a TCP flow's acknowledgement numbers, therefore
+/// always lie in two lines (48 + 80 = 128), where the whole slot spans three lines at
+/// half of the offsets.
+const LINE: usize = 64;
+const HOT: usize = 80;
+const _: () = assert!(size_of::<Slot>() == 112 && std::mem::align_of::<Slot>() == 16);
+const _: () = assert!(3 * 16 + HOT <= 2 * LINE);
+const _: () =
+    assert!(std::mem::offset_of!(Slot, flow) + std::mem::offset_of!(Flow, listener) + 2 == HOT);
+const _: () =
+    assert!(std::mem::offset_of!(Slot, flow) + std::mem::offset_of!(Flow, bytes_rev) + 8 <= HOT);
 
 impl Slot {
     #[inline]
@@ -327,13 +357,15 @@ impl FlowTable {
         self.heads(rev).get(b).copied().unwrap_or(NIL)
     }
 
-    /// Starts loading flow slot `id` (its key, and the counters a packet updates).
+    /// Starts loading flow slot `id`: its hot part (links, keys, time, counters, TCP
+    /// state and windows), the first and the last line of it, which are at most two
+    /// lines. A TCP flow's acknowledgement numbers, just after, fall into a third line at
+    /// one slot offset in four and are loaded when the packet reaches them.
     #[inline]
     pub fn prefetch_flow(&self, id: u32) {
         if let Some(s) = self.slots.get(ix(id)) {
             prefetch(s);
-            prefetch(&s.flow.last_seen_ms);
-            prefetch(&s.flow.bytes_rev);
+            prefetch(&s.flow.listener);
         }
     }
 
@@ -957,6 +989,30 @@ mod tests {
         assert!(t.get(id).unwrap().queue.queued());
         assert_eq!(t.get(id), Some(&f));
         assert_eq!(size_of::<Flow>(), 104, "the link lives in padding");
+    }
+
+    /// What a packet touches (the slot's first `HOT` bytes) is in at most two cache lines
+    /// at every slot, where the whole slot is in three at every other one: the prefetch of
+    /// a flow's first and last hot line loads all it needs.
+    #[test]
+    fn hot_part_of_every_slot_is_in_two_lines() {
+        let t = FlowTable::with_capacity(64, T);
+        let line = |p: *const u8| p as usize / LINE;
+        let mut three = 0;
+        for s in t.slots.iter() {
+            let start = std::ptr::from_ref(s).cast::<u8>();
+            let hot_last = std::ptr::from_ref(&s.flow.listener)
+                .cast::<u8>()
+                .wrapping_add(1);
+            assert_eq!(hot_last as usize - start as usize, HOT - 1);
+            assert!(
+                line(hot_last) - line(start) <= 1,
+                "hot part over three lines"
+            );
+            let end = start.wrapping_add(size_of::<Slot>() - 1);
+            three += usize::from(line(end) - line(start) == 2);
+        }
+        assert_eq!(three, 32, "half the slots span three lines");
     }
 
     #[test]
