@@ -278,6 +278,10 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
         log::info!("state restored from {}", state_file.path().display());
     }
     let had_state = persisted.is_some();
+    // Changes are journaled against what the files hold, so the store must start from
+    // exactly that; when it does not (the file's declarations applied, a baseline added),
+    // a checkpoint of the store's state is written below.
+    let loaded = persisted.clone();
     let (store, notes) = Store::new(&config, persisted).map_err(|e| {
         if had_state {
             DaemonError::State(format!(
@@ -294,7 +298,7 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
     for n in &notes {
         log::info!("configuration: {n}");
     }
-    if had_state && !notes.is_empty() {
+    if had_state && (!notes.is_empty() || loaded.as_ref() != Some(store.state())) {
         // What the file changed since it was last applied is in force from this start
         // on: save it with its new baseline, so the next start does not apply it again.
         state_file
@@ -571,6 +575,7 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
     }
     server_stop.store(true, Ordering::SeqCst);
     let _ = server_thread.join();
+    control.checkpoint();
     if let Some(t) = stats_thread {
         let _ = t.join();
     }
