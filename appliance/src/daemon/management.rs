@@ -248,7 +248,7 @@ impl Management {
         let snap = self.build(&next)?;
         let built = started.elapsed();
         let saved = self.state_file.save_change(store.state(), &next, touched);
-        log::debug!(
+        log::info!(
             "change: snapshot built in {:.1} ms, made durable in {:.1} ms",
             built.as_secs_f64() * 1000.0,
             (started.elapsed() - built).as_secs_f64() * 1000.0

@@ -304,6 +304,17 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
         state_file
             .save(store.state())
             .map_err(|e| DaemonError::State(e.to_string()))?;
+    } else if !had_state {
+        // Changes are journal records after a checkpoint; without one, the first change
+        // would have to write the whole state on its request's path. Write it now. A
+        // failure only means that the first change writes it.
+        match state_file.save(store.state()) {
+            Ok(()) => log::info!(
+                "first checkpoint written to {}",
+                state_file.path().display()
+            ),
+            Err(e) => log::warn!("no first checkpoint (the first change writes it): {e}"),
+        }
     }
 
     let args = eal_args(&config);
