@@ -611,7 +611,6 @@ impl StateFile {
         };
         let journal = self.journal_path();
         let mut bytes = journal::header(checkpoint);
-        let head = bytes.len();
         bytes.extend(journal::record(1, body));
         self.write_new(
             &self.dir.join(JOURNAL_TMP_FILE),
@@ -626,7 +625,6 @@ impl StateFile {
             good_len: to_u64(bytes.len()),
             records: 1,
         });
-        debug_assert!(head < bytes.len());
         self.sync_dir()
     }
 
