@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use appliance::tables::snapshot::{Handles, Snapshot};
 use mgmt::config::{Config, EndpointConfig};
 use mgmt::model::EndpointState;
-use mgmt::persist::StateFile;
+use mgmt::persist::{Baseline, StateFile};
 use mgmt::store::{self, Caller, Store};
 use serde_json::json;
 
@@ -96,7 +96,8 @@ fn main() {
                 .expect("build")
         });
         timed("  journal record, fdatasync", || {
-            file.save_change(store.state(), &next, &out.touched)
+            // As the daemon makes it for a request, which keeps the declared baseline.
+            file.save_change_with(store.state(), &next, &out.touched, Baseline::Kept)
                 .expect("record")
         });
         store.commit(next);

@@ -41,7 +41,7 @@ use crate::model::State;
 mod change;
 mod journal;
 
-pub use change::{Change, DeclaredChange, Put};
+pub use change::{Baseline, Change, DeclaredChange, Put};
 use journal::CheckpointId;
 pub use journal::{JOURNAL_FILE, JOURNAL_TMP_FILE};
 
@@ -484,7 +484,19 @@ impl StateFile {
         next: &State,
         touched: &[String],
     ) -> Result<(), PersistError> {
-        match Change::between(prev, next, touched) {
+        self.save_change_with(prev, next, touched, Baseline::MayChange)
+    }
+
+    /// [`save_change`](Self::save_change) of a change that keeps the declared baseline
+    /// or may replace it ([`Baseline`]).
+    pub fn save_change_with(
+        &self,
+        prev: &State,
+        next: &State,
+        touched: &[String],
+        baseline: Baseline,
+    ) -> Result<(), PersistError> {
+        match Change::between_with(prev, next, touched, baseline) {
             Some(change) => self.append(&change, next),
             None => self.save(next),
         }

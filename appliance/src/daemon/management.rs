@@ -25,7 +25,7 @@ use crossbeam::channel::{bounded, Sender};
 use crossbeam::queue::ArrayQueue;
 use mgmt::config::Config;
 use mgmt::model::State;
-use mgmt::persist::{PersistError, StateFile};
+use mgmt::persist::{Baseline, PersistError, StateFile};
 use mgmt::protocol::{ApiErrorBody, Request};
 use mgmt::server::{Caller, Handled, Handler};
 use mgmt::store::{self, Store};
@@ -243,11 +243,14 @@ impl Management {
         store: &mut Store,
         next: State,
         touched: &[String],
+        baseline: Baseline,
     ) -> Result<(), ApiErrorBody> {
         let started = std::time::Instant::now();
         let snap = self.build(&next)?;
         let built = started.elapsed();
-        let saved = self.state_file.save_change(store.state(), &next, touched);
+        let saved = self
+            .state_file
+            .save_change_with(store.state(), &next, touched, baseline);
         log::info!(
             "change: snapshot built in {:.1} ms, made durable in {:.1} ms",
             built.as_secs_f64() * 1000.0,
@@ -314,7 +317,7 @@ impl Management {
         let Some(next) = out.next else {
             return Handled::from(Ok(out.response));
         };
-        match self.apply(&mut store, next, &out.touched) {
+        match self.apply(&mut store, next, &out.touched, Baseline::Kept) {
             Ok(()) => Handled {
                 result: Ok(out.response),
                 touched: out.touched,
@@ -354,7 +357,7 @@ impl Management {
         let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(next) = store.prepare_tick(now) {
             let touched = store::touched(store.state(), &next);
-            if let Err(e) = self.apply(&mut store, next, &touched) {
+            if let Err(e) = self.apply(&mut store, next, &touched, Baseline::Kept) {
                 log::error!(
                     "timed state change not applied (retried next tick): {}",
                     e.message
@@ -398,7 +401,7 @@ impl Management {
         let (state, notes) = store.prepare_reload(next, now).map_err(|e| e.to_string())?;
         if let Some(state) = state {
             let touched = store::touched(store.state(), &state);
-            self.apply(&mut store, state, &touched)
+            self.apply(&mut store, state, &touched, Baseline::MayChange)
                 .map_err(|e| format!("{}: {}", e.code, e.message))?;
         }
         store.apply_reload(next);
