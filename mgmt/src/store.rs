@@ -703,21 +703,47 @@ fn client_token(caller: &Caller, op: &str, args: &Value) -> Result<Option<TokenA
 
 /// The ids of the objects that differ between `before` and `after`: created, changed or
 /// removed services, endpoints and security groups.
+///
+/// O(objects): the store keeps each list in order (it appends, removes and changes in
+/// place), so the lists are matched side by side from both ends and only what lies
+/// between (the few objects a change touched) is matched by id.
 pub fn touched(before: &State, after: &State) -> Vec<String> {
-    fn diff<T: PartialEq, K: PartialEq + fmt::Display>(
+    fn diff<T: PartialEq, K: Eq + std::hash::Hash + fmt::Display>(
         out: &mut Vec<String>,
         a: &[T],
         b: &[T],
         id: impl Fn(&T) -> K,
     ) {
-        for x in b {
-            if !a.iter().any(|y| id(y) == id(x) && y == x) {
-                out.push(id(x).to_string());
+        let same = |x: &T, y: &T| id(x) == id(y);
+        let head = a.iter().zip(b).take_while(|(x, y)| same(x, y)).count();
+        let tail = a[head..]
+            .iter()
+            .rev()
+            .zip(b[head..].iter().rev())
+            .take_while(|(x, y)| same(x, y))
+            .count();
+        let (a_mid, b_mid) = (&a[head..a.len() - tail], &b[head..b.len() - tail]);
+        let old: std::collections::HashMap<K, &T> = a_mid.iter().map(|x| (id(x), x)).collect();
+        let new: HashSet<K> = b_mid.iter().map(&id).collect();
+        // In `after`'s order, then the removed in `before`'s order.
+        for (x, y) in a[..head].iter().zip(&b[..head]) {
+            if x != y {
+                out.push(id(y).to_string());
             }
         }
-        for y in a {
-            if !b.iter().any(|x| id(x) == id(y)) {
+        for y in b_mid {
+            if old.get(&id(y)).is_none_or(|x| *x != y) {
                 out.push(id(y).to_string());
+            }
+        }
+        for (x, y) in a[a.len() - tail..].iter().zip(&b[b.len() - tail..]) {
+            if x != y {
+                out.push(id(y).to_string());
+            }
+        }
+        for x in a_mid {
+            if !new.contains(&id(x)) {
+                out.push(id(x).to_string());
             }
         }
     }

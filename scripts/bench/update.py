@@ -59,8 +59,13 @@ def cmd_config(a):
         sys.exit(f"update.py: {a.config} has no [mgmt] stats_interval_ms = 100 to lower")
     text = text.replace("stats_interval_ms = 100", 'stats_interval_ms = 10\nstats_log = "%s"'
                         % os.path.join(os.path.dirname(os.path.abspath(a.config)), "stats.jsonl"), 1)
+    if "[quotas]" in text:
+        sys.exit(f"update.py: {a.config} already has a [quotas] section")
     base = (10 << 24) | (4 << 16) | 1
-    out = [text, "\n# update-under-load: the endpoints the snapshot carries\n"]
+    # The cloud's default of 50 endpoints per VPC would refuse the declarations; the
+    # benchmark creates one more at a time.
+    out = [text, "\n[quotas]\nendpoints_per_vpc = %d\n" % (a.endpoints + 64),
+           "\n# update-under-load: the endpoints the snapshot carries\n"]
     for i in range(a.endpoints):
         out.append(
             '[[endpoints]]\nid = "vpce-1%016x"\nowner = "111111111111"\nvpc_id = "%s"\n'

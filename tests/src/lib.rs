@@ -703,6 +703,21 @@ deregistration_delay = {dereg}
     pub fn restart(&mut self) {
         let (clean, _) = self.stop();
         assert!(clean, "privlinkd stops cleanly:\n{}", self.log());
+        self.start_again();
+    }
+
+    /// Kills privlinkd with SIGKILL: no clean stop, the state directory is as a crash
+    /// leaves it. [`Topology::start_again`] brings it back.
+    pub fn crash(&mut self) {
+        if let Some(mut d) = self.daemon.take() {
+            let _ = d.kill();
+            let _ = d.wait();
+        }
+    }
+
+    /// Starts privlinkd again after [`Topology::stop`] or [`Topology::crash`], on the
+    /// same configuration and state.
+    pub fn start_again(&mut self) {
         // The tap interfaces went with the old process; wait until they are gone.
         let end = Instant::now() + Duration::from_secs(10);
         while Instant::now() < end

@@ -577,6 +577,68 @@ fn a_full_disk_refuses_changes_and_loses_nothing_acknowledged() {
 }
 
 #[test]
+fn a_crash_loses_no_acknowledged_change_and_a_torn_record_is_dropped() {
+    let mut t = empty_topology();
+    let state_dir = t.dir.join("state");
+    let create = |t: &Topology, name: &str| {
+        t.ctl_ok(
+            UID_CONSUMER,
+            &[
+                "create-security-group",
+                "--vpc-id",
+                CONSUMER_VPC,
+                "--group-name",
+                name,
+            ],
+        );
+    };
+    let sorted = |t: &Topology| {
+        let mut names = groups(t);
+        names.sort();
+        names
+    };
+    // The start wrote a checkpoint; changes are journal records after it.
+    for name in ["a", "b", "c"] {
+        create(&t, name);
+    }
+    let journal = state_dir.join("state.journal");
+    assert!(
+        journal.exists(),
+        "changes after the checkpoint are journaled"
+    );
+    t.crash();
+    assert!(journal.exists(), "a crash leaves the journal");
+    // What a crash in the middle of the next append leaves: part of a record.
+    let mut bytes = std::fs::read(&journal).unwrap();
+    bytes.extend_from_slice(&[0x40, 0, 0, 0, 0xbf, 0xff, 0xff, 0xff, 1, 0]);
+    std::fs::write(&journal, &bytes).unwrap();
+    t.start_again();
+    assert_eq!(
+        sorted(&t),
+        ["a", "b", "c"],
+        "every acknowledged change:\n{}",
+        t.log()
+    );
+    assert!(
+        t.log().contains("cut short by a crash"),
+        "the dropped record is logged:\n{}",
+        t.log()
+    );
+    // The next change follows the last good record; a crash keeps it too.
+    create(&t, "d");
+    t.crash();
+    t.start_again();
+    assert_eq!(sorted(&t), ["a", "b", "c", "d"], "{}", t.log());
+    // A clean stop leaves one checkpoint.
+    t.restart();
+    assert!(
+        !journal.exists(),
+        "a clean stop folds the journal into the checkpoint"
+    );
+    assert_eq!(sorted(&t), ["a", "b", "c", "d"]);
+}
+
+#[test]
 fn declared_objects_stay_deleted_and_a_reload_revokes_removed_uids() {
     let mut t = Topology::start(Options::default());
     let declared = "vpce-0e0000000000000e1";

@@ -3,9 +3,10 @@
 //! data plane can answer (`stats`, `flows`, active flows per target).
 //!
 //! What an acknowledgement means: the store prepares the next state without changing
-//! anything; then the snapshot that enforces it is built, the state is made durable, the
-//! snapshot is published, and only then does the store take the new state and the caller
-//! hear `ok`. A failure at any step leaves the store, the state file and the data plane as
+//! anything; then the snapshot that enforces it is built, the state is made durable (one
+//! journal record of the objects the change touched, synced), the snapshot is published,
+//! and only then does the store take the new state and the caller hear `ok`. The journal
+//! is folded into a new checkpoint by [`Management::tick`], never on a request's path. A failure at any step leaves the store, the state file and the data plane as
 //! they were, and the caller gets an error naming the cause. (One exception, named in its
 //! error: the state directory could not be synced after the new file was renamed into
 //! place, and putting the old file back failed too; then the new state is what is on disk,
@@ -24,7 +25,7 @@ use crossbeam::channel::{bounded, Sender};
 use crossbeam::queue::ArrayQueue;
 use mgmt::config::Config;
 use mgmt::model::State;
-use mgmt::persist::{PersistError, StateFile};
+use mgmt::persist::{Baseline, PersistError, StateFile};
 use mgmt::protocol::{ApiErrorBody, Request};
 use mgmt::server::{Caller, Handled, Handler};
 use mgmt::store::{self, Store};
@@ -237,10 +238,25 @@ impl Management {
 
     /// Puts `next` in force: build its snapshot, make it durable, publish, and only then
     /// commit it to the store. See the module documentation for what each failure leaves.
-    fn apply(&self, store: &mut Store, next: State) -> Result<(), ApiErrorBody> {
+    fn apply(
+        &self,
+        store: &mut Store,
+        next: State,
+        touched: &[String],
+        baseline: Baseline,
+    ) -> Result<(), ApiErrorBody> {
         let started = std::time::Instant::now();
         let snap = self.build(&next)?;
-        match self.state_file.save(&next) {
+        let built = started.elapsed();
+        let saved = self
+            .state_file
+            .save_change_with(store.state(), &next, touched, baseline);
+        log::info!(
+            "change: snapshot built in {:.1} ms, made durable in {:.1} ms",
+            built.as_secs_f64() * 1000.0,
+            (started.elapsed() - built).as_secs_f64() * 1000.0
+        );
+        match saved {
             Ok(()) => {}
             Err(PersistError::NotDurable { .. }) => {
                 // The new file is in place but may not survive a crash. Put the old one
@@ -301,7 +317,7 @@ impl Management {
         let Some(next) = out.next else {
             return Handled::from(Ok(out.response));
         };
-        match self.apply(&mut store, next) {
+        match self.apply(&mut store, next, &out.touched, Baseline::Kept) {
             Ok(()) => Handled {
                 result: Ok(out.response),
                 touched: out.touched,
@@ -339,14 +355,40 @@ impl Management {
     /// [`tick`](Self::tick) at `now` (unix seconds).
     pub fn tick_at(&self, now: u64) {
         let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(next) = store.prepare_tick(now) else {
-            return;
-        };
-        if let Err(e) = self.apply(&mut store, next) {
-            log::error!(
-                "timed state change not applied (retried next tick): {}",
-                e.message
-            );
+        if let Some(next) = store.prepare_tick(now) {
+            let touched = store::touched(store.state(), &next);
+            if let Err(e) = self.apply(&mut store, next, &touched, Baseline::Kept) {
+                log::error!(
+                    "timed state change not applied (retried next tick): {}",
+                    e.message
+                );
+            }
+        }
+        if self.state_file.compaction_due() {
+            self.compact(&store);
+        }
+    }
+
+    /// Folds the journal into a new checkpoint of what the store holds (which is what the
+    /// checkpoint and journal hold), so that a load reads one file again. A failure
+    /// leaves the files as they were (a `NotDurable` one, the same state in the new
+    /// checkpoint), so it is only logged and tried again later.
+    fn compact(&self, store: &Store) {
+        let started = std::time::Instant::now();
+        match self.state_file.save(store.state()) {
+            Ok(()) => log::info!(
+                "state journal folded into a new checkpoint in {:.1} ms",
+                started.elapsed().as_secs_f64() * 1000.0
+            ),
+            Err(e) => log::warn!("state journal not folded into a checkpoint: {e}"),
+        }
+    }
+
+    /// At a clean stop: leave the state as one checkpoint, the file an operator reads.
+    pub fn checkpoint(&self) {
+        if self.state_file.has_journal() {
+            let store = self.store.lock().unwrap_or_else(|e| e.into_inner());
+            self.compact(&store);
         }
     }
 
@@ -358,7 +400,8 @@ impl Management {
         let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
         let (state, notes) = store.prepare_reload(next, now).map_err(|e| e.to_string())?;
         if let Some(state) = state {
-            self.apply(&mut store, state)
+            let touched = store::touched(store.state(), &state);
+            self.apply(&mut store, state, &touched, Baseline::MayChange)
                 .map_err(|e| format!("{}: {}", e.code, e.message))?;
         }
         store.apply_reload(next);

@@ -279,6 +279,10 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
         log::info!("state restored from {}", state_file.path().display());
     }
     let had_state = persisted.is_some();
+    // Changes are journaled against what the files hold, so the store must start from
+    // exactly that; when it does not (the file's declarations applied, a baseline added),
+    // a checkpoint of the store's state is written below.
+    let loaded = persisted.clone();
     let (store, notes) = Store::new(&config, persisted).map_err(|e| {
         if had_state {
             DaemonError::State(format!(
@@ -295,12 +299,23 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
     for n in &notes {
         log::info!("configuration: {n}");
     }
-    if had_state && !notes.is_empty() {
+    if had_state && (!notes.is_empty() || loaded.as_ref() != Some(store.state())) {
         // What the file changed since it was last applied is in force from this start
         // on: save it with its new baseline, so the next start does not apply it again.
         state_file
             .save(store.state())
             .map_err(|e| DaemonError::State(e.to_string()))?;
+    } else if !had_state {
+        // Changes are journal records after a checkpoint; without one, the first change
+        // would have to write the whole state on its request's path. Write it now. A
+        // failure only means that the first change writes it.
+        match state_file.save(store.state()) {
+            Ok(()) => log::info!(
+                "first checkpoint written to {}",
+                state_file.path().display()
+            ),
+            Err(e) => log::warn!("no first checkpoint (the first change writes it): {e}"),
+        }
     }
 
     let args = eal_args(&config);
@@ -583,6 +598,7 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
     }
     server_stop.store(true, Ordering::SeqCst);
     let _ = server_thread.join();
+    control.checkpoint();
     if let Some(t) = stats_thread {
         let _ = t.join();
     }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use mgmt::config::Config;
 use mgmt::model::{AccountId, State};
-use mgmt::persist::{SaveStep, StateFile};
+use mgmt::persist::{Compaction, SaveStep, StateFile};
 use mgmt::protocol::Request;
 use mgmt::server::{Caller, Handler};
 use mgmt::store::Store;
@@ -319,9 +319,15 @@ pub fn check_in_force(ctl: &Management, config: &Config, file: &StateFile) {
 }
 
 pub fn run(ops: &[(u8, u8, u64)], faults: Option<u64>) {
+    run_with(ops, faults, Compaction::default());
+}
+
+/// [`run`], with the journal folded into a checkpoint at `compaction`'s thresholds (each
+/// tick checks).
+pub fn run_with(ops: &[(u8, u8, u64)], faults: Option<u64>, compaction: Compaction) {
     let dir = TempDir::new(if faults.is_some() { "faults" } else { "plain" });
     let cfg = config(&dir.0);
-    let plain = StateFile::new(&dir.0);
+    let plain = StateFile::new(&dir.0).with_compaction(compaction);
     // The first state is saved as the daemon would have it on disk after any change.
     let (seed_store, _) = Store::new(&cfg, None).unwrap();
     plain.save(seed_store.state()).unwrap();

@@ -6,14 +6,14 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use mgmt::persist::{SaveStep, StateFile};
+use mgmt::persist::{Compaction, SaveStep, StateFile};
 use mgmt::protocol::Request;
 use mgmt::server::Handler;
 use mgmt::store::Store;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
-use super::sequences::{caller, check_in_force, config, control, run, TempDir, CVPC};
+use super::sequences::{caller, check_in_force, config, control, run, run_with, TempDir, CVPC};
 
 fn ops() -> impl Strategy<Value = Vec<(u8, u8, u64)>> {
     proptest::collection::vec((any::<u8>(), any::<u8>(), any::<u64>()), 1..60)
@@ -33,6 +33,17 @@ proptest! {
         seed in any::<u64>(),
     ) {
         run(&ops, Some(seed));
+    }
+
+    /// The journal folded into a checkpoint every few records, with and without failing
+    /// steps: what is on disk still is what the store holds after every request and tick.
+    #[test]
+    fn with_frequent_compaction_the_disk_matches_the_store(
+        ops in ops(),
+        seed in any::<u64>(),
+        faults in any::<bool>(),
+    ) {
+        run_with(&ops, faults.then_some(seed), Compaction { records: 3, bytes: 1 });
     }
 }
 

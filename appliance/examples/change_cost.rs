@@ -1,0 +1,106 @@
+//! What one management change costs at N endpoints, step by step, without DPDK: the
+//! steps a `create-vpc-endpoint` goes through before it is acknowledged (the store's
+//! prepare, and inside it the state clone, validation, comparison and audit list; the
+//! snapshot build; the journal record made durable), beside what a whole state file
+//! would cost (encode). The figures of BENCHMARKS.md "A change costs what it changes".
+//!
+//! `cargo run --release -p appliance --example change_cost -- [ENDPOINTS] [CHANGES]`
+//! (default 100000 3). The endpoints are declared as `scripts/bench/update.py` declares
+//! them, in a consumer VPC widened to a /8 so that a million fit.
+
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use appliance::tables::snapshot::{Handles, Snapshot};
+use mgmt::config::{Config, EndpointConfig};
+use mgmt::model::EndpointState;
+use mgmt::persist::{Baseline, StateFile};
+use mgmt::store::{self, Caller, Store};
+use serde_json::json;
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn timed<T>(what: &str, f: impl FnOnce() -> T) -> T {
+    let started = Instant::now();
+    let out = f();
+    println!("{what}: {}", ms(started.elapsed()));
+    out
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let n: u32 = args.next().and_then(|s| s.parse().ok()).unwrap_or(100_000);
+    let changes: u32 = args.next().and_then(|s| s.parse().ok()).unwrap_or(3);
+    let mut config = Config::embedded_default();
+    config.vpcs[0].address = "10.0.0.1/8".parse().expect("prefix");
+    config.quotas.endpoints_per_vpc = n + 64;
+    let base = u32::from(Ipv4Addr::new(10, 4, 0, 1));
+    let service = config.services[0].id;
+    for i in 0..n {
+        config.endpoints.push(EndpointConfig {
+            id: format!("vpce-1{i:016x}").parse().expect("id"),
+            owner: "111111111111".parse().expect("account"),
+            vpc_id: config.vpcs[0].vpc_id,
+            service_id: Some(service),
+            service_name: None,
+            ip: Ipv4Addr::from(base + i),
+            state: EndpointState::Available,
+            security_group_ids: vec![],
+            policy: None,
+        });
+    }
+    let (mut store, _) = timed("store from the configuration", || {
+        Store::new(&config, None).expect("store")
+    });
+    let bytes = timed("encode the whole state", || {
+        mgmt::persist::encode(store.state())
+    });
+    println!("  ({} bytes)", bytes.len());
+    let dir = std::env::temp_dir().join(format!("privlink-change-cost-{}", std::process::id()));
+    let file = StateFile::new(&dir);
+    timed("write a checkpoint (whole state, fsync, rename)", || {
+        file.save(store.state()).expect("save")
+    });
+    let macs = [[2u8, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]];
+    let mtus = [1500u16, 1500];
+    let mut handles = Handles::default();
+    timed("first snapshot build", || {
+        Snapshot::build(1, &config, &macs, &mtus, store.state(), &mut handles).expect("build")
+    });
+    for k in 0..changes {
+        println!("change {k}:");
+        let copy = timed("  state clone", || store.state().clone());
+        timed("  State::validate", || {
+            copy.validate(&config.vpcs).expect("valid")
+        });
+        timed("  state ==", || copy == *store.state());
+        let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 200, 0, 1)) + k);
+        let out = timed("  Store::prepare (all of the above and more)", || {
+            store
+                .prepare(
+                    &Caller::admin(),
+                    "create-vpc-endpoint",
+                    &json!({"VpcId": config.vpcs[0].vpc_id.to_string(),
+                            "ServiceName": format!("com.privlink.vpce.local.{service}"),
+                            "IpAddress": ip.to_string()}),
+                    1,
+                )
+                .expect("prepare")
+        });
+        let next = out.next.expect("a change");
+        timed("  store::touched", || store::touched(store.state(), &next));
+        timed("  Snapshot::build", || {
+            Snapshot::build(u64::from(k) + 2, &config, &macs, &mtus, &next, &mut handles)
+                .expect("build")
+        });
+        timed("  journal record, fdatasync", || {
+            // As the daemon makes it for a request, which keeps the declared baseline.
+            file.save_change_with(store.state(), &next, &out.touched, Baseline::Kept)
+                .expect("record")
+        });
+        store.commit(next);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
