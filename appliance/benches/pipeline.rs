@@ -31,9 +31,10 @@
 //! | `snapshot/listener_miss` | 2.9 | 7 |
 //! | `snapshot/local_hit` | 2.6 | 7 |
 //!
-//! Instructions (callgrind, `udp_established_burst32/1000`): ~800 per packet with the
-//! bench's frame copies; the fast path's `prepare` (checks, endpoint, hash) and `commit`
-//! (flow, next hop, counters) take ~230 and ~210 of them and `rewrite` ~85.
+//! The figures above are of the code before the graph of nodes (2026-11-27). Instructions
+//! then (callgrind, `udp_established_burst32/1000`): ~800 per packet with the bench's frame
+//! copies. The graph's own per-node counts come from `examples/graph_profile.rs`
+//! (BENCHMARKS.md, "Data plane v2").
 
 use std::hint::black_box;
 use std::net::Ipv4Addr;

@@ -92,8 +92,8 @@ impl<F: Frame> Pipeline<F> {
 /// multicast, 240/4 reserved, which holds the limited broadcast), the attachment
 /// prefix's network and broadcast addresses, and every address the appliance itself
 /// answers for there (its own, endpoints', SNAT addresses): packets "from" those are
-/// spoofed or looped. Asked per new flow and per packet to a local address, never on the
-/// fast path.
+/// spoofed or looped. Asked per new flow and per packet to a local address, never for a
+/// packet of an established flow.
 pub(super) fn martian_source(
     snap: &Snapshot,
     att_idx: u16,
