@@ -373,8 +373,11 @@ impl<F: Frame> Pipeline<F> {
                     }
                     out(Verdict::Done);
                 }
-                // Every node ran: nothing can still be on its way.
-                _ => {
+                // Every node ran, in the graph's order: nothing can still be on its way. If
+                // a node ever sends a packet backwards, debug builds (tests, fuzzers) say
+                // so; release builds drop it, counted.
+                other => {
+                    debug_assert!(false, "a packet left the graph at {other:?}");
                     self.counters.drop(DropReason::Malformed);
                     out(Verdict::Done);
                 }
