@@ -3,8 +3,9 @@
 publishes a snapshot holding 10k or 100k endpoints?
 
   update.py config CONFIG --endpoints N
-      widens the consumer VPC of a filled-in bench configuration to 10.0.0.1/12 and
-      declares N more endpoints of the bench service there (10.4.0.1 onwards), so that
+      widens the consumer VPC of a filled-in bench configuration to 10.0.0.1/11 and
+      declares N more endpoints of the bench service there (10.4.0.1 onwards, room for
+      1.8M), so that
       privlinkd starts with N + 1 endpoints; turns on a 10 ms stats log.
   update.py run DIR --changes K [--warmup S] [--gap S] [--deadline S]
       privlinkd is running from DIR (bench.sh started it) and forwarding the replay.
@@ -44,6 +45,10 @@ CONSUMER_VPC = "vpc-0c0000000000000c1"
 WINDOW_MS = 10
 
 
+# The largest endpoints_per_vpc a configuration may set (MAX_QUOTA, mgmt/src/config.rs).
+QUOTA_MAX = 1_000_000
+
+
 def ip_at(base, i):
     n = base + i
     return f"{n >> 24}.{(n >> 16) & 255}.{(n >> 8) & 255}.{n & 255}"
@@ -54,7 +59,11 @@ def cmd_config(a):
     old = 'address = "10.1.0.1/16"'
     if old not in text:
         sys.exit(f"update.py: {a.config} has no consumer address {old}")
-    text = text.replace(old, 'address = "10.0.0.1/12"')
+    # /11: from 10.4.0.1 up to 10.31.255.254, room for the 1M-endpoint run (a /12 held
+    # only ~786k).
+    text = text.replace(old, 'address = "10.0.0.1/11"')
+    if a.endpoints > (32 - 4) * 65536 - 2:
+        sys.exit(f"update.py: {a.endpoints} endpoints do not fit in 10.4.0.1-10.31.255.254")
     if "stats_interval_ms = 100" not in text:
         sys.exit(f"update.py: {a.config} has no [mgmt] stats_interval_ms = 100 to lower")
     text = text.replace("stats_interval_ms = 100", 'stats_interval_ms = 10\nstats_log = "%s"'
@@ -64,7 +73,11 @@ def cmd_config(a):
     base = (10 << 24) | (4 << 16) | 1
     # The cloud's default of 50 endpoints per VPC would refuse the declarations; the
     # benchmark creates one more at a time.
-    out = [text, "\n[quotas]\nendpoints_per_vpc = %d\n" % (a.endpoints + 64),
+    # The quota's ceiling is the model's, 1M per VPC: the bench endpoint and the one a
+    # change creates must fit beside the declared ones.
+    if a.endpoints > QUOTA_MAX - 2:
+        sys.exit(f"update.py: {a.endpoints} endpoints leave no room under the 1M quota ceiling")
+    out = [text, "\n[quotas]\nendpoints_per_vpc = %d\n" % min(a.endpoints + 64, QUOTA_MAX),
            "\n# update-under-load: the endpoints the snapshot carries\n"]
     for i in range(a.endpoints):
         out.append(
