@@ -316,7 +316,6 @@ mod rewrite;
 mod tests;
 mod upkeep;
 
-pub use dispatch::CHUNK;
 use forward::refusal_reason;
 use l2::{pad_frame, reply_l2, write_l2};
 use local::refuse_martian;
