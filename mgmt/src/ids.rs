@@ -42,6 +42,10 @@ pub enum ValueKind {
     MacAddr,
     /// [`crate::config::FileMode`]
     FileMode,
+    /// [`crate::model::HealthCheckProtocol`]
+    HealthCheckProtocol,
+    /// [`crate::model::Matcher`]
+    Matcher,
 }
 
 impl ValueKind {
@@ -62,6 +66,8 @@ impl ValueKind {
             Self::Ipv4Net => "address/prefix",
             Self::MacAddr => "mac address",
             Self::FileMode => "file mode",
+            Self::HealthCheckProtocol => "health check protocol",
+            Self::Matcher => "matcher",
         }
     }
 
@@ -84,6 +90,10 @@ impl ValueKind {
             Self::Ipv4Net => "an IPv4 address and a prefix length 0..=32, like \"10.1.0.1/24\"",
             Self::MacAddr => "six hex octets separated by ':', like \"02:00:00:00:00:01\"",
             Self::FileMode => "an octal permission string up to 0777, like \"0660\"",
+            Self::HealthCheckProtocol => "\"tcp\" or \"http\"",
+            Self::Matcher => {
+                "HTTP status codes 200-599 and ranges of them separated by commas, like \"200-399\" or \"200,302\""
+            }
         }
     }
 

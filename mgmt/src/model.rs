@@ -32,9 +32,11 @@ pub use crate::ids::{
 };
 pub use errors::{AddressHolder, AddressRole, KeyPath, ModelError, Object, PathSegment, Reserved};
 pub use objects::{
-    Account, ClientToken, Declared, Endpoint, EndpointState, IngressRule, Listener, Principal,
-    Protocol, RuleProtocol, SecurityGroup, Service, State, StaticNeighbour, Target, TargetState,
-    VpcAttachment, MSS_CLAMP_RANGE,
+    health_limits, Account, ClientToken, ConnectionLimit, Declared, Endpoint, EndpointState,
+    HealthCheckProtocol, IngressRule, Listener, Matcher, Principal, Protocol, RuleProtocol,
+    SecurityGroup, Service, State, StaticNeighbour, Target, TargetState, VpcAttachment,
+    DEFAULT_HEALTHY, DEFAULT_INTERVAL_S, DEFAULT_TIMEOUT_S, DEFAULT_UNHEALTHY, MATCHER_CODES,
+    MSS_CLAMP_RANGE,
 };
 pub use validate::validate_attachments;
 

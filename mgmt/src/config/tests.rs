@@ -112,20 +112,22 @@ fn expected_default() -> Config {
             owner: p("222222222222"),
             vpc_id: p("vpc-0b0000000000000b1"),
             listeners: vec![
-                Listener {
-                    protocol: Protocol::Tcp,
-                    port: 80,
-                    targets: vec![target("10.2.0.11", 8080), target("10.2.0.12", 8080)],
-                },
-                Listener {
-                    protocol: Protocol::Udp,
-                    port: 9000,
-                    targets: vec![target("10.2.0.11", 9000), target("10.2.0.12", 9000)],
-                },
+                Listener::new(
+                    Protocol::Tcp,
+                    80,
+                    vec![target("10.2.0.11", 8080), target("10.2.0.12", 8080)],
+                ),
+                Listener::new(
+                    Protocol::Udp,
+                    9000,
+                    vec![target("10.2.0.11", 9000), target("10.2.0.12", 9000)],
+                ),
             ],
             snat_addresses: vec![ip("10.2.0.100")],
             acceptance_required: false,
             allowed_principals: vec![Principal::Account(p("111111111111"))],
+            auto_accept_principals: Vec::new(),
+            connection_limits: Vec::new(),
         }],
         endpoints: vec![EndpointConfig {
             id: p("vpce-0e0000000000000e1"),

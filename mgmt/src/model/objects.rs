@@ -238,8 +238,122 @@ impl Target {
     }
 }
 
+/// How a listener's targets are checked. Serialised `"tcp"` / `"http"`.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(rename_all = "camelCase")]
+pub enum HealthCheckProtocol {
+    /// A TCP connection is opened (the handshake completes) and reset.
+    #[default]
+    Tcp,
+    /// A GET of the health-check path; healthy when the status is in the matcher.
+    Http,
+}
+
+text_enum!(HealthCheckProtocol, HealthCheckProtocol, { Tcp => "tcp", Http => "http" });
+
+/// The HTTP status codes an `http` health check accepts, the cloud's `Matcher`: codes
+/// and ranges separated by commas (`"200"`, `"200-399"`, `"200,202,301-302"`), each code
+/// in 200..=599. Kept as given, parsed by [`Matcher::parse`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Matcher {
+    text: String,
+    ranges: Vec<(u16, u16)>,
+}
+
+/// The codes a [`Matcher`] may name.
+pub const MATCHER_CODES: std::ops::RangeInclusive<u16> = 200..=599;
+
+impl Matcher {
+    /// Parses `text`; the error says what is wrong with it.
+    pub fn parse(text: &str) -> Result<Matcher, String> {
+        let mut ranges = Vec::new();
+        if text.is_empty() || text.len() > 128 {
+            return Err("must be 1 to 128 characters".into());
+        }
+        for part in text.split(',') {
+            let (a, b) = match part.split_once('-') {
+                Some((a, b)) => (a, b),
+                None => (part, part),
+            };
+            let code = |s: &str| -> Result<u16, String> {
+                match s.parse::<u16>() {
+                    Ok(c) if s.len() == 3 && MATCHER_CODES.contains(&c) => Ok(c),
+                    _ => Err(format!(
+                        "{part:?} is not an HTTP status code or range of codes in 200-599"
+                    )),
+                }
+            };
+            let (a, b) = (code(a)?, code(b)?);
+            if a > b {
+                return Err(format!("{part:?}: the range ends before it starts"));
+            }
+            ranges.push((a, b));
+        }
+        Ok(Matcher {
+            text: text.to_owned(),
+            ranges,
+        })
+    }
+
+    /// Whether `status` is one of the codes.
+    pub fn matches(&self, status: u16) -> bool {
+        self.ranges.iter().any(|&(a, b)| (a..=b).contains(&status))
+    }
+
+    /// The text it was parsed from.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl Default for Matcher {
+    fn default() -> Matcher {
+        Matcher {
+            text: "200-399".into(),
+            ranges: vec![(200, 399)],
+        }
+    }
+}
+
+impl fmt::Display for Matcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl FromStr for Matcher {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        Matcher::parse(s).map_err(|_| ParseError::new(ValueKind::Matcher, s))
+    }
+}
+
+serde_as_string!(
+    Matcher,
+    "HTTP status codes, e.g. \"200-399\" or \"200,302\""
+);
+
+/// The ranges of the health-check settings, the cloud load balancer's.
+pub mod health_limits {
+    use std::ops::RangeInclusive;
+    /// `HealthCheckIntervalSeconds`.
+    pub const INTERVAL_S: RangeInclusive<u16> = 5..=300;
+    /// `HealthCheckTimeoutSeconds`.
+    pub const TIMEOUT_S: RangeInclusive<u16> = 2..=120;
+    /// `HealthyThresholdCount` and `UnhealthyThresholdCount`.
+    pub const THRESHOLD: RangeInclusive<u8> = 2..=10;
+    /// A listener's idle timeout (the cloud's `tcp.idle_timeout.seconds`), also for UDP.
+    pub const IDLE_TIMEOUT_S: RangeInclusive<u32> = 60..=6000;
+    /// Longest `HealthCheckPath`.
+    pub const PATH_LEN: usize = 1024;
+}
+
 /// One listener of a service: traffic to an endpoint on `protocol`/`port` is forwarded to
-/// this listener's own target group (as an NLB listener forwards to its target group).
+/// this listener's own target group (as an NLB listener forwards to its target group),
+/// whose targets are health-checked with the settings here (the cloud's names, in
+/// snake case; defaults the cloud's).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Listener {
@@ -250,6 +364,138 @@ pub struct Listener {
     /// The target group.
     #[serde(default)]
     pub targets: Vec<Target>,
+    /// `HealthCheckEnabled`; default true. Off: targets are `unavailable` and all take
+    /// traffic.
+    #[serde(default = "default_true", skip_serializing_if = "is_true")]
+    pub health_check_enabled: bool,
+    /// `HealthCheckProtocol`; default `tcp`.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub health_check_protocol: HealthCheckProtocol,
+    /// `HealthCheckPort`; default the target's own port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check_port: Option<u16>,
+    /// `HealthCheckPath` of an `http` check; default `/`.
+    #[serde(default = "default_path", skip_serializing_if = "is_default_path")]
+    pub health_check_path: String,
+    /// `Matcher` of an `http` check; default `200-399`.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub matcher: Matcher,
+    /// `HealthCheckIntervalSeconds`, 5–300; default 30.
+    #[serde(
+        default = "default_interval",
+        skip_serializing_if = "is_default_interval"
+    )]
+    pub health_check_interval_seconds: u16,
+    /// `HealthCheckTimeoutSeconds`, 2–120 and below the interval; default 10.
+    #[serde(
+        default = "default_timeout",
+        skip_serializing_if = "is_default_timeout"
+    )]
+    pub health_check_timeout_seconds: u16,
+    /// `HealthyThresholdCount`, 2–10; default 5.
+    #[serde(
+        default = "default_healthy",
+        skip_serializing_if = "is_default_healthy"
+    )]
+    pub healthy_threshold_count: u8,
+    /// `UnhealthyThresholdCount`, 2–10; default 2.
+    #[serde(
+        default = "default_unhealthy",
+        skip_serializing_if = "is_default_unhealthy"
+    )]
+    pub unhealthy_threshold_count: u8,
+    /// Whether the flows of a target that becomes unhealthy are ended (a RST to both
+    /// sides); default true, the cloud's
+    /// `target_health_state.unhealthy.connection_termination.enabled`.
+    #[serde(default = "default_true", skip_serializing_if = "is_true")]
+    pub connection_termination_on_unhealthy: bool,
+    /// How long a flow of this listener may idle (established TCP, or UDP), 60–6000 s;
+    /// default the global `[timeouts]` value for its protocol.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_seconds: Option<u32>,
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
+fn default_path() -> String {
+    "/".into()
+}
+
+fn is_default_path(p: &String) -> bool {
+    p == "/"
+}
+
+/// `HealthCheckIntervalSeconds`'s default.
+pub const DEFAULT_INTERVAL_S: u16 = 30;
+/// `HealthCheckTimeoutSeconds`'s default.
+pub const DEFAULT_TIMEOUT_S: u16 = 10;
+/// `HealthyThresholdCount`'s default.
+pub const DEFAULT_HEALTHY: u8 = 5;
+/// `UnhealthyThresholdCount`'s default.
+pub const DEFAULT_UNHEALTHY: u8 = 2;
+
+fn default_interval() -> u16 {
+    DEFAULT_INTERVAL_S
+}
+fn is_default_interval(v: &u16) -> bool {
+    *v == DEFAULT_INTERVAL_S
+}
+fn default_timeout() -> u16 {
+    DEFAULT_TIMEOUT_S
+}
+fn is_default_timeout(v: &u16) -> bool {
+    *v == DEFAULT_TIMEOUT_S
+}
+fn default_healthy() -> u8 {
+    DEFAULT_HEALTHY
+}
+fn is_default_healthy(v: &u8) -> bool {
+    *v == DEFAULT_HEALTHY
+}
+fn default_unhealthy() -> u8 {
+    DEFAULT_UNHEALTHY
+}
+fn is_default_unhealthy(v: &u8) -> bool {
+    *v == DEFAULT_UNHEALTHY
+}
+
+impl Listener {
+    /// A listener with these targets and every other setting at its default.
+    pub fn new(protocol: Protocol, port: u16, targets: Vec<Target>) -> Listener {
+        Listener {
+            protocol,
+            port,
+            targets,
+            health_check_enabled: true,
+            health_check_protocol: HealthCheckProtocol::Tcp,
+            health_check_port: None,
+            health_check_path: default_path(),
+            matcher: Matcher::default(),
+            health_check_interval_seconds: DEFAULT_INTERVAL_S,
+            health_check_timeout_seconds: DEFAULT_TIMEOUT_S,
+            healthy_threshold_count: DEFAULT_HEALTHY,
+            unhealthy_threshold_count: DEFAULT_UNHEALTHY,
+            connection_termination_on_unhealthy: true,
+            idle_timeout_seconds: None,
+        }
+    }
+}
+
+/// How many endpoints the accounts a principal covers may each have connected to a
+/// service (GCP's `connectionLimit`): an account's own limit wins over `"*"`'s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionLimit {
+    /// One account, or `"*"` (every account without a limit of its own).
+    pub principal: Principal,
+    /// Endpoints in `pendingAcceptance` or `available`, per account.
+    pub limit: u32,
 }
 
 /// An endpoint service: what a provider offers to consumers.
@@ -276,6 +522,13 @@ pub struct Service {
     /// Who may create endpoints to this service (besides the owner).
     #[serde(default)]
     pub allowed_principals: Vec<Principal>,
+    /// Accounts whose endpoints skip `pendingAcceptance` even when acceptance is required
+    /// (Azure's auto-approval). Grants no permission: the account must still be allowed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub auto_accept_principals: Vec<Principal>,
+    /// Per-account limits on connected endpoints; none = no limit.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub connection_limits: Vec<ConnectionLimit>,
 }
 
 fn default_true() -> bool {
@@ -301,6 +554,27 @@ impl Service {
     /// in the cloud.
     pub fn allows(&self, account: AccountId) -> bool {
         account == self.owner || self.allowed_principals.iter().any(|p| p.allows(account))
+    }
+
+    /// Whether an endpoint of `account` is accepted without the owner's answer.
+    pub fn auto_accepts(&self, account: AccountId) -> bool {
+        !self.acceptance_required
+            || account == self.owner
+            || self
+                .auto_accept_principals
+                .iter()
+                .any(|p| p.allows(account))
+    }
+
+    /// How many connected endpoints `account` may have: its own limit, else `"*"`'s.
+    pub fn connection_limit(&self, account: AccountId) -> Option<u32> {
+        let of = |p: Principal| {
+            self.connection_limits
+                .iter()
+                .find(|l| l.principal == p)
+                .map(|l| l.limit)
+        };
+        of(Principal::Account(account)).or_else(|| of(Principal::Any))
     }
 }
 

@@ -33,26 +33,28 @@ fn service() -> Service {
         owner: p("222222222222"),
         vpc_id: p(PROVIDER),
         listeners: vec![
-            Listener {
-                protocol: Protocol::Tcp,
-                port: 80,
-                targets: vec![
+            Listener::new(
+                Protocol::Tcp,
+                80,
+                vec![
                     Target::new(ip("10.2.0.11"), 8080),
                     Target::new(ip("10.2.0.12"), 8080),
                 ],
-            },
-            Listener {
-                protocol: Protocol::Udp,
-                port: 9000,
-                targets: vec![
+            ),
+            Listener::new(
+                Protocol::Udp,
+                9000,
+                vec![
                     Target::new(ip("10.2.0.11"), 9000),
                     Target::new(ip("10.2.0.12"), 9000),
                 ],
-            },
+            ),
         ],
         snat_addresses: vec![ip("10.2.0.100")],
         acceptance_required: false,
         allowed_principals: vec![Principal::Account(p("111111111111"))],
+        auto_accept_principals: Vec::new(),
+        connection_limits: Vec::new(),
     }
 }
 

@@ -71,11 +71,7 @@ fn parse_listener(path: String, v: &Value, with_targets: bool) -> Result<Listene
             });
         }
     }
-    Ok(Listener {
-        protocol,
-        port,
-        targets,
-    })
+    Ok(Listener::new(protocol, port, targets))
 }
 
 fn parse_listeners(
@@ -156,6 +152,8 @@ impl Tx<'_> {
             snat_addresses,
             acceptance_required,
             allowed_principals: principals,
+            auto_accept_principals: Vec::new(),
+            connection_limits: Vec::new(),
         };
         let response = json!({"ServiceConfiguration": service_json(&service, self.region)});
         self.st.services.push(service);
