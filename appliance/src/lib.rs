@@ -4,6 +4,8 @@
 //! - [`graph`]: the packet path of one worker, pure Rust over [`graph::frame::Frame`]s;
 //! - [`tables`]: what the packet path looks things up in: the published snapshot of the
 //!   object model, the flow table, neighbours, SNAT ports, Maglev, per-consumer limits;
+//! - [`health`]: target health checks: the checker (probes, thresholds, states) that
+//!   decides which targets take new flows, and its link to the workers;
 //! - [`daemon`]: `privlinkd` itself: EAL and ports, worker threads and their supervision,
 //!   the management API that turns requests into published snapshots.
 //!
@@ -14,6 +16,7 @@
 
 pub mod daemon;
 pub mod graph;
+pub mod health;
 #[doc(hidden)]
 pub mod scenario;
 pub mod tables;
