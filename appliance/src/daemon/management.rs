@@ -24,7 +24,7 @@ use std::time::Duration;
 use crossbeam::channel::{bounded, Sender};
 use crossbeam::queue::ArrayQueue;
 use mgmt::config::Config;
-use mgmt::model::State;
+use mgmt::model::{ServiceId, State};
 use mgmt::persist::{Baseline, PersistError, StateFile};
 use mgmt::protocol::{ApiErrorBody, Request};
 use mgmt::server::{Caller, Handled, Handler};
@@ -63,6 +63,8 @@ pub struct DataPlane {
     pub usage_wanted: Arc<AtomicU64>,
     /// The workers' clock now: ms since the daemon's epoch.
     pub clock: Arc<dyn Fn() -> u64 + Send + Sync>,
+    /// The targets' health, as the checker thread last posted it.
+    pub health: Arc<crate::health::Board>,
 }
 
 impl std::fmt::Debug for DataPlane {
@@ -83,6 +85,7 @@ impl DataPlane {
             reports: Vec::new(),
             usage_wanted: Arc::new(AtomicU64::new(0)),
             clock: Arc::new(|| 0),
+            health: Arc::default(),
         }
     }
 }
@@ -195,13 +198,14 @@ impl Management {
     fn build(&self, state: &State) -> Result<Snapshot, ApiErrorBody> {
         let mut handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
         let generation = self.generation.load(Ordering::SeqCst) + 1;
-        Snapshot::build(
+        Snapshot::build_with_health(
             generation,
             &self.config,
             &self.macs,
             &self.mtus,
             state,
             &mut handles,
+            &self.dp.health.states(),
         )
         .map_err(|e| {
             log::error!("snapshot build refused a validated state: {e}");
@@ -366,6 +370,21 @@ impl Management {
         }
         if self.state_file.compaction_due() {
             self.compact(&store);
+        }
+    }
+
+    /// Publishes a snapshot with the targets' new health when the checker moved new
+    /// flows (the main loop asks every few tens of ms, so a burst of changes costs one
+    /// build). A failed build is retried at the next change.
+    pub fn follow_health(&self) {
+        if !self.dp.health.take_routing_change() {
+            return;
+        }
+        let store = self.store.lock().unwrap_or_else(|e| e.into_inner());
+        let started = std::time::Instant::now();
+        match self.build(store.state()) {
+            Ok(snap) => self.publish(snap, started),
+            Err(e) => log::error!("health change not applied: {}", e.message),
         }
     }
 
@@ -654,40 +673,94 @@ impl Management {
         Ok(json!({ "Flows": flows }))
     }
 
-    /// `describe-target-health` from the store, plus active flows per target.
+    /// `describe-target-health` from the store, with each target's health (the checker's
+    /// state, reason, description and time of the last change) and active flows.
     fn target_health(&self, caller: &Caller, req: &Request) -> Result<Value, ApiErrorBody> {
         let mut body = self
             .change(|s| s.prepare(&store_caller(caller), &req.op, &req.args, now_unix()))
             .result?;
-        let service = req
+        let service: Option<ServiceId> = req
             .args
             .get("ServiceId")
             .and_then(Value::as_str)
-            .unwrap_or("");
+            .and_then(|s| s.parse().ok());
+        let Some(service) = service else {
+            return Ok(body);
+        };
+        let listeners = self
+            .store
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .state()
+            .service(service)
+            .map(|s| s.listeners.clone())
+            .unwrap_or_default();
         let snap = self.cell.load();
         let handle = snap
             .services
             .iter()
-            .find(|s| s.id == service)
+            .find(|s| s.id == service.to_string())
             .map(|s| s.handle);
         let usage = self.fresh_usage();
+        let now = now_unix();
         if let Some(list) = body
             .get_mut("TargetHealthDescriptions")
             .and_then(Value::as_array_mut)
         {
             for d in list.iter_mut() {
                 let ip: Option<Ipv4Addr> = d["Target"]["Id"].as_str().and_then(|s| s.parse().ok());
-                let port = d["Target"]["Port"]
-                    .as_u64()
-                    .and_then(|p| u16::try_from(p).ok());
-                let (Some(ip), Some(port), Some(h)) = (ip, port, handle) else {
+                let port = |v: &Value| v.as_u64().and_then(|p| u16::try_from(p).ok());
+                let (Some(ip), Some(tport), Some(lport)) =
+                    (ip, port(&d["Target"]["Port"]), port(&d["Listener"]["Port"]))
+                else {
                     continue;
                 };
-                let active: u64 = usage
-                    .iter()
-                    .filter_map(|w| w.targets.get(&(h, u32::from(ip), port)))
-                    .sum();
-                d["ActiveFlows"] = json!(active);
+                let protocol: Option<mgmt::model::Protocol> = d["Listener"]["Protocol"]
+                    .as_str()
+                    .and_then(|p| p.parse().ok());
+                let found = protocol.and_then(|proto| {
+                    let l = listeners
+                        .iter()
+                        .find(|l| l.protocol == proto && l.port == lport)?;
+                    let t = l.targets.iter().find(|t| t.ip == ip && t.port == tport)?;
+                    Some((proto, l, t))
+                });
+                if let Some((proto, l, t)) = found {
+                    let key = crate::health::TargetKey {
+                        service,
+                        proto: proto.number(),
+                        port: lport,
+                        ip: ip.into(),
+                        target_port: tport,
+                    };
+                    let h = self
+                        .dp
+                        .health
+                        .get(&key)
+                        .unwrap_or_else(|| crate::health::unchecked(l, t, now));
+                    d["HealthCheckPort"] = json!(l.health_check_port.unwrap_or(tport));
+                    let mut th = json!({
+                        "State": h.state.as_str(),
+                        "LastChange": mgmt::store::rfc3339(h.since),
+                    });
+                    if let Some(r) = h.reason {
+                        th["Reason"] = json!(r.as_str());
+                    }
+                    if !h.description.is_empty() {
+                        th["Description"] = json!(h.description);
+                    }
+                    if let Some(at) = d["TargetHealth"].get("DeregisteredAt").cloned() {
+                        th["DeregisteredAt"] = at;
+                    }
+                    d["TargetHealth"] = th;
+                }
+                if let Some(h) = handle {
+                    let active: u64 = usage
+                        .iter()
+                        .filter_map(|w| w.targets.get(&(h, u32::from(ip), tport)))
+                        .sum();
+                    d["ActiveFlows"] = json!(active);
+                }
             }
         }
         Ok(body)

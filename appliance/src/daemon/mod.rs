@@ -3,6 +3,7 @@
 //! Start-up failures are fatal with a message that names what is wrong; nothing in here
 //! runs on the packet path.
 
+pub mod health;
 pub mod management;
 pub mod preflight;
 pub mod steering;
@@ -40,6 +41,9 @@ const HANDOFF_RING: u32 = 1024;
 /// Usage reports each worker may have waiting for the management thread (one per sweep,
 /// a sweep every 20 ms at most; the main loop takes them every 50 ms).
 const REPORT_QUEUE: usize = 64;
+/// Probe segments each worker may have waiting to be sent (and, times the workers, replies
+/// waiting for the checker): a few intervals' worth of probes of 1,000 targets.
+const PROBE_QUEUE: usize = 1024;
 /// How long a worker may take to build its tables and complete its first loop.
 const START_GRACE: Duration = Duration::from_secs(60);
 /// How long stopping workers get to return before a stuck one is left to process exit.
@@ -439,6 +443,8 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
     let epoch_tsc = time::tsc();
     let hz_ms = (time::tsc_hz() / 1000).max(1);
     let mut query_tx = Vec::with_capacity(lcores.len());
+    let probe_queues = crate::health::link::ProbeQueues::new(lcores.len(), PROBE_QUEUE);
+    let health_board = Arc::new(crate::health::Board::default());
     let mut workers = WorkerSet::new(
         lcores.clone(),
         published.clone(),
@@ -488,6 +494,7 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
             heartbeat: workers.heartbeat(i),
             port_mtu: mtus.clone(),
             fault: fault.filter(|f| usize::from(f.worker) == i),
+            probes: probe_queues.link(i),
         });
     }
     for (i, (setup, lc)) in setups.into_iter().zip(&lcores).enumerate() {
@@ -523,6 +530,7 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
             reports: report_queues,
             usage_wanted,
             clock: Arc::new(move || time::tsc().saturating_sub(epoch_tsc) / hz_ms),
+            health: Arc::clone(&health_board),
         },
     ));
     let server_stop = Arc::new(AtomicBool::new(false));
@@ -556,6 +564,20 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
         Arc::clone(&server_stop),
         (epoch_tsc, hz_ms),
     );
+    let health_thread = match health::spawn(
+        Arc::clone(&cell),
+        probe_queues,
+        Arc::clone(&health_board),
+        Arc::clone(&server_stop),
+    ) {
+        Ok(t) => t,
+        Err(e) => {
+            server_stop.store(true, Ordering::SeqCst);
+            let _ = server_thread.join();
+            let _ = workers.stop(None, STOP_PATIENCE);
+            return Err(DaemonError::Setup(format!("health-check thread: {e}")));
+        }
+    };
     let mut current = config;
     let mut last_tick = Instant::now();
     let mut failure = None;
@@ -591,6 +613,7 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
         drop(snap);
         cell.reclaim();
         control.collect_reports();
+        control.follow_health();
         if last_tick.elapsed() >= Duration::from_secs(1) {
             last_tick = Instant::now();
             control.tick();
@@ -598,6 +621,7 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
     }
     server_stop.store(true, Ordering::SeqCst);
     let _ = server_thread.join();
+    let _ = health_thread.join();
     control.checkpoint();
     if let Some(t) = stats_thread {
         let _ = t.join();

@@ -72,6 +72,8 @@ pub struct WorkerSetup {
     pub heartbeat: Arc<Heartbeat>,
     /// The test hook's fault for this worker, if any.
     pub fault: Option<Fault>,
+    /// Its ends of the health checker's queues.
+    pub probes: Option<crate::health::link::ProbeLink>,
 }
 
 /// Runs the worker until `stop` is set; returns its final counters.
@@ -86,6 +88,9 @@ pub fn run(mut w: WorkerSetup) -> Counters {
         w.snapshot.get(),
         Arc::clone(&w.neighbours),
     );
+    if let Some(link) = w.probes.take() {
+        pipe.set_probe_link(link);
+    }
     let mut rx_buf: Vec<Mbuf> = Vec::with_capacity(burst);
     let mut tx_bufs: Vec<Vec<Mbuf>> = (0..ports).map(|_| Vec::with_capacity(burst * 4)).collect();
     let mut handoff_bufs: Vec<Vec<Mbuf>> = (0..w.handoff_out.len())

@@ -117,6 +117,9 @@ drop_reasons! {
     /// A received frame longer than its port's MTU allows (or than one mbuf holds, when the
     /// device chains it): a device that does not enforce its MTU let it in.
     RxOversize => "rx_oversize",
+    /// A segment for a health probe that the checker's queue had no room for (the
+    /// checker fell behind; the probe times out or is sent again).
+    ProbeBacklog => "probe_backlog",
 }
 
 /// Drop counters by reason (index: `DropReason as usize`). A type of its own because the
@@ -172,6 +175,9 @@ pub struct Counters {
     /// Set by the main thread on the copy of a worker it found dead or stalled (the daemon
     /// then exits with an error); always 0 on a live worker.
     pub worker_failures: u64,
+    /// Health-probe segments sent for the checker, and ones received for it.
+    pub probes_sent: u64,
+    pub probe_replies: u64,
     pub drops: Drops,
 }
 
@@ -224,6 +230,8 @@ impl Counters {
             self.evicted_half_open,
             self.snat_quarantine_full,
             self.worker_failures,
+            self.probes_sent,
+            self.probe_replies,
         ]
     }
 
@@ -247,11 +255,13 @@ impl Counters {
             &mut self.evicted_half_open,
             &mut self.snat_quarantine_full,
             &mut self.worker_failures,
+            &mut self.probes_sent,
+            &mut self.probe_replies,
         ]
     }
 }
 
-const SCALARS: usize = 18;
+const SCALARS: usize = 20;
 const SCALAR_NAMES: [&str; SCALARS] = [
     "rx_packets",
     "rx_bytes",
@@ -271,6 +281,8 @@ const SCALAR_NAMES: [&str; SCALARS] = [
     "evicted_half_open",
     "snat_quarantine_full",
     "worker_failures",
+    "probes_sent",
+    "probe_replies",
 ];
 
 /// The published copy of one worker's counters, readable from any thread.

@@ -370,7 +370,7 @@ impl<F: Frame> Pipeline<F> {
             return self.new_flow_under_pressure(snap, key, lref, now_ms);
         };
         rev.dst_port = port;
-        let flow = new_flow_record(key, rev, service.handle, lref, ti, endpoint_handle, now_ms);
+        let flow = new_flow_record(key, rev, service, lref, ti, endpoint_handle, now_ms);
         let id = flows.insert(flow).map_err(|_| DropReason::FlowTableFull)?;
         *chains_moved = true;
         counters.new_flows += 1;
@@ -449,7 +449,7 @@ impl<F: Frame> Pipeline<F> {
         if self.flows.is_full() && !self.evict(|_| true) {
             return Err(DropReason::FlowTableFull);
         }
-        let flow = new_flow_record(key, rev, service.handle, lref, ti, endpoint_handle, now_ms);
+        let flow = new_flow_record(key, rev, service, lref, ti, endpoint_handle, now_ms);
         let Ok(id) = self.flows.insert(flow) else {
             return Err(DropReason::FlowTableFull);
         };
@@ -509,16 +509,20 @@ impl<F: Frame> Pipeline<F> {
 fn new_flow_record(
     key: FlowKey,
     rev: FlowKey,
-    service: u32,
+    service: &crate::tables::snapshot::ServiceView,
     lref: ListenerRef,
     target: u16,
     endpoint: u32,
     now_ms: u64,
 ) -> Flow {
     let mut flow = Flow::new(key, rev, now_ms);
-    flow.service = service;
+    flow.service = service.handle;
+    flow.idle_s = service
+        .listeners
+        .get(usize::from(lref.listener))
+        .map_or(0, |l| l.idle_s);
     flow.listener = lref.listener;
-    flow.target = u32::from(target);
+    flow.target = target;
     flow.endpoint = endpoint;
     flow
 }

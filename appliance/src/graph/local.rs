@@ -1,5 +1,6 @@
-//! The local node: packets to the appliance's own addresses, answered here (echo), and
-//! TCP to an endpoint that no longer answers (a RST for a connection that outlived it).
+//! The local node: packets to the appliance's own addresses, answered here (echo) or
+//! passed to the health checker (`probe.rs`), and TCP to an endpoint that no longer
+//! answers (a RST for a connection that outlived it).
 //! Also the martian-source check every node that admits a new source asks.
 
 use super::context::Ctx;
@@ -16,6 +17,9 @@ impl<F: Frame> Pipeline<F> {
         frame: &mut F,
         ctx: &Ctx,
     ) -> Result<Next, DropReason> {
+        if ctx.local == Some(LocalKind::Own) && self.is_probe_reply(ctx) {
+            return self.probe_reply(snap, frame, ctx);
+        }
         let att_idx = ctx.att;
         let ip = ctx;
         let (src, dst) = ctx.v4();

@@ -170,6 +170,8 @@ pub struct Pipeline<F: Frame> {
     burst: Option<Box<dispatch::Burst<F>>>,
     /// A flow was added or removed since the flow node loaded its chain heads.
     chains_moved: bool,
+    /// The health checker's queues (none: probe ports are closed like any other).
+    probes: Option<crate::health::link::ProbeLink>,
 }
 
 /// One flow, as listed for operators.
@@ -253,6 +255,7 @@ impl<F: Frame> Pipeline<F> {
             handed_off: false,
             burst: Some(Box::new(dispatch::Burst::new())),
             chains_moved: false,
+            probes: None,
             settings,
         };
         p.on_snapshot(snap);
@@ -310,6 +313,7 @@ mod icmp_error;
 mod l2;
 mod local;
 mod originate;
+mod probe;
 mod reports;
 mod rewrite;
 #[cfg(test)]

@@ -65,22 +65,6 @@ impl<F: Frame> Pipeline<F> {
         seq: u32,
         now_ms: u64,
     ) {
-        let Some(att) = snap.attachment(att_idx) else {
-            return;
-        };
-        let Some(mut f) = (self.alloc)() else {
-            self.counters.drop(DropReason::NoMbuf);
-            return;
-        };
-        let l3 = ethernet::HEADER_LEN + if att.vlan.is_some() { vlan::TAG_LEN } else { 0 };
-        let tcp_len = crate::wire::tcp::HEADER_LEN;
-        // A buffer too small for 64 bytes is as good as none.
-        if !f.set_len(l3 + crate::wire::ipv4::HEADER_LEN + tcp_len)
-            || !pad_frame(&mut f, att.vlan.is_some())
-        {
-            self.counters.drop(DropReason::NoMbuf);
-            return;
-        }
         let rst = crate::wire::tcp::TcpRepr {
             src_port: from.1,
             dst_port: to.1,
@@ -90,15 +74,64 @@ impl<F: Frame> Pipeline<F> {
             window_len: 0,
             urgent_at: 0,
         };
-        if !write_rst(&mut f.bytes_mut()[l3..], from.0, to.0, &rst) {
-            return;
+        // Counted once built, as the RST of a flow that ended; one whose next hop fails
+        // is no drop of a packet anyone sent.
+        if self
+            .send_segment(snap, att_idx, (from.0, to.0), &rst, &[], now_ms)
+            .is_some()
+        {
+            self.counters.rst_sent += 1;
         }
-        self.counters.rst_sent += 1;
-        match self.route(snap, att_idx, to.0, &mut f, l3, now_ms) {
-            Ok(Next::Tx(port)) => self.emitted.push((port, f)),
-            Ok(Next::Hold(a, nh)) => self.hold(f, a, nh, now_ms),
-            _ => {}
+    }
+
+    /// Sends a TCP segment of the appliance's own from `addrs.0` to `addrs.1` on
+    /// attachment `att_idx` (held while the next hop resolves). `None` if it could not be
+    /// built (no buffer, counted, or one too small); else whether the output node took it.
+    pub(super) fn send_segment(
+        &mut self,
+        snap: &Snapshot,
+        att_idx: u16,
+        (src, dst): (u32, u32),
+        tcp: &crate::wire::tcp::TcpRepr,
+        payload: &[u8],
+        now_ms: u64,
+    ) -> Option<Result<(), DropReason>> {
+        let att = snap.attachment(att_idx)?;
+        let Some(mut f) = (self.alloc)() else {
+            self.counters.drop(DropReason::NoMbuf);
+            return None;
+        };
+        let l3 = ethernet::HEADER_LEN + if att.vlan.is_some() { vlan::TAG_LEN } else { 0 };
+        let seg_len = crate::wire::tcp::HEADER_LEN + payload.len();
+        let ip_len = crate::wire::ipv4::HEADER_LEN + seg_len;
+        // A buffer too small for 64 bytes is as good as none.
+        if !f.set_len(l3 + ip_len) || !pad_frame(&mut f, att.vlan.is_some()) {
+            self.counters.drop(DropReason::NoMbuf);
+            return None;
         }
+        let bytes = f.bytes_mut();
+        let seg_at = l3 + crate::wire::ipv4::HEADER_LEN;
+        bytes[seg_at + crate::wire::tcp::HEADER_LEN..seg_at + seg_len].copy_from_slice(payload);
+        let emitted = tcp.emit(
+            &mut bytes[seg_at..],
+            std::net::Ipv4Addr::from(src),
+            std::net::Ipv4Addr::from(dst),
+            payload.len(),
+        );
+        emitted.ok()?;
+        write_own_ipv4(&mut bytes[l3..], src, dst, PROTO_TCP, seg_len);
+        Some(match self.route(snap, att_idx, dst, &mut f, l3, now_ms) {
+            Ok(Next::Tx(port)) => {
+                self.emitted.push((port, f));
+                Ok(())
+            }
+            Ok(Next::Hold(a, nh)) => {
+                self.hold(f, a, nh, now_ms);
+                Ok(())
+            }
+            Ok(_) => Err(DropReason::NoAttachment),
+            Err(reason) => Err(reason),
+        })
     }
 
     fn may_originate(&mut self) -> bool {

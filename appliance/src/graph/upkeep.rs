@@ -54,6 +54,9 @@ impl<F: Frame> Pipeline<F> {
         });
         self.flows.tidy_half_open(EVICT_BUDGET);
         self.reports_some(now_ms);
+        if self.probes.is_some() {
+            self.send_probes(snap, now_ms);
+        }
         if let Some(start) = self.revalidate {
             self.revalidate_some(snap, start, now_ms);
         }

@@ -423,6 +423,21 @@ fn moded_health(mode: &Mode, now_unix: u64) -> Health {
     }
 }
 
+/// What a target's health is before the checker has seen it (just registered): what its
+/// configuration implies.
+pub fn unchecked(l: &mgmt::model::Listener, t: &mgmt::model::Target, now_unix: u64) -> Health {
+    let mode = if t.state == mgmt::model::TargetState::Draining {
+        Mode::Draining
+    } else if t.weight == 0 {
+        Mode::Unused
+    } else if !l.health_check_enabled {
+        Mode::Disabled
+    } else {
+        return Health::initial(now_unix);
+    };
+    moded_health(&mode, now_unix)
+}
+
 /// Replaces `e`'s health, reporting the change.
 fn set(e: &mut Entry, key: TargetKey, health: Health, out: &mut Output) {
     let routing = tier(e.health.state) != tier(health.state);

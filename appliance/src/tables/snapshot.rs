@@ -15,10 +15,12 @@ use std::collections::HashMap;
 
 use mgmt::config::Config;
 use mgmt::model::{
-    AccountId, EndpointId, EndpointState, Protocol, RuleProtocol, ServiceId, State, TargetState,
+    AccountId, EndpointId, EndpointState, HealthCheckProtocol, Listener, Protocol, RuleProtocol,
+    Service, ServiceId, State, Target, TargetState,
 };
 use mgmt::policy::Policy;
 
+use crate::health::{self, TargetKey};
 use crate::tables::fasthash::{fast_map, FastMap};
 use crate::tables::maglev::{target_key, Maglev, MaglevBackend, MaglevError};
 use crate::tables::snapshot::cell::Versioned;
@@ -158,6 +160,10 @@ pub struct TargetView {
     pub port: u16,
     pub weight: u32,
     pub draining: bool,
+    /// In the listener's Maglev table: it takes new flows (see [`crate::health::tier`]).
+    pub routable: bool,
+    /// Unhealthy, out of the table, and its listener ends such a target's flows.
+    pub ended: bool,
 }
 
 #[derive(Debug)]
@@ -166,6 +172,8 @@ pub struct ListenerView {
     pub port: u16,
     pub targets: Vec<TargetView>,
     pub maglev: Maglev,
+    /// The listener's idle timeout for its flows, seconds; 0 = the global one.
+    pub idle_s: u16,
 }
 
 #[derive(Debug)]
@@ -181,7 +189,8 @@ pub struct ServiceView {
 
 impl ServiceView {
     /// Whether the listener `proto`/`port` still has target `ip:port` (registered or
-    /// draining): a flow whose target is gone is ended.
+    /// draining) and does not end its flows for being unhealthy: a flow whose target is
+    /// gone is ended.
     #[inline]
     pub fn has_target(&self, proto: u8, port: u16, ip: u32, target_port: u16) -> bool {
         self.listeners
@@ -190,7 +199,7 @@ impl ServiceView {
             .any(|l| {
                 l.targets
                     .iter()
-                    .any(|t| t.ip == ip && t.port == target_port)
+                    .any(|t| t.ip == ip && t.port == target_port && !t.ended)
             })
     }
 }
@@ -222,6 +231,8 @@ pub struct Snapshot {
     /// snapshot, those new since the last one worker 0 announced in full after
     /// [`Snapshot::announce_beyond`] (the management thread's diff).
     pub announce: Vec<(u16, u32)>,
+    /// Every target of every listener and how the health checker treats it.
+    pub health_checks: Vec<health::Spec>,
 }
 
 /// Stable small numbers for endpoints and services, kept by the management thread across
@@ -296,6 +307,109 @@ impl fmt::Display for BuildError {
 
 impl std::error::Error for BuildError {}
 
+/// A listener's view: its targets with their place in the Maglev table, which holds the
+/// targets of the best health tier present ([`health::tier`]); and its targets' checks
+/// into `checks`.
+fn listener_view(
+    s: &Service,
+    l: &Listener,
+    (attachment, own): (u16, u32),
+    health: &HashMap<TargetKey, health::State>,
+    maglev_size: usize,
+    checks: &mut Vec<health::Spec>,
+) -> Result<ListenerView, BuildError> {
+    let proto = proto_number(l.protocol);
+    let key = |t: &Target| TargetKey {
+        service: s.id,
+        proto,
+        port: l.port,
+        ip: ip_u32(t.ip),
+        target_port: t.port,
+    };
+    let state_of = |t: &Target| -> health::State {
+        if t.state == TargetState::Draining {
+            health::State::Draining
+        } else if t.weight == 0 {
+            health::State::Unused
+        } else if !l.health_check_enabled {
+            health::State::Unavailable
+        } else {
+            match health.get(&key(t)) {
+                // Checked states only: a stale draining/unused entry means initial.
+                Some(s @ (health::State::Healthy | health::State::Unhealthy)) => *s,
+                _ => health::State::Initial,
+            }
+        }
+    };
+    let best = l
+        .targets
+        .iter()
+        .filter_map(|t| health::tier(state_of(t)))
+        .min();
+    let kind = match l.health_check_protocol {
+        HealthCheckProtocol::Tcp => None,
+        HealthCheckProtocol::Http => Some(l.matcher.clone()),
+    };
+    let mut targets = Vec::with_capacity(l.targets.len());
+    for t in &l.targets {
+        let state = state_of(t);
+        let routable = best.is_some() && health::tier(state) == best;
+        targets.push(TargetView {
+            ip: ip_u32(t.ip),
+            port: t.port,
+            weight: t.weight,
+            draining: t.state == TargetState::Draining,
+            routable,
+            ended: state == health::State::Unhealthy
+                && !routable
+                && l.connection_termination_on_unhealthy,
+        });
+        let mode = match state {
+            health::State::Draining => health::Mode::Draining,
+            health::State::Unused => health::Mode::Unused,
+            health::State::Unavailable => health::Mode::Disabled,
+            _ => {
+                let port = l.health_check_port.unwrap_or(t.port);
+                health::Mode::Check(health::Check {
+                    attachment,
+                    source: own,
+                    port,
+                    interval_ms: u64::from(l.health_check_interval_seconds) * 1000,
+                    timeout_ms: u64::from(l.health_check_timeout_seconds) * 1000,
+                    healthy: l.healthy_threshold_count,
+                    unhealthy: l.unhealthy_threshold_count,
+                    kind: match &kind {
+                        None => health::probe::Kind::Tcp,
+                        Some(matcher) => health::probe::Kind::Http {
+                            request: health::probe::http_request(&l.health_check_path, t.ip, port),
+                            matcher: matcher.clone(),
+                        },
+                    },
+                })
+            }
+        };
+        checks.push(health::Spec { key: key(t), mode });
+    }
+    let backends: Vec<MaglevBackend> = targets
+        .iter()
+        .map(|t| MaglevBackend {
+            key: target_key(t.ip, t.port),
+            weight: if t.routable { t.weight } else { 0 },
+        })
+        .collect();
+    let maglev = Maglev::build(&backends, maglev_size)
+        .map_err(|e| BuildError::Maglev(format!("{} {:?}/{}", s.id, l.protocol, l.port), e))?;
+    Ok(ListenerView {
+        proto,
+        port: l.port,
+        targets,
+        maglev,
+        idle_s: l
+            .idle_timeout_seconds
+            .map_or(0, |v| u16::try_from(v).unwrap_or(u16::MAX)),
+    })
+}
+
 fn ip_u32(ip: Ipv4Addr) -> u32 {
     u32::from(ip)
 }
@@ -312,6 +426,7 @@ impl Snapshot {
     /// Builds generation `generation` from the configuration's attachments, the MACs and
     /// MTUs of the configured ports (in `[[ports]]` order; a port without an MTU gets
     /// [`DEFAULT_MTU`]) and the object `state`.
+    /// The snapshot of `state` before any health check: every target still `initial`.
     pub fn build(
         generation: u64,
         config: &Config,
@@ -319,6 +434,28 @@ impl Snapshot {
         port_mtus: &[u16],
         state: &State,
         handles: &mut Handles,
+    ) -> Result<Snapshot, BuildError> {
+        Self::build_with_health(
+            generation,
+            config,
+            port_macs,
+            port_mtus,
+            state,
+            handles,
+            &HashMap::new(),
+        )
+    }
+
+    /// The snapshot of `state` with the targets' health (a target not in `health` is
+    /// `initial`).
+    pub fn build_with_health(
+        generation: u64,
+        config: &Config,
+        port_macs: &[[u8; 6]],
+        port_mtus: &[u16],
+        state: &State,
+        handles: &mut Handles,
+        health: &HashMap<TargetKey, health::State>,
     ) -> Result<Snapshot, BuildError> {
         let maglev_size = config.tables.maglev_size as usize;
         let mut ports = vec![PortAttachments::default(); config.ports.len()];
@@ -365,6 +502,7 @@ impl Snapshot {
         };
 
         let mut services = Vec::with_capacity(state.services.len());
+        let mut health_checks = Vec::new();
         let mut service_by_handle = fast_map(state.services.len());
         let mut endpoint_by_handle = fast_map(state.endpoints.len());
         for s in &state.services {
@@ -376,33 +514,16 @@ impl Snapshot {
                 locals.insert((attachment, ip), LocalKind::Snat(sidx));
             }
             let mut listeners = Vec::with_capacity(s.listeners.len());
+            let own = attachments[usize::from(attachment)].ip;
             for l in &s.listeners {
-                let targets: Vec<TargetView> = l
-                    .targets
-                    .iter()
-                    .map(|t| TargetView {
-                        ip: ip_u32(t.ip),
-                        port: t.port,
-                        weight: t.weight,
-                        draining: t.state == TargetState::Draining,
-                    })
-                    .collect();
-                let backends: Vec<MaglevBackend> = targets
-                    .iter()
-                    .map(|t| MaglevBackend {
-                        key: target_key(t.ip, t.port),
-                        weight: if t.draining { 0 } else { t.weight },
-                    })
-                    .collect();
-                let maglev = Maglev::build(&backends, maglev_size).map_err(|e| {
-                    BuildError::Maglev(format!("{} {:?}/{}", s.id, l.protocol, l.port), e)
-                })?;
-                listeners.push(ListenerView {
-                    proto: proto_number(l.protocol),
-                    port: l.port,
-                    targets,
-                    maglev,
-                });
+                listeners.push(listener_view(
+                    s,
+                    l,
+                    (attachment, own),
+                    health,
+                    maglev_size,
+                    &mut health_checks,
+                )?);
             }
             service_by_handle.insert(handles.service(s.id), sidx);
             services.push(ServiceView {
@@ -515,6 +636,7 @@ impl Snapshot {
             announce,
             endpoint_by_handle,
             service_by_handle,
+            health_checks,
         })
     }
 

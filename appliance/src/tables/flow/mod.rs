@@ -159,7 +159,10 @@ pub struct Flow {
     /// The endpoint service (its stable handle).
     pub service: u32,
     /// The chosen target (its index in the listener when the flow was made).
-    pub target: u32,
+    pub target: u16,
+    /// The listener's idle timeout for this flow (established TCP, UDP), seconds; 0 =
+    /// the global one.
+    pub idle_s: u16,
     /// The interface endpoint the consumer used (its stable handle).
     pub endpoint: u32,
     /// The table's link in its queue of half-open flows (in what was padding, so the flow
@@ -178,6 +181,7 @@ impl Flow {
             rev,
             service: 0,
             target: 0,
+            idle_s: 0,
             endpoint: 0,
             listener: 0,
             tcp: TcpState::SynSent,
@@ -291,13 +295,22 @@ impl Flow {
     }
 
     /// Idle time after which this flow expires: by TCP state for TCP, `udp_ms` for UDP,
-    /// `icmp_ms` for ICMP, and `udp_ms` for any other protocol.
+    /// `icmp_ms` for ICMP, and `udp_ms` for any other protocol; the listener's idle
+    /// timeout (`idle_s`), when it has one, replaces `tcp_established_ms` and `udp_ms`.
     #[inline]
     pub fn timeout_ms(&self, timeouts: &Timeouts) -> u64 {
+        let idle = |global: u64| {
+            if self.idle_s == 0 {
+                global
+            } else {
+                u64::from(self.idle_s) * 1000
+            }
+        };
         match self.fwd.proto {
+            PROTO_TCP if self.tcp == TcpState::Established => idle(timeouts.tcp_established_ms),
             PROTO_TCP => self.tcp.timeout_ms(timeouts),
             PROTO_ICMP => timeouts.icmp_ms,
-            _ => timeouts.udp_ms,
+            _ => idle(timeouts.udp_ms),
         }
     }
 

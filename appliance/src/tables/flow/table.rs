@@ -804,7 +804,7 @@ mod tests {
 
     fn flow(i: u32, now_ms: u64) -> Flow {
         let mut f = Flow::new(fwd_key(i), rev_key(i), now_ms);
-        f.target = i;
+        f.endpoint = i;
         f
     }
 
@@ -888,7 +888,7 @@ mod tests {
     }
 
     fn evict_all(t: &mut FlowTable) -> Vec<u32> {
-        std::iter::from_fn(|| t.evict_half_open(1000, |_| true).map(|f| f.target)).collect()
+        std::iter::from_fn(|| t.evict_half_open(1000, |_| true).map(|f| f.endpoint)).collect()
     }
 
     /// The table full of half-open flows (a SYN flood): each eviction takes the oldest,
@@ -904,7 +904,7 @@ mod tests {
         assert!(t.is_full());
         assert_eq!(t.insert(flow(6, 0)), Err(TableFull));
         let oldest = t.evict_half_open(8, |_| true).unwrap();
-        assert_eq!(oldest.target, 0);
+        assert_eq!(oldest.endpoint, 0);
         assert_eq!(t.lookup_forward(&fwd_key(0)), None);
         assert!(!t.is_full());
         t.insert(flow(6, 0)).unwrap();
@@ -928,10 +928,10 @@ mod tests {
         for i in 0..6 {
             t.insert(flow(i, 0)).unwrap();
         }
-        let odd = |f: &Flow| f.target % 2 == 1;
-        assert_eq!(t.evict_half_open(8, odd).unwrap().target, 1);
-        assert_eq!(t.evict_half_open(8, odd).unwrap().target, 3);
-        assert_eq!(t.evict_half_open(8, |f: &Flow| f.target == 99), None);
+        let odd = |f: &Flow| f.endpoint % 2 == 1;
+        assert_eq!(t.evict_half_open(8, odd).unwrap().endpoint, 1);
+        assert_eq!(t.evict_half_open(8, odd).unwrap().endpoint, 3);
+        assert_eq!(t.evict_half_open(8, |f: &Flow| f.endpoint == 99), None);
         assert_eq!(evict_all(&mut t), [0, 2, 4, 5]);
         check_invariants(&t);
     }
@@ -964,7 +964,7 @@ mod tests {
         }
         assert_eq!(t.evict_half_open(40, |_| true), None);
         assert_eq!(t.evict_half_open(40, |_| true), None);
-        assert_eq!(t.evict_half_open(40, |_| true).unwrap().target, 90);
+        assert_eq!(t.evict_half_open(40, |_| true).unwrap().endpoint, 90);
         check_invariants(&t);
         // Tidying: stale head places go, the oldest half-open flow stays first.
         for &id in &ids[91..95] {
@@ -1045,7 +1045,7 @@ mod tests {
             assert_eq!(t.lookup_forward(&fwd_key(i)), Some(id));
             assert_eq!(t.lookup_reverse(&rev_key(i)), Some(id));
             assert!(t.contains_reverse(&rev_key(i)));
-            assert_eq!(t.get(id).unwrap().target, i);
+            assert_eq!(t.get(id).unwrap().endpoint, i);
             // A forward key is not a reverse key and vice versa.
             assert_eq!(t.lookup_reverse(&fwd_key(i)), None);
             assert_eq!(t.lookup_forward(&rev_key(i)), None);
@@ -1108,7 +1108,7 @@ mod tests {
         let a = t.insert(flow(1, 0)).unwrap();
         let b = t.insert(flow(2, 0)).unwrap();
         let removed = t.remove(a).unwrap();
-        assert_eq!(removed.target, 1);
+        assert_eq!(removed.endpoint, 1);
         assert_eq!(t.lookup_forward(&fwd_key(1)), None);
         assert_eq!(t.lookup_reverse(&rev_key(1)), None);
         assert_eq!(t.lookup_forward(&fwd_key(2)), Some(b));
@@ -1230,17 +1230,17 @@ mod tests {
         }
         let mut gone = Vec::new();
         // Budget 4 at t=55: examines slots 0..4, removes 0 and 2.
-        assert_eq!(t.expire(55, 4, |f| gone.push(f.target)), 2);
+        assert_eq!(t.expire(55, 4, |f| gone.push(f.endpoint)), 2);
         assert_eq!(gone, [0, 2]);
         assert_eq!(t.len(), 8);
         // Next call continues at slot 4.
-        assert_eq!(t.expire(55, 4, |f| gone.push(f.target)), 2);
+        assert_eq!(t.expire(55, 4, |f| gone.push(f.endpoint)), 2);
         assert_eq!(gone, [0, 2, 4, 6]);
         // Budget larger than the table: one pass only, wrapping from slot 8.
-        assert_eq!(t.expire(55, 1000, |f| gone.push(f.target)), 1);
+        assert_eq!(t.expire(55, 1000, |f| gone.push(f.endpoint)), 1);
         assert_eq!(gone, [0, 2, 4, 6, 8]);
         assert_eq!(t.len(), 5);
-        assert!(t.iter().all(|(_, f)| f.target % 2 == 1));
+        assert!(t.iter().all(|(_, f)| f.endpoint % 2 == 1));
         // Budget 0 does nothing.
         assert_eq!(t.expire(1_000_000, 0, |_| panic!()), 0);
         // Later everything goes.
@@ -1258,9 +1258,9 @@ mod tests {
         // Advance the cursor to 3 with nothing expired.
         assert_eq!(t.expire(0, 3, |_| panic!()), 0);
         let mut gone = Vec::new();
-        assert_eq!(t.expire(100, 4, |f| gone.push(f.target)), 4);
+        assert_eq!(t.expire(100, 4, |f| gone.push(f.endpoint)), 4);
         assert_eq!(gone, [3, 4, 0, 1]);
-        assert_eq!(t.expire(100, 1, |f| gone.push(f.target)), 1);
+        assert_eq!(t.expire(100, 1, |f| gone.push(f.endpoint)), 1);
         assert_eq!(gone, [3, 4, 0, 1, 2]);
         check_invariants(&t);
     }
@@ -1271,7 +1271,7 @@ mod tests {
         let ids: Vec<FlowId> = (0..6).map(|i| t.insert(flow(i, 0)).unwrap()).collect();
         t.remove(ids[1]);
         t.remove(ids[4]);
-        let listed: Vec<(FlowId, u32)> = t.iter().map(|(id, f)| (id, f.target)).collect();
+        let listed: Vec<(FlowId, u32)> = t.iter().map(|(id, f)| (id, f.endpoint)).collect();
         assert_eq!(listed, [(ids[0], 0), (ids[2], 2), (ids[3], 3), (ids[5], 5)]);
     }
 
@@ -1336,7 +1336,7 @@ mod tests {
                         f.fwd.proto = PROTO_UDP;
                         f.rev.proto = PROTO_UDP;
                     }
-                    f.target = serial;
+                    f.endpoint = serial;
                     serial += 1;
                     if by_fwd.contains_key(&f.fwd) || by_rev.contains_key(&f.rev) {
                         continue; // the caller guarantees absent keys
