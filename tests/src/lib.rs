@@ -151,6 +151,8 @@ pub struct Options {
     pub workers_extra: String,
     /// `mtu` of the consumer and the provider port (None: the device's).
     pub port_mtu: [Option<u16>; 2],
+    /// Lines appended to the tcp/80 listener (health-check settings, ...).
+    pub listener_extra: String,
 }
 
 impl Default for Options {
@@ -167,6 +169,7 @@ impl Default for Options {
             env: Vec::new(),
             workers_extra: String::new(),
             port_mtu: [None, None],
+            listener_extra: String::new(),
         }
     }
 }
@@ -265,6 +268,7 @@ allowed_principals = ["111111111111"]
 protocol = "tcp"
 port = 80
 targets = [{t80}]
+{listener_extra}
 
 [[services.listeners]]
 protocol = "udp"
@@ -283,6 +287,7 @@ state = "available"
             ep = ENDPOINT_IP,
             t80 = targets(8080),
             t9000 = targets(9000),
+            listener_extra = o.listener_extra,
         );
         format!(
             r#"# privlink end-to-end test topology {prefix}
@@ -521,31 +526,54 @@ deregistration_delay = {dereg}
     }
 
     fn start_servers(&mut self) {
-        for (i, ip) in TARGETS.iter().enumerate() {
-            let name = format!("t{}", i + 1);
-            let log = self.dir.join(format!("{name}.log"));
-            let mut child = self.provider.spawn(
-                &[
-                    "python3",
-                    &support("target_server.py"),
-                    "--bind",
-                    ip,
-                    "--name",
-                    &name,
-                    "--log",
-                    &log.display().to_string(),
-                ],
-                Stdio::piped(),
-            );
-            let stdout = child.stdout.take().expect("server stdout");
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            assert!(
-                line.starts_with("target"),
-                "target server {name} did not start: {line:?}"
-            );
+        for i in 0..TARGETS.len() {
+            let child = self.spawn_server(i);
             self.servers.push(child);
         }
+    }
+
+    fn spawn_server(&self, i: usize) -> Child {
+        let name = format!("t{}", i + 1);
+        let log = self.dir.join(format!("{name}.log"));
+        let mut child = self.provider.spawn(
+            &[
+                "python3",
+                &support("target_server.py"),
+                "--bind",
+                TARGETS[i],
+                "--name",
+                &name,
+                "--log",
+                &log.display().to_string(),
+                "--health",
+                &self.health_file(i).display().to_string(),
+            ],
+            Stdio::piped(),
+        );
+        let stdout = child.stdout.take().expect("server stdout");
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        assert!(
+            line.starts_with("target"),
+            "target server {name} did not start: {line:?}"
+        );
+        child
+    }
+
+    /// The file whose content is the status target `i` answers `GET /health` with.
+    pub fn health_file(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("t{}.health", i + 1))
+    }
+
+    /// Kills target `i`'s server (its address stays: connections to it are refused).
+    pub fn stop_server(&mut self, i: usize) {
+        let _ = self.servers[i].kill();
+        let _ = self.servers[i].wait();
+    }
+
+    /// Starts target `i`'s server again.
+    pub fn start_server(&mut self, i: usize) {
+        self.servers[i] = self.spawn_server(i);
     }
 
     /// Runs `client.py MODE ARGS...` in the consumer namespace and parses its JSON.

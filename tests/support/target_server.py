@@ -9,6 +9,9 @@ Serves, bound to one address:
     is supported, so one connection can carry many requests.
   * UDP echo on UDP_PORT (default 9000): answers  target=<NAME> client=<ip>:<port> data=<data>
 
+GET /status/NNN answers status NNN, and GET /health the status written in the file given
+with --health (200 while there is none): health checks in tests.
+
 Each request is logged as one line "tcp|udp <client ip>:<port>" to LOG (if given), which
 tests read to check what the target saw. Runs until killed.
 """
@@ -27,6 +30,7 @@ def main():
     ap.add_argument("--port", type=int, default=8080)
     ap.add_argument("--udp-port", type=int, default=9000)
     ap.add_argument("--log")
+    ap.add_argument("--health", help="file holding the status /health answers (default 200)")
     a = ap.parse_args()
     log_lock = threading.Lock()
 
@@ -40,6 +44,23 @@ def main():
         protocol_version = "HTTP/1.1"
 
         def do_GET(self):
+            # Health-check paths: /status/NNN answers NNN; /health answers the code in
+            # the file HEALTH (if given and present), else 200. Not logged: the tests
+            # count the consumers' requests.
+            if self.path.startswith("/status/") or self.path == "/health":
+                code = 200
+                if self.path.startswith("/status/"):
+                    code = int(self.path[len("/status/"):] or 200)
+                elif a.health:
+                    try:
+                        with open(a.health) as f:
+                            code = int(f.read().strip() or 200)
+                    except OSError:
+                        pass
+                self.send_response(code)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             log("tcp", self.client_address)
             body = f"target={a.name} client={self.client_address[0]}:{self.client_address[1]} path={self.path}\n".encode()
             self.send_response(200)
