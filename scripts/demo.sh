@@ -5,7 +5,8 @@
 #                      endpoint 10.1.0.100                          targets 10.2.0.11, 10.2.0.12
 #                                                                   SNAT address 10.2.0.100
 #
-# Shows HTTP and UDP through the endpoint, then keeps running until Ctrl-C or SIGTERM and
+# Shows HTTP and UDP through the endpoint, a target taken out of service by its health
+# check and back, then keeps running until Ctrl-C or SIGTERM and
 # cleans up (namespaces, servers, daemon) however it ends.
 #   scripts/demo.sh [PATH/TO/privlinkd]
 set -euo pipefail
@@ -71,7 +72,8 @@ wire plp0 "$PROV" 10.2.0.11/24 10.2.0.12/24
 
 for i in 1 2; do
   ip netns exec "$PROV" python3 "$HERE/tests/support/target_server.py" \
-    --bind "10.2.0.1$i" --name "target-$i" >"$WORK/target-$i.out" 2>&1 &
+    --bind "10.2.0.1$i" --name "target-$i" --health "$WORK/target-$i.health" \
+    >"$WORK/target-$i.out" 2>&1 &
   PIDS+=($!)
 done
 for i in 1 2; do
@@ -88,11 +90,59 @@ printf '  UDP 10.1.0.100:9000        →  '
 ip netns exec "$CONS" python3 "$HERE/tests/support/client.py" udp 10.1.0.100 9000 1 | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["replies"][0])'
 printf '  ping 10.1.0.100            →  '
 ip netns exec "$CONS" ping -c 1 -W 1 10.1.0.100 | grep -o 'time=[0-9.]* ms' || echo "(no answer)"
+
+# Health checks: target 1 out of service and back. Its /health answers the status in
+# $WORK/target-1.health (200 while there is none); the demo checks every 5 s, thresholds 2.
+CTL="$(dirname "$BIN")/privlinkctl"
+SVC=vpce-svc-0d0000000000000d1
+SOCK=/run/privlink/privlink.sock
+state_of() { # IP -> "state reason" of that tcp/80 target
+  "$CTL" --socket "$SOCK" --json describe-target-health --service-id "$SVC" 2>/dev/null | python3 -c '
+import json, sys
+for d in json.load(sys.stdin)["TargetHealthDescriptions"]:
+    if d["Target"]["Id"] == sys.argv[1] and d["Listener"]["Port"] == 80:
+        h = d["TargetHealth"]
+        print(h["State"], h.get("Reason", ""))' "$1" 2>/dev/null || true
+}
+wait_state() { # IP STATE SECONDS
+  local end=$((SECONDS + $3)) s=""
+  while [ $SECONDS -lt $end ]; do
+    s=$(state_of "$1")
+    [ "${s%% *}" = "$2" ] && { echo "$s"; return 0; }
+    sleep 0.5
+  done
+  echo "${s:-unknown} (still, after $3 s)"
+  return 1
+}
+curls() {
+  for _ in 1 2 3 4; do
+    printf '  $ curl http://10.1.0.100/   →  '
+    ip netns exec "$CONS" curl -s --max-time 3 http://10.1.0.100/ || echo "(no answer)"
+  done
+}
+if [ -x "$CTL" ]; then
+  echo
+  echo "demo: health checks (HTTP GET /health every 5 s from 10.2.0.1, the appliance's own address)"
+  printf '  both targets healthy: '; wait_state 10.2.0.11 healthy 30 >/dev/null && wait_state 10.2.0.12 healthy 30 >/dev/null && echo yes
+  echo "  $ echo 503 > $WORK/target-1.health      (target-1's /health now answers 503)"
+  echo 503 >"$WORK/target-1.health"
+  t0=$SECONDS
+  printf '  target-1: %s after %d s\n' "$(wait_state 10.2.0.11 unhealthy 20)" $((SECONDS - t0))
+  curls
+  echo "  $ rm $WORK/target-1.health"
+  rm -f "$WORK/target-1.health"
+  t0=$SECONDS
+  printf '  target-1: %s again after %d s\n' "$(wait_state 10.2.0.11 healthy 20)" $((SECONDS - t0))
+  curls
+fi
+
 echo
 echo "The targets saw the SNAT address 10.2.0.100, never the consumer's 10.1.0.10."
 echo "Try it yourself in another shell:"
 echo "  ip netns exec $CONS curl http://10.1.0.100/"
 echo "  ip netns exec $CONS ping 10.1.0.100"
+echo "  echo 503 > $WORK/target-1.health    # take target-1 out (rm the file: back in)"
+echo "  $CTL describe-target-health --service-id $SVC"
 echo "privlinkd's log: $WORK/privlinkd.log.  Ctrl-C stops the demo and cleans up."
 while kill -0 "$DAEMON" 2>/dev/null; do sleep 1; done
 echo "demo: privlinkd exited"
