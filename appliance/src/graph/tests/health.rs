@@ -315,3 +315,48 @@ fn a_full_reply_queue_drops_and_counts_never_blocks() {
     assert_eq!(p.counters().probe_replies, 1);
     assert_eq!(p.counters().dropped(DropReason::ProbeBacklog), 2);
 }
+
+#[test]
+fn a_probe_to_a_target_behind_the_gateway_goes_to_the_gateway() {
+    let mut config = Config::embedded_default();
+    config.vpcs[1].gateway = Some(Ipv4Addr::new(10, 2, 0, 254));
+    let far = Ipv4Addr::new(192, 168, 7, 11);
+    config.services[0].listeners[0].targets[0].ip = far;
+    let snap = snapshot(&config);
+    // The snapshot tells the checker to probe it from the provider-side own address.
+    let spec = snap
+        .health_checks
+        .iter()
+        .find(|s| s.key.ip == u32::from(far))
+        .expect("a check for the far target");
+    let crate::health::Mode::Check(check) = &spec.mode else {
+        panic!("{spec:?}");
+    };
+    assert_eq!((check.attachment, check.source), (1, u32::from(OWN_P)));
+    let (mut p, _) = pipeline(&config, 1, 0);
+    const GW_MAC: [u8; 6] = [2, 0, 0, 0, 2, 0xfe];
+    p.learn_remote(
+        &snap,
+        NeighbourNews {
+            attachment: 1,
+            ip: Ipv4Addr::new(10, 2, 0, 254).into(),
+            mac: GW_MAC,
+        },
+        0,
+    );
+    p.drain_emitted().for_each(drop);
+    let queues = ProbeQueues::new(1, 4);
+    p.set_probe_link(queues.link(0).unwrap());
+    let mut seg = probe_syn(40000);
+    seg.dst = far.into();
+    assert!(queues.send(seg));
+    p.poll(&snap, 1);
+    let out: Vec<Vec<u8>> = p
+        .drain_emitted()
+        .map(|(_, f)| f.bytes().to_vec())
+        .filter(|b| b[12..14] == [0x08, 0x00])
+        .collect();
+    assert_eq!(out.len(), 1);
+    assert_eq!(&out[0][0..6], &GW_MAC, "the next hop is the gateway");
+    assert_eq!(ip_of(&out[0]).dst_addr(), far);
+}
