@@ -1024,6 +1024,38 @@ fn declared_objects_follow_the_model_rules() {
 }
 
 #[test]
+fn declared_listener_settings_and_principal_lists_name_their_key() {
+    let text = DEFAULT_TOML.replace(
+        "port = 9000\n",
+        "port = 9000\nhealth_check_interval_seconds = 10\nhealth_check_timeout_seconds = 10\n",
+    );
+    let e = Config::from_toml_str(&text).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "services[0].listeners[1].health_check_timeout_seconds: service \
+         vpce-svc-0d0000000000000d1 listener udp/9000: health_check_timeout_seconds 10 must be \
+         lower than health_check_interval_seconds 10 (the cloud's rule: a check times out \
+         before the next one starts)"
+    );
+    let mut c = demo();
+    c.services[0].listeners[0].health_check_path = "/a b".into();
+    expect(
+        &c,
+        "services[0].listeners[0].health_check_path",
+        "service vpce-svc-0d0000000000000d1 listener tcp/80: health_check_path has byte 0x20 \
+         at offset 2: only visible ASCII (0x21..=0x7e) may go into the HTTP request line",
+    );
+    let mut c = demo();
+    c.services[0].auto_accept_principals = vec![Principal::Any, Principal::Any];
+    expect(
+        &c,
+        "services[0].auto_accept_principals[1]",
+        "service vpce-svc-0d0000000000000d1: principal * listed twice (first at \
+         services[0].auto_accept_principals[0])",
+    );
+}
+
+#[test]
 fn file_mode() {
     assert_eq!(p::<FileMode>("0660").bits(), 0o660);
     assert_eq!(p::<FileMode>("600").to_string(), "0600");
