@@ -178,9 +178,9 @@ pub fn takes_client_token(op: &str) -> bool {
 
 /// Every operation with a one-line synopsis of its arguments, for `privlinkctl --help`.
 pub const OPERATIONS: &[(&str, &str)] = &[
-    ("create-vpc-endpoint-service-configuration", "--vpc-id VPC --listeners '[{\"Protocol\":\"tcp\",\"Port\":80,\"Targets\":[{\"Id\":IP,\"Port\":P,\"Weight\":W}], SETTINGS…}]' [--snat-addresses IP…] [--acceptance-required BOOL] [--allowed-principals ACCOUNT|*…] [--client-token TOKEN]; SETTINGS: \"HealthCheckEnabled\":BOOL, \"HealthCheckProtocol\":\"tcp|http\", \"HealthCheckPort\":P|\"traffic-port\", \"HealthCheckPath\":\"/…\", \"Matcher\":\"200-399\", \"HealthCheckIntervalSeconds\":5-300, \"HealthCheckTimeoutSeconds\":2-120, \"HealthyThresholdCount\":2-10, \"UnhealthyThresholdCount\":2-10, \"ConnectionTerminationOnUnhealthy\":BOOL, \"IdleTimeoutSeconds\":60-6000"),
+    ("create-vpc-endpoint-service-configuration", "--vpc-id VPC --listeners '[{\"Protocol\":\"tcp\",\"Port\":80,\"Targets\":[{\"Id\":IP,\"Port\":P,\"Weight\":W}], SETTINGS…}]' [--snat-addresses IP…] [--acceptance-required BOOL] [--allowed-principals ACCOUNT|*…] [--auto-accept-principals ACCOUNT|*…] [--connection-limits '[{\"Principal\":ACCOUNT|*,\"Limit\":N}]'] [--client-token TOKEN]; SETTINGS: \"HealthCheckEnabled\":BOOL, \"HealthCheckProtocol\":\"tcp|http\", \"HealthCheckPort\":P|\"traffic-port\", \"HealthCheckPath\":\"/…\", \"Matcher\":\"200-399\", \"HealthCheckIntervalSeconds\":5-300, \"HealthCheckTimeoutSeconds\":2-120, \"HealthyThresholdCount\":2-10, \"UnhealthyThresholdCount\":2-10, \"ConnectionTerminationOnUnhealthy\":BOOL, \"IdleTimeoutSeconds\":60-6000"),
     ("describe-vpc-endpoint-service-configurations", "[--service-ids SVC…]"),
-    ("modify-vpc-endpoint-service-configuration", "--service-id SVC [--acceptance-required BOOL] [--add-snat-addresses IP…] [--remove-snat-addresses IP…] [--add-listeners JSON (as create)] [--remove-listeners '[{\"Protocol\":…,\"Port\":…}]'] [--modify-listeners '[{\"Protocol\":…,\"Port\":…, SETTINGS (as create)…}]']"),
+    ("modify-vpc-endpoint-service-configuration", "--service-id SVC [--acceptance-required BOOL] [--add-snat-addresses IP…] [--remove-snat-addresses IP…] [--add-listeners JSON (as create)] [--remove-listeners '[{\"Protocol\":…,\"Port\":…}]'] [--modify-listeners '[{\"Protocol\":…,\"Port\":…, SETTINGS (as create)…}]'] [--add-auto-accept-principals ACCOUNT|*…] [--remove-auto-accept-principals …] [--add-connection-limits '[{\"Principal\":…,\"Limit\":N}]'] [--remove-connection-limits ACCOUNT|*…]"),
     ("delete-vpc-endpoint-service-configurations", "--service-ids SVC…"),
     ("modify-vpc-endpoint-service-permissions", "--service-id SVC [--add-allowed-principals ACCOUNT|ARN|*…] [--remove-allowed-principals …]"),
     ("describe-vpc-endpoint-service-permissions", "--service-id SVC"),
@@ -908,6 +908,11 @@ fn service_json(s: &Service, region: &str) -> Value {
         "Listeners": s.listeners.iter().map(listener_json).collect::<Vec<_>>(),
         "SnatAddresses": s.snat_addresses.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "AllowedPrincipals": s.allowed_principals.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "AutoAcceptPrincipals": s.auto_accept_principals.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "ConnectionLimits": s.connection_limits.iter().map(|l| json!({
+            "Principal": l.principal.to_string(),
+            "Limit": l.limit,
+        })).collect::<Vec<_>>(),
     })
 }
 

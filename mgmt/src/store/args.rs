@@ -252,6 +252,14 @@ impl<'a> Args<'a> {
         Ok(self.int(key, min, max)?.and_then(|n| T::try_from(n).ok()))
     }
 
+    /// A required JSON integer in `range`.
+    pub(super) fn req_int_in<T>(&self, key: &str, range: RangeInclusive<T>) -> Result<T, ApiError>
+    where
+        T: Copy + Into<i64> + TryFrom<i64>,
+    {
+        self.int_in(key, range)?.ok_or_else(|| self.missing(key))
+    }
+
     /// A port 1..=65535.
     pub(super) fn port(&self, key: &str) -> Result<Option<u16>, ApiError> {
         self.int_in(key, 1..=u16::MAX)

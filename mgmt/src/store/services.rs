@@ -10,8 +10,8 @@ use super::{
     ApiError, Tx,
 };
 use crate::model::{
-    health_limits, HealthCheckProtocol, Listener, Matcher, Principal, Protocol, Service, ServiceId,
-    Target, TargetState,
+    health_limits, ConnectionLimit, HealthCheckProtocol, Listener, Matcher, Principal, Protocol,
+    Service, ServiceId, Target, TargetState,
 };
 
 /// A target as a request names it: `{Id, Port?, Weight?}`.
@@ -240,6 +240,57 @@ fn parse_new_listeners(a: &Args<'_>, key: &str) -> Result<Option<Vec<Listener>>,
         .map(|items| items.into_iter().map(ListenerArg::into_listener).collect()))
 }
 
+/// `[{Principal, Limit}]` (`ConnectionLimits`, `AddConnectionLimits`). A principal given
+/// twice is refused: which of its limits was meant is not for the order to decide.
+fn parse_connection_limits(
+    a: &Args<'_>,
+    key: &str,
+) -> Result<Option<Vec<ConnectionLimit>>, ApiError> {
+    let Some(items) = a.list(key)? else {
+        return Ok(None);
+    };
+    let mut limits: Vec<ConnectionLimit> = Vec::with_capacity(items.len());
+    for (path, v) in items {
+        let item = Args::nested(v, path, &["Principal", "Limit"])?;
+        let principal: Principal = item.req_parse("Principal")?;
+        let limit = item.req_int_in("Limit", 0..=u32::MAX)?;
+        if limits.iter().any(|l| l.principal == principal) {
+            return Err(ApiError::invalid(format!(
+                "{}: {principal} is given a limit twice",
+                item.name("Principal")
+            )));
+        }
+        limits.push(ConnectionLimit { principal, limit });
+    }
+    Ok(Some(limits))
+}
+
+/// Takes `remove` out of `list` (each must be there: else an error naming `remove_key` and
+/// saying the principal is not `role` of service `id`), then adds what of `add` is not
+/// there yet.
+fn change_principals(
+    list: &mut Vec<Principal>,
+    add: Vec<Principal>,
+    remove: Vec<Principal>,
+    (remove_key, role): (&str, &str),
+    id: ServiceId,
+) -> Result<(), ApiError> {
+    for p in remove {
+        if !list.contains(&p) {
+            return Err(ApiError::invalid(format!(
+                "{remove_key}: {p} is not {role} of service {id}"
+            )));
+        }
+        list.retain(|&x| x != p);
+    }
+    for p in add {
+        if !list.contains(&p) {
+            list.push(p);
+        }
+    }
+    Ok(())
+}
+
 fn listener_not_found(s: ServiceId, protocol: Protocol, port: u16) -> ApiError {
     ApiError::new(
         "ListenerNotFound",
@@ -266,6 +317,8 @@ impl Tx<'_> {
                 "SnatAddresses",
                 "AcceptanceRequired",
                 "AllowedPrincipals",
+                "AutoAcceptPrincipals",
+                "ConnectionLimits",
             ],
         )?;
         let vpc = a.req_parse("VpcId")?;
@@ -279,6 +332,11 @@ impl Tx<'_> {
         let acceptance_required = a.bool("AcceptanceRequired")?.unwrap_or(true);
         let mut principals: Vec<Principal> = a.parse_list("AllowedPrincipals")?.unwrap_or_default();
         dedup(&mut principals);
+        let mut auto_accept: Vec<Principal> =
+            a.parse_list("AutoAcceptPrincipals")?.unwrap_or_default();
+        dedup(&mut auto_accept);
+        let connection_limits =
+            parse_connection_limits(&a, "ConnectionLimits")?.unwrap_or_default();
 
         let att = self.own_vpc(vpc)?.clone();
         let snat_addresses = match snat {
@@ -303,8 +361,8 @@ impl Tx<'_> {
             snat_addresses,
             acceptance_required,
             allowed_principals: principals,
-            auto_accept_principals: Vec::new(),
-            connection_limits: Vec::new(),
+            auto_accept_principals: auto_accept,
+            connection_limits,
         };
         let response = json!({"ServiceConfiguration": service_json(&service, self.region)});
         self.st.services.push(service);
@@ -343,6 +401,10 @@ impl Tx<'_> {
                 "AddListeners",
                 "RemoveListeners",
                 "ModifyListeners",
+                "AddAutoAcceptPrincipals",
+                "RemoveAutoAcceptPrincipals",
+                "AddConnectionLimits",
+                "RemoveConnectionLimits",
             ],
         )?;
         let id = a.req_parse("ServiceId")?;
@@ -354,6 +416,13 @@ impl Tx<'_> {
             parse_listeners(&a, "RemoveListeners", ListenerItem::Named)?.unwrap_or_default();
         let modify_listeners =
             parse_listeners(&a, "ModifyListeners", ListenerItem::Settings)?.unwrap_or_default();
+        let add_auto: Vec<Principal> = a.parse_list("AddAutoAcceptPrincipals")?.unwrap_or_default();
+        let remove_auto: Vec<Principal> = a
+            .parse_list("RemoveAutoAcceptPrincipals")?
+            .unwrap_or_default();
+        let add_limits = parse_connection_limits(&a, "AddConnectionLimits")?.unwrap_or_default();
+        let remove_limits: Vec<Principal> =
+            a.parse_list("RemoveConnectionLimits")?.unwrap_or_default();
 
         let i = self.own_service(id)?;
         let s = &mut self.st.services[i];
@@ -386,6 +455,34 @@ impl Tx<'_> {
                 .find(|x| x.protocol == m.protocol && x.port == m.port)
                 .ok_or_else(|| listener_not_found(id, m.protocol, m.port))?;
             m.settings.apply(l);
+        }
+        change_principals(
+            &mut s.auto_accept_principals,
+            add_auto,
+            remove_auto,
+            ("RemoveAutoAcceptPrincipals", "an auto-accept principal"),
+            id,
+        )?;
+        for p in remove_limits {
+            let before = s.connection_limits.len();
+            s.connection_limits.retain(|l| l.principal != p);
+            if s.connection_limits.len() == before {
+                return Err(ApiError::invalid(format!(
+                    "RemoveConnectionLimits: {p} has no connection limit on service {id}"
+                )));
+            }
+        }
+        // A lower limit leaves the endpoints already connected alone, as a removed
+        // permission does: only new endpoints are refused.
+        for l in add_limits {
+            match s
+                .connection_limits
+                .iter_mut()
+                .find(|x| x.principal == l.principal)
+            {
+                Some(x) => x.limit = l.limit,
+                None => s.connection_limits.push(l),
+            }
         }
         Ok(json!({"Return": true}))
     }
@@ -436,20 +533,13 @@ impl Tx<'_> {
         let add: Vec<Principal> = a.parse_list("AddAllowedPrincipals")?.unwrap_or_default();
         let remove: Vec<Principal> = a.parse_list("RemoveAllowedPrincipals")?.unwrap_or_default();
         let i = self.own_service(id)?;
-        let s = &mut self.st.services[i];
-        for p in remove {
-            if !s.allowed_principals.contains(&p) {
-                return Err(ApiError::invalid(format!(
-                    "RemoveAllowedPrincipals: {p} is not an allowed principal of service {id}"
-                )));
-            }
-            s.allowed_principals.retain(|&x| x != p);
-        }
-        for p in add {
-            if !s.allowed_principals.contains(&p) {
-                s.allowed_principals.push(p);
-            }
-        }
+        change_principals(
+            &mut self.st.services[i].allowed_principals,
+            add,
+            remove,
+            ("RemoveAllowedPrincipals", "an allowed principal"),
+            id,
+        )?;
         Ok(json!({"ReturnValue": true}))
     }
 

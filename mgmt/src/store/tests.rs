@@ -1463,6 +1463,288 @@ fn who_may_connect() {
 }
 
 #[test]
+fn auto_accepted_accounts_skip_pending_acceptance_but_need_permission() {
+    let mut st = store();
+    let r = ok(
+        &mut st,
+        &provider(),
+        "create-vpc-endpoint-service-configuration",
+        json!({"VpcId": PVPC, "Listeners": [], "AllowedPrincipals": [C],
+               "AutoAcceptPrincipals": [C, O, C]}),
+    );
+    assert_eq!(
+        r["ServiceConfiguration"]["AutoAcceptPrincipals"],
+        json!([C, O]),
+        "repeats dropped, as for AllowedPrincipals"
+    );
+    assert_eq!(r["ServiceConfiguration"]["ConnectionLimits"], json!([]));
+    let svc = r["ServiceConfiguration"]["ServiceId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let e = new_endpoint(&mut st, &consumer(), CVPC, &svc);
+    assert_eq!(
+        e["State"], "available",
+        "acceptance required, but auto-accepted"
+    );
+    // Auto-acceptance grants no permission.
+    err(
+        &mut st,
+        &other(),
+        "create-vpc-endpoint",
+        json!({"VpcId": OVPC, "ServiceName": name_of(&svc)}),
+        "InvalidServiceName",
+    );
+    ok(
+        &mut st,
+        &provider(),
+        "modify-vpc-endpoint-service-configuration",
+        json!({"ServiceId": svc, "RemoveAutoAcceptPrincipals": [C],
+               "AddAutoAcceptPrincipals": [O, "*"]}),
+    );
+    let s = st.state().service(svc.parse().unwrap()).unwrap();
+    assert_eq!(
+        s.auto_accept_principals,
+        vec![Principal::Account(acct(O)), Principal::Any]
+    );
+    ok(
+        &mut st,
+        &provider(),
+        "modify-vpc-endpoint-service-configuration",
+        json!({"ServiceId": svc, "RemoveAutoAcceptPrincipals": ["*"]}),
+    );
+    let e = new_endpoint(&mut st, &consumer(), CVPC, &svc);
+    assert_eq!(e["State"], "pendingAcceptance", "no longer auto-accepted");
+    let m = err(
+        &mut st,
+        &provider(),
+        "modify-vpc-endpoint-service-configuration",
+        json!({"ServiceId": svc, "RemoveAutoAcceptPrincipals": [C]}),
+        "InvalidParameterValue",
+    );
+    assert_eq!(
+        m,
+        format!("RemoveAutoAcceptPrincipals: {C} is not an auto-accept principal of service {svc}")
+    );
+    err(
+        &mut st,
+        &provider(),
+        "modify-vpc-endpoint-service-configuration",
+        json!({"ServiceId": svc, "AddAutoAcceptPrincipals": ["12345"]}),
+        "InvalidPrincipal",
+    );
+    // Without acceptance required, everyone allowed is accepted anyway.
+    ok(
+        &mut st,
+        &provider(),
+        "modify-vpc-endpoint-service-configuration",
+        json!({"ServiceId": svc, "AcceptanceRequired": false,
+               "RemoveAutoAcceptPrincipals": [O]}),
+    );
+    let e = new_endpoint(&mut st, &consumer(), CVPC, &svc);
+    assert_eq!(e["State"], "available");
+}
+
+#[test]
+fn connection_limits_refuse_new_endpoints_only() {
+    let mut st = store();
+    let r = ok(
+        &mut st,
+        &provider(),
+        "create-vpc-endpoint-service-configuration",
+        json!({"VpcId": PVPC, "Listeners": [], "AllowedPrincipals": ["*"],
+               "ConnectionLimits": [{"Principal": C, "Limit": 1},
+                                    {"Principal": "*", "Limit": 2}]}),
+    );
+    assert_eq!(
+        r["ServiceConfiguration"]["ConnectionLimits"],
+        json!([{"Principal": C, "Limit": 1}, {"Principal": "*", "Limit": 2}])
+    );
+    let svc = r["ServiceConfiguration"]["ServiceId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let first = new_endpoint(&mut st, &consumer(), CVPC, &svc);
+    let m = err(
+        &mut st,
+        &consumer(),
+        "create-vpc-endpoint",
+        json!({"VpcId": CVPC, "ServiceName": name_of(&svc)}),
+        "ConnectionLimitExceeded",
+    );
+    assert_eq!(
+        m,
+        format!(
+            "account {C} may connect at most 1 endpoints to service {svc} and has 1 \
+             (pendingAcceptance or available)"
+        )
+    );
+    // The limit is per account: the other account has "*"'s two.
+    new_endpoint(&mut st, &other(), OVPC, &svc);
+    new_endpoint(&mut st, &other(), OVPC, &svc);
+    err(
+        &mut st,
+        &other(),
+        "create-vpc-endpoint",
+        json!({"VpcId": OVPC, "ServiceName": name_of(&svc)}),
+        "ConnectionLimitExceeded",
+    );
+    // A rejected endpoint no longer counts; an accepted one still does.
+    let first = first["VpcEndpointId"].as_str().unwrap().to_owned();
+    ok(
+        &mut st,
+        &provider(),
+        "reject-vpc-endpoint-connections",
+        json!({"ServiceId": svc, "VpcEndpointIds": [first]}),
+    );
+    let second = new_endpoint(&mut st, &consumer(), CVPC, &svc);
+    let second = second["VpcEndpointId"].as_str().unwrap().to_owned();
+    ok(
+        &mut st,
+        &provider(),
+        "accept-vpc-endpoint-connections",
+        json!({"ServiceId": svc, "VpcEndpointIds": [second]}),
+    );
+    err(
+        &mut st,
+        &consumer(),
+        "create-vpc-endpoint",
+        json!({"VpcId": CVPC, "ServiceName": name_of(&svc)}),
+        "ConnectionLimitExceeded",
+    );
+    // Without its own limit the account has "*"'s; a limit added again replaces the
+    // account's own, and one lowered below what an account has leaves its endpoints be.
+    ok(
+        &mut st,
+        &provider(),
+        "modify-vpc-endpoint-service-configuration",
+        json!({"ServiceId": svc, "RemoveConnectionLimits": [C]}),
+    );
+    new_endpoint(&mut st, &consumer(), CVPC, &svc);
+    let before: Vec<Endpoint> = st.state().endpoints.clone();
+    ok(
+        &mut st,
+        &provider(),
+        "modify-vpc-endpoint-service-configuration",
+        json!({"ServiceId": svc, "AddConnectionLimits": [{"Principal": "*", "Limit": 0}]}),
+    );
+    assert_eq!(st.state().endpoints, before, "no endpoint is touched");
+    let s = st.state().service(svc.parse().unwrap()).unwrap();
+    assert_eq!(s.connection_limits.len(), 1);
+    assert_eq!(s.connection_limit(acct(O)), Some(0));
+    let m = err(
+        &mut st,
+        &other(),
+        "create-vpc-endpoint",
+        json!({"VpcId": OVPC, "ServiceName": name_of(&svc)}),
+        "ConnectionLimitExceeded",
+    );
+    assert!(
+        m.contains("at most 0 endpoints") && m.contains("has 2"),
+        "{m}"
+    );
+    // Deleting makes room: a deleting endpoint is not connected.
+    ok(
+        &mut st,
+        &provider(),
+        "modify-vpc-endpoint-service-configuration",
+        json!({"ServiceId": svc, "AddConnectionLimits": [{"Principal": O, "Limit": 2}]}),
+    );
+    let theirs: Vec<String> = st
+        .state()
+        .endpoints
+        .iter()
+        .filter(|e| e.owner == acct(O))
+        .map(|e| e.id.to_string())
+        .collect();
+    ok(
+        &mut st,
+        &other(),
+        "delete-vpc-endpoints",
+        json!({"VpcEndpointIds": [theirs[0]]}),
+    );
+    new_endpoint(&mut st, &other(), OVPC, &svc);
+}
+
+#[test]
+fn connection_limit_arguments_are_strict() {
+    let mut st = store();
+    let modify = |extra: Value| {
+        let mut a = json!({"ServiceId": SVC});
+        for (k, v) in extra.as_object().unwrap() {
+            a[k] = v.clone();
+        }
+        a
+    };
+    for (extra, code, message) in [
+        (
+            json!({"AddConnectionLimits": [{"Principal": C, "Limit": -1}]}),
+            "InvalidParameterValue",
+            "AddConnectionLimits[0].Limit must be an integer 0..=4294967295".to_owned(),
+        ),
+        (
+            json!({"AddConnectionLimits": [{"Principal": C, "Limit": "2"}]}),
+            "InvalidParameterValue",
+            "AddConnectionLimits[0].Limit must be an integer 0..=4294967295".to_owned(),
+        ),
+        (
+            json!({"AddConnectionLimits": [{"Principal": C}]}),
+            "MissingParameter",
+            "the request must contain the parameter AddConnectionLimits[0].Limit".to_owned(),
+        ),
+        (
+            json!({"AddConnectionLimits": [{"Principal": C, "Limit": 1, "Max": 2}]}),
+            "InvalidParameterValue",
+            "unknown parameter AddConnectionLimits[0].Max (expected: Principal, Limit)".to_owned(),
+        ),
+        (
+            json!({"AddConnectionLimits": [{"Principal": C, "Limit": 1},
+                                           {"Principal": format!("arn:aws:iam::{C}:root"), "Limit": 2}]}),
+            "InvalidParameterValue",
+            format!("AddConnectionLimits[1].Principal: {C} is given a limit twice"),
+        ),
+        (
+            json!({"AddConnectionLimits": {"Principal": C, "Limit": 1}}),
+            "InvalidParameterValue",
+            "AddConnectionLimits must be a JSON array, not an object".to_owned(),
+        ),
+        (
+            json!({"RemoveConnectionLimits": [C]}),
+            "InvalidParameterValue",
+            format!("RemoveConnectionLimits: {C} has no connection limit on service {SVC}"),
+        ),
+        (
+            json!({"RemoveConnectionLimits": [{"Principal": C}]}),
+            "InvalidParameterValue",
+            "RemoveConnectionLimits[0] must be a string".to_owned(),
+        ),
+        (
+            json!({"AddAutoAcceptPrincipals": C}),
+            "InvalidParameterValue",
+            "AddAutoAcceptPrincipals must be a JSON array, not a string".to_owned(),
+        ),
+    ] {
+        let m = err(
+            &mut st,
+            &provider(),
+            "modify-vpc-endpoint-service-configuration",
+            modify(extra.clone()),
+            code,
+        );
+        assert_eq!(m, message, "{extra}");
+    }
+    let m = err(
+        &mut st,
+        &provider(),
+        "create-vpc-endpoint-service-configuration",
+        json!({"VpcId": PVPC, "Listeners": [],
+               "ConnectionLimits": [{"Principal": "*", "Limit": 1}, {"Principal": "*", "Limit": 1}]}),
+        "InvalidParameterValue",
+    );
+    assert_eq!(m, "ConnectionLimits[1].Principal: * is given a limit twice");
+}
+
+#[test]
 fn endpoint_addresses() {
     let mut st = store();
     let e = ok(
