@@ -17,6 +17,13 @@ fn usage(s: &[&str]) -> String {
     parse_args(&argv(s), None).unwrap_err().0
 }
 
+fn help_text(s: &[&str]) -> String {
+    match parse_args(&argv(s), None).unwrap() {
+        Command::Help(h) => h,
+        Command::Run(inv) => panic!("not help: {inv:?}"),
+    }
+}
+
 #[test]
 fn pascal_case_of_flags() {
     assert_eq!(pascal_case("vpc-id"), "VpcId");
@@ -385,27 +392,17 @@ fn usage_errors() {
 
 #[test]
 fn help() {
-    let Command::Help(top) = parse_args(&argv(&["--help"]), None).unwrap() else {
-        panic!()
-    };
+    let top = help_text(&["--help"]);
     for o in OPERATIONS {
         assert!(top.contains(o.name));
     }
     assert!(top.contains(SOCKET_ENV));
-    let Command::Help(h) = parse_args(&argv(&["register-targets", "--help"]), None).unwrap() else {
-        panic!()
-    };
+    let h = help_text(&["register-targets", "--help"]);
     assert!(
         h.contains("--target IP:PORT[:WEIGHT]") && h.contains("example:"),
         "{h}"
     );
-    let Command::Help(h) = parse_args(
-        &argv(&["create-vpc-endpoint-service-configuration", "-h"]),
-        None,
-    )
-    .unwrap() else {
-        panic!()
-    };
+    let h = help_text(&["create-vpc-endpoint-service-configuration", "-h"]);
     assert!(h.contains("--[no-]acceptance-required"), "{h}");
 }
 
@@ -559,25 +556,13 @@ fn service_health_check_and_connection_limit_flags() {
         "*=2",
     ])
     .contains("--add-connection-limits: must be a JSON array"));
-    let Command::Help(h) = parse_args(
-        &argv(&["modify-vpc-endpoint-service-configuration", "--help"]),
-        None,
-    )
-    .unwrap() else {
-        panic!()
-    };
+    let h = help_text(&["modify-vpc-endpoint-service-configuration", "--help"]);
     assert!(
         h.contains("--connection-limit ACCOUNT|*=N")
             && h.contains("into AddConnectionLimits")
             && h.contains("--modify-listeners JSON"),
         "{h}"
     );
-    let Command::Help(h) = parse_args(
-        &argv(&["create-vpc-endpoint-service-configuration", "--help"]),
-        None,
-    )
-    .unwrap() else {
-        panic!()
-    };
+    let h = help_text(&["create-vpc-endpoint-service-configuration", "--help"]);
     assert!(h.contains("into ConnectionLimits"), "{h}");
 }
