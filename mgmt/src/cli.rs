@@ -3,7 +3,7 @@
 //! `privlinkctl [--socket PATH] [--json] <operation> [--flag value ...]`
 //!
 //! This module owns the translation from a command line to a request (one generic mapping
-//! shared by every operation, driven by the [`OPERATIONS`] table, plus two shorthands), the
+//! shared by every operation, driven by the [`OPERATIONS`] table, plus three shorthands), the
 //! rendering of a response as text, and the exit codes: 0 success, 1 an error response or
 //! a connection failure, 2 a usage error. It knows nothing of what operations mean; the
 //! daemon validates every argument again.
@@ -49,7 +49,7 @@ pub enum Kind {
     /// A JSON number.
     Num,
     /// Not an argument itself: folded into another one by the operation's shorthand
-    /// (`--target`, `--protocol/--port/--cidr`).
+    /// (`--target`, `--protocol/--port/--cidr`, `--connection-limit`).
     Shorthand,
 }
 
@@ -94,10 +94,13 @@ pub const OPERATIONS: &[Operation] = &[
             ("snat-addresses", List),
             ("acceptance-required", Bool),
             ("allowed-principals", List),
+            ("auto-accept-principals", List),
+            ("connection-limits", Json),
+            ("connection-limit", Shorthand),
             ("client-token", Str),
         ],
-        help: "offer a service in a provider VPC",
-        example: r#"create-vpc-endpoint-service-configuration --vpc-id vpc-0b0000000000000b1 --listeners '[{"Protocol":"tcp","Port":80}]' --snat-addresses 10.2.0.5 --no-acceptance-required"#,
+        help: "offer a service in a provider VPC (listener health checks: the Listeners items' HealthCheck… keys; --connection-limit ACCOUNT|*=N, repeatable)",
+        example: r#"create-vpc-endpoint-service-configuration --vpc-id vpc-0b0000000000000b1 --listeners '[{"Protocol":"tcp","Port":80,"HealthCheckProtocol":"http","HealthCheckPath":"/healthz"}]' --snat-addresses 10.2.0.5 --auto-accept-principals 111111111111 --connection-limit 111111111111=5"#,
     },
     Operation {
         name: "describe-vpc-endpoint-service-configurations",
@@ -114,9 +117,15 @@ pub const OPERATIONS: &[Operation] = &[
             ("remove-snat-addresses", List),
             ("add-listeners", Json),
             ("remove-listeners", Json),
+            ("modify-listeners", Json),
+            ("add-auto-accept-principals", List),
+            ("remove-auto-accept-principals", List),
+            ("add-connection-limits", Json),
+            ("connection-limit", Shorthand),
+            ("remove-connection-limits", List),
         ],
-        help: "change a service's listeners, SNAT addresses or acceptance",
-        example: r#"modify-vpc-endpoint-service-configuration --service-id vpce-svc-0123456789abcdef0 --add-listeners '[{"Protocol":"udp","Port":53}]'"#,
+        help: "change a service's listeners and their health checks, SNAT addresses, acceptance, auto-accept principals or connection limits (--connection-limit ACCOUNT|*=N sets one, repeatable)",
+        example: r#"modify-vpc-endpoint-service-configuration --service-id vpce-svc-0123456789abcdef0 --modify-listeners '[{"Protocol":"tcp","Port":80,"HealthCheckIntervalSeconds":10,"HealthCheckTimeoutSeconds":5}]' --connection-limit '*=10'"#,
     },
     Operation {
         name: "delete-vpc-endpoint-service-configurations",
@@ -520,8 +529,10 @@ fn build_args(o: &Operation, given: &[(&str, Kind, Vec<String>)]) -> Result<Valu
     if !shorthand.is_empty() {
         if o.name.ends_with("-targets") {
             targets_shorthand(&mut args, &shorthand)?;
-        } else {
+        } else if o.name.ends_with("-security-group-ingress") {
             ingress_shorthand(&mut args, &shorthand)?;
+        } else {
+            limits_shorthand(&mut args, &shorthand, &connection_limits_key(o))?;
         }
     }
     Ok(Value::Object(args))
@@ -588,6 +599,42 @@ fn targets_shorthand(
         }
     }
     append(args, "Targets", targets)
+}
+
+/// The argument `--connection-limit` adds to: `AddConnectionLimits` where the operation
+/// has it (modify), else `ConnectionLimits` (create).
+fn connection_limits_key(o: &Operation) -> String {
+    let key = if o.flags.iter().any(|(f, _)| *f == "add-connection-limits") {
+        "add-connection-limits"
+    } else {
+        "connection-limits"
+    };
+    pascal_case(key)
+}
+
+/// `--connection-limit ACCOUNT=N` → `{"Principal": ACCOUNT, "Limit": N}` in `key`.
+fn limits_shorthand(
+    args: &mut Map<String, Value>,
+    shorthand: &[(&str, &[String])],
+    key: &str,
+) -> Result<(), UsageError> {
+    let mut limits = Vec::new();
+    for (_, values) in shorthand {
+        for v in values.iter() {
+            let bad = || {
+                UsageError(format!(
+                    "--connection-limit: expected ACCOUNT=N (or *=N), got {v:?}"
+                ))
+            };
+            let (principal, limit) = v.split_once('=').ok_or_else(bad)?;
+            let limit: u32 = limit.parse().map_err(|_| bad())?;
+            if principal.is_empty() {
+                return Err(bad());
+            }
+            limits.push(json!({"Principal": principal, "Limit": limit}));
+        }
+    }
+    append(args, key, limits)
 }
 
 /// `--protocol P --port N[-M] --cidr C ...` → one entry of `IpPermissions`.
@@ -671,6 +718,14 @@ fn flags_list(o: &Operation) -> String {
                     "repeatable, into Targets",
                 ),
                 "port" => (format!("--{flag} N[-M]"), "into IpPermissions"),
+                "connection-limit" => (
+                    format!("--{flag} ACCOUNT|*=N"),
+                    if connection_limits_key(o) == "AddConnectionLimits" {
+                        "repeatable, into AddConnectionLimits"
+                    } else {
+                        "repeatable, into ConnectionLimits"
+                    },
+                ),
                 _ => (format!("--{flag} VALUE"), "into IpPermissions"),
             },
         };
@@ -864,26 +919,58 @@ pub fn render_human(value: &Value) -> String {
     out
 }
 
-/// An aligned table: one column per key any row has (first-seen order), one row per object.
+/// A row's cells by column name: its keys, and a nested object's keys one level down as
+/// `Key.Sub` (`{"TargetHealth": {"State": …}}` → `TargetHealth.State`), so that each
+/// nested field gets a column of its own rather than one `{…}` blob per row.
+fn row_cells(row: &Value) -> Vec<(String, &Value)> {
+    let Value::Object(o) = row else {
+        return Vec::new();
+    };
+    let mut cells = Vec::new();
+    for (k, v) in o {
+        match v {
+            Value::Object(inner) if !inner.is_empty() => {
+                cells.extend(inner.iter().map(|(sub, v)| (format!("{k}.{sub}"), v)));
+            }
+            _ => cells.push((k.clone(), v)),
+        }
+    }
+    cells
+}
+
+/// An aligned table: one column per key any row has (first-seen order; nested objects
+/// flattened one level, see `row_cells`), one row per object. Identifiers come first,
+/// free text (`Description`, `Message`) last, where its length pushes nothing aside.
 pub fn table(rows: &[Value]) -> String {
+    let rows: Vec<Vec<(String, &Value)>> = rows.iter().map(row_cells).collect();
     let mut columns: Vec<&str> = Vec::new();
-    for row in rows {
-        if let Value::Object(o) = row {
-            for k in o.keys() {
-                if !columns.contains(&k.as_str()) {
-                    columns.push(k);
-                }
+    for row in &rows {
+        for (k, _) in row {
+            if !columns.contains(&k.as_str()) {
+                columns.push(k);
             }
         }
     }
-    // Identifiers first (serde_json orders keys alphabetically, which buries them).
-    columns.sort_by_key(|c| !(c.ends_with("Id") || c.ends_with("Name")));
+    // serde_json orders keys alphabetically, which buries the identifiers.
+    columns.sort_by_key(|c| {
+        if c.ends_with("Id") || c.ends_with("Name") {
+            0
+        } else if c.ends_with("Description") || c.ends_with("Message") {
+            2
+        } else {
+            1
+        }
+    });
     let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|row| {
             columns
                 .iter()
-                .map(|c| row.get(c).map_or_else(|| "-".to_owned(), compact))
+                .map(|c| {
+                    row.iter()
+                        .find(|(k, _)| k == c)
+                        .map_or_else(|| "-".to_owned(), |(_, v)| compact(v))
+                })
                 .collect()
         })
         .collect();

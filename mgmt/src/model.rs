@@ -30,7 +30,9 @@ pub use crate::ids::{
     is_valid_region, service_name, AccountId, EndpointId, ParseError, SecurityGroupId, ServiceId,
     ServiceName, ValueKind, VpcId, SERVICE_NAME_PREFIX,
 };
-pub use errors::{AddressHolder, AddressRole, KeyPath, ModelError, Object, PathSegment, Reserved};
+pub use errors::{
+    AddressHolder, AddressRole, BadPath, KeyPath, ModelError, Object, PathSegment, Reserved,
+};
 pub use objects::{
     health_limits, Account, ClientToken, ConnectionLimit, Declared, Endpoint, EndpointState,
     HealthCheckProtocol, IngressRule, Listener, Matcher, Principal, Protocol, RuleProtocol,

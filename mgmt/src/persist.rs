@@ -1072,6 +1072,63 @@ mod tests {
         assert!(!dir.0.join(JOURNAL_TMP_FILE).exists());
     }
 
+    /// A change of listener settings alone (`ModifyListeners`) is a change of its service
+    /// like any other: one journal record with the service's new value, there again when
+    /// the files are loaded and a store restarts on them.
+    #[test]
+    fn a_listener_settings_change_is_journaled_and_reloaded() {
+        use crate::model::{HealthCheckProtocol, Protocol};
+        let dir = TempDir::new("listener-settings");
+        let file = StateFile::new(&dir.0);
+        let config = Config::embedded_default();
+        let (mut store, _) = Store::new(&config, None).unwrap();
+        file.save(store.state()).unwrap();
+        let checkpoint = fs::read(file.path()).unwrap();
+        let svc = store.state().services[0].id;
+        let prev = store.state().clone();
+        let o = store
+            .prepare(
+                &Caller::admin(),
+                "modify-vpc-endpoint-service-configuration",
+                &json!({"ServiceId": svc.to_string(), "ModifyListeners": [
+                    {"Protocol": "tcp", "Port": 80, "HealthCheckProtocol": "http",
+                     "HealthCheckPath": "/healthz", "HealthCheckIntervalSeconds": 10,
+                     "HealthCheckTimeoutSeconds": 3, "ConnectionTerminationOnUnhealthy": false,
+                     "IdleTimeoutSeconds": 900}]}),
+                1_000,
+            )
+            .unwrap();
+        assert_eq!(o.touched, vec![svc.to_string()]);
+        let next = o.next.expect("a change");
+        let change = Change::between(&prev, &next, &o.touched).expect("a record");
+        assert_eq!(change.services, vec![Put::Set(next.services[0].clone())]);
+        file.save_change(&prev, &next, &o.touched).unwrap();
+        store.commit(next.clone());
+        assert_eq!(
+            fs::read(file.path()).unwrap(),
+            checkpoint,
+            "only the journal grows"
+        );
+        assert!(file.has_journal());
+
+        let loaded = StateFile::new(&dir.0).load().unwrap().expect("a state");
+        assert_eq!(loaded, next);
+        let l = loaded.services[0].listener(Protocol::Tcp, 80).unwrap();
+        assert_eq!(l.health_check_protocol, HealthCheckProtocol::Http);
+        assert_eq!(l.health_check_path, "/healthz");
+        assert_eq!(
+            (
+                l.health_check_interval_seconds,
+                l.health_check_timeout_seconds
+            ),
+            (10, 3)
+        );
+        assert!(!l.connection_termination_on_unhealthy);
+        assert_eq!(l.idle_timeout_seconds, Some(900));
+        let (restarted, _) = Store::new(&config, Some(loaded)).unwrap();
+        assert_eq!(restarted.state(), store.state());
+    }
+
     /// A crash at any byte of any write leaves files that load as the state before that
     /// write or the state after it; a record cut short is never an error.
     #[test]

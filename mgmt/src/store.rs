@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 
 use crate::config::Config;
 use crate::model::{
-    Account, AccountId, ClientToken, Endpoint, EndpointState, ModelError, Principal,
+    Account, AccountId, ClientToken, Endpoint, EndpointState, Listener, ModelError, Principal,
     SecurityGroupId, Service, State, TargetState, VpcAttachment,
 };
 use crate::quota::{self, Limits, QuotaError};
@@ -178,9 +178,9 @@ pub fn takes_client_token(op: &str) -> bool {
 
 /// Every operation with a one-line synopsis of its arguments, for `privlinkctl --help`.
 pub const OPERATIONS: &[(&str, &str)] = &[
-    ("create-vpc-endpoint-service-configuration", "--vpc-id VPC --listeners '[{\"Protocol\":\"tcp\",\"Port\":80,\"Targets\":[{\"Id\":IP,\"Port\":P,\"Weight\":W}]}]' [--snat-addresses IP…] [--acceptance-required BOOL] [--allowed-principals ACCOUNT|*…] [--client-token TOKEN]"),
+    ("create-vpc-endpoint-service-configuration", "--vpc-id VPC --listeners '[{\"Protocol\":\"tcp\",\"Port\":80,\"Targets\":[{\"Id\":IP,\"Port\":P,\"Weight\":W}], SETTINGS…}]' [--snat-addresses IP…] [--acceptance-required BOOL] [--allowed-principals ACCOUNT|*…] [--auto-accept-principals ACCOUNT|*…] [--connection-limits '[{\"Principal\":ACCOUNT|*,\"Limit\":N}]'] [--client-token TOKEN]; SETTINGS: \"HealthCheckEnabled\":BOOL, \"HealthCheckProtocol\":\"tcp|http\", \"HealthCheckPort\":P|\"traffic-port\", \"HealthCheckPath\":\"/…\", \"Matcher\":\"200-399\", \"HealthCheckIntervalSeconds\":5-300, \"HealthCheckTimeoutSeconds\":2-120, \"HealthyThresholdCount\":2-10, \"UnhealthyThresholdCount\":2-10, \"ConnectionTerminationOnUnhealthy\":BOOL, \"IdleTimeoutSeconds\":60-6000"),
     ("describe-vpc-endpoint-service-configurations", "[--service-ids SVC…]"),
-    ("modify-vpc-endpoint-service-configuration", "--service-id SVC [--acceptance-required BOOL] [--add-snat-addresses IP…] [--remove-snat-addresses IP…] [--add-listeners JSON] [--remove-listeners '[{\"Protocol\":…,\"Port\":…}]']"),
+    ("modify-vpc-endpoint-service-configuration", "--service-id SVC [--acceptance-required BOOL] [--add-snat-addresses IP…] [--remove-snat-addresses IP…] [--add-listeners JSON (as create)] [--remove-listeners '[{\"Protocol\":…,\"Port\":…}]'] [--modify-listeners '[{\"Protocol\":…,\"Port\":…, SETTINGS (as create)…}]'] [--add-auto-accept-principals ACCOUNT|*…] [--remove-auto-accept-principals …] [--add-connection-limits '[{\"Principal\":…,\"Limit\":N}]'] [--remove-connection-limits ACCOUNT|*…]"),
     ("delete-vpc-endpoint-service-configurations", "--service-ids SVC…"),
     ("modify-vpc-endpoint-service-permissions", "--service-id SVC [--add-allowed-principals ACCOUNT|ARN|*…] [--remove-allowed-principals …]"),
     ("describe-vpc-endpoint-service-permissions", "--service-id SVC"),
@@ -905,19 +905,45 @@ fn service_json(s: &Service, region: &str) -> Value {
         "Owner": s.owner.to_string(),
         "VpcId": s.vpc_id.to_string(),
         "AcceptanceRequired": s.acceptance_required,
-        "Listeners": s.listeners.iter().map(|l| json!({
-            "Protocol": l.protocol.as_str(),
-            "Port": l.port,
-            "Targets": l.targets.iter().map(|t| json!({
-                "Id": t.ip.to_string(),
-                "Port": t.port,
-                "Weight": t.weight,
-                "State": t.state.as_str(),
-            })).collect::<Vec<_>>(),
-        })).collect::<Vec<_>>(),
+        "Listeners": s.listeners.iter().map(listener_json).collect::<Vec<_>>(),
         "SnatAddresses": s.snat_addresses.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "AllowedPrincipals": s.allowed_principals.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "AutoAcceptPrincipals": s.auto_accept_principals.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "ConnectionLimits": s.connection_limits.iter().map(|l| json!({
+            "Principal": l.principal.to_string(),
+            "Limit": l.limit,
+        })).collect::<Vec<_>>(),
     })
+}
+
+/// A listener as `describe-vpc-endpoint-service-configurations` shows it: every setting
+/// under the cloud's name (`HealthCheckPort` `"traffic-port"` for the target's own port;
+/// `IdleTimeoutSeconds` only when the listener has its own).
+fn listener_json(l: &Listener) -> Value {
+    let mut v = json!({
+        "Protocol": l.protocol.as_str(),
+        "Port": l.port,
+        "Targets": l.targets.iter().map(|t| json!({
+            "Id": t.ip.to_string(),
+            "Port": t.port,
+            "Weight": t.weight,
+            "State": t.state.as_str(),
+        })).collect::<Vec<_>>(),
+        "HealthCheckEnabled": l.health_check_enabled,
+        "HealthCheckProtocol": l.health_check_protocol.as_str(),
+        "HealthCheckPort": l.health_check_port.map_or_else(|| json!("traffic-port"), |p| json!(p)),
+        "HealthCheckPath": l.health_check_path,
+        "Matcher": l.matcher.as_str(),
+        "HealthCheckIntervalSeconds": l.health_check_interval_seconds,
+        "HealthCheckTimeoutSeconds": l.health_check_timeout_seconds,
+        "HealthyThresholdCount": l.healthy_threshold_count,
+        "UnhealthyThresholdCount": l.unhealthy_threshold_count,
+        "ConnectionTerminationOnUnhealthy": l.connection_termination_on_unhealthy,
+    });
+    if let Some(idle) = l.idle_timeout_seconds {
+        v["IdleTimeoutSeconds"] = json!(idle);
+    }
+    v
 }
 
 /// An endpoint as `describe-vpc-endpoints` shows it.

@@ -17,6 +17,13 @@ fn usage(s: &[&str]) -> String {
     parse_args(&argv(s), None).unwrap_err().0
 }
 
+fn help_text(s: &[&str]) -> String {
+    match parse_args(&argv(s), None).unwrap() {
+        Command::Help(h) => h,
+        Command::Run(inv) => panic!("not help: {inv:?}"),
+    }
+}
+
 #[test]
 fn pascal_case_of_flags() {
     assert_eq!(pascal_case("vpc-id"), "VpcId");
@@ -385,27 +392,17 @@ fn usage_errors() {
 
 #[test]
 fn help() {
-    let Command::Help(top) = parse_args(&argv(&["--help"]), None).unwrap() else {
-        panic!()
-    };
+    let top = help_text(&["--help"]);
     for o in OPERATIONS {
         assert!(top.contains(o.name));
     }
     assert!(top.contains(SOCKET_ENV));
-    let Command::Help(h) = parse_args(&argv(&["register-targets", "--help"]), None).unwrap() else {
-        panic!()
-    };
+    let h = help_text(&["register-targets", "--help"]);
     assert!(
         h.contains("--target IP:PORT[:WEIGHT]") && h.contains("example:"),
         "{h}"
     );
-    let Command::Help(h) = parse_args(
-        &argv(&["create-vpc-endpoint-service-configuration", "-h"]),
-        None,
-    )
-    .unwrap() else {
-        panic!()
-    };
+    let h = help_text(&["create-vpc-endpoint-service-configuration", "-h"]);
     assert!(h.contains("--[no-]acceptance-required"), "{h}");
 }
 
@@ -428,9 +425,9 @@ fn render_table() {
     ]});
     let text = render_human(&v);
     let expected = "\
-VpcEndpointId           IpAddress  SecurityGroupIds  State              Policy
+VpcEndpointId           IpAddress  SecurityGroupIds  State              Policy.A
 vpce-0123456789abcdef0  10.1.0.10  sg-1,sg-2         available          -
-vpce-1                  -          -                 pendingAcceptance  {A=1}
+vpce-1                  -          -                 pendingAcceptance  1
 ";
     assert_eq!(text, expected);
 }
@@ -446,8 +443,126 @@ fn render_object_and_mixed() {
     let v = json!({"Unsuccessful": [{"ResourceId": "vpce-9", "Error": {"Code": "NotFound"}}], "Count": 1});
     assert_eq!(
         render_human(&v),
-        "Count:  1\n\nUnsuccessful:\nResourceId  Error\nvpce-9      {Code=NotFound}\n"
+        "Count:  1\n\nUnsuccessful:\nResourceId  Error.Code\nvpce-9      NotFound\n"
     );
     assert_eq!(render_human(&json!("v1.2")), "v1.2\n");
     assert_eq!(compact(&json!([{"Id": "a"}, null, 1.5])), "{Id=a},-,1.5");
+}
+
+#[test]
+fn render_nested_objects_as_columns() {
+    // describe-target-health as the daemon answers it: each nested field is a column of
+    // its own, identifiers first and the free-text description last.
+    let v = json!({"TargetHealthDescriptions": [
+        {"Target": {"Id": "10.2.0.11", "Port": 8080, "Weight": 1},
+         "Listener": {"Protocol": "tcp", "Port": 80}, "HealthCheckPort": 8080,
+         "TargetHealth": {"State": "healthy", "Reason": null, "Description": null,
+                          "LastChange": "2026-12-02T09:00:00Z"},
+         "ActiveFlows": 3},
+        {"Target": {"Id": "10.2.0.12", "Port": 8080, "Weight": 2},
+         "Listener": {"Protocol": "tcp", "Port": 80}, "HealthCheckPort": 8080,
+         "TargetHealth": {"State": "unhealthy", "Reason": "Target.Timeout",
+                          "Description": "Request timed out", "LastChange": "2026-12-02T09:01:30Z"},
+         "ActiveFlows": 0},
+    ]});
+    let expected = "\
+Target.Id  ActiveFlows  HealthCheckPort  Listener.Port  Listener.Protocol  Target.Port  Target.Weight  TargetHealth.LastChange  TargetHealth.Reason  TargetHealth.State  TargetHealth.Description
+10.2.0.11  3            8080             80             tcp                8080         1              2026-12-02T09:00:00Z     -                    healthy             -
+10.2.0.12  0            8080             80             tcp                8080         2              2026-12-02T09:01:30Z     Target.Timeout       unhealthy           Request timed out
+";
+    assert_eq!(render_human(&v), expected);
+    // One level only: deeper objects stay compact, and an empty one is a value.
+    assert_eq!(
+        table(&[json!({"A": {"B": {"C": 1}}, "E": {}})]),
+        "A.B    E\n{C=1}  {}\n"
+    );
+}
+
+#[test]
+fn service_health_check_and_connection_limit_flags() {
+    let inv = run_args(&[
+        "modify-vpc-endpoint-service-configuration",
+        "--service-id",
+        "vpce-svc-1",
+        "--modify-listeners",
+        r#"[{"Protocol":"tcp","Port":80,"HealthCheckPath":"/healthz"}]"#,
+        "--add-auto-accept-principals",
+        "111111111111",
+        "222222222222",
+        "--remove-auto-accept-principals",
+        "*",
+        "--remove-connection-limits",
+        "333333333333",
+        "--add-connection-limits",
+        r#"[{"Principal":"*","Limit":10}]"#,
+        "--connection-limit",
+        "111111111111=2",
+        "--connection-limit=arn:aws:iam::222222222222:root=0",
+    ]);
+    assert_eq!(
+        inv.args,
+        json!({
+            "ServiceId": "vpce-svc-1",
+            "ModifyListeners": [{"Protocol": "tcp", "Port": 80, "HealthCheckPath": "/healthz"}],
+            "AddAutoAcceptPrincipals": ["111111111111", "222222222222"],
+            "RemoveAutoAcceptPrincipals": ["*"],
+            "RemoveConnectionLimits": ["333333333333"],
+            "AddConnectionLimits": [
+                {"Principal": "*", "Limit": 10},
+                {"Principal": "111111111111", "Limit": 2},
+                {"Principal": "arn:aws:iam::222222222222:root", "Limit": 0},
+            ],
+        })
+    );
+    let inv = run_args(&[
+        "create-vpc-endpoint-service-configuration",
+        "--vpc-id",
+        "vpc-2",
+        "--auto-accept-principals",
+        "111111111111",
+        "--connection-limit",
+        "*=5",
+    ]);
+    assert_eq!(
+        inv.args,
+        json!({
+            "VpcId": "vpc-2",
+            "AutoAcceptPrincipals": ["111111111111"],
+            "ConnectionLimits": [{"Principal": "*", "Limit": 5}],
+        })
+    );
+    for bad in [
+        "111111111111",
+        "=3",
+        "111111111111=",
+        "111111111111=-1",
+        "*=x",
+    ] {
+        assert!(
+            usage(&[
+                "create-vpc-endpoint-service-configuration",
+                "--connection-limit",
+                bad
+            ])
+            .contains("expected ACCOUNT=N (or *=N)"),
+            "{bad}"
+        );
+    }
+    assert!(usage(&[
+        "modify-vpc-endpoint-service-configuration",
+        "--add-connection-limits",
+        r#"{"Principal":"*","Limit":1}"#,
+        "--connection-limit",
+        "*=2",
+    ])
+    .contains("--add-connection-limits: must be a JSON array"));
+    let h = help_text(&["modify-vpc-endpoint-service-configuration", "--help"]);
+    assert!(
+        h.contains("--connection-limit ACCOUNT|*=N")
+            && h.contains("into AddConnectionLimits")
+            && h.contains("--modify-listeners JSON"),
+        "{h}"
+    );
+    let h = help_text(&["create-vpc-endpoint-service-configuration", "--help"]);
+    assert!(h.contains("into ConnectionLimits"), "{h}");
 }

@@ -3,7 +3,9 @@ use std::path::PathBuf;
 
 use super::validate::is_prime;
 use super::*;
-use crate::model::{EndpointState, Listener, Principal, Protocol, Target, ValueKind};
+use crate::model::{
+    EndpointState, HealthCheckProtocol, Listener, Principal, Protocol, Target, ValueKind,
+};
 use crate::testing::{ip, p};
 
 /// Validates `config`, expecting an error at `path` whose message is exactly `message`
@@ -35,6 +37,18 @@ fn demo() -> Config {
 // --- the embedded default ----------------------------------------------------------------
 
 /// The demo topology, spelt out value by value: a contract other tools rely on.
+/// The demo listeners' checks: quicker than the cloud's defaults, so a demo target that
+/// stops answering is out within 10 s and back within 10 s.
+fn demo_checks(l: Listener) -> Listener {
+    Listener {
+        health_check_interval_seconds: 5,
+        health_check_timeout_seconds: 2,
+        healthy_threshold_count: 2,
+        unhealthy_threshold_count: 2,
+        ..l
+    }
+}
+
 fn expected_default() -> Config {
     let target = |s: &str, port| Target::new(ip(s), port);
     Config {
@@ -112,16 +126,22 @@ fn expected_default() -> Config {
             owner: p("222222222222"),
             vpc_id: p("vpc-0b0000000000000b1"),
             listeners: vec![
-                Listener::new(
-                    Protocol::Tcp,
-                    80,
-                    vec![target("10.2.0.11", 8080), target("10.2.0.12", 8080)],
-                ),
-                Listener::new(
-                    Protocol::Udp,
-                    9000,
-                    vec![target("10.2.0.11", 9000), target("10.2.0.12", 9000)],
-                ),
+                Listener {
+                    health_check_protocol: HealthCheckProtocol::Http,
+                    ..demo_checks(Listener::new(
+                        Protocol::Tcp,
+                        80,
+                        vec![target("10.2.0.11", 8080), target("10.2.0.12", 8080)],
+                    ))
+                },
+                Listener {
+                    health_check_port: Some(8080),
+                    ..demo_checks(Listener::new(
+                        Protocol::Udp,
+                        9000,
+                        vec![target("10.2.0.11", 9000), target("10.2.0.12", 9000)],
+                    ))
+                },
             ],
             snat_addresses: vec![ip("10.2.0.100")],
             acceptance_required: false,
@@ -1020,6 +1040,38 @@ fn declared_objects_follow_the_model_rules() {
         "service vpce-svc-0d0000000000000d1 listener tcp/80 target 10.3.0.1:8080: target \
          10.3.0.1 is outside 10.2.0.0/24 of vpc-0b0000000000000b1 and the attachment has no \
          gateway",
+    );
+}
+
+#[test]
+fn declared_listener_settings_and_principal_lists_name_their_key() {
+    let text = DEFAULT_TOML.replace(
+        "port = 9000\n",
+        "port = 9000\nhealth_check_path = \"/a b\"\n",
+    );
+    let e = Config::from_toml_str(&text).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "services[0].listeners[1].health_check_path: service vpce-svc-0d0000000000000d1 \
+         listener udp/9000: health_check_path has byte 0x20 at offset 2: only visible ASCII \
+         (0x21..=0x7e) may go into the HTTP request line"
+    );
+    let mut c = demo();
+    c.services[0].listeners[0].health_check_timeout_seconds = 5;
+    expect(
+        &c,
+        "services[0].listeners[0].health_check_timeout_seconds",
+        "service vpce-svc-0d0000000000000d1 listener tcp/80: health_check_timeout_seconds 5 \
+         must be lower than health_check_interval_seconds 5 (the cloud's rule: a check times \
+         out before the next one starts)",
+    );
+    let mut c = demo();
+    c.services[0].auto_accept_principals = vec![Principal::Any, Principal::Any];
+    expect(
+        &c,
+        "services[0].auto_accept_principals[1]",
+        "service vpce-svc-0d0000000000000d1: principal * listed twice (first at \
+         services[0].auto_accept_principals[0])",
     );
 }
 

@@ -7,7 +7,7 @@
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use super::objects::{Protocol, MSS_CLAMP_RANGE};
+use super::objects::{Principal, Protocol, MSS_CLAMP_RANGE};
 use crate::ids::{AccountId, EndpointId, SecurityGroupId, ServiceId, VpcId};
 use crate::net::{Ipv4Net, MacAddr};
 
@@ -221,6 +221,45 @@ impl fmt::Display for AddressHolder {
             Self::Neighbour => f.write_str("a static neighbour"),
             Self::Endpoint(id) => write!(f, "endpoint {id}"),
             Self::Snat(id) => write!(f, "service {id} as a snat address"),
+        }
+    }
+}
+
+/// What is wrong with a listener's `health_check_path`, which goes verbatim into the
+/// request line of an HTTP check (`GET <path> HTTP/1.1`); prints as the problem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BadPath {
+    /// `must start with '/'`.
+    NotAbsolute,
+    /// `is <len> bytes, longer than 1024`.
+    TooLong {
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// `has byte 0x20 at offset 4: only visible ASCII (0x21..=0x7e) may go into the HTTP
+    /// request line`.
+    NotVisible {
+        /// Where the byte is.
+        offset: usize,
+        /// The byte.
+        byte: u8,
+    },
+}
+
+impl fmt::Display for BadPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotAbsolute => f.write_str("must start with '/'"),
+            Self::TooLong { len } => write!(
+                f,
+                "is {len} bytes, longer than {}",
+                super::objects::health_limits::PATH_LEN
+            ),
+            Self::NotVisible { offset, byte } => write!(
+                f,
+                "has byte {byte:#04x} at offset {offset}: only visible ASCII (0x21..=0x7e) may \
+                 go into the HTTP request line"
+            ),
         }
     }
 }
@@ -477,6 +516,58 @@ pub enum ModelError {
         /// Last port.
         to: u16,
     },
+    /// `<object>: <setting> 3 is outside 5..=300`, for a listener's health-check
+    /// settings, its `health_check_port` (1..=65535) and its `idle_timeout_seconds`.
+    /// Code `InvalidParameterValue`.
+    SettingOutOfRange {
+        /// Where.
+        at: KeyPath,
+        /// About what.
+        object: Object,
+        /// The key, e.g. `health_check_interval_seconds`.
+        setting: &'static str,
+        /// The value given.
+        value: u32,
+        /// The lowest value allowed.
+        min: u32,
+        /// The highest value allowed.
+        max: u32,
+    },
+    /// `<object>: health_check_timeout_seconds 10 must be lower than
+    /// health_check_interval_seconds 10 (the cloud's rule: a check times out before the
+    /// next one starts)`. Code `InvalidParameterValue`.
+    TimeoutNotBelowInterval {
+        /// Where (the timeout).
+        at: KeyPath,
+        /// About what.
+        object: Object,
+        /// `health_check_timeout_seconds`.
+        timeout: u16,
+        /// `health_check_interval_seconds`.
+        interval: u16,
+    },
+    /// `<object>: health_check_path <problem>` (see [`BadPath`]).
+    /// Code `InvalidParameterValue`.
+    InvalidHealthCheckPath {
+        /// Where.
+        at: KeyPath,
+        /// About what.
+        object: Object,
+        /// What is wrong.
+        problem: BadPath,
+    },
+    /// `<object>: principal 111111111111 listed twice (first at <first>)`, in a service's
+    /// `auto_accept_principals` or `connection_limits`. Code `InvalidParameterValue`.
+    DuplicatePrincipal {
+        /// Where.
+        at: KeyPath,
+        /// About what.
+        object: Object,
+        /// The principal.
+        principal: Principal,
+        /// Where it appeared first in the same list.
+        first: KeyPath,
+    },
     /// `<object>: invalid policy document: <reason>`. Code `InvalidPolicyDocument`.
     InvalidPolicy {
         /// Where.
@@ -514,6 +605,10 @@ impl ModelError {
             | Self::SecurityGroupOtherVpc { at, .. }
             | Self::DuplicateGroupName { at, .. }
             | Self::EmptyPortRange { at, .. }
+            | Self::SettingOutOfRange { at, .. }
+            | Self::TimeoutNotBelowInterval { at, .. }
+            | Self::InvalidHealthCheckPath { at, .. }
+            | Self::DuplicatePrincipal { at, .. }
             | Self::InvalidPolicy { at, .. } => at,
         }
     }
@@ -543,6 +638,10 @@ impl ModelError {
             | Self::SecurityGroupOtherVpc { object, .. }
             | Self::DuplicateGroupName { object, .. }
             | Self::EmptyPortRange { object, .. }
+            | Self::SettingOutOfRange { object, .. }
+            | Self::TimeoutNotBelowInterval { object, .. }
+            | Self::InvalidHealthCheckPath { object, .. }
+            | Self::DuplicatePrincipal { object, .. }
             | Self::InvalidPolicy { object, .. } => *object,
         }
     }
@@ -577,7 +676,11 @@ impl ModelError {
             | Self::DuplicatePortVlan { .. }
             | Self::NeighbourMacNotUnicast { .. }
             | Self::SecurityGroupOtherVpc { .. }
-            | Self::EmptyPortRange { .. } => "InvalidParameterValue",
+            | Self::EmptyPortRange { .. }
+            | Self::SettingOutOfRange { .. }
+            | Self::TimeoutNotBelowInterval { .. }
+            | Self::InvalidHealthCheckPath { .. }
+            | Self::DuplicatePrincipal { .. } => "InvalidParameterValue",
         }
     }
 }
@@ -681,6 +784,27 @@ impl fmt::Display for ModelError {
             Self::EmptyPortRange { from, to, .. } => {
                 write!(f, "port range {from}-{to} is empty")
             }
+            Self::SettingOutOfRange {
+                setting,
+                value,
+                min,
+                max,
+                ..
+            } => write!(f, "{setting} {value} is outside {min}..={max}"),
+            Self::TimeoutNotBelowInterval {
+                timeout, interval, ..
+            } => write!(
+                f,
+                "health_check_timeout_seconds {timeout} must be lower than \
+                 health_check_interval_seconds {interval} (the cloud's rule: a check times \
+                 out before the next one starts)"
+            ),
+            Self::InvalidHealthCheckPath { problem, .. } => {
+                write!(f, "health_check_path {problem}")
+            }
+            Self::DuplicatePrincipal {
+                principal, first, ..
+            } => write!(f, "principal {principal} listed twice (first at {first})"),
             Self::InvalidPolicy { reason, .. } => {
                 write!(f, "invalid policy document: {reason}")
             }

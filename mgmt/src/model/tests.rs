@@ -692,6 +692,210 @@ fn duplicate_target() {
     );
 }
 
+// --- listener settings, service principal lists -----------------------------------------
+
+#[test]
+fn listener_health_check_settings_out_of_range() {
+    const L: &str = "service vpce-svc-0d0000000000000d1 listener tcp/80";
+    /// (key, how to set it, values out of range, values in range, the range).
+    type Case = (
+        &'static str,
+        fn(&mut Listener, u32),
+        &'static [u32],
+        &'static [u32],
+        &'static str,
+    );
+    let cases: [Case; 5] = [
+        (
+            "health_check_interval_seconds",
+            |l, v| l.health_check_interval_seconds = u16::try_from(v).unwrap(),
+            &[4, 301],
+            &[11, 300],
+            "5..=300",
+        ),
+        (
+            "health_check_timeout_seconds",
+            |l, v| l.health_check_timeout_seconds = u16::try_from(v).unwrap(),
+            &[0, 1],
+            &[2, 29],
+            "2..=120",
+        ),
+        (
+            "healthy_threshold_count",
+            |l, v| l.healthy_threshold_count = u8::try_from(v).unwrap(),
+            &[0, 1, 11],
+            &[2, 10],
+            "2..=10",
+        ),
+        (
+            "unhealthy_threshold_count",
+            |l, v| l.unhealthy_threshold_count = u8::try_from(v).unwrap(),
+            &[1, 11, 255],
+            &[2, 10],
+            "2..=10",
+        ),
+        (
+            "idle_timeout_seconds",
+            |l, v| l.idle_timeout_seconds = Some(v),
+            &[0, 59, 6001],
+            &[60, 6000],
+            "60..=6000",
+        ),
+    ];
+    for (key, set, bad, good, range) in cases {
+        for &v in bad {
+            let mut st = state();
+            set(&mut st.services[0].listeners[0], v);
+            expect(
+                &st,
+                &attachments(),
+                &format!("services[0].listeners[0].{key}"),
+                &format!("{L}: {key} {v} is outside {range}"),
+                "InvalidParameterValue",
+            );
+        }
+        for &v in good {
+            let mut st = state();
+            set(&mut st.services[0].listeners[0], v);
+            st.validate(&attachments())
+                .unwrap_or_else(|e| panic!("{key} = {v}: {e}"));
+        }
+    }
+    // A timeout above 120 is out of range even below a long interval.
+    let mut st = state();
+    st.services[0].listeners[0].health_check_interval_seconds = 300;
+    st.services[0].listeners[0].health_check_timeout_seconds = 121;
+    expect(
+        &st,
+        &attachments(),
+        "services[0].listeners[0].health_check_timeout_seconds",
+        &format!("{L}: health_check_timeout_seconds 121 is outside 2..=120"),
+        "InvalidParameterValue",
+    );
+}
+
+#[test]
+fn health_check_timeout_below_the_interval() {
+    for (interval, timeout) in [(10, 10), (5, 6), (30, 120)] {
+        let mut st = state();
+        let l = &mut st.services[0].listeners[1];
+        l.health_check_interval_seconds = interval;
+        l.health_check_timeout_seconds = timeout;
+        expect(
+            &st,
+            &attachments(),
+            "services[0].listeners[1].health_check_timeout_seconds",
+            &format!(
+                "service vpce-svc-0d0000000000000d1 listener udp/9000: \
+                 health_check_timeout_seconds {timeout} must be lower than \
+                 health_check_interval_seconds {interval} (the cloud's rule: a check times \
+                 out before the next one starts)"
+            ),
+            "InvalidParameterValue",
+        );
+    }
+    let mut st = state();
+    st.services[0].listeners[1].health_check_interval_seconds = 5;
+    st.services[0].listeners[1].health_check_timeout_seconds = 4;
+    st.validate(&attachments()).unwrap();
+}
+
+#[test]
+fn health_check_port_is_not_zero() {
+    let mut st = state();
+    st.services[0].listeners[1].health_check_port = Some(0);
+    expect(
+        &st,
+        &attachments(),
+        "services[0].listeners[1].health_check_port",
+        "service vpce-svc-0d0000000000000d1 listener udp/9000: health_check_port 0 is outside 1..=65535",
+        "InvalidParameterValue",
+    );
+    st.services[0].listeners[1].health_check_port = Some(8080);
+    st.validate(&attachments()).unwrap();
+}
+
+#[test]
+fn health_check_path_fits_an_http_request_line() {
+    const L: &str = "service vpce-svc-0d0000000000000d1 listener tcp/80: health_check_path";
+    let long = format!("/{}", "a".repeat(1024));
+    let cases = [
+        ("", "must start with '/'".to_owned()),
+        ("health", "must start with '/'".to_owned()),
+        (" /x", "must start with '/'".to_owned()),
+        (long.as_str(), "is 1025 bytes, longer than 1024".to_owned()),
+        (
+            "/a b",
+            "has byte 0x20 at offset 2: only visible ASCII (0x21..=0x7e) may go into the HTTP request line".to_owned(),
+        ),
+        (
+            "/x\r\nHost: evil",
+            "has byte 0x0d at offset 2: only visible ASCII (0x21..=0x7e) may go into the HTTP request line".to_owned(),
+        ),
+        (
+            "/\u{7f}",
+            "has byte 0x7f at offset 1: only visible ASCII (0x21..=0x7e) may go into the HTTP request line".to_owned(),
+        ),
+        (
+            "/caf\u{e9}",
+            "has byte 0xc3 at offset 4: only visible ASCII (0x21..=0x7e) may go into the HTTP request line".to_owned(),
+        ),
+    ];
+    for (path, problem) in cases {
+        let mut st = state();
+        st.services[0].listeners[0].health_check_path = path.to_owned();
+        expect(
+            &st,
+            &attachments(),
+            "services[0].listeners[0].health_check_path",
+            &format!("{L} {problem}"),
+            "InvalidParameterValue",
+        );
+    }
+    for path in [
+        "/".to_owned(),
+        "/healthz?full=1&x=%20~".to_owned(),
+        format!("/{}", "a".repeat(1023)),
+    ] {
+        let mut st = state();
+        st.services[0].listeners[0].health_check_path = path.clone();
+        st.validate(&attachments())
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+    }
+}
+
+#[test]
+fn principals_listed_once_per_service() {
+    let a = Principal::Account(p("111111111111"));
+    let b = Principal::Account(p("333333333333"));
+    let mut st = state();
+    st.services[0].auto_accept_principals = vec![a, Principal::Any, b, Principal::Any];
+    expect(
+        &st,
+        &attachments(),
+        "services[0].auto_accept_principals[3]",
+        "service vpce-svc-0d0000000000000d1: principal * listed twice (first at services[0].auto_accept_principals[1])",
+        "InvalidParameterValue",
+    );
+    st.services[0].auto_accept_principals.pop();
+    st.validate(&attachments()).unwrap();
+
+    let limit = |principal, limit| ConnectionLimit { principal, limit };
+    st.services[0].connection_limits = vec![limit(a, 1), limit(Principal::Any, 5), limit(a, 2)];
+    expect(
+        &st,
+        &attachments(),
+        "services[0].connection_limits[2].principal",
+        "service vpce-svc-0d0000000000000d1: principal 111111111111 listed twice (first at services[0].connection_limits[0])",
+        "InvalidParameterValue",
+    );
+    // An account's own limit beside "*"'s is the point of having both.
+    st.services[0].connection_limits.pop();
+    st.validate(&attachments()).unwrap();
+    assert_eq!(st.services[0].connection_limit(p("111111111111")), Some(1));
+    assert_eq!(st.services[0].connection_limit(p("333333333333")), Some(5));
+}
+
 // --- attachments -----------------------------------------------------------------------
 
 #[test]

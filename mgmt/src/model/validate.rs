@@ -7,9 +7,12 @@
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
+use std::ops::RangeInclusive;
 
-use super::errors::{AddressHolder, AddressRole, KeyPath, ModelError, Object, Reserved};
-use super::objects::{Listener, Service, State, Target, VpcAttachment, MSS_CLAMP_RANGE};
+use super::errors::{AddressHolder, AddressRole, BadPath, KeyPath, ModelError, Object, Reserved};
+use super::objects::{
+    health_limits, Listener, Principal, Service, State, Target, VpcAttachment, MSS_CLAMP_RANGE,
+};
 use crate::ids::{AccountId, EndpointId, SecurityGroupId, ServiceId, VpcId};
 use crate::net::is_unicast_host;
 
@@ -238,9 +241,13 @@ impl State {
     ///
     /// - ids are unique; every object's VPC is attached and owned by the object's owner;
     /// - a service has at least one SNAT address, each inside its VPC's prefix; listeners
-    ///   are unique by (protocol, port) with non-zero ports; targets have non-zero ports,
-    ///   are unicast, not registered twice in a listener, and inside the prefix unless the
-    ///   attachment has a gateway;
+    ///   are unique by (protocol, port) with non-zero ports; their health-check settings
+    ///   and idle timeout are in the cloud's ranges ([`health_limits`]), the check's timeout
+    ///   below its interval, its port non-zero, its path one an HTTP request line can
+    ///   carry; targets have non-zero ports, are unicast, not registered twice in a
+    ///   listener, and inside the prefix unless the attachment has a gateway; no principal
+    ///   is listed twice among a service's auto-accept principals, nor among its
+    ///   connection limits;
     /// - an endpoint's ip is inside its VPC's prefix and its service exists; its security
     ///   groups exist and are in its VPC; its policy document compiles;
     /// - security group ids are unique, names unique per VPC, the owner owns the VPC, and
@@ -304,6 +311,7 @@ impl State {
             for (j, l) in s.listeners.iter().enumerate() {
                 validate_listener(s, att, l, &at.key("listeners").index(j), j)?;
             }
+            validate_principal_lists(s, &at, object)?;
         }
 
         let group_at = self.validate_security_groups(attachments)?;
@@ -487,6 +495,7 @@ fn validate_listener(
             first: at.sibling(first),
         });
     }
+    validate_listener_settings(l, at, object)?;
     for (k, t) in l.targets.iter().enumerate() {
         let t_at = at.key("targets").index(k);
         let object = target_object(s, l, t);
@@ -526,6 +535,130 @@ fn validate_listener(
                 first: at.key("targets").index(first),
             });
         }
+    }
+    Ok(())
+}
+
+/// Checks that `value`, listener setting `setting` at `at`, is in `range`.
+fn check_range<T: Copy + PartialOrd + Into<u32>>(
+    at: &KeyPath,
+    object: Object,
+    setting: &'static str,
+    value: T,
+    range: RangeInclusive<T>,
+) -> Result<(), ModelError> {
+    if range.contains(&value) {
+        return Ok(());
+    }
+    Err(ModelError::SettingOutOfRange {
+        at: at.key(setting),
+        object,
+        setting,
+        value: value.into(),
+        min: (*range.start()).into(),
+        max: (*range.end()).into(),
+    })
+}
+
+/// Checks a listener's health-check settings and idle timeout (at `at`, the listener).
+fn validate_listener_settings(
+    l: &Listener,
+    at: &KeyPath,
+    object: Object,
+) -> Result<(), ModelError> {
+    if let Some(port) = l.health_check_port {
+        check_range(at, object, "health_check_port", port, 1..=u16::MAX)?;
+    }
+    let (interval, timeout) = (
+        l.health_check_interval_seconds,
+        l.health_check_timeout_seconds,
+    );
+    let interval_key = "health_check_interval_seconds";
+    check_range(
+        at,
+        object,
+        interval_key,
+        interval,
+        health_limits::INTERVAL_S,
+    )?;
+    let timeout_key = "health_check_timeout_seconds";
+    check_range(at, object, timeout_key, timeout, health_limits::TIMEOUT_S)?;
+    // A check still waiting when the next one is due would overlap it.
+    if timeout >= interval {
+        return Err(ModelError::TimeoutNotBelowInterval {
+            at: at.key(timeout_key),
+            object,
+            timeout,
+            interval,
+        });
+    }
+    for (key, count) in [
+        ("healthy_threshold_count", l.healthy_threshold_count),
+        ("unhealthy_threshold_count", l.unhealthy_threshold_count),
+    ] {
+        check_range(at, object, key, count, health_limits::THRESHOLD)?;
+    }
+    let path = &l.health_check_path;
+    let problem = if !path.starts_with('/') {
+        Some(BadPath::NotAbsolute)
+    } else if path.len() > health_limits::PATH_LEN {
+        Some(BadPath::TooLong { len: path.len() })
+    } else {
+        // The path goes verbatim into `GET <path> HTTP/1.1`: a space or a control byte
+        // would end the request line or smuggle a header into it.
+        path.bytes()
+            .enumerate()
+            .find(|&(_, b)| !(0x21..=0x7e).contains(&b))
+            .map(|(offset, byte)| BadPath::NotVisible { offset, byte })
+    };
+    if let Some(problem) = problem {
+        return Err(ModelError::InvalidHealthCheckPath {
+            at: at.key("health_check_path"),
+            object,
+            problem,
+        });
+    }
+    if let Some(idle) = l.idle_timeout_seconds {
+        let range = health_limits::IDLE_TIMEOUT_S;
+        check_range(at, object, "idle_timeout_seconds", idle, range)?;
+    }
+    Ok(())
+}
+
+/// The first principal of `principals` that an earlier one repeats: its index, the
+/// earlier one's, and the principal.
+fn repeated(principals: impl Iterator<Item = Principal>) -> Option<(usize, usize, Principal)> {
+    let mut seen: Vec<Principal> = Vec::new();
+    for (k, p) in principals.enumerate() {
+        if let Some(first) = seen.iter().position(|&q| q == p) {
+            return Some((k, first, p));
+        }
+        seen.push(p);
+    }
+    None
+}
+
+/// Checks that service `s` (at `at`) lists no principal twice among its auto-accept
+/// principals, nor among its connection limits (where two limits for one account would
+/// leave which one holds to their order).
+fn validate_principal_lists(s: &Service, at: &KeyPath, object: Object) -> Result<(), ModelError> {
+    let list_at = at.key("auto_accept_principals");
+    if let Some((k, first, principal)) = repeated(s.auto_accept_principals.iter().copied()) {
+        return Err(ModelError::DuplicatePrincipal {
+            at: list_at.index(k),
+            object,
+            principal,
+            first: list_at.index(first),
+        });
+    }
+    let list_at = at.key("connection_limits");
+    if let Some((k, first, principal)) = repeated(s.connection_limits.iter().map(|l| l.principal)) {
+        return Err(ModelError::DuplicatePrincipal {
+            at: list_at.index(k).key("principal"),
+            object,
+            principal,
+            first: list_at.index(first),
+        });
     }
     Ok(())
 }

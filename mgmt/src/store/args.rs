@@ -5,13 +5,14 @@
 //! `Listeners[1].Targets[0].Port`).
 
 use std::net::Ipv4Addr;
+use std::ops::RangeInclusive;
 
 use serde_json::{Map, Value};
 
 use super::ApiError;
 use crate::model::{
-    AccountId, EndpointId, ParseError, Principal, Protocol, SecurityGroupId, ServiceId,
-    ServiceName, VpcId,
+    AccountId, EndpointId, HealthCheckProtocol, Matcher, ParseError, Principal, Protocol,
+    SecurityGroupId, ServiceId, ServiceName, VpcId,
 };
 use crate::net::Ipv4Net;
 use crate::policy::parse_account;
@@ -58,6 +59,24 @@ impl FromArg for Ipv4Net {
 impl FromArg for Protocol {
     fn from_arg(s: &str) -> Result<Self, (&'static str, String)> {
         s.to_ascii_lowercase().parse().map_err(parse_error)
+    }
+}
+
+impl FromArg for HealthCheckProtocol {
+    fn from_arg(s: &str) -> Result<Self, (&'static str, String)> {
+        s.to_ascii_lowercase().parse().map_err(parse_error)
+    }
+}
+
+impl FromArg for Matcher {
+    /// Says what is wrong with the codes, not only what they should look like.
+    fn from_arg(s: &str) -> Result<Self, (&'static str, String)> {
+        Matcher::parse(s).map_err(|why| {
+            (
+                "InvalidParameterValue",
+                format!("invalid matcher {s:?}: {why}"),
+            )
+        })
     }
 }
 
@@ -220,9 +239,30 @@ impl<'a> Args<'a> {
             .transpose()
     }
 
+    /// A JSON integer in `range`, as a `T`.
+    pub(super) fn int_in<T>(
+        &self,
+        key: &str,
+        range: RangeInclusive<T>,
+    ) -> Result<Option<T>, ApiError>
+    where
+        T: Copy + Into<i64> + TryFrom<i64>,
+    {
+        let (min, max) = ((*range.start()).into(), (*range.end()).into());
+        Ok(self.int(key, min, max)?.and_then(|n| T::try_from(n).ok()))
+    }
+
+    /// A required JSON integer in `range`.
+    pub(super) fn req_int_in<T>(&self, key: &str, range: RangeInclusive<T>) -> Result<T, ApiError>
+    where
+        T: Copy + Into<i64> + TryFrom<i64>,
+    {
+        self.int_in(key, range)?.ok_or_else(|| self.missing(key))
+    }
+
     /// A port 1..=65535.
     pub(super) fn port(&self, key: &str) -> Result<Option<u16>, ApiError> {
-        Ok(self.int(key, 1, 65535)?.and_then(|n| u16::try_from(n).ok()))
+        self.int_in(key, 1..=u16::MAX)
     }
 
     /// A required port 1..=65535.
@@ -281,7 +321,7 @@ impl<'a> Args<'a> {
 }
 
 /// What kind of JSON value `v` is, for messages.
-fn type_name(v: &Value) -> &'static str {
+pub(super) fn type_name(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

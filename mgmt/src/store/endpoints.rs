@@ -8,8 +8,8 @@ use serde_json::{json, Value};
 use super::args::Args;
 use super::services::dedup;
 use super::{
-    allocate_address, endpoint_json, endpoint_not_found, group_not_found, rfc3339, unsuccessful,
-    ApiError, Tx,
+    allocate_address, connected, endpoint_json, endpoint_not_found, group_not_found, rfc3339,
+    unsuccessful, ApiError, Tx,
 };
 use crate::model::{Endpoint, EndpointId, EndpointState, SecurityGroupId, ServiceId, ServiceName};
 use crate::policy::Policy;
@@ -99,12 +99,31 @@ impl Tx<'_> {
                     format!("the Vpc Endpoint Service '{name}' does not exist"),
                 )
             })?;
-        let state = if service.acceptance_required && owner != service.owner {
-            EndpointState::PendingAcceptance
-        } else {
-            EndpointState::Available
-        };
         let service_id = service.id;
+        // Counted now, not kept: a limit lowered below what an account has leaves its
+        // endpoints connected and refuses only new ones.
+        if let Some(limit) = service.connection_limit(owner) {
+            let has = self
+                .st
+                .endpoints
+                .iter()
+                .filter(|e| e.service_id == service_id && e.owner == owner && connected(e.state))
+                .count();
+            if has >= usize::try_from(limit).unwrap_or(usize::MAX) {
+                return Err(ApiError::new(
+                    "ConnectionLimitExceeded",
+                    format!(
+                        "account {owner} may connect at most {limit} endpoints to service \
+                         {service_id} and has {has} (pendingAcceptance or available)"
+                    ),
+                ));
+            }
+        }
+        let state = if service.auto_accepts(owner) {
+            EndpointState::Available
+        } else {
+            EndpointState::PendingAcceptance
+        };
         self.check_groups(&groups)?;
         let ip = match ip {
             Some(ip) => ip,

@@ -4,12 +4,15 @@ use std::net::Ipv4Addr;
 
 use serde_json::{json, Value};
 
-use super::args::Args;
+use super::args::{type_name, Args};
 use super::{
     allocate_address, connected, principal_json, service_json, service_not_found, unsuccessful,
     ApiError, Tx,
 };
-use crate::model::{Listener, Principal, Protocol, Service, ServiceId, Target, TargetState};
+use crate::model::{
+    health_limits, ConnectionLimit, HealthCheckProtocol, Listener, Matcher, Principal, Protocol,
+    Service, ServiceId, Target, TargetState,
+};
 
 /// A target as a request names it: `{Id, Port?, Weight?}`.
 struct TargetArg {
@@ -52,18 +55,155 @@ fn parse_targets(
         .collect()
 }
 
-/// `{Protocol, Port, Targets?}` (or only `{Protocol, Port}`).
-fn parse_listener(path: String, v: &Value, with_targets: bool) -> Result<Listener, ApiError> {
-    let keys: &[&str] = if with_targets {
-        &["Protocol", "Port", "Targets"]
-    } else {
-        &["Protocol", "Port"]
-    };
-    let a = Args::nested(v, path, keys)?;
+/// The settings a listener item may carry besides `Protocol`, `Port` and `Targets`: the
+/// cloud's names for [`Listener`]'s health-check settings, connection termination and
+/// idle timeout.
+const LISTENER_SETTINGS: [&str; 11] = [
+    "HealthCheckEnabled",
+    "HealthCheckProtocol",
+    "HealthCheckPort",
+    "HealthCheckPath",
+    "Matcher",
+    "HealthCheckIntervalSeconds",
+    "HealthCheckTimeoutSeconds",
+    "HealthyThresholdCount",
+    "UnhealthyThresholdCount",
+    "ConnectionTerminationOnUnhealthy",
+    "IdleTimeoutSeconds",
+];
+
+/// The listener settings a request gives; what it leaves out stays as it is. Ranges are
+/// checked here (so the error names the argument); how settings relate to each other (a
+/// timeout below the interval) and the path are the model's rules, checked on the result.
+#[derive(Debug, Default)]
+struct SettingsArg {
+    enabled: Option<bool>,
+    protocol: Option<HealthCheckProtocol>,
+    /// `Some(None)`: `"traffic-port"`, the target's own port.
+    port: Option<Option<u16>>,
+    path: Option<String>,
+    matcher: Option<Matcher>,
+    interval: Option<u16>,
+    timeout: Option<u16>,
+    healthy: Option<u8>,
+    unhealthy: Option<u8>,
+    termination: Option<bool>,
+    idle_timeout: Option<u32>,
+}
+
+impl SettingsArg {
+    fn parse(a: &Args<'_>) -> Result<Self, ApiError> {
+        Ok(Self {
+            enabled: a.bool("HealthCheckEnabled")?,
+            protocol: a.parse("HealthCheckProtocol")?,
+            port: health_check_port(a)?,
+            path: a.str("HealthCheckPath")?.map(str::to_owned),
+            matcher: matcher(a)?,
+            interval: a.int_in("HealthCheckIntervalSeconds", health_limits::INTERVAL_S)?,
+            timeout: a.int_in("HealthCheckTimeoutSeconds", health_limits::TIMEOUT_S)?,
+            healthy: a.int_in("HealthyThresholdCount", health_limits::THRESHOLD)?,
+            unhealthy: a.int_in("UnhealthyThresholdCount", health_limits::THRESHOLD)?,
+            termination: a.bool("ConnectionTerminationOnUnhealthy")?,
+            idle_timeout: a.int_in("IdleTimeoutSeconds", health_limits::IDLE_TIMEOUT_S)?,
+        })
+    }
+
+    /// Sets on `l` what was given.
+    fn apply(self, l: &mut Listener) {
+        fn set<T>(slot: &mut T, value: Option<T>) {
+            if let Some(v) = value {
+                *slot = v;
+            }
+        }
+        set(&mut l.health_check_enabled, self.enabled);
+        set(&mut l.health_check_protocol, self.protocol);
+        set(&mut l.health_check_port, self.port);
+        set(&mut l.health_check_path, self.path);
+        set(&mut l.matcher, self.matcher);
+        set(&mut l.health_check_interval_seconds, self.interval);
+        set(&mut l.health_check_timeout_seconds, self.timeout);
+        set(&mut l.healthy_threshold_count, self.healthy);
+        set(&mut l.unhealthy_threshold_count, self.unhealthy);
+        set(&mut l.connection_termination_on_unhealthy, self.termination);
+        set(&mut l.idle_timeout_seconds, self.idle_timeout.map(Some));
+    }
+}
+
+/// `HealthCheckPort`: a port, or `"traffic-port"` (the cloud's word for the target's own
+/// port, the default).
+fn health_check_port(a: &Args<'_>) -> Result<Option<Option<u16>>, ApiError> {
+    let key = "HealthCheckPort";
+    match a.get(key) {
+        None => Ok(None),
+        Some(Value::String(s)) if s == "traffic-port" => Ok(Some(None)),
+        Some(Value::Number(_)) => Ok(a.port(key)?.map(Some)),
+        Some(v) => Err(ApiError::invalid(format!(
+            "{} must be a port 1..=65535 or \"traffic-port\", not {}",
+            a.name(key),
+            type_name(v)
+        ))),
+    }
+}
+
+/// `Matcher`: `"200-399"`, or as the cloud also takes it, `{"HttpCode": "200-399"}`.
+fn matcher(a: &Args<'_>) -> Result<Option<Matcher>, ApiError> {
+    let key = "Matcher";
+    match a.get(key) {
+        None => Ok(None),
+        Some(v @ Value::Object(_)) => Args::nested(v, a.name(key), &["HttpCode"])?
+            .req_parse("HttpCode")
+            .map(Some),
+        Some(Value::String(_)) => a.parse(key),
+        Some(v) => Err(ApiError::invalid(format!(
+            "{} must be HTTP status codes such as \"200-399\", as a string or \
+             {{\"HttpCode\": \"200-399\"}}, not {}",
+            a.name(key),
+            type_name(v)
+        ))),
+    }
+}
+
+/// What an item of a listener list carries besides `{Protocol, Port}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ListenerItem {
+    /// Nothing (`RemoveListeners`).
+    Named,
+    /// Settings (`ModifyListeners`).
+    Settings,
+    /// `Targets` and settings (`Listeners`, `AddListeners`).
+    New,
+}
+
+/// A listener item of a request.
+struct ListenerArg {
+    protocol: Protocol,
+    port: u16,
+    targets: Vec<Target>,
+    settings: SettingsArg,
+}
+
+impl ListenerArg {
+    /// The new listener it describes: its targets, and defaults for what it leaves out.
+    fn into_listener(self) -> Listener {
+        let mut l = Listener::new(self.protocol, self.port, self.targets);
+        self.settings.apply(&mut l);
+        l
+    }
+}
+
+fn parse_listener(path: String, v: &Value, item: ListenerItem) -> Result<ListenerArg, ApiError> {
+    let mut keys = vec!["Protocol", "Port"];
+    if item == ListenerItem::New {
+        keys.push("Targets");
+    }
+    if item != ListenerItem::Named {
+        keys.extend(LISTENER_SETTINGS);
+    }
+    let a = Args::nested(v, path, &keys)?;
     let protocol: Protocol = a.req_parse("Protocol")?;
     let port = a.req_port("Port")?;
     let mut targets = Vec::new();
-    if with_targets && a.has("Targets") {
+    if a.has("Targets") {
         for t in parse_targets(&a, "Targets", port, true)? {
             targets.push(Target {
                 weight: t.weight.unwrap_or(1),
@@ -71,22 +211,84 @@ fn parse_listener(path: String, v: &Value, with_targets: bool) -> Result<Listene
             });
         }
     }
-    Ok(Listener::new(protocol, port, targets))
+    Ok(ListenerArg {
+        protocol,
+        port,
+        targets,
+        settings: SettingsArg::parse(&a)?,
+    })
 }
 
 fn parse_listeners(
     a: &Args<'_>,
     key: &str,
-    with_targets: bool,
-) -> Result<Option<Vec<Listener>>, ApiError> {
+    item: ListenerItem,
+) -> Result<Option<Vec<ListenerArg>>, ApiError> {
     a.list(key)?
         .map(|items| {
             items
                 .into_iter()
-                .map(|(path, v)| parse_listener(path, v, with_targets))
+                .map(|(path, v)| parse_listener(path, v, item))
                 .collect()
         })
         .transpose()
+}
+
+/// The new listeners of `Listeners` or `AddListeners`.
+fn parse_new_listeners(a: &Args<'_>, key: &str) -> Result<Option<Vec<Listener>>, ApiError> {
+    Ok(parse_listeners(a, key, ListenerItem::New)?
+        .map(|items| items.into_iter().map(ListenerArg::into_listener).collect()))
+}
+
+/// `[{Principal, Limit}]` (`ConnectionLimits`, `AddConnectionLimits`). A principal given
+/// twice is refused: which of its limits was meant is not for the order to decide.
+fn parse_connection_limits(
+    a: &Args<'_>,
+    key: &str,
+) -> Result<Option<Vec<ConnectionLimit>>, ApiError> {
+    let Some(items) = a.list(key)? else {
+        return Ok(None);
+    };
+    let mut limits: Vec<ConnectionLimit> = Vec::with_capacity(items.len());
+    for (path, v) in items {
+        let item = Args::nested(v, path, &["Principal", "Limit"])?;
+        let principal: Principal = item.req_parse("Principal")?;
+        let limit = item.req_int_in("Limit", 0..=u32::MAX)?;
+        if limits.iter().any(|l| l.principal == principal) {
+            return Err(ApiError::invalid(format!(
+                "{}: {principal} is given a limit twice",
+                item.name("Principal")
+            )));
+        }
+        limits.push(ConnectionLimit { principal, limit });
+    }
+    Ok(Some(limits))
+}
+
+/// Takes `remove` out of `list` (each must be there: else an error naming `remove_key` and
+/// saying the principal is not `role` of service `id`), then adds what of `add` is not
+/// there yet.
+fn change_principals(
+    list: &mut Vec<Principal>,
+    add: Vec<Principal>,
+    remove: Vec<Principal>,
+    (remove_key, role): (&str, &str),
+    id: ServiceId,
+) -> Result<(), ApiError> {
+    for p in remove {
+        if !list.contains(&p) {
+            return Err(ApiError::invalid(format!(
+                "{remove_key}: {p} is not {role} of service {id}"
+            )));
+        }
+        list.retain(|&x| x != p);
+    }
+    for p in add {
+        if !list.contains(&p) {
+            list.push(p);
+        }
+    }
+    Ok(())
 }
 
 fn listener_not_found(s: ServiceId, protocol: Protocol, port: u16) -> ApiError {
@@ -115,10 +317,12 @@ impl Tx<'_> {
                 "SnatAddresses",
                 "AcceptanceRequired",
                 "AllowedPrincipals",
+                "AutoAcceptPrincipals",
+                "ConnectionLimits",
             ],
         )?;
         let vpc = a.req_parse("VpcId")?;
-        let listeners = parse_listeners(&a, "Listeners", true)?.ok_or_else(|| {
+        let listeners = parse_new_listeners(&a, "Listeners")?.ok_or_else(|| {
             ApiError::new(
                 "MissingParameter",
                 "the request must contain the parameter Listeners",
@@ -128,6 +332,11 @@ impl Tx<'_> {
         let acceptance_required = a.bool("AcceptanceRequired")?.unwrap_or(true);
         let mut principals: Vec<Principal> = a.parse_list("AllowedPrincipals")?.unwrap_or_default();
         dedup(&mut principals);
+        let mut auto_accept: Vec<Principal> =
+            a.parse_list("AutoAcceptPrincipals")?.unwrap_or_default();
+        dedup(&mut auto_accept);
+        let connection_limits =
+            parse_connection_limits(&a, "ConnectionLimits")?.unwrap_or_default();
 
         let att = self.own_vpc(vpc)?.clone();
         let snat_addresses = match snat {
@@ -152,8 +361,8 @@ impl Tx<'_> {
             snat_addresses,
             acceptance_required,
             allowed_principals: principals,
-            auto_accept_principals: Vec::new(),
-            connection_limits: Vec::new(),
+            auto_accept_principals: auto_accept,
+            connection_limits,
         };
         let response = json!({"ServiceConfiguration": service_json(&service, self.region)});
         self.st.services.push(service);
@@ -191,14 +400,29 @@ impl Tx<'_> {
                 "RemoveSnatAddresses",
                 "AddListeners",
                 "RemoveListeners",
+                "ModifyListeners",
+                "AddAutoAcceptPrincipals",
+                "RemoveAutoAcceptPrincipals",
+                "AddConnectionLimits",
+                "RemoveConnectionLimits",
             ],
         )?;
         let id = a.req_parse("ServiceId")?;
         let acceptance = a.bool("AcceptanceRequired")?;
         let add_snat: Vec<Ipv4Addr> = a.parse_list("AddSnatAddresses")?.unwrap_or_default();
         let remove_snat: Vec<Ipv4Addr> = a.parse_list("RemoveSnatAddresses")?.unwrap_or_default();
-        let add_listeners = parse_listeners(&a, "AddListeners", true)?.unwrap_or_default();
-        let remove_listeners = parse_listeners(&a, "RemoveListeners", false)?.unwrap_or_default();
+        let add_listeners = parse_new_listeners(&a, "AddListeners")?.unwrap_or_default();
+        let remove_listeners =
+            parse_listeners(&a, "RemoveListeners", ListenerItem::Named)?.unwrap_or_default();
+        let modify_listeners =
+            parse_listeners(&a, "ModifyListeners", ListenerItem::Settings)?.unwrap_or_default();
+        let add_auto: Vec<Principal> = a.parse_list("AddAutoAcceptPrincipals")?.unwrap_or_default();
+        let remove_auto: Vec<Principal> = a
+            .parse_list("RemoveAutoAcceptPrincipals")?
+            .unwrap_or_default();
+        let add_limits = parse_connection_limits(&a, "AddConnectionLimits")?.unwrap_or_default();
+        let remove_limits: Vec<Principal> =
+            a.parse_list("RemoveConnectionLimits")?.unwrap_or_default();
 
         let i = self.own_service(id)?;
         let s = &mut self.st.services[i];
@@ -224,6 +448,42 @@ impl Tx<'_> {
             }
         }
         s.listeners.extend(add_listeners);
+        for m in modify_listeners {
+            let l = s
+                .listeners
+                .iter_mut()
+                .find(|x| x.protocol == m.protocol && x.port == m.port)
+                .ok_or_else(|| listener_not_found(id, m.protocol, m.port))?;
+            m.settings.apply(l);
+        }
+        change_principals(
+            &mut s.auto_accept_principals,
+            add_auto,
+            remove_auto,
+            ("RemoveAutoAcceptPrincipals", "an auto-accept principal"),
+            id,
+        )?;
+        for p in remove_limits {
+            let before = s.connection_limits.len();
+            s.connection_limits.retain(|l| l.principal != p);
+            if s.connection_limits.len() == before {
+                return Err(ApiError::invalid(format!(
+                    "RemoveConnectionLimits: {p} has no connection limit on service {id}"
+                )));
+            }
+        }
+        // A lower limit leaves the endpoints already connected alone, as a removed
+        // permission does: only new endpoints are refused.
+        for l in add_limits {
+            match s
+                .connection_limits
+                .iter_mut()
+                .find(|x| x.principal == l.principal)
+            {
+                Some(x) => x.limit = l.limit,
+                None => s.connection_limits.push(l),
+            }
+        }
         Ok(json!({"Return": true}))
     }
 
@@ -273,20 +533,13 @@ impl Tx<'_> {
         let add: Vec<Principal> = a.parse_list("AddAllowedPrincipals")?.unwrap_or_default();
         let remove: Vec<Principal> = a.parse_list("RemoveAllowedPrincipals")?.unwrap_or_default();
         let i = self.own_service(id)?;
-        let s = &mut self.st.services[i];
-        for p in remove {
-            if !s.allowed_principals.contains(&p) {
-                return Err(ApiError::invalid(format!(
-                    "RemoveAllowedPrincipals: {p} is not an allowed principal of service {id}"
-                )));
-            }
-            s.allowed_principals.retain(|&x| x != p);
-        }
-        for p in add {
-            if !s.allowed_principals.contains(&p) {
-                s.allowed_principals.push(p);
-            }
-        }
+        change_principals(
+            &mut self.st.services[i].allowed_principals,
+            add,
+            remove,
+            ("RemoveAllowedPrincipals", "an allowed principal"),
+            id,
+        )?;
         Ok(json!({"ReturnValue": true}))
     }
 
@@ -373,8 +626,8 @@ impl Tx<'_> {
         Ok(json!({"Return": true}))
     }
 
-    /// The targets of a service and their states. The daemon adds `ActiveFlows` to each
-    /// description before it answers.
+    /// The targets of a service, their states and the port each is checked on. The daemon
+    /// adds `ActiveFlows` to each description before it answers.
     pub(super) fn describe_target_health(&mut self, args: &Value) -> Result<Value, ApiError> {
         let a = Args::top(args, &["ServiceId"])?;
         let i = self.own_service(a.req_parse("ServiceId")?)?;
@@ -388,6 +641,7 @@ impl Tx<'_> {
                 list.push(json!({
                     "Listener": {"Protocol": l.protocol.as_str(), "Port": l.port},
                     "Target": {"Id": t.ip.to_string(), "Port": t.port, "Weight": t.weight},
+                    "HealthCheckPort": l.health_check_port.unwrap_or(t.port),
                     "TargetHealth": health,
                 }));
             }

@@ -438,6 +438,356 @@ fn modify_service() {
     assert!(!o.changed());
 }
 
+/// The first listener of the first service `describe-vpc-endpoint-service-configurations`
+/// shows for `id`.
+fn described_listener(st: &mut Store, id: &str, j: usize) -> Value {
+    ok(
+        st,
+        &provider(),
+        "describe-vpc-endpoint-service-configurations",
+        json!({"ServiceIds": [id]}),
+    )["ServiceConfigurations"][0]["Listeners"][j]
+        .clone()
+}
+
+#[test]
+fn listener_settings_are_created_described_and_modified() {
+    let mut st = store();
+    let r = ok(
+        &mut st,
+        &provider(),
+        "create-vpc-endpoint-service-configuration",
+        json!({"VpcId": PVPC, "Listeners": [
+            {"Protocol": "tcp", "Port": 443, "Targets": [{"Id": "10.2.0.21", "Port": 8443}],
+             "HealthCheckProtocol": "HTTP", "HealthCheckPort": 8080, "HealthCheckPath": "/healthz",
+             "Matcher": {"HttpCode": "200,302"}, "HealthCheckIntervalSeconds": 10,
+             "HealthCheckTimeoutSeconds": 5, "HealthyThresholdCount": 3,
+             "UnhealthyThresholdCount": 4, "ConnectionTerminationOnUnhealthy": false,
+             "IdleTimeoutSeconds": 600},
+            {"Protocol": "udp", "Port": 53, "HealthCheckEnabled": false, "Matcher": "204"},
+        ]}),
+    );
+    let id = r["ServiceConfiguration"]["ServiceId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let l = &r["ServiceConfiguration"]["Listeners"][0];
+    assert_eq!(
+        *l,
+        json!({"Protocol": "tcp", "Port": 443,
+               "Targets": [{"Id": "10.2.0.21", "Port": 8443, "Weight": 1, "State": "registered"}],
+               "HealthCheckEnabled": true, "HealthCheckProtocol": "http", "HealthCheckPort": 8080,
+               "HealthCheckPath": "/healthz", "Matcher": "200,302",
+               "HealthCheckIntervalSeconds": 10, "HealthCheckTimeoutSeconds": 5,
+               "HealthyThresholdCount": 3, "UnhealthyThresholdCount": 4,
+               "ConnectionTerminationOnUnhealthy": false, "IdleTimeoutSeconds": 600})
+    );
+    // What a listener leaves out is the cloud's default; no idle timeout of its own.
+    let defaults = json!({"Protocol": "udp", "Port": 53, "Targets": [],
+        "HealthCheckEnabled": false, "HealthCheckProtocol": "tcp",
+        "HealthCheckPort": "traffic-port", "HealthCheckPath": "/", "Matcher": "204",
+        "HealthCheckIntervalSeconds": 30, "HealthCheckTimeoutSeconds": 10,
+        "HealthyThresholdCount": 5, "UnhealthyThresholdCount": 2,
+        "ConnectionTerminationOnUnhealthy": true});
+    assert_eq!(described_listener(&mut st, &id, 1), defaults);
+    let s = st.state().service(id.parse().unwrap()).unwrap();
+    let l = s.listener(Protocol::Tcp, 443).unwrap();
+    assert_eq!(l.matcher.as_str(), "200,302");
+    assert!(l.matcher.matches(302) && !l.matcher.matches(301));
+    assert_eq!(l.idle_timeout_seconds, Some(600));
+
+    // ModifyListeners changes the keys given and nothing else.
+    let o = call(
+        &mut st,
+        &provider(),
+        "modify-vpc-endpoint-service-configuration",
+        json!({"ServiceId": id, "ModifyListeners": [
+            {"Protocol": "udp", "Port": 53, "HealthCheckEnabled": true, "HealthCheckPort": 8080,
+             "HealthCheckIntervalSeconds": 5, "HealthCheckTimeoutSeconds": 2},
+            {"Protocol": "tcp", "Port": 443, "HealthCheckPort": "traffic-port",
+             "Matcher": "200-299"},
+        ]}),
+    )
+    .unwrap();
+    assert!(o.changed());
+    assert_eq!(o.touched, vec![id.clone()]);
+    let mut expected = defaults;
+    expected["HealthCheckEnabled"] = json!(true);
+    expected["HealthCheckPort"] = json!(8080);
+    expected["HealthCheckIntervalSeconds"] = json!(5);
+    expected["HealthCheckTimeoutSeconds"] = json!(2);
+    assert_eq!(described_listener(&mut st, &id, 1), expected);
+    let tcp = described_listener(&mut st, &id, 0);
+    assert_eq!(
+        (
+            &tcp["HealthCheckPort"],
+            &tcp["Matcher"],
+            &tcp["HealthCheckPath"]
+        ),
+        (
+            &json!("traffic-port"),
+            &json!("200-299"),
+            &json!("/healthz")
+        )
+    );
+    // The same values again: nothing changes.
+    let o = call(
+        &mut st,
+        &provider(),
+        "modify-vpc-endpoint-service-configuration",
+        json!({"ServiceId": id, "ModifyListeners": [
+            {"Protocol": "tcp", "Port": 443, "Matcher": "200-299"}]}),
+    )
+    .unwrap();
+    assert!(!o.changed());
+
+    // AddListeners takes the same settings; ModifyListeners can follow it in one request.
+    ok(
+        &mut st,
+        &provider(),
+        "modify-vpc-endpoint-service-configuration",
+        json!({"ServiceId": id,
+               "AddListeners": [{"Protocol": "tcp", "Port": 8443, "HealthCheckProtocol": "http"}],
+               "ModifyListeners": [{"Protocol": "tcp", "Port": 8443, "HealthCheckPath": "/up"}]}),
+    );
+    let l = described_listener(&mut st, &id, 2);
+    assert_eq!(
+        (&l["HealthCheckProtocol"], &l["HealthCheckPath"]),
+        (&json!("http"), &json!("/up"))
+    );
+
+    let m = err(
+        &mut st,
+        &provider(),
+        "modify-vpc-endpoint-service-configuration",
+        json!({"ServiceId": id, "ModifyListeners": [{"Protocol": "udp", "Port": 54,
+                                                     "HealthCheckEnabled": false}]}),
+        "ListenerNotFound",
+    );
+    assert!(m.contains("udp/54"), "{m}");
+    // The model's rules on the result: the timeout stays below the interval.
+    let m = err(
+        &mut st,
+        &provider(),
+        "modify-vpc-endpoint-service-configuration",
+        json!({"ServiceId": id, "ModifyListeners": [{"Protocol": "udp", "Port": 53,
+                                                     "HealthCheckTimeoutSeconds": 5}]}),
+        "InvalidParameterValue",
+    );
+    assert!(
+        m.contains("health_check_timeout_seconds 5 must be lower than health_check_interval_seconds 5 (the cloud's rule"),
+        "{m}"
+    );
+    let m = err(
+        &mut st,
+        &provider(),
+        "modify-vpc-endpoint-service-configuration",
+        json!({"ServiceId": id, "ModifyListeners": [{"Protocol": "tcp", "Port": 443,
+                                                     "HealthCheckPath": "/a b"}]}),
+        "InvalidParameterValue",
+    );
+    assert!(
+        m.contains("listener tcp/443: health_check_path has byte 0x20"),
+        "{m}"
+    );
+
+    // describe-target-health says which port each target is checked on.
+    let h = ok(
+        &mut st,
+        &provider(),
+        "describe-target-health",
+        json!({"ServiceId": id}),
+    );
+    assert_eq!(
+        h["TargetHealthDescriptions"][0]["HealthCheckPort"], 8443,
+        "traffic-port: the target's own"
+    );
+    ok(
+        &mut st,
+        &provider(),
+        "register-targets",
+        json!({"ServiceId": id, "Protocol": "udp", "Port": 53, "Targets": [{"Id": "10.2.0.22"}]}),
+    );
+    let h = ok(
+        &mut st,
+        &provider(),
+        "describe-target-health",
+        json!({"ServiceId": id}),
+    );
+    assert_eq!(h["TargetHealthDescriptions"][1]["HealthCheckPort"], 8080);
+}
+
+#[test]
+fn listener_settings_are_strict() {
+    let mut st = store();
+    let create = |listener: Value| {
+        json!({"VpcId": PVPC, "Listeners": [
+            {"Protocol": "tcp", "Port": 80, "Targets": [{"Id": "10.2.0.30"}]}, listener]})
+    };
+    for (setting, value, code, message) in [
+        (
+            "HealthCheckIntervalSeconds",
+            json!(4),
+            "InvalidParameterValue",
+            "Listeners[1].HealthCheckIntervalSeconds must be an integer 5..=300",
+        ),
+        (
+            "HealthCheckTimeoutSeconds",
+            json!(121),
+            "InvalidParameterValue",
+            "Listeners[1].HealthCheckTimeoutSeconds must be an integer 2..=120",
+        ),
+        (
+            "HealthyThresholdCount",
+            json!(11),
+            "InvalidParameterValue",
+            "Listeners[1].HealthyThresholdCount must be an integer 2..=10",
+        ),
+        (
+            "UnhealthyThresholdCount",
+            json!("3"),
+            "InvalidParameterValue",
+            "Listeners[1].UnhealthyThresholdCount must be an integer 2..=10",
+        ),
+        (
+            "IdleTimeoutSeconds",
+            json!(59),
+            "InvalidParameterValue",
+            "Listeners[1].IdleTimeoutSeconds must be an integer 60..=6000",
+        ),
+        (
+            "HealthCheckPort",
+            json!(0),
+            "InvalidParameterValue",
+            "Listeners[1].HealthCheckPort must be an integer 1..=65535",
+        ),
+        (
+            "HealthCheckPort",
+            json!("8080"),
+            "InvalidParameterValue",
+            "Listeners[1].HealthCheckPort must be a port 1..=65535 or \"traffic-port\", not a string",
+        ),
+        (
+            "HealthCheckEnabled",
+            json!("true"),
+            "InvalidParameterValue",
+            "Listeners[1].HealthCheckEnabled must be a JSON boolean (true or false), not a string",
+        ),
+        (
+            "ConnectionTerminationOnUnhealthy",
+            json!(1),
+            "InvalidParameterValue",
+            "Listeners[1].ConnectionTerminationOnUnhealthy must be a JSON boolean (true or false), not a number",
+        ),
+        (
+            "HealthCheckProtocol",
+            json!("https"),
+            "InvalidParameterValue",
+            "Listeners[1].HealthCheckProtocol: invalid health check protocol \"https\": expected \"tcp\" or \"http\"",
+        ),
+        (
+            "HealthCheckPath",
+            json!(["/"]),
+            "InvalidParameterValue",
+            "Listeners[1].HealthCheckPath must be a string, not an array",
+        ),
+        (
+            "Matcher",
+            json!("200,300-200"),
+            "InvalidParameterValue",
+            "Listeners[1].Matcher: invalid matcher \"200,300-200\": \"300-200\": the range ends before it starts",
+        ),
+        (
+            "Matcher",
+            json!({"HttpCode": "99"}),
+            "InvalidParameterValue",
+            "Listeners[1].Matcher.HttpCode: invalid matcher \"99\": \"99\" is not an HTTP status code or range of codes in 200-599",
+        ),
+        (
+            "Matcher",
+            json!({"GrpcCode": "12"}),
+            "InvalidParameterValue",
+            "unknown parameter Listeners[1].Matcher.GrpcCode (expected: HttpCode)",
+        ),
+        (
+            "Matcher",
+            json!({}),
+            "MissingParameter",
+            "the request must contain the parameter Listeners[1].Matcher.HttpCode",
+        ),
+        (
+            "Matcher",
+            json!(200),
+            "InvalidParameterValue",
+            "Listeners[1].Matcher must be HTTP status codes such as \"200-399\", as a string or {\"HttpCode\": \"200-399\"}, not a number",
+        ),
+    ] {
+        let mut listener = json!({"Protocol": "udp", "Port": 53});
+        listener[setting] = value;
+        let m = err(
+            &mut st,
+            &provider(),
+            "create-vpc-endpoint-service-configuration",
+            create(listener),
+            code,
+        );
+        assert_eq!(m, message, "{setting}");
+    }
+    let m = err(
+        &mut st,
+        &provider(),
+        "create-vpc-endpoint-service-configuration",
+        create(json!({"Protocol": "udp", "Port": 53, "HealthCheckIntervalSecond": 10})),
+        "InvalidParameterValue",
+    );
+    assert!(
+        m.starts_with("unknown parameter Listeners[1].HealthCheckIntervalSecond (expected: ")
+            && m.contains("HealthCheckIntervalSeconds"),
+        "{m}"
+    );
+    // ModifyListeners names listeners and settings, never targets; RemoveListeners only
+    // names listeners.
+    let m = err(
+        &mut st,
+        &provider(),
+        "modify-vpc-endpoint-service-configuration",
+        json!({"ServiceId": SVC, "ModifyListeners": [{"Protocol": "tcp", "Port": 80,
+                                                     "Targets": [{"Id": "10.2.0.31"}]}]}),
+        "InvalidParameterValue",
+    );
+    assert!(
+        m.starts_with("unknown parameter ModifyListeners[0].Targets"),
+        "{m}"
+    );
+    let m = err(
+        &mut st,
+        &provider(),
+        "modify-vpc-endpoint-service-configuration",
+        json!({"ServiceId": SVC, "ModifyListeners": [{"Port": 80, "HealthCheckEnabled": false}]}),
+        "MissingParameter",
+    );
+    assert!(m.contains("ModifyListeners[0].Protocol"), "{m}");
+    let m = err(
+        &mut st,
+        &provider(),
+        "modify-vpc-endpoint-service-configuration",
+        json!({"ServiceId": SVC, "RemoveListeners": [{"Protocol": "tcp", "Port": 80,
+                                                     "HealthCheckEnabled": false}]}),
+        "InvalidParameterValue",
+    );
+    assert_eq!(
+        m,
+        "unknown parameter RemoveListeners[0].HealthCheckEnabled (expected: Protocol, Port)"
+    );
+    err(
+        &mut st,
+        &provider(),
+        "modify-vpc-endpoint-service-configuration",
+        json!({"ServiceId": SVC, "ModifyListeners": {"Protocol": "tcp", "Port": 80}}),
+        "InvalidParameterValue",
+    );
+}
+
 #[test]
 fn service_permissions() {
     let mut st = store();
@@ -1110,6 +1460,288 @@ fn who_may_connect() {
         json!({"VpcId": CVPC, "ServiceName": SVC_NAME, "VpcEndpointType": "Gateway"}),
         "InvalidParameterValue",
     );
+}
+
+#[test]
+fn auto_accepted_accounts_skip_pending_acceptance_but_need_permission() {
+    let mut st = store();
+    let r = ok(
+        &mut st,
+        &provider(),
+        "create-vpc-endpoint-service-configuration",
+        json!({"VpcId": PVPC, "Listeners": [], "AllowedPrincipals": [C],
+               "AutoAcceptPrincipals": [C, O, C]}),
+    );
+    assert_eq!(
+        r["ServiceConfiguration"]["AutoAcceptPrincipals"],
+        json!([C, O]),
+        "repeats dropped, as for AllowedPrincipals"
+    );
+    assert_eq!(r["ServiceConfiguration"]["ConnectionLimits"], json!([]));
+    let svc = r["ServiceConfiguration"]["ServiceId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let e = new_endpoint(&mut st, &consumer(), CVPC, &svc);
+    assert_eq!(
+        e["State"], "available",
+        "acceptance required, but auto-accepted"
+    );
+    // Auto-acceptance grants no permission.
+    err(
+        &mut st,
+        &other(),
+        "create-vpc-endpoint",
+        json!({"VpcId": OVPC, "ServiceName": name_of(&svc)}),
+        "InvalidServiceName",
+    );
+    ok(
+        &mut st,
+        &provider(),
+        "modify-vpc-endpoint-service-configuration",
+        json!({"ServiceId": svc, "RemoveAutoAcceptPrincipals": [C],
+               "AddAutoAcceptPrincipals": [O, "*"]}),
+    );
+    let s = st.state().service(svc.parse().unwrap()).unwrap();
+    assert_eq!(
+        s.auto_accept_principals,
+        vec![Principal::Account(acct(O)), Principal::Any]
+    );
+    ok(
+        &mut st,
+        &provider(),
+        "modify-vpc-endpoint-service-configuration",
+        json!({"ServiceId": svc, "RemoveAutoAcceptPrincipals": ["*"]}),
+    );
+    let e = new_endpoint(&mut st, &consumer(), CVPC, &svc);
+    assert_eq!(e["State"], "pendingAcceptance", "no longer auto-accepted");
+    let m = err(
+        &mut st,
+        &provider(),
+        "modify-vpc-endpoint-service-configuration",
+        json!({"ServiceId": svc, "RemoveAutoAcceptPrincipals": [C]}),
+        "InvalidParameterValue",
+    );
+    assert_eq!(
+        m,
+        format!("RemoveAutoAcceptPrincipals: {C} is not an auto-accept principal of service {svc}")
+    );
+    err(
+        &mut st,
+        &provider(),
+        "modify-vpc-endpoint-service-configuration",
+        json!({"ServiceId": svc, "AddAutoAcceptPrincipals": ["12345"]}),
+        "InvalidPrincipal",
+    );
+    // Without acceptance required, everyone allowed is accepted anyway.
+    ok(
+        &mut st,
+        &provider(),
+        "modify-vpc-endpoint-service-configuration",
+        json!({"ServiceId": svc, "AcceptanceRequired": false,
+               "RemoveAutoAcceptPrincipals": [O]}),
+    );
+    let e = new_endpoint(&mut st, &consumer(), CVPC, &svc);
+    assert_eq!(e["State"], "available");
+}
+
+#[test]
+fn connection_limits_refuse_new_endpoints_only() {
+    let mut st = store();
+    let r = ok(
+        &mut st,
+        &provider(),
+        "create-vpc-endpoint-service-configuration",
+        json!({"VpcId": PVPC, "Listeners": [], "AllowedPrincipals": ["*"],
+               "ConnectionLimits": [{"Principal": C, "Limit": 1},
+                                    {"Principal": "*", "Limit": 2}]}),
+    );
+    assert_eq!(
+        r["ServiceConfiguration"]["ConnectionLimits"],
+        json!([{"Principal": C, "Limit": 1}, {"Principal": "*", "Limit": 2}])
+    );
+    let svc = r["ServiceConfiguration"]["ServiceId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let first = new_endpoint(&mut st, &consumer(), CVPC, &svc);
+    let m = err(
+        &mut st,
+        &consumer(),
+        "create-vpc-endpoint",
+        json!({"VpcId": CVPC, "ServiceName": name_of(&svc)}),
+        "ConnectionLimitExceeded",
+    );
+    assert_eq!(
+        m,
+        format!(
+            "account {C} may connect at most 1 endpoints to service {svc} and has 1 \
+             (pendingAcceptance or available)"
+        )
+    );
+    // The limit is per account: the other account has "*"'s two.
+    new_endpoint(&mut st, &other(), OVPC, &svc);
+    new_endpoint(&mut st, &other(), OVPC, &svc);
+    err(
+        &mut st,
+        &other(),
+        "create-vpc-endpoint",
+        json!({"VpcId": OVPC, "ServiceName": name_of(&svc)}),
+        "ConnectionLimitExceeded",
+    );
+    // A rejected endpoint no longer counts; an accepted one still does.
+    let first = first["VpcEndpointId"].as_str().unwrap().to_owned();
+    ok(
+        &mut st,
+        &provider(),
+        "reject-vpc-endpoint-connections",
+        json!({"ServiceId": svc, "VpcEndpointIds": [first]}),
+    );
+    let second = new_endpoint(&mut st, &consumer(), CVPC, &svc);
+    let second = second["VpcEndpointId"].as_str().unwrap().to_owned();
+    ok(
+        &mut st,
+        &provider(),
+        "accept-vpc-endpoint-connections",
+        json!({"ServiceId": svc, "VpcEndpointIds": [second]}),
+    );
+    err(
+        &mut st,
+        &consumer(),
+        "create-vpc-endpoint",
+        json!({"VpcId": CVPC, "ServiceName": name_of(&svc)}),
+        "ConnectionLimitExceeded",
+    );
+    // Without its own limit the account has "*"'s; a limit added again replaces the
+    // account's own, and one lowered below what an account has leaves its endpoints be.
+    ok(
+        &mut st,
+        &provider(),
+        "modify-vpc-endpoint-service-configuration",
+        json!({"ServiceId": svc, "RemoveConnectionLimits": [C]}),
+    );
+    new_endpoint(&mut st, &consumer(), CVPC, &svc);
+    let before: Vec<Endpoint> = st.state().endpoints.clone();
+    ok(
+        &mut st,
+        &provider(),
+        "modify-vpc-endpoint-service-configuration",
+        json!({"ServiceId": svc, "AddConnectionLimits": [{"Principal": "*", "Limit": 0}]}),
+    );
+    assert_eq!(st.state().endpoints, before, "no endpoint is touched");
+    let s = st.state().service(svc.parse().unwrap()).unwrap();
+    assert_eq!(s.connection_limits.len(), 1);
+    assert_eq!(s.connection_limit(acct(O)), Some(0));
+    let m = err(
+        &mut st,
+        &other(),
+        "create-vpc-endpoint",
+        json!({"VpcId": OVPC, "ServiceName": name_of(&svc)}),
+        "ConnectionLimitExceeded",
+    );
+    assert!(
+        m.contains("at most 0 endpoints") && m.contains("has 2"),
+        "{m}"
+    );
+    // Deleting makes room: a deleting endpoint is not connected.
+    ok(
+        &mut st,
+        &provider(),
+        "modify-vpc-endpoint-service-configuration",
+        json!({"ServiceId": svc, "AddConnectionLimits": [{"Principal": O, "Limit": 2}]}),
+    );
+    let theirs: Vec<String> = st
+        .state()
+        .endpoints
+        .iter()
+        .filter(|e| e.owner == acct(O))
+        .map(|e| e.id.to_string())
+        .collect();
+    ok(
+        &mut st,
+        &other(),
+        "delete-vpc-endpoints",
+        json!({"VpcEndpointIds": [theirs[0]]}),
+    );
+    new_endpoint(&mut st, &other(), OVPC, &svc);
+}
+
+#[test]
+fn connection_limit_arguments_are_strict() {
+    let mut st = store();
+    let modify = |extra: Value| {
+        let mut a = json!({"ServiceId": SVC});
+        for (k, v) in extra.as_object().unwrap() {
+            a[k] = v.clone();
+        }
+        a
+    };
+    for (extra, code, message) in [
+        (
+            json!({"AddConnectionLimits": [{"Principal": C, "Limit": -1}]}),
+            "InvalidParameterValue",
+            "AddConnectionLimits[0].Limit must be an integer 0..=4294967295".to_owned(),
+        ),
+        (
+            json!({"AddConnectionLimits": [{"Principal": C, "Limit": "2"}]}),
+            "InvalidParameterValue",
+            "AddConnectionLimits[0].Limit must be an integer 0..=4294967295".to_owned(),
+        ),
+        (
+            json!({"AddConnectionLimits": [{"Principal": C}]}),
+            "MissingParameter",
+            "the request must contain the parameter AddConnectionLimits[0].Limit".to_owned(),
+        ),
+        (
+            json!({"AddConnectionLimits": [{"Principal": C, "Limit": 1, "Max": 2}]}),
+            "InvalidParameterValue",
+            "unknown parameter AddConnectionLimits[0].Max (expected: Principal, Limit)".to_owned(),
+        ),
+        (
+            json!({"AddConnectionLimits": [{"Principal": C, "Limit": 1},
+                                           {"Principal": format!("arn:aws:iam::{C}:root"), "Limit": 2}]}),
+            "InvalidParameterValue",
+            format!("AddConnectionLimits[1].Principal: {C} is given a limit twice"),
+        ),
+        (
+            json!({"AddConnectionLimits": {"Principal": C, "Limit": 1}}),
+            "InvalidParameterValue",
+            "AddConnectionLimits must be a JSON array, not an object".to_owned(),
+        ),
+        (
+            json!({"RemoveConnectionLimits": [C]}),
+            "InvalidParameterValue",
+            format!("RemoveConnectionLimits: {C} has no connection limit on service {SVC}"),
+        ),
+        (
+            json!({"RemoveConnectionLimits": [{"Principal": C}]}),
+            "InvalidParameterValue",
+            "RemoveConnectionLimits[0] must be a string".to_owned(),
+        ),
+        (
+            json!({"AddAutoAcceptPrincipals": C}),
+            "InvalidParameterValue",
+            "AddAutoAcceptPrincipals must be a JSON array, not a string".to_owned(),
+        ),
+    ] {
+        let m = err(
+            &mut st,
+            &provider(),
+            "modify-vpc-endpoint-service-configuration",
+            modify(extra.clone()),
+            code,
+        );
+        assert_eq!(m, message, "{extra}");
+    }
+    let m = err(
+        &mut st,
+        &provider(),
+        "create-vpc-endpoint-service-configuration",
+        json!({"VpcId": PVPC, "Listeners": [],
+               "ConnectionLimits": [{"Principal": "*", "Limit": 1}, {"Principal": "*", "Limit": 1}]}),
+        "InvalidParameterValue",
+    );
+    assert_eq!(m, "ConnectionLimits[1].Principal: * is given a limit twice");
 }
 
 #[test]
