@@ -128,6 +128,7 @@ fn expected_default() -> Config {
             listeners: vec![
                 Listener {
                     health_check_protocol: HealthCheckProtocol::Http,
+                    health_check_path: "/health".into(),
                     ..demo_checks(Listener::new(
                         Protocol::Tcp,
                         80,
