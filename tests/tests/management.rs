@@ -771,3 +771,79 @@ fn deregistered_targets_drain_then_their_flows_end() {
     assert!(Topology::drops(&s, "flow_ended") >= 1, "{s}");
     assert!(Topology::drops(&s, "no_target") >= 2, "{s}");
 }
+
+#[test]
+fn connection_limits_and_auto_accept_through_privlinkctl() {
+    let t = empty_topology();
+    let (svc, name) = create_service(&t, true);
+    allow(&t, &svc, CONSUMER_ACCOUNT);
+    let limit = format!("{CONSUMER_ACCOUNT}=1");
+    t.ctl_ok(
+        UID_PROVIDER,
+        &[
+            "modify-vpc-endpoint-service-configuration",
+            "--service-id",
+            &svc,
+            "--connection-limit",
+            &limit,
+            "--add-auto-accept-principals",
+            CONSUMER_ACCOUNT,
+        ],
+    );
+    // Acceptance is required, but this consumer is auto-accepted: available at once.
+    let ep = create_endpoint(&t, &name);
+    assert_eq!(ep["State"], "available", "{ep}");
+    assert_eq!(
+        http_ok(&t, 2),
+        2,
+        "traffic flows without the provider's answer"
+    );
+
+    let second = |ip: &str| {
+        t.ctl(
+            UID_CONSUMER,
+            &[
+                "create-vpc-endpoint",
+                "--vpc-id",
+                CONSUMER_VPC,
+                "--service-name",
+                &name,
+                "--ip-address",
+                ip,
+            ],
+        )
+    };
+    let (ok, _, err) = second("10.1.0.101");
+    assert!(!ok && err.contains("ConnectionLimitExceeded"), "{err}");
+    // The consumer cannot lift the provider's limit.
+    let (ok, _, err) = t.ctl(
+        UID_CONSUMER,
+        &[
+            "modify-vpc-endpoint-service-configuration",
+            "--service-id",
+            &svc,
+            "--remove-connection-limits",
+            CONSUMER_ACCOUNT,
+        ],
+    );
+    assert!(!ok, "{err}");
+
+    t.ctl_ok(
+        UID_PROVIDER,
+        &[
+            "modify-vpc-endpoint-service-configuration",
+            "--service-id",
+            &svc,
+            "--remove-connection-limits",
+            CONSUMER_ACCOUNT,
+            "--remove-auto-accept-principals",
+            CONSUMER_ACCOUNT,
+        ],
+    );
+    let (ok, v, err) = second("10.1.0.101");
+    assert!(ok, "{err}");
+    assert_eq!(
+        v["VpcEndpoint"]["State"], "pendingAcceptance",
+        "no longer auto-accepted: {v}"
+    );
+}
