@@ -6,6 +6,7 @@
 //!   object model, the flow table, neighbours, SNAT ports, Maglev, per-consumer limits;
 //! - [`health`]: target health checks: the checker (probes, thresholds, states) that
 //!   decides which targets take new flows, and its link to the workers;
+//! - [`ha`]: the active/standby pair: flow-state sync records, the sync link, roles;
 //! - [`daemon`]: `privlinkd` itself: EAL and ports, worker threads and their supervision,
 //!   the management API that turns requests into published snapshots.
 //!
@@ -16,6 +17,7 @@
 
 pub mod daemon;
 pub mod graph;
+pub mod ha;
 pub mod health;
 #[doc(hidden)]
 pub mod scenario;

@@ -97,6 +97,30 @@ pub enum TcpState {
 }
 
 impl TcpState {
+    /// Every state, in declaration order (a state's index is its place here).
+    pub const ALL: [TcpState; 10] = [
+        TcpState::SynSent,
+        TcpState::SynReceived,
+        TcpState::Established,
+        TcpState::FinWaitConsumer,
+        TcpState::FinWaitProvider,
+        TcpState::ClosingConsumer,
+        TcpState::ClosingProvider,
+        TcpState::TimeWaitConsumer,
+        TcpState::TimeWaitProvider,
+        TcpState::Closed,
+    ];
+
+    /// The state's number, for the sync link.
+    pub const fn index(self) -> u8 {
+        self as u8
+    }
+
+    /// The state with number `i`.
+    pub fn from_index(i: u8) -> Option<TcpState> {
+        Self::ALL.get(usize::from(i)).copied()
+    }
+
     /// The state after a segment with `flags`, sent by the consumer (`from_consumer`) or
     /// by the provider. Never fails: segments that make no sense in a state leave it as is.
     ///
@@ -275,6 +299,15 @@ mod tests {
 
     fn run(start: TcpState, steps: &[(bool, TcpFlags)]) -> TcpState {
         steps.iter().fold(start, |s, &(dir, f)| s.advance(dir, f))
+    }
+
+    #[test]
+    fn state_numbers_round_trip() {
+        for (i, s) in (0u8..).zip(TcpState::ALL) {
+            assert_eq!(s.index(), i);
+            assert_eq!(TcpState::from_index(i), Some(s));
+        }
+        assert_eq!(TcpState::from_index(10), None);
     }
 
     #[test]
