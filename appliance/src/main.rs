@@ -6,9 +6,10 @@ use std::process::ExitCode;
 
 use appliance::daemon::{self, ConfigSource};
 
-const USAGE: &str = "usage: privlinkd [--config FILE] [--check]\n\
+const USAGE: &str = "usage: privlinkd [--config FILE [--ha-node NAME]] [--check]\n\
 \n\
   --config FILE   TOML configuration (default: the embedded demo configuration)\n\
+  --ha-node NAME  this node's name in the file's [ha] nodes (instead of [ha] node)\n\
   --check         validate the configuration and exit\n\
   --print-default print the embedded default configuration and exit\n\
   --version       print the version and exit\n\
@@ -22,6 +23,7 @@ fn main() -> ExitCode {
         .init();
     let mut source = ConfigSource::Embedded;
     let mut check = false;
+    let mut ha_node: Option<String> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -29,6 +31,13 @@ fn main() -> ExitCode {
                 Some(p) => source = ConfigSource::File(PathBuf::from(p)),
                 None => {
                     eprintln!("privlinkd: --config needs a file\n{USAGE}");
+                    return ExitCode::from(2);
+                }
+            },
+            "--ha-node" => match args.next() {
+                Some(n) => ha_node = Some(n),
+                None => {
+                    eprintln!("privlinkd: --ha-node needs a name\n{USAGE}");
                     return ExitCode::from(2);
                 }
             },
@@ -50,6 +59,15 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         }
+    }
+    if let Some(node) = ha_node {
+        source = match source {
+            ConfigSource::File(p) => ConfigSource::FileAsNode(p, node),
+            _ => {
+                eprintln!("privlinkd: --ha-node needs --config\n{USAGE}");
+                return ExitCode::from(2);
+            }
+        };
     }
     if check {
         return match source.load() {

@@ -32,8 +32,8 @@ use serde::{Deserialize, Serialize};
 pub use errors::{ConfigError, ConfigProblem};
 pub use lcores::EalLcores;
 pub use sections::{
-    EalConfig, EndpointConfig, FileMode, LimitsConfig, MgmtConfig, PortConfig, QuotasConfig,
-    TablesConfig, TimeoutsConfig, WorkersConfig,
+    parse_key, EalConfig, EndpointConfig, FileMode, HaConfig, HaNode, LimitsConfig, MgmtConfig,
+    PortConfig, QuotasConfig, TablesConfig, TimeoutsConfig, WorkersConfig,
 };
 
 use crate::model::{Account, Declared, SecurityGroup, Service, State, VpcAttachment, VpcId};
@@ -96,6 +96,9 @@ pub struct Config {
     /// `[[security_groups]]`: loaded at start; endpoints name them in
     /// `security_group_ids`.
     pub security_groups: Vec<SecurityGroup>,
+    /// `[ha]`: one node of an active/standby pair; absent for a single node.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ha: Option<HaConfig>,
 }
 
 impl Config {

@@ -110,6 +110,9 @@ impl From<BuildError> for DaemonError {
 pub enum ConfigSource {
     Embedded,
     File(PathBuf),
+    /// A file, as the HA node named (`privlinkd --ha-node NAME`: `[ha] node` of the file
+    /// replaced, so both nodes of a pair can read one file).
+    FileAsNode(PathBuf, String),
 }
 
 impl ConfigSource {
@@ -117,6 +120,21 @@ impl ConfigSource {
         match self {
             ConfigSource::Embedded => Ok(Config::embedded_default()),
             ConfigSource::File(p) => Config::load(p),
+            ConfigSource::FileAsNode(p, node) => {
+                let mut c = Config::load(p)?;
+                match c.ha.as_mut() {
+                    Some(ha) => ha.node = Some(node.clone()),
+                    None => {
+                        return Err(ConfigError::Invalid {
+                            file: Some(p.clone()),
+                            at: mgmt::model::KeyPath::new().key("ha"),
+                            problem: mgmt::config::ConfigProblem::Empty,
+                        })
+                    }
+                }
+                c.validate().map_err(|e| e.in_file(p))?;
+                Ok(c)
+            }
         }
     }
 }
@@ -720,6 +738,7 @@ pub fn fixed_sections_changed(current: &Config, next: &Config) -> Vec<&'static s
     check("[mgmt]", current.mgmt == next.mgmt);
     check("[tables]", current.tables == next.tables);
     check("[timeouts]", current.timeouts == next.timeouts);
+    check("[ha]", current.ha == next.ha);
     out
 }
 

@@ -82,6 +82,18 @@ pub enum ConfigProblem {
     },
     /// `the path is 130 bytes; a Unix socket path holds at most 107`
     SocketPathTooLong(usize),
+    /// `an HA pair has exactly two nodes, not 3`
+    HaNodeCount(usize),
+    /// `"A" is not a node name (1 to 32 of a-z, 0-9, '-'), or is listed twice`
+    HaNodeName(String),
+    /// `both nodes have the same sync address`
+    HaSameSync,
+    /// `"c" is not one of ha.nodes`
+    HaUnknownNode(String),
+    /// The key's problem.
+    HaKey(String),
+    /// `exactly one of key and key_file is required`
+    HaKeyChoice,
     /// `0 s is outside (0, 604800] seconds`
     TimeoutOutOfRange(Duration),
     /// `5000 is above limits.flows_per_client (4096)`
@@ -166,6 +178,18 @@ impl fmt::Display for ConfigProblem {
             Self::DuplicateUid { uid, account } => {
                 write!(f, "uid {uid} already acts as account {account}")
             }
+            Self::HaNodeCount(n) => write!(f, "an HA pair has exactly two nodes, not {n}"),
+            Self::HaNodeName(n) => write!(
+                f,
+                "{n:?} is not a node name (1 to 32 of a-z, 0-9, '-'), or is listed twice"
+            ),
+            Self::HaSameSync => write!(f, "both nodes have the same sync address"),
+            Self::HaUnknownNode(n) => write!(
+                f,
+                "{n:?} is not one of ha.nodes (set ha.node, or privlinkd --ha-node, to this node's name)"
+            ),
+            Self::HaKey(e) => f.write_str(e),
+            Self::HaKeyChoice => write!(f, "exactly one of key and key_file is required"),
             Self::SocketPathTooLong(n) => write!(
                 f,
                 "the path is {n} bytes; a Unix socket path holds at most {MAX_SOCKET_PATH}"
@@ -257,7 +281,8 @@ impl ConfigError {
         }
     }
 
-    pub(super) fn in_file(mut self, path: &Path) -> Self {
+    /// The error, as one of the file at `path`.
+    pub fn in_file(mut self, path: &Path) -> Self {
         match &mut self {
             Self::Read { .. } => {}
             Self::Syntax { file, .. } | Self::Invalid { file, .. } => {

@@ -539,3 +539,96 @@ impl EndpointConfig {
         })
     }
 }
+
+/// `[ha]`: this node is one of an active/standby pair (absent: a single node). Both
+/// nodes read a configuration with the same `[ha]` (and the same objects); `node` (or
+/// `privlinkd --ha-node NAME`) says which of `nodes` this one is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HaConfig {
+    /// This node's name in `nodes`; required here or on the command line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// The two nodes; required.
+    pub nodes: Vec<HaNode>,
+    /// The pair's shared key for the sync link's HMAC, as hex (at least 32 digits);
+    /// exactly one of `key` and `key_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// A file holding the key as hex (whitespace ignored); readable by privlinkd only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<std::path::PathBuf>,
+    /// How often each node sends a heartbeat, ms; default 100.
+    #[serde(default = "default_heartbeat_ms")]
+    pub heartbeat_ms: u32,
+    /// Missed heartbeats after which the standby takes over; default 3.
+    #[serde(default = "default_dead_after")]
+    pub dead_after: u32,
+    /// Whether a node of higher precedence takes over from an active peer of lower
+    /// precedence (default false: a returning node stays standby).
+    #[serde(default)]
+    pub preempt: bool,
+}
+
+/// One node of the pair.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HaNode {
+    /// Its name (1 to 32 of a-z, 0-9, '-').
+    pub name: String,
+    /// Where its sync link listens (UDP `ip:port`); the peer sends there.
+    pub sync: std::net::SocketAddr,
+    /// Precedence: the higher is active when both could be (ties: the first listed).
+    #[serde(default = "default_priority")]
+    pub priority: u8,
+}
+
+fn default_heartbeat_ms() -> u32 {
+    100
+}
+
+fn default_dead_after() -> u32 {
+    3
+}
+
+fn default_priority() -> u8 {
+    100
+}
+
+impl HaConfig {
+    /// Index of this node in `nodes` (validated configurations have one).
+    pub fn me(&self) -> Option<usize> {
+        let name = self.node.as_deref()?;
+        self.nodes.iter().position(|n| n.name == name)
+    }
+
+    /// The shared key's bytes: `key`, or the content of `key_file`.
+    pub fn key_bytes(&self) -> Result<Vec<u8>, String> {
+        let text = match (&self.key, &self.key_file) {
+            (Some(k), None) => k.clone(),
+            (None, Some(f)) => std::fs::read_to_string(f)
+                .map_err(|e| format!("ha.key_file {}: {e}", f.display()))?,
+            _ => return Err("ha: exactly one of key and key_file is required".into()),
+        };
+        parse_key(&text)
+    }
+}
+
+/// A key written as hex digits (whitespace ignored), at least 16 bytes.
+pub fn parse_key(text: &str) -> Result<Vec<u8>, String> {
+    let digits: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    if digits.len() < 32 || !digits.len().is_multiple_of(2) {
+        return Err(format!(
+            "the key must be an even number of hex digits, at least 32 (16 bytes); it has {}",
+            digits.len()
+        ));
+    }
+    let hex = |c: u8| (c as char).to_digit(16).and_then(|d| u8::try_from(d).ok());
+    digits
+        .chunks(2)
+        .map(|p| match (hex(p[0]), hex(p[1])) {
+            (Some(a), Some(b)) => Ok(a << 4 | b),
+            _ => Err("the key must be hex digits only".to_owned()),
+        })
+        .collect()
+}

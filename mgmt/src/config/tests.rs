@@ -162,6 +162,7 @@ fn expected_default() -> Config {
             policy: None,
         }],
         security_groups: vec![],
+        ha: None,
     }
 }
 
@@ -1165,4 +1166,94 @@ neighbour_ttl = 600
     assert_eq!(v.mss_clamp, Some(1360));
     assert_eq!(c.account_for_uid(1001).unwrap().id, p("111111111111"));
     assert_eq!(c.ports[0].mtu, Some(1500));
+}
+
+const HA: &str = r#"
+[ha]
+node = "a"
+key = "00112233445566778899aabbccddeeff"
+nodes = [
+    { name = "a", sync = "127.0.0.1:7411", priority = 200 },
+    { name = "b", sync = "127.0.0.1:7412" },
+]
+"#;
+
+#[test]
+fn ha_section_parses_with_defaults() {
+    let c = Config::from_toml_str(&format!("{DEFAULT_TOML}{HA}")).unwrap();
+    let ha = c.ha.as_ref().unwrap();
+    assert_eq!(ha.me(), Some(0));
+    assert_eq!(
+        (ha.heartbeat_ms, ha.dead_after, ha.preempt),
+        (100, 3, false)
+    );
+    assert_eq!(ha.nodes[1].priority, 100);
+    assert_eq!(ha.key_bytes().unwrap().len(), 16);
+    assert!(Config::embedded_default().ha.is_none());
+}
+
+#[test]
+fn ha_section_errors_name_the_key() {
+    let good = Config::from_toml_str(&format!("{DEFAULT_TOML}{HA}")).unwrap();
+    let with = |f: &dyn Fn(&mut HaConfig)| {
+        let mut c = good.clone();
+        f(c.ha.as_mut().unwrap());
+        c
+    };
+    expect_part(
+        &with(&|h| h.nodes.truncate(1)),
+        "ha.nodes",
+        "an HA pair has exactly two nodes, not 1",
+    );
+    expect_part(
+        &with(&|h| h.node = Some("c".into())),
+        "ha.node",
+        "\"c\" is not one of ha.nodes",
+    );
+    expect_part(
+        &with(&|h| h.nodes[1].name = "a".into()),
+        "ha.nodes[1].name",
+        "listed twice",
+    );
+    expect_part(
+        &with(&|h| h.nodes[1].sync = h.nodes[0].sync),
+        "ha.nodes[1].sync",
+        "same sync address",
+    );
+    expect_part(
+        &with(&|h| h.key = Some("abc".into())),
+        "ha.key",
+        "at least 32",
+    );
+    expect_part(
+        &with(&|h| h.key = Some("zz112233445566778899aabbccddeeff".into())),
+        "ha.key",
+        "hex digits only",
+    );
+    expect_part(
+        &with(&|h| h.key_file = Some("/k".into())),
+        "ha.key",
+        "exactly one of key and key_file",
+    );
+    expect_part(
+        &with(&|h| h.heartbeat_ms = 5),
+        "ha.heartbeat_ms",
+        "5 is outside 10..=10000",
+    );
+    expect_part(
+        &with(&|h| h.dead_after = 1),
+        "ha.dead_after",
+        "1 is outside 2..=100",
+    );
+}
+
+/// As [`expect`], the problem's message containing `part`.
+fn expect_part(config: &Config, path: &str, part: &str) {
+    let e = config.validate().expect_err("must be invalid");
+    assert_eq!(
+        e.path().map(ToString::to_string).as_deref(),
+        Some(path),
+        "{e}"
+    );
+    assert!(e.to_string().contains(part), "{e}");
 }

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 
 use super::errors::{ConfigError, ConfigProblem};
 use super::lcores::parse_eal_lcores;
+use super::sections::parse_key;
 use super::{
     Config, MAX_DEREGISTRATION_DELAY, MAX_FLOWS_PER_WORKER, MAX_LCORE_ID, MAX_QUOTA,
     MAX_SOCKET_PATH, MAX_TIMEOUT,
@@ -42,7 +43,65 @@ impl Config {
         self.validate_limits()?;
         self.validate_timeouts()?;
         self.validate_quotas()?;
+        self.validate_ha()?;
         self.validate_declared()
+    }
+
+    fn validate_ha(&self) -> Result<(), (KeyPath, ConfigProblem)> {
+        let Some(ha) = &self.ha else {
+            return Ok(());
+        };
+        let at = KeyPath::new().key("ha");
+        if ha.nodes.len() != 2 {
+            return Err((at.key("nodes"), ConfigProblem::HaNodeCount(ha.nodes.len())));
+        }
+        for (i, n) in ha.nodes.iter().enumerate() {
+            let valid = !n.name.is_empty()
+                && n.name.len() <= 32
+                && n.name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if !valid {
+                return Err((
+                    at.key("nodes").index(i).key("name"),
+                    ConfigProblem::HaNodeName(n.name.clone()),
+                ));
+            }
+        }
+        if ha.nodes[0].name == ha.nodes[1].name {
+            return Err((
+                at.key("nodes").index(1).key("name"),
+                ConfigProblem::HaNodeName(ha.nodes[1].name.clone()),
+            ));
+        }
+        if ha.nodes[0].sync == ha.nodes[1].sync {
+            return Err((
+                at.key("nodes").index(1).key("sync"),
+                ConfigProblem::HaSameSync,
+            ));
+        }
+        if let Some(name) = &ha.node {
+            if ha.me().is_none() {
+                return Err((at.key("node"), ConfigProblem::HaUnknownNode(name.clone())));
+            }
+        }
+        match (&ha.key, &ha.key_file) {
+            (Some(k), None) => {
+                parse_key(k).map_err(|e| (at.key("key"), ConfigProblem::HaKey(e)))?;
+            }
+            (None, Some(f)) if f.as_os_str().is_empty() => {
+                return Err((at.key("key_file"), ConfigProblem::Empty));
+            }
+            (None, Some(_)) => {}
+            _ => return Err((at.key("key"), ConfigProblem::HaKeyChoice)),
+        }
+        if !(10..=10_000).contains(&ha.heartbeat_ms) {
+            return Err((at.key("heartbeat_ms"), range(ha.heartbeat_ms, 10, 10_000)));
+        }
+        if !(2..=100).contains(&ha.dead_after) {
+            return Err((at.key("dead_after"), range(ha.dead_after, 2, 100)));
+        }
+        Ok(())
     }
 
     fn validate_workers(&self) -> Result<(), (KeyPath, ConfigProblem)> {
