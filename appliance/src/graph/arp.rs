@@ -28,6 +28,10 @@ impl<F: Frame> Pipeline<F> {
         let station = sender_mac.is_unicast() && sender_mac != EthernetAddress::UNSPECIFIED;
         let sane_sender = sender_ip != 0 && att.on_link(sender_ip) && station;
         let asks_us = op == ArpOperation::REQUEST && snap.local(att_idx, target_ip).is_some();
+        if station && sender_mac.0 != att.mac && snap.local(att_idx, sender_ip).is_some() {
+            // Another station speaks for one of our addresses: an HA peer that is active.
+            self.claim_seen();
+        }
 
         if sane_sender {
             // A reply, or a request addressed to us, is worth learning (the sender talks
@@ -45,7 +49,7 @@ impl<F: Frame> Pipeline<F> {
                 self.release_held(snap, att_idx, sender_ip, sender_mac.0);
             }
         }
-        if !asks_us || sender_ip == target_ip || !station {
+        if !asks_us || sender_ip == target_ip || !station || !self.active {
             return if op == ArpOperation::REPLY && sane_sender {
                 Ok(Next::Consumed)
             } else {

@@ -120,6 +120,8 @@ drop_reasons! {
     /// A segment for a health probe that the checker's queue had no room for (the
     /// checker fell behind; the probe times out or is sent again).
     ProbeBacklog => "probe_backlog",
+    /// Received while this node of an HA pair is standby: the active node forwards.
+    Standby => "standby",
 }
 
 /// Drop counters by reason (index: `DropReason as usize`). A type of its own because the
@@ -178,6 +180,13 @@ pub struct Counters {
     /// Health-probe segments sent for the checker, and ones received for it.
     pub probes_sent: u64,
     pub probe_replies: u64,
+    /// HA: times this worker became active; peer flows installed or updated; records
+    /// that named no endpoint or target here (configurations differ) or found no room;
+    /// records the sync thread's queue had no room for (those flows are not synced).
+    pub takeovers: u64,
+    pub synced_flows: u64,
+    pub sync_unresolved: u64,
+    pub sync_dropped: u64,
     pub drops: Drops,
 }
 
@@ -232,6 +241,10 @@ impl Counters {
             self.worker_failures,
             self.probes_sent,
             self.probe_replies,
+            self.takeovers,
+            self.synced_flows,
+            self.sync_unresolved,
+            self.sync_dropped,
         ]
     }
 
@@ -257,11 +270,15 @@ impl Counters {
             &mut self.worker_failures,
             &mut self.probes_sent,
             &mut self.probe_replies,
+            &mut self.takeovers,
+            &mut self.synced_flows,
+            &mut self.sync_unresolved,
+            &mut self.sync_dropped,
         ]
     }
 }
 
-const SCALARS: usize = 20;
+const SCALARS: usize = 24;
 const SCALAR_NAMES: [&str; SCALARS] = [
     "rx_packets",
     "rx_bytes",
@@ -283,6 +300,10 @@ const SCALAR_NAMES: [&str; SCALARS] = [
     "worker_failures",
     "probes_sent",
     "probe_replies",
+    "takeovers",
+    "synced_flows",
+    "sync_unresolved",
+    "sync_dropped",
 ];
 
 /// The published copy of one worker's counters, readable from any thread.

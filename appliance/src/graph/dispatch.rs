@@ -317,6 +317,9 @@ impl<F: Frame> Pipeline<F> {
         if entry == Entry::Arp {
             return Ok(Next::Arp);
         }
+        if !self.active {
+            return Err(DropReason::Standby);
+        }
         context::parse_ipv4(snap, frame.bytes(), ctx, memo)?;
         // Drop Ethernet padding so lengths from here on are the IP packet's own.
         if frame.bytes().len() > ctx.end() && !frame.set_len(ctx.end()) {

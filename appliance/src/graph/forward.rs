@@ -12,6 +12,7 @@
 use super::context::{Ctx, L4};
 use super::dispatch::{Next, CHUNK};
 use super::*;
+use crate::ha::record::RecordKind;
 
 impl<F: Frame> Pipeline<F> {
     /// The flow node of one direction (`rev`: replies) over the burst's packets for it.
@@ -278,8 +279,14 @@ impl<F: Frame> Pipeline<F> {
         }
         let bytes32 = u32::try_from(ctx.total_len).unwrap_or(u32::MAX);
         let flow = self.flows.get_mut(id).ok_or(DropReason::NoFlow)?;
+        let before = flow.tcp;
         if flow.record(now_ms, from_consumer, bytes32, tcp) {
             self.half_open_changed(id);
+        }
+        if self.sync.on {
+            if let Some(f) = self.flows.get(id).filter(|f| f.tcp != before) {
+                self.sync.record(RecordKind::Update, f, now_ms);
+            }
         }
         ctx.other = other;
         Ok(Next::Rewrite)
@@ -372,6 +379,7 @@ impl<F: Frame> Pipeline<F> {
         rev.dst_port = port;
         let flow = new_flow_record(key, rev, service, lref, ti, endpoint_handle, now_ms);
         let id = flows.insert(flow).map_err(|_| DropReason::FlowTableFull)?;
+        self.sync.record(RecordKind::Create, &flow, now_ms);
         *chains_moved = true;
         counters.new_flows += 1;
         u.new_flows += 1;
@@ -453,6 +461,7 @@ impl<F: Frame> Pipeline<F> {
         let Ok(id) = self.flows.insert(flow) else {
             return Err(DropReason::FlowTableFull);
         };
+        self.sync.record(RecordKind::Create, &flow, now_ms);
         self.chains_moved = true;
         self.counters.new_flows += 1;
         let client = self.load.client_bucket(key.vpc, key.src_ip);
@@ -466,7 +475,7 @@ impl<F: Frame> Pipeline<F> {
     /// its client's and endpoint's gauges follow. Once per TCP flow, never per packet.
     #[cold]
     #[inline(never)]
-    fn half_open_changed(&mut self, id: FlowId) {
+    pub(super) fn half_open_changed(&mut self, id: FlowId) {
         if let Some(f) = self.flows.get(id) {
             let u = self.usage.entry(f.endpoint);
             self.load.half_open_changed(f, &mut u.load);
@@ -490,6 +499,7 @@ impl<F: Frame> Pipeline<F> {
     /// its consumer address is spoofed, and a real client retransmits its SYN.
     fn evicted(&mut self, old: &Flow) {
         self.chains_moved = true;
+        self.sync.record(RecordKind::End, old, self.last_tick_ms);
         let u = self.usage.fold(old);
         self.load.flow_ended(old, &mut u.load);
         self.counters.evicted_half_open += 1;

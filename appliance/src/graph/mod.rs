@@ -172,6 +172,14 @@ pub struct Pipeline<F: Frame> {
     chains_moved: bool,
     /// The health checker's queues (none: probe ports are closed like any other).
     probes: Option<crate::health::link::ProbeLink>,
+    /// The HA sync thread's queues (none: a single node).
+    ha: Option<crate::ha::link::HaLink>,
+    /// This node forwards (always without HA; while active with it).
+    active: bool,
+    /// Flow records for the peer, made on the packet path.
+    sync: ha::SyncOut,
+    /// HA work spanning polls (takeover sweep, bulk copy, announcements).
+    progress: ha::HaProgress,
 }
 
 /// One flow, as listed for operators.
@@ -256,6 +264,10 @@ impl<F: Frame> Pipeline<F> {
             burst: Some(Box::new(dispatch::Burst::new())),
             chains_moved: false,
             probes: None,
+            ha: None,
+            active: true,
+            sync: ha::SyncOut::default(),
+            progress: ha::HaProgress::default(),
             settings,
         };
         p.on_snapshot(snap);
@@ -309,6 +321,7 @@ pub mod counters;
 mod dispatch;
 mod forward;
 pub mod frame;
+mod ha;
 mod icmp_error;
 mod l2;
 mod local;

@@ -4,6 +4,7 @@
 //! gratuitous ARP for new addresses, and the operator's reports (`reports.rs`).
 
 use super::*;
+use crate::ha::record::RecordKind;
 
 /// How often neighbour retries and the hold queue are looked at.
 pub(super) const TIMER_TICK_MS: u64 = 10;
@@ -41,19 +42,29 @@ impl<F: Frame> Pipeline<F> {
     pub fn poll(&mut self, snap: &Snapshot, now_ms: u64) {
         // Another worker may have changed a MAC this one has cached.
         self.neighbours.sync();
-        let Pipeline {
-            counters,
-            usage,
-            load,
-            snat,
-            ..
-        } = self;
-        self.flows.expire(now_ms, self.settings.expire_budget, |f| {
-            counters.expired_flows += 1;
-            flow_gone(usage, load, snat, counters, f, now_ms);
-        });
+        // A standby expires nothing (the active node ends its flows), nor does a node
+        // that just took over until every flow's idle time has restarted.
+        let may_expire = self.ha_poll(snap, now_ms);
+        if may_expire {
+            let Pipeline {
+                counters,
+                usage,
+                load,
+                snat,
+                sync,
+                ..
+            } = self;
+            self.flows.expire(now_ms, self.settings.expire_budget, |f| {
+                counters.expired_flows += 1;
+                sync.record(RecordKind::End, f, now_ms);
+                flow_gone(usage, load, snat, counters, f, now_ms);
+            });
+        }
         self.flows.tidy_half_open(EVICT_BUDGET);
         self.reports_some(now_ms);
+        if !self.active {
+            return;
+        }
         if self.probes.is_some() {
             self.send_probes(snap, now_ms);
         }
@@ -221,6 +232,10 @@ impl<F: Frame> Pipeline<F> {
         };
         self.flow_gone(&flow, now_ms);
         self.counters.drop(DropReason::FlowEnded);
+        if !self.active {
+            // The active node resets the connection; a standby only forgets the flow.
+            return;
+        }
         let open = !matches!(
             flow.tcp,
             crate::tables::flow::TcpState::Closed
@@ -251,8 +266,10 @@ impl<F: Frame> Pipeline<F> {
         );
     }
 
-    /// Bookkeeping of a flow that ended (expired, replaced, ended by a change).
+    /// Bookkeeping of a flow that ended (expired, replaced, ended by a change), and its
+    /// end for the HA peer.
     pub(super) fn flow_gone(&mut self, old: &Flow, now_ms: u64) {
+        self.sync.record(RecordKind::End, old, now_ms);
         flow_gone(
             &mut self.usage,
             &mut self.load,

@@ -12,4 +12,5 @@
 //! The sync thread (`daemon::ha`) drives them; workers only push and pop records on
 //! lock-free queues.
 
+pub mod link;
 pub mod record;

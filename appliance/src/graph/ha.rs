@@ -1,0 +1,309 @@
+//! The workers' side of the HA pair. Active: every flow creation, TCP state change and end
+//! is recorded (`SyncOut`) and handed to the sync thread once per poll, a bulk copy is
+//! made a budget at a time when the peer asks, and the node's own addresses are announced
+//! on the data networks so a peer cut off from the sync link still sees it is alive.
+//! Standby: nothing is answered or sent, received traffic is dropped (counted), ARP is
+//! learned from, and the peer's flows are installed, so that they are found after a
+//! takeover whichever way their packets come. At a takeover every flow is touched (its
+//! idle time restarts: the standby never saw its packets) before expiry resumes, and
+//! worker 0 announces every address.
+
+use super::*;
+use crate::ha::link::{HaLink, BULK_SLOTS_PER_POLL, INSTALLS_PER_POLL};
+use crate::ha::record::{FlowRecord, RecordKind};
+use crate::tables::flow::TcpState;
+
+/// Flow records made on the packet path, kept until the poll hands them over.
+#[derive(Debug, Default)]
+pub(super) struct SyncOut {
+    /// Recording (HA configured and this node active).
+    pub(super) on: bool,
+    worker: u8,
+    pub(super) buf: Vec<FlowRecord>,
+}
+
+impl SyncOut {
+    /// Records what happened to `f`.
+    #[inline]
+    pub(super) fn record(&mut self, kind: RecordKind, f: &Flow, now_ms: u64) {
+        if self.on {
+            self.buf.push(flow_record(kind, self.worker, f, now_ms));
+        }
+    }
+}
+
+/// The record of `f`.
+pub fn flow_record(kind: RecordKind, worker: u8, f: &Flow, now_ms: u64) -> FlowRecord {
+    let ms = |t: u64| u32::try_from(now_ms.saturating_sub(t)).unwrap_or(u32::MAX);
+    FlowRecord {
+        kind,
+        worker,
+        tcp: f.tcp.index(),
+        wscale: f.wscale,
+        fwd: f.fwd,
+        rev: f.rev,
+        ack_fwd: f.ack_fwd,
+        ack_rev: f.ack_rev,
+        win_fwd: f.win_fwd,
+        win_rev: f.win_rev,
+        age_ms: ms(f.created_ms),
+        idle_ms: ms(f.last_seen_ms),
+    }
+}
+
+/// Where the worker is in the HA work that spans polls.
+#[derive(Debug, Default)]
+pub(super) struct HaProgress {
+    /// Next slot to touch after a takeover (expiry waits until the sweep is done).
+    touch: Option<u32>,
+    /// The bulk copy under way: its epoch and next slot.
+    bulk: Option<(u64, u32)>,
+    /// Next local address worker 0 announces after a takeover.
+    announce_all: Option<usize>,
+    next_own_announce_ms: u64,
+}
+
+impl<F: Frame> Pipeline<F> {
+    /// Makes this worker one of an HA pair's node; it starts standby.
+    pub fn set_ha_link(&mut self, link: HaLink) {
+        self.sync.worker = u8::try_from(self.id).unwrap_or(u8::MAX);
+        self.active = false;
+        self.sync.on = false;
+        self.ha = Some(link);
+    }
+
+    /// Whether this worker forwards: always without HA, else when its node is active.
+    #[inline]
+    pub fn is_active(&self) -> bool {
+        self.active
+    }
+
+    /// A packet of the attachment named a local address from another MAC: count it for
+    /// the sync thread (the peer is active on this network).
+    #[inline]
+    pub(super) fn claim_seen(&self) {
+        if let Some(l) = &self.ha {
+            l.shared
+                .claims
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Upkeep's HA part (before the rest of the poll): follows the role, installs the
+    /// peer's flows or hands ours over, copies a budget of flows for a bulk request.
+    /// Returns whether flow expiry may run now.
+    pub(super) fn ha_poll(&mut self, snap: &Snapshot, now_ms: u64) -> bool {
+        let Some(link) = self.ha.clone() else {
+            return true;
+        };
+        let active = link.shared.is_active();
+        if active != self.active {
+            self.active = active;
+            self.sync.on = active;
+            if active {
+                self.counters.takeovers += 1;
+                self.progress.touch = Some(0);
+                if self.id == 0 {
+                    self.progress.announce_all = Some(0);
+                }
+            } else {
+                self.sync.buf.clear();
+                self.progress = HaProgress::default();
+            }
+        }
+        if !active {
+            for _ in 0..INSTALLS_PER_POLL {
+                let Some(r) = link.import.pop() else { break };
+                self.install(snap, &r, now_ms);
+            }
+            // Probes and held packets would leave from an address the active node owns.
+            if let Some(p) = &self.probes {
+                while p.outgoing.pop().is_some() {}
+            }
+            self.held.clear();
+            return false;
+        }
+        self.touch_some(now_ms);
+        self.bulk_some(&link, now_ms);
+        for r in self.sync.buf.drain(..) {
+            if link.export.push(r).is_err() {
+                self.counters.sync_dropped += 1;
+            }
+        }
+        if self.id == 0 {
+            self.announce_after_takeover(snap, now_ms);
+            if now_ms >= self.progress.next_own_announce_ms {
+                self.progress.next_own_announce_ms = now_ms + link.shared.announce_every_ms;
+                for a in &snap.attachments {
+                    self.send_arp(
+                        a,
+                        ArpOperation::REQUEST,
+                        a.ip,
+                        a.ip,
+                        EthernetAddress::BROADCAST,
+                        now_ms,
+                    );
+                }
+            }
+        }
+        self.progress.touch.is_none()
+    }
+
+    /// After a takeover: every flow's idle time restarts now, a budget per poll.
+    fn touch_some(&mut self, now_ms: u64) {
+        let Some(start) = self.progress.touch else {
+            return;
+        };
+        let cap = u32::try_from(self.flows.capacity()).unwrap_or(u32::MAX);
+        let end = start.saturating_add(4096).min(cap);
+        for id in start..end {
+            if let Some(f) = self.flows.get_mut(id) {
+                f.last_seen_ms = f.last_seen_ms.max(now_ms);
+            }
+        }
+        self.progress.touch = (end < cap).then_some(end);
+    }
+
+    /// A bulk copy for the peer: every live flow as a [`RecordKind::Bulk`] record, a
+    /// budget of slots per poll; done when the epoch is stored in `bulk_done`.
+    fn bulk_some(&mut self, link: &HaLink, now_ms: u64) {
+        use std::sync::atomic::Ordering;
+        let epoch = link.shared.bulk_epoch.load(Ordering::Acquire);
+        let (e, start) = match self.progress.bulk {
+            Some((e, s)) if e == epoch => (e, s),
+            _ if link.bulk_done.load(Ordering::Acquire) == epoch => return,
+            _ => (epoch, 0),
+        };
+        let cap = u32::try_from(self.flows.capacity()).unwrap_or(u32::MAX);
+        // Wait for the sync thread to drain the queue rather than drop copies.
+        let room = link
+            .export
+            .capacity()
+            .saturating_sub(link.export.len() + self.sync.buf.len());
+        if room < BULK_SLOTS_PER_POLL {
+            self.progress.bulk = Some((e, start));
+            return;
+        }
+        let end = start
+            .saturating_add(u32::try_from(BULK_SLOTS_PER_POLL).unwrap_or(512))
+            .min(cap);
+        for slot in start..end {
+            if let Some(f) = self.flows.get(slot) {
+                self.sync
+                    .buf
+                    .push(flow_record(RecordKind::Bulk, self.sync.worker, f, now_ms));
+            }
+        }
+        if end >= cap {
+            self.progress.bulk = None;
+            link.bulk_done.store(e, Ordering::Release);
+        } else {
+            self.progress.bulk = Some((e, end));
+        }
+    }
+
+    /// Worker 0 after a takeover: a gratuitous ARP for every local address, a few per poll,
+    /// so hosts and switches send to this node from now on.
+    fn announce_after_takeover(&mut self, snap: &Snapshot, now_ms: u64) {
+        const PER_POLL: usize = 32;
+        let Some(start) = self.progress.announce_all else {
+            return;
+        };
+        let mut sent = 0;
+        let mut next = start;
+        for (att, ip) in snap.local_addresses().skip(start) {
+            if sent == PER_POLL {
+                break;
+            }
+            if let Some(a) = snap.attachment(att) {
+                self.send_arp(
+                    a,
+                    ArpOperation::REQUEST,
+                    ip,
+                    ip,
+                    EthernetAddress::BROADCAST,
+                    now_ms,
+                );
+            }
+            sent += 1;
+            next += 1;
+        }
+        self.progress.announce_all = (sent == PER_POLL).then_some(next);
+    }
+
+    /// Installs (or updates, or removes) one of the peer's flows in this worker's table,
+    /// with this node's handles for its endpoint and service.
+    fn install(&mut self, snap: &Snapshot, r: &FlowRecord, now_ms: u64) {
+        let existing = self.flows.lookup_forward(&r.fwd);
+        if r.kind == RecordKind::End {
+            if let Some(id) = existing {
+                if let Some(old) = self.flows.remove(id) {
+                    self.chains_moved = true;
+                    self.flow_gone(&old, now_ms);
+                }
+            }
+            return;
+        }
+        let tcp = TcpState::from_index(r.tcp).unwrap_or(TcpState::Established);
+        if let Some(id) = existing {
+            let was_half_open = self.flows.get(id).is_some_and(Flow::is_half_open);
+            if let Some(f) = self.flows.get_mut(id) {
+                f.tcp = tcp;
+                f.wscale = r.wscale;
+                f.ack_fwd = r.ack_fwd;
+                f.ack_rev = r.ack_rev;
+                f.win_fwd = r.win_fwd;
+                f.win_rev = r.win_rev;
+                f.last_seen_ms = now_ms.saturating_sub(u64::from(r.idle_ms));
+            }
+            if self.flows.get(id).is_some_and(Flow::is_half_open) != was_half_open {
+                self.half_open_changed(id);
+            }
+            self.counters.synced_flows += 1;
+            return;
+        }
+        let Some(flow) = resolve(snap, r, tcp, now_ms) else {
+            self.counters.sync_unresolved += 1;
+            return;
+        };
+        if self.flows.contains_reverse(&flow.rev) || self.flows.is_full() {
+            self.counters.sync_unresolved += 1;
+            return;
+        }
+        if self.flows.insert(flow).is_ok() {
+            self.chains_moved = true;
+            let bucket = self.load.client_bucket(flow.fwd.vpc, flow.fwd.src_ip);
+            let u = self.usage.entry(flow.endpoint);
+            self.load
+                .flow_created(bucket, &mut u.load, flow.is_half_open());
+            self.counters.synced_flows += 1;
+        }
+    }
+}
+
+/// The flow a record describes, resolved against this node's snapshot: its endpoint and
+/// listener by the consumer-side key, its target by the provider-side one.
+fn resolve(snap: &Snapshot, r: &FlowRecord, tcp: TcpState, now_ms: u64) -> Option<Flow> {
+    let lref = snap.listener(r.fwd.vpc, r.fwd.dst_ip, r.fwd.proto, r.fwd.dst_port)?;
+    let service = snap.services.get(lref.service as usize)?;
+    let endpoint = snap.endpoints.get(lref.endpoint as usize)?;
+    let listener = service.listeners.get(usize::from(lref.listener))?;
+    let target = listener
+        .targets
+        .iter()
+        .position(|t| t.ip == r.rev.src_ip && t.port == r.rev.src_port)?;
+    let mut f = Flow::new(r.fwd, r.rev, now_ms.saturating_sub(u64::from(r.age_ms)));
+    f.last_seen_ms = now_ms.saturating_sub(u64::from(r.idle_ms));
+    f.service = service.handle;
+    f.endpoint = endpoint.handle;
+    f.listener = lref.listener;
+    f.target = u16::try_from(target).ok()?;
+    f.idle_s = listener.idle_s;
+    f.tcp = tcp;
+    f.wscale = r.wscale;
+    f.ack_fwd = r.ack_fwd;
+    f.ack_rev = r.ack_rev;
+    f.win_fwd = r.win_fwd;
+    f.win_rev = r.win_rev;
+    Some(f)
+}

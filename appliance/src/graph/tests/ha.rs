@@ -1,0 +1,191 @@
+//! The workers' side of an HA pair through the packet path: a standby stays silent and
+//! installs the active's flows; after a takeover those flows carry on in both directions.
+
+use std::sync::atomic::Ordering;
+
+use super::*;
+use crate::ha::link::{HaQueues, ACTIVE};
+use crate::ha::record::{FlowRecord, RecordKind};
+
+fn node(config: &Config) -> (Pipeline<VecFrame>, Snapshot, HaQueues) {
+    let (mut p, snap) = pipeline(config, 1, 0);
+    let q = HaQueues::new(1, 4096, 100);
+    p.set_ha_link(q.link(0).unwrap());
+    (p, snap, q)
+}
+
+fn activate(p: &mut Pipeline<VecFrame>, snap: &Snapshot, q: &HaQueues, now: u64) {
+    q.shared.role.store(ACTIVE, Ordering::Release);
+    p.poll(snap, now);
+    p.drain_emitted().for_each(drop);
+}
+
+fn exported(q: &HaQueues) -> Vec<FlowRecord> {
+    std::iter::from_fn(|| q.export[0].pop()).collect()
+}
+
+#[test]
+fn a_standby_answers_nothing_and_forwards_nothing_but_learns() {
+    let config = Config::embedded_default();
+    let (mut p, snap, q) = node(&config);
+    assert!(!p.is_active());
+    let syn = tcp(CLIENT, 41000, ENDPOINT, 80, syn(), 1, 0, MAC_C, CLIENT_MAC);
+    assert!(matches!(
+        p.process(&snap, CONSUMER_PORT, VecFrame::new(&syn), 0),
+        Verdict::Done
+    ));
+    assert_eq!(p.counters().dropped(DropReason::Standby), 1);
+    assert_eq!(p.flows().len(), 0);
+    // An ARP request for the endpoint: not answered.
+    let mut req = eth([0xff; 6], CLIENT_MAC, 0x0806);
+    let mut arp = vec![0u8; 28];
+    {
+        let mut a = ArpPacket::new_unchecked(&mut arp[..]);
+        a.set_hardware_type(1);
+        a.set_protocol_type(EtherType::IPV4);
+        a.set_hardware_len(6);
+        a.set_protocol_len(4);
+        a.set_operation(ArpOperation::REQUEST);
+        a.set_source_hardware_addr(EthernetAddress(CLIENT_MAC));
+        a.set_source_protocol_addr(CLIENT);
+        a.set_target_hardware_addr(EthernetAddress::UNSPECIFIED);
+        a.set_target_protocol_addr(ENDPOINT);
+    }
+    req.extend_from_slice(&arp);
+    assert!(matches!(
+        p.process(&snap, CONSUMER_PORT, VecFrame::new(&req), 0),
+        Verdict::Done
+    ));
+    assert_eq!(p.counters().arp_replies, 0);
+    // Another MAC announcing our endpoint address: a claim for the sync thread.
+    let mut claim = req.clone();
+    {
+        let mut a = ArpPacket::new_unchecked(&mut claim[14..]);
+        a.set_source_hardware_addr(EthernetAddress([2, 0, 0, 0, 9, 9]));
+        a.set_source_protocol_addr(ENDPOINT);
+    }
+    p.process(&snap, CONSUMER_PORT, VecFrame::new(&claim), 0);
+    assert_eq!(q.shared.claims.load(Ordering::Relaxed), 1);
+    // Polls send nothing: no announcements, no probes.
+    p.poll(&snap, 1);
+    assert_eq!(p.drain_emitted().count(), 0);
+}
+
+#[test]
+fn the_active_records_creation_state_changes_and_ends() {
+    let config = Config::embedded_default();
+    let (mut p, snap, q) = node(&config);
+    activate(&mut p, &snap, &q, 0);
+    exported(&q);
+    establish(&mut p, &snap, 41000);
+    p.poll(&snap, 3);
+    let kinds: Vec<(RecordKind, u8)> = exported(&q).iter().map(|r| (r.kind, r.tcp)).collect();
+    use crate::tables::flow::TcpState as S;
+    assert_eq!(
+        kinds,
+        [
+            (RecordKind::Create, S::SynSent.index()),
+            (RecordKind::Update, S::SynReceived.index()),
+            (RecordKind::Update, S::Established.index()),
+        ]
+    );
+    // Expiry ends it: an End record.
+    let idle = u64::try_from(config.timeouts.tcp_established.as_millis()).unwrap();
+    for _ in 0..64 {
+        p.poll(&snap, idle + 10);
+    }
+    assert_eq!(p.flows().len(), 0);
+    let ends: Vec<RecordKind> = exported(&q).iter().map(|r| r.kind).collect();
+    assert_eq!(ends, [RecordKind::End]);
+}
+
+#[test]
+fn a_standby_installs_the_peers_flows_and_carries_them_after_a_takeover() {
+    let config = Config::embedded_default();
+    let (mut a, snap, qa) = node(&config);
+    activate(&mut a, &snap, &qa, 0);
+    let (target, snat_port) = establish(&mut a, &snap, 41000);
+    a.poll(&snap, 3);
+    let records = exported(&qa);
+
+    let (mut b, snap_b, qb) = node(&config);
+    for r in &records {
+        qb.import[0].push(*r).unwrap();
+    }
+    b.poll(&snap_b, 1000);
+    assert_eq!(b.flows().len(), 1, "installed");
+    assert_eq!(b.counters().synced_flows, 3);
+    assert_eq!(
+        flow_state(&b, 41000),
+        crate::tables::flow::TcpState::Established
+    );
+
+    // Ten minutes later (longer than the idle timeout) the active dies; b takes over.
+    let later = 600_000;
+    activate(&mut b, &snap_b, &qb, later);
+    b.poll(&snap_b, later + 1);
+    assert_eq!(
+        b.flows().len(),
+        1,
+        "its idle time restarted at the takeover"
+    );
+    assert_eq!(b.counters().takeovers, 1);
+    // The consumer's next segment goes to the same target from the same SNAT port...
+    let data = tcp(
+        CLIENT,
+        41000,
+        ENDPOINT,
+        80,
+        WireTcpFlags::ACK,
+        1001,
+        5001,
+        MAC_C,
+        CLIENT_MAC,
+    );
+    let (port, out) = tx(b.process(&snap_b, CONSUMER_PORT, VecFrame::new(&data), later + 2));
+    assert_eq!(port, PROVIDER_PORT);
+    let ip = ip_of(&out);
+    assert_eq!((ip.src_addr(), ip.dst_addr()), (SNAT, target));
+    let seg = TcpPacket::new_checked(ip.payload()).unwrap();
+    assert_eq!(seg.src_port(), snat_port);
+    // ...and the target's reply finds the flow and goes back to the consumer.
+    let reply = tcp(
+        target,
+        8080,
+        SNAT,
+        snat_port,
+        WireTcpFlags::ACK,
+        5001,
+        1001,
+        MAC_P,
+        TARGET_MAC,
+    );
+    let (port, back) = tx(b.process(&snap_b, PROVIDER_PORT, VecFrame::new(&reply), later + 3));
+    assert_eq!(port, CONSUMER_PORT);
+    let ip = ip_of(&back);
+    assert_eq!((ip.src_addr(), ip.dst_addr()), (ENDPOINT, CLIENT));
+    assert_eq!(b.counters().new_flows, 0, "no flow was made anew");
+}
+
+#[test]
+fn a_bulk_request_copies_every_flow_once() {
+    let config = Config::embedded_default();
+    let (mut p, snap, q) = node(&config);
+    activate(&mut p, &snap, &q, 0);
+    for port in 0..10 {
+        establish(&mut p, &snap, 41000 + port);
+    }
+    p.poll(&snap, 3);
+    exported(&q);
+    q.shared.bulk_epoch.store(1, Ordering::Release);
+    for t in 0..8 {
+        p.poll(&snap, 4 + t);
+    }
+    let bulk: Vec<FlowRecord> = exported(&q);
+    assert_eq!(bulk.len(), 10);
+    assert!(bulk.iter().all(|r| r.kind == RecordKind::Bulk));
+    assert_eq!(q.bulk_done[0].load(Ordering::Acquire), 1);
+    // Done: later polls copy nothing more.
+    p.poll(&snap, 20);
+    assert!(exported(&q).is_empty());
+}
