@@ -193,6 +193,36 @@ pub struct Topology {
     captures: Vec<Child>,
 }
 
+/// Starts target `i`'s server in `provider`, logging to `dir/t<i+1>.log`, its health
+/// file `dir/t<i+1>.health`; returns once it listens.
+fn spawn_target(provider: &Netns, dir: &Path, i: usize) -> Child {
+    let name = format!("t{}", i + 1);
+    let log = dir.join(format!("{name}.log"));
+    let mut child = provider.spawn(
+        &[
+            "python3",
+            &support("target_server.py"),
+            "--bind",
+            TARGETS[i],
+            "--name",
+            &name,
+            "--log",
+            &log.display().to_string(),
+            "--health",
+            &dir.join(format!("t{}.health", i + 1)).display().to_string(),
+        ],
+        Stdio::piped(),
+    );
+    let stdout = child.stdout.take().expect("server stdout");
+    let mut line = String::new();
+    let _ = BufReader::new(stdout).read_line(&mut line);
+    assert!(
+        line.starts_with("target"),
+        "target server {name} did not start: {line:?}"
+    );
+    child
+}
+
 /// Path of the privlinkd binary under test.
 pub fn privlinkd() -> PathBuf {
     if let Ok(p) = std::env::var("PRIVLINKD") {
@@ -226,37 +256,46 @@ pub fn support(script: &str) -> String {
         .to_string()
 }
 
-impl Topology {
-    /// The configuration TOML of this topology.
-    pub fn config_toml(&self) -> String {
-        let o = &self.opts;
-        let lcores = (1..=o.workers)
-            .map(|i| i.to_string())
-            .collect::<Vec<_>>()
-            .join(", ");
-        // Worker i on CPU i when there are enough CPUs, else share CPU 1 (the tests only
-        // need correctness; idle_sleep keeps shared CPUs usable).
-        let cpus = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1);
-        let mut map = String::from("0@0");
-        for i in 1..=o.workers {
-            let cpu = if usize::from(i) < cpus {
-                usize::from(i)
-            } else {
-                cpus - 1
-            };
-            let _ = write!(map, ",{i}@{cpu}");
-        }
-        let targets = |port: u16| {
-            o.targets
-                .iter()
-                .map(|&t| format!("{{ ip = \"{}\", port = {port} }}", TARGETS[t]))
-                .collect::<Vec<_>>()
-                .join(", ")
+/// The names one daemon's configuration is written with: its DPDK file prefix, the base of
+/// its `net_tap` device names (`net_tap_<dev>c`, `net_tap_<dev>p`), the kernel names of its
+/// two taps, and the directory of its socket, state and stats.
+struct ConfigNames<'a> {
+    file_prefix: &'a str,
+    dev: &'a str,
+    consumer_if: &'a str,
+    provider_if: &'a str,
+    dir: &'a Path,
+}
+
+/// The configuration TOML of one daemon of a topology.
+fn render_config(o: &Options, names: &ConfigNames<'_>) -> String {
+    let lcores = (1..=o.workers)
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    // Worker i on CPU i when there are enough CPUs, else share CPU 1 (the tests only
+    // need correctness; idle_sleep keeps shared CPUs usable).
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let mut map = String::from("0@0");
+    for i in 1..=o.workers {
+        let cpu = if usize::from(i) < cpus {
+            usize::from(i)
+        } else {
+            cpus - 1
         };
-        let objects = format!(
-            r#"[[services]]
+        let _ = write!(map, ",{i}@{cpu}");
+    }
+    let targets = |port: u16| {
+        o.targets
+            .iter()
+            .map(|&t| format!("{{ ip = \"{}\", port = {port} }}", TARGETS[t]))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let objects = format!(
+        r#"[[services]]
 id = "vpce-svc-0d0000000000000d1"
 owner = "222222222222"
 vpc_id = "vpc-0b0000000000000b1"
@@ -283,16 +322,16 @@ service_id = "vpce-svc-0d0000000000000d1"
 ip = "{ep}"
 state = "available"
 "#,
-            snat = SNAT_IP,
-            ep = ENDPOINT_IP,
-            t80 = targets(8080),
-            t9000 = targets(9000),
-            listener_extra = o.listener_extra,
-        );
-        format!(
-            r#"# privlink end-to-end test topology {prefix}
+        snat = SNAT_IP,
+        ep = ENDPOINT_IP,
+        t80 = targets(8080),
+        t9000 = targets(9000),
+        listener_extra = o.listener_extra,
+    );
+    format!(
+        r#"# privlink end-to-end test topology {file_prefix}
 [eal]
-args = ["--lcores={map}", "--no-pci", "--no-huge", "-m", "256", "--file-prefix={prefix}",
+args = ["--lcores={map}", "--no-pci", "--no-huge", "-m", "256", "--file-prefix={file_prefix}",
         "--log-level=lib.eal:warning",
         "--vdev=net_tap_{prefix}c,iface={cif}", "--vdev=net_tap_{prefix}p,iface={pif}"]
 
@@ -366,38 +405,54 @@ deregistration_delay = {dereg}
 
 {objects}
 "#,
-            prefix = self.prefix,
-            cif = self.consumer_if,
-            pif = self.provider_if,
-            dir = self.dir.display(),
-            capp = CONSUMER_APPLIANCE,
-            papp = PROVIDER_APPLIANCE,
-            est = o.tcp_established,
-            workers_extra = o.workers_extra,
-            mtu_c = o.port_mtu[0]
-                .map(|m| format!("mtu = {m}"))
-                .unwrap_or_default(),
-            mtu_p = o.port_mtu[1]
-                .map(|m| format!("mtu = {m}"))
-                .unwrap_or_default(),
-            dereg = o.deregistration_delay,
-            flows = o.flows_per_worker,
-            limits = if o.limits.is_empty() {
-                String::new()
-            } else {
-                format!("[limits]\n{}\n", o.limits)
-            },
-            uid_c = if o.revoke_consumer_uid {
-                String::new()
-            } else {
-                UID_CONSUMER.to_string()
-            },
-            uid_p = UID_PROVIDER,
-            uid_o = UID_OTHER,
-            objects = if o.declare_objects {
-                objects
-            } else {
-                String::new()
+        file_prefix = names.file_prefix,
+        prefix = names.dev,
+        cif = names.consumer_if,
+        pif = names.provider_if,
+        dir = names.dir.display(),
+        capp = CONSUMER_APPLIANCE,
+        papp = PROVIDER_APPLIANCE,
+        est = o.tcp_established,
+        workers_extra = o.workers_extra,
+        mtu_c = o.port_mtu[0]
+            .map(|m| format!("mtu = {m}"))
+            .unwrap_or_default(),
+        mtu_p = o.port_mtu[1]
+            .map(|m| format!("mtu = {m}"))
+            .unwrap_or_default(),
+        dereg = o.deregistration_delay,
+        flows = o.flows_per_worker,
+        limits = if o.limits.is_empty() {
+            String::new()
+        } else {
+            format!("[limits]\n{}\n", o.limits)
+        },
+        uid_c = if o.revoke_consumer_uid {
+            String::new()
+        } else {
+            UID_CONSUMER.to_string()
+        },
+        uid_p = UID_PROVIDER,
+        uid_o = UID_OTHER,
+        objects = if o.declare_objects {
+            objects
+        } else {
+            String::new()
+        },
+    )
+}
+
+impl Topology {
+    /// The configuration TOML of this topology.
+    pub fn config_toml(&self) -> String {
+        render_config(
+            &self.opts,
+            &ConfigNames {
+                file_prefix: &self.prefix,
+                dev: &self.prefix,
+                consumer_if: &self.consumer_if,
+                provider_if: &self.provider_if,
+                dir: &self.dir,
             },
         )
     }
@@ -533,31 +588,7 @@ deregistration_delay = {dereg}
     }
 
     fn spawn_server(&self, i: usize) -> Child {
-        let name = format!("t{}", i + 1);
-        let log = self.dir.join(format!("{name}.log"));
-        let mut child = self.provider.spawn(
-            &[
-                "python3",
-                &support("target_server.py"),
-                "--bind",
-                TARGETS[i],
-                "--name",
-                &name,
-                "--log",
-                &log.display().to_string(),
-                "--health",
-                &self.health_file(i).display().to_string(),
-            ],
-            Stdio::piped(),
-        );
-        let stdout = child.stdout.take().expect("server stdout");
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        assert!(
-            line.starts_with("target"),
-            "target server {name} did not start: {line:?}"
-        );
-        child
+        spawn_target(&self.provider, &self.dir, i)
     }
 
     /// The file whose content is the status target `i` answers `GET /health` with.
