@@ -1,11 +1,19 @@
 #!/usr/bin/env python3
 """Clients for privlink's end-to-end tests. Every mode is bounded in count and time and
-prints one JSON object on stdout.
+prints one JSON object on stdout (connect-then-get: two, one line each).
 
   http-many HOST PORT N [SRC_IP]  N GETs, each on a new connection (from SRC_IP if given)
   udp HOST PORT N                 N datagrams, one reply each
   keepalive HOST PORT SECONDS     one HTTP/1.1 connection, a GET every 100 ms for SECONDS
   idle-then-send HOST PORT IDLE   a GET, IDLE seconds of silence, a GET on the same connection
+  hold HOST PORT N SECONDS UDP_PORT   N keep-alive connections, each a GET every 100 ms for
+                                  SECONDS, and one UDP stream to UDP_PORT (a datagram every
+                                  100 ms, each echoed): failures, resets and the longest
+                                  silence between two answers (at most SECONDS + 10 s)
+  connect-then-get HOST PORT DELAY   a connection; one line {"connected": ...} as soon as
+                                  its handshake is done, then after DELAY seconds a GET on
+                                  it and a second line with what came back (two lines: the
+                                  caller acts between them)
   raw IFACE DST_MAC SRC_MAC SRC_IP DST_IP   send the malformed-frame suite with a raw socket
   frag-needed HOST PORT MTU       a UDP exchange, then an ICMP fragmentation-needed (next-hop
                                   MTU MTU) about the reply, sent back to HOST as a router would
@@ -20,8 +28,10 @@ prints one JSON object on stdout.
                                   none), then SMALL small ones back to back; counts the
                                   small replies (nodf: the big ones without DF)
 """
+import errno
 import http.client
 import json
+import selectors
 import socket
 import struct
 import sys
@@ -127,6 +137,209 @@ def keepalive(host, port, seconds):
             break
         time.sleep(0.1)
     out({"ok": ok, "fail": fail, "targets": sorted(set(targets)), "errors": errors})
+
+
+class HeldConnection:
+    """One keep-alive connection of `hold`: a GET every 100 ms, answers parsed by length."""
+
+    def __init__(self, sock, request, now):
+        self.sock = sock
+        self.request = request
+        self.buf = b""
+        self.waiting = False   # a request is out and its answer not complete
+        self.next_send = now
+        self.last_ok = now     # the connection's open counts as its first answer
+        self.max_gap = 0.0
+        self.max_gap_at = 0.0
+        self.ok = 0
+        self.dead = None       # why it failed, once it did
+
+    def answer_length(self):
+        """Length of the first complete answer in buf, or None."""
+        head_end = self.buf.find(b"\r\n\r\n")
+        if head_end < 0:
+            return None
+        length = 0
+        for line in self.buf[:head_end].split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value.strip() or 0)
+        total = head_end + 4 + length
+        return total if len(self.buf) >= total else None
+
+
+def hold(host, port, n, seconds, udp_port):
+    """N connections each asking every 100 ms, and a UDP stream beside them, for SECONDS.
+
+    A connection fails when it cannot be opened, is reset or closed, or still waits for
+    an answer at the end (after a grace of 3 s); the longest gap is the longest time
+    between two answers on one connection (from its open for the first), which is what a
+    failover costs a connection that survives it. Everything is bounded: at most 4 s of
+    opening, SECONDS of traffic, 3 s of grace.
+    """
+    t0 = time.time()
+    request = f"GET /keepalive HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+    sel = selectors.DefaultSelector()
+    conns, errors = [], []
+    failed, reset, bad_answers = 0, 0, 0
+
+    def fail(c, why, is_reset):
+        nonlocal failed, reset
+        if c.dead is None:
+            c.dead = why
+            failed += 1
+            reset += 1 if is_reset else 0
+            if len(errors) < 5:
+                errors.append(why)
+            try:
+                sel.unregister(c.sock)
+            except (KeyError, ValueError):
+                pass
+            c.sock.close()
+
+    for _ in range(n):
+        if time.time() - t0 > 4:
+            failed += 1
+            if len(errors) < 5:
+                errors.append("not opened: opening took over 4 s")
+            continue
+        try:
+            s = socket.create_connection((host, port), timeout=3)
+        except OSError as e:
+            failed += 1
+            if len(errors) < 5:
+                errors.append(f"connect: {e}")
+            continue
+        s.setblocking(False)
+        c = HeldConnection(s, request, time.time())
+        conns.append(c)
+        sel.register(s, selectors.EVENT_READ, c)
+
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.setblocking(False)
+    udp_sent, udp_got, udp_seen = 0, 0, set()
+    udp_next = time.time()
+    udp_last = time.time()
+    udp_max_gap = 0.0
+    udp_errors = []
+
+    start = time.time()
+    end = start + seconds
+    hard_end = end + 3
+    while True:
+        now = time.time()
+        sending = now < end
+        if not sending and (now >= hard_end or not any(c.waiting and c.dead is None for c in conns)):
+            break
+        if sending:
+            for c in conns:
+                if c.dead is None and not c.waiting and now >= c.next_send:
+                    try:
+                        c.sock.send(c.request)
+                        c.waiting = True
+                        c.next_send = now + 0.1
+                    except BlockingIOError:
+                        pass
+                    except OSError as e:
+                        fail(c, f"send: {e}", e.errno in (errno.ECONNRESET, errno.EPIPE))
+            if now >= udp_next:
+                try:
+                    u.sendto(f"hold-{udp_sent}".encode(), (host, udp_port))
+                    udp_sent += 1
+                except OSError as e:
+                    if len(udp_errors) < 3:
+                        udp_errors.append(str(e))
+                udp_next = now + 0.1
+        try:
+            while True:
+                data, _ = u.recvfrom(65535)
+                mark = data.rfind(b"hold-")
+                if mark >= 0 and data[mark:] not in udp_seen:
+                    udp_seen.add(data[mark:])
+                    udp_got += 1
+                    t = time.time()
+                    if t - udp_last > udp_max_gap:
+                        udp_max_gap = t - udp_last
+                    udp_last = t
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError as e:  # an ICMP error queued on the socket
+            if len(udp_errors) < 3:
+                udp_errors.append(str(e))
+        for key, _ in sel.select(timeout=0.01):
+            c = key.data
+            try:
+                chunk = c.sock.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError as e:
+                fail(c, f"recv: {e}", e.errno == errno.ECONNRESET)
+                continue
+            if not chunk:
+                fail(c, "closed by the other end", False)
+                continue
+            c.buf += chunk
+            while True:
+                total = c.answer_length()
+                if total is None:
+                    break
+                answer, c.buf = c.buf[:total], c.buf[total:]
+                t = time.time()
+                if answer.startswith(b"HTTP/1.1 200"):
+                    c.ok += 1
+                    if t - c.last_ok > c.max_gap:
+                        c.max_gap, c.max_gap_at = t - c.last_ok, max(0.0, c.last_ok - start)
+                    c.last_ok = t
+                else:
+                    bad_answers += 1
+                c.waiting = False
+    for c in conns:
+        if c.dead is None and c.waiting:
+            fail(c, f"no answer for {time.time() - c.last_ok:.1f} s at the end", False)
+        elif c.dead is None:
+            c.sock.close()
+    worst = max(conns, key=lambda c: c.max_gap, default=None)
+    out({
+        "opened": len(conns),
+        "failed": failed,
+        "reset": reset,
+        "errors": errors,
+        "requests_ok": sum(c.ok for c in conns),
+        "bad_answers": bad_answers,
+        "max_gap": round(worst.max_gap, 3) if worst else None,
+        "max_gap_at": round(worst.max_gap_at, 3) if worst else None,
+        "udp_sent": udp_sent,
+        "udp_received": udp_got,
+        # A stream that went silent for good: its silence until the end counts too.
+        "udp_max_gap": round(max(udp_max_gap, end - udp_last), 3),
+        "udp_errors": udp_errors,
+        "seconds": round(time.time() - t0, 2),
+    })
+
+
+def connect_then_get(host, port, delay):
+    try:
+        s = socket.create_connection((host, port), timeout=3)
+    except OSError as e:
+        out({"connected": False, "error": str(e)})
+        out({"answer": "not-connected"})
+        return
+    out({"connected": True, "local": "%s:%d" % s.getsockname()})
+    time.sleep(delay)
+    s.settimeout(5)
+    result, first = "no-answer", ""
+    try:
+        s.sendall(f"GET /aged HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        data = read_response(s).decode(errors="replace")
+        first = data.split("\r\n")[0]
+        result = "answered" if data.startswith("HTTP/1.1 200") else ("closed" if not data else "bad-answer")
+    except ConnectionResetError:
+        result = "reset"
+    except socket.timeout:
+        result = "timeout"
+    except OSError as e:
+        result = f"error {e}"
+    out({"answer": result, "status": first})
 
 
 def read_response(s):
@@ -347,6 +560,10 @@ def main():
         udp(args[0], int(args[1]), int(args[2]))
     elif mode == "keepalive":
         keepalive(args[0], int(args[1]), float(args[2]))
+    elif mode == "hold":
+        hold(args[0], int(args[1]), int(args[2]), float(args[3]), int(args[4]))
+    elif mode == "connect-then-get":
+        connect_then_get(args[0], int(args[1]), float(args[2]))
     elif mode == "idle-then-send":
         idle_then_send(args[0], int(args[1]), float(args[2]))
     elif mode == "raw":
