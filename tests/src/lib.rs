@@ -223,6 +223,31 @@ fn spawn_target(provider: &Netns, dir: &Path, i: usize) -> Child {
     child
 }
 
+/// Runs `privlinkctl --json ARGS` as `uid` (0 = root/admin) against the daemon listening
+/// on `socket`. Returns (success, parsed JSON of stdout or Null, stderr).
+pub fn ctl_at(socket: &Path, uid: u32, args: &[&str]) -> (bool, Value, String) {
+    let sock = socket.display().to_string();
+    let ctl = privlinkctl().display().to_string();
+    let uid_s = uid.to_string();
+    let reuid = format!("--reuid={uid_s}");
+    let regid = format!("--regid={uid_s}");
+    let mut full: Vec<&str> = if uid == 0 {
+        vec![]
+    } else {
+        vec!["setpriv", &reuid, &regid, "--clear-groups"]
+    };
+    full.extend_from_slice(&[&ctl, "--socket", &sock, "--json"]);
+    full.extend_from_slice(args);
+    let out = run(&full, Duration::from_secs(20));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v = serde_json::from_str(stdout.trim()).unwrap_or(Value::Null);
+    (
+        out.status.success(),
+        v,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Path of the privlinkd binary under test.
 pub fn privlinkd() -> PathBuf {
     if let Ok(p) = std::env::var("PRIVLINKD") {
@@ -725,26 +750,7 @@ impl Topology {
     /// Runs `privlinkctl --json ARGS` as `uid` (0 = root/admin) against this daemon.
     /// Returns (success, parsed JSON of stdout or Null, stderr).
     pub fn ctl(&self, uid: u32, args: &[&str]) -> (bool, Value, String) {
-        let sock = self.dir.join("privlink.sock").display().to_string();
-        let ctl = privlinkctl().display().to_string();
-        let uid_s = uid.to_string();
-        let reuid = format!("--reuid={uid_s}");
-        let regid = format!("--regid={uid_s}");
-        let mut full: Vec<&str> = if uid == 0 {
-            vec![]
-        } else {
-            vec!["setpriv", &reuid, &regid, "--clear-groups"]
-        };
-        full.extend_from_slice(&[&ctl, "--socket", &sock, "--json"]);
-        full.extend_from_slice(args);
-        let out = run(&full, Duration::from_secs(20));
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let v = serde_json::from_str(stdout.trim()).unwrap_or(Value::Null);
-        (
-            out.status.success(),
-            v,
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        ctl_at(&self.dir.join("privlink.sock"), uid, args)
     }
 
     /// `ctl` that must succeed.
@@ -899,5 +905,745 @@ impl Drop for Topology {
             &["rm", "-rf", &format!("/var/run/dpdk/{}", self.prefix)],
             Duration::from_secs(5),
         );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// An HA pair: two privlinkd on the same consumer and provider networks.
+// ---------------------------------------------------------------------------------------
+
+/// What privlinkd logs (RUST_LOG=info) when its node of an HA pair turns active.
+pub const LOG_ACTIVE: &str = "ha: this node is now active";
+/// What privlinkd logs when its node of an HA pair turns standby.
+pub const LOG_STANDBY: &str = "ha: this node is now standby";
+/// The pair's shared sync key in the tests (hex, 32 bytes).
+pub const HA_KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+/// The consumer bridge's MAC (fixed: a bridge whose MAC followed its lowest port's would
+/// change MAC when the active node's tap leaves it, and the appliance would then send the
+/// client's replies to a MAC nobody has).
+const CONSUMER_BRIDGE_MAC: &str = "02:00:0a:01:00:0a";
+/// The provider bridge's MAC (fixed, as the consumer's).
+const PROVIDER_BRIDGE_MAC: &str = "02:00:0a:02:00:0b";
+/// The bridge device in each namespace of a [`Pair`] (names are per namespace).
+pub const BRIDGE: &str = "br0";
+
+/// One node of an HA [`Pair`], named as in `[ha] nodes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Node {
+    A,
+    B,
+}
+
+impl Node {
+    pub const BOTH: [Node; 2] = [Node::A, Node::B];
+
+    /// The node's name in `[ha] nodes` ("a" or "b").
+    pub fn name(self) -> &'static str {
+        match self {
+            Node::A => "a",
+            Node::B => "b",
+        }
+    }
+
+    /// The peer.
+    pub fn other(self) -> Node {
+        match self {
+            Node::A => Node::B,
+            Node::B => Node::A,
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Node::A => 0,
+            Node::B => 1,
+        }
+    }
+}
+
+/// A node's role, as the last role change in its log says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Active,
+    Standby,
+}
+
+/// The `[ha]` settings of a [`Pair`] beyond the nodes' names and sync addresses.
+#[derive(Debug, Clone)]
+pub struct HaOptions {
+    pub heartbeat_ms: u32,
+    pub dead_after: u32,
+    pub preempt: bool,
+    /// Priorities of a and b (the higher is active when both could be).
+    pub priority: [u8; 2],
+}
+
+impl Default for HaOptions {
+    fn default() -> Self {
+        HaOptions {
+            heartbeat_ms: 100,
+            dead_after: 3,
+            preempt: false,
+            priority: [200, 100],
+        }
+    }
+}
+
+/// One privlinkd of a [`Pair`]: its names, files and process.
+#[derive(Debug)]
+pub struct PairNode {
+    pub node: Node,
+    /// Kernel names of its two taps (bridge ports in the namespaces while it runs).
+    pub consumer_if: String,
+    pub provider_if: String,
+    /// Its own directory: configuration, socket, state, stats, logs.
+    pub dir: PathBuf,
+    pub config_path: PathBuf,
+    pub stats_path: PathBuf,
+    /// The current run's log (earlier runs' are `privlinkd.<run>.log` beside it).
+    pub log_path: PathBuf,
+    pub socket: PathBuf,
+    file_prefix: String,
+    daemon: Option<Child>,
+    /// Starts so far.
+    runs: u32,
+}
+
+impl PairNode {
+    /// Whether `ifname` exists in `ns` or in the root namespace (where DPDK makes taps).
+    fn taps_present(&self, consumer: &Netns, provider: &Netns) -> bool {
+        let here = |ns: Option<&Netns>, ifname: &str| {
+            let args = ["ip", "link", "show", ifname];
+            let out = match ns {
+                Some(ns) => ns.exec(&args, Duration::from_secs(5)),
+                None => run(&args, Duration::from_secs(5)),
+            };
+            out.status.success()
+        };
+        here(Some(consumer), &self.consumer_if)
+            || here(Some(provider), &self.provider_if)
+            || here(None, &self.consumer_if)
+            || here(None, &self.provider_if)
+    }
+
+    /// The logs of earlier runs, oldest first, then the current one.
+    fn all_logs(&self) -> String {
+        let mut text = String::new();
+        for run in 1..self.runs {
+            let p = self.dir.join(format!("privlinkd.{run}.log"));
+            let _ = writeln!(
+                text,
+                "--- node {} run {run} ({}) ---\n{}",
+                self.node.name(),
+                p.display(),
+                std::fs::read_to_string(&p).unwrap_or_default()
+            );
+        }
+        let _ = writeln!(
+            text,
+            "--- node {} run {} ({}) ---\n{}",
+            self.node.name(),
+            self.runs,
+            self.log_path.display(),
+            std::fs::read_to_string(&self.log_path).unwrap_or_default()
+        );
+        text
+    }
+}
+
+/// An HA pair: privlinkd nodes "a" and "b" on the same consumer and provider networks, a
+/// client in the consumer namespace, target servers in the provider namespace.
+///
+/// ```text
+///   consumer ns: br0 10.1.0.10/24 ─┬─ <p>ac ══ privlinkd a ══ <p>ap ─┬─ br0 10.2.0.11-13/24 :provider ns
+///                                  └─ <p>bc ══ privlinkd b ══ <p>bp ─┘
+///               sync link: kernel UDP on 127.0.0.1 between a's and b's sync ports
+/// ```
+///
+/// Both nodes read configurations that differ only in their names (`[eal]` file prefix and
+/// tap names, `[mgmt]` paths, `[ha] node`); the objects, ports, VPCs and `[ha] nodes` are
+/// the same. The `net_tap` device names are the same on both (they are per process), so
+/// the ports and VPCs are too. Both nodes get `PRIVLINK_HA_TEST_CUT` naming one file:
+/// [`Pair::cut_sync`] cuts their sync link by creating it.
+///
+/// Every name is unique per test, every wait is bounded, and `Drop` kills both daemons
+/// and deletes the namespaces (and with them the bridges), even when the test panics.
+#[derive(Debug)]
+pub struct Pair {
+    pub consumer: Netns,
+    pub provider: Netns,
+    pub dir: PathBuf,
+    /// The file whose existence cuts the sync link (`PRIVLINK_HA_TEST_CUT`).
+    pub cut_path: PathBuf,
+    /// UDP ports of a's and b's sync addresses on 127.0.0.1.
+    pub sync_ports: [u16; 2],
+    pub opts: Options,
+    pub ha: HaOptions,
+    pub nodes: [PairNode; 2],
+    prefix: String,
+    servers: Vec<Child>,
+}
+
+/// Two UDP ports free on 127.0.0.1 now (both sockets held at once, so they differ).
+fn free_udp_ports() -> [u16; 2] {
+    let bind = || std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a UDP port");
+    let (s1, s2) = (bind(), bind());
+    let port = |s: &std::net::UdpSocket| s.local_addr().expect("local address").port();
+    [port(&s1), port(&s2)]
+}
+
+/// What `ping` reported.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PingSummary {
+    pub transmitted: u32,
+    pub received: u32,
+}
+
+impl PingSummary {
+    /// From ping's "N packets transmitted, M received" line (None without one).
+    pub fn parse(text: &str) -> Option<PingSummary> {
+        let line = text.lines().find(|l| l.contains("packets transmitted"))?;
+        let mut numbers = line
+            .split(',')
+            .filter_map(|part| part.split_whitespace().next()?.parse::<u32>().ok());
+        Some(PingSummary {
+            transmitted: numbers.next()?,
+            received: numbers.next()?,
+        })
+    }
+
+    /// Lost echoes, per cent of those sent.
+    pub fn loss_percent(&self) -> f64 {
+        if self.transmitted == 0 {
+            return 100.0;
+        }
+        100.0 * f64::from(self.transmitted - self.received.min(self.transmitted))
+            / f64::from(self.transmitted)
+    }
+}
+
+impl Pair {
+    /// [`Pair::start_with`] the default `[ha]` settings (heartbeat 100 ms, dead after 3,
+    /// no preemption, a above b).
+    pub fn start(opts: Options) -> Pair {
+        Pair::start_with(opts, HaOptions::default())
+    }
+
+    /// Creates the namespaces and their bridges, starts the target servers, then node a
+    /// (until it logs [`LOG_ACTIVE`]) and node b (until it logs [`LOG_STANDBY`]), each
+    /// with its taps joined to the bridges.
+    pub fn start_with(opts: Options, ha: HaOptions) -> Pair {
+        require_root();
+        let n = SEQ.fetch_add(1, Ordering::SeqCst);
+        let prefix = format!("pl{}x{n}", std::process::id() % 100_000);
+        let dir = std::env::temp_dir().join(format!("privlink-e2e-{prefix}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        let nodes = Node::BOTH.map(|node| {
+            let ndir = dir.join(node.name());
+            std::fs::create_dir_all(&ndir).expect("node directory");
+            PairNode {
+                node,
+                consumer_if: format!("{prefix}{}c", node.name()),
+                provider_if: format!("{prefix}{}p", node.name()),
+                config_path: ndir.join("privlink.toml"),
+                stats_path: ndir.join("stats.json"),
+                log_path: ndir.join("privlinkd.log"),
+                socket: ndir.join("privlink.sock"),
+                dir: ndir,
+                file_prefix: format!("{prefix}{}", node.name()),
+                daemon: None,
+                runs: 0,
+            }
+        });
+        let mut p = Pair {
+            consumer: Netns::new(&format!("{prefix}-cons")),
+            provider: Netns::new(&format!("{prefix}-prov")),
+            cut_path: dir.join("ha-cut-sync"),
+            sync_ports: free_udp_ports(),
+            dir,
+            opts,
+            ha,
+            nodes,
+            prefix,
+            servers: Vec::new(),
+        };
+        Pair::bridge(&p.consumer, CONSUMER_BRIDGE_MAC, &[CONSUMER_CLIENT]);
+        Pair::bridge(&p.provider, PROVIDER_BRIDGE_MAC, &TARGETS);
+        for node in Node::BOTH {
+            let text = p.config_toml(node);
+            std::fs::write(&p.nodes[node.index()].config_path, text).expect("write config");
+        }
+        // The targets' addresses are on the bridge, which outlives the daemons: the
+        // servers can start first and stay through every failover.
+        for i in 0..TARGETS.len() {
+            let child = spawn_target(&p.provider, &p.dir, i);
+            p.servers.push(child);
+        }
+        p.launch(Node::A);
+        p.wait_log(Node::A, LOG_ACTIVE, Duration::from_secs(30));
+        p.launch(Node::B);
+        p.wait_log(Node::B, LOG_STANDBY, Duration::from_secs(30));
+        p
+    }
+
+    /// The configuration TOML of `node`: the single-node topology's, with this node's
+    /// names, and `[ha]`.
+    pub fn config_toml(&self, node: Node) -> String {
+        let n = &self.nodes[node.index()];
+        let mut text = render_config(
+            &self.opts,
+            &ConfigNames {
+                file_prefix: &n.file_prefix,
+                dev: &self.prefix,
+                consumer_if: &n.consumer_if,
+                provider_if: &n.provider_if,
+                dir: &n.dir,
+            },
+        );
+        let h = &self.ha;
+        let _ = write!(
+            text,
+            r#"
+[ha]
+node = "{me}"
+key = "{key}"
+heartbeat_ms = {hb}
+dead_after = {dead}
+preempt = {preempt}
+nodes = [
+  {{ name = "a", sync = "127.0.0.1:{pa}", priority = {prio_a} }},
+  {{ name = "b", sync = "127.0.0.1:{pb}", priority = {prio_b} }},
+]
+"#,
+            me = node.name(),
+            key = HA_KEY,
+            hb = h.heartbeat_ms,
+            dead = h.dead_after,
+            preempt = h.preempt,
+            pa = self.sync_ports[0],
+            pb = self.sync_ports[1],
+            prio_a = h.priority[0],
+            prio_b = h.priority[1],
+        );
+        text
+    }
+
+    /// A bridge in `ns` with a fixed MAC and `addrs` (/24) on it, up, IPv6 off.
+    fn bridge(ns: &Netns, mac: &str, addrs: &[&str]) {
+        ns.must(&[
+            "ip", "link", "add", BRIDGE, "address", mac, "type", "bridge",
+        ]);
+        let _ = ns.exec(
+            &[
+                "sysctl",
+                "-qw",
+                &format!("net.ipv6.conf.{BRIDGE}.disable_ipv6=1"),
+            ],
+            Duration::from_secs(5),
+        );
+        for a in addrs {
+            ns.must(&["ip", "addr", "add", &format!("{a}/24"), "dev", BRIDGE]);
+        }
+        ns.must(&["ip", "link", "set", BRIDGE, "up"]);
+    }
+
+    /// Starts `node`'s daemon (its taps from an earlier run gone first), waits until it is
+    /// ready, and joins its new taps to the bridges.
+    fn launch(&mut self, node: Node) {
+        let i = node.index();
+        assert!(
+            self.nodes[i].daemon.is_none(),
+            "node {} is already running",
+            node.name()
+        );
+        let end = Instant::now() + Duration::from_secs(10);
+        while self.nodes[i].taps_present(&self.consumer, &self.provider) {
+            assert!(
+                Instant::now() < end,
+                "node {}'s taps from its last run are still there after 10 s",
+                node.name()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let cut = self.cut_path.display().to_string();
+        let n = &mut self.nodes[i];
+        if n.runs > 0 {
+            let old = n.dir.join(format!("privlinkd.{}.log", n.runs));
+            let _ = std::fs::rename(&n.log_path, old);
+        }
+        n.runs += 1;
+        let log = std::fs::File::create(&n.log_path).expect("log file");
+        let out = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(n.dir.join("privlinkd.out"))
+            .expect("out file");
+        let child = Command::new(privlinkd())
+            .arg("--config")
+            .arg(&n.config_path)
+            .env("RUST_LOG", "info")
+            .env("PRIVLINK_HA_TEST_CUT", &cut)
+            .envs(self.opts.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(log)
+            .spawn()
+            .expect("spawn privlinkd");
+        n.daemon = Some(child);
+        self.wait_log(node, "privlinkd ready", Duration::from_secs(30));
+        self.wire(node);
+    }
+
+    /// Moves `node`'s taps (DPDK makes them in the root namespace) into the namespaces and
+    /// makes them ports of the bridges.
+    fn wire(&self, node: Node) {
+        let n = &self.nodes[node.index()];
+        for (ifname, ns) in [
+            (&n.consumer_if, &self.consumer),
+            (&n.provider_if, &self.provider),
+        ] {
+            must(&["ip", "link", "set", ifname, "netns", &ns.name]);
+            let _ = ns.exec(
+                &[
+                    "sysctl",
+                    "-qw",
+                    &format!("net.ipv6.conf.{ifname}.disable_ipv6=1"),
+                ],
+                Duration::from_secs(5),
+            );
+            ns.must(&["ip", "link", "set", ifname, "master", BRIDGE]);
+            ns.must(&["ip", "link", "set", ifname, "up"]);
+        }
+    }
+
+    /// One node's names, files and process.
+    pub fn node(&self, node: Node) -> &PairNode {
+        &self.nodes[node.index()]
+    }
+
+    /// Whether `node`'s daemon is running (started and not killed, stopped or exited).
+    pub fn is_running(&mut self, node: Node) -> bool {
+        let n = &mut self.nodes[node.index()];
+        match n.daemon.as_mut() {
+            Some(d) => matches!(d.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// `node`'s daemon's process id (panics when it is not running).
+    pub fn pid(&self, node: Node) -> u32 {
+        self.nodes[node.index()]
+            .daemon
+            .as_ref()
+            .unwrap_or_else(|| panic!("node {} is not running", node.name()))
+            .id()
+    }
+
+    /// Kills `node` with SIGKILL (a crash: no goodbye on the sync link, no clean stop),
+    /// reaps it, and waits (bounded) until its taps are gone.
+    pub fn kill(&mut self, node: Node) {
+        let n = &mut self.nodes[node.index()];
+        if let Some(mut d) = n.daemon.take() {
+            let _ = d.kill();
+            let _ = d.wait();
+        }
+        let end = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < end && n.taps_present(&self.consumer, &self.provider) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops `node` with SIGTERM (a clean stop), waiting at most 15 s (then SIGKILL).
+    /// True when it exited successfully.
+    pub fn stop(&mut self, node: Node) -> bool {
+        let n = &mut self.nodes[node.index()];
+        let Some(mut d) = n.daemon.take() else {
+            return false;
+        };
+        let _ = run(
+            &["kill", "-TERM", &d.id().to_string()],
+            Duration::from_secs(5),
+        );
+        let end = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(Some(s)) = d.try_wait() {
+                return s.success();
+            }
+            if Instant::now() > end {
+                let _ = d.kill();
+                let _ = d.wait();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts `node` again after [`Pair::kill`] or [`Pair::stop`], on its configuration and
+    /// state, with its new taps in the bridges. Returns once it is ready; its role is for
+    /// the caller to wait for ([`Pair::wait_role`]). Its log starts afresh (the last run's
+    /// is kept as `privlinkd.<run>.log`).
+    pub fn restart(&mut self, node: Node) {
+        self.launch(node);
+    }
+
+    /// `node`'s log of its current run.
+    pub fn log(&self, node: Node) -> String {
+        std::fs::read_to_string(&self.nodes[node.index()].log_path).unwrap_or_default()
+    }
+
+    /// Both nodes' logs, every run.
+    pub fn logs(&self) -> String {
+        self.nodes.iter().map(PairNode::all_logs).collect()
+    }
+
+    /// How long `node`'s current log is: a mark for [`Pair::wait_log_since`].
+    pub fn log_mark(&self, node: Node) -> usize {
+        self.log(node).len()
+    }
+
+    /// Waits until `node`'s current log contains `needle` (panics with both logs on
+    /// timeout, or if the node's daemon exits).
+    pub fn wait_log(&mut self, node: Node, needle: &str, limit: Duration) {
+        self.wait_log_since(node, 0, needle, limit);
+    }
+
+    /// Waits until `node`'s current log contains `needle` after byte `mark`
+    /// ([`Pair::log_mark`]); returns how long that took. Panics with both logs on timeout
+    /// or if the node's daemon exits.
+    pub fn wait_log_since(
+        &mut self,
+        node: Node,
+        mark: usize,
+        needle: &str,
+        limit: Duration,
+    ) -> Duration {
+        let start = Instant::now();
+        let end = start + limit;
+        loop {
+            let log = self.log(node);
+            if log.get(mark..).is_some_and(|tail| tail.contains(needle)) {
+                return start.elapsed();
+            }
+            let exited = self.nodes[node.index()]
+                .daemon
+                .as_mut()
+                .and_then(|d| d.try_wait().ok().flatten());
+            if let Some(status) = exited {
+                panic!(
+                    "node {} exited ({status}) before {needle:?}:\n{}",
+                    node.name(),
+                    self.logs()
+                );
+            }
+            assert!(
+                Instant::now() < end,
+                "timed out after {limit:?} waiting for {needle:?} from node {}:\n{}",
+                node.name(),
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `node`'s role as the last role change in its current log says (None before the
+    /// first).
+    pub fn role(&self, node: Node) -> Option<Role> {
+        let log = self.log(node);
+        match (log.rfind(LOG_ACTIVE), log.rfind(LOG_STANDBY)) {
+            (Some(a), Some(s)) if a > s => Some(Role::Active),
+            (Some(_), Some(_)) => Some(Role::Standby),
+            (Some(_), None) => Some(Role::Active),
+            (None, Some(_)) => Some(Role::Standby),
+            (None, None) => None,
+        }
+    }
+
+    /// Waits until `node`'s log says it is `role` now; returns how long that took (panics
+    /// on timeout, with both logs).
+    pub fn wait_role(&mut self, node: Node, role: Role, limit: Duration) -> Duration {
+        let start = Instant::now();
+        loop {
+            if self.role(node) == Some(role) {
+                return start.elapsed();
+            }
+            assert!(
+                start.elapsed() < limit,
+                "node {} is not {role:?} after {limit:?} (it is {:?}):\n{}",
+                node.name(),
+                self.role(node),
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The node whose log says it is active, among the running ones, when exactly one
+    /// is.
+    pub fn active(&mut self) -> Option<Node> {
+        let active: Vec<Node> = Node::BOTH
+            .into_iter()
+            .filter(|&n| self.is_running(n) && self.role(n) == Some(Role::Active))
+            .collect();
+        match active[..] {
+            [one] => Some(one),
+            _ => None,
+        }
+    }
+
+    /// `node`'s counters, at least one publication after now (the file stays after the
+    /// node is killed: then its last publication).
+    pub fn stats(&self, node: Node) -> Value {
+        std::thread::sleep(Duration::from_millis(1300));
+        let path = &self.nodes[node.index()].stats_path;
+        let text = std::fs::read_to_string(path).unwrap_or_else(|e| {
+            panic!(
+                "stats file {}: {e}\n{}",
+                path.display(),
+                self.nodes[node.index()].all_logs()
+            )
+        });
+        serde_json::from_str(&text).expect("stats JSON")
+    }
+
+    /// Cuts the sync link between the nodes (`true`: creates the `PRIVLINK_HA_TEST_CUT`
+    /// file, so both drop every sync datagram they would send or receive) or restores it.
+    pub fn cut_sync(&self, cut: bool) {
+        if cut {
+            std::fs::write(&self.cut_path, b"cut\n").expect("create the cut file");
+        } else {
+            match std::fs::remove_file(&self.cut_path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => panic!("remove {}: {e}", self.cut_path.display()),
+            }
+        }
+    }
+
+    /// Runs `client.py MODE ARGS...` in the consumer namespace and parses its JSON.
+    pub fn client(&self, args: &[&str], limit: Duration) -> Value {
+        let mut full = vec!["python3", "-u"];
+        let script = support("client.py");
+        full.push(&script);
+        full.extend_from_slice(args);
+        let out = self.consumer.exec(&full, limit);
+        let text = String::from_utf8_lossy(&out.stdout);
+        serde_json::from_str(text.trim()).unwrap_or_else(|e| {
+            panic!(
+                "client {args:?}: {e}: stdout {text:?} stderr {:?}\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                self.logs()
+            )
+        })
+    }
+
+    /// Starts `args` in the consumer namespace in the background, killed after `limit`
+    /// (with `timeout`, so waiting for it is bounded), stdout piped.
+    pub fn spawn_consumer(&self, args: &[&str], limit: Duration) -> Child {
+        let secs = format!("{}", limit.as_secs().max(1));
+        let mut full = vec!["timeout", "-k", "2", &secs];
+        full.extend_from_slice(args);
+        self.consumer.spawn(&full, Stdio::piped())
+    }
+
+    /// Starts `client.py MODE ARGS...` in the consumer namespace in the background
+    /// ([`Pair::spawn_consumer`]); [`Pair::wait_json`] collects its answer.
+    pub fn spawn_client(&self, args: &[&str], limit: Duration) -> Child {
+        let script = support("client.py");
+        let mut full = vec!["python3", "-u", &script];
+        full.extend_from_slice(args);
+        self.spawn_consumer(&full, limit)
+    }
+
+    /// Waits for a client started with [`Pair::spawn_client`] and parses its last stdout
+    /// line as JSON (bounded: the client runs under `timeout`).
+    pub fn wait_json(&self, child: Child) -> Value {
+        let out = child.wait_with_output().expect("wait for the client");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let last = text.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("");
+        serde_json::from_str(last.trim()).unwrap_or_else(|e| {
+            panic!(
+                "client ({}): {e}: stdout {text:?}\n{}",
+                out.status,
+                self.logs()
+            )
+        })
+    }
+
+    /// Starts `ping -i INTERVAL -c COUNT -W 1 IP` in the consumer namespace in the
+    /// background; [`Pair::wait_ping`] collects its summary.
+    pub fn spawn_ping(&self, ip: &str, count: u32, interval: Duration) -> Child {
+        let limit = interval * count + Duration::from_secs(10);
+        let interval = format!("{:.3}", interval.as_secs_f64());
+        let count = count.to_string();
+        self.spawn_consumer(
+            &[
+                "ping", "-n", "-q", "-i", &interval, "-c", &count, "-W", "1", ip,
+            ],
+            limit,
+        )
+    }
+
+    /// Waits for a ping started with [`Pair::spawn_ping`] and parses its summary.
+    pub fn wait_ping(&self, child: Child) -> PingSummary {
+        let out = child.wait_with_output().expect("wait for ping");
+        let text = String::from_utf8_lossy(&out.stdout);
+        PingSummary::parse(&text).unwrap_or_else(|| panic!("no ping summary in {text:?}"))
+    }
+
+    /// Pings `ip` from the consumer namespace; true when every echo was answered.
+    pub fn ping(&self, ip: &str, count: u32) -> bool {
+        self.consumer
+            .exec(
+                &["ping", "-c", &count.to_string(), "-i", "0.2", "-W", "1", ip],
+                Duration::from_secs(10),
+            )
+            .status
+            .success()
+    }
+
+    /// What target `i` (0-based) logged: "tcp|udp ip:port" lines.
+    pub fn target_log(&self, i: usize) -> Vec<String> {
+        std::fs::read_to_string(self.dir.join(format!("t{}.log", i + 1)))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Runs `privlinkctl --json ARGS` as `uid` against `node`'s socket.
+    pub fn ctl(&self, node: Node, uid: u32, args: &[&str]) -> (bool, Value, String) {
+        ctl_at(&self.nodes[node.index()].socket, uid, args)
+    }
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        for s in self.servers.iter_mut() {
+            let _ = s.kill();
+            let _ = s.wait();
+        }
+        for n in self.nodes.iter_mut() {
+            if let Some(mut d) = n.daemon.take() {
+                let _ = d.kill();
+                let _ = d.wait();
+            }
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "--- HA pair {} (kept: {}) ---\n{}",
+                self.prefix,
+                self.dir.display(),
+                self.logs()
+            );
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+        for n in &self.nodes {
+            let _ = run(
+                &["rm", "-rf", &format!("/var/run/dpdk/{}", n.file_prefix)],
+                Duration::from_secs(5),
+            );
+        }
+        // The namespaces (and their bridges) go when the fields drop, after this.
     }
 }

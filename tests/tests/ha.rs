@@ -1,0 +1,325 @@
+//! An HA pair end to end: two privlinkd on the same consumer and provider networks (Linux
+//! bridges in the namespaces), one active, one standby with a synced copy of the active's
+//! flows. Established connections survive a SIGKILL of the active node, a cut sync link
+//! (both nodes think the other dead) ends with one active node within seconds, and a flow
+//! survives once the standby has heard of it. Run as root, one at a time (`make test`);
+//! each test builds its own pair with unique names and tears it down even when it fails.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use privlink_e2e::{Node, Options, Pair, Role, Topology, Value, ENDPOINT_IP, LOG_ACTIVE};
+
+const T: Duration = Duration::from_secs(60);
+
+/// How long a surviving connection may go unanswered across a failover. The target is 1 s
+/// (3 missed heartbeats of 100 ms, the takeover's announcements, a TCP retransmission or
+/// two); the assertion allows 2 s so a loaded, shared test machine does not flake.
+const MAX_GAP_S: f64 = 2.0;
+
+/// `client.py hold` of `n` connections for `secs` seconds (and the UDP stream), started in
+/// the background.
+fn spawn_hold(p: &Pair, n: u32, secs: u32) -> Child {
+    let (n, s) = (n.to_string(), secs.to_string());
+    p.spawn_client(
+        &["hold", ENDPOINT_IP, "80", &n, &s, "9000"],
+        Duration::from_secs(u64::from(secs) + 15),
+    )
+}
+
+/// Prints what `hold` saw across a failover and checks that every connection survived it
+/// with gaps of at most [`MAX_GAP_S`].
+fn check_hold(p: &Pair, r: &Value, n: u64, what: &str) {
+    let gap = r["max_gap"].as_f64().unwrap_or(f64::INFINITY);
+    let udp_gap = r["udp_max_gap"].as_f64().unwrap_or(f64::INFINITY);
+    eprintln!(
+        "{what}: {} of {n} connections open, {} failed ({} reset) {}, {} requests answered; \
+         longest gap {gap:.3} s (at {} s); UDP {}/{} answered, longest gap {udp_gap:.3} s",
+        r["opened"],
+        r["failed"],
+        r["reset"],
+        r["errors"],
+        r["requests_ok"],
+        r["max_gap_at"],
+        r["udp_received"],
+        r["udp_sent"],
+    );
+    assert_eq!(r["opened"], n, "{what}: every connection opened: {r}");
+    assert_eq!(
+        r["failed"],
+        0,
+        "{what}: no connection failed or was reset: {r}\n{}",
+        p.logs()
+    );
+    assert!(
+        gap <= MAX_GAP_S,
+        "{what}: the longest gap between two answers on one connection is {gap} s (at most \
+         {MAX_GAP_S} s; the target is 1 s): {r}\n{}",
+        p.logs()
+    );
+    assert!(
+        udp_gap <= MAX_GAP_S,
+        "{what}: the UDP stream's longest gap is {udp_gap} s (at most {MAX_GAP_S} s): {r}"
+    );
+}
+
+/// New connections all succeed.
+fn check_new_connections(p: &Pair, what: &str) {
+    let r = p.client(&["http-many", ENDPOINT_IP, "80", "20"], T);
+    assert_eq!(
+        r["ok"],
+        20,
+        "{what}: new connections succeed: {r}\n{}",
+        p.logs()
+    );
+}
+
+/// Kills `victim` (the active node) while `hold` and `ping` run, and checks what they saw.
+fn failover_under_load(p: &mut Pair, victim: Node, what: &str) {
+    let heir = victim.other();
+    let hold = spawn_hold(p, 200, 12);
+    let ping = p.spawn_ping(ENDPOINT_IP, 100, Duration::from_millis(100));
+    std::thread::sleep(Duration::from_secs(4));
+    let mark = p.log_mark(heir);
+    p.kill(victim);
+    let took = p.wait_log_since(heir, mark, LOG_ACTIVE, Duration::from_secs(10));
+    eprintln!(
+        "{what}: node {} logged its takeover {took:?} after node {}'s SIGKILL",
+        heir.name(),
+        victim.name()
+    );
+    let r = p.wait_json(hold);
+    let ping = p.wait_ping(ping);
+    eprintln!(
+        "{what}: ping {}/{} answered, {:.1} % lost",
+        ping.received,
+        ping.transmitted,
+        ping.loss_percent()
+    );
+    check_hold(p, &r, 200, what);
+    assert!(
+        ping.loss_percent() <= 20.0,
+        "{what}: ping loss {:.1} % (at most 20 %): {ping:?}",
+        ping.loss_percent()
+    );
+    check_new_connections(p, what);
+    let s = p.stats(heir);
+    eprintln!(
+        "{what}: node {}: takeovers {}, synced_flows {}, sync_unresolved {}, sync_dropped {}",
+        heir.name(),
+        Topology::counter(&s, "takeovers"),
+        Topology::counter(&s, "synced_flows"),
+        Topology::counter(&s, "sync_unresolved"),
+        Topology::counter(&s, "sync_dropped"),
+    );
+    assert!(Topology::counter(&s, "takeovers") >= 1, "{s}");
+    assert!(
+        Topology::counter(&s, "synced_flows") > 0,
+        "the heir had the flows: {s}"
+    );
+}
+
+/// Waits (at most `limit`) until either node's log mentions the bulk copy after `marks`;
+/// whether one did. The daemon's wording is its own: any line with "bulk" counts.
+fn wait_bulk(p: &Pair, marks: [usize; 2], limit: Duration) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        let seen = Node::BOTH.iter().zip(marks).any(|(&n, m)| {
+            p.log(n)
+                .get(m..)
+                .is_some_and(|t| t.to_lowercase().contains("bulk"))
+        });
+        if seen {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+fn failover_keeps_established_connections() {
+    let mut p = Pair::start(Options::default());
+    check_new_connections(&p, "before any failover");
+
+    failover_under_load(&mut p, Node::A, "a killed");
+
+    // a comes back: standby (no preemption), and b copies its flows to it.
+    let marks = [0, p.log_mark(Node::B)];
+    p.restart(Node::A);
+    p.wait_role(Node::A, Role::Standby, Duration::from_secs(30));
+    let bulk = wait_bulk(&p, marks, Duration::from_secs(5));
+    eprintln!(
+        "a back as standby; bulk copy {}",
+        if bulk {
+            "logged"
+        } else {
+            "not logged within 5 s"
+        }
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        p.role(Node::B),
+        Some(Role::Active),
+        "b stays active when a returns (preempt = false):\n{}",
+        p.logs()
+    );
+
+    failover_under_load(&mut p, Node::B, "b killed");
+}
+
+#[test]
+fn failover_split_brain_ends_quickly() {
+    let mut p = Pair::start(Options::default());
+    let mark_a = p.log_mark(Node::A);
+    let mark_b = p.log_mark(Node::B);
+    let cut = Instant::now();
+    p.cut_sync(true);
+
+    // b hears no heartbeats and may take over; a's announcements on the data networks
+    // (another MAC claiming b's addresses) must then make b, the lower precedence, step
+    // down. Watch b for up to 10 s.
+    let mut b_active: Option<Duration> = None;
+    let mut b_standby: Option<Duration> = None;
+    while cut.elapsed() < Duration::from_secs(10) {
+        let log = p.log(Node::B);
+        let tail = log.get(mark_b..).unwrap_or("");
+        match (b_active, tail.find(LOG_ACTIVE)) {
+            (None, Some(_)) => b_active = Some(cut.elapsed()),
+            (None, None) if cut.elapsed() > Duration::from_secs(4) => break,
+            _ => {}
+        }
+        if let Some(at) = tail.find(LOG_ACTIVE) {
+            if tail[at..].contains(privlink_e2e::LOG_STANDBY) {
+                b_standby = Some(cut.elapsed());
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let a_tail = p.log(Node::A).get(mark_a..).unwrap_or("").to_owned();
+    match (b_active, b_standby) {
+        (Some(up), Some(down)) => eprintln!(
+            "split brain: b active {up:?} after the cut, standby again {down:?} after it \
+             ({:?} with two active nodes)",
+            down - up
+        ),
+        (Some(up), None) => panic!(
+            "split brain: b turned active {up:?} after the cut and was still active at 10 s:\n{}",
+            p.logs()
+        ),
+        (None, _) => eprintln!("split brain: b stayed standby (4 s watched)"),
+    }
+    if let (Some(up), Some(down)) = (b_active, b_standby) {
+        assert!(
+            down - up <= Duration::from_secs(3),
+            "split brain lasted {:?} (at most 3 s):\n{}",
+            down - up,
+            p.logs()
+        );
+    }
+    assert!(
+        !a_tail.contains(privlink_e2e::LOG_STANDBY),
+        "a, the higher precedence, stays active:\n{}",
+        p.logs()
+    );
+    assert_eq!(p.role(Node::A), Some(Role::Active));
+    assert_eq!(p.role(Node::B), Some(Role::Standby));
+    let s = p.stats(Node::B);
+    eprintln!(
+        "split brain: b's standby drops {}, takeovers {}",
+        Topology::drops(&s, "standby"),
+        Topology::counter(&s, "takeovers")
+    );
+    // The client may have learnt b's MAC while b was active: a's announcements win it
+    // back.
+    std::thread::sleep(Duration::from_secs(2));
+    check_new_connections(&p, "after the split brain");
+
+    // The link back: nothing changes role, and the pair fails over again as before.
+    let mark_a = p.log_mark(Node::A);
+    let mark_b = p.log_mark(Node::B);
+    p.cut_sync(false);
+    std::thread::sleep(Duration::from_secs(2));
+    for (n, m) in [(Node::A, mark_a), (Node::B, mark_b)] {
+        let log = p.log(n);
+        let tail = log.get(m..).unwrap_or("");
+        assert!(
+            !tail.contains(LOG_ACTIVE) && !tail.contains(privlink_e2e::LOG_STANDBY),
+            "node {} changed role when the link came back:\n{}",
+            n.name(),
+            p.logs()
+        );
+    }
+    check_new_connections(&p, "after the link came back");
+    let hold = spawn_hold(&p, 20, 6);
+    std::thread::sleep(Duration::from_secs(3));
+    let mark_b = p.log_mark(Node::B);
+    p.kill(Node::A);
+    p.wait_log_since(Node::B, mark_b, LOG_ACTIVE, Duration::from_secs(10));
+    let r = p.wait_json(hold);
+    check_hold(&p, &r, 20, "failover after the link came back");
+}
+
+/// One connection of `connect-then-get`: the active node is killed `delay` after the
+/// connection's handshake; the GET 3 s later tells whether the flow survived.
+fn aged_flow(p: &mut Pair, active: Node, delay: Duration) -> String {
+    let heir = active.other();
+    let mut child = p.spawn_client(
+        &["connect-then-get", ENDPOINT_IP, "80", "3"],
+        Duration::from_secs(20),
+    );
+    let mut out = BufReader::new(child.stdout.take().expect("client stdout"));
+    let mut first = String::new();
+    let _ = out.read_line(&mut first);
+    assert!(
+        first.contains("\"connected\": true"),
+        "the connection opens: {first:?}\n{}",
+        p.logs()
+    );
+    std::thread::sleep(delay);
+    let mark = p.log_mark(heir);
+    p.kill(active);
+    p.wait_log_since(heir, mark, LOG_ACTIVE, Duration::from_secs(10));
+    let mut rest = String::new();
+    let _ = out.read_to_string(&mut rest);
+    let _ = child.wait();
+    let last = rest.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("");
+    let r: Value = serde_json::from_str(last)
+        .unwrap_or_else(|e| panic!("client answer {rest:?}: {e}\n{}", p.logs()));
+    r["answer"].as_str().unwrap_or("?").to_owned()
+}
+
+#[test]
+fn failover_guarantee_how_old_a_flow_must_be() {
+    // The guarantee (README): a flow whose creation the peer acknowledged survives; the
+    // sync lag is a few ms. Younger flows may or may not: reported, not asserted.
+    let mut p = Pair::start(Options::default());
+    let mut active = Node::A;
+    let mut results = Vec::new();
+    for ms in [0u64, 20, 50, 200] {
+        let answer = aged_flow(&mut p, active, Duration::from_millis(ms));
+        eprintln!(
+            "a flow {ms} ms after its handshake, node {} killed: {answer}",
+            active.name()
+        );
+        results.push((ms, answer));
+        // The killed node back as standby for the next round, the pair settled.
+        p.restart(active);
+        p.wait_role(active, Role::Standby, Duration::from_secs(30));
+        std::thread::sleep(Duration::from_secs(2));
+        active = active.other();
+    }
+    eprintln!("flow age at the failover -> outcome: {results:?}");
+    for (ms, answer) in &results {
+        if *ms >= 200 {
+            assert_eq!(
+                answer,
+                "answered",
+                "a flow {ms} ms old survives the failover: {results:?}\n{}",
+                p.logs()
+            );
+        }
+    }
+}
