@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= $(shell command -v cargo 2>/dev/null || echo $(HOME)/.cargo/bin/cargo)
 
-.PHONY: demo test deps build check bench bench-load bench-smoke clean
+.PHONY: demo demo-ha test deps build check bench bench-load bench-smoke clean
 
 deps:
 	@bash scripts/install-deps.sh
@@ -14,6 +14,11 @@ build: deps
 ## make demo: the appliance on its embedded default, between two namespaces, until Ctrl-C
 demo: build
 	bash scripts/demo.sh target/release/privlinkd
+
+## make demo-ha: an HA pair (nodes a and b) on the embedded default between the same two
+## namespaces; a keep-alive connection survives kill -9 of the active node; until Ctrl-C
+demo-ha: build
+	bash scripts/demo-ha.sh target/release/privlinkd
 
 ## make test: every test (unit, property, DPDK integration, end to end in namespaces)
 test: deps
