@@ -40,7 +40,7 @@ cleanup() {
   done
   ip netns del "$CONS" 2>/dev/null || true
   ip netns del "$PROV" 2>/dev/null || true
-  rm -rf "$WORK"
+  rm -rf "$WORK" /var/run/dpdk/privlink-ha-a /var/run/dpdk/privlink-ha-b
 }
 trap cleanup EXIT
 trap 'exit 0' INT TERM

@@ -1,10 +1,12 @@
 //! End-to-end test support: `privlinkd` on two `net_tap` ports whose kernel sides are
 //! moved into a consumer and a provider network namespace, with real kernel TCP/UDP stacks
-//! (Python servers and clients) on either side.
+//! (Python servers and clients) on either side. [`Topology`] is one daemon; [`Pair`] is an
+//! HA pair, two daemons whose taps are ports of a bridge in each namespace.
 //!
 //! Every name (namespaces, interfaces, DPDK file prefix) is unique per test, every wait is
-//! bounded, and [`Topology`] tears everything down in `Drop`, so a failing test leaves
-//! nothing behind. Traffic never leaves the namespaces the test created.
+//! bounded, and [`Topology`] and [`Pair`] tear everything down in `Drop`, so a failing test
+//! leaves nothing behind. Traffic never leaves the namespaces the test created (a pair's
+//! sync link is UDP on 127.0.0.1 of the root namespace, on ports free when it starts).
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};

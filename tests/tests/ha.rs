@@ -224,9 +224,21 @@ fn failover_split_brain_ends_quickly() {
         "a, the higher precedence, stays active:\n{}",
         p.logs()
     );
+    // One end, not a flap: with the link still cut, b stays standby (a's announcements
+    // keep telling it a is alive).
+    let mark_b = p.log_mark(Node::B);
+    let s = p.stats(Node::B);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        !p.log(Node::B)
+            .get(mark_b..)
+            .unwrap_or("")
+            .contains(LOG_ACTIVE),
+        "b turned active again with the link still cut:\n{}",
+        p.logs()
+    );
     assert_eq!(p.role(Node::A), Some(Role::Active));
     assert_eq!(p.role(Node::B), Some(Role::Standby));
-    let s = p.stats(Node::B);
     eprintln!(
         "split brain: b's standby drops {}, takeovers {}",
         Topology::drops(&s, "standby"),
