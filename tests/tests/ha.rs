@@ -121,14 +121,15 @@ fn failover_under_load(p: &mut Pair, victim: Node, what: &str) {
 }
 
 /// Waits (at most `limit`) until either node's log mentions the bulk copy after `marks`;
-/// whether one did. The daemon's wording is its own: any line with "bulk" counts.
+/// whether one did. The active logs "ha: copy of the flows sent (up to seq N)"; any line
+/// with "bulk" counts too, should the wording change.
 fn wait_bulk(p: &Pair, marks: [usize; 2], limit: Duration) -> bool {
     let end = Instant::now() + limit;
     while Instant::now() < end {
         let seen = Node::BOTH.iter().zip(marks).any(|(&n, m)| {
             p.log(n)
                 .get(m..)
-                .is_some_and(|t| t.to_lowercase().contains("bulk"))
+                .is_some_and(|t| t.contains("copy of the flows sent") || t.contains("bulk"))
         });
         if seen {
             return true;
