@@ -125,8 +125,23 @@ wait_log() { # node needle seconds: 0 when the node's log has it in time
 role_of() { # node -> active|standby|down, the last role change in its log
   local n=$1 line
   [ -n "${DAEMON[$n]}" ] && kill -0 "${DAEMON[$n]}" 2>/dev/null || { echo down; return; }
-  line=$(grep -oE "ha: this node is now (active|standby)" "$(log_of "$n")" 2>/dev/null | tail -1 || true)
-  echo "${line##* }"
+  # Every node starts standby ("...; starting standby"); changes say "now active|standby".
+  line=$(grep -oE "ha: this node is now (active|standby)|; starting standby" "$(log_of "$n")" \
+    2>/dev/null | tail -1 || true)
+  case "$line" in
+    *active) echo active ;;
+    *standby) echo standby ;;
+    *) echo starting ;;
+  esac
+}
+wait_standby() { # node: standby, and still so a second later (it hears the active peer)
+  local end=$((SECONDS + 30))
+  while [ $SECONDS -lt $end ]; do
+    [ "$(role_of "$1")" = standby ] && break
+    sleep 0.1
+  done
+  sleep 1
+  [ "$(role_of "$1")" = standby ] || { echo "demo-ha: node $1 is $(role_of "$1"), not standby" >&2; return 1; }
 }
 roles() { printf '  node a: %-8s node b: %s\n' "$(role_of a)" "$(role_of b)"; }
 start_node() { # node: start it, join its new taps to the bridges
@@ -157,7 +172,7 @@ echo "demo-ha: starting node a (priority 200), then node b (priority 100)"
 start_node a
 wait_log a "ha: this node is now active" 30
 start_node b
-wait_log b "ha: this node is now standby" 30
+wait_standby b
 roles
 
 echo
@@ -201,7 +216,7 @@ echo
 echo "demo-ha: node a comes back; b stays active (preempt = false), a gets b's flows"
 taps_gone a
 start_node a
-wait_log a "ha: this node is now standby" 30 || true
+wait_standby a || true
 roles
 
 echo

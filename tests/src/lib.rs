@@ -918,6 +918,9 @@ impl Drop for Topology {
 pub const LOG_ACTIVE: &str = "ha: this node is now active";
 /// What privlinkd logs when its node of an HA pair turns standby.
 pub const LOG_STANDBY: &str = "ha: this node is now standby";
+/// What privlinkd logs when its HA thread starts: every node starts standby, and a node
+/// that hears an active peer stays so without logging [`LOG_STANDBY`].
+pub const LOG_STARTS_STANDBY: &str = "; starting standby";
 /// The pair's shared sync key in the tests (hex, 32 bytes).
 pub const HA_KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 /// The consumer bridge's MAC (fixed: a bridge whose MAC followed its lowest port's would
@@ -1132,8 +1135,8 @@ impl Pair {
     }
 
     /// Creates the namespaces and their bridges, starts the target servers, then node a
-    /// (until it logs [`LOG_ACTIVE`]) and node b (until it logs [`LOG_STANDBY`]), each
-    /// with its taps joined to the bridges.
+    /// (until it logs [`LOG_ACTIVE`]) and node b (until it is standby and hears a:
+    /// [`Pair::wait_standby_with_peer`]), each with its taps joined to the bridges.
     pub fn start_with(opts: Options, ha: HaOptions) -> Pair {
         require_root();
         let n = SEQ.fetch_add(1, Ordering::SeqCst);
@@ -1184,8 +1187,29 @@ impl Pair {
         p.launch(Node::A);
         p.wait_log(Node::A, LOG_ACTIVE, Duration::from_secs(30));
         p.launch(Node::B);
-        p.wait_log(Node::B, LOG_STANDBY, Duration::from_secs(30));
+        p.wait_standby_with_peer(Node::B);
         p
+    }
+
+    /// Waits until `node` is standby and hears its peer: its log says standby (a start
+    /// or a change), and its stats say the peer is alive; without `HighAvailability` in
+    /// its stats, until it stayed standby for twice the time a silent peer takes to be
+    /// declared dead. Panics otherwise, with both logs.
+    pub fn wait_standby_with_peer(&mut self, node: Node) {
+        self.wait_role(node, Role::Standby, Duration::from_secs(30));
+        let (heard, status) = self.wait_ha_status(node, Duration::from_secs(10), |v| {
+            v.is_null() || (v["PeerAlive"] == true && v["Role"] == "standby")
+        });
+        if status.is_null() {
+            let dead = u64::from(self.ha.heartbeat_ms) * u64::from(self.ha.dead_after);
+            std::thread::sleep(Duration::from_millis(2 * dead + 200));
+        }
+        assert!(
+            heard && self.role(node) == Some(Role::Standby),
+            "node {} is not a standby hearing its peer: {status}\n{}",
+            node.name(),
+            self.logs()
+        );
     }
 
     /// The configuration TOML of `node`: the single-node topology's, with this node's
@@ -1451,12 +1475,47 @@ nodes = [
     /// first).
     pub fn role(&self, node: Node) -> Option<Role> {
         let log = self.log(node);
-        match (log.rfind(LOG_ACTIVE), log.rfind(LOG_STANDBY)) {
-            (Some(a), Some(s)) if a > s => Some(Role::Active),
-            (Some(_), Some(_)) => Some(Role::Standby),
-            (Some(_), None) => Some(Role::Active),
-            (None, Some(_)) => Some(Role::Standby),
-            (None, None) => None,
+        [
+            (LOG_ACTIVE, Role::Active),
+            (LOG_STANDBY, Role::Standby),
+            (LOG_STARTS_STANDBY, Role::Standby),
+        ]
+        .into_iter()
+        .filter_map(|(line, role)| Some((log.rfind(line)?, role)))
+        .max_by_key(|&(at, _)| at)
+        .map(|(_, role)| role)
+    }
+
+    /// `node`'s view of the pair (`privlinkctl stats` as root: `HighAvailability`, with
+    /// `Role`, `PeerAlive`, `InSync`, ...); Null when the node does not answer or shows
+    /// none.
+    pub fn ha_status(&self, node: Node) -> Value {
+        let (ok, v, _) = self.ctl(node, 0, &["stats"]);
+        if ok {
+            v["HighAvailability"].clone()
+        } else {
+            Value::Null
+        }
+    }
+
+    /// Waits (at most `limit`) until `node`'s [`Pair::ha_status`] satisfies `what`; its
+    /// last status either way, and whether it did.
+    pub fn wait_ha_status(
+        &self,
+        node: Node,
+        limit: Duration,
+        what: impl Fn(&Value) -> bool,
+    ) -> (bool, Value) {
+        let end = Instant::now() + limit;
+        loop {
+            let v = self.ha_status(node);
+            if what(&v) {
+                return (true, v);
+            }
+            if Instant::now() >= end {
+                return (false, v);
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 

@@ -120,23 +120,28 @@ fn failover_under_load(p: &mut Pair, victim: Node, what: &str) {
     );
 }
 
-/// Waits (at most `limit`) until either node's log mentions the bulk copy after `marks`;
-/// whether one did. The active logs "ha: copy of the flows sent (up to seq N)"; any line
-/// with "bulk" counts too, should the wording change.
-fn wait_bulk(p: &Pair, marks: [usize; 2], limit: Duration) -> bool {
+/// Waits (at most `limit`) until the bulk copy to `standby` is done: its stats say it is
+/// in sync, or (stats without `HighAvailability`) the active logged "ha: copy of the flows
+/// sent" after `mark`. Whether it was, and how.
+fn wait_bulk(p: &Pair, standby: Node, mark: usize, limit: Duration) -> (bool, String) {
     let end = Instant::now() + limit;
-    while Instant::now() < end {
-        let seen = Node::BOTH.iter().zip(marks).any(|(&n, m)| {
-            p.log(n)
-                .get(m..)
-                .is_some_and(|t| t.contains("copy of the flows sent") || t.contains("bulk"))
-        });
-        if seen {
-            return true;
+    loop {
+        let status = p.ha_status(standby);
+        if status["InSync"] == true {
+            return (true, format!("{} in sync: {status}", standby.name()));
         }
-        std::thread::sleep(Duration::from_millis(50));
+        let logged = p
+            .log(standby.other())
+            .get(mark..)
+            .is_some_and(|t| t.contains("copy of the flows sent"));
+        if status.is_null() && logged {
+            return (true, "the copy logged by the active".into());
+        }
+        if Instant::now() >= end {
+            return (false, format!("not in sync after {limit:?}: {status}"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
-    false
 }
 
 #[test]
@@ -147,17 +152,14 @@ fn failover_keeps_established_connections() {
     failover_under_load(&mut p, Node::A, "a killed");
 
     // a comes back: standby (no preemption), and b copies its flows to it.
-    let marks = [0, p.log_mark(Node::B)];
+    let mark = p.log_mark(Node::B);
     p.restart(Node::A);
-    p.wait_role(Node::A, Role::Standby, Duration::from_secs(30));
-    let bulk = wait_bulk(&p, marks, Duration::from_secs(5));
-    eprintln!(
-        "a back as standby; bulk copy {}",
-        if bulk {
-            "logged"
-        } else {
-            "not logged within 5 s"
-        }
+    p.wait_standby_with_peer(Node::A);
+    let (bulk, how) = wait_bulk(&p, Node::A, mark, Duration::from_secs(10));
+    eprintln!("a back as standby; bulk copy done: {bulk} ({how})");
+    assert!(
+        bulk,
+        "the returning standby gets a copy of the flows: {how}"
     );
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(
@@ -320,7 +322,7 @@ fn failover_guarantee_how_old_a_flow_must_be() {
         results.push((ms, answer));
         // The killed node back as standby for the next round, the pair settled.
         p.restart(active);
-        p.wait_role(active, Role::Standby, Duration::from_secs(30));
+        p.wait_standby_with_peer(active);
         std::thread::sleep(Duration::from_secs(2));
         active = active.other();
     }
