@@ -13,3 +13,4 @@
 //! lock-free queues.
 
 pub mod record;
+pub mod reliable;
