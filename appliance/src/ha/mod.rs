@@ -14,3 +14,4 @@
 
 pub mod record;
 pub mod reliable;
+pub mod role;
