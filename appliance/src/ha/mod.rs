@@ -15,3 +15,4 @@
 pub mod record;
 pub mod reliable;
 pub mod role;
+pub mod wire;
