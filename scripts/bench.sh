@@ -15,6 +15,12 @@
 # one PMD thread on the same core) on the same two ports and captures, forwarding through a
 # conntrack DNAT + SNAT pipeline equivalent to privlinkd's (scripts/bench/ovs.sh,
 # scripts/bench/ovs_flows.py): its Mpps and ratios are in the same table.
+# With --probes [N] (default 1000), the forward measurement at the smallest --flows count is
+# made twice in each run, privlinkd as it is and with a TCP listener of N targets beyond
+# the provider prefix (through a gateway) health-checked every 5 s (scripts/bench/probes.py):
+# mode privlink+probes, its ratio to privlink (also per second of the worker thread's CPU
+# time) and the probes sent per second; then one privlinkd more whose probed listener has
+# its checks turned off and on in turn while it forwards (~30 s a run).
 # Prints the table (median [min–max] of the runs), writes OUT/results.{json,md} and the plot
 # OUT/mpps.png (when matplotlib is installed).
 #
@@ -23,6 +29,7 @@
 #                    [--modes "io macswap 5tswap"] [--no-setup] [--no-memory] [--no-build]
 #                    [--no-plot] [--update "10000 100000"] [--no-update] [--no-queries]
 #                    [--query-seconds S] [--query-table FLOWS_PER_WORKER] [--peers]
+#                    [--probes [N]]
 # (PRIVLINKD=path uses that binary and skips the build; CARGO, TESTPMD, OVS_VSWITCHD
 # likewise. --peers installs openvswitch-switch-dpdk through scripts/install-deps.sh
 # --peers when it is missing.)
@@ -58,6 +65,7 @@ QUERY_TABLE=262144
 BUILD=1
 PLOT=1
 PEERS=0
+PROBES=0
 
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit "${1:-0}"; }
 while [ $# -gt 0 ]; do
@@ -81,16 +89,23 @@ while [ $# -gt 0 ]; do
     --no-build) BUILD=0 ;;
     --no-plot) PLOT=0 ;;
     --peers) PEERS=1 ;;
+    --probes)
+      PROBES=1000
+      case "${2:-}" in ''|*[!0-9]*) ;; *) PROBES=$2; shift ;; esac ;;
     -h|--help) usage 0 ;;
     *) echo "bench: unknown argument $1" >&2; usage 2 ;;
   esac
   shift
 done
 if [ "$SMOKE" = 1 ]; then
-  RUNS=1 FLOWS=1000 PROTO=udp WARMUP=1 MEASURE=2 MODES=io DO_SETUP=0 DO_MEMORY=0 PLOT=0 UPDATE="" QUERIES=0 PEERS=0
+  RUNS=1 FLOWS=1000 PROTO=udp WARMUP=1 MEASURE=2 MODES=io DO_SETUP=0 DO_MEMORY=0 PLOT=0 UPDATE="" QUERIES=0 PEERS=0 PROBES=0
 fi
 case "$PROTO" in udp|tcp) ;; *) echo "bench: --proto udp|tcp" >&2; exit 2 ;; esac
 case "$RUNS" in ''|*[!0-9]*|0) echo "bench: --runs N (N >= 1)" >&2; exit 2 ;; esac
+[ "$PROBES" -le 65536 ] || { echo "bench: --probes N: at most 65536 targets (tables.maglev_size - 1)" >&2; exit 2; }
+# The probed runs go with the smallest flow count.
+# shellcheck disable=SC2086 # one flow count a line
+PROBES_FLOWS=$(printf '%s\n' $FLOWS | sort -n | head -1)
 
 mkdir -p "$OUT" || exit 2
 OUT=$(cd "$OUT" && pwd)
@@ -386,40 +401,110 @@ for n in $FLOWS; do
   log "flows $n: capture $f ($p packets), memory ${m%% *}"
 done
 
+# forward_privlink MODE N RUN MEMKIND: one privlinkd measurement of the N-flow replay,
+# recorded as MODE: privlink, or privlink+probes (the configuration hook adds the probed
+# listener, scripts/bench/probes.py). At the --probes flow count both modes are sampled by
+# probes.py (harness.py's sample plus the probe counters), so the pair is measured alike.
+forward_privlink() {
+  local mode=$1 n=$2 run=$3 memkind=$4 f=${PCAPS[$2]} dir s rss clean pps note nf dd ok
+  local sampler=("$HERE/harness.py" sample) targets=0 label=${1/privlink/privlinkd}
+  dir=$OUT/run/r$run-$n-${mode/+/-}
+  if [ "$PROBES" -gt 0 ] && [ "$n" = "$PROBES_FLOWS" ]; then
+    sampler=("$HERE/probes.py" sample)
+  fi
+  [ "$mode" = privlink+probes ] && targets=$PROBES
+  if [ -n "${PLNOTE[$n]:-}" ]; then
+    emit forward "{\"kind\":\"forward\",\"mode\":\"$mode\",\"proto\":\"$PROTO\",\"flows\":$n,\"run\":$run,\"mpps\":null,\"note\":\"${PLNOTE[$n]}\"}"
+    return
+  fi
+  # shellcheck disable=SC2086
+  if ! start_privlinkd "$dir" "net_pcap0,rx_pcap=$f,infinite_rx=1" "$(pow2_at_least $((2 * n)))" \
+      "${PLDESC[$n]}" "${PLEXTRA[$n]}" ${MEM_PL[$n]}; then
+    FAILED=1
+    return
+  fi
+  [ "${sampler[0]}" = "$HERE/probes.py" ] && sampler+=(--pid "$PL_PID")
+  s=$(python3 "${sampler[@]}" "$dir/stats.json" --warmup "$WARMUP" --measure "$MEASURE")
+  rss=$(vm_field "$PL_PID" VmRSS)
+  if finish_privlinkd "$dir"; then clean=true; else clean=false; FAILED=1; fi
+  pps=$(jq_get "$s" tx_pps)
+  note=""
+  nf=$(jq_get "$s" new_flows)
+  [ "$nf" != "$n" ] && note="new_flows $nf, expected $n"
+  dd=$(jq_get "$s" drops_delta)
+  [ "${dd:-0}" != 0 ] && note="${note:+$note; }drops during the measurement: $(jq_get "$s" drops)"
+  ok=$(jq_get "$s" ok)
+  [ "$ok" = True ] || { FAILED=1; log "$label run $run, $n flows: no forwarding measured: $s"; }
+  emit forward "$(python3 -c '
+import json,sys
+s=json.loads(sys.argv[1]); pps=s.get("tx_pps")
+r={"kind":"forward","mode":sys.argv[9],"proto":sys.argv[2],"flows":int(sys.argv[3]),
+ "run":int(sys.argv[4]),"mpps":pps/1e6 if pps else None,"clean_exit":sys.argv[5]=="true",
+ "memory":sys.argv[6],"vmrss":int(sys.argv[7] or 0),"note":sys.argv[8],"sample":s}
+if int(sys.argv[10]): r["probe_targets"]=int(sys.argv[10])
+print(json.dumps(r))' \
+    "$s" "$PROTO" "$n" "$run" "$clean" "$memkind" "${rss:-0}" "$note" "$mode" "$targets")"
+  local probes=""
+  [ "${sampler[0]}" = "$HERE/probes.py" ] && probes=$(python3 -c '
+import json,sys
+s=json.loads(sys.argv[1]); c=s.get("tx_per_cpu_s")
+print(", %s probes sent in %s s; %s Mpps per worker CPU second (worker on its core %s of the time)"
+      % (s.get("probes_sent_delta"), s.get("probes_seconds"), "%.2f" % (c / 1e6) if c else "n/a",
+         "%.0f %%" % (100 * s["cpu_share"]) if s.get("cpu_share") else "n/a"))' "$s")
+  log "run $run, $n flows: $label $(python3 -c "print('%.2f' % (float('${pps:-0}' or 0)/1e6))") Mpps$probes${note:+ ($note)}"
+}
+
+# probes_toggle N RUN: one privlinkd with the probed listener, its checks turned off and on
+# in turn while it forwards the N-flow replay (probes.py toggle): the same comparison
+# within one process.
+probes_toggle() {
+  local n=$1 run=$2 dir s
+  dir=$OUT/run/r$run-$n-probes-toggle
+  [ -z "${PLNOTE[$n]:-}" ] || return
+  CONFIG_HOOK=$PROBES_HOOK
+  # shellcheck disable=SC2086
+  if ! start_privlinkd "$dir" "net_pcap0,rx_pcap=${PCAPS[$n]},infinite_rx=1" \
+      "$(pow2_at_least $((2 * n)))" "${PLDESC[$n]}" "${PLEXTRA[$n]}" ${MEM_PL[$n]}; then
+    CONFIG_HOOK=""
+    FAILED=1
+    return
+  fi
+  CONFIG_HOOK=""
+  s=$(python3 "$HERE/probes.py" toggle "$dir" --pid "$PL_PID" --warmup "$WARMUP")
+  finish_privlinkd "$dir" || FAILED=1
+  [ "$(jq_get "$s" ok)" = True ] || { FAILED=1; log "probes toggle run $run: $(echo "$s" | cut -c1-300)"; }
+  emit probes_toggle "$(python3 -c '
+import json,sys
+s=json.loads(sys.argv[1]); s.update({"kind":"probes_toggle","proto":sys.argv[2],"flows":int(sys.argv[3]),
+ "run":int(sys.argv[4]),"probe_targets":int(sys.argv[5])})
+print(json.dumps(s))' "$s" "$PROTO" "$n" "$run" "$PROBES")"
+  log "run $run, $n flows: probes on / off in one privlinkd: $(python3 -c '
+import json,sys
+s=json.loads(sys.argv[1]); r=s.get("ratios") or []
+m=lambda k: (s.get(k) or {}).get("median") or 0
+c=s.get("cpu_ratios") or []
+print("tx rate on / off %s; per worker CPU second %s; probes sent/s %.0f on, %.1f off"
+      % (" ".join("%.4f" % x for x in r) or "n/a", " ".join("%.4f" % x for x in c) or "n/a",
+         m("on_probes_pps"), m("off_probes_pps")))' "$s")"
+}
+
+PROBES_HOOK="python3 $HERE/probes.py config --targets $PROBES"
 for ((run = 1; run <= RUNS; run++)); do
   for n in $FLOWS; do
     f=${PCAPS[$n]}
     memkind=hugepages
     case "${MEM_PL[$n]}" in --no-huge*) memkind=no-huge ;; esac
-    if [ -z "${PLNOTE[$n]:-}" ]; then
-      dir=$OUT/run/r$run-$n-privlink
-      # shellcheck disable=SC2086
-      if start_privlinkd "$dir" "net_pcap0,rx_pcap=$f,infinite_rx=1" "$(pow2_at_least $((2 * n)))" \
-          "${PLDESC[$n]}" "${PLEXTRA[$n]}" ${MEM_PL[$n]}; then
-        s=$(python3 "$HERE/harness.py" sample "$dir/stats.json" --warmup "$WARMUP" --measure "$MEASURE")
-        rss=$(vm_field "$PL_PID" VmRSS)
-        if finish_privlinkd "$dir"; then clean=true; else clean=false; FAILED=1; fi
-        pps=$(jq_get "$s" tx_pps)
-        note=""
-        nf=$(jq_get "$s" new_flows)
-        [ "$nf" != "$n" ] && note="new_flows $nf, expected $n"
-        dd=$(jq_get "$s" drops_delta)
-        [ "${dd:-0}" != 0 ] && note="${note:+$note; }drops during the measurement: $(jq_get "$s" drops)"
-        ok=$(jq_get "$s" ok)
-        [ "$ok" = True ] || { FAILED=1; log "privlinkd run $run, $n flows: no forwarding measured: $s"; }
-        emit forward "$(python3 -c '
-import json,sys
-s=json.loads(sys.argv[1]); pps=s.get("tx_pps")
-print(json.dumps({"kind":"forward","mode":"privlink","proto":sys.argv[2],"flows":int(sys.argv[3]),
- "run":int(sys.argv[4]),"mpps":pps/1e6 if pps else None,"clean_exit":sys.argv[5]=="true",
- "memory":sys.argv[6],"vmrss":int(sys.argv[7] or 0),"note":sys.argv[8],"sample":s}))' \
-          "$s" "$PROTO" "$n" "$run" "$clean" "$memkind" "${rss:-0}" "$note")"
-        log "run $run, $n flows: privlinkd $(python3 -c "print('%.2f' % (float('${pps:-0}' or 0)/1e6))") Mpps${note:+ ($note)}"
-      else
-        FAILED=1
-      fi
+    if [ "$PROBES" -gt 0 ] && [ "$n" = "$PROBES_FLOWS" ]; then
+      # With and without the probes back to back, in turn first (a drift over the round
+      # then weighs on both alike).
+      for mode in $( ((run % 2)) && echo privlink privlink+probes || echo privlink+probes privlink); do
+        [ "$mode" = privlink+probes ] && CONFIG_HOOK=$PROBES_HOOK
+        forward_privlink "$mode" "$n" "$run" "$memkind"
+        CONFIG_HOOK=""
+      done
+      probes_toggle "$n" "$run"
     else
-      emit forward "{\"kind\":\"forward\",\"mode\":\"privlink\",\"proto\":\"$PROTO\",\"flows\":$n,\"run\":$run,\"mpps\":null,\"note\":\"${PLNOTE[$n]}\"}"
+      forward_privlink privlink "$n" "$run" "$memkind"
     fi
     for mode in $MODES; do
       dir=$OUT/run/r$run-$n-$mode
@@ -614,6 +699,7 @@ fi
 report_args=("$OUT")
 [ "$PLOT" = 1 ] || export PRIVLINK_BENCH_NO_PLOT=1
 python3 "$HERE/harness.py" report "${report_args[@]}" | tee -a "$BLOG"
+[ "$PROBES" -gt 0 ] && python3 "$HERE/probes.py" report "$OUT" | tee -a "$BLOG"
 
 if [ "$FAILED" != 0 ]; then
   log "privlinkd failed in at least one run (see above and $OUT/run/*/privlinkd.log)"

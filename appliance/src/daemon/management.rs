@@ -65,6 +65,8 @@ pub struct DataPlane {
     pub clock: Arc<dyn Fn() -> u64 + Send + Sync>,
     /// The targets' health, as the checker thread last posted it.
     pub health: Arc<crate::health::Board>,
+    /// The HA pair's state, as the sync thread last posted it (an HA node only).
+    pub ha: Option<crate::daemon::ha::HaStatus>,
 }
 
 impl std::fmt::Debug for DataPlane {
@@ -86,6 +88,7 @@ impl DataPlane {
             usage_wanted: Arc::new(AtomicU64::new(0)),
             clock: Arc::new(|| 0),
             health: Arc::default(),
+            ha: None,
         }
     }
 }
@@ -582,6 +585,9 @@ impl Management {
             t.insert("drops".into(), Value::Object(drops));
             body["Totals"] = Value::Object(t);
             body["Workers"] = json!(workers.len());
+            if let Some(ha) = &self.dp.ha {
+                body["HighAvailability"] = ha.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            }
         }
         Ok(body)
     }

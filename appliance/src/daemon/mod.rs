@@ -3,6 +3,7 @@
 //! Start-up failures are fatal with a message that names what is wrong; nothing in here
 //! runs on the packet path.
 
+pub mod ha;
 pub mod health;
 pub mod management;
 pub mod preflight;
@@ -44,6 +45,9 @@ const REPORT_QUEUE: usize = 64;
 /// Probe segments each worker may have waiting to be sent (and, times the workers, replies
 /// waiting for the checker): a few intervals' worth of probes of 1,000 targets.
 const PROBE_QUEUE: usize = 1024;
+/// Flow records each worker may have waiting for the sync thread, and the sync thread
+/// for each worker to install: a burst of new flows at the setup rate for tens of ms.
+const HA_QUEUE: usize = 65536;
 /// How long a worker may take to build its tables and complete its first loop.
 const START_GRACE: Duration = Duration::from_secs(60);
 /// How long stopping workers get to return before a stuck one is left to process exit.
@@ -463,6 +467,11 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
     let mut query_tx = Vec::with_capacity(lcores.len());
     let probe_queues = crate::health::link::ProbeQueues::new(lcores.len(), PROBE_QUEUE);
     let health_board = Arc::new(crate::health::Board::default());
+    let ha_status: ha::HaStatus = Arc::default();
+    let ha_queues = config
+        .ha
+        .as_ref()
+        .map(|h| crate::ha::link::HaQueues::new(lcores.len(), HA_QUEUE, u64::from(h.heartbeat_ms)));
     let mut workers = WorkerSet::new(
         lcores.clone(),
         published.clone(),
@@ -513,6 +522,7 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
             port_mtu: mtus.clone(),
             fault: fault.filter(|f| usize::from(f.worker) == i),
             probes: probe_queues.link(i),
+            ha: ha_queues.as_ref().and_then(|q| q.link(i)),
         });
     }
     for (i, (setup, lc)) in setups.into_iter().zip(&lcores).enumerate() {
@@ -549,6 +559,7 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
             usage_wanted,
             clock: Arc::new(move || time::tsc().saturating_sub(epoch_tsc) / hz_ms),
             health: Arc::clone(&health_board),
+            ha: ha_queues.as_ref().map(|_| ha_status.clone()),
         },
     ));
     let server_stop = Arc::new(AtomicBool::new(false));
@@ -582,10 +593,25 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
         Arc::clone(&server_stop),
         (epoch_tsc, hz_ms),
     );
+    let ha_thread = match (&config.ha, ha_queues) {
+        (Some(cfg), Some(q)) => {
+            match ha::spawn(cfg, q.clone(), ha_status, Arc::clone(&server_stop)) {
+                Ok(t) => Some((t, q.shared)),
+                Err(e) => {
+                    server_stop.store(true, Ordering::SeqCst);
+                    let _ = server_thread.join();
+                    let _ = workers.stop(None, STOP_PATIENCE);
+                    return Err(DaemonError::Setup(e));
+                }
+            }
+        }
+        _ => None,
+    };
     let health_thread = match health::spawn(
         Arc::clone(&cell),
         probe_queues,
         Arc::clone(&health_board),
+        ha_thread.as_ref().map(|(_, s)| Arc::clone(s)),
         Arc::clone(&server_stop),
     ) {
         Ok(t) => t,
@@ -640,6 +666,9 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
     server_stop.store(true, Ordering::SeqCst);
     let _ = server_thread.join();
     let _ = health_thread.join();
+    if let Some((t, _)) = ha_thread {
+        let _ = t.join();
+    }
     control.checkpoint();
     if let Some(t) = stats_thread {
         let _ = t.join();

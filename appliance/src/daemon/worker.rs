@@ -74,6 +74,8 @@ pub struct WorkerSetup {
     pub fault: Option<Fault>,
     /// Its ends of the health checker's queues.
     pub probes: Option<crate::health::link::ProbeLink>,
+    /// Its ends of the HA sync thread's queues (an HA pair's node only).
+    pub ha: Option<crate::ha::link::HaLink>,
 }
 
 /// Runs the worker until `stop` is set; returns its final counters.
@@ -90,6 +92,9 @@ pub fn run(mut w: WorkerSetup) -> Counters {
     );
     if let Some(link) = w.probes.take() {
         pipe.set_probe_link(link);
+    }
+    if let Some(link) = w.ha.take() {
+        pipe.set_ha_link(link);
     }
     let mut rx_buf: Vec<Mbuf> = Vec::with_capacity(burst);
     let mut tx_bufs: Vec<Vec<Mbuf>> = (0..ports).map(|_| Vec::with_capacity(burst * 4)).collect();

@@ -14,3 +14,6 @@
 
 pub mod link;
 pub mod record;
+pub mod reliable;
+pub mod role;
+pub mod wire;

@@ -31,7 +31,7 @@ impl RecordKind {
     }
 }
 
-/// One flow event. 60 bytes on the wire ([`FlowRecord::WIRE_LEN`]).
+/// One flow event. 54 bytes on the wire ([`FlowRecord::WIRE_LEN`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FlowRecord {
     pub kind: RecordKind,

@@ -369,6 +369,18 @@ impl Checker {
         }
     }
 
+    /// Forgets the probes in flight without an outcome (they could not be answered: this
+    /// node was standby), each target's next probe an interval from now at the latest.
+    pub fn abandon_probes(&mut self, now_ms: u64) {
+        self.by_port.clear();
+        for e in self.entries.values_mut() {
+            e.probe = None;
+            if let Mode::Check(c) = &e.mode {
+                e.due_ms = e.due_ms.min(now_ms + c.interval_ms);
+            }
+        }
+    }
+
     /// A segment that arrived on a probe port.
     pub fn on_reply(&mut self, r: &ProbeReply, now_unix: u64, out: &mut Output) {
         let Some(&key) = self.by_port.get(&r.tcp.dst_port) else {
