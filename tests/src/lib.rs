@@ -1580,6 +1580,24 @@ nodes = [
         }
     }
 
+    /// Cuts `node` off the data networks (`true`: its taps leave the bridges, so nothing
+    /// it sends arrives and nothing reaches it; the process runs on) or joins it again.
+    /// With [`Pair::cut_sync`] too, a full partition: each node thinks the other dead.
+    pub fn isolate(&self, node: Node, cut: bool) {
+        let n = &self.nodes[node.index()];
+        for (ifname, ns) in [
+            (&n.consumer_if, &self.consumer),
+            (&n.provider_if, &self.provider),
+        ] {
+            if cut {
+                ns.must(&["ip", "link", "set", ifname, "nomaster"]);
+            } else {
+                ns.must(&["ip", "link", "set", ifname, "master", BRIDGE]);
+                ns.must(&["ip", "link", "set", ifname, "up"]);
+            }
+        }
+    }
+
     /// Runs `client.py MODE ARGS...` in the consumer namespace and parses its JSON.
     pub fn client(&self, args: &[&str], limit: Duration) -> Value {
         let mut full = vec!["python3", "-u"];
