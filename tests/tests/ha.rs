@@ -309,8 +309,15 @@ fn failover_split_brain_ends_quickly() {
     // The client and the targets learnt b's MAC for the endpoint and the SNAT address
     // while b was active; a must win them back (announce them) for the service to return.
     // How long that takes is checked at the end, so the rest of the test still runs.
-    let service = service_back(&p, healed, Duration::from_secs(20));
+    let service = service_back(&p, healed, Duration::from_secs(10));
     eprintln!("partition healed: new connections succeed again {service:?} after the heal");
+    if service.is_none() {
+        // Not back (the assertion at the end says so): forget the stale neighbours so the
+        // rest of the test can run on a working service.
+        for ns in [&p.consumer, &p.provider] {
+            ns.must(&["ip", "neigh", "flush", "all"]);
+        }
+    }
     check_new_connections(&p, "partition healed");
 
     // 3. The sync link back: nothing changes role, and the pair fails over again as before
