@@ -86,6 +86,9 @@ pub fn spawn(
         next_bulk_request_ms: 0,
         acked_sent: 0,
         last_claims: 0,
+        peer_was_active: false,
+        next_announce_again_ms: 0,
+        announce_pending: false,
         cut: std::env::var_os(CUT_ENV).map(PathBuf::from),
         counts: Counts::default(),
     };
@@ -136,6 +139,9 @@ struct Sync {
     next_bulk_request_ms: u64,
     acked_sent: u64,
     last_claims: u64,
+    peer_was_active: bool,
+    next_announce_again_ms: u64,
+    announce_pending: bool,
     cut: Option<PathBuf>,
     counts: Counts,
 }
@@ -166,11 +172,15 @@ impl Sync {
             if claims != self.last_claims {
                 self.last_claims = claims;
                 self.election.on_data_path_claim(now);
+                if self.role() == Role::Active {
+                    self.announce_again();
+                }
             }
             self.election.set_in_sync(self.receiver.in_sync());
             if let Some(t) = self.election.tick(now) {
                 self.set_role(t.to, t.why);
             }
+            self.announce_if_due(now);
             work |= self.export(now, cut);
             self.finish_bulk(now, cut);
             for (seq, records) in self.sender.due(now) {
@@ -200,6 +210,29 @@ impl Sync {
 
     fn role(&self) -> Role {
         self.election.role()
+    }
+
+    /// Has worker 0 announce every address again (at most once a second; a request
+    /// within the second is kept for its end), when this node stays active: the peer
+    /// stepped down, or it outranks a peer that is active too (which steps down).
+    fn announce_again(&mut self) {
+        if self.election.me().outranks(self.election.peer()) {
+            self.announce_pending = true;
+        }
+    }
+
+    fn announce_if_due(&mut self, now: u64) {
+        if self.announce_pending
+            && now >= self.next_announce_again_ms
+            && self.role() == Role::Active
+        {
+            self.announce_pending = false;
+            self.next_announce_again_ms = now + 1000;
+            self.queues
+                .shared
+                .announce_epoch
+                .fetch_add(1, Ordering::AcqRel);
+        }
     }
 
     fn set_role(&mut self, role: Role, why: &str) {
@@ -261,6 +294,17 @@ impl Sync {
                 ..
             } => {
                 self.election.on_heartbeat(hdr.boot, counter, role, now);
+                // The peer spoke for our addresses (both active), or just stopped: hosts
+                // may still send to its MAC, so announce everything again.
+                let stepped_down = self.peer_was_active && role == Role::Standby;
+                if self.role() == Role::Active {
+                    if stepped_down {
+                        self.announce_pending = true;
+                    } else if role == Role::Active {
+                        self.announce_again();
+                    }
+                }
+                self.peer_was_active = role == Role::Active;
                 self.sender.on_ack(acked);
                 if in_sync {
                     self.bulk_done_seq = None;

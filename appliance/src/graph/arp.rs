@@ -30,7 +30,7 @@ impl<F: Frame> Pipeline<F> {
         let asks_us = op == ArpOperation::REQUEST && snap.local(att_idx, target_ip).is_some();
         if station && sender_mac.0 != att.mac && snap.local(att_idx, sender_ip).is_some() {
             // Another station speaks for one of our addresses: an HA peer that is active.
-            self.claim_seen();
+            self.claim_seen(att_idx, sender_mac.0);
         }
 
         if sane_sender {

@@ -61,6 +61,10 @@ pub(super) struct HaProgress {
     /// Next local address worker 0 announces after a takeover.
     announce_all: Option<usize>,
     next_own_announce_ms: u64,
+    /// The last [`HaShared::announce_epoch`](crate::ha::link::HaShared) acted on.
+    announce_epoch: u64,
+    /// Next local address worker 0 hands over to the peer after stepping down.
+    handover: Option<usize>,
 }
 
 impl<F: Frame> Pipeline<F> {
@@ -81,8 +85,9 @@ impl<F: Frame> Pipeline<F> {
     /// A packet of the attachment named a local address from another MAC: count it for
     /// the sync thread (the peer is active on this network).
     #[inline]
-    pub(super) fn claim_seen(&self) {
+    pub(super) fn claim_seen(&self, att: u16, mac: [u8; 6]) {
         if let Some(l) = &self.ha {
+            l.shared.note_peer_mac(att, mac);
             l.shared
                 .claims
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -109,9 +114,14 @@ impl<F: Frame> Pipeline<F> {
             } else {
                 self.sync.buf.clear();
                 self.progress = HaProgress::default();
+                // Hosts may still send to this node: tell them the peer's MAC.
+                if self.id == 0 {
+                    self.progress.handover = Some(0);
+                }
             }
         }
         if !active {
+            self.hand_over_some(snap, &link);
             for _ in 0..INSTALLS_PER_POLL {
                 let Some(r) = link.import.pop() else { break };
                 self.install(snap, &r, now_ms);
@@ -131,6 +141,14 @@ impl<F: Frame> Pipeline<F> {
             }
         }
         if self.id == 0 {
+            let epoch = link
+                .shared
+                .announce_epoch
+                .load(std::sync::atomic::Ordering::Acquire);
+            if epoch != self.progress.announce_epoch {
+                self.progress.announce_epoch = epoch;
+                self.progress.announce_all = Some(0);
+            }
             self.announce_after_takeover(snap, now_ms);
             if now_ms >= self.progress.next_own_announce_ms {
                 self.progress.next_own_announce_ms = now_ms + link.shared.announce_every_ms;
@@ -200,6 +218,30 @@ impl<F: Frame> Pipeline<F> {
         } else {
             self.progress.bulk = Some((e, end));
         }
+    }
+
+    /// Worker 0 after stepping down: a gratuitous ARP for every local address with the
+    /// peer's MAC as the sender (learnt from its claims), a few per poll. A split brain
+    /// can end without the winner ever hearing the loser (the loser saw the winner's
+    /// announcement first and went quiet), so the loser points hosts to the winner
+    /// itself. Nothing for an attachment where the peer was not seen.
+    fn hand_over_some(&mut self, snap: &Snapshot, link: &HaLink) {
+        const PER_POLL: usize = 32;
+        let Some(start) = self.progress.handover else {
+            return;
+        };
+        let mut sent = 0;
+        for (att, ip) in snap.local_addresses().skip(start) {
+            if sent == PER_POLL {
+                break;
+            }
+            sent += 1;
+            let (Some(a), Some(mac)) = (snap.attachment(att), link.shared.peer_mac(att)) else {
+                continue;
+            };
+            self.send_arp_as(a, EthernetAddress(mac), ip);
+        }
+        self.progress.handover = (sent == PER_POLL).then_some(start + sent);
     }
 
     /// Worker 0 after a takeover: a gratuitous ARP for every local address, a few per poll,

@@ -25,6 +25,25 @@ impl<F: Frame> Pipeline<F> {
         target_mac: EthernetAddress,
         _now_ms: u64,
     ) {
+        let mac = EthernetAddress(att.mac);
+        self.arp_frame(att, op, (mac, sender_ip), target_ip, target_mac);
+    }
+
+    /// A gratuitous ARP request for `ip` naming `mac` (another node's) as its owner, sent
+    /// from this port.
+    pub(super) fn send_arp_as(&mut self, att: &AttachmentView, mac: EthernetAddress, ip: u32) {
+        let op = ArpOperation::REQUEST;
+        self.arp_frame(att, op, (mac, ip), ip, EthernetAddress::BROADCAST);
+    }
+
+    fn arp_frame(
+        &mut self,
+        att: &AttachmentView,
+        op: ArpOperation,
+        (sender_mac, sender_ip): (EthernetAddress, u32),
+        target_ip: u32,
+        target_mac: EthernetAddress,
+    ) {
         let Some(mut f) = (self.alloc)() else {
             self.counters.drop(DropReason::NoMbuf);
             return;
@@ -44,7 +63,7 @@ impl<F: Frame> Pipeline<F> {
         arp.set_hardware_len(6);
         arp.set_protocol_len(4);
         arp.set_operation(op);
-        arp.set_source_hardware_addr(EthernetAddress(att.mac));
+        arp.set_source_hardware_addr(sender_mac);
         arp.set_source_protocol_addr(sender_ip.into());
         arp.set_target_hardware_addr(if op == ArpOperation::REQUEST {
             EthernetAddress::UNSPECIFIED

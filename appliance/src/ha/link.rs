@@ -31,6 +31,42 @@ pub struct HaShared {
     pub claims: AtomicU64,
     /// How often the active node announces its own addresses on the data networks, ms.
     pub announce_every_ms: u64,
+    /// Bumped when the active node must announce every address again (another node
+    /// spoke for them: a split brain that ended, a peer that stepped down).
+    pub announce_epoch: AtomicU64,
+    /// Per attachment (index), the MAC another station last claimed one of our addresses
+    /// from (the peer's port there), with bit 63 set; 0 = none seen.
+    pub peer_macs: Vec<AtomicU64>,
+}
+
+/// Attachments whose peer MAC is remembered (a higher index gets no handover).
+pub const PEER_MAC_SLOTS: usize = 256;
+
+impl HaShared {
+    /// Remembers the MAC the peer used on attachment `att`.
+    pub fn note_peer_mac(&self, att: u16, mac: [u8; 6]) {
+        if let Some(slot) = self.peer_macs.get(usize::from(att)) {
+            let mut v = 0u64;
+            for b in mac {
+                v = v << 8 | u64::from(b);
+            }
+            v |= 1 << 63;
+            slot.store(v, Ordering::Relaxed);
+        }
+    }
+
+    /// The MAC the peer used on attachment `att`, if seen.
+    pub fn peer_mac(&self, att: u16) -> Option<[u8; 6]> {
+        let v = self
+            .peer_macs
+            .get(usize::from(att))?
+            .load(Ordering::Relaxed);
+        if v == 0 {
+            return None;
+        }
+        let b = v.to_be_bytes();
+        Some([b[2], b[3], b[4], b[5], b[6], b[7]])
+    }
 }
 
 impl HaShared {
@@ -40,6 +76,8 @@ impl HaShared {
             bulk_epoch: AtomicU64::new(0),
             claims: AtomicU64::new(0),
             announce_every_ms,
+            announce_epoch: AtomicU64::new(0),
+            peer_macs: (0..PEER_MAC_SLOTS).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 

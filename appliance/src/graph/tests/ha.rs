@@ -189,3 +189,49 @@ fn a_bulk_request_copies_every_flow_once() {
     p.poll(&snap, 20);
     assert!(exported(&q).is_empty());
 }
+
+#[test]
+fn stepping_down_hands_every_address_over_to_the_peers_mac() {
+    let config = Config::embedded_default();
+    let (mut p, snap, q) = node(&config);
+    activate(&mut p, &snap, &q, 0);
+    // The peer announces the consumer-side own address from its MAC.
+    const PEER: [u8; 6] = [2, 0, 0, 0, 9, 9];
+    let own = Ipv4Addr::new(10, 1, 0, 1);
+    let mut garp = eth([0xff; 6], PEER, 0x0806);
+    let mut arp = vec![0u8; 28];
+    {
+        let mut a = ArpPacket::new_unchecked(&mut arp[..]);
+        a.set_hardware_type(1);
+        a.set_protocol_type(EtherType::IPV4);
+        a.set_hardware_len(6);
+        a.set_protocol_len(4);
+        a.set_operation(ArpOperation::REQUEST);
+        a.set_source_hardware_addr(EthernetAddress(PEER));
+        a.set_source_protocol_addr(own);
+        a.set_target_hardware_addr(EthernetAddress::UNSPECIFIED);
+        a.set_target_protocol_addr(own);
+    }
+    garp.extend_from_slice(&arp);
+    p.process(&snap, CONSUMER_PORT, VecFrame::new(&garp), 1);
+    assert_eq!(q.shared.claims.load(Ordering::Relaxed), 1);
+    p.drain_emitted().for_each(drop);
+    // It steps down: consumer-side addresses are announced with the peer's MAC.
+    q.shared
+        .role
+        .store(crate::ha::link::STANDBY, Ordering::Release);
+    p.poll(&snap, 2);
+    let named: Vec<Ipv4Addr> = p
+        .drain_emitted()
+        .filter_map(|(port, f)| {
+            let b = f.bytes().to_vec();
+            let a = ArpPacket::new_checked(&b[14..]).ok()?;
+            (port == CONSUMER_PORT && a.source_hardware_addr() == EthernetAddress(PEER))
+                .then(|| Ipv4Addr::from(a.source_protocol_addr_bytes()))
+        })
+        .collect();
+    assert!(
+        named.contains(&ENDPOINT) && named.contains(&own),
+        "{named:?}"
+    );
+}
