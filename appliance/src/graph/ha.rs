@@ -98,9 +98,16 @@ impl<F: Frame> Pipeline<F> {
     /// peer's flows or hands ours over, copies a budget of flows for a bulk request.
     /// Returns whether flow expiry may run now.
     pub(super) fn ha_poll(&mut self, snap: &Snapshot, now_ms: u64) -> bool {
-        let Some(link) = self.ha.clone() else {
+        // Taken out for the poll rather than cloned: no reference counts touched per poll.
+        let Some(link) = self.ha.take() else {
             return true;
         };
+        let may_expire = self.ha_poll_with(snap, &link, now_ms);
+        self.ha = Some(link);
+        may_expire
+    }
+
+    fn ha_poll_with(&mut self, snap: &Snapshot, link: &HaLink, now_ms: u64) -> bool {
         let active = link.shared.is_active();
         if active != self.active {
             self.active = active;
@@ -121,7 +128,7 @@ impl<F: Frame> Pipeline<F> {
             }
         }
         if !active {
-            self.hand_over_some(snap, &link);
+            self.hand_over_some(snap, link);
             for _ in 0..INSTALLS_PER_POLL {
                 let Some(r) = link.import.pop() else { break };
                 self.install(snap, &r, now_ms);
@@ -134,7 +141,7 @@ impl<F: Frame> Pipeline<F> {
             return false;
         }
         self.touch_some(now_ms);
-        self.bulk_some(&link, now_ms);
+        self.bulk_some(link, now_ms);
         for r in self.sync.buf.drain(..) {
             if link.export.push(r).is_err() {
                 self.counters.sync_dropped += 1;
@@ -226,51 +233,32 @@ impl<F: Frame> Pipeline<F> {
     /// announcement first and went quiet), so the loser points hosts to the winner
     /// itself. Nothing for an attachment where the peer was not seen.
     fn hand_over_some(&mut self, snap: &Snapshot, link: &HaLink) {
-        const PER_POLL: usize = 32;
         let Some(start) = self.progress.handover else {
             return;
         };
-        let mut sent = 0;
-        for (att, ip) in snap.local_addresses().skip(start) {
-            if sent == PER_POLL {
-                break;
+        let (batch, next) = announce_batch(snap, start);
+        for &(att, ip) in batch {
+            if let (Some(a), Some(mac)) = (snap.attachment(att), link.shared.peer_mac(att)) {
+                self.send_arp_as(a, EthernetAddress(mac), ip);
             }
-            sent += 1;
-            let (Some(a), Some(mac)) = (snap.attachment(att), link.shared.peer_mac(att)) else {
-                continue;
-            };
-            self.send_arp_as(a, EthernetAddress(mac), ip);
         }
-        self.progress.handover = (sent == PER_POLL).then_some(start + sent);
+        self.progress.handover = next;
     }
 
     /// Worker 0 after a takeover: a gratuitous ARP for every local address, a few per poll,
     /// so hosts and switches send to this node from now on.
     fn announce_after_takeover(&mut self, snap: &Snapshot, now_ms: u64) {
-        const PER_POLL: usize = 32;
         let Some(start) = self.progress.announce_all else {
             return;
         };
-        let mut sent = 0;
-        let mut next = start;
-        for (att, ip) in snap.local_addresses().skip(start) {
-            if sent == PER_POLL {
-                break;
-            }
+        let (batch, next) = announce_batch(snap, start);
+        for &(att, ip) in batch {
             if let Some(a) = snap.attachment(att) {
-                self.send_arp(
-                    a,
-                    ArpOperation::REQUEST,
-                    ip,
-                    ip,
-                    EthernetAddress::BROADCAST,
-                    now_ms,
-                );
+                let bcast = EthernetAddress::BROADCAST;
+                self.send_arp(a, ArpOperation::REQUEST, ip, ip, bcast, now_ms);
             }
-            sent += 1;
-            next += 1;
         }
-        self.progress.announce_all = (sent == PER_POLL).then_some(next);
+        self.progress.announce_all = next;
     }
 
     /// Installs (or updates, or removes) one of the peer's flows in this worker's table,
@@ -321,6 +309,16 @@ impl<F: Frame> Pipeline<F> {
             self.counters.synced_flows += 1;
         }
     }
+}
+
+/// The next few local addresses from `start` of a walk over all of them, and where the
+/// walk goes on (none: done).
+fn announce_batch(snap: &Snapshot, start: usize) -> (&[(u16, u32)], Option<usize>) {
+    const PER_POLL: usize = 32;
+    let all = snap.sorted_locals();
+    let end = start.saturating_add(PER_POLL).min(all.len());
+    let batch = all.get(start..end).unwrap_or(&[]);
+    (batch, (end < all.len()).then_some(end))
 }
 
 /// The flow a record describes, resolved against this node's snapshot: its endpoint and

@@ -233,6 +233,8 @@ pub struct Snapshot {
     pub announce: Vec<(u16, u32)>,
     /// Every target of every listener and how the health checker treats it.
     pub health_checks: Vec<health::Spec>,
+    /// The keys of `locals`, sorted.
+    sorted_locals: Vec<(u16, u32)>,
 }
 
 /// Stable small numbers for endpoints and services, kept by the management thread across
@@ -622,9 +624,11 @@ impl Snapshot {
             });
         }
 
-        let mut announce: Vec<(u16, u32)> = locals.keys().copied().collect();
-        announce.sort_unstable();
+        let mut sorted_locals: Vec<(u16, u32)> = locals.keys().copied().collect();
+        sorted_locals.sort_unstable();
+        let announce = sorted_locals.clone();
         Ok(Snapshot {
+            sorted_locals,
             generation,
             attachments,
             ports,
@@ -655,9 +659,12 @@ impl Snapshot {
 
     /// Every local address, sorted (what a completed announcement covered).
     pub fn local_keys(&self) -> Vec<(u16, u32)> {
-        let mut keys: Vec<(u16, u32)> = self.locals.keys().copied().collect();
-        keys.sort_unstable();
-        keys
+        self.sorted_locals.clone()
+    }
+
+    /// Every local address (attachment, IPv4) in order, for a walk a budget at a time.
+    pub fn sorted_locals(&self) -> &[(u16, u32)] {
+        &self.sorted_locals
     }
 
     /// The endpoint with stable handle `h`.

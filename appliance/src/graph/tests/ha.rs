@@ -24,6 +24,17 @@ fn exported(q: &HaQueues) -> Vec<FlowRecord> {
     std::iter::from_fn(|| q.export[0].pop()).collect()
 }
 
+/// A broadcast ARP request from `mac` claiming `sender` and asking for `target`.
+fn arp_request(mac: [u8; 6], sender: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
+    let mut f = eth([0xff; 6], mac, 0x0806);
+    f.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&sender.octets());
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&target.octets());
+    f
+}
+
 #[test]
 fn a_standby_answers_nothing_and_forwards_nothing_but_learns() {
     let config = Config::embedded_default();
@@ -37,33 +48,14 @@ fn a_standby_answers_nothing_and_forwards_nothing_but_learns() {
     assert_eq!(p.counters().dropped(DropReason::Standby), 1);
     assert_eq!(p.flows().len(), 0);
     // An ARP request for the endpoint: not answered.
-    let mut req = eth([0xff; 6], CLIENT_MAC, 0x0806);
-    let mut arp = vec![0u8; 28];
-    {
-        let mut a = ArpPacket::new_unchecked(&mut arp[..]);
-        a.set_hardware_type(1);
-        a.set_protocol_type(EtherType::IPV4);
-        a.set_hardware_len(6);
-        a.set_protocol_len(4);
-        a.set_operation(ArpOperation::REQUEST);
-        a.set_source_hardware_addr(EthernetAddress(CLIENT_MAC));
-        a.set_source_protocol_addr(CLIENT);
-        a.set_target_hardware_addr(EthernetAddress::UNSPECIFIED);
-        a.set_target_protocol_addr(ENDPOINT);
-    }
-    req.extend_from_slice(&arp);
+    let req = arp_request(CLIENT_MAC, CLIENT, ENDPOINT);
     assert!(matches!(
         p.process(&snap, CONSUMER_PORT, VecFrame::new(&req), 0),
         Verdict::Done
     ));
     assert_eq!(p.counters().arp_replies, 0);
     // Another MAC announcing our endpoint address: a claim for the sync thread.
-    let mut claim = req.clone();
-    {
-        let mut a = ArpPacket::new_unchecked(&mut claim[14..]);
-        a.set_source_hardware_addr(EthernetAddress([2, 0, 0, 0, 9, 9]));
-        a.set_source_protocol_addr(ENDPOINT);
-    }
+    let claim = arp_request([2, 0, 0, 0, 9, 9], ENDPOINT, ENDPOINT);
     p.process(&snap, CONSUMER_PORT, VecFrame::new(&claim), 0);
     assert_eq!(q.shared.claims.load(Ordering::Relaxed), 1);
     // Polls send nothing: no announcements, no probes.
@@ -198,21 +190,7 @@ fn stepping_down_hands_every_address_over_to_the_peers_mac() {
     // The peer announces the consumer-side own address from its MAC.
     const PEER: [u8; 6] = [2, 0, 0, 0, 9, 9];
     let own = Ipv4Addr::new(10, 1, 0, 1);
-    let mut garp = eth([0xff; 6], PEER, 0x0806);
-    let mut arp = vec![0u8; 28];
-    {
-        let mut a = ArpPacket::new_unchecked(&mut arp[..]);
-        a.set_hardware_type(1);
-        a.set_protocol_type(EtherType::IPV4);
-        a.set_hardware_len(6);
-        a.set_protocol_len(4);
-        a.set_operation(ArpOperation::REQUEST);
-        a.set_source_hardware_addr(EthernetAddress(PEER));
-        a.set_source_protocol_addr(own);
-        a.set_target_hardware_addr(EthernetAddress::UNSPECIFIED);
-        a.set_target_protocol_addr(own);
-    }
-    garp.extend_from_slice(&arp);
+    let garp = arp_request(PEER, own, own);
     p.process(&snap, CONSUMER_PORT, VecFrame::new(&garp), 1);
     assert_eq!(q.shared.claims.load(Ordering::Relaxed), 1);
     p.drain_emitted().for_each(drop);
