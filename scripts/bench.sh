@@ -21,6 +21,10 @@
 # mode privlink+probes, its ratio to privlink (also per second of the worker thread's CPU
 # time) and the probes sent per second; then one privlinkd more whose probed listener has
 # its checks turned off and on in turn while it forwards (~30 s a run).
+# With --sync, the forward measurement at the smallest --flows count and the setup-rate run
+# are made twice in each run, privlinkd as it is and as the active node of an HA pair whose
+# standby is a sink on this machine (scripts/bench/sync.py: it heartbeats, acknowledges and
+# counts the sync datagrams): mode privlink+sync and its ratios to privlink.
 # Prints the table (median [min–max] of the runs), writes OUT/results.{json,md} and the plot
 # OUT/mpps.png (when matplotlib is installed).
 #
@@ -29,7 +33,7 @@
 #                    [--modes "io macswap 5tswap"] [--no-setup] [--no-memory] [--no-build]
 #                    [--no-plot] [--update "10000 100000"] [--no-update] [--no-queries]
 #                    [--query-seconds S] [--query-table FLOWS_PER_WORKER] [--peers]
-#                    [--probes [N]]
+#                    [--probes [N]] [--sync]
 # (PRIVLINKD=path uses that binary and skips the build; CARGO, TESTPMD, OVS_VSWITCHD
 # likewise. --peers installs openvswitch-switch-dpdk through scripts/install-deps.sh
 # --peers when it is missing.)
@@ -66,6 +70,7 @@ BUILD=1
 PLOT=1
 PEERS=0
 PROBES=0
+SYNC=0
 
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit "${1:-0}"; }
 while [ $# -gt 0 ]; do
@@ -92,18 +97,19 @@ while [ $# -gt 0 ]; do
     --probes)
       PROBES=1000
       case "${2:-}" in ''|*[!0-9]*) ;; *) PROBES=$2; shift ;; esac ;;
+    --sync) SYNC=1 ;;
     -h|--help) usage 0 ;;
     *) echo "bench: unknown argument $1" >&2; usage 2 ;;
   esac
   shift
 done
 if [ "$SMOKE" = 1 ]; then
-  RUNS=1 FLOWS=1000 PROTO=udp WARMUP=1 MEASURE=2 MODES=io DO_SETUP=0 DO_MEMORY=0 PLOT=0 UPDATE="" QUERIES=0 PEERS=0 PROBES=0
+  RUNS=1 FLOWS=1000 PROTO=udp WARMUP=1 MEASURE=2 MODES=io DO_SETUP=0 DO_MEMORY=0 PLOT=0 UPDATE="" QUERIES=0 PEERS=0 PROBES=0 SYNC=0
 fi
 case "$PROTO" in udp|tcp) ;; *) echo "bench: --proto udp|tcp" >&2; exit 2 ;; esac
 case "$RUNS" in ''|*[!0-9]*|0) echo "bench: --runs N (N >= 1)" >&2; exit 2 ;; esac
 [ "$PROBES" -le 65536 ] || { echo "bench: --probes N: at most 65536 targets (tables.maglev_size - 1)" >&2; exit 2; }
-# The probed runs go with the smallest flow count.
+# The probed and synced runs go with the smallest flow count.
 # shellcheck disable=SC2086 # one flow count a line
 PROBES_FLOWS=$(printf '%s\n' $FLOWS | sort -n | head -1)
 
@@ -401,6 +407,53 @@ for n in $FLOWS; do
   log "flows $n: capture $f ($p packets), memory ${m%% *}"
 done
 
+# ------------------------------------------------------------------ HA sync sink (--sync)
+SYNC_KEY=$(python3 -c 'import os; print(os.urandom(32).hex())')
+SYNC_NODE_PORT=$((40000 + ($$ % 10000) * 2))
+SYNC_SINK_PORT=$((SYNC_NODE_PORT + 1))
+SYNC_HOOK="python3 $HERE/sync.py config --key $SYNC_KEY --node-port $SYNC_NODE_PORT --sink-port $SYNC_SINK_PORT"
+SINK_PID=""
+# sync_sink_start DIR: the sink, before privlinkd (its first heartbeat makes privlinkd active).
+sync_sink_start() {
+  mkdir -p "$1"
+  rm -f "$1/sink.json"
+  python3 "$HERE/sync.py" sink --listen "$SYNC_SINK_PORT" --peer "$SYNC_NODE_PORT" \
+    --key "$SYNC_KEY" --out "$1/sink.json" 2>"$1/sink.log" &
+  SINK_PID=$!
+  PIDS+=("$SINK_PID")
+  sleep 0.2
+}
+# sync_node DIR: the node's HA figures (stats through its socket), while it runs; JSON.
+sync_node() {
+  python3 - "$1/privlink.sock" "$1/stats.json" <<'EOF2'
+import json, sys
+sys.dont_write_bytecode = True
+sys.path.insert(0, "scripts/bench")
+import update
+out = {}
+try:
+    st = update.Mgmt(sys.argv[1], timeout=10).call("stats", {})
+    ha = st.get("HighAvailability") or {}
+    out["role"] = ha.get("Role")
+    out["records_sent"] = (ha.get("Records") or {}).get("Sent")
+    out["unacknowledged"] = ha.get("Unacknowledged")
+    out["sync_dropped"] = (st.get("Totals") or {}).get("sync_dropped")
+except Exception as e:
+    out["error"] = str(e)
+print(json.dumps(out))
+EOF2
+}
+# sync_sink_finish DIR NODE_JSON: stops the sink; echoes NODE_JSON with the sink's counts.
+sync_sink_finish() {
+  stop_pid "$SINK_PID" 10
+  python3 -c '
+import json, os, sys
+n = json.loads(sys.argv[2] or "{}")
+p = os.path.join(sys.argv[1], "sink.json")
+n["sink"] = json.load(open(p)) if os.path.exists(p) else {"error": "the sink wrote nothing"}
+print(json.dumps(n))' "$1" "$2"
+}
+
 # forward_privlink MODE N RUN MEMKIND: one privlinkd measurement of the N-flow replay,
 # recorded as MODE: privlink, or privlink+probes (the configuration hook adds the probed
 # listener, scripts/bench/probes.py). At the --probes flow count both modes are sampled by
@@ -413,6 +466,12 @@ forward_privlink() {
     sampler=("$HERE/probes.py" sample)
   fi
   [ "$mode" = privlink+probes ] && targets=$PROBES
+  local extra='{}' synced=0
+  if [ "$mode" = privlink+sync ]; then
+    synced=1
+    sync_sink_start "$dir.sink"
+    CONFIG_HOOK=$SYNC_HOOK
+  fi
   if [ -n "${PLNOTE[$n]:-}" ]; then
     emit forward "{\"kind\":\"forward\",\"mode\":\"$mode\",\"proto\":\"$PROTO\",\"flows\":$n,\"run\":$run,\"mpps\":null,\"note\":\"${PLNOTE[$n]}\"}"
     return
@@ -421,12 +480,16 @@ forward_privlink() {
   if ! start_privlinkd "$dir" "net_pcap0,rx_pcap=$f,infinite_rx=1" "$(pow2_at_least $((2 * n)))" \
       "${PLDESC[$n]}" "${PLEXTRA[$n]}" ${MEM_PL[$n]}; then
     FAILED=1
+    [ "$synced" = 1 ] && { CONFIG_HOOK=""; sync_sink_finish "$dir.sink" "" >/dev/null; }
     return
   fi
+  [ "$synced" = 1 ] && CONFIG_HOOK=""
   [ "${sampler[0]}" = "$HERE/probes.py" ] && sampler+=(--pid "$PL_PID")
   s=$(python3 "${sampler[@]}" "$dir/stats.json" --warmup "$WARMUP" --measure "$MEASURE")
   rss=$(vm_field "$PL_PID" VmRSS)
+  [ "$synced" = 1 ] && extra=$(sync_node "$dir")
   if finish_privlinkd "$dir"; then clean=true; else clean=false; FAILED=1; fi
+  [ "$synced" = 1 ] && extra=$(sync_sink_finish "$dir.sink" "$extra")
   pps=$(jq_get "$s" tx_pps)
   note=""
   nf=$(jq_get "$s" new_flows)
@@ -442,8 +505,9 @@ r={"kind":"forward","mode":sys.argv[9],"proto":sys.argv[2],"flows":int(sys.argv[
  "run":int(sys.argv[4]),"mpps":pps/1e6 if pps else None,"clean_exit":sys.argv[5]=="true",
  "memory":sys.argv[6],"vmrss":int(sys.argv[7] or 0),"note":sys.argv[8],"sample":s}
 if int(sys.argv[10]): r["probe_targets"]=int(sys.argv[10])
+r.update(json.loads(sys.argv[11]))
 print(json.dumps(r))' \
-    "$s" "$PROTO" "$n" "$run" "$clean" "$memkind" "${rss:-0}" "$note" "$mode" "$targets")"
+    "$s" "$PROTO" "$n" "$run" "$clean" "$memkind" "${rss:-0}" "$note" "$mode" "$targets" "$extra")"
   local probes=""
   [ "${sampler[0]}" = "$HERE/probes.py" ] && probes=$(python3 -c '
 import json,sys
@@ -451,6 +515,11 @@ s=json.loads(sys.argv[1]); c=s.get("tx_per_cpu_s")
 print(", %s probes sent in %s s; %s Mpps per worker CPU second (worker on its core %s of the time)"
       % (s.get("probes_sent_delta"), s.get("probes_seconds"), "%.2f" % (c / 1e6) if c else "n/a",
          "%.0f %%" % (100 * s["cpu_share"]) if s.get("cpu_share") else "n/a"))' "$s")
+  [ "$synced" = 1 ] && probes=$(python3 -c '
+import json,sys
+e=json.loads(sys.argv[1]); k=e.get("sink") or {}
+print(", role %s, %s records sent, %s received by the sink, sync_dropped %s"
+      % (e.get("role"), e.get("records_sent"), k.get("records"), e.get("sync_dropped")))' "$extra")
   log "run $run, $n flows: $label $(python3 -c "print('%.2f' % (float('${pps:-0}' or 0)/1e6))") Mpps$probes${note:+ ($note)}"
 }
 
@@ -494,15 +563,19 @@ for ((run = 1; run <= RUNS; run++)); do
     f=${PCAPS[$n]}
     memkind=hugepages
     case "${MEM_PL[$n]}" in --no-huge*) memkind=no-huge ;; esac
-    if [ "$PROBES" -gt 0 ] && [ "$n" = "$PROBES_FLOWS" ]; then
-      # With and without the probes back to back, in turn first (a drift over the round
-      # then weighs on both alike).
-      for mode in $( ((run % 2)) && echo privlink privlink+probes || echo privlink+probes privlink); do
+    if { [ "$PROBES" -gt 0 ] || [ "$SYNC" = 1 ]; } && [ "$n" = "$PROBES_FLOWS" ]; then
+      # With and without the probes (the sync) back to back, in turn first (a drift over
+      # the round then weighs on both alike).
+      variants="privlink"
+      [ "$PROBES" -gt 0 ] && variants="$variants privlink+probes"
+      [ "$SYNC" = 1 ] && variants="$variants privlink+sync"
+      ((run % 2)) || variants=$(echo "$variants" | tr ' ' '\n' | tac | tr '\n' ' ')
+      for mode in $variants; do
         [ "$mode" = privlink+probes ] && CONFIG_HOOK=$PROBES_HOOK
         forward_privlink "$mode" "$n" "$run" "$memkind"
         CONFIG_HOOK=""
       done
-      probes_toggle "$n" "$run"
+      [ "$PROBES" -gt 0 ] && probes_toggle "$n" "$run"
     else
       forward_privlink privlink "$n" "$run" "$memkind"
     fi
@@ -571,18 +644,25 @@ with open(sys.argv[2] + ".tmp", "wb") as out:
 import os; os.replace(sys.argv[2] + ".tmp", sys.argv[2])' "$f" "$f3" || die "cannot write $f3"
   fi
   fpw=$(pow2_at_least $((2 * SYN_FLOWS)))
-  for ((run = 1; run <= RUNS; run++)); do
+  # setup_run MODE RUN: privlink, or privlink+sync (the active node of a pair with a sink)
+  setup_run() {
+    local mode=$1 run=$2 dir s io extra='{}'
     dir=$OUT/run/r$run-setup
+    [ "$mode" = privlink+sync ] && { dir=$dir-sync; sync_sink_start "$dir.sink"; CONFIG_HOOK=$SYNC_HOOK; }
     # shellcheck disable=SC2046
     if start_privlinkd "$dir" "net_pcap0,rx_pcap=$f" "$fpw" 1024 "" $(mem_args 200 | cut -d' ' -f2-); then
+      CONFIG_HOOK=""
       s=$(python3 "$HERE/harness.py" setup "$dir/stats.json" --expect "$SYN_FLOWS" --deadline 120)
+      [ "$mode" = privlink+sync ] && extra=$(sync_node "$dir")
       finish_privlinkd "$dir" || FAILED=1
     else
+      CONFIG_HOOK=""
       s='{"ok": false}'
       FAILED=1
     fi
+    [ "$mode" = privlink+sync ] && extra=$(sync_sink_finish "$dir.sink" "$extra")
     io='{}'
-    if [ "$HAVE_TESTPMD" = 1 ]; then
+    if [ "$HAVE_TESTPMD" = 1 ] && [ "$mode" = privlink ]; then
       # The replay limit: testpmd io reading the same SYNs from the file once, three times
       # over (so that whole statistics periods fall inside the replay).
       # shellcheck disable=SC2046
@@ -592,10 +672,29 @@ import os; os.replace(sys.argv[2] + ".tmp", sys.argv[2])' "$f" "$f3" || die "can
     emit setup "$(python3 -c '
 import json,sys
 s=json.loads(sys.argv[1]); io=json.loads(sys.argv[2])
-s.update({"kind":"setup","run":int(sys.argv[3]),"io_pps":io.get("tx_pps"),"io_readings":io.get("readings")})
+s.update({"kind":"setup","mode":sys.argv[4],"run":int(sys.argv[3])})
+if sys.argv[4] == "privlink": s.update({"io_pps":io.get("tx_pps"),"io_readings":io.get("readings")})
+s.update(json.loads(sys.argv[5]))
 if s.get("error"): s["note"]=s["error"]
-print(json.dumps(s))' "$s" "$io" "$run")"
-    log "run $run: setup $(jq_get "$s" rate) new flows/s ($(jq_get "$s" new_flows) of $SYN_FLOWS), io replay $(jq_get "$io" tx_pps) pps"
+print(json.dumps(s))' "$s" "$io" "$run" "$mode" "$extra")"
+    if [ "$mode" = privlink ]; then
+      log "run $run: setup $(jq_get "$s" rate) new flows/s ($(jq_get "$s" new_flows) of $SYN_FLOWS), io replay $(jq_get "$io" tx_pps) pps"
+    else
+      log "run $run: setup with sync $(jq_get "$s" rate) new flows/s ($(jq_get "$s" new_flows) of $SYN_FLOWS); $(python3 -c '
+import json,sys
+e=json.loads(sys.argv[1]); k=e.get("sink") or {}
+print("role %s, %s records sent, %s received by the sink (%s seqs missed), sync_dropped %s"
+      % (e.get("role"), e.get("records_sent"), k.get("records"), k.get("seqs_missed"), e.get("sync_dropped")))' "$extra")"
+    fi
+  }
+  for ((run = 1; run <= RUNS; run++)); do
+    if [ "$SYNC" = 1 ]; then
+      for mode in $( ((run % 2)) && echo privlink privlink+sync || echo privlink+sync privlink); do
+        setup_run "$mode" "$run"
+      done
+    else
+      setup_run privlink "$run"
+    fi
   done
 fi
 
@@ -700,6 +799,7 @@ report_args=("$OUT")
 [ "$PLOT" = 1 ] || export PRIVLINK_BENCH_NO_PLOT=1
 python3 "$HERE/harness.py" report "${report_args[@]}" | tee -a "$BLOG"
 [ "$PROBES" -gt 0 ] && python3 "$HERE/probes.py" report "$OUT" | tee -a "$BLOG"
+[ "$SYNC" = 1 ] && python3 "$HERE/sync.py" report "$OUT" | tee -a "$BLOG"
 
 if [ "$FAILED" != 0 ]; then
   log "privlinkd failed in at least one run (see above and $OUT/run/*/privlinkd.log)"

@@ -135,13 +135,16 @@ def cmd_setup(a):
                 break
         else:
             stalled_since = None
-    inside = [(t, n) for t, n, _, _ in samples if 0 < n < a.expect]
     final = samples[-1][1] if samples else 0
+    # While flows were being created: after the first, before the count reached its
+    # final value (all N, or fewer when some SYNs made no flow and the run ended on the
+    # stall, whose flat tail must not weigh in the fit).
+    inside = [(t, n) for t, n, _, _ in samples if 0 < n < min(a.expect, final)]
     # Rewrites while flows were being created, plus the first one that saw the end
     # (new_flows only stops at the end; its time bounds the run from above).
     rate = fit(inside)
     first_t = inside[0][0] if inside else None
-    done_t = next((t for t, n, _, _ in samples if n >= a.expect), None)
+    done_t = next((t for t, n, _, _ in samples if n >= min(a.expect, final) > 0), None)
     out = {
         "ok": rate is not None and rate > 0,
         "expect": a.expect,
@@ -405,7 +408,8 @@ def cmd_report(a):
                 row["ratios"][f"privlink/{m}"] = same_run("privlink", m)
             rows.append(row)
 
-    setup = [r for r in recs if r.get("kind") == "setup"]
+    # The plain runs (--sync adds runs of mode privlink+sync: sync.py reports those).
+    setup = [r for r in recs if r.get("kind") == "setup" and r.get("mode", "privlink") == "privlink"]
     setup_sum = None
     if setup:
         setup_sum = {
