@@ -24,6 +24,8 @@ PACKAGES=(
   iproute2 iputils-ping python3 curl procps kmod util-linux
   # net_pcap virtual devices and capture files
   libpcap-dev
+  # [cluster]: the fleet's configuration store (tests start their own on loopback)
+  etcd-server etcd-client
 )
 if [ "$PEERS" = 1 ]; then
   # ovs-vswitchd-dpdk (an alternative of ovs-vswitchd), ovsdb-server and the ovs-* tools,

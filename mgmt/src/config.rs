@@ -32,8 +32,8 @@ use serde::{Deserialize, Serialize};
 pub use errors::{ConfigError, ConfigProblem};
 pub use lcores::EalLcores;
 pub use sections::{
-    parse_key, EalConfig, EndpointConfig, FileMode, HaConfig, HaNode, LimitsConfig, MgmtConfig,
-    PortConfig, QuotasConfig, TablesConfig, TimeoutsConfig, WorkersConfig,
+    parse_key, ClusterConfig, EalConfig, EndpointConfig, FileMode, HaConfig, HaNode, LimitsConfig,
+    MgmtConfig, PortConfig, QuotasConfig, TablesConfig, TimeoutsConfig, WorkersConfig,
 };
 
 use crate::model::{Account, Declared, SecurityGroup, Service, State, VpcAttachment, VpcId};
@@ -99,6 +99,10 @@ pub struct Config {
     /// `[ha]`: one node of an active/standby pair; absent for a single node.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ha: Option<HaConfig>,
+    /// `[cluster]`: the object model lives in etcd, shared by every node of a fleet;
+    /// absent: this node keeps its own state file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl Config {

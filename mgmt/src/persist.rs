@@ -263,6 +263,11 @@ impl StateFile {
         self.faults.as_ref().map_or(Ok(()), |f| f(step))
     }
 
+    /// The state directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// `<dir>/state.json`.
     pub fn path(&self) -> PathBuf {
         self.dir.join(STATE_FILE)

@@ -359,19 +359,29 @@ impl Store {
                 (state, notes)
             }
         };
+        Ok((Self::with_state(config, state)?, notes))
+    }
+
+    /// A store of `state` exactly as given, the configuration's declarations not applied:
+    /// a cluster node's state (from etcd, or its cache), to which a node applies what its
+    /// file declares as a change of the fleet's state ([`prepare_reload`](Self::prepare_reload)),
+    /// once etcd can take it. The state must validate.
+    pub fn with_state(config: &Config, state: State) -> Result<Self, LoadError> {
         state.validate(&config.vpcs)?;
-        Ok((
-            Self {
-                state,
-                attachments: config.vpcs.clone(),
-                accounts: config.accounts.clone(),
-                region: config.mgmt.region.clone(),
-                deregistration_delay: config.timeouts.deregistration_delay.as_secs(),
-                limits: config.limits(),
-                ids: IdSource::default(),
-            },
-            notes,
-        ))
+        Ok(Self {
+            state,
+            attachments: config.vpcs.clone(),
+            accounts: config.accounts.clone(),
+            region: config.mgmt.region.clone(),
+            deregistration_delay: config.timeouts.deregistration_delay.as_secs(),
+            limits: config.limits(),
+            ids: IdSource::default(),
+        })
+    }
+
+    /// The attachments' rules a state from elsewhere (another node) must satisfy here.
+    pub fn validate_foreign(&self, state: &State) -> Result<(), ModelError> {
+        state.validate(&self.attachments)
     }
 
     /// The current, valid state.

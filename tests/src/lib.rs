@@ -155,6 +155,8 @@ pub struct Options {
     pub port_mtu: [Option<u16>; 2],
     /// Lines appended to the tcp/80 listener (health-check settings, ...).
     pub listener_extra: String,
+    /// Sections appended to the configuration (e.g. `[cluster]`).
+    pub extra_toml: String,
 }
 
 impl Default for Options {
@@ -172,6 +174,7 @@ impl Default for Options {
             workers_extra: String::new(),
             port_mtu: [None, None],
             listener_extra: String::new(),
+            extra_toml: String::new(),
         }
     }
 }
@@ -431,7 +434,9 @@ udp = 30
 deregistration_delay = {dereg}
 
 {objects}
+{extra}
 "#,
+        extra = o.extra_toml,
         file_prefix = names.file_prefix,
         prefix = names.dev,
         cif = names.consumer_if,
@@ -1724,5 +1729,188 @@ impl Drop for Pair {
             );
         }
         // The namespaces (and their bridges) go when the fields drop, after this.
+    }
+}
+
+/// A private etcd for a test: `n` members on loopback, each with its own data directory
+/// under the test's and its own free ports; `Drop` kills every member and removes the
+/// directories.
+#[derive(Debug)]
+pub struct Etcd {
+    pub dir: PathBuf,
+    /// Client and peer port of each member.
+    pub ports: Vec<(u16, u16)>,
+    members: Vec<Option<Child>>,
+    name: String,
+}
+
+/// `n` TCP ports free on 127.0.0.1 now (all held at once, so they differ).
+fn free_tcp_ports(n: usize) -> Vec<u16> {
+    let socks: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind a TCP port"))
+        .collect();
+    socks
+        .iter()
+        .map(|s| s.local_addr().expect("local address").port())
+        .collect()
+}
+
+impl Etcd {
+    /// Starts `n` members (1 or 3) and waits until the cluster answers (at most 30 s).
+    pub fn start(n: usize) -> Etcd {
+        let seq = SEQ.fetch_add(1, Ordering::SeqCst);
+        let name = format!("pletcd{}x{seq}", std::process::id() % 100_000);
+        let dir = std::env::temp_dir().join(format!("privlink-e2e-{name}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("etcd directory");
+        let p = free_tcp_ports(2 * n);
+        let ports: Vec<(u16, u16)> = (0..n).map(|i| (p[2 * i], p[2 * i + 1])).collect();
+        let mut e = Etcd {
+            dir,
+            ports,
+            members: (0..n).map(|_| None).collect(),
+            name,
+        };
+        for i in 0..n {
+            e.start_member(i);
+        }
+        e.wait_healthy(Duration::from_secs(30));
+        e
+    }
+
+    fn member_name(&self, i: usize) -> String {
+        format!("{}m{i}", self.name)
+    }
+
+    /// Starts member `i` (again), with the data it has.
+    pub fn start_member(&mut self, i: usize) {
+        assert!(self.members[i].is_none(), "etcd member {i} already runs");
+        let cluster = self
+            .ports
+            .iter()
+            .enumerate()
+            .map(|(j, (_, peer))| format!("{}=http://127.0.0.1:{peer}", self.member_name(j)))
+            .collect::<Vec<_>>()
+            .join(",");
+        let (client, peer) = self.ports[i];
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("m{i}.log")))
+            .expect("etcd log");
+        let child = Command::new("etcd")
+            .args([
+                "--name",
+                &self.member_name(i),
+                "--data-dir",
+                &self.dir.join(format!("m{i}")).display().to_string(),
+                "--listen-client-urls",
+                &format!("http://127.0.0.1:{client}"),
+                "--advertise-client-urls",
+                &format!("http://127.0.0.1:{client}"),
+                "--listen-peer-urls",
+                &format!("http://127.0.0.1:{peer}"),
+                "--initial-advertise-peer-urls",
+                &format!("http://127.0.0.1:{peer}"),
+                "--initial-cluster",
+                &cluster,
+                "--initial-cluster-token",
+                &self.name,
+                "--initial-cluster-state",
+                "new",
+                "--log-level",
+                "warn",
+            ])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("etcd log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn etcd (package etcd-server; scripts/install-deps.sh installs it)");
+        self.members[i] = Some(child);
+    }
+
+    /// Kills member `i` (SIGKILL).
+    pub fn kill_member(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Every member's client URL.
+    pub fn urls(&self) -> Vec<String> {
+        self.ports
+            .iter()
+            .map(|(c, _)| format!("http://127.0.0.1:{c}"))
+            .collect()
+    }
+
+    /// A `[cluster]` section naming every member, with this key prefix.
+    pub fn cluster_toml(&self, prefix: &str) -> String {
+        let urls = self
+            .urls()
+            .iter()
+            .map(|u| format!("\"{u}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!("[cluster]\netcd = [{urls}]\nprefix = \"{prefix}\"\ntimeout_ms = 1000\n")
+    }
+
+    /// Waits until a running member answers a range request (the cluster has a leader).
+    pub fn wait_healthy(&self, limit: Duration) {
+        let end = Instant::now() + limit;
+        loop {
+            for (i, url) in self.urls().iter().enumerate() {
+                if self.members[i].is_none() {
+                    continue;
+                }
+                let out = run(
+                    &[
+                        "curl",
+                        "-sf",
+                        "-m",
+                        "2",
+                        "-X",
+                        "POST",
+                        "-d",
+                        r#"{"key":"AA=="}"#,
+                        &format!("{url}/v3/kv/range"),
+                    ],
+                    Duration::from_secs(5),
+                );
+                if out.status.success() {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < end,
+                "etcd did not become healthy within {limit:?}:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Every member's log.
+    pub fn logs(&self) -> String {
+        let mut text = String::new();
+        for i in 0..self.ports.len() {
+            let p = self.dir.join(format!("m{i}.log"));
+            let _ = writeln!(
+                text,
+                "--- etcd member {i} ---\n{}",
+                std::fs::read_to_string(&p).unwrap_or_default()
+            );
+        }
+        text
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill_member(i);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -21,8 +21,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crossbeam::channel::{bounded, Sender};
+use crossbeam::channel::{bounded, Receiver, Sender};
 use crossbeam::queue::ArrayQueue;
+use mgmt::cluster::{Cache, CacheMark, Cluster, CommitError, Synced};
 use mgmt::config::Config;
 use mgmt::model::{ServiceId, State};
 use mgmt::persist::{Baseline, PersistError, StateFile};
@@ -31,6 +32,7 @@ use mgmt::server::{Caller, Handled, Handler};
 use mgmt::store::{self, Store};
 use serde_json::{json, Value};
 
+use crate::daemon::cluster::Feed;
 use crate::daemon::worker::Query;
 use crate::graph::counters::{Counters, DropReason, PublishedCounters};
 use crate::graph::{ActiveUsage, EndpointUsage, FlowFilter, FlowInfo, FlowQuery, UsageReport};
@@ -124,10 +126,92 @@ struct Visible {
     provider_side: bool,
 }
 
+/// A cluster node's link to the fleet's state in etcd.
+pub struct ClusterLink {
+    pub cluster: Arc<Cluster>,
+    /// What the watcher thread saw, in order.
+    pub feed: Receiver<Feed>,
+    pub cache: Cache,
+    pub prefix: String,
+    pub view: Mutex<ClusterView>,
+}
+
+impl std::fmt::Debug for ClusterLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterLink")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where the node stands with etcd.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterView {
+    /// etcd's state as last seen: kept apart from the store, which holds it only once it
+    /// validates here.
+    pub mirror: State,
+    /// The revision `mirror` is at.
+    pub revision: i64,
+    /// The commit key's revision in `mirror`: the guard of this node's next change.
+    pub commit_revision: i64,
+    pub cluster_id: String,
+    /// Why etcd cannot be reached, while it cannot.
+    pub down: Option<String>,
+    /// Why the fleet's state cannot be put in force here, while it cannot.
+    pub unusable: Option<String>,
+    /// Whether `mirror` came from etcd in this run (not only from the cache).
+    pub synced: bool,
+    /// The configuration file's declarations are still to be applied to the fleet's
+    /// state (at the first moment etcd takes changes).
+    pub declared_pending: bool,
+}
+
+impl ClusterView {
+    fn mark(&self, prefix: &str) -> CacheMark {
+        CacheMark {
+            revision: self.revision,
+            commit_revision: self.commit_revision,
+            cluster_id: self.cluster_id.clone(),
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    /// Why answers may not be the fleet's current state (`None`: they are).
+    fn stale(&self) -> Option<String> {
+        if let Some(d) = &self.down {
+            return Some(d.clone());
+        }
+        if let Some(u) = &self.unusable {
+            return Some(u.clone());
+        }
+        (!self.synced).then(|| "not yet in touch with etcd since the start".to_owned())
+    }
+}
+
+/// Why a change was not put in force.
+enum Failure {
+    /// Somebody else committed first, last at this revision of the commit key.
+    Conflict(i64),
+    Api(ApiErrorBody),
+}
+
+impl From<ApiErrorBody> for Failure {
+    fn from(e: ApiErrorBody) -> Self {
+        Failure::Api(e)
+    }
+}
+
+/// Times a change is validated again and retried after another node committed first.
+const COMMIT_ATTEMPTS: usize = 5;
+/// How long a retry waits for the watch to bring the state up to the revision that won.
+const CATCH_UP_WAIT: Duration = Duration::from_secs(2);
+
 /// The daemon's management state, shared by the socket threads and the main loop.
 pub struct Management {
     store: Mutex<Store>,
     state_file: StateFile,
+    /// `[cluster]`: the state lives in etcd (the state file is not written).
+    cluster: Option<ClusterLink>,
     config: Config,
     macs: Vec<[u8; 6]>,
     mtus: Vec<u16>,
@@ -180,6 +264,7 @@ impl Management {
         Management {
             store: Mutex::new(store),
             state_file,
+            cluster: None,
             config,
             macs,
             mtus,
@@ -194,6 +279,13 @@ impl Management {
             dp,
             recent_locals,
         }
+    }
+
+    /// Makes this node a member of a fleet whose state lives in etcd.
+    #[must_use]
+    pub fn with_cluster(mut self, link: ClusterLink) -> Management {
+        self.cluster = Some(link);
+        self
     }
 
     /// Builds the snapshot that enforces `state` (not yet published). The store's
@@ -246,6 +338,118 @@ impl Management {
     /// Puts `next` in force: build its snapshot, make it durable, publish, and only then
     /// commit it to the store. See the module documentation for what each failure leaves.
     fn apply(
+        &self,
+        store: &mut Store,
+        next: State,
+        touched: &[String],
+        baseline: Baseline,
+    ) -> Result<(), ApiErrorBody> {
+        match self.try_apply(store, next, touched, baseline) {
+            Ok(()) => Ok(()),
+            Err(Failure::Api(e)) => Err(e),
+            Err(Failure::Conflict(r)) => Err(conflict(r)),
+        }
+    }
+
+    fn try_apply(
+        &self,
+        store: &mut Store,
+        next: State,
+        touched: &[String],
+        baseline: Baseline,
+    ) -> Result<(), Failure> {
+        if let Some(c) = &self.cluster {
+            return self.apply_cluster(c, store, next, touched, baseline);
+        }
+        Ok(self.apply_file(store, next, touched, baseline)?)
+    }
+
+    /// [`apply`](Self::apply) of a cluster node: the change is committed to etcd,
+    /// conditioned on the revision the store's state is at, then put in force.
+    fn apply_cluster(
+        &self,
+        c: &ClusterLink,
+        store: &mut Store,
+        next: State,
+        touched: &[String],
+        baseline: Baseline,
+    ) -> Result<(), Failure> {
+        let guard = {
+            let v = lock(&c.view);
+            if let Some(u) = &v.unusable {
+                return Err(Failure::Api(ApiErrorBody::new(
+                    "ServiceUnavailable",
+                    format!(
+                        "this node cannot put the fleet's state in force ({u}); nothing changed"
+                    ),
+                )));
+            }
+            v.commit_revision
+        };
+        let started = std::time::Instant::now();
+        let snap = self.build(&next)?;
+        let built = started.elapsed();
+        match c
+            .cluster
+            .commit(store.state(), &next, touched, baseline, guard)
+        {
+            Ok(revision) => {
+                log::info!(
+                    "change: snapshot built in {:.1} ms, committed to etcd (revision {revision}) in {:.1} ms",
+                    built.as_secs_f64() * 1000.0,
+                    (started.elapsed() - built).as_secs_f64() * 1000.0
+                );
+                self.publish(snap, started);
+                let mark = {
+                    let mut v = lock(&c.view);
+                    v.mirror = next.clone();
+                    v.revision = revision;
+                    v.commit_revision = revision;
+                    v.down = None;
+                    v.synced = true;
+                    v.mark(&c.prefix)
+                };
+                if let Err(e) = c.cache.save(Some(store.state()), &next, &mark) {
+                    log::warn!("cluster: local cache not written ({e}); etcd holds the change");
+                }
+                store.commit(next);
+                Ok(())
+            }
+            Err(CommitError::Conflict { revision, guard }) => {
+                log::info!(
+                    "change: another node committed first (the commit key is at revision {guard}, etcd at {revision}); validating again"
+                );
+                Err(Failure::Conflict(guard))
+            }
+            Err(CommitError::Unavailable {
+                reason,
+                maybe_committed,
+            }) => {
+                lock(&c.view).down = Some(reason.clone());
+                Err(Failure::Api(ApiErrorBody::new(
+                    "ServiceUnavailable",
+                    if maybe_committed {
+                        format!(
+                            "{reason}: etcd did not confirm the change, so it is not \
+                             acknowledged; if it was committed all the same, every node \
+                             applies it once etcd answers (a retry with the same ClientToken \
+                             is safe)"
+                        )
+                    } else {
+                        format!("{reason}; nothing changed")
+                    },
+                )))
+            }
+            Err(CommitError::Refused(e)) => Err(Failure::Api(ApiErrorBody::new(
+                "InvalidRequest",
+                format!("{e}; nothing changed"),
+            ))),
+        }
+    }
+
+    /// [`apply`](Self::apply) of a single node: the change is made durable in the state
+    /// file, then put in force.
+    fn apply_file(
         &self,
         store: &mut Store,
         next: State,
@@ -311,25 +515,254 @@ impl Management {
         Ok(())
     }
 
-    /// Runs a store request: a change is acknowledged only once it is in force.
+    /// Runs a store request: a change is acknowledged only once it is in force. On a
+    /// cluster node, a change another node beat to etcd is validated again against the
+    /// state that won, and retried.
     fn change(
         &self,
-        f: impl FnOnce(&mut Store) -> Result<store::Outcome, store::ApiError>,
+        mut f: impl FnMut(&mut Store) -> Result<store::Outcome, store::ApiError>,
     ) -> Handled {
         let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
-        let out = match f(&mut store) {
-            Ok(out) => out,
-            Err(e) => return Handled::from(Err(api_error(e))),
+        let mut lost_to = 0;
+        let mut checked = false;
+        for _ in 0..COMMIT_ATTEMPTS {
+            let out = match f(&mut store) {
+                Ok(out) => out,
+                Err(e) => {
+                    // Refused by this node's state, which may not yet hold a change
+                    // another node acknowledged (the object it names, say): once, ask
+                    // etcd for the last commit and answer from a state that holds it.
+                    if !checked && self.behind(&mut store) {
+                        checked = true;
+                        continue;
+                    }
+                    return Handled::from(Err(api_error(e)));
+                }
+            };
+            let Some(next) = out.next else {
+                let mut response = out.response;
+                self.mark_stale(&mut response);
+                return Handled::from(Ok(response));
+            };
+            match self.try_apply(&mut store, next, &out.touched, Baseline::Kept) {
+                Ok(()) => {
+                    return Handled {
+                        result: Ok(out.response),
+                        touched: out.touched,
+                    }
+                }
+                Err(Failure::Api(e)) => return Handled::from(Err(e)),
+                Err(Failure::Conflict(revision)) => {
+                    lost_to = revision;
+                    self.catch_up(&mut store, revision);
+                }
+            }
+        }
+        Handled::from(Err(conflict(lost_to)))
+    }
+
+    /// Whether the store was behind etcd's last commit, now caught up with (a cluster
+    /// node whose etcd answers).
+    fn behind(&self, store: &mut Store) -> bool {
+        let Some(c) = &self.cluster else {
+            return false;
         };
-        let Some(next) = out.next else {
-            return Handled::from(Ok(out.response));
+        let held = lock(&c.view).commit_revision;
+        match c.cluster.last_commit() {
+            Ok(last) if last > held => {
+                self.catch_up(store, last);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A cluster node's answer from a state that may not be the fleet's current one says
+    /// so: `StateMayBeStale` and why, and the revision it is at.
+    fn mark_stale(&self, response: &mut Value) {
+        let Some(c) = &self.cluster else {
+            return;
         };
-        match self.apply(&mut store, next, &out.touched, Baseline::Kept) {
-            Ok(()) => Handled {
-                result: Ok(out.response),
-                touched: out.touched,
-            },
-            Err(e) => Handled::from(Err(e)),
+        let v = lock(&c.view);
+        if let (Some(why), Value::Object(m)) = (v.stale(), response) {
+            m.insert("StateMayBeStale".into(), json!(true));
+            m.insert("StaleReason".into(), json!(why));
+            m.insert("StateRevision".into(), json!(v.revision));
+        }
+    }
+
+    /// Applies what the watcher fed until the state holds the commit made at `guard`
+    /// (the commit key's revision), or the wait ends.
+    fn catch_up(&self, store: &mut Store, guard: i64) {
+        let Some(c) = &self.cluster else {
+            return;
+        };
+        let end = std::time::Instant::now() + CATCH_UP_WAIT;
+        while lock(&c.view).commit_revision < guard {
+            let left = end.saturating_duration_since(std::time::Instant::now());
+            match c.feed.recv_timeout(left) {
+                Ok(feed) => self.take_feed(c, store, feed),
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// What the cluster watcher fed since the last call, put in force (the main loop
+    /// calls this every few tens of ms); then the configuration's declarations, once.
+    pub fn follow_cluster(&self) {
+        let Some(c) = &self.cluster else {
+            return;
+        };
+        if c.feed.is_empty() && !lock(&c.view).declared_pending {
+            return;
+        }
+        let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
+        while let Ok(feed) = c.feed.try_recv() {
+            self.take_feed(c, &mut store, feed);
+        }
+        let due = {
+            let v = lock(&c.view);
+            v.declared_pending && v.synced && v.down.is_none() && v.unusable.is_none()
+        };
+        if due {
+            match self.apply_declared(&mut store) {
+                Ok(notes) => {
+                    lock(&c.view).declared_pending = false;
+                    for n in &notes {
+                        log::info!("configuration: {n}");
+                    }
+                }
+                Err(e) => log::warn!(
+                    "cluster: the configuration's declarations are not applied yet ({}: {}); trying again",
+                    e.code,
+                    e.message
+                ),
+            }
+        }
+    }
+
+    /// The configuration file's declarations, applied to the fleet's state as a change
+    /// (what changed in them since the baseline etcd holds).
+    fn apply_declared(&self, store: &mut Store) -> Result<Vec<String>, ApiErrorBody> {
+        let mut lost_to = 0;
+        for _ in 0..COMMIT_ATTEMPTS {
+            let (next, notes) = store
+                .prepare_reload(&self.config, now_unix())
+                .map_err(|e| ApiErrorBody::new("InvalidConfiguration", e.to_string()))?;
+            let Some(next) = next else {
+                return Ok(notes);
+            };
+            let touched = store::touched(store.state(), &next);
+            match self.try_apply(store, next, &touched, Baseline::MayChange) {
+                Ok(()) => return Ok(notes),
+                Err(Failure::Api(e)) => return Err(e),
+                Err(Failure::Conflict(r)) => {
+                    lost_to = r;
+                    self.catch_up(store, r);
+                }
+            }
+        }
+        Err(conflict(lost_to))
+    }
+
+    /// One thing the watcher saw.
+    fn take_feed(&self, c: &ClusterLink, store: &mut Store, feed: Feed) {
+        let mut v = lock(&c.view);
+        match feed {
+            Feed::Up => {
+                // The watch from the revision held is in place: whatever was missed
+                // arrives next, in order.
+                v.down = None;
+                v.synced = true;
+            }
+            Feed::Down(why) => v.down = Some(why),
+            Feed::Unusable(why) => v.unusable = Some(why),
+            Feed::Loaded(Synced {
+                state,
+                revision,
+                commit_revision,
+                cluster_id,
+            }) => {
+                v.mirror = state;
+                v.revision = revision;
+                v.commit_revision = commit_revision;
+                v.cluster_id = cluster_id;
+                v.synced = true;
+                v.down = None;
+                drop(v);
+                self.put_mirror_in_force(c, store, false);
+            }
+            Feed::Changes(events) => {
+                // What this node committed itself is in force already.
+                let fresh: Vec<_> = events
+                    .into_iter()
+                    .filter(|e| e.revision() > v.revision)
+                    .collect();
+                let Some(last) = fresh.last().map(mgmt::cluster::etcd::Event::revision) else {
+                    return;
+                };
+                let mut mirror = std::mem::take(&mut v.mirror);
+                match c.cluster.apply(&mut mirror, &fresh) {
+                    Ok(moved) => {
+                        v.mirror = mirror;
+                        v.revision = last;
+                        if let Some(r) = moved {
+                            v.commit_revision = r;
+                        }
+                        v.synced = true;
+                        drop(v);
+                        self.put_mirror_in_force(c, store, true);
+                    }
+                    Err(e) => {
+                        // Nothing of the batch was applied; the mirror stays as it was.
+                        v.mirror = mirror;
+                        log::error!("cluster: {e}; the fleet's state is not applied here");
+                        v.unusable = Some(e.to_string());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Makes the store (and the data plane) hold the mirror of etcd's state, when it
+    /// differs and validates here; else says why it cannot. `incremental`: the mirror
+    /// moved by watched changes from the state the store holds (the cache records only
+    /// what they changed; a full load is compared and written whole).
+    fn put_mirror_in_force(&self, c: &ClusterLink, store: &mut Store, incremental: bool) {
+        let (next, mark) = {
+            let mut v = lock(&c.view);
+            if !incremental && v.mirror == *store.state() {
+                v.unusable = None;
+                return;
+            }
+            (v.mirror.clone(), v.mark(&c.prefix))
+        };
+        let started = std::time::Instant::now();
+        let checked = store
+            .validate_foreign(&next)
+            .map_err(|e| {
+                format!(
+                    "the fleet's state at revision {} is not valid here: {e}",
+                    mark.revision
+                )
+            })
+            .and_then(|()| self.build(&next).map_err(|e| e.message));
+        match checked {
+            Ok(snap) => {
+                self.publish(snap, started);
+                // The cache holds what the store holds (it is written only with it).
+                let prev = incremental.then(|| store.state());
+                if let Err(e) = c.cache.save(prev, &next, &mark) {
+                    log::warn!("cluster: local cache not written: {e}");
+                }
+                store.commit(next);
+                lock(&c.view).unusable = None;
+                log::info!("cluster: revision {} in force", mark.revision);
+            }
+            Err(why) => {
+                log::error!("cluster: {why}; this node keeps its last state and refuses changes");
+                lock(&c.view).unusable = Some(why);
+            }
         }
     }
 
@@ -371,7 +804,7 @@ impl Management {
                 );
             }
         }
-        if self.state_file.compaction_due() {
+        if self.cluster.is_none() && self.state_file.compaction_due() {
             self.compact(&store);
         }
     }
@@ -408,7 +841,7 @@ impl Management {
 
     /// At a clean stop: leave the state as one checkpoint, the file an operator reads.
     pub fn checkpoint(&self) {
-        if self.state_file.has_journal() {
+        if self.cluster.is_none() && self.state_file.has_journal() {
             let store = self.store.lock().unwrap_or_else(|e| e.into_inner());
             self.compact(&store);
         }
@@ -420,14 +853,28 @@ impl Management {
     pub fn reload(&self, next: &Config) -> Result<Vec<String>, String> {
         let now = now_unix();
         let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
-        let (state, notes) = store.prepare_reload(next, now).map_err(|e| e.to_string())?;
-        if let Some(state) = state {
-            let touched = store::touched(store.state(), &state);
-            self.apply(&mut store, state, &touched, Baseline::MayChange)
-                .map_err(|e| format!("{}: {}", e.code, e.message))?;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let (state, notes) = store.prepare_reload(next, now).map_err(|e| e.to_string())?;
+            if let Some(state) = state {
+                let touched = store::touched(store.state(), &state);
+                match self.try_apply(&mut store, state, &touched, Baseline::MayChange) {
+                    Ok(()) => {}
+                    Err(Failure::Conflict(r)) if attempts < COMMIT_ATTEMPTS => {
+                        self.catch_up(&mut store, r);
+                        continue;
+                    }
+                    Err(Failure::Conflict(r)) => {
+                        let e = conflict(r);
+                        return Err(format!("{}: {}", e.code, e.message));
+                    }
+                    Err(Failure::Api(e)) => return Err(format!("{}: {}", e.code, e.message)),
+                }
+            }
+            store.apply_reload(next);
+            return Ok(notes);
         }
-        store.apply_reload(next);
-        Ok(notes)
     }
 
     /// Takes in the workers' new usage reports (the main loop calls this every few tens
@@ -822,6 +1269,22 @@ fn store_caller(c: &Caller) -> store::Caller {
 
 fn api_error(e: store::ApiError) -> ApiErrorBody {
     ApiErrorBody::new(&e.code, e.message)
+}
+
+/// Other nodes kept committing first, up to `revision`.
+fn conflict(revision: i64) -> ApiErrorBody {
+    ApiErrorBody::new(
+        "ConcurrentModification",
+        format!(
+            "other nodes changed the fleet's state while this change was being made \
+             (last committed at revision {revision}), {COMMIT_ATTEMPTS} times in a row; nothing \
+             changed: try again"
+        ),
+    )
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[doc(hidden)]

@@ -3,6 +3,7 @@
 //! Start-up failures are fatal with a message that names what is wrong; nothing in here
 //! runs on the packet path.
 
+pub mod cluster;
 pub mod ha;
 pub mod health;
 pub mod management;
@@ -297,52 +298,16 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
 
     // The saved objects come back before anything forwards; a corrupt file stops the
     // start (before any device is touched) and stays untouched for the operator.
-    let state_file = StateFile::new(&config.mgmt.state_dir);
-    let persisted = state_file
-        .load()
-        .map_err(|e| DaemonError::State(e.to_string()))?;
-    if persisted.is_some() {
-        log::info!("state restored from {}", state_file.path().display());
-    }
-    let had_state = persisted.is_some();
-    // Changes are journaled against what the files hold, so the store must start from
-    // exactly that; when it does not (the file's declarations applied, a baseline added),
-    // a checkpoint of the store's state is written below.
-    let loaded = persisted.clone();
-    let (store, notes) = Store::new(&config, persisted).map_err(|e| {
-        if had_state {
-            DaemonError::State(format!(
-                "{}: the saved state cannot be used with this configuration ({e}); it was \
-                 left untouched. Fix the configuration so that it fits the saved objects, or \
-                 move the file aside (e.g. to {}.invalid) to start with an empty state",
-                state_file.path().display(),
-                state_file.path().display()
-            ))
-        } else {
-            DaemonError::State(e.to_string())
+    let (store, state_file, cluster_start) = match &config.cluster {
+        None => {
+            let (store, state_file) = open_state_file(&config)?;
+            (store, state_file, None)
         }
-    })?;
-    for n in &notes {
-        log::info!("configuration: {n}");
-    }
-    if had_state && (!notes.is_empty() || loaded.as_ref() != Some(store.state())) {
-        // What the file changed since it was last applied is in force from this start
-        // on: save it with its new baseline, so the next start does not apply it again.
-        state_file
-            .save(store.state())
-            .map_err(|e| DaemonError::State(e.to_string()))?;
-    } else if !had_state {
-        // Changes are journal records after a checkpoint; without one, the first change
-        // would have to write the whole state on its request's path. Write it now. A
-        // failure only means that the first change writes it.
-        match state_file.save(store.state()) {
-            Ok(()) => log::info!(
-                "first checkpoint written to {}",
-                state_file.path().display()
-            ),
-            Err(e) => log::warn!("no first checkpoint (the first change writes it): {e}"),
+        Some(c) => {
+            let (store, start) = open_cluster(&config, c)?;
+            (store, StateFile::new(&start.cache.dir()), Some(start))
         }
-    }
+    };
 
     let args = eal_args(&config);
     log::info!("EAL arguments: {}", args.join(" "));
@@ -542,7 +507,8 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
         return Err(DaemonError::Worker(f.to_string()));
     }
 
-    let control = Arc::new(Management::new(
+    let mut cluster_watch = None;
+    let mut control = Management::new(
         store,
         state_file,
         config.clone(),
@@ -561,8 +527,26 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
             health: Arc::clone(&health_board),
             ha: ha_queues.as_ref().map(|_| ha_status.clone()),
         },
-    ));
+    );
     let server_stop = Arc::new(AtomicBool::new(false));
+    if let (Some(start), Some(c)) = (cluster_start, &config.cluster) {
+        let (tx, rx) = crossbeam::channel::unbounded();
+        control = control.with_cluster(management::ClusterLink {
+            cluster: Arc::clone(&start.cluster),
+            feed: rx,
+            cache: start.cache,
+            prefix: c.prefix.clone(),
+            view: std::sync::Mutex::new(start.view),
+        });
+        match cluster::spawn(start.cluster, start.from, tx, Arc::clone(&server_stop)) {
+            Ok(t) => cluster_watch = Some(t),
+            Err(e) => {
+                let _ = workers.stop(None, STOP_PATIENCE);
+                return Err(DaemonError::Setup(format!("cluster watcher thread: {e}")));
+            }
+        }
+    }
+    let control = Arc::new(control);
     let accounts = Arc::clone(&control);
     let server = ServerConfig::from_mgmt(&config.mgmt).and_then(|cfg| {
         Server::bind(
@@ -658,6 +642,7 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
         cell.reclaim();
         control.collect_reports();
         control.follow_health();
+        control.follow_cluster();
         if last_tick.elapsed() >= Duration::from_secs(1) {
             last_tick = Instant::now();
             control.tick();
@@ -670,6 +655,17 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
         let _ = t.join();
     }
     control.checkpoint();
+    if let Some(t) = cluster_watch {
+        // It may be inside a watch's read (up to its idle time): not worth waiting for,
+        // it holds nothing that needs an orderly end.
+        let end = Instant::now() + Duration::from_millis(200);
+        while !t.is_finished() && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if t.is_finished() {
+            let _ = t.join();
+        }
+    }
     if let Some(t) = stats_thread {
         let _ = t.join();
     }
@@ -773,6 +769,172 @@ pub fn fixed_sections_changed(current: &Config, next: &Config) -> Vec<&'static s
 
 fn stats_path(config: &Config) -> Option<PathBuf> {
     config.mgmt.stats_file.clone()
+}
+
+/// A single node's store, from its state file (see the start in [`run`]).
+fn open_state_file(config: &Config) -> Result<(Store, StateFile), DaemonError> {
+    let state_file = StateFile::new(&config.mgmt.state_dir);
+    let persisted = state_file
+        .load()
+        .map_err(|e| DaemonError::State(e.to_string()))?;
+    if persisted.is_some() {
+        log::info!("state restored from {}", state_file.path().display());
+    }
+    let had_state = persisted.is_some();
+    // Changes are journaled against what the files hold, so the store must start from
+    // exactly that; when it does not (the file's declarations applied, a baseline added),
+    // a checkpoint of the store's state is written below.
+    let loaded = persisted.clone();
+    let (store, notes) = Store::new(config, persisted).map_err(|e| {
+        if had_state {
+            DaemonError::State(format!(
+                "{}: the saved state cannot be used with this configuration ({e}); it was \
+                 left untouched. Fix the configuration so that it fits the saved objects, or \
+                 move the file aside (e.g. to {}.invalid) to start with an empty state",
+                state_file.path().display(),
+                state_file.path().display()
+            ))
+        } else {
+            DaemonError::State(e.to_string())
+        }
+    })?;
+    for n in &notes {
+        log::info!("configuration: {n}");
+    }
+    if had_state && (!notes.is_empty() || loaded.as_ref() != Some(store.state())) {
+        // What the file changed since it was last applied is in force from this start
+        // on: save it with its new baseline, so the next start does not apply it again.
+        state_file
+            .save(store.state())
+            .map_err(|e| DaemonError::State(e.to_string()))?;
+    } else if !had_state {
+        // Changes are journal records after a checkpoint; without one, the first change
+        // would have to write the whole state on its request's path. Write it now. A
+        // failure only means that the first change writes it.
+        match state_file.save(store.state()) {
+            Ok(()) => log::info!(
+                "first checkpoint written to {}",
+                state_file.path().display()
+            ),
+            Err(e) => log::warn!("no first checkpoint (the first change writes it): {e}"),
+        }
+    }
+
+    Ok((store, state_file))
+}
+
+/// What a cluster node starts with besides its store.
+struct ClusterStart {
+    cluster: Arc<mgmt::cluster::Cluster>,
+    cache: mgmt::cluster::Cache,
+    view: management::ClusterView,
+    from: Option<cluster::Position>,
+}
+
+/// A cluster node's store: the fleet's state from etcd, or, when etcd cannot be reached,
+/// from the local cache of the last state this node saw (or none at all). The
+/// configuration's declarations are applied once etcd takes changes
+/// ([`Management::follow_cluster`]).
+fn open_cluster(
+    config: &Config,
+    cfg: &mgmt::config::ClusterConfig,
+) -> Result<(Store, ClusterStart), DaemonError> {
+    use mgmt::cluster::{Cache, Cluster, LoadError};
+    let cluster = Arc::new(Cluster::new(cfg));
+    let cache = Cache::new(&config.mgmt.state_dir);
+    let cached = cache.load(&cfg.prefix).map_err(|e| {
+        DaemonError::State(format!(
+            "cluster cache: {e}; it was left untouched: move {} aside to start from etcd alone",
+            cache.dir().display()
+        ))
+    })?;
+    let mut view = management::ClusterView {
+        declared_pending: true,
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let from_cache = |view: &mut management::ClusterView, why: String| {
+        view.down = Some(why);
+        match &cached {
+            Some((state, mark)) => {
+                view.mirror = state.clone();
+                view.revision = mark.revision;
+                view.commit_revision = mark.commit_revision;
+                view.cluster_id = mark.cluster_id.clone();
+                state.clone()
+            }
+            None => mgmt::model::State::default(),
+        }
+    };
+    let state = match cluster.load() {
+        Ok(s) => {
+            log::info!(
+                "cluster: loaded {} from etcd in {:.0} ms",
+                s.summary(),
+                started.elapsed().as_secs_f64() * 1000.0
+            );
+            view.mirror = s.state.clone();
+            view.revision = s.revision;
+            view.commit_revision = s.commit_revision;
+            view.cluster_id = s.cluster_id;
+            view.synced = true;
+            if let Err(e) = cache.save(None, &s.state, &view_mark(&view, &cfg.prefix)) {
+                log::warn!("cluster: local cache not written: {e}");
+            }
+            s.state
+        }
+        Err(LoadError::Etcd(e)) => {
+            match &cached {
+                Some((_, mark)) => log::warn!(
+                    "cluster: {e}: starting from the local cache (revision {}); changes are refused until etcd answers",
+                    mark.revision
+                ),
+                None => log::warn!(
+                    "cluster: {e}, and there is no local cache: starting with no objects; changes are refused until etcd answers"
+                ),
+            }
+            from_cache(&mut view, e.to_string())
+        }
+        Err(e @ LoadError::Layout(_)) => {
+            if cached.is_none() {
+                return Err(DaemonError::State(format!("cluster: {e}")));
+            }
+            log::error!("cluster: {e}: starting from the local cache");
+            let state = from_cache(&mut view, String::new());
+            view.down = None;
+            view.unusable = Some(e.to_string());
+            state
+        }
+    };
+    let store = Store::with_state(config, state).map_err(|e| {
+        DaemonError::State(format!(
+            "cluster: the fleet's state (revision {}) cannot be used with this configuration ({e}); \
+             every node of a fleet needs the same VPC attachments",
+            view.revision
+        ))
+    })?;
+    let from = (view.revision > 0).then(|| cluster::Position {
+        revision: view.revision,
+        cluster_id: view.cluster_id.clone(),
+    });
+    Ok((
+        store,
+        ClusterStart {
+            cluster,
+            cache,
+            view,
+            from,
+        },
+    ))
+}
+
+fn view_mark(view: &management::ClusterView, prefix: &str) -> mgmt::cluster::CacheMark {
+    mgmt::cluster::CacheMark {
+        revision: view.revision,
+        commit_revision: view.commit_revision,
+        cluster_id: view.cluster_id.clone(),
+        prefix: prefix.to_owned(),
+    }
 }
 
 /// Starts the thread that writes the stats file and the stats log every

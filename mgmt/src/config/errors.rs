@@ -94,6 +94,12 @@ pub enum ConfigProblem {
     HaKey(String),
     /// `exactly one of key and key_file is required`
     HaKeyChoice,
+    /// What is wrong with an etcd URL.
+    ClusterUrl(String),
+    /// `"privlink" is not a key prefix (it starts and ends with '/', printable ASCII)`
+    ClusterPrefix(String),
+    /// `"" is not a node name (1 to 64 printable ASCII characters)`
+    ClusterNode(String),
     /// `0 s is outside (0, 604800] seconds`
     TimeoutOutOfRange(Duration),
     /// `5000 is above limits.flows_per_client (4096)`
@@ -190,6 +196,15 @@ impl fmt::Display for ConfigProblem {
             ),
             Self::HaKey(e) => f.write_str(e),
             Self::HaKeyChoice => write!(f, "exactly one of key and key_file is required"),
+            Self::ClusterUrl(e) => f.write_str(e),
+            Self::ClusterPrefix(p) => write!(
+                f,
+                "{p:?} is not a key prefix (it starts and ends with '/', printable ASCII, no '//')"
+            ),
+            Self::ClusterNode(n) => write!(
+                f,
+                "{n:?} is not a node name (1 to 64 printable ASCII characters)"
+            ),
             Self::SocketPathTooLong(n) => write!(
                 f,
                 "the path is {n} bytes; a Unix socket path holds at most {MAX_SOCKET_PATH}"

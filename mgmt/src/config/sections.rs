@@ -632,3 +632,41 @@ pub fn parse_key(text: &str) -> Result<Vec<u8>, String> {
         })
         .collect()
 }
+
+/// `[cluster]`: the object model lives in etcd (through its HTTP/JSON gateway) under
+/// `prefix`, shared by every node that names the same etcd and prefix; this node's state
+/// directory keeps only a cache of the last state it saw.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The etcd members' client URLs, `http://host:port` (plain HTTP: keep etcd on a
+    /// private network or loopback), tried in turn; at least one.
+    pub etcd: Vec<String>,
+    /// Every key privlink writes starts with this; it must start and end with `/`
+    /// (default `/privlink/`). Fleets sharing one etcd use different prefixes.
+    #[serde(default = "default_cluster_prefix")]
+    pub prefix: String,
+    /// How long one request to etcd may take before the member counts as unreachable,
+    /// ms (default 2000).
+    #[serde(default = "default_cluster_timeout_ms")]
+    pub timeout_ms: u32,
+    /// This node's name in the commit record (default: the host name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// The writes etcd takes in one transaction (its `--max-txn-ops`, default 128): a
+    /// change that writes more keys is refused with the reason instead of being sent.
+    #[serde(default = "default_max_txn_ops")]
+    pub max_txn_ops: u32,
+}
+
+fn default_max_txn_ops() -> u32 {
+    128
+}
+
+fn default_cluster_prefix() -> String {
+    "/privlink/".to_owned()
+}
+
+fn default_cluster_timeout_ms() -> u32 {
+    2000
+}

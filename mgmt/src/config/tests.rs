@@ -163,6 +163,7 @@ fn expected_default() -> Config {
         }],
         security_groups: vec![],
         ha: None,
+        cluster: None,
     }
 }
 
@@ -1256,4 +1257,78 @@ fn expect_part(config: &Config, path: &str, part: &str) {
         "{e}"
     );
     assert!(e.to_string().contains(part), "{e}");
+}
+
+const CLUSTER: &str = r#"
+[cluster]
+etcd = ["http://127.0.0.1:2379", "http://10.0.0.2:2379/"]
+"#;
+
+#[test]
+fn cluster_section_parses_with_defaults() {
+    let c = Config::from_toml_str(&format!("{DEFAULT_TOML}{CLUSTER}")).unwrap();
+    let cl = c.cluster.as_ref().unwrap();
+    assert_eq!(
+        (
+            cl.prefix.as_str(),
+            cl.timeout_ms,
+            cl.max_txn_ops,
+            cl.node.as_deref()
+        ),
+        ("/privlink/", 2000, 128, None)
+    );
+    assert!(Config::embedded_default().cluster.is_none());
+}
+
+#[test]
+fn cluster_section_errors_name_the_key() {
+    let good = Config::from_toml_str(&format!("{DEFAULT_TOML}{CLUSTER}")).unwrap();
+    let with = |f: &dyn Fn(&mut crate::config::ClusterConfig)| {
+        let mut c = good.clone();
+        f(c.cluster.as_mut().unwrap());
+        c
+    };
+    expect_part(&with(&|c| c.etcd.clear()), "cluster.etcd", "empty");
+    expect_part(
+        &with(&|c| c.etcd[1] = "https://10.0.0.2:2379".into()),
+        "cluster.etcd[1]",
+        "https is not supported",
+    );
+    expect_part(
+        &with(&|c| c.etcd[0] = "http://127.0.0.1".into()),
+        "cluster.etcd[0]",
+        "has no port",
+    );
+    expect_part(
+        &with(&|c| c.etcd[0] = "http://127.0.0.1:2379/v3".into()),
+        "cluster.etcd[0]",
+        "not an http://host:port URL",
+    );
+    expect_part(
+        &with(&|c| c.etcd[0] = "127.0.0.1:2379".into()),
+        "cluster.etcd[0]",
+        "not an http://host:port URL",
+    );
+    for bad in ["privlink/", "/privlink", "/", "/a//b/", "/with space/"] {
+        expect_part(
+            &with(&|c| c.prefix = bad.into()),
+            "cluster.prefix",
+            "is not a key prefix",
+        );
+    }
+    expect_part(
+        &with(&|c| c.timeout_ms = 50),
+        "cluster.timeout_ms",
+        "50 is outside 100..=60000",
+    );
+    expect_part(
+        &with(&|c| c.node = Some(String::new())),
+        "cluster.node",
+        "is not a node name",
+    );
+    expect_part(
+        &with(&|c| c.max_txn_ops = 1),
+        "cluster.max_txn_ops",
+        "1 is outside",
+    );
 }

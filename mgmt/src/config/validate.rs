@@ -44,6 +44,7 @@ impl Config {
         self.validate_timeouts()?;
         self.validate_quotas()?;
         self.validate_ha()?;
+        self.validate_cluster()?;
         self.validate_declared()
     }
 
@@ -100,6 +101,43 @@ impl Config {
         }
         if !(2..=100).contains(&ha.dead_after) {
             return Err((at.key("dead_after"), range(ha.dead_after, 2, 100)));
+        }
+        Ok(())
+    }
+
+    fn validate_cluster(&self) -> Result<(), (KeyPath, ConfigProblem)> {
+        let Some(c) = &self.cluster else {
+            return Ok(());
+        };
+        let at = KeyPath::new().key("cluster");
+        if c.etcd.is_empty() {
+            return Err((at.key("etcd"), ConfigProblem::Empty));
+        }
+        for (i, url) in c.etcd.iter().enumerate() {
+            if let Err(e) = check_etcd_url(url) {
+                return Err((at.key("etcd").index(i), ConfigProblem::ClusterUrl(e)));
+            }
+        }
+        let p = &c.prefix;
+        if p.len() < 2 || !p.starts_with('/') || !p.ends_with('/') || p.contains("//") {
+            return Err((at.key("prefix"), ConfigProblem::ClusterPrefix(p.clone())));
+        }
+        if !p.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err((at.key("prefix"), ConfigProblem::ClusterPrefix(p.clone())));
+        }
+        if !(100..=60_000).contains(&c.timeout_ms) {
+            return Err((at.key("timeout_ms"), range(c.timeout_ms, 100, 60_000)));
+        }
+        if c.max_txn_ops < 2 {
+            return Err((
+                at.key("max_txn_ops"),
+                range(c.max_txn_ops, 2, u64::from(u32::MAX)),
+            ));
+        }
+        if let Some(n) = &c.node {
+            if n.is_empty() || n.len() > 64 || !n.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err((at.key("node"), ConfigProblem::ClusterNode(n.clone())));
+            }
         }
         Ok(())
     }
@@ -444,4 +482,28 @@ pub(super) fn is_prime(n: u32) -> bool {
     }
     let n = u64::from(n);
     (2..).take_while(|d| d * d <= n).all(|d| n % d != 0)
+}
+
+/// An etcd client URL privlink can use: `http://host:port` with nothing after the port
+/// (a trailing `/` aside).
+fn check_etcd_url(url: &str) -> Result<(), String> {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return Err(if url.starts_with("https://") {
+            format!("{url:?}: https is not supported (keep etcd on a private network or loopback and use http)")
+        } else {
+            format!("{url:?} is not an http://host:port URL")
+        });
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let Some((host, port)) = rest.rsplit_once(':') else {
+        return Err(format!("{url:?} has no port (etcd clients use 2379)"));
+    };
+    let host_ok = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._[]:".contains(&b));
+    if !host_ok || port.parse::<u16>().map_or(true, |p| p == 0) {
+        return Err(format!("{url:?} is not an http://host:port URL"));
+    }
+    Ok(())
 }

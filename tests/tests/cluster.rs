@@ -1,0 +1,522 @@
+//! `[cluster]` end to end: the object model in etcd (a private etcd on loopback that each
+//! test starts and stops), shared by the two nodes of an HA pair. A change through one
+//! node's socket is in force on the other's data plane within a second; concurrent
+//! changes through both lose nothing and duplicate nothing; with etcd down, changes are
+//! refused, forwarding goes on and a restarted node comes up from its cache; a
+//! three-member etcd loses a member and changes keep working. Run as root, one at a time
+//! (`make test`).
+
+use std::time::{Duration, Instant};
+
+use privlink_e2e::{
+    Etcd, Node, Options, Pair, Topology, Value, CONSUMER_VPC, ENDPOINT_IP, UID_CONSUMER,
+    UID_PROVIDER,
+};
+
+const T: Duration = Duration::from_secs(60);
+/// The target of issue 13: a change through one node is in force on the others within
+/// this.
+const IN_FORCE_WITHIN: Duration = Duration::from_secs(1);
+/// The log line a cluster node writes once watched changes are in its data plane.
+const LOG_IN_FORCE: &str = "cluster: revision";
+const SECOND_ENDPOINT_IP: &str = "10.1.0.101";
+const RULE: &str =
+    r#"[{"IpProtocol":"tcp","FromPort":80,"ToPort":80,"IpRanges":[{"CidrIp":"10.1.0.0/24"}]}]"#;
+
+fn cluster_options(etcd: &Etcd) -> Options {
+    Options {
+        extra_toml: etcd.cluster_toml("/privlink-e2e/"),
+        ..Options::default()
+    }
+}
+
+/// `privlinkctl` through `node` that must succeed.
+fn ok(p: &Pair, node: Node, uid: u32, args: &[&str]) -> Value {
+    let (ok, v, err) = p.ctl(node, uid, args);
+    assert!(
+        ok,
+        "privlinkctl {args:?} through node {} failed: {err}\n{v}\n{}",
+        node.name(),
+        p.logs()
+    );
+    v
+}
+
+fn http_ok(p: &Pair, ip: &str, n: u32) -> u64 {
+    let r = p.client(&["http-many", ip, "80", &n.to_string()], T);
+    r["ok"].as_u64().unwrap_or(0)
+}
+
+fn service_name(p: &Pair, node: Node) -> String {
+    let v = ok(
+        p,
+        node,
+        UID_PROVIDER,
+        &["describe-vpc-endpoint-service-configurations"],
+    );
+    v["ServiceConfigurations"][0]["ServiceName"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no service: {v}"))
+        .to_owned()
+}
+
+/// Runs `change` through `from` and measures how long after its acknowledgement `to`
+/// logged the new revision in force.
+fn change_in_force(p: &mut Pair, from: Node, to: Node, what: &str, change: impl FnOnce(&Pair)) {
+    let mark = p.log_mark(to);
+    change(p);
+    let acked = Instant::now();
+    p.wait_log_since(to, mark, LOG_IN_FORCE, Duration::from_secs(10));
+    let took = acked.elapsed();
+    eprintln!(
+        "{what}: acknowledged by node {}, in force on node {}'s data plane {:.0} ms later",
+        from.name(),
+        to.name(),
+        took.as_secs_f64() * 1000.0
+    );
+    assert!(
+        took <= IN_FORCE_WITHIN,
+        "{what}: in force on node {} {took:?} after the acknowledgement (at most {IN_FORCE_WITHIN:?})\n{}",
+        to.name(),
+        p.logs()
+    );
+}
+
+#[test]
+fn a_change_through_one_node_is_in_force_on_the_other_within_a_second() {
+    let etcd = Etcd::start(1);
+    let mut p = Pair::start(cluster_options(&etcd));
+    // Node a applied the file's declarations to etcd at its start; b found them there.
+    assert_eq!(http_ok(&p, ENDPOINT_IP, 3), 3, "{}", p.logs());
+    let name = service_name(&p, Node::B);
+
+    let mut ep = String::new();
+    change_in_force(&mut p, Node::B, Node::A, "create an endpoint", |p| {
+        let v = ok(
+            p,
+            Node::B,
+            UID_CONSUMER,
+            &[
+                "create-vpc-endpoint",
+                "--vpc-id",
+                CONSUMER_VPC,
+                "--service-name",
+                &name,
+                "--ip-address",
+                SECOND_ENDPOINT_IP,
+            ],
+        );
+        ep = v["VpcEndpoint"]["VpcEndpointId"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+    });
+    assert_eq!(
+        http_ok(&p, SECOND_ENDPOINT_IP, 3),
+        3,
+        "node a (active) serves the endpoint created through b\n{}",
+        p.logs()
+    );
+    let seen = ok(&p, Node::A, UID_CONSUMER, &["describe-vpc-endpoints"]);
+    assert_eq!(
+        seen["VpcEndpoints"].as_array().map(Vec::len),
+        Some(2),
+        "{seen}"
+    );
+
+    let sg = ok(
+        &p,
+        Node::B,
+        UID_CONSUMER,
+        &[
+            "create-security-group",
+            "--vpc-id",
+            CONSUMER_VPC,
+            "--group-name",
+            "web",
+            "--description",
+            "http from the subnet",
+        ],
+    )["GroupId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    ok(
+        &p,
+        Node::B,
+        UID_CONSUMER,
+        &[
+            "authorize-security-group-ingress",
+            "--group-id",
+            &sg,
+            "--ip-permissions",
+            RULE,
+        ],
+    );
+    ok(
+        &p,
+        Node::B,
+        UID_CONSUMER,
+        &[
+            "modify-vpc-endpoint",
+            "--vpc-endpoint-id",
+            &ep,
+            "--add-security-group-ids",
+            &sg,
+        ],
+    );
+    // Settle: a's data plane has the group before the rule goes.
+    let end = Instant::now() + Duration::from_secs(5);
+    while http_ok(&p, SECOND_ENDPOINT_IP, 1) != 1 {
+        assert!(
+            Instant::now() < end,
+            "the group's rule allows port 80\n{}",
+            p.logs()
+        );
+    }
+    change_in_force(
+        &mut p,
+        Node::B,
+        Node::A,
+        "revoke a security-group rule",
+        |p| {
+            ok(
+                p,
+                Node::B,
+                UID_CONSUMER,
+                &[
+                    "revoke-security-group-ingress",
+                    "--group-id",
+                    &sg,
+                    "--ip-permissions",
+                    RULE,
+                ],
+            );
+        },
+    );
+    assert_eq!(
+        http_ok(&p, SECOND_ENDPOINT_IP, 2),
+        0,
+        "the rule revoked through b stops new connections through a\n{}",
+        p.logs()
+    );
+    let s = p.stats(Node::A);
+    assert!(Topology::drops(&s, "security_group") >= 2, "{s}");
+}
+
+/// The security group's rules as (protocol, from port) pairs, sorted.
+fn rules(p: &Pair, node: Node, sg: &str) -> Vec<(String, i64)> {
+    let v = ok(
+        p,
+        node,
+        UID_CONSUMER,
+        &["describe-security-groups", "--group-ids", sg],
+    );
+    let mut out: Vec<(String, i64)> = v["SecurityGroups"][0]["IpPermissions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|r| {
+            (
+                r["IpProtocol"].as_str().unwrap_or("").to_owned(),
+                r["FromPort"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn concurrent_changes_through_both_nodes_lose_and_duplicate_nothing() {
+    let etcd = Etcd::start(1);
+    let p = Pair::start(cluster_options(&etcd));
+    let sg = ok(
+        &p,
+        Node::A,
+        UID_CONSUMER,
+        &[
+            "create-security-group",
+            "--vpc-id",
+            CONSUMER_VPC,
+            "--group-name",
+            "many",
+            "--description",
+            "rules from two nodes at once",
+        ],
+    )["GroupId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    const EACH: i64 = 12;
+    let conflicts = std::sync::atomic::AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for (node, base) in [(Node::A, 1000), (Node::B, 2000)] {
+            let (p, sg, conflicts) = (&p, &sg, &conflicts);
+            s.spawn(move || {
+                for i in 0..EACH {
+                    let rule = format!(
+                        r#"[{{"IpProtocol":"tcp","FromPort":{port},"ToPort":{port},"IpRanges":[{{"CidrIp":"10.1.0.0/24"}}]}}]"#,
+                        port = base + i
+                    );
+                    let args = ["authorize-security-group-ingress", "--group-id", sg,
+                                "--ip-permissions", &rule];
+                    // A conflict after the node's own retries is an answer the client may
+                    // get; it sends again.
+                    let mut tries = 0;
+                    loop {
+                        let (done, v, err) = p.ctl(node, UID_CONSUMER, &args);
+                        if done {
+                            break;
+                        }
+                        tries += 1;
+                        assert!(
+                            err.contains("ConcurrentModification") && tries < 5,
+                            "rule {} through node {}: {err}\n{v}",
+                            base + i,
+                            node.name()
+                        );
+                        conflicts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    let want: Vec<(String, i64)> = (0..EACH)
+        .flat_map(|i| [("tcp".to_owned(), 1000 + i), ("tcp".to_owned(), 2000 + i)])
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    // Both nodes converge on every rule, each once.
+    let end = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (a, b) = (rules(&p, Node::A, &sg), rules(&p, Node::B, &sg));
+        if a == want && b == want {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "rules on a {a:?}, on b {b:?}, want {want:?}\n{}",
+            p.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "{} rules through two nodes at once: all there once each on both nodes; the nodes \
+         validated {} changes again after losing the race to etcd; {} conflict answers resent",
+        2 * EACH,
+        p.logs().matches("validating again").count(),
+        conflicts.load(std::sync::atomic::Ordering::Relaxed)
+    );
+
+    // One ClientToken through both nodes at once: one endpoint, one answer.
+    let name = service_name(&p, Node::A);
+    let answers: Vec<String> = std::thread::scope(|s| {
+        let hs: Vec<_> = [Node::A, Node::B]
+            .into_iter()
+            .map(|node| {
+                let (p, name) = (&p, &name);
+                s.spawn(move || {
+                    let v = ok(
+                        p,
+                        node,
+                        UID_CONSUMER,
+                        &[
+                            "create-vpc-endpoint",
+                            "--vpc-id",
+                            CONSUMER_VPC,
+                            "--service-name",
+                            name,
+                            "--ip-address",
+                            SECOND_ENDPOINT_IP,
+                            "--client-token",
+                            "same-token-both-nodes",
+                        ],
+                    );
+                    v["VpcEndpoint"]["VpcEndpointId"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned()
+                })
+            })
+            .collect();
+        hs.into_iter()
+            .map(|h| h.join().expect("client thread"))
+            .collect()
+    });
+    assert_eq!(
+        answers[0], answers[1],
+        "one endpoint for one token: {answers:?}"
+    );
+    let eps = ok(&p, Node::B, UID_CONSUMER, &["describe-vpc-endpoints"]);
+    let with_ip = eps["VpcEndpoints"]
+        .as_array()
+        .map(|v| {
+            v.iter()
+                .filter(|e| e.to_string().contains(SECOND_ENDPOINT_IP))
+                .count()
+        })
+        .unwrap_or(0);
+    assert_eq!(with_ip, 1, "{eps}");
+}
+
+/// Waits until `node`'s answers say they may be stale (or not), at most 10 s.
+fn wait_stale(p: &Pair, node: Node, stale: bool) -> Value {
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = ok(p, node, UID_CONSUMER, &["describe-vpc-endpoints"]);
+        if (v["StateMayBeStale"] == true) == stale {
+            return v;
+        }
+        assert!(
+            Instant::now() < end,
+            "node {}: StateMayBeStale is not {stale}: {v}\n{}",
+            node.name(),
+            p.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn create_group(p: &Pair, node: Node, name: &str) -> (bool, Value, String) {
+    p.ctl(
+        node,
+        UID_CONSUMER,
+        &[
+            "create-security-group",
+            "--vpc-id",
+            CONSUMER_VPC,
+            "--group-name",
+            name,
+            "--description",
+            "made while etcd was away or back",
+        ],
+    )
+}
+
+#[test]
+fn with_etcd_down_changes_are_refused_forwarding_goes_on_and_a_restart_uses_the_cache() {
+    let mut etcd = Etcd::start(1);
+    let mut p = Pair::start(cluster_options(&etcd));
+    assert_eq!(http_ok(&p, ENDPOINT_IP, 2), 2, "{}", p.logs());
+    etcd.kill_member(0);
+
+    for node in [Node::A, Node::B] {
+        let (done, v, err) = create_group(&p, node, "refused");
+        assert!(
+            !done,
+            "a change with etcd down was acknowledged by {}: {v}",
+            node.name()
+        );
+        assert!(
+            err.contains("ServiceUnavailable"),
+            "node {}: {err}",
+            node.name()
+        );
+    }
+    let v = wait_stale(&p, Node::A, true);
+    eprintln!(
+        "etcd down: node a answers from its last state: {}",
+        v["StaleReason"]
+    );
+    assert_eq!(v["VpcEndpoints"].as_array().map(Vec::len), Some(1), "{v}");
+    assert_eq!(
+        http_ok(&p, ENDPOINT_IP, 3),
+        3,
+        "forwarding goes on with etcd down\n{}",
+        p.logs()
+    );
+
+    // A node restarted while etcd is away starts from its cache.
+    p.stop(Node::B);
+    p.restart(Node::B);
+    p.wait_standby_with_peer(Node::B);
+    assert!(
+        p.log(Node::B).contains("starting from the local cache"),
+        "{}",
+        p.log(Node::B)
+    );
+    let v = wait_stale(&p, Node::B, true);
+    assert_eq!(
+        v["VpcEndpoints"].as_array().map(Vec::len),
+        Some(1),
+        "node b's cache holds the endpoint: {v}"
+    );
+    let (done, _, err) = create_group(&p, Node::B, "refused-too");
+    assert!(!done && err.contains("ServiceUnavailable"), "{err}");
+
+    etcd.start_member(0);
+    etcd.wait_healthy(Duration::from_secs(30));
+    // Changes work again once the nodes see etcd back (the watch retries within 2 s).
+    let end = Instant::now() + Duration::from_secs(15);
+    let sg = loop {
+        let (done, v, err) = create_group(&p, Node::B, "after");
+        if done {
+            break v["GroupId"].as_str().unwrap_or_default().to_owned();
+        }
+        assert!(
+            Instant::now() < end,
+            "changes still refused after etcd came back: {err}\n{}",
+            p.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    wait_stale(&p, Node::A, false);
+    wait_stale(&p, Node::B, false);
+    let end = Instant::now() + Duration::from_secs(5);
+    loop {
+        let a = ok(&p, Node::A, UID_CONSUMER, &["describe-security-groups"]);
+        let b = ok(&p, Node::B, UID_CONSUMER, &["describe-security-groups"]);
+        if a == b && a.to_string().contains(&sg) {
+            assert!(
+                !a.to_string().contains("refused"),
+                "a refused change was made: {a}"
+            );
+            break;
+        }
+        assert!(Instant::now() < end, "the nodes disagree: a {a}\nb {b}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_three_member_etcd_loses_a_member_and_changes_keep_working() {
+    let mut etcd = Etcd::start(3);
+    let p = Pair::start(cluster_options(&etcd));
+    // The first member is the one the nodes talk to first (and, started first, most
+    // likely the leader: the others elect a new one).
+    etcd.kill_member(0);
+    let killed = Instant::now();
+    etcd.wait_healthy(Duration::from_secs(30));
+    eprintln!(
+        "member 0 killed: the other two answer again after {:.0} ms",
+        killed.elapsed().as_secs_f64() * 1000.0
+    );
+    for (i, node) in [Node::A, Node::B, Node::A].into_iter().enumerate() {
+        let started = Instant::now();
+        let (done, v, err) = create_group(&p, node, &format!("g{i}"));
+        assert!(
+            done,
+            "a change through node {} with one of three members down: {err}\n{v}\n{}",
+            node.name(),
+            p.logs()
+        );
+        eprintln!(
+            "change {i} through node {} with member 0 down: {:.0} ms",
+            node.name(),
+            started.elapsed().as_secs_f64() * 1000.0
+        );
+    }
+    let end = Instant::now() + Duration::from_secs(5);
+    loop {
+        let a = ok(&p, Node::A, UID_CONSUMER, &["describe-security-groups"]);
+        let b = ok(&p, Node::B, UID_CONSUMER, &["describe-security-groups"]);
+        let n = a["SecurityGroups"].as_array().map(Vec::len);
+        if a == b && n == Some(3) {
+            break;
+        }
+        assert!(Instant::now() < end, "a {a}\nb {b}\n{}", etcd.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
