@@ -16,7 +16,8 @@ demo: build
 	bash scripts/demo.sh target/release/privlinkd
 
 ## make demo-ha: an HA pair (nodes a and b) on the embedded default between the same two
-## namespaces; a keep-alive connection survives kill -9 of the active node; until Ctrl-C
+## namespaces, sharing its configuration through one etcd; a keep-alive connection
+## survives kill -9 of the active node; until Ctrl-C
 demo-ha: build
 	bash scripts/demo-ha.sh target/release/privlinkd
 

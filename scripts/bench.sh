@@ -25,6 +25,11 @@
 # are made twice in each run, privlinkd as it is and as the active node of an HA pair whose
 # standby is a sink on this machine (scripts/bench/sync.py: it heartbeats, acknowledges and
 # counts the sync datagrams): mode privlink+sync and its ratios to privlink.
+# With --cluster "N…" (endpoint counts), the fleet configuration in etcd (issue 13): a
+# private etcd on loopback; N endpoints declared to a single privlinkd, its state file
+# imported into etcd (privlinkd --import-state); then privlinkd as a cluster node
+# forwarding the 1k-flow replay: its load time from etcd at start, and the update-under-
+# load measurement (changes through its socket, committed to etcd) with N endpoints.
 # Prints the table (median [min–max] of the runs), writes OUT/results.{json,md} and the plot
 # OUT/mpps.png (when matplotlib is installed).
 #
@@ -33,7 +38,7 @@
 #                    [--modes "io macswap 5tswap"] [--no-setup] [--no-memory] [--no-build]
 #                    [--no-plot] [--update "10000 100000"] [--no-update] [--no-queries]
 #                    [--query-seconds S] [--query-table FLOWS_PER_WORKER] [--peers]
-#                    [--probes [N]] [--sync]
+#                    [--probes [N]] [--sync] [--cluster "100000"]
 # (PRIVLINKD=path uses that binary and skips the build; CARGO, TESTPMD, OVS_VSWITCHD
 # likewise. --peers installs openvswitch-switch-dpdk through scripts/install-deps.sh
 # --peers when it is missing.)
@@ -71,6 +76,7 @@ PLOT=1
 PEERS=0
 PROBES=0
 SYNC=0
+CLUSTER=""
 
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit "${1:-0}"; }
 while [ $# -gt 0 ]; do
@@ -98,13 +104,14 @@ while [ $# -gt 0 ]; do
       PROBES=1000
       case "${2:-}" in ''|*[!0-9]*) ;; *) PROBES=$2; shift ;; esac ;;
     --sync) SYNC=1 ;;
+    --cluster) CLUSTER=$2; shift ;;
     -h|--help) usage 0 ;;
     *) echo "bench: unknown argument $1" >&2; usage 2 ;;
   esac
   shift
 done
 if [ "$SMOKE" = 1 ]; then
-  RUNS=1 FLOWS=1000 PROTO=udp WARMUP=1 MEASURE=2 MODES=io DO_SETUP=0 DO_MEMORY=0 PLOT=0 UPDATE="" QUERIES=0 PEERS=0 PROBES=0 SYNC=0
+  RUNS=1 FLOWS=1000 PROTO=udp WARMUP=1 MEASURE=2 MODES=io DO_SETUP=0 DO_MEMORY=0 PLOT=0 UPDATE="" QUERIES=0 PEERS=0 PROBES=0 SYNC=0 CLUSTER=""
 fi
 case "$PROTO" in udp|tcp) ;; *) echo "bench: --proto udp|tcp" >&2; exit 2 ;; esac
 case "$RUNS" in ''|*[!0-9]*|0) echo "bench: --runs N (N >= 1)" >&2; exit 2 ;; esac
@@ -764,6 +771,76 @@ print(json.dumps(s))' "$s" "$run" "$n")"
   [ "$PLOT" = 1 ] && python3 "$HERE/update.py" plot "$OUT" | tee -a "$BLOG"
 fi
 
+# ------------------------------------------------------------------ fleet configuration in etcd
+if [ -n "$CLUSTER" ]; then
+  command -v etcd >/dev/null || die "--cluster needs etcd (package etcd-server: bash scripts/install-deps.sh)"
+  f=$(capture udp 1000)
+  ETCD_PORT=$((30000 + ($$ % 10000)))
+  ETCD_DIR=$OUT/run/etcd
+  rm -rf "$ETCD_DIR"
+  mkdir -p "$ETCD_DIR"
+  etcd --name bench --data-dir "$ETCD_DIR/data" \
+    --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
+    --listen-peer-urls "http://127.0.0.1:$((ETCD_PORT + 1))" \
+    --initial-advertise-peer-urls "http://127.0.0.1:$((ETCD_PORT + 1))" \
+    --initial-cluster "bench=http://127.0.0.1:$((ETCD_PORT + 1))" \
+    --quota-backend-bytes 8589934592 --log-level warn >"$ETCD_DIR/etcd.log" 2>&1 &
+  ETCD_PID=$!
+  PIDS+=("$ETCD_PID")
+  for _ in $(seq 1 100); do
+    curl -sf -m 1 -X POST -d '{"key":"AA=="}' "http://127.0.0.1:$ETCD_PORT/v3/kv/range" >/dev/null && break
+    sleep 0.1
+  done
+  cluster_hook() { # the update-under-load configuration, then [cluster] on it
+    python3 "$HERE/update.py" config --endpoints "$CLUSTER_N" "$1" || return 1
+    printf '\n[cluster]\netcd = ["http://127.0.0.1:%s"]\nprefix = "/bench-%s/"\n' "$ETCD_PORT" "$CLUSTER_N" >>"$1"
+  }
+  seed_hook() { python3 "$HERE/update.py" config --endpoints "$CLUSTER_N" "$1"; }
+  for n in $CLUSTER; do
+    CLUSTER_N=$n
+    mbufs="mbufs = $(( $(pool_for_desc 1024) + $(pcap_packets "$f") + 2048 ))"
+    # The single node whose state file is imported.
+    seed=$OUT/run/cluster-$n-seed
+    CONFIG_HOOK=seed_hook
+    # shellcheck disable=SC2046
+    if ! start_privlinkd "$seed" "net_pcap0,rx_pcap=$f,infinite_rx=1" 2048 1024 "$mbufs" $(mem_args 400 | cut -d' ' -f2-); then
+      CONFIG_HOOK=""
+      FAILED=1
+      continue
+    fi
+    CONFIG_HOOK=""
+    finish_privlinkd "$seed" || FAILED=1
+    cp "$seed/privlink.toml" "$seed/cluster.toml"
+    printf '\n[cluster]\netcd = ["http://127.0.0.1:%s"]\nprefix = "/bench-%s/"\n' "$ETCD_PORT" "$n" >>"$seed/cluster.toml"
+    t0=$(date +%s.%N)
+    imp=$("$PRIVLINKD" --config "$seed/cluster.toml" --import-state "$seed/state" 2>&1) || { log "import failed: $imp"; FAILED=1; continue; }
+    import_s=$(python3 -c "import time; print(round(time.time() - $t0, 2))")
+    log "cluster $n endpoints: $imp"
+    dir=$OUT/run/cluster-$n
+    CONFIG_HOOK=cluster_hook
+    # shellcheck disable=SC2046
+    if start_privlinkd "$dir" "net_pcap0,rx_pcap=$f,infinite_rx=1" 2048 1024 "$mbufs" $(mem_args 400 | cut -d' ' -f2-); then
+      CONFIG_HOOK=""
+      s=$(python3 "$HERE/update.py" run "$dir" --changes "$UPDATE_CHANGES" --warmup "$WARMUP")
+      finish_privlinkd "$dir" || FAILED=1
+      [ "$(jq_get "$s" ok)" = True ] || { FAILED=1; log "cluster $n endpoints: $(echo "$s" | cut -c1-300)"; }
+      load_ms=$(sed -n 's/.*cluster: loaded .* from etcd in \([0-9]*\) ms.*/\1/p' "$dir/privlinkd.log" | head -1)
+      commit_ms=$(sed -n 's/.*committed to etcd (revision [0-9]*) in \([0-9.]*\) ms.*/\1/p' "$dir/privlinkd.log" | tr '\n' ' ')
+      emit cluster "$(python3 -c '
+import json,sys
+s=json.loads(sys.argv[1]); s.pop("series", None)
+s.update({"kind":"cluster","declared":int(sys.argv[2]),"load_ms":float(sys.argv[3] or "nan"),
+          "import_s":float(sys.argv[4]),"commit_ms":[float(x) for x in sys.argv[5].split()]})
+print(json.dumps(s))' "$s" "$n" "${load_ms:-}" "$import_s" "$commit_ms")"
+      log "cluster $n endpoints: import ${import_s} s; load at start ${load_ms:-?} ms; changes: publish $(jq_get "$s" publish_ms) ms, commit to etcd ${commit_ms}ms, round trip $(jq_get "$s" rtt_ms) ms; packets/10 ms before $(jq_get "$s" before_median), during min $(jq_get "$s" during_min), after $(jq_get "$s" after_median)"
+    else
+      CONFIG_HOOK=""
+      FAILED=1
+    fi
+  done
+  stop_pid "$ETCD_PID" 10
+fi
+
 # ------------------------------------------------------------------ queries under load
 # A client calls stats and flows back to back while the replay forwards: the 10 ms
 # windows during the calls must match those before and after.
@@ -805,7 +882,7 @@ if [ "$FAILED" != 0 ]; then
   log "privlinkd failed in at least one run (see above and $OUT/run/*/privlinkd.log)"
   exit 1
 fi
-if ! grep -q '"mode": "privlink".*"mpps": [0-9]' "$RAW/forward.jsonl" 2>/dev/null; then
+if [ -n "$FLOWS" ] && ! grep -q '"mode": "privlink".*"mpps": [0-9]' "$RAW/forward.jsonl" 2>/dev/null; then
   log "no privlinkd forwarding figure was measured"
   exit 1
 fi

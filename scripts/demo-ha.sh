@@ -7,16 +7,21 @@
 #   10.1.0.10/24 on br0 ─┬─ plac0 ══ privlinkd a (active)  ══ plap0 ─┬─ br0 10.2.0.11, 10.2.0.12
 #   endpoint 10.1.0.100  └─ plbc0 ══ privlinkd b (standby) ══ plbp0 ─┘   SNAT address 10.2.0.100
 #                           sync link: UDP 127.0.0.1:7411 <-> 127.0.0.1:7412
+#                           configuration: one etcd on 127.0.0.1:23790, prefix /privlink-demo/
 #
 # Both nodes run the embedded demo objects (privlinkd --print-default), each with its own
-# [eal] tap names and file prefix, [mgmt] paths and [ha] node. Shows a long-lived HTTP
-# connection surviving `kill -9` of the active node, the killed node rejoining as standby,
-# then keeps running until Ctrl-C or SIGTERM and cleans up (namespaces, servers, daemons)
-# however it ends.
+# [eal] tap names and file prefix, [mgmt] paths and [ha] node, and share their
+# configuration through one etcd ([cluster]; started here, its data in the demo's work
+# directory). Shows an endpoint created through the standby's socket served by the active
+# node, a long-lived HTTP connection surviving `kill -9` of the active node, the killed
+# node rejoining as standby, then keeps running until Ctrl-C or SIGTERM and cleans up
+# (namespaces, servers, daemons, etcd) however it ends.
 #   scripts/demo-ha.sh [PATH/TO/privlinkd]
 set -euo pipefail
 
 BIN=${1:-target/release/privlinkd}
+CTL=$(dirname "$BIN")/privlinkctl
+ETCD_PORT=23790
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 CONS=privlink-consumer
 PROV=privlink-provider
@@ -47,6 +52,8 @@ trap 'exit 0' INT TERM
 
 [ "$(id -u)" -eq 0 ] || { echo "demo-ha: run as root (namespaces and tap devices)" >&2; exit 1; }
 [ -x "$BIN" ] || { echo "demo-ha: $BIN not built (make demo-ha builds it)" >&2; exit 1; }
+[ -x "$CTL" ] || { echo "demo-ha: $CTL not built (make demo-ha builds it)" >&2; exit 1; }
+command -v etcd >/dev/null || { echo "demo-ha: etcd is missing (bash scripts/install-deps.sh installs etcd-server)" >&2; exit 1; }
 if ip link show plc0 >/dev/null 2>&1 || ip link show plac0 >/dev/null 2>&1 \
    || ip netns list | grep -qw "$CONS"; then
   echo "demo-ha: a previous demo is still running (or left taps/namespaces behind); stop it first" >&2
@@ -77,6 +84,11 @@ nodes = [
   { name = "a", sync = "127.0.0.1:7411", priority = 200 },
   { name = "b", sync = "127.0.0.1:7412", priority = 100 },
 ]
+
+[cluster]
+etcd = ["http://127.0.0.1:$ETCD_PORT"]
+prefix = "/privlink-demo/"
+node = "$n"
 EOF
   grep -q "iface=pl${n}c0" "$dir/privlink.toml" && grep -q "file-prefix=privlink-ha-$n" "$dir/privlink.toml" \
     || { echo "demo-ha: privlinkd --print-default changed shape; cannot derive node $n's configuration" >&2; exit 1; }
@@ -87,6 +99,23 @@ for n in a b; do
   "$BIN" --check --config "$cfg" >/dev/null 2>"$WORK/check-$n.log" \
     || { cat "$WORK/check-$n.log" >&2; echo "demo-ha: node $n's configuration is refused (does this privlinkd know [ha]?)" >&2; exit 1; }
 done
+
+# The fleet's configuration store: one etcd member on loopback, for both nodes.
+if curl -sf -m 1 -X POST -d '{"key":"AA=="}' "http://127.0.0.1:$ETCD_PORT/v3/kv/range" >/dev/null 2>&1; then
+  echo "demo-ha: something already answers on 127.0.0.1:$ETCD_PORT (a previous demo's etcd?); stop it first" >&2
+  exit 1
+fi
+etcd --name demo --data-dir "$WORK/etcd" \
+  --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
+  --listen-peer-urls "http://127.0.0.1:$((ETCD_PORT + 10))" \
+  --initial-advertise-peer-urls "http://127.0.0.1:$((ETCD_PORT + 10))" \
+  --initial-cluster "demo=http://127.0.0.1:$((ETCD_PORT + 10))" --log-level warn >"$WORK/etcd.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 1 100); do
+  curl -sf -m 1 -X POST -d '{"key":"AA=="}' "http://127.0.0.1:$ETCD_PORT/v3/kv/range" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+echo "demo-ha: etcd on 127.0.0.1:$ETCD_PORT holds the configuration both nodes share"
 
 # The networks: a bridge in each namespace, with a fixed MAC (a bridge takes its lowest
 # port's MAC otherwise, and would change it when the active node's tap leaves).
@@ -183,6 +212,18 @@ for _ in 1 2; do
 done
 
 echo
+echo "demo-ha: a second endpoint, 10.1.0.101, created through node b's socket (the standby):"
+ctl() { "$CTL" --socket "$WORK/$1/privlink.sock" --json "${@:2}"; }
+name=$(ctl b describe-vpc-endpoint-service-configurations | python3 -c \
+  'import json,sys; print(json.load(sys.stdin)["ServiceConfigurations"][0]["ServiceName"])')
+ctl b create-vpc-endpoint --vpc-id vpc-0c0000000000000c1 --service-name "$name" \
+  --ip-address 10.1.0.101 | python3 -c \
+  'import json,sys; e=json.load(sys.stdin)["VpcEndpoint"]; print("  through b:", e["VpcEndpointId"], e["IpAddress"], e["State"])'
+sleep 0.5
+printf '  node a (active) serves it:  $ curl http://10.1.0.101/   →  '
+ip netns exec "$CONS" curl -s --max-time 3 http://10.1.0.101/ || echo "(no answer)"
+
+echo
 echo "demo-ha: one HTTP keep-alive connection, a GET every 100 ms for 15 s, in the background"
 ip netns exec "$CONS" timeout 30 python3 -u "$HERE/tests/support/client.py" \
   keepalive 10.1.0.100 80 15 >"$WORK/keepalive.json" 2>&1 &
@@ -223,6 +264,7 @@ echo
 echo "Try it yourself in another shell:"
 echo "  ip netns exec $CONS curl http://10.1.0.100/"
 echo "  kill -9 ${DAEMON[b]}    # node b, active now: a takes over"
+echo "  $CTL --socket $WORK/a/privlink.sock describe-vpc-endpoints    # the same on both nodes"
 echo "privlinkd's logs: $WORK/a/privlinkd.log, $WORK/b/privlinkd.log.  Ctrl-C stops the demo and cleans up."
 while kill -0 "${DAEMON[a]}" 2>/dev/null || kill -0 "${DAEMON[b]}" 2>/dev/null; do sleep 1; done
 echo "demo-ha: both nodes exited"

@@ -7,10 +7,13 @@ use std::process::ExitCode;
 use appliance::daemon::{self, ConfigSource};
 
 const USAGE: &str = "usage: privlinkd [--config FILE [--ha-node NAME]] [--check]\n\
+       privlinkd --config FILE --import-state DIR\n\
 \n\
   --config FILE   TOML configuration (default: the embedded demo configuration)\n\
   --ha-node NAME  this node's name in the file's [ha] nodes (instead of [ha] node)\n\
   --check         validate the configuration and exit\n\
+  --import-state DIR  write the state saved in DIR (a single node's state_dir) into the\n\
+                  etcd of FILE's [cluster], under a prefix no node has written to, and exit\n\
   --print-default print the embedded default configuration and exit\n\
   --version       print the version and exit\n\
 \n\
@@ -24,6 +27,7 @@ fn main() -> ExitCode {
     let mut source = ConfigSource::Embedded;
     let mut check = false;
     let mut ha_node: Option<String> = None;
+    let mut import: Option<PathBuf> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -42,6 +46,13 @@ fn main() -> ExitCode {
                 }
             },
             "--check" => check = true,
+            "--import-state" => match args.next() {
+                Some(d) => import = Some(PathBuf::from(d)),
+                None => {
+                    eprintln!("privlinkd: --import-state needs a directory\n{USAGE}");
+                    return ExitCode::from(2);
+                }
+            },
             "--print-default" => {
                 print!("{}", mgmt::config::DEFAULT_TOML);
                 return ExitCode::SUCCESS;
@@ -66,6 +77,18 @@ fn main() -> ExitCode {
             _ => {
                 eprintln!("privlinkd: --ha-node needs --config\n{USAGE}");
                 return ExitCode::from(2);
+            }
+        };
+    }
+    if let Some(dir) = import {
+        return match daemon::import_state(&source, &dir) {
+            Ok(note) => {
+                println!("{note}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("privlinkd: {e}");
+                ExitCode::FAILURE
             }
         };
     }

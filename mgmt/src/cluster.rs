@@ -157,7 +157,11 @@ impl Cluster {
         let change = Change::between_with(prev, next, touched, baseline)
             .unwrap_or_else(|| layout::full_change(prev, next));
         let record = serde_json::json!({"node": self.node, "at": crate::store::now_unix()});
-        let ops = self.layout.ops(&change, record.to_string().as_bytes());
+        let ops = self.layout.ops(
+            &change,
+            prev.declared.as_ref(),
+            record.to_string().as_bytes(),
+        );
         if ops.len() > self.max_ops {
             return Err(CommitError::Refused(format!(
                 "the change writes {} etcd keys in one transaction, more than etcd's \
@@ -189,6 +193,51 @@ impl Cluster {
                 reason: e.to_string(),
             }),
         }
+    }
+
+    /// Writes `state` (a single node's, from its state file) under the prefix, which no
+    /// node may have committed to yet, in transactions of at most `max_txn_ops` writes,
+    /// the commit record last: nodes that start afterwards find it as if it had been made
+    /// through them. Each transaction is conditioned on there being no commit record, so
+    /// a node committing meanwhile stops the import; an import cut short (no commit
+    /// record yet) may be run again. Returns the number of keys written.
+    pub fn import(&self, state: &State) -> Result<usize, String> {
+        let guard = self.layout.commit_key();
+        match self.etcd.mod_revision(&guard) {
+            Ok(0) => {}
+            Ok(r) => {
+                return Err(format!(
+                    "{} already holds a fleet's state (last commit at revision {r}): an import \
+                     goes into a prefix no node has written to",
+                    self.layout.prefix_str()
+                ))
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+        let record =
+            serde_json::json!({"node": self.node, "at": crate::store::now_unix(), "import": true});
+        let ops = self.layout.ops(
+            &layout::full_change(&State::default(), state),
+            None,
+            record.to_string().as_bytes(),
+        );
+        let per = self.max_ops.max(1);
+        for (i, chunk) in ops.chunks(per).enumerate() {
+            let t = self
+                .etcd
+                .txn_if_unmodified(&guard, 0, chunk)
+                .map_err(|e| format!("{e} (after {} of {} keys)", i * per, ops.len()))?;
+            if !t.succeeded {
+                return Err(format!(
+                    "a node committed to {} during the import (after {} of {} keys); nothing \
+                     more was written",
+                    self.layout.prefix_str(),
+                    i * per,
+                    ops.len()
+                ));
+            }
+        }
+        Ok(ops.len())
     }
 
     /// The commit key's revision in etcd now: the last change anybody committed.

@@ -520,3 +520,57 @@ fn a_three_member_etcd_loses_a_member_and_changes_keep_working() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn the_etcd_client_pages_guards_and_sees_compaction() {
+    use mgmt::cluster::etcd::{self, EtcdError, Op};
+    let e = Etcd::start(1);
+    let c = etcd::Etcd::new(&e.urls(), Duration::from_secs(5));
+    let n = usize::try_from(etcd::PAGE).expect("a page fits") + 250;
+    let key = |i: usize| format!("/p/k{i:06}").into_bytes();
+    let mut guard = 0;
+    for chunk in (0..n).collect::<Vec<_>>().chunks(100) {
+        let mut ops: Vec<Op> = chunk
+            .iter()
+            .map(|&i| Op::Put(key(i), vec![b'v'; 10]))
+            .collect();
+        ops.push(Op::Put(b"/p/commit".to_vec(), b"{}".to_vec()));
+        let t = c.txn_if_unmodified(b"/p/commit", guard, &ops).expect("txn");
+        assert!(t.succeeded, "{t:?}");
+        guard = t.revision;
+    }
+    // A write outside the prefix is not loaded.
+    c.put(b"/q/other", b"x").expect("put");
+    let loaded = c.load_prefix(b"/p/").expect("load");
+    assert_eq!(loaded.kvs.len(), n + 1, "every key, over two pages");
+    assert!(loaded.kvs.windows(2).all(|w| w[0].key < w[1].key));
+    // A stale guard: refused, with where the guard is now.
+    let t = c
+        .txn_if_unmodified(b"/p/commit", guard - 1, &[Op::Delete(key(0))])
+        .expect("txn");
+    assert!(!t.succeeded);
+    assert_eq!(t.guard_revision, guard);
+    assert_eq!(c.mod_revision(b"/p/commit").expect("range"), guard);
+    // Watching from a compacted revision says so (the node then loads everything).
+    let out = privlink_e2e::run(
+        &[
+            "curl",
+            "-sf",
+            "-X",
+            "POST",
+            "-d",
+            &format!(r#"{{"revision":"{guard}"}}"#),
+            &format!("{}/v3/kv/compaction", e.urls()[0]),
+        ],
+        Duration::from_secs(10),
+    );
+    assert!(out.status.success(), "{out:?}");
+    match c.watch(b"/p/", 2, Duration::from_secs(5)) {
+        Err(EtcdError::Compacted(r)) => assert_eq!(r, guard),
+        Ok(mut w) => match w.next_events() {
+            Err(etcd::WatchError::Etcd(EtcdError::Compacted(r))) => assert_eq!(r, guard),
+            other => panic!("{other:?}"),
+        },
+        Err(other) => panic!("{other:?}"),
+    }
+}

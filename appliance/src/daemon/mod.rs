@@ -823,6 +823,31 @@ fn open_state_file(config: &Config) -> Result<(Store, StateFile), DaemonError> {
     Ok((store, state_file))
 }
 
+/// `privlinkd --import-state DIR`: the state saved in `DIR` (validated against the
+/// configuration) written into the etcd of its `[cluster]`.
+pub fn import_state(source: &ConfigSource, dir: &Path) -> Result<String, String> {
+    let config = source.load().map_err(|e| e.to_string())?;
+    let Some(c) = &config.cluster else {
+        return Err("--import-state needs a configuration with [cluster]".into());
+    };
+    let state = StateFile::new(dir)
+        .load()
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("{}: no saved state there", dir.display()))?;
+    Store::with_state(&config, state.clone())
+        .map_err(|e| format!("the saved state cannot be used with this configuration: {e}"))?;
+    let started = Instant::now();
+    let keys = mgmt::cluster::Cluster::new(c).import(&state)?;
+    Ok(format!(
+        "imported {} services, {} endpoints, {} security groups ({keys} keys) into {} in {:.1} s",
+        state.services.len(),
+        state.endpoints.len(),
+        state.security_groups.len(),
+        c.prefix,
+        started.elapsed().as_secs_f64()
+    ))
+}
+
 /// What a cluster node starts with besides its store.
 struct ClusterStart {
     cluster: Arc<mgmt::cluster::Cluster>,

@@ -1,19 +1,23 @@
 //! Where the object model lives in etcd: one key per object, under the fleet's prefix.
 //!
 //! ```text
-//! <prefix>commit                     every change's last write: who committed, when
-//! <prefix>declared                   the configuration files' declared baseline
-//! <prefix>services/<vpce-svc-…>      one service (its listeners and targets inside)
-//! <prefix>endpoints/<vpce-…>         one endpoint
-//! <prefix>security-groups/<sg-…>     one security group
-//! <prefix>tokens/<scope>/<token>     one ClientToken and the answer it got
+//! <prefix>commit                              every change's last write: who, when
+//! <prefix>services/<vpce-svc-…>               one service (its listeners and targets inside)
+//! <prefix>endpoints/<vpce-…>                  one endpoint
+//! <prefix>security-groups/<sg-…>              one security group
+//! <prefix>tokens/<scope>/<token>              one ClientToken and the answer it got
+//! <prefix>declared                            there is a declared baseline ("{}")
+//! <prefix>declared/services/<id>              one object of the configuration files'
+//! <prefix>declared/endpoints/<id>             declared baseline (what they declared when
+//! <prefix>declared/security-groups/<id>       last applied)
 //! ```
 //!
 //! Values are the objects' JSON, as in the state file. One key per object rather than one
-//! per account: a change writes only what it touched (a transaction of a few puts, far
-//! below etcd's request limit, where an account holding 100k endpoints would not fit in
-//! one value at all), and a watch delivers only the objects that changed. The order of
-//! each kind is the order of creation, which etcd keeps as each key's `create_revision`.
+//! per account (or one for the baseline): a change writes only what it touched (a
+//! transaction of a few puts, far below etcd's request limit, where an account holding
+//! 100k endpoints would not fit in one value at all), and a watch delivers only the
+//! objects that changed. The order of each kind is the order of creation, which etcd
+//! keeps as each key's `create_revision`.
 //!
 //! Every change is one transaction conditioned on the `commit` key's `mod_revision`: the
 //! revision of the state the change was validated against. A commit by anybody else in
@@ -21,13 +25,15 @@
 //! see.
 
 use std::collections::{HashMap, HashSet};
+use std::hash::Hash;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::etcd::{Event, Kv, Op};
 use crate::model::{
-    ClientToken, Endpoint, EndpointId, SecurityGroup, SecurityGroupId, Service, ServiceId, State,
+    ClientToken, Declared, Endpoint, EndpointId, SecurityGroup, SecurityGroupId, Service,
+    ServiceId, State,
 };
 use crate::persist::{Change, DeclaredChange, Put};
 
@@ -46,17 +52,52 @@ impl std::fmt::Display for LayoutError {
 
 impl std::error::Error for LayoutError {}
 
+/// The kinds of object, live or declared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Service,
+    Endpoint,
+    Group,
+}
+
 /// What a key under the prefix names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Key {
     Commit,
+    /// The declared baseline exists.
     Declared,
-    Service(ServiceId),
-    Endpoint(EndpointId),
-    SecurityGroup(SecurityGroupId),
+    Object {
+        declared: bool,
+        kind: Kind,
+        id: String,
+    },
     Token(String, String),
     /// Not privlink's (or a later version's): left alone.
     Other,
+}
+
+/// One object of a key, parsed.
+enum Value {
+    Service(Service),
+    Endpoint(Endpoint),
+    Group(SecurityGroup),
+}
+
+/// One event, parsed and checked: applied only once every event of a batch is.
+enum Step {
+    Commit(i64),
+    Declared(bool),
+    Set {
+        declared: bool,
+        value: Value,
+    },
+    Remove {
+        declared: bool,
+        kind: Kind,
+        id: String,
+    },
+    Token(ClientToken),
+    Untoken(String, String),
 }
 
 /// The key layout of one prefix.
@@ -76,6 +117,10 @@ impl Layout {
         self.prefix.as_bytes()
     }
 
+    pub fn prefix_str(&self) -> &str {
+        &self.prefix
+    }
+
     pub fn commit_key(&self) -> Vec<u8> {
         self.key("commit")
     }
@@ -84,16 +129,14 @@ impl Layout {
         format!("{}{rest}", self.prefix).into_bytes()
     }
 
-    fn service_key(&self, id: ServiceId) -> Vec<u8> {
-        self.key(&format!("services/{id}"))
-    }
-
-    fn endpoint_key(&self, id: EndpointId) -> Vec<u8> {
-        self.key(&format!("endpoints/{id}"))
-    }
-
-    fn group_key(&self, id: SecurityGroupId) -> Vec<u8> {
-        self.key(&format!("security-groups/{id}"))
+    fn object_key(&self, declared: bool, kind: Kind, id: &str) -> Vec<u8> {
+        let d = if declared { "declared/" } else { "" };
+        let k = match kind {
+            Kind::Service => "services",
+            Kind::Endpoint => "endpoints",
+            Kind::Group => "security-groups",
+        };
+        self.key(&format!("{d}{k}/{id}"))
     }
 
     fn token_key(&self, scope: &str, token: &str) -> Vec<u8> {
@@ -111,15 +154,32 @@ impl Layout {
             key: String::from_utf8_lossy(key).into_owned(),
             reason: format!("not a {what} id"),
         };
+        let (declared, rest) = match rest.strip_prefix("declared/") {
+            Some(r) => (true, r),
+            None => (false, rest),
+        };
+        let object = |kind: Kind, id: &str| Key::Object {
+            declared,
+            kind,
+            id: id.to_owned(),
+        };
         Ok(match rest.split_once('/') {
-            None if rest == "commit" => Key::Commit,
-            None if rest == "declared" => Key::Declared,
-            Some(("services", id)) => Key::Service(id.parse().map_err(|_| bad("service"))?),
-            Some(("endpoints", id)) => Key::Endpoint(id.parse().map_err(|_| bad("endpoint"))?),
-            Some(("security-groups", id)) => {
-                Key::SecurityGroup(id.parse().map_err(|_| bad("security group"))?)
+            None if rest == "commit" && !declared => Key::Commit,
+            None if rest == "declared" && !declared => Key::Declared,
+            Some(("services", id)) => {
+                id.parse::<ServiceId>().map_err(|_| bad("service"))?;
+                object(Kind::Service, id)
             }
-            Some(("tokens", st)) => match st.split_once('/') {
+            Some(("endpoints", id)) => {
+                id.parse::<EndpointId>().map_err(|_| bad("endpoint"))?;
+                object(Kind::Endpoint, id)
+            }
+            Some(("security-groups", id)) => {
+                id.parse::<SecurityGroupId>()
+                    .map_err(|_| bad("security group"))?;
+                object(Kind::Group, id)
+            }
+            Some(("tokens", st)) if !declared => match st.split_once('/') {
                 Some((scope, token)) if !scope.is_empty() && !token.is_empty() => {
                     Key::Token(scope.to_owned(), token.to_owned())
                 }
@@ -129,56 +189,129 @@ impl Layout {
         })
     }
 
-    /// The writes of `change`, then the commit record.
-    pub fn ops(&self, change: &Change, commit: &[u8]) -> Vec<Op> {
+    fn puts<K: ToString, T: Serialize>(
+        &self,
+        ops: &mut Vec<Op>,
+        declared: bool,
+        kind: Kind,
+        puts: &[Put<K, T>],
+        id: impl Fn(&T) -> String,
+    ) {
+        for p in puts {
+            ops.push(match p {
+                Put::Set(x) => Op::Put(self.object_key(declared, kind, &id(x)), json(x)),
+                Put::Remove(k) => Op::Delete(self.object_key(declared, kind, &k.to_string())),
+            });
+        }
+    }
+
+    /// The writes of `change` (made from a state whose baseline was `prev_declared`), then
+    /// the commit record.
+    pub fn ops(&self, change: &Change, prev_declared: Option<&Declared>, commit: &[u8]) -> Vec<Op> {
         let mut ops = Vec::new();
-        for p in &change.services {
-            ops.push(match p {
-                Put::Set(s) => Op::Put(self.service_key(s.id), json(s)),
-                Put::Remove(id) => Op::Delete(self.service_key(*id)),
-            });
-        }
-        for p in &change.endpoints {
-            ops.push(match p {
-                Put::Set(e) => Op::Put(self.endpoint_key(e.id), json(e)),
-                Put::Remove(id) => Op::Delete(self.endpoint_key(*id)),
-            });
-        }
-        for p in &change.security_groups {
-            ops.push(match p {
-                Put::Set(g) => Op::Put(self.group_key(g.id), json(g)),
-                Put::Remove(id) => Op::Delete(self.group_key(*id)),
-            });
-        }
+        self.puts(
+            &mut ops,
+            false,
+            Kind::Service,
+            &change.services,
+            |s: &Service| s.id.to_string(),
+        );
+        self.puts(
+            &mut ops,
+            false,
+            Kind::Endpoint,
+            &change.endpoints,
+            |e: &Endpoint| e.id.to_string(),
+        );
+        self.puts(
+            &mut ops,
+            false,
+            Kind::Group,
+            &change.security_groups,
+            |g: &SecurityGroup| g.id.to_string(),
+        );
         for (scope, token) in &change.tokens_removed {
             ops.push(Op::Delete(self.token_key(scope, token)));
         }
         for t in &change.tokens_added {
             ops.push(Op::Put(self.token_key(&t.scope, &t.token), json(t)));
         }
-        match &change.declared {
-            None => {}
-            Some(DeclaredChange::Set(d)) => ops.push(Op::Put(self.key("declared"), json(d))),
-            Some(DeclaredChange::Clear) => ops.push(Op::Delete(self.key("declared"))),
+        let empty = Declared::default();
+        let old = prev_declared.unwrap_or(&empty);
+        let new = match &change.declared {
+            None => None,
+            Some(DeclaredChange::Set(d)) => Some(d),
+            Some(DeclaredChange::Clear) => Some(&empty),
+        };
+        if let Some(new) = new {
+            self.puts(
+                &mut ops,
+                true,
+                Kind::Service,
+                &diff(&old.services, &new.services, |s| s.id),
+                |s| s.id.to_string(),
+            );
+            self.puts(
+                &mut ops,
+                true,
+                Kind::Endpoint,
+                &diff(&old.endpoints, &new.endpoints, |e| e.id),
+                |e| e.id.to_string(),
+            );
+            self.puts(
+                &mut ops,
+                true,
+                Kind::Group,
+                &diff(&old.security_groups, &new.security_groups, |g| g.id),
+                |g| g.id.to_string(),
+            );
+            match (&change.declared, prev_declared) {
+                (Some(DeclaredChange::Clear), Some(_)) => {
+                    ops.push(Op::Delete(self.key("declared")))
+                }
+                (Some(DeclaredChange::Set(_)), None) => {
+                    ops.push(Op::Put(self.key("declared"), b"{}".to_vec()))
+                }
+                _ => {}
+            }
         }
         ops.push(Op::Put(self.commit_key(), commit.to_vec()));
         ops
+    }
+
+    fn value(&self, kind: Kind, kv: &Kv) -> Result<Value, LayoutError> {
+        Ok(match kind {
+            Kind::Service => Value::Service(value(kv)?),
+            Kind::Endpoint => Value::Endpoint(value(kv)?),
+            Kind::Group => Value::Group(value(kv)?),
+        })
     }
 
     /// The state the keys of a full load hold, each kind in creation order, and the
     /// commit record's revision (0 when there is none: nothing was ever committed).
     pub fn state(&self, kvs: &[Kv]) -> Result<(State, i64), LayoutError> {
         let mut sorted: Vec<&Kv> = kvs.iter().collect();
-        sorted.sort_by_key(|kv| (kv.create_revision, kv.key.clone()));
+        sorted.sort_by(|a, b| (a.create_revision, &a.key).cmp(&(b.create_revision, &b.key)));
         let mut state = State::default();
         let mut commit = 0;
         for kv in sorted {
             match self.parse_key(&kv.key)? {
                 Key::Commit => commit = kv.mod_revision,
-                Key::Declared => state.declared = Some(value(kv)?),
-                Key::Service(_) => state.services.push(value(kv)?),
-                Key::Endpoint(_) => state.endpoints.push(value(kv)?),
-                Key::SecurityGroup(_) => state.security_groups.push(value(kv)?),
+                Key::Declared => {
+                    state.declared.get_or_insert_with(Declared::default);
+                }
+                Key::Object { declared, kind, .. } => {
+                    let v = self.value(kind, kv)?;
+                    if declared {
+                        push_value(state.declared.get_or_insert_with(Declared::default), v);
+                    } else {
+                        match v {
+                            Value::Service(x) => state.services.push(x),
+                            Value::Endpoint(x) => state.endpoints.push(x),
+                            Value::Group(x) => state.security_groups.push(x),
+                        }
+                    }
+                }
                 Key::Token(..) => state.client_tokens.push(value(kv)?),
                 Key::Other => {}
             }
@@ -186,87 +319,196 @@ impl Layout {
         Ok((state, commit))
     }
 
-    /// Applies watched events to `state`, revision by revision. Returns the commit
-    /// record's revision when the events moved it. Idempotent: events already in `state`
-    /// (a cache written after them) change nothing. Nothing is applied when any event
-    /// cannot be used.
+    /// Applies watched events to `state`, in order. Returns the commit record's revision
+    /// when the events moved it. Idempotent: events already in `state` (a cache written
+    /// after them) change nothing. Nothing is applied when any event cannot be used.
     pub fn apply(&self, state: &mut State, events: &[Event]) -> Result<Option<i64>, LayoutError> {
-        let mut changes: Vec<Change> = Vec::new();
-        let mut commit = None;
-        let mut last_rev = None;
-        let mut tokens: HashSet<(String, String)> = state
-            .client_tokens
-            .iter()
-            .map(|t| (t.scope.clone(), t.token.clone()))
-            .collect();
+        let mut steps = Vec::with_capacity(events.len());
         for e in events {
-            if last_rev != Some(e.revision()) {
-                last_rev = Some(e.revision());
-                changes.push(Change::default());
-            }
-            let Some(c) = changes.last_mut() else {
-                continue;
-            };
-            match e {
+            let step = match e {
                 Event::Put(kv) => match self.parse_key(&kv.key)? {
-                    Key::Commit => commit = Some(kv.mod_revision),
-                    Key::Declared => c.declared = Some(DeclaredChange::Set(value(kv)?)),
-                    Key::Service(_) => c.services.push(Put::Set(value(kv)?)),
-                    Key::Endpoint(_) => c.endpoints.push(Put::Set(value(kv)?)),
-                    Key::SecurityGroup(_) => c.security_groups.push(Put::Set(value(kv)?)),
-                    Key::Token(scope, token) => {
-                        let t: ClientToken = value(kv)?;
-                        if tokens.insert((scope, token)) {
-                            c.tokens_added.push(t);
-                        }
-                    }
-                    Key::Other => {}
+                    Key::Commit => Step::Commit(kv.mod_revision),
+                    Key::Declared => Step::Declared(true),
+                    Key::Object { declared, kind, .. } => Step::Set {
+                        declared,
+                        value: self.value(kind, kv)?,
+                    },
+                    Key::Token(..) => Step::Token(value(kv)?),
+                    Key::Other => continue,
                 },
                 Event::Delete { key, .. } => match self.parse_key(key)? {
-                    Key::Commit | Key::Other => {}
-                    Key::Declared => c.declared = Some(DeclaredChange::Clear),
-                    Key::Service(id) => c.services.push(Put::Remove(id)),
-                    Key::Endpoint(id) => c.endpoints.push(Put::Remove(id)),
-                    Key::SecurityGroup(id) => c.security_groups.push(Put::Remove(id)),
-                    Key::Token(scope, token) => {
-                        if tokens.remove(&(scope.clone(), token.clone())) {
-                            c.tokens_removed.push((scope, token));
-                        }
-                    }
+                    Key::Commit | Key::Other => continue,
+                    Key::Declared => Step::Declared(false),
+                    Key::Object { declared, kind, id } => Step::Remove { declared, kind, id },
+                    Key::Token(scope, token) => Step::Untoken(scope, token),
                 },
+            };
+            steps.push(step);
+        }
+        let mut live = Edits::default();
+        let mut decl = Edits::default();
+        let mut tokens: Vec<Put<(String, String), ClientToken>> = Vec::new();
+        let mut commit = None;
+        let mut baseline: Option<bool> = None;
+        for step in steps {
+            match step {
+                Step::Commit(r) => commit = Some(r),
+                Step::Declared(on) => baseline = Some(on),
+                Step::Set { declared, value } => {
+                    if declared { &mut decl } else { &mut live }.set(value);
+                }
+                Step::Remove { declared, kind, id } => {
+                    if declared { &mut decl } else { &mut live }.remove(kind, &id);
+                }
+                Step::Token(t) => tokens.push(Put::Set(t)),
+                Step::Untoken(scope, token) => tokens.push(Put::Remove((scope, token))),
             }
         }
-        for c in changes {
-            c.apply(state);
+        live.apply(
+            &mut state.services,
+            &mut state.endpoints,
+            &mut state.security_groups,
+        );
+        apply_seq(&mut state.client_tokens, tokens, |t| {
+            (t.scope.clone(), t.token.clone())
+        });
+        if baseline == Some(true) || !decl.is_empty() {
+            let d = state.declared.get_or_insert_with(Declared::default);
+            decl.apply(&mut d.services, &mut d.endpoints, &mut d.security_groups);
+        }
+        if baseline == Some(false) {
+            state.declared = None;
         }
         Ok(commit)
     }
 }
 
+/// Puts and removals of the three kinds, in the order they came.
+#[derive(Default)]
+struct Edits {
+    services: Vec<Put<ServiceId, Service>>,
+    endpoints: Vec<Put<EndpointId, Endpoint>>,
+    groups: Vec<Put<SecurityGroupId, SecurityGroup>>,
+}
+
+impl Edits {
+    fn is_empty(&self) -> bool {
+        self.services.is_empty() && self.endpoints.is_empty() && self.groups.is_empty()
+    }
+
+    fn set(&mut self, v: Value) {
+        match v {
+            Value::Service(x) => self.services.push(Put::Set(x)),
+            Value::Endpoint(x) => self.endpoints.push(Put::Set(x)),
+            Value::Group(x) => self.groups.push(Put::Set(x)),
+        }
+    }
+
+    fn remove(&mut self, kind: Kind, id: &str) {
+        // The key parsed as an id of its kind.
+        match kind {
+            Kind::Service => self.services.extend(id.parse().ok().map(Put::Remove)),
+            Kind::Endpoint => self.endpoints.extend(id.parse().ok().map(Put::Remove)),
+            Kind::Group => self.groups.extend(id.parse().ok().map(Put::Remove)),
+        }
+    }
+
+    fn apply(self, s: &mut Vec<Service>, e: &mut Vec<Endpoint>, g: &mut Vec<SecurityGroup>) {
+        apply_seq(s, self.services, |x| x.id);
+        apply_seq(e, self.endpoints, |x| x.id);
+        apply_seq(g, self.groups, |x| x.id);
+    }
+}
+
+fn push_value(d: &mut Declared, v: Value) {
+    match v {
+        Value::Service(x) => d.services.push(x),
+        Value::Endpoint(x) => d.endpoints.push(x),
+        Value::Group(x) => d.security_groups.push(x),
+    }
+}
+
+/// Applies `puts` to `list` in order: a set replaces the object of its id where it is or
+/// appends it, a removal drops it (absent: nothing). A few puts look objects up in turn;
+/// many go through an index, so a batch costs O(objects + puts) either way.
+fn apply_seq<K: Eq + Hash + Clone, T>(
+    list: &mut Vec<T>,
+    puts: Vec<Put<K, T>>,
+    id: impl Fn(&T) -> K,
+) {
+    if puts.is_empty() {
+        return;
+    }
+    if puts.len() <= 16 {
+        for p in puts {
+            match p {
+                Put::Set(x) => {
+                    let k = id(&x);
+                    match list.iter_mut().find(|y| id(y) == k) {
+                        Some(slot) => *slot = x,
+                        None => list.push(x),
+                    }
+                }
+                Put::Remove(k) => list.retain(|y| id(y) != k),
+            }
+        }
+        return;
+    }
+    let mut slots: Vec<Option<T>> = std::mem::take(list).into_iter().map(Some).collect();
+    let mut index: HashMap<K, usize> = slots
+        .iter()
+        .enumerate()
+        .filter_map(|(i, x)| x.as_ref().map(|x| (id(x), i)))
+        .collect();
+    for p in puts {
+        match p {
+            Put::Set(x) => {
+                let k = id(&x);
+                match index.get(&k) {
+                    Some(&i) => slots[i] = Some(x),
+                    None => {
+                        index.insert(k, slots.len());
+                        slots.push(Some(x));
+                    }
+                }
+            }
+            Put::Remove(k) => {
+                if let Some(i) = index.remove(&k) {
+                    slots[i] = None;
+                }
+            }
+        }
+    }
+    *list = slots.into_iter().flatten().collect();
+}
+
+/// The puts that turn `before` into `after`, object by object: removals, then what is
+/// new or changed, in `after`'s order.
+fn diff<K: Copy + Eq + Hash, T: Clone + PartialEq>(
+    before: &[T],
+    after: &[T],
+    id: impl Fn(&T) -> K,
+) -> Vec<Put<K, T>> {
+    let old: HashMap<K, &T> = before.iter().map(|t| (id(t), t)).collect();
+    let new: HashSet<K> = after.iter().map(&id).collect();
+    let mut out: Vec<Put<K, T>> = before
+        .iter()
+        .filter(|t| !new.contains(&id(t)))
+        .map(|t| Put::Remove(id(t)))
+        .collect();
+    out.extend(
+        after
+            .iter()
+            .filter(|t| old.get(&id(t)) != Some(t))
+            .cloned()
+            .map(Put::Set),
+    );
+    out
+}
+
 /// What turned `before` into `after`, object by object (for a difference
 /// [`Change::between`] cannot say as appends, removals and changes in place).
 pub fn full_change(before: &State, after: &State) -> Change {
-    fn diff<K: Copy + Eq + std::hash::Hash, T: Clone + PartialEq>(
-        before: &[T],
-        after: &[T],
-        id: impl Fn(&T) -> K,
-    ) -> Vec<Put<K, T>> {
-        let old: HashMap<K, &T> = before.iter().map(|t| (id(t), t)).collect();
-        let new: HashSet<K> = after.iter().map(&id).collect();
-        let mut out: Vec<Put<K, T>> = before
-            .iter()
-            .filter(|t| !new.contains(&id(t)))
-            .map(|t| Put::Remove(id(t)))
-            .collect();
-        out.extend(
-            after
-                .iter()
-                .filter(|t| old.get(&id(t)) != Some(t))
-                .cloned()
-                .map(Put::Set),
-        );
-        out
-    }
     let key = |t: &ClientToken| (t.scope.clone(), t.token.clone());
     let old_tokens: HashSet<(String, String)> = before.client_tokens.iter().map(key).collect();
     let new_tokens: HashSet<(String, String)> = after.client_tokens.iter().map(key).collect();
@@ -315,8 +557,10 @@ mod tests {
 
     /// The demo's objects, a token and a baseline: every kind of key.
     fn state() -> State {
-        let mut s = Config::embedded_default().state();
-        s.declared = Some(crate::model::Declared::default());
+        let config = Config::embedded_default();
+        let mut s = config.state();
+        s.declared = Some(config.declared());
+        assert!(!config.declared().endpoints.is_empty());
         s.client_tokens.push(ClientToken {
             scope: "111111111111".into(),
             token: "a/token with slashes".into(),
@@ -348,10 +592,21 @@ mod tests {
     fn a_state_written_as_keys_reads_back_the_same_in_creation_order() {
         let l = Layout::new(P);
         let s = state();
-        let ops = l.ops(&full_change(&State::default(), &s), b"{}");
+        let ops = l.ops(&full_change(&State::default(), &s), None, b"{}");
         assert!(ops.iter().all(|op| match op {
             Op::Put(k, _) | Op::Delete(k) => k.starts_with(P.as_bytes()),
         }));
+        // The baseline too is one key per object (one value for it all would outgrow
+        // etcd's request limit with 100k declared endpoints).
+        let d = s.declared.as_ref().unwrap();
+        let declared_keys = ops
+            .iter()
+            .filter(|op| matches!(op, Op::Put(k, _) if k.starts_with(b"/fleet/declared/")))
+            .count();
+        assert_eq!(
+            declared_keys,
+            d.services.len() + d.endpoints.len() + d.security_groups.len()
+        );
         let mut kvs = put_all(&ops, 10);
         // etcd answers in key order, not creation order.
         kvs.sort_by(|a, b| b.key.cmp(&a.key));
@@ -372,13 +627,17 @@ mod tests {
         let gone = after.endpoints.remove(0).id;
         after.client_tokens.clear();
         after.services[0].acceptance_required = !after.services[0].acceptance_required;
+        // The baseline loses its endpoint (a reload of a file without it).
+        if let Some(d) = after.declared.as_mut() {
+            d.endpoints.clear();
+        }
         let change = Change::between(
             &before,
             &after,
             &[gone.to_string(), after.services[0].id.to_string()],
         )
         .expect("a change of that shape");
-        let ops = l.ops(&change, b"{}");
+        let ops = l.ops(&change, before.declared.as_ref(), b"{}");
         let events: Vec<Event> = ops
             .iter()
             .map(|op| match op {
@@ -461,5 +720,49 @@ mod tests {
             ids
         };
         assert_eq!(ids(&s.endpoints), ids(&after.endpoints));
+    }
+
+    #[test]
+    fn a_large_batch_keeps_order_and_applies_in_sequence() {
+        let l = Layout::new(P);
+        let mut s = state();
+        let template = s.endpoints[0].clone();
+        let mut events = Vec::new();
+        let mut want = s.endpoints.clone();
+        for i in 0..40u32 {
+            let mut e = template.clone();
+            e.id = format!("vpce-1{:016x}", i).parse().unwrap();
+            want.push(e.clone());
+            events.push(Event::Put(Kv {
+                key: format!("{P}endpoints/{}", e.id).into_bytes(),
+                value: serde_json::to_vec(&e).unwrap(),
+                create_revision: 100 + i64::from(i),
+                mod_revision: 100 + i64::from(i),
+            }));
+        }
+        // The fifth new one changed, then the tenth removed, later in the same batch.
+        let mut changed = want[template_index(&want, 5)].clone();
+        changed.ip = "10.1.0.200".parse().unwrap();
+        let at = template_index(&want, 5);
+        want[at] = changed.clone();
+        events.push(Event::Put(Kv {
+            key: format!("{P}endpoints/{}", changed.id).into_bytes(),
+            value: serde_json::to_vec(&changed).unwrap(),
+            create_revision: 105,
+            mod_revision: 200,
+        }));
+        let gone = want.remove(template_index(&want, 10));
+        events.push(Event::Delete {
+            key: format!("{P}endpoints/{}", gone.id).into_bytes(),
+            mod_revision: 201,
+        });
+        l.apply(&mut s, &events).unwrap();
+        assert_eq!(s.endpoints, want);
+    }
+
+    /// Where the `n`th endpoint of the test batch is in `list`.
+    fn template_index(list: &[crate::model::Endpoint], n: u32) -> usize {
+        let id: crate::model::EndpointId = format!("vpce-1{:016x}", n).parse().unwrap();
+        list.iter().position(|e| e.id == id).unwrap()
     }
 }
