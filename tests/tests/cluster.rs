@@ -47,6 +47,29 @@ fn http_ok(p: &Pair, ip: &str, n: u32) -> u64 {
     r["ok"].as_u64().unwrap_or(0)
 }
 
+/// `create-vpc-endpoint` of the consumer through `node` (with a ClientToken when given).
+fn create_endpoint(
+    p: &Pair,
+    node: Node,
+    service: &str,
+    ip: &str,
+    token: Option<&str>,
+) -> (bool, Value, String) {
+    let mut args = vec![
+        "create-vpc-endpoint",
+        "--vpc-id",
+        CONSUMER_VPC,
+        "--service-name",
+        service,
+        "--ip-address",
+        ip,
+    ];
+    if let Some(t) = token {
+        args.extend(["--client-token", t]);
+    }
+    p.ctl(node, UID_CONSUMER, &args)
+}
+
 fn service_name(p: &Pair, node: Node) -> String {
     let v = ok(
         p,
@@ -92,20 +115,8 @@ fn a_change_through_one_node_is_in_force_on_the_other_within_a_second() {
 
     let mut ep = String::new();
     change_in_force(&mut p, Node::B, Node::A, "create an endpoint", |p| {
-        let v = ok(
-            p,
-            Node::B,
-            UID_CONSUMER,
-            &[
-                "create-vpc-endpoint",
-                "--vpc-id",
-                CONSUMER_VPC,
-                "--service-name",
-                &name,
-                "--ip-address",
-                SECOND_ENDPOINT_IP,
-            ],
-        );
+        let (done, v, err) = create_endpoint(p, Node::B, &name, SECOND_ENDPOINT_IP, None);
+        assert!(done, "{err}\n{}", p.logs());
         ep = v["VpcEndpoint"]["VpcEndpointId"]
             .as_str()
             .unwrap_or_default()
@@ -318,22 +329,14 @@ fn concurrent_changes_through_both_nodes_lose_and_duplicate_nothing() {
             .map(|node| {
                 let (p, name) = (&p, &name);
                 s.spawn(move || {
-                    let v = ok(
+                    let (done, v, err) = create_endpoint(
                         p,
                         node,
-                        UID_CONSUMER,
-                        &[
-                            "create-vpc-endpoint",
-                            "--vpc-id",
-                            CONSUMER_VPC,
-                            "--service-name",
-                            name,
-                            "--ip-address",
-                            SECOND_ENDPOINT_IP,
-                            "--client-token",
-                            "same-token-both-nodes",
-                        ],
+                        name,
+                        SECOND_ENDPOINT_IP,
+                        Some("same-token-both-nodes"),
                     );
+                    assert!(done, "node {}: {err}", node.name());
                     v["VpcEndpoint"]["VpcEndpointId"]
                         .as_str()
                         .unwrap_or_default()
@@ -573,4 +576,156 @@ fn the_etcd_client_pages_guards_and_sees_compaction() {
         },
         Err(other) => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn quotas_hold_for_the_fleet_when_both_nodes_create_at_once() {
+    let etcd = Etcd::start(1);
+    // The declared endpoint and two more: four created at once through two nodes, two
+    // must be refused.
+    let mut opts = cluster_options(&etcd);
+    opts.extra_toml
+        .push_str("\n[quotas]\nendpoints_per_vpc = 3\n");
+    let p = Pair::start(opts);
+    let name = service_name(&p, Node::A);
+    let results: Vec<(bool, String)> = std::thread::scope(|s| {
+        let hs: Vec<_> = [
+            (Node::A, "10.1.0.101"),
+            (Node::B, "10.1.0.102"),
+            (Node::A, "10.1.0.103"),
+            (Node::B, "10.1.0.104"),
+        ]
+        .into_iter()
+        .map(|(node, ip)| {
+            let (p, name) = (&p, &name);
+            s.spawn(move || {
+                let (done, _, err) = create_endpoint(p, node, name, ip, None);
+                (done, err)
+            })
+        })
+        .collect();
+        hs.into_iter()
+            .map(|h| h.join().expect("client thread"))
+            .collect()
+    });
+    let made = results.iter().filter(|(done, _)| *done).count();
+    assert_eq!(made, 2, "two of four fit the fleet's quota: {results:?}");
+    for (done, err) in &results {
+        assert!(*done || err.contains("VpcEndpointLimitExceeded"), "{err}");
+    }
+    let end = Instant::now() + Duration::from_secs(5);
+    loop {
+        let n = |node| {
+            ok(&p, node, UID_CONSUMER, &["describe-vpc-endpoints"])["VpcEndpoints"]
+                .as_array()
+                .map(Vec::len)
+        };
+        if n(Node::A) == Some(3) && n(Node::B) == Some(3) {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "both nodes hold 3 endpoints\n{}",
+            p.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_key_privlink_cannot_read_stops_changes_until_it_is_removed() {
+    use mgmt::cluster::etcd::{self, Op};
+    let etcd = Etcd::start(1);
+    let p = Pair::start(cluster_options(&etcd));
+    let c = etcd::Etcd::new(&etcd.urls(), Duration::from_secs(5));
+    // A good group and a bad key written by someone else in one transaction: the node
+    // must not apply the one and skip the other.
+    let (done, v, err) = create_group(&p, Node::A, "template");
+    assert!(done, "{err}");
+    let template = v["GroupId"].as_str().unwrap_or_default().to_owned();
+    let groups = c
+        .load_prefix(b"/privlink-e2e/security-groups/")
+        .expect("load");
+    let value = String::from_utf8(groups.kvs[0].value.clone()).expect("utf-8");
+    let smuggled_id = "sg-0fedcba987654321f";
+    let smuggled = value
+        .replace(&template, smuggled_id)
+        .replace("\"template\"", "\"smuggled\"");
+    assert_ne!(smuggled, value);
+    let key = "/privlink-e2e/security-groups/sg-0123456789abcdef0";
+    let guard = c.mod_revision(b"/privlink-e2e/commit").expect("commit");
+    let t = c
+        .txn_if_unmodified(
+            b"/privlink-e2e/commit",
+            guard,
+            &[
+                Op::Put(
+                    format!("/privlink-e2e/security-groups/{smuggled_id}").into_bytes(),
+                    smuggled.into_bytes(),
+                ),
+                Op::Put(key.as_bytes().to_vec(), b"not an object".to_vec()),
+            ],
+        )
+        .expect("txn");
+    assert!(t.succeeded);
+    // The node refuses changes (it cannot tell what the fleet's state is) and says why;
+    // it keeps forwarding with what it has.
+    // (A change may still get in before the node sees the key: each try has its own name.)
+    let end = Instant::now() + Duration::from_secs(10);
+    let mut attempt = 0;
+    let (refused, err) = loop {
+        attempt += 1;
+        let name = format!("while-broken-{attempt}");
+        let (done, _, err) = create_group(&p, Node::A, &name);
+        if !done {
+            break (name, err);
+        }
+        assert!(
+            Instant::now() < end,
+            "changes still accepted with a bad key\n{}",
+            p.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        err.contains("ServiceUnavailable") && err.contains(key),
+        "the refusal names the key: {err}"
+    );
+    let v = wait_stale(&p, Node::A, true);
+    assert!(v["StaleReason"].to_string().contains(key), "{v}");
+    assert_eq!(http_ok(&p, ENDPOINT_IP, 2), 2, "{}", p.logs());
+    // (A change may have got in before the node saw the key: the guard as it is now.)
+    let guard = c.mod_revision(b"/privlink-e2e/commit").expect("commit");
+    let t = c
+        .txn_if_unmodified(
+            b"/privlink-e2e/commit",
+            guard,
+            &[Op::Delete(key.as_bytes().to_vec())],
+        )
+        .expect("txn");
+    assert!(t.succeeded, "{t:?}");
+    let end = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (done, _, err) = create_group(&p, Node::A, "fixed");
+        if done {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "changes refused after the key went: {err}\n{}",
+            p.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    wait_stale(&p, Node::B, false);
+    let groups = ok(&p, Node::B, UID_CONSUMER, &["describe-security-groups"]);
+    assert!(
+        !groups.to_string().contains(&format!("\"{refused}\"")),
+        "{groups}"
+    );
+    assert!(groups.to_string().contains("fixed"), "{groups}");
+    assert!(
+        groups.to_string().contains(smuggled_id),
+        "the good object of the bad transaction is there too: {groups}"
+    );
 }

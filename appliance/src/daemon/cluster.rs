@@ -56,6 +56,7 @@ pub fn spawn(
                 at: from,
                 feed,
                 down: None,
+                unusable: None,
                 failures: 0,
             }
             .run(&stop)
@@ -68,6 +69,8 @@ struct Watcher {
     feed: Sender<Feed>,
     /// Why etcd was last found unreachable, while it still is.
     down: Option<String>,
+    /// Why the last full load could not be used (said once, not at every retry).
+    unusable: Option<String>,
     failures: usize,
 }
 
@@ -109,6 +112,7 @@ impl Watcher {
         match self.cluster.load() {
             Ok(s) => {
                 self.up();
+                self.unusable = None;
                 log::info!(
                     "cluster: loaded {} in {:.0} ms",
                     s.summary(),
@@ -128,8 +132,11 @@ impl Watcher {
             Err(e @ mgmt::cluster::LoadError::Layout(_)) => {
                 self.up();
                 let why = e.to_string();
-                log::error!("cluster: {why}");
-                let _ = self.feed.send(Feed::Unusable(why));
+                if self.unusable.as_deref() != Some(why.as_str()) {
+                    log::error!("cluster: {why}");
+                    let _ = self.feed.send(Feed::Unusable(why.clone()));
+                    self.unusable = Some(why);
+                }
                 // Tried again after the backoff: an operator may fix the key.
                 false
             }
@@ -172,6 +179,18 @@ impl Watcher {
         while !stop.load(Ordering::Relaxed) {
             match w.next_events() {
                 Ok(events) => {
+                    if let Err(e) = self.cluster.layout().check(&events) {
+                        // Not applied anywhere: load everything again (and again, after
+                        // the backoff, until the key is fixed), never skip it.
+                        let why = format!("{e}; the fleet's state is not applied here");
+                        if self.unusable.as_deref() != Some(why.as_str()) {
+                            log::error!("cluster: {why}");
+                            let _ = self.feed.send(Feed::Unusable(why.clone()));
+                            self.unusable = Some(why);
+                        }
+                        self.at = None;
+                        return false;
+                    }
                     if let Some(last) = events.last() {
                         self.at = Some(Position {
                             revision: last.revision(),

@@ -85,7 +85,7 @@ enum Value {
 
 /// One event, parsed and checked: applied only once every event of a batch is.
 enum Step {
-    Commit(i64),
+    Commit,
     Declared(bool),
     Set {
         declared: bool,
@@ -323,11 +323,31 @@ impl Layout {
     /// when the events moved it. Idempotent: events already in `state` (a cache written
     /// after them) change nothing. Nothing is applied when any event cannot be used.
     pub fn apply(&self, state: &mut State, events: &[Event]) -> Result<Option<i64>, LayoutError> {
+        let steps = self.steps(events)?;
+        self.apply_steps(state, steps);
+        Ok(self.commit_of(events))
+    }
+
+    /// Whether every event can be applied (what [`apply`](Self::apply) would refuse).
+    pub fn check(&self, events: &[Event]) -> Result<(), LayoutError> {
+        self.steps(events).map(|_| ())
+    }
+
+    /// The commit record's last revision among `events`.
+    fn commit_of(&self, events: &[Event]) -> Option<i64> {
+        let key = self.commit_key();
+        events.iter().rev().find_map(|e| match e {
+            Event::Put(kv) if kv.key == key => Some(kv.mod_revision),
+            _ => None,
+        })
+    }
+
+    fn steps(&self, events: &[Event]) -> Result<Vec<Step>, LayoutError> {
         let mut steps = Vec::with_capacity(events.len());
         for e in events {
             let step = match e {
                 Event::Put(kv) => match self.parse_key(&kv.key)? {
-                    Key::Commit => Step::Commit(kv.mod_revision),
+                    Key::Commit => Step::Commit,
                     Key::Declared => Step::Declared(true),
                     Key::Object { declared, kind, .. } => Step::Set {
                         declared,
@@ -345,14 +365,17 @@ impl Layout {
             };
             steps.push(step);
         }
+        Ok(steps)
+    }
+
+    fn apply_steps(&self, state: &mut State, steps: Vec<Step>) {
         let mut live = Edits::default();
         let mut decl = Edits::default();
         let mut tokens: Vec<Put<(String, String), ClientToken>> = Vec::new();
-        let mut commit = None;
         let mut baseline: Option<bool> = None;
         for step in steps {
             match step {
-                Step::Commit(r) => commit = Some(r),
+                Step::Commit => {}
                 Step::Declared(on) => baseline = Some(on),
                 Step::Set { declared, value } => {
                     if declared { &mut decl } else { &mut live }.set(value);
@@ -379,7 +402,6 @@ impl Layout {
         if baseline == Some(false) {
             state.declared = None;
         }
-        Ok(commit)
     }
 }
 
