@@ -23,7 +23,7 @@ use crate::persist::{Baseline, Change, PersistError, StateFile};
 pub mod etcd;
 pub mod layout;
 
-use etcd::{Etcd, EtcdError, Event};
+use etcd::{Etcd, EtcdError};
 use layout::{Layout, LayoutError};
 
 /// A state read from etcd, and where in etcd's history it stands.
@@ -57,11 +57,8 @@ pub enum CommitError {
     /// `guard` (the commit key's revision); etcd is now at `revision`.
     Conflict { revision: i64, guard: i64 },
     /// etcd could not be reached, or did not answer in time. Whether a transaction that
-    /// was sent got committed is unknown (`maybe_committed`): the watch will tell.
-    Unavailable {
-        reason: String,
-        maybe_committed: bool,
-    },
+    /// was sent got committed is unknown (a timeout after it left): the watch will tell.
+    Unavailable(String),
     /// etcd refused the transaction (too many operations, too large).
     Refused(String),
 }
@@ -73,7 +70,7 @@ impl std::fmt::Display for CommitError {
                 f,
                 "another change was committed first (etcd is at revision {revision})"
             ),
-            Self::Unavailable { reason, .. } => f.write_str(reason),
+            Self::Unavailable(reason) => f.write_str(reason),
             Self::Refused(e) => f.write_str(e),
         }
     }
@@ -183,15 +180,7 @@ impl Cluster {
             Err(EtcdError::Refused { message, .. }) => Err(CommitError::Refused(format!(
                 "etcd refused the change: {message}"
             ))),
-            Err(e @ EtcdError::Unreachable(_)) => Err(CommitError::Unavailable {
-                // A timeout after the request left may have been committed.
-                maybe_committed: true,
-                reason: e.to_string(),
-            }),
-            Err(e) => Err(CommitError::Unavailable {
-                maybe_committed: true,
-                reason: e.to_string(),
-            }),
+            Err(e) => Err(CommitError::Unavailable(e.to_string())),
         }
     }
 
@@ -243,11 +232,6 @@ impl Cluster {
     /// The commit key's revision in etcd now: the last change anybody committed.
     pub fn last_commit(&self) -> Result<i64, EtcdError> {
         self.etcd.mod_revision(&self.layout.commit_key())
-    }
-
-    /// Applies watched events to `state`; the commit key's new revision when it moved.
-    pub fn apply(&self, state: &mut State, events: &[Event]) -> Result<Option<i64>, LayoutError> {
-        self.layout.apply(state, events)
     }
 }
 
@@ -314,24 +298,31 @@ impl Cache {
         }
     }
 
-    /// Saves `next` (whole, or as what changed since `prev`) and then its mark.
-    pub fn save(
+    /// Saves `next` whole, then its mark.
+    pub fn save(&self, next: &State, mark: &CacheMark) -> Result<(), PersistError> {
+        self.file.save(next)?;
+        self.save_mark(mark)
+    }
+
+    /// Saves what turned `prev` (what the cache holds) into `next`, the objects in
+    /// `touched` and the baseline as `baseline` says (as [`StateFile::save_change_with`]),
+    /// then the mark.
+    pub fn save_change(
         &self,
-        prev: Option<&State>,
+        prev: &State,
         next: &State,
+        touched: &[String],
+        baseline: Baseline,
         mark: &CacheMark,
     ) -> Result<(), PersistError> {
-        match prev {
-            Some(p) => {
-                let touched = crate::store::touched(p, next);
-                self.file
-                    .save_change_with(p, next, &touched, Baseline::MayChange)?;
-            }
-            None => self.file.save(next)?,
-        }
+        self.file.save_change_with(prev, next, touched, baseline)?;
         if self.file.compaction_due() {
             self.file.save(next)?;
         }
+        self.save_mark(mark)
+    }
+
+    fn save_mark(&self, mark: &CacheMark) -> Result<(), PersistError> {
         let body = serde_json::to_vec(mark).unwrap_or_default();
         let tmp = self.mark.with_extension("json.tmp");
         std::fs::write(&tmp, body)

@@ -36,6 +36,15 @@ import sys
 import time
 
 
+def raw_records(out, name):
+    """The records of OUT/raw/NAME (one JSON object a line); none when it is absent."""
+    path = os.path.join(out, "raw", name)
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
 def read_stats(path):
     """(write time in s, parsed JSON) of the stats file, or None while it is absent."""
     try:

@@ -270,11 +270,7 @@ def cmd_toggle(a):
 
 def cmd_report(a):
     def jsonl(name):
-        path = os.path.join(a.out, "raw", name)
-        if not os.path.exists(path):
-            return []
-        with open(path) as f:
-            return [json.loads(l) for l in f if l.strip()]
+        return harness.raw_records(a.out, name)
     recs = jsonl("forward.jsonl")
     toggles = jsonl("probes_toggle.jsonl")
     probed = [r for r in recs if r.get("mode") == MODE]

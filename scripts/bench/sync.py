@@ -194,11 +194,7 @@ def cmd_sink(a):
 
 def cmd_report(a):
     def jsonl(name):
-        path = os.path.join(a.out, "raw", name)
-        if not os.path.exists(path):
-            return []
-        with open(path) as f:
-            return [json.loads(line) for line in f if line.strip()]
+        return harness.raw_records(a.out, name)
     med = harness.med_range
     fwd = jsonl("forward.jsonl")
     setups = jsonl("setup.jsonl")

@@ -70,6 +70,35 @@ fn create_endpoint(
     p.ctl(node, UID_CONSUMER, &args)
 }
 
+/// `create-security-group` of the consumer through `node`.
+fn create_group(p: &Pair, node: Node, name: &str) -> (bool, Value, String) {
+    p.ctl(
+        node,
+        UID_CONSUMER,
+        &[
+            "create-security-group",
+            "--vpc-id",
+            CONSUMER_VPC,
+            "--group-name",
+            name,
+            "--description",
+            "made by the cluster tests",
+        ],
+    )
+}
+
+/// [`create_group`] that must succeed: the group's id.
+fn group(p: &Pair, node: Node, name: &str) -> String {
+    let (done, v, err) = create_group(p, node, name);
+    assert!(
+        done,
+        "group {name} through node {}: {err}\n{}",
+        node.name(),
+        p.logs()
+    );
+    v["GroupId"].as_str().unwrap_or_default().to_owned()
+}
+
 fn service_name(p: &Pair, node: Node) -> String {
     let v = ok(
         p,
@@ -135,23 +164,7 @@ fn a_change_through_one_node_is_in_force_on_the_other_within_a_second() {
         "{seen}"
     );
 
-    let sg = ok(
-        &p,
-        Node::B,
-        UID_CONSUMER,
-        &[
-            "create-security-group",
-            "--vpc-id",
-            CONSUMER_VPC,
-            "--group-name",
-            "web",
-            "--description",
-            "http from the subnet",
-        ],
-    )["GroupId"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let sg = group(&p, Node::B, "web");
     ok(
         &p,
         Node::B,
@@ -243,23 +256,7 @@ fn rules(p: &Pair, node: Node, sg: &str) -> Vec<(String, i64)> {
 fn concurrent_changes_through_both_nodes_lose_and_duplicate_nothing() {
     let etcd = Etcd::start(1);
     let p = Pair::start(cluster_options(&etcd));
-    let sg = ok(
-        &p,
-        Node::A,
-        UID_CONSUMER,
-        &[
-            "create-security-group",
-            "--vpc-id",
-            CONSUMER_VPC,
-            "--group-name",
-            "many",
-            "--description",
-            "rules from two nodes at once",
-        ],
-    )["GroupId"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let sg = group(&p, Node::A, "many");
     const EACH: i64 = 12;
     let conflicts = std::sync::atomic::AtomicU64::new(0);
     std::thread::scope(|s| {
@@ -380,22 +377,6 @@ fn wait_stale(p: &Pair, node: Node, stale: bool) -> Value {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-fn create_group(p: &Pair, node: Node, name: &str) -> (bool, Value, String) {
-    p.ctl(
-        node,
-        UID_CONSUMER,
-        &[
-            "create-security-group",
-            "--vpc-id",
-            CONSUMER_VPC,
-            "--group-name",
-            name,
-            "--description",
-            "made while etcd was away or back",
-        ],
-    )
 }
 
 #[test]
@@ -640,9 +621,7 @@ fn a_key_privlink_cannot_read_stops_changes_until_it_is_removed() {
     let c = etcd::Etcd::new(&etcd.urls(), Duration::from_secs(5));
     // A good group and a bad key written by someone else in one transaction: the node
     // must not apply the one and skip the other.
-    let (done, v, err) = create_group(&p, Node::A, "template");
-    assert!(done, "{err}");
-    let template = v["GroupId"].as_str().unwrap_or_default().to_owned();
+    let template = group(&p, Node::A, "template");
     let groups = c
         .load_prefix(b"/privlink-e2e/security-groups/")
         .expect("load");

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam::channel::Sender;
-use mgmt::cluster::etcd::{EtcdError, Event, WatchError};
+use mgmt::cluster::etcd::{EtcdError, WatchError};
+use mgmt::cluster::layout::Batch;
 use mgmt::cluster::{Cluster, Synced};
 
 /// What the watcher tells the management side, in order.
@@ -17,8 +18,9 @@ use mgmt::cluster::{Cluster, Synced};
 pub enum Feed {
     /// The whole state at a revision (replaces what the node holds).
     Loaded(Synced),
-    /// Changes after the last revision fed, in revision order.
-    Changes(Vec<Event>),
+    /// Changes after the last revision fed, in revision order, parsed (a batch privlink
+    /// cannot read is never fed: the watcher loads everything again instead).
+    Changes(Batch),
     /// etcd is reachable again (after [`Feed::Down`]).
     Up,
     /// etcd cannot be reached: why.
@@ -106,6 +108,16 @@ impl Watcher {
         }
     }
 
+    /// The fleet's state cannot be used: said (logged and fed) once per reason, not at
+    /// every retry.
+    fn unusable(&mut self, why: String) {
+        if self.unusable.as_deref() != Some(why.as_str()) {
+            log::error!("cluster: {why}");
+            let _ = self.feed.send(Feed::Unusable(why.clone()));
+            self.unusable = Some(why);
+        }
+    }
+
     /// A full load; false when it failed.
     fn load(&mut self) -> bool {
         let started = std::time::Instant::now();
@@ -131,12 +143,7 @@ impl Watcher {
             }
             Err(e @ mgmt::cluster::LoadError::Layout(_)) => {
                 self.up();
-                let why = e.to_string();
-                if self.unusable.as_deref() != Some(why.as_str()) {
-                    log::error!("cluster: {why}");
-                    let _ = self.feed.send(Feed::Unusable(why.clone()));
-                    self.unusable = Some(why);
-                }
+                self.unusable(e.to_string());
                 // Tried again after the backoff: an operator may fix the key.
                 false
             }
@@ -179,25 +186,23 @@ impl Watcher {
         while !stop.load(Ordering::Relaxed) {
             match w.next_events() {
                 Ok(events) => {
-                    if let Err(e) = self.cluster.layout().check(&events) {
-                        // Not applied anywhere: load everything again (and again, after
-                        // the backoff, until the key is fixed), never skip it.
-                        let why = format!("{e}; the fleet's state is not applied here");
-                        if self.unusable.as_deref() != Some(why.as_str()) {
-                            log::error!("cluster: {why}");
-                            let _ = self.feed.send(Feed::Unusable(why.clone()));
-                            self.unusable = Some(why);
+                    let batch = match self.cluster.layout().parse(&events) {
+                        Ok(b) => b,
+                        Err(e) => {
+                            // Not applied anywhere: load everything again (and again, after
+                            // the backoff, until the key is fixed), never skip it.
+                            self.unusable(format!("{e}; the fleet's state is not applied here"));
+                            self.at = None;
+                            return false;
                         }
-                        self.at = None;
-                        return false;
-                    }
-                    if let Some(last) = events.last() {
+                    };
+                    if let Some(revision) = batch.last_revision() {
                         self.at = Some(Position {
-                            revision: last.revision(),
+                            revision,
                             cluster_id: at.cluster_id.clone(),
                         });
                     }
-                    let _ = self.feed.send(Feed::Changes(events));
+                    let _ = self.feed.send(Feed::Changes(batch));
                 }
                 // Quiet: watch again (from where it is), to notice a hung member.
                 Err(WatchError::Idle) => return true,

@@ -132,14 +132,13 @@ pub struct ClusterLink {
     /// What the watcher thread saw, in order.
     pub feed: Receiver<Feed>,
     pub cache: Cache,
-    pub prefix: String,
     pub view: Mutex<ClusterView>,
 }
 
 impl std::fmt::Debug for ClusterLink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClusterLink")
-            .field("prefix", &self.prefix)
+            .field("prefix", &self.cluster.layout().prefix_str())
             .finish_non_exhaustive()
     }
 }
@@ -167,7 +166,26 @@ pub struct ClusterView {
 }
 
 impl ClusterView {
-    fn mark(&self, prefix: &str) -> CacheMark {
+    /// Holds a full load from etcd.
+    pub fn loaded(&mut self, s: Synced) {
+        self.mirror = s.state;
+        self.revision = s.revision;
+        self.commit_revision = s.commit_revision;
+        self.cluster_id = s.cluster_id;
+        self.synced = true;
+        self.down = None;
+    }
+
+    /// Holds the local cache's state.
+    pub fn cached(&mut self, state: State, mark: &CacheMark) {
+        self.mirror = state;
+        self.revision = mark.revision;
+        self.commit_revision = mark.commit_revision;
+        self.cluster_id = mark.cluster_id.clone();
+    }
+
+    /// Where the mirror stands, for the cache.
+    pub fn mark(&self, prefix: &str) -> CacheMark {
         CacheMark {
             revision: self.revision,
             commit_revision: self.commit_revision,
@@ -407,9 +425,12 @@ impl Management {
                     v.commit_revision = revision;
                     v.down = None;
                     v.synced = true;
-                    v.mark(&c.prefix)
+                    v.mark(c.cluster.layout().prefix_str())
                 };
-                if let Err(e) = c.cache.save(Some(store.state()), &next, &mark) {
+                let saved = c
+                    .cache
+                    .save_change(store.state(), &next, touched, baseline, &mark);
+                if let Err(e) = saved {
                     log::warn!("cluster: local cache not written ({e}); etcd holds the change");
                 }
                 store.commit(next);
@@ -421,23 +442,16 @@ impl Management {
                 );
                 Err(Failure::Conflict(guard))
             }
-            Err(CommitError::Unavailable {
-                reason,
-                maybe_committed,
-            }) => {
+            Err(CommitError::Unavailable(reason)) => {
                 lock(&c.view).down = Some(reason.clone());
                 Err(Failure::Api(ApiErrorBody::new(
                     "ServiceUnavailable",
-                    if maybe_committed {
-                        format!(
-                            "{reason}: etcd did not confirm the change, so it is not \
-                             acknowledged; if it was committed all the same, every node \
-                             applies it once etcd answers (a retry with the same ClientToken \
-                             is safe)"
-                        )
-                    } else {
-                        format!("{reason}; nothing changed")
-                    },
+                    format!(
+                        "{reason}: etcd did not confirm the change, so it is not \
+                         acknowledged; if it was committed all the same, every node \
+                         applies it once etcd answers (a retry with the same ClientToken \
+                         is safe)"
+                    ),
                 )))
             }
             Err(CommitError::Refused(e)) => Err(Failure::Api(ApiErrorBody::new(
@@ -625,7 +639,7 @@ impl Management {
             v.declared_pending && v.synced && v.down.is_none() && v.unusable.is_none()
         };
         if due {
-            match self.apply_declared(&mut store) {
+            match self.apply_declarations(&mut store, &self.config, now_unix()) {
                 Ok(notes) => {
                     lock(&c.view).declared_pending = false;
                     for n in &notes {
@@ -633,36 +647,41 @@ impl Management {
                     }
                 }
                 Err(e) => log::warn!(
-                    "cluster: the configuration's declarations are not applied yet ({}: {}); trying again",
-                    e.code,
-                    e.message
+                    "cluster: the configuration's declarations are not applied yet ({e}); trying again"
                 ),
             }
         }
     }
 
-    /// The configuration file's declarations, applied to the fleet's state as a change
-    /// (what changed in them since the baseline etcd holds).
-    fn apply_declared(&self, store: &mut Store) -> Result<Vec<String>, ApiErrorBody> {
+    /// What changed in `config`'s declarations since the baseline the state holds, put in
+    /// force as a change (on a cluster node: of the fleet's state, validated again and
+    /// retried when another node committed first). Returns one line per change.
+    fn apply_declarations(
+        &self,
+        store: &mut Store,
+        config: &Config,
+        now: u64,
+    ) -> Result<Vec<String>, String> {
+        let refused = |e: ApiErrorBody| format!("{}: {}", e.code, e.message);
         let mut lost_to = 0;
         for _ in 0..COMMIT_ATTEMPTS {
             let (next, notes) = store
-                .prepare_reload(&self.config, now_unix())
-                .map_err(|e| ApiErrorBody::new("InvalidConfiguration", e.to_string()))?;
+                .prepare_reload(config, now)
+                .map_err(|e| e.to_string())?;
             let Some(next) = next else {
                 return Ok(notes);
             };
             let touched = store::touched(store.state(), &next);
             match self.try_apply(store, next, &touched, Baseline::MayChange) {
                 Ok(()) => return Ok(notes),
-                Err(Failure::Api(e)) => return Err(e),
+                Err(Failure::Api(e)) => return Err(refused(e)),
                 Err(Failure::Conflict(r)) => {
                     lost_to = r;
                     self.catch_up(store, r);
                 }
             }
         }
-        Err(conflict(lost_to))
+        Err(refused(conflict(lost_to)))
     }
 
     /// One thing the watcher saw.
@@ -677,49 +696,25 @@ impl Management {
             }
             Feed::Down(why) => v.down = Some(why),
             Feed::Unusable(why) => v.unusable = Some(why),
-            Feed::Loaded(Synced {
-                state,
-                revision,
-                commit_revision,
-                cluster_id,
-            }) => {
-                v.mirror = state;
-                v.revision = revision;
-                v.commit_revision = commit_revision;
-                v.cluster_id = cluster_id;
-                v.synced = true;
-                v.down = None;
+            Feed::Loaded(s) => {
+                v.loaded(s);
                 drop(v);
                 self.put_mirror_in_force(c, store, false);
             }
-            Feed::Changes(events) => {
+            Feed::Changes(batch) => {
                 // What this node committed itself is in force already.
-                let fresh: Vec<_> = events
-                    .into_iter()
-                    .filter(|e| e.revision() > v.revision)
-                    .collect();
-                let Some(last) = fresh.last().map(mgmt::cluster::etcd::Event::revision) else {
+                let fresh = batch.after(v.revision);
+                let Some(last) = fresh.last_revision() else {
                     return;
                 };
-                let mut mirror = std::mem::take(&mut v.mirror);
-                match c.cluster.apply(&mut mirror, &fresh) {
-                    Ok(moved) => {
-                        v.mirror = mirror;
-                        v.revision = last;
-                        if let Some(r) = moved {
-                            v.commit_revision = r;
-                        }
-                        v.synced = true;
-                        drop(v);
-                        self.put_mirror_in_force(c, store, true);
-                    }
-                    Err(e) => {
-                        // Nothing of the batch was applied; the mirror stays as it was.
-                        v.mirror = mirror;
-                        log::error!("cluster: {e}; the fleet's state is not applied here");
-                        v.unusable = Some(e.to_string());
-                    }
+                let moved = c.cluster.layout().apply_batch(&mut v.mirror, fresh);
+                v.revision = last;
+                if let Some(r) = moved {
+                    v.commit_revision = r;
                 }
+                v.synced = true;
+                drop(v);
+                self.put_mirror_in_force(c, store, true);
             }
         }
     }
@@ -735,7 +730,7 @@ impl Management {
                 v.unusable = None;
                 return;
             }
-            (v.mirror.clone(), v.mark(&c.prefix))
+            (v.mirror.clone(), v.mark(c.cluster.layout().prefix_str()))
         };
         let started = std::time::Instant::now();
         let checked = store
@@ -751,8 +746,15 @@ impl Management {
             Ok(snap) => {
                 self.publish(snap, started);
                 // The cache holds what the store holds (it is written only with it).
-                let prev = incremental.then(|| store.state());
-                if let Err(e) = c.cache.save(prev, &next, &mark) {
+                let saved = if incremental {
+                    let touched = store::touched(store.state(), &next);
+                    let baseline = Baseline::MayChange;
+                    c.cache
+                        .save_change(store.state(), &next, &touched, baseline, &mark)
+                } else {
+                    c.cache.save(&next, &mark)
+                };
+                if let Err(e) = saved {
                     log::warn!("cluster: local cache not written: {e}");
                 }
                 store.commit(next);
@@ -853,28 +855,9 @@ impl Management {
     pub fn reload(&self, next: &Config) -> Result<Vec<String>, String> {
         let now = now_unix();
         let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            let (state, notes) = store.prepare_reload(next, now).map_err(|e| e.to_string())?;
-            if let Some(state) = state {
-                let touched = store::touched(store.state(), &state);
-                match self.try_apply(&mut store, state, &touched, Baseline::MayChange) {
-                    Ok(()) => {}
-                    Err(Failure::Conflict(r)) if attempts < COMMIT_ATTEMPTS => {
-                        self.catch_up(&mut store, r);
-                        continue;
-                    }
-                    Err(Failure::Conflict(r)) => {
-                        let e = conflict(r);
-                        return Err(format!("{}: {}", e.code, e.message));
-                    }
-                    Err(Failure::Api(e)) => return Err(format!("{}: {}", e.code, e.message)),
-                }
-            }
-            store.apply_reload(next);
-            return Ok(notes);
-        }
+        let notes = self.apply_declarations(&mut store, next, now)?;
+        store.apply_reload(next);
+        Ok(notes)
     }
 
     /// Takes in the workers' new usage reports (the main loop calls this every few tens

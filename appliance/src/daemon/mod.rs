@@ -529,13 +529,12 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
         },
     );
     let server_stop = Arc::new(AtomicBool::new(false));
-    if let (Some(start), Some(c)) = (cluster_start, &config.cluster) {
+    if let Some(start) = cluster_start {
         let (tx, rx) = crossbeam::channel::unbounded();
         control = control.with_cluster(management::ClusterLink {
             cluster: Arc::clone(&start.cluster),
             feed: rx,
             cache: start.cache,
-            prefix: c.prefix.clone(),
             view: std::sync::Mutex::new(start.view),
         });
         match cluster::spawn(start.cluster, start.from, tx, Arc::clone(&server_stop)) {
@@ -878,35 +877,17 @@ fn open_cluster(
         ..Default::default()
     };
     let started = Instant::now();
-    let from_cache = |view: &mut management::ClusterView, why: String| {
-        view.down = Some(why);
-        match &cached {
-            Some((state, mark)) => {
-                view.mirror = state.clone();
-                view.revision = mark.revision;
-                view.commit_revision = mark.commit_revision;
-                view.cluster_id = mark.cluster_id.clone();
-                state.clone()
-            }
-            None => mgmt::model::State::default(),
-        }
-    };
-    let state = match cluster.load() {
+    match cluster.load() {
         Ok(s) => {
             log::info!(
                 "cluster: loaded {} from etcd in {:.0} ms",
                 s.summary(),
                 started.elapsed().as_secs_f64() * 1000.0
             );
-            view.mirror = s.state.clone();
-            view.revision = s.revision;
-            view.commit_revision = s.commit_revision;
-            view.cluster_id = s.cluster_id;
-            view.synced = true;
-            if let Err(e) = cache.save(None, &s.state, &view_mark(&view, &cfg.prefix)) {
+            view.loaded(s);
+            if let Err(e) = cache.save(&view.mirror, &view.mark(&cfg.prefix)) {
                 log::warn!("cluster: local cache not written: {e}");
             }
-            s.state
         }
         Err(LoadError::Etcd(e)) => {
             match &cached {
@@ -918,20 +899,21 @@ fn open_cluster(
                     "cluster: {e}, and there is no local cache: starting with no objects; changes are refused until etcd answers"
                 ),
             }
-            from_cache(&mut view, e.to_string())
+            if let Some((state, mark)) = cached {
+                view.cached(state, &mark);
+            }
+            view.down = Some(e.to_string());
         }
         Err(e @ LoadError::Layout(_)) => {
-            if cached.is_none() {
+            let Some((state, mark)) = cached else {
                 return Err(DaemonError::State(format!("cluster: {e}")));
-            }
+            };
             log::error!("cluster: {e}: starting from the local cache");
-            let state = from_cache(&mut view, String::new());
-            view.down = None;
+            view.cached(state, &mark);
             view.unusable = Some(e.to_string());
-            state
         }
-    };
-    let store = Store::with_state(config, state).map_err(|e| {
+    }
+    let store = Store::with_state(config, view.mirror.clone()).map_err(|e| {
         DaemonError::State(format!(
             "cluster: the fleet's state (revision {}) cannot be used with this configuration ({e}); \
              every node of a fleet needs the same VPC attachments",
@@ -951,15 +933,6 @@ fn open_cluster(
             from,
         },
     ))
-}
-
-fn view_mark(view: &management::ClusterView, prefix: &str) -> mgmt::cluster::CacheMark {
-    mgmt::cluster::CacheMark {
-        revision: view.revision,
-        commit_revision: view.commit_revision,
-        cluster_id: view.cluster_id.clone(),
-        prefix: prefix.to_owned(),
-    }
 }
 
 /// Starts the thread that writes the stats file and the stats log every

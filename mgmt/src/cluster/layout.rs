@@ -77,6 +77,7 @@ enum Key {
 }
 
 /// One object of a key, parsed.
+#[derive(Debug)]
 enum Value {
     Service(Service),
     Endpoint(Endpoint),
@@ -84,8 +85,9 @@ enum Value {
 }
 
 /// One event, parsed and checked: applied only once every event of a batch is.
+#[derive(Debug)]
 enum Step {
-    Commit,
+    Commit(i64),
     Declared(bool),
     Set {
         declared: bool,
@@ -99,6 +101,13 @@ enum Step {
     Token(ClientToken),
     Untoken(String, String),
 }
+
+/// Puts of services, endpoints and security groups.
+type Puts<'a> = (
+    &'a [Put<ServiceId, Service>],
+    &'a [Put<EndpointId, Endpoint>],
+    &'a [Put<SecurityGroupId, SecurityGroup>],
+);
 
 /// The key layout of one prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -205,31 +214,25 @@ impl Layout {
         }
     }
 
+    /// The writes of one set of puts of each kind, live or declared.
+    fn kinds(&self, ops: &mut Vec<Op>, declared: bool, (services, endpoints, groups): Puts<'_>) {
+        self.puts(ops, declared, Kind::Service, services, |s| s.id.to_string());
+        self.puts(ops, declared, Kind::Endpoint, endpoints, |e| {
+            e.id.to_string()
+        });
+        self.puts(ops, declared, Kind::Group, groups, |g| g.id.to_string());
+    }
+
     /// The writes of `change` (made from a state whose baseline was `prev_declared`), then
     /// the commit record.
     pub fn ops(&self, change: &Change, prev_declared: Option<&Declared>, commit: &[u8]) -> Vec<Op> {
         let mut ops = Vec::new();
-        self.puts(
-            &mut ops,
-            false,
-            Kind::Service,
-            &change.services,
-            |s: &Service| s.id.to_string(),
+        let live = (
+            &change.services[..],
+            &change.endpoints[..],
+            &change.security_groups[..],
         );
-        self.puts(
-            &mut ops,
-            false,
-            Kind::Endpoint,
-            &change.endpoints,
-            |e: &Endpoint| e.id.to_string(),
-        );
-        self.puts(
-            &mut ops,
-            false,
-            Kind::Group,
-            &change.security_groups,
-            |g: &SecurityGroup| g.id.to_string(),
-        );
+        self.kinds(&mut ops, false, live);
         for (scope, token) in &change.tokens_removed {
             ops.push(Op::Delete(self.token_key(scope, token)));
         }
@@ -244,27 +247,10 @@ impl Layout {
             Some(DeclaredChange::Clear) => Some(&empty),
         };
         if let Some(new) = new {
-            self.puts(
-                &mut ops,
-                true,
-                Kind::Service,
-                &diff(&old.services, &new.services, |s| s.id),
-                |s| s.id.to_string(),
-            );
-            self.puts(
-                &mut ops,
-                true,
-                Kind::Endpoint,
-                &diff(&old.endpoints, &new.endpoints, |e| e.id),
-                |e| e.id.to_string(),
-            );
-            self.puts(
-                &mut ops,
-                true,
-                Kind::Group,
-                &diff(&old.security_groups, &new.security_groups, |g| g.id),
-                |g| g.id.to_string(),
-            );
+            let services = diff(&old.services, &new.services, |s| s.id);
+            let endpoints = diff(&old.endpoints, &new.endpoints, |e| e.id);
+            let groups = diff(&old.security_groups, &new.security_groups, |g| g.id);
+            self.kinds(&mut ops, true, (&services, &endpoints, &groups));
             match (&change.declared, prev_declared) {
                 (Some(DeclaredChange::Clear), Some(_)) => {
                     ops.push(Op::Delete(self.key("declared")))
@@ -323,31 +309,17 @@ impl Layout {
     /// when the events moved it. Idempotent: events already in `state` (a cache written
     /// after them) change nothing. Nothing is applied when any event cannot be used.
     pub fn apply(&self, state: &mut State, events: &[Event]) -> Result<Option<i64>, LayoutError> {
-        let steps = self.steps(events)?;
-        self.apply_steps(state, steps);
-        Ok(self.commit_of(events))
+        Ok(self.apply_batch(state, self.parse(events)?))
     }
 
-    /// Whether every event can be applied (what [`apply`](Self::apply) would refuse).
-    pub fn check(&self, events: &[Event]) -> Result<(), LayoutError> {
-        self.steps(events).map(|_| ())
-    }
-
-    /// The commit record's last revision among `events`.
-    fn commit_of(&self, events: &[Event]) -> Option<i64> {
-        let key = self.commit_key();
-        events.iter().rev().find_map(|e| match e {
-            Event::Put(kv) if kv.key == key => Some(kv.mod_revision),
-            _ => None,
-        })
-    }
-
-    fn steps(&self, events: &[Event]) -> Result<Vec<Step>, LayoutError> {
+    /// Watched events, parsed and checked (what [`apply_batch`](Self::apply_batch) puts
+    /// in force without a failure left).
+    pub fn parse(&self, events: &[Event]) -> Result<Batch, LayoutError> {
         let mut steps = Vec::with_capacity(events.len());
         for e in events {
             let step = match e {
                 Event::Put(kv) => match self.parse_key(&kv.key)? {
-                    Key::Commit => Step::Commit,
+                    Key::Commit => Step::Commit(kv.mod_revision),
                     Key::Declared => Step::Declared(true),
                     Key::Object { declared, kind, .. } => Step::Set {
                         declared,
@@ -363,19 +335,23 @@ impl Layout {
                     Key::Token(scope, token) => Step::Untoken(scope, token),
                 },
             };
-            steps.push(step);
+            steps.push((e.revision(), step));
         }
-        Ok(steps)
+        let last = events.last().map(Event::revision);
+        Ok(Batch { steps, last })
     }
 
-    fn apply_steps(&self, state: &mut State, steps: Vec<Step>) {
+    /// Applies a parsed batch to `state`, in order; the commit record's revision when the
+    /// batch moved it.
+    pub fn apply_batch(&self, state: &mut State, batch: Batch) -> Option<i64> {
         let mut live = Edits::default();
         let mut decl = Edits::default();
         let mut tokens: Vec<Put<(String, String), ClientToken>> = Vec::new();
         let mut baseline: Option<bool> = None;
-        for step in steps {
+        let mut commit = None;
+        for (_, step) in batch.steps {
             match step {
-                Step::Commit => {}
+                Step::Commit(r) => commit = Some(r),
                 Step::Declared(on) => baseline = Some(on),
                 Step::Set { declared, value } => {
                     if declared { &mut decl } else { &mut live }.set(value);
@@ -401,6 +377,37 @@ impl Layout {
         }
         if baseline == Some(false) {
             state.declared = None;
+        }
+        commit
+    }
+}
+
+/// Watched events of privlink's keys, parsed, with their revisions.
+#[derive(Debug)]
+pub struct Batch {
+    steps: Vec<(i64, Step)>,
+    /// The last event's revision (keys privlink leaves alone included).
+    last: Option<i64>,
+}
+
+impl Batch {
+    /// The revision of the batch's last event.
+    pub fn last_revision(&self) -> Option<i64> {
+        self.last
+    }
+
+    /// The part of the batch after `revision` (what a node that committed up to
+    /// `revision` itself still needs).
+    #[must_use]
+    pub fn after(self, revision: i64) -> Batch {
+        let last = self.last.filter(|&r| r > revision);
+        Batch {
+            steps: self
+                .steps
+                .into_iter()
+                .filter(|(r, _)| *r > revision)
+                .collect(),
+            last,
         }
     }
 }
@@ -786,5 +793,31 @@ mod tests {
     fn template_index(list: &[crate::model::Endpoint], n: u32) -> usize {
         let id: crate::model::EndpointId = format!("vpce-1{:016x}", n).parse().unwrap();
         list.iter().position(|e| e.id == id).unwrap()
+    }
+
+    #[test]
+    fn a_batch_after_a_revision_keeps_only_what_came_later() {
+        let l = Layout::new(P);
+        let s = state();
+        let put = |rev: i64| {
+            Event::Put(Kv {
+                key: format!("{P}endpoints/{}", s.endpoints[0].id).into_bytes(),
+                value: serde_json::to_vec(&s.endpoints[0]).unwrap(),
+                create_revision: 1,
+                mod_revision: rev,
+            })
+        };
+        let other = Event::Put(Kv {
+            key: b"/fleet/not-ours".to_vec(),
+            value: Vec::new(),
+            create_revision: 9,
+            mod_revision: 9,
+        });
+        let b = l.parse(&[put(5), put(7), other]).unwrap();
+        assert_eq!(b.last_revision(), Some(9));
+        let later = b.after(6);
+        assert_eq!((later.steps.len(), later.last_revision()), (1, Some(9)));
+        let none = l.parse(&[put(5), put(7)]).unwrap().after(7);
+        assert_eq!((none.steps.len(), none.last_revision()), (0, None));
     }
 }
