@@ -1059,7 +1059,9 @@ impl World {
     /// ([`ip_options`]: none for 0-7), bit 7 clears DF; `l2` bit 2 pads the frame to 60
     /// bytes (or adds a 4-byte trailer), bit 4 sets DSCP/ECN. `damage` (when its top two
     /// bits are set): bit 0 a wrong IP checksum, 1 a wrong L4 checksum, 2 cuts `x % 64 + 1`
-    /// bytes off the end, 3 a fragment (MF when `y` is odd, else an offset), 4 a wrong
+    /// bytes off the end, 3 a fragment (with `y` bit 2 the packet cut in two fragments, see
+    /// [`send_fragmented`](Self::send_fragmented); else MF when `y` is odd, an offset when
+    /// even), 4 a wrong
     /// destination MAC (broadcast when `y` bit 1 is set), 5 a wrong EtherType or version
     /// (`y % 4`: IPv6, a QinQ tag, 0x1234, IP version 6).
     fn send_ip(&mut self, port: u16, mut eth: Eth, r: &Rec, mut ip: Ip, mut l4: Vec<u8>) {
@@ -1074,6 +1076,9 @@ impl World {
         if dmg & 2 != 0 {
             packets::spoil_l4_checksum(ip.proto, &mut l4);
             clean = false;
+        }
+        if dmg & 8 != 0 && r.y & 4 != 0 && l4.len() > 8 {
+            return self.send_fragmented(port, &eth, r, ip, &l4, clean);
         }
         if dmg & 8 != 0 {
             if r.y & 1 != 0 {
@@ -1113,6 +1118,29 @@ impl World {
         pad(&mut f, r);
         let worker = self.worker_of(r);
         self.enqueue(port, worker, r.batched(), f, clean);
+    }
+
+    /// [`send_ip`](Self::send_ip)'s packet as a datagram of two fragments, cut after
+    /// `8 * (1 + x % 4)` bytes of `l4` (8 bytes of a TCP header: a tiny first fragment),
+    /// with identification `z`; in order, or the second first when `y` bit 3 is set.
+    fn send_fragmented(&mut self, port: u16, eth: &Eth, r: &Rec, ip: Ip, l4: &[u8], clean: bool) {
+        let cut = (8 * (1 + usize::from(r.x % 4))).min((l4.len() - 1) / 8 * 8);
+        let (head, tail) = l4.split_at(cut);
+        let mut first = ip.clone();
+        (first.ident, first.df, first.mf) = (u16::from(r.z), false, true);
+        let mut second = first.clone();
+        second.mf = false;
+        second.frag_offset = u16::try_from(cut).unwrap_or(8);
+        let mut pkts = [packets::ipv4(&first, head), packets::ipv4(&second, tail)];
+        if r.y & 8 != 0 {
+            pkts.reverse();
+        }
+        let worker = self.worker_of(r);
+        for (i, pkt) in pkts.iter().enumerate() {
+            let mut f = packets::frame(eth, 0x0800, pkt);
+            pad(&mut f, r);
+            self.enqueue(port, worker, i > 0 || r.batched(), f, clean);
+        }
     }
 
     /// The answer of the host a remembered output went to (ops 4-6). `b`: which output
@@ -1833,7 +1861,12 @@ impl World {
                 let next = &mut self.pipes[usize::from(to)];
                 next.counters_mut().handoff_in += 1;
                 let v = next.process_handed_off(&self.snap, in_port, f, self.now_ms);
+                let mut released = Vec::new();
+                next.process_released(&self.snap, self.now_ms, &mut |v| released.push(v));
                 self.verdict(v, in_port, to, hops + 1);
+                for v in released {
+                    self.verdict(v, in_port, to, hops + 1);
+                }
             }
         }
     }

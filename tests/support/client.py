@@ -24,6 +24,14 @@ prints one JSON object on stdout (connect-then-get: two, one line each).
                                   raw SYNs or UDP datagrams from SOURCES (A.B.C.D or
                                   A.B.C.D-E), each from a fresh source port, PPS a second
                                   for SECONDS (at most PPS*SECONDS frames, SECONDS+5 s)
+  udp-big HOST PORT N SIZE        N datagrams of SIZE bytes (the kernel fragments them), each
+                                  echoed whole: replies that end with what was sent
+  frag-raw IFACE DST_MAC SRC_MAC SRC_IP DST_IP PORT reversed|overlap|death
+                                  one 3000-byte UDP datagram from SRC_IP:41000 as fragments
+                                  of 1024 bytes written with a raw socket: last first
+                                  (reversed), with a copy of the second moved 8 bytes back
+                                  into the first (overlap), or with a last fragment ending
+                                  past 65,535 bytes (death); waits 2 s for the echo
   udp-bursts HOST PORT ROUNDS BIG SMALL [nodf]   ROUNDS times: one BIG-byte datagram (0:
                                   none), then SMALL small ones back to back; counts the
                                   small replies (nodf: the big ones without DF)
@@ -110,6 +118,70 @@ def udp_bursts(host, port, rounds, big, small, df=True):
                 big_replies += 1
         time.sleep(0.05)
     out({"small_sent": sent, "small_ok": len(got), "big_replies": big_replies})
+
+
+def udp_big(host, port, n, size):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    # Fragmented by this host's kernel (no DF), whatever the path MTU is thought to be.
+    s.setsockopt(socket.IPPROTO_IP, getattr(socket, "IP_MTU_DISCOVER", 10),
+                 getattr(socket, "IP_PMTUDISC_DONT", 0))
+    s.settimeout(2)
+    ok, lengths = 0, []
+    for i in range(n):
+        msg = (f"big-{i}-".encode() + bytes(range(256)) * (size // 256 + 1))[:size]
+        try:
+            s.sendto(msg, (host, port))
+            data, _ = s.recvfrom(65535)
+            lengths.append(len(data))
+            if data.endswith(b" data=" + msg):
+                ok += 1
+        except OSError as e:
+            lengths.append(f"error {e}")
+    out({"ok": ok, "fail": n - ok, "lengths": lengths})
+
+
+def frag_raw(iface, dst_mac, src_mac, src_ip, dst_ip, port, mode):
+    sport = 41000
+    r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    r.bind((src_ip, sport))
+    r.settimeout(2)
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    s.bind((iface, 0))
+    eth = bytes.fromhex(dst_mac.replace(":", "")) + bytes.fromhex(src_mac.replace(":", "")) \
+        + b"\x08\x00"
+    data = (b"frag-raw-" + bytes(range(256)) * 12)[:3000]
+    seg = udp_seg(src_ip, dst_ip, sport, port, data)
+    ident = 0x4242
+    frags = []
+    for at in range(0, len(seg), 1024):
+        piece = seg[at:at + 1024]
+        more = at + 1024 < len(seg)
+        frags.append((at, piece, more))
+
+    def frame(at, piece, more):
+        flags = (0x2000 if more else 0) | (at // 8)
+        return eth + ipv4_id(src_ip, dst_ip, 17, piece, ident, flags)
+
+    if mode == "reversed":
+        order = [frame(*f) for f in reversed(frags)]
+    elif mode == "overlap":
+        at, piece, more = frags[1]
+        order = [frame(*frags[0]), frame(at - 8, seg[at - 8:at - 8 + len(piece)], more)] \
+            + [frame(*f) for f in frags[1:]]
+    elif mode == "death":
+        order = [frame(*frags[0]), frame(65528, b"x" * 64, False)] \
+            + [frame(*f) for f in frags[1:]]
+    else:
+        raise SystemExit(f"frag-raw: unknown mode {mode}")
+    for f in order:
+        s.send(f)
+        time.sleep(0.01)
+    try:
+        reply, _ = r.recvfrom(65535)
+        out({"sent": len(order), "reply_len": len(reply),
+             "whole": reply.endswith(b" data=" + data)})
+    except socket.timeout:
+        out({"sent": len(order), "reply_len": 0, "whole": False})
 
 
 def keepalive(host, port, seconds):
@@ -402,6 +474,13 @@ def ipv4(src, dst, proto, payload, ttl=64, ihl=5, total=None, frag=0, good_csum=
     return h[:10] + struct.pack("!H", c) + h[12:] + payload
 
 
+def ipv4_id(src, dst, proto, payload, ident, flags, ttl=64):
+    """An IPv4 header with identification IDENT and flags/fragment offset FLAGS."""
+    h = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), ident, flags, ttl, proto, 0,
+                    socket.inet_aton(src), socket.inet_aton(dst))
+    return h[:10] + struct.pack("!H", csum(h)) + h[12:] + payload
+
+
 def udp_seg(src, dst, sport, dport, data):
     length = 8 + len(data)
     pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!BBH", 0, 17, length)
@@ -574,6 +653,10 @@ def main():
         spoof(*args[:5], int(args[5]))
     elif mode == "flood":
         flood(*args[:4], args[4], int(args[5]), args[6], float(args[7]), float(args[8]))
+    elif mode == "udp-big":
+        udp_big(args[0], int(args[1]), int(args[2]), int(args[3]))
+    elif mode == "frag-raw":
+        frag_raw(*args[:5], int(args[5]), args[6])
     elif mode == "udp-bursts":
         udp_bursts(args[0], int(args[1]), int(args[2]), int(args[3]), int(args[4]),
                    df=args[5:6] != ["nodf"])

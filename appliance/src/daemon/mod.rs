@@ -172,6 +172,9 @@ pub fn pipeline_settings(config: &Config, workers: u16) -> PipelineSettings {
         limits: flow_limits(config, workers),
         snat_quarantine: config.tables.snat_quarantine as usize,
         seed: None,
+        fragment_datagrams: config.tables.fragment_datagrams as usize,
+        fragments_held: config.tables.fragments_held as usize,
+        fragment_timeout_ms: ms(t.fragment).max(1),
     }
 }
 

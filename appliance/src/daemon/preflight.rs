@@ -92,6 +92,7 @@ pub fn pool_size(config: &Config, workers: u16, handoff_ring: u32) -> Result<u32
         .sum();
     let per_worker = u64::from(config.workers.burst) * (ports + 2) * 4
         + u64::from(config.tables.arp_pending_packets)
+        + u64::from(config.tables.fragments_held)
         + u64::from(handoff_ring) * w.saturating_sub(1);
     let n = (descriptors * w + per_worker * w + 2048).max(u64::from(config.tables.mbufs));
     u32::try_from(n).map_err(|_| {

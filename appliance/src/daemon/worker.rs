@@ -152,12 +152,7 @@ pub fn run(mut w: WorkerSetup) -> Counters {
                     lost[reason as usize] += 1;
                 }
             });
-            if lost.iter().any(|&n| n > 0) {
-                let c = pipe.counters_mut();
-                for (d, n) in c.drops.iter_mut().zip(lost) {
-                    *d += n;
-                }
-            }
+            count_lost(&mut pipe, &lost);
         }
         for ring in w.handoff_in.iter_mut() {
             let n = ring.dequeue_burst(&mut rx_buf, u32::from(w.burst));
@@ -183,6 +178,14 @@ pub fn run(mut w: WorkerSetup) -> Counters {
                 );
             }
         }
+        // Fragments a handed-over first fragment brought out of the hold queue.
+        let mut lost = [0u64; DropReason::COUNT];
+        pipe.process_released(snap, now_ms, &mut |v| {
+            if let Err(reason) = route_verdict(v, &mut tx_bufs, &mut handoff_bufs) {
+                lost[reason as usize] += 1;
+            }
+        });
+        count_lost(&mut pipe, &lost);
         pipe.poll(snap, now_ms);
         if w.id == 0 {
             w.announced
@@ -269,6 +272,17 @@ pub fn run(mut w: WorkerSetup) -> Counters {
     w.published
         .publish(pipe.counters(), now_ms, w.snapshot.get().generation);
     pipe.counters().clone()
+}
+
+/// Counts the verdicts [`route_verdict`] could not place (never, by construction).
+#[inline]
+fn count_lost(pipe: &mut Pipeline<Mbuf>, lost: &[u64; DropReason::COUNT]) {
+    if lost.iter().any(|&n| n > 0) {
+        let c = pipe.counters_mut();
+        for (d, n) in c.drops.iter_mut().zip(lost) {
+            *d += n;
+        }
+    }
 }
 
 /// Attempts without progress a TX burst's unsent tail gets before it is dropped.

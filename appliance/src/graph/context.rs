@@ -50,6 +50,25 @@ pub struct L4 {
     pub seq: u32,
 }
 
+/// Where a fragment sits in its datagram (IPv4: MF set or a non-zero offset).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fragment {
+    /// The datagram's identification.
+    pub id: u32,
+    /// Offset of this fragment's payload in the datagram, in bytes.
+    pub offset: u16,
+    /// More fragments follow.
+    pub more: bool,
+}
+
+impl Fragment {
+    /// The first fragment carries the L4 header (the ports); the others do not.
+    #[inline]
+    pub fn is_first(self) -> bool {
+        self.offset == 0
+    }
+}
+
 /// One packet's facts. `Copy` and small, so a burst's contexts sit in one array.
 #[derive(Debug, Clone, Copy)]
 pub struct Ctx {
@@ -67,6 +86,8 @@ pub struct Ctx {
     pub ttl: u8,
     /// Don't fragment.
     pub df: bool,
+    /// Set for a fragment of a datagram.
+    pub frag: Option<Fragment>,
     /// What the destination address is to the appliance.
     pub local: Option<LocalKind>,
     /// TCP/UDP: the ports and flags; an error if the header is broken, kept until a node
@@ -92,6 +113,7 @@ impl Ctx {
         proto: 0,
         ttl: 0,
         df: false,
+        frag: None,
         local: None,
         l4: Err(DropReason::Malformed),
         key: NO_KEY,
@@ -110,6 +132,13 @@ impl Ctx {
     #[inline]
     pub fn l4_at(&self) -> usize {
         self.l3 + self.header_len
+    }
+
+    /// A fragment other than its datagram's first: no L4 header, only the IP header is
+    /// translated, and nothing is ever answered about it (RFC 1812 §4.3.2.7).
+    #[inline]
+    pub fn is_later_fragment(&self) -> bool {
+        self.frag.is_some_and(|f| !f.is_first())
     }
 
     /// Offset just past the IP packet.
@@ -165,8 +194,9 @@ pub fn parse_l2(
 }
 
 /// The IPv4 facts of a packet [`parse_l2`] found to be IPv4 for us, filled into `ctx`:
-/// its header (checksum, no fragment, harmless options), what its destination is to us,
-/// and for TCP/UDP its ports and flow key.
+/// its header (checksum, harmless options), whether it is a fragment, what its destination
+/// is to us, and for TCP/UDP its ports and flow key (a fragment other than the first has
+/// none: the fragment node finds them).
 #[inline]
 pub fn parse_ipv4(
     snap: &Snapshot,
@@ -178,9 +208,6 @@ pub fn parse_ipv4(
     let pkt = Ipv4Packet::new_checked(l3).map_err(|_| DropReason::Malformed)?;
     if !pkt.verify_checksum() {
         return Err(DropReason::BadChecksum);
-    }
-    if pkt.is_fragment() {
-        return Err(DropReason::Fragment);
     }
     // Options only cost a look when there are some.
     if pkt.header_len() > ipv4::HEADER_LEN {
@@ -197,6 +224,11 @@ pub fn parse_ipv4(
     ctx.proto = pkt.protocol().0;
     ctx.ttl = pkt.ttl();
     ctx.df = pkt.dont_frag();
+    ctx.frag = pkt.is_fragment().then(|| Fragment {
+        id: u32::from(pkt.ident()),
+        offset: pkt.frag_offset(),
+        more: pkt.more_frags(),
+    });
     ctx.local = match *memo {
         Some((k, kind)) if k == (ctx.att, dst) => kind,
         _ => {
@@ -205,7 +237,8 @@ pub fn parse_ipv4(
             kind
         }
     };
-    if ctx.proto == PROTO_TCP || ctx.proto == PROTO_UDP {
+    let has_l4 = ctx.frag.is_none_or(Fragment::is_first);
+    if has_l4 && (ctx.proto == PROTO_TCP || ctx.proto == PROTO_UDP) {
         ctx.l4 = l4_ports(bytes, ctx);
         if let Ok(l4) = ctx.l4 {
             ctx.key = FlowKey {
@@ -228,7 +261,14 @@ fn l4_ports(bytes: &[u8], ctx: &Ctx) -> Result<L4, DropReason> {
         .get(ctx.l4_at()..ctx.end())
         .ok_or(DropReason::Malformed)?;
     if ctx.proto == PROTO_TCP {
-        let tcp = TcpPacket::new_checked(seg).map_err(|_| DropReason::Malformed)?;
+        // A first fragment without the whole TCP header (RFC 1858's tiny fragment) would
+        // leave flags or options to a later fragment that nobody checks.
+        let broken = if ctx.frag.is_some() {
+            DropReason::FragmentTooSmall
+        } else {
+            DropReason::Malformed
+        };
+        let tcp = TcpPacket::new_checked(seg).map_err(|_| broken)?;
         Ok(L4 {
             sport: tcp.src_port(),
             dport: tcp.dst_port(),
@@ -238,6 +278,17 @@ fn l4_ports(bytes: &[u8], ctx: &Ctx) -> Result<L4, DropReason> {
                 window: tcp.window_len(),
             }),
             seq: tcp.seq_number(),
+        })
+    } else if ctx.frag.is_some() {
+        // A first fragment: its UDP length is the whole datagram's, longer than the
+        // fragment, so only the header is checked here.
+        let (sport, dport) = crate::wire::udp::first_fragment_ports(seg)
+            .map_err(|_| DropReason::FragmentTooSmall)?;
+        Ok(L4 {
+            sport,
+            dport,
+            tcp: None,
+            seq: 0,
         })
     } else {
         let udp = UdpPacket::new_checked(seg).map_err(|_| DropReason::Malformed)?;

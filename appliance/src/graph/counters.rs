@@ -41,7 +41,8 @@ drop_reasons! {
     Malformed => "malformed",
     /// The IPv4 header checksum is wrong.
     BadChecksum => "bad_checksum",
-    /// IPv4 fragments are not reassembled yet.
+    /// A fragment privlink does not translate: of ICMP or another protocol than TCP and
+    /// UDP, or to an address of the appliance itself (nothing is reassembled).
     Fragment => "fragment",
     /// No endpoint, SNAT or appliance address matches the destination.
     UnknownDestination => "unknown_destination",
@@ -122,6 +123,26 @@ drop_reasons! {
     ProbeBacklog => "probe_backlog",
     /// Received while this node of an HA pair is standby: the active node forwards.
     Standby => "standby",
+    /// A fragment overlapping (or repeating) bytes of its datagram already seen: the
+    /// datagram is refused from then on (RFC 5722; teardrop).
+    FragmentOverlap => "fragment_overlap",
+    /// A fragment reaching past 65,535 bytes or past its datagram's end (ping of death),
+    /// or a second, different end: the datagram is refused from then on.
+    FragmentTooBig => "fragment_too_big",
+    /// A datagram in more separate pieces at once than are tracked (8 holes).
+    FragmentTooMany => "fragment_too_many",
+    /// A first fragment without its whole TCP or UDP header (RFC 1858), a TCP fragment at
+    /// offset 8 (it could rewrite the flags), or a fragment other than the last whose
+    /// length is not a multiple of 8.
+    FragmentTooSmall => "fragment_too_small",
+    /// No room for a new datagram in the worker's fragment table.
+    FragmentTableFull => "fragment_table_full",
+    /// A fragment that came before its datagram's first found the worker's queue of such
+    /// fragments (`tables.fragments_held`) full.
+    FragmentHeldFull => "fragment_held_full",
+    /// A fragment waited for its datagram's first fragment longer than
+    /// `timeouts.fragment`.
+    FragmentTimeout => "fragment_timeout",
 }
 
 /// Drop counters by reason (index: `DropReason as usize`). A type of its own because the
@@ -187,6 +208,10 @@ pub struct Counters {
     pub synced_flows: u64,
     pub sync_unresolved: u64,
     pub sync_dropped: u64,
+    /// Fragments translated (virtual reassembly), and those of them that waited for their
+    /// datagram's first fragment.
+    pub fragments: u64,
+    pub fragments_held: u64,
     pub drops: Drops,
 }
 
@@ -245,6 +270,8 @@ impl Counters {
             self.synced_flows,
             self.sync_unresolved,
             self.sync_dropped,
+            self.fragments,
+            self.fragments_held,
         ]
     }
 
@@ -274,11 +301,13 @@ impl Counters {
             &mut self.synced_flows,
             &mut self.sync_unresolved,
             &mut self.sync_dropped,
+            &mut self.fragments,
+            &mut self.fragments_held,
         ]
     }
 }
 
-const SCALARS: usize = 24;
+const SCALARS: usize = 26;
 const SCALAR_NAMES: [&str; SCALARS] = [
     "rx_packets",
     "rx_bytes",
@@ -304,6 +333,8 @@ const SCALAR_NAMES: [&str; SCALARS] = [
     "synced_flows",
     "sync_unresolved",
     "sync_dropped",
+    "fragments",
+    "fragments_held",
 ];
 
 /// The published copy of one worker's counters, readable from any thread.

@@ -31,6 +31,8 @@ pub(super) enum Next {
     /// index here), a RST to a connection that outlived it.
     Local,
     Closed(u32),
+    /// A fragment of a TCP or UDP datagram to an endpoint or SNAT address: its ports.
+    Fragment,
     /// Consumer → endpoint, TCP or UDP.
     Forward,
     /// Target → SNAT address, TCP or UDP.
@@ -48,6 +50,8 @@ pub(super) enum Next {
     Handoff(u16),
     /// Done: held until its next hop on attachment `.0` (address `.1`) resolves.
     Hold(u16, u32),
+    /// Done: a fragment held until its datagram's first fragment comes.
+    HoldFragment,
     /// Done: consumed (an ARP reply learned).
     Consumed,
     /// Done: dropped for this reason.
@@ -62,6 +66,7 @@ impl Next {
             Next::Arp => ARP,
             Next::Icmp => ICMP,
             Next::Local | Next::Closed(_) => LOCAL,
+            Next::Fragment => FRAGMENT,
             Next::Forward => FORWARD,
             Next::Reverse => REVERSE,
             Next::Rewrite => REWRITE,
@@ -82,6 +87,7 @@ const FORWARD: Pending = 8;
 const REVERSE: Pending = 16;
 const REWRITE: Pending = 32;
 const OUT: Pending = 64;
+const FRAGMENT: Pending = 128;
 
 impl From<Result<Next, DropReason>> for Next {
     #[inline]
@@ -185,6 +191,42 @@ impl<F: Frame> Pipeline<F> {
         }
         drop(drain);
         self.burst = Some(b);
+        self.process_released(snap, now_ms, out);
+    }
+
+    /// Runs the held fragments whose datagram's first fragment came through the graph
+    /// (`fragment.rs`), with verdicts to `out`. [`process_burst`](Self::process_burst)
+    /// does at its end; after [`process`](Self::process) or
+    /// [`process_handed_off`](Self::process_handed_off), which give one verdict, the
+    /// caller does.
+    pub fn process_released<O: FnMut(Verdict<F>)>(
+        &mut self,
+        snap: &Snapshot,
+        now_ms: u64,
+        out: &mut O,
+    ) {
+        if self.frag_ready.is_empty() {
+            return;
+        }
+        let mut b = self.burst.take().unwrap_or_else(|| Box::new(Burst::new()));
+        let handed_off = std::mem::replace(&mut self.handed_off, false);
+        self.releasing = true;
+        while let Some(&(port, _)) = self.frag_ready.front() {
+            while b.frames.len() < CHUNK {
+                match self.frag_ready.front() {
+                    Some((p, _)) if *p == port => {}
+                    _ => break,
+                }
+                if let Some((_, f)) = self.frag_ready.pop_front() {
+                    b.frames.push(f);
+                }
+            }
+            // Counted when they arrived.
+            self.run(snap, port, &mut b, now_ms, false, out);
+        }
+        self.releasing = false;
+        self.handed_off = handed_off;
+        self.burst = Some(b);
     }
 
     /// One pass of the graph over the frames in `b` (at most CHUNK), leaving `b` empty.
@@ -226,6 +268,14 @@ impl<F: Frame> Pipeline<F> {
                 .into();
             }
         }
+        if pending & FRAGMENT != 0 {
+            for i in 0..frames.len() {
+                if matches!(next[i], Next::Fragment) {
+                    next[i] = self.fragment(&mut frames[i], &mut ctx[i], now_ms).into();
+                }
+            }
+            pending |= FORWARD | REVERSE;
+        }
         if pending & FORWARD != 0 {
             self.flow_node(snap, frames, ctx, next, now_ms, false);
             pending |= REWRITE | OUT;
@@ -250,7 +300,7 @@ impl<F: Frame> Pipeline<F> {
                 }
             }
         }
-        self.finish(snap, b, now_ms, out);
+        self.finish(snap, in_port, b, now_ms, out);
     }
 
     /// The input node: counts, parses (L2, then IPv4 and its TCP/UDP ports), and sends each
@@ -326,6 +376,17 @@ impl<F: Frame> Pipeline<F> {
             return Err(DropReason::Malformed);
         }
         let IpPair::V4 { dst, .. } = ctx.addrs;
+        if ctx.frag.is_some() {
+            return match (ctx.local, ctx.proto) {
+                (Some(LocalKind::Endpoint(_) | LocalKind::Snat(_)), PROTO_TCP | PROTO_UDP) => {
+                    Ok(Next::Fragment)
+                }
+                (None, _) if snap.closed_endpoint(ctx.att, dst).is_none() => {
+                    Err(DropReason::UnknownDestination)
+                }
+                _ => Ok(Next::Drop(DropReason::Fragment)),
+            };
+        }
         Ok(match ctx.local {
             None => match snap.closed_endpoint(ctx.att, dst) {
                 Some(e) => Next::Closed(e),
@@ -351,6 +412,7 @@ impl<F: Frame> Pipeline<F> {
     fn finish<O: FnMut(Verdict<F>)>(
         &mut self,
         snap: &Snapshot,
+        in_port: u16,
         b: &mut Burst<F>,
         now_ms: u64,
         out: &mut O,
@@ -362,6 +424,10 @@ impl<F: Frame> Pipeline<F> {
                 Next::Handoff(w) => out(Verdict::Handoff(w, frame)),
                 Next::Hold(att, hop) => {
                     self.hold(frame, att, hop, now_ms);
+                    out(Verdict::Done);
+                }
+                Next::HoldFragment => {
+                    self.hold_fragment(frame, ctx, in_port, now_ms);
                     out(Verdict::Done);
                 }
                 Next::Consumed => out(Verdict::Done),

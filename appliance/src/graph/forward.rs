@@ -134,6 +134,9 @@ impl<F: Frame> Pipeline<F> {
                 self.check_rst(id, true, &seg)?;
                 id
             }
+            // Only a datagram's first fragment, which has the ports of its own, may create
+            // a flow (the fragment node gave the others theirs).
+            None if ctx.is_later_fragment() => return Err(DropReason::NoFlow),
             None => {
                 // An established flow cannot have a martian source (it was checked when
                 // the flow was created), so only new flows pay for the check.
@@ -202,7 +205,7 @@ impl<F: Frame> Pipeline<F> {
         let seg = ctx.l4?;
         let owner = self.snat.owner(seg.dport);
         if owner != self.id {
-            frame.set_handoff_tag(0);
+            frame.set_handoff_tag(fragment::handoff_tag(ctx));
             return Ok(Next::Handoff(owner));
         }
         let key = ctx.key;

@@ -41,6 +41,7 @@ use crate::graph::frame::Frame;
 use crate::tables::flow::{
     Flow, FlowId, FlowKey, FlowTable, TcpFlags, TcpSeen, Timeouts, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
 };
+use crate::tables::fragments::Datagrams;
 use crate::tables::limits::{ConsumerLoad, FlowLimits};
 use crate::tables::neighbour::{NeighbourTable, NeighbourTimers, Neighbours, Resolution};
 use crate::tables::snapshot::{AttachmentView, ListenerRef, LocalKind, Refusal, Snapshot};
@@ -102,6 +103,12 @@ pub struct PipelineSettings {
     /// Seed of the SNAT port draws and the client buckets; None (the daemon): a random one
     /// per start. Fixed only for reproducible tests.
     pub seed: Option<u64>,
+    /// Datagrams whose fragments this worker tracks at once, and fragments it holds
+    /// while their datagram's first fragment has not come (see `fragment.rs`).
+    pub fragment_datagrams: usize,
+    pub fragments_held: usize,
+    /// How long a datagram is tracked after its first fragment, and a fragment held.
+    pub fragment_timeout_ms: u64,
 }
 
 impl Default for PipelineSettings {
@@ -118,6 +125,9 @@ impl Default for PipelineSettings {
             limits: FlowLimits::default(),
             snat_quarantine: 1 << 16,
             seed: None,
+            fragment_datagrams: 4096,
+            fragments_held: 256,
+            fragment_timeout_ms: 1000,
         }
     }
 }
@@ -180,6 +190,15 @@ pub struct Pipeline<F: Frame> {
     sync: ha::SyncOut,
     /// HA work spanning polls (takeover sweep, bulk copy, announcements).
     progress: ha::HaProgress,
+    /// Fragmented datagrams in flight through this worker.
+    datagrams: Datagrams<u32>,
+    /// Fragments waiting for their datagram's first fragment, oldest first.
+    frag_held: VecDeque<fragment::HeldFragment<F>>,
+    /// Fragments whose first fragment came: run through the graph after the burst that
+    /// brought it, with their ports in the handoff tag.
+    frag_ready: VecDeque<(u16, F)>,
+    /// The packets in hand are fragments out of `frag_ready`.
+    releasing: bool,
 }
 
 /// One flow, as listed for operators.
@@ -241,6 +260,12 @@ impl<F: Frame> Pipeline<F> {
         };
         let neighbours = Neighbours::shared(neighbours);
         let hold = settings.hold_capacity;
+        let datagrams = Datagrams::new(
+            settings.fragment_datagrams,
+            settings.fragment_timeout_ms,
+            seed(3),
+        );
+        let frag_held = VecDeque::with_capacity(settings.fragments_held);
         let mut p = Pipeline {
             id,
             snat: SnatPorts::new(id, settings.workers, settings.snat_quarantine, seed(1)),
@@ -268,6 +293,10 @@ impl<F: Frame> Pipeline<F> {
             active: true,
             sync: ha::SyncOut::default(),
             progress: ha::HaProgress::default(),
+            datagrams,
+            frag_ready: VecDeque::with_capacity(frag_held.capacity()),
+            frag_held,
+            releasing: false,
             settings,
         };
         p.on_snapshot(snap);
@@ -320,6 +349,7 @@ pub mod context;
 pub mod counters;
 mod dispatch;
 mod forward;
+mod fragment;
 pub mod frame;
 mod ha;
 mod icmp_error;

@@ -253,7 +253,9 @@ impl<F: Frame> Pipeline<F> {
             None => DropReason::TtlExceeded,
             Some(_) => DropReason::FragNeeded,
         };
-        if !self.may_originate() {
+        // Nothing is said about a fragment other than the first (RFC 1812 §4.3.2.7): it
+        // quotes no ports, so its sender could not tell which flow it was about.
+        if ip.is_later_fragment() || !self.may_originate() {
             return Err(reason);
         }
         let att = snap.attachment(att_idx).ok_or(DropReason::NoAttachment)?;

@@ -18,6 +18,16 @@ impl<F: Frame> Pipeline<F> {
             .bytes_mut()
             .get_mut(ctx.l3..ctx.end())
             .ok_or(DropReason::Malformed)?;
+        if ctx.frag.is_some() {
+            self.counters.fragments += 1;
+            if ctx.is_later_fragment() {
+                nat_ip_only(pkt, &ctx.key, &other);
+                return Ok(Next::Out {
+                    att: other.vpc,
+                    dst: other.src_ip,
+                });
+            }
+        }
         nat(pkt, ctx.header_len, &ctx.key, &other);
         Ok(Next::Out {
             att: other.vpc,
@@ -39,17 +49,7 @@ pub(super) fn nat(pkt: &mut [u8], header_len: usize, old: &FlowKey, other: &Flow
     let Some((h, seg)) = pkt.split_at_mut_checked(header_len.max(IPV4_HEADER)) else {
         return;
     };
-    let (new_src, new_dst) = (other.dst_ip, other.src_ip);
-    let addrs =
-        u64::from(!old.src_ip) + u64::from(!old.dst_ip) + u64::from(new_src) + u64::from(new_dst);
-    // TTL - 1 lowers the (TTL, protocol) word by 0x100: ~w + (w - 0x100) = 0xFEFF.
-    const TTL_DECREMENT: u64 = 0xFEFF;
-    let ip_csum = u16::from_be_bytes([h[10], h[11]]);
-    let ip_csum = !checksum::fold(u64::from(!ip_csum) + addrs + TTL_DECREMENT);
-    h[8] = h[8].wrapping_sub(1);
-    h[10..12].copy_from_slice(&ip_csum.to_be_bytes());
-    h[12..16].copy_from_slice(&new_src.to_be_bytes());
-    h[16..20].copy_from_slice(&new_dst.to_be_bytes());
+    let addrs = nat_header(h, old, other);
 
     let udp = old.proto == PROTO_UDP;
     let old_ports = (u32::from(old.src_port) << 16) | u32::from(old.dst_port);
@@ -73,6 +73,36 @@ pub(super) fn nat(pkt: &mut [u8], header_len: usize, old: &FlowKey, other: &Flow
     if let Some(ports) = seg.get_mut(0..4) {
         ports.copy_from_slice(&new_ports.to_be_bytes());
     }
+}
+
+/// [`nat`] for a fragment other than its datagram's first: the IP header alone (it has no
+/// L4 header; the first fragment's L4 checksum, updated there, covers the whole datagram).
+#[inline]
+pub(super) fn nat_ip_only(pkt: &mut [u8], old: &FlowKey, other: &FlowKey) {
+    if let Some(h) = pkt.get_mut(..IPV4_HEADER) {
+        nat_header(h, old, other);
+    }
+}
+
+/// The IP header's part of [`nat`] on `h` (at least 20 bytes): addresses, TTL, header
+/// checksum. Returns the addresses' change as a one's-complement term, which the L4
+/// checksum takes too.
+#[inline(always)]
+fn nat_header(h: &mut [u8], old: &FlowKey, other: &FlowKey) -> u64 {
+    let (new_src, new_dst) = (other.dst_ip, other.src_ip);
+    let addrs =
+        u64::from(!old.src_ip) + u64::from(!old.dst_ip) + u64::from(new_src) + u64::from(new_dst);
+    // TTL - 1 lowers the (TTL, protocol) word by 0x100: ~w + (w - 0x100) = 0xFEFF.
+    const TTL_DECREMENT: u64 = 0xFEFF;
+    if let Some(h) = h.get_mut(..IPV4_HEADER) {
+        let ip_csum = u16::from_be_bytes([h[10], h[11]]);
+        let ip_csum = !checksum::fold(u64::from(!ip_csum) + addrs + TTL_DECREMENT);
+        h[8] = h[8].wrapping_sub(1);
+        h[10..12].copy_from_slice(&ip_csum.to_be_bytes());
+        h[12..16].copy_from_slice(&new_src.to_be_bytes());
+        h[16..20].copy_from_slice(&new_dst.to_be_bytes());
+    }
+    addrs
 }
 
 #[cfg(test)]

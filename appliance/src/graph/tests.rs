@@ -454,7 +454,9 @@ fn ttl_one_gets_time_exceeded_and_bad_headers_are_counted() {
     vlan_qinq[12..14].copy_from_slice(&[0x88, 0xa8]);
     for (frame, reason) in [
         (bad_csum, DropReason::BadChecksum),
-        (frag, DropReason::Fragment),
+        // MF set on 12 bytes: no fragment but the last has a length that is not a
+        // multiple of 8.
+        (frag, DropReason::FragmentTooSmall),
         (bad_ihl, DropReason::Malformed),
         (truncated, DropReason::Malformed),
         (vlan_qinq, DropReason::UnsupportedEtherType),
@@ -2777,5 +2779,6 @@ fn frames_from_a_group_or_zero_source_mac_get_no_answer() {
     assert_eq!(p.counters().rst_sent + p.counters().echo_replies, 0);
     assert_eq!(p.drain_emitted().count(), 0);
 }
+mod fragments;
 mod ha;
 mod health;

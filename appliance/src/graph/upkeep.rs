@@ -61,6 +61,7 @@ impl<F: Frame> Pipeline<F> {
             });
         }
         self.flows.tidy_half_open(EVICT_BUDGET);
+        self.expire_held_fragments(now_ms);
         self.reports_some(now_ms);
         if !self.active {
             return;

@@ -118,7 +118,11 @@ pub fn check_leaving(snap: &Snapshot, owned: &[Vec<u32>], strict: Strict, port: 
                 );
             }
             let (s, d) = (ip.src_addr(), ip.dst_addr());
+            // A fragment's L4 checksum covers its whole datagram, which no single frame
+            // holds (a later fragment has no L4 header at all).
+            let whole = !ip.is_fragment();
             let ok = match ip.protocol().0 {
+                _ if !whole => true,
                 1 => Icmpv4Packet::new_checked(ip.payload()).is_ok_and(|i| i.verify_checksum()),
                 6 if strict.l4_checksums => {
                     TcpPacket::new_checked(ip.payload()).is_ok_and(|t| t.verify_checksum(s, d))
@@ -169,7 +173,8 @@ pub fn check_crossing_to_provider(targets: &[(u32, u16)], f: &[u8]) {
     };
     let dst = ip.dst_addr_u32();
     let port = match ip.protocol().0 {
-        6 | 17 => ip
+        // A later fragment has no ports; its address is still checked.
+        6 | 17 if ip.frag_offset() == 0 => ip
             .payload()
             .get(2..4)
             .map(|p| u16::from_be_bytes([p[0], p[1]])),

@@ -4,6 +4,7 @@
 
 pub mod fasthash;
 pub mod flow;
+pub mod fragments;
 pub mod limits;
 pub mod maglev;
 pub mod neighbour;

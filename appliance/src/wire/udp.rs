@@ -128,6 +128,19 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
     }
 }
 
+/// The ports of the UDP header that starts a datagram's first fragment: its length field
+/// counts the whole datagram, which the fragment does not hold, so no [`UdpPacket`] view
+/// (whose payload ends at that length) can be made of it. Checks that the header is whole
+/// and its length field at least a header.
+pub fn first_fragment_ports(buffer: &[u8]) -> Result<(u16, u16)> {
+    let h = buffer.get(..HEADER_LEN).ok_or(Error::Truncated)?;
+    let at = |i: usize| u16::from_be_bytes([h[i], h[i + 1]]);
+    if usize::from(at(field::LENGTH.start)) < HEADER_LEN {
+        return Err(Error::Malformed);
+    }
+    Ok((at(field::SRC_PORT.start), at(field::DST_PORT.start)))
+}
+
 impl<'a> UdpPacket<&'a [u8]> {
     /// The payload, borrowed for as long as the buffer rather than the view.
     #[inline]
@@ -290,6 +303,21 @@ mod tests {
         assert!(p.verify_checksum(SRC, DST));
         assert!(!p.verify_checksum(SRC, Ipv4Addr::new(192, 168, 0, 198)));
         assert_eq!(p.into_payload(), b"hello");
+    }
+
+    #[test]
+    fn first_fragment_ports_read_the_header_alone() {
+        // The header of a 4008-byte datagram, and 8 bytes of its payload.
+        let mut first = [0u8; 16];
+        first[..8].copy_from_slice(&[0x9c, 0x40, 0x23, 0x28, 0x0f, 0xa8, 0x12, 0x34]);
+        assert_eq!(first_fragment_ports(&first), Ok((40000, 9000)));
+        assert!(
+            UdpPacket::new_checked(&first[..]).is_err(),
+            "no whole view of it"
+        );
+        assert_eq!(first_fragment_ports(&first[..7]), Err(Error::Truncated));
+        first[4..6].copy_from_slice(&[0, 7]);
+        assert_eq!(first_fragment_ports(&first), Err(Error::Malformed));
     }
 
     #[test]

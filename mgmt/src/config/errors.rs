@@ -102,6 +102,12 @@ pub enum ConfigProblem {
     ClusterNode(String),
     /// `0 s is outside (0, 604800] seconds`
     TimeoutOutOfRange(Duration),
+    /// `0.001 s is outside [0.01, 60] seconds`
+    DurationOutOfRange {
+        value: Duration,
+        min: Duration,
+        max: Duration,
+    },
     /// `5000 is above limits.flows_per_client (4096)`
     AboveLimit {
         /// The value given.
@@ -208,6 +214,13 @@ impl fmt::Display for ConfigProblem {
             Self::SocketPathTooLong(n) => write!(
                 f,
                 "the path is {n} bytes; a Unix socket path holds at most {MAX_SOCKET_PATH}"
+            ),
+            Self::DurationOutOfRange { value, min, max } => write!(
+                f,
+                "{} s is outside [{}, {}] seconds",
+                value.as_secs_f64(),
+                min.as_secs_f64(),
+                max.as_secs_f64()
             ),
             Self::TimeoutOutOfRange(d) => write!(
                 f,

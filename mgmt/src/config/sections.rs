@@ -233,6 +233,14 @@ pub struct TablesConfig {
     /// 262144 (2 MiB per worker: about 1500 TCP connections ending per second per worker,
     /// 70 % of it in 120 s, before some are no longer remembered).
     pub snat_quarantine: u32,
+    /// Fragmented datagrams each worker tracks at once (virtual reassembly: the first
+    /// fragment's ports given to the others), 16..=2^20; default 4096 (about 150 bytes
+    /// each). A datagram beyond them is dropped (`fragment_table_full`).
+    pub fragment_datagrams: u32,
+    /// Fragments each worker holds while their datagram's first fragment has not come
+    /// (they arrived out of order), 0..=65536; default 256 (0 = drop them,
+    /// `fragment_held_full`).
+    pub fragments_held: u32,
 }
 
 impl Default for TablesConfig {
@@ -244,6 +252,8 @@ impl Default for TablesConfig {
             maglev_size: 65_537,
             mbufs: 0,
             snat_quarantine: 262_144,
+            fragment_datagrams: 4096,
+            fragments_held: 256,
         }
     }
 }
@@ -416,6 +426,11 @@ pub struct TimeoutsConfig {
     /// before it is removed, 0..=3600 s; default 300 s, as in the cloud.
     #[serde(with = "seconds")]
     pub deregistration_delay: Duration,
+    /// How long a fragmented datagram is tracked after its first fragment, and how long a
+    /// fragment waits for its datagram's first one, 0.01..=60 s; default 1 s (fragments of
+    /// one datagram travel together; a long wait only keeps an attacker's state).
+    #[serde(with = "seconds")]
+    pub fragment: Duration,
 }
 
 impl Default for TimeoutsConfig {
@@ -431,6 +446,7 @@ impl Default for TimeoutsConfig {
             arp_tries: 3,
             neighbour_ttl: Duration::from_secs(600),
             deregistration_delay: Duration::from_secs(300),
+            fragment: Duration::from_secs(1),
         }
     }
 }

@@ -817,6 +817,35 @@ fn tables_snat_quarantine_range() {
 }
 
 #[test]
+fn fragment_settings_ranges() {
+    let mut c = demo();
+    assert_eq!(
+        (c.tables.fragment_datagrams, c.tables.fragments_held),
+        (4096, 256)
+    );
+    assert_eq!(c.timeouts.fragment, Duration::from_secs(1));
+    c.tables.fragment_datagrams = 15;
+    expect(
+        &c,
+        "tables.fragment_datagrams",
+        "15 is outside 16..=1048576",
+    );
+    c.tables.fragment_datagrams = 16;
+    c.tables.fragments_held = 65_537;
+    expect(&c, "tables.fragments_held", "65537 is outside 0..=65536");
+    c.tables.fragments_held = 0;
+    c.validate().unwrap();
+    let c = Config::from_toml_str("[timeouts]\nfragment = 0.005\n").unwrap_err();
+    assert!(
+        c.to_string()
+            .contains("timeouts.fragment: 0.005 s is outside [0.01, 60] seconds"),
+        "{c}"
+    );
+    let c = Config::from_toml_str("[timeouts]\nfragment = 0.5\n").unwrap();
+    assert_eq!(c.timeouts.fragment, Duration::from_millis(500));
+}
+
+#[test]
 fn limits_defaults_and_endpoint_shares() {
     let c = Config::from_toml_str("").unwrap();
     let l = &c.limits;

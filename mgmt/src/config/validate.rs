@@ -6,6 +6,7 @@
 //! problem found is the one reported; [`Config::load`] adds the file's name.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use super::errors::{ConfigError, ConfigProblem};
 use super::lcores::parse_eal_lcores;
@@ -346,6 +347,18 @@ impl Config {
                 range(t.snat_quarantine, 1024, 1 << 26),
             ));
         }
+        if !(16..=1 << 20).contains(&t.fragment_datagrams) {
+            return Err((
+                at.key("fragment_datagrams"),
+                range(t.fragment_datagrams, 16, 1 << 20),
+            ));
+        }
+        if t.fragments_held > 1 << 16 {
+            return Err((
+                at.key("fragments_held"),
+                range(t.fragments_held, 0, 1 << 16),
+            ));
+        }
         Ok(())
     }
 
@@ -400,6 +413,16 @@ impl Config {
             if d.is_zero() || d > MAX_TIMEOUT {
                 return Err((at.key(key), ConfigProblem::TimeoutOutOfRange(d)));
             }
+        }
+        if !(MIN_FRAGMENT_TIMEOUT..=MAX_FRAGMENT_TIMEOUT).contains(&t.fragment) {
+            return Err((
+                at.key("fragment"),
+                ConfigProblem::DurationOutOfRange {
+                    value: t.fragment,
+                    min: MIN_FRAGMENT_TIMEOUT,
+                    max: MAX_FRAGMENT_TIMEOUT,
+                },
+            ));
         }
         if !(1..=100).contains(&t.arp_tries) {
             return Err((at.key("arp_tries"), range(t.arp_tries, 1, 100)));
@@ -467,6 +490,10 @@ impl Config {
 fn model_problem(e: ModelError) -> (KeyPath, ConfigProblem) {
     (e.path().clone(), ConfigProblem::Model(Box::new(e)))
 }
+
+/// The range of `timeouts.fragment`.
+const MIN_FRAGMENT_TIMEOUT: Duration = Duration::from_millis(10);
+const MAX_FRAGMENT_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn range(value: impl Into<u64>, min: u64, max: u64) -> ConfigProblem {
     ConfigProblem::OutOfRange {
