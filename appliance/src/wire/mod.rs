@@ -1,5 +1,6 @@
 //! Packet views: zero-copy, allocation-free codecs for the protocols on privlink's packet
-//! path (Ethernet, 802.1Q, ARP, IPv4, ICMPv4, TCP, UDP) and the Internet checksum.
+//! path (Ethernet, 802.1Q, ARP, IPv4, ICMPv4, IPv6 and its extension headers, ICMPv6 and
+//! neighbour discovery, TCP, UDP) and the Internet checksum.
 //!
 //! Each protocol has two layers, after smoltcp's `wire` module:
 //! - a *view* (`Ipv4Packet<T: AsRef<[u8]>>`, …) that reads fields straight from the buffer,
@@ -35,7 +36,9 @@ pub mod arp;
 pub mod checksum;
 pub mod ethernet;
 pub mod icmpv4;
+pub mod icmpv6;
 pub mod ipv4;
+pub mod ipv6;
 pub mod tcp;
 pub mod udp;
 pub mod vlan;
@@ -149,14 +152,19 @@ fn read_frame(bytes: &[u8]) {
             match l2.ethertype {
                 EtherType::ARP => read_arp(l3),
                 EtherType::IPV4 => read_ipv4(l3),
-                // Unknown EtherTypes still go through both, to widen the fuzzer's reach.
+                EtherType::IPV6 => read_ipv6(l3),
+                // Unknown EtherTypes still go through all, to widen the fuzzer's reach.
                 _ => {
                     read_arp(l3);
                     read_ipv4(l3);
+                    read_ipv6(l3);
                 }
             }
         }
-        Err(_) => read_ipv4(bytes),
+        Err(_) => {
+            read_ipv4(bytes);
+            read_ipv6(bytes);
+        }
     }
 }
 
@@ -235,6 +243,52 @@ fn read_ipv4(bytes: &[u8]) {
     let total = usize::from(ip.total_len());
     let payload = ip.into_payload();
     read_l4(payload, src, dst, &bytes[..total]);
+}
+
+/// The IPv6 views over `bytes`: the header, the extension headers, and the ICMPv6 and
+/// neighbour-discovery views over what follows them, with their round trips.
+fn read_ipv6(bytes: &[u8]) {
+    let Ok(ip) = ipv6::Ipv6Packet::new_checked(bytes) else {
+        return;
+    };
+    let _ = (ip.version(), ip.traffic_class(), ip.flow_label());
+    let _ = (
+        ip.payload_len(),
+        ip.hop_limit(),
+        ip.src_addr(),
+        ip.dst_addr(),
+    );
+    let _ = ip.to_string();
+    let (src, dst) = (ip.src_addr_u128(), ip.dst_addr_u128());
+    let repr = ipv6::Ipv6Repr::parse(&ip);
+    let mut out = [0u8; ipv6::HEADER_LEN];
+    assert_eq!(repr.emit(&mut out), Ok(ipv6::HEADER_LEN));
+    assert_eq!(
+        ipv6::Ipv6Repr::parse(&ipv6::Ipv6Packet::new_unchecked(&out[..])),
+        repr
+    );
+    let payload = ip.payload();
+    assert_eq!(payload.len(), usize::from(ip.payload_len()));
+    let Ok(ext) = ipv6::walk_extensions(ip.next_header(), payload) else {
+        return;
+    };
+    assert!(usize::from(ext.count) <= ipv6::MAX_EXTENSIONS);
+    let Some(l4) = payload.get(ext.l4_at..) else {
+        panic!("the walk ended past the payload: {ext:?}");
+    };
+    if let Ok(icmp) = icmpv6::Icmpv6Packet::new_checked(l4) {
+        let _ = (icmp.msg_type(), icmp.code(), icmp.checksum(), icmp.mtu());
+        let _ = (icmp.echo_ident(), icmp.echo_seq_no(), icmp.data());
+        let _ = icmp.verify_checksum(src, dst);
+        if let Ok(nd) = icmpv6::NdiscRepr::parse(&icmp) {
+            let mut buf = [0u8; icmpv6::ND_WITH_LLADDR_LEN];
+            let n = nd.emit(&mut buf, src, dst).expect("room for one option");
+            let again = icmpv6::Icmpv6Packet::new_checked(&buf[..n]).expect("emitted");
+            assert!(again.verify_checksum(src, dst));
+            assert_eq!(icmpv6::NdiscRepr::parse(&again), Ok(nd));
+        }
+    }
+    let _ = ipv6::judge_options(l4);
 }
 
 /// Every L4 view over `l4`, whatever the IP protocol said. `original` is the whole IPv4
@@ -596,6 +650,43 @@ mod tests {
             f.extend_from_slice(&len.to_be_bytes());
             f.extend_from_slice(&[0, 0, 0, 0, 64, proto]);
             f.extend_from_slice(&rest);
+            exercise_frame(&f);
+        }
+
+        /// A valid IPv6 header, a chain of extension headers (hop-by-hop, routing,
+        /// fragment, destination options in any order, of arbitrary contents) and any
+        /// upper layer: the walk and the ICMPv6/ND views never panic, and every walk
+        /// that succeeds ends inside the payload.
+        #[test]
+        fn ipv6_extension_chains_never_panic(
+            chain in proptest::collection::vec(
+                (prop::sample::select(vec![0u8, 43, 44, 60, 51]), 0u8..3,
+                 proptest::collection::vec(any::<u8>(), 6..30)),
+                0..10),
+            last in prop::sample::select(vec![58u8, 6, 17, 59, 50]),
+            tail in proptest::collection::vec(any::<u8>(), 0..64),
+            nd in any::<bool>(),
+        ) {
+            let mut payload = Vec::new();
+            let first = chain.first().map_or(last, |c| c.0);
+            for (i, (_, len, body)) in chain.iter().enumerate() {
+                let next = chain.get(i + 1).map_or(last, |c| c.0);
+                let mut h = vec![next, *len];
+                h.extend_from_slice(body);
+                h.resize(8 + 8 * usize::from(*len), 0);
+                payload.extend_from_slice(&h);
+            }
+            if nd {
+                payload.extend_from_slice(&[135, 0, 0, 0, 0, 0, 0, 0]);
+                payload.extend_from_slice(&[0xfe; 16]);
+            }
+            payload.extend_from_slice(&tail);
+            let mut f = vec![0u8; 12];
+            f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
+            f.extend_from_slice(&u16::try_from(payload.len()).unwrap().to_be_bytes());
+            f.extend_from_slice(&[first, 64]);
+            f.extend_from_slice(&[0x20; 32]);
+            f.extend_from_slice(&payload);
             exercise_frame(&f);
         }
 
