@@ -33,7 +33,7 @@
 # Prints the table (median [min–max] of the runs), writes OUT/results.{json,md} and the plot
 # OUT/mpps.png (when matplotlib is installed).
 #
-#   scripts/bench.sh [--smoke] [--runs N] [--flows "1000 100000 1000000"] [--proto udp|tcp]
+#   scripts/bench.sh [--smoke] [--runs N] [--flows "1000 100000 1000000"] [--proto udp|tcp|udpfrag]
 #                    [--out DIR] [--warmup S] [--measure S] [--syn-flows M]
 #                    [--modes "io macswap 5tswap"] [--no-setup] [--no-memory] [--no-build]
 #                    [--no-plot] [--update "10000 100000"] [--no-update] [--no-queries]
@@ -113,7 +113,7 @@ done
 if [ "$SMOKE" = 1 ]; then
   RUNS=1 FLOWS=1000 PROTO=udp WARMUP=1 MEASURE=2 MODES=io DO_SETUP=0 DO_MEMORY=0 PLOT=0 UPDATE="" QUERIES=0 PEERS=0 PROBES=0 SYNC=0 CLUSTER=""
 fi
-case "$PROTO" in udp|tcp) ;; *) echo "bench: --proto udp|tcp" >&2; exit 2 ;; esac
+case "$PROTO" in udp|tcp|udpfrag) ;; *) echo "bench: --proto udp|tcp|udpfrag" >&2; exit 2 ;; esac
 case "$RUNS" in ''|*[!0-9]*|0) echo "bench: --runs N (N >= 1)" >&2; exit 2 ;; esac
 [ "$PROBES" -le 65536 ] || { echo "bench: --probes N: at most 65536 targets (tables.maglev_size - 1)" >&2; exit 2; }
 # The probed and synced runs go with the smallest flow count.
@@ -378,7 +378,7 @@ emit() { echo "$2" >>"$RAW/$1.jsonl"; }
 
 # ------------------------------------------------------------------ forwarding
 KIND=$PROTO
-[ "$PROTO" = udp ] || KIND=tcp
+[ "$PROTO" = tcp ] && KIND=tcp
 declare -A PCAPS PLDESC PLEXTRA PLNOTE MEM_PL MEM_TP TPMBUFS
 for n in $FLOWS; do
   f=$(capture "$KIND" "$n")

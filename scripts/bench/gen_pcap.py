@@ -11,6 +11,10 @@ Kinds:
         (the ACKs hit flows the SYNs created; each replay pass repeats both, so in
         steady state half of the lookups are SYN retransmissions of known flows)
   syn   one SYN per flow, for the setup-rate measurement          -> N packets
+  udpfrag one UDP datagram (24 payload bytes) per flow, as two fragments: the first
+        carries the UDP header and 16 bytes (MF), the second the last 8 bytes at offset
+        24; the pair adjacent, the datagram's identification the flow's index (16 bits)
+                                                                  -> 2N packets
 
 Client addresses: flow i gets source address 10.1.1.0 + i // 64000 (so 10.1.1.0 upward,
 inside the consumer attachment 10.1.0.0/16, clear of the endpoint and the appliance) and
@@ -93,6 +97,26 @@ class Template:
         return f + b"\x00" * (FRAME_LEN - len(f))
 
 
+def fragments(t, src_ip, sport, ident):
+    """The two fragments of flow's UDP datagram of 24 payload bytes (see the docs)."""
+    src = src_ip.to_bytes(4, "big")
+    dst = t.dst_ip.to_bytes(4, "big")
+    data = b"privlink-bench-fragment"[:24].ljust(24, b"!")
+    seg = struct.pack("!HHHH", sport, t.dst_port, 8 + len(data), 0) + data
+    pseudo = words(src) + words(dst) + 17 + len(seg)
+    c = 0xFFFF - fold(pseudo + words(seg)) or 0xFFFF
+    seg = seg[:6] + struct.pack("!H", c) + seg[8:]
+    out = []
+    for at, piece, flags in ((0, seg[:24], 0x2000), (24, seg[24:], 0)):
+        hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(piece), ident, flags | at // 8,
+                          64, 17, 0, src, dst)
+        ip_csum = 0xFFFF - fold(words(hdr))
+        hdr = hdr[:10] + struct.pack("!H", ip_csum) + hdr[12:]
+        f = t.eth + hdr + piece
+        out.append(f + b"\x00" * (FRAME_LEN - len(f)))
+    return out
+
+
 def client(i):
     return CLIENT_BASE + i // PORTS_PER_IP, 1024 + i % PORTS_PER_IP
 
@@ -100,7 +124,7 @@ def client(i):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--flows", type=int, required=True)
-    ap.add_argument("--kind", choices=["udp", "tcp", "syn"], default="udp")
+    ap.add_argument("--kind", choices=["udp", "tcp", "syn", "udpfrag"], default="udp")
     ap.add_argument("--out", required=True)
     ap.add_argument("--dst-mac", type=mac_bytes, default=mac_bytes("02:70:63:61:70:00"),
                     help="the appliance port's MAC (net_pcap's first port: 02:70:63:61:70:00)")
@@ -112,8 +136,8 @@ def main():
     a = ap.parse_args()
     if not 1 <= a.flows <= 250 * PORTS_PER_IP:
         sys.exit(f"gen_pcap: --flows must be 1..{250 * PORTS_PER_IP}")
-    port = a.port if a.port is not None else (9000 if a.kind == "udp" else 80)
-    t = Template("udp" if a.kind == "udp" else "tcp", a.dst_mac, a.src_mac,
+    port = a.port if a.port is not None else (9000 if a.kind in ("udp", "udpfrag") else 80)
+    t = Template("udp" if a.kind in ("udp", "udpfrag") else "tcp", a.dst_mac, a.src_mac,
                  int(ipaddress.IPv4Address(a.endpoint)), port)
 
     rng = random.Random(a.seed)
@@ -136,11 +160,15 @@ def main():
             for i in flows:
                 ip, sport = client(i)
                 seq = (i * 2654435761) & 0xFFFFFFFF
-                fr = t.frame(ip, sport, flags, seq if flags == 0x02 else seq + 1,
-                             1 if flags == 0x10 else 0)
-                buf += rec_hdr.pack(n // 1_000_000, n % 1_000_000, FRAME_LEN, FRAME_LEN)
-                buf += fr
-                n += 1
+                if a.kind == "udpfrag":
+                    frames = fragments(t, ip, sport, i & 0xFFFF)
+                else:
+                    frames = [t.frame(ip, sport, flags, seq if flags == 0x02 else seq + 1,
+                                      1 if flags == 0x10 else 0)]
+                for fr in frames:
+                    buf += rec_hdr.pack(n // 1_000_000, n % 1_000_000, FRAME_LEN, FRAME_LEN)
+                    buf += fr
+                    n += 1
                 if len(buf) >= 1 << 22:
                     f.write(buf)
                     buf.clear()
