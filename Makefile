@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= $(shell command -v cargo 2>/dev/null || echo $(HOME)/.cargo/bin/cargo)
 
-.PHONY: demo demo-ha test deps build check bench bench-load bench-smoke clean
+.PHONY: demo demo-ha test deps build install check bench bench-load bench-smoke clean
 
 deps:
 	@bash scripts/install-deps.sh
@@ -10,6 +10,13 @@ deps:
 
 build: deps
 	$(CARGO) build --release --bins
+
+## make install: privlinkd, privlinkctl, /etc/privlink/privlink.toml (from the embedded
+## default, never over an existing file) and privlinkd.service (systemctl enable --now
+## privlinkd starts it); PREFIX=/usr/local, DESTDIR= as usual
+PREFIX ?= /usr/local
+install: build
+	bash scripts/install.sh --prefix $(PREFIX) $(if $(DESTDIR),--destdir $(DESTDIR))
 
 ## make demo: the appliance on its embedded default, between two namespaces, until Ctrl-C
 demo: build

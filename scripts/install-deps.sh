@@ -26,6 +26,8 @@ PACKAGES=(
   libpcap-dev
   # [cluster]: the fleet's configuration store (tests start their own on loopback)
   etcd-server etcd-client
+  # make install's unit: the tests check it with systemd-analyze verify
+  systemd
 )
 if [ "$PEERS" = 1 ]; then
   # ovs-vswitchd-dpdk (an alternative of ovs-vswitchd), ovsdb-server and the ovs-* tools,

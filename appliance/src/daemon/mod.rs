@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod ha;
 pub mod health;
 pub mod management;
+pub mod notify;
 pub mod preflight;
 pub mod steering;
 pub mod supervisor;
@@ -611,6 +612,17 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
     let mut current = config;
     let mut last_tick = Instant::now();
     let mut failure = None;
+    // Every worker polls (they started before the socket was bound) and the socket
+    // listens: what systemd's Type=notify waits for.
+    let mut notifier = notify::Notifier::from_env();
+    let forwarding = format!("forwarding with {} worker(s)", current.workers.lcores.len());
+    notifier.ready(&forwarding);
+    if let Some(every) = notifier.watchdog_every() {
+        log::info!(
+            "service manager watchdog: fed every {:.1} s while every worker is alive",
+            every.as_secs_f64()
+        );
+    }
     while !signal::stop_requested() {
         std::thread::sleep(Duration::from_millis(50));
         // A dead or stuck worker black-holes its queues and pins every old snapshot:
@@ -620,7 +632,11 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
             failure = Some(f);
             break;
         }
+        // Only a loop that found every worker alive feeds the watchdog: a main loop stuck
+        // anywhere below starves it, and systemd restarts the service.
+        notifier.alive(Instant::now());
         if signal::take_reload_request() {
+            notifier.reloading();
             match reload(&source, &current) {
                 Ok(next) => match control.reload(&next) {
                     Ok(notes) => {
@@ -637,6 +653,7 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
                 },
                 Err(e) => log::error!("reload refused, nothing changed: {e}"),
             }
+            notifier.reloaded(&forwarding);
         }
         let snap = cell.load();
         steering.follow(&ports, snap.generation, || steering::targets(&snap));
@@ -650,6 +667,10 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
             control.tick();
         }
     }
+    notifier.stopping(match &failure {
+        Some(_) => "a worker failed: stopping",
+        None => "stopping",
+    });
     server_stop.store(true, Ordering::SeqCst);
     let _ = server_thread.join();
     let _ = health_thread.join();
