@@ -10,4 +10,5 @@
 #include <rte_errno.h>
 #include <rte_cycles.h>
 #include <rte_version.h>
+#include <rte_pdump.h>
 #include "shim.h"

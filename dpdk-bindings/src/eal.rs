@@ -144,3 +144,35 @@ impl Drop for EalToken {
         LIVE_OBJECTS.fetch_sub(1, Ordering::SeqCst);
     }
 }
+
+/// DPDK's packet-capture server in this (primary) process: with it, `dpdk-dumpcap` (a
+/// secondary process with the same `--file-prefix`) can capture on any port while the
+/// workers forward. Captured packets are copied by RX/TX callbacks that only run while a
+/// capture is attached. Uninitialised when dropped, before the EAL is cleaned up.
+#[derive(Debug)]
+pub struct Pdump {
+    _eal: EalToken,
+}
+
+impl Pdump {
+    /// Starts the capture server (`rte_pdump_init`).
+    pub fn init() -> Result<Pdump, DpdkError> {
+        let eal = EalToken::acquire("rte_pdump_init")?;
+        // SAFETY: the EAL is up (the token says so); rte_pdump_init only registers a
+        // multi-process action and allocates its own state.
+        let rc = unsafe { ffi::rte_pdump_init() };
+        DpdkError::check(|| "rte_pdump_init".to_owned(), rc)?;
+        Ok(Pdump { _eal: eal })
+    }
+}
+
+impl Drop for Pdump {
+    fn drop(&mut self) {
+        // SAFETY: rte_pdump_init succeeded for this value and the EAL is still up (the
+        // token is dropped after this body).
+        let rc = unsafe { ffi::rte_pdump_uninit() };
+        if rc < 0 {
+            log::warn!("{}", DpdkError::new("rte_pdump_uninit", rc));
+        }
+    }
+}

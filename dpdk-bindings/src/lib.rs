@@ -22,7 +22,7 @@ pub mod ring;
 pub mod signal;
 pub mod time;
 
-pub use eal::Eal;
+pub use eal::{Eal, Pdump};
 pub use error::DpdkError;
 pub use flow::{Flow, FlowAction, FlowItem, FlowRule};
 pub use lcore::{LaunchHandle, LcoreId, SocketId};

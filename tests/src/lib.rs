@@ -157,6 +157,9 @@ pub struct Options {
     pub listener_extra: String,
     /// Sections appended to the configuration (e.g. `[cluster]`).
     pub extra_toml: String,
+    /// Run the EAL on hugepages (256 MB of them) instead of `--no-huge`: DPDK's secondary
+    /// processes (dpdk-dumpcap) can attach only then.
+    pub hugepages: bool,
 }
 
 impl Default for Options {
@@ -171,6 +174,7 @@ impl Default for Options {
             flows_per_worker: 65536,
             limits: String::new(),
             env: Vec::new(),
+            hugepages: false,
             workers_extra: String::new(),
             port_mtu: [None, None],
             listener_extra: String::new(),
@@ -358,10 +362,11 @@ state = "available"
         t9000 = targets(9000),
         listener_extra = o.listener_extra,
     );
+    let huge = if o.hugepages { "" } else { "\"--no-huge\", " };
     format!(
         r#"# privlink end-to-end test topology {file_prefix}
 [eal]
-args = ["--lcores={map}", "--no-pci", "--no-huge", "-m", "256", "--file-prefix={file_prefix}",
+args = ["--lcores={map}", "--no-pci", {huge}"-m", "256", "--file-prefix={file_prefix}",
         "--log-level=lib.eal:warning",
         "--vdev=net_tap_{prefix}c,iface={cif}", "--vdev=net_tap_{prefix}p,iface={pif}"]
 
@@ -475,6 +480,12 @@ deregistration_delay = {dereg}
 }
 
 impl Topology {
+    /// The EAL `--file-prefix` privlinkd runs with: what DPDK's secondary processes
+    /// (dpdk-dumpcap) and the telemetry client are given to find it.
+    pub fn file_prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// The configuration TOML of this topology.
     pub fn config_toml(&self) -> String {
         render_config(

@@ -200,6 +200,24 @@ pub fn new_flow_hash_seed() -> u64 {
     std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0x5eed_u64)
 }
 
+/// The `--file-prefix` the EAL runs with (`rte` when none is given): what DPDK's
+/// secondary processes (dpdk-dumpcap, dpdk-proc-info) and the telemetry client are given
+/// to find this process.
+fn file_prefix(args: &[String]) -> &str {
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if let Some(v) = a.strip_prefix("--file-prefix=") {
+            return v;
+        }
+        if a == "--file-prefix" {
+            if let Some(v) = it.next() {
+                return v;
+            }
+        }
+    }
+    "rte"
+}
+
 /// The EAL arguments to use: the configured ones, plus `--no-huge -m 512` when the
 /// configuration allows that fallback and this machine has no free hugepages.
 pub fn eal_args(config: &Config) -> Vec<String> {
@@ -377,6 +395,31 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
         mtus.push(port.mtu()?);
         ports.push(port);
     }
+
+    // dpdk-dumpcap attaches to this primary process through it. Not needed to forward:
+    // without it (a DPDK built without pdump's multi-process channel) capture is off.
+    let pdump = match dpdk_bindings::Pdump::init() {
+        // A secondary process maps the primary's hugepage files; --no-huge memory is
+        // private to this process, so dumpcap would fail with "Cannot get hugepage
+        // information". Said once here rather than left to that message.
+        Ok(p) if args.iter().any(|a| a == "--no-huge") => {
+            log::warn!(
+                "packet capture unavailable: dpdk-dumpcap cannot attach to a process running with --no-huge (run scripts/hugepages.sh and restart)"
+            );
+            Some(p)
+        }
+        Ok(p) => {
+            log::info!(
+                "packet capture: dpdk-dumpcap --file-prefix {} -i PORT attaches",
+                file_prefix(&args)
+            );
+            Some(p)
+        }
+        Err(e) => {
+            log::warn!("packet capture unavailable: {e}");
+            None
+        }
+    };
 
     let mut handles = Handles::default();
     let first = Snapshot::build(1, &config, &macs, &mtus, store.state(), &mut handles)?;
@@ -717,6 +760,7 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
             );
         }
     }
+    drop(pdump);
     drop(ports);
     drop(pool);
     drop(eal);

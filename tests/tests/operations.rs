@@ -1,0 +1,176 @@
+//! The operator's DPDK tools against a running privlinkd: `dpdk-dumpcap` captures on a
+//! port (the daemon runs DPDK's pdump server), and `dpdk-telemetry.py` reads its ports.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use privlink_e2e::{Options, Topology, CONSUMER_CLIENT, ENDPOINT_IP};
+
+const T: Duration = Duration::from_secs(60);
+
+/// The frames of a classic pcap file (LINKTYPE_ETHERNET), any byte order.
+fn pcap_frames(bytes: &[u8]) -> Vec<Vec<u8>> {
+    assert!(bytes.len() >= 24, "a pcap header: {} bytes", bytes.len());
+    let magic = u32::from_le_bytes(bytes[0..4].try_into().unwrap());
+    let le = match magic {
+        0xa1b2_c3d4 | 0xa1b2_3c4d => true,
+        0xd4c3_b2a1 | 0x4d3c_b2a1 => false,
+        m => panic!("not a pcap file (magic {m:#x})"),
+    };
+    let u32_at = |at: usize| {
+        let b: [u8; 4] = bytes[at..at + 4].try_into().unwrap();
+        if le {
+            u32::from_le_bytes(b)
+        } else {
+            u32::from_be_bytes(b)
+        }
+    };
+    assert_eq!(u32_at(20), 1, "LINKTYPE_ETHERNET");
+    let mut out = Vec::new();
+    let mut at = 24;
+    while at + 16 <= bytes.len() {
+        let len = u32_at(at + 8) as usize;
+        let end = at + 16 + len;
+        assert!(end <= bytes.len(), "a record past the end of the file");
+        out.push(bytes[at + 16..end].to_vec());
+        at = end;
+    }
+    out
+}
+
+/// A TCP segment from `src` to `dst`:`dport` with SYN set, in an untagged IPv4 frame.
+fn is_syn(frame: &[u8], src: [u8; 4], dst: [u8; 4], dport: u16) -> bool {
+    frame.len() >= 54
+        && frame[12..14] == [0x08, 0x00]
+        && frame[23] == 6
+        && frame[26..30] == src
+        && frame[30..34] == dst
+        && {
+            let ihl = usize::from(frame[14] & 0x0f) * 4;
+            let tcp = &frame[14 + ihl..];
+            tcp.len() >= 14 && u16::from_be_bytes([tcp[2], tcp[3]]) == dport && tcp[13] & 0x02 != 0
+        }
+}
+
+fn octets(ip: &str) -> [u8; 4] {
+    ip.parse::<std::net::Ipv4Addr>().unwrap().octets()
+}
+
+/// Free 2 MB hugepages.
+fn free_hugepages() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("HugePages_Free:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// dumpcap attaches only to a primary on hugepages (`scripts/hugepages.sh` reserves them
+/// for `make test`); without them, privlinkd says at start that capture is unavailable.
+#[test]
+fn dumpcap_captures_a_curl_through_the_endpoint() {
+    // 256 MB for the topology's EAL, and room to spare for dumpcap's own pool.
+    if free_hugepages() < 200 {
+        let t = Topology::start(Options::default());
+        assert!(
+            t.log()
+                .contains("packet capture unavailable: dpdk-dumpcap cannot attach"),
+            "{}",
+            t.log()
+        );
+        eprintln!("no free hugepages: checked the warning, not a capture");
+        return;
+    }
+    let t = Topology::start(Options {
+        hugepages: true,
+        ..Options::default()
+    });
+    let pcap = t.dir.join("consumer.pcap");
+    let mut cap = Command::new("dpdk-dumpcap")
+        .arg(format!("--file-prefix={}", t.file_prefix()))
+        .args(["-i", "0", "-P", "-q", "-a", "duration:30", "-c", "8"])
+        .arg("-w")
+        .arg(&pcap)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("dpdk-dumpcap (package dpdk-dev)");
+    // dumpcap writes the file's header once it is attached.
+    let end = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < end && std::fs::metadata(&pcap).map_or(true, |m| m.len() < 24) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let r = t.client(&["http-many", ENDPOINT_IP, "80", "3"], T);
+    assert_eq!(r["ok"], 3, "{r}");
+    let end = Instant::now() + Duration::from_secs(35);
+    let status = loop {
+        if let Some(s) = cap.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > end {
+            let _ = cap.kill();
+            break cap.wait().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut err = String::new();
+    if let Some(mut e) = cap.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut err);
+    }
+    assert!(
+        status.success(),
+        "dpdk-dumpcap: {status}: {err}\n{}",
+        t.log()
+    );
+    let frames = pcap_frames(&std::fs::read(&pcap).unwrap());
+    assert!(frames.len() >= 8, "{} frames captured: {err}", frames.len());
+    let syns = frames
+        .iter()
+        .filter(|f| is_syn(f, octets(CONSUMER_CLIENT), octets(ENDPOINT_IP), 80))
+        .count();
+    assert!(
+        syns >= 1,
+        "a SYN of the curl to the endpoint among {} frames",
+        frames.len()
+    );
+    // Still forwarding after the capture detached.
+    let r = t.client(&["http-many", ENDPOINT_IP, "80", "2"], T);
+    assert_eq!(r["ok"], 2, "{r}");
+}
+
+#[test]
+fn telemetry_reads_the_ports_of_the_daemon() {
+    let t = Topology::start(Options::default());
+    let mut child = Command::new("dpdk-telemetry.py")
+        .args(["-f", t.file_prefix()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("dpdk-telemetry.py (package dpdk-dev)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"/ethdev/list\n/ethdev/stats,0\n")
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if child.try_wait().unwrap().is_none() {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("\"/ethdev/list\": [0, 1]") || text.contains("\"/ethdev/list\": [\n"),
+        "both ports listed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("\"ipackets\""), "port 0's counters: {text}");
+}
