@@ -33,7 +33,8 @@ pub use errors::{ConfigError, ConfigProblem};
 pub use lcores::EalLcores;
 pub use sections::{
     parse_key, ClusterConfig, EalConfig, EndpointConfig, FileMode, HaConfig, HaNode, LimitsConfig,
-    MgmtConfig, PortConfig, QuotasConfig, TablesConfig, TimeoutsConfig, WorkersConfig,
+    MetricsConfig, MgmtConfig, PortConfig, QuotasConfig, TablesConfig, TimeoutsConfig,
+    WorkersConfig,
 };
 
 use crate::model::{Account, Declared, SecurityGroup, Service, State, VpcAttachment, VpcId};
@@ -103,6 +104,9 @@ pub struct Config {
     /// absent: this node keeps its own state file.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterConfig>,
+    /// `[metrics]`: Prometheus metrics over HTTP; absent: off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricsConfig>,
 }
 
 impl Config {

@@ -174,3 +174,149 @@ fn telemetry_reads_the_ports_of_the_daemon() {
     );
     assert!(text.contains("\"ipackets\""), "port 0's counters: {text}");
 }
+
+/// A free TCP port on loopback (the OS's pick).
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// `GET /metrics` on `port`: the body.
+fn scrape(port: u16) -> String {
+    use std::io::Read;
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).expect("the metrics port");
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: privlink\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    c.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").expect("an HTTP answer");
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+    body.to_owned()
+}
+
+/// The value of the series `name{labels…}` whose labels contain every `want` pair.
+fn value(text: &str, name: &str, want: &[(&str, &str)]) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (series, v) = l.rsplit_once(' ')?;
+        let (n, labels) = series.split_once('{').unwrap_or((series, ""));
+        let all = want
+            .iter()
+            .all(|(k, x)| labels.contains(&format!("{k}=\"{x}\"")));
+        (n == name && all).then(|| v.parse().ok())?
+    })
+}
+
+#[test]
+fn metrics_count_a_curl_and_the_dashboard_queries_only_what_exists() {
+    let port = free_port();
+    let t = Topology::start(Options {
+        extra_toml: format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n"),
+        ..Options::default()
+    });
+    let before = scrape(port);
+    let ep = [("endpoint", "vpce-0e0000000000000e1")];
+    let new_before = value(&before, "privlink_endpoint_new_flows_total", &ep)
+        .unwrap_or_else(|| panic!("the endpoint's series: {before}"));
+    let rx_before = value(
+        &before,
+        "privlink_worker_rx_packets_total",
+        &[("worker", "0")],
+    )
+    .unwrap();
+    let r = t.client(&["http-many", ENDPOINT_IP, "80", "5"], T);
+    assert_eq!(r["ok"], 5, "{r}");
+    // A datagram to a port the endpoint does not listen on: a drop of the endpoint's.
+    let _ = t.client(&["udp", ENDPOINT_IP, "9001", "1"], T);
+    // A refused request, counted by its code.
+    let _ = t.ctl(
+        0,
+        &[
+            "describe-vpc-endpoints",
+            "--vpc-endpoint-ids",
+            "vpce-nothere",
+        ],
+    );
+    let after = scrape(port);
+    let new_after = value(&after, "privlink_endpoint_new_flows_total", &ep).unwrap();
+    assert!(new_after >= new_before + 5.0, "{new_before} -> {new_after}");
+    let rx_after = value(
+        &after,
+        "privlink_worker_rx_packets_total",
+        &[("worker", "0")],
+    )
+    .unwrap();
+    assert!(rx_after >= rx_before + 25.0, "{rx_before} -> {rx_after}");
+    for (name, labels) in [
+        ("privlink_endpoint_bytes_total", &ep[..]),
+        (
+            "privlink_service_new_flows_total",
+            &[("service", "vpce-svc-0d0000000000000d1")][..],
+        ),
+        (
+            "privlink_worker_drops_total",
+            &[("reason", "no_listener")][..],
+        ),
+        (
+            "privlink_snat_ports_in_use",
+            &[("address", privlink_e2e::SNAT_IP)][..],
+        ),
+        ("privlink_port_rx_packets_total", &[][..]),
+        ("privlink_snapshot_generation", &[][..]),
+        (
+            "privlink_management_requests_total",
+            &[("op", "describe-vpc-endpoints")][..],
+        ),
+        (
+            "privlink_management_request_duration_seconds_count",
+            &[][..],
+        ),
+        (
+            "privlink_target_active_flows",
+            &[("target", "10.2.0.11:8080")][..],
+        ),
+    ] {
+        assert!(
+            value(&after, name, labels).is_some(),
+            "{name} {labels:?} in:\n{after}"
+        );
+    }
+    let bytes = value(&after, "privlink_endpoint_bytes_total", &ep).unwrap();
+    assert!(bytes > 0.0, "the curl's bytes counted");
+
+    // Every metric the shipped Grafana dashboard queries is served.
+    let dash: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/grafana/privlink.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let mut names = std::collections::BTreeSet::new();
+    for p in dash["panels"].as_array().unwrap() {
+        for q in p["targets"].as_array().unwrap() {
+            let expr = q["expr"].as_str().unwrap();
+            let mut rest = expr;
+            while let Some(at) = rest.find("privlink_") {
+                let tail = &rest[at..];
+                let end = tail
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(tail.len());
+                names.insert(tail[..end].to_owned());
+                rest = &tail[end..];
+            }
+        }
+    }
+    assert!(names.len() >= 15, "{names:?}");
+    for n in &names {
+        // A sample, or at least the family (drops by reason of an endpoint name only
+        // reasons that happened).
+        let served = after.lines().any(|l| {
+            l.starts_with(&format!("{n}{{"))
+                || l.starts_with(&format!("{n} "))
+                || l.starts_with(&format!("# TYPE {n} "))
+        });
+        assert!(served, "the dashboard queries {n}, which is not served");
+    }
+}

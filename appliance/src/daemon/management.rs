@@ -69,6 +69,8 @@ pub struct DataPlane {
     pub health: Arc<crate::health::Board>,
     /// The HA pair's state, as the sync thread last posted it (an HA node only).
     pub ha: Option<crate::daemon::ha::HaStatus>,
+    /// What the metrics show of requests, publications and ports.
+    pub telemetry: Arc<crate::daemon::metrics::Telemetry>,
 }
 
 impl std::fmt::Debug for DataPlane {
@@ -91,6 +93,7 @@ impl DataPlane {
             clock: Arc::new(|| 0),
             health: Arc::default(),
             ha: None,
+            telemetry: Arc::default(),
         }
     }
 }
@@ -101,6 +104,7 @@ struct WorkerUsage {
     endpoints: HashMap<u32, EndpointUsage>,
     active: HashMap<u32, ActiveUsage>,
     targets: HashMap<(u32, u32, u16), u64>,
+    snat: HashMap<u32, u64>,
     /// When the last report's sweep started (worker clock).
     started_ms: Option<u64>,
 }
@@ -110,6 +114,7 @@ impl WorkerUsage {
         self.endpoints.extend(r.changed);
         self.active = r.active.into_iter().collect();
         self.targets = r.targets.into_iter().collect();
+        self.snat = r.snat.into_iter().collect();
         self.started_ms = Some(r.started_ms);
     }
 }
@@ -347,6 +352,7 @@ impl Management {
         self.generation.store(generation, Ordering::SeqCst);
         let (services, endpoints) = (snap.services.len(), snap.endpoints.len());
         self.cell.publish(snap);
+        self.dp.telemetry.published(started.elapsed());
         log::info!(
             "snapshot {generation}: {services} services, {endpoints} endpoints, built and published in {:.1} ms",
             started.elapsed().as_secs_f64() * 1000.0
@@ -928,23 +934,7 @@ impl Management {
         let mut per_service: std::collections::BTreeMap<String, (EndpointUsage, u64)> =
             Default::default();
         for v in &visible {
-            let mut total = EndpointUsage::default();
-            let mut active = 0;
-            for w in usage.iter() {
-                if let Some(u) = w.endpoints.get(&v.handle) {
-                    total.new_flows += u.new_flows;
-                    for (t, d) in total.drops.iter_mut().zip(u.drops.iter()) {
-                        *t += d;
-                    }
-                    total.packets += u.packets;
-                    total.bytes += u.bytes;
-                }
-                if let Some(a) = w.active.get(&v.handle) {
-                    total.packets += a.packets;
-                    total.bytes += a.bytes;
-                    active += a.flows;
-                }
-            }
+            let (total, active) = endpoint_totals(&usage, v.handle);
             let s = per_service.entry(v.service.clone()).or_default();
             s.0.new_flows += total.new_flows;
             for (t, d) in s.0.drops.iter_mut().zip(total.drops.iter()) {
@@ -1205,6 +1195,111 @@ impl Management {
 
 impl Handler for Management {
     fn handle(&self, caller: &Caller, req: &Request) -> Handled {
+        let started = std::time::Instant::now();
+        let handled = self.answer(caller, req);
+        // Labels from closed sets: a known operation's name (else `unknown`), `ok` or
+        // the error's code.
+        let op = mgmt::store::OPERATIONS
+            .iter()
+            .find(|(name, _)| *name == req.op)
+            .map_or("unknown", |(name, _)| name);
+        let result = match &handled.result {
+            Ok(_) => "ok",
+            Err(e) => e.code.as_str(),
+        };
+        self.dp.telemetry.request(op, result, started.elapsed());
+        handled
+    }
+}
+
+impl crate::daemon::metrics::Source for Management {
+    fn gather(&self) -> crate::daemon::metrics::View {
+        use crate::daemon::metrics::{EndpointFigures, TargetFigures, View};
+        let snap = self.cell.load();
+        let health = self.dp.health.states();
+        let usage = self.fresh_usage();
+        let mut endpoints = Vec::with_capacity(snap.endpoints.len());
+        for e in &snap.endpoints {
+            let mut f = EndpointFigures {
+                endpoint: e.id.clone(),
+                service: snap
+                    .services
+                    .get(e.service as usize)
+                    .map(|s| s.id.clone())
+                    .unwrap_or_default(),
+                vpc: snap
+                    .attachment(e.attachment)
+                    .map(|a| a.vpc_id.clone())
+                    .unwrap_or_default(),
+                account: e.owner.to_string(),
+                ..EndpointFigures::default()
+            };
+            let (total, active) = endpoint_totals(&usage, e.handle);
+            (f.packets, f.bytes, f.new_flows) = (total.packets, total.bytes, total.new_flows);
+            f.active_flows = active;
+            f.drops = DropReason::ALL
+                .iter()
+                .filter(|r| total.drops[**r as usize] > 0)
+                .map(|r| (r.label(), total.drops[*r as usize]))
+                .collect();
+            endpoints.push(f);
+        }
+        // Every registered target, with its live flows and health state.
+        let mut targets = Vec::new();
+        for s in &snap.services {
+            let mut seen = std::collections::BTreeSet::new();
+            for l in &s.listeners {
+                for t in &l.targets {
+                    if !seen.insert((t.ip, t.port)) {
+                        continue;
+                    }
+                    let active = usage
+                        .iter()
+                        .filter_map(|w| w.targets.get(&(s.handle, t.ip, t.port)))
+                        .sum();
+                    let state = health
+                        .iter()
+                        .find(|(k, _)| {
+                            k.ip == t.ip && k.target_port == t.port && k.service.to_string() == s.id
+                        })
+                        .map(|(_, st)| st.as_str());
+                    targets.push(TargetFigures {
+                        service: s.id.clone(),
+                        target: format!("{}:{}", Ipv4Addr::from(t.ip), t.port),
+                        active_flows: active,
+                        health: state,
+                    });
+                }
+            }
+        }
+        let mut snat: std::collections::BTreeMap<u32, u64> = snap
+            .services
+            .iter()
+            .flat_map(|s| s.snat.iter().map(|&a| (a, 0)))
+            .collect();
+        for w in usage.iter() {
+            for (a, n) in &w.snat {
+                *snat.entry(*a).or_default() += n;
+            }
+        }
+        drop(usage);
+        View {
+            workers: self.dp.published.iter().map(|p| p.read()).collect(),
+            flow_capacity: u64::from(self.config.tables.flows_per_worker),
+            endpoints,
+            targets,
+            snat: snat
+                .into_iter()
+                .map(|(a, n)| (Ipv4Addr::from(a).to_string(), n))
+                .collect(),
+            generation: self.generation.load(Ordering::SeqCst),
+        }
+    }
+}
+
+impl Management {
+    /// A request's answer (what [`Handler::handle`] times and counts).
+    fn answer(&self, caller: &Caller, req: &Request) -> Handled {
         match req.op.as_str() {
             "stats" | "flows" if caller.account.is_none() && !caller.admin => {
                 Handled::from(Err(unknown_caller(caller)))
@@ -1219,6 +1314,29 @@ impl Handler for Management {
             _ => self.change(|s| s.prepare(&store_caller(caller), &req.op, &req.args, now_unix())),
         }
     }
+}
+
+/// What an endpoint's flows carried, ended and live, over every worker's report, and its
+/// live flows.
+fn endpoint_totals(usage: &[WorkerUsage], handle: u32) -> (EndpointUsage, u64) {
+    let mut total = EndpointUsage::default();
+    let mut active = 0;
+    for w in usage {
+        if let Some(u) = w.endpoints.get(&handle) {
+            total.new_flows += u.new_flows;
+            for (t, d) in total.drops.iter_mut().zip(u.drops.iter()) {
+                *t += d;
+            }
+            total.packets += u.packets;
+            total.bytes += u.bytes;
+        }
+        if let Some(a) = w.active.get(&handle) {
+            total.packets += a.packets;
+            total.bytes += a.bytes;
+            active += a.flows;
+        }
+    }
+    (total, active)
 }
 
 /// Drops by reason, only the reasons that happened.

@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod ha;
 pub mod health;
 pub mod management;
+pub mod metrics;
 pub mod notify;
 pub mod preflight;
 pub mod steering;
@@ -555,6 +556,7 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
     }
 
     let mut cluster_watch = None;
+    let telemetry = Arc::new(metrics::Telemetry::default());
     let mut control = Management::new(
         store,
         state_file,
@@ -573,6 +575,7 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
             clock: Arc::new(move || time::tsc().saturating_sub(epoch_tsc) / hz_ms),
             health: Arc::clone(&health_board),
             ha: ha_queues.as_ref().map(|_| ha_status.clone()),
+            telemetry: Arc::clone(&telemetry),
         },
     );
     let server_stop = Arc::new(AtomicBool::new(false));
@@ -612,6 +615,23 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
     log::info!("management socket {}", config.mgmt.socket.display());
     let server_thread = server.run(Arc::clone(&server_stop));
 
+    let metrics_thread = match &config.metrics {
+        Some(m) => match metrics::spawn(
+            m.listen,
+            Arc::clone(&control) as Arc<dyn metrics::Source>,
+            Arc::clone(&telemetry),
+            Arc::clone(&server_stop),
+        ) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                server_stop.store(true, Ordering::SeqCst);
+                let _ = server_thread.join();
+                let _ = workers.stop(None, STOP_PATIENCE);
+                return Err(DaemonError::Setup(e));
+            }
+        },
+        None => None,
+    };
     log::info!("privlinkd ready");
     let stats_file = stats_path(&config);
     // The counters are sampled on a thread of their own: the main loop frees retired
@@ -652,6 +672,24 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
             return Err(DaemonError::Setup(format!("health-check thread: {e}")));
         }
     };
+    // The ports' counters for the metrics, read here once a second (the ports are the
+    // main loop's; the metrics thread never calls into DPDK).
+    let sample_ports = |telemetry: &metrics::Telemetry| {
+        telemetry.set_ports(
+            ports
+                .iter()
+                .filter_map(|p| {
+                    p.stats().ok().map(|stats| metrics::PortSample {
+                        name: p.name().to_owned(),
+                        stats,
+                    })
+                })
+                .collect(),
+        );
+    };
+    if metrics_thread.is_some() {
+        sample_ports(&telemetry);
+    }
     let mut current = config;
     let mut last_tick = Instant::now();
     let mut failure = None;
@@ -707,6 +745,9 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
         control.follow_cluster();
         if last_tick.elapsed() >= Duration::from_secs(1) {
             last_tick = Instant::now();
+            if metrics_thread.is_some() {
+                sample_ports(&telemetry);
+            }
             control.tick();
         }
     }
@@ -717,6 +758,9 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
     server_stop.store(true, Ordering::SeqCst);
     let _ = server_thread.join();
     let _ = health_thread.join();
+    if let Some(t) = metrics_thread {
+        let _ = t.join();
+    }
     if let Some((t, _)) = ha_thread {
         let _ = t.join();
     }
@@ -831,6 +875,7 @@ pub fn fixed_sections_changed(current: &Config, next: &Config) -> Vec<&'static s
     check("[tables]", current.tables == next.tables);
     check("[timeouts]", current.timeouts == next.timeouts);
     check("[ha]", current.ha == next.ha);
+    check("[metrics]", current.metrics == next.metrics);
     out
 }
 

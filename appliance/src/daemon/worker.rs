@@ -263,6 +263,11 @@ pub fn run(mut w: WorkerSetup) -> Counters {
                 }
             }
         }
+        {
+            let c = pipe.counters_mut();
+            c.polls += 1;
+            c.busy_polls += u64::from(work > 0);
+        }
         if work == 0 && !w.idle_sleep.is_zero() {
             std::thread::sleep(w.idle_sleep);
         }

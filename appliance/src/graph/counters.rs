@@ -212,6 +212,10 @@ pub struct Counters {
     /// datagram's first fragment.
     pub fragments: u64,
     pub fragments_held: u64,
+    /// Poll loops run, and those that found packets to process: their rates' ratio is
+    /// how busy the worker is (a poll-mode worker's CPU is always 100 %).
+    pub polls: u64,
+    pub busy_polls: u64,
     pub drops: Drops,
 }
 
@@ -272,6 +276,8 @@ impl Counters {
             self.sync_dropped,
             self.fragments,
             self.fragments_held,
+            self.polls,
+            self.busy_polls,
         ]
     }
 
@@ -303,11 +309,13 @@ impl Counters {
             &mut self.sync_dropped,
             &mut self.fragments,
             &mut self.fragments_held,
+            &mut self.polls,
+            &mut self.busy_polls,
         ]
     }
 }
 
-const SCALARS: usize = 26;
+const SCALARS: usize = 28;
 const SCALAR_NAMES: [&str; SCALARS] = [
     "rx_packets",
     "rx_bytes",
@@ -335,6 +343,8 @@ const SCALAR_NAMES: [&str; SCALARS] = [
     "sync_dropped",
     "fragments",
     "fragments_held",
+    "polls",
+    "busy_polls",
 ];
 
 /// The published copy of one worker's counters, readable from any thread.

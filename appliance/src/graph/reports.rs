@@ -75,6 +75,8 @@ pub struct UsageReport {
     pub active: Vec<(u32, ActiveUsage)>,
     /// Active flows per (service handle, target ip, target port).
     pub targets: Vec<((u32, u32, u16), u64)>,
+    /// Active flows per SNAT address: the ports in use there.
+    pub snat: Vec<(u32, u64)>,
 }
 
 /// Which flows a listing may show.
@@ -163,6 +165,7 @@ struct Sweep {
     report: UsageReport,
     active: FastMap<u32, ActiveUsage>,
     targets: FastMap<(u32, u32, u16), u64>,
+    snat: FastMap<u32, u64>,
 }
 
 #[derive(Debug)]
@@ -252,6 +255,7 @@ impl<F: Frame> Pipeline<F> {
                 },
                 active: fast_map(64),
                 targets: fast_map(64),
+                snat: fast_map(8),
             });
         }
         let Some(sweep) = self.reports.sweep.as_mut() else {
@@ -273,6 +277,7 @@ impl<F: Frame> Pipeline<F> {
                         .targets
                         .entry((f.service, f.rev.src_ip, f.rev.src_port))
                         .or_default() += 1;
+                    *sweep.snat.entry(f.rev.dst_ip).or_default() += 1;
                 }
                 sweep.phase = if end < cap {
                     Phase::Flows(end)
@@ -296,6 +301,7 @@ impl<F: Frame> Pipeline<F> {
                     done.report.finished_ms = now_ms;
                     done.report.active = done.active.into_iter().collect();
                     done.report.targets = done.targets.into_iter().collect();
+                    done.report.snat = done.snat.into_iter().collect();
                     self.reports.done = Some(done.report);
                 }
             }

@@ -686,3 +686,13 @@ fn default_cluster_prefix() -> String {
 fn default_cluster_timeout_ms() -> u32 {
     2000
 }
+
+/// `[metrics]`: `/metrics` in the Prometheus text format, served over HTTP from a thread
+/// of its own that reads what the workers and the management side publish.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// The address and port to listen on (`"127.0.0.1:9469"`); the metrics name every
+    /// endpoint, service and account, so keep it off networks tenants reach.
+    pub listen: std::net::SocketAddr,
+}

@@ -164,6 +164,9 @@ fn expected_default() -> Config {
         security_groups: vec![],
         ha: None,
         cluster: None,
+        metrics: Some(MetricsConfig {
+            listen: "127.0.0.1:9469".parse().unwrap(),
+        }),
     }
 }
 
