@@ -270,6 +270,12 @@ pub const OPERATIONS: &[Operation] = &[
         example: "flows --vpc-endpoint-id vpce-0123456789abcdef0 --max-results 20",
     },
     Operation {
+        name: "subscribe-events",
+        flags: &[("count", Num)],
+        help: "print connection events (endpoint Connect, Accept, Reject, Delete), target health and HA role changes as they happen, until Ctrl-C (or --count events); each account sees its own",
+        example: "subscribe-events --count 10",
+    },
+    Operation {
         name: "version",
         flags: &[],
         help: "show the daemon's version",
@@ -843,6 +849,9 @@ pub fn run(
             return 2;
         }
     };
+    if inv.op == crate::protocol::SUBSCRIBE_EVENTS {
+        return subscribe(&inv, out, err);
+    }
     let req = Request::new(1, inv.op, inv.args);
     match call(&inv.socket, &req, RESPONSE_TIMEOUT) {
         Ok(Response { result: Ok(v), .. }) => {
@@ -863,6 +872,86 @@ pub fn run(
             1
         }
     }
+}
+
+/// `subscribe-events`: the acknowledgement, then one line per event until the daemon
+/// closes the connection or `--count` events were printed (`--count` is this program's:
+/// the daemon is not told). JSON lines with `--json`, else `TIME TYPE key=value…`.
+fn subscribe(inv: &Invocation, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    let count = inv.args.get("Count").and_then(Value::as_u64);
+    let req = Request::new(1, inv.op, serde_json::json!({}));
+    let fail = |err: &mut dyn Write, e: CallError| {
+        let _ = writeln!(err, "privlinkctl: {e}");
+        1
+    };
+    let io_err = |e| CallError::Io(inv.socket.clone(), e);
+    let stream = match UnixStream::connect(&inv.socket) {
+        Ok(s) => s,
+        Err(e) => return fail(err, CallError::Connect(inv.socket.clone(), e)),
+    };
+    let mut line = req.to_line();
+    line.push('\n');
+    if let Err(e) = (&stream).write_all(line.as_bytes()) {
+        return fail(err, io_err(e));
+    }
+    let mut reader = BufReader::new(&stream);
+    let mut answer = String::new();
+    match reader.read_line(&mut answer) {
+        Ok(0) => return fail(err, CallError::Closed(inv.socket.clone())),
+        Ok(_) => {}
+        Err(e) => return fail(err, io_err(e)),
+    }
+    match Response::parse_line(&answer) {
+        Ok(Response { result: Ok(_), .. }) => {}
+        Ok(Response { result: Err(e), .. }) => {
+            let _ = writeln!(err, "error: {}: {}", e.code, e.message);
+            return 1;
+        }
+        Err(e) => return fail(err, CallError::BadResponse(inv.socket.clone(), e)),
+    }
+    let mut printed = 0u64;
+    while count.is_none_or(|c| printed < c) {
+        answer.clear();
+        match reader.read_line(&mut answer) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => return fail(err, io_err(e)),
+        }
+        let Ok(v) = serde_json::from_str::<Value>(&answer) else {
+            continue;
+        };
+        let event = &v["Event"];
+        let text = if inv.json {
+            event.to_string()
+        } else {
+            event_line(event)
+        };
+        if writeln!(out, "{text}").and_then(|()| out.flush()).is_err() {
+            break;
+        }
+        printed += 1;
+    }
+    0
+}
+
+/// One event as `TIME TYPE key=value…` (the time as unix seconds).
+pub fn event_line(event: &Value) -> String {
+    let mut s = format!(
+        "{} {}",
+        event["Time"].as_u64().unwrap_or(0),
+        event["Type"].as_str().unwrap_or("?")
+    );
+    if let Value::Object(m) = event {
+        for (k, v) in m {
+            if k != "Time" && k != "Type" && !v.is_null() {
+                s.push_str(&format!(
+                    " {k}={}",
+                    v.as_str().map_or_else(|| v.to_string(), str::to_owned)
+                ));
+            }
+        }
+    }
+    s
 }
 
 // ---------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod events;
 pub mod ids;
 pub mod model;
 pub mod net;

@@ -33,6 +33,8 @@ pub mod codes {
     pub const REQUEST_TIMEOUT: &str = "RequestTimeout";
     /// The handler failed unexpectedly (panicked); nothing is known to have changed.
     pub const INTERNAL_ERROR: &str = "InternalError";
+    /// The operation is not one this server offers.
+    pub const INVALID_ACTION: &str = "InvalidAction";
 }
 
 /// The `error` member of a response.
@@ -237,8 +239,13 @@ fn invalid(message: impl Into<String>) -> ApiErrorBody {
 /// Whether `op` only reads (describe-…, stats, flows, version). Everything else may change
 /// state, and the server logs it.
 pub fn is_read_only(op: &str) -> bool {
-    op.starts_with("describe-") || matches!(op, "stats" | "flows" | "version")
+    op.starts_with("describe-") || matches!(op, "stats" | "flows" | "version" | SUBSCRIBE_EVENTS)
 }
+
+/// The operation that turns a connection into a stream of events (see
+/// [`crate::events`]): answered once with `{"Subscribed": true}`, then one line
+/// `{"Event": {...}}` per event until the client closes the connection.
+pub const SUBSCRIBE_EVENTS: &str = "subscribe-events";
 
 /// A response line.
 #[derive(Debug, Clone, PartialEq)]

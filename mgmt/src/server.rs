@@ -91,6 +91,16 @@ impl From<Result<Value, ApiErrorBody>> for Handled {
 pub trait Handler: Send + Sync + 'static {
     /// Executes `req` on behalf of `caller`.
     fn handle(&self, caller: &Caller, req: &Request) -> Handled;
+
+    /// `subscribe-events`: the caller's events from now on. Handlers without events
+    /// refuse it.
+    fn subscribe(&self, caller: &Caller) -> Result<crate::events::Subscription, ApiErrorBody> {
+        let _ = caller;
+        Err(ApiErrorBody::new(
+            codes::INVALID_ACTION,
+            "this server publishes no events",
+        ))
+    }
 }
 
 /// Connections root may hold beyond [`ServerConfig::max_clients`]: however many the other
@@ -579,6 +589,10 @@ impl Client {
                 debug!("mgmt: uid {uid} sent a bad request: {e}");
                 Response::error(id, e)
             }
+            Ok(req) if req.op == crate::protocol::SUBSCRIBE_EVENTS => {
+                let caller = (self.uid_to_caller)(uid);
+                return self.stream_events(stream, &caller, req);
+            }
             Ok(req) => {
                 let caller = (self.uid_to_caller)(uid);
                 let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -600,6 +614,77 @@ impl Client {
             }
         };
         send(stream, &response)
+    }
+}
+
+impl Client {
+    /// `subscribe-events`: the acknowledgement, then each event as a line, until the
+    /// client closes the connection (or the server stops). A client that stops reading
+    /// loses events (counted, and said in an `EventsDropped` line) once its queue is full;
+    /// one that blocks the socket past the write timeout is disconnected. Nothing here
+    /// ever makes the publisher wait.
+    fn stream_events(
+        &self,
+        stream: &UnixStream,
+        caller: &Caller,
+        req: crate::protocol::Request,
+    ) -> io::Result<()> {
+        if caller.account.is_none() && !caller.admin {
+            let e = ApiErrorBody::new(
+                codes::AUTH_FAILURE,
+                format!("uid {} is not mapped to an account", caller.uid),
+            );
+            return send(stream, &Response::error(req.id, e));
+        }
+        if let Err(e) = crate::store::check_keys(&req.args, &[]) {
+            return send(
+                stream,
+                &Response::error(req.id, ApiErrorBody::new(&e.code, e.message)),
+            );
+        }
+        let mut sub = match self.handler.subscribe(caller) {
+            Ok(s) => s,
+            Err(e) => return send(stream, &Response::error(req.id, e)),
+        };
+        info!(
+            "mgmt: op=subscribe-events uid={} account={}",
+            caller.uid,
+            caller
+                .account
+                .map_or_else(|| "-".to_owned(), |a| a.to_string())
+        );
+        send(
+            stream,
+            &Response {
+                id: req.id,
+                result: Ok(serde_json::json!({"Subscribed": true})),
+            },
+        )?;
+        // Short reads: what the client sends is only looked at for its end.
+        stream.set_read_timeout(Some(Duration::from_millis(5)))?;
+        let mut scratch = [0u8; 256];
+        let mut reader = stream;
+        loop {
+            if self.stop.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            match sub.next(POLL) {
+                crate::events::Next::Event(event) => {
+                    let mut line = serde_json::json!({ "Event": event }).to_string();
+                    line.push('\n');
+                    (&*stream).write_all(line.as_bytes())?;
+                }
+                crate::events::Next::Nothing => {}
+                crate::events::Next::Closed => return Ok(()),
+            }
+            match reader.read(&mut scratch) {
+                Ok(0) => return Ok(()),
+                Ok(_) => {}
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
     }
 }
 

@@ -200,6 +200,7 @@ pub const OPERATIONS: &[(&str, &str)] = &[
     ("authorize-security-group-ingress", "--group-id SG --ip-permissions '[{\"IpProtocol\":\"tcp|udp|icmp|-1\",\"FromPort\":P,\"ToPort\":P,\"IpRanges\":[{\"CidrIp\":CIDR}]}]'"),
     ("revoke-security-group-ingress", "--group-id SG --ip-permissions JSON (as authorize)"),
     ("stats", "data-plane counters (answered by privlinkd)"),
+    ("subscribe-events", "[--count N]: connection, health and HA events as they happen (answered by privlinkd)"),
     ("flows", "active flows (answered by privlinkd)"),
     ("version", "the appliance's version"),
 ];
@@ -457,7 +458,9 @@ impl Store {
                 json!({"Version": env!("CARGO_PKG_VERSION")}),
             ));
         }
-        if !OPERATIONS.iter().any(|&(name, _)| name == op) || matches!(op, "stats" | "flows") {
+        if !OPERATIONS.iter().any(|&(name, _)| name == op)
+            || matches!(op, "stats" | "flows" | "subscribe-events")
+        {
             return Err(ApiError::new(
                 "InvalidAction",
                 format!("the action {op:?} is not valid for this web service"),

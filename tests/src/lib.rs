@@ -479,7 +479,51 @@ deregistration_delay = {dereg}
     )
 }
 
+/// The events a `subscribe-events` child ([`Topology::subscribe`]) printed, once it exits
+/// (or is killed after `limit`).
+pub fn events_of(mut child: Child, limit: Duration) -> Vec<Value> {
+    let end = Instant::now() + limit;
+    while child.try_wait().ok().flatten().is_none() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if child.try_wait().ok().flatten().is_none() {
+        let _ = child.kill();
+    }
+    let Ok(out) = child.wait_with_output() else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or(Value::Null))
+        .collect()
+}
+
 impl Topology {
+    /// `privlinkctl --json subscribe-events --count COUNT` as `uid`, in the background,
+    /// once its subscription is in (the daemon logged it); read with [`events_of`].
+    pub fn subscribe(&self, uid: u32, count: u32) -> Child {
+        let before = self.log().matches("op=subscribe-events").count();
+        let child = Command::new("setpriv")
+            .args([
+                &format!("--reuid={uid}"),
+                &format!("--regid={uid}"),
+                "--clear-groups",
+            ])
+            .arg(privlinkctl())
+            .arg("--socket")
+            .arg(self.dir.join("privlink.sock"))
+            .args(["--json", "subscribe-events", "--count", &count.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("privlinkctl");
+        let end = Instant::now() + Duration::from_secs(10);
+        while self.log().matches("op=subscribe-events").count() <= before && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child
+    }
+
     /// The EAL `--file-prefix` privlinkd runs with: what DPDK's secondary processes
     /// (dpdk-dumpcap) and the telemetry client are given to find it.
     pub fn file_prefix(&self) -> &str {

@@ -77,6 +77,9 @@ fn a_stopped_target_is_taken_out_of_service_and_comes_back() {
         assert!(d["TargetHealth"]["LastChange"].is_string(), "{d}");
     }
 
+    // The provider hears of the change; another account does not.
+    let events = t.subscribe(UID_PROVIDER, 1);
+    let consumer = t.subscribe(privlink_e2e::UID_CONSUMER, 1);
     t.stop_server(0);
     // Unhealthy within UnhealthyThresholdCount × interval + timeout (+1 s for polling).
     let (d, took) = wait_state(&t, TARGETS[0], "unhealthy", Duration::from_secs(13));
@@ -89,6 +92,14 @@ fn a_stopped_target_is_taken_out_of_service_and_comes_back() {
         "{d}"
     );
     assert!(d["TargetHealth"]["Description"].is_string(), "{d}");
+    let got = privlink_e2e::events_of(events, Duration::from_secs(5));
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["Type"], "TargetHealth", "{got:?}");
+    assert_eq!(got[0]["Target"], format!("{}:8080", TARGETS[0]), "{got:?}");
+    assert_eq!(got[0]["State"], "unhealthy", "{got:?}");
+    assert_eq!(got[0]["Reason"], "Target.FailedHealthChecks", "{got:?}");
+    let theirs = privlink_e2e::events_of(consumer, Duration::from_millis(200));
+    assert!(theirs.is_empty(), "the consumer saw {theirs:?}");
     let (ok, answered) = requests(&t, 100);
     assert_eq!(ok, 100, "every request succeeds on the healthy target");
     assert_eq!(answered, ["target=t2"]);

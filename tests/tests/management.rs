@@ -847,3 +847,60 @@ fn connection_limits_and_auto_accept_through_privlinkctl() {
         "no longer auto-accepted: {v}"
     );
 }
+
+#[test]
+fn connection_events_reach_the_endpoints_and_the_services_owners_only() {
+    let t = empty_topology();
+    let (svc, name) = create_service(&t, true);
+    allow(&t, &svc, CONSUMER_ACCOUNT);
+    let consumer = t.subscribe(UID_CONSUMER, 3);
+    let provider = t.subscribe(UID_PROVIDER, 3);
+    let other = t.subscribe(UID_OTHER, 1);
+    // Every subscription is in before anything happens (each waited for its own).
+    assert_eq!(
+        t.log().matches("op=subscribe-events").count(),
+        3,
+        "{}",
+        t.log()
+    );
+    let ep = create_endpoint(&t, &name);
+    let ep_id = ep["VpcEndpointId"].as_str().unwrap().to_owned();
+    t.ctl_ok(
+        UID_PROVIDER,
+        &[
+            "accept-vpc-endpoint-connections",
+            "--service-id",
+            &svc,
+            "--vpc-endpoint-ids",
+            &ep_id,
+        ],
+    );
+    t.ctl_ok(
+        UID_CONSUMER,
+        &["delete-vpc-endpoints", "--vpc-endpoint-ids", &ep_id],
+    );
+    for (who, got) in [
+        (
+            "consumer",
+            privlink_e2e::events_of(consumer, Duration::from_secs(10)),
+        ),
+        (
+            "provider",
+            privlink_e2e::events_of(provider, Duration::from_secs(10)),
+        ),
+    ] {
+        let types: Vec<&str> = got
+            .iter()
+            .map(|e| e["Type"].as_str().unwrap_or("?"))
+            .collect();
+        assert_eq!(types, ["Connect", "Accept", "Delete"], "{who}: {got:?}");
+        for e in &got {
+            assert_eq!(e["VpcEndpointId"], ep_id.as_str(), "{who}: {e}");
+            assert_eq!(e["ServiceId"], svc.as_str(), "{who}: {e}");
+        }
+        assert_eq!(got[0]["VpcEndpointState"], "pendingAcceptance", "{got:?}");
+        assert_eq!(got[1]["VpcEndpointState"], "available", "{got:?}");
+    }
+    let seen = privlink_e2e::events_of(other, Duration::from_secs(1));
+    assert!(seen.is_empty(), "another account saw {seen:?}");
+}

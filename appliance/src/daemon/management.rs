@@ -71,6 +71,8 @@ pub struct DataPlane {
     pub ha: Option<crate::daemon::ha::HaStatus>,
     /// What the metrics show of requests, publications and ports.
     pub telemetry: Arc<crate::daemon::metrics::Telemetry>,
+    /// Where connection, health and HA events go (`subscribe-events`).
+    pub events: Arc<mgmt::events::EventBus>,
 }
 
 impl std::fmt::Debug for DataPlane {
@@ -94,6 +96,7 @@ impl DataPlane {
             health: Arc::default(),
             ha: None,
             telemetry: Arc::default(),
+            events: Arc::default(),
         }
     }
 }
@@ -439,7 +442,7 @@ impl Management {
                 if let Err(e) = saved {
                     log::warn!("cluster: local cache not written ({e}); etcd holds the change");
                 }
-                store.commit(next);
+                self.commit(store, next);
                 Ok(())
             }
             Err(CommitError::Conflict { revision, guard }) => {
@@ -509,7 +512,7 @@ impl Management {
                         // is the one to enforce, and the caller learns it is in force.
                         log::error!("state directory cannot be synced and the previous state cannot be restored ({e}); the change is in force");
                         self.publish(snap, started);
-                        store.commit(next);
+                        self.commit(store, next);
                         return Err(ApiErrorBody::new(
                             "InternalError",
                             format!(
@@ -531,7 +534,7 @@ impl Management {
             }
         }
         self.publish(snap, started);
-        store.commit(next);
+        self.commit(store, next);
         Ok(())
     }
 
@@ -763,7 +766,7 @@ impl Management {
                 if let Err(e) = saved {
                     log::warn!("cluster: local cache not written: {e}");
                 }
-                store.commit(next);
+                self.commit(store, next);
                 lock(&c.view).unusable = None;
                 log::info!("cluster: revision {} in force", mark.revision);
             }
@@ -821,6 +824,33 @@ impl Management {
     /// flows (the main loop asks every few tens of ms, so a burst of changes costs one
     /// build). A failed build is retried at the next change.
     pub fn follow_health(&self) {
+        let moved = self.dp.health.take_changes();
+        if !moved.is_empty() && self.dp.events.has_subscribers() {
+            let snap = self.cell.load();
+            for (key, h) in moved {
+                let Some(service) = snap
+                    .services
+                    .iter()
+                    .find(|s| s.id == key.service.to_string())
+                else {
+                    continue;
+                };
+                let proto = if key.proto == 17 { "udp" } else { "tcp" };
+                self.dp.events.publish(&mgmt::events::Event {
+                    body: json!({
+                        "Type": "TargetHealth",
+                        "Time": now_unix(),
+                        "ServiceId": service.id,
+                        "Listener": format!("{proto}:{}", key.port),
+                        "Target": format!("{}:{}", Ipv4Addr::from(key.ip), key.target_port),
+                        "State": h.state.as_str(),
+                        "Reason": h.reason.map(|r| r.as_str()),
+                        "Description": h.description,
+                    }),
+                    audience: vec![service.owner],
+                });
+            }
+        }
         if !self.dp.health.take_routing_change() {
             return;
         }
@@ -830,6 +860,28 @@ impl Management {
             Ok(snap) => self.publish(snap, started),
             Err(e) => log::error!("health change not applied: {}", e.message),
         }
+    }
+
+    /// Makes `next` the store's state, and tells subscribers what happened to endpoints:
+    /// `Connect` (created), `Accept`, `Reject` (their state changed so), `Delete` (gone,
+    /// or `deleted`): the cloud's connection notification events, to the endpoint's and
+    /// its service's owners. Compared only while someone listens.
+    fn commit(&self, store: &mut Store, next: State) {
+        if self.dp.events.has_subscribers() {
+            for event in endpoint_events(store.state(), &next, now_unix()) {
+                self.dp.events.publish(&event);
+            }
+        }
+        store.commit(next);
+    }
+
+    /// An HA node's role as the sync thread last posted it: a change is an event (for
+    /// the administrator only). The main loop calls this with each new role.
+    pub fn note_ha_role(&self, role: &str, previous: &str) {
+        self.dp.events.publish(&mgmt::events::Event {
+            body: json!({"Type": "HaRole", "Time": now_unix(), "Role": role, "Previous": previous}),
+            audience: Vec::new(),
+        });
     }
 
     /// Folds the journal into a new checkpoint of what the store holds (which is what the
@@ -1210,6 +1262,20 @@ impl Handler for Management {
         self.dp.telemetry.request(op, result, started.elapsed());
         handled
     }
+
+    fn subscribe(&self, caller: &Caller) -> Result<mgmt::events::Subscription, ApiErrorBody> {
+        self.dp
+            .telemetry
+            .request("subscribe-events", "ok", Duration::ZERO);
+        Ok(self.subscription(caller))
+    }
+}
+
+impl Management {
+    /// `subscribe-events` (see [`mgmt::events`]).
+    fn subscription(&self, caller: &Caller) -> mgmt::events::Subscription {
+        self.dp.events.subscribe(caller)
+    }
 }
 
 impl crate::daemon::metrics::Source for Management {
@@ -1314,6 +1380,51 @@ impl Management {
             _ => self.change(|s| s.prepare(&store_caller(caller), &req.op, &req.args, now_unix())),
         }
     }
+}
+
+/// The connection events between two states (see [`Management::commit`]).
+fn endpoint_events(prev: &State, next: &State, now: u64) -> Vec<mgmt::events::Event> {
+    use mgmt::model::EndpointState as S;
+    let before: HashMap<_, _> = prev.endpoints.iter().map(|e| (e.id, e)).collect();
+    let owner_of = |svc| {
+        next.service(svc)
+            .or_else(|| prev.service(svc))
+            .map(|s| s.owner)
+    };
+    let event = |kind: &str, e: &mgmt::model::Endpoint| mgmt::events::Event {
+        body: json!({
+            "Type": kind,
+            "Time": now,
+            "VpcEndpointId": e.id.to_string(),
+            "ServiceId": e.service_id.to_string(),
+            "VpcEndpointOwner": e.owner.to_string(),
+            "VpcEndpointState": e.state.as_str(),
+        }),
+        audience: std::iter::once(e.owner)
+            .chain(owner_of(e.service_id))
+            .collect(),
+    };
+    let mut out = Vec::new();
+    let mut still = std::collections::HashSet::new();
+    for e in &next.endpoints {
+        still.insert(e.id);
+        match before.get(&e.id) {
+            None => out.push(event("Connect", e)),
+            Some(b) if b.state != e.state => match e.state {
+                S::Available => out.push(event("Accept", e)),
+                S::Rejected => out.push(event("Reject", e)),
+                S::Deleted | S::Deleting => out.push(event("Delete", e)),
+                _ => {}
+            },
+            Some(_) => {}
+        }
+    }
+    for e in &prev.endpoints {
+        if !still.contains(&e.id) && !matches!(e.state, S::Deleted) {
+            out.push(event("Delete", e));
+        }
+    }
+    out
 }
 
 /// What an endpoint's flows carried, ended and live, over every worker's report, and its

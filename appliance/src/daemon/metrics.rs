@@ -221,7 +221,11 @@ fn histogram(
 }
 
 /// A port statistic: its name, help and where it is read.
-type PortCounter = (&'static str, &'static str, fn(&dpdk_bindings::PortStats) -> u64);
+type PortCounter = (
+    &'static str,
+    &'static str,
+    fn(&dpdk_bindings::PortStats) -> u64,
+);
 
 /// Per-worker scalar counters that are gauges, not counters.
 const WORKER_GAUGES: [&str; 1] = ["active_flows"];

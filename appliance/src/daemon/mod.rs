@@ -576,6 +576,7 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
             health: Arc::clone(&health_board),
             ha: ha_queues.as_ref().map(|_| ha_status.clone()),
             telemetry: Arc::clone(&telemetry),
+            events: Arc::default(),
         },
     );
     let server_stop = Arc::new(AtomicBool::new(false));
@@ -645,7 +646,12 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
     );
     let ha_thread = match (&config.ha, ha_queues) {
         (Some(cfg), Some(q)) => {
-            match ha::spawn(cfg, q.clone(), ha_status, Arc::clone(&server_stop)) {
+            match ha::spawn(
+                cfg,
+                q.clone(),
+                Arc::clone(&ha_status),
+                Arc::clone(&server_stop),
+            ) {
                 Ok(t) => Some((t, q.shared)),
                 Err(e) => {
                     server_stop.store(true, Ordering::SeqCst);
@@ -692,6 +698,8 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
     }
     let mut current = config;
     let mut last_tick = Instant::now();
+    // The HA role last seen (an event when it changes).
+    let mut ha_role = String::new();
     let mut failure = None;
     // Every worker polls (they started before the socket was bound) and the socket
     // listens: what systemd's Type=notify waits for.
@@ -742,6 +750,18 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
         cell.reclaim();
         control.collect_reports();
         control.follow_health();
+        if ha_thread.is_some() {
+            let role = ha_status
+                .lock()
+                .map(|v| v["Role"].as_str().unwrap_or("").to_owned())
+                .unwrap_or_default();
+            if role != ha_role {
+                if !ha_role.is_empty() {
+                    control.note_ha_role(&role, &ha_role);
+                }
+                ha_role = role;
+            }
+        }
         control.follow_cluster();
         if last_tick.elapsed() >= Duration::from_secs(1) {
             last_tick = Instant::now();

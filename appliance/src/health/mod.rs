@@ -543,7 +543,13 @@ fn free_port(next: &mut u16, used: &HashMap<u16, TargetKey>) -> Option<u16> {
 pub struct Board {
     health: Mutex<HashMap<TargetKey, Health>>,
     routing_changed: AtomicBool,
+    /// State changes not yet taken for events, oldest first (at most [`CHANGES_KEPT`]).
+    changes: Mutex<std::collections::VecDeque<(TargetKey, Health)>>,
 }
+
+/// State changes the board keeps for events between two looks of the management side
+/// (every few tens of ms); beyond, the oldest are forgotten.
+pub const CHANGES_KEPT: usize = 4096;
 
 impl Board {
     /// Applies the checker's changes.
@@ -553,10 +559,18 @@ impl Board {
         }
         let mut h = self.health.lock().unwrap_or_else(|e| e.into_inner());
         let mut routing = false;
+        let mut moved = self.changes.lock().unwrap_or_else(|e| e.into_inner());
         for c in changes {
             routing |= c.routing;
-            h.insert(c.key, c.health.clone());
+            let before = h.insert(c.key, c.health.clone()).map(|b| b.state);
+            if before != Some(c.health.state) {
+                if moved.len() >= CHANGES_KEPT {
+                    moved.pop_front();
+                }
+                moved.push_back((c.key, c.health.clone()));
+            }
         }
+        drop(moved);
         for k in gone {
             h.remove(k);
         }
@@ -582,6 +596,15 @@ impl Board {
             .unwrap_or_else(|e| e.into_inner())
             .iter()
             .map(|(k, h)| (*k, h.state))
+            .collect()
+    }
+
+    /// The state changes since the last call, oldest first.
+    pub fn take_changes(&self) -> Vec<(TargetKey, Health)> {
+        self.changes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
             .collect()
     }
 

@@ -179,6 +179,8 @@ pub struct ListenerView {
 #[derive(Debug)]
 pub struct ServiceView {
     pub id: String,
+    /// The provider account (what events and metrics name).
+    pub owner: mgmt::model::AccountId,
     /// Stable across snapshots (see [`Handles`]); flows record it.
     pub handle: u32,
     /// The provider VPC's attachment.
@@ -530,6 +532,7 @@ impl Snapshot {
             service_by_handle.insert(handles.service(s.id), sidx);
             services.push(ServiceView {
                 id: s.id.to_string(),
+                owner: s.owner,
                 handle: handles.service(s.id),
                 attachment,
                 snat,
