@@ -144,6 +144,8 @@ echo "  ip netns exec $CONS ping 10.1.0.100"
 echo "  echo 503 > $WORK/target-1.health    # take target-1 out (rm the file: back in)"
 echo "  $CTL describe-target-health --service-id $SVC"
 echo "  curl -s http://127.0.0.1:9469/metrics | grep privlink_endpoint   # Prometheus metrics"
+echo "  tail -f /var/log/privlink/flows.log     # flow logs (a line per flow and direction each minute)"
+echo "  $CTL subscribe-events                   # endpoint, health and HA events as they happen"
 echo "privlinkd's log: $WORK/privlinkd.log.  Ctrl-C stops the demo and cleans up."
 while kill -0 "$DAEMON" 2>/dev/null; do sleep 1; done
 echo "demo: privlinkd exited"

@@ -32,9 +32,9 @@ use serde::{Deserialize, Serialize};
 pub use errors::{ConfigError, ConfigProblem};
 pub use lcores::EalLcores;
 pub use sections::{
-    parse_key, ClusterConfig, EalConfig, EndpointConfig, FileMode, HaConfig, HaNode, LimitsConfig,
-    MetricsConfig, MgmtConfig, PortConfig, QuotasConfig, TablesConfig, TimeoutsConfig,
-    WorkersConfig,
+    parse_key, ClusterConfig, EalConfig, EndpointConfig, FileMode, FlowLogsConfig, HaConfig,
+    HaNode, LimitsConfig, MetricsConfig, MgmtConfig, PortConfig, QuotasConfig, TablesConfig,
+    TimeoutsConfig, WorkersConfig,
 };
 
 use crate::model::{Account, Declared, SecurityGroup, Service, State, VpcAttachment, VpcId};
@@ -107,6 +107,9 @@ pub struct Config {
     /// `[metrics]`: Prometheus metrics over HTTP; absent: off.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics: Option<MetricsConfig>,
+    /// `[flow_logs]`: flow logs to a file; absent: off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flow_logs: Option<FlowLogsConfig>,
 }
 
 impl Config {

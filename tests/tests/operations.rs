@@ -320,3 +320,86 @@ fn metrics_count_a_curl_and_the_dashboard_queries_only_what_exists() {
         assert!(served, "the dashboard queries {n}, which is not served");
     }
 }
+
+#[test]
+fn flow_logs_have_a_line_for_an_accepted_and_a_rejected_connection() {
+    use privlink_e2e::{CONSUMER_ACCOUNT, PROVIDER_ACCOUNT, SNAT_IP, TARGETS};
+    let dir = std::env::temp_dir().join(format!("privlink-flowlogs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("flows.log");
+    let t = Topology::start(Options {
+        extra_toml: format!(
+            "[flow_logs]\npath = \"{}\"\ninterval_s = 1\n",
+            path.display()
+        ),
+        ..Options::default()
+    });
+    let r = t.client(&["http-many", ENDPOINT_IP, "80", "2"], T);
+    assert_eq!(r["ok"], 2, "{r}");
+    // A datagram to a port the endpoint does not listen on.
+    let _ = t.client(&["udp", ENDPOINT_IP, "9001", "1"], T);
+    // Two windows pass, and the writer's cycle.
+    std::thread::sleep(Duration::from_millis(2600));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next(),
+        Some(privlink_flowlog_header()),
+        "the header first: {text}"
+    );
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(' ').collect()).collect();
+    assert!(rows.iter().all(|r| r.len() == 19), "19 fields each: {text}");
+    let consumer = rows.iter().find(|r| {
+        r[1] == CONSUMER_ACCOUNT
+            && r[2] == "vpce-0e0000000000000e1"
+            && r[3] == CONSUMER_CLIENT
+            && r[4] == ENDPOINT_IP
+            && r[6] == "80"
+            && r[7] == "6"
+            && r[12] == "ACCEPT"
+            && r[16] == "ingress"
+    });
+    let consumer = consumer.unwrap_or_else(|| panic!("the consumer's line of the curl: {text}"));
+    assert_eq!(consumer[14], SNAT_IP, "pkt-srcaddr: the translated source");
+    assert!(TARGETS.contains(&consumer[15]), "pkt-dstaddr: a target");
+    assert!(
+        consumer[8].parse::<u64>().unwrap() >= 3,
+        "packets: {consumer:?}"
+    );
+    let provider = rows.iter().find(|r| {
+        r[1] == PROVIDER_ACCOUNT
+            && r[2] == "vpce-svc-0d0000000000000d1"
+            && r[3] == SNAT_IP
+            && TARGETS.contains(&r[4])
+            && r[6] == "8080"
+            && r[16] == "egress"
+    });
+    assert!(provider.is_some(), "the provider's line: {text}");
+    assert!(
+        rows.iter()
+            .filter(|r| r[1] == PROVIDER_ACCOUNT)
+            .all(|r| r[3] != CONSUMER_CLIENT && r[4] != CONSUMER_CLIENT),
+        "the provider's lines address the SNAT address, not the client: {text}"
+    );
+    let reject = rows.iter().find(|r| r[12] == "REJECT");
+    let reject = reject.unwrap_or_else(|| panic!("a REJECT line: {text}"));
+    assert_eq!(
+        (reject[1], reject[3], reject[4], reject[6], reject[7], reject[18]),
+        (
+            CONSUMER_ACCOUNT,
+            CONSUMER_CLIENT,
+            ENDPOINT_IP,
+            "9001",
+            "17",
+            "no_listener"
+        ),
+        "{text}"
+    );
+}
+
+/// The flow-log file's header (the cloud's field names, then privlink's `reason`).
+fn privlink_flowlog_header() -> &'static str {
+    "version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end action log-status pkt-srcaddr pkt-dstaddr flow-direction tcp-flags reason"
+}

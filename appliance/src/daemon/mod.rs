@@ -4,6 +4,7 @@
 //! runs on the packet path.
 
 pub mod cluster;
+pub mod flowlog;
 pub mod ha;
 pub mod health;
 pub mod management;
@@ -477,6 +478,21 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
     ));
     let epoch_tsc = time::tsc();
     let hz_ms = (time::tsc_hz() / 1000).max(1);
+    // Unix time at the workers' clock's 0, for the flow logs' start and end.
+    let epoch_unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let flow_log_queues: Vec<Arc<ArrayQueue<crate::graph::flowlog::FlowLogRecord>>> =
+        match &config.flow_logs {
+            Some(_) => (0..lcores.len())
+                .map(|_| Arc::new(ArrayQueue::new(flowlog::QUEUE)))
+                .collect(),
+            None => Vec::new(),
+        };
+    let flow_log_interval_ms = config
+        .flow_logs
+        .as_ref()
+        .map_or(0, |f| u64::from(f.interval_s) * 1000);
     let mut query_tx = Vec::with_capacity(lcores.len());
     let probe_queues = crate::health::link::ProbeQueues::new(lcores.len(), PROBE_QUEUE);
     let health_board = Arc::new(crate::health::Board::default());
@@ -536,6 +552,9 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
             fault: fault.filter(|f| usize::from(f.worker) == i),
             probes: probe_queues.link(i),
             ha: ha_queues.as_ref().and_then(|q| q.link(i)),
+            flow_log: flow_log_queues
+                .get(i)
+                .map(|q| (Arc::clone(q), flow_log_interval_ms)),
         });
     }
     for (i, (setup, lc)) in setups.into_iter().zip(&lcores).enumerate() {
@@ -616,22 +635,44 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
     log::info!("management socket {}", config.mgmt.socket.display());
     let server_thread = server.run(Arc::clone(&server_stop));
 
-    let metrics_thread = match &config.metrics {
-        Some(m) => match metrics::spawn(
-            m.listen,
-            Arc::clone(&control) as Arc<dyn metrics::Source>,
-            Arc::clone(&telemetry),
-            Arc::clone(&server_stop),
-        ) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                server_stop.store(true, Ordering::SeqCst);
-                let _ = server_thread.join();
-                let _ = workers.stop(None, STOP_PATIENCE);
-                return Err(DaemonError::Setup(e));
-            }
-        },
-        None => None,
+    // The operator's threads: flow-log writer, metrics. A file or address they cannot
+    // open stops the start with its reason (they were asked for).
+    let operators = config
+        .flow_logs
+        .as_ref()
+        .map(|f| {
+            flowlog::spawn(
+                f,
+                flow_log_queues.clone(),
+                Arc::clone(&cell),
+                epoch_unix_ms,
+                Arc::clone(&server_stop),
+            )
+        })
+        .transpose()
+        .and_then(|flow_log| {
+            let metrics = config
+                .metrics
+                .as_ref()
+                .map(|m| {
+                    metrics::spawn(
+                        m.listen,
+                        Arc::clone(&control) as Arc<dyn metrics::Source>,
+                        Arc::clone(&telemetry),
+                        Arc::clone(&server_stop),
+                    )
+                })
+                .transpose()?;
+            Ok((flow_log, metrics))
+        });
+    let (flow_log_thread, metrics_thread) = match operators {
+        Ok(t) => t,
+        Err(e) => {
+            server_stop.store(true, Ordering::SeqCst);
+            let _ = server_thread.join();
+            let _ = workers.stop(None, STOP_PATIENCE);
+            return Err(DaemonError::Setup(e));
+        }
     };
     log::info!("privlinkd ready");
     let stats_file = stats_path(&config);
@@ -781,6 +822,9 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
     if let Some(t) = metrics_thread {
         let _ = t.join();
     }
+    if let Some(t) = flow_log_thread {
+        let _ = t.join();
+    }
     if let Some((t, _)) = ha_thread {
         let _ = t.join();
     }
@@ -896,6 +940,7 @@ pub fn fixed_sections_changed(current: &Config, next: &Config) -> Vec<&'static s
     check("[timeouts]", current.timeouts == next.timeouts);
     check("[ha]", current.ha == next.ha);
     check("[metrics]", current.metrics == next.metrics);
+    check("[flow_logs]", current.flow_logs == next.flow_logs);
     out
 }
 

@@ -76,6 +76,8 @@ pub struct WorkerSetup {
     pub probes: Option<crate::health::link::ProbeLink>,
     /// Its ends of the HA sync thread's queues (an HA pair's node only).
     pub ha: Option<crate::ha::link::HaLink>,
+    /// Flow-log records for the writer, and the window in ms (none: flow logs off).
+    pub flow_log: Option<(Arc<ArrayQueue<crate::graph::flowlog::FlowLogRecord>>, u64)>,
 }
 
 /// Runs the worker until `stop` is set; returns its final counters.
@@ -95,6 +97,9 @@ pub fn run(mut w: WorkerSetup) -> Counters {
     }
     if let Some(link) = w.ha.take() {
         pipe.set_ha_link(link);
+    }
+    if let Some((queue, interval_ms)) = w.flow_log.take() {
+        pipe.set_flow_log(queue, interval_ms);
     }
     let mut rx_buf: Vec<Mbuf> = Vec::with_capacity(burst);
     let mut tx_bufs: Vec<Vec<Mbuf>> = (0..ports).map(|_| Vec::with_capacity(burst * 4)).collect();

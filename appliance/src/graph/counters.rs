@@ -216,6 +216,8 @@ pub struct Counters {
     /// how busy the worker is (a poll-mode worker's CPU is always 100 %).
     pub polls: u64,
     pub busy_polls: u64,
+    /// Flow-log records the writer's queue had no room for (the packets went on).
+    pub flow_log_dropped: u64,
     pub drops: Drops,
 }
 
@@ -278,6 +280,7 @@ impl Counters {
             self.fragments_held,
             self.polls,
             self.busy_polls,
+            self.flow_log_dropped,
         ]
     }
 
@@ -311,11 +314,12 @@ impl Counters {
             &mut self.fragments_held,
             &mut self.polls,
             &mut self.busy_polls,
+            &mut self.flow_log_dropped,
         ]
     }
 }
 
-const SCALARS: usize = 28;
+const SCALARS: usize = 29;
 const SCALAR_NAMES: [&str; SCALARS] = [
     "rx_packets",
     "rx_bytes",
@@ -345,6 +349,7 @@ const SCALAR_NAMES: [&str; SCALARS] = [
     "fragments_held",
     "polls",
     "busy_polls",
+    "flow_log_dropped",
 ];
 
 /// The published copy of one worker's counters, readable from any thread.

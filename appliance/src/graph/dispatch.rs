@@ -438,6 +438,11 @@ impl<F: Frame> Pipeline<F> {
                     if let Some(LocalKind::Endpoint(e)) = local {
                         if let Some(ep) = snap.endpoints.get(e as usize) {
                             self.usage.entry(ep.handle).drops[reason as usize] += 1;
+                            if let Some(fl) = self.flow_log.as_mut() {
+                                let dport = ctx.l4.map_or(0, |l| l.dport);
+                                let bytes = frame.bytes().len() as u64;
+                                fl.reject(ep.handle, ctx.v4().0, ctx.proto, dport, reason, bytes);
+                            }
                         }
                     }
                     out(Verdict::Done);

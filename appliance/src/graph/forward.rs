@@ -503,6 +503,12 @@ impl<F: Frame> Pipeline<F> {
     fn evicted(&mut self, old: &Flow) {
         self.chains_moved = true;
         self.sync.record(RecordKind::End, old, self.last_tick_ms);
+        Self::log_flow_end(
+            &mut self.flow_log,
+            &mut self.counters,
+            old,
+            self.last_tick_ms,
+        );
         let u = self.usage.fold(old);
         self.load.flow_ended(old, &mut u.load);
         self.counters.evicted_half_open += 1;

@@ -199,6 +199,8 @@ pub struct Pipeline<F: Frame> {
     frag_ready: VecDeque<(u16, F)>,
     /// The packets in hand are fragments out of `frag_ready`.
     releasing: bool,
+    /// Flow-log records for the writer thread (none: flow logs are off).
+    flow_log: Option<Box<flowlog::FlowLogOut>>,
 }
 
 /// One flow, as listed for operators.
@@ -297,6 +299,7 @@ impl<F: Frame> Pipeline<F> {
             frag_ready: VecDeque::with_capacity(frag_held.capacity()),
             frag_held,
             releasing: false,
+            flow_log: None,
             settings,
         };
         p.on_snapshot(snap);
@@ -348,6 +351,7 @@ mod arp;
 pub mod context;
 pub mod counters;
 mod dispatch;
+pub mod flowlog;
 mod forward;
 mod fragment;
 pub mod frame;

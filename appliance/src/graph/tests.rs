@@ -2779,6 +2779,7 @@ fn frames_from_a_group_or_zero_source_mac_get_no_answer() {
     assert_eq!(p.counters().rst_sent + p.counters().echo_replies, 0);
     assert_eq!(p.drain_emitted().count(), 0);
 }
+mod flowlog;
 mod fragments;
 mod ha;
 mod health;

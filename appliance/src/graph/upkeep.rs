@@ -52,11 +52,13 @@ impl<F: Frame> Pipeline<F> {
                 load,
                 snat,
                 sync,
+                flow_log,
                 ..
             } = self;
             self.flows.expire(now_ms, self.settings.expire_budget, |f| {
                 counters.expired_flows += 1;
                 sync.record(RecordKind::End, f, now_ms);
+                Self::log_flow_end(flow_log, counters, f, now_ms);
                 flow_gone(usage, load, snat, counters, f, now_ms);
             });
         }
@@ -66,6 +68,7 @@ impl<F: Frame> Pipeline<F> {
         if !self.active {
             return;
         }
+        self.flow_log_some(now_ms);
         if self.probes.is_some() {
             self.send_probes(snap, now_ms);
         }
@@ -271,6 +274,7 @@ impl<F: Frame> Pipeline<F> {
     /// end for the HA peer.
     pub(super) fn flow_gone(&mut self, old: &Flow, now_ms: u64) {
         self.sync.record(RecordKind::End, old, now_ms);
+        Self::log_flow_end(&mut self.flow_log, &mut self.counters, old, now_ms);
         flow_gone(
             &mut self.usage,
             &mut self.load,

@@ -696,3 +696,27 @@ pub struct MetricsConfig {
     /// endpoint, service and account, so keep it off networks tenants reach.
     pub listen: std::net::SocketAddr,
 }
+
+/// `[flow_logs]`: one line per flow per window and at its end, in the cloud's flow-log
+/// fields, written by a thread of its own from the workers' records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FlowLogsConfig {
+    /// The file (appended; its directory is created if missing).
+    pub path: std::path::PathBuf,
+    /// The aggregation window, 1..=600 s; default 60.
+    pub interval_s: u32,
+    /// When the file grows past this many bytes it is renamed to `PATH.1` (the previous
+    /// `PATH.1` goes) and a new one started; at least 4096; default 100 MiB.
+    pub max_bytes: u64,
+}
+
+impl Default for FlowLogsConfig {
+    fn default() -> Self {
+        Self {
+            path: std::path::PathBuf::from("/var/log/privlink/flows.log"),
+            interval_s: 60,
+            max_bytes: 100 << 20,
+        }
+    }
+}

@@ -167,6 +167,7 @@ fn expected_default() -> Config {
         metrics: Some(MetricsConfig {
             listen: "127.0.0.1:9469".parse().unwrap(),
         }),
+        flow_logs: Some(FlowLogsConfig::default()),
     }
 }
 
@@ -817,6 +818,21 @@ fn tables_snat_quarantine_range() {
         "tables.snat_quarantine",
         "134217728 is outside 1024..=67108864",
     );
+}
+
+#[test]
+fn flow_logs_settings() {
+    let c = Config::from_toml_str("[flow_logs]\npath = \"/tmp/f.log\"\n").unwrap();
+    let f = c.flow_logs.unwrap();
+    assert_eq!((f.interval_s, f.max_bytes), (60, 100 << 20));
+    let e = Config::from_toml_str("[flow_logs]\ninterval_s = 0\n").unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("flow_logs.interval_s: 0 is outside 1..=600"),
+        "{e}"
+    );
+    let e = Config::from_toml_str("[flow_logs]\nmax_bytes = 10\n").unwrap_err();
+    assert!(e.to_string().contains("flow_logs.max_bytes"), "{e}");
 }
 
 #[test]

@@ -46,6 +46,7 @@ impl Config {
         self.validate_quotas()?;
         self.validate_ha()?;
         self.validate_cluster()?;
+        self.validate_flow_logs()?;
         self.validate_declared()
     }
 
@@ -102,6 +103,20 @@ impl Config {
         }
         if !(2..=100).contains(&ha.dead_after) {
             return Err((at.key("dead_after"), range(ha.dead_after, 2, 100)));
+        }
+        Ok(())
+    }
+
+    fn validate_flow_logs(&self) -> Result<(), (KeyPath, ConfigProblem)> {
+        let Some(f) = &self.flow_logs else {
+            return Ok(());
+        };
+        let at = KeyPath::new().key("flow_logs");
+        if !(1..=600).contains(&f.interval_s) {
+            return Err((at.key("interval_s"), range(f.interval_s, 1, 600)));
+        }
+        if f.max_bytes < 4096 {
+            return Err((at.key("max_bytes"), range(f.max_bytes, 4096, u64::MAX)));
         }
         Ok(())
     }
