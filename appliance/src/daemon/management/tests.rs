@@ -200,3 +200,38 @@ fn announcements_are_computed_against_what_worker_0_finished() {
     endpoint("10.1.0.152");
     assert_eq!(ctl.cell.load().announce, vec![(0, ip("10.1.0.152"))]);
 }
+
+/// Connection events from the changes a node puts in force: a rejection and a deletion
+/// reach the endpoint's owner and the service's owner, and no one else.
+#[test]
+fn rejecting_and_deleting_an_endpoint_are_events_for_both_owners_only() {
+    use mgmt::events::Next;
+    let dir = TempDir::new("events");
+    let cfg = config(&dir.0);
+    let ctl = control(&cfg, StateFile::new(&dir.0));
+    let (ep, svc) = ("vpce-0e0000000000000e1", "vpce-svc-0d0000000000000d1");
+    let mut consumer = ctl.subscribe(&caller(0)).unwrap();
+    let mut provider = ctl.subscribe(&caller(1)).unwrap();
+    let mut other = ctl.subscribe(&caller(2)).unwrap();
+    let answer = |c: u8, op: &str, args: Value| {
+        ctl.handle(&caller(c), &Request::new(1, op, args))
+            .result
+            .unwrap_or_else(|e| panic!("{op}: {e}"))
+    };
+    answer(
+        1,
+        "reject-vpc-endpoint-connections",
+        json!({"ServiceId": svc, "VpcEndpointIds": [ep]}),
+    );
+    answer(0, "delete-vpc-endpoints", json!({"VpcEndpointIds": [ep]}));
+    let w = std::time::Duration::from_millis(10);
+    for sub in [&mut consumer, &mut provider] {
+        let mut types = Vec::new();
+        while let Next::Event(e) = sub.next(w) {
+            assert_eq!(e["VpcEndpointId"], ep, "{e}");
+            types.push(e["Type"].as_str().unwrap_or("?").to_owned());
+        }
+        assert_eq!(types, ["Reject", "Delete"]);
+    }
+    assert_eq!(other.next(w), Next::Nothing);
+}
