@@ -259,9 +259,9 @@ pub const OPERATIONS: &[Operation] = &[
     },
     Operation {
         name: "stats",
-        flags: &[],
-        help: "show the data plane's counters",
-        example: "stats",
+        flags: &[("watch", Num), ("count", Num)],
+        help: "show the data plane's counters: totals with units, drops by reason (most first), endpoints, services and targets by bytes; --watch SECONDS (at least 0.1) refreshes in place with rates per second, --count N stops after N refreshes",
+        example: "stats --watch 1",
     },
     Operation {
         name: "flows",
@@ -314,18 +314,32 @@ pub enum Command {
 pub struct Invocation {
     /// The daemon's socket.
     pub socket: PathBuf,
-    /// Print the `ok` value as JSON rather than tables.
+    /// Print the `ok` value as JSON rather than tables (`--json`, `--output json`).
     pub json: bool,
+    /// How to print the `ok` value.
+    pub output: Output,
     /// The operation.
     pub op: &'static str,
     /// Its arguments, an object.
     pub args: Value,
 }
 
+/// `--output`, as the aws CLI has it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// The daemon's answer, pretty-printed (`--json` too).
+    Json,
+    /// Tables for people (the default).
+    Table,
+    /// Tab-separated rows, for scripts.
+    Text,
+}
+
 /// Parses the command line (without the program name). `env_socket` is `$PRIVLINK_SOCKET`.
 pub fn parse_args(argv: &[String], env_socket: Option<&str>) -> Result<Command, UsageError> {
     let mut socket: Option<PathBuf> = None;
     let mut json_out = false;
+    let mut output = Output::Table;
     let mut op: Option<&'static Operation> = None;
     // (flag, values) in first-seen order.
     let mut given: Vec<(&'static str, Kind, Vec<String>)> = Vec::new();
@@ -374,6 +388,20 @@ pub fn parse_args(argv: &[String], env_socket: Option<&str>) -> Result<Command, 
             }
             "json" => {
                 json_out = true;
+                continue;
+            }
+            "output" => {
+                let v = value_for(argv, &mut i, inline, "output")?;
+                output = match v.as_str() {
+                    "json" => Output::Json,
+                    "table" => Output::Table,
+                    "text" => Output::Text,
+                    other => {
+                        return Err(UsageError(format!(
+                            "--output {other:?}: one of json, table, text"
+                        )))
+                    }
+                };
                 continue;
             }
             "socket" => {
@@ -440,9 +468,13 @@ pub fn parse_args(argv: &[String], env_socket: Option<&str>) -> Result<Command, 
     let socket = socket
         .or_else(|| env_socket.filter(|s| !s.is_empty()).map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET));
+    if json_out {
+        output = Output::Json;
+    }
     Ok(Command::Run(Invocation {
         socket,
-        json: json_out,
+        json: output == Output::Json,
+        output,
         op: o.name,
         args,
     }))
@@ -684,7 +716,7 @@ fn ingress_shorthand(
 }
 
 fn top_usage() -> String {
-    "usage: privlinkctl [--socket PATH] [--json] <operation> [--flag value ...]\n       privlinkctl --help | <operation> --help".to_owned()
+    "usage: privlinkctl [--socket PATH] [--json | --output json|table|text] <operation> [--flag value ...]\n       privlinkctl --help | <operation> --help".to_owned()
 }
 
 fn operations_list() -> String {
@@ -699,7 +731,7 @@ fn operations_list() -> String {
 /// `privlinkctl --help`.
 pub fn top_help() -> String {
     format!(
-        "{}\n\nTalks to privlinkd over its management socket: --socket, else ${SOCKET_ENV}, else {DEFAULT_SOCKET}.\nPrints tables, or the raw answer with --json.\n\n{}",
+        "{}\n\nTalks to privlinkd over its management socket: --socket, else ${SOCKET_ENV}, else {DEFAULT_SOCKET}.\nPrints tables (--output table, the default), tab-separated rows for scripts (--output text), or the raw answer (--output json, or --json).\n\n{}",
         top_usage(),
         operations_list()
     )
@@ -748,7 +780,7 @@ fn flags_list(o: &Operation) -> String {
 /// `privlinkctl <op> --help`.
 pub fn operation_help(o: &Operation) -> String {
     format!(
-        "usage: privlinkctl [--socket PATH] [--json] {} [flags]\n\n{}\n\n{}\nexample:\n  privlinkctl {}\n",
+        "usage: privlinkctl [--socket PATH] [--json | --output json|table|text] {} [flags]\n\n{}\n\n{}\nexample:\n  privlinkctl {}\n",
         o.name,
         o.help,
         flags_list(o),
@@ -852,14 +884,17 @@ pub fn run(
     if inv.op == crate::protocol::SUBSCRIBE_EVENTS {
         return subscribe(&inv, out, err);
     }
-    let req = Request::new(1, inv.op, inv.args);
+    if inv.op == "stats" && inv.args.get("Watch").is_some() {
+        return watch_stats(&inv, out, err);
+    }
+    if inv.op == "stats" && inv.args.get("Count").is_some() {
+        let _ = writeln!(err, "privlinkctl: --count goes with --watch");
+        return 2;
+    }
+    let req = Request::new(1, inv.op, inv.args.clone());
     match call(&inv.socket, &req, RESPONSE_TIMEOUT) {
         Ok(Response { result: Ok(v), .. }) => {
-            let text = if inv.json {
-                serde_json::to_string_pretty(&v).unwrap_or_default()
-            } else {
-                render_human(&v)
-            };
+            let text = render(&inv, &v, None);
             let _ = writeln!(out, "{}", text.trim_end());
             0
         }
@@ -872,6 +907,73 @@ pub fn run(
             1
         }
     }
+}
+
+/// An answer as `--output` asks; `prev` is the previous `stats` answer and the seconds
+/// since (`--watch`).
+fn render(inv: &Invocation, v: &Value, prev: Option<(&Value, f64)>) -> String {
+    match (inv.output, inv.op) {
+        (Output::Json, _) => serde_json::to_string_pretty(v).unwrap_or_default(),
+        (Output::Text, _) => present::text(v),
+        (Output::Table, "stats") => present::stats(v, prev),
+        (Output::Table, "flows") => present::flows(v),
+        (Output::Table, _) => render_human(v),
+    }
+}
+
+/// `stats --watch SECONDS [--count N]`: the stats again every SECONDS, with rates from
+/// the previous answer; in place on a terminal (the screen is cleared), else one block per
+/// refresh. Stops after N refreshes, or at the first error (exit 1).
+fn watch_stats(inv: &Invocation, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    use std::io::IsTerminal;
+    let every = inv.args.get("Watch").and_then(Value::as_f64).unwrap_or(0.0);
+    if !every.is_finite() || every < 0.1 {
+        let _ = writeln!(err, "privlinkctl: --watch takes seconds, at least 0.1");
+        return 2;
+    }
+    let count = inv.args.get("Count").and_then(Value::as_u64);
+    let req = Request::new(1, inv.op, serde_json::json!({}));
+    let terminal = std::io::stdout().is_terminal();
+    let mut prev: Option<(Value, std::time::Instant)> = None;
+    let mut shown = 0u64;
+    while count.is_none_or(|c| shown < c) {
+        let v = match call(&inv.socket, &req, RESPONSE_TIMEOUT) {
+            Ok(Response { result: Ok(v), .. }) => v,
+            Ok(Response { result: Err(e), .. }) => {
+                let _ = writeln!(err, "error: {}: {}", e.code, e.message);
+                return 1;
+            }
+            Err(e) => {
+                let _ = writeln!(err, "privlinkctl: {e}");
+                return 1;
+            }
+        };
+        let now = std::time::Instant::now();
+        let before = prev
+            .as_ref()
+            .map(|(p, at)| (p, now.duration_since(*at).as_secs_f64()));
+        let text = render(inv, &v, before);
+        let block = if terminal {
+            format!("\x1b[H\x1b[2J{}\n", text.trim_end())
+        } else if shown > 0 {
+            format!("\n{}\n", text.trim_end())
+        } else {
+            format!("{}\n", text.trim_end())
+        };
+        if out
+            .write_all(block.as_bytes())
+            .and_then(|()| out.flush())
+            .is_err()
+        {
+            return 0;
+        }
+        shown += 1;
+        prev = Some((v, now));
+        if count.is_none_or(|c| shown < c) {
+            std::thread::sleep(Duration::from_secs_f64(every));
+        }
+    }
+    0
 }
 
 /// `subscribe-events`: the acknowledgement, then one line per event until the daemon
@@ -1113,5 +1215,6 @@ pub fn compact(v: &Value) -> String {
     }
 }
 
+pub mod present;
 #[cfg(test)]
 mod tests;

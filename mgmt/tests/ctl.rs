@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 #[derive(Default)]
 struct Fake {
     seen: Mutex<Vec<(String, Value)>>,
+    stats_calls: std::sync::atomic::AtomicU64,
 }
 
 impl Handler for Fake {
@@ -31,6 +32,17 @@ impl Handler for Fake {
                 "The security group 'sg-9' does not exist",
             )),
             "version" => Ok(json!({"Version": "0.1.0", "Dpdk": "DPDK 22.11"})),
+            "stats" => {
+                let n = 1 + self
+                    .stats_calls
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Ok(json!({"Workers": 1, "Totals": {
+                    "rx_packets": 1000 * n, "rx_bytes": 100_000 * n,
+                    "tx_packets": 1000 * n, "tx_bytes": 100_000 * n,
+                    "active_flows": 1, "new_flows": n, "expired_flows": 0,
+                    "drops": {"no_listener": n}},
+                    "Endpoints": [], "Services": [], "Targets": []}))
+            }
             _ => Ok(json!({"Return": true})),
         })
     }
@@ -210,4 +222,49 @@ fn usage_errors_exit_2_without_connecting() {
     let out = ctl(None, &["flows", "--help"]);
     assert_eq!(out.status.code(), Some(0));
     assert!(text(&out.stdout).contains("--max-results N"));
+}
+
+#[test]
+fn stats_watch_refreshes_with_rates_and_sends_no_client_flags() {
+    let d = Daemon::start("watch");
+    let started = std::time::Instant::now();
+    let out = ctl(Some(&d.sock), &["stats", "--watch", "0.2", "--count", "3"]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.matches("Totals (1 worker(s))").count(), 3, "{text}");
+    // 1000 packets each call, 0.2 s apart: about 5 kpps (a loaded machine sleeps longer).
+    assert!(
+        text.contains("kpps"),
+        "rates from the second refresh on: {text}"
+    );
+    assert!(
+        !text.contains('\x1b'),
+        "no screen clearing when not a terminal"
+    );
+    assert!(started.elapsed() >= std::time::Duration::from_millis(400));
+    let seen = d.fake.seen.lock().unwrap();
+    assert_eq!(seen.len(), 3);
+    assert!(seen
+        .iter()
+        .all(|(op, args)| op == "stats" && *args == json!({})));
+}
+
+#[test]
+fn text_output_is_tab_separated() {
+    let d = Daemon::start("text");
+    let out = ctl(
+        Some(&d.sock),
+        &["--output", "text", "describe-vpc-endpoints"],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let first = text.lines().next().unwrap();
+    assert_eq!(
+        first,
+        "VpcEndpoints\tSecurityGroupIds\tState\tVpcEndpointId"
+    );
+    assert!(
+        text.contains("\tavailable\tvpce-0123456789abcdef0"),
+        "{text}"
+    );
 }

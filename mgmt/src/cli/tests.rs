@@ -380,7 +380,9 @@ fn usage_errors() {
     );
     assert!(usage(&["create-vpc-endpoint", "--vpc-id", "a", "stray"])
         .contains("unexpected argument \"stray\""));
-    assert!(usage(&["stats", "--verbose"]).contains("stats takes no flags"));
+    assert!(usage(&["version", "--verbose"]).contains("version takes no flags"));
+    assert!(usage(&["stats", "--verbose"]).contains("unknown flag --verbose for stats"));
+    assert!(usage(&["--output", "yaml", "stats"]).contains("one of json, table, text"));
     assert!(usage(&["create-vpc-endpoint", "--no-vpc-id"]).contains("unknown flag --no-vpc-id"));
     assert!(usage(&[
         "create-vpc-endpoint-service-configuration",
@@ -565,4 +567,47 @@ fn service_health_check_and_connection_limit_flags() {
     );
     let h = help_text(&["create-vpc-endpoint-service-configuration", "--help"]);
     assert!(h.contains("into ConnectionLimits"), "{h}");
+}
+
+#[test]
+fn output_formats_and_watch_flags_parse() {
+    let run_with = |s: &[&str]| match parse_args(&argv(s), None).unwrap() {
+        Command::Run(inv) => inv,
+        Command::Help(h) => panic!("help: {h}"),
+    };
+    assert_eq!(run_with(&["stats"]).output, Output::Table);
+    assert_eq!(
+        run_with(&["--output", "text", "stats"]).output,
+        Output::Text
+    );
+    let j = run_with(&["--output=json", "flows"]);
+    assert!(j.json && j.output == Output::Json);
+    assert_eq!(run_with(&["--json", "stats"]).output, Output::Json);
+    let w = run_with(&["stats", "--watch", "0.5", "--count", "2"]);
+    assert_eq!(w.args["Watch"], 0.5);
+    assert_eq!(w.args["Count"], 2);
+    assert!(help_text(&["stats", "--help"]).contains("--watch"));
+    assert!(help_text(&["--help"]).contains("--output"));
+}
+
+#[test]
+fn watch_refuses_too_short_intervals_and_count_alone() {
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = run(
+        &argv(&["--socket", "/nonexistent", "stats", "--watch", "0"]),
+        None,
+        &mut out,
+        &mut err,
+    );
+    assert_eq!(code, 2, "{}", String::from_utf8_lossy(&err));
+    assert!(String::from_utf8_lossy(&err).contains("at least 0.1"));
+    let mut err = Vec::new();
+    let code = run(
+        &argv(&["--socket", "/nonexistent", "stats", "--count", "2"]),
+        None,
+        &mut out,
+        &mut err,
+    );
+    assert_eq!(code, 2);
+    assert!(String::from_utf8_lossy(&err).contains("--count goes with --watch"));
 }
