@@ -828,11 +828,8 @@ impl Management {
         if !moved.is_empty() && self.dp.events.has_subscribers() {
             let snap = self.cell.load();
             for (key, h) in moved {
-                let Some(service) = snap
-                    .services
-                    .iter()
-                    .find(|s| s.id == key.service.to_string())
-                else {
+                let id = key.service.to_string();
+                let Some(service) = snap.services.iter().find(|s| s.id == id) else {
                     continue;
                 };
                 let proto = if key.proto == 17 { "udp" } else { "tcp" };
@@ -1267,14 +1264,7 @@ impl Handler for Management {
         self.dp
             .telemetry
             .request("subscribe-events", "ok", Duration::ZERO);
-        Ok(self.subscription(caller))
-    }
-}
-
-impl Management {
-    /// `subscribe-events` (see [`mgmt::events`]).
-    fn subscription(&self, caller: &Caller) -> mgmt::events::Subscription {
-        self.dp.events.subscribe(caller)
+        Ok(self.dp.events.subscribe(caller))
     }
 }
 
@@ -1282,7 +1272,15 @@ impl crate::daemon::metrics::Source for Management {
     fn gather(&self) -> crate::daemon::metrics::View {
         use crate::daemon::metrics::{EndpointFigures, TargetFigures, View};
         let snap = self.cell.load();
-        let health = self.dp.health.states();
+        // By (service id, target address, port), built once: a scrape looks every
+        // registered target up in it.
+        let health: HashMap<(String, u32, u16), &'static str> = self
+            .dp
+            .health
+            .states()
+            .into_iter()
+            .map(|(k, st)| ((k.service.to_string(), k.ip, k.target_port), st.as_str()))
+            .collect();
         let usage = self.fresh_usage();
         let mut endpoints = Vec::with_capacity(snap.endpoints.len());
         for e in &snap.endpoints {
@@ -1323,12 +1321,7 @@ impl crate::daemon::metrics::Source for Management {
                         .iter()
                         .filter_map(|w| w.targets.get(&(s.handle, t.ip, t.port)))
                         .sum();
-                    let state = health
-                        .iter()
-                        .find(|(k, _)| {
-                            k.ip == t.ip && k.target_port == t.port && k.service.to_string() == s.id
-                        })
-                        .map(|(_, st)| st.as_str());
+                    let state = health.get(&(s.id.clone(), t.ip, t.port)).copied();
                     targets.push(TargetFigures {
                         service: s.id.clone(),
                         target: format!("{}:{}", Ipv4Addr::from(t.ip), t.port),

@@ -235,13 +235,13 @@ impl Collector for Scrape {
         let v = &self.view;
         let worker = |i: usize| vec![("worker", i.to_string())];
         // Every scalar counter of the workers, under its own name.
-        if let Some(first) = v.workers.first() {
-            for (k, (name, _)) in first.named().into_iter().enumerate() {
-                let series = v
-                    .workers
+        let named: Vec<Vec<(&'static str, u64)>> = v.workers.iter().map(Counters::named).collect();
+        if let Some(first) = named.first() {
+            for (k, &(name, _)) in first.iter().enumerate() {
+                let series = named
                     .iter()
                     .enumerate()
-                    .map(|(i, c)| (worker(i), c.named()[k].1));
+                    .map(|(i, c)| (worker(i), c.get(k).map_or(0, |x| x.1)));
                 if WORKER_GAUGES.contains(&name) {
                     family(
                         &mut e,

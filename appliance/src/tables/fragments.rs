@@ -170,11 +170,6 @@ impl<A: Address> Datagrams<A> {
         self.timeout_ms
     }
 
-    /// Datagrams the table can hold.
-    pub fn capacity(&self) -> usize {
-        self.entries.len()
-    }
-
     /// Datagrams in flight (entries used and not timed out) at `now_ms`.
     pub fn in_flight(&self, now_ms: u64) -> usize {
         self.entries
