@@ -11,7 +11,7 @@
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use appliance::tables::snapshot::{Handles, Snapshot};
+use appliance::tables::snapshot::{Change, Handles, Snapshot};
 use mgmt::config::{Config, EndpointConfig};
 use mgmt::model::EndpointState;
 use mgmt::persist::{Baseline, StateFile};
@@ -66,7 +66,7 @@ fn main() {
     let macs = [[2u8, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]];
     let mtus = [1500u16, 1500];
     let mut handles = Handles::default();
-    timed("first snapshot build", || {
+    let mut snap = timed("first snapshot build", || {
         Snapshot::build(1, &config, &macs, &mtus, store.state(), &mut handles).expect("build")
     });
     for k in 0..changes {
@@ -91,10 +91,33 @@ fn main() {
         });
         let next = out.next.expect("a change");
         timed("  store::touched", || store::touched(store.state(), &next));
-        timed("  Snapshot::build", || {
-            Snapshot::build(u64::from(k) + 2, &config, &macs, &mtus, &next, &mut handles)
-                .expect("build")
+        let generation = u64::from(k) + 2;
+        timed("  Snapshot::build (whole)", || {
+            Snapshot::build(generation, &config, &macs, &mtus, &next, &mut handles).expect("build")
         });
+        let health = std::collections::HashMap::new();
+        let change = Change::from_touched(&out.touched);
+        let made = timed("  Snapshot::update (from the last one)", || {
+            Snapshot::update(
+                &snap,
+                generation,
+                &config,
+                &macs,
+                &mtus,
+                &next,
+                &change,
+                &mut handles,
+                &health,
+            )
+            .expect("update")
+        });
+        println!(
+            "    ({} of {} endpoint shards shared with the last one)",
+            made.endpoint_shards_shared_with(&snap),
+            appliance::tables::snapshot::shards::SHARDS
+        );
+        let last = std::mem::replace(&mut snap, made);
+        timed("  drop of the last snapshot", || drop(last));
         timed("  journal record, fdatasync", || {
             // As the daemon makes it for a request, which keeps the declared baseline.
             file.save_change_with(store.state(), &next, &out.touched, Baseline::Kept)

@@ -50,7 +50,7 @@
 //! puts the frame in the same burst as the previous one (`process_burst`), bit 6 picks the
 //! worker that receives it (RSS).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, OnceLock};
 
 use crossbeam::channel::{Receiver, TryRecvError};
@@ -62,7 +62,7 @@ use crate::graph::counters::Counters;
 use crate::graph::frame::{Frame, VecFrame};
 use crate::graph::{FlowFilter, FlowInfo, FlowQuery, Pipeline, Verdict};
 use crate::tables::neighbour::NeighbourTable;
-use crate::tables::snapshot::{Handles, Snapshot};
+use crate::tables::snapshot::{Change, Handles, Snapshot};
 use crate::wire::arp::ArpPacket;
 use crate::wire::ethernet::{EtherType, EthernetFrame};
 use crate::wire::icmpv4::Icmpv4Packet;
@@ -717,6 +717,8 @@ pub struct World {
     store: Store,
     handles: Handles,
     snap: Snapshot,
+    /// The state `snap` enforces.
+    in_force: mgmt::model::State,
     generation: u64,
     pipes: Vec<Pipeline<VecFrame>>,
     now_ms: u64,
@@ -814,6 +816,7 @@ impl World {
         let mut w = World {
             setup,
             config,
+            in_force: store.state().clone(),
             store,
             handles,
             snap,
@@ -1589,20 +1592,40 @@ impl World {
         self.publish();
     }
 
-    /// Builds and publishes the snapshot of the store's state, as the management thread
-    /// does after a change.
+    /// Makes the snapshot of the store's state from the one in force and what the change
+    /// touched, as the management thread does, checks it against a whole build, and
+    /// publishes it.
     fn publish(&mut self) {
         self.generation += 1;
-        let mut snap = Snapshot::build(
+        let state = self.store.state();
+        let change = Change::from_touched(&mgmt::store::touched(&self.in_force, state));
+        let snap = Snapshot::update(
+            &self.snap,
             self.generation,
             &self.config,
             &MACS,
             &self.setup.mtus,
-            self.store.state(),
+            state,
+            &change,
             &mut self.handles,
+            &HashMap::new(),
         )
         .unwrap_or_else(|e| panic!("the store accepted a state the data plane cannot build: {e}"));
-        snap.announce_since(&self.snap);
+        let whole = Snapshot::build(
+            self.generation,
+            &self.config,
+            &MACS,
+            &self.setup.mtus,
+            state,
+            &mut self.handles,
+        )
+        .unwrap_or_else(|e| panic!("a whole build failed where an update did not: {e}"));
+        let differences = snap.differences(&whole);
+        assert!(
+            differences.is_empty(),
+            "the snapshot made from the last one ({change:?}) is not the whole build: {differences:#?}"
+        );
+        self.in_force = state.clone();
         self.snap = snap;
         for p in &mut self.pipes {
             p.on_snapshot(&self.snap);

@@ -37,7 +37,7 @@ use crate::daemon::worker::Query;
 use crate::graph::counters::{Counters, DropReason, PublishedCounters};
 use crate::graph::{ActiveUsage, EndpointUsage, FlowFilter, FlowInfo, FlowQuery, UsageReport};
 use crate::tables::snapshot::cell::SnapshotCell;
-use crate::tables::snapshot::{Handles, Snapshot};
+use crate::tables::snapshot::{Change, Handles, Snapshot};
 
 /// How long the management thread waits for the workers to answer a flow listing (a
 /// worker at full load scans 4 flow slots per poll: ~1 s per million slots measured at
@@ -247,18 +247,47 @@ pub struct Management {
     dp: DataPlane,
     /// The usage each worker reported, merged.
     usage: Mutex<Vec<WorkerUsage>>,
-    /// The local addresses of each published generation from that one on: the next
-    /// announcement list is computed against the one worker 0 finished, not against the
-    /// last published (which worker 0 may never have seen).
-    recent_locals: Mutex<std::collections::VecDeque<(u64, LocalKeys)>>,
+    /// What each published generation added to the local addresses of the one it was
+    /// made from: the next announcement list is computed against the generation worker 0
+    /// finished, not against the last published (which worker 0 may never have seen).
+    recent_locals: Mutex<std::collections::VecDeque<Added>>,
 }
 
-/// A snapshot's local addresses (attachment, IPv4), sorted.
-type LocalKeys = Vec<(u16, u32)>;
+/// The local addresses (attachment, IPv4) generation `generation` added to `base`'s, or
+/// all of them when it was built whole (`base` = `None`).
+#[derive(Debug)]
+struct Added {
+    generation: u64,
+    base: Option<u64>,
+    keys: Vec<(u16, u32)>,
+}
 
-/// Generations whose local addresses are kept while worker 0 has not finished announcing
-/// them; beyond, the oldest go, and a list whose base is gone announces everything.
+/// Generations whose additions are kept while worker 0 has not finished announcing
+/// them; beyond, the oldest go, and a list whose chain is broken announces everything.
 const RECENT_LOCALS: usize = 64;
+
+/// The addresses added from generation `done` to `base`, following `recent`'s chain
+/// back from `base`; `None` when a link is gone.
+fn added_since(
+    recent: &std::collections::VecDeque<Added>,
+    done: u64,
+    base: u64,
+) -> Option<Vec<(u16, u32)>> {
+    let mut out = Vec::new();
+    let mut at = base;
+    for _ in 0..=recent.len() {
+        if at == done {
+            return Some(out);
+        }
+        let a = recent.iter().find(|a| a.generation == at)?;
+        out.extend_from_slice(&a.keys);
+        match a.base {
+            None => return Some(out),
+            Some(b) => at = b,
+        }
+    }
+    None
+}
 
 impl std::fmt::Debug for Management {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -285,8 +314,14 @@ impl Management {
         dp: DataPlane,
     ) -> Management {
         let first = cell.load();
-        let recent_locals =
-            Mutex::new(std::iter::once((first.generation, first.local_keys())).collect());
+        let recent_locals = Mutex::new(
+            std::iter::once(Added {
+                generation: first.generation,
+                base: None,
+                keys: first.sorted_locals().to_vec(),
+            })
+            .collect(),
+        );
         Management {
             store: Mutex::new(store),
             state_file,
@@ -316,15 +351,21 @@ impl Management {
 
     /// Builds the snapshot that enforces `state` (not yet published). The store's
     /// validation and quotas guarantee it builds; a failure is reported as what it is.
-    fn build(&self, state: &State) -> Result<Snapshot, ApiErrorBody> {
+    ///
+    /// It is made from the snapshot in force, which is always the one of the store's
+    /// state (a snapshot is published only with the state it enforces, under the store's
+    /// lock), by making again what `change` (from that state to `state`) touched.
+    fn build(&self, state: &State, change: &Change) -> Result<Snapshot, ApiErrorBody> {
         let mut handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
         let generation = self.generation.load(Ordering::SeqCst) + 1;
-        Snapshot::build_with_health(
+        Snapshot::update(
+            &self.cell.load(),
             generation,
             &self.config,
             &self.macs,
             &self.mtus,
             state,
+            change,
             &mut handles,
             &self.dp.health.states(),
         )
@@ -342,18 +383,26 @@ impl Management {
         {
             let done = self.dp.announced.load(Ordering::Acquire);
             let mut recent = self.recent_locals.lock().unwrap_or_else(|e| e.into_inner());
-            recent.retain(|(g, _)| *g >= done);
-            if let Some((_, keys)) = recent.iter().find(|(g, _)| *g == done) {
-                snap.announce_beyond(keys);
+            recent.retain(|a| a.generation > done);
+            let added = Added {
+                generation: snap.generation,
+                base: snap.base,
+                keys: snap.announce.clone(),
+            };
+            if let Some(base) = snap.base {
+                match added_since(&recent, done, base) {
+                    Some(keys) => snap.announce_also(&keys),
+                    None => snap.announce_all(),
+                }
             }
-            recent.push_back((snap.generation, snap.local_keys()));
+            recent.push_back(added);
             while recent.len() > RECENT_LOCALS {
                 recent.pop_front();
             }
         }
         let generation = snap.generation;
         self.generation.store(generation, Ordering::SeqCst);
-        let (services, endpoints) = (snap.services.len(), snap.endpoints.len());
+        let (services, endpoints) = (snap.service_count(), snap.endpoint_count());
         self.cell.publish(snap);
         self.dp.telemetry.published(started.elapsed());
         log::info!(
@@ -414,7 +463,7 @@ impl Management {
             v.commit_revision
         };
         let started = std::time::Instant::now();
-        let snap = self.build(&next)?;
+        let snap = self.build(&next, &Change::from_touched(touched))?;
         let built = started.elapsed();
         match c
             .cluster
@@ -480,7 +529,7 @@ impl Management {
         baseline: Baseline,
     ) -> Result<(), ApiErrorBody> {
         let started = std::time::Instant::now();
-        let snap = self.build(&next)?;
+        let snap = self.build(&next, &Change::from_touched(touched))?;
         let built = started.elapsed();
         let saved = self
             .state_file
@@ -742,6 +791,7 @@ impl Management {
             (v.mirror.clone(), v.mark(c.cluster.layout().prefix_str()))
         };
         let started = std::time::Instant::now();
+        let touched = store::touched(store.state(), &next);
         let checked = store
             .validate_foreign(&next)
             .map_err(|e| {
@@ -750,13 +800,15 @@ impl Management {
                     mark.revision
                 )
             })
-            .and_then(|()| self.build(&next).map_err(|e| e.message));
+            .and_then(|()| {
+                self.build(&next, &Change::from_touched(&touched))
+                    .map_err(|e| e.message)
+            });
         match checked {
             Ok(snap) => {
                 self.publish(snap, started);
                 // The cache holds what the store holds (it is written only with it).
                 let saved = if incremental {
-                    let touched = store::touched(store.state(), &next);
                     let baseline = Baseline::MayChange;
                     c.cache
                         .save_change(store.state(), &next, &touched, baseline, &mark)
@@ -829,7 +881,7 @@ impl Management {
             let snap = self.cell.load();
             for (key, h) in moved {
                 let id = key.service.to_string();
-                let Some(service) = snap.services.iter().find(|s| s.id == id) else {
+                let Some(service) = snap.services().find(|s| s.id == id) else {
                     continue;
                 };
                 let proto = if key.proto == 17 { "udp" } else { "tcp" };
@@ -853,7 +905,7 @@ impl Management {
         }
         let store = self.store.lock().unwrap_or_else(|e| e.into_inner());
         let started = std::time::Instant::now();
-        match self.build(store.state()) {
+        match self.build(store.state(), &Change::health()) {
             Ok(snap) => self.publish(snap, started),
             Err(e) => log::error!("health change not applied: {}", e.message),
         }
@@ -1172,8 +1224,7 @@ impl Management {
             .unwrap_or_default();
         let snap = self.cell.load();
         let handle = snap
-            .services
-            .iter()
+            .services()
             .find(|s| s.id == service.to_string())
             .map(|s| s.handle);
         let usage = self.fresh_usage();
@@ -1282,13 +1333,15 @@ impl crate::daemon::metrics::Source for Management {
             .map(|(k, st)| ((k.service.to_string(), k.ip, k.target_port), st.as_str()))
             .collect();
         let usage = self.fresh_usage();
-        let mut endpoints = Vec::with_capacity(snap.endpoints.len());
-        for e in &snap.endpoints {
+        let mut endpoints = Vec::with_capacity(snap.endpoint_count());
+        // In the order they were made (handles are handed out in sequence).
+        let mut views: Vec<_> = snap.endpoints().collect();
+        views.sort_unstable_by_key(|e| e.handle);
+        for e in views {
             let mut f = EndpointFigures {
                 endpoint: e.id.clone(),
                 service: snap
-                    .services
-                    .get(e.service as usize)
+                    .service_by_handle(e.service)
                     .map(|s| s.id.clone())
                     .unwrap_or_default(),
                 vpc: snap
@@ -1310,7 +1363,7 @@ impl crate::daemon::metrics::Source for Management {
         }
         // Every registered target, with its live flows and health state.
         let mut targets = Vec::new();
-        for s in &snap.services {
+        for s in snap.services() {
             let mut seen = std::collections::BTreeSet::new();
             for l in &s.listeners {
                 for t in &l.targets {
@@ -1332,8 +1385,7 @@ impl crate::daemon::metrics::Source for Management {
             }
         }
         let mut snat: std::collections::BTreeMap<u32, u64> = snap
-            .services
-            .iter()
+            .services()
             .flat_map(|s| s.snat.iter().map(|&a| (a, 0)))
             .collect();
         for w in usage.iter() {

@@ -428,8 +428,8 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
     log::info!(
         "snapshot 1: {} attachments, {} services, {} endpoints",
         first.attachments.len(),
-        first.services.len(),
-        first.endpoints.len()
+        first.service_count(),
+        first.endpoint_count()
     );
     // Before the workers poll, so replies of declared services never need the ring.
     let mut steering = steering::Steering::start(

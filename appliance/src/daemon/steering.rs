@@ -158,7 +158,7 @@ pub fn rules(mask: u16, dest: Dest) -> Vec<FlowRule> {
 /// Every SNAT address of the snapshot, on its service's attachment's port.
 pub fn targets(snap: &Snapshot) -> BTreeSet<Target> {
     let mut out = BTreeSet::new();
-    for s in &snap.services {
+    for s in snap.services() {
         let Some(a) = snap.attachments.get(usize::from(s.attachment)) else {
             continue;
         };
@@ -521,8 +521,7 @@ mod tests {
         assert!(!t.is_empty());
         for target in &t {
             let s = snap
-                .services
-                .iter()
+                .services()
                 .find(|s| s.snat.contains(&u32::from(target.dest.addr)))
                 .expect("a service's SNAT address");
             let a = &snap.attachments[usize::from(s.attachment)];

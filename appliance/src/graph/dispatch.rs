@@ -436,7 +436,7 @@ impl<F: Frame> Pipeline<F> {
                     // Drops are rare next to forwarded packets: attributing them to the
                     // endpoint costs nothing on the forwarding path.
                     if let Some(LocalKind::Endpoint(e)) = local {
-                        if let Some(ep) = snap.endpoints.get(e as usize) {
+                        if let Some(ep) = snap.endpoint_by_handle(e) {
                             self.usage.entry(ep.handle).drops[reason as usize] += 1;
                             if let Some(fl) = self.flow_log.as_mut() {
                                 let dport = ctx.l4.map_or(0, |l| l.dport);

@@ -145,8 +145,7 @@ impl<F: Frame> Pipeline<F> {
                     .listener(att_idx, dst, ctx.proto, seg.dport)
                     .ok_or(DropReason::NoListener)?;
                 let endpoint = snap
-                    .endpoints
-                    .get(lref.endpoint as usize)
+                    .endpoint_by_handle(lref.endpoint)
                     .ok_or(DropReason::NoListener)?;
                 // Nothing goes back (time exceeded, RST) to a consumer the endpoint would
                 // not admit: it must not learn more than silence.
@@ -401,8 +400,7 @@ impl<F: Frame> Pipeline<F> {
     ) -> Result<(&'s crate::tables::snapshot::ServiceView, u16, FlowKey, u32), DropReason> {
         let (service, ti, rev) = plan_flow(snap, key, lref, self.settings.flow_hash_seed)?;
         let endpoint_handle = snap
-            .endpoints
-            .get(lref.endpoint as usize)
+            .endpoint_by_handle(lref.endpoint)
             .map_or(0, |e| e.handle);
         Ok((service, ti, rev, endpoint_handle))
     }
@@ -558,8 +556,7 @@ pub(super) fn plan_flow<'s>(
     seed: u64,
 ) -> Result<(&'s crate::tables::snapshot::ServiceView, u16, FlowKey), DropReason> {
     let service = snap
-        .services
-        .get(lref.service as usize)
+        .service_by_handle(lref.service)
         .ok_or(DropReason::NoListener)?;
     let listener = service
         .listeners

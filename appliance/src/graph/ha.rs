@@ -325,8 +325,8 @@ fn announce_batch(snap: &Snapshot, start: usize) -> (&[(u16, u32)], Option<usize
 /// listener by the consumer-side key, its target by the provider-side one.
 fn resolve(snap: &Snapshot, r: &FlowRecord, tcp: TcpState, now_ms: u64) -> Option<Flow> {
     let lref = snap.listener(r.fwd.vpc, r.fwd.dst_ip, r.fwd.proto, r.fwd.dst_port)?;
-    let service = snap.services.get(lref.service as usize)?;
-    let endpoint = snap.endpoints.get(lref.endpoint as usize)?;
+    let service = snap.service_by_handle(lref.service)?;
+    let endpoint = snap.endpoint_by_handle(lref.endpoint)?;
     let listener = service.listeners.get(usize::from(lref.listener))?;
     let target = listener
         .targets

@@ -24,7 +24,7 @@ impl<F: Frame> Pipeline<F> {
         let ip = ctx;
         let (src, dst) = ctx.v4();
         let endpoint = match ctx.local {
-            Some(LocalKind::Endpoint(e)) => snap.endpoints.get(e as usize),
+            Some(LocalKind::Endpoint(e)) => snap.endpoint_by_handle(e),
             _ => None,
         };
         if ip.proto != PROTO_ICMP {
@@ -77,7 +77,7 @@ impl<F: Frame> Pipeline<F> {
             return Err(reason);
         }
         let seg = ctx.l4?;
-        let endpoint = snap.endpoints.get(e as usize).ok_or(reason)?;
+        let endpoint = snap.endpoint_by_handle(e).ok_or(reason)?;
         refuse_martian(snap, att_idx, src)?;
         endpoint
             .admits(src, ip.proto, seg.dport)

@@ -152,8 +152,7 @@ pub fn add_owned(snap: &Snapshot, owned: &mut Vec<Vec<u32>>) {
 /// Every target (`ip`, port) of `snap`'s services, added to `targets`.
 pub fn add_targets(snap: &Snapshot, targets: &mut Vec<(u32, u16)>) {
     for t in snap
-        .services
-        .iter()
+        .services()
         .flat_map(|s| &s.listeners)
         .flat_map(|l| &l.targets)
     {

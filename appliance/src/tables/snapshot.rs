@@ -1,29 +1,38 @@
 //! The immutable view of the object model that workers read: attachments, the endpoint
 //! index ((VPC, IP, protocol, port) → endpoint, listener, service), local addresses, and
-//! per-listener Maglev tables. Built whole by the management thread, published by
+//! per-listener Maglev tables. Built by the management thread ([`build`]), published by
 //! [`crate::tables::snapshot::cell`], never modified after.
 //!
-//! Attachment indices come from the configuration order and never change while the
-//! daemon runs, so flows (which record attachment indices) survive every snapshot swap.
+//! A change costs what it changes: a new version is made from the last one, sharing
+//! with it every shard of the endpoint-sized maps ([`shards`]) and every service view a
+//! change did not touch, so workers still see one whole version while the management
+//! thread copies a few hundred entries instead of rebuilding 100k.
+//!
+//! Endpoints and services are found by their handles ([`Handles`]: stable, never
+//! reused), never by a position that a deletion would shift. Attachment indices come
+//! from the configuration order and never change while the daemon runs, so flows (which
+//! record attachment indices and handles) survive every snapshot swap.
 
+mod build;
 pub mod cell;
+pub mod shards;
+#[cfg(test)]
+mod tests;
 
-use std::fmt;
-use std::net::Ipv4Addr;
+pub use build::Change;
 
 use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
 
-use mgmt::config::Config;
-use mgmt::model::{
-    AccountId, EndpointId, EndpointState, HealthCheckProtocol, Listener, Protocol, RuleProtocol,
-    Service, ServiceId, State, Target, TargetState,
-};
+use mgmt::model::{AccountId, EndpointId, Protocol, ServiceId};
 use mgmt::policy::Policy;
 
-use crate::health::{self, TargetKey};
-use crate::tables::fasthash::{fast_map, FastMap};
-use crate::tables::maglev::{target_key, Maglev, MaglevBackend, MaglevError};
+use crate::health;
+use crate::tables::fasthash::FastMap;
+use crate::tables::maglev::{Maglev, MaglevError};
 use crate::tables::snapshot::cell::Versioned;
+use crate::tables::snapshot::shards::ShardedMap;
 
 /// The MTU of a port whose MTU is not known: Ethernet's.
 pub const DEFAULT_MTU: u16 = 1500;
@@ -33,7 +42,7 @@ pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
 
 /// One VPC attachment as the data plane needs it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AttachmentView {
     pub vpc_id: String,
     /// Port index (order of `[[ports]]`).
@@ -74,16 +83,18 @@ impl AttachmentView {
 pub enum LocalKind {
     /// The appliance's own address on the attachment.
     Own,
-    /// An endpoint's IP (index into `endpoints`).
+    /// An endpoint's IP (the endpoint's handle).
     Endpoint(u32),
-    /// A SNAT address of a service (index into `services`).
+    /// A SNAT address of a service (the service's handle).
     Snat(u32),
 }
 
 /// Where a consumer's (VPC, IP, protocol, port) leads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ListenerRef {
+    /// The endpoint's handle.
     pub endpoint: u32,
+    /// The service's handle.
     pub service: u32,
     pub listener: u16,
 }
@@ -96,6 +107,7 @@ pub struct EndpointView {
     pub owner: AccountId,
     pub attachment: u16,
     pub ip: u32,
+    /// The service's handle.
     pub service: u32,
     /// Only `available` endpoints forward.
     pub forwards: bool,
@@ -187,6 +199,8 @@ pub struct ServiceView {
     pub attachment: u16,
     pub snat: Vec<u32>,
     pub listeners: Vec<ListenerView>,
+    /// Its targets and how the health checker treats each.
+    pub checks: Vec<health::Spec>,
 }
 
 impl ServiceView {
@@ -207,7 +221,7 @@ impl ServiceView {
 }
 
 /// The attachments of one port: untagged and by VLAN id.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct PortAttachments {
     pub untagged: Option<u16>,
     pub tagged: Vec<(u16, u16)>,
@@ -219,24 +233,29 @@ pub struct Snapshot {
     pub generation: u64,
     pub attachments: Vec<AttachmentView>,
     pub ports: Vec<PortAttachments>,
-    pub endpoints: Vec<EndpointView>,
-    pub services: Vec<ServiceView>,
-    listeners: FastMap<(u16, u32, u8, u16), ListenerRef>,
-    locals: FastMap<(u16, u32), LocalKind>,
-    /// Addresses of endpoints that still hold them but no longer answer (rejected,
-    /// deleting, failed): index into `endpoints`. Only stray TCP segments of connections
-    /// just ended get something back from them (a RST).
-    closed: FastMap<(u16, u32), u32>,
-    endpoint_by_handle: FastMap<u32, u32>,
+    /// By handle.
+    endpoints: ShardedMap<u32, Arc<EndpointView>>,
+    /// In the state's order.
+    services: Vec<Arc<ServiceView>>,
+    /// Handle → index in `services`.
     service_by_handle: FastMap<u32, u32>,
+    listeners: ShardedMap<(u16, u32, u8, u16), ListenerRef>,
+    locals: ShardedMap<(u16, u32), LocalKind>,
+    /// Addresses of endpoints that still hold them but no longer answer (rejected,
+    /// deleting, failed): the endpoint's handle. Only stray TCP segments of connections
+    /// just ended get something back from them (a RST).
+    closed: ShardedMap<(u16, u32), u32>,
     /// Local addresses to announce with a gratuitous ARP: all of them in a first
-    /// snapshot, those new since the last one worker 0 announced in full after
-    /// [`Snapshot::announce_beyond`] (the management thread's diff).
+    /// snapshot, those new since the version it was made from otherwise (the management
+    /// thread widens that with [`Snapshot::announce_beyond`]).
     pub announce: Vec<(u16, u32)>,
     /// Every target of every listener and how the health checker treats it.
     pub health_checks: Vec<health::Spec>,
+    /// The generation this one was made from ([`Snapshot::update`]); `None` when it was
+    /// built whole.
+    pub base: Option<u64>,
     /// The keys of `locals`, sorted.
-    sorted_locals: Vec<(u16, u32)>,
+    sorted_locals: Arc<Vec<(u16, u32)>>,
 }
 
 /// Stable small numbers for endpoints and services, kept by the management thread across
@@ -250,7 +269,7 @@ pub struct Handles {
 }
 
 impl Handles {
-    fn endpoint(&mut self, id: EndpointId) -> u32 {
+    pub(crate) fn endpoint(&mut self, id: EndpointId) -> u32 {
         let next = &mut self.next;
         *self.endpoints.entry(id).or_insert_with(|| {
             *next += 1;
@@ -258,7 +277,7 @@ impl Handles {
         })
     }
 
-    fn service(&mut self, id: ServiceId) -> u32 {
+    pub(crate) fn service(&mut self, id: ServiceId) -> u32 {
         let next = &mut self.next;
         *self.services.entry(id).or_insert_with(|| {
             *next += 1;
@@ -269,6 +288,11 @@ impl Handles {
     /// The handle of endpoint `id`, if it ever had one.
     pub fn endpoint_handle(&self, id: &EndpointId) -> Option<u32> {
         self.endpoints.get(id).copied()
+    }
+
+    /// The handle of service `id`, if it ever had one.
+    pub fn service_handle(&self, id: &ServiceId) -> Option<u32> {
+        self.services.get(id).copied()
     }
 }
 
@@ -311,358 +335,19 @@ impl fmt::Display for BuildError {
 
 impl std::error::Error for BuildError {}
 
-/// A listener's view: its targets with their place in the Maglev table, which holds the
-/// targets of the best health tier present ([`health::tier`]); and its targets' checks
-/// into `checks`.
-fn listener_view(
-    s: &Service,
-    l: &Listener,
-    (attachment, own): (u16, u32),
-    health: &HashMap<TargetKey, health::State>,
-    maglev_size: usize,
-    checks: &mut Vec<health::Spec>,
-) -> Result<ListenerView, BuildError> {
-    let proto = proto_number(l.protocol);
-    let key = |t: &Target| TargetKey {
-        service: s.id,
-        proto,
-        port: l.port,
-        ip: ip_u32(t.ip),
-        target_port: t.port,
-    };
-    let state_of = |t: &Target| -> health::State {
-        if t.state == TargetState::Draining {
-            health::State::Draining
-        } else if t.weight == 0 {
-            health::State::Unused
-        } else if !l.health_check_enabled {
-            health::State::Unavailable
-        } else {
-            match health.get(&key(t)) {
-                // Checked states only: a stale draining/unused entry means initial.
-                Some(s @ (health::State::Healthy | health::State::Unhealthy)) => *s,
-                _ => health::State::Initial,
-            }
-        }
-    };
-    let best = l
-        .targets
-        .iter()
-        .filter_map(|t| health::tier(state_of(t)))
-        .min();
-    let kind = match l.health_check_protocol {
-        HealthCheckProtocol::Tcp => None,
-        HealthCheckProtocol::Http => Some(l.matcher.clone()),
-    };
-    let mut targets = Vec::with_capacity(l.targets.len());
-    for t in &l.targets {
-        let state = state_of(t);
-        let routable = best.is_some() && health::tier(state) == best;
-        targets.push(TargetView {
-            ip: ip_u32(t.ip),
-            port: t.port,
-            weight: t.weight,
-            draining: t.state == TargetState::Draining,
-            routable,
-            ended: state == health::State::Unhealthy
-                && !routable
-                && l.connection_termination_on_unhealthy,
-        });
-        let mode = match state {
-            health::State::Draining => health::Mode::Draining,
-            health::State::Unused => health::Mode::Unused,
-            health::State::Unavailable => health::Mode::Disabled,
-            _ => {
-                let port = l.health_check_port.unwrap_or(t.port);
-                health::Mode::Check(health::Check {
-                    attachment,
-                    source: own,
-                    port,
-                    interval_ms: u64::from(l.health_check_interval_seconds) * 1000,
-                    timeout_ms: u64::from(l.health_check_timeout_seconds) * 1000,
-                    healthy: l.healthy_threshold_count,
-                    unhealthy: l.unhealthy_threshold_count,
-                    kind: match &kind {
-                        None => health::probe::Kind::Tcp,
-                        Some(matcher) => health::probe::Kind::Http {
-                            request: health::probe::http_request(&l.health_check_path, t.ip, port),
-                            matcher: matcher.clone(),
-                        },
-                    },
-                })
-            }
-        };
-        checks.push(health::Spec { key: key(t), mode });
-    }
-    let backends: Vec<MaglevBackend> = targets
-        .iter()
-        .map(|t| MaglevBackend {
-            key: target_key(t.ip, t.port),
-            weight: if t.routable { t.weight } else { 0 },
-        })
-        .collect();
-    let maglev = Maglev::build(&backends, maglev_size)
-        .map_err(|e| BuildError::Maglev(format!("{} {:?}/{}", s.id, l.protocol, l.port), e))?;
-    Ok(ListenerView {
-        proto,
-        port: l.port,
-        targets,
-        maglev,
-        idle_s: l
-            .idle_timeout_seconds
-            .map_or(0, |v| u16::try_from(v).unwrap_or(u16::MAX)),
-    })
-}
-
-fn ip_u32(ip: Ipv4Addr) -> u32 {
-    u32::from(ip)
-}
-
-fn mask(prefix_len: u8) -> u32 {
-    if prefix_len == 0 {
-        0
-    } else {
-        u32::MAX << (32 - u32::from(prefix_len.min(32)))
-    }
-}
-
 impl Snapshot {
-    /// Builds generation `generation` from the configuration's attachments, the MACs and
-    /// MTUs of the configured ports (in `[[ports]]` order; a port without an MTU gets
-    /// [`DEFAULT_MTU`]) and the object `state`.
-    /// The snapshot of `state` before any health check: every target still `initial`.
-    pub fn build(
-        generation: u64,
-        config: &Config,
-        port_macs: &[[u8; 6]],
-        port_mtus: &[u16],
-        state: &State,
-        handles: &mut Handles,
-    ) -> Result<Snapshot, BuildError> {
-        Self::build_with_health(
-            generation,
-            config,
-            port_macs,
-            port_mtus,
-            state,
-            handles,
-            &HashMap::new(),
-        )
-    }
-
-    /// The snapshot of `state` with the targets' health (a target not in `health` is
-    /// `initial`).
-    pub fn build_with_health(
-        generation: u64,
-        config: &Config,
-        port_macs: &[[u8; 6]],
-        port_mtus: &[u16],
-        state: &State,
-        handles: &mut Handles,
-        health: &HashMap<TargetKey, health::State>,
-    ) -> Result<Snapshot, BuildError> {
-        let maglev_size = config.tables.maglev_size as usize;
-        let mut ports = vec![PortAttachments::default(); config.ports.len()];
-        let mut attachments = Vec::with_capacity(config.vpcs.len());
-        let mut locals = fast_map(64);
-        for a in &config.vpcs {
-            let port = config
-                .ports
-                .iter()
-                .position(|p| p.name == a.port)
-                .ok_or_else(|| BuildError::UnknownPort(a.port.clone()))?;
-            let idx =
-                u16::try_from(attachments.len()).map_err(|_| BuildError::TooMany("attachments"))?;
-            let port16 = u16::try_from(port).map_err(|_| BuildError::TooMany("ports"))?;
-            match a.vlan {
-                None => ports[port].untagged = Some(idx),
-                Some(v) => ports[port].tagged.push((v, idx)),
-            }
-            let ip = ip_u32(a.address.addr());
-            locals.insert((idx, ip), LocalKind::Own);
-            attachments.push(AttachmentView {
-                vpc_id: a.vpc_id.to_string(),
-                port: port16,
-                vlan: a.vlan,
-                mac: port_macs.get(port).copied().unwrap_or([0; 6]),
-                ip,
-                mask: mask(a.address.prefix_len()),
-                gateway: a.gateway.map(ip_u32),
-                static_neighbours: a
-                    .static_neighbours
-                    .iter()
-                    .map(|n| (ip_u32(n.ip), n.mac.0))
-                    .collect(),
-                mtu: port_mtus.get(port).copied().unwrap_or(DEFAULT_MTU),
-                mss_clamp: a.mss_clamp,
-            });
-        }
-        let att_of = |vpc: &str| -> Result<u16, BuildError> {
-            attachments
-                .iter()
-                .position(|a| a.vpc_id == vpc)
-                .and_then(|i| u16::try_from(i).ok())
-                .ok_or_else(|| BuildError::UnknownVpc(vpc.to_owned()))
-        };
-
-        let mut services = Vec::with_capacity(state.services.len());
-        let mut health_checks = Vec::new();
-        let mut service_by_handle = fast_map(state.services.len());
-        let mut endpoint_by_handle = fast_map(state.endpoints.len());
-        for s in &state.services {
-            let attachment = att_of(&s.vpc_id.to_string())?;
-            let sidx =
-                u32::try_from(services.len()).map_err(|_| BuildError::TooMany("services"))?;
-            let snat: Vec<u32> = s.snat_addresses.iter().copied().map(ip_u32).collect();
-            for &ip in &snat {
-                locals.insert((attachment, ip), LocalKind::Snat(sidx));
-            }
-            let mut listeners = Vec::with_capacity(s.listeners.len());
-            let own = attachments[usize::from(attachment)].ip;
-            for l in &s.listeners {
-                listeners.push(listener_view(
-                    s,
-                    l,
-                    (attachment, own),
-                    health,
-                    maglev_size,
-                    &mut health_checks,
-                )?);
-            }
-            service_by_handle.insert(handles.service(s.id), sidx);
-            services.push(ServiceView {
-                id: s.id.to_string(),
-                owner: s.owner,
-                handle: handles.service(s.id),
-                attachment,
-                snat,
-                listeners,
-            });
-        }
-
-        let mut endpoints = Vec::with_capacity(state.endpoints.len());
-        let mut closed = fast_map(16);
-        let mut listener_index = fast_map(state.endpoints.len() * 2);
-        for e in &state.endpoints {
-            let attachment = att_of(&e.vpc_id.to_string())?;
-            let Some(service) = state.services.iter().position(|s| s.id == e.service_id) else {
-                // A failed endpoint (its service was deleted), or one on its way out, has
-                // nothing to forward to: the data plane does not know it.
-                if e.state.needs_service() {
-                    return Err(BuildError::UnknownService(e.service_id.to_string()));
-                }
-                continue;
-            };
-            let service32 = u32::try_from(service).map_err(|_| BuildError::TooMany("services"))?;
-            let eidx =
-                u32::try_from(endpoints.len()).map_err(|_| BuildError::TooMany("endpoints"))?;
-            let ip = ip_u32(e.ip);
-            // The endpoint's interface exists (answers ARP and ping) while it is pending or
-            // available; a rejected, failed or deleted one has no address any more.
-            let present = matches!(
-                e.state,
-                EndpointState::Available | EndpointState::PendingAcceptance
-            );
-            if !present && e.state.holds_address() {
-                closed.insert((attachment, ip), eidx);
-            }
-            if present {
-                locals.insert((attachment, ip), LocalKind::Endpoint(eidx));
-                for (li, l) in services[service].listeners.iter().enumerate() {
-                    let listener =
-                        u16::try_from(li).map_err(|_| BuildError::TooMany("listeners"))?;
-                    listener_index.insert(
-                        (attachment, ip, l.proto, l.port),
-                        ListenerRef {
-                            endpoint: eidx,
-                            service: service32,
-                            listener,
-                        },
-                    );
-                }
-            }
-            let ingress = if e.security_group_ids.is_empty() {
-                None
-            } else {
-                let mut rules = Vec::new();
-                for g in &e.security_group_ids {
-                    let Some(sg) = state.security_groups.iter().find(|sg| sg.id == *g) else {
-                        // Validation guarantees groups exist; a missing one admits nothing.
-                        continue;
-                    };
-                    rules.extend(sg.ingress.iter().map(|r| IngressView {
-                        proto: match r.protocol {
-                            RuleProtocol::Tcp => PROTO_TCP,
-                            RuleProtocol::Udp => PROTO_UDP,
-                            RuleProtocol::Icmp => 1,
-                            RuleProtocol::All => 0,
-                        },
-                        from_port: r.from_port,
-                        to_port: r.to_port,
-                        net: ip_u32(r.cidr.network()),
-                        mask: mask(r.cidr.prefix_len()),
-                    }));
-                }
-                Some(rules)
-            };
-            let policy = match &e.policy {
-                None => None,
-                Some(doc) => Some(
-                    Policy::parse(doc)
-                        .map_err(|err| BuildError::Policy(e.id.to_string(), err.to_string()))?,
-                ),
-            };
-            let handle = handles.endpoint(e.id);
-            endpoint_by_handle.insert(handle, eidx);
-            endpoints.push(EndpointView {
-                id: e.id.to_string(),
-                handle,
-                owner: e.owner,
-                ingress,
-                policy,
-                attachment,
-                ip,
-                service: service32,
-                forwards: e.state.forwards(),
-            });
-        }
-
-        let mut sorted_locals: Vec<(u16, u32)> = locals.keys().copied().collect();
-        sorted_locals.sort_unstable();
-        let announce = sorted_locals.clone();
-        Ok(Snapshot {
-            sorted_locals,
-            generation,
-            attachments,
-            ports,
-            endpoints,
-            services,
-            listeners: listener_index,
-            locals,
-            closed,
-            announce,
-            endpoint_by_handle,
-            service_by_handle,
-            health_checks,
-        })
-    }
-
-    /// Keeps in `announce` only the addresses `prev` did not have (computed on the
-    /// management thread, so worker 0 never diffs address sets itself).
-    pub fn announce_since(&mut self, prev: &Snapshot) {
-        self.announce.retain(|k| !prev.locals.contains_key(k));
-    }
-
-    /// Keeps in `announce` only the addresses not in `announced` (sorted): those of the
-    /// last snapshot whose announcements worker 0 finished.
-    pub fn announce_beyond(&mut self, announced: &[(u16, u32)]) {
+    /// Adds to `announce` those of `keys` that are still local addresses here (what
+    /// versions between the one worker 0 finished announcing and `base` added).
+    pub fn announce_also(&mut self, keys: &[(u16, u32)]) {
         self.announce
-            .retain(|k| announced.binary_search(k).is_err());
+            .extend(keys.iter().filter(|k| self.locals.contains_key(k)));
+        self.announce.sort_unstable();
+        self.announce.dedup();
     }
 
-    /// Every local address, sorted (what a completed announcement covered).
-    pub fn local_keys(&self) -> Vec<(u16, u32)> {
-        self.sorted_locals.clone()
+    /// Makes `announce` every local address (nothing is known of what was announced).
+    pub fn announce_all(&mut self) {
+        self.announce = self.sorted_locals.to_vec();
     }
 
     /// Every local address (attachment, IPv4) in order, for a walk a budget at a time.
@@ -673,14 +358,41 @@ impl Snapshot {
     /// The endpoint with stable handle `h`.
     #[inline]
     pub fn endpoint_by_handle(&self, h: u32) -> Option<&EndpointView> {
-        self.endpoints
-            .get(*self.endpoint_by_handle.get(&h)? as usize)
+        self.endpoints.get(&h).map(|e| &**e)
+    }
+
+    fn service_arc(&self, h: u32) -> Option<&Arc<ServiceView>> {
+        self.services.get(*self.service_by_handle.get(&h)? as usize)
     }
 
     /// The service with stable handle `h`.
     #[inline]
     pub fn service_by_handle(&self, h: u32) -> Option<&ServiceView> {
-        self.services.get(*self.service_by_handle.get(&h)? as usize)
+        let i = *self.service_by_handle.get(&h)?;
+        self.services.get(i as usize).map(|s| &**s)
+    }
+
+    /// Every endpoint the data plane knows, in no particular order.
+    pub fn endpoints(&self) -> impl Iterator<Item = &EndpointView> + '_ {
+        self.endpoints.values().map(|e| &**e)
+    }
+
+    /// How many shards of the endpoint map this version shares with `other`.
+    pub fn endpoint_shards_shared_with(&self, other: &Snapshot) -> usize {
+        self.endpoints.shared_with(&other.endpoints)
+    }
+
+    pub fn endpoint_count(&self) -> usize {
+        self.endpoints.len()
+    }
+
+    /// Every service, in the state's order.
+    pub fn services(&self) -> impl Iterator<Item = &ServiceView> + '_ {
+        self.services.iter().map(|s| &**s)
+    }
+
+    pub fn service_count(&self) -> usize {
+        self.services.len()
     }
 
     /// The attachment a frame received on `port` with `vlan` belongs to.
@@ -704,8 +416,8 @@ impl Snapshot {
         self.locals.get(&(att, ip)).copied()
     }
 
-    /// The endpoint (index into `endpoints`) that holds `ip` on attachment `att` without
-    /// answering for it any more (rejected, deleting, failed).
+    /// The endpoint (its handle) that holds `ip` on attachment `att` without answering for
+    /// it any more (rejected, deleting, failed).
     #[inline]
     pub fn closed_endpoint(&self, att: u16, ip: u32) -> Option<u32> {
         self.closed.get(&(att, ip)).copied()
@@ -720,6 +432,108 @@ impl Snapshot {
     /// Every local address (attachment, ip), for gratuitous ARP.
     pub fn local_addresses(&self) -> impl Iterator<Item = (u16, u32)> + '_ {
         self.locals.keys().copied()
+    }
+}
+
+impl Snapshot {
+    /// How `self` differs from `other` in what it serves (everything but the generation,
+    /// its base and the announcement list), each difference named: how the tests and the
+    /// fuzzer check that a snapshot made from the last one is the whole build.
+    pub fn differences(&self, other: &Snapshot) -> Vec<String> {
+        fn sorted<K: Ord + fmt::Debug, V: fmt::Debug>(
+            it: impl Iterator<Item = (K, V)>,
+        ) -> Vec<String> {
+            let mut v: Vec<(K, V)> = it.collect();
+            v.sort_by(|a, b| a.0.cmp(&b.0));
+            v.iter().map(|e| format!("{e:?}")).collect()
+        }
+        fn service(s: &ServiceView) -> String {
+            let listeners: Vec<String> = s
+                .listeners
+                .iter()
+                .map(|l| {
+                    let picks: Vec<Option<u16>> = (0..64u64)
+                        .map(|i| l.maglev.pick(i.wrapping_mul(0x9e37_79b9_7f4a_7c15)))
+                        .collect();
+                    format!("{l:?} {picks:?}")
+                })
+                .collect();
+            format!(
+                "{} {} {} {} {:?} {listeners:?} {:?}",
+                s.id, s.owner, s.handle, s.attachment, s.snat, s.checks
+            )
+        }
+        let mut out = Vec::new();
+        let mut compare = |what: &str, a: Vec<String>, b: Vec<String>| {
+            if a != b {
+                let only_a: Vec<&String> = a.iter().filter(|x| !b.contains(x)).collect();
+                let only_b: Vec<&String> = b.iter().filter(|x| !a.contains(x)).collect();
+                out.push(format!(
+                    "{what}: only here {only_a:?}, only there {only_b:?}"
+                ));
+            }
+        };
+        let one = |x: &dyn fmt::Debug| vec![format!("{x:?}")];
+        compare(
+            "attachments",
+            one(&self.attachments),
+            one(&other.attachments),
+        );
+        compare("ports", one(&self.ports), one(&other.ports));
+        compare(
+            "endpoints",
+            sorted(self.endpoints.iter().map(|(k, v)| (*k, format!("{v:?}")))),
+            sorted(other.endpoints.iter().map(|(k, v)| (*k, format!("{v:?}")))),
+        );
+        compare(
+            "services",
+            self.services.iter().map(|s| service(s)).collect(),
+            other.services.iter().map(|s| service(s)).collect(),
+        );
+        compare(
+            "service handles",
+            sorted(self.service_by_handle.iter().map(|(k, v)| (*k, *v))),
+            sorted(other.service_by_handle.iter().map(|(k, v)| (*k, *v))),
+        );
+        compare(
+            "listeners",
+            sorted(self.listeners.iter().map(|(k, v)| (*k, *v))),
+            sorted(other.listeners.iter().map(|(k, v)| (*k, *v))),
+        );
+        compare(
+            "locals",
+            sorted(self.locals.iter().map(|(k, v)| (*k, *v))),
+            sorted(other.locals.iter().map(|(k, v)| (*k, *v))),
+        );
+        compare(
+            "closed",
+            sorted(self.closed.iter().map(|(k, v)| (*k, *v))),
+            sorted(other.closed.iter().map(|(k, v)| (*k, *v))),
+        );
+        compare(
+            "sorted locals",
+            one(&self.sorted_locals),
+            one(&other.sorted_locals),
+        );
+        compare(
+            "health checks",
+            one(&self.health_checks),
+            one(&other.health_checks),
+        );
+        compare(
+            "sizes",
+            one(&(
+                self.endpoints.len(),
+                self.listeners.len(),
+                self.locals.len(),
+            )),
+            one(&(
+                other.endpoints.len(),
+                other.listeners.len(),
+                other.locals.len(),
+            )),
+        );
+        out
     }
 }
 

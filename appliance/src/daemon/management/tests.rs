@@ -201,6 +201,31 @@ fn announcements_are_computed_against_what_worker_0_finished() {
     assert_eq!(ctl.cell.load().announce, vec![(0, ip("10.1.0.152"))]);
 }
 
+#[test]
+fn what_versions_added_is_followed_back_to_the_one_announced() {
+    use super::{added_since, Added};
+    let k = |n: u32| (0u16, n);
+    let recent: std::collections::VecDeque<Added> = [
+        (5, Some(4), vec![k(5)]),
+        (6, Some(5), vec![k(6)]),
+        (7, None, vec![k(1), k(7)]),
+        (8, Some(7), vec![k(8)]),
+    ]
+    .into_iter()
+    .map(|(generation, base, keys)| Added {
+        generation,
+        base,
+        keys,
+    })
+    .collect();
+    assert_eq!(added_since(&recent, 4, 6), Some(vec![k(6), k(5)]));
+    assert_eq!(added_since(&recent, 6, 6), Some(vec![]));
+    // A version built whole holds every address: the walk stops there.
+    assert_eq!(added_since(&recent, 2, 8), Some(vec![k(8), k(1), k(7)]));
+    // Generation 4's additions are gone: nothing says what 3 to 4 added.
+    assert_eq!(added_since(&recent, 3, 6), None);
+}
+
 /// Connection events from the changes a node puts in force: a rejection and a deletion
 /// reach the endpoint's owner and the service's owner, and no one else.
 #[test]

@@ -279,7 +279,8 @@ fn endpoint_limits_evict_its_own_half_open_flows_or_refuse() {
         .flows()
         .lookup_forward(&fwd(client(101), 1024, PROTO_TCP, 80))
         .is_none());
-    let h = snap.endpoints[0].handle;
+    // The state's first endpoint: handles are handed out in its order.
+    let h = snap.endpoints().map(|e| e.handle).min().unwrap();
     assert_eq!(
         p.usage.get(h).map(|u| u.load).unwrap_or_default(),
         crate::tables::limits::Load {
@@ -446,7 +447,8 @@ fn gauges_return_to_zero_when_flows_end() {
     assert!(open(&mut p, &snap, c, 40001, 0).is_some());
     let u = udp(c, 5000, ENDPOINT, 9000, MAC_C, CLIENT_MAC);
     tx(p.process(&snap, CONSUMER_PORT, VecFrame::new(&u), 0));
-    let h = snap.endpoints[0].handle;
+    // The state's first endpoint: handles are handed out in its order.
+    let h = snap.endpoints().map(|e| e.handle).min().unwrap();
     assert_eq!(
         p.usage.get(h).map(|u| u.load).unwrap_or_default(),
         crate::tables::limits::Load {

@@ -1,0 +1,740 @@
+//! Making a snapshot: whole ([`Snapshot::build`]) or from the version in force and what a
+//! change touched ([`Snapshot::update`]). A whole build is an update of nothing in which
+//! everything changed, so both go through the same steps and cannot disagree on what an
+//! object becomes; the equivalence tests check it over sequences of changes.
+
+use std::collections::{HashMap, HashSet};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use mgmt::config::Config;
+use mgmt::model::{
+    Endpoint, EndpointId, EndpointState, HealthCheckProtocol, Listener, RuleProtocol,
+    SecurityGroupId, Service, ServiceId, State, Target, TargetState, VpcId,
+};
+use mgmt::policy::Policy;
+
+use super::{
+    proto_number, AttachmentView, BuildError, EndpointView, Handles, IngressView, ListenerRef,
+    ListenerView, LocalKind, PortAttachments, ServiceView, ShardedMap, Snapshot, TargetView,
+    DEFAULT_MTU, PROTO_TCP, PROTO_UDP,
+};
+use crate::health::{self, TargetKey};
+use crate::tables::fasthash::fast_map;
+use crate::tables::maglev::{target_key, Maglev, MaglevBackend};
+
+/// What a change touched, as the store names it ([`mgmt::store::touched`]): the objects
+/// whose views are made again; every other view is the previous version's, shared.
+#[derive(Debug, Clone, Default)]
+pub struct Change {
+    everything: bool,
+    all_services: bool,
+    services: HashSet<ServiceId>,
+    endpoints: HashSet<EndpointId>,
+    groups: HashSet<SecurityGroupId>,
+}
+
+impl Change {
+    /// Nothing is taken from the previous version.
+    pub fn everything() -> Change {
+        Change {
+            everything: true,
+            ..Change::default()
+        }
+    }
+
+    /// The targets' health changed: every service's view is made again (its Maglev
+    /// tables follow health); endpoints are kept.
+    pub fn health() -> Change {
+        Change {
+            all_services: true,
+            ..Change::default()
+        }
+    }
+
+    /// From the ids of the services, endpoints and security groups a change touched. An
+    /// id of no known kind cannot be placed, so it makes everything again.
+    pub fn from_touched(ids: &[String]) -> Change {
+        let mut c = Change::default();
+        for id in ids {
+            if let Ok(s) = id.parse::<ServiceId>() {
+                c.services.insert(s);
+            } else if let Ok(e) = id.parse::<EndpointId>() {
+                c.endpoints.insert(e);
+            } else if let Ok(g) = id.parse::<SecurityGroupId>() {
+                c.groups.insert(g);
+            } else {
+                log::warn!("snapshot: a change touched {id:?}, of no known kind; building whole");
+                return Change::everything();
+            }
+        }
+        c
+    }
+
+    /// Whether nothing is to be made again.
+    pub fn is_empty(&self) -> bool {
+        !self.everything
+            && !self.all_services
+            && self.services.is_empty()
+            && self.endpoints.is_empty()
+            && self.groups.is_empty()
+    }
+}
+
+impl Snapshot {
+    /// Builds generation `generation` from the configuration's attachments, the MACs and
+    /// MTUs of the configured ports (in `[[ports]]` order; a port without an MTU gets
+    /// [`DEFAULT_MTU`]) and the object `state`, before any health check: every target
+    /// still `initial`.
+    pub fn build(
+        generation: u64,
+        config: &Config,
+        port_macs: &[[u8; 6]],
+        port_mtus: &[u16],
+        state: &State,
+        handles: &mut Handles,
+    ) -> Result<Snapshot, BuildError> {
+        Self::build_with_health(
+            generation,
+            config,
+            port_macs,
+            port_mtus,
+            state,
+            handles,
+            &HashMap::new(),
+        )
+    }
+
+    /// The snapshot of `state` with the targets' health (a target not in `health` is
+    /// `initial`).
+    pub fn build_with_health(
+        generation: u64,
+        config: &Config,
+        port_macs: &[[u8; 6]],
+        port_mtus: &[u16],
+        state: &State,
+        handles: &mut Handles,
+        health: &HashMap<TargetKey, health::State>,
+    ) -> Result<Snapshot, BuildError> {
+        Self::update(
+            &Snapshot::nothing(),
+            generation,
+            config,
+            port_macs,
+            port_mtus,
+            state,
+            &Change::everything(),
+            handles,
+            health,
+        )
+    }
+
+    /// The version before the first: no attachment, no object.
+    fn nothing() -> Snapshot {
+        Snapshot {
+            generation: 0,
+            attachments: Vec::new(),
+            ports: Vec::new(),
+            endpoints: ShardedMap::default(),
+            services: Vec::new(),
+            service_by_handle: fast_map(0),
+            listeners: ShardedMap::default(),
+            locals: ShardedMap::default(),
+            closed: ShardedMap::default(),
+            announce: Vec::new(),
+            health_checks: Vec::new(),
+            base: None,
+            sorted_locals: Arc::default(),
+        }
+    }
+
+    /// The snapshot of `state`, made from `prev` (the version in force, built from the
+    /// state before the change) by making again only what `change` touched and sharing
+    /// the rest. The result equals [`Snapshot::build_with_health`] of `state` except in
+    /// `announce`, which holds the local addresses `prev` did not have. A change of the
+    /// attachments (a new configuration) builds whole.
+    #[allow(clippy::too_many_arguments)]
+    pub fn update(
+        prev: &Snapshot,
+        generation: u64,
+        config: &Config,
+        port_macs: &[[u8; 6]],
+        port_mtus: &[u16],
+        state: &State,
+        change: &Change,
+        handles: &mut Handles,
+        health: &HashMap<TargetKey, health::State>,
+    ) -> Result<Snapshot, BuildError> {
+        Build {
+            generation,
+            config,
+            port_macs,
+            port_mtus,
+            state,
+            health,
+        }
+        .make(prev, change, handles)
+    }
+}
+
+struct Build<'a> {
+    generation: u64,
+    config: &'a Config,
+    port_macs: &'a [[u8; 6]],
+    port_mtus: &'a [u16],
+    state: &'a State,
+    health: &'a HashMap<TargetKey, health::State>,
+}
+
+/// The endpoint-sized maps being made, and the local addresses whose presence may have
+/// changed on the way.
+struct Maps {
+    endpoints: ShardedMap<u32, Arc<EndpointView>>,
+    listeners: ShardedMap<(u16, u32, u8, u16), ListenerRef>,
+    locals: ShardedMap<(u16, u32), LocalKind>,
+    closed: ShardedMap<(u16, u32), u32>,
+    churn: Vec<(u16, u32)>,
+}
+
+impl Maps {
+    fn put_local(&mut self, k: (u16, u32), v: LocalKind) {
+        self.locals.insert(k, v);
+        self.churn.push(k);
+    }
+
+    /// Takes out the local `k` if it is still `v` (another object may hold it now).
+    fn drop_local(&mut self, k: (u16, u32), v: LocalKind) {
+        if self.locals.remove_if(&k, |x| *x == v) {
+            self.churn.push(k);
+        }
+    }
+
+    /// Takes out everything endpoint `h` put in, as `prev` has it.
+    fn drop_endpoint(&mut self, prev: &Snapshot, h: u32) {
+        let Some(v) = self.endpoints.remove(&h) else {
+            return;
+        };
+        let at = (v.attachment, v.ip);
+        self.drop_local(at, LocalKind::Endpoint(h));
+        self.closed.remove_if(&at, |x| *x == h);
+        if let Some(s) = prev.service_by_handle(v.service) {
+            for l in &s.listeners {
+                self.listeners
+                    .remove_if(&(at.0, at.1, l.proto, l.port), |r| r.endpoint == h);
+            }
+        }
+    }
+}
+
+impl Build<'_> {
+    fn make(
+        &self,
+        prev: &Snapshot,
+        change: &Change,
+        handles: &mut Handles,
+    ) -> Result<Snapshot, BuildError> {
+        let (attachments, ports) = self.attachments()?;
+        let prev = Some(prev)
+            .filter(|p| !change.everything && p.attachments == attachments && p.ports == ports);
+        let vpcs: Vec<(VpcId, u16)> = self
+            .config
+            .vpcs
+            .iter()
+            .zip(0u16..)
+            .map(|(a, i)| (a.vpc_id, i))
+            .collect();
+        let att_of = |vpc: &VpcId| -> Result<u16, BuildError> {
+            vpcs.iter()
+                .find(|(v, _)| v == vpc)
+                .map(|(_, i)| *i)
+                .ok_or_else(|| BuildError::UnknownVpc(vpc.to_string()))
+        };
+        let n = self.state.endpoints.len();
+        let mut maps = match prev {
+            Some(p) => Maps {
+                endpoints: p.endpoints.clone(),
+                listeners: p.listeners.clone(),
+                locals: p.locals.clone(),
+                closed: p.closed.clone(),
+                churn: Vec::new(),
+            },
+            None => {
+                let mut m = Maps {
+                    endpoints: ShardedMap::with_capacity(n),
+                    listeners: ShardedMap::with_capacity(n * 2),
+                    locals: ShardedMap::with_capacity(n + attachments.len()),
+                    closed: ShardedMap::with_capacity(16),
+                    churn: Vec::new(),
+                };
+                for (a, i) in attachments.iter().zip(0u16..) {
+                    m.locals.insert((i, a.ip), LocalKind::Own);
+                }
+                m
+            }
+        };
+
+        // Services: a touched one is made again, the others are the previous Arcs.
+        // `relisten`: services whose endpoints' entries must be made again (their
+        // listeners moved, or they came or went).
+        let maglev_size = self.config.tables.maglev_size as usize;
+        let mut services = Vec::with_capacity(self.state.services.len());
+        let mut service_by_handle = fast_map(self.state.services.len());
+        let mut relisten: HashSet<u32> = HashSet::new();
+        for s in &self.state.services {
+            let handle = handles.service(s.id);
+            let old = prev.and_then(|p| p.service_arc(handle));
+            let view = match old {
+                Some(old) if !change.all_services && !change.services.contains(&s.id) => {
+                    Arc::clone(old)
+                }
+                _ => {
+                    let attachment = att_of(&s.vpc_id)?;
+                    let own = attachments[usize::from(attachment)].ip;
+                    let v =
+                        Arc::new(self.service_view(s, handle, (attachment, own), maglev_size)?);
+                    match old {
+                        Some(old) => {
+                            let places = |v: &ServiceView| -> Vec<(u8, u16)> {
+                                v.listeners.iter().map(|l| (l.proto, l.port)).collect()
+                            };
+                            if old.attachment != v.attachment || places(old) != places(&v) {
+                                relisten.insert(handle);
+                            }
+                            for &ip in &old.snat {
+                                if old.attachment != v.attachment || !v.snat.contains(&ip) {
+                                    maps.drop_local((old.attachment, ip), LocalKind::Snat(handle));
+                                }
+                            }
+                        }
+                        None if prev.is_some() => {
+                            relisten.insert(handle);
+                        }
+                        None => {}
+                    }
+                    for &ip in &v.snat {
+                        maps.put_local((v.attachment, ip), LocalKind::Snat(handle));
+                    }
+                    v
+                }
+            };
+            let idx = u32::try_from(services.len()).map_err(|_| BuildError::TooMany("services"))?;
+            service_by_handle.insert(handle, idx);
+            services.push(view);
+        }
+        if let Some(p) = prev {
+            for old in &p.services {
+                if !service_by_handle.contains_key(&old.handle) {
+                    for &ip in &old.snat {
+                        maps.drop_local((old.attachment, ip), LocalKind::Snat(old.handle));
+                    }
+                    relisten.insert(old.handle);
+                }
+            }
+        }
+
+        // Endpoints: the entries of those a change reaches are taken out as the previous
+        // version has them, then put in from the state.
+        let fresh: Vec<&Endpoint> = match prev {
+            None => self.state.endpoints.iter().collect(),
+            Some(p) => {
+                let wide = !relisten.is_empty() || !change.groups.is_empty();
+                let reached = |e: &Endpoint| {
+                    change.endpoints.contains(&e.id)
+                        || (wide
+                            && (handles
+                                .service_handle(&e.service_id)
+                                .is_some_and(|h| relisten.contains(&h))
+                                || e.security_group_ids
+                                    .iter()
+                                    .any(|g| change.groups.contains(g))))
+                };
+                let fresh: Vec<&Endpoint> = if wide {
+                    self.state.endpoints.iter().filter(|e| reached(e)).collect()
+                } else {
+                    // Only named endpoints: look for them from the end (where a new one
+                    // is) and stop once all are found (a deleted one is not).
+                    let mut left = change.endpoints.len();
+                    let mut found = Vec::with_capacity(left);
+                    for e in self.state.endpoints.iter().rev() {
+                        if left == 0 {
+                            break;
+                        }
+                        if change.endpoints.contains(&e.id) {
+                            found.push(e);
+                            left -= 1;
+                        }
+                    }
+                    found
+                };
+                let mut redo: Vec<u32> = change
+                    .endpoints
+                    .iter()
+                    .filter_map(|id| handles.endpoint_handle(id))
+                    .chain(fresh.iter().filter_map(|e| handles.endpoint_handle(&e.id)))
+                    .collect();
+                if !relisten.is_empty() {
+                    redo.extend(
+                        p.endpoints
+                            .values()
+                            .filter(|v| relisten.contains(&v.service))
+                            .map(|v| v.handle),
+                    );
+                }
+                redo.sort_unstable();
+                redo.dedup();
+                for h in redo {
+                    maps.drop_endpoint(p, h);
+                }
+                fresh
+            }
+        };
+        for e in fresh {
+            self.put_endpoint(
+                e,
+                &att_of,
+                &services,
+                &service_by_handle,
+                handles,
+                &mut maps,
+            )?;
+        }
+
+        let (sorted_locals, announce) = match prev {
+            None => {
+                let mut all: Vec<(u16, u32)> = maps.locals.keys().copied().collect();
+                all.sort_unstable();
+                (Arc::new(all.clone()), all)
+            }
+            Some(p) => {
+                maps.churn.sort_unstable();
+                maps.churn.dedup();
+                let (mut added, mut gone) = (Vec::new(), Vec::new());
+                for k in &maps.churn {
+                    match (p.locals.contains_key(k), maps.locals.contains_key(k)) {
+                        (false, true) => added.push(*k),
+                        (true, false) => gone.push(*k),
+                        _ => {}
+                    }
+                }
+                if added.is_empty() && gone.is_empty() {
+                    (Arc::clone(&p.sorted_locals), added)
+                } else {
+                    (Arc::new(merge(&p.sorted_locals, &added, &gone)), added)
+                }
+            }
+        };
+        let health_checks = services
+            .iter()
+            .flat_map(|s| s.checks.iter().cloned())
+            .collect();
+        Ok(Snapshot {
+            generation: self.generation,
+            attachments,
+            ports,
+            endpoints: maps.endpoints,
+            services,
+            service_by_handle,
+            listeners: maps.listeners,
+            locals: maps.locals,
+            closed: maps.closed,
+            announce,
+            health_checks,
+            base: prev.map(|p| p.generation),
+            sorted_locals,
+        })
+    }
+
+    fn attachments(&self) -> Result<(Vec<AttachmentView>, Vec<PortAttachments>), BuildError> {
+        let config = self.config;
+        let mut ports = vec![PortAttachments::default(); config.ports.len()];
+        let mut attachments = Vec::with_capacity(config.vpcs.len());
+        for a in &config.vpcs {
+            let port = config
+                .ports
+                .iter()
+                .position(|p| p.name == a.port)
+                .ok_or_else(|| BuildError::UnknownPort(a.port.clone()))?;
+            let idx =
+                u16::try_from(attachments.len()).map_err(|_| BuildError::TooMany("attachments"))?;
+            let port16 = u16::try_from(port).map_err(|_| BuildError::TooMany("ports"))?;
+            match a.vlan {
+                None => ports[port].untagged = Some(idx),
+                Some(v) => ports[port].tagged.push((v, idx)),
+            }
+            attachments.push(AttachmentView {
+                vpc_id: a.vpc_id.to_string(),
+                port: port16,
+                vlan: a.vlan,
+                mac: self.port_macs.get(port).copied().unwrap_or([0; 6]),
+                ip: ip_u32(a.address.addr()),
+                mask: mask(a.address.prefix_len()),
+                gateway: a.gateway.map(ip_u32),
+                static_neighbours: a
+                    .static_neighbours
+                    .iter()
+                    .map(|n| (ip_u32(n.ip), n.mac.0))
+                    .collect(),
+                mtu: self.port_mtus.get(port).copied().unwrap_or(DEFAULT_MTU),
+                mss_clamp: a.mss_clamp,
+            });
+        }
+        Ok((attachments, ports))
+    }
+
+    fn service_view(
+        &self,
+        s: &Service,
+        handle: u32,
+        (attachment, own): (u16, u32),
+        maglev_size: usize,
+    ) -> Result<ServiceView, BuildError> {
+        let mut checks = Vec::new();
+        let mut listeners = Vec::with_capacity(s.listeners.len());
+        for l in &s.listeners {
+            listeners.push(listener_view(
+                s,
+                l,
+                (attachment, own),
+                self.health,
+                maglev_size,
+                &mut checks,
+            )?);
+        }
+        Ok(ServiceView {
+            id: s.id.to_string(),
+            owner: s.owner,
+            handle,
+            attachment,
+            snat: s.snat_addresses.iter().copied().map(ip_u32).collect(),
+            listeners,
+            checks,
+        })
+    }
+
+    /// Puts endpoint `e`'s view and entries in.
+    fn put_endpoint(
+        &self,
+        e: &Endpoint,
+        att_of: &impl Fn(&VpcId) -> Result<u16, BuildError>,
+        services: &[Arc<ServiceView>],
+        service_by_handle: &crate::tables::fasthash::FastMap<u32, u32>,
+        handles: &mut Handles,
+        maps: &mut Maps,
+    ) -> Result<(), BuildError> {
+        let attachment = att_of(&e.vpc_id)?;
+        let Some(service) = handles
+            .service_handle(&e.service_id)
+            .and_then(|h| service_by_handle.get(&h))
+            .map(|&i| &services[i as usize])
+        else {
+            // A failed endpoint (its service was deleted), or one on its way out, has
+            // nothing to forward to: the data plane does not know it.
+            if e.state.needs_service() {
+                return Err(BuildError::UnknownService(e.service_id.to_string()));
+            }
+            return Ok(());
+        };
+        let handle = handles.endpoint(e.id);
+        let ip = ip_u32(e.ip);
+        // The endpoint's interface exists (answers ARP and ping) while it is pending or
+        // available; a rejected, failed or deleted one has no address any more.
+        let present = matches!(
+            e.state,
+            EndpointState::Available | EndpointState::PendingAcceptance
+        );
+        if !present && e.state.holds_address() {
+            maps.closed.insert((attachment, ip), handle);
+        }
+        if present {
+            maps.put_local((attachment, ip), LocalKind::Endpoint(handle));
+            for (l, listener) in service.listeners.iter().zip(0u16..) {
+                maps.listeners.insert(
+                    (attachment, ip, l.proto, l.port),
+                    ListenerRef {
+                        endpoint: handle,
+                        service: service.handle,
+                        listener,
+                    },
+                );
+            }
+        }
+        let ingress = if e.security_group_ids.is_empty() {
+            None
+        } else {
+            let mut rules = Vec::new();
+            for g in &e.security_group_ids {
+                let Some(sg) = self.state.security_groups.iter().find(|sg| sg.id == *g) else {
+                    // Validation guarantees groups exist; a missing one admits nothing.
+                    continue;
+                };
+                rules.extend(sg.ingress.iter().map(|r| IngressView {
+                    proto: match r.protocol {
+                        RuleProtocol::Tcp => PROTO_TCP,
+                        RuleProtocol::Udp => PROTO_UDP,
+                        RuleProtocol::Icmp => 1,
+                        RuleProtocol::All => 0,
+                    },
+                    from_port: r.from_port,
+                    to_port: r.to_port,
+                    net: ip_u32(r.cidr.network()),
+                    mask: mask(r.cidr.prefix_len()),
+                }));
+            }
+            Some(rules)
+        };
+        let policy = match &e.policy {
+            None => None,
+            Some(doc) => Some(
+                Policy::parse(doc)
+                    .map_err(|err| BuildError::Policy(e.id.to_string(), err.to_string()))?,
+            ),
+        };
+        maps.endpoints.insert(
+            handle,
+            Arc::new(EndpointView {
+                id: e.id.to_string(),
+                handle,
+                owner: e.owner,
+                ingress,
+                policy,
+                attachment,
+                ip,
+                service: service.handle,
+                forwards: e.state.forwards(),
+            }),
+        );
+        Ok(())
+    }
+}
+
+/// `base` (sorted) with `added` put in and `gone` taken out (both sorted, disjoint from
+/// each other; `added` not in `base`, `gone` in it): one pass, no sort of the whole.
+fn merge(base: &[(u16, u32)], added: &[(u16, u32)], gone: &[(u16, u32)]) -> Vec<(u16, u32)> {
+    let mut out = Vec::with_capacity(base.len() + added.len() - gone.len().min(base.len()));
+    let (mut a, mut g) = (added.iter().peekable(), gone.iter().peekable());
+    for k in base {
+        while let Some(x) = a.next_if(|x| *x < k) {
+            out.push(*x);
+        }
+        if g.next_if(|x| *x == k).is_some() {
+            continue;
+        }
+        out.push(*k);
+    }
+    out.extend(a);
+    out
+}
+/// A listener's view: its targets with their place in the Maglev table, which holds the
+/// targets of the best health tier present ([`health::tier`]); and its targets' checks
+/// into `checks`.
+fn listener_view(
+    s: &Service,
+    l: &Listener,
+    (attachment, own): (u16, u32),
+    health: &HashMap<TargetKey, health::State>,
+    maglev_size: usize,
+    checks: &mut Vec<health::Spec>,
+) -> Result<ListenerView, BuildError> {
+    let proto = proto_number(l.protocol);
+    let key = |t: &Target| TargetKey {
+        service: s.id,
+        proto,
+        port: l.port,
+        ip: ip_u32(t.ip),
+        target_port: t.port,
+    };
+    let state_of = |t: &Target| -> health::State {
+        if t.state == TargetState::Draining {
+            health::State::Draining
+        } else if t.weight == 0 {
+            health::State::Unused
+        } else if !l.health_check_enabled {
+            health::State::Unavailable
+        } else {
+            match health.get(&key(t)) {
+                // Checked states only: a stale draining/unused entry means initial.
+                Some(s @ (health::State::Healthy | health::State::Unhealthy)) => *s,
+                _ => health::State::Initial,
+            }
+        }
+    };
+    let best = l
+        .targets
+        .iter()
+        .filter_map(|t| health::tier(state_of(t)))
+        .min();
+    let kind = match l.health_check_protocol {
+        HealthCheckProtocol::Tcp => None,
+        HealthCheckProtocol::Http => Some(l.matcher.clone()),
+    };
+    let mut targets = Vec::with_capacity(l.targets.len());
+    for t in &l.targets {
+        let state = state_of(t);
+        let routable = best.is_some() && health::tier(state) == best;
+        targets.push(TargetView {
+            ip: ip_u32(t.ip),
+            port: t.port,
+            weight: t.weight,
+            draining: t.state == TargetState::Draining,
+            routable,
+            ended: state == health::State::Unhealthy
+                && !routable
+                && l.connection_termination_on_unhealthy,
+        });
+        let mode = match state {
+            health::State::Draining => health::Mode::Draining,
+            health::State::Unused => health::Mode::Unused,
+            health::State::Unavailable => health::Mode::Disabled,
+            _ => {
+                let port = l.health_check_port.unwrap_or(t.port);
+                health::Mode::Check(health::Check {
+                    attachment,
+                    source: own,
+                    port,
+                    interval_ms: u64::from(l.health_check_interval_seconds) * 1000,
+                    timeout_ms: u64::from(l.health_check_timeout_seconds) * 1000,
+                    healthy: l.healthy_threshold_count,
+                    unhealthy: l.unhealthy_threshold_count,
+                    kind: match &kind {
+                        None => health::probe::Kind::Tcp,
+                        Some(matcher) => health::probe::Kind::Http {
+                            request: health::probe::http_request(&l.health_check_path, t.ip, port),
+                            matcher: matcher.clone(),
+                        },
+                    },
+                })
+            }
+        };
+        checks.push(health::Spec { key: key(t), mode });
+    }
+    let backends: Vec<MaglevBackend> = targets
+        .iter()
+        .map(|t| MaglevBackend {
+            key: target_key(t.ip, t.port),
+            weight: if t.routable { t.weight } else { 0 },
+        })
+        .collect();
+    let maglev = Maglev::build(&backends, maglev_size)
+        .map_err(|e| BuildError::Maglev(format!("{} {:?}/{}", s.id, l.protocol, l.port), e))?;
+    Ok(ListenerView {
+        proto,
+        port: l.port,
+        targets,
+        maglev,
+        idle_s: l
+            .idle_timeout_seconds
+            .map_or(0, |v| u16::try_from(v).unwrap_or(u16::MAX)),
+    })
+}
+
+fn ip_u32(ip: Ipv4Addr) -> u32 {
+    u32::from(ip)
+}
+
+fn mask(prefix_len: u8) -> u32 {
+    if prefix_len == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(prefix_len.min(32)))
+    }
+}
