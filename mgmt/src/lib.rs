@@ -13,6 +13,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod events;
+pub mod fasthash;
 pub mod ids;
 pub mod model;
 pub mod net;

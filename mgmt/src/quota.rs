@@ -115,18 +115,64 @@ impl Quota {
             .0
             .iter()
             .find(|(k, &n)| n > self.limit && n > was.0.get(*k).copied().unwrap_or(0));
-        let Some((k, &n)) = grown else {
-            return Ok(());
-        };
+        match grown {
+            None => Ok(()),
+            Some((k, &n)) => Err(self.exceeded(k, n, describe)),
+        }
+    }
+}
+
+impl Quota {
+    fn exceeded<K>(
+        &self,
+        k: &K,
+        count: usize,
+        describe: impl FnOnce(&K) -> (String, KeyPath),
+    ) -> QuotaError {
         let (what, at) = describe(k);
-        Err(QuotaError {
+        QuotaError {
             code: self.code,
             what,
-            count: n,
+            count,
             limit: self.limit,
             key: self.key,
             at,
-        })
+        }
+    }
+
+    /// [`Quota::check`] of a count each object has of its own, keyed by its id (unique
+    /// in a valid state): only the objects of `next` over the limit are looked for in
+    /// `before`, so a change among 100k endpoints builds no map of all of them.
+    fn check_each<T, K: Ord + Copy>(
+        &self,
+        next: &[T],
+        before: &[T],
+        key: impl Fn(&T) -> K,
+        count: impl Fn(&T) -> usize,
+        describe: impl FnOnce(&K) -> (String, KeyPath),
+    ) -> Result<(), QuotaError> {
+        let over: BTreeMap<K, usize> = next
+            .iter()
+            .map(|x| (key(x), count(x)))
+            .filter(|(_, n)| *n > self.limit)
+            .collect();
+        if over.is_empty() {
+            return Ok(());
+        }
+        let mut was: BTreeMap<K, usize> = BTreeMap::new();
+        for x in before {
+            let k = key(x);
+            if over.contains_key(&k) {
+                *was.entry(k).or_insert(0) += count(x);
+            }
+        }
+        let grown = over
+            .iter()
+            .find(|(k, &n)| n > was.get(*k).copied().unwrap_or(0));
+        match grown {
+            None => Ok(()),
+            Some((k, &n)) => Err(self.exceeded(k, n, describe)),
+        }
     }
 }
 
@@ -261,16 +307,11 @@ pub fn check(next: &State, before: &State, limits: &Limits) -> Result<(), QuotaE
         "quotas.security_groups_per_endpoint",
         q.security_groups_per_endpoint,
     )
-    .check(
-        next,
-        before,
-        |s| {
-            Counts::of(
-                s.endpoints
-                    .iter()
-                    .map(|e| (e.id, e.security_group_ids.len())),
-            )
-        },
+    .check_each(
+        &next.endpoints,
+        &before.endpoints,
+        |e| e.id,
+        |e| e.security_group_ids.len(),
         |id| {
             (
                 format!("security groups of endpoint {id}"),
@@ -283,16 +324,11 @@ pub fn check(next: &State, before: &State, limits: &Limits) -> Result<(), QuotaE
         "quotas.policy_characters",
         q.policy_characters,
     )
-    .check(
-        next,
-        before,
-        |s| {
-            Counts::of(
-                s.endpoints
-                    .iter()
-                    .map(|e| (e.id, e.policy.as_ref().map_or(0, policy_characters))),
-            )
-        },
+    .check_each(
+        &next.endpoints,
+        &before.endpoints,
+        |e| e.id,
+        |e| e.policy.as_ref().map_or(0, policy_characters),
         |id| {
             (
                 format!("characters of the policy of endpoint {id}"),

@@ -24,8 +24,8 @@ use serde_json::{json, Value};
 
 use crate::config::Config;
 use crate::model::{
-    Account, AccountId, ClientToken, Endpoint, EndpointState, Listener, ModelError, Principal,
-    SecurityGroupId, Service, State, TargetState, VpcAttachment,
+    Account, AccountId, ClientToken, Endpoint, EndpointId, EndpointState, Listener, ModelError,
+    Principal, SecurityGroupId, Service, State, TargetState, VpcAttachment,
 };
 use crate::quota::{self, Limits, QuotaError};
 
@@ -271,6 +271,9 @@ fn splitmix64(mut z: u64) -> u64 {
 #[derive(Debug)]
 pub struct Store {
     state: State,
+    /// The state before the last commit, kept for its allocations: the next request's
+    /// copy is made into them ([`State::clone_from`]).
+    spare: State,
     attachments: Vec<VpcAttachment>,
     accounts: Vec<Account>,
     region: String,
@@ -371,6 +374,7 @@ impl Store {
         state.validate(&config.vpcs)?;
         Ok(Self {
             state,
+            spare: State::default(),
             attachments: config.vpcs.clone(),
             accounts: config.accounts.clone(),
             region: config.mgmt.region.clone(),
@@ -422,7 +426,7 @@ impl Store {
     /// [`prepare_tick`](Self::prepare_tick) or [`prepare_reload`](Self::prepare_reload)
     /// returned and the caller has made durable and in force.
     pub fn commit(&mut self, next: State) {
-        self.state = next;
+        self.spare = std::mem::replace(&mut self.state, next);
     }
 
     /// [`prepare`](Self::prepare) and, when it changes the state, [`commit`](Self::commit)
@@ -502,19 +506,25 @@ impl Store {
             Some(t) => &t.args,
             None => args,
         };
+        let mut st = std::mem::take(&mut self.spare);
+        st.clone_from(&self.state);
         let mut tx = Tx {
             caller,
-            st: self.state.clone(),
+            st,
             atts: &self.attachments,
             region: &self.region,
             ids: &mut self.ids,
             now: now_unix,
         };
-        let response = tx.dispatch(op, args)?;
+        let response = tx.dispatch(op, args);
         let mut next = tx.st;
-        if !is_mutating(op) {
-            return Ok(Outcome::unchanged(response));
-        }
+        let response = match response {
+            Ok(r) if is_mutating(op) => r,
+            other => {
+                self.spare = next;
+                return other.map(Outcome::unchanged);
+            }
+        };
         if let Some(t) = token {
             next.client_tokens.push(ClientToken {
                 scope: t.scope,
@@ -530,12 +540,22 @@ impl Store {
 
     /// Validates and quota-checks `next` against the current state.
     fn finish(&self, next: State, response: Value) -> Result<Outcome, ApiError> {
-        next.validate(&self.attachments)?;
+        // What changed decides how much is checked: a change of endpoints alone (most
+        // requests, among up to a million) is checked endpoint by endpoint.
+        let touched = touched(&self.state, &next);
+        let endpoints: Option<Vec<EndpointId>> = touched.iter().map(|id| id.parse().ok()).collect();
+        let known = endpoints.is_some_and(|ids| {
+            !touched.is_empty() && next.endpoints_known_valid(&self.attachments, &ids)
+        });
+        if !known {
+            next.validate(&self.attachments)?;
+        }
         quota::check(&next, &self.state, &self.limits)?;
-        if next == self.state {
+        // The objects compared equal: the rest may still differ (client tokens, the
+        // declared baseline, an order).
+        if touched.is_empty() && next == self.state {
             return Ok(Outcome::unchanged(response));
         }
-        let touched = touched(&self.state, &next);
         Ok(Outcome {
             response,
             next: Some(next),
@@ -826,11 +846,16 @@ impl Tx<'_> {
             })
     }
 
-    /// A fresh random id (of `make`'s type) that is not in `taken`.
-    fn fresh<T: PartialEq>(&mut self, make: impl Fn(u128) -> Option<T>, taken: &[T]) -> T {
+    /// A fresh random id (of `make`'s type) that `taken` says no object has (a walk of
+    /// the objects, no copy of their ids).
+    fn fresh<T>(
+        ids: &mut IdSource,
+        make: impl Fn(u128) -> Option<T>,
+        taken: impl Fn(&T) -> bool,
+    ) -> T {
         loop {
-            if let Some(id) = make(self.ids.next()) {
-                if !taken.contains(&id) {
+            if let Some(id) = make(ids.next()) {
+                if !taken(&id) {
                     return id;
                 }
             }

@@ -1085,3 +1085,152 @@ fn error_accessors() {
     ));
     let _: &dyn std::error::Error = &e;
 }
+
+/// The shortcut of a change of endpoints alone says "valid" exactly when the whole
+/// validation does, over random changes of every field an endpoint has (addresses that
+/// collide with every kind of holder, owners, services, groups, policies, states, ids).
+#[test]
+fn endpoint_changes_are_known_valid_exactly_when_they_validate() {
+    let mut atts = attachments();
+    atts[0].gateway = Some(ip("10.1.0.254"));
+    atts[0].static_neighbours = vec![StaticNeighbour {
+        ip: ip("10.1.0.253"),
+        mac: p("02:00:00:00:00:01"),
+    }];
+    let group = |id: &str, vpc: &str, owner: &str| SecurityGroup {
+        id: p(id),
+        owner: p(owner),
+        vpc_id: p(vpc),
+        name: id.to_owned(),
+        description: String::new(),
+        ingress: vec![],
+    };
+    let mut base = state();
+    base.security_groups = vec![
+        group("sg-00000001", CONSUMER, "111111111111"),
+        group("sg-00000002", PROVIDER, "222222222222"),
+    ];
+    base.validate(&atts).unwrap();
+    let ips = [
+        "10.1.0.100",
+        "10.1.0.101",
+        "10.1.0.102",
+        "10.1.0.1",
+        "10.1.0.0",
+        "10.1.0.255",
+        "10.1.0.254",
+        "10.1.0.253",
+        "10.2.0.11",
+        "10.2.0.100",
+        "10.2.0.50",
+        "10.9.0.1",
+    ];
+    let homes = [
+        (CONSUMER, "111111111111"),
+        (PROVIDER, "222222222222"),
+        (CONSUMER, "222222222222"),
+    ];
+    let states = [
+        EndpointState::PendingAcceptance,
+        EndpointState::Available,
+        EndpointState::Rejected,
+        EndpointState::Failed,
+        EndpointState::Deleting,
+        EndpointState::Deleted,
+    ];
+    let groups = ["sg-00000001", "sg-00000002", "sg-00000009"];
+    let policies = [
+        None,
+        Some(serde_json::json!({"Statement": [{"Effect": "Allow", "Principal": "*"}]})),
+        Some(serde_json::json!({"Statement": 5})),
+    ];
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = |n: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        usize::try_from(seed % n as u64).unwrap()
+    };
+    let (mut known, mut valid) = (0, 0);
+    for _ in 0..4000 {
+        let mut st = base.clone();
+        // A few valid endpoints to collide with.
+        for k in 0..next(4) {
+            let mut e = endpoint();
+            e.id = p(&format!("vpce-0e00000000000010{k}"));
+            e.ip = ip(&format!("10.1.0.{}", 110 + k));
+            st.endpoints.push(e);
+        }
+        st.validate(&atts).unwrap();
+        let mut changed = Vec::new();
+        for _ in 0..=next(3) {
+            let mut i = next(st.endpoints.len() + 2);
+            if i >= st.endpoints.len() || next(4) == 0 {
+                let mut e = endpoint();
+                e.id = p(&format!("vpce-0e0000000000002{:02}", next(8)));
+                st.endpoints.push(e);
+                i = st.endpoints.len() - 1;
+            }
+            changed.push(st.endpoints[i].id);
+            if next(10) == 0 && st.endpoints.len() > 1 {
+                changed.push(st.endpoints.remove(i).id);
+                continue;
+            }
+            let e = &mut st.endpoints[i];
+            match next(7) {
+                0 => e.ip = ip(ips[next(ips.len())]),
+                1 => {
+                    let (vpc, owner) = homes[next(homes.len())];
+                    (e.vpc_id, e.owner) = (p(vpc), p(owner));
+                }
+                2 => {
+                    e.service_id = if next(2) == 0 {
+                        p(SERVICE)
+                    } else {
+                        p("vpce-svc-0d00000000000009f")
+                    }
+                }
+                3 => e.state = states[next(states.len())],
+                4 => e.security_group_ids = vec![p(groups[next(groups.len())])],
+                5 => e.policy = policies[next(policies.len())].clone(),
+                _ => e.id = p(&format!("vpce-0e0000000000002{:02}", next(8))),
+            }
+            changed.push(st.endpoints[i].id);
+        }
+        let shortcut = st.endpoints_known_valid(&atts, &changed);
+        let whole = st.validate(&atts);
+        assert_eq!(
+            shortcut,
+            whole.is_ok(),
+            "{whole:?} after changing {changed:?} in {:#?}",
+            st.endpoints
+        );
+        known += usize::from(shortcut);
+        valid += usize::from(whole.is_ok());
+    }
+    assert!(
+        known > 400 && valid < 3600,
+        "both verdicts seen: {known} of 4000 valid"
+    );
+}
+
+#[test]
+fn a_copy_into_an_old_state_is_the_state() {
+    let mut spare = state();
+    spare.endpoints.push(endpoint());
+    spare.client_tokens.clear();
+    let mut source = state();
+    source.endpoints[0].ip = ip("10.1.0.77");
+    source.security_groups = vec![SecurityGroup {
+        id: p("sg-00000001"),
+        owner: p("111111111111"),
+        vpc_id: p(CONSUMER),
+        name: "g".into(),
+        description: String::new(),
+        ingress: vec![],
+    }];
+    source.declared = Some(Declared::default());
+    spare.clone_from(&source);
+    assert_eq!(spare, source);
+    assert_eq!(source.clone(), source);
+}

@@ -13,13 +13,14 @@ use super::errors::{AddressHolder, AddressRole, BadPath, KeyPath, ModelError, Ob
 use super::objects::{
     health_limits, Listener, Principal, Service, State, Target, VpcAttachment, MSS_CLAMP_RANGE,
 };
+use crate::fasthash::{fast_map, FastMap};
 use crate::ids::{AccountId, EndpointId, SecurityGroupId, ServiceId, VpcId};
 use crate::net::is_unicast_host;
 
 /// Checks that `ip`, a `role` address of `object`, is a host address inside `att`'s prefix.
 fn check_on_link(
     att: &VpcAttachment,
-    at: &KeyPath,
+    at: &dyn Fn() -> KeyPath,
     object: Object,
     role: AddressRole,
     ip: Ipv4Addr,
@@ -27,7 +28,7 @@ fn check_on_link(
     let net = att.address;
     if !net.contains(ip) {
         return Err(ModelError::OutsidePrefix {
-            at: at.clone(),
+            at: at(),
             object,
             role,
             ip,
@@ -41,7 +42,7 @@ fn check_on_link(
 /// Checks that `ip` (inside `att`'s prefix) is neither its network nor broadcast address.
 fn check_not_reserved(
     att: &VpcAttachment,
-    at: &KeyPath,
+    at: &dyn Fn() -> KeyPath,
     object: Object,
     role: AddressRole,
     ip: Ipv4Addr,
@@ -55,7 +56,7 @@ fn check_not_reserved(
         return Ok(());
     };
     Err(ModelError::ReservedAddress {
-        at: at.clone(),
+        at: at(),
         object,
         role,
         ip,
@@ -129,11 +130,17 @@ pub fn validate_attachments(attachments: &[VpcAttachment]) -> Result<(), ModelEr
                 ip: own,
             });
         }
-        check_not_reserved(att, &address_at, object, AddressRole::Address, own)?;
+        check_not_reserved(
+            att,
+            &|| address_at.clone(),
+            object,
+            AddressRole::Address,
+            own,
+        )?;
 
         if let Some(gw) = att.gateway {
             let gw_at = at.key("gateway");
-            check_on_link(att, &gw_at, object, AddressRole::Gateway, gw)?;
+            check_on_link(att, &|| gw_at.clone(), object, AddressRole::Gateway, gw)?;
             if gw == own {
                 return Err(ModelError::AddressInUse {
                     at: gw_at,
@@ -149,7 +156,7 @@ pub fn validate_attachments(attachments: &[VpcAttachment]) -> Result<(), ModelEr
         for (k, n) in att.static_neighbours.iter().enumerate() {
             let n_at = at.key("static_neighbours").index(k);
             let ip_at = n_at.key("ip");
-            check_on_link(att, &ip_at, object, AddressRole::Neighbour, n.ip)?;
+            check_on_link(att, &|| ip_at.clone(), object, AddressRole::Neighbour, n.ip)?;
             // A static entry for the gateway is fine (and common); for the appliance's own
             // address, or twice for one address, it is a contradiction.
             let holder = if n.ip == own {
@@ -183,12 +190,12 @@ pub fn validate_attachments(attachments: &[VpcAttachment]) -> Result<(), ModelEr
 
 /// Every address in use per VPC and who uses it: each address the appliance answers for
 /// has exactly one owner.
-type Claims = HashMap<(VpcId, Ipv4Addr), AddressHolder>;
+type Claims = FastMap<(VpcId, Ipv4Addr), AddressHolder>;
 
 fn claim(
     claims: &mut Claims,
     att: &VpcAttachment,
-    at: &KeyPath,
+    at: &dyn Fn() -> KeyPath,
     object: Object,
     role: AddressRole,
     ip: Ipv4Addr,
@@ -197,7 +204,7 @@ fn claim(
     match claims.insert((att.vpc_id, ip), holder) {
         None => Ok(()),
         Some(previous) => Err(ModelError::AddressInUse {
-            at: at.clone(),
+            at: at(),
             object,
             role,
             ip,
@@ -210,7 +217,7 @@ fn claim(
 /// The attachment of `vpc`, which `owner` must own.
 fn owned_attachment<'a>(
     attachments: &'a [VpcAttachment],
-    at: &KeyPath,
+    at: &dyn Fn() -> KeyPath,
     object: Object,
     vpc: VpcId,
     owner: AccountId,
@@ -219,13 +226,13 @@ fn owned_attachment<'a>(
         .iter()
         .find(|a| a.vpc_id == vpc)
         .ok_or_else(|| ModelError::VpcNotAttached {
-            at: at.key("vpc_id"),
+            at: at().key("vpc_id"),
             object,
             vpc,
         })?;
     if att.account != owner {
         return Err(ModelError::VpcNotOwned {
-            at: at.key("owner"),
+            at: at().key("owner"),
             object,
             vpc,
             owner,
@@ -258,7 +265,7 @@ impl State {
     ///
     /// Who may connect to a service is checked when an endpoint is created, not here.
     pub fn validate(&self, attachments: &[VpcAttachment]) -> Result<(), ModelError> {
-        let mut claims = Claims::new();
+        let mut claims = fast_map(self.endpoints.len() + 16);
         for att in attachments {
             claims.insert((att.vpc_id, att.address.addr()), AddressHolder::Appliance);
             if let Some(gw) = att.gateway {
@@ -285,7 +292,7 @@ impl State {
                 });
             }
             service_at.insert(s.id, i);
-            let att = owned_attachment(attachments, &at, object, s.vpc_id, s.owner)?;
+            let att = owned_attachment(attachments, &|| at.clone(), object, s.vpc_id, s.owner)?;
 
             if s.snat_addresses.is_empty() {
                 return Err(ModelError::NoSnatAddress {
@@ -294,7 +301,7 @@ impl State {
                 });
             }
             for (j, &ip) in s.snat_addresses.iter().enumerate() {
-                let ip_at = at.key("snat_addresses").index(j);
+                let ip_at = || at.key("snat_addresses").index(j);
                 let role = AddressRole::SnatAddress;
                 check_on_link(att, &ip_at, object, role, ip)?;
                 claim(
@@ -316,20 +323,21 @@ impl State {
 
         let group_at = self.validate_security_groups(attachments)?;
 
-        let mut endpoint_at: HashMap<EndpointId, usize> = HashMap::new();
+        let mut endpoint_at: FastMap<EndpointId, usize> = fast_map(self.endpoints.len());
         for (i, e) in self.endpoints.iter().enumerate() {
-            let at = KeyPath::item("endpoints", i);
+            // Paths are made for an error only: there are 100k endpoints to walk.
+            let at = || KeyPath::item("endpoints", i);
             let object = Object::Endpoint(e.id);
             if let Some(&first) = endpoint_at.get(&e.id) {
                 return Err(ModelError::DuplicateId {
-                    at: at.key("id"),
+                    at: at().key("id"),
                     object,
                     first: KeyPath::item("endpoints", first),
                 });
             }
             endpoint_at.insert(e.id, i);
             let att = owned_attachment(attachments, &at, object, e.vpc_id, e.owner)?;
-            let ip_at = at.key("ip");
+            let ip_at = || at().key("ip");
             check_on_link(att, &ip_at, object, AddressRole::Ip, e.ip)?;
             if e.state.holds_address() {
                 let holder = AddressHolder::Endpoint(e.id);
@@ -345,16 +353,16 @@ impl State {
             }
             if e.state.needs_service() && !service_at.contains_key(&e.service_id) {
                 return Err(ModelError::ServiceNotFound {
-                    at: at.key("service_id"),
+                    at: at().key("service_id"),
                     object,
                     service: e.service_id,
                 });
             }
             for (j, &group) in e.security_group_ids.iter().enumerate() {
-                let g_at = at.key("security_group_ids").index(j);
+                let g_at = || at().key("security_group_ids").index(j);
                 let Some(&g) = group_at.get(&group) else {
                     return Err(ModelError::SecurityGroupNotFound {
-                        at: g_at,
+                        at: g_at(),
                         object,
                         group,
                     });
@@ -363,7 +371,7 @@ impl State {
                 let group_vpc = self.security_groups[g].vpc_id;
                 if group_vpc != e.vpc_id {
                     return Err(ModelError::SecurityGroupOtherVpc {
-                        at: g_at,
+                        at: g_at(),
                         object,
                         group,
                         group_vpc,
@@ -374,7 +382,7 @@ impl State {
             if let Some(doc) = &e.policy {
                 if let Err(err) = crate::policy::Policy::parse(doc) {
                     return Err(ModelError::InvalidPolicy {
-                        at: at.key("policy"),
+                        at: at().key("policy"),
                         object,
                         reason: err.to_string(),
                     });
@@ -412,7 +420,95 @@ impl State {
     }
 }
 
+/// Most endpoints [`State::endpoints_known_valid`] checks one by one; beyond, each would
+/// cost a walk of every endpoint, and one whole validation is cheaper.
+const CHANGED_ENDPOINTS: usize = 8;
+
 impl State {
+    /// Whether this state is valid over `attachments` for sure, knowing that it differs
+    /// from a valid state only in the endpoints `changed` (their ids: the others are
+    /// kept as they were, and no service or security group changed). Each changed
+    /// endpoint still here is checked against everything [`State::validate`] holds it
+    /// to, in one walk of the endpoints; nothing else can have broken, since an
+    /// endpoint is referred to by nothing and a removal only frees its address.
+    ///
+    /// `false` is no verdict (too many changes, or a problem found): then
+    /// [`State::validate`] decides, and names the first problem as always.
+    pub fn endpoints_known_valid(
+        &self,
+        attachments: &[VpcAttachment],
+        changed: &[EndpointId],
+    ) -> bool {
+        if changed.len() > CHANGED_ENDPOINTS {
+            return false;
+        }
+        let here: Vec<&super::objects::Endpoint> = self
+            .endpoints
+            .iter()
+            .rev()
+            .filter(|e| changed.contains(&e.id))
+            .take(changed.len())
+            .collect();
+        let no_path = || KeyPath::new();
+        for e in &here {
+            let object = Object::Endpoint(e.id);
+            let Ok(att) = owned_attachment(attachments, &no_path, object, e.vpc_id, e.owner) else {
+                return false;
+            };
+            if check_on_link(att, &no_path, object, AddressRole::Ip, e.ip).is_err() {
+                return false;
+            }
+            if e.state.holds_address() {
+                let taken = e.ip == att.address.addr()
+                    || att.gateway == Some(e.ip)
+                    || att.static_neighbours.iter().any(|n| n.ip == e.ip)
+                    || self.services.iter().any(|s| {
+                        s.vpc_id == e.vpc_id
+                            && (s.snat_addresses.contains(&e.ip)
+                                || s.listeners
+                                    .iter()
+                                    .any(|l| l.targets.iter().any(|t| t.ip == e.ip)))
+                    });
+                if taken {
+                    return false;
+                }
+            }
+            if e.state.needs_service() && !self.services.iter().any(|s| s.id == e.service_id) {
+                return false;
+            }
+            for g in &e.security_group_ids {
+                if !self
+                    .security_groups
+                    .iter()
+                    .any(|x| x.id == *g && x.vpc_id == e.vpc_id)
+                {
+                    return false;
+                }
+            }
+            if let Some(doc) = &e.policy {
+                if crate::policy::Policy::parse(doc).is_err() {
+                    return false;
+                }
+            }
+        }
+        // One walk for all of them: its id once, its address held by it alone.
+        let mut seen = [0usize; CHANGED_ENDPOINTS];
+        for x in &self.endpoints {
+            for (e, n) in here.iter().zip(seen.iter_mut()) {
+                if x.id == e.id {
+                    *n += 1;
+                } else if x.ip == e.ip
+                    && x.vpc_id == e.vpc_id
+                    && x.state.holds_address()
+                    && e.state.holds_address()
+                {
+                    return false;
+                }
+            }
+        }
+        seen.iter().take(here.len()).all(|&n| n == 1)
+    }
+
     /// Security groups: unique ids, owned VPCs, names unique per VPC, non-empty port
     /// ranges. Returns each group's index by id.
     fn validate_security_groups(
@@ -431,7 +527,7 @@ impl State {
                 });
             }
             group_at.insert(g.id, i);
-            owned_attachment(attachments, &at, object, g.vpc_id, g.owner)?;
+            owned_attachment(attachments, &|| at.clone(), object, g.vpc_id, g.owner)?;
             if let Some(first) = self.security_groups[..i]
                 .iter()
                 .position(|o| o.vpc_id == g.vpc_id && o.name == g.name)
@@ -515,7 +611,7 @@ fn validate_listener(
             });
         }
         if att.address.contains(t.ip) {
-            check_not_reserved(att, &ip_at, object, AddressRole::Target, t.ip)?;
+            check_not_reserved(att, &|| ip_at.clone(), object, AddressRole::Target, t.ip)?;
         } else if att.gateway.is_none() {
             return Err(ModelError::TargetOffLink {
                 at: ip_at,

@@ -129,8 +129,10 @@ impl Tx<'_> {
             Some(ip) => ip,
             None => allocate_address(&att, &self.used_addresses(&att), false)?,
         };
-        let taken: Vec<EndpointId> = self.st.endpoints.iter().map(|e| e.id).collect();
-        let id = self.fresh(EndpointId::new, &taken);
+        let endpoints = &self.st.endpoints;
+        let id = Self::fresh(self.ids, EndpointId::new, |id| {
+            endpoints.iter().any(|e| e.id == *id)
+        });
         let endpoint = Endpoint {
             id,
             owner,

@@ -138,8 +138,10 @@ impl Tx<'_> {
                 format!("the security group '{name}' already exists in {vpc}"),
             ));
         }
-        let taken: Vec<SecurityGroupId> = self.st.security_groups.iter().map(|g| g.id).collect();
-        let id = self.fresh(SecurityGroupId::new, &taken);
+        let groups = &self.st.security_groups;
+        let id = Self::fresh(self.ids, SecurityGroupId::new, |id| {
+            groups.iter().any(|g| g.id == *id)
+        });
         self.st.security_groups.push(SecurityGroup {
             id,
             owner,

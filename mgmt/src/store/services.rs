@@ -351,8 +351,10 @@ impl Tx<'_> {
                 vec![allocate_address(&att, &used, true)?]
             }
         };
-        let taken: Vec<ServiceId> = self.st.services.iter().map(|s| s.id).collect();
-        let id = self.fresh(ServiceId::new, &taken);
+        let services = &self.st.services;
+        let id = Self::fresh(self.ids, ServiceId::new, |id| {
+            services.iter().any(|s| s.id == *id)
+        });
         let service = Service {
             id,
             owner: att.account,
