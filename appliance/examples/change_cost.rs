@@ -37,7 +37,7 @@ fn main() {
     let quick = args.next().as_deref() == Some("quick");
     let mut config = Config::embedded_default();
     config.vpcs[0].address = "10.0.0.1/8".parse().expect("prefix");
-    config.quotas.endpoints_per_vpc = n + 64;
+    config.quotas.endpoints_per_vpc = n + 64 + changes;
     let base = u32::from(Ipv4Addr::new(10, 4, 0, 1));
     let service = config.services[0].id;
     for i in 0..n {

@@ -76,10 +76,23 @@ fn to_usize(n: u32) -> usize {
 struct Counts<K>(BTreeMap<K, usize>);
 
 impl<K: Ord> Counts<K> {
+    /// Runs of one key (100k endpoints in a handful of VPCs come in long runs) are
+    /// added up before the map is looked at.
     fn of(keys: impl Iterator<Item = (K, usize)>) -> Self {
         let mut m = BTreeMap::new();
+        let mut run: Option<(K, usize)> = None;
         for (k, n) in keys {
-            *m.entry(k).or_insert(0) += n;
+            match &mut run {
+                Some((rk, rn)) if *rk == k => *rn += n,
+                _ => {
+                    if let Some((rk, rn)) = run.replace((k, n)) {
+                        *m.entry(rk).or_insert(0) += rn;
+                    }
+                }
+            }
+        }
+        if let Some((rk, rn)) = run {
+            *m.entry(rk).or_insert(0) += rn;
         }
         Self(m)
     }
