@@ -38,6 +38,15 @@ for smoke in "scripts/bench.sh --smoke --no-build --out bench-out/smoke" \
   fi
 done
 
+# The update benchmark's address plan (the 1M run's changes once collided with its
+# declared endpoints).
+if python3 scripts/bench/update.py check 2>&1 | tee -a "$log"; then
+  smoke_passed=$((smoke_passed + 1))
+else
+  smoke_failed=$((smoke_failed + 1))
+  status=1
+fi
+
 passed=$(grep -Eo '^test result: .* ([0-9]+) passed' "$log" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
 failed=$(grep -Eo '^test result: .* ([0-9]+) failed' "$log" | grep -Eo '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
 passed=$((passed + smoke_passed + fuzz_check))
