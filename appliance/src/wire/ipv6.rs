@@ -359,6 +359,11 @@ pub fn walk_extensions(first: u8, payload: &[u8]) -> Result<Extensions> {
                 };
                 ext.fragment = Some(f);
                 if f.offset != 0 {
+                    // It counts as a header walked: a ninth one here is one too many,
+                    // as anywhere else.
+                    if usize::from(ext.count) >= MAX_EXTENSIONS {
+                        return Err(Error::Malformed);
+                    }
                     // A later fragment: its next header names the first fragment's upper
                     // layer, whose header is not here.
                     ext.protocol = h[0];
@@ -548,6 +553,22 @@ mod tests {
             walk_extensions(next_header::DEST_OPTIONS, &long),
             Err(Error::Malformed)
         );
+        // The most headers there may be, the last of them a later fragment's: one too
+        // many (the walk once returned it with a count of 9).
+        let mut chain: Vec<u8> = (0..MAX_EXTENSIONS)
+            .flat_map(|_| [60, 0, 1, 4, 0, 0, 0, 0])
+            .collect();
+        let last = chain.len() - 8;
+        chain[last] = next_header::FRAGMENT;
+        chain.extend_from_slice(&[17, 0, 0, 8, 0, 0, 0, 2]);
+        assert_eq!(
+            walk_extensions(next_header::DEST_OPTIONS, &chain),
+            Err(Error::Malformed)
+        );
+        // One header fewer before it: the later fragment is the eighth, fine.
+        let ok = &chain[8..];
+        let e = walk_extensions(next_header::DEST_OPTIONS, ok).unwrap();
+        assert_eq!(usize::from(e.count), MAX_EXTENSIONS);
         // ESP and AH.
         assert_eq!(walk_extensions(50, &[0; 16]), Err(Error::Unsupported));
         assert_eq!(walk_extensions(51, &[0; 16]), Err(Error::Unsupported));
