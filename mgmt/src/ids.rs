@@ -38,6 +38,8 @@ pub enum ValueKind {
     TargetState,
     /// [`crate::net::Ipv4Net`]
     Ipv4Net,
+    /// [`crate::net::Ipv6Net`]
+    Ipv6Net,
     /// [`crate::net::MacAddr`]
     MacAddr,
     /// [`crate::config::FileMode`]
@@ -64,6 +66,7 @@ impl ValueKind {
             Self::EndpointState => "endpoint state",
             Self::TargetState => "target state",
             Self::Ipv4Net => "address/prefix",
+            Self::Ipv6Net => "IPv6 address/prefix",
             Self::MacAddr => "mac address",
             Self::FileMode => "file mode",
             Self::HealthCheckProtocol => "health check protocol",
@@ -88,6 +91,9 @@ impl ValueKind {
             }
             Self::TargetState => "\"registered\" or \"draining\"",
             Self::Ipv4Net => "an IPv4 address and a prefix length 0..=32, like \"10.1.0.1/24\"",
+            Self::Ipv6Net => {
+                "an IPv6 address and a prefix length 0..=128, like \"fd00:c1::1/64\""
+            }
             Self::MacAddr => "six hex octets separated by ':', like \"02:00:00:00:00:01\"",
             Self::FileMode => "an octal permission string up to 0777, like \"0660\"",
             Self::HealthCheckProtocol => "\"tcp\" or \"http\"",

@@ -1,12 +1,12 @@
-//! Network values that more than one part of the management plane reads: an IPv4 prefix,
-//! an Ethernet address, and what counts as one host's address.
+//! Network values that more than one part of the management plane reads: an IPv4 and an
+//! IPv6 prefix, an Ethernet address, and what counts as one host's address.
 //!
 //! The model (attachments, security group rules) and endpoint policies (`SourceCidr`) both
 //! need them, so they live below both: this module must never depend on `model` or
 //! `policy`, which is what keeps those two from importing each other.
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
 use crate::ids::{serde_as_string, ParseError, ValueKind};
@@ -103,6 +103,103 @@ impl fmt::Debug for Ipv4Net {
 
 serde_as_string!(Ipv4Net, "an address/prefix string like \"10.1.0.1/24\"");
 
+/// An IPv6 address with a prefix length: the appliance's own IPv6 address in a VPC and
+/// the prefix it is on. Text form `fd00:c1::1/64` (printed in RFC 5952's form).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Ipv6Net {
+    addr: Ipv6Addr,
+    prefix_len: u8,
+}
+
+impl Ipv6Net {
+    /// `addr/prefix_len`, if `prefix_len <= 128`.
+    pub const fn new(addr: Ipv6Addr, prefix_len: u8) -> Option<Self> {
+        if prefix_len <= 128 {
+            Some(Self { addr, prefix_len })
+        } else {
+            None
+        }
+    }
+
+    /// The address.
+    pub const fn addr(&self) -> Ipv6Addr {
+        self.addr
+    }
+
+    /// The prefix length, 0..=128.
+    pub const fn prefix_len(&self) -> u8 {
+        self.prefix_len
+    }
+
+    fn mask(&self) -> u128 {
+        u128::MAX
+            .checked_shl(128 - u32::from(self.prefix_len))
+            .unwrap_or(0)
+    }
+
+    /// The prefix's first address (all host bits clear: the subnet-router anycast
+    /// address, RFC 4291 §2.6.1).
+    pub fn network(&self) -> Ipv6Addr {
+        Ipv6Addr::from(u128::from(self.addr) & self.mask())
+    }
+
+    /// Whether `ip` lies inside the prefix.
+    pub fn contains(&self, ip: Ipv6Addr) -> bool {
+        (u128::from(ip) ^ u128::from(self.addr)) & self.mask() == 0
+    }
+
+    /// The prefix itself, `fd00:c1::/64` for `fd00:c1::1/64`.
+    pub fn trunc(&self) -> Self {
+        Self {
+            addr: self.network(),
+            prefix_len: self.prefix_len,
+        }
+    }
+}
+
+impl FromStr for Ipv6Net {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        let err = || ParseError::new(ValueKind::Ipv6Net, s);
+        let (addr, len) = s.split_once('/').ok_or_else(err)?;
+        if len.is_empty() || len.len() > 3 || !len.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(err());
+        }
+        let addr = addr.parse().map_err(|_| err())?;
+        let len = len.parse().map_err(|_| err())?;
+        Self::new(addr, len).ok_or_else(err)
+    }
+}
+
+impl fmt::Display for Ipv6Net {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix_len)
+    }
+}
+
+impl fmt::Debug for Ipv6Net {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+serde_as_string!(
+    Ipv6Net,
+    "an IPv6 address/prefix string like \"fd00:c1::1/64\""
+);
+
+/// Whether `ip` can be one interface's own address: global or unique-local unicast, not
+/// unspecified, loopback, multicast, link-local (every interface has its own, made from
+/// its MAC), nor an IPv4-mapped or -compatible address.
+pub fn is_unicast_host_v6(ip: Ipv6Addr) -> bool {
+    let s = ip.segments();
+    !(ip.is_unspecified()
+        || ip.is_loopback()
+        || ip.is_multicast()
+        || s[0] & 0xffc0 == 0xfe80
+        || (s[0..5] == [0; 5] && (s[5] == 0xffff || s[5] == 0)))
+}
+
 /// An Ethernet address. Text form `02:00:00:00:00:01` (upper case accepted, lower printed).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MacAddr(pub [u8; 6]);
@@ -171,6 +268,53 @@ pub fn is_unicast_host(ip: Ipv4Addr) -> bool {
 mod tests {
     use super::*;
     use crate::testing::{ip, p};
+
+    #[test]
+    fn ipv6_net() {
+        let n: Ipv6Net = p("fd00:c1::1/64");
+        assert_eq!(n.addr(), "fd00:c1::1".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(n.prefix_len(), 64);
+        assert_eq!(n.to_string(), "fd00:c1::1/64");
+        assert_eq!(n.trunc().to_string(), "fd00:c1::/64");
+        assert!(n.contains("fd00:c1::ffff:1".parse().unwrap()));
+        assert!(!n.contains("fd00:c2::1".parse().unwrap()));
+        // Printed the RFC 5952 way, whatever way it was written.
+        assert_eq!(
+            p::<Ipv6Net>("FD00:00C1:0:0::0001/64").to_string(),
+            "fd00:c1::1/64"
+        );
+        let all: Ipv6Net = p("::/0");
+        assert!(all.contains("ffff::1".parse().unwrap()));
+        let host: Ipv6Net = p("fd00::7/128");
+        assert_eq!(host.network(), host.addr());
+        assert!(Ipv6Net::new(Ipv6Addr::LOCALHOST, 129).is_none());
+        for s in [
+            "fd00::1",
+            "fd00::1/",
+            "fd00::1/129",
+            "fd00::1/0064",
+            "fd00::1/+8",
+            "/64",
+            "10.1.0.1/24",
+            "fd00:::1/64",
+        ] {
+            let e = s.parse::<Ipv6Net>().unwrap_err();
+            assert_eq!(e.kind(), ValueKind::Ipv6Net, "{s}");
+        }
+        for (ip, host) in [
+            ("fd00:c1::1", true),
+            ("2001:db8::1", true),
+            ("::", false),
+            ("::1", false),
+            ("ff02::1", false),
+            ("fe80::1", false),
+            ("febf::1", false),
+            ("::ffff:10.1.0.1", false),
+            ("::10.1.0.1", false),
+        ] {
+            assert_eq!(is_unicast_host_v6(ip.parse().unwrap()), host, "{ip}");
+        }
+    }
 
     #[test]
     fn ipv4_net() {

@@ -20,6 +20,10 @@ pub use serde_json::Value;
 /// Consumer VPC addresses (the demo's, kept identical so the tests exercise the contract).
 pub const CONSUMER_CLIENT: &str = "10.1.0.10";
 pub const CONSUMER_APPLIANCE: &str = "10.1.0.1";
+/// The appliance's IPv6 address in the consumer VPC (with [`Options::ipv6`]).
+pub const CONSUMER_APPLIANCE6: &str = "fd00:c1::1";
+/// The consumer namespace's IPv6 address (with [`Options::ipv6`]).
+pub const CONSUMER_CLIENT6: &str = "fd00:c1::10";
 pub const ENDPOINT_IP: &str = "10.1.0.100";
 /// Provider VPC addresses.
 pub const PROVIDER_APPLIANCE: &str = "10.2.0.1";
@@ -160,6 +164,10 @@ pub struct Options {
     /// Run the EAL on hugepages (256 MB of them) instead of `--no-huge`: DPDK's secondary
     /// processes (dpdk-dumpcap) can attach only then.
     pub hugepages: bool,
+    /// Give the consumer attachment [`CONSUMER_APPLIANCE6`] and the consumer namespace's
+    /// interface [`CONSUMER_CLIENT6`] (IPv6 stays off everywhere else: its router
+    /// solicitations and reports would be counted drops).
+    pub ipv6: bool,
 }
 
 impl Default for Options {
@@ -175,6 +183,7 @@ impl Default for Options {
             limits: String::new(),
             env: Vec::new(),
             hugepages: false,
+            ipv6: false,
             workers_extra: String::new(),
             port_mtu: [None, None],
             listener_extra: String::new(),
@@ -393,6 +402,7 @@ vpc_id = "vpc-0c0000000000000c1"
 account = "111111111111"
 port = "net_tap_{prefix}c"
 address = "{capp}/24"
+{address6}
 
 [[vpcs]]
 vpc_id = "vpc-0b0000000000000b1"
@@ -448,6 +458,11 @@ deregistration_delay = {dereg}
         pif = names.provider_if,
         dir = names.dir.display(),
         capp = CONSUMER_APPLIANCE,
+        address6 = if o.ipv6 {
+            format!("address6 = \"{CONSUMER_APPLIANCE6}/64\"")
+        } else {
+            String::new()
+        },
         papp = PROVIDER_APPLIANCE,
         est = o.tcp_established,
         workers_extra = o.workers_extra,
@@ -652,16 +667,21 @@ impl Topology {
             (&self.provider_if, &self.provider, TARGETS.to_vec()),
         ] {
             must(&["ip", "link", "set", ifname, "netns", &ns.name]);
+            let v6 = self.opts.ipv6 && *ifname == self.consumer_if;
             let _ = ns.exec(
                 &[
                     "sysctl",
                     "-qw",
-                    &format!("net.ipv6.conf.{ifname}.disable_ipv6=1"),
+                    &format!("net.ipv6.conf.{ifname}.disable_ipv6={}", u8::from(!v6)),
                 ],
                 Duration::from_secs(5),
             );
             for a in addrs {
                 ns.must(&["ip", "addr", "add", &format!("{a}/24"), "dev", ifname]);
+            }
+            if v6 {
+                let a = format!("{CONSUMER_CLIENT6}/64");
+                ns.must(&["ip", "-6", "addr", "add", &a, "dev", ifname, "nodad"]);
             }
             ns.must(&["ip", "link", "set", ifname, "up"]);
         }
@@ -709,6 +729,27 @@ impl Topology {
                 self.log()
             )
         })
+    }
+
+    /// Pings IPv6 `ip` from the consumer namespace; true when every echo was answered.
+    pub fn ping6(&self, ip: &str, count: u32) -> bool {
+        self.consumer
+            .exec(
+                &[
+                    "ping",
+                    "-6",
+                    "-c",
+                    &count.to_string(),
+                    "-i",
+                    "0.2",
+                    "-W",
+                    "1",
+                    ip,
+                ],
+                Duration::from_secs(10),
+            )
+            .status
+            .success()
     }
 
     /// Pings `ip` from the consumer namespace; true when every echo was answered.

@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use privlink_e2e::{Options, Topology, CONSUMER_APPLIANCE, ENDPOINT_IP, SNAT_IP};
+use privlink_e2e::{
+    Options, Topology, CONSUMER_APPLIANCE, CONSUMER_APPLIANCE6, ENDPOINT_IP, SNAT_IP,
+};
 
 const T: Duration = Duration::from_secs(60);
 
@@ -527,4 +529,44 @@ fn fragments_through(workers: u16) {
     // Still forwarding.
     let ok = t.client(&["udp", ENDPOINT_IP, "9000", "3"], T);
     assert_eq!(ok["ok"], 3, "{ok}");
+}
+
+/// The appliance's own IPv6 address in the consumer VPC: the kernel finds it by neighbour
+/// discovery and `ping -6` is answered, another address of the prefix is not; IPv4
+/// through the endpoint works beside it.
+#[test]
+fn the_own_ipv6_address_answers_neighbour_discovery_and_ping() {
+    let mut t = Topology::start(Options {
+        ipv6: true,
+        ..Options::default()
+    });
+    assert!(
+        t.ping6(CONSUMER_APPLIANCE6, 3),
+        "ping -6 to the appliance answers\n{}",
+        t.log()
+    );
+    let mac = t.appliance_mac();
+    let neigh = t
+        .consumer
+        .must(&["ip", "-6", "neigh", "show", CONSUMER_APPLIANCE6]);
+    assert!(
+        neigh.contains(&mac),
+        "the kernel learned the appliance's MAC by neighbour discovery: {neigh}"
+    );
+    assert!(
+        !t.ping6("fd00:c1::2", 1),
+        "no other address of the prefix answers"
+    );
+    let r = t.client(&["http-many", ENDPOINT_IP, "80", "5"], T);
+    assert_eq!(r["ok"], 5, "IPv4 through the endpoint beside it: {r}");
+    let s = t.stats();
+    assert!(Topology::counter(&s, "nd_replies") >= 1, "{s}");
+    assert!(Topology::counter(&s, "echo_replies") >= 3, "{s}");
+    assert!(
+        Topology::drops(&s, "nd_ignored") >= 1,
+        "the other address's solicitation: {s}"
+    );
+    assert_eq!(Topology::drops(&s, "unsupported_ethertype"), 0, "{s}");
+    let (clean, _) = t.stop();
+    assert!(clean, "privlinkd stops cleanly on SIGTERM");
 }

@@ -153,6 +153,9 @@ impl Ctx {
 pub enum Entry {
     Arp,
     Ipv4,
+    /// Addressed to us or to an IPv6 multicast group (33:33:…): neighbour discovery
+    /// goes to solicited-node groups.
+    Ipv6,
 }
 
 /// The L2 facts of a frame into `ctx`: which attachment, where L3 starts; and what it is. The checks
@@ -187,7 +190,8 @@ pub fn parse_l2(
     ctx.vlan = l2.vlan_id;
     match l2.ethertype {
         EtherType::ARP if for_us || dst_mac.is_broadcast() => Ok(Entry::Arp),
-        EtherType::ARP | EtherType::IPV4 if !for_us => Err(DropReason::NotForUs),
+        EtherType::IPV6 if for_us || dst_mac.0[..2] == [0x33, 0x33] => Ok(Entry::Ipv6),
+        EtherType::ARP | EtherType::IPV4 | EtherType::IPV6 if !for_us => Err(DropReason::NotForUs),
         EtherType::IPV4 => Ok(Entry::Ipv4),
         _ => Err(DropReason::UnsupportedEtherType),
     }

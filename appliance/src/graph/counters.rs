@@ -34,7 +34,7 @@ drop_reasons! {
     NotForUs => "not_for_us",
     /// The port/VLAN the frame came in on is not attached to a VPC.
     NoAttachment => "no_attachment",
-    /// An EtherType we do not handle (IPv6 comes later), or a stacked VLAN tag.
+    /// An EtherType we do not handle, or a stacked VLAN tag.
     UnsupportedEtherType => "unsupported_ethertype",
     /// A header is truncated or inconsistent (length fields, IHL, data offset), or the
     /// Ethernet source is a group or zero address.
@@ -75,6 +75,13 @@ drop_reasons! {
     MultiSegment => "multi_segment",
     /// ARP that is neither for one of our addresses nor a useful reply.
     ArpIgnored => "arp_ignored",
+    /// IPv6 that is not for the attachment's own IPv6 address, or is not ICMPv6 echo or
+    /// neighbour discovery (IPv6 is not forwarded yet), or on an attachment without one.
+    Ipv6NotServed => "ipv6_not_served",
+    /// A neighbour solicitation privlink does not answer: not for its own address, a
+    /// hop limit other than 255 (RFC 4861 §7.1.1), an address-detection probe sent
+    /// otherwise than the RFC says; and every advertisement (nothing is learned yet).
+    NdIgnored => "nd_ignored",
     /// ICMP we do not answer or translate, or traffic to the appliance's own address.
     IcmpUnsupported => "icmp_unsupported",
     /// A flow ended because what admitted it went away (endpoint rejected or deleted,
@@ -183,6 +190,8 @@ pub struct Counters {
     pub active_flows: u64,
     pub arp_replies: u64,
     pub arp_requests: u64,
+    /// Neighbour advertisements answering a solicitation for an own IPv6 address.
+    pub nd_replies: u64,
     pub echo_replies: u64,
     pub rst_sent: u64,
     pub icmp_errors_sent: u64,
@@ -261,6 +270,7 @@ impl Counters {
             self.active_flows,
             self.arp_replies,
             self.arp_requests,
+            self.nd_replies,
             self.echo_replies,
             self.rst_sent,
             self.icmp_errors_sent,
@@ -295,6 +305,7 @@ impl Counters {
             &mut self.active_flows,
             &mut self.arp_replies,
             &mut self.arp_requests,
+            &mut self.nd_replies,
             &mut self.echo_replies,
             &mut self.rst_sent,
             &mut self.icmp_errors_sent,
@@ -319,7 +330,7 @@ impl Counters {
     }
 }
 
-const SCALARS: usize = 29;
+const SCALARS: usize = 30;
 const SCALAR_NAMES: [&str; SCALARS] = [
     "rx_packets",
     "rx_bytes",
@@ -330,6 +341,7 @@ const SCALAR_NAMES: [&str; SCALARS] = [
     "active_flows",
     "arp_replies",
     "arp_requests",
+    "nd_replies",
     "echo_replies",
     "rst_sent",
     "icmp_errors_sent",

@@ -24,6 +24,8 @@ pub const CHUNK: usize = 32;
 pub(super) enum Next {
     /// ARP for the attachment: learn, answer.
     Arp,
+    /// IPv6 on the attachment: neighbour discovery and echo for its own IPv6 address.
+    Ipv6,
     /// ICMP to an endpoint or SNAT address: echo goes to [`Next::Local`], errors about
     /// flows are translated.
     Icmp,
@@ -64,6 +66,7 @@ impl Next {
     pub(super) fn node(self) -> Pending {
         match self {
             Next::Arp => ARP,
+            Next::Ipv6 => IPV6,
             Next::Icmp => ICMP,
             Next::Local | Next::Closed(_) => LOCAL,
             Next::Fragment => FRAGMENT,
@@ -79,7 +82,7 @@ impl Next {
 /// The nodes some packet of the pass may still wait for, one bit each: a node nobody
 /// waits for costs nothing. Set by the input node per packet, and for what a node can
 /// lead to once it ran.
-pub(super) type Pending = u8;
+pub(super) type Pending = u16;
 const ARP: Pending = 1;
 const ICMP: Pending = 2;
 const LOCAL: Pending = 4;
@@ -88,6 +91,7 @@ const REVERSE: Pending = 16;
 const REWRITE: Pending = 32;
 const OUT: Pending = 64;
 const FRAGMENT: Pending = 128;
+const IPV6: Pending = 256;
 
 impl From<Result<Next, DropReason>> for Next {
     #[inline]
@@ -250,6 +254,13 @@ impl<F: Frame> Pipeline<F> {
                 }
             }
         }
+        if pending & IPV6 != 0 {
+            for i in 0..frames.len() {
+                if matches!(next[i], Next::Ipv6) {
+                    next[i] = self.ipv6(snap, &mut frames[i], &ctx[i]).into();
+                }
+            }
+        }
         if pending & ICMP != 0 {
             for i in 0..frames.len() {
                 if matches!(next[i], Next::Icmp) {
@@ -364,8 +375,10 @@ impl<F: Frame> Pipeline<F> {
             return Err(DropReason::MultiSegment);
         }
         let entry = context::parse_l2(snap, in_port, frame.bytes(), ctx)?;
-        if entry == Entry::Arp {
-            return Ok(Next::Arp);
+        match entry {
+            Entry::Arp => return Ok(Next::Arp),
+            Entry::Ipv6 => return Ok(Next::Ipv6),
+            Entry::Ipv4 => {}
         }
         if !self.active {
             return Err(DropReason::Standby);

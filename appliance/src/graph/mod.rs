@@ -357,6 +357,7 @@ mod fragment;
 pub mod frame;
 mod ha;
 mod icmp_error;
+mod ipv6;
 mod l2;
 mod local;
 mod originate;

@@ -2783,3 +2783,4 @@ mod flowlog;
 mod fragments;
 mod ha;
 mod health;
+mod ipv6;

@@ -52,6 +52,8 @@ pub struct AttachmentView {
     pub mac: [u8; 6],
     /// The appliance's own address here (host byte order).
     pub ip: u32,
+    /// The appliance's own IPv6 address here, if the VPC has one.
+    pub ip6: Option<u128>,
     pub mask: u32,
     pub gateway: Option<u32>,
     pub static_neighbours: Vec<(u32, [u8; 6])>,

@@ -81,6 +81,7 @@ fn expected_default() -> Config {
                 gateway: None,
                 static_neighbours: vec![],
                 mss_clamp: None,
+                address6: None,
             },
             VpcAttachment {
                 vpc_id: p("vpc-0b0000000000000b1"),
@@ -91,6 +92,7 @@ fn expected_default() -> Config {
                 gateway: None,
                 static_neighbours: vec![],
                 mss_clamp: None,
+                address6: None,
             },
         ],
         accounts: vec![

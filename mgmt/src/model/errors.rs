@@ -9,7 +9,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use super::objects::{Principal, Protocol, MSS_CLAMP_RANGE};
 use crate::ids::{AccountId, EndpointId, SecurityGroupId, ServiceId, VpcId};
-use crate::net::{Ipv4Net, MacAddr};
+use crate::net::{Ipv4Net, Ipv6Net, MacAddr};
 
 /// Where in a document a problem is: `vpcs[1].address`, `services[0].listeners[1].port`.
 ///
@@ -568,6 +568,19 @@ pub enum ModelError {
         /// Where it appeared first in the same list.
         first: KeyPath,
     },
+    /// `<object>: IPv6 address fd00::/64 <problem>` (the prefix length out of 8..=128,
+    /// an address that cannot be one interface's, or the prefix's own first address).
+    /// Code `InvalidParameterValue`.
+    BadIpv6Address {
+        /// Where.
+        at: KeyPath,
+        /// About what.
+        object: Object,
+        /// The address given.
+        address: Ipv6Net,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
     /// `<object>: invalid policy document: <reason>`. Code `InvalidPolicyDocument`.
     InvalidPolicy {
         /// Where.
@@ -609,6 +622,7 @@ impl ModelError {
             | Self::TimeoutNotBelowInterval { at, .. }
             | Self::InvalidHealthCheckPath { at, .. }
             | Self::DuplicatePrincipal { at, .. }
+            | Self::BadIpv6Address { at, .. }
             | Self::InvalidPolicy { at, .. } => at,
         }
     }
@@ -642,6 +656,7 @@ impl ModelError {
             | Self::TimeoutNotBelowInterval { object, .. }
             | Self::InvalidHealthCheckPath { object, .. }
             | Self::DuplicatePrincipal { object, .. }
+            | Self::BadIpv6Address { object, .. }
             | Self::InvalidPolicy { object, .. } => *object,
         }
     }
@@ -680,6 +695,7 @@ impl ModelError {
             | Self::SettingOutOfRange { .. }
             | Self::TimeoutNotBelowInterval { .. }
             | Self::InvalidHealthCheckPath { .. }
+            | Self::BadIpv6Address { .. }
             | Self::DuplicatePrincipal { .. } => "InvalidParameterValue",
         }
     }
@@ -752,6 +768,9 @@ impl fmt::Display for ModelError {
                 MSS_CLAMP_RANGE.start(),
                 MSS_CLAMP_RANGE.end()
             ),
+            Self::BadIpv6Address {
+                address, problem, ..
+            } => write!(f, "IPv6 address {address} {problem}"),
             Self::PrefixTooLong { address, .. } => write!(
                 f,
                 "address {address} leaves no room for endpoints \

@@ -14,7 +14,7 @@ use crate::ids::{
     serde_as_string, service_name, AccountId, EndpointId, ParseError, SecurityGroupId, ServiceId,
     ValueKind, VpcId,
 };
-use crate::net::{Ipv4Net, MacAddr};
+use crate::net::{Ipv4Net, Ipv6Net, MacAddr};
 
 // ---------------------------------------------------------------------------------------
 // Enumerations
@@ -755,6 +755,10 @@ pub struct VpcAttachment {
     pub vlan: Option<u16>,
     /// The appliance's own address in the VPC and the prefix it is on.
     pub address: Ipv4Net,
+    /// The appliance's own IPv6 address in the VPC and its prefix, if the VPC has one:
+    /// the appliance answers neighbour solicitations and echo requests for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address6: Option<Ipv6Net>,
     /// The next hop for targets outside the prefix; inside the prefix. Without one, every
     /// target must be on-link.
     #[serde(default, skip_serializing_if = "Option::is_none")]

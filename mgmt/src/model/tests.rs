@@ -16,6 +16,7 @@ fn attachment(vpc: &str, account: &str, port: &str, address: &str) -> VpcAttachm
         gateway: None,
         static_neighbours: vec![],
         mss_clamp: None,
+        address6: None,
     }
 }
 
@@ -1233,4 +1234,42 @@ fn a_copy_into_an_old_state_is_the_state() {
     spare.clone_from(&source);
     assert_eq!(spare, source);
     assert_eq!(source.clone(), source);
+}
+
+#[test]
+fn an_attachment_ipv6_address_must_be_one_interfaces() {
+    let mut atts = attachments();
+    atts[0].address6 = Some(p("fd00:c1::1/64"));
+    validate_attachments(&atts).unwrap();
+    state().validate(&atts).unwrap();
+    for (given, problem) in [
+        (
+            "ff02::1/64",
+            "is not a global or unique-local unicast address",
+        ),
+        (
+            "fe80::1/64",
+            "is not a global or unique-local unicast address",
+        ),
+        (
+            "::ffff:10.1.0.1/96",
+            "is not a global or unique-local unicast address",
+        ),
+        (
+            "fd00:c1::/64",
+            "is its prefix's subnet-router anycast address (all host bits zero)",
+        ),
+        ("fd00::1/4", "has a prefix length out of 8..=128"),
+    ] {
+        atts[0].address6 = Some(p(given));
+        expect_attachments(
+            &atts,
+            "vpcs[0].address6",
+            &format!("vpc attachment {CONSUMER}: IPv6 address {given} {problem}"),
+            "InvalidParameterValue",
+        );
+    }
+    // The one host of a /128 is its own prefix: that is no anycast address.
+    atts[0].address6 = Some(p("fd00:c1::1/128"));
+    validate_attachments(&atts).unwrap();
 }

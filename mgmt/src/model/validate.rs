@@ -113,6 +113,25 @@ pub fn validate_attachments(attachments: &[VpcAttachment]) -> Result<(), ModelEr
             }
         }
 
+        if let Some(net) = att.address6 {
+            let problem = if !(8..=128).contains(&net.prefix_len()) {
+                Some("has a prefix length out of 8..=128")
+            } else if !crate::net::is_unicast_host_v6(net.addr()) {
+                Some("is not a global or unique-local unicast address")
+            } else if net.prefix_len() < 128 && net.addr() == net.network() {
+                Some("is its prefix's subnet-router anycast address (all host bits zero)")
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                return Err(ModelError::BadIpv6Address {
+                    at: at.key("address6"),
+                    object,
+                    address: net,
+                    problem,
+                });
+            }
+        }
         let address_at = at.key("address");
         if att.address.prefix_len() > 30 {
             return Err(ModelError::PrefixTooLong {

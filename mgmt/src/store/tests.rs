@@ -53,6 +53,7 @@ fn config() -> Config {
             mac: "02:00:00:00:00:03".parse().unwrap(),
         }],
         mss_clamp: None,
+        address6: None,
     });
     c.validate().unwrap();
     c

@@ -71,6 +71,7 @@ pub fn config(dir: &std::path::Path) -> Config {
         gateway: None,
         static_neighbours: vec![],
         mss_clamp: None,
+        address6: None,
     });
     c.tables.maglev_size = 7;
     c.quotas.endpoints_per_vpc = 6;

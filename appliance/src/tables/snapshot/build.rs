@@ -467,6 +467,7 @@ impl Build<'_> {
                 vlan: a.vlan,
                 mac: self.port_macs.get(port).copied().unwrap_or([0; 6]),
                 ip: ip_u32(a.address.addr()),
+                ip6: a.address6.map(|n| u128::from(n.addr())),
                 mask: mask(a.address.prefix_len()),
                 gateway: a.gateway.map(ip_u32),
                 static_neighbours: a

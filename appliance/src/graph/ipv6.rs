@@ -1,0 +1,137 @@
+//! The IPv6 node: the attachment's own IPv6 address answers neighbour solicitations and
+//! echo requests, as its IPv4 address answers ARP and ping. Nothing else of IPv6 is served
+//! yet (endpoints, NAT66 and NAT64 come with issue 15's model): it is dropped and counted,
+//! never mistaken for IPv4.
+
+use super::context::Ctx;
+use super::dispatch::Next;
+use super::*;
+use crate::wire::icmpv6::{self, Icmpv6Packet, Icmpv6Type, NdiscRepr};
+use crate::wire::ipv6::{self as ip6, next_header, Ipv6Packet};
+
+/// All nodes on the link (ff02::1): where an answer to an address-detection probe goes.
+const ALL_NODES: u128 = 0xff02_0000_0000_0000_0000_0000_0000_0001;
+
+/// The hop limit of neighbour discovery, sent and required (RFC 4861 §7.1): a message
+/// with any other came from beyond the link.
+const ND_HOP_LIMIT: u8 = 255;
+
+/// The hop limit of echo replies (the kernel's default).
+const HOP_LIMIT: u8 = 64;
+
+impl<F: Frame> Pipeline<F> {
+    /// IPv6 received on the attachment of `ctx`.
+    pub(super) fn ipv6(
+        &mut self,
+        snap: &Snapshot,
+        frame: &mut F,
+        ctx: &Ctx,
+    ) -> Result<Next, DropReason> {
+        let att = snap.attachment(ctx.att).ok_or(DropReason::NoAttachment)?;
+        let own = att.ip6.ok_or(DropReason::Ipv6NotServed)?;
+        let l3 = ctx.l3;
+        let bytes = frame.bytes().get(l3..).ok_or(DropReason::Malformed)?;
+        let ip = Ipv6Packet::new_checked(bytes).map_err(|_| DropReason::Malformed)?;
+        let (src, dst, hop) = (ip.src_addr_u128(), ip.dst_addr_u128(), ip.hop_limit());
+        let total = ip.total_len();
+        let ext = ip6::walk_extensions(ip.next_header(), ip.payload()).map_err(|e| match e {
+            crate::wire::Error::Unsupported => DropReason::Ipv6NotServed,
+            _ => DropReason::Malformed,
+        })?;
+        if ext.protocol != next_header::ICMPV6 || ext.fragment.is_some() {
+            return Err(DropReason::Ipv6NotServed);
+        }
+        let at = ip6::HEADER_LEN + ext.l4_at;
+        let msg = bytes.get(at..total).ok_or(DropReason::Malformed)?;
+        let icmp = Icmpv6Packet::new_checked(msg).map_err(|_| DropReason::Malformed)?;
+        if !icmp.verify_checksum(src, dst) {
+            return Err(DropReason::BadChecksum);
+        }
+        match icmp.msg_type() {
+            Icmpv6Type::NEIGHBOR_SOLICIT => {
+                let Ok(NdiscRepr::Solicit {
+                    target,
+                    source_lladdr,
+                }) = NdiscRepr::parse(&icmp)
+                else {
+                    return Err(DropReason::NdIgnored);
+                };
+                let group = icmpv6::solicited_node(own);
+                // Address detection comes from :: to the solicited-node group, with no
+                // link-layer address to answer to (RFC 4861 §7.1.1).
+                let probe = src == 0;
+                let sane = hop == ND_HOP_LIMIT
+                    && target == own
+                    && (dst == own || dst == group)
+                    && (!probe || (dst == group && source_lladdr.is_none()));
+                if !sane || !self.active {
+                    return Err(DropReason::NdIgnored);
+                }
+                let sender = EthernetFrame::new_unchecked(frame.bytes()).src_addr();
+                let (to, mac) = if probe {
+                    (ALL_NODES, icmpv6::multicast_mac(ALL_NODES))
+                } else {
+                    (src, source_lladdr.unwrap_or(sender))
+                };
+                let advert = NdiscRepr::Advert {
+                    router: false,
+                    solicited: !probe,
+                    override_: true,
+                    target: own,
+                    target_lladdr: Some(EthernetAddress(att.mac)),
+                };
+                let end = l3 + ip6::HEADER_LEN + icmpv6::ND_WITH_LLADDR_LEN;
+                if !frame.set_len(end) {
+                    return Err(DropReason::Malformed);
+                }
+                let out = frame.bytes_mut();
+                let len = advert
+                    .emit(&mut out[l3 + ip6::HEADER_LEN..end], own, to)
+                    .map_err(|_| DropReason::Malformed)?;
+                write_header(&mut out[l3..], own, to, len, ND_HOP_LIMIT);
+                l2::set_addresses(out, mac, att.mac);
+                self.counters.nd_replies += 1;
+                Ok(Next::Tx(att.port))
+            }
+            Icmpv6Type::NEIGHBOR_ADVERT => Err(DropReason::NdIgnored),
+            // Never an answer to a group or to nobody.
+            Icmpv6Type::ECHO_REQUEST if src == 0 || src >> 120 == 0xff => {
+                Err(DropReason::Ipv6NotServed)
+            }
+            Icmpv6Type::ECHO_REQUEST if dst == own && icmp.code() == 0 => {
+                if !self.active {
+                    return Err(DropReason::Standby);
+                }
+                // The reply carries the request's message, without what came before it
+                // (extension headers) or after it (Ethernet padding).
+                let len = msg.len();
+                let out = frame.bytes_mut();
+                out.copy_within(l3 + at..l3 + total, l3 + ip6::HEADER_LEN);
+                let end = l3 + ip6::HEADER_LEN + len;
+                let reply = &mut out[l3 + ip6::HEADER_LEN..end];
+                let mut m = Icmpv6Packet::new_unchecked(reply);
+                m.make_echo_reply();
+                m.fill_checksum(own, src);
+                write_header(&mut out[l3..], own, src, len, HOP_LIMIT);
+                l2::reply_l2(out, att.mac);
+                if !frame.set_len(end) || !pad_frame(frame, l3 > ethernet::HEADER_LEN) {
+                    return Err(DropReason::Malformed);
+                }
+                self.counters.echo_replies += 1;
+                Ok(Next::Tx(att.port))
+            }
+            _ => Err(DropReason::Ipv6NotServed),
+        }
+    }
+}
+
+/// A fixed IPv6 header with nothing after it but an ICMPv6 message of `len` bytes.
+fn write_header(l3: &mut [u8], src: u128, dst: u128, len: usize, hop_limit: u8) {
+    let mut ip = Ipv6Packet::new_unchecked(&mut l3[..ip6::HEADER_LEN]);
+    ip.set_version_class_label(0, 0);
+    ip.set_payload_len(u16::try_from(len).unwrap_or(u16::MAX));
+    ip.set_next_header(next_header::ICMPV6);
+    ip.set_hop_limit(hop_limit);
+    ip.set_src_addr_u128(src);
+    ip.set_dst_addr_u128(dst);
+}
