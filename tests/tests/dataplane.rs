@@ -560,7 +560,7 @@ fn the_own_ipv6_address_answers_neighbour_discovery_and_ping() {
     let r = t.client(&["http-many", ENDPOINT_IP, "80", "5"], T);
     assert_eq!(r["ok"], 5, "IPv4 through the endpoint beside it: {r}");
     let s = t.stats();
-    assert!(Topology::counter(&s, "nd_replies") >= 1, "{s}");
+    assert!(Topology::counter(&s, "nd_advertisements") >= 1, "{s}");
     assert!(Topology::counter(&s, "echo_replies") >= 3, "{s}");
     assert!(
         Topology::drops(&s, "nd_ignored") >= 1,

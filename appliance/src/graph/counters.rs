@@ -190,8 +190,9 @@ pub struct Counters {
     pub active_flows: u64,
     pub arp_replies: u64,
     pub arp_requests: u64,
-    /// Neighbour advertisements answering a solicitation for an own IPv6 address.
-    pub nd_replies: u64,
+    /// Neighbour advertisements of an own IPv6 address: answers to solicitations, and
+    /// the unsolicited ones worker 0 sends when it starts.
+    pub nd_advertisements: u64,
     pub echo_replies: u64,
     pub rst_sent: u64,
     pub icmp_errors_sent: u64,
@@ -270,7 +271,7 @@ impl Counters {
             self.active_flows,
             self.arp_replies,
             self.arp_requests,
-            self.nd_replies,
+            self.nd_advertisements,
             self.echo_replies,
             self.rst_sent,
             self.icmp_errors_sent,
@@ -305,7 +306,7 @@ impl Counters {
             &mut self.active_flows,
             &mut self.arp_replies,
             &mut self.arp_requests,
-            &mut self.nd_replies,
+            &mut self.nd_advertisements,
             &mut self.echo_replies,
             &mut self.rst_sent,
             &mut self.icmp_errors_sent,
@@ -341,7 +342,7 @@ const SCALAR_NAMES: [&str; SCALARS] = [
     "active_flows",
     "arp_replies",
     "arp_requests",
-    "nd_replies",
+    "nd_advertisements",
     "echo_replies",
     "rst_sent",
     "icmp_errors_sent",

@@ -10,11 +10,11 @@ use crate::wire::icmpv6::{self, Icmpv6Packet, Icmpv6Type, NdiscRepr};
 use crate::wire::ipv6::{self as ip6, next_header, Ipv6Packet};
 
 /// All nodes on the link (ff02::1): where an answer to an address-detection probe goes.
-const ALL_NODES: u128 = 0xff02_0000_0000_0000_0000_0000_0000_0001;
+pub(super) const ALL_NODES: u128 = 0xff02_0000_0000_0000_0000_0000_0000_0001;
 
 /// The hop limit of neighbour discovery, sent and required (RFC 4861 §7.1): a message
 /// with any other came from beyond the link.
-const ND_HOP_LIMIT: u8 = 255;
+pub(super) const ND_HOP_LIMIT: u8 = 255;
 
 /// The hop limit of echo replies (the kernel's default).
 const HOP_LIMIT: u8 = 64;
@@ -90,7 +90,7 @@ impl<F: Frame> Pipeline<F> {
                     .map_err(|_| DropReason::Malformed)?;
                 write_header(&mut out[l3..], own, to, len, ND_HOP_LIMIT);
                 l2::set_addresses(out, mac, att.mac);
-                self.counters.nd_replies += 1;
+                self.counters.nd_advertisements += 1;
                 Ok(Next::Tx(att.port))
             }
             Icmpv6Type::NEIGHBOR_ADVERT => Err(DropReason::NdIgnored),
@@ -126,7 +126,7 @@ impl<F: Frame> Pipeline<F> {
 }
 
 /// A fixed IPv6 header with nothing after it but an ICMPv6 message of `len` bytes.
-fn write_header(l3: &mut [u8], src: u128, dst: u128, len: usize, hop_limit: u8) {
+pub(super) fn write_header(l3: &mut [u8], src: u128, dst: u128, len: usize, hop_limit: u8) {
     let mut ip = Ipv6Packet::new_unchecked(&mut l3[..ip6::HEADER_LEN]);
     ip.set_version_class_label(0, 0);
     ip.set_payload_len(u16::try_from(len).unwrap_or(u16::MAX));

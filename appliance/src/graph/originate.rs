@@ -36,6 +36,46 @@ impl<F: Frame> Pipeline<F> {
         self.arp_frame(att, op, (mac, ip), ip, EthernetAddress::BROADCAST);
     }
 
+    /// An unsolicited neighbour advertisement of `ip6` (the attachment's own IPv6 address)
+    /// to all nodes, overriding what caches hold (RFC 4861 §7.2.6).
+    pub(super) fn send_unsolicited_advert(&mut self, att: &AttachmentView, ip6: u128) {
+        use super::ipv6::{write_header, ALL_NODES, ND_HOP_LIMIT};
+        use crate::wire::icmpv6::{self, NdiscRepr};
+        use crate::wire::ipv6;
+        let Some(mut f) = (self.alloc)() else {
+            self.counters.drop(DropReason::NoMbuf);
+            return;
+        };
+        let l2_len = ethernet::HEADER_LEN + if att.vlan.is_some() { vlan::TAG_LEN } else { 0 };
+        let l4 = l2_len + ipv6::HEADER_LEN;
+        let end = l4 + icmpv6::ND_WITH_LLADDR_LEN;
+        if !f.set_len(end) {
+            self.counters.drop(DropReason::NoMbuf);
+            return;
+        }
+        let bytes = f.bytes_mut();
+        write_l2(
+            bytes,
+            att,
+            icmpv6::multicast_mac(ALL_NODES),
+            EtherType::IPV6,
+        );
+        let advert = NdiscRepr::Advert {
+            router: false,
+            solicited: false,
+            override_: true,
+            target: ip6,
+            target_lladdr: Some(EthernetAddress(att.mac)),
+        };
+        let Ok(len) = advert.emit(&mut bytes[l4..end], ip6, ALL_NODES) else {
+            self.counters.drop(DropReason::NoMbuf);
+            return;
+        };
+        write_header(&mut bytes[l2_len..], ip6, ALL_NODES, len, ND_HOP_LIMIT);
+        self.counters.nd_advertisements += 1;
+        self.emitted.push((att.port, f));
+    }
+
     fn arp_frame(
         &mut self,
         att: &AttachmentView,

@@ -202,6 +202,15 @@ impl<F: Frame> Pipeline<F> {
         }
         self.announce_next = end;
         if end == list.len() {
+            if self.announced_generation == 0 {
+                // The attachments' own IPv6 addresses appear once, at the start (a
+                // configuration change that adds one is a restart).
+                for a in &snap.attachments {
+                    if let Some(ip6) = a.ip6 {
+                        self.send_unsolicited_advert(a, ip6);
+                    }
+                }
+            }
             self.announced_generation = snap.generation;
         }
     }

@@ -315,7 +315,7 @@ fn through_workers(
 }
 
 #[test]
-fn fragments_spread_over_workers_meet_on_one_and_replies_reach_the_ports_owner() {
+fn fragments_spread_over_workers_meet_on_one_and_advertisements_reach_the_ports_owner() {
     let config = Config::embedded_default();
     let (p0, snap) = pipeline(&config, 2, 0);
     let (p1, _) = pipeline(&config, 2, 1);

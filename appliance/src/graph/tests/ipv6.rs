@@ -98,7 +98,7 @@ fn a_solicitation_for_the_own_address_is_advertised_back() {
             target_lladdr: Some(EthernetAddress(MAC_C)),
         }
     );
-    assert_eq!(p.counters().nd_replies, 1);
+    assert_eq!(p.counters().nd_advertisements, 1);
 
     // Address detection: from ::, no link-layer option; the answer goes to all nodes.
     let dad = frame6(
@@ -189,7 +189,7 @@ fn solicitations_that_are_not_ours_or_not_from_the_link_are_ignored() {
     bad[last] ^= 1;
     p.process(&snap, CONSUMER_PORT, VecFrame::new(&bad), 0);
     assert_eq!(p.counters().dropped(DropReason::BadChecksum), 1);
-    assert_eq!(p.counters().nd_replies, 0);
+    assert_eq!(p.counters().nd_advertisements, 0);
 }
 
 #[test]
@@ -280,4 +280,55 @@ fn cut_and_damaged_ipv6_never_panics() {
             }
         }
     }
+}
+
+/// Worker 0 advertises the own IPv6 address to all nodes once, at its first snapshot,
+/// beside the gratuitous ARPs; a later snapshot does not repeat it.
+#[test]
+fn the_own_address_is_advertised_unsolicited_at_the_start() {
+    let mut config = Config::embedded_default();
+    config.vpcs[0].address6 = Some(format!("{OWN}/64").parse().unwrap());
+    let snap = snapshot(&config);
+    let settings = crate::daemon::pipeline_settings(&config, 1);
+    let mut p: Pipeline<VecFrame> =
+        Pipeline::new(0, settings, Box::new(|| Some(VecFrame::new(&[]))), &snap);
+    p.poll(&snap, 0);
+    let sent: Vec<(u16, VecFrame)> = p.drain_emitted().collect();
+    let adverts: Vec<&(u16, VecFrame)> = sent
+        .iter()
+        .filter(|(_, f)| f.bytes()[12..14] == [0x86, 0xdd])
+        .collect();
+    assert_eq!(
+        adverts.len(),
+        1,
+        "one advertisement among {} frames",
+        sent.len()
+    );
+    let (port, f) = adverts[0];
+    assert_eq!(*port, CONSUMER_PORT);
+    assert_eq!(
+        (&f.bytes()[..6], &f.bytes()[6..12]),
+        (&[0x33, 0x33, 0, 0, 0, 1][..], &MAC_C[..])
+    );
+    let (src, dst, hop, msg) = reply_of(f.bytes());
+    assert_eq!((src, dst, hop), (a(OWN), a("ff02::1"), 255));
+    assert_eq!(
+        NdiscRepr::parse(&Icmpv6Packet::new_checked(&msg[..]).unwrap()).unwrap(),
+        NdiscRepr::Advert {
+            router: false,
+            solicited: false,
+            override_: true,
+            target: a(OWN),
+            target_lladdr: Some(EthernetAddress(MAC_C)),
+        }
+    );
+    assert_eq!(p.counters().nd_advertisements, 1);
+    // The next version (nothing new in it) announces nothing again.
+    let mut next = snapshot(&config);
+    next.generation = 2;
+    next.announce.clear();
+    p.on_snapshot(&next);
+    p.poll(&next, 10);
+    assert_eq!(p.drain_emitted().count(), 0);
+    assert_eq!(p.counters().nd_advertisements, 1);
 }
