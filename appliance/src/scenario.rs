@@ -127,6 +127,7 @@ vpc_id = "vpc-0c0000000000000c1"
 account = "111111111111"
 port = "net_tap0"
 address = "10.1.0.1/24"
+address6 = "fd00:c1::1/64"
 [[vpcs]]
 vpc_id = "vpc-0b0000000000000b1"
 account = "222222222222"

@@ -35,7 +35,9 @@ const STRICT: Strict = Strict {
 
 thread_local! {
     static WORLD: RefCell<World> = RefCell::new({
-        let config = Config::embedded_default();
+        let mut config = Config::embedded_default();
+        // The consumer attachment speaks IPv6 too: the IPv6 node is reached.
+        config.vpcs[0].address6 = Some("fd00:c1::1/64".parse().expect("an IPv6 prefix"));
         let snap = Snapshot::build(
             1,
             &config,

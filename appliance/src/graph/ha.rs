@@ -168,6 +168,9 @@ impl<F: Frame> Pipeline<F> {
                         EthernetAddress::BROADCAST,
                         now_ms,
                     );
+                    if let Some(ip6) = a.ip6 {
+                        self.send_unsolicited_advert(a, ip6);
+                    }
                 }
             }
         }

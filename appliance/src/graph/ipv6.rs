@@ -60,7 +60,9 @@ impl<F: Frame> Pipeline<F> {
                 // Address detection comes from :: to the solicited-node group, with no
                 // link-layer address to answer to (RFC 4861 §7.1.1).
                 let probe = src == 0;
+                // A group is never a source (RFC 4291 §2.7): there is nobody to answer.
                 let sane = hop == ND_HOP_LIMIT
+                    && !is_multicast(src)
                     && target == own
                     && (dst == own || dst == group)
                     && (!probe || (dst == group && source_lladdr.is_none()));
@@ -95,7 +97,7 @@ impl<F: Frame> Pipeline<F> {
             }
             Icmpv6Type::NEIGHBOR_ADVERT => Err(DropReason::NdIgnored),
             // Never an answer to a group or to nobody.
-            Icmpv6Type::ECHO_REQUEST if src == 0 || src >> 120 == 0xff => {
+            Icmpv6Type::ECHO_REQUEST if src == 0 || is_multicast(src) => {
                 Err(DropReason::Ipv6NotServed)
             }
             Icmpv6Type::ECHO_REQUEST if dst == own && icmp.code() == 0 => {
@@ -123,6 +125,11 @@ impl<F: Frame> Pipeline<F> {
             _ => Err(DropReason::Ipv6NotServed),
         }
     }
+}
+
+#[inline]
+fn is_multicast(a: u128) -> bool {
+    a >> 120 == 0xff
 }
 
 /// A fixed IPv6 header with nothing after it but an ICMPv6 message of `len` bytes.

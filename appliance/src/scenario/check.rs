@@ -6,7 +6,9 @@ use crate::tables::snapshot::Snapshot;
 use crate::wire::arp::ArpPacket;
 use crate::wire::ethernet::{EtherType, EthernetFrame};
 use crate::wire::icmpv4::Icmpv4Packet;
+use crate::wire::icmpv6::{Icmpv6Packet, Icmpv6Type};
 use crate::wire::ipv4::Ipv4Packet;
+use crate::wire::ipv6::Ipv6Packet;
 use crate::wire::tcp::TcpPacket;
 use crate::wire::udp::UdpPacket;
 use crate::wire::vlan;
@@ -133,6 +135,39 @@ pub fn check_leaving(snap: &Snapshot, owned: &[Vec<u32>], strict: Strict, port: 
                 _ => true,
             };
             assert!(ok, "a packet left with a wrong L4 checksum: {}", hex());
+        }
+        EtherType::IPV6 => {
+            // Only the attachment's own address speaks IPv6 yet: neighbour advertisements
+            // and echo replies, checksummed, from it.
+            let ip = Ipv6Packet::new_checked(l3)
+                .unwrap_or_else(|e| panic!("unreadable IPv6 left ({e}): {}", hex()));
+            let own = snap.attachment(att).and_then(|a| a.ip6);
+            let (s, d) = (ip.src_addr_u128(), ip.dst_addr_u128());
+            assert_eq!(Some(s), own, "IPv6 from an address not ours: {}", hex());
+            assert_eq!(
+                ip.next_header(),
+                58,
+                "IPv6 other than ICMPv6 left: {}",
+                hex()
+            );
+            let m = Icmpv6Packet::new_checked(ip.payload())
+                .unwrap_or_else(|e| panic!("unreadable ICMPv6 left ({e}): {}", hex()));
+            assert!(m.verify_checksum(s, d), "ICMPv6 checksum: {}", hex());
+            let t = m.msg_type();
+            assert!(
+                t == Icmpv6Type::ECHO_REPLY
+                    || (t == Icmpv6Type::NEIGHBOR_ADVERT && ip.hop_limit() == 255),
+                "ICMPv6 {t:?} left: {}",
+                hex()
+            );
+            let group = d >> 120 == 0xff;
+            assert_eq!(
+                eth.dst_addr().0[..2] == [0x33, 0x33],
+                group,
+                "IPv6 to {d:#x} left for MAC {}: {}",
+                eth.dst_addr(),
+                hex()
+            );
         }
         other => panic!("a frame of EtherType {:#06x} left: {}", other.0, hex()),
     }

@@ -213,3 +213,27 @@ fn stepping_down_hands_every_address_over_to_the_peers_mac() {
         "{named:?}"
     );
 }
+
+/// The active node keeps the own IPv6 address pointed at itself as it does the IPv4 one:
+/// an unsolicited advertisement with each periodic announcement; a standby sends none and
+/// answers no solicitation.
+#[test]
+fn the_active_advertises_its_own_ipv6_address_with_each_announcement() {
+    let mut config = Config::embedded_default();
+    config.vpcs[0].address6 = Some("fd00:c1::1/64".parse().unwrap());
+    let (mut p, snap, q) = node(&config);
+    p.poll(&snap, 0);
+    assert_eq!(p.drain_emitted().count(), 0, "a standby announces nothing");
+    let adverts = |p: &mut Pipeline<VecFrame>| {
+        p.drain_emitted()
+            .filter(|(_, f)| f.bytes()[12..14] == [0x86, 0xdd] && f.bytes()[54] == 136)
+            .count()
+    };
+    q.shared.role.store(ACTIVE, Ordering::Release);
+    p.poll(&snap, 1);
+    assert!(adverts(&mut p) >= 1, "advertised on becoming active");
+    let before = p.counters().nd_advertisements;
+    p.poll(&snap, 150);
+    assert_eq!(adverts(&mut p), 1, "again at the next announcement");
+    assert_eq!(p.counters().nd_advertisements, before + 1);
+}

@@ -153,6 +153,15 @@ fn solicitations_that_are_not_ours_or_not_from_the_link_are_ignored() {
             255,
             solicit(own, Some(CLIENT_MAC)),
         ),
+        // From a group address: nobody to answer (the fuzzer's find: the answer went to
+        // ffff:: with the sender's unicast MAC).
+        frame6(
+            group_mac(group),
+            a("ffff::"),
+            group,
+            255,
+            solicit(own, None),
+        ),
         // An advertisement: nothing is learned yet.
         {
             let mut m = vec![0u8; 32];
