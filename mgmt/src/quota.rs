@@ -123,7 +123,13 @@ impl Quota {
         count: impl Fn(&State) -> Counts<K>,
         describe: impl FnOnce(&K) -> (String, KeyPath),
     ) -> Result<(), QuotaError> {
-        let (now, was) = (count(next), count(before));
+        let now = count(next);
+        // Nothing over the limit (every request but a refused one): `before` need not be
+        // counted at all.
+        if now.0.values().all(|&n| n <= self.limit) {
+            return Ok(());
+        }
+        let was = count(before);
         let grown = now
             .0
             .iter()
