@@ -5,7 +5,8 @@
 //! would cost (encode). The figures of BENCHMARKS.md "A change costs what it changes".
 //!
 //! `cargo run --release -p appliance --example change_cost -- [ENDPOINTS] [CHANGES]`
-//! (default 100000 3; a third argument `quick` times the requests alone). The endpoints are declared as `scripts/bench/update.py` declares
+//! (default 100000 3; a third argument `quick` times the requests alone, `targets` the
+//! same with register-targets). The endpoints are declared as `scripts/bench/update.py` declares
 //! them, in a consumer VPC widened to a /8 so that a million fit.
 
 use std::net::Ipv4Addr;
@@ -33,8 +34,11 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let n: u32 = args.next().and_then(|s| s.parse().ok()).unwrap_or(100_000);
     let changes: u32 = args.next().and_then(|s| s.parse().ok()).unwrap_or(3);
-    // `quick`: requests only, each prepared and committed (what a profile should see).
-    let quick = args.next().as_deref() == Some("quick");
+    // `quick`: requests only, each prepared and committed (what a profile should see);
+    // `targets`: the same with register-targets (one new target per request) instead.
+    let mode = args.next();
+    let targets = mode.as_deref() == Some("targets");
+    let quick = targets || mode.as_deref() == Some("quick");
     let mut config = Config::embedded_default();
     config.vpcs[0].address = "10.0.0.1/8".parse().expect("prefix");
     config.quotas.endpoints_per_vpc = n + 64 + changes;
@@ -74,16 +78,24 @@ fn main() {
     for k in 0..changes {
         println!("change {k}:");
         let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 200, 0, 1)) + k);
+        let (op, request) = if targets {
+            let t = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 2, 0, 30)) + k);
+            (
+                "register-targets",
+                json!({"ServiceId": service.to_string(), "Protocol": "tcp",
+                                        "Port": 80, "Targets": [{"Id": t.to_string()}]}),
+            )
+        } else {
+            (
+                "create-vpc-endpoint",
+                json!({"VpcId": config.vpcs[0].vpc_id.to_string(),
+                    "ServiceName": format!("com.privlink.vpce.local.{service}"),
+                    "IpAddress": ip.to_string()}),
+            )
+        };
         let out = timed("  Store::prepare (the steps below and more)", || {
             store
-                .prepare(
-                    &Caller::admin(),
-                    "create-vpc-endpoint",
-                    &json!({"VpcId": config.vpcs[0].vpc_id.to_string(),
-                            "ServiceName": format!("com.privlink.vpce.local.{service}"),
-                            "IpAddress": ip.to_string()}),
-                    1,
-                )
+                .prepare(&Caller::admin(), op, &request, 1)
                 .expect("prepare")
         });
         let next = out.next.expect("a change");
