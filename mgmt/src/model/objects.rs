@@ -802,20 +802,9 @@ pub struct State {
 
 impl Clone for State {
     fn clone(&self) -> Self {
-        let State {
-            services,
-            endpoints,
-            security_groups,
-            client_tokens,
-            declared,
-        } = self;
-        State {
-            services: services.clone(),
-            endpoints: endpoints.clone(),
-            security_groups: security_groups.clone(),
-            client_tokens: client_tokens.clone(),
-            declared: declared.clone(),
-        }
+        let mut copy = State::default();
+        copy.clone_from(self);
+        copy
     }
 
     /// Into `self`'s allocations: the store copies its state for every request, and a

@@ -70,15 +70,6 @@ impl Change {
         }
         c
     }
-
-    /// Whether nothing is to be made again.
-    pub fn is_empty(&self) -> bool {
-        !self.everything
-            && !self.all_services
-            && self.services.is_empty()
-            && self.endpoints.is_empty()
-            && self.groups.is_empty()
-    }
 }
 
 impl Snapshot {
