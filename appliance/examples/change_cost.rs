@@ -52,6 +52,8 @@ fn main() {
             service_id: Some(service),
             service_name: None,
             ip: Ipv4Addr::from(base + i),
+            ip_address_type: Default::default(),
+            ip6: None,
             state: EndpointState::Available,
             security_group_ids: vec![],
             policy: None,

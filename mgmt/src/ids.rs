@@ -48,6 +48,10 @@ pub enum ValueKind {
     HealthCheckProtocol,
     /// [`crate::model::Matcher`]
     Matcher,
+    /// [`crate::model::IpAddressType`]
+    IpAddressType,
+    /// [`crate::model::IpFamily`]
+    IpFamily,
 }
 
 impl ValueKind {
@@ -71,6 +75,8 @@ impl ValueKind {
             Self::FileMode => "file mode",
             Self::HealthCheckProtocol => "health check protocol",
             Self::Matcher => "matcher",
+            Self::IpAddressType => "IP address type",
+            Self::IpFamily => "IP address type",
         }
     }
 
@@ -100,6 +106,8 @@ impl ValueKind {
             Self::Matcher => {
                 "HTTP status codes 200-599 and ranges of them separated by commas, like \"200-399\" or \"200,302\""
             }
+            Self::IpAddressType => "\"ipv4\", \"ipv6\" or \"dualstack\"",
+            Self::IpFamily => "\"ipv4\" or \"ipv6\"",
         }
     }
 

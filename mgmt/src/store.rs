@@ -862,6 +862,18 @@ impl Tx<'_> {
         }
     }
 
+    /// IPv6 addresses in use in `att`'s VPC: the appliance's own and the endpoints'.
+    fn used_addresses6(&self, att: &VpcAttachment) -> HashSet<std::net::Ipv6Addr> {
+        let mut used = HashSet::new();
+        used.extend(att.address6.map(|n| n.addr()));
+        for e in &self.st.endpoints {
+            if e.vpc_id == att.vpc_id && e.state.holds_address() {
+                used.extend(e.ip6);
+            }
+        }
+        used
+    }
+
     /// Addresses in use in `att`'s VPC: the appliance's own, gateway, static neighbours,
     /// SNAT and endpoint addresses, and targets.
     fn used_addresses(&self, att: &VpcAttachment) -> HashSet<Ipv4Addr> {
@@ -882,6 +894,40 @@ impl Tx<'_> {
         }
         used
     }
+}
+
+/// The lowest free host address of the IPv6 prefix `net`, counting up from its second
+/// host (`::2`; the first is the subnet-router anycast address, `::1` customarily the
+/// router's, here the appliance's).
+fn allocate_address6(
+    att: &VpcAttachment,
+    net: crate::net::Ipv6Net,
+    used: &HashSet<std::net::Ipv6Addr>,
+) -> Result<std::net::Ipv6Addr, ApiError> {
+    let network = u128::from(net.network());
+    let last = network
+        | u128::MAX
+            .checked_shr(u32::from(net.prefix_len()))
+            .unwrap_or(0);
+    // Among used.len() + 1 candidates one is free (when the prefix has that many).
+    let tries = u128::try_from(used.len())
+        .unwrap_or(u128::MAX)
+        .saturating_add(1);
+    let first = network.saturating_add(2);
+    let end = last.min(first.saturating_add(tries - 1));
+    (first..=end)
+        .map(std::net::Ipv6Addr::from)
+        .find(|a| !used.contains(a))
+        .ok_or_else(|| {
+            ApiError::new(
+                "InsufficientFreeAddressesInSubnet",
+                format!(
+                    "no free IPv6 address is left in {} of {}",
+                    net.trunc(),
+                    att.vpc_id
+                ),
+            )
+        })
 }
 
 /// The lowest free host address counting up from the prefix's second host (`.2`), or
@@ -943,6 +989,7 @@ fn service_json(s: &Service, region: &str) -> Value {
         "Owner": s.owner.to_string(),
         "VpcId": s.vpc_id.to_string(),
         "AcceptanceRequired": s.acceptance_required,
+        "SupportedIpAddressTypes": s.supported_ip_address_types.iter().map(|t| t.as_str()).collect::<Vec<_>>(),
         "Listeners": s.listeners.iter().map(listener_json).collect::<Vec<_>>(),
         "SnatAddresses": s.snat_addresses.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "AllowedPrincipals": s.allowed_principals.iter().map(ToString::to_string).collect::<Vec<_>>(),
@@ -995,8 +1042,12 @@ fn endpoint_json(e: &Endpoint, region: &str) -> Value {
         "State": e.state.as_str(),
         "OwnerId": e.owner.to_string(),
         "IpAddress": e.ip.to_string(),
+        "IpAddressType": e.ip_address_type.as_str(),
         "Groups": e.security_group_ids.iter().map(|g| json!({"GroupId": g.to_string()})).collect::<Vec<_>>(),
     });
+    if let Some(ip6) = e.ip6 {
+        v["Ipv6Address"] = Value::String(ip6.to_string());
+    }
     if let Some(p) = &e.policy {
         v["PolicyDocument"] = Value::String(p.to_string());
     }

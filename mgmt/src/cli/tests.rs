@@ -59,6 +59,47 @@ fn every_operation_is_well_formed() {
 }
 
 #[test]
+fn ip_address_type_flags() {
+    let inv = run_args(&[
+        "create-vpc-endpoint",
+        "--vpc-id",
+        "vpc-1",
+        "--ip-address-type",
+        "dualstack",
+        "--ipv6-address",
+        "fd00:c1::64",
+    ]);
+    assert_eq!(
+        inv.args,
+        json!({"VpcId": "vpc-1", "IpAddressType": "dualstack", "Ipv6Address": "fd00:c1::64"})
+    );
+    let inv = run_args(&[
+        "create-vpc-endpoint-service-configuration",
+        "--supported-ip-address-types",
+        "ipv4",
+        "ipv6",
+    ]);
+    assert_eq!(
+        inv.args,
+        json!({"SupportedIpAddressTypes": ["ipv4", "ipv6"]})
+    );
+    let inv = run_args(&[
+        "modify-vpc-endpoint-service-configuration",
+        "--service-id",
+        "vpce-svc-1",
+        "--add-supported-ip-address-types",
+        "ipv6",
+        "--remove-supported-ip-address-types",
+        "ipv4",
+    ]);
+    assert_eq!(
+        inv.args,
+        json!({"ServiceId": "vpce-svc-1", "AddSupportedIpAddressTypes": ["ipv6"],
+               "RemoveSupportedIpAddressTypes": ["ipv4"]})
+    );
+}
+
+#[test]
 fn generic_mapping() {
     let inv = run_args(&[
         "create-vpc-endpoint",

@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::serde_as_string;
 use crate::model::{
-    AccountId, Endpoint, EndpointId, EndpointState, ParseError, SecurityGroupId, ServiceId,
-    ServiceName, ValueKind, VpcId,
+    AccountId, Endpoint, EndpointId, EndpointState, IpAddressType, ParseError, SecurityGroupId,
+    ServiceId, ServiceName, ValueKind, VpcId,
 };
 
 /// `[eal]`: how DPDK's EAL is started.
@@ -517,6 +517,12 @@ pub struct EndpointConfig {
     pub service_name: Option<ServiceName>,
     /// The endpoint's address in the consumer VPC; required.
     pub ip: std::net::Ipv4Addr,
+    /// `ipv4` (default) or `dualstack` (then `ip6` is required).
+    #[serde(default)]
+    pub ip_address_type: IpAddressType,
+    /// The endpoint's address in the consumer VPC's IPv6 prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<std::net::Ipv6Addr>,
     /// Default `available`.
     #[serde(default = "default_endpoint_state")]
     pub state: EndpointState,
@@ -547,6 +553,8 @@ impl EndpointConfig {
             vpc_id: self.vpc_id,
             service_id: self.service_id()?,
             ip: self.ip,
+            ip_address_type: self.ip_address_type,
+            ip6: self.ip6,
             state: self.state,
             security_group_ids: self.security_group_ids.clone(),
             policy: self.policy.clone(),

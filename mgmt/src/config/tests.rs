@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use super::validate::is_prime;
 use super::*;
 use crate::model::{
-    EndpointState, HealthCheckProtocol, Listener, Principal, Protocol, Target, ValueKind,
+    EndpointState, HealthCheckProtocol, IpAddressType, IpFamily, Listener, Principal, Protocol,
+    Target, ValueKind,
 };
 use crate::testing::{ip, p};
 
@@ -151,6 +152,7 @@ fn expected_default() -> Config {
             allowed_principals: vec![Principal::Account(p("111111111111"))],
             auto_accept_principals: Vec::new(),
             connection_limits: Vec::new(),
+            supported_ip_address_types: vec![IpFamily::Ipv4],
         }],
         endpoints: vec![EndpointConfig {
             id: p("vpce-0e0000000000000e1"),
@@ -159,6 +161,8 @@ fn expected_default() -> Config {
             service_id: Some(p("vpce-svc-0d0000000000000d1")),
             service_name: None,
             ip: ip("10.1.0.100"),
+            ip_address_type: IpAddressType::Ipv4,
+            ip6: None,
             state: EndpointState::Available,
             security_group_ids: vec![],
             policy: None,
@@ -342,6 +346,41 @@ fn declared_objects_get_defaults() {
     assert_eq!(c.endpoints[0].state, EndpointState::Available);
     let s = &c.services[1];
     assert!(s.acceptance_required && s.listeners.is_empty() && s.allowed_principals.is_empty());
+}
+
+#[test]
+fn a_dual_stack_endpoint_is_declared_with_its_ipv6_address() {
+    let text = DEFAULT_TOML
+        .replace("# address6 = ", "address6 = ")
+        .replace(
+            "# supported_ip_address_types = ",
+            "supported_ip_address_types = ",
+        )
+        .replace("# ip_address_type = ", "ip_address_type = ")
+        .replace("# ip6 = ", "ip6 = ");
+    let c = Config::from_toml_str(&text).unwrap();
+    assert_eq!(
+        c.services[0].supported_ip_address_types,
+        [IpFamily::Ipv4, IpFamily::Ipv6]
+    );
+    let e = c.endpoints[0].to_endpoint().unwrap();
+    assert_eq!(e.ip_address_type, IpAddressType::Dualstack);
+    assert_eq!(e.ip6, Some(p("fd00:c1::64")));
+    // Without the service's ipv6 the declaration is refused, by its path.
+    let refused = text.replace("supported_ip_address_types = [\"ipv4\", \"ipv6\"]", "");
+    let e = Config::from_toml_str(&refused).expect_err("must be invalid");
+    assert_eq!(
+        e.path().map(ToString::to_string).as_deref(),
+        Some("endpoints[0].ip_address_type"),
+        "{e}"
+    );
+    expect_syntax(
+        &text.replace(
+            "ip_address_type = \"dualstack\"",
+            "ip_address_type = \"both\"",
+        ),
+        &["unknown variant `both`"],
+    );
 }
 
 #[test]

@@ -5,9 +5,9 @@
 //! so a change to a message here is a change to the management protocol.
 
 use std::fmt;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 
-use super::objects::{Principal, Protocol, MSS_CLAMP_RANGE};
+use super::objects::{IpAddressType, IpFamily, Principal, Protocol, MSS_CLAMP_RANGE};
 use crate::ids::{AccountId, EndpointId, SecurityGroupId, ServiceId, VpcId};
 use crate::net::{Ipv4Net, Ipv6Net, MacAddr};
 
@@ -581,6 +581,85 @@ pub enum ModelError {
         /// What is wrong with it.
         problem: &'static str,
     },
+    /// `<object>: ip_address_type dualstack needs an ip6` (or: `ipv4 has no ip6`): an
+    /// endpoint has an IPv6 address exactly when its type has one.
+    /// Code `InvalidParameterValue`.
+    AddressTypeMismatch {
+        /// Where.
+        at: KeyPath,
+        /// About what.
+        object: Object,
+        /// The endpoint's type.
+        ip_address_type: IpAddressType,
+    },
+    /// `<object>: ip_address_type ipv6 (an endpoint without an IPv4 address) is not
+    /// supported yet; use dualstack`. Code `InvalidParameterValue`.
+    Ipv6OnlyUnsupported {
+        /// Where.
+        at: KeyPath,
+        /// About what.
+        object: Object,
+    },
+    /// `<object>: vpc-… has no IPv6 prefix (its attachment has no address6)`.
+    /// Code `InvalidParameterValue`.
+    NoIpv6Prefix {
+        /// Where.
+        at: KeyPath,
+        /// About what.
+        object: Object,
+        /// The VPC.
+        vpc: VpcId,
+    },
+    /// `<object>: ip6 fd00:c2::5 is outside fd00:c1::/64 of vpc-…`, or is that prefix's
+    /// subnet-router anycast address (`fd00:c1::`). Code `InvalidParameterValue`.
+    Ipv6OutsidePrefix {
+        /// Where.
+        at: KeyPath,
+        /// About what.
+        object: Object,
+        /// The address.
+        ip: Ipv6Addr,
+        /// The VPC's IPv6 prefix (network form).
+        prefix: Ipv6Net,
+        /// The VPC.
+        vpc: VpcId,
+    },
+    /// `<object>: ip6 fd00:c1::1 is already in use in vpc-… by <holder>`.
+    /// Code `InvalidIpAddress.InUse`.
+    Ipv6InUse {
+        /// Where.
+        at: KeyPath,
+        /// About what.
+        object: Object,
+        /// The address.
+        ip: Ipv6Addr,
+        /// The VPC.
+        vpc: VpcId,
+        /// Who has it.
+        holder: AddressHolder,
+    },
+    /// `<object>: service vpce-svc-… does not accept dualstack endpoints (its
+    /// supported_ip_address_types: ipv4)`. Code `InvalidParameterValue`.
+    AddressTypeNotSupported {
+        /// Where.
+        at: KeyPath,
+        /// About what.
+        object: Object,
+        /// The service.
+        service: ServiceId,
+        /// The endpoint's type.
+        ip_address_type: IpAddressType,
+        /// What the service accepts.
+        supported: Vec<IpFamily>,
+    },
+    /// `<object>: supported_ip_address_types must list ipv4, ipv6 or both, each once`.
+    /// Code `InvalidParameterValue`.
+    BadSupportedTypes {
+        /// Where.
+        at: KeyPath,
+        /// About what.
+        object: Object,
+    },
     /// `<object>: invalid policy document: <reason>`. Code `InvalidPolicyDocument`.
     InvalidPolicy {
         /// Where.
@@ -623,6 +702,13 @@ impl ModelError {
             | Self::InvalidHealthCheckPath { at, .. }
             | Self::DuplicatePrincipal { at, .. }
             | Self::BadIpv6Address { at, .. }
+            | Self::AddressTypeMismatch { at, .. }
+            | Self::Ipv6OnlyUnsupported { at, .. }
+            | Self::NoIpv6Prefix { at, .. }
+            | Self::Ipv6OutsidePrefix { at, .. }
+            | Self::Ipv6InUse { at, .. }
+            | Self::AddressTypeNotSupported { at, .. }
+            | Self::BadSupportedTypes { at, .. }
             | Self::InvalidPolicy { at, .. } => at,
         }
     }
@@ -657,6 +743,13 @@ impl ModelError {
             | Self::InvalidHealthCheckPath { object, .. }
             | Self::DuplicatePrincipal { object, .. }
             | Self::BadIpv6Address { object, .. }
+            | Self::AddressTypeMismatch { object, .. }
+            | Self::Ipv6OnlyUnsupported { object, .. }
+            | Self::NoIpv6Prefix { object, .. }
+            | Self::Ipv6OutsidePrefix { object, .. }
+            | Self::Ipv6InUse { object, .. }
+            | Self::AddressTypeNotSupported { object, .. }
+            | Self::BadSupportedTypes { object, .. }
             | Self::InvalidPolicy { object, .. } => *object,
         }
     }
@@ -673,7 +766,7 @@ impl ModelError {
             },
             Self::VpcNotAttached { .. } | Self::VpcNotOwned { .. } => "InvalidVpcId.NotFound",
             Self::ServiceNotFound { .. } => "InvalidServiceId.NotFound",
-            Self::AddressInUse { .. } => "InvalidIpAddress.InUse",
+            Self::AddressInUse { .. } | Self::Ipv6InUse { .. } => "InvalidIpAddress.InUse",
             Self::DuplicateListener { .. } => "DuplicateListener",
             Self::SecurityGroupNotFound { .. } => "InvalidGroup.NotFound",
             Self::DuplicateGroupName { .. } => "InvalidGroup.Duplicate",
@@ -696,6 +789,12 @@ impl ModelError {
             | Self::TimeoutNotBelowInterval { .. }
             | Self::InvalidHealthCheckPath { .. }
             | Self::BadIpv6Address { .. }
+            | Self::AddressTypeMismatch { .. }
+            | Self::Ipv6OnlyUnsupported { .. }
+            | Self::NoIpv6Prefix { .. }
+            | Self::Ipv6OutsidePrefix { .. }
+            | Self::AddressTypeNotSupported { .. }
+            | Self::BadSupportedTypes { .. }
             | Self::DuplicatePrincipal { .. } => "InvalidParameterValue",
         }
     }
@@ -826,6 +925,55 @@ impl fmt::Display for ModelError {
             } => write!(f, "principal {principal} listed twice (first at {first})"),
             Self::InvalidPolicy { reason, .. } => {
                 write!(f, "invalid policy document: {reason}")
+            }
+            Self::AddressTypeMismatch {
+                ip_address_type, ..
+            } => {
+                if ip_address_type.has_ipv6() {
+                    write!(f, "ip_address_type {ip_address_type} needs an ip6")
+                } else {
+                    write!(f, "ip_address_type {ip_address_type} has no ip6")
+                }
+            }
+            Self::Ipv6OnlyUnsupported { .. } => f.write_str(
+                "ip_address_type ipv6 (an endpoint without an IPv4 address) is not supported \
+                 yet; use dualstack",
+            ),
+            Self::NoIpv6Prefix { vpc, .. } => write!(
+                f,
+                "{vpc} has no IPv6 prefix (its attachment has no address6)"
+            ),
+            Self::Ipv6OutsidePrefix {
+                ip, prefix, vpc, ..
+            } => {
+                if prefix.contains(*ip) {
+                    write!(
+                        f,
+                        "ip6 {ip} is the subnet-router anycast address of {prefix} in {vpc}"
+                    )
+                } else {
+                    write!(f, "ip6 {ip} is outside {prefix} of {vpc}")
+                }
+            }
+            Self::Ipv6InUse {
+                ip, vpc, holder, ..
+            } => write!(f, "ip6 {ip} is already in use in {vpc} by {holder}"),
+            Self::AddressTypeNotSupported {
+                service,
+                ip_address_type,
+                supported,
+                ..
+            } => {
+                let names: Vec<&str> = supported.iter().map(|t| t.as_str()).collect();
+                write!(
+                    f,
+                    "service {service} does not accept {ip_address_type} endpoints (its \
+                     supported_ip_address_types: {})",
+                    names.join(", ")
+                )
+            }
+            Self::BadSupportedTypes { .. } => {
+                f.write_str("supported_ip_address_types must list ipv4, ipv6 or both, each once")
             }
         }
     }

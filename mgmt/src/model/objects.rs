@@ -5,7 +5,7 @@
 //! `validate`'s job), so a value of these types may be invalid as a whole.
 
 use std::fmt;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
@@ -143,6 +143,65 @@ text_enum!(EndpointState, EndpointState, {
     Deleted => "deleted",
     Failed => "failed",
 });
+
+/// Which addresses an endpoint has, the cloud's `IpAddressType`.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(rename_all = "camelCase")]
+pub enum IpAddressType {
+    /// An IPv4 address only.
+    #[default]
+    Ipv4,
+    /// An IPv6 address only.
+    Ipv6,
+    /// One address of each family.
+    Dualstack,
+}
+
+text_enum!(IpAddressType, IpAddressType, {
+    Ipv4 => "ipv4",
+    Ipv6 => "ipv6",
+    Dualstack => "dualstack",
+});
+
+impl IpAddressType {
+    /// Whether an endpoint of this type has an IPv4 address.
+    pub const fn has_ipv4(self) -> bool {
+        matches!(self, Self::Ipv4 | Self::Dualstack)
+    }
+
+    /// Whether an endpoint of this type has an IPv6 address.
+    pub const fn has_ipv6(self) -> bool {
+        matches!(self, Self::Ipv6 | Self::Dualstack)
+    }
+
+    /// Whether `self` is the default (`ipv4`), for serde's `skip_serializing_if`.
+    fn is_ipv4(&self) -> bool {
+        *self == Self::Ipv4
+    }
+}
+
+/// An address family a service accepts endpoints of, one of the cloud's
+/// `SupportedIpAddressTypes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum IpFamily {
+    /// IPv4.
+    Ipv4,
+    /// IPv6.
+    Ipv6,
+}
+
+text_enum!(IpFamily, IpFamily, { Ipv4 => "ipv4", Ipv6 => "ipv6" });
+
+fn default_families() -> Vec<IpFamily> {
+    vec![IpFamily::Ipv4]
+}
+
+fn is_default_families(v: &[IpFamily]) -> bool {
+    v == [IpFamily::Ipv4]
+}
 
 /// Who may connect an endpoint to a service: one account, or everyone (`"*"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -529,6 +588,15 @@ pub struct Service {
     /// Per-account limits on connected endpoints; none = no limit.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub connection_limits: Vec<ConnectionLimit>,
+    /// The address families of the endpoints it accepts (`SupportedIpAddressTypes`), in
+    /// order, each once, at least one; default `ipv4`. An `ipv6` or `dualstack` endpoint
+    /// needs `ipv6`, an `ipv4` or `dualstack` one `ipv4`. Independent of the targets'
+    /// family: IPv6 traffic to IPv4 targets is translated.
+    #[serde(
+        default = "default_families",
+        skip_serializing_if = "is_default_families"
+    )]
+    pub supported_ip_address_types: Vec<IpFamily>,
 }
 
 fn default_true() -> bool {
@@ -546,6 +614,17 @@ impl Service {
         self.listeners
             .iter()
             .find(|l| l.protocol == protocol && l.port == port)
+    }
+
+    /// Whether it accepts endpoints of `family`.
+    pub fn supports(&self, family: IpFamily) -> bool {
+        self.supported_ip_address_types.contains(&family)
+    }
+
+    /// Whether it accepts endpoints of address type `t` (every family `t` has).
+    pub fn accepts(&self, t: IpAddressType) -> bool {
+        (!t.has_ipv4() || self.supports(IpFamily::Ipv4))
+            && (!t.has_ipv6() || self.supports(IpFamily::Ipv6))
     }
 
     /// Whether `account` may create an endpoint to this service: the owner, or an account
@@ -592,6 +671,12 @@ pub struct Endpoint {
     pub service_id: ServiceId,
     /// The endpoint's address in the consumer VPC.
     pub ip: Ipv4Addr,
+    /// Which addresses it has (`IpAddressType`); default `ipv4`.
+    #[serde(default, skip_serializing_if = "IpAddressType::is_ipv4")]
+    pub ip_address_type: IpAddressType,
+    /// Its IPv6 address in the consumer VPC's IPv6 prefix, exactly when its type has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<Ipv6Addr>,
     /// Lifecycle state; only `available` forwards.
     pub state: EndpointState,
     /// Security groups applied to traffic into the endpoint (may be empty for now).

@@ -56,6 +56,7 @@ fn service() -> Service {
         allowed_principals: vec![Principal::Account(p("111111111111"))],
         auto_accept_principals: Vec::new(),
         connection_limits: Vec::new(),
+        supported_ip_address_types: vec![IpFamily::Ipv4],
     }
 }
 
@@ -66,6 +67,8 @@ fn endpoint() -> Endpoint {
         vpc_id: p(CONSUMER),
         service_id: p(SERVICE),
         ip: ip("10.1.0.100"),
+        ip_address_type: IpAddressType::Ipv4,
+        ip6: None,
         state: EndpointState::Available,
         security_group_ids: vec![],
         policy: None,
@@ -1272,4 +1275,171 @@ fn an_attachment_ipv6_address_must_be_one_interfaces() {
     // The one host of a /128 is its own prefix: that is no anycast address.
     atts[0].address6 = Some(p("fd00:c1::1/128"));
     validate_attachments(&atts).unwrap();
+}
+
+// --- IPv6 endpoints --------------------------------------------------------------------
+
+/// The demo state with an IPv6 prefix on the consumer VPC, a service that accepts both
+/// families and a dual-stack endpoint.
+fn dual() -> (State, Vec<VpcAttachment>) {
+    let mut atts = attachments();
+    atts[0].address6 = Some(p("fd00:c1::1/64"));
+    let mut st = state();
+    st.services[0].supported_ip_address_types = vec![IpFamily::Ipv4, IpFamily::Ipv6];
+    st.endpoints[0].ip_address_type = IpAddressType::Dualstack;
+    st.endpoints[0].ip6 = Some(p("fd00:c1::64"));
+    (st, atts)
+}
+
+#[test]
+fn a_dual_stack_endpoint_in_the_ipv6_prefix_is_valid() {
+    let (st, atts) = dual();
+    st.validate(&atts).unwrap();
+    let json = serde_json::to_value(&st.endpoints[0]).unwrap();
+    assert_eq!(json["ip_address_type"], "dualstack");
+    assert_eq!(json["ip6"], "fd00:c1::64");
+    let back: Endpoint = serde_json::from_value(json).unwrap();
+    assert_eq!(back, st.endpoints[0]);
+    // The defaults are not written, and a state saved before them reads as IPv4.
+    let plain = serde_json::to_value(endpoint()).unwrap();
+    assert!(plain.get("ip_address_type").is_none() && plain.get("ip6").is_none());
+    let svc = serde_json::to_value(service()).unwrap();
+    assert!(svc.get("supported_ip_address_types").is_none());
+    let old: Service = serde_json::from_value(svc).unwrap();
+    assert_eq!(old.supported_ip_address_types, [IpFamily::Ipv4]);
+}
+
+#[test]
+fn ipv6_endpoint_addresses_are_checked_like_ipv4_ones() {
+    let e = "endpoint vpce-0e0000000000000e1";
+    let bad = "InvalidParameterValue";
+    let (mut st, atts) = dual();
+    st.endpoints[0].ip6 = Some(p("fd00:c2::64"));
+    expect(
+        &st,
+        &atts,
+        "endpoints[0].ip6",
+        &format!("{e}: ip6 fd00:c2::64 is outside fd00:c1::/64 of {CONSUMER}"),
+        bad,
+    );
+    st.endpoints[0].ip6 = Some(p("fd00:c1::"));
+    expect(
+        &st,
+        &atts,
+        "endpoints[0].ip6",
+        &format!(
+            "{e}: ip6 fd00:c1:: is the subnet-router anycast address of fd00:c1::/64 in {CONSUMER}"
+        ),
+        bad,
+    );
+    st.endpoints[0].ip6 = Some(p("fd00:c1::1"));
+    expect(
+        &st,
+        &atts,
+        "endpoints[0].ip6",
+        &format!("{e}: ip6 fd00:c1::1 is already in use in {CONSUMER} by the appliance itself"),
+        "InvalidIpAddress.InUse",
+    );
+    let (mut st, atts) = dual();
+    let mut other = st.endpoints[0].clone();
+    other.id = p("vpce-0e0000000000000e2");
+    other.ip = ip("10.1.0.101");
+    st.endpoints.push(other.clone());
+    expect(
+        &st,
+        &atts,
+        "endpoints[1].ip6",
+        &format!(
+            "endpoint vpce-0e0000000000000e2: ip6 fd00:c1::64 is already in use in {CONSUMER} by endpoint {ENDPOINT}"
+        ),
+        "InvalidIpAddress.InUse",
+    );
+    // A deleted endpoint holds no address.
+    st.endpoints[0].state = EndpointState::Deleted;
+    st.validate(&atts).unwrap();
+
+    let (mut st, atts) = dual();
+    st.endpoints[0].ip6 = None;
+    expect(
+        &st,
+        &atts,
+        "endpoints[0].ip_address_type",
+        &format!("{e}: ip_address_type dualstack needs an ip6"),
+        bad,
+    );
+    let (mut st, atts) = dual();
+    st.endpoints[0].ip_address_type = IpAddressType::Ipv4;
+    expect(
+        &st,
+        &atts,
+        "endpoints[0].ip6",
+        &format!("{e}: ip_address_type ipv4 has no ip6"),
+        bad,
+    );
+    let (mut st, atts) = dual();
+    st.endpoints[0].ip_address_type = IpAddressType::Ipv6;
+    expect(
+        &st,
+        &atts,
+        "endpoints[0].ip_address_type",
+        &format!("{e}: ip_address_type ipv6 (an endpoint without an IPv4 address) is not supported yet; use dualstack"),
+        bad,
+    );
+    let (st, _) = dual();
+    expect(
+        &st,
+        &attachments(),
+        "endpoints[0].ip_address_type",
+        &format!("{e}: {CONSUMER} has no IPv6 prefix (its attachment has no address6)"),
+        bad,
+    );
+}
+
+#[test]
+fn a_service_accepts_only_the_endpoints_of_its_supported_types() {
+    let e = "endpoint vpce-0e0000000000000e1";
+    let (mut st, atts) = dual();
+    st.services[0].supported_ip_address_types = vec![IpFamily::Ipv4];
+    expect(
+        &st,
+        &atts,
+        "endpoints[0].ip_address_type",
+        &format!("{e}: service {SERVICE} does not accept dualstack endpoints (its supported_ip_address_types: ipv4)"),
+        "InvalidParameterValue",
+    );
+    // An IPv4 endpoint needs ipv4.
+    let mut st = state();
+    st.services[0].supported_ip_address_types = vec![IpFamily::Ipv6];
+    expect(
+        &st,
+        &attachments(),
+        "endpoints[0].ip_address_type",
+        &format!("{e}: service {SERVICE} does not accept ipv4 endpoints (its supported_ip_address_types: ipv6)"),
+        "InvalidParameterValue",
+    );
+    // A failed endpoint (its service is gone) is not held to it.
+    st.endpoints[0].state = EndpointState::Failed;
+    st.validate(&attachments()).unwrap();
+    for bad in [vec![], vec![IpFamily::Ipv4, IpFamily::Ipv4]] {
+        let mut st = state();
+        st.services[0].supported_ip_address_types = bad;
+        expect(
+            &st,
+            &attachments(),
+            "services[0].supported_ip_address_types",
+            &format!("service {SERVICE}: supported_ip_address_types must list ipv4, ipv6 or both, each once"),
+            "InvalidParameterValue",
+        );
+    }
+}
+
+#[test]
+fn the_endpoint_shortcut_leaves_ipv6_to_the_whole_validation() {
+    let (st, atts) = dual();
+    assert!(!st.endpoints_known_valid(&atts, &[p(ENDPOINT)]));
+    // An IPv4 endpoint of a service that no longer accepts IPv4 is no verdict either.
+    let mut st = state();
+    assert!(st.endpoints_known_valid(&attachments(), &[p(ENDPOINT)]));
+    st.services[0].supported_ip_address_types = vec![IpFamily::Ipv6];
+    assert!(!st.endpoints_known_valid(&attachments(), &[p(ENDPOINT)]));
 }

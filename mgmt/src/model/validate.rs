@@ -6,12 +6,13 @@
 //! the tests pin it.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::ops::RangeInclusive;
 
 use super::errors::{AddressHolder, AddressRole, BadPath, KeyPath, ModelError, Object, Reserved};
 use super::objects::{
-    health_limits, Listener, Principal, Service, State, Target, VpcAttachment, MSS_CLAMP_RANGE,
+    health_limits, Endpoint, IpAddressType, Listener, Principal, Service, State, Target,
+    VpcAttachment, MSS_CLAMP_RANGE,
 };
 use crate::fasthash::{fast_map, FastMap};
 use crate::ids::{AccountId, EndpointId, SecurityGroupId, ServiceId, VpcId};
@@ -233,6 +234,51 @@ fn claim(
     }
 }
 
+/// Checks an endpoint's IPv6 side: its type has an IPv6 address exactly when it has an
+/// `ip6`, which is a host of its VPC's IPv6 prefix (not the prefix's subnet-router anycast
+/// address). IPv6-only endpoints do not exist yet (every endpoint has an IPv4 address).
+fn check_ipv6_side(
+    e: &Endpoint,
+    att: &VpcAttachment,
+    at: &dyn Fn() -> KeyPath,
+    object: Object,
+) -> Result<(), ModelError> {
+    if e.ip_address_type == IpAddressType::Ipv6 {
+        return Err(ModelError::Ipv6OnlyUnsupported {
+            at: at().key("ip_address_type"),
+            object,
+        });
+    }
+    let mismatch = |key| ModelError::AddressTypeMismatch {
+        at: at().key(key),
+        object,
+        ip_address_type: e.ip_address_type,
+    };
+    let (ip, net) = match (e.ip_address_type.has_ipv6(), e.ip6, att.address6) {
+        (false, None, _) => return Ok(()),
+        (false, Some(_), _) => return Err(mismatch("ip6")),
+        (true, _, None) => {
+            return Err(ModelError::NoIpv6Prefix {
+                at: at().key("ip_address_type"),
+                object,
+                vpc: att.vpc_id,
+            })
+        }
+        (true, None, Some(_)) => return Err(mismatch("ip_address_type")),
+        (true, Some(ip), Some(net)) => (ip, net),
+    };
+    if !net.contains(ip) || ip == net.network() {
+        return Err(ModelError::Ipv6OutsidePrefix {
+            at: at().key("ip6"),
+            object,
+            ip,
+            prefix: net.trunc(),
+            vpc: att.vpc_id,
+        });
+    }
+    Ok(())
+}
+
 /// The attachment of `vpc`, which `owner` must own.
 fn owned_attachment<'a>(
     attachments: &'a [VpcAttachment],
@@ -273,9 +319,12 @@ impl State {
     ///   carry; targets have non-zero ports, are unicast, not registered twice in a
     ///   listener, and inside the prefix unless the attachment has a gateway; no principal
     ///   is listed twice among a service's auto-accept principals, nor among its
-    ///   connection limits;
-    /// - an endpoint's ip is inside its VPC's prefix and its service exists; its security
-    ///   groups exist and are in its VPC; its policy document compiles;
+    ///   connection limits; its supported address types name each family at most once,
+    ///   and one at least;
+    /// - an endpoint's ip is inside its VPC's prefix and its service exists and accepts
+    ///   its address type; it has an ip6 exactly when its type is dualstack, inside its
+    ///   VPC's IPv6 prefix, held by nobody else; its security groups exist and are in its
+    ///   VPC; its policy document compiles;
     /// - security group ids are unique, names unique per VPC, the owner owns the VPC, and
     ///   TCP/UDP rules have non-empty port ranges;
     /// - no network or broadcast address is used; every address the appliance answers for
@@ -285,8 +334,12 @@ impl State {
     /// Who may connect to a service is checked when an endpoint is created, not here.
     pub fn validate(&self, attachments: &[VpcAttachment]) -> Result<(), ModelError> {
         let mut claims = fast_map(self.endpoints.len() + 16);
+        let mut claims6: FastMap<(VpcId, Ipv6Addr), AddressHolder> = fast_map(16);
         for att in attachments {
             claims.insert((att.vpc_id, att.address.addr()), AddressHolder::Appliance);
+            if let Some(own6) = att.address6 {
+                claims6.insert((att.vpc_id, own6.addr()), AddressHolder::Appliance);
+            }
             if let Some(gw) = att.gateway {
                 claims
                     .entry((att.vpc_id, gw))
@@ -338,6 +391,13 @@ impl State {
                 validate_listener(s, att, l, &at.key("listeners").index(j), j)?;
             }
             validate_principal_lists(s, &at, object)?;
+            let types = &s.supported_ip_address_types;
+            if types.is_empty() || types.len() > 2 || (types.len() == 2 && types[0] == types[1]) {
+                return Err(ModelError::BadSupportedTypes {
+                    at: at.key("supported_ip_address_types"),
+                    object,
+                });
+            }
         }
 
         let group_at = self.validate_security_groups(attachments)?;
@@ -370,12 +430,38 @@ impl State {
                     holder,
                 )?;
             }
-            if e.state.needs_service() && !service_at.contains_key(&e.service_id) {
-                return Err(ModelError::ServiceNotFound {
-                    at: at().key("service_id"),
-                    object,
-                    service: e.service_id,
-                });
+            check_ipv6_side(e, att, &at, object)?;
+            if let (Some(ip), true) = (e.ip6, e.state.holds_address()) {
+                let holder = AddressHolder::Endpoint(e.id);
+                if let Some(&previous) = claims6.get(&(att.vpc_id, ip)) {
+                    return Err(ModelError::Ipv6InUse {
+                        at: at().key("ip6"),
+                        object,
+                        ip,
+                        vpc: att.vpc_id,
+                        holder: previous,
+                    });
+                }
+                claims6.insert((att.vpc_id, ip), holder);
+            }
+            if e.state.needs_service() {
+                let Some(&si) = service_at.get(&e.service_id) else {
+                    return Err(ModelError::ServiceNotFound {
+                        at: at().key("service_id"),
+                        object,
+                        service: e.service_id,
+                    });
+                };
+                let s = &self.services[si];
+                if !s.accepts(e.ip_address_type) {
+                    return Err(ModelError::AddressTypeNotSupported {
+                        at: at().key("ip_address_type"),
+                        object,
+                        service: s.id,
+                        ip_address_type: e.ip_address_type,
+                        supported: s.supported_ip_address_types.clone(),
+                    });
+                }
             }
             for (j, &group) in e.security_group_ids.iter().enumerate() {
                 let g_at = || at().key("security_group_ids").index(j);
@@ -470,6 +556,11 @@ impl State {
             .collect();
         let no_path = || KeyPath::new();
         for e in &here {
+            // The IPv6 side (and a type other than the default) is left to the whole
+            // validation: few endpoints have it, and this walk checks IPv4 addresses.
+            if e.ip6.is_some() || e.ip_address_type != IpAddressType::Ipv4 {
+                return false;
+            }
             let object = Object::Endpoint(e.id);
             let Ok(att) = owned_attachment(attachments, &no_path, object, e.vpc_id, e.owner) else {
                 return false;
@@ -492,7 +583,12 @@ impl State {
                     return false;
                 }
             }
-            if e.state.needs_service() && !self.services.iter().any(|s| s.id == e.service_id) {
+            if e.state.needs_service()
+                && !self
+                    .services
+                    .iter()
+                    .any(|s| s.id == e.service_id && s.accepts(e.ip_address_type))
+            {
                 return false;
             }
             for g in &e.security_group_ids {

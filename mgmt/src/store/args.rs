@@ -4,15 +4,15 @@
 //! anything is read; every error names the key (with its path inside arrays and objects,
 //! `Listeners[1].Targets[0].Port`).
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::ops::RangeInclusive;
 
 use serde_json::{Map, Value};
 
 use super::ApiError;
 use crate::model::{
-    AccountId, EndpointId, HealthCheckProtocol, Matcher, ParseError, Principal, Protocol,
-    SecurityGroupId, ServiceId, ServiceName, VpcId,
+    AccountId, EndpointId, HealthCheckProtocol, IpAddressType, IpFamily, Matcher, ParseError,
+    Principal, Protocol, SecurityGroupId, ServiceId, ServiceName, VpcId,
 };
 use crate::net::Ipv4Net;
 use crate::policy::parse_account;
@@ -39,6 +39,19 @@ macro_rules! from_arg_via_parse_error {
 
 from_arg_via_parse_error!(VpcId, ServiceId, EndpointId, SecurityGroupId, ServiceName);
 
+/// Enumerations, whose names a request may spell in any case (`TCP`, `DualStack`).
+macro_rules! from_arg_any_case {
+    ($($ty:ty),*) => {$(
+        impl FromArg for $ty {
+            fn from_arg(s: &str) -> Result<Self, (&'static str, String)> {
+                s.to_ascii_lowercase().parse().map_err(parse_error)
+            }
+        }
+    )*};
+}
+
+from_arg_any_case!(Protocol, HealthCheckProtocol, IpAddressType, IpFamily);
+
 impl FromArg for Ipv4Addr {
     fn from_arg(s: &str) -> Result<Self, (&'static str, String)> {
         s.parse().map_err(|_| {
@@ -50,21 +63,20 @@ impl FromArg for Ipv4Addr {
     }
 }
 
+impl FromArg for Ipv6Addr {
+    fn from_arg(s: &str) -> Result<Self, (&'static str, String)> {
+        s.parse().map_err(|_| {
+            (
+                "InvalidParameterValue",
+                format!("invalid IPv6 address {s:?}"),
+            )
+        })
+    }
+}
+
 impl FromArg for Ipv4Net {
     fn from_arg(s: &str) -> Result<Self, (&'static str, String)> {
         s.parse().map_err(parse_error)
-    }
-}
-
-impl FromArg for Protocol {
-    fn from_arg(s: &str) -> Result<Self, (&'static str, String)> {
-        s.to_ascii_lowercase().parse().map_err(parse_error)
-    }
-}
-
-impl FromArg for HealthCheckProtocol {
-    fn from_arg(s: &str) -> Result<Self, (&'static str, String)> {
-        s.to_ascii_lowercase().parse().map_err(parse_error)
     }
 }
 

@@ -1,17 +1,19 @@
 //! Interface endpoints (the consumer's operations) and their connections to services (the
 //! provider's view: accept, reject).
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use serde_json::{json, Value};
 
 use super::args::Args;
 use super::services::dedup;
 use super::{
-    allocate_address, connected, endpoint_json, endpoint_not_found, group_not_found, rfc3339,
-    unsuccessful, ApiError, Tx,
+    allocate_address, allocate_address6, connected, endpoint_json, endpoint_not_found,
+    group_not_found, rfc3339, unsuccessful, ApiError, Tx,
 };
-use crate::model::{Endpoint, EndpointId, EndpointState, SecurityGroupId, ServiceId, ServiceName};
+use crate::model::{
+    Endpoint, EndpointId, EndpointState, IpAddressType, SecurityGroupId, ServiceId, ServiceName,
+};
 use crate::policy::Policy;
 
 /// A `PolicyDocument` argument (a JSON object, or a string holding one), checked by
@@ -60,6 +62,8 @@ impl Tx<'_> {
                 "VpcId",
                 "ServiceName",
                 "IpAddress",
+                "IpAddressType",
+                "Ipv6Address",
                 "SecurityGroupIds",
                 "PolicyDocument",
                 "VpcEndpointType",
@@ -68,6 +72,14 @@ impl Tx<'_> {
         let vpc = a.req_parse("VpcId")?;
         let name: ServiceName = a.req_parse("ServiceName")?;
         let ip: Option<Ipv4Addr> = a.parse("IpAddress")?;
+        let ip_address_type: IpAddressType = a.parse("IpAddressType")?.unwrap_or_default();
+        let ip6: Option<Ipv6Addr> = a.parse("Ipv6Address")?;
+        if ip6.is_some() && !ip_address_type.has_ipv6() {
+            return Err(ApiError::invalid(format!(
+                "Ipv6Address: an endpoint of IpAddressType {ip_address_type} has no IPv6 \
+                 address (IpAddressType dualstack has one)"
+            )));
+        }
         let mut groups: Vec<SecurityGroupId> =
             a.parse_list("SecurityGroupIds")?.unwrap_or_default();
         dedup(&mut groups);
@@ -129,6 +141,16 @@ impl Tx<'_> {
             Some(ip) => ip,
             None => allocate_address(&att, &self.used_addresses(&att), false)?,
         };
+        // Without an IPv6 prefix there is nothing to allocate from: validation names the
+        // problem (the VPC has no address6), as it does for a given address.
+        let ip6 = match (ip6, att.address6) {
+            (Some(ip6), _) => Some(ip6),
+            (None, Some(net)) if ip_address_type.has_ipv6() => {
+                let used = self.used_addresses6(&att);
+                Some(allocate_address6(&att, net, &used)?)
+            }
+            (None, _) => None,
+        };
         let endpoints = &self.st.endpoints;
         let id = Self::fresh(self.ids, EndpointId::new, |id| {
             endpoints.iter().any(|e| e.id == *id)
@@ -139,6 +161,8 @@ impl Tx<'_> {
             vpc_id: vpc,
             service_id,
             ip,
+            ip_address_type,
+            ip6,
             state,
             security_group_ids: groups,
             policy,

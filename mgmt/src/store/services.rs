@@ -10,8 +10,8 @@ use super::{
     ApiError, Tx,
 };
 use crate::model::{
-    health_limits, ConnectionLimit, HealthCheckProtocol, Listener, Matcher, Principal, Protocol,
-    Service, ServiceId, Target, TargetState,
+    health_limits, ConnectionLimit, HealthCheckProtocol, IpFamily, Listener, Matcher, Principal,
+    Protocol, Service, ServiceId, Target, TargetState,
 };
 
 /// A target as a request names it: `{Id, Port?, Weight?}`.
@@ -319,6 +319,7 @@ impl Tx<'_> {
                 "AllowedPrincipals",
                 "AutoAcceptPrincipals",
                 "ConnectionLimits",
+                "SupportedIpAddressTypes",
             ],
         )?;
         let vpc = a.req_parse("VpcId")?;
@@ -337,6 +338,11 @@ impl Tx<'_> {
         dedup(&mut auto_accept);
         let connection_limits =
             parse_connection_limits(&a, "ConnectionLimits")?.unwrap_or_default();
+        let mut families: Vec<IpFamily> = a
+            .parse_list("SupportedIpAddressTypes")?
+            .unwrap_or_else(|| vec![IpFamily::Ipv4]);
+        families.sort_unstable();
+        families.dedup();
 
         let att = self.own_vpc(vpc)?.clone();
         let snat_addresses = match snat {
@@ -365,6 +371,7 @@ impl Tx<'_> {
             allowed_principals: principals,
             auto_accept_principals: auto_accept,
             connection_limits,
+            supported_ip_address_types: families,
         };
         let response = json!({"ServiceConfiguration": service_json(&service, self.region)});
         self.st.services.push(service);
@@ -407,6 +414,8 @@ impl Tx<'_> {
                 "RemoveAutoAcceptPrincipals",
                 "AddConnectionLimits",
                 "RemoveConnectionLimits",
+                "AddSupportedIpAddressTypes",
+                "RemoveSupportedIpAddressTypes",
             ],
         )?;
         let id = a.req_parse("ServiceId")?;
@@ -425,6 +434,12 @@ impl Tx<'_> {
         let add_limits = parse_connection_limits(&a, "AddConnectionLimits")?.unwrap_or_default();
         let remove_limits: Vec<Principal> =
             a.parse_list("RemoveConnectionLimits")?.unwrap_or_default();
+        let add_families: Vec<IpFamily> = a
+            .parse_list("AddSupportedIpAddressTypes")?
+            .unwrap_or_default();
+        let remove_families: Vec<IpFamily> = a
+            .parse_list("RemoveSupportedIpAddressTypes")?
+            .unwrap_or_default();
 
         let i = self.own_service(id)?;
         let s = &mut self.st.services[i];
@@ -486,6 +501,20 @@ impl Tx<'_> {
                 None => s.connection_limits.push(l),
             }
         }
+        // A family still used by an endpoint, or none left, is refused by validation,
+        // which names the endpoint.
+        for f in remove_families {
+            let before = s.supported_ip_address_types.len();
+            s.supported_ip_address_types.retain(|&x| x != f);
+            if s.supported_ip_address_types.len() == before {
+                return Err(ApiError::invalid(format!(
+                    "RemoveSupportedIpAddressTypes: service {id} does not support {f}"
+                )));
+            }
+        }
+        s.supported_ip_address_types.extend(add_families);
+        s.supported_ip_address_types.sort_unstable();
+        s.supported_ip_address_types.dedup();
         Ok(json!({"Return": true}))
     }
 

@@ -2640,3 +2640,180 @@ fn touched_costs_one_walk_of_the_objects() {
     );
     assert!(touched(&before, &before).is_empty());
 }
+
+/// The demo with an IPv6 prefix on the consumer VPC.
+fn dual_config(address6: &str) -> Config {
+    let mut c = config();
+    c.vpcs[0].address6 = Some(address6.parse().unwrap());
+    c.validate().unwrap();
+    c
+}
+
+#[test]
+fn dual_stack_endpoints_get_an_ipv6_address_from_the_vpc_prefix() {
+    let mut st = Store::new(&dual_config("fd00:c1::1/64"), None).unwrap().0;
+    let create = |ty: &str| json!({"VpcId": CVPC, "ServiceName": SVC_NAME, "IpAddressType": ty});
+    // The demo service accepts IPv4 endpoints only.
+    let m = err(
+        &mut st,
+        &consumer(),
+        "create-vpc-endpoint",
+        create("dualstack"),
+        "InvalidParameterValue",
+    );
+    assert!(m.contains("does not accept dualstack endpoints"), "{m}");
+    ok(
+        &mut st,
+        &provider(),
+        "modify-vpc-endpoint-service-configuration",
+        json!({"ServiceId": SVC, "AddSupportedIpAddressTypes": ["ipv6"]}),
+    );
+    let described = ok(
+        &mut st,
+        &provider(),
+        "describe-vpc-endpoint-service-configurations",
+        json!({"ServiceIds": [SVC]}),
+    );
+    assert_eq!(
+        described["ServiceConfigurations"][0]["SupportedIpAddressTypes"],
+        json!(["ipv4", "ipv6"])
+    );
+    let e = ok(
+        &mut st,
+        &consumer(),
+        "create-vpc-endpoint",
+        create("dualstack"),
+    )["VpcEndpoint"]
+        .clone();
+    assert_eq!(e["IpAddressType"], "dualstack");
+    assert_eq!(e["Ipv6Address"], "fd00:c1::2", "the lowest free after ::1");
+    assert_eq!(e["IpAddress"], "10.1.0.2");
+    let e = ok(
+        &mut st,
+        &consumer(),
+        "create-vpc-endpoint",
+        create("DualStack"),
+    )["VpcEndpoint"]
+        .clone();
+    assert_eq!(e["Ipv6Address"], "fd00:c1::3");
+    let mut given = create("dualstack");
+    given["Ipv6Address"] = json!("fd00:c1::64");
+    let e = ok(&mut st, &consumer(), "create-vpc-endpoint", given.clone())["VpcEndpoint"].clone();
+    assert_eq!(e["Ipv6Address"], "fd00:c1::64");
+    let m = err(
+        &mut st,
+        &consumer(),
+        "create-vpc-endpoint",
+        given,
+        "InvalidIpAddress.InUse",
+    );
+    assert!(m.contains("fd00:c1::64 is already in use"), "{m}");
+    let plain = new_endpoint(&mut st, &consumer(), CVPC, SVC);
+    assert_eq!(plain["IpAddressType"], "ipv4");
+    assert!(plain.get("Ipv6Address").is_none());
+
+    let mut outside = create("dualstack");
+    outside["Ipv6Address"] = json!("fd00:c2::5");
+    err(
+        &mut st,
+        &consumer(),
+        "create-vpc-endpoint",
+        outside,
+        "InvalidParameterValue",
+    );
+    let mut wrong = create("ipv4");
+    wrong["Ipv6Address"] = json!("fd00:c1::9");
+    let m = err(
+        &mut st,
+        &consumer(),
+        "create-vpc-endpoint",
+        wrong,
+        "InvalidParameterValue",
+    );
+    assert!(m.starts_with("Ipv6Address:"), "{m}");
+    for bad in ["both", "ipv5"] {
+        err(
+            &mut st,
+            &consumer(),
+            "create-vpc-endpoint",
+            create(bad),
+            "InvalidParameterValue",
+        );
+    }
+    let m = err(
+        &mut st,
+        &consumer(),
+        "create-vpc-endpoint",
+        create("ipv6"),
+        "InvalidParameterValue",
+    );
+    assert!(m.contains("not supported yet"), "{m}");
+    // A family still in use cannot be removed; once unused it can.
+    let m = err(
+        &mut st,
+        &provider(),
+        "modify-vpc-endpoint-service-configuration",
+        json!({"ServiceId": SVC, "RemoveSupportedIpAddressTypes": ["ipv6"]}),
+        "InvalidParameterValue",
+    );
+    assert!(m.contains("does not accept dualstack endpoints"), "{m}");
+    let m = err(
+        &mut st,
+        &provider(),
+        "modify-vpc-endpoint-service-configuration",
+        json!({"ServiceId": SVC, "RemoveSupportedIpAddressTypes": ["ipv4", "ipv6"]}),
+        "InvalidParameterValue",
+    );
+    assert!(m.contains("must list ipv4, ipv6 or both"), "{m}");
+}
+
+#[test]
+fn a_dual_stack_endpoint_needs_an_ipv6_prefix_and_room_in_it() {
+    let mut st = store();
+    ok(
+        &mut st,
+        &provider(),
+        "modify-vpc-endpoint-service-configuration",
+        json!({"ServiceId": SVC, "AddSupportedIpAddressTypes": ["ipv6"]}),
+    );
+    let m = err(
+        &mut st,
+        &consumer(),
+        "create-vpc-endpoint",
+        json!({"VpcId": CVPC, "ServiceName": SVC_NAME, "IpAddressType": "dualstack"}),
+        "InvalidParameterValue",
+    );
+    assert!(m.contains("has no IPv6 prefix"), "{m}");
+    // A /126 has hosts ::1 (the appliance), ::2 and ::3.
+    let mut st = Store::new(&dual_config("fd00:c1::1/126"), None).unwrap().0;
+    ok(
+        &mut st,
+        &provider(),
+        "modify-vpc-endpoint-service-configuration",
+        json!({"ServiceId": SVC, "AddSupportedIpAddressTypes": ["ipv6"]}),
+    );
+    let create = json!({"VpcId": CVPC, "ServiceName": SVC_NAME, "IpAddressType": "dualstack"});
+    for want in ["fd00:c1::2", "fd00:c1::3"] {
+        let e = ok(&mut st, &consumer(), "create-vpc-endpoint", create.clone());
+        assert_eq!(e["VpcEndpoint"]["Ipv6Address"], want);
+    }
+    err(
+        &mut st,
+        &consumer(),
+        "create-vpc-endpoint",
+        create,
+        "InsufficientFreeAddressesInSubnet",
+    );
+    // A created service lists what it was given, in order, once each.
+    let r = ok(
+        &mut st,
+        &provider(),
+        "create-vpc-endpoint-service-configuration",
+        json!({"VpcId": PVPC, "Listeners": [{"Protocol": "tcp", "Port": 443}],
+               "SupportedIpAddressTypes": ["ipv6", "ipv4", "ipv6"]}),
+    );
+    assert_eq!(
+        r["ServiceConfiguration"]["SupportedIpAddressTypes"],
+        json!(["ipv4", "ipv6"])
+    );
+}
