@@ -163,6 +163,7 @@ vpc_id = "vpc-0b0000000000000b1"
 snat_addresses = ["10.2.0.100"]
 acceptance_required = false
 allowed_principals = ["111111111111", "333333333333"]
+supported_ip_address_types = ["ipv4", "ipv6"]
 [[services.listeners]]
 protocol = "tcp"
 port = 80
@@ -178,6 +179,8 @@ owner = "111111111111"
 vpc_id = "vpc-0c0000000000000c1"
 service_id = "vpce-svc-0d0000000000000d1"
 ip = "10.1.0.100"
+ip_address_type = "dualstack"
+ip6 = "fd00:c1::64"
 [[endpoints]]
 id = "vpce-0e0000000000000e3"
 owner = "333333333333"

@@ -91,11 +91,12 @@ pub struct CompiledStatement {
 }
 
 impl CompiledStatement {
-    fn matches(&self, principal: AccountId, src: Ipv4Addr, proto: u8, dst_port: u16) -> bool {
+    /// `src` `None`: an IPv6 source, which no (IPv4) `SourceCidr` contains.
+    fn matches(&self, principal: AccountId, src: Option<u32>, proto: u8, dst_port: u16) -> bool {
         let bit = match proto {
             6 => PROTO_TCP,
             17 => PROTO_UDP,
-            1 => PROTO_ICMP,
+            1 | 58 => PROTO_ICMP,
             _ => 0,
         };
         if self.protos != PROTO_ANY && self.protos & bit == 0 {
@@ -106,8 +107,9 @@ impl CompiledStatement {
                 return false;
             }
         }
-        let src = u32::from(src);
-        if !self.cidrs.is_empty() && !self.cidrs.iter().any(|&(n, m)| src & m == n) {
+        if !self.cidrs.is_empty()
+            && !src.is_some_and(|src| self.cidrs.iter().any(|&(n, m)| src & m == n))
+        {
             return false;
         }
         if !self.ports.is_empty() {
@@ -221,6 +223,16 @@ impl Policy {
     /// protocol `proto` to `dst_port` is allowed: a matching Deny wins, else some matching
     /// Allow is needed. Allocation-free.
     pub fn allows(&self, principal: AccountId, src: Ipv4Addr, proto: u8, dst_port: u16) -> bool {
+        self.decide(principal, Some(u32::from(src)), proto, dst_port)
+    }
+
+    /// [`Policy::allows`] for a flow from an IPv6 source (ICMPv6 is `icmp`): a statement
+    /// with a `SourceCidr` (IPv4 prefixes only, so far) does not match it.
+    pub fn allows_ipv6(&self, principal: AccountId, proto: u8, dst_port: u16) -> bool {
+        self.decide(principal, None, proto, dst_port)
+    }
+
+    fn decide(&self, principal: AccountId, src: Option<u32>, proto: u8, dst_port: u16) -> bool {
         let mut allowed = false;
         for s in &self.statements {
             if s.matches(principal, src, proto, dst_port) {
@@ -547,6 +559,19 @@ mod tests {
         assert!(!p.allows(acct(A), ip("10.1.1.0"), 6, 1));
         let p = policy(json!({"Statement": [{"Effect": "Allow", "SourceCidr": "0.0.0.0/0"}]}));
         assert!(p.allows(acct(A), ip("203.0.113.9"), 6, 1));
+    }
+
+    #[test]
+    fn an_ipv6_source_matches_no_source_cidr_and_icmpv6_is_icmp() {
+        let p = policy(json!({"Statement": [
+            {"Effect": "Allow", "Protocol": "icmp"},
+            {"Effect": "Deny", "SourceCidr": "0.0.0.0/0", "Protocol": "icmp"},
+        ]}));
+        assert!(!p.allows(acct(A), ip("10.1.0.5"), 1, 0), "the IPv4 deny");
+        assert!(p.allows_ipv6(acct(A), 58, 0), "no IPv4 prefix holds it");
+        assert!(!p.allows_ipv6(acct(A), 6, 80), "tcp is not allowed");
+        let p = policy(json!({"Statement": [{"Effect": "Allow", "SourceCidr": "0.0.0.0/0"}]}));
+        assert!(!p.allows_ipv6(acct(A), 58, 0));
     }
 
     #[test]

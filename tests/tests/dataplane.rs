@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use privlink_e2e::{
-    Options, Topology, CONSUMER_APPLIANCE, CONSUMER_APPLIANCE6, ENDPOINT_IP, SNAT_IP,
+    Options, Topology, CONSUMER_APPLIANCE, CONSUMER_APPLIANCE6, CONSUMER_VPC, ENDPOINT_IP, SNAT_IP,
+    UID_CONSUMER, UID_PROVIDER,
 };
 
 const T: Duration = Duration::from_secs(60);
@@ -567,6 +568,77 @@ fn the_own_ipv6_address_answers_neighbour_discovery_and_ping() {
         "the other address's solicitation: {s}"
     );
     assert_eq!(Topology::drops(&s, "unsupported_ethertype"), 0, "{s}");
+    let (clean, _) = t.stop();
+    assert!(clean, "privlinkd stops cleanly on SIGTERM");
+}
+
+/// A dual-stack endpoint created at run time: its IPv6 address comes from the VPC's
+/// prefix, answers neighbour discovery and `ping -6` (the kernel's neighbour entry holds
+/// the appliance's MAC), and stops answering once the endpoint is deleted.
+#[test]
+fn a_dual_stack_endpoint_answers_ping6_at_its_allocated_address() {
+    let mut t = Topology::start(Options {
+        ipv6: true,
+        ..Options::default()
+    });
+    let svc = "vpce-svc-0d0000000000000d1";
+    let name = format!("com.privlink.vpce.local.{svc}");
+    let create = [
+        "create-vpc-endpoint",
+        "--vpc-id",
+        CONSUMER_VPC,
+        "--service-name",
+        &name,
+        "--ip-address-type",
+        "dualstack",
+    ];
+    let (ok, _, err) = t.ctl(UID_CONSUMER, &create);
+    assert!(
+        !ok && err.contains("does not accept dualstack endpoints"),
+        "the service accepts IPv4 endpoints only: {err}"
+    );
+    t.ctl_ok(
+        UID_PROVIDER,
+        &[
+            "modify-vpc-endpoint-service-configuration",
+            "--service-id",
+            svc,
+            "--add-supported-ip-address-types",
+            "ipv6",
+        ],
+    );
+    let ep = t.ctl_ok(UID_CONSUMER, &create)["VpcEndpoint"].clone();
+    assert_eq!(ep["IpAddressType"], "dualstack", "{ep}");
+    let ip6 = ep["Ipv6Address"]
+        .as_str()
+        .expect("an IPv6 address")
+        .to_owned();
+    assert_eq!(
+        ip6, "fd00:c1::2",
+        "the lowest free host of the prefix: {ep}"
+    );
+    let id = ep["VpcEndpointId"].as_str().unwrap().to_owned();
+    assert!(t.ping6(&ip6, 3), "ping -6 to the endpoint\n{}", t.log());
+    let neigh = t.consumer.must(&["ip", "-6", "neigh", "show", &ip6]);
+    assert!(
+        neigh.contains(&t.appliance_mac()),
+        "neighbour discovery resolved the endpoint to the appliance: {neigh}"
+    );
+    // IPv4 still reaches its IPv4 address (and the declared endpoint's).
+    let v4 = ep["IpAddress"].as_str().unwrap().to_owned();
+    let r = t.client(&["http-many", &v4, "80", "3"], T);
+    assert_eq!(r["ok"], 3, "IPv4 through the dual-stack endpoint: {r}");
+    t.ctl_ok(
+        UID_CONSUMER,
+        &["delete-vpc-endpoints", "--vpc-endpoint-ids", &id],
+    );
+    let _ = t.consumer.exec(
+        &["ip", "-6", "neigh", "flush", "dev", &t.consumer_if],
+        Duration::from_secs(5),
+    );
+    assert!(!t.ping6(&ip6, 2), "a deleted endpoint's address is gone");
+    let s = t.stats();
+    assert!(Topology::counter(&s, "nd_advertisements") >= 2, "{s}");
     let (clean, _) = t.stop();
     assert!(clean, "privlinkd stops cleanly on SIGTERM");
 }

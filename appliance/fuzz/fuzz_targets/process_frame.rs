@@ -36,8 +36,13 @@ const STRICT: Strict = Strict {
 thread_local! {
     static WORLD: RefCell<World> = RefCell::new({
         let mut config = Config::embedded_default();
-        // The consumer attachment speaks IPv6 too: the IPv6 node is reached.
+        // The consumer attachment speaks IPv6 too, and the endpoint is dual-stack: the
+        // IPv6 node is reached for both kinds of local address.
         config.vpcs[0].address6 = Some("fd00:c1::1/64".parse().expect("an IPv6 prefix"));
+        config.services[0].supported_ip_address_types =
+            vec![mgmt::model::IpFamily::Ipv4, mgmt::model::IpFamily::Ipv6];
+        config.endpoints[0].ip_address_type = mgmt::model::IpAddressType::Dualstack;
+        config.endpoints[0].ip6 = Some("fd00:c1::64".parse().expect("an IPv6 address"));
         let snap = Snapshot::build(
             1,
             &config,

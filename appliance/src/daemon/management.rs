@@ -253,14 +253,18 @@ pub struct Management {
     recent_locals: Mutex<std::collections::VecDeque<Added>>,
 }
 
-/// The local addresses (attachment, IPv4) generation `generation` added to `base`'s, or
-/// all of them when it was built whole (`base` = `None`).
+/// The local addresses (attachment, IPv4; attachment, IPv6) generation `generation`
+/// added to `base`'s, or all of them when it was built whole (`base` = `None`).
 #[derive(Debug)]
 struct Added {
     generation: u64,
     base: Option<u64>,
     keys: Vec<(u16, u32)>,
+    keys6: Vec<(u16, u128)>,
 }
+
+/// Local addresses of both families.
+type Keys = (Vec<(u16, u32)>, Vec<(u16, u128)>);
 
 /// Generations whose additions are kept while worker 0 has not finished announcing
 /// them; beyond, the oldest go, and a list whose chain is broken announces everything.
@@ -268,19 +272,16 @@ const RECENT_LOCALS: usize = 64;
 
 /// The addresses added from generation `done` to `base`, following `recent`'s chain
 /// back from `base`; `None` when a link is gone.
-fn added_since(
-    recent: &std::collections::VecDeque<Added>,
-    done: u64,
-    base: u64,
-) -> Option<Vec<(u16, u32)>> {
-    let mut out = Vec::new();
+fn added_since(recent: &std::collections::VecDeque<Added>, done: u64, base: u64) -> Option<Keys> {
+    let mut out: Keys = (Vec::new(), Vec::new());
     let mut at = base;
     for _ in 0..=recent.len() {
         if at == done {
             return Some(out);
         }
         let a = recent.iter().find(|a| a.generation == at)?;
-        out.extend_from_slice(&a.keys);
+        out.0.extend_from_slice(&a.keys);
+        out.1.extend_from_slice(&a.keys6);
         match a.base {
             None => return Some(out),
             Some(b) => at = b,
@@ -319,6 +320,7 @@ impl Management {
                 generation: first.generation,
                 base: None,
                 keys: first.sorted_locals().to_vec(),
+                keys6: first.sorted_locals6().to_vec(),
             })
             .collect(),
         );
@@ -388,10 +390,11 @@ impl Management {
                 generation: snap.generation,
                 base: snap.base,
                 keys: snap.announce.clone(),
+                keys6: snap.announce6.clone(),
             };
             if let Some(base) = snap.base {
                 match added_since(&recent, done, base) {
-                    Some(keys) => snap.announce_also(&keys),
+                    Some((keys, keys6)) => snap.announce_also(&keys, &keys6),
                     None => snap.announce_all(),
                 }
             }

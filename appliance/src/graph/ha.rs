@@ -169,7 +169,7 @@ impl<F: Frame> Pipeline<F> {
                         now_ms,
                     );
                     if let Some(ip6) = a.ip6 {
-                        self.send_unsolicited_advert(a, ip6);
+                        self.send_unsolicited_advert(a, ip6, EthernetAddress(a.mac));
                     }
                 }
             }
@@ -239,10 +239,15 @@ impl<F: Frame> Pipeline<F> {
         let Some(start) = self.progress.handover else {
             return;
         };
-        let (batch, next) = announce_batch(snap, start);
+        let (batch, batch6, next) = announce_batch(snap, start);
         for &(att, ip) in batch {
             if let (Some(a), Some(mac)) = (snap.attachment(att), link.shared.peer_mac(att)) {
                 self.send_arp_as(a, EthernetAddress(mac), ip);
+            }
+        }
+        for &(att, ip6) in batch6 {
+            if let (Some(a), Some(mac)) = (snap.attachment(att), link.shared.peer_mac(att)) {
+                self.send_unsolicited_advert(a, ip6, EthernetAddress(mac));
             }
         }
         self.progress.handover = next;
@@ -254,11 +259,16 @@ impl<F: Frame> Pipeline<F> {
         let Some(start) = self.progress.announce_all else {
             return;
         };
-        let (batch, next) = announce_batch(snap, start);
+        let (batch, batch6, next) = announce_batch(snap, start);
         for &(att, ip) in batch {
             if let Some(a) = snap.attachment(att) {
                 let bcast = EthernetAddress::BROADCAST;
                 self.send_arp(a, ArpOperation::REQUEST, ip, ip, bcast, now_ms);
+            }
+        }
+        for &(att, ip6) in batch6 {
+            if let Some(a) = snap.attachment(att) {
+                self.send_unsolicited_advert(a, ip6, EthernetAddress(a.mac));
             }
         }
         self.progress.announce_all = next;
@@ -314,14 +324,20 @@ impl<F: Frame> Pipeline<F> {
     }
 }
 
-/// The next few local addresses from `start` of a walk over all of them, and where the
-/// walk goes on (none: done).
-fn announce_batch(snap: &Snapshot, start: usize) -> (&[(u16, u32)], Option<usize>) {
+/// The next few local addresses from `start` of a walk over all of them (the IPv4 ones,
+/// then the IPv6 ones), and where the walk goes on (none: done).
+#[allow(clippy::type_complexity)]
+fn announce_batch(snap: &Snapshot, start: usize) -> (&[(u16, u32)], &[(u16, u128)], Option<usize>) {
     const PER_POLL: usize = 32;
-    let all = snap.sorted_locals();
-    let end = start.saturating_add(PER_POLL).min(all.len());
-    let batch = all.get(start..end).unwrap_or(&[]);
-    (batch, (end < all.len()).then_some(end))
+    let (v4, v6) = (snap.sorted_locals(), snap.sorted_locals6());
+    let total = v4.len() + v6.len();
+    let end = start.saturating_add(PER_POLL).min(total);
+    let batch = v4
+        .get(start.min(v4.len())..end.min(v4.len()))
+        .unwrap_or(&[]);
+    let from6 = start.saturating_sub(v4.len());
+    let batch6 = v6.get(from6..end.saturating_sub(v4.len())).unwrap_or(&[]);
+    (batch, batch6, (end < total).then_some(end))
 }
 
 /// The flow a record describes, resolved against this node's snapshot: its endpoint and

@@ -1,7 +1,7 @@
-//! The IPv6 node: the attachment's own IPv6 address answers neighbour solicitations and
-//! echo requests, as its IPv4 address answers ARP and ping. Nothing else of IPv6 is served
-//! yet (endpoints, NAT66 and NAT64 come with issue 15's model): it is dropped and counted,
-//! never mistaken for IPv4.
+//! The IPv6 node: the attachment's own IPv6 address and dual-stack endpoints' answer
+//! neighbour solicitations and echo requests, as IPv4 addresses answer ARP and ping (an
+//! endpoint only to a consumer its access rules admit). Nothing else of IPv6 is served
+//! yet (NAT66 and NAT64 come next): it is dropped and counted, never mistaken for IPv4.
 
 use super::context::Ctx;
 use super::dispatch::Next;
@@ -28,7 +28,6 @@ impl<F: Frame> Pipeline<F> {
         ctx: &Ctx,
     ) -> Result<Next, DropReason> {
         let att = snap.attachment(ctx.att).ok_or(DropReason::NoAttachment)?;
-        let own = att.ip6.ok_or(DropReason::Ipv6NotServed)?;
         let l3 = ctx.l3;
         let bytes = frame.bytes().get(l3..).ok_or(DropReason::Malformed)?;
         let ip = Ipv6Packet::new_checked(bytes).map_err(|_| DropReason::Malformed)?;
@@ -56,15 +55,15 @@ impl<F: Frame> Pipeline<F> {
                 else {
                     return Err(DropReason::NdIgnored);
                 };
-                let group = icmpv6::solicited_node(own);
+                let group = icmpv6::solicited_node(target);
                 // Address detection comes from :: to the solicited-node group, with no
                 // link-layer address to answer to (RFC 4861 §7.1.1).
                 let probe = src == 0;
                 // A group is never a source (RFC 4291 §2.7): there is nobody to answer.
                 let sane = hop == ND_HOP_LIMIT
                     && !is_multicast(src)
-                    && target == own
-                    && (dst == own || dst == group)
+                    && snap.local6(ctx.att, target).is_some()
+                    && (dst == target || dst == group)
                     && (!probe || (dst == group && source_lladdr.is_none()));
                 if !sane || !self.active {
                     return Err(DropReason::NdIgnored);
@@ -79,7 +78,7 @@ impl<F: Frame> Pipeline<F> {
                     router: false,
                     solicited: !probe,
                     override_: true,
-                    target: own,
+                    target,
                     target_lladdr: Some(EthernetAddress(att.mac)),
                 };
                 let end = l3 + ip6::HEADER_LEN + icmpv6::ND_WITH_LLADDR_LEN;
@@ -88,9 +87,9 @@ impl<F: Frame> Pipeline<F> {
                 }
                 let out = frame.bytes_mut();
                 let len = advert
-                    .emit(&mut out[l3 + ip6::HEADER_LEN..end], own, to)
+                    .emit(&mut out[l3 + ip6::HEADER_LEN..end], target, to)
                     .map_err(|_| DropReason::Malformed)?;
-                write_header(&mut out[l3..], own, to, len, ND_HOP_LIMIT);
+                write_header(&mut out[l3..], target, to, len, ND_HOP_LIMIT);
                 l2::set_addresses(out, mac, att.mac);
                 self.counters.nd_advertisements += 1;
                 Ok(Next::Tx(att.port))
@@ -100,9 +99,17 @@ impl<F: Frame> Pipeline<F> {
             Icmpv6Type::ECHO_REQUEST if src == 0 || is_multicast(src) => {
                 Err(DropReason::Ipv6NotServed)
             }
-            Icmpv6Type::ECHO_REQUEST if dst == own && icmp.code() == 0 => {
+            Icmpv6Type::ECHO_REQUEST if icmp.code() == 0 => {
+                let local = snap.local6(ctx.att, dst).ok_or(DropReason::Ipv6NotServed)?;
                 if !self.active {
                     return Err(DropReason::Standby);
+                }
+                if let LocalKind::Endpoint(h) = local {
+                    let e = snap
+                        .endpoint_by_handle(h)
+                        .ok_or(DropReason::Ipv6NotServed)?;
+                    e.admits_ipv6(next_header::ICMPV6, 0)
+                        .map_err(refusal_reason)?;
                 }
                 // The reply carries the request's message, without what came before it
                 // (extension headers) or after it (Ethernet padding).
@@ -113,8 +120,8 @@ impl<F: Frame> Pipeline<F> {
                 let reply = &mut out[l3 + ip6::HEADER_LEN..end];
                 let mut m = Icmpv6Packet::new_unchecked(reply);
                 m.make_echo_reply();
-                m.fill_checksum(own, src);
-                write_header(&mut out[l3..], own, src, len, HOP_LIMIT);
+                m.fill_checksum(dst, src);
+                write_header(&mut out[l3..], dst, src, len, HOP_LIMIT);
                 l2::reply_l2(out, att.mac);
                 if !frame.set_len(end) || !pad_frame(frame, l3 > ethernet::HEADER_LEN) {
                     return Err(DropReason::Malformed);

@@ -36,9 +36,15 @@ impl<F: Frame> Pipeline<F> {
         self.arp_frame(att, op, (mac, ip), ip, EthernetAddress::BROADCAST);
     }
 
-    /// An unsolicited neighbour advertisement of `ip6` (the attachment's own IPv6 address)
-    /// to all nodes, overriding what caches hold (RFC 4861 §7.2.6).
-    pub(super) fn send_unsolicited_advert(&mut self, att: &AttachmentView, ip6: u128) {
+    /// An unsolicited neighbour advertisement of `ip6` (one of the attachment's local IPv6
+    /// addresses) at `lladdr` (this port's MAC, or the HA peer's when handing over) to all
+    /// nodes, overriding what caches hold (RFC 4861 §7.2.6).
+    pub(super) fn send_unsolicited_advert(
+        &mut self,
+        att: &AttachmentView,
+        ip6: u128,
+        lladdr: EthernetAddress,
+    ) {
         use super::ipv6::{write_header, ALL_NODES, ND_HOP_LIMIT};
         use crate::wire::icmpv6::{self, NdiscRepr};
         use crate::wire::ipv6;
@@ -65,7 +71,7 @@ impl<F: Frame> Pipeline<F> {
             solicited: false,
             override_: true,
             target: ip6,
-            target_lladdr: Some(EthernetAddress(att.mac)),
+            target_lladdr: Some(lladdr),
         };
         let Ok(len) = advert.emit(&mut bytes[l4..end], ip6, ALL_NODES) else {
             self.counters.drop(DropReason::NoMbuf);

@@ -183,34 +183,34 @@ impl<F: Frame> Pipeline<F> {
         }
     }
 
-    /// Gratuitous ARPs for addresses new in this snapshot, a few per poll.
+    /// Gratuitous ARPs and unsolicited neighbour advertisements for addresses new in this
+    /// snapshot, a few per poll: the IPv4 ones first, then the IPv6 ones (`announce_next`
+    /// counts through both lists).
     fn announce_some(&mut self, snap: &Snapshot, now_ms: u64) {
         const PER_POLL: usize = 16;
-        let list = &snap.announce;
-        let end = (self.announce_next + PER_POLL).min(list.len());
-        for &(att, ip) in &list[self.announce_next..end] {
-            if let Some(a) = snap.attachment(att) {
-                self.send_arp(
-                    a,
-                    ArpOperation::REQUEST,
-                    ip,
-                    ip,
-                    EthernetAddress::BROADCAST,
-                    now_ms,
-                );
-            }
-        }
-        self.announce_next = end;
-        if end == list.len() {
-            if self.announced_generation == 0 {
-                // The attachments' own IPv6 addresses appear once, at the start (a
-                // configuration change that adds one is a restart).
-                for a in &snap.attachments {
-                    if let Some(ip6) = a.ip6 {
-                        self.send_unsolicited_advert(a, ip6);
+        let (v4, v6) = (&snap.announce, &snap.announce6);
+        let total = v4.len() + v6.len();
+        let end = (self.announce_next + PER_POLL).min(total);
+        for i in self.announce_next..end {
+            match v4.get(i) {
+                Some(&(att, ip)) => {
+                    if let Some(a) = snap.attachment(att) {
+                        let bcast = EthernetAddress::BROADCAST;
+                        self.send_arp(a, ArpOperation::REQUEST, ip, ip, bcast, now_ms);
+                    }
+                }
+                None => {
+                    let Some(&(att, ip6)) = v6.get(i - v4.len()) else {
+                        break;
+                    };
+                    if let Some(a) = snap.attachment(att) {
+                        self.send_unsolicited_advert(a, ip6, EthernetAddress(a.mac));
                     }
                 }
             }
+        }
+        self.announce_next = end;
+        if end == total {
             self.announced_generation = snap.generation;
         }
     }

@@ -109,6 +109,8 @@ pub struct EndpointView {
     pub owner: AccountId,
     pub attachment: u16,
     pub ip: u32,
+    /// A dual-stack endpoint's IPv6 address.
+    pub ip6: Option<u128>,
     /// The service's handle.
     pub service: u32,
     /// Only `available` endpoints forward.
@@ -118,6 +120,22 @@ pub struct EndpointView {
     pub ingress: Option<Vec<IngressView>>,
     /// The compiled endpoint policy; `None` = allow all.
     pub policy: Option<Policy>,
+}
+
+impl EndpointView {
+    /// [`EndpointView::admits`] for a new flow from an IPv6 source: security-group rules
+    /// hold IPv4 prefixes only, so an endpoint with groups admits none; the policy decides
+    /// as for a source that no `SourceCidr` contains.
+    #[inline]
+    pub fn admits_ipv6(&self, proto: u8, dst_port: u16) -> Result<(), Refusal> {
+        if self.ingress.is_some() {
+            return Err(Refusal::SecurityGroup);
+        }
+        match &self.policy {
+            Some(p) if !p.allows_ipv6(self.owner, proto, dst_port) => Err(Refusal::Policy),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// One compiled security-group ingress rule.
@@ -243,6 +261,9 @@ pub struct Snapshot {
     service_by_handle: FastMap<u32, u32>,
     listeners: ShardedMap<(u16, u32, u8, u16), ListenerRef>,
     locals: ShardedMap<(u16, u32), LocalKind>,
+    /// The IPv6 addresses the appliance answers neighbour discovery and echo for: its own
+    /// on each attachment that has one, and dual-stack endpoints'.
+    locals6: ShardedMap<(u16, u128), LocalKind>,
     /// Addresses of endpoints that still hold them but no longer answer (rejected,
     /// deleting, failed): the endpoint's handle. Only stray TCP segments of connections
     /// just ended get something back from them (a RST).
@@ -251,6 +272,9 @@ pub struct Snapshot {
     /// snapshot, those new since the version it was made from otherwise (the management
     /// thread widens that with [`Snapshot::announce_beyond`]).
     pub announce: Vec<(u16, u32)>,
+    /// IPv6 local addresses to announce with an unsolicited neighbour advertisement, as
+    /// `announce`.
+    pub announce6: Vec<(u16, u128)>,
     /// Every target of every listener and how the health checker treats it.
     pub health_checks: Vec<health::Spec>,
     /// The generation this one was made from ([`Snapshot::update`]); `None` when it was
@@ -258,6 +282,8 @@ pub struct Snapshot {
     pub base: Option<u64>,
     /// The keys of `locals`, sorted.
     sorted_locals: Arc<Vec<(u16, u32)>>,
+    /// The keys of `locals6`, sorted.
+    sorted_locals6: Arc<Vec<(u16, u128)>>,
 }
 
 /// Stable small numbers for endpoints and services, kept by the management thread across
@@ -338,23 +364,34 @@ impl fmt::Display for BuildError {
 impl std::error::Error for BuildError {}
 
 impl Snapshot {
-    /// Adds to `announce` those of `keys` that are still local addresses here (what
-    /// versions between the one worker 0 finished announcing and `base` added).
-    pub fn announce_also(&mut self, keys: &[(u16, u32)]) {
-        self.announce
-            .extend(keys.iter().filter(|k| self.locals.contains_key(k)));
-        self.announce.sort_unstable();
-        self.announce.dedup();
+    /// Adds to the announcement lists those of `keys` and `keys6` that are still local
+    /// addresses here (what versions between the one worker 0 finished announcing and
+    /// `base` added).
+    pub fn announce_also(&mut self, keys: &[(u16, u32)], keys6: &[(u16, u128)]) {
+        fn also<K: Copy + Ord>(list: &mut Vec<K>, keys: &[K], present: impl Fn(&K) -> bool) {
+            list.extend(keys.iter().filter(|k| present(k)));
+            list.sort_unstable();
+            list.dedup();
+        }
+        also(&mut self.announce, keys, |k| self.locals.contains_key(k));
+        also(&mut self.announce6, keys6, |k| self.locals6.contains_key(k));
     }
 
-    /// Makes `announce` every local address (nothing is known of what was announced).
+    /// Makes the announcement lists every local address (nothing is known of what was
+    /// announced).
     pub fn announce_all(&mut self) {
         self.announce = self.sorted_locals.to_vec();
+        self.announce6 = self.sorted_locals6.to_vec();
     }
 
     /// Every local address (attachment, IPv4) in order, for a walk a budget at a time.
     pub fn sorted_locals(&self) -> &[(u16, u32)] {
         &self.sorted_locals
+    }
+
+    /// Every local IPv6 address (attachment, address) in order, as [`Self::sorted_locals`].
+    pub fn sorted_locals6(&self) -> &[(u16, u128)] {
+        &self.sorted_locals6
     }
 
     /// The endpoint with stable handle `h`.
@@ -416,6 +453,12 @@ impl Snapshot {
     #[inline]
     pub fn local(&self, att: u16, ip: u32) -> Option<LocalKind> {
         self.locals.get(&(att, ip)).copied()
+    }
+
+    /// What IPv6 address `ip` is on attachment `att`, if it is one of ours.
+    #[inline]
+    pub fn local6(&self, att: u16, ip: u128) -> Option<LocalKind> {
+        self.locals6.get(&(att, ip)).copied()
     }
 
     /// The endpoint (its handle) that holds `ip` on attachment `att` without answering for
@@ -506,6 +549,16 @@ impl Snapshot {
             "locals",
             sorted(self.locals.iter().map(|(k, v)| (*k, *v))),
             sorted(other.locals.iter().map(|(k, v)| (*k, *v))),
+        );
+        compare(
+            "locals6",
+            sorted(self.locals6.iter().map(|(k, v)| (*k, *v))),
+            sorted(other.locals6.iter().map(|(k, v)| (*k, *v))),
+        );
+        compare(
+            "sorted locals6",
+            one(&self.sorted_locals6),
+            one(&other.sorted_locals6),
         );
         compare(
             "closed",

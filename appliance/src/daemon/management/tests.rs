@@ -205,6 +205,7 @@ fn announcements_are_computed_against_what_worker_0_finished() {
 fn what_versions_added_is_followed_back_to_the_one_announced() {
     use super::{added_since, Added};
     let k = |n: u32| (0u16, n);
+    let k6 = |n: u32| (1u16, 0xfd00_u128 << 112 | u128::from(n));
     let recent: std::collections::VecDeque<Added> = [
         (5, Some(4), vec![k(5)]),
         (6, Some(5), vec![k(6)]),
@@ -215,13 +216,18 @@ fn what_versions_added_is_followed_back_to_the_one_announced() {
     .map(|(generation, base, keys)| Added {
         generation,
         base,
+        keys6: keys.iter().map(|&(_, n)| k6(n)).collect(),
         keys,
     })
     .collect();
-    assert_eq!(added_since(&recent, 4, 6), Some(vec![k(6), k(5)]));
-    assert_eq!(added_since(&recent, 6, 6), Some(vec![]));
+    let both = |v: Vec<(u16, u32)>| {
+        let v6 = v.iter().map(|&(_, n)| k6(n)).collect();
+        Some((v, v6))
+    };
+    assert_eq!(added_since(&recent, 4, 6), both(vec![k(6), k(5)]));
+    assert_eq!(added_since(&recent, 6, 6), both(vec![]));
     // A version built whole holds every address: the walk stops there.
-    assert_eq!(added_since(&recent, 2, 8), Some(vec![k(8), k(1), k(7)]));
+    assert_eq!(added_since(&recent, 2, 8), both(vec![k(8), k(1), k(7)]));
     // Generation 4's additions are gone: nothing says what 3 to 4 added.
     assert_eq!(added_since(&recent, 3, 6), None);
 }

@@ -237,3 +237,71 @@ fn the_active_advertises_its_own_ipv6_address_with_each_announcement() {
     assert_eq!(adverts(&mut p), 1, "again at the next announcement");
     assert_eq!(p.counters().nd_advertisements, before + 1);
 }
+
+/// The (target, link-layer address) of each unsolicited advertisement among `sent`.
+fn adverts_of(sent: Vec<(u16, VecFrame)>) -> Vec<(std::net::Ipv6Addr, [u8; 6])> {
+    use crate::wire::icmpv6::{Icmpv6Packet, NdiscRepr};
+    sent.iter()
+        .filter(|(port, f)| *port == CONSUMER_PORT && f.bytes()[12..14] == [0x86, 0xdd])
+        .filter_map(|(_, f)| {
+            let m = Icmpv6Packet::new_checked(&f.bytes()[54..]).ok()?;
+            match NdiscRepr::parse(&m).ok()? {
+                NdiscRepr::Advert {
+                    target,
+                    solicited: false,
+                    target_lladdr: Some(mac),
+                    ..
+                } => Some((std::net::Ipv6Addr::from(target), mac.0)),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// A takeover advertises every local IPv6 address (the own one and dual-stack endpoints')
+/// from this node's MAC; stepping down hands them over to the peer's MAC, as the IPv4
+/// addresses are.
+#[test]
+fn ipv6_endpoint_addresses_follow_takeover_and_hand_over() {
+    let mut config = Config::embedded_default();
+    config.vpcs[0].address6 = Some("fd00:c1::1/64".parse().unwrap());
+    config.services[0].supported_ip_address_types =
+        vec![mgmt::model::IpFamily::Ipv4, mgmt::model::IpFamily::Ipv6];
+    config.endpoints[0].ip_address_type = mgmt::model::IpAddressType::Dualstack;
+    config.endpoints[0].ip6 = Some("fd00:c1::64".parse().unwrap());
+    let (own6, ep6) = (
+        "fd00:c1::1".parse().unwrap(),
+        "fd00:c1::64".parse().unwrap(),
+    );
+    let (mut p, snap, q) = node(&config);
+    q.shared.role.store(ACTIVE, Ordering::Release);
+    for now in 1..4 {
+        p.poll(&snap, now);
+    }
+    let got = adverts_of(p.drain_emitted().collect());
+    assert!(
+        got.contains(&(ep6, MAC_C)) && got.contains(&(own6, MAC_C)),
+        "{got:?}"
+    );
+
+    const PEER: [u8; 6] = [2, 0, 0, 0, 9, 9];
+    let own = Ipv4Addr::new(10, 1, 0, 1);
+    p.process(
+        &snap,
+        CONSUMER_PORT,
+        VecFrame::new(&arp_request(PEER, own, own)),
+        5,
+    );
+    p.drain_emitted().for_each(drop);
+    q.shared
+        .role
+        .store(crate::ha::link::STANDBY, Ordering::Release);
+    for now in 6..9 {
+        p.poll(&snap, now);
+    }
+    let got = adverts_of(p.drain_emitted().collect());
+    assert!(
+        got.contains(&(ep6, PEER)) && got.contains(&(own6, PEER)),
+        "{got:?}"
+    );
+}

@@ -336,8 +336,205 @@ fn the_own_address_is_advertised_unsolicited_at_the_start() {
     let mut next = snapshot(&config);
     next.generation = 2;
     next.announce.clear();
+    next.announce6.clear();
     p.on_snapshot(&next);
     p.poll(&next, 10);
     assert_eq!(p.drain_emitted().count(), 0);
     assert_eq!(p.counters().nd_advertisements, 1);
+}
+
+const ENDPOINT6: &str = "fd00:c1::64";
+
+/// The dual stack demo: the consumer VPC's IPv6 prefix, a service that accepts IPv6
+/// endpoints and the demo endpoint dual-stack at [`ENDPOINT6`].
+fn dual_endpoint_config() -> Config {
+    let mut config = Config::embedded_default();
+    config.vpcs[0].address6 = Some(format!("{OWN}/64").parse().unwrap());
+    config.services[0].supported_ip_address_types =
+        vec![mgmt::model::IpFamily::Ipv4, mgmt::model::IpFamily::Ipv6];
+    config.endpoints[0].ip_address_type = mgmt::model::IpAddressType::Dualstack;
+    config.endpoints[0].ip6 = Some(ENDPOINT6.parse().unwrap());
+    config.validate().unwrap();
+    config
+}
+
+#[test]
+fn a_dual_stack_endpoint_answers_solicitations_and_echo_from_its_address() {
+    let config = dual_endpoint_config();
+    let (mut p, snap) = pipeline(&config, 1, 0);
+    let (ep, host) = (a(ENDPOINT6), a(HOST));
+    let group = icmpv6::solicited_node(ep);
+    let ns = frame6(
+        group_mac(group),
+        host,
+        group,
+        255,
+        solicit(ep, Some(CLIENT_MAC)),
+    );
+    let (_, out) = tx(p.process(&snap, CONSUMER_PORT, VecFrame::new(&ns), 0));
+    let (src, dst, hop, msg) = reply_of(&out);
+    assert_eq!((src, dst, hop), (ep, host, 255));
+    assert_eq!(
+        NdiscRepr::parse(&Icmpv6Packet::new_checked(&msg[..]).unwrap()).unwrap(),
+        NdiscRepr::Advert {
+            router: false,
+            solicited: true,
+            override_: true,
+            target: ep,
+            target_lladdr: Some(EthernetAddress(MAC_C)),
+        }
+    );
+    // Unicast to the address itself (a cache entry being confirmed) is answered too; a
+    // solicitation for it sent to the own address's group is not (not its group).
+    let direct = frame6(MAC_C, host, ep, 255, solicit(ep, Some(CLIENT_MAC)));
+    tx(p.process(&snap, CONSUMER_PORT, VecFrame::new(&direct), 0));
+    let own_group = icmpv6::solicited_node(a(OWN));
+    let astray = frame6(
+        group_mac(own_group),
+        host,
+        own_group,
+        255,
+        solicit(ep, None),
+    );
+    p.process(&snap, CONSUMER_PORT, VecFrame::new(&astray), 0);
+    assert_eq!(p.counters().dropped(DropReason::NdIgnored), 1);
+    assert_eq!(p.counters().nd_advertisements, 2);
+
+    let req = frame6(MAC_C, host, ep, 64, echo(0x77, 3, b"dual"));
+    let (_, out) = tx(p.process(&snap, CONSUMER_PORT, VecFrame::new(&req), 0));
+    let (src, dst, _, msg) = reply_of(&out);
+    assert_eq!((src, dst), (ep, host));
+    assert_eq!(
+        Icmpv6Packet::new_checked(&msg[..]).unwrap().msg_type(),
+        Icmpv6Type::ECHO_REPLY
+    );
+    assert_eq!(&msg[8..], b"dual");
+    // The provider VPC has no such address.
+    let prov = frame6(MAC_P, a("fd00:b1::10"), ep, 64, echo(1, 1, b""));
+    p.process(&snap, PROVIDER_PORT, VecFrame::new(&prov), 0);
+    assert_eq!(p.counters().dropped(DropReason::Ipv6NotServed), 1);
+}
+
+#[test]
+fn an_endpoint_answers_ipv6_echo_only_as_its_access_rules_and_state_allow() {
+    use mgmt::model::{EndpointState, IngressRule, RuleProtocol};
+    let config = dual_endpoint_config();
+    let (ep, host) = (a(ENDPOINT6), a(HOST));
+    let req = frame6(MAC_C, host, ep, 64, echo(1, 1, b""));
+    let (mut p, _) = pipeline(&config, 1, 0);
+
+    // Security groups hold IPv4 rules only: with one, no IPv6 source is admitted.
+    let all = IngressRule {
+        protocol: RuleProtocol::All,
+        from_port: 0,
+        to_port: 0,
+        cidr: "0.0.0.0/0".parse().unwrap(),
+    };
+    let mut state = state_with_group(&config, vec![all]);
+    let snap = build(&config, &state);
+    p.process(&snap, CONSUMER_PORT, VecFrame::new(&req), 0);
+    assert_eq!(p.counters().dropped(DropReason::SecurityGroup), 1);
+
+    // A policy: a statement with a source prefix does not hold an IPv6 source.
+    state.endpoints[0].security_group_ids.clear();
+    state.endpoints[0].policy = Some(serde_json::json!({"Statement": [
+        {"Effect": "Allow", "Principal": "*", "SourceCidr": "0.0.0.0/0"}
+    ]}));
+    let snap = build(&config, &state);
+    p.process(&snap, CONSUMER_PORT, VecFrame::new(&req), 0);
+    assert_eq!(p.counters().dropped(DropReason::Policy), 1);
+    state.endpoints[0].policy = Some(serde_json::json!({"Statement": [
+        {"Effect": "Allow", "Principal": "*", "Protocol": "icmp"}
+    ]}));
+    let snap = build(&config, &state);
+    tx(p.process(&snap, CONSUMER_PORT, VecFrame::new(&req), 0));
+
+    // Pending acceptance: the interface exists. Rejected: it has no address to answer.
+    state.endpoints[0].policy = None;
+    state.endpoints[0].state = EndpointState::PendingAcceptance;
+    let snap = build(&config, &state);
+    tx(p.process(&snap, CONSUMER_PORT, VecFrame::new(&req), 0));
+    state.endpoints[0].state = EndpointState::Rejected;
+    let snap = build(&config, &state);
+    p.process(&snap, CONSUMER_PORT, VecFrame::new(&req), 0);
+    assert_eq!(p.counters().dropped(DropReason::Ipv6NotServed), 1);
+    let group = icmpv6::solicited_node(ep);
+    let ns = frame6(group_mac(group), host, group, 255, solicit(ep, None));
+    p.process(&snap, CONSUMER_PORT, VecFrame::new(&ns), 0);
+    assert_eq!(p.counters().dropped(DropReason::NdIgnored), 1);
+    assert_eq!(p.counters().echo_replies, 2);
+}
+
+/// The IPv6 addresses an advertisement from worker 0 names, among what it sent.
+fn advertised(p: &mut Pipeline<VecFrame>) -> Vec<u128> {
+    p.drain_emitted()
+        .filter(|(_, f)| f.bytes()[12..14] == [0x86, 0xdd])
+        .map(|(_, f)| {
+            let (src, dst, hop, msg) = reply_of(f.bytes());
+            assert_eq!((dst, hop), (a("ff02::1"), 255));
+            let m = Icmpv6Packet::new_checked(&msg[..]).unwrap();
+            match NdiscRepr::parse(&m).unwrap() {
+                NdiscRepr::Advert {
+                    target,
+                    solicited: false,
+                    override_: true,
+                    target_lladdr: Some(mac),
+                    ..
+                } => {
+                    assert_eq!((target, mac), (src, EthernetAddress(MAC_C)));
+                    target
+                }
+                other => panic!("{other:?}"),
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn a_new_dual_stack_endpoint_is_advertised_unsolicited() {
+    let config = dual_endpoint_config();
+    let mut handles = crate::tables::snapshot::Handles::default();
+    let mut state = config.state();
+    let first = Snapshot::build(
+        1,
+        &config,
+        &[MAC_C, MAC_P],
+        &[1500, 1500],
+        &state,
+        &mut handles,
+    )
+    .unwrap();
+    let settings = crate::daemon::pipeline_settings(&config, 1);
+    let mut p: Pipeline<VecFrame> =
+        Pipeline::new(0, settings, Box::new(|| Some(VecFrame::new(&[]))), &first);
+    p.poll(&first, 0);
+    let mut got = advertised(&mut p);
+    got.sort_unstable();
+    assert_eq!(got, [a(OWN), a(ENDPOINT6)], "both, at the start");
+
+    let before = state.clone();
+    let mut e = state.endpoints[0].clone();
+    e.id = "vpce-0e0000000000000e2".parse().unwrap();
+    e.ip = "10.1.0.101".parse().unwrap();
+    e.ip6 = Some("fd00:c1::65".parse().unwrap());
+    state.endpoints.push(e);
+    let change =
+        crate::tables::snapshot::Change::from_touched(&mgmt::store::touched(&before, &state));
+    let next = Snapshot::update(
+        &first,
+        2,
+        &config,
+        &[MAC_C, MAC_P],
+        &[1500, 1500],
+        &state,
+        &change,
+        &mut handles,
+        &std::collections::HashMap::new(),
+    )
+    .unwrap();
+    assert_eq!(next.announce6, [(0, a("fd00:c1::65"))]);
+    p.on_snapshot(&next);
+    p.poll(&next, 10);
+    assert_eq!(advertised(&mut p), [a("fd00:c1::65")], "the new one only");
+    assert_eq!(p.announced_generation(), 2);
 }

@@ -14,6 +14,7 @@ use mgmt::model::{
 };
 use mgmt::policy::Policy;
 
+use super::shards::ShardKey;
 use super::{
     proto_number, AttachmentView, BuildError, EndpointView, Handles, IngressView, ListenerRef,
     ListenerView, LocalKind, PortAttachments, ServiceView, ShardedMap, Snapshot, TargetView,
@@ -131,11 +132,14 @@ impl Snapshot {
             service_by_handle: fast_map(0),
             listeners: ShardedMap::default(),
             locals: ShardedMap::default(),
+            locals6: ShardedMap::default(),
             closed: ShardedMap::default(),
             announce: Vec::new(),
+            announce6: Vec::new(),
             health_checks: Vec::new(),
             base: None,
             sorted_locals: Arc::default(),
+            sorted_locals6: Arc::default(),
         }
     }
 
@@ -183,11 +187,18 @@ struct Maps {
     endpoints: ShardedMap<u32, Arc<EndpointView>>,
     listeners: ShardedMap<(u16, u32, u8, u16), ListenerRef>,
     locals: ShardedMap<(u16, u32), LocalKind>,
+    locals6: ShardedMap<(u16, u128), LocalKind>,
     closed: ShardedMap<(u16, u32), u32>,
     churn: Vec<(u16, u32)>,
+    churn6: Vec<(u16, u128)>,
 }
 
 impl Maps {
+    fn put_local6(&mut self, k: (u16, u128), v: LocalKind) {
+        self.locals6.insert(k, v);
+        self.churn6.push(k);
+    }
+
     fn put_local(&mut self, k: (u16, u32), v: LocalKind) {
         self.locals.insert(k, v);
         self.churn.push(k);
@@ -207,6 +218,12 @@ impl Maps {
         };
         let at = (v.attachment, v.ip);
         self.drop_local(at, LocalKind::Endpoint(h));
+        if let Some(ip6) = v.ip6 {
+            let k = (v.attachment, ip6);
+            if self.locals6.remove_if(&k, |x| *x == LocalKind::Endpoint(h)) {
+                self.churn6.push(k);
+            }
+        }
         self.closed.remove_if(&at, |x| *x == h);
         if let Some(s) = prev.service_by_handle(v.service) {
             for l in &s.listeners {
@@ -246,19 +263,26 @@ impl Build<'_> {
                 endpoints: p.endpoints.clone(),
                 listeners: p.listeners.clone(),
                 locals: p.locals.clone(),
+                locals6: p.locals6.clone(),
                 closed: p.closed.clone(),
                 churn: Vec::new(),
+                churn6: Vec::new(),
             },
             None => {
                 let mut m = Maps {
                     endpoints: ShardedMap::with_capacity(n),
                     listeners: ShardedMap::with_capacity(n * 2),
                     locals: ShardedMap::with_capacity(n + attachments.len()),
+                    locals6: ShardedMap::with_capacity(attachments.len()),
                     closed: ShardedMap::with_capacity(16),
                     churn: Vec::new(),
+                    churn6: Vec::new(),
                 };
                 for (a, i) in attachments.iter().zip(0u16..) {
                     m.locals.insert((i, a.ip), LocalKind::Own);
+                    if let Some(ip6) = a.ip6 {
+                        m.locals6.insert((i, ip6), LocalKind::Own);
+                    }
                 }
                 m
             }
@@ -390,30 +414,16 @@ impl Build<'_> {
             )?;
         }
 
-        let (sorted_locals, announce) = match prev {
-            None => {
-                let mut all: Vec<(u16, u32)> = maps.locals.keys().copied().collect();
-                all.sort_unstable();
-                (Arc::new(all.clone()), all)
-            }
-            Some(p) => {
-                maps.churn.sort_unstable();
-                maps.churn.dedup();
-                let (mut added, mut gone) = (Vec::new(), Vec::new());
-                for k in &maps.churn {
-                    match (p.locals.contains_key(k), maps.locals.contains_key(k)) {
-                        (false, true) => added.push(*k),
-                        (true, false) => gone.push(*k),
-                        _ => {}
-                    }
-                }
-                if added.is_empty() && gone.is_empty() {
-                    (Arc::clone(&p.sorted_locals), added)
-                } else {
-                    (Arc::new(merge(&p.sorted_locals, &added, &gone)), added)
-                }
-            }
-        };
+        let (sorted_locals, announce) = settle(
+            prev.map(|p| (&p.locals, &p.sorted_locals)),
+            &maps.locals,
+            &mut maps.churn,
+        );
+        let (sorted_locals6, announce6) = settle(
+            prev.map(|p| (&p.locals6, &p.sorted_locals6)),
+            &maps.locals6,
+            &mut maps.churn6,
+        );
         let health_checks = services
             .iter()
             .flat_map(|s| s.checks.iter().cloned())
@@ -427,11 +437,14 @@ impl Build<'_> {
             service_by_handle,
             listeners: maps.listeners,
             locals: maps.locals,
+            locals6: maps.locals6,
             closed: maps.closed,
             announce,
+            announce6,
             health_checks,
             base: prev.map(|p| p.generation),
             sorted_locals,
+            sorted_locals6,
         })
     }
 
@@ -537,8 +550,12 @@ impl Build<'_> {
         if !present && e.state.holds_address() {
             maps.closed.insert((attachment, ip), handle);
         }
+        let ip6 = e.ip6.map(u128::from);
         if present {
             maps.put_local((attachment, ip), LocalKind::Endpoint(handle));
+            if let Some(ip6) = ip6 {
+                maps.put_local6((attachment, ip6), LocalKind::Endpoint(handle));
+            }
             for (l, listener) in service.listeners.iter().zip(0u16..) {
                 maps.listeners.insert(
                     (attachment, ip, l.proto, l.port),
@@ -591,6 +608,7 @@ impl Build<'_> {
                 policy,
                 attachment,
                 ip,
+                ip6,
                 service: service.handle,
                 forwards: e.state.forwards(),
             }),
@@ -599,9 +617,41 @@ impl Build<'_> {
     }
 }
 
+/// The sorted keys of the local addresses `now` and those of them to announce: all of
+/// them without a version before; else those `churn` (the keys whose presence may have
+/// changed) says `prev` did not have, the sorted list made from `prev`'s by a merge of
+/// what came and went (or shared when nothing did).
+#[allow(clippy::type_complexity)]
+fn settle<K: ShardKey + Copy + Ord + std::hash::Hash>(
+    prev: Option<(&ShardedMap<K, LocalKind>, &Arc<Vec<K>>)>,
+    now: &ShardedMap<K, LocalKind>,
+    churn: &mut Vec<K>,
+) -> (Arc<Vec<K>>, Vec<K>) {
+    let Some((before, sorted)) = prev else {
+        let mut all: Vec<K> = now.keys().copied().collect();
+        all.sort_unstable();
+        return (Arc::new(all.clone()), all);
+    };
+    churn.sort_unstable();
+    churn.dedup();
+    let (mut added, mut gone) = (Vec::new(), Vec::new());
+    for k in churn.iter() {
+        match (before.contains_key(k), now.contains_key(k)) {
+            (false, true) => added.push(*k),
+            (true, false) => gone.push(*k),
+            _ => {}
+        }
+    }
+    if added.is_empty() && gone.is_empty() {
+        (Arc::clone(sorted), added)
+    } else {
+        (Arc::new(merge(sorted, &added, &gone)), added)
+    }
+}
+
 /// `base` (sorted) with `added` put in and `gone` taken out (both sorted, disjoint from
 /// each other; `added` not in `base`, `gone` in it): one pass, no sort of the whole.
-fn merge(base: &[(u16, u32)], added: &[(u16, u32)], gone: &[(u16, u32)]) -> Vec<(u16, u32)> {
+fn merge<K: Copy + Ord>(base: &[K], added: &[K], gone: &[K]) -> Vec<K> {
     let mut out = Vec::with_capacity(base.len() + added.len() - gone.len().min(base.len()));
     let (mut a, mut g) = (added.iter().peekable(), gone.iter().peekable());
     for k in base {

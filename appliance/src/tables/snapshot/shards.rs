@@ -35,6 +35,16 @@ impl ShardKey for (u16, u32) {
     }
 }
 
+/// (attachment, IPv6): the low bits of the address, where allocation counts.
+impl ShardKey for (u16, u128) {
+    #[inline]
+    fn shard(&self) -> usize {
+        #[allow(clippy::cast_possible_truncation)] // the low 32 bits are the point
+        let low = self.1 as u32;
+        (low ^ u32::from(self.0)) as usize
+    }
+}
+
 /// (attachment, IPv4, protocol, port): by address only, so that an endpoint's listeners
 /// share a shard with its address.
 impl ShardKey for (u16, u32, u8, u16) {

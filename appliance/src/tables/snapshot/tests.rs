@@ -66,6 +66,11 @@ fn rule(port: u16) -> IngressRule {
     }
 }
 
+/// A dual-stack endpoint's address in the consumer VPC's IPv6 prefix.
+fn ip6(n: u32) -> std::net::Ipv6Addr {
+    std::net::Ipv6Addr::from(0xfd00_00c1_u128 << 96 | 0x1000 | u128::from(n))
+}
+
 /// One random change of `st`, of any kind the store makes (not all valid for the
 /// store, all buildable: an endpoint that needs its service has one).
 fn mutate(st: &mut State, rng: &mut Rng, next_ip: &mut u32, next_id: &mut u128) {
@@ -79,6 +84,7 @@ fn mutate(st: &mut State, rng: &mut Rng, next_ip: &mut u32, next_id: &mut u128) 
             *next_id += 1;
             e.id = format!("vpce-1{:016x}", *next_id).parse().unwrap();
             e.ip = ip(next_ip);
+            e.ip6 = (rng.below(2) == 0).then(|| ip6(*next_ip));
             e.service_id = st.services[rng.below(st.services.len())].id;
             e.state = STATES[rng.below(3)];
             e.security_group_ids = st
@@ -102,6 +108,15 @@ fn mutate(st: &mut State, rng: &mut Rng, next_ip: &mut u32, next_id: &mut u128) 
             let s = STATES[rng.below(STATES.len())];
             if has_service || !s.needs_service() {
                 st.endpoints[i].state = s;
+            }
+            // An IPv6 address comes or goes with it, now and then.
+            if rng.below(3) == 0 {
+                *next_ip += 1;
+                let e = &mut st.endpoints[i];
+                e.ip6 = match e.ip6 {
+                    Some(_) => None,
+                    None => Some(ip6(*next_ip)),
+                };
             }
         }
         5 => {
@@ -227,6 +242,7 @@ fn start(config: &Config) -> State {
 #[test]
 fn an_update_is_the_whole_build_over_every_kind_of_change() {
     let mut config = Config::embedded_default();
+    config.vpcs[0].address6 = Some("fd00:c1::1/64".parse().unwrap());
     // Small Maglev tables: a debug build makes hundreds of them here.
     config.tables.maglev_size = 251;
     for seed in 1..=8u64 {
@@ -256,6 +272,13 @@ fn an_update_is_the_whole_build_over_every_kind_of_change() {
                 .collect();
             new.sort_unstable();
             assert_eq!(made.announce, new, "seed {seed} step {step}");
+            let new6: Vec<_> = whole
+                .sorted_locals6()
+                .iter()
+                .filter(|k| snap.local6(k.0, k.1).is_none())
+                .copied()
+                .collect();
+            assert_eq!(made.announce6, new6, "seed {seed} step {step}");
             assert_eq!(made.base, Some(snap.generation));
             snap = made;
         }
