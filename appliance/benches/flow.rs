@@ -200,7 +200,7 @@ fn expire(c: &mut Criterion) {
     let (mut t, _) = filled(n);
     g.throughput(Throughput::Elements(BUDGET as u64));
     g.bench_function("scan_per_slot_1M_full", |b| {
-        b.iter(|| t.expire(black_box(1), BUDGET, |_| {}))
+        b.iter(|| t.expire(black_box(1), BUDGET, |_, _| {}))
     });
     let mut half = FlowTable::with_capacity_and_seed(n, Timeouts::default(), SEED);
     for i in 0..(n / 2) as u64 {
@@ -210,7 +210,7 @@ fn expire(c: &mut Criterion) {
         half.remove(id);
     }
     g.bench_function("scan_per_slot_1M_half", |b| {
-        b.iter(|| half.expire(black_box(1), BUDGET, |_| {}))
+        b.iter(|| half.expire(black_box(1), BUDGET, |_, _| {}))
     });
 
     // Every slot expired: each iteration removes one flow and inserts a fresh one, which
@@ -221,7 +221,7 @@ fn expire(c: &mut Criterion) {
     let later = 1_000_000_000;
     g.bench_function("remove_one_plus_insert_1M", |b| {
         b.iter(|| {
-            let removed = t.expire(later, 1, |f| {
+            let removed = t.expire(later, 1, |_, f| {
                 black_box(f);
             });
             next += 1;

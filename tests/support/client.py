@@ -71,8 +71,12 @@ def http_many(host, port, n, src=None):
     out({"ok": ok, "fail": fail, "bodies": bodies})
 
 
+def family(host):
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
 def udp(host, port, n):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s = socket.socket(family(host), socket.SOCK_DGRAM)
     s.settimeout(2)
     ok, replies = 0, []
     for i in range(n):

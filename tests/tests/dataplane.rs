@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use privlink_e2e::{
-    Options, Topology, CONSUMER_APPLIANCE, CONSUMER_APPLIANCE6, CONSUMER_VPC, ENDPOINT_IP, SNAT_IP,
-    UID_CONSUMER, UID_PROVIDER,
+    Options, Topology, CONSUMER_APPLIANCE, CONSUMER_APPLIANCE6, CONSUMER_CLIENT6, CONSUMER_VPC,
+    ENDPOINT_IP, SNAT_IP, UID_CONSUMER, UID_PROVIDER,
 };
 
 const T: Duration = Duration::from_secs(60);
@@ -572,15 +572,10 @@ fn the_own_ipv6_address_answers_neighbour_discovery_and_ping() {
     assert!(clean, "privlinkd stops cleanly on SIGTERM");
 }
 
-/// A dual-stack endpoint created at run time: its IPv6 address comes from the VPC's
-/// prefix, answers neighbour discovery and `ping -6` (the kernel's neighbour entry holds
-/// the appliance's MAC), and stops answering once the endpoint is deleted.
-#[test]
-fn a_dual_stack_endpoint_answers_ping6_at_its_allocated_address() {
-    let mut t = Topology::start(Options {
-        ipv6: true,
-        ..Options::default()
-    });
+/// The demo service made to accept IPv6 endpoints, and a dual-stack endpoint created to
+/// it: (its id, its IPv6 address, its IPv4 address). Before the service accepts them, a
+/// dual-stack endpoint is refused.
+fn dual_stack_endpoint(t: &Topology) -> (String, String, String) {
     let svc = "vpce-svc-0d0000000000000d1";
     let name = format!("com.privlink.vpce.local.{svc}");
     let create = [
@@ -609,23 +604,33 @@ fn a_dual_stack_endpoint_answers_ping6_at_its_allocated_address() {
     );
     let ep = t.ctl_ok(UID_CONSUMER, &create)["VpcEndpoint"].clone();
     assert_eq!(ep["IpAddressType"], "dualstack", "{ep}");
-    let ip6 = ep["Ipv6Address"]
-        .as_str()
-        .expect("an IPv6 address")
-        .to_owned();
-    assert_eq!(
-        ip6, "fd00:c1::2",
-        "the lowest free host of the prefix: {ep}"
-    );
-    let id = ep["VpcEndpointId"].as_str().unwrap().to_owned();
+    let s = |k: &str| {
+        ep[k]
+            .as_str()
+            .unwrap_or_else(|| panic!("{k}: {ep}"))
+            .to_owned()
+    };
+    (s("VpcEndpointId"), s("Ipv6Address"), s("IpAddress"))
+}
+
+/// A dual-stack endpoint created at run time: its IPv6 address comes from the VPC's
+/// prefix, answers neighbour discovery and `ping -6` (the kernel's neighbour entry holds
+/// the appliance's MAC), and stops answering once the endpoint is deleted.
+#[test]
+fn a_dual_stack_endpoint_answers_ping6_at_its_allocated_address() {
+    let mut t = Topology::start(Options {
+        ipv6: true,
+        ..Options::default()
+    });
+    let (id, ip6, v4) = dual_stack_endpoint(&t);
+    assert_eq!(ip6, "fd00:c1::2", "the lowest free host of the prefix");
     assert!(t.ping6(&ip6, 3), "ping -6 to the endpoint\n{}", t.log());
     let neigh = t.consumer.must(&["ip", "-6", "neigh", "show", &ip6]);
     assert!(
         neigh.contains(&t.appliance_mac()),
         "neighbour discovery resolved the endpoint to the appliance: {neigh}"
     );
-    // IPv4 still reaches its IPv4 address (and the declared endpoint's).
-    let v4 = ep["IpAddress"].as_str().unwrap().to_owned();
+    // IPv4 still reaches its IPv4 address.
     let r = t.client(&["http-many", &v4, "80", "3"], T);
     assert_eq!(r["ok"], 3, "IPv4 through the dual-stack endpoint: {r}");
     t.ctl_ok(
@@ -639,6 +644,59 @@ fn a_dual_stack_endpoint_answers_ping6_at_its_allocated_address() {
     assert!(!t.ping6(&ip6, 2), "a deleted endpoint's address is gone");
     let s = t.stats();
     assert!(Topology::counter(&s, "nd_advertisements") >= 2, "{s}");
+    let (clean, _) = t.stop();
+    assert!(clean, "privlinkd stops cleanly on SIGTERM");
+}
+
+/// IPv6 consumers of an IPv4-only service: `curl -6` and HTTP over IPv6 to the
+/// dual-stack endpoint reach the IPv4 targets, which see the IPv4 SNAT address; UDP too;
+/// IPv4 to the same endpoint beside it; the consumer's flows list its IPv6 address.
+#[test]
+fn ipv6_consumers_reach_an_ipv4_service_through_a_dual_stack_endpoint() {
+    let mut t = Topology::start(Options {
+        ipv6: true,
+        ..Options::default()
+    });
+    let (id, ip6, v4) = dual_stack_endpoint(&t);
+    let url = format!("http://[{ip6}]/");
+    let curl = t.consumer.exec(
+        &["curl", "-6", "-sS", "-m", "10", &url],
+        Duration::from_secs(15),
+    );
+    let body = String::from_utf8_lossy(&curl.stdout);
+    assert!(
+        curl.status.success()
+            && body.starts_with("target=t")
+            && body.contains(&format!("client={SNAT_IP}:")),
+        "curl -6 through the endpoint: {body} {}\n{}",
+        String::from_utf8_lossy(&curl.stderr),
+        t.log()
+    );
+    let r = t.client(&["http-many", &ip6, "80", "20"], T);
+    assert_eq!(r["ok"], 20, "HTTP over IPv6: {r}");
+    let r = t.client(&["udp", &ip6, "9000", "5"], T);
+    assert_eq!(r["ok"], 5, "UDP over IPv6: {r}");
+    let r = t.client(&["http-many", &v4, "80", "3"], T);
+    assert_eq!(r["ok"], 3, "IPv4 beside it: {r}");
+    let flows = t.ctl_ok(
+        UID_CONSUMER,
+        &["flows", "--vpc-endpoint-id", &id, "--max-results", "50"],
+    );
+    let listed = flows["Flows"].as_array().expect("flows");
+    assert!(
+        listed.iter().any(|f| f["Consumer"]
+            .as_str()
+            .is_some_and(|c| c.starts_with(&format!("[{}]:", CONSUMER_CLIENT6)))
+            && f["Endpoint"] == format!("[{ip6}]:80").as_str()),
+        "an IPv6 consumer's flow, as the consumer sees it: {flows}"
+    );
+    let s = t.stats();
+    // (The kernel's own IPv6 — router solicitations, multicast listener reports — is
+    // `ipv6_not_served`.)
+    assert_eq!(Topology::drops(&s, "ipv6_not_translated"), 0, "{s}");
+    assert_eq!(Topology::drops(&s, "ipv6_flow_collision"), 0, "{s}");
+    // curl, 20 HTTP connections, one UDP socket, 3 IPv4 connections.
+    assert!(Topology::counter(&s, "new_flows") >= 25, "{s}");
     let (clean, _) = t.stop();
     assert!(clean, "privlinkd stops cleanly on SIGTERM");
 }

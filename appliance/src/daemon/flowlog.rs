@@ -19,7 +19,7 @@
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,6 +30,7 @@ use std::time::Duration;
 use crossbeam::queue::ArrayQueue;
 
 use crate::graph::flowlog::FlowLogRecord;
+use crate::graph::nat64::{is_ipv6_consumer, Side6};
 use crate::tables::flow::{Flow, FlowKey, TcpState, PROTO_TCP};
 use crate::tables::snapshot::cell::SnapshotCell;
 use crate::tables::snapshot::Snapshot;
@@ -77,15 +78,16 @@ impl Formatter {
         match *r {
             FlowLogRecord::Window {
                 flow,
+                side,
                 start_ms,
                 end_ms,
-            } => self.flow_lines(snap, &flow, start_ms, end_ms, false, out),
-            FlowLogRecord::End { flow, at_ms } => {
+            } => self.flow_lines(snap, &flow, side, start_ms, end_ms, false, out),
+            FlowLogRecord::End { flow, side, at_ms } => {
                 let from = self
                     .reported
                     .get(&(flow.fwd, flow.created_ms))
                     .map_or(flow.created_ms, |r| r.at_ms);
-                self.flow_lines(snap, &flow, from, at_ms, true, out);
+                self.flow_lines(snap, &flow, side, from, at_ms, true, out);
             }
             FlowLogRecord::Reject {
                 endpoint,
@@ -101,16 +103,19 @@ impl Formatter {
                 let Some(e) = snap.endpoint_by_handle(endpoint) else {
                     return;
                 };
-                let src = if src == 0 {
+                let dst = match (src, e.ip6) {
+                    (IpAddr::V6(_), Some(ip6)) => Ipv6Addr::from(ip6).to_string(),
+                    _ => Ipv4Addr::from(e.ip).to_string(),
+                };
+                let src = if src.is_unspecified() {
                     "-".to_owned()
                 } else {
-                    Ipv4Addr::from(src).to_string()
+                    src.to_string()
                 };
                 out.push_str(&format!(
-                    "5 {} {} {src} {} - {dport} {proto} {packets} {bytes} {} {} REJECT OK - - ingress - {}\n",
+                    "5 {} {} {src} {dst} - {dport} {proto} {packets} {bytes} {} {} REJECT OK - - ingress - {}\n",
                     e.owner,
                     e.id,
-                    Ipv4Addr::from(e.ip),
                     self.unix_s(start_ms),
                     self.unix_s(end_ms),
                     reason.label()
@@ -119,10 +124,12 @@ impl Formatter {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn flow_lines(
         &mut self,
         snap: &Snapshot,
         f: &Flow,
+        side: Option<Side6>,
         start_ms: u64,
         end_ms: u64,
         ended: bool,
@@ -154,15 +161,23 @@ impl Formatter {
         };
         let (start, end) = (self.unix_s(start_ms.max(f.created_ms)), self.unix_s(end_ms));
         let flags = tcp_flags(f, start_ms, ended);
-        let ip = |a: u32| Ipv4Addr::from(a);
+        let ip = |a: u32| IpAddr::V4(Ipv4Addr::from(a));
         let (c, r) = (&f.fwd, &f.rev);
+        // An IPv6 consumer's addresses are its side's (an evicted flow's were not kept:
+        // unspecified, printed as such, rather than its key's 32-bit fold).
+        let (csrc, cdst) = if is_ipv6_consumer(c.src_ip) {
+            let (s, d) = side.map_or((0, 0), |s| (s.consumer, s.endpoint));
+            (IpAddr::V6(Ipv6Addr::from(s)), IpAddr::V6(Ipv6Addr::from(d)))
+        } else {
+            (ip(c.src_ip), ip(c.dst_ip))
+        };
         // (account, interface, src, dst, sport, dport, direction index, pkt-src, pkt-dst, direction)
         let sides = [
             (
                 e.owner,
                 &e.id,
-                ip(c.src_ip),
-                ip(c.dst_ip),
+                csrc,
+                cdst,
                 c.src_port,
                 c.dst_port,
                 0,
@@ -173,8 +188,8 @@ impl Formatter {
             (
                 e.owner,
                 &e.id,
-                ip(c.dst_ip),
-                ip(c.src_ip),
+                cdst,
+                csrc,
                 c.dst_port,
                 c.src_port,
                 1,
@@ -190,8 +205,8 @@ impl Formatter {
                 r.dst_port,
                 r.src_port,
                 0,
-                ip(c.src_ip),
-                ip(c.dst_ip),
+                csrc,
+                cdst,
                 "egress",
             ),
             (
@@ -202,8 +217,8 @@ impl Formatter {
                 r.src_port,
                 r.dst_port,
                 1,
-                ip(c.dst_ip),
-                ip(c.src_ip),
+                cdst,
+                csrc,
                 "ingress",
             ),
         ];

@@ -1189,8 +1189,8 @@ impl Management {
                 // Each side sees only its own addresses: a consumer never learns the
                 // target or the SNAT address, a provider never the consumer's.
                 if v.consumer_side {
-                    o["Consumer"] = json!(addr(f.consumer));
-                    o["Endpoint"] = json!(addr(f.endpoint_addr));
+                    o["Consumer"] = json!(f.consumer.to_string());
+                    o["Endpoint"] = json!(f.endpoint_addr.to_string());
                 }
                 if v.provider_side {
                     o["Snat"] = json!(addr(f.snat));

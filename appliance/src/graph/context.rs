@@ -99,6 +99,12 @@ pub struct Ctx {
     /// Set by the flow nodes: the key of the flow's other side, as its packets arrive
     /// there (what rewrite translates to).
     pub other: FlowKey,
+    /// Set by the flow nodes: the flow's slot.
+    pub flow: u32,
+    /// An IPv6 packet of a consumer that the flow nodes see through its IPv4 key
+    /// (`nat64.rs`): its IPv6 header is at `l3`, `header_len` covers it and its
+    /// extension headers.
+    pub ipv6: bool,
 }
 
 impl Ctx {
@@ -119,6 +125,8 @@ impl Ctx {
         key: NO_KEY,
         hash: 0,
         other: NO_KEY,
+        flow: 0,
+        ipv6: false,
     };
 
     /// The IPv4 source and destination (the only version there is yet).
@@ -260,7 +268,7 @@ pub fn parse_ipv4(
 
 /// Ports (and what TCP tracking needs) of a TCP/UDP packet.
 #[inline]
-fn l4_ports(bytes: &[u8], ctx: &Ctx) -> Result<L4, DropReason> {
+pub(super) fn l4_ports(bytes: &[u8], ctx: &Ctx) -> Result<L4, DropReason> {
     let seg = bytes
         .get(ctx.l4_at()..ctx.end())
         .ok_or(DropReason::Malformed)?;

@@ -75,13 +75,21 @@ drop_reasons! {
     MultiSegment => "multi_segment",
     /// ARP that is neither for one of our addresses nor a useful reply.
     ArpIgnored => "arp_ignored",
-    /// IPv6 that is not for the attachment's own IPv6 address, or is not ICMPv6 echo or
-    /// neighbour discovery (IPv6 is not forwarded yet), or on an attachment without one.
+    /// IPv6 that is not for one of the appliance's IPv6 addresses, or is not ICMPv6 echo,
+    /// neighbour discovery, or TCP/UDP to a dual-stack endpoint, or on an attachment
+    /// without an IPv6 address.
     Ipv6NotServed => "ipv6_not_served",
     /// A neighbour solicitation privlink does not answer: not for its own address, a
     /// hop limit other than 255 (RFC 4861 §7.1.1), an address-detection probe sent
     /// otherwise than the RFC says; and every advertisement (nothing is learned yet).
     NdIgnored => "nd_ignored",
+    /// An IPv6 packet to an endpoint that needs what IPv6-to-IPv4 translation does not do
+    /// yet: a fragment, or an answer from the appliance itself in IPv6 (time exceeded,
+    /// packet too big, a RST for a segment no flow knows, an ICMP error translated back).
+    Ipv6NotTranslated => "ipv6_not_translated",
+    /// An IPv6 consumer whose flow key (its address folded to 32 bits, keyed by a secret
+    /// seed) is another consumer's live flow's: refused, the other flow untouched.
+    Ipv6FlowCollision => "ipv6_flow_collision",
     /// ICMP we do not answer or translate, or traffic to the appliance's own address.
     IcmpUnsupported => "icmp_unsupported",
     /// A flow ended because what admitted it went away (endpoint rejected or deleted,

@@ -24,7 +24,8 @@ pub const CHUNK: usize = 32;
 pub(super) enum Next {
     /// ARP for the attachment: learn, answer.
     Arp,
-    /// IPv6 on the attachment: neighbour discovery and echo for its own IPv6 address.
+    /// IPv6 on the attachment: neighbour discovery and echo for its IPv6 addresses; TCP
+    /// and UDP to an endpoint's on to [`Next::Forward`], as IPv4 (`nat64.rs`).
     Ipv6,
     /// ICMP to an endpoint or SNAT address: echo goes to [`Next::Local`], errors about
     /// flows are translated.
@@ -257,7 +258,8 @@ impl<F: Frame> Pipeline<F> {
         if pending & IPV6 != 0 {
             for i in 0..frames.len() {
                 if matches!(next[i], Next::Ipv6) {
-                    next[i] = self.ipv6(snap, &mut frames[i], &ctx[i]).into();
+                    next[i] = self.ipv6(snap, &mut frames[i], &mut ctx[i]).into();
+                    pending |= next[i].node();
                 }
             }
         }
@@ -298,7 +300,7 @@ impl<F: Frame> Pipeline<F> {
         if pending & REWRITE != 0 {
             for i in 0..frames.len() {
                 if matches!(next[i], Next::Rewrite) {
-                    next[i] = self.rewrite(&mut frames[i], &ctx[i]).into();
+                    next[i] = self.rewrite(snap, &mut frames[i], &mut ctx[i]).into();
                 }
             }
         }
@@ -371,6 +373,7 @@ impl<F: Frame> Pipeline<F> {
         // packet sets it starts out empty (the rest is set before it is read).
         ctx.local = None;
         ctx.l4 = Err(DropReason::Malformed);
+        ctx.ipv6 = false;
         if !frame.is_contiguous() {
             return Err(DropReason::MultiSegment);
         }
@@ -454,7 +457,8 @@ impl<F: Frame> Pipeline<F> {
                             if let Some(fl) = self.flow_log.as_mut() {
                                 let dport = ctx.l4.map_or(0, |l| l.dport);
                                 let bytes = frame.bytes().len() as u64;
-                                fl.reject(ep.handle, ctx.v4().0, ctx.proto, dport, reason, bytes);
+                                let src = super::nat64::source_of(frame.bytes(), ctx);
+                                fl.reject(ep.handle, src, ctx.proto, dport, reason, bytes);
                             }
                         }
                     }

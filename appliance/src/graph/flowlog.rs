@@ -9,10 +9,12 @@
 //! dropped and counted (`flow_log_dropped`), never the packet. A flow's records carry its
 //! cumulative counters: the writer turns them into the window's figures.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use crossbeam::queue::ArrayQueue;
 
+use super::nat64::Side6;
 use super::*;
 use crate::tables::fasthash::{fast_map, FastMap};
 
@@ -26,18 +28,25 @@ const SWEEP_SLOTS: u32 = 4096;
 /// One record for the writer.
 #[derive(Debug, Clone, Copy)]
 pub enum FlowLogRecord {
-    /// A flow that carried packets in the window `[start_ms, end_ms)` (worker clock).
+    /// A flow that carried packets in the window `[start_ms, end_ms)` (worker clock);
+    /// `side`: an IPv6 consumer's addresses.
     Window {
         flow: Flow,
+        side: Option<Side6>,
         start_ms: u64,
         end_ms: u64,
     },
     /// A flow that ended at `at_ms`.
-    End { flow: Flow, at_ms: u64 },
-    /// Packets to an endpoint refused in the window.
+    End {
+        flow: Flow,
+        side: Option<Side6>,
+        at_ms: u64,
+    },
+    /// Packets to an endpoint refused in the window (`src` unspecified: the window's
+    /// sources beyond [`REJECT_KEYS`]).
     Reject {
         endpoint: u32,
-        src: u32,
+        src: IpAddr,
         proto: u8,
         dport: u16,
         reason: DropReason,
@@ -49,7 +58,7 @@ pub enum FlowLogRecord {
 }
 
 /// What rejects are added up by: endpoint handle, source address, protocol, reason.
-type RejectKey = (u32, u32, u8, DropReason);
+type RejectKey = (u32, IpAddr, u8, DropReason);
 /// A reject key's first destination port, packets and bytes in the window.
 type RejectSum = (u16, u64, u64);
 
@@ -86,7 +95,7 @@ impl FlowLogOut {
     pub fn reject(
         &mut self,
         endpoint: u32,
-        src: u32,
+        src: IpAddr,
         proto: u8,
         dport: u16,
         reason: DropReason,
@@ -97,7 +106,7 @@ impl FlowLogOut {
         {
             (endpoint, src, proto, reason)
         } else {
-            (endpoint, 0, proto, reason)
+            (endpoint, IpAddr::V4(Ipv4Addr::UNSPECIFIED), proto, reason)
         };
         let e = self.rejects.entry(key).or_insert((dport, 0, 0));
         e.1 += 1;
@@ -122,11 +131,13 @@ impl<F: Frame> Pipeline<F> {
         flow_log: &mut Option<Box<FlowLogOut>>,
         counters: &mut Counters,
         f: &Flow,
+        side: Option<Side6>,
         now_ms: u64,
     ) {
         if let Some(fl) = flow_log {
             if !fl.push(FlowLogRecord::End {
                 flow: *f,
+                side,
                 at_ms: now_ms,
             }) {
                 counters.flow_log_dropped += 1;
@@ -184,6 +195,7 @@ impl<F: Frame> Pipeline<F> {
             }
             let r = FlowLogRecord::Window {
                 flow: *f,
+                side: self.consumers6.of(id, f),
                 start_ms: start,
                 end_ms: end,
             };

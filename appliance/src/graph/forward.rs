@@ -121,13 +121,16 @@ impl<F: Frame> Pipeline<F> {
             if reopen {
                 if let Some(old) = self.flows.remove(fid) {
                     self.chains_moved = true;
-                    self.flow_gone(&old, now_ms);
+                    self.flow_gone(Some(fid), &old, now_ms);
                 }
                 id = None;
             }
         }
         let id = match id {
             Some(id) => {
+                if ctx.ipv6 {
+                    self.side6(frame, ctx, id, false)?;
+                }
                 if ctx.ttl <= 1 {
                     return self.time_exceeded(snap, att_idx, frame, ctx);
                 }
@@ -139,8 +142,11 @@ impl<F: Frame> Pipeline<F> {
             None if ctx.is_later_fragment() => return Err(DropReason::NoFlow),
             None => {
                 // An established flow cannot have a martian source (it was checked when
-                // the flow was created), so only new flows pay for the check.
-                refuse_martian(snap, att_idx, src)?;
+                // the flow was created), so only new flows pay for the check. (An IPv6
+                // source was checked as it entered, and its fold is a martian.)
+                if !ctx.ipv6 {
+                    refuse_martian(snap, att_idx, src)?;
+                }
                 let lref = snap
                     .listener(att_idx, dst, ctx.proto, seg.dport)
                     .ok_or(DropReason::NoListener)?;
@@ -149,9 +155,12 @@ impl<F: Frame> Pipeline<F> {
                     .ok_or(DropReason::NoListener)?;
                 // Nothing goes back (time exceeded, RST) to a consumer the endpoint would
                 // not admit: it must not learn more than silence.
-                endpoint
-                    .admits(src, ctx.proto, seg.dport)
-                    .map_err(refusal_reason)?;
+                if ctx.ipv6 {
+                    endpoint.admits_ipv6(ctx.proto, seg.dport)
+                } else {
+                    endpoint.admits(src, ctx.proto, seg.dport)
+                }
+                .map_err(refusal_reason)?;
                 if !endpoint.forwards {
                     // A segment of a connection the endpoint no longer carries (rejected,
                     // deleted: its flows were just ended) gets a RST, so the client stops at
@@ -184,7 +193,11 @@ impl<F: Frame> Pipeline<F> {
                         );
                     }
                 }
-                self.new_flow(snap, key, lref, now_ms)?
+                let id = self.new_flow(snap, key, lref, now_ms)?;
+                if ctx.ipv6 {
+                    self.side6(frame, ctx, id, true)?;
+                }
+                id
             }
         };
         self.track(snap, id, true, frame, ctx, seg.tcp, now_ms)
@@ -256,8 +269,24 @@ impl<F: Frame> Pipeline<F> {
             }
         };
         let egress = snap.attachment(other.vpc).ok_or(DropReason::NoAttachment)?;
-        if ctx.total_len > usize::from(egress.mtu) {
-            return self.too_big(snap, ctx.att, frame, ctx, egress.mtu);
+        // What leaves: an IPv6 consumer's packet loses its IPv6 header and extensions for
+        // 20 bytes of IPv4; a reply to one gains 40 bytes of IPv6 for its IPv4 header.
+        let to_v6 = !from_consumer && super::nat64::is_ipv6_consumer(other.src_ip);
+        let seg_len = ctx.total_len - ctx.header_len;
+        let out_len = match (ctx.ipv6, to_v6) {
+            (true, _) => seg_len + crate::wire::ipv4::HEADER_LEN,
+            (false, true) => seg_len + crate::wire::ipv6::HEADER_LEN,
+            (false, false) => ctx.total_len,
+        };
+        if out_len > usize::from(egress.mtu) {
+            if ctx.ipv6 {
+                // Packet too big towards an IPv6 consumer is not sent yet.
+                return Err(DropReason::Ipv6NotTranslated);
+            }
+            // What the target may send so that its translation fits.
+            let fits = usize::from(egress.mtu) - (out_len - ctx.total_len);
+            let mtu = u16::try_from(fits).unwrap_or(egress.mtu);
+            return self.too_big(snap, ctx.att, frame, ctx, mtu);
         }
         if tcp.is_some_and(|t| t.flags.syn) {
             let clamp = snap
@@ -291,6 +320,7 @@ impl<F: Frame> Pipeline<F> {
             }
         }
         ctx.other = other;
+        ctx.flow = id;
         Ok(Next::Rewrite)
     }
 
@@ -301,7 +331,7 @@ impl<F: Frame> Pipeline<F> {
         if self.flows.is_expired(id, now_ms) {
             if let Some(old) = self.flows.remove(id) {
                 self.chains_moved = true;
-                self.flow_gone(&old, now_ms);
+                self.flow_gone(Some(id), &old, now_ms);
             }
             self.counters.expired_flows += 1;
             return None;
@@ -501,10 +531,12 @@ impl<F: Frame> Pipeline<F> {
     fn evicted(&mut self, old: &Flow) {
         self.chains_moved = true;
         self.sync.record(RecordKind::End, old, self.last_tick_ms);
+        // The queue gives no slot: an IPv6 consumer's address is not logged.
         Self::log_flow_end(
             &mut self.flow_log,
             &mut self.counters,
             old,
+            None,
             self.last_tick_ms,
         );
         let u = self.usage.fold(old);

@@ -26,7 +26,9 @@ impl SyncOut {
     /// Records what happened to `f`.
     #[inline]
     pub(super) fn record(&mut self, kind: RecordKind, f: &Flow, now_ms: u64) {
-        if self.on {
+        // A flow of an IPv6 consumer is not synced yet: its record has no room for the
+        // consumer's address (the peer could not translate its packets).
+        if self.on && !super::nat64::is_ipv6_consumer(f.fwd.src_ip) {
             self.buf.push(flow_record(kind, self.worker, f, now_ms));
         }
     }
@@ -216,7 +218,8 @@ impl<F: Frame> Pipeline<F> {
             .saturating_add(u32::try_from(BULK_SLOTS_PER_POLL).unwrap_or(512))
             .min(cap);
         for slot in start..end {
-            if let Some(f) = self.flows.get(slot) {
+            let f = self.flows.get(slot);
+            if let Some(f) = f.filter(|f| !super::nat64::is_ipv6_consumer(f.fwd.src_ip)) {
                 self.sync
                     .buf
                     .push(flow_record(RecordKind::Bulk, self.sync.worker, f, now_ms));
@@ -282,7 +285,7 @@ impl<F: Frame> Pipeline<F> {
             if let Some(id) = existing {
                 if let Some(old) = self.flows.remove(id) {
                     self.chains_moved = true;
-                    self.flow_gone(&old, now_ms);
+                    self.flow_gone(Some(id), &old, now_ms);
                 }
             }
             return;

@@ -77,7 +77,12 @@ impl<F: Frame> Pipeline<F> {
             let id = self
                 .find_flow(&key, None, true, now_ms)
                 .ok_or(DropReason::NoFlow)?;
-            self.flows.get(id).ok_or(DropReason::NoFlow)?.fwd
+            let fwd = self.flows.get(id).ok_or(DropReason::NoFlow)?.fwd;
+            // To an IPv6 consumer it would be an ICMPv6 error: not made yet.
+            if super::nat64::is_ipv6_consumer(fwd.src_ip) {
+                return Err(DropReason::Ipv6NotTranslated);
+            }
+            fwd
         } else {
             // The quoted packet is one we sent: src = endpoint ip:port, dst = consumer
             // ip:port.

@@ -1,7 +1,8 @@
 //! The IPv6 node: the attachment's own IPv6 address and dual-stack endpoints' answer
 //! neighbour solicitations and echo requests, as IPv4 addresses answer ARP and ping (an
-//! endpoint only to a consumer its access rules admit). Nothing else of IPv6 is served
-//! yet (NAT66 and NAT64 come next): it is dropped and counted, never mistaken for IPv4.
+//! endpoint only to a consumer its access rules admit). TCP and UDP to a dual-stack
+//! endpoint go on to the flow nodes as IPv4 (`nat64.rs`). Nothing else of IPv6 is served
+//! yet (NAT66 comes next): it is dropped and counted, never mistaken for IPv4.
 
 use super::context::Ctx;
 use super::dispatch::Next;
@@ -25,7 +26,7 @@ impl<F: Frame> Pipeline<F> {
         &mut self,
         snap: &Snapshot,
         frame: &mut F,
-        ctx: &Ctx,
+        ctx: &mut Ctx,
     ) -> Result<Next, DropReason> {
         let att = snap.attachment(ctx.att).ok_or(DropReason::NoAttachment)?;
         let l3 = ctx.l3;
@@ -37,6 +38,25 @@ impl<F: Frame> Pipeline<F> {
             crate::wire::Error::Unsupported => DropReason::Ipv6NotServed,
             _ => DropReason::Malformed,
         })?;
+        if matches!(ext.protocol, PROTO_TCP | PROTO_UDP) {
+            // To a dual-stack endpoint: on to the flow nodes as IPv4.
+            let Some(LocalKind::Endpoint(e)) = snap.local6(ctx.att, dst) else {
+                return Err(DropReason::Ipv6NotServed);
+            };
+            ctx.local = Some(LocalKind::Endpoint(e));
+            if ext.fragment.is_some() {
+                return Err(DropReason::Ipv6NotTranslated);
+            }
+            if ext.source_route {
+                return Err(DropReason::SourceRoute);
+            }
+            match ext.hop_by_hop {
+                Some(ip6::OptionsVerdict::Malformed) => return Err(DropReason::BadIpOptions),
+                Some(ip6::OptionsVerdict::Discard) => return Err(DropReason::Ipv6NotServed),
+                _ => {}
+            }
+            return self.enter_nat64(snap, frame, ctx, (src, e), ext.protocol, ext.l4_at, hop);
+        }
         if ext.protocol != next_header::ICMPV6 || ext.fragment.is_some() {
             return Err(DropReason::Ipv6NotServed);
         }

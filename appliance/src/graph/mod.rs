@@ -201,6 +201,8 @@ pub struct Pipeline<F: Frame> {
     releasing: bool,
     /// Flow-log records for the writer thread (none: flow logs are off).
     flow_log: Option<Box<flowlog::FlowLogOut>>,
+    /// The IPv6 side of flows whose consumer speaks IPv6, by slot (`nat64.rs`).
+    consumers6: nat64::Consumers6,
 }
 
 /// One flow, as listed for operators.
@@ -210,8 +212,9 @@ pub struct FlowInfo {
     pub endpoint: u32,
     pub service: u32,
     pub proto: u8,
-    pub consumer: (u32, u16),
-    pub endpoint_addr: (u32, u16),
+    /// The consumer and the endpoint address it reached: IPv6 for an IPv6 consumer.
+    pub consumer: std::net::SocketAddr,
+    pub endpoint_addr: std::net::SocketAddr,
     pub snat: (u32, u16),
     pub target: (u32, u16),
     pub state: &'static str,
@@ -253,6 +256,7 @@ impl<F: Frame> Pipeline<F> {
         neighbours: Arc<NeighbourTable>,
     ) -> Self {
         let flows = FlowTable::with_capacity(settings.flow_capacity, settings.timeouts);
+        let flows_capacity = flows.capacity();
         let seed = |salt: u64| {
             use std::hash::BuildHasher;
             let seed = settings
@@ -300,6 +304,10 @@ impl<F: Frame> Pipeline<F> {
             frag_held,
             releasing: false,
             flow_log: None,
+            consumers6: nat64::Consumers6::new(
+                flows_capacity,
+                snap.attachments.iter().any(|a| a.ip6.is_some()),
+            ),
             settings,
         };
         p.on_snapshot(snap);
@@ -360,6 +368,7 @@ mod icmp_error;
 mod ipv6;
 mod l2;
 mod local;
+pub mod nat64;
 mod originate;
 mod probe;
 mod reports;

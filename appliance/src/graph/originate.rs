@@ -224,7 +224,8 @@ impl<F: Frame> Pipeline<F> {
         flags: TcpFlags,
         reason: DropReason,
     ) -> Result<Next, DropReason> {
-        if flags.rst || !self.may_originate() {
+        // No RST is made in IPv6 yet: an IPv6 consumer gets silence.
+        if flags.rst || ip.ipv6 || !self.may_originate() {
             return Err(reason);
         }
         let (src, dst) = ip.v4();
@@ -299,6 +300,10 @@ impl<F: Frame> Pipeline<F> {
             None => DropReason::TtlExceeded,
             Some(_) => DropReason::FragNeeded,
         };
+        // ICMPv6 errors to an IPv6 consumer are not made yet.
+        if ip.ipv6 {
+            return Err(DropReason::Ipv6NotTranslated);
+        }
         // Nothing is said about a fragment other than the first (RFC 1812 §4.3.2.7): it
         // quotes no ports, so its sender could not tell which flow it was about.
         if ip.is_later_fragment() || !self.may_originate() {

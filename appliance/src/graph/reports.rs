@@ -22,6 +22,7 @@
 
 use crossbeam::channel::Sender;
 
+use super::nat64::{consumer_addresses, Side6};
 use super::{tcp_state_name, FlowInfo, Frame, Pipeline, PROTO_TCP};
 use crate::graph::counters::Drops;
 use crate::tables::fasthash::{fast_map, FastMap};
@@ -322,7 +323,8 @@ impl<F: Frame> Pipeline<F> {
                 continue;
             };
             if l.query.filter.admits(f.endpoint) {
-                l.found.push(flow_info(self.id, f, now_ms));
+                let side = self.consumers6.get(id).copied();
+                l.found.push(flow_info(self.id, f, side, now_ms));
             }
         }
         l.cursor = end;
@@ -335,15 +337,17 @@ impl<F: Frame> Pipeline<F> {
     }
 }
 
-/// A flow as operators see it (before the management thread hides the other side).
-fn flow_info(worker: u16, f: &Flow, now_ms: u64) -> FlowInfo {
+/// A flow as operators see it (before the management thread hides the other side);
+/// `side` is its slot's IPv6 side, which only a flow of an IPv6 consumer has.
+fn flow_info(worker: u16, f: &Flow, side: Option<Side6>, now_ms: u64) -> FlowInfo {
+    let (consumer, endpoint_addr) = consumer_addresses(f, side);
     FlowInfo {
         worker,
         endpoint: f.endpoint,
         service: f.service,
         proto: f.fwd.proto,
-        consumer: (f.fwd.src_ip, f.fwd.src_port),
-        endpoint_addr: (f.fwd.dst_ip, f.fwd.dst_port),
+        consumer,
+        endpoint_addr,
         snat: (f.rev.dst_ip, f.rev.dst_port),
         target: (f.rev.src_ip, f.rev.src_port),
         state: if f.fwd.proto == PROTO_TCP {

@@ -12,8 +12,17 @@ impl<F: Frame> Pipeline<F> {
     /// Translates a packet the flow nodes tracked (`ctx.other` names the flow's other
     /// side) and sends it out towards that side's host.
     #[inline]
-    pub(super) fn rewrite(&mut self, frame: &mut F, ctx: &Ctx) -> Result<Next, DropReason> {
+    pub(super) fn rewrite(
+        &mut self,
+        snap: &Snapshot,
+        frame: &mut F,
+        ctx: &mut Ctx,
+    ) -> Result<Next, DropReason> {
         let other = ctx.other;
+        // A flow of an IPv6 consumer: its packets and its replies change IP version.
+        if ctx.ipv6 || super::nat64::is_ipv6_consumer(other.src_ip) {
+            return self.rewrite64(snap, frame, ctx);
+        }
         let pkt = frame
             .bytes_mut()
             .get_mut(ctx.l3..ctx.end())

@@ -2784,3 +2784,4 @@ mod fragments;
 mod ha;
 mod health;
 mod ipv6;
+mod nat64;

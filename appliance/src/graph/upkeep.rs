@@ -53,14 +53,17 @@ impl<F: Frame> Pipeline<F> {
                 snat,
                 sync,
                 flow_log,
+                consumers6,
                 ..
             } = self;
-            self.flows.expire(now_ms, self.settings.expire_budget, |f| {
-                counters.expired_flows += 1;
-                sync.record(RecordKind::End, f, now_ms);
-                Self::log_flow_end(flow_log, counters, f, now_ms);
-                flow_gone(usage, load, snat, counters, f, now_ms);
-            });
+            self.flows
+                .expire(now_ms, self.settings.expire_budget, |id, f| {
+                    counters.expired_flows += 1;
+                    sync.record(RecordKind::End, f, now_ms);
+                    let side = consumers6.of(id, f);
+                    Self::log_flow_end(flow_log, counters, f, side, now_ms);
+                    flow_gone(usage, load, snat, counters, f, now_ms);
+                });
         }
         self.flows.tidy_half_open(EVICT_BUDGET);
         self.expire_held_fragments(now_ms);
@@ -243,7 +246,7 @@ impl<F: Frame> Pipeline<F> {
         let Some(flow) = self.flows.remove(id) else {
             return;
         };
-        self.flow_gone(&flow, now_ms);
+        self.flow_gone(Some(id), &flow, now_ms);
         self.counters.drop(DropReason::FlowEnded);
         if !self.active {
             // The active node resets the connection; a standby only forgets the flow.
@@ -259,15 +262,18 @@ impl<F: Frame> Pipeline<F> {
             return;
         }
         let (f, r) = (flow.fwd, flow.rev);
-        // To the consumer, from the endpoint.
-        self.send_rst(
-            snap,
-            f.vpc,
-            (f.dst_ip, f.dst_port),
-            (f.src_ip, f.src_port),
-            flow.ack_fwd,
-            now_ms,
-        );
+        // To the consumer, from the endpoint (not made in IPv6 yet: an IPv6 consumer
+        // learns of the end at its next segment, which gets no answer).
+        if !super::nat64::is_ipv6_consumer(f.src_ip) {
+            self.send_rst(
+                snap,
+                f.vpc,
+                (f.dst_ip, f.dst_port),
+                (f.src_ip, f.src_port),
+                flow.ack_fwd,
+                now_ms,
+            );
+        }
         // To the target, from the SNAT address.
         self.send_rst(
             snap,
@@ -281,9 +287,10 @@ impl<F: Frame> Pipeline<F> {
 
     /// Bookkeeping of a flow that ended (expired, replaced, ended by a change), and its
     /// end for the HA peer.
-    pub(super) fn flow_gone(&mut self, old: &Flow, now_ms: u64) {
+    pub(super) fn flow_gone(&mut self, id: Option<FlowId>, old: &Flow, now_ms: u64) {
         self.sync.record(RecordKind::End, old, now_ms);
-        Self::log_flow_end(&mut self.flow_log, &mut self.counters, old, now_ms);
+        let side = id.and_then(|id| self.consumers6.of(id, old));
+        Self::log_flow_end(&mut self.flow_log, &mut self.counters, old, side, now_ms);
         flow_gone(
             &mut self.usage,
             &mut self.load,
@@ -326,7 +333,12 @@ pub(super) fn flow_still_admitted(snap: &Snapshot, flow: &Flow) -> bool {
     let Some(s) = snap.service_by_handle(flow.service) else {
         return false;
     };
+    let admitted = if super::nat64::is_ipv6_consumer(f.src_ip) {
+        e.ip6.is_some() && e.admits_ipv6(f.proto, f.dst_port).is_ok()
+    } else {
+        e.admits(f.src_ip, f.proto, f.dst_port).is_ok()
+    };
     s.has_target(f.proto, f.dst_port, r.src_ip, r.src_port)
         && s.snat.contains(&r.dst_ip)
-        && e.admits(f.src_ip, f.proto, f.dst_port).is_ok()
+        && admitted
 }

@@ -2,7 +2,7 @@
 //! [`crate::scenario`]).
 
 use super::MACS;
-use crate::tables::snapshot::Snapshot;
+use crate::tables::snapshot::{LocalKind, Snapshot};
 use crate::wire::arp::ArpPacket;
 use crate::wire::ethernet::{EtherType, EthernetFrame};
 use crate::wire::icmpv4::Icmpv4Packet;
@@ -137,9 +137,9 @@ pub fn check_leaving(snap: &Snapshot, owned: &[Vec<u32>], strict: Strict, port: 
             assert!(ok, "a packet left with a wrong L4 checksum: {}", hex());
         }
         EtherType::IPV6 => {
-            // Only the appliance's own IPv6 addresses speak IPv6 yet (the attachment's and
+            // Only the appliance's own IPv6 addresses speak IPv6 (the attachment's and
             // dual-stack endpoints'): neighbour advertisements and echo replies,
-            // checksummed, from one of them.
+            // checksummed, from one of them, and translated replies from an endpoint's.
             let ip = Ipv6Packet::new_checked(l3)
                 .unwrap_or_else(|e| panic!("unreadable IPv6 left ({e}): {}", hex()));
             let (s, d) = (ip.src_addr_u128(), ip.dst_addr_u128());
@@ -148,22 +148,34 @@ pub fn check_leaving(snap: &Snapshot, owned: &[Vec<u32>], strict: Strict, port: 
                 "IPv6 from an address not ours: {}",
                 hex()
             );
-            assert_eq!(
-                ip.next_header(),
-                58,
-                "IPv6 other than ICMPv6 left: {}",
-                hex()
-            );
-            let m = Icmpv6Packet::new_checked(ip.payload())
-                .unwrap_or_else(|e| panic!("unreadable ICMPv6 left ({e}): {}", hex()));
-            assert!(m.verify_checksum(s, d), "ICMPv6 checksum: {}", hex());
-            let t = m.msg_type();
-            assert!(
-                t == Icmpv6Type::ECHO_REPLY
-                    || (t == Icmpv6Type::NEIGHBOR_ADVERT && ip.hop_limit() == 255),
-                "ICMPv6 {t:?} left: {}",
-                hex()
-            );
+            let nh = ip.next_header();
+            if nh == 6 || nh == 17 {
+                // A reply to an IPv6 consumer: from a dual-stack endpoint, to a unicast
+                // address, its L4 checksum right.
+                assert!(
+                    matches!(snap.local6(att, s), Some(LocalKind::Endpoint(_))),
+                    "IPv6 TCP/UDP from an address that is no endpoint's: {}",
+                    hex()
+                );
+                let c = crate::wire::icmpv6::l4_checksum_v6(s, d, nh, ip.payload());
+                assert!(
+                    c == 0 || !strict.l4_checksums,
+                    "IPv6 L4 checksum: {}",
+                    hex()
+                );
+            } else {
+                assert_eq!(nh, 58, "IPv6 other than ICMPv6, TCP, UDP left: {}", hex());
+                let m = Icmpv6Packet::new_checked(ip.payload())
+                    .unwrap_or_else(|e| panic!("unreadable ICMPv6 left ({e}): {}", hex()));
+                assert!(m.verify_checksum(s, d), "ICMPv6 checksum: {}", hex());
+                let t = m.msg_type();
+                assert!(
+                    t == Icmpv6Type::ECHO_REPLY
+                        || (t == Icmpv6Type::NEIGHBOR_ADVERT && ip.hop_limit() == 255),
+                    "ICMPv6 {t:?} left: {}",
+                    hex()
+                );
+            }
             let group = d >> 120 == 0xff;
             assert_eq!(
                 eth.dst_addr().0[..2] == [0x33, 0x33],

@@ -29,11 +29,11 @@ fn windows_ends_and_rejects_become_records() {
     p.poll(&snap, 1001);
     let got: Vec<FlowLogRecord> = std::iter::from_fn(|| q.pop()).collect();
     assert!(
-        got.iter().any(|r| matches!(r, FlowLogRecord::Reject { packets: 3, reason: DropReason::NoListener, src, .. } if *src == u32::from(CLIENT))),
+        got.iter().any(|r| matches!(r, FlowLogRecord::Reject { packets: 3, reason: DropReason::NoListener, src, .. } if *src == std::net::IpAddr::V4(CLIENT))),
         "{got:?}"
     );
     assert!(
-        got.iter().any(|r| matches!(r, FlowLogRecord::Window { flow, start_ms: 0, end_ms: 1001 } if flow.fwd.src_port == 6000 && flow.packets_fwd == 1)),
+        got.iter().any(|r| matches!(r, FlowLogRecord::Window { flow, start_ms: 0, end_ms: 1001, .. } if flow.fwd.src_port == 6000 && flow.packets_fwd == 1)),
         "{got:?}"
     );
     // Idle in the next window: no window record; its expiry gives the end.

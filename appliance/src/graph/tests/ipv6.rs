@@ -347,7 +347,7 @@ const ENDPOINT6: &str = "fd00:c1::64";
 
 /// The dual stack demo: the consumer VPC's IPv6 prefix, a service that accepts IPv6
 /// endpoints and the demo endpoint dual-stack at [`ENDPOINT6`].
-fn dual_endpoint_config() -> Config {
+pub(super) fn dual_endpoint_config() -> Config {
     let mut config = Config::embedded_default();
     config.vpcs[0].address6 = Some(format!("{OWN}/64").parse().unwrap());
     config.services[0].supported_ip_address_types =

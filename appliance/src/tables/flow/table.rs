@@ -699,7 +699,7 @@ impl FlowTable {
         &mut self,
         now_ms: u64,
         budget: usize,
-        mut on_expire: impl FnMut(&Flow),
+        mut on_expire: impl FnMut(FlowId, &Flow),
     ) -> usize {
         if self.len == 0 {
             return 0;
@@ -714,7 +714,7 @@ impl FlowTable {
                 continue;
             }
             if let Some(flow) = self.remove(id) {
-                on_expire(&flow);
+                on_expire(id, &flow);
                 removed += 1;
             }
         }
@@ -1160,7 +1160,7 @@ mod tests {
         let mut empty = FlowTable::with_capacity(0, T);
         assert_eq!(empty.insert(flow(0, 0)), Err(TableFull));
         assert_eq!(empty.lookup_forward(&fwd_key(0)), None);
-        assert_eq!(empty.expire(1000, 10, |_| {}), 0);
+        assert_eq!(empty.expire(1000, 10, |_, _| {}), 0);
     }
 
     #[test]
@@ -1230,21 +1230,21 @@ mod tests {
         }
         let mut gone = Vec::new();
         // Budget 4 at t=55: examines slots 0..4, removes 0 and 2.
-        assert_eq!(t.expire(55, 4, |f| gone.push(f.endpoint)), 2);
+        assert_eq!(t.expire(55, 4, |_, f| gone.push(f.endpoint)), 2);
         assert_eq!(gone, [0, 2]);
         assert_eq!(t.len(), 8);
         // Next call continues at slot 4.
-        assert_eq!(t.expire(55, 4, |f| gone.push(f.endpoint)), 2);
+        assert_eq!(t.expire(55, 4, |_, f| gone.push(f.endpoint)), 2);
         assert_eq!(gone, [0, 2, 4, 6]);
         // Budget larger than the table: one pass only, wrapping from slot 8.
-        assert_eq!(t.expire(55, 1000, |f| gone.push(f.endpoint)), 1);
+        assert_eq!(t.expire(55, 1000, |_, f| gone.push(f.endpoint)), 1);
         assert_eq!(gone, [0, 2, 4, 6, 8]);
         assert_eq!(t.len(), 5);
         assert!(t.iter().all(|(_, f)| f.endpoint % 2 == 1));
         // Budget 0 does nothing.
-        assert_eq!(t.expire(1_000_000, 0, |_| panic!()), 0);
+        assert_eq!(t.expire(1_000_000, 0, |_, _| panic!()), 0);
         // Later everything goes.
-        assert_eq!(t.expire(1_000_000, 10, |_| {}), 5);
+        assert_eq!(t.expire(1_000_000, 10, |_, _| {}), 5);
         assert!(t.is_empty());
         check_invariants(&t);
     }
@@ -1256,11 +1256,11 @@ mod tests {
             t.insert(flow(i, 0)).unwrap();
         }
         // Advance the cursor to 3 with nothing expired.
-        assert_eq!(t.expire(0, 3, |_| panic!()), 0);
+        assert_eq!(t.expire(0, 3, |_, _| panic!()), 0);
         let mut gone = Vec::new();
-        assert_eq!(t.expire(100, 4, |f| gone.push(f.endpoint)), 4);
+        assert_eq!(t.expire(100, 4, |_, f| gone.push(f.endpoint)), 4);
         assert_eq!(gone, [3, 4, 0, 1]);
-        assert_eq!(t.expire(100, 1, |f| gone.push(f.endpoint)), 1);
+        assert_eq!(t.expire(100, 1, |_, f| gone.push(f.endpoint)), 1);
         assert_eq!(gone, [3, 4, 0, 1, 2]);
         check_invariants(&t);
     }
@@ -1417,7 +1417,7 @@ mod tests {
                         }
                     }
                     let mut got = Vec::new();
-                    let n = t.expire(now, budget, |f| got.push(*f));
+                    let n = t.expire(now, budget, |_, f| got.push(*f));
                     assert_eq!(n, got.len());
                     assert_eq!(got, expected, "step {step}");
                 }

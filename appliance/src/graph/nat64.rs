@@ -1,0 +1,411 @@
+//! IPv6 consumers of IPv4 services (NAT64 at the endpoint, RFC 7915's header rules): a
+//! TCP or UDP packet to a dual-stack endpoint's IPv6 address becomes an IPv4 packet from
+//! the endpoint's IPv4 side, so the flow nodes, Maglev, SNAT and the provider side are the
+//! IPv4 ones; its replies become IPv6 again on the way back.
+//!
+//! Such a flow lives in the same table as the others. Its forward key's source is the
+//! consumer's address folded to 29 bits under a secret seed, in 224.0.0.0/3: no IPv4
+//! consumer can have such a source (a martian, refused before any flow is made), so the
+//! two kinds of key never meet, and [`is_ipv6_consumer`] tells them apart. What the fold
+//! loses is kept beside the table, by flow slot ([`Consumers6`]): the consumer's address
+//! (every packet of the flow is checked against it, so a fold shared with another
+//! consumer cannot join its flow), the endpoint's IPv6 address, and the MAC the
+//! consumer's packets came from, where its replies go (the consumer, or the router in
+//! front of it).
+//!
+//! Not translated yet, dropped and counted (`ipv6_not_translated`): fragments, and what
+//! the appliance itself would answer in IPv6 (time exceeded, packet too big, ICMP errors
+//! from the provider side). IPv6 flows are not synced to an HA peer yet.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use super::context::{self, Ctx, L4};
+use super::dispatch::Next;
+use super::*;
+use crate::tables::maglev::mix64;
+use crate::wire::ipv6 as ip6;
+
+/// The IPv4 prefix of folded IPv6 consumers: 224.0.0.0/3, martian as a source.
+const FOLD_BASE: u32 = 0xE000_0000;
+const FOLD_MASK: u32 = 0x1FFF_FFFF;
+
+/// The fixed IPv4 header.
+const IPV4_HEADER: usize = crate::wire::ipv4::HEADER_LEN;
+
+/// Whether a flow key's source is a folded IPv6 consumer.
+#[inline]
+pub fn is_ipv6_consumer(src_ip: u32) -> bool {
+    src_ip >= FOLD_BASE
+}
+
+/// IPv6 consumer `src` as a flow key's source, under `seed` (secret, per start): a
+/// consumer who knows the function cannot choose an address whose fold is another's.
+#[inline]
+pub fn fold(seed: u64, src: u128) -> u32 {
+    #[allow(clippy::cast_possible_truncation)] // the two halves, and 29 bits of a hash
+    let (hi, lo) = ((src >> 64) as u64, src as u64);
+    #[allow(clippy::cast_possible_truncation)]
+    let h = mix64(mix64(hi ^ seed) ^ lo) as u32;
+    FOLD_BASE | (h & FOLD_MASK)
+}
+
+/// What a flow of an IPv6 consumer remembers beside its record.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Side6 {
+    /// The consumer's address.
+    pub consumer: u128,
+    /// The endpoint's IPv6 address.
+    pub endpoint: u128,
+    /// Where the consumer's packets came from on the link: its replies go there.
+    pub mac: [u8; 6],
+}
+
+/// [`Side6`] by flow slot; empty (and never used) when no attachment has IPv6.
+#[derive(Debug, Default)]
+pub struct Consumers6 {
+    slots: Vec<Side6>,
+}
+
+impl Consumers6 {
+    /// Room for a table of `capacity` flows: 40 bytes per slot, only when `ipv6`.
+    pub fn new(capacity: usize, ipv6: bool) -> Consumers6 {
+        Consumers6 {
+            slots: if ipv6 {
+                vec![Side6::default(); capacity]
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    #[inline]
+    pub fn get(&self, id: FlowId) -> Option<&Side6> {
+        self.slots.get(id as usize)
+    }
+
+    /// The IPv6 side of flow `f` in slot `id`, if its consumer is IPv6.
+    #[inline]
+    pub fn of(&self, id: FlowId, f: &Flow) -> Option<Side6> {
+        is_ipv6_consumer(f.fwd.src_ip)
+            .then(|| self.get(id).copied())
+            .flatten()
+    }
+
+    #[inline]
+    pub fn set(&mut self, id: FlowId, side: Side6) {
+        if let Some(s) = self.slots.get_mut(id as usize) {
+            *s = side;
+        }
+    }
+}
+
+/// The consumer's and the endpoint's addresses of flow `f` as the consumer sees them:
+/// from its IPv6 side `side` for an IPv6 consumer, else from its key.
+pub fn consumer_addresses(f: &Flow, side: Option<Side6>) -> (SocketAddr, SocketAddr) {
+    let k = &f.fwd;
+    match side.filter(|_| is_ipv6_consumer(k.src_ip)) {
+        Some(s) => (
+            SocketAddr::new(Ipv6Addr::from(s.consumer).into(), k.src_port),
+            SocketAddr::new(Ipv6Addr::from(s.endpoint).into(), k.dst_port),
+        ),
+        None => (
+            SocketAddr::new(Ipv4Addr::from(k.src_ip).into(), k.src_port),
+            SocketAddr::new(Ipv4Addr::from(k.dst_ip).into(), k.dst_port),
+        ),
+    }
+}
+
+/// The source of a packet as its sender sent it, for a reject record: an IPv6
+/// consumer's from its IPv6 header (unspecified once the header was translated away),
+/// else the context's IPv4 one.
+pub fn source_of(bytes: &[u8], ctx: &Ctx) -> IpAddr {
+    if !ctx.ipv6 {
+        return IpAddr::V4(Ipv4Addr::from(ctx.v4().0));
+    }
+    match ip6::Ipv6Packet::new_checked(bytes.get(ctx.l3..).unwrap_or(&[])) {
+        Ok(ip) if ip.version() == 6 => IpAddr::V6(ip.src_addr()),
+        _ => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    }
+}
+
+/// Whether an IPv6 source cannot be a consumer's: unspecified, loopback, a group,
+/// IPv4-mapped (RFC 4291 §2.5.5.2: never on the wire), or an address of ours.
+fn martian6(snap: &Snapshot, att: u16, src: u128) -> bool {
+    src == 0
+        || src == 1
+        || src >> 120 == 0xff
+        || src >> 32 == 0xffff
+        || snap.local6(att, src).is_some()
+}
+
+impl<F: Frame> Pipeline<F> {
+    /// A TCP or UDP packet of `bytes`' IPv6 header at `ctx.l3`, whose L4 header is
+    /// `l4_at` bytes after the fixed header, to `dst`, the endpoint of handle `endpoint`:
+    /// its context as the flow nodes take it (the folded source, the endpoint's IPv4
+    /// address as destination), or why not.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn enter_nat64(
+        &mut self,
+        snap: &Snapshot,
+        frame: &mut F,
+        ctx: &mut Ctx,
+        (src, endpoint): (u128, u32),
+        proto: u8,
+        l4_at: usize,
+        hop: u8,
+    ) -> Result<Next, DropReason> {
+        if !self.active {
+            return Err(DropReason::Standby);
+        }
+        let e = snap
+            .endpoint_by_handle(endpoint)
+            .ok_or(DropReason::NoListener)?;
+        ctx.local = Some(LocalKind::Endpoint(endpoint));
+        if martian6(snap, ctx.att, src) {
+            return Err(DropReason::MartianSource);
+        }
+        let bytes = frame.bytes().get(ctx.l3..).ok_or(DropReason::Malformed)?;
+        let ip = ip6::Ipv6Packet::new_checked(bytes).map_err(|_| DropReason::Malformed)?;
+        let folded = fold(self.settings.flow_hash_seed, src);
+        ctx.header_len = ip6::HEADER_LEN + l4_at;
+        ctx.total_len = ip.total_len();
+        ctx.addrs = context::IpPair::V4 {
+            src: folded,
+            dst: e.ip,
+        };
+        ctx.proto = proto;
+        ctx.ttl = hop;
+        ctx.df = true;
+        ctx.frag = None;
+        ctx.ipv6 = true;
+        if frame.bytes().len() > ctx.end() && !frame.set_len(ctx.end()) {
+            return Err(DropReason::Malformed);
+        }
+        let l4: L4 = context::l4_ports(frame.bytes(), ctx)?;
+        ctx.l4 = Ok(l4);
+        ctx.key = FlowKey {
+            src_ip: folded,
+            dst_ip: e.ip,
+            src_port: l4.sport,
+            dst_port: l4.dport,
+            vpc: ctx.att,
+            proto,
+        };
+        ctx.hash = self.flows.index_hash(&ctx.key);
+        self.flows.prefetch_head(ctx.hash, false);
+        Ok(Next::Forward)
+    }
+
+    /// The IPv6 side of flow `id` for the packet in `frame`: what a new flow remembers,
+    /// or for an existing one a check that the packet is its consumer's.
+    pub(super) fn side6(
+        &mut self,
+        frame: &F,
+        ctx: &Ctx,
+        id: FlowId,
+        new: bool,
+    ) -> Result<(), DropReason> {
+        let b = frame.bytes();
+        let addr = |at: usize| -> Result<u128, DropReason> {
+            let a: [u8; 16] = b
+                .get(ctx.l3 + at..ctx.l3 + at + 16)
+                .and_then(|s| s.try_into().ok())
+                .ok_or(DropReason::Malformed)?;
+            Ok(u128::from_be_bytes(a))
+        };
+        let consumer = addr(8)?;
+        if new {
+            let mac = EthernetFrame::new_unchecked(b).src_addr().0;
+            self.consumers6.set(
+                id,
+                Side6 {
+                    consumer,
+                    endpoint: addr(24)?,
+                    mac,
+                },
+            );
+            return Ok(());
+        }
+        match self.consumers6.get(id) {
+            Some(s) if s.consumer == consumer => Ok(()),
+            _ => Err(DropReason::Ipv6FlowCollision),
+        }
+    }
+
+    /// Rewrite for a flow of an IPv6 consumer: its packet to IPv4 for the target, or the
+    /// target's reply to IPv6 for the consumer, sent from here (the consumer's MAC is the
+    /// flow's; no neighbour to resolve).
+    pub(super) fn rewrite64(
+        &mut self,
+        snap: &Snapshot,
+        frame: &mut F,
+        ctx: &mut Ctx,
+    ) -> Result<Next, DropReason> {
+        let other = ctx.other;
+        if ctx.ipv6 {
+            let new_l3 = to_ipv4(frame.bytes_mut(), ctx, &other)?;
+            ctx.total_len = ctx.total_len - ctx.header_len + IPV4_HEADER;
+            ctx.l3 = new_l3;
+            ctx.header_len = IPV4_HEADER;
+            return Ok(Next::Out {
+                att: other.vpc,
+                dst: other.src_ip,
+            });
+        }
+        if ctx.frag.is_some() {
+            return Err(DropReason::Ipv6NotTranslated);
+        }
+        let side = *self.consumers6.get(ctx.flow).ok_or(DropReason::NoFlow)?;
+        let att = snap.attachment(other.vpc).ok_or(DropReason::NoAttachment)?;
+        let grow = (ip6::HEADER_LEN).saturating_sub(ctx.header_len);
+        if grow > 0 {
+            if !frame.push_front(grow) {
+                return Err(DropReason::Malformed);
+            }
+            ctx.l3 += grow;
+        }
+        let l3 = to_ipv6(frame.bytes_mut(), ctx, &other, &side)?;
+        l2::fit_l2(frame, l3, att)?;
+        l2::write_l2(
+            frame.bytes_mut(),
+            att,
+            EthernetAddress(side.mac),
+            EtherType::IPV6,
+        );
+        Ok(Next::Tx(att.port))
+    }
+}
+
+/// The 32-bit words of an IPv6 address, as the one's-complement sum takes them.
+#[inline]
+fn words(a: u128) -> [u32; 4] {
+    #[allow(clippy::cast_possible_truncation)]
+    [
+        (a >> 96) as u32,
+        (a >> 64) as u32,
+        (a >> 32) as u32,
+        a as u32,
+    ]
+}
+
+/// The one's-complement change of a checksum from the terms `old` to `new` (RFC 1624
+/// eq. 3 over 32-bit words).
+#[inline]
+fn delta(old: &[u32], new: &[u32]) -> u64 {
+    old.iter().map(|w| u64::from(!w)).sum::<u64>() + new.iter().map(|&w| u64::from(w)).sum::<u64>()
+}
+
+/// Updates the TCP or UDP checksum of `seg` by `addrs` (the addresses' change) and the
+/// ports' change to `ports` (source, destination), and writes the ports. A computed UDP
+/// checksum of 0 is sent as 0xFFFF.
+fn l4_update(seg: &mut [u8], udp: bool, addrs: u64, ports: (u16, u16)) -> Result<(), DropReason> {
+    let csum_at = if udp { 6 } else { 16 };
+    if seg.len() < csum_at + 2 {
+        return Err(DropReason::Malformed);
+    }
+    let old_ports = u32::from_be_bytes([seg[0], seg[1], seg[2], seg[3]]);
+    let new_ports = (u32::from(ports.0) << 16) | u32::from(ports.1);
+    let c = u16::from_be_bytes([seg[csum_at], seg[csum_at + 1]]);
+    let sum = u64::from(!c) + addrs + u64::from(!old_ports) + u64::from(new_ports);
+    let c = match !checksum::fold(sum) {
+        0 if udp => 0xFFFF,
+        c => c,
+    };
+    seg[csum_at..csum_at + 2].copy_from_slice(&c.to_be_bytes());
+    seg[0..4].copy_from_slice(&new_ports.to_be_bytes());
+    Ok(())
+}
+
+/// The IPv6 packet of `ctx` in `bytes` as IPv4 for `other` (the flow's provider side, as
+/// its packets arrive: the new source is its destination): an IPv4 header written just
+/// before the L4 header (RFC 7915 §5.1: traffic class as TOS, DF set, identification 0,
+/// hop limit - 1 as TTL; extension headers dropped), checksums updated. Returns where
+/// the IPv4 header starts.
+pub(super) fn to_ipv4(bytes: &mut [u8], ctx: &Ctx, other: &FlowKey) -> Result<usize, DropReason> {
+    let l4 = ctx.l4_at();
+    let start = l4
+        .checked_sub(IPV4_HEADER)
+        .filter(|&s| s >= ctx.l3)
+        .ok_or(DropReason::Malformed)?;
+    let (tc, src6, dst6) = {
+        let ip = ip6::Ipv6Packet::new_checked(bytes.get(ctx.l3..).ok_or(DropReason::Malformed)?)
+            .map_err(|_| DropReason::Malformed)?;
+        (ip.traffic_class(), ip.src_addr_u128(), ip.dst_addr_u128())
+    };
+    let seg_len = ctx.total_len - ctx.header_len;
+    let total = u16::try_from(IPV4_HEADER + seg_len).map_err(|_| DropReason::TooBig)?;
+    let (new_src, new_dst) = (other.dst_ip, other.src_ip);
+    let [a, b, c, d] = words(src6);
+    let [e, f, g, h] = words(dst6);
+    let addrs = delta(&[a, b, c, d, e, f, g, h], &[new_src, new_dst]);
+    let seg = bytes.get_mut(l4..ctx.end()).ok_or(DropReason::Malformed)?;
+    l4_update(
+        seg,
+        ctx.proto == PROTO_UDP,
+        addrs,
+        (other.dst_port, other.src_port),
+    )?;
+    let h4 = &mut bytes[start..l4];
+    h4[0] = 0x45;
+    h4[1] = tc;
+    h4[2..4].copy_from_slice(&total.to_be_bytes());
+    h4[4..6].fill(0);
+    h4[6..8].copy_from_slice(&0x4000u16.to_be_bytes());
+    h4[8] = ctx.ttl.saturating_sub(1);
+    h4[9] = ctx.proto;
+    h4[10..12].fill(0);
+    h4[12..16].copy_from_slice(&new_src.to_be_bytes());
+    h4[16..20].copy_from_slice(&new_dst.to_be_bytes());
+    let fixed: &[u8; 20] = (&*h4).try_into().map_err(|_| DropReason::Malformed)?;
+    let csum = !checksum::fixed_header_sum(fixed);
+    h4[10..12].copy_from_slice(&csum.to_be_bytes());
+    Ok(start)
+}
+
+/// The IPv4 reply of `ctx` in `bytes` (room for the IPv6 header before its L4 header
+/// made by the caller) as IPv6 for the consumer of `side`, whose flow's consumer side
+/// is `other`: traffic class from TOS, flow label 0, TTL - 1 as hop limit (RFC 7915 §4.1;
+/// IPv4 options dropped), the L4 checksum updated, or computed whole when a UDP reply
+/// has none (IPv6 requires one). Returns where the IPv6 header starts.
+pub(super) fn to_ipv6(
+    bytes: &mut [u8],
+    ctx: &Ctx,
+    other: &FlowKey,
+    side: &Side6,
+) -> Result<usize, DropReason> {
+    let l4 = ctx.l4_at();
+    let start = l4
+        .checked_sub(ip6::HEADER_LEN)
+        .ok_or(DropReason::Malformed)?;
+    let h4 = bytes.get(ctx.l3..l4).ok_or(DropReason::Malformed)?;
+    if h4.len() < IPV4_HEADER {
+        return Err(DropReason::Malformed);
+    }
+    let tos = h4[1];
+    let (old_src, old_dst) = ctx.v4();
+    let seg_len = ctx.total_len - ctx.header_len;
+    let payload = u16::try_from(seg_len).map_err(|_| DropReason::TooBig)?;
+    let (src, dst) = (side.endpoint, side.consumer);
+    let udp = ctx.proto == PROTO_UDP;
+    let seg = bytes.get_mut(l4..ctx.end()).ok_or(DropReason::Malformed)?;
+    let ports = (other.dst_port, other.src_port);
+    if udp && seg.get(6..8) == Some(&[0, 0]) {
+        seg[0..2].copy_from_slice(&ports.0.to_be_bytes());
+        seg[2..4].copy_from_slice(&ports.1.to_be_bytes());
+        let c = crate::wire::icmpv6::l4_checksum_v6(src, dst, PROTO_UDP, seg);
+        seg[6..8].copy_from_slice(&(if c == 0 { 0xFFFF } else { c }).to_be_bytes());
+    } else {
+        let mut new = [0u32; 8];
+        new[..4].copy_from_slice(&words(src));
+        new[4..].copy_from_slice(&words(dst));
+        l4_update(seg, udp, delta(&[old_src, old_dst], &new), ports)?;
+    }
+    let mut ip = ip6::Ipv6Packet::new_unchecked(&mut bytes[start..l4]);
+    ip.set_version_class_label(tos, 0);
+    ip.set_payload_len(payload);
+    ip.set_next_header(ctx.proto);
+    ip.set_hop_limit(ctx.ttl.saturating_sub(1));
+    ip.set_src_addr_u128(src);
+    ip.set_dst_addr_u128(dst);
+    Ok(start)
+}
