@@ -55,7 +55,16 @@ impl<F: Frame> Pipeline<F> {
                 Some(ip6::OptionsVerdict::Discard) => return Err(DropReason::Ipv6NotServed),
                 _ => {}
             }
-            return self.enter_nat64(snap, frame, ctx, (src, e), ext.protocol, ext.l4_at, hop);
+            let l4_at = ip6::HEADER_LEN + ext.l4_at;
+            return self.enter_nat64(
+                snap,
+                frame,
+                ctx,
+                (src, e),
+                ext.protocol,
+                (l4_at, total),
+                hop,
+            );
         }
         if ext.protocol != next_header::ICMPV6 || ext.fragment.is_some() {
             return Err(DropReason::Ipv6NotServed);

@@ -139,8 +139,9 @@ fn martian6(snap: &Snapshot, att: u16, src: u128) -> bool {
 }
 
 impl<F: Frame> Pipeline<F> {
-    /// A TCP or UDP packet of `bytes`' IPv6 header at `ctx.l3`, whose L4 header is
-    /// `l4_at` bytes after the fixed header, to `dst`, the endpoint of handle `endpoint`:
+    /// A TCP or UDP packet whose IPv6 header the IPv6 node read at `ctx.l3` (its L4 header
+    /// `header_len` bytes in, `total_len` bytes in all), from `src` to the endpoint of
+    /// handle `endpoint`:
     /// its context as the flow nodes take it (the folded source, the endpoint's IPv4
     /// address as destination), or why not.
     #[allow(clippy::too_many_arguments)]
@@ -151,7 +152,7 @@ impl<F: Frame> Pipeline<F> {
         ctx: &mut Ctx,
         (src, endpoint): (u128, u32),
         proto: u8,
-        l4_at: usize,
+        (header_len, total_len): (usize, usize),
         hop: u8,
     ) -> Result<Next, DropReason> {
         if !self.active {
@@ -164,11 +165,9 @@ impl<F: Frame> Pipeline<F> {
         if martian6(snap, ctx.att, src) {
             return Err(DropReason::MartianSource);
         }
-        let bytes = frame.bytes().get(ctx.l3..).ok_or(DropReason::Malformed)?;
-        let ip = ip6::Ipv6Packet::new_checked(bytes).map_err(|_| DropReason::Malformed)?;
         let folded = fold(self.settings.flow_hash_seed, src);
-        ctx.header_len = ip6::HEADER_LEN + l4_at;
-        ctx.total_len = ip.total_len();
+        ctx.header_len = header_len;
+        ctx.total_len = total_len;
         ctx.addrs = context::IpPair::V4 {
             src: folded,
             dst: e.ip,

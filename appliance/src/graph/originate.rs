@@ -130,6 +130,11 @@ impl<F: Frame> Pipeline<F> {
         seq: u32,
         now_ms: u64,
     ) {
+        // An IPv6 consumer (its key's fold) gets no RST: none is made in IPv6 yet, and an
+        // IPv4 one to the fold would go nowhere.
+        if super::nat64::is_ipv6_consumer(to.0) {
+            return;
+        }
         let rst = crate::wire::tcp::TcpRepr {
             src_port: from.1,
             dst_port: to.1,

@@ -262,18 +262,16 @@ impl<F: Frame> Pipeline<F> {
             return;
         }
         let (f, r) = (flow.fwd, flow.rev);
-        // To the consumer, from the endpoint (not made in IPv6 yet: an IPv6 consumer
-        // learns of the end at its next segment, which gets no answer).
-        if !super::nat64::is_ipv6_consumer(f.src_ip) {
-            self.send_rst(
-                snap,
-                f.vpc,
-                (f.dst_ip, f.dst_port),
-                (f.src_ip, f.src_port),
-                flow.ack_fwd,
-                now_ms,
-            );
-        }
+        // To the consumer, from the endpoint (an IPv6 consumer learns of the end at its
+        // next segment, which gets no answer).
+        self.send_rst(
+            snap,
+            f.vpc,
+            (f.dst_ip, f.dst_port),
+            (f.src_ip, f.src_port),
+            flow.ack_fwd,
+            now_ms,
+        );
         // To the target, from the SNAT address.
         self.send_rst(
             snap,
