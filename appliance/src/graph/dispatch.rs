@@ -258,7 +258,7 @@ impl<F: Frame> Pipeline<F> {
         if pending & IPV6 != 0 {
             for i in 0..frames.len() {
                 if matches!(next[i], Next::Ipv6) {
-                    next[i] = self.ipv6(snap, &mut frames[i], &mut ctx[i]).into();
+                    next[i] = self.ipv6(snap, &mut frames[i], &mut ctx[i], now_ms).into();
                     pending |= next[i].node();
                 }
             }

@@ -280,8 +280,9 @@ impl<F: Frame> Pipeline<F> {
         };
         if out_len > usize::from(egress.mtu) {
             if ctx.ipv6 {
-                // Packet too big towards an IPv6 consumer is not sent yet.
-                return Err(DropReason::Ipv6NotTranslated);
+                let mtu = super::icmp6::mtu_for_ipv6(egress.mtu, ctx.header_len)
+                    .ok_or(DropReason::TooBig)?;
+                return self.too_big(snap, ctx.att, frame, ctx, mtu);
             }
             // What the target may send so that its translation fits.
             let fits = usize::from(egress.mtu) - (out_len - ctx.total_len);

@@ -78,9 +78,10 @@ impl<F: Frame> Pipeline<F> {
                 .find_flow(&key, None, true, now_ms)
                 .ok_or(DropReason::NoFlow)?;
             let fwd = self.flows.get(id).ok_or(DropReason::NoFlow)?.fwd;
-            // To an IPv6 consumer it would be an ICMPv6 error: not made yet.
             if super::nat64::is_ipv6_consumer(fwd.src_ip) {
-                return Err(DropReason::Ipv6NotTranslated);
+                let side = *self.consumers6.get(id).ok_or(DropReason::NoFlow)?;
+                let quote = (err.quote_at, err.quote_header_len, err.proto);
+                return self.icmp_error_to_ipv6(snap, frame, ctx, quote, &fwd, &side);
             }
             fwd
         } else {
@@ -99,7 +100,7 @@ impl<F: Frame> Pipeline<F> {
     /// have reached any worker; nothing in it says which one owns the flow (unlike a
     /// SNAT port). Pass it round the workers: the one that received it marks it with its
     /// id, each asks the next, and the one before the first drops it.
-    fn seek_flow_owner(&mut self, frame: &mut F) -> Result<Next, DropReason> {
+    pub(super) fn seek_flow_owner(&mut self, frame: &mut F) -> Result<Next, DropReason> {
         let n = self.settings.workers.max(1);
         let first = if self.handed_off {
             match frame.handoff_tag().checked_sub(1).map(u16::try_from) {

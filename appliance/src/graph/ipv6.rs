@@ -1,7 +1,8 @@
 //! The IPv6 node: the attachment's own IPv6 address and dual-stack endpoints' answer
 //! neighbour solicitations and echo requests, as IPv4 addresses answer ARP and ping (an
 //! endpoint only to a consumer its access rules admit). TCP and UDP to a dual-stack
-//! endpoint go on to the flow nodes as IPv4 (`nat64.rs`). Nothing else of IPv6 is served
+//! endpoint go on to the flow nodes as IPv4 (`nat64.rs`), ICMPv6 errors about their
+//! replies on to the target as ICMPv4 (`icmp6.rs`). Nothing else of IPv6 is served
 //! yet (NAT66 comes next): it is dropped and counted, never mistaken for IPv4.
 
 use super::context::Ctx;
@@ -27,6 +28,7 @@ impl<F: Frame> Pipeline<F> {
         snap: &Snapshot,
         frame: &mut F,
         ctx: &mut Ctx,
+        now_ms: u64,
     ) -> Result<Next, DropReason> {
         let att = snap.attachment(ctx.att).ok_or(DropReason::NoAttachment)?;
         let l3 = ctx.l3;
@@ -124,6 +126,19 @@ impl<F: Frame> Pipeline<F> {
                 Ok(Next::Tx(att.port))
             }
             Icmpv6Type::NEIGHBOR_ADVERT => Err(DropReason::NdIgnored),
+            // An error about a reply of a NAT64 flow: on to its target as ICMPv4.
+            t if t.is_error() => match snap.local6(ctx.att, dst) {
+                Some(LocalKind::Endpoint(e)) => self.icmp6_error_to_target(
+                    snap,
+                    frame,
+                    ctx,
+                    (src, dst, hop),
+                    (at, total),
+                    e,
+                    now_ms,
+                ),
+                _ => Err(DropReason::Ipv6NotServed),
+            },
             // Never an answer to a group or to nobody.
             Icmpv6Type::ECHO_REQUEST if src == 0 || is_multicast(src) => {
                 Err(DropReason::Ipv6NotServed)
@@ -170,10 +185,22 @@ fn is_multicast(a: u128) -> bool {
 
 /// A fixed IPv6 header with nothing after it but an ICMPv6 message of `len` bytes.
 pub(super) fn write_header(l3: &mut [u8], src: u128, dst: u128, len: usize, hop_limit: u8) {
+    write_header_for(l3, src, dst, next_header::ICMPV6, len, hop_limit);
+}
+
+/// A fixed IPv6 header with nothing after it but `len` bytes of protocol `next`.
+pub(super) fn write_header_for(
+    l3: &mut [u8],
+    src: u128,
+    dst: u128,
+    next: u8,
+    len: usize,
+    hop_limit: u8,
+) {
     let mut ip = Ipv6Packet::new_unchecked(&mut l3[..ip6::HEADER_LEN]);
     ip.set_version_class_label(0, 0);
     ip.set_payload_len(u16::try_from(len).unwrap_or(u16::MAX));
-    ip.set_next_header(next_header::ICMPV6);
+    ip.set_next_header(next);
     ip.set_hop_limit(hop_limit);
     ip.set_src_addr_u128(src);
     ip.set_dst_addr_u128(dst);

@@ -364,6 +364,7 @@ mod forward;
 mod fragment;
 pub mod frame;
 mod ha;
+mod icmp6;
 mod icmp_error;
 mod ipv6;
 mod l2;

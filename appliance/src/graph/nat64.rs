@@ -13,9 +13,9 @@
 //! consumer's packets came from, where its replies go (the consumer, or the router in
 //! front of it).
 //!
-//! Not translated yet, dropped and counted (`ipv6_not_translated`): fragments, and what
-//! the appliance itself would answer in IPv6 (time exceeded, packet too big, ICMP errors
-//! from the provider side). IPv6 flows are not synced to an HA peer yet.
+//! ICMP errors, both those the appliance sends an IPv6 consumer and those translated
+//! between the versions, are `icmp6.rs`'s. Not translated yet, dropped and counted
+//! (`ipv6_not_translated`): fragments. IPv6 flows are not synced to an HA peer yet.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -130,7 +130,7 @@ pub fn source_of(bytes: &[u8], ctx: &Ctx) -> IpAddr {
 
 /// Whether an IPv6 source cannot be a consumer's: unspecified, loopback, a group,
 /// IPv4-mapped (RFC 4291 §2.5.5.2: never on the wire), or an address of ours.
-fn martian6(snap: &Snapshot, att: u16, src: u128) -> bool {
+pub(super) fn martian6(snap: &Snapshot, att: u16, src: u128) -> bool {
     src == 0
         || src == 1
         || src >> 120 == 0xff
@@ -277,7 +277,7 @@ impl<F: Frame> Pipeline<F> {
 
 /// The 32-bit words of an IPv6 address, as the one's-complement sum takes them.
 #[inline]
-fn words(a: u128) -> [u32; 4] {
+pub(super) fn words(a: u128) -> [u32; 4] {
     #[allow(clippy::cast_possible_truncation)]
     [
         (a >> 96) as u32,
@@ -290,14 +290,19 @@ fn words(a: u128) -> [u32; 4] {
 /// The one's-complement change of a checksum from the terms `old` to `new` (RFC 1624
 /// eq. 3 over 32-bit words).
 #[inline]
-fn delta(old: &[u32], new: &[u32]) -> u64 {
+pub(super) fn delta(old: &[u32], new: &[u32]) -> u64 {
     old.iter().map(|w| u64::from(!w)).sum::<u64>() + new.iter().map(|&w| u64::from(w)).sum::<u64>()
 }
 
 /// Updates the TCP or UDP checksum of `seg` by `addrs` (the addresses' change) and the
 /// ports' change to `ports` (source, destination), and writes the ports. A computed UDP
 /// checksum of 0 is sent as 0xFFFF.
-fn l4_update(seg: &mut [u8], udp: bool, addrs: u64, ports: (u16, u16)) -> Result<(), DropReason> {
+pub(super) fn l4_update(
+    seg: &mut [u8],
+    udp: bool,
+    addrs: u64,
+    ports: (u16, u16),
+) -> Result<(), DropReason> {
     let csum_at = if udp { 6 } else { 16 };
     if seg.len() < csum_at + 2 {
         return Err(DropReason::Malformed);

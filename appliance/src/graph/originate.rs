@@ -229,11 +229,9 @@ impl<F: Frame> Pipeline<F> {
         flags: TcpFlags,
         reason: DropReason,
     ) -> Result<Next, DropReason> {
-        // No RST is made in IPv6 yet: an IPv6 consumer gets silence.
-        if flags.rst || ip.ipv6 || !self.may_originate() {
+        if flags.rst || !self.may_originate() {
             return Err(reason);
         }
-        let (src, dst) = ip.v4();
         let att = snap.attachment(att_idx).ok_or(DropReason::NoAttachment)?;
         let l4 = ip.l3 + ip.header_len;
         let rst = {
@@ -244,6 +242,13 @@ impl<F: Frame> Pipeline<F> {
             let tcp = TcpPacket::new_checked(seg).map_err(|_| DropReason::Malformed)?;
             crate::wire::tcp::TcpRepr::rst_reply(&tcp).map_err(|_| DropReason::NoFlow)?
         };
+        if ip.ipv6 {
+            let next = self.reset_unknown6(att, frame, ip, &rst)?;
+            self.counters.rst_sent += 1;
+            self.counters.drop(reason);
+            return Ok(next);
+        }
+        let (src, dst) = ip.v4();
         let new_len = ip.l3 + crate::wire::ipv4::HEADER_LEN + crate::wire::tcp::HEADER_LEN;
         if !frame.set_len(new_len) {
             return Err(DropReason::Malformed);
@@ -292,7 +297,8 @@ impl<F: Frame> Pipeline<F> {
 
     /// Turns `frame` into an ICMP error about it, back to its sender from our address on
     /// `att_idx`: time exceeded, or fragmentation needed with `frag_needed` as the
-    /// next-hop MTU. Rate-limited; the packet's drop is counted either way.
+    /// next-hop MTU (for an IPv6 consumer, ICMPv6 time exceeded or packet too big).
+    /// Rate-limited; the packet's drop is counted either way.
     fn icmp_error_back(
         &mut self,
         snap: &Snapshot,
@@ -305,14 +311,18 @@ impl<F: Frame> Pipeline<F> {
             None => DropReason::TtlExceeded,
             Some(_) => DropReason::FragNeeded,
         };
-        // ICMPv6 errors to an IPv6 consumer are not made yet.
-        if ip.ipv6 {
-            return Err(DropReason::Ipv6NotTranslated);
-        }
         // Nothing is said about a fragment other than the first (RFC 1812 §4.3.2.7): it
         // quotes no ports, so its sender could not tell which flow it was about.
         if ip.is_later_fragment() || !self.may_originate() {
             return Err(reason);
+        }
+        if ip.ipv6 {
+            use crate::wire::icmpv6::Icmpv6Type;
+            let msg = match frag_needed {
+                None => (Icmpv6Type::TIME_EXCEEDED.0, 0, 0),
+                Some(mtu) => (Icmpv6Type::PACKET_TOO_BIG.0, 0, u32::from(mtu)),
+            };
+            return self.icmp6_error_back(snap, att_idx, frame, ip, msg, reason);
         }
         let att = snap.attachment(att_idx).ok_or(DropReason::NoAttachment)?;
         let (src, _) = ip.v4();

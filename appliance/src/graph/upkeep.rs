@@ -262,16 +262,21 @@ impl<F: Frame> Pipeline<F> {
             return;
         }
         let (f, r) = (flow.fwd, flow.rev);
-        // To the consumer, from the endpoint (an IPv6 consumer learns of the end at its
-        // next segment, which gets no answer).
-        self.send_rst(
-            snap,
-            f.vpc,
-            (f.dst_ip, f.dst_port),
-            (f.src_ip, f.src_port),
-            flow.ack_fwd,
-            now_ms,
-        );
+        // To the consumer, from the endpoint.
+        match self.consumers6.of(id, &flow) {
+            Some(side) => {
+                let ports = (f.dst_port, f.src_port);
+                self.send_rst6(snap, f.vpc, &side, ports, flow.ack_fwd);
+            }
+            None => self.send_rst(
+                snap,
+                f.vpc,
+                (f.dst_ip, f.dst_port),
+                (f.src_ip, f.src_port),
+                flow.ack_fwd,
+                now_ms,
+            ),
+        }
         // To the target, from the SNAT address.
         self.send_rst(
             snap,

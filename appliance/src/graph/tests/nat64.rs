@@ -195,7 +195,7 @@ fn udp_of_an_ipv6_consumer_is_translated_and_a_reply_without_checksum_gets_one()
 }
 
 #[test]
-fn what_ipv6_to_ipv4_cannot_translate_yet_is_dropped_and_counted() {
+fn what_ipv6_to_ipv4_cannot_or_may_not_translate_is_dropped_and_counted() {
     let config = dual_config();
     let (mut p, snap) = pipeline(&config, 1, 0);
     let (host, ep) = (a6(HOST6), a6(ENDPOINT6));
@@ -212,22 +212,6 @@ fn what_ipv6_to_ipv4_cannot_translate_yet_is_dropped_and_counted() {
     );
     p.process(&snap, CONSUMER_PORT, VecFrame::new(&f), 0);
     assert_eq!(drops(&p, DropReason::Ipv6NotTranslated), 1);
-    // Hop limit 1: a time exceeded would be ICMPv6.
-    let f = frame6(
-        host,
-        ep,
-        PROTO_TCP,
-        1,
-        (0, &[]),
-        tcp_seg(40001, 80, syn(), 1, 0),
-    );
-    p.process(&snap, CONSUMER_PORT, VecFrame::new(&f), 0);
-    assert_eq!(drops(&p, DropReason::Ipv6NotTranslated), 2);
-    // A segment of no flow: no RST in IPv6 yet, silence.
-    let f = tcp6(40002, 80, WireTcpFlags::ACK, 1, 1);
-    p.process(&snap, CONSUMER_PORT, VecFrame::new(&f), 0);
-    assert_eq!(drops(&p, DropReason::NoFlow), 1);
-    assert_eq!(p.counters().rst_sent, 0);
     // No listener on the port; a source that cannot be a consumer's.
     let f = tcp6(40003, 81, syn(), 1, 0);
     p.process(&snap, CONSUMER_PORT, VecFrame::new(&f), 0);
@@ -343,4 +327,306 @@ fn a_reply_that_would_not_fit_once_translated_asks_the_target_for_less() {
         1480,
         "what fits once translated"
     );
+}
+
+/// An ICMPv6 message of `typ`/`code` and the word `word` from `src` to `dst` quoting
+/// `quoted` (an IPv6 packet), in an Ethernet frame from the client's MAC.
+fn icmp6_error(src: u128, dst: u128, (typ, code, word): (u8, u8, u32), quoted: &[u8]) -> Vec<u8> {
+    let mut m = vec![typ, code, 0, 0];
+    m.extend_from_slice(&word.to_be_bytes());
+    m.extend_from_slice(quoted);
+    crate::wire::icmpv6::Icmpv6Packet::new_unchecked(&mut m[..]).fill_checksum(src, dst);
+    let mut f = eth(MAC_C, CLIENT_MAC, 0x86dd);
+    f.extend_from_slice(&[0x60, 0, 0, 0]);
+    f.extend_from_slice(&u16::try_from(m.len()).unwrap().to_be_bytes());
+    f.extend_from_slice(&[58, 64]);
+    f.extend_from_slice(&src.to_be_bytes());
+    f.extend_from_slice(&dst.to_be_bytes());
+    f.extend_from_slice(&m);
+    f
+}
+
+/// The ICMPv6 message of a frame that left: (type, code, word, what it quotes).
+fn icmp6_of(frame: &[u8]) -> (u8, u8, u32, Vec<u8>) {
+    let (ip, _) = ipv6_out(frame);
+    assert_eq!(ip.next_header(), 58, "ICMPv6");
+    let m = ip.payload();
+    (
+        m[0],
+        m[1],
+        u32::from_be_bytes([m[4], m[5], m[6], m[7]]),
+        m[8..].to_vec(),
+    )
+}
+
+#[test]
+fn an_ipv6_consumer_gets_time_exceeded_and_rsts_in_ipv6() {
+    let config = dual_config();
+    let (mut p, snap) = pipeline(&config, 1, 0);
+    let (host, ep) = (a6(HOST6), a6(ENDPOINT6));
+    let own = a6("fd00:c1::1");
+    let f = frame6(
+        host,
+        ep,
+        PROTO_TCP,
+        1,
+        (0, &[]),
+        tcp_seg(40001, 80, syn(), 1, 0),
+    );
+    let (port, out) = tx(p.process(&snap, CONSUMER_PORT, VecFrame::new(&f), 0));
+    assert_eq!(port, CONSUMER_PORT);
+    assert_eq!(&out[..6], &CLIENT_MAC, "back to the sender");
+    let (ip, _) = ipv6_out(&out);
+    assert_eq!((ip.src_addr_u128(), ip.dst_addr_u128()), (own, host));
+    let (typ, code, _, quote) = icmp6_of(&out);
+    assert_eq!((typ, code), (3, 0), "time exceeded in transit");
+    assert_eq!(quote, f[14..].to_vec(), "the whole packet, as it came");
+    assert_eq!(p.counters().dropped(DropReason::TtlExceeded), 1);
+    assert_eq!(p.counters().icmp_errors_sent, 1);
+
+    // A segment of no flow: a RST from the endpoint's IPv6 address.
+    let f = tcp6(40002, 80, WireTcpFlags::ACK, 1, 77);
+    let (port, out) = tx(p.process(&snap, CONSUMER_PORT, VecFrame::new(&f), 0));
+    assert_eq!(port, CONSUMER_PORT);
+    let (ip, _) = ipv6_out(&out);
+    assert_eq!((ip.src_addr_u128(), ip.dst_addr_u128()), (ep, host));
+    assert_eq!(ip.next_header(), PROTO_TCP);
+    let seg = TcpPacket::new_checked(ip.payload()).unwrap();
+    assert!(seg.rst());
+    assert_eq!(
+        (seg.src_port(), seg.dst_port(), seg.seq_number()),
+        (80, 40002, 77)
+    );
+    assert_eq!(p.counters().rst_sent, 1);
+    assert_eq!(p.counters().dropped(DropReason::NoFlow), 1);
+    assert_eq!(p.flows().len(), 0);
+}
+
+#[test]
+fn a_consumer_packet_too_big_once_translated_gets_packet_too_big() {
+    let config = dual_config();
+    let snap = snapshot_with_mtus(&config, [1500, 1400]);
+    let mut p = pipeline_on(&config, &snap, 1, 0);
+    let (host, ep) = (a6(HOST6), a6(ENDPOINT6));
+    let syn_f = tcp6(40000, 80, syn(), 7, 0);
+    tx(p.process(&snap, CONSUMER_PORT, VecFrame::new(&syn_f), 0));
+    // 1420 bytes of IPv6 are 1400 of IPv4: they fit; 1421 do not.
+    for (len, fits) in [(1420usize, true), (1421, false)] {
+        let mut seg = tcp_seg(40000, 80, WireTcpFlags::ACK, 8, 1);
+        seg.resize(len - 40, 0x61);
+        let f = frame6(host, ep, PROTO_TCP, 64, (0, &[]), seg);
+        let (port, out) = tx(p.process(&snap, CONSUMER_PORT, VecFrame::new(&f), 1));
+        if fits {
+            assert_eq!(port, PROVIDER_PORT);
+            assert_eq!(usize::from(ip_of(&out).total_len()), 1400);
+            continue;
+        }
+        assert_eq!(port, CONSUMER_PORT);
+        let (typ, code, mtu, quote) = icmp6_of(&out);
+        assert_eq!((typ, code, mtu), (2, 0, 1420), "packet too big, what fits");
+        assert_eq!(quote.len(), 1280 - 48, "as much as fits in 1280 bytes");
+        assert_eq!(quote[..], f[14..14 + 1232]);
+    }
+    assert_eq!(p.counters().dropped(DropReason::FragNeeded), 1);
+}
+
+/// A UDP flow of the IPv6 consumer: (the consumer's datagram, the target, the SNAT port,
+/// the datagram as it left for the target, the target's reply as it left for the
+/// consumer).
+fn udp6_flow(
+    p: &mut Pipeline<VecFrame>,
+    snap: &Snapshot,
+) -> (Vec<u8>, Ipv4Addr, u16, Vec<u8>, Vec<u8>) {
+    let d = frame6(
+        a6(HOST6),
+        a6(ENDPOINT6),
+        PROTO_UDP,
+        64,
+        (0, &[]),
+        udp_dgram(5353, 9000, b"hello"),
+    );
+    let (_, out) = tx(p.process(snap, CONSUMER_PORT, VecFrame::new(&d), 0));
+    let ip = ip_of(&out);
+    let (target, snat_port) = (
+        ip.dst_addr(),
+        UdpPacket::new_checked(ip.payload()).unwrap().src_port(),
+    );
+    let reply = udp(target, 9000, SNAT, snat_port, MAC_P, TARGET_MAC);
+    let (_, back) = tx(p.process(snap, PROVIDER_PORT, VecFrame::new(&reply), 1));
+    (d, target, snat_port, out, back)
+}
+
+#[test]
+fn provider_icmp_errors_about_an_ipv6_consumers_flow_reach_it_as_icmpv6() {
+    let config = dual_config();
+    let (mut p, snap) = pipeline(&config, 1, 0);
+    let (host, ep) = (a6(HOST6), a6(ENDPOINT6));
+    let (sent, target, _, out, _) = udp6_flow(&mut p, &snap);
+    let router = Ipv4Addr::new(10, 2, 0, 254);
+    for ((t4, c4, mtu), want) in [
+        ((3u8, 4u8, 1400u16), (2u8, 0u8, 1420u32)),
+        ((3, 3, 0), (1, 4, 0)),
+        ((11, 0, 0), (3, 0, 0)),
+        ((3, 2, 0), (4, 1, 6)),
+    ] {
+        let e = icmp_error(router, SNAT, t4, c4, mtu, &out, MAC_P, TARGET_MAC);
+        let (port, back) = tx(p.process(&snap, PROVIDER_PORT, VecFrame::new(&e), 2));
+        assert_eq!(port, CONSUMER_PORT, "ICMPv4 {t4}/{c4}");
+        assert_eq!(&back[..6], &CLIENT_MAC);
+        let (ip, hop) = ipv6_out(&back);
+        assert_eq!(
+            (ip.src_addr_u128(), ip.dst_addr_u128(), hop),
+            (ep, host, 63)
+        );
+        let (typ, code, word, quote) = icmp6_of(&back);
+        assert_eq!((typ, code, word), want, "ICMPv4 {t4}/{c4}");
+        // The quote is the consumer's own datagram: its header as far as a translation
+        // keeps it (no flow label, the hop limit the target-bound packet had) and its
+        // UDP header, checksum included, byte for byte.
+        let q = Ipv6Packet::new_unchecked(&quote[..]);
+        assert_eq!((q.src_addr_u128(), q.dst_addr_u128()), (host, ep));
+        assert_eq!(
+            (q.next_header(), q.payload_len(), q.hop_limit()),
+            (PROTO_UDP, 13, 63)
+        );
+        assert_eq!(
+            quote[40..48],
+            sent[14 + 40..14 + 48],
+            "the consumer's UDP header"
+        );
+    }
+    assert_eq!(p.counters().icmp_errors_translated, 4);
+    // An error about no flow of ours, and one with no counterpart, go no further.
+    let e = icmp_error(router, SNAT, 3, 14, 0, &out, MAC_P, TARGET_MAC);
+    p.process(&snap, PROVIDER_PORT, VecFrame::new(&e), 3);
+    assert_eq!(p.counters().dropped(DropReason::IcmpUnsupported), 1);
+    let _ = target;
+}
+
+#[test]
+fn consumer_icmpv6_errors_about_a_reply_reach_the_target_as_icmpv4() {
+    let config = dual_config();
+    let (mut p, snap) = pipeline(&config, 1, 0);
+    let ep = a6(ENDPOINT6);
+    let (_, target, snat_port, _, back) = udp6_flow(&mut p, &snap);
+    let sent = udp(target, 9000, SNAT, snat_port, MAC_P, TARGET_MAC);
+    let router = a6("fd00:c1::fe");
+    for ((t6, c6, mtu), want) in [
+        ((2u8, 0u8, 1300u32), (3u8, 4u8, 1280u16)),
+        ((1, 4, 0), (3, 3, 0)),
+        ((1, 0, 0), (3, 1, 0)),
+        ((3, 0, 0), (11, 0, 0)),
+    ] {
+        let e = icmp6_error(router, ep, (t6, c6, mtu), &back[14..]);
+        let (port, out) = tx(p.process(&snap, CONSUMER_PORT, VecFrame::new(&e), 2));
+        assert_eq!(port, PROVIDER_PORT, "ICMPv6 {t6}/{c6}");
+        assert_eq!(&out[..6], &TARGET_MAC);
+        let ip = ip_of(&out);
+        assert!(ip.verify_checksum());
+        assert_eq!((ip.src_addr(), ip.dst_addr(), ip.ttl()), (SNAT, target, 63));
+        let msg = Icmpv4Packet::new_checked(ip.payload()).unwrap();
+        assert!(msg.verify_checksum());
+        assert_eq!((msg.msg_type().0, msg.code(), msg.next_hop_mtu()), want);
+        let q = msg.quote().unwrap();
+        assert!(q.verify_checksum(), "quoted header consistent");
+        assert_eq!(
+            (q.src_addr(), q.dst_addr()),
+            (target, SNAT),
+            "as the target sent it"
+        );
+        assert_eq!(usize::from(q.total_len()), 20 + 8 + 4);
+        assert_eq!(
+            q.payload()[..8],
+            sent[14 + 20..14 + 28],
+            "the target's UDP header"
+        );
+    }
+    assert_eq!(p.counters().icmp_errors_translated, 4);
+    // A quote of no reply of ours: nothing goes to any target.
+    let mut other = back[14..].to_vec();
+    other[40..42].copy_from_slice(&81u16.to_be_bytes());
+    let e = icmp6_error(router, ep, (2, 0, 1300), &other);
+    let v = p.process(&snap, CONSUMER_PORT, VecFrame::new(&e), 3);
+    assert!(!matches!(v, Verdict::Tx(..)));
+    assert_eq!(p.counters().dropped(DropReason::NoFlow), 1);
+}
+
+#[test]
+fn ending_an_ipv6_consumers_flow_resets_it_in_ipv6() {
+    let mut config = dual_config();
+    let mut handles = crate::tables::snapshot::Handles::default();
+    let build = |config: &Config, v, handles: &mut _| {
+        Snapshot::build(
+            v,
+            config,
+            &[MAC_C, MAC_P],
+            &[1500, 1500],
+            &config.state(),
+            handles,
+        )
+        .unwrap()
+    };
+    let snap = build(&config, 1, &mut handles);
+    let mut p = pipeline_on(&config, &snap, 1, 0);
+    let (host, ep) = (a6(HOST6), a6(ENDPOINT6));
+    let (_, out) = tx(p.process(
+        &snap,
+        CONSUMER_PORT,
+        VecFrame::new(&tcp6(40000, 80, syn(), 7, 0)),
+        0,
+    ));
+    let ip = ip_of(&out);
+    let target = ip.dst_addr();
+    let snat_port = TcpPacket::new_checked(ip.payload()).unwrap().src_port();
+    let synack = tcp(
+        target,
+        8080,
+        SNAT,
+        snat_port,
+        WireTcpFlags::SYN | WireTcpFlags::ACK,
+        100,
+        8,
+        MAC_P,
+        TARGET_MAC,
+    );
+    tx(p.process(&snap, PROVIDER_PORT, VecFrame::new(&synack), 1));
+    tx(p.process(
+        &snap,
+        CONSUMER_PORT,
+        VecFrame::new(&tcp6(40000, 80, WireTcpFlags::ACK, 8, 101)),
+        2,
+    ));
+    p.drain_emitted().for_each(drop);
+
+    config.endpoints[0].state = mgmt::model::EndpointState::Rejected;
+    let next = build(&config, 2, &mut handles);
+    p.on_snapshot(&next);
+    p.poll(&next, 10);
+    assert_eq!(p.flows().len(), 0, "the flow ended");
+    let out: Vec<(u16, Vec<u8>)> = p
+        .drain_emitted()
+        .map(|(port, f)| (port, f.bytes().to_vec()))
+        .collect();
+    let to_consumer: Vec<&Vec<u8>> = out
+        .iter()
+        .filter(|(port, _)| *port == CONSUMER_PORT)
+        .map(|(_, b)| b)
+        .filter(|b| b[12..14] == [0x86, 0xdd] && b[14 + 6] == PROTO_TCP)
+        .collect();
+    assert_eq!(
+        to_consumer.len(),
+        1,
+        "a RST in IPv6 to the consumer: {out:02x?}"
+    );
+    let b = to_consumer[0];
+    assert_eq!(&b[..6], &CLIENT_MAC);
+    let (ip, _) = ipv6_out(b);
+    assert_eq!((ip.src_addr_u128(), ip.dst_addr_u128()), (ep, host));
+    let seg = TcpPacket::new_checked(ip.payload()).unwrap();
+    assert!(seg.rst());
+    assert_eq!(
+        (seg.src_port(), seg.dst_port(), seg.seq_number()),
+        (80, 40000, 101)
+    );
+    assert_eq!(p.counters().rst_sent, 2, "and one to the target");
 }
