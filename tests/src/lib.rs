@@ -168,7 +168,18 @@ pub struct Options {
     /// interface [`CONSUMER_CLIENT6`] (IPv6 stays off everywhere else: its router
     /// solicitations and reports would be counted drops).
     pub ipv6: bool,
+    /// Put the consumer's client (`[0]`) or the targets (`[1]`) behind a router namespace
+    /// whose link to them has this MTU, the hosts' routes advertising the MSS of a
+    /// 1500-byte link: only path-MTU discovery through the appliance finds the narrow
+    /// link (see [`Topology::router`]).
+    pub narrow: [Option<u16>; 2],
 }
+
+/// The consumer's and the provider's router of [`Options::narrow`], on the appliance's
+/// subnets.
+pub const ROUTERS: [&str; 2] = ["10.1.0.254", "10.2.0.254"];
+/// The consumer router's IPv6 address.
+pub const CONSUMER_ROUTER6: &str = "fd00:c1::fe";
 
 impl Default for Options {
     fn default() -> Self {
@@ -186,6 +197,7 @@ impl Default for Options {
             ipv6: false,
             workers_extra: String::new(),
             port_mtu: [None, None],
+            narrow: [None, None],
             listener_extra: String::new(),
             extra_toml: String::new(),
         }
@@ -199,6 +211,8 @@ pub struct Topology {
     pub provider: Netns,
     pub consumer_if: String,
     pub provider_if: String,
+    /// The routers of [`Options::narrow`], where asked for.
+    pub routers: [Option<Netns>; 2],
     pub dir: PathBuf,
     pub config_path: PathBuf,
     pub stats_path: PathBuf,
@@ -577,6 +591,7 @@ impl Topology {
             provider: Netns::new(&format!("{prefix}-prov")),
             consumer_if: format!("{prefix}c"),
             provider_if: format!("{prefix}p"),
+            routers: [None, None],
             config_path: dir.join("privlink.toml"),
             stats_path: dir.join("stats.json"),
             log_path: dir.join("privlinkd.log"),
@@ -661,11 +676,22 @@ impl Topology {
         }
     }
 
-    fn wire_namespaces(&self) {
-        for (ifname, ns, addrs) in [
+    fn wire_namespaces(&mut self) {
+        for side in 0..2 {
+            if let Some(mtu) = self.opts.narrow[side] {
+                self.wire_router(side, mtu);
+            }
+        }
+        for (side, (ifname, ns, addrs)) in [
             (&self.consumer_if, &self.consumer, vec![CONSUMER_CLIENT]),
             (&self.provider_if, &self.provider, TARGETS.to_vec()),
-        ] {
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            if self.routers[side].is_some() {
+                continue;
+            }
             must(&["ip", "link", "set", ifname, "netns", &ns.name]);
             let v6 = self.opts.ipv6 && *ifname == self.consumer_if;
             let _ = ns.exec(
@@ -685,6 +711,150 @@ impl Topology {
             }
             ns.must(&["ip", "link", "set", ifname, "up"]);
         }
+    }
+
+    /// Side `side`'s tap in a router namespace (made on the first start, kept across
+    /// restarts), its hosts behind it on a veth of MTU `mtu`. The router answers ARP for
+    /// either side of it (proxy ARP, so the appliance's subnets stay as they are) and,
+    /// on the consumer's side, neighbour solicitations for the client and the appliance's
+    /// addresses (more with [`Topology::proxy_ndp`]).
+    fn wire_router(&mut self, side: usize, mtu: u16) {
+        let (ifname, host_ns, addrs, subnet) = match side {
+            0 => (
+                &self.consumer_if,
+                &self.consumer,
+                vec![CONSUMER_CLIENT],
+                "10.1.0.0/24",
+            ),
+            _ => (
+                &self.provider_if,
+                &self.provider,
+                TARGETS.to_vec(),
+                "10.2.0.0/24",
+            ),
+        };
+        let v6 = self.opts.ipv6 && side == 0;
+        let tag = ["c", "p"][side];
+        let (rv, hv) = (
+            format!("{}{tag}r", self.prefix),
+            format!("{}{tag}h", self.prefix),
+        );
+        let first = self.routers[side].is_none();
+        let r = self.routers[side]
+            .get_or_insert_with(|| Netns::new(&format!("{}-{tag}rt", self.prefix)));
+        must(&["ip", "link", "set", ifname, "netns", &r.name]);
+        let sysctl = |ns: &Netns, kv: String| {
+            ns.must(&["sysctl", "-qw", &kv]);
+        };
+        sysctl(
+            r,
+            format!("net.ipv6.conf.{ifname}.disable_ipv6={}", u8::from(!v6)),
+        );
+        sysctl(r, format!("net.ipv4.conf.{ifname}.proxy_arp=1"));
+        r.must(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{}/24", ROUTERS[side]),
+            "dev",
+            ifname,
+        ]);
+        if v6 {
+            let a = format!("{CONSUMER_ROUTER6}/64");
+            r.must(&["ip", "-6", "addr", "add", &a, "dev", ifname, "nodad"]);
+        }
+        r.must(&["ip", "link", "set", ifname, "up"]);
+        if v6 {
+            r.must(&[
+                "ip",
+                "-6",
+                "neigh",
+                "add",
+                "proxy",
+                CONSUMER_CLIENT6,
+                "dev",
+                ifname,
+            ]);
+        }
+        if !first {
+            return;
+        }
+        must(&[
+            "ip", "link", "add", &rv, "type", "veth", "peer", "name", &hv,
+        ]);
+        must(&["ip", "link", "set", &rv, "netns", &r.name]);
+        must(&["ip", "link", "set", &hv, "netns", &host_ns.name]);
+        for kv in [
+            "net.ipv4.ip_forward=1".to_owned(),
+            "net.ipv4.conf.all.rp_filter=0".to_owned(),
+            format!("net.ipv4.conf.{rv}.proxy_arp=1"),
+            format!("net.ipv6.conf.{rv}.disable_ipv6={}", u8::from(!v6)),
+            format!("net.ipv6.conf.all.forwarding={}", u8::from(v6)),
+            format!("net.ipv6.conf.all.proxy_ndp={}", u8::from(v6)),
+        ] {
+            sysctl(r, kv);
+        }
+        let m = mtu.to_string();
+        r.must(&["ip", "link", "set", &rv, "mtu", &m, "up"]);
+        for a in &addrs {
+            r.must(&["ip", "route", "add", &format!("{a}/32"), "dev", &rv]);
+        }
+        if v6 {
+            let host = format!("{CONSUMER_CLIENT6}/128");
+            r.must(&["ip", "-6", "route", "add", &host, "dev", &rv]);
+        }
+        sysctl(
+            host_ns,
+            format!("net.ipv6.conf.{hv}.disable_ipv6={}", u8::from(!v6)),
+        );
+        host_ns.must(&["ip", "link", "set", &hv, "mtu", &m]);
+        for a in &addrs {
+            host_ns.must(&["ip", "addr", "add", &format!("{a}/24"), "dev", &hv]);
+        }
+        if v6 {
+            let a = format!("{CONSUMER_CLIENT6}/64");
+            host_ns.must(&["ip", "-6", "addr", "add", &a, "dev", &hv, "nodad"]);
+        }
+        host_ns.must(&["ip", "link", "set", &hv, "up"]);
+        // The MSS of a 1500-byte link, whatever this one's MTU: the peer sends full-size
+        // segments, and only the narrow link's errors can make them smaller.
+        host_ns.must(&[
+            "ip", "route", "replace", subnet, "dev", &hv, "proto", "kernel", "scope", "link",
+            "src", addrs[0], "advmss", "1460",
+        ]);
+        if v6 {
+            host_ns.must(&[
+                "ip",
+                "-6",
+                "route",
+                "replace",
+                "fd00:c1::/64",
+                "dev",
+                &hv,
+                "proto",
+                "kernel",
+                "metric",
+                "256",
+                "advmss",
+                "1440",
+            ]);
+            self.proxy_ndp(CONSUMER_APPLIANCE6);
+        }
+    }
+
+    /// Has the consumer's router answer neighbour solicitations from the client for `ip6`
+    /// (an endpoint's IPv6 address, made at run time).
+    pub fn proxy_ndp(&self, ip6: &str) {
+        if let Some(r) = &self.routers[0] {
+            let rv = format!("{}cr", self.prefix);
+            r.must(&["ip", "-6", "neigh", "replace", "proxy", ip6, "dev", &rv]);
+        }
+    }
+
+    /// The router namespace of side `side` (0: consumer, 1: provider), if
+    /// [`Options::narrow`] asked for one.
+    pub fn router(&self, side: usize) -> Option<&Netns> {
+        self.routers[side].as_ref()
     }
 
     fn start_servers(&mut self) {

@@ -32,11 +32,15 @@ prints one JSON object on stdout (connect-then-get: two, one line each).
                                   (reversed), with a copy of the second moved 8 bytes back
                                   into the first (overlap), or with a last fragment ending
                                   past 65,535 bytes (death); waits 2 s for the echo
+  bulk HOST PORT BYTES             a GET of BYTES bytes (/bytes/BYTES) and a POST of as many,
+                                  each on its own connection within 30 s: whether each
+                                  arrived whole and unaltered (sha256 on both ends)
   udp-bursts HOST PORT ROUNDS BIG SMALL [nodf]   ROUNDS times: one BIG-byte datagram (0:
                                   none), then SMALL small ones back to back; counts the
                                   small replies (nodf: the big ones without DF)
 """
 import errno
+import hashlib
 import http.client
 import json
 import selectors
@@ -635,6 +639,38 @@ def flood(iface, dst_mac, src_mac, sources, dst_ip, dport, kind, pps, seconds):
     out({"sent": sent, "sources": len(ips), "seconds": round(time.time() - start, 2)})
 
 
+def pattern(n):
+    """The bytes target_server.py sends and expects: the same function."""
+    block = bytes(range(251))
+    return (block * (n // 251 + 1))[:n]
+
+
+def bulk(host, port, n):
+    data = pattern(n)
+    res = {}
+    for way in ("down", "up"):
+        t0 = time.monotonic()
+        try:
+            c = http.client.HTTPConnection(host, port, timeout=30)
+            if way == "down":
+                c.request("GET", f"/bytes/{n}")
+                body = c.getresponse().read()
+                res[way] = len(body) == n and body == data
+                res[way + "_len"] = len(body)
+            else:
+                c.request("POST", "/upload", body=data)
+                answer = c.getresponse().read().decode()
+                want = f"received={n} sha256={hashlib.sha256(data).hexdigest()}"
+                res[way] = answer.strip() == want
+                res[way + "_answer"] = answer.strip()
+            c.close()
+        except OSError as e:
+            res[way] = False
+            res[way + "_error"] = str(e)
+        res[way + "_seconds"] = round(time.monotonic() - t0, 3)
+    return res
+
+
 def main():
     mode, args = sys.argv[1], sys.argv[2:]
     if mode == "http-many":
@@ -661,6 +697,8 @@ def main():
         udp_big(args[0], int(args[1]), int(args[2]), int(args[3]))
     elif mode == "frag-raw":
         frag_raw(*args[:5], int(args[5]), args[6])
+    elif mode == "bulk":
+        out(bulk(args[0], int(args[1]), int(args[2])))
     elif mode == "udp-bursts":
         udp_bursts(args[0], int(args[1]), int(args[2]), int(args[3]), int(args[4]),
                    df=args[5:6] != ["nodf"])

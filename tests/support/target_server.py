@@ -10,17 +10,26 @@ Serves, bound to one address:
   * UDP echo on UDP_PORT (default 9000): answers  target=<NAME> client=<ip>:<port> data=<data>
 
 GET /status/NNN answers status NNN, and GET /health the status written in the file given
-with --health (200 while there is none): health checks in tests.
+with --health (200 while there is none): health checks in tests. GET /bytes/N answers N
+bytes of a fixed pattern (pattern(N) below), POST answers "received=N sha256=HEX" of the
+body it read: bulk transfers both ways.
 
 Each request is logged as one line "tcp|udp <client ip>:<port>" to LOG (if given), which
 tests read to check what the target saw. Runs until killed.
 """
 import argparse
+import hashlib
 import http.server
 import socket
 import socketserver
 import sys
 import threading
+
+
+def pattern(n):
+    """N bytes that a bulk transfer's two ends agree on (client.py has the same)."""
+    block = bytes(range(251))
+    return (block * (n // 251 + 1))[:n]
 
 
 def main():
@@ -62,9 +71,33 @@ def main():
                 self.end_headers()
                 return
             log("tcp", self.client_address)
+            if self.path.startswith("/bytes/"):
+                n = min(int(self.path[len("/bytes/"):] or 0), 64 << 20)
+                self.send_response(200)
+                self.send_header("Content-Length", str(n))
+                self.end_headers()
+                self.wfile.write(pattern(n))
+                return
             body = f"target={a.name} client={self.client_address[0]}:{self.client_address[1]} path={self.path}\n".encode()
             self.send_response(200)
             self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self):
+            log("tcp", self.client_address)
+            n = int(self.headers.get("Content-Length") or 0)
+            h = hashlib.sha256()
+            left = n
+            while left > 0:
+                chunk = self.rfile.read(min(left, 65536))
+                if not chunk:
+                    break
+                h.update(chunk)
+                left -= len(chunk)
+            body = f"received={n - left} sha256={h.hexdigest()}\n".encode()
+            self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)

@@ -700,3 +700,44 @@ fn ipv6_consumers_reach_an_ipv4_service_through_a_dual_stack_endpoint() {
     let (clean, _) = t.stop();
     assert!(clean, "privlinkd stops cleanly on SIGTERM");
 }
+
+/// Path MTU across the appliance: a router namespace with a 1300-byte link in front of the
+/// consumer's client, then in front of the targets. The hosts advertise the MSS of a
+/// 1500-byte link, so full-size segments meet the narrow link in one direction, and only
+/// the router's ICMP errors, translated by the appliance for the flow's other side, let
+/// the transfer through. Over IPv4, and over IPv6 to the same IPv4-only service through a
+/// dual-stack endpoint (ICMPv6 packet too big ↔ ICMPv4 fragmentation needed), both ways.
+#[test]
+fn bulk_transfers_find_a_narrow_link_on_either_side_over_both_families() {
+    for side in [0, 1] {
+        narrow_link(side);
+    }
+}
+
+fn narrow_link(side: usize) {
+    let mut narrow = [None, None];
+    narrow[side] = Some(1300);
+    let t = Topology::start(Options {
+        ipv6: true,
+        narrow,
+        ..Options::default()
+    });
+    let (_, ip6, _) = dual_stack_endpoint(&t);
+    t.proxy_ndp(&ip6);
+    let where_ = ["the consumer's", "the provider's"][side];
+    for host in [ENDPOINT_IP, ip6.as_str()] {
+        let before = Topology::counter(&t.stats(), "icmp_errors_translated");
+        let r = t.client(&["bulk", host, "80", "300000"], Duration::from_secs(75));
+        assert_eq!(
+            (r["down"].as_bool(), r["up"].as_bool()),
+            (Some(true), Some(true)),
+            "a narrow link on {where_} side, to {host}: both ways whole: {r}\n{}",
+            t.log()
+        );
+        let s = t.stats();
+        assert!(
+            Topology::counter(&s, "icmp_errors_translated") > before,
+            "the router's errors crossed the appliance ({where_} side, {host}): {s}"
+        );
+    }
+}
