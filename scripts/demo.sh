@@ -2,11 +2,13 @@
 # The privlink demo: privlinkd on its embedded default between two network namespaces.
 #
 #   privlink-consumer  10.1.0.10/24 ── plc0 ══ privlinkd ══ plp0 ── privlink-provider
-#                      endpoint 10.1.0.100                          targets 10.2.0.11, 10.2.0.12
-#                                                                   SNAT address 10.2.0.100
+#                      fd00:c1::10/64                               targets 10.2.0.11, 10.2.0.12
+#                      endpoint 10.1.0.100                          SNAT address 10.2.0.100
+#                          and [fd00:c1::64] (dual stack)
 #
-# Shows HTTP and UDP through the endpoint, a target taken out of service by its health
-# check and back, then keeps running until Ctrl-C or SIGTERM and
+# Shows HTTP and UDP through the endpoint, over IPv4 and IPv6 (the service is IPv4-only:
+# the appliance translates), a target taken out of service by its health check and back,
+# then keeps running until Ctrl-C or SIGTERM and
 # cleans up (namespaces, servers, daemon) however it ends.
 #   scripts/demo.sh [PATH/TO/privlinkd]
 set -euo pipefail
@@ -60,14 +62,20 @@ for _ in $(seq 1 300); do
 done
 grep -q "privlinkd ready" "$WORK/privlinkd.log" || { cat "$WORK/privlinkd.log"; exit 1; }
 
-wire() { # iface namespace addresses...
-  local ifc=$1 ns=$2; shift 2
+wire() { # iface namespace addresses... (an IPv6 one turns IPv6 on for the interface)
+  local ifc=$1 ns=$2 v6=1; shift 2
   ip link set "$ifc" netns "$ns"
-  ip netns exec "$ns" sysctl -qw "net.ipv6.conf.$ifc.disable_ipv6=1" || true
-  for a in "$@"; do ip netns exec "$ns" ip addr add "$a" dev "$ifc"; done
+  for a in "$@"; do case $a in *:*) v6=0 ;; esac; done
+  ip netns exec "$ns" sysctl -qw "net.ipv6.conf.$ifc.disable_ipv6=$v6" || true
+  for a in "$@"; do
+    case $a in
+      *:*) ip netns exec "$ns" ip -6 addr add "$a" dev "$ifc" nodad ;;
+      *) ip netns exec "$ns" ip addr add "$a" dev "$ifc" ;;
+    esac
+  done
   ip netns exec "$ns" ip link set "$ifc" up
 }
-wire plc0 "$CONS" 10.1.0.10/24
+wire plc0 "$CONS" 10.1.0.10/24 fd00:c1::10/64
 wire plp0 "$PROV" 10.2.0.11/24 10.2.0.12/24
 
 for i in 1 2; do
@@ -90,6 +98,12 @@ printf '  UDP 10.1.0.100:9000        →  '
 ip netns exec "$CONS" python3 "$HERE/tests/support/client.py" udp 10.1.0.100 9000 1 | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["replies"][0])'
 printf '  ping 10.1.0.100            →  '
 ip netns exec "$CONS" ping -c 1 -W 1 10.1.0.100 | grep -o 'time=[0-9.]* ms' || echo "(no answer)"
+echo
+echo "demo: the same endpoint over IPv6 (dual stack; the service's targets are IPv4 only)"
+printf '  $ curl -6 http://[fd00:c1::64]/   →  '
+ip netns exec "$CONS" curl -6 -s --max-time 3 'http://[fd00:c1::64]/' || echo "(no answer)"
+printf '  ping -6 fd00:c1::64               →  '
+ip netns exec "$CONS" ping -6 -c 1 -W 1 fd00:c1::64 | grep -o 'time=[0-9.]* ms' || echo "(no answer)"
 
 # Health checks: target 1 out of service and back. Its /health answers the status in
 # $WORK/target-1.health (200 while there is none); the demo checks every 5 s, thresholds 2.
@@ -141,6 +155,7 @@ echo "The targets saw the SNAT address 10.2.0.100, never the consumer's 10.1.0.1
 echo "Try it yourself in another shell:"
 echo "  ip netns exec $CONS curl http://10.1.0.100/"
 echo "  ip netns exec $CONS ping 10.1.0.100"
+echo "  ip netns exec $CONS curl -6 'http://[fd00:c1::64]/'"
 echo "  echo 503 > $WORK/target-1.health    # take target-1 out (rm the file: back in)"
 echo "  $CTL describe-target-health --service-id $SVC"
 echo "  curl -s http://127.0.0.1:9469/metrics | grep privlink_endpoint   # Prometheus metrics"

@@ -32,6 +32,24 @@ fn snapshot(config: &Config) -> Snapshot {
     .expect("demo snapshot")
 }
 
+/// The embedded default without its IPv6 (the consumer attachment's address, the
+/// dual-stack endpoint): for tests of what IPv4 alone sends.
+fn ipv4_default() -> Config {
+    let mut config = Config::embedded_default();
+    for v in &mut config.vpcs {
+        v.address6 = None;
+    }
+    for e in &mut config.endpoints {
+        e.ip_address_type = mgmt::model::IpAddressType::Ipv4;
+        e.ip6 = None;
+    }
+    for s in &mut config.services {
+        s.supported_ip_address_types = vec![mgmt::model::IpFamily::Ipv4];
+    }
+    config.validate().expect("the IPv4 default");
+    config
+}
+
 fn pipeline(config: &Config, workers: u16, id: u16) -> (Pipeline<VecFrame>, Snapshot) {
     let snap = snapshot(config);
     let mut settings = crate::daemon::pipeline_settings(config, workers);
@@ -353,7 +371,7 @@ fn replies_for_another_workers_flow_are_handed_over() {
 
 #[test]
 fn arp_for_endpoint_is_answered_and_unknown_next_hop_is_resolved() {
-    let config = Config::embedded_default();
+    let config = ipv4_default();
     let snap = snapshot(&config);
     let mut p: Pipeline<VecFrame> = Pipeline::new(
         0,
@@ -1145,7 +1163,11 @@ fn worker_0_reports_the_generation_it_announced_in_full() {
     assert_eq!(p.announced_generation(), 0, "nothing sent yet");
     p.poll(&snap, 0);
     let garps = p.drain_emitted().count();
-    assert_eq!(garps, snap.announce.len(), "one gratuitous ARP per address");
+    assert_eq!(
+        garps,
+        snap.announce.len() + snap.announce6.len(),
+        "one gratuitous ARP or unsolicited advertisement per address"
+    );
     assert_eq!(p.announced_generation(), snap.generation);
 }
 
@@ -2287,7 +2309,7 @@ fn time_exceeded_is_not_sent_to_a_consumer_the_endpoint_refuses() {
 
 #[test]
 fn originated_arp_and_rst_frames_are_padded_to_the_ethernet_minimum() {
-    let config = Config::embedded_default();
+    let config = ipv4_default();
     let snap = snapshot(&config);
     let mut p: Pipeline<VecFrame> = Pipeline::new(
         0,
@@ -2376,7 +2398,7 @@ fn ending_a_flow_sends_padded_rsts() {
 
 #[test]
 fn a_failed_buffer_allocation_is_counted_as_no_mbuf() {
-    let config = Config::embedded_default();
+    let config = ipv4_default();
     let snap = snapshot(&config);
     let mut p: Pipeline<VecFrame> = Pipeline::new(
         0,

@@ -82,7 +82,7 @@ fn expected_default() -> Config {
                 gateway: None,
                 static_neighbours: vec![],
                 mss_clamp: None,
-                address6: None,
+                address6: Some("fd00:c1::1/64".parse().unwrap()),
             },
             VpcAttachment {
                 vpc_id: p("vpc-0b0000000000000b1"),
@@ -152,7 +152,7 @@ fn expected_default() -> Config {
             allowed_principals: vec![Principal::Account(p("111111111111"))],
             auto_accept_principals: Vec::new(),
             connection_limits: Vec::new(),
-            supported_ip_address_types: vec![IpFamily::Ipv4],
+            supported_ip_address_types: vec![IpFamily::Ipv4, IpFamily::Ipv6],
         }],
         endpoints: vec![EndpointConfig {
             id: p("vpce-0e0000000000000e1"),
@@ -161,8 +161,8 @@ fn expected_default() -> Config {
             service_id: Some(p("vpce-svc-0d0000000000000d1")),
             service_name: None,
             ip: ip("10.1.0.100"),
-            ip_address_type: IpAddressType::Ipv4,
-            ip6: None,
+            ip_address_type: IpAddressType::Dualstack,
+            ip6: Some(p("fd00:c1::64")),
             state: EndpointState::Available,
             security_group_ids: vec![],
             policy: None,

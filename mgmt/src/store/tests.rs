@@ -3,7 +3,9 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::*;
-use crate::model::{IngressRule, Protocol, RuleProtocol, SecurityGroup, StaticNeighbour};
+use crate::model::{
+    IngressRule, IpAddressType, IpFamily, Protocol, RuleProtocol, SecurityGroup, StaticNeighbour,
+};
 use crate::net::Ipv4Net;
 
 const C: &str = "111111111111";
@@ -32,8 +34,18 @@ fn other() -> Caller {
 }
 
 /// The demo configuration plus a third account with its own VPC (10.3.0.0/24).
+/// The embedded default as an IPv4-only appliance (no IPv6 prefix, no dual-stack
+/// endpoint; [`dual_config`] adds a prefix), and accounts, uids and a VPC more.
 fn config() -> Config {
     let mut c = Config::embedded_default();
+    for v in &mut c.vpcs {
+        v.address6 = None;
+    }
+    for e in &mut c.endpoints {
+        e.ip_address_type = IpAddressType::Ipv4;
+        e.ip6 = None;
+    }
+    c.services[0].supported_ip_address_types = vec![IpFamily::Ipv4];
     c.accounts[0].uids = vec![1001];
     c.accounts[1].uids = vec![1002];
     c.accounts.push(Account {

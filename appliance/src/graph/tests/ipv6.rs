@@ -247,7 +247,7 @@ fn the_own_address_answers_echo_and_nothing_else_of_ipv6_is_served() {
 
 #[test]
 fn without_an_ipv6_address_ipv6_is_dropped_as_not_served() {
-    let (mut p, snap) = pipeline(&Config::embedded_default(), 1, 0);
+    let (mut p, snap) = pipeline(&ipv4_default(), 1, 0);
     let req = frame6(MAC_C, a(HOST), a(OWN), 64, echo(1, 1, b""));
     assert!(matches!(
         p.process(&snap, CONSUMER_PORT, VecFrame::new(&req), 0),
@@ -295,7 +295,7 @@ fn cut_and_damaged_ipv6_never_panics() {
 /// beside the gratuitous ARPs; a later snapshot does not repeat it.
 #[test]
 fn the_own_address_is_advertised_unsolicited_at_the_start() {
-    let mut config = Config::embedded_default();
+    let mut config = ipv4_default();
     config.vpcs[0].address6 = Some(format!("{OWN}/64").parse().unwrap());
     let snap = snapshot(&config);
     let settings = crate::daemon::pipeline_settings(&config, 1);
