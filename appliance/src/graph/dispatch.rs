@@ -244,6 +244,7 @@ impl<F: Frame> Pipeline<F> {
         count: bool,
         out: &mut O,
     ) {
+        self.frag_released.clear();
         let mut pending = self.input(snap, in_port, b, count);
         let n = b.frames.len().min(CHUNK);
         let Burst { frames, ctx, next } = b;

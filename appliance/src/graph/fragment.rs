@@ -190,6 +190,13 @@ impl<F: Frame> Pipeline<F> {
             self.counters.drop(DropReason::Malformed);
             return;
         };
+        if let Some(&(_, ports)) = self.frag_released.iter().find(|(k, _)| *k == key) {
+            let mut frame = frame;
+            frame.set_handoff_tag(tag_of(ports));
+            self.counters.fragments_held += 1;
+            self.frag_ready.push_back((in_port, frame));
+            return;
+        }
         if self.frag_held.len() >= self.settings.fragments_held {
             self.counters.drop(DropReason::FragmentHeldFull);
             return;
@@ -206,6 +213,7 @@ impl<F: Frame> Pipeline<F> {
     /// The first fragment of `key` came: its held fragments are ready to go, in the order
     /// they came.
     fn release_fragments(&mut self, key: &DatagramKey<u32>, ports: Ports) {
+        self.frag_released.push((*key, ports));
         if self.frag_held.is_empty() {
             return;
         }

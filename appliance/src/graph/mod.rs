@@ -197,6 +197,10 @@ pub struct Pipeline<F: Frame> {
     /// Fragments whose first fragment came: run through the graph after the burst that
     /// brought it, with their ports in the handoff tag.
     frag_ready: VecDeque<(u16, F)>,
+    /// Datagrams whose first fragment came in this pass of the graph, with their ports:
+    /// a fragment of one that the same pass put aside follows it at once (holds are
+    /// made after every node ran, when the first had already looked for it).
+    frag_released: Vec<(crate::tables::fragments::DatagramKey<u32>, (u16, u16))>,
     /// The packets in hand are fragments out of `frag_ready`.
     releasing: bool,
     /// Flow-log records for the writer thread (none: flow logs are off).
@@ -302,6 +306,7 @@ impl<F: Frame> Pipeline<F> {
             datagrams,
             frag_ready: VecDeque::with_capacity(frag_held.capacity()),
             frag_held,
+            frag_released: Vec::new(),
             releasing: false,
             flow_log: None,
             consumers6: nat64::Consumers6::new(

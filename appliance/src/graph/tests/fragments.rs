@@ -8,7 +8,7 @@ const TARGETS: [Ipv4Addr; 2] = [Ipv4Addr::new(10, 2, 0, 11), Ipv4Addr::new(10, 2
 
 /// The IPv4 packet of an Ethernet frame cut into fragments of at most `chunk` payload
 /// bytes (a multiple of 8), identification `id`, in order.
-fn fragments_of(frame: &[u8], chunk: usize, id: u16) -> Vec<Vec<u8>> {
+pub(super) fn fragments_of(frame: &[u8], chunk: usize, id: u16) -> Vec<Vec<u8>> {
     let (l2, l3) = frame.split_at(14);
     let (header, payload) = l3.split_at(20);
     let pieces: Vec<&[u8]> = payload.chunks(chunk).collect();
@@ -37,7 +37,7 @@ fn fragments_of(frame: &[u8], chunk: usize, id: u16) -> Vec<Vec<u8>> {
 
 /// Rebuilds the datagram of translated fragments (any order) as its receiver would:
 /// (source, destination, the L4 segment). Every fragment's header checksum must be right.
-fn reassemble(frames: &[Vec<u8>]) -> (Ipv4Addr, Ipv4Addr, Vec<u8>) {
+pub(super) fn reassemble(frames: &[Vec<u8>]) -> (Ipv4Addr, Ipv4Addr, Vec<u8>) {
     let mut parts: Vec<(usize, Vec<u8>)> = Vec::new();
     let mut addrs = None;
     for f in frames {
@@ -62,7 +62,7 @@ fn reassemble(frames: &[Vec<u8>]) -> (Ipv4Addr, Ipv4Addr, Vec<u8>) {
 }
 
 /// The UDP datagram in `seg` is whole and its checksum right between `src` and `dst`.
-fn check_udp(src: Ipv4Addr, dst: Ipv4Addr, seg: &[u8]) -> UdpPacket<&[u8]> {
+pub(super) fn check_udp(src: Ipv4Addr, dst: Ipv4Addr, seg: &[u8]) -> UdpPacket<&[u8]> {
     let udp = UdpPacket::new_checked(seg).unwrap();
     assert_eq!(usize::from(udp.len()), seg.len());
     assert_ne!(udp.checksum(), 0);
@@ -79,7 +79,7 @@ fn big_request(sport: u16) -> Vec<u8> {
     )
 }
 
-fn burst(
+pub(super) fn burst(
     p: &mut Pipeline<VecFrame>,
     snap: &Snapshot,
     port: u16,
@@ -92,7 +92,7 @@ fn burst(
     v
 }
 
-fn sent(verdicts: Vec<Verdict<VecFrame>>) -> Vec<Vec<u8>> {
+pub(super) fn sent(verdicts: Vec<Verdict<VecFrame>>) -> Vec<Vec<u8>> {
     verdicts
         .into_iter()
         .filter_map(|v| match v {
@@ -142,6 +142,23 @@ fn a_fragmented_datagram_is_translated_both_ways_and_arrives_whole() {
     assert_eq!((udp.src_port(), udp.dst_port()), (9000, 5000));
     assert_eq!(p.counters().new_flows, 1);
     assert_eq!(p.counters().total_drops(), 0, "{:?}", p.counters());
+}
+
+/// A burst that brings a datagram last fragment first: the later ones wait in the same
+/// pass of the graph that brings the first, and still leave right behind it (they used
+/// to be put aside after the first had looked for them, and timed out).
+#[test]
+fn fragments_before_their_first_in_the_same_burst_leave_with_it() {
+    let config = Config::embedded_default();
+    let (mut p, snap) = pipeline(&config, 1, 0);
+    let frags = fragments_of(&big_request(5003), 1480, 80);
+    let reversed: Vec<Vec<u8>> = frags.iter().rev().cloned().collect();
+    let out = sent(burst(&mut p, &snap, CONSUMER_PORT, &reversed, 1));
+    assert_eq!(out.len(), 3, "{:?}", p.counters());
+    let (src, dst, seg) = reassemble(&out);
+    check_udp(src, dst, &seg);
+    assert_eq!(p.fragments_waiting(), 0);
+    assert_eq!(p.counters().fragments_held, 2);
 }
 
 #[test]
