@@ -129,10 +129,12 @@ def udp_bursts(host, port, rounds, big, small, df=True):
 
 
 def udp_big(host, port, n, size):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s = socket.socket(family(host), socket.SOCK_DGRAM)
     # Fragmented by this host's kernel (no DF), whatever the path MTU is thought to be.
-    s.setsockopt(socket.IPPROTO_IP, getattr(socket, "IP_MTU_DISCOVER", 10),
-                 getattr(socket, "IP_PMTUDISC_DONT", 0))
+    # (IPv6 has no DF: its sender always fragments to the path MTU.)
+    if family(host) == socket.AF_INET:
+        s.setsockopt(socket.IPPROTO_IP, getattr(socket, "IP_MTU_DISCOVER", 10),
+                     getattr(socket, "IP_PMTUDISC_DONT", 0))
     s.settimeout(2)
     ok, lengths = 0, []
     for i in range(n):

@@ -676,6 +676,16 @@ fn ipv6_consumers_reach_an_ipv4_service_through_a_dual_stack_endpoint() {
     assert_eq!(r["ok"], 20, "HTTP over IPv6: {r}");
     let r = t.client(&["udp", &ip6, "9000", "5"], T);
     assert_eq!(r["ok"], 5, "UDP over IPv6: {r}");
+    // 4,000-byte datagrams: IPv6 fragments become IPv4 fragments of one datagram, and
+    // the target's IPv4 fragments IPv6 ones, cut again where 28 bytes more do not fit.
+    let r = t.client(&["udp-big", &ip6, "9000", "10", "4000"], T);
+    assert_eq!(
+        r["ok"], 10,
+        "fragmented UDP over IPv6, whole both ways: {r}"
+    );
+    let s = t.stats();
+    assert!(Topology::counter(&s, "fragments") >= 40, "{s}");
+    assert!(Topology::counter(&s, "fragments_made") >= 10, "{s}");
     let r = t.client(&["http-many", &v4, "80", "3"], T);
     assert_eq!(r["ok"], 3, "IPv4 beside it: {r}");
     let flows = t.ctl_ok(

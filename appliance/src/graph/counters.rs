@@ -230,6 +230,9 @@ pub struct Counters {
     /// datagram's first fragment.
     pub fragments: u64,
     pub fragments_held: u64,
+    /// Translated packets to IPv6 consumers that did not fit the port's MTU and were
+    /// cut into IPv6 fragments here (each counted once, however many pieces).
+    pub fragments_made: u64,
     /// Poll loops run, and those that found packets to process: their rates' ratio is
     /// how busy the worker is (a poll-mode worker's CPU is always 100 %).
     pub polls: u64,
@@ -297,6 +300,7 @@ impl Counters {
             self.sync_dropped,
             self.fragments,
             self.fragments_held,
+            self.fragments_made,
             self.polls,
             self.busy_polls,
             self.flow_log_dropped,
@@ -332,6 +336,7 @@ impl Counters {
             &mut self.sync_dropped,
             &mut self.fragments,
             &mut self.fragments_held,
+            &mut self.fragments_made,
             &mut self.polls,
             &mut self.busy_polls,
             &mut self.flow_log_dropped,
@@ -339,7 +344,7 @@ impl Counters {
     }
 }
 
-const SCALARS: usize = 30;
+const SCALARS: usize = 31;
 const SCALAR_NAMES: [&str; SCALARS] = [
     "rx_packets",
     "rx_bytes",
@@ -368,6 +373,7 @@ const SCALAR_NAMES: [&str; SCALARS] = [
     "sync_dropped",
     "fragments",
     "fragments_held",
+    "fragments_made",
     "polls",
     "busy_polls",
     "flow_log_dropped",

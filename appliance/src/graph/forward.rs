@@ -278,7 +278,10 @@ impl<F: Frame> Pipeline<F> {
             (false, true) => seg_len + crate::wire::ipv6::HEADER_LEN,
             (false, false) => ctx.total_len,
         };
-        if out_len > usize::from(egress.mtu) {
+        // Towards an IPv6 consumer, what may be fragmented is cut into IPv6 fragments
+        // that fit (nat64.rs), as RFC 7915 asks.
+        let cut = to_v6 && !ctx.df;
+        if out_len > usize::from(egress.mtu) && !cut {
             if ctx.ipv6 {
                 let mtu = super::icmp6::mtu_for_ipv6(egress.mtu, ctx.header_len)
                     .ok_or(DropReason::TooBig)?;

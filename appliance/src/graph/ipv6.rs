@@ -5,7 +5,7 @@
 //! replies on to the target as ICMPv4 (`icmp6.rs`). Nothing else of IPv6 is served
 //! yet (NAT66 comes next): it is dropped and counted, never mistaken for IPv4.
 
-use super::context::Ctx;
+use super::context::{self, Ctx};
 use super::dispatch::Next;
 use super::*;
 use crate::wire::icmpv6::{self, Icmpv6Packet, Icmpv6Type, NdiscRepr};
@@ -31,6 +31,7 @@ impl<F: Frame> Pipeline<F> {
         now_ms: u64,
     ) -> Result<Next, DropReason> {
         let att = snap.attachment(ctx.att).ok_or(DropReason::NoAttachment)?;
+        ctx.frag = None;
         let l3 = ctx.l3;
         let bytes = frame.bytes().get(l3..).ok_or(DropReason::Malformed)?;
         let ip = Ipv6Packet::new_checked(bytes).map_err(|_| DropReason::Malformed)?;
@@ -46,7 +47,11 @@ impl<F: Frame> Pipeline<F> {
                 return Err(DropReason::Ipv6NotServed);
             };
             ctx.local = Some(LocalKind::Endpoint(e));
-            if ext.fragment.is_some() {
+            // A fragment translates to an IPv4 fragment only when the datagram's
+            // fragmentable part starts with its L4 header (offsets then count the same
+            // bytes in both versions).
+            let frag = ext.fragment.filter(|f| !f.is_atomic());
+            if frag.is_some_and(|f| f.offset == 0 && f.at + ip6::FRAGMENT_HEADER_LEN != ext.l4_at) {
                 return Err(DropReason::Ipv6NotTranslated);
             }
             if ext.source_route {
@@ -58,6 +63,11 @@ impl<F: Frame> Pipeline<F> {
                 _ => {}
             }
             let l4_at = ip6::HEADER_LEN + ext.l4_at;
+            ctx.frag = frag.map(|f| context::Fragment {
+                id: f.id,
+                offset: f.offset,
+                more: f.more,
+            });
             return self.enter_nat64(
                 snap,
                 frame,

@@ -14,8 +14,10 @@
 //! front of it).
 //!
 //! ICMP errors, both those the appliance sends an IPv6 consumer and those translated
-//! between the versions, are `icmp6.rs`'s. Not translated yet, dropped and counted
-//! (`ipv6_not_translated`): fragments. IPv6 flows are not synced to an HA peer yet.
+//! between the versions, are `icmp6.rs`'s. Fragments go through the fragment node like
+//! IPv4 ones and change version one by one (RFC 7915 §4.1, §5.1.1); an IPv6 one that
+//! would not fit the consumer's port is cut here. IPv6 flows are not synced to an HA
+//! peer yet.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -174,14 +176,22 @@ impl<F: Frame> Pipeline<F> {
         };
         ctx.proto = proto;
         ctx.ttl = hop;
-        ctx.df = true;
-        ctx.frag = None;
+        // A fragment leaves as an IPv4 fragment that routers may cut again (RFC 7915
+        // §5.1.1); a whole packet with DF, which IPv6 means.
+        ctx.df = ctx.frag.is_none();
         ctx.ipv6 = true;
         if frame.bytes().len() > ctx.end() && !frame.set_len(ctx.end()) {
             return Err(DropReason::Malformed);
         }
+        if ctx.is_later_fragment() {
+            // Its ports are its datagram's, which the fragment node knows.
+            return Ok(Next::Fragment);
+        }
         let l4: L4 = context::l4_ports(frame.bytes(), ctx)?;
         ctx.l4 = Ok(l4);
+        if ctx.frag.is_some() {
+            return Ok(Next::Fragment);
+        }
         ctx.key = FlowKey {
             src_ip: folded,
             dst_ip: e.ip,
@@ -251,19 +261,35 @@ impl<F: Frame> Pipeline<F> {
                 dst: other.src_ip,
             });
         }
-        if ctx.frag.is_some() {
-            return Err(DropReason::Ipv6NotTranslated);
-        }
         let side = *self.consumers6.get(ctx.flow).ok_or(DropReason::NoFlow)?;
         let att = snap.attachment(other.vpc).ok_or(DropReason::NoAttachment)?;
-        let grow = (ip6::HEADER_LEN).saturating_sub(ctx.header_len);
+        // A packet that may be fragmented and would not fit once translated leaves as
+        // IPv6 fragments (RFC 7915 §4.1): a fragment header, then cut where needed.
+        let seg_len = ctx.total_len - ctx.header_len;
+        let whole = ip6::HEADER_LEN + seg_len;
+        let frag = ctx.frag.or_else(|| {
+            (whole > usize::from(att.mtu) && !ctx.df).then(|| context::Fragment {
+                id: u32::from(ipv4_id(frame.bytes(), ctx.l3)),
+                offset: 0,
+                more: false,
+            })
+        });
+        let fh = if frag.is_some() {
+            ip6::FRAGMENT_HEADER_LEN
+        } else {
+            0
+        };
+        let grow = (ip6::HEADER_LEN + fh).saturating_sub(ctx.header_len);
         if grow > 0 {
             if !frame.push_front(grow) {
                 return Err(DropReason::Malformed);
             }
             ctx.l3 += grow;
         }
-        let l3 = to_ipv6(frame.bytes_mut(), ctx, &other, &side)?;
+        let l3 = to_ipv6(frame.bytes_mut(), ctx, &other, &side, frag)?;
+        if frag.is_some() && whole + fh > usize::from(att.mtu) {
+            self.cut_fragment(frame, l3, att, &side)?;
+        }
         l2::fit_l2(frame, l3, att)?;
         l2::write_l2(
             frame.bytes_mut(),
@@ -273,6 +299,70 @@ impl<F: Frame> Pipeline<F> {
         );
         Ok(Next::Tx(att.port))
     }
+
+    /// Cuts the IPv6 fragment at `l3` in `frame` so that each piece fits `att`'s MTU:
+    /// the frame keeps the first piece, the others leave from here (to the consumer's
+    /// MAC of `side`), each with its offset, all but the last with "more".
+    fn cut_fragment(
+        &mut self,
+        frame: &mut F,
+        l3: usize,
+        att: &AttachmentView,
+        side: &Side6,
+    ) -> Result<(), DropReason> {
+        let head = ip6::HEADER_LEN + ip6::FRAGMENT_HEADER_LEN;
+        let room = (usize::from(att.mtu).saturating_sub(head)) & !7;
+        let (total, offset, more) = {
+            let b = frame.bytes();
+            let h = b.get(l3..l3 + head).ok_or(DropReason::Malformed)?;
+            let off_m = u16::from_be_bytes([h[42], h[43]]);
+            (b.len() - l3 - head, off_m & 0xfff8, off_m & 1 != 0)
+        };
+        if room < 8 {
+            return Err(DropReason::TooBig);
+        }
+        let l2_len = ethernet::HEADER_LEN + if att.vlan.is_some() { vlan::TAG_LEN } else { 0 };
+        let mut at = room;
+        while at < total {
+            let n = (total - at).min(room);
+            let Some(mut piece) = (self.alloc)() else {
+                return Err(DropReason::NoMbuf);
+            };
+            if !piece.set_len(l2_len + head + n) {
+                return Err(DropReason::NoMbuf);
+            }
+            let last = at + n == total;
+            let off = u16::try_from(usize::from(offset) + at).map_err(|_| DropReason::TooBig)?;
+            {
+                let src = frame.bytes();
+                let dst = piece.bytes_mut();
+                dst[l2_len..l2_len + head].copy_from_slice(&src[l3..l3 + head]);
+                dst[l2_len + head..].copy_from_slice(&src[l3 + head + at..l3 + head + at + n]);
+                let h = &mut dst[l2_len..];
+                h[4..6].copy_from_slice(&u16::try_from(8 + n).unwrap_or(0).to_be_bytes());
+                let m = if last { more } else { true };
+                h[42..44].copy_from_slice(&(off | u16::from(m)).to_be_bytes());
+                l2::write_l2(dst, att, EthernetAddress(side.mac), EtherType::IPV6);
+            }
+            self.emitted.push((att.port, piece));
+            at += n;
+        }
+        let b = frame.bytes_mut();
+        b[l3 + 4..l3 + 6].copy_from_slice(&u16::try_from(8 + room).unwrap_or(0).to_be_bytes());
+        b[l3 + 42..l3 + 44].copy_from_slice(&(offset | 1).to_be_bytes());
+        if !frame.set_len(l3 + head + room) {
+            return Err(DropReason::Malformed);
+        }
+        self.counters.fragments_made += 1;
+        Ok(())
+    }
+}
+
+/// The identification of the IPv4 header at `l3`.
+fn ipv4_id(bytes: &[u8], l3: usize) -> u16 {
+    bytes
+        .get(l3 + 4..l3 + 6)
+        .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]))
 }
 
 /// The 32-bit words of an IPv6 address, as the one's-complement sum takes them.
@@ -342,19 +432,31 @@ pub(super) fn to_ipv4(bytes: &mut [u8], ctx: &Ctx, other: &FlowKey) -> Result<us
     let [a, b, c, d] = words(src6);
     let [e, f, g, h] = words(dst6);
     let addrs = delta(&[a, b, c, d, e, f, g, h], &[new_src, new_dst]);
-    let seg = bytes.get_mut(l4..ctx.end()).ok_or(DropReason::Malformed)?;
-    l4_update(
-        seg,
-        ctx.proto == PROTO_UDP,
-        addrs,
-        (other.dst_port, other.src_port),
-    )?;
+    if !ctx.is_later_fragment() {
+        let seg = bytes.get_mut(l4..ctx.end()).ok_or(DropReason::Malformed)?;
+        l4_update(
+            seg,
+            ctx.proto == PROTO_UDP,
+            addrs,
+            (other.dst_port, other.src_port),
+        )?;
+    }
+    // A fragment keeps its place in the datagram, and the low 16 bits of its
+    // identification (RFC 7915 §5.1.1).
+    #[allow(clippy::cast_possible_truncation)]
+    let (id, flags) = match ctx.frag {
+        Some(f) => (
+            f.id as u16,
+            (f.offset >> 3) | if f.more { 0x2000 } else { 0 },
+        ),
+        None => (0, 0x4000),
+    };
     let h4 = &mut bytes[start..l4];
     h4[0] = 0x45;
     h4[1] = tc;
     h4[2..4].copy_from_slice(&total.to_be_bytes());
-    h4[4..6].fill(0);
-    h4[6..8].copy_from_slice(&0x4000u16.to_be_bytes());
+    h4[4..6].copy_from_slice(&id.to_be_bytes());
+    h4[6..8].copy_from_slice(&flags.to_be_bytes());
     h4[8] = ctx.ttl.saturating_sub(1);
     h4[9] = ctx.proto;
     h4[10..12].fill(0);
@@ -376,10 +478,16 @@ pub(super) fn to_ipv6(
     ctx: &Ctx,
     other: &FlowKey,
     side: &Side6,
+    frag: Option<context::Fragment>,
 ) -> Result<usize, DropReason> {
     let l4 = ctx.l4_at();
+    let fh = if frag.is_some() {
+        ip6::FRAGMENT_HEADER_LEN
+    } else {
+        0
+    };
     let start = l4
-        .checked_sub(ip6::HEADER_LEN)
+        .checked_sub(ip6::HEADER_LEN + fh)
         .ok_or(DropReason::Malformed)?;
     let h4 = bytes.get(ctx.l3..l4).ok_or(DropReason::Malformed)?;
     if h4.len() < IPV4_HEADER {
@@ -388,12 +496,18 @@ pub(super) fn to_ipv6(
     let tos = h4[1];
     let (old_src, old_dst) = ctx.v4();
     let seg_len = ctx.total_len - ctx.header_len;
-    let payload = u16::try_from(seg_len).map_err(|_| DropReason::TooBig)?;
+    let payload = u16::try_from(seg_len + fh).map_err(|_| DropReason::TooBig)?;
     let (src, dst) = (side.endpoint, side.consumer);
     let udp = ctx.proto == PROTO_UDP;
     let seg = bytes.get_mut(l4..ctx.end()).ok_or(DropReason::Malformed)?;
     let ports = (other.dst_port, other.src_port);
-    if udp && seg.get(6..8) == Some(&[0, 0]) {
+    if frag.is_some_and(|f| !f.is_first()) {
+        // No L4 header here: the first fragment's carries the datagram's checksum.
+    } else if udp && seg.get(6..8) == Some(&[0, 0]) {
+        // IPv6 requires a checksum, which only the whole datagram could give.
+        if frag.is_some() {
+            return Err(DropReason::Ipv6NotTranslated);
+        }
         seg[0..2].copy_from_slice(&ports.0.to_be_bytes());
         seg[2..4].copy_from_slice(&ports.1.to_be_bytes());
         let c = crate::wire::icmpv6::l4_checksum_v6(src, dst, PROTO_UDP, seg);
@@ -404,12 +518,33 @@ pub(super) fn to_ipv6(
         new[4..].copy_from_slice(&words(dst));
         l4_update(seg, udp, delta(&[old_src, old_dst], &new), ports)?;
     }
-    let mut ip = ip6::Ipv6Packet::new_unchecked(&mut bytes[start..l4]);
+    let mut ip = ip6::Ipv6Packet::new_unchecked(&mut bytes[start..start + ip6::HEADER_LEN]);
     ip.set_version_class_label(tos, 0);
     ip.set_payload_len(payload);
-    ip.set_next_header(ctx.proto);
+    ip.set_next_header(if frag.is_some() {
+        ip6::next_header::FRAGMENT
+    } else {
+        ctx.proto
+    });
     ip.set_hop_limit(ctx.ttl.saturating_sub(1));
     ip.set_src_addr_u128(src);
     ip.set_dst_addr_u128(dst);
+    if let Some(f) = frag {
+        write_fragment_header(
+            &mut bytes[start + ip6::HEADER_LEN..l4],
+            ctx.proto,
+            f.offset,
+            f.more,
+            f.id,
+        );
+    }
     Ok(start)
+}
+
+/// An IPv6 fragment header (RFC 8200 §4.5) in `h` (8 bytes).
+fn write_fragment_header(h: &mut [u8], next: u8, offset: u16, more: bool, id: u32) {
+    h[0] = next;
+    h[1] = 0;
+    h[2..4].copy_from_slice(&((offset & 0xfff8) | u16::from(more)).to_be_bytes());
+    h[4..8].copy_from_slice(&id.to_be_bytes());
 }

@@ -19,6 +19,9 @@ impl<F: Frame> Pipeline<F> {
         ctx: &mut Ctx,
     ) -> Result<Next, DropReason> {
         let other = ctx.other;
+        if ctx.frag.is_some() {
+            self.counters.fragments += 1;
+        }
         // A flow of an IPv6 consumer: its packets and its replies change IP version.
         if ctx.ipv6 || super::nat64::is_ipv6_consumer(other.src_ip) {
             return self.rewrite64(snap, frame, ctx);
@@ -27,15 +30,12 @@ impl<F: Frame> Pipeline<F> {
             .bytes_mut()
             .get_mut(ctx.l3..ctx.end())
             .ok_or(DropReason::Malformed)?;
-        if ctx.frag.is_some() {
-            self.counters.fragments += 1;
-            if ctx.is_later_fragment() {
-                nat_ip_only(pkt, &ctx.key, &other);
-                return Ok(Next::Out {
-                    att: other.vpc,
-                    dst: other.src_ip,
-                });
-            }
+        if ctx.is_later_fragment() {
+            nat_ip_only(pkt, &ctx.key, &other);
+            return Ok(Next::Out {
+                att: other.vpc,
+                dst: other.src_ip,
+            });
         }
         nat(pkt, ctx.header_len, &ctx.key, &other);
         Ok(Next::Out {

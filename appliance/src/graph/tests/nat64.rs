@@ -200,18 +200,6 @@ fn what_ipv6_to_ipv4_cannot_or_may_not_translate_is_dropped_and_counted() {
     let (mut p, snap) = pipeline(&config, 1, 0);
     let (host, ep) = (a6(HOST6), a6(ENDPOINT6));
     let drops = |p: &Pipeline<VecFrame>, r| p.counters().dropped(r);
-    // A fragment.
-    let frag = [PROTO_UDP, 0, 0, 1, 0, 0, 0, 9]; // offset 0, MF, id 9
-    let f = frame6(
-        host,
-        ep,
-        PROTO_UDP,
-        64,
-        (44, &frag),
-        udp_dgram(1, 9000, b"x"),
-    );
-    p.process(&snap, CONSUMER_PORT, VecFrame::new(&f), 0);
-    assert_eq!(drops(&p, DropReason::Ipv6NotTranslated), 1);
     // No listener on the port; a source that cannot be a consumer's.
     let f = tcp6(40003, 81, syn(), 1, 0);
     p.process(&snap, CONSUMER_PORT, VecFrame::new(&f), 0);
@@ -629,4 +617,199 @@ fn ending_an_ipv6_consumers_flow_resets_it_in_ipv6() {
         (80, 40000, 101)
     );
     assert_eq!(p.counters().rst_sent, 2, "and one to the target");
+}
+
+/// The IPv6 packet of a frame cut into fragments of at most `chunk` bytes (a multiple of
+/// 8) of its payload, identification `id`, in order.
+fn fragments6_of(frame: &[u8], chunk: usize, id: u32) -> Vec<Vec<u8>> {
+    let (head, payload) = frame.split_at(14 + 40);
+    let next = head[14 + 6];
+    let pieces: Vec<&[u8]> = payload.chunks(chunk).collect();
+    let last = pieces.len() - 1;
+    pieces
+        .iter()
+        .enumerate()
+        .map(|(i, piece)| {
+            let mut f = head.to_vec();
+            f[14 + 6] = 44;
+            let len = u16::try_from(8 + piece.len()).unwrap();
+            f[14 + 4..14 + 6].copy_from_slice(&len.to_be_bytes());
+            let off = u16::try_from(i * chunk).unwrap() | u16::from(i != last);
+            f.extend_from_slice(&[next, 0]);
+            f.extend_from_slice(&off.to_be_bytes());
+            f.extend_from_slice(&id.to_be_bytes());
+            f.extend_from_slice(piece);
+            f
+        })
+        .collect()
+}
+
+/// Rebuilds the datagram of IPv6 fragments (any order) as the consumer would: (source,
+/// destination, identification, the L4 segment).
+fn reassemble6(frames: &[Vec<u8>]) -> (u128, u128, u32, Vec<u8>) {
+    let mut parts: Vec<(usize, Vec<u8>)> = Vec::new();
+    let mut seen = None;
+    let mut ended = false;
+    for f in frames {
+        assert!(
+            f.len() - 14 <= 1500,
+            "each piece fits the port: {}",
+            f.len()
+        );
+        let ip = Ipv6Packet::new_checked(&f[14..]).unwrap();
+        assert_eq!(ip.next_header(), 44, "a fragment");
+        let p = ip.payload();
+        assert_eq!(p[0], PROTO_UDP);
+        let off_m = u16::from_be_bytes([p[2], p[3]]);
+        let id = u32::from_be_bytes([p[4], p[5], p[6], p[7]]);
+        let who = (ip.src_addr_u128(), ip.dst_addr_u128(), id);
+        assert!(seen.is_none_or(|s| s == who), "fragments of one datagram");
+        seen = Some(who);
+        ended |= off_m & 1 == 0;
+        parts.push((usize::from(off_m & 0xfff8), p[8..].to_vec()));
+    }
+    assert!(ended, "one piece ends the datagram");
+    parts.sort();
+    let mut seg = Vec::new();
+    for (at, p) in parts {
+        assert_eq!(at, seg.len(), "no hole, no overlap");
+        seg.extend_from_slice(&p);
+    }
+    let (src, dst, id) = seen.unwrap();
+    (src, dst, id, seg)
+}
+
+/// A UDP datagram of `n` payload bytes from the consumer to the endpoint's IPv6 address.
+fn big_udp6(sport: u16, n: usize) -> Vec<u8> {
+    let data: Vec<u8> = (0..n).map(|i| u8::try_from(i % 251).unwrap()).collect();
+    let mut d = udp_dgram(sport, 9000, &data);
+    let len = u16::try_from(d.len()).unwrap();
+    d[4..6].copy_from_slice(&len.to_be_bytes());
+    frame6(a6(HOST6), a6(ENDPOINT6), PROTO_UDP, 64, (0, &[]), d)
+}
+
+#[test]
+fn fragments_of_an_ipv6_consumer_leave_as_ipv4_fragments_of_one_datagram() {
+    use super::fragments::{burst, check_udp, reassemble, sent};
+    let config = dual_config();
+    let (mut p, snap) = pipeline(&config, 1, 0);
+    let whole = big_udp6(5400, 4000);
+    let frags = fragments6_of(&whole, 1448, 0x1234_5678);
+    assert_eq!(frags.len(), 3);
+    // In order, then last first (the later ones wait for the first).
+    for (round, order) in [[0usize, 1, 2], [2, 1, 0]].iter().enumerate() {
+        let id = 0x1234_5678 + u32::try_from(round).unwrap();
+        let frags = fragments6_of(&whole, 1448, id);
+        let input: Vec<Vec<u8>> = order.iter().map(|&i| frags[i].clone()).collect();
+        let out = sent(burst(&mut p, &snap, CONSUMER_PORT, &input, 10));
+        assert_eq!(out.len(), 3, "round {round}: {:?}", p.counters());
+        for f in &out {
+            let ip = ip_of(f);
+            assert_eq!(
+                ip.ident(),
+                u16::try_from(id & 0xffff).unwrap(),
+                "the low 16 bits"
+            );
+            assert!(!ip.dont_frag());
+            assert_eq!(ip.protocol(), IpProtocol::UDP);
+        }
+        let (src, dst, seg) = reassemble(&out);
+        assert_eq!(src, SNAT);
+        let udp = check_udp(src, dst, &seg);
+        assert_eq!((udp.dst_port(), udp.payload().len()), (9000, 4000));
+        assert_eq!(udp.payload(), &whole[14 + 40 + 8..]);
+    }
+    assert_eq!(p.flows().len(), 1, "one flow for both datagrams");
+    assert_eq!(p.counters().fragments, 6);
+}
+
+#[test]
+fn a_fragmented_reply_reaches_the_ipv6_consumer_as_fragments_that_fit() {
+    use super::fragments::{burst, fragments_of, sent};
+    let config = dual_config();
+    let (mut p, snap) = pipeline(&config, 1, 0);
+    let (host, ep) = (a6(HOST6), a6(ENDPOINT6));
+    let (_, target, snat_port, _, _) = udp6_flow(&mut p, &snap);
+    // 4000 bytes back as IPv4 fragments of 1480: each would be 1528 bytes as IPv6.
+    let reply = udp_sized(
+        target, 9000, SNAT, snat_port, 4000, false, MAC_P, TARGET_MAC,
+    );
+    let frags = fragments_of(&reply, 1480, 0x4242);
+    let out = sent(burst(&mut p, &snap, PROVIDER_PORT, &frags, 10));
+    let mut pieces = out;
+    pieces.extend(p.drain_emitted().map(|(port, f)| {
+        assert_eq!(port, CONSUMER_PORT);
+        f.bytes().to_vec()
+    }));
+    assert!(pieces.len() > frags.len(), "cut to fit: {}", pieces.len());
+    for f in &pieces {
+        assert_eq!(&f[..6], &CLIENT_MAC);
+    }
+    let (src, dst, id, seg) = reassemble6(&pieces);
+    assert_eq!((src, dst, id), (ep, host, 0x4242));
+    assert_eq!(
+        crate::wire::icmpv6::l4_checksum_v6(src, dst, PROTO_UDP, &seg),
+        0,
+        "the datagram's UDP checksum, over IPv6"
+    );
+    assert_eq!(&seg[0..4], &[0x23, 0x28, 0x14, 0xe9], "ports 9000 -> 5353");
+    assert_eq!(seg[8..], reply[14 + 28..]);
+    assert!(p.counters().fragments_made >= 1);
+
+    // A whole reply without DF that would not fit is cut the same way; one with DF
+    // asks the target for less instead.
+    let reply = udp_sized(
+        target, 9000, SNAT, snat_port, 1472, false, MAC_P, TARGET_MAC,
+    );
+    let mut pieces = sent(burst(
+        &mut p,
+        &snap,
+        PROVIDER_PORT,
+        std::slice::from_ref(&reply),
+        20,
+    ));
+    pieces.extend(p.drain_emitted().map(|(_, f)| f.bytes().to_vec()));
+    assert_eq!(pieces.len(), 2);
+    let (_, _, _, seg) = reassemble6(&pieces);
+    assert_eq!(seg[8..], reply[14 + 28..]);
+    let with_df = udp_sized(target, 9000, SNAT, snat_port, 1472, true, MAC_P, TARGET_MAC);
+    let (port, icmp) = tx(p.process(&snap, PROVIDER_PORT, VecFrame::new(&with_df), 30));
+    assert_eq!(
+        (port, icmp[14 + 20]),
+        (PROVIDER_PORT, 3),
+        "fragmentation needed"
+    );
+
+    // The first fragment of a reply without UDP checksum cannot get one: dropped.
+    let mut frags = fragments_of(&reply_without_checksum(target, snat_port), 1000, 7);
+    frags.truncate(1);
+    burst(&mut p, &snap, PROVIDER_PORT, &frags, 40);
+    assert_eq!(p.counters().dropped(DropReason::Ipv6NotTranslated), 1);
+}
+
+fn reply_without_checksum(target: Ipv4Addr, snat_port: u16) -> Vec<u8> {
+    let mut r = udp_sized(
+        target, 9000, SNAT, snat_port, 2000, false, MAC_P, TARGET_MAC,
+    );
+    r[14 + 26..14 + 28].fill(0);
+    r
+}
+
+#[test]
+fn an_ipv6_fragment_whose_l4_header_is_not_first_is_not_translated() {
+    let config = dual_config();
+    let (mut p, snap) = pipeline(&config, 1, 0);
+    // Fragment header, then destination options, then UDP: offsets would not line up.
+    let ext = [60, 0, 0, 1, 0, 0, 0, 5, PROTO_UDP, 0, 1, 4, 0, 0, 0, 0];
+    let f = frame6(
+        a6(HOST6),
+        a6(ENDPOINT6),
+        PROTO_UDP,
+        64,
+        (44, &ext),
+        udp_dgram(1, 9000, b"x"),
+    );
+    p.process(&snap, CONSUMER_PORT, VecFrame::new(&f), 0);
+    assert_eq!(p.counters().dropped(DropReason::Ipv6NotTranslated), 1);
+    assert_eq!(p.flows().len(), 0);
 }
