@@ -173,7 +173,13 @@ pub struct Options {
     /// 1500-byte link: only path-MTU discovery through the appliance finds the narrow
     /// link (see [`Topology::router`]).
     pub narrow: [Option<u16>; 2],
+    /// The declared endpoint is dual stack, at [`ENDPOINT6`] as well, and the service
+    /// accepts IPv6 endpoints (with [`Options::ipv6`]).
+    pub dual_stack: bool,
 }
+
+/// The declared endpoint's IPv6 address with [`Options::dual_stack`].
+pub const ENDPOINT6: &str = "fd00:c1::64";
 
 /// The consumer's and the provider's router of [`Options::narrow`], on the appliance's
 /// subnets.
@@ -198,6 +204,7 @@ impl Default for Options {
             workers_extra: String::new(),
             port_mtu: [None, None],
             narrow: [None, None],
+            dual_stack: false,
             listener_extra: String::new(),
             extra_toml: String::new(),
         }
@@ -359,6 +366,7 @@ vpc_id = "vpc-0b0000000000000b1"
 snat_addresses = ["{snat}"]
 acceptance_required = false
 allowed_principals = ["111111111111"]
+{types}
 
 [[services.listeners]]
 protocol = "tcp"
@@ -377,10 +385,21 @@ owner = "111111111111"
 vpc_id = "vpc-0c0000000000000c1"
 service_id = "vpce-svc-0d0000000000000d1"
 ip = "{ep}"
+{ep6}
 state = "available"
 "#,
         snat = SNAT_IP,
         ep = ENDPOINT_IP,
+        types = if o.dual_stack {
+            "supported_ip_address_types = [\"ipv4\", \"ipv6\"]"
+        } else {
+            ""
+        },
+        ep6 = if o.dual_stack {
+            format!("ip_address_type = \"dualstack\"\nip6 = \"{ENDPOINT6}\"")
+        } else {
+            String::new()
+        },
         t80 = targets(8080),
         t9000 = targets(9000),
         listener_extra = o.listener_extra,
@@ -1444,6 +1463,15 @@ impl Pair {
             servers: Vec::new(),
         };
         Pair::bridge(&p.consumer, CONSUMER_BRIDGE_MAC, &[CONSUMER_CLIENT]);
+        if p.opts.ipv6 {
+            // The consumer's bridge speaks IPv6 too (the taps stay without: they are
+            // only its ports).
+            let v6 = format!("net.ipv6.conf.{BRIDGE}.disable_ipv6=0");
+            p.consumer.must(&["sysctl", "-qw", &v6]);
+            let a = format!("{CONSUMER_CLIENT6}/64");
+            p.consumer
+                .must(&["ip", "-6", "addr", "add", &a, "dev", BRIDGE, "nodad"]);
+        }
         Pair::bridge(&p.provider, PROVIDER_BRIDGE_MAC, &TARGETS);
         for node in Node::BOTH {
             let text = p.config_toml(node);
@@ -1525,7 +1553,8 @@ nodes = [
         text
     }
 
-    /// A bridge in `ns` with a fixed MAC and `addrs` (/24) on it, up, IPv6 off.
+    /// A bridge in `ns` with a fixed MAC and `addrs` (/24) on it, up, IPv6 off (the
+    /// consumer's gets it back with [`Options::ipv6`]).
     fn bridge(ns: &Netns, mac: &str, addrs: &[&str]) {
         ns.must(&[
             "ip", "link", "add", BRIDGE, "address", mac, "type", "bridge",

@@ -297,7 +297,7 @@ def hold(host, port, n, seconds, udp_port):
         conns.append(c)
         sel.register(s, selectors.EVENT_READ, c)
 
-    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u = socket.socket(family(host), socket.SOCK_DGRAM)
     u.setblocking(False)
     udp_sent, udp_got, udp_seen = 0, 0, set()
     udp_next = time.time()

@@ -10,7 +10,7 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 use privlink_e2e::{
-    Node, Options, Pair, Role, Topology, Value, ENDPOINT_IP, LOG_ACTIVE, LOG_STANDBY,
+    Node, Options, Pair, Role, Topology, Value, ENDPOINT6, ENDPOINT_IP, LOG_ACTIVE, LOG_STANDBY,
 };
 
 const T: Duration = Duration::from_secs(60);
@@ -172,6 +172,39 @@ fn failover_keeps_established_connections() {
     );
 
     failover_under_load(&mut p, Node::B, "b killed");
+}
+
+/// IPv6 consumers of the IPv4 service (NAT64 through the dual-stack endpoint) keep their
+/// connections and UDP stream when the active node dies: their flows reach the standby
+/// with the consumers' IPv6 addresses, which it folds under its own secret, and its
+/// unsolicited advertisements move the endpoint's IPv6 address to it.
+#[test]
+fn failover_keeps_ipv6_consumers_connections() {
+    let mut p = Pair::start(Options {
+        ipv6: true,
+        dual_stack: true,
+        ..Options::default()
+    });
+    let r = p.client(&["http-many", ENDPOINT6, "80", "10"], T);
+    assert_eq!(r["ok"], 10, "IPv6 through the pair: {r}\n{}", p.logs());
+    let hold = p.spawn_client(
+        &["hold", ENDPOINT6, "80", "50", "12", "9000"],
+        Duration::from_secs(27),
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    let mark = p.log_mark(Node::B);
+    p.kill(Node::A);
+    p.wait_log_since(Node::B, mark, LOG_ACTIVE, Duration::from_secs(10));
+    let r = p.wait_json(hold);
+    check_hold(&p, &r, 50, "IPv6 consumers, a killed");
+    let r = p.client(&["http-many", ENDPOINT6, "80", "10"], T);
+    assert_eq!(r["ok"], 10, "new IPv6 connections after the failover: {r}");
+    let s = p.stats(Node::B);
+    assert!(
+        Topology::counter(&s, "synced_flows") >= 50,
+        "the heir had the flows: {s}"
+    );
+    assert_eq!(Topology::counter(&s, "sync_unresolved"), 0, "{s}");
 }
 
 /// Whether `node`'s log after `mark` has `needle`.

@@ -196,6 +196,10 @@ impl<F: Frame> Pipeline<F> {
                 let id = self.new_flow(snap, key, lref, now_ms)?;
                 if ctx.ipv6 {
                     self.side6(frame, ctx, id, true)?;
+                    if let Some(f) = self.flows.get(id) {
+                        let side = self.consumers6.get(id).copied();
+                        self.sync.record_with(RecordKind::Create, f, now_ms, side);
+                    }
                 }
                 id
             }

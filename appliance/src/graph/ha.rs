@@ -23,19 +23,40 @@ pub(super) struct SyncOut {
 }
 
 impl SyncOut {
-    /// Records what happened to `f`.
+    /// Records what happened to `f`. The creation of a NAT64 flow is recorded with its
+    /// IPv6 side once it has one ([`record_with`](Self::record_with)).
     #[inline]
     pub(super) fn record(&mut self, kind: RecordKind, f: &Flow, now_ms: u64) {
-        // A flow of an IPv6 consumer is not synced yet: its record has no room for the
-        // consumer's address (the peer could not translate its packets).
-        if self.on && !super::nat64::is_ipv6_consumer(f.fwd.src_ip) {
-            self.buf.push(flow_record(kind, self.worker, f, now_ms));
+        if kind == RecordKind::Create && super::nat64::is_ipv6_consumer(f.fwd.src_ip) {
+            return;
+        }
+        self.record_with(kind, f, now_ms, None);
+    }
+
+    /// Records what happened to `f`, an IPv6 consumer's side `side6` with it.
+    #[inline]
+    pub(super) fn record_with(
+        &mut self,
+        kind: RecordKind,
+        f: &Flow,
+        now_ms: u64,
+        side6: Option<super::nat64::Side6>,
+    ) {
+        if self.on {
+            self.buf
+                .push(flow_record(kind, self.worker, f, now_ms, side6));
         }
     }
 }
 
-/// The record of `f`.
-pub fn flow_record(kind: RecordKind, worker: u8, f: &Flow, now_ms: u64) -> FlowRecord {
+/// The record of `f` (and of its IPv6 consumer's side, for a NAT64 flow's creation).
+pub fn flow_record(
+    kind: RecordKind,
+    worker: u8,
+    f: &Flow,
+    now_ms: u64,
+    side6: Option<super::nat64::Side6>,
+) -> FlowRecord {
     let ms = |t: u64| u32::try_from(now_ms.saturating_sub(t)).unwrap_or(u32::MAX);
     FlowRecord {
         kind,
@@ -50,6 +71,7 @@ pub fn flow_record(kind: RecordKind, worker: u8, f: &Flow, now_ms: u64) -> FlowR
         win_rev: f.win_rev,
         age_ms: ms(f.created_ms),
         idle_ms: ms(f.last_seen_ms),
+        side6,
     }
 }
 
@@ -218,12 +240,15 @@ impl<F: Frame> Pipeline<F> {
             .saturating_add(u32::try_from(BULK_SLOTS_PER_POLL).unwrap_or(512))
             .min(cap);
         for slot in start..end {
-            let f = self.flows.get(slot);
-            if let Some(f) = f.filter(|f| !super::nat64::is_ipv6_consumer(f.fwd.src_ip)) {
-                self.sync
-                    .buf
-                    .push(flow_record(RecordKind::Bulk, self.sync.worker, f, now_ms));
+            let Some(f) = self.flows.get(slot) else {
+                continue;
+            };
+            let side6 = self.consumers6.of(slot, f);
+            if side6.is_none() && super::nat64::is_ipv6_consumer(f.fwd.src_ip) {
+                continue;
             }
+            let r = flow_record(RecordKind::Bulk, self.sync.worker, f, now_ms, side6);
+            self.sync.buf.push(r);
         }
         if end >= cap {
             self.progress.bulk = None;
@@ -280,7 +305,19 @@ impl<F: Frame> Pipeline<F> {
     /// Installs (or updates, or removes) one of the peer's flows in this worker's table,
     /// with this node's handles for its endpoint and service.
     fn install(&mut self, snap: &Snapshot, r: &FlowRecord, now_ms: u64) {
-        let existing = self.flows.lookup_forward(&r.fwd);
+        // A NAT64 flow's forward key holds its consumer folded under the sender's seed:
+        // folded again under this node's, and found by its provider-side key.
+        let v6 = super::nat64::is_ipv6_consumer(r.fwd.src_ip);
+        let mut r = *r;
+        if let Some(s) = r.side6 {
+            r.fwd.src_ip = super::nat64::fold(self.settings.flow_hash_seed, s.consumer);
+        }
+        let r = &r;
+        let existing = if v6 {
+            self.flows.lookup_reverse(&r.rev)
+        } else {
+            self.flows.lookup_forward(&r.fwd)
+        };
         if r.kind == RecordKind::End {
             if let Some(id) = existing {
                 if let Some(old) = self.flows.remove(id) {
@@ -308,6 +345,10 @@ impl<F: Frame> Pipeline<F> {
             self.counters.synced_flows += 1;
             return;
         }
+        if v6 && r.side6.is_none() {
+            self.counters.sync_unresolved += 1;
+            return;
+        }
         let Some(flow) = resolve(snap, r, tcp, now_ms) else {
             self.counters.sync_unresolved += 1;
             return;
@@ -316,7 +357,10 @@ impl<F: Frame> Pipeline<F> {
             self.counters.sync_unresolved += 1;
             return;
         }
-        if self.flows.insert(flow).is_ok() {
+        if let Ok(id) = self.flows.insert(flow) {
+            if let Some(s) = r.side6 {
+                self.consumers6.set(id, s);
+            }
             self.chains_moved = true;
             let bucket = self.load.client_bucket(flow.fwd.vpc, flow.fwd.src_ip);
             let u = self.usage.entry(flow.endpoint);

@@ -16,8 +16,8 @@
 //! ICMP errors, both those the appliance sends an IPv6 consumer and those translated
 //! between the versions, are `icmp6.rs`'s. Fragments go through the fragment node like
 //! IPv4 ones and change version one by one (RFC 7915 §4.1, §5.1.1); an IPv6 one that
-//! would not fit the consumer's port is cut here. IPv6 flows are not synced to an HA
-//! peer yet.
+//! would not fit the consumer's port is cut here. An HA peer gets these flows with their
+//! IPv6 side and folds the consumer under its own seed (`ha.rs`).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 

@@ -3,6 +3,7 @@
 //! nodes), never by the handles or table slots of the node that made it; the receiver
 //! finds endpoint, service, listener and target in its own snapshot.
 
+use crate::graph::nat64::Side6;
 use crate::tables::flow::FlowKey;
 
 /// What happened to the flow.
@@ -31,7 +32,8 @@ impl RecordKind {
     }
 }
 
-/// One flow event. 54 bytes on the wire ([`FlowRecord::WIRE_LEN`]).
+/// One flow event. 54 bytes on the wire ([`FlowRecord::WIRE_LEN`]), 40 more with an IPv6
+/// consumer's side ([`FlowRecord::SIDE6_LEN`], flagged in the kind byte).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FlowRecord {
     pub kind: RecordKind,
@@ -52,14 +54,36 @@ pub struct FlowRecord {
     /// do not).
     pub age_ms: u32,
     pub idle_ms: u32,
+    /// An IPv6 consumer's addresses and MAC, on the records that create a NAT64 flow
+    /// (`Create`, `Bulk`): the receiver folds the address under its own seed, so the
+    /// forward key's source in this record means nothing to it. (Its `Update` and `End`
+    /// records are found by the provider-side key, which both nodes share.)
+    pub side6: Option<Side6>,
 }
+
+/// The kind byte's flag for a record carrying [`FlowRecord::side6`].
+const SIDE6_FLAG: u8 = 0x80;
 
 impl FlowRecord {
     pub const WIRE_LEN: usize = 4 + 2 * KEY_LEN + 4 + 4 + 2 + 2 + 4 + 4;
+    /// Consumer address, endpoint address, MAC, two zero bytes.
+    pub const SIDE6_LEN: usize = 16 + 16 + 6 + 2;
+
+    /// Its length on the wire.
+    #[inline]
+    pub fn wire_len(&self) -> usize {
+        Self::WIRE_LEN
+            + if self.side6.is_some() {
+                Self::SIDE6_LEN
+            } else {
+                0
+            }
+    }
 
     /// Appends the record to `out`, big-endian.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&[self.kind as u8, self.worker, self.tcp, self.wscale]);
+        let kind = self.kind as u8 | if self.side6.is_some() { SIDE6_FLAG } else { 0 };
+        out.extend_from_slice(&[kind, self.worker, self.tcp, self.wscale]);
         encode_key(&self.fwd, out);
         encode_key(&self.rev, out);
         out.extend_from_slice(&self.ack_fwd.to_be_bytes());
@@ -68,16 +92,40 @@ impl FlowRecord {
         out.extend_from_slice(&self.win_rev.to_be_bytes());
         out.extend_from_slice(&self.age_ms.to_be_bytes());
         out.extend_from_slice(&self.idle_ms.to_be_bytes());
+        if let Some(s) = &self.side6 {
+            out.extend_from_slice(&s.consumer.to_be_bytes());
+            out.extend_from_slice(&s.endpoint.to_be_bytes());
+            out.extend_from_slice(&s.mac);
+            out.extend_from_slice(&[0, 0]);
+        }
     }
 
-    /// The record at the front of `b`; `None` if it is short or its kind unknown.
-    pub fn decode(b: &[u8]) -> Option<FlowRecord> {
+    /// The record at the front of `b` and its length; `None` if it is short, its kind
+    /// unknown, or its IPv6 side's padding not zero.
+    pub fn decode(b: &[u8]) -> Option<(FlowRecord, usize)> {
+        let side6 = match b.first() {
+            Some(k) if k & SIDE6_FLAG != 0 => {
+                let s = b.get(Self::WIRE_LEN..Self::WIRE_LEN + Self::SIDE6_LEN)?;
+                let a = |i: usize| -> Option<u128> {
+                    Some(u128::from_be_bytes(s.get(i..i + 16)?.try_into().ok()?))
+                };
+                if s[38..40] != [0, 0] {
+                    return None;
+                }
+                Some(Side6 {
+                    consumer: a(0)?,
+                    endpoint: a(16)?,
+                    mac: s[32..38].try_into().ok()?,
+                })
+            }
+            _ => None,
+        };
         let b = b.get(..Self::WIRE_LEN)?;
         let u32_at = |i: usize| u32::from_be_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
         let u16_at = |i: usize| u16::from_be_bytes([b[i], b[i + 1]]);
         let k = 4 + 2 * KEY_LEN;
-        Some(FlowRecord {
-            kind: RecordKind::from_u8(b[0])?,
+        let r = FlowRecord {
+            kind: RecordKind::from_u8(b[0] & !SIDE6_FLAG)?,
             worker: b[1],
             tcp: b[2],
             wscale: b[3],
@@ -89,7 +137,9 @@ impl FlowRecord {
             win_rev: u16_at(k + 10),
             age_ms: u32_at(k + 12),
             idle_ms: u32_at(k + 16),
-        })
+            side6,
+        };
+        Some((r, r.wire_len()))
     }
 }
 
@@ -147,6 +197,15 @@ mod tests {
             win_rev: 1024,
             age_ms: 12_345,
             idle_ms: 17,
+            side6: None,
+        }
+    }
+
+    fn side() -> Side6 {
+        Side6 {
+            consumer: 0xfd00_00c1_0000_0000_0000_0000_0000_0010,
+            endpoint: 0xfd00_00c1_0000_0000_0000_0000_0000_0064,
+            mac: [2, 0, 0, 0, 1, 0x10],
         }
     }
 
@@ -162,8 +221,34 @@ mod tests {
             let mut b = Vec::new();
             r.encode(&mut b);
             assert_eq!(b.len(), FlowRecord::WIRE_LEN);
-            assert_eq!(FlowRecord::decode(&b), Some(r));
+            assert_eq!(FlowRecord::decode(&b), Some((r, FlowRecord::WIRE_LEN)));
+            // With an IPv6 consumer's side: 40 bytes more, flagged in the kind byte.
+            let r6 = FlowRecord {
+                side6: Some(side()),
+                ..r
+            };
+            let mut b = Vec::new();
+            r6.encode(&mut b);
+            assert_eq!(b.len(), FlowRecord::WIRE_LEN + FlowRecord::SIDE6_LEN);
+            assert_eq!(b[0] & 0x80, 0x80);
+            assert_eq!(FlowRecord::decode(&b), Some((r6, b.len())));
         }
+    }
+
+    #[test]
+    fn an_ipv6_side_cut_short_or_with_padding_set_is_refused() {
+        let r = FlowRecord {
+            side6: Some(side()),
+            ..sample(RecordKind::Create)
+        };
+        let mut b = Vec::new();
+        r.encode(&mut b);
+        for n in [FlowRecord::WIRE_LEN, b.len() - 1] {
+            assert_eq!(FlowRecord::decode(&b[..n]), None, "{n} bytes");
+        }
+        let last = b.len() - 1;
+        b[last] = 1;
+        assert_eq!(FlowRecord::decode(&b), None);
     }
 
     #[test]

@@ -456,6 +456,7 @@ pub(crate) fn sample_record(n: u32) -> FlowRecord {
         win_rev: u16::from_be_bytes([b1, b3]),
         age_ms: n.rotate_left(16),
         idle_ms: n / 7,
+        side6: None,
     }
 }
 

@@ -13,7 +13,8 @@
 //! - `Heartbeat`: counter u64, role u8 (1 active, 2 standby), priority u8, acked u64,
 //!   in_sync u8 (0 or 1): 19 bytes;
 //! - `Flows`: seq u64, count u16, then `count` [`FlowRecord`]s of
-//!   [`FlowRecord::WIRE_LEN`] bytes: at most [`MAX_RECORDS`], so the datagram fits
+//!   [`FlowRecord::WIRE_LEN`] bytes (or [`FlowRecord::SIDE6_LEN`] more, an IPv6
+//!   consumer's): at most [`MAX_RECORDS`] and [`RECORD_BYTES`], so the datagram fits
 //!   [`MAX_DATAGRAM`];
 //! - `Ack`: acked u64, has_nack u8 (0 or 1), nack u64 (0 without one): 17 bytes;
 //! - `BulkRequest`: empty; `BulkDone` and `Resync`: seq u64.
@@ -53,6 +54,9 @@ pub const MAX_DATAGRAM: usize = 1400;
 /// The most flow records one `Flows` datagram carries: 24 of 54 bytes.
 pub const MAX_RECORDS: usize =
     (MAX_DATAGRAM - HEADER_LEN - field::flows::RECORDS - TAG_LEN) / FlowRecord::WIRE_LEN;
+/// The bytes of records one `Flows` datagram carries at most (fewer records when some
+/// carry an IPv6 side).
+pub const RECORD_BYTES: usize = MAX_RECORDS * FlowRecord::WIRE_LEN;
 
 /// Offsets: of the header in the datagram, of each body's fields in the body.
 mod field {
@@ -190,7 +194,7 @@ impl Message {
             + match self {
                 Message::Heartbeat { .. } => field::heartbeat::LEN,
                 Message::Flows { records, .. } => {
-                    field::flows::RECORDS + records.len().saturating_mul(FlowRecord::WIRE_LEN)
+                    field::flows::RECORDS + records.iter().map(FlowRecord::wire_len).sum::<usize>()
                 }
                 Message::Ack { .. } => field::ack::LEN,
                 Message::BulkRequest => 0,
@@ -399,15 +403,23 @@ fn parse_body(kind: Kind, b: &[u8]) -> Result<Message, WireError> {
             if usize::from(count) > MAX_RECORDS {
                 return Err(WireError::TooMany { count });
             }
-            let records = b.get(f::RECORDS..).unwrap_or(&[]);
-            if records.len() != usize::from(count) * FlowRecord::WIRE_LEN {
+            let bytes = b.get(f::RECORDS..).unwrap_or(&[]);
+            if bytes.len() > RECORD_BYTES {
                 return Err(bad);
             }
-            let records = records
-                .chunks_exact(FlowRecord::WIRE_LEN)
-                .zip(0u16..)
-                .map(|(r, index)| FlowRecord::decode(r).ok_or(WireError::BadRecord { index }))
-                .collect::<Result<Vec<_>, _>>()?;
+            let mut records = Vec::with_capacity(usize::from(count));
+            let mut at = 0;
+            for index in 0..count {
+                let (r, len) = bytes
+                    .get(at..)
+                    .and_then(FlowRecord::decode)
+                    .ok_or(WireError::BadRecord { index })?;
+                records.push(r);
+                at += len;
+            }
+            if at != bytes.len() {
+                return Err(bad);
+            }
             Ok(Message::Flows { seq, records })
         }
         Kind::Ack => {
@@ -467,10 +479,12 @@ fn bool_from_u8(v: u8) -> Option<bool> {
     }
 }
 
-/// Packs records into `Flows` batches of at most [`MAX_RECORDS`], as they come.
+/// Packs records into `Flows` batches of at most [`MAX_RECORDS`] and [`RECORD_BYTES`],
+/// as they come.
 #[derive(Debug, Default)]
 pub struct FlowsBuilder {
     records: Vec<FlowRecord>,
+    bytes: usize,
 }
 
 impl FlowsBuilder {
@@ -478,10 +492,15 @@ impl FlowsBuilder {
         FlowsBuilder::default()
     }
 
-    /// Adds `record`; returns the batch if that filled it (the builder starts a new one).
+    /// Adds `record`; returns a full batch if there is one (the builder starts a new
+    /// one): the batch before `record` if it did not fit, or the batch it filled.
     pub fn push(&mut self, record: FlowRecord) -> Option<Vec<FlowRecord>> {
+        let before = (self.bytes + record.wire_len() > RECORD_BYTES).then(|| self.take_all());
+        self.bytes += record.wire_len();
         self.records.push(record);
-        (self.records.len() >= MAX_RECORDS).then(|| self.take_all())
+        let full =
+            self.records.len() >= MAX_RECORDS || self.bytes + FlowRecord::WIRE_LEN > RECORD_BYTES;
+        before.or_else(|| full.then(|| self.take_all()))
     }
 
     /// The batch so far, if it has any record: at the end of a poll, send what there is.
@@ -490,6 +509,7 @@ impl FlowsBuilder {
     }
 
     fn take_all(&mut self) -> Vec<FlowRecord> {
+        self.bytes = 0;
         core::mem::replace(&mut self.records, Vec::with_capacity(MAX_RECORDS))
     }
 
@@ -775,6 +795,52 @@ mod tests {
                 len: over.encoded_len()
             })
         );
+    }
+
+    /// Records with an IPv6 consumer's side are longer: a datagram holds fewer, each
+    /// batch still fits, and they decode back, mixed with plain ones, in order.
+    #[test]
+    fn records_with_an_ipv6_side_are_packed_by_their_bytes() {
+        let with6 = |n: u32| FlowRecord {
+            side6: n.is_multiple_of(2).then_some(crate::graph::nat64::Side6 {
+                consumer: u128::from(n) << 64 | 0x10,
+                endpoint: 0xfd00 << 112 | 0x64,
+                mac: [2, 0, 0, 0, 1, 0x10],
+            }),
+            ..sample_record(n)
+        };
+        let mut builder = FlowsBuilder::new();
+        let mut batches = Vec::new();
+        for n in 0..60 {
+            batches.extend(builder.push(with6(n)));
+        }
+        batches.extend(builder.flush());
+        assert_eq!(
+            batches.concat(),
+            (0..60).map(with6).collect::<Vec<_>>(),
+            "every record once, in order"
+        );
+        assert!(batches[0].len() < MAX_RECORDS, "fewer of the longer ones");
+        for (i, records) in batches.into_iter().enumerate() {
+            let msg = Message::Flows {
+                seq: i as u64,
+                records,
+            };
+            let b = encode(&msg, &HDR, KEY);
+            assert!(b.len() <= MAX_DATAGRAM, "batch {i}: {} bytes", b.len());
+            assert_eq!(b.len(), msg.encoded_len());
+            assert_eq!(decode(&b, KEY), Ok((HDR, msg)));
+        }
+        // A count that disagrees with the bytes is refused.
+        let msg = Message::Flows {
+            seq: 9,
+            records: (0..3).map(with6).collect(),
+        };
+        let mut b = encode(&msg, &HDR, KEY);
+        let at = HEADER_LEN + field::flows::COUNT.start;
+        b[at + 1] = 2;
+        retag(&mut b);
+        assert!(decode(&b, KEY).is_err());
     }
 
     #[test]

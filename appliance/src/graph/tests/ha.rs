@@ -305,3 +305,79 @@ fn ipv6_endpoint_addresses_follow_takeover_and_hand_over() {
         "{got:?}"
     );
 }
+
+/// A NAT64 flow survives a takeover: its creation carries the consumer's IPv6 side, the
+/// standby folds the address under its own seed (another than the active's), and after
+/// the takeover the consumer's packets and the target's replies find the flow there.
+#[test]
+fn a_nat64_flow_is_synced_with_its_ipv6_side_and_carried_after_a_takeover() {
+    use super::nat64::{a6, dual_config, establish6, tcp6, ENDPOINT6, HOST6};
+    let config = dual_config();
+    let (mut a, snap, qa) = node(&config);
+    activate(&mut a, &snap, &qa, 0);
+    let (target, snat_port) = establish6(&mut a, &snap, 1);
+    a.poll(&snap, 4);
+    let records = exported(&qa);
+    assert!(
+        records[0].side6.is_some(),
+        "the creation carries the IPv6 side: {records:?}"
+    );
+    assert!(
+        records[1..].iter().all(|r| r.side6.is_none()),
+        "updates need none"
+    );
+
+    let (mut b, snap_b, qb) = node(&config);
+    b.settings.flow_hash_seed = a.settings.flow_hash_seed ^ 0x5555;
+    for r in &records {
+        qb.import[0].push(*r).unwrap();
+    }
+    b.poll(&snap_b, 1000);
+    assert_eq!(b.flows().len(), 1, "installed");
+    assert_eq!(b.counters().synced_flows, records.len() as u64);
+    assert_eq!(b.counters().sync_unresolved, 0);
+    activate(&mut b, &snap_b, &qb, 2000);
+    let data = tcp6(40000, 80, WireTcpFlags::ACK, 8, 101);
+    let (port, out) = tx(b.process(&snap_b, CONSUMER_PORT, VecFrame::new(&data), 2001));
+    assert_eq!(port, PROVIDER_PORT);
+    let ip = ip_of(&out);
+    assert_eq!((ip.src_addr(), ip.dst_addr()), (SNAT, target));
+    assert_eq!(
+        TcpPacket::new_checked(ip.payload()).unwrap().src_port(),
+        snat_port
+    );
+    let reply = tcp(
+        target,
+        8080,
+        SNAT,
+        snat_port,
+        WireTcpFlags::ACK,
+        101,
+        8,
+        MAC_P,
+        TARGET_MAC,
+    );
+    let (port, back) = tx(b.process(&snap_b, PROVIDER_PORT, VecFrame::new(&reply), 2002));
+    assert_eq!(port, CONSUMER_PORT);
+    assert_eq!(&back[..6], &CLIENT_MAC, "to the MAC the active learnt");
+    let ip6 = crate::wire::ipv6::Ipv6Packet::new_checked(&back[14..]).unwrap();
+    assert_eq!(
+        (ip6.src_addr_u128(), ip6.dst_addr_u128()),
+        (a6(ENDPOINT6), a6(HOST6))
+    );
+    assert_eq!(b.counters().new_flows, 0, "no flow was made anew");
+
+    // Its end reaches the peer too, found by the provider-side key.
+    let (mut c, snap_c, qc) = node(&config);
+    c.settings.flow_hash_seed = 7;
+    for r in &records {
+        qc.import[0].push(*r).unwrap();
+    }
+    c.poll(&snap_c, 1000);
+    let mut end = records[0];
+    end.kind = RecordKind::End;
+    end.side6 = None;
+    qc.import[0].push(end).unwrap();
+    c.poll(&snap_c, 1001);
+    assert_eq!(c.flows().len(), 0, "ended");
+}

@@ -7,14 +7,14 @@ use std::net::Ipv6Addr;
 use super::*;
 use crate::wire::ipv6::Ipv6Packet;
 
-const HOST6: &str = "fd00:c1::10";
-const ENDPOINT6: &str = "fd00:c1::64";
+pub(super) const HOST6: &str = "fd00:c1::10";
+pub(super) const ENDPOINT6: &str = "fd00:c1::64";
 
-fn a6(s: &str) -> u128 {
+pub(super) fn a6(s: &str) -> u128 {
     u128::from(s.parse::<Ipv6Addr>().unwrap())
 }
 
-use super::ipv6::dual_endpoint_config as dual_config;
+pub(super) use super::ipv6::dual_endpoint_config as dual_config;
 
 /// An Ethernet frame with an IPv6 packet from `src` to `dst` carrying `l4` (its checksum
 /// filled in here) after the extension headers `ext` (the first's type, then the chain).
@@ -37,7 +37,7 @@ fn frame6(src: u128, dst: u128, proto: u8, hop: u8, ext: (u8, &[u8]), mut l4: Ve
 }
 
 /// A TCP segment from the consumer to the endpoint's IPv6 address, hop limit 64.
-fn tcp6(sport: u16, dport: u16, flags: WireTcpFlags, seq: u32, ack: u32) -> Vec<u8> {
+pub(super) fn tcp6(sport: u16, dport: u16, flags: WireTcpFlags, seq: u32, ack: u32) -> Vec<u8> {
     let seg = tcp_seg(sport, dport, flags, seq, ack);
     frame6(a6(HOST6), a6(ENDPOINT6), PROTO_TCP, 64, (0, &[]), seg)
 }
@@ -557,33 +557,7 @@ fn ending_an_ipv6_consumers_flow_resets_it_in_ipv6() {
     let snap = build(&config, 1, &mut handles);
     let mut p = pipeline_on(&config, &snap, 1, 0);
     let (host, ep) = (a6(HOST6), a6(ENDPOINT6));
-    let (_, out) = tx(p.process(
-        &snap,
-        CONSUMER_PORT,
-        VecFrame::new(&tcp6(40000, 80, syn(), 7, 0)),
-        0,
-    ));
-    let ip = ip_of(&out);
-    let target = ip.dst_addr();
-    let snat_port = TcpPacket::new_checked(ip.payload()).unwrap().src_port();
-    let synack = tcp(
-        target,
-        8080,
-        SNAT,
-        snat_port,
-        WireTcpFlags::SYN | WireTcpFlags::ACK,
-        100,
-        8,
-        MAC_P,
-        TARGET_MAC,
-    );
-    tx(p.process(&snap, PROVIDER_PORT, VecFrame::new(&synack), 1));
-    tx(p.process(
-        &snap,
-        CONSUMER_PORT,
-        VecFrame::new(&tcp6(40000, 80, WireTcpFlags::ACK, 8, 101)),
-        2,
-    ));
+    establish6(&mut p, &snap, 0);
     p.drain_emitted().for_each(drop);
 
     config.endpoints[0].state = mgmt::model::EndpointState::Rejected;
@@ -812,4 +786,22 @@ fn an_ipv6_fragment_whose_l4_header_is_not_first_is_not_translated() {
     p.process(&snap, CONSUMER_PORT, VecFrame::new(&f), 0);
     assert_eq!(p.counters().dropped(DropReason::Ipv6NotTranslated), 1);
     assert_eq!(p.flows().len(), 0);
+}
+
+/// A TCP connection of the IPv6 consumer from port 40000, its handshake done at `now`
+/// (the target's ISN 100, the consumer's 7): (the target, the SNAT port).
+pub(super) fn establish6(p: &mut Pipeline<VecFrame>, snap: &Snapshot, now: u64) -> (Ipv4Addr, u16) {
+    let syn_f = tcp6(40000, 80, syn(), 7, 0);
+    let (_, out) = tx(p.process(snap, CONSUMER_PORT, VecFrame::new(&syn_f), now));
+    let ip = ip_of(&out);
+    let target = ip.dst_addr();
+    let snat_port = TcpPacket::new_checked(ip.payload()).unwrap().src_port();
+    let flags = WireTcpFlags::SYN | WireTcpFlags::ACK;
+    let synack = tcp(
+        target, 8080, SNAT, snat_port, flags, 100, 8, MAC_P, TARGET_MAC,
+    );
+    tx(p.process(snap, PROVIDER_PORT, VecFrame::new(&synack), now + 1));
+    let ack = tcp6(40000, 80, WireTcpFlags::ACK, 8, 101);
+    tx(p.process(snap, CONSUMER_PORT, VecFrame::new(&ack), now + 2));
+    (target, snat_port)
 }
