@@ -716,7 +716,14 @@ fn ingress_shorthand(
         }
         _ => return Err(UsageError("--port: give it at most once".to_owned())),
     }
-    perm["IpRanges"] = cidrs.iter().map(|c| json!({"CidrIp": c})).collect();
+    // An IPv6 prefix goes in Ipv6Ranges, as the cloud's API has it.
+    let (v6, v4): (Vec<&String>, Vec<&String>) = cidrs.iter().partition(|c| c.contains(':'));
+    if !v4.is_empty() {
+        perm["IpRanges"] = v4.iter().map(|c| json!({"CidrIp": c})).collect();
+    }
+    if !v6.is_empty() {
+        perm["Ipv6Ranges"] = v6.iter().map(|c| json!({"CidrIpv6": c})).collect();
+    }
     append(args, "IpPermissions", vec![perm])
 }
 

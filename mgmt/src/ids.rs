@@ -38,6 +38,7 @@ pub enum ValueKind {
     TargetState,
     /// [`crate::net::Ipv4Net`]
     Ipv4Net,
+    IpNet,
     /// [`crate::net::Ipv6Net`]
     Ipv6Net,
     /// [`crate::net::MacAddr`]
@@ -69,7 +70,7 @@ impl ValueKind {
             Self::Protocol => "protocol",
             Self::EndpointState => "endpoint state",
             Self::TargetState => "target state",
-            Self::Ipv4Net => "address/prefix",
+            Self::Ipv4Net | Self::IpNet => "address/prefix",
             Self::Ipv6Net => "IPv6 address/prefix",
             Self::MacAddr => "mac address",
             Self::FileMode => "file mode",
@@ -97,6 +98,9 @@ impl ValueKind {
             }
             Self::TargetState => "\"registered\" or \"draining\"",
             Self::Ipv4Net => "an IPv4 address and a prefix length 0..=32, like \"10.1.0.1/24\"",
+            Self::IpNet => {
+                "an IPv4 address/prefix like \"10.1.0.0/24\" or an IPv6 one like \"fd00:c1::/64\""
+            }
             Self::Ipv6Net => {
                 "an IPv6 address and a prefix length 0..=128, like \"fd00:c1::1/64\""
             }

@@ -131,7 +131,8 @@ impl Ipv6Net {
         self.prefix_len
     }
 
-    fn mask(&self) -> u128 {
+    /// The prefix as a mask over the address's bits.
+    pub fn mask(&self) -> u128 {
         u128::MAX
             .checked_shl(128 - u32::from(self.prefix_len))
             .unwrap_or(0)
@@ -187,6 +188,70 @@ serde_as_string!(
     Ipv6Net,
     "an IPv6 address/prefix string like \"fd00:c1::1/64\""
 );
+
+/// A prefix of either IP version (a security-group rule's or a policy's source).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IpNet {
+    V4(Ipv4Net),
+    V6(Ipv6Net),
+}
+
+impl IpNet {
+    /// The same prefix in network form (host bits cleared).
+    pub fn trunc(&self) -> Self {
+        match self {
+            IpNet::V4(n) => IpNet::V4(n.trunc()),
+            IpNet::V6(n) => IpNet::V6(n.trunc()),
+        }
+    }
+
+    /// Whether `ip` is in it (never for an address of the other version).
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        match (self, ip) {
+            (IpNet::V4(n), std::net::IpAddr::V4(a)) => n.contains(a),
+            (IpNet::V6(n), std::net::IpAddr::V6(a)) => n.contains(a),
+            _ => false,
+        }
+    }
+}
+
+impl FromStr for IpNet {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        let err = |_| ParseError::new(ValueKind::IpNet, s);
+        if s.contains(':') {
+            s.parse().map(IpNet::V6).map_err(err)
+        } else {
+            s.parse().map(IpNet::V4).map_err(err)
+        }
+    }
+}
+
+impl fmt::Display for IpNet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IpNet::V4(n) => fmt::Display::fmt(n, f),
+            IpNet::V6(n) => fmt::Display::fmt(n, f),
+        }
+    }
+}
+
+impl fmt::Debug for IpNet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+serde_as_string!(
+    IpNet,
+    "an address/prefix string like \"10.1.0.0/24\" or \"fd00:c1::/64\""
+);
+
+impl From<Ipv4Net> for IpNet {
+    fn from(n: Ipv4Net) -> IpNet {
+        IpNet::V4(n)
+    }
+}
 
 /// Whether `ip` can be one interface's own address: global or unique-local unicast, not
 /// unspecified, loopback, multicast, link-local (every interface has its own, made from

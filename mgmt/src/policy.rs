@@ -24,7 +24,7 @@ use std::net::Ipv4Addr;
 use serde_json::{Map, Value};
 
 use crate::ids::AccountId;
-use crate::net::Ipv4Net;
+use crate::net::IpNet;
 
 /// The error code a malformed document is answered with.
 pub const POLICY_ERROR_CODE: &str = "InvalidPolicyDocument";
@@ -74,6 +74,13 @@ impl fmt::Display for PolicyError {
 
 impl std::error::Error for PolicyError {}
 
+/// A flow's source, as a statement's `SourceCidr` reads it.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    V4(u32),
+    V6(u128),
+}
+
 /// One statement, compiled: every condition is a short array or a bitmask, so matching is
 /// a few comparisons.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,8 +89,10 @@ pub struct CompiledStatement {
     pub allow: bool,
     /// `Principal`: the accounts it applies to; `None` = every account (`"*"`).
     pub principals: Option<Vec<AccountId>>,
-    /// `SourceCidr` as (network, mask); empty = any source.
+    /// `SourceCidr`'s IPv4 prefixes as (network, mask), and its IPv6 ones; both empty =
+    /// any source.
     pub cidrs: Vec<(u32, u32)>,
+    pub cidrs6: Vec<(u128, u128)>,
     /// `Port` as inclusive ranges; empty = any port (and any protocol, ported or not).
     pub ports: Vec<(u16, u16)>,
     /// `Protocol` as a bitmask (tcp 1, udp 2, icmp 4); all bits = any protocol.
@@ -91,8 +100,7 @@ pub struct CompiledStatement {
 }
 
 impl CompiledStatement {
-    /// `src` `None`: an IPv6 source, which no (IPv4) `SourceCidr` contains.
-    fn matches(&self, principal: AccountId, src: Option<u32>, proto: u8, dst_port: u16) -> bool {
+    fn matches(&self, principal: AccountId, src: Source, proto: u8, dst_port: u16) -> bool {
         let bit = match proto {
             6 => PROTO_TCP,
             17 => PROTO_UDP,
@@ -107,10 +115,14 @@ impl CompiledStatement {
                 return false;
             }
         }
-        if !self.cidrs.is_empty()
-            && !src.is_some_and(|src| self.cidrs.iter().any(|&(n, m)| src & m == n))
-        {
-            return false;
+        if !(self.cidrs.is_empty() && self.cidrs6.is_empty()) {
+            let inside = match src {
+                Source::V4(a) => self.cidrs.iter().any(|&(n, m)| a & m == n),
+                Source::V6(a) => self.cidrs6.iter().any(|&(n, m)| a & m == n),
+            };
+            if !inside {
+                return false;
+            }
         }
         if !self.ports.is_empty() {
             // Only TCP and UDP have ports: a port condition never matches anything else.
@@ -149,6 +161,7 @@ impl Policy {
                 allow: true,
                 principals: None,
                 cidrs: Vec::new(),
+                cidrs6: Vec::new(),
                 ports: Vec::new(),
                 protos: PROTO_ANY,
             }],
@@ -223,16 +236,16 @@ impl Policy {
     /// protocol `proto` to `dst_port` is allowed: a matching Deny wins, else some matching
     /// Allow is needed. Allocation-free.
     pub fn allows(&self, principal: AccountId, src: Ipv4Addr, proto: u8, dst_port: u16) -> bool {
-        self.decide(principal, Some(u32::from(src)), proto, dst_port)
+        self.decide(principal, Source::V4(u32::from(src)), proto, dst_port)
     }
 
-    /// [`Policy::allows`] for a flow from an IPv6 source (ICMPv6 is `icmp`): a statement
-    /// with a `SourceCidr` (IPv4 prefixes only, so far) does not match it.
-    pub fn allows_ipv6(&self, principal: AccountId, proto: u8, dst_port: u16) -> bool {
-        self.decide(principal, None, proto, dst_port)
+    /// [`Policy::allows`] for a flow from IPv6 source `src` (ICMPv6 is `icmp`): a
+    /// `SourceCidr` matches it by its IPv6 prefixes.
+    pub fn allows_ipv6(&self, principal: AccountId, src: u128, proto: u8, dst_port: u16) -> bool {
+        self.decide(principal, Source::V6(src), proto, dst_port)
     }
 
-    fn decide(&self, principal: AccountId, src: Option<u32>, proto: u8, dst_port: u16) -> bool {
+    fn decide(&self, principal: AccountId, src: Source, proto: u8, dst_port: u16) -> bool {
         let mut allowed = false;
         for s in &self.statements {
             if s.matches(principal, src, proto, dst_port) {
@@ -256,6 +269,7 @@ fn compile_statement(i: usize, s: &Value) -> Result<CompiledStatement, PolicyErr
         allow: true,
         principals: None,
         cidrs: Vec::new(),
+        cidrs6: Vec::new(),
         ports: Vec::new(),
         protos: PROTO_ANY,
     };
@@ -278,12 +292,20 @@ fn compile_statement(i: usize, s: &Value) -> Result<CompiledStatement, PolicyErr
             "SourceCidr" => {
                 for (j, v) in list(&field, value)?.iter().enumerate() {
                     let item = format!("{field}[{j}]");
-                    let net: Ipv4Net =
-                        v.as_str().and_then(|t| t.parse().ok()).ok_or_else(|| {
-                            PolicyError::new(item, "must be an IPv4 prefix like \"10.1.0.0/24\"")
-                        })?;
-                    let mask = u32::from(net.netmask());
-                    st.cidrs.push((u32::from(net.network()), mask));
+                    let net: IpNet = v.as_str().and_then(|t| t.parse().ok()).ok_or_else(|| {
+                        PolicyError::new(
+                            item,
+                            "must be an IPv4 prefix like \"10.1.0.0/24\" or an IPv6 one \
+                                 like \"fd00:c1::/64\"",
+                        )
+                    })?;
+                    match net {
+                        IpNet::V4(n) => {
+                            st.cidrs
+                                .push((u32::from(n.network()), u32::from(n.netmask())));
+                        }
+                        IpNet::V6(n) => st.cidrs6.push((u128::from(n.network()), n.mask())),
+                    }
                 }
             }
             "Port" => {
@@ -562,16 +584,37 @@ mod tests {
     }
 
     #[test]
-    fn an_ipv6_source_matches_no_source_cidr_and_icmpv6_is_icmp() {
+    fn an_ipv6_source_matches_ipv6_prefixes_only_and_icmpv6_is_icmp() {
+        let host: u128 = 0xfd00_00c1_0000_0000_0000_0000_0000_0010;
         let p = policy(json!({"Statement": [
             {"Effect": "Allow", "Protocol": "icmp"},
             {"Effect": "Deny", "SourceCidr": "0.0.0.0/0", "Protocol": "icmp"},
         ]}));
         assert!(!p.allows(acct(A), ip("10.1.0.5"), 1, 0), "the IPv4 deny");
-        assert!(p.allows_ipv6(acct(A), 58, 0), "no IPv4 prefix holds it");
-        assert!(!p.allows_ipv6(acct(A), 6, 80), "tcp is not allowed");
+        assert!(
+            p.allows_ipv6(acct(A), host, 58, 0),
+            "no IPv4 prefix holds it"
+        );
+        assert!(!p.allows_ipv6(acct(A), host, 6, 80), "tcp is not allowed");
         let p = policy(json!({"Statement": [{"Effect": "Allow", "SourceCidr": "0.0.0.0/0"}]}));
-        assert!(!p.allows_ipv6(acct(A), 58, 0));
+        assert!(!p.allows_ipv6(acct(A), host, 58, 0));
+        // IPv6 prefixes, beside IPv4 ones in the same list.
+        let p = policy(json!({"Statement": [
+            {"Effect": "Allow", "SourceCidr": ["10.1.0.0/24", "fd00:c1::/64"]},
+            {"Effect": "Deny", "SourceCidr": "fd00:c1::10/128", "Port": 22},
+        ]}));
+        assert!(p.allows(acct(A), ip("10.1.0.5"), 6, 22));
+        assert!(p.allows_ipv6(acct(A), host, 6, 80));
+        assert!(!p.allows_ipv6(acct(A), host, 6, 22), "the /128 deny");
+        assert!(p.allows_ipv6(acct(A), host + 1, 6, 22));
+        assert!(
+            !p.allows_ipv6(acct(A), host ^ (1 << 80), 6, 80),
+            "outside the /64"
+        );
+        assert!(
+            error(json!({"Statement": [{"Effect": "Allow", "SourceCidr": "fd00::/129"}]}))
+                .contains("Statement[0].SourceCidr[0]"),
+        );
     }
 
     #[test]

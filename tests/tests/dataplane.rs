@@ -707,6 +707,64 @@ fn ipv6_consumers_reach_an_ipv4_service_through_a_dual_stack_endpoint() {
     assert_eq!(Topology::drops(&s, "ipv6_flow_collision"), 0, "{s}");
     // curl, 20 HTTP connections, one UDP socket, 3 IPv4 connections.
     assert!(Topology::counter(&s, "new_flows") >= 25, "{s}");
+
+    // A security group: its IPv4 rule holds no IPv6 consumer, an IPv6 rule does.
+    let sg = t.ctl_ok(
+        UID_CONSUMER,
+        &[
+            "create-security-group",
+            "--vpc-id",
+            CONSUMER_VPC,
+            "--group-name",
+            "web6",
+            "--description",
+            "http",
+        ],
+    )["GroupId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let allow = |cidr: &str| {
+        let args = [
+            "authorize-security-group-ingress",
+            "--group-id",
+            &sg,
+            "--protocol",
+            "tcp",
+            "--port",
+            "80",
+            "--cidr",
+            cidr,
+        ];
+        t.ctl_ok(UID_CONSUMER, &args);
+    };
+    allow("10.1.0.0/24");
+    let add = [
+        "modify-vpc-endpoint",
+        "--vpc-endpoint-id",
+        &id,
+        "--add-security-group-ids",
+        &sg,
+    ];
+    t.ctl_ok(UID_CONSUMER, &add);
+    let r = t.client(&["http-many", &ip6, "80", "2"], T);
+    assert_eq!(r["ok"], 0, "no IPv6 rule yet: {r}");
+    let r = t.client(&["http-many", &v4, "80", "2"], T);
+    assert_eq!(r["ok"], 2, "the IPv4 rule: {r}");
+    allow("fd00:c1::/64");
+    let described = t.ctl_ok(
+        UID_CONSUMER,
+        &["describe-security-groups", "--group-ids", &sg],
+    );
+    assert!(
+        described
+            .to_string()
+            .contains(r#""CidrIpv6":"fd00:c1::/64""#),
+        "{described}"
+    );
+    let r = t.client(&["http-many", &ip6, "80", "3"], T);
+    assert_eq!(r["ok"], 3, "admitted by fd00:c1::/64: {r}");
+    assert!(Topology::drops(&t.stats(), "security_group") >= 2);
     let (clean, _) = t.stop();
     assert!(clean, "privlinkd stops cleanly on SIGTERM");
 }

@@ -156,7 +156,8 @@ impl<F: Frame> Pipeline<F> {
                 // Nothing goes back (time exceeded, RST) to a consumer the endpoint would
                 // not admit: it must not learn more than silence.
                 if ctx.ipv6 {
-                    endpoint.admits_ipv6(ctx.proto, seg.dport)
+                    let src6 = super::nat64::source6(frame.bytes(), ctx);
+                    endpoint.admits_ipv6(src6, ctx.proto, seg.dport)
                 } else {
                     endpoint.admits(src, ctx.proto, seg.dport)
                 }

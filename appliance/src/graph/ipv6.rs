@@ -162,7 +162,7 @@ impl<F: Frame> Pipeline<F> {
                     let e = snap
                         .endpoint_by_handle(h)
                         .ok_or(DropReason::Ipv6NotServed)?;
-                    e.admits_ipv6(next_header::ICMPV6, 0)
+                    e.admits_ipv6(src, next_header::ICMPV6, 0)
                         .map_err(refusal_reason)?;
                 }
                 // The reply carries the request's message, without what came before it

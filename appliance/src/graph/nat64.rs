@@ -130,6 +130,14 @@ pub fn source_of(bytes: &[u8], ctx: &Ctx) -> IpAddr {
     }
 }
 
+/// The source of the IPv6 packet of `ctx` (still as it arrived), 0 if none is there.
+pub(super) fn source6(bytes: &[u8], ctx: &Ctx) -> u128 {
+    bytes
+        .get(ctx.l3 + 8..ctx.l3 + 24)
+        .and_then(|a| <[u8; 16]>::try_from(a).ok())
+        .map_or(0, u128::from_be_bytes)
+}
+
 /// Whether an IPv6 source cannot be a consumer's: unspecified, loopback, a group,
 /// IPv4-mapped (RFC 4291 §2.5.5.2: never on the wire), or an address of ours.
 pub(super) fn martian6(snap: &Snapshot, att: u16, src: u128) -> bool {

@@ -233,7 +233,8 @@ impl<F: Frame> Pipeline<F> {
             let Some(flow) = self.flows.get(id).copied() else {
                 continue;
             };
-            if !flow_still_admitted(snap, &flow) {
+            let consumer6 = self.consumers6.of(id, &flow).map(|s| s.consumer);
+            if !flow_still_admitted(snap, &flow, consumer6) {
                 self.end_flow(snap, id, now_ms);
             }
         }
@@ -325,7 +326,8 @@ pub(super) fn flow_gone(
 /// Whether what admitted `flow` still stands in `snap`: its endpoint exists and forwards,
 /// its target is still in the listener (registered or draining), and the endpoint's
 /// security groups and policy still admit it.
-pub(super) fn flow_still_admitted(snap: &Snapshot, flow: &Flow) -> bool {
+/// `consumer6`: an IPv6 consumer's address (NAT64 flows).
+pub(super) fn flow_still_admitted(snap: &Snapshot, flow: &Flow, consumer6: Option<u128>) -> bool {
     let (f, r) = (&flow.fwd, &flow.rev);
     let Some(e) = snap.endpoint_by_handle(flow.endpoint) else {
         return false;
@@ -337,7 +339,7 @@ pub(super) fn flow_still_admitted(snap: &Snapshot, flow: &Flow) -> bool {
         return false;
     };
     let admitted = if super::nat64::is_ipv6_consumer(f.src_ip) {
-        e.ip6.is_some() && e.admits_ipv6(f.proto, f.dst_port).is_ok()
+        e.ip6.is_some() && consumer6.is_some_and(|c| e.admits_ipv6(c, f.proto, f.dst_port).is_ok())
     } else {
         e.admits(f.src_ip, f.proto, f.dst_port).is_ok()
     };

@@ -115,26 +115,54 @@ pub struct EndpointView {
     pub service: u32,
     /// Only `available` endpoints forward.
     pub forwards: bool,
-    /// Ingress rules of the endpoint's security groups; `None` when it has no group (all
-    /// traffic admitted).
+    /// Ingress rules of the endpoint's security groups with IPv4 prefixes; `None` when
+    /// it has no group (all traffic admitted).
     pub ingress: Option<Vec<IngressView>>,
+    /// Those with IPv6 prefixes (for IPv6 consumers; looked at only when `ingress` is
+    /// `Some`).
+    pub ingress6: Vec<IngressView6>,
     /// The compiled endpoint policy; `None` = allow all.
     pub policy: Option<Policy>,
 }
 
 impl EndpointView {
-    /// [`EndpointView::admits`] for a new flow from an IPv6 source: security-group rules
-    /// hold IPv4 prefixes only, so an endpoint with groups admits none; the policy decides
-    /// as for a source that no `SourceCidr` contains.
+    /// [`EndpointView::admits`] for a new flow from IPv6 source `src` (ICMPv6 is
+    /// protocol 58): the groups' rules with IPv6 prefixes, and the policy's.
     #[inline]
-    pub fn admits_ipv6(&self, proto: u8, dst_port: u16) -> Result<(), Refusal> {
-        if self.ingress.is_some() {
+    pub fn admits_ipv6(&self, src: u128, proto: u8, dst_port: u16) -> Result<(), Refusal> {
+        if self.ingress.is_some()
+            && !self
+                .ingress6
+                .iter()
+                .any(|r| r.matches(src, proto, dst_port))
+        {
             return Err(Refusal::SecurityGroup);
         }
         match &self.policy {
-            Some(p) if !p.allows_ipv6(self.owner, proto, dst_port) => Err(Refusal::Policy),
+            Some(p) if !p.allows_ipv6(self.owner, src, proto, dst_port) => Err(Refusal::Policy),
             _ => Ok(()),
         }
+    }
+}
+
+/// One compiled security-group ingress rule with an IPv6 prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IngressView6 {
+    /// IP protocol number (58 for `icmp`), or 0 for all protocols.
+    pub proto: u8,
+    pub from_port: u16,
+    pub to_port: u16,
+    pub net: u128,
+    pub mask: u128,
+}
+
+impl IngressView6 {
+    #[inline]
+    fn matches(&self, src: u128, proto: u8, dst_port: u16) -> bool {
+        src & self.mask == self.net
+            && (self.proto == 0
+                || (self.proto == proto
+                    && (proto == 58 || (self.from_port..=self.to_port).contains(&dst_port))))
     }
 }
 

@@ -329,6 +329,28 @@ fn ingress_shorthand() {
             }],
         })
     );
+    // IPv6 prefixes go in Ipv6Ranges, beside the IPv4 ones.
+    let inv = run_args(&[
+        "authorize-security-group-ingress",
+        "--group-id",
+        "sg-1",
+        "--protocol",
+        "tcp",
+        "--port",
+        "80",
+        "--cidr",
+        "fd00:c1::/64",
+        "--cidr",
+        "10.1.0.0/24",
+    ]);
+    assert_eq!(
+        inv.args["IpPermissions"][0]["Ipv6Ranges"],
+        json!([{"CidrIpv6": "fd00:c1::/64"}])
+    );
+    assert_eq!(
+        inv.args["IpPermissions"][0]["IpRanges"],
+        json!([{"CidrIp": "10.1.0.0/24"}])
+    );
     let inv = run_args(&[
         "revoke-security-group-ingress",
         "--group-id",

@@ -5,7 +5,7 @@
 //! `validate`'s job), so a value of these types may be invalid as a whole.
 
 use std::fmt;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4};
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
@@ -14,7 +14,7 @@ use crate::ids::{
     serde_as_string, service_name, AccountId, EndpointId, ParseError, SecurityGroupId, ServiceId,
     ValueKind, VpcId,
 };
-use crate::net::{Ipv4Net, Ipv6Net, MacAddr};
+use crate::net::{IpNet, Ipv4Net, Ipv6Net, MacAddr};
 
 // ---------------------------------------------------------------------------------------
 // Enumerations
@@ -749,14 +749,15 @@ pub struct IngressRule {
     /// Last destination port (TCP/UDP), at least `from_port`; 0 otherwise.
     #[serde(default)]
     pub to_port: u16,
-    /// Allowed source prefix, in network form (`10.1.0.0/24`).
-    pub cidr: Ipv4Net,
+    /// Allowed source prefix, in network form (`10.1.0.0/24`, or IPv6 `fd00:c1::/64`:
+    /// such a rule admits IPv6 consumers of a dual-stack endpoint, its `icmp` ICMPv6).
+    pub cidr: IpNet,
 }
 
 impl IngressRule {
     /// Whether a packet of IP protocol `proto_number` to `dst_port` from `src` is allowed
     /// by this rule. For `icmp` and `-1` the port is ignored.
-    pub fn matches(&self, proto_number: u8, dst_port: u16, src: Ipv4Addr) -> bool {
+    pub fn matches(&self, proto_number: u8, dst_port: u16, src: IpAddr) -> bool {
         if !self.cidr.contains(src) {
             return false;
         }
@@ -764,7 +765,7 @@ impl IngressRule {
         match self.protocol {
             RuleProtocol::Tcp => proto_number == 6 && in_range(),
             RuleProtocol::Udp => proto_number == 17 && in_range(),
-            RuleProtocol::Icmp => proto_number == 1,
+            RuleProtocol::Icmp => proto_number == if src.is_ipv6() { 58 } else { 1 },
             RuleProtocol::All => true,
         }
     }
@@ -793,7 +794,7 @@ pub struct SecurityGroup {
 
 impl SecurityGroup {
     /// Whether some rule allows the packet (see [`IngressRule::matches`]).
-    pub fn allows(&self, proto_number: u8, dst_port: u16, src: Ipv4Addr) -> bool {
+    pub fn allows(&self, proto_number: u8, dst_port: u16, src: IpAddr) -> bool {
         self.ingress
             .iter()
             .any(|r| r.matches(proto_number, dst_port, src))

@@ -14,7 +14,7 @@ use crate::model::{
     AccountId, EndpointId, HealthCheckProtocol, IpAddressType, IpFamily, Matcher, ParseError,
     Principal, Protocol, SecurityGroupId, ServiceId, ServiceName, VpcId,
 };
-use crate::net::Ipv4Net;
+use crate::net::{Ipv4Net, Ipv6Net};
 use crate::policy::parse_account;
 
 /// A value that can be read from an argument string.
@@ -75,6 +75,12 @@ impl FromArg for Ipv6Addr {
 }
 
 impl FromArg for Ipv4Net {
+    fn from_arg(s: &str) -> Result<Self, (&'static str, String)> {
+        s.parse().map_err(parse_error)
+    }
+}
+
+impl FromArg for Ipv6Net {
     fn from_arg(s: &str) -> Result<Self, (&'static str, String)> {
         s.parse().map_err(parse_error)
     }

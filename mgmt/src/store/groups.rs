@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 use super::args::{parse_at, Args};
 use super::{group_not_found, ApiError, Tx};
 use crate::model::{IngressRule, RuleProtocol, SecurityGroup, SecurityGroupId};
-use crate::net::Ipv4Net;
+use crate::net::{IpNet, Ipv4Net, Ipv6Net};
 
 /// Longest group name and description, as in the cloud.
 const MAX_NAME: usize = 255;
@@ -22,10 +22,16 @@ fn group_json(g: &SecurityGroup) -> Value {
 }
 
 fn rule_json(r: &IngressRule) -> Value {
-    let mut v = json!({
-        "IpProtocol": r.protocol.as_str(),
-        "IpRanges": [{"CidrIp": r.cidr.to_string()}],
-    });
+    let mut v = match r.cidr {
+        IpNet::V4(c) => json!({
+            "IpProtocol": r.protocol.as_str(),
+            "IpRanges": [{"CidrIp": c.to_string()}],
+        }),
+        IpNet::V6(c) => json!({
+            "IpProtocol": r.protocol.as_str(),
+            "Ipv6Ranges": [{"CidrIpv6": c.to_string()}],
+        }),
+    };
     if r.protocol.has_ports() {
         v["FromPort"] = json!(r.from_port);
         v["ToPort"] = json!(r.to_port);
@@ -33,16 +39,21 @@ fn rule_json(r: &IngressRule) -> Value {
     v
 }
 
-/// `IpPermissions`: each `{IpProtocol, FromPort?, ToPort?, IpRanges: [{CidrIp}]}` becomes
-/// one rule per range. Ports are required for tcp and udp and ignored otherwise.
+/// `IpPermissions`: each `{IpProtocol, FromPort?, ToPort?, IpRanges: [{CidrIp}],
+/// Ipv6Ranges: [{CidrIpv6}]}` becomes one rule per range (of either list; at least one).
+/// Ports are required for tcp and udp and ignored otherwise; `icmpv6` (58) is `icmp`.
 fn parse_permissions(a: &Args<'_>) -> Result<Vec<IngressRule>, ApiError> {
     let mut rules = Vec::new();
     for (path, v) in a.req_list("IpPermissions")? {
-        let p = Args::nested(v, path, &["IpProtocol", "FromPort", "ToPort", "IpRanges"])?;
+        let p = Args::nested(
+            v,
+            path,
+            &["IpProtocol", "FromPort", "ToPort", "IpRanges", "Ipv6Ranges"],
+        )?;
         let protocol = match p.req_str("IpProtocol")?.to_ascii_lowercase().as_str() {
             "tcp" | "6" => RuleProtocol::Tcp,
             "udp" | "17" => RuleProtocol::Udp,
-            "icmp" | "1" => RuleProtocol::Icmp,
+            "icmp" | "1" | "icmpv6" | "58" => RuleProtocol::Icmp,
             "-1" | "all" => RuleProtocol::All,
             other => {
                 return Err(ApiError::new(
@@ -79,14 +90,19 @@ fn parse_permissions(a: &Args<'_>) -> Result<Vec<IngressRule>, ApiError> {
             p.int("ToPort", -1, 65535)?;
             (0, 0)
         };
-        let ranges = p.req_list("IpRanges")?;
-        if ranges.is_empty() {
+        let v4 = p.list("IpRanges")?.unwrap_or_default();
+        let v6 = p.list("Ipv6Ranges")?.unwrap_or_default();
+        if v4.is_empty() && v6.is_empty() {
             return Err(ApiError::new(
                 "MissingParameter",
-                format!("{} must name at least one range", p.name("IpRanges")),
+                format!(
+                    "{} or {} must name at least one range",
+                    p.name("IpRanges"),
+                    p.name("Ipv6Ranges")
+                ),
             ));
         }
-        for (rpath, rv) in ranges {
+        for (rpath, rv) in v4 {
             let r = Args::nested(rv, rpath, &["CidrIp", "Description"])?;
             r.str("Description")?;
             let cidr: Ipv4Net = parse_at(&r.name("CidrIp"), r.req_str("CidrIp")?)?;
@@ -94,7 +110,18 @@ fn parse_permissions(a: &Args<'_>) -> Result<Vec<IngressRule>, ApiError> {
                 protocol,
                 from_port,
                 to_port,
-                cidr: cidr.trunc(),
+                cidr: IpNet::V4(cidr.trunc()),
+            });
+        }
+        for (rpath, rv) in v6 {
+            let r = Args::nested(rv, rpath, &["CidrIpv6", "Description"])?;
+            r.str("Description")?;
+            let cidr: Ipv6Net = parse_at(&r.name("CidrIpv6"), r.req_str("CidrIpv6")?)?;
+            rules.push(IngressRule {
+                protocol,
+                from_port,
+                to_port,
+                cidr: IpNet::V6(cidr.trunc()),
             });
         }
     }

@@ -6,7 +6,7 @@ use super::*;
 use crate::model::{
     IngressRule, IpAddressType, IpFamily, Protocol, RuleProtocol, SecurityGroup, StaticNeighbour,
 };
-use crate::net::Ipv4Net;
+use crate::net::IpNet;
 
 const C: &str = "111111111111";
 const P: &str = "222222222222";
@@ -2103,6 +2103,7 @@ fn security_groups() {
     let perm = json!({"GroupId": sg, "IpPermissions": [
         {"IpProtocol": "tcp", "FromPort": 80, "ToPort": 443, "IpRanges": [{"CidrIp": "10.1.0.7/24"}, {"CidrIp": "192.168.0.0/16"}]},
         {"IpProtocol": "icmp", "FromPort": -1, "ToPort": -1, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]},
+        {"IpProtocol": "tcp", "FromPort": 80, "ToPort": 80, "Ipv6Ranges": [{"CidrIpv6": "fd00:c1::7/64"}]},
     ]});
     ok(
         &mut st,
@@ -2138,6 +2139,38 @@ fn security_groups() {
         json!({"GroupId": sg, "IpPermissions": [{"IpProtocol": "gre", "IpRanges": [{"CidrIp": "1.0.0.0/8"}]}]}),
         "InvalidParameterValue",
     );
+    // Each list holds its own family; one of them must name a range.
+    for (ranges, code) in [
+        (
+            json!({"Ipv6Ranges": [{"CidrIpv6": "10.0.0.0/8"}]}),
+            "InvalidParameterValue",
+        ),
+        (
+            json!({"IpRanges": [{"CidrIp": "fd00::/8"}]}),
+            "InvalidParameterValue",
+        ),
+        (
+            json!({"Ipv6Ranges": [{"CidrIpv6": "fd00::/129"}]}),
+            "InvalidParameterValue",
+        ),
+        (
+            json!({"Ipv6Ranges": [{"CidrIp": "fd00::/8"}]}),
+            "InvalidParameterValue",
+        ),
+        (json!({"Ipv6Ranges": []}), "MissingParameter"),
+    ] {
+        let mut p = json!({"IpProtocol": "-1"});
+        p.as_object_mut()
+            .unwrap()
+            .extend(ranges.as_object().unwrap().clone());
+        err(
+            &mut st,
+            &consumer(),
+            "authorize-security-group-ingress",
+            json!({"GroupId": sg, "IpPermissions": [p]}),
+            code,
+        );
+    }
     err(
         &mut st,
         &other(),
@@ -2151,12 +2184,15 @@ fn security_groups() {
         .security_group(sg.parse().unwrap())
         .unwrap()
         .clone();
-    assert_eq!(g.ingress.len(), 3);
+    assert_eq!(g.ingress.len(), 4);
     assert_eq!(
         g.ingress[0].cidr.to_string(),
         "10.1.0.0/24",
         "stored in network form"
     );
+    assert_eq!(g.ingress[3].cidr.to_string(), "fd00:c1::/64");
+    assert!(g.allows(6, 80, "fd00:c1::9".parse().unwrap()));
+    assert!(!g.allows(6, 443, "fd00:c1::9".parse().unwrap()));
     assert!(g.allows(6, 443, "10.1.0.9".parse().unwrap()));
     assert!(!g.allows(6, 444, "10.1.0.9".parse().unwrap()));
     assert!(!g.allows(17, 443, "10.1.0.9".parse().unwrap()));
@@ -2300,7 +2336,7 @@ fn ingress_rule_matching() {
         protocol,
         from_port,
         to_port,
-        cidr: "10.0.0.0/8".parse::<Ipv4Net>().unwrap(),
+        cidr: "10.0.0.0/8".parse::<IpNet>().unwrap(),
     };
     let inside = "10.9.9.9".parse().unwrap();
     let outside = "11.0.0.1".parse().unwrap();
@@ -2315,6 +2351,15 @@ fn ingress_rule_matching() {
     assert!(icmp.matches(1, 1234, inside) && !icmp.matches(6, 0, inside));
     let all = rule(RuleProtocol::All, 0, 0);
     assert!(all.matches(47, 9, inside) && !all.matches(47, 9, outside));
+    // An IPv6 prefix holds IPv6 sources only, and its icmp is ICMPv6.
+    let v6 = IngressRule {
+        cidr: "fd00:c1::/64".parse().unwrap(),
+        ..rule(RuleProtocol::Icmp, 0, 0)
+    };
+    let host6: std::net::IpAddr = "fd00:c1::10".parse().unwrap();
+    assert!(v6.matches(58, 0, host6) && !v6.matches(1, 0, host6));
+    assert!(!v6.matches(58, 0, "fd00:c2::10".parse().unwrap()));
+    assert!(!v6.matches(1, 0, inside) && !tcp.matches(6, 80, host6));
     assert_eq!(serde_json::to_string(&RuleProtocol::All).unwrap(), "\"-1\"");
     assert_eq!(
         serde_json::from_str::<RuleProtocol>("\"icmp\"").unwrap(),

@@ -269,8 +269,50 @@ fn access_rules_apply_to_ipv6_consumers() {
     let mut p = pipeline_on(&config, &snap, 1, 0);
     let f = tcp6(40000, 80, syn(), 7, 0);
     p.process(&snap, CONSUMER_PORT, VecFrame::new(&f), 0);
-    assert_eq!(p.counters().dropped(DropReason::SecurityGroup), 1);
+    assert_eq!(
+        p.counters().dropped(DropReason::SecurityGroup),
+        1,
+        "an IPv4 prefix holds no IPv6 consumer"
+    );
     assert_eq!(p.flows().len(), 0);
+
+    // A rule with an IPv6 prefix admits the consumer in it, on its ports only.
+    let v6 = |cidr: &str, port| IngressRule {
+        protocol: RuleProtocol::Tcp,
+        from_port: port,
+        to_port: port,
+        cidr: cidr.parse().unwrap(),
+    };
+    let state = state_with_group(&config, vec![v6("fd00:c1::/64", 80), v6("::/0", 81)]);
+    let snap = build(&config, &state);
+    let mut p = pipeline_on(&config, &snap, 1, 0);
+    let (port, _) = tx(p.process(&snap, CONSUMER_PORT, VecFrame::new(&f), 0));
+    assert_eq!(port, PROVIDER_PORT, "admitted by fd00:c1::/64");
+    let other = frame6(
+        a6("fd00:c2::10"),
+        a6(ENDPOINT6),
+        PROTO_TCP,
+        64,
+        (0, &[]),
+        tcp_seg(40001, 80, syn(), 1, 0),
+    );
+    p.process(&snap, CONSUMER_PORT, VecFrame::new(&other), 0);
+    assert_eq!(
+        p.counters().dropped(DropReason::SecurityGroup),
+        1,
+        "outside it"
+    );
+
+    // The endpoint's policy reads IPv6 prefixes too.
+    let mut state = config.state();
+    state.endpoints[0].policy = Some(serde_json::json!({"Statement": [
+        {"Effect": "Allow", "SourceCidr": "fd00:c1::/64"},
+        {"Effect": "Deny", "SourceCidr": "fd00:c1::10/128", "Port": 80},
+    ]}));
+    let snap = build(&config, &state);
+    let mut p = pipeline_on(&config, &snap, 1, 0);
+    p.process(&snap, CONSUMER_PORT, VecFrame::new(&f), 0);
+    assert_eq!(p.counters().dropped(DropReason::Policy), 1, "the /128 deny");
 }
 
 #[test]

@@ -12,13 +12,14 @@ use mgmt::model::{
     Endpoint, EndpointId, EndpointState, HealthCheckProtocol, Listener, RuleProtocol,
     SecurityGroupId, Service, ServiceId, State, Target, TargetState, VpcId,
 };
+use mgmt::net::IpNet;
 use mgmt::policy::Policy;
 
 use super::shards::ShardKey;
 use super::{
-    proto_number, AttachmentView, BuildError, EndpointView, Handles, IngressView, ListenerRef,
-    ListenerView, LocalKind, PortAttachments, ServiceView, ShardedMap, Snapshot, TargetView,
-    DEFAULT_MTU, PROTO_TCP, PROTO_UDP,
+    proto_number, AttachmentView, BuildError, EndpointView, Handles, IngressView, IngressView6,
+    ListenerRef, ListenerView, LocalKind, PortAttachments, ServiceView, ShardedMap, Snapshot,
+    TargetView, DEFAULT_MTU, PROTO_TCP, PROTO_UDP,
 };
 use crate::health::{self, TargetKey};
 use crate::tables::fasthash::fast_map;
@@ -567,6 +568,7 @@ impl Build<'_> {
                 );
             }
         }
+        let mut ingress6 = Vec::new();
         let ingress = if e.security_group_ids.is_empty() {
             None
         } else {
@@ -576,18 +578,30 @@ impl Build<'_> {
                     // Validation guarantees groups exist; a missing one admits nothing.
                     continue;
                 };
-                rules.extend(sg.ingress.iter().map(|r| IngressView {
-                    proto: match r.protocol {
+                for r in &sg.ingress {
+                    let proto = |icmp: u8| match r.protocol {
                         RuleProtocol::Tcp => PROTO_TCP,
                         RuleProtocol::Udp => PROTO_UDP,
-                        RuleProtocol::Icmp => 1,
+                        RuleProtocol::Icmp => icmp,
                         RuleProtocol::All => 0,
-                    },
-                    from_port: r.from_port,
-                    to_port: r.to_port,
-                    net: ip_u32(r.cidr.network()),
-                    mask: mask(r.cidr.prefix_len()),
-                }));
+                    };
+                    match r.cidr {
+                        IpNet::V4(c) => rules.push(IngressView {
+                            proto: proto(1),
+                            from_port: r.from_port,
+                            to_port: r.to_port,
+                            net: ip_u32(c.network()),
+                            mask: mask(c.prefix_len()),
+                        }),
+                        IpNet::V6(c) => ingress6.push(IngressView6 {
+                            proto: proto(58),
+                            from_port: r.from_port,
+                            to_port: r.to_port,
+                            net: u128::from(c.network()),
+                            mask: c.mask(),
+                        }),
+                    }
+                }
             }
             Some(rules)
         };
@@ -605,6 +619,7 @@ impl Build<'_> {
                 handle,
                 owner: e.owner,
                 ingress,
+                ingress6,
                 policy,
                 attachment,
                 ip,
