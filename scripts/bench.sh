@@ -33,7 +33,7 @@
 # Prints the table (median [min–max] of the runs), writes OUT/results.{json,md} and the plot
 # OUT/mpps.png (when matplotlib is installed).
 #
-#   scripts/bench.sh [--smoke] [--runs N] [--flows "1000 100000 1000000"] [--proto udp|tcp|udpfrag]
+#   scripts/bench.sh [--smoke] [--runs N] [--flows "1000 100000 1000000"] [--proto udp|tcp|udpfrag|udp6]
 #                    [--out DIR] [--warmup S] [--measure S] [--syn-flows M]
 #                    [--modes "io macswap 5tswap"] [--no-setup] [--no-memory] [--no-build]
 #                    [--no-plot] [--update "10000 100000"] [--no-update] [--no-queries]
@@ -113,7 +113,8 @@ done
 if [ "$SMOKE" = 1 ]; then
   RUNS=1 FLOWS=1000 PROTO=udp WARMUP=1 MEASURE=2 MODES=io DO_SETUP=0 DO_MEMORY=0 PLOT=0 UPDATE="" QUERIES=0 PEERS=0 PROBES=0 SYNC=0 CLUSTER=""
 fi
-case "$PROTO" in udp|tcp|udpfrag) ;; *) echo "bench: --proto udp|tcp|udpfrag" >&2; exit 2 ;; esac
+case "$PROTO" in udp|tcp|udpfrag|udp6) ;; *) echo "bench: --proto udp|tcp|udpfrag|udp6" >&2; exit 2 ;; esac
+export BENCH_PROTO=$PROTO
 case "$RUNS" in ''|*[!0-9]*|0) echo "bench: --runs N (N >= 1)" >&2; exit 2 ;; esac
 [ "$PROBES" -le 65536 ] || { echo "bench: --probes N: at most 65536 targets (tables.maglev_size - 1)" >&2; exit 2; }
 # The probed and synced runs go with the smallest flow count.
@@ -249,11 +250,20 @@ PCAP_MAC=02:70:63:61:70:00 # net_pcap's first port: 02:70:63:61:70:<port index>
 MBUFS_KEY=0
 fill_config() { # out-file, then KEY=VALUE pairs for the @KEY@ fields of the template
   python3 - "$HERE/privlink-bench.toml" "$@" <<'EOF'
-import sys
+import os, sys
 text = open(sys.argv[1]).read()
 out = sys.argv[2]
+# IPv6 consumers (--proto udp6): the dual-stack endpoint and its prefix; none otherwise.
+v6 = os.environ.get("BENCH_PROTO") == "udp6"
+fields = {
+    "ADDRESS6": 'address6 = "fd00:c1::1/64"' if v6 else "",
+    "SERVICE_TYPES": 'supported_ip_address_types = ["ipv4", "ipv6"]' if v6 else "",
+    "ENDPOINT6": 'ip_address_type = "dualstack"\nip6 = "fd00:c1::64"' if v6 else "",
+}
 for kv in sys.argv[3:]:
     k, v = kv.split("=", 1)
+    fields[k] = v
+for k, v in fields.items():
     text = text.replace("@" + k + "@", v)
 open(out, "w").write(text)
 EOF
@@ -282,7 +292,17 @@ capture() { # kind flows -> path (generated once, kept in OUT/pcap)
   fi
   echo "$f"
 }
-pcap_packets() { echo $(( ($(stat -c %s "$1") - 24) / 76 )); }
+pcap_packets() { # records of a classic pcap (their lengths differ between kinds)
+  python3 -c '
+import struct, sys
+f = open(sys.argv[1], "rb"); f.seek(24); n = 0
+while True:
+    h = f.read(16)
+    if len(h) < 16:
+        break
+    f.seek(struct.unpack("<IIII", h)[2], 1); n += 1
+print(n)' "$1"
+}
 
 # ------------------------------------------------------------------ privlinkd
 SEQ=0

@@ -15,10 +15,13 @@ Kinds:
         carries the UDP header and 16 bytes (MF), the second the last 8 bytes at offset
         24; the pair adjacent, the datagram's identification the flow's index (16 bits)
                                                                   -> 2N packets
+  udp6  the udp kind's datagram (18 payload bytes) in IPv6, from IPv6 clients to the
+        endpoint's IPv6 address (--endpoint6): 80-byte frames     -> N packets
 
 Client addresses: flow i gets source address 10.1.1.0 + i // 64000 (so 10.1.1.0 upward,
 inside the consumer attachment 10.1.0.0/16, clear of the endpoint and the appliance) and
-source port 1024 + i % 64000: distinct 5-tuples for up to 16M flows.
+source port 1024 + i % 64000: distinct 5-tuples for up to 16M flows. IPv6 clients (udp6)
+are fd00:c1::1:0:0 + i // 64000, with the same ports.
 
 Every IPv4 header checksum is valid, and so are the UDP and TCP checksums (RFC 768/793
 pseudo-header), so the appliance's checksum checks and testpmd's 5tswap see real traffic.
@@ -34,6 +37,7 @@ import sys
 FRAME_LEN = 60  # without FCS; 64 bytes on the wire
 PORTS_PER_IP = 64000
 CLIENT_BASE = int(ipaddress.IPv4Address("10.1.1.0"))
+CLIENT6_BASE = int(ipaddress.IPv6Address("fd00:c1::1:0:0"))
 
 
 def mac_bytes(s):
@@ -117,6 +121,18 @@ def fragments(t, src_ip, sport, ident):
     return out
 
 
+def udp6_frame(t, src, sport, dst):
+    """The udp kind's datagram from IPv6 client `src` to endpoint `dst` (ints)."""
+    payload = b"privlink-bench-pkt"[:18]
+    l4_len = 8 + len(payload)
+    s, d = src.to_bytes(16, "big"), dst.to_bytes(16, "big")
+    seg = struct.pack("!HHHH", sport, t.dst_port, l4_len, 0) + payload
+    c = 0xFFFF - fold(words(s) + words(d) + 17 + l4_len + words(seg)) or 0xFFFF
+    seg = seg[:6] + struct.pack("!H", c) + seg[8:]
+    ip = struct.pack("!IHBB16s16s", 6 << 28, l4_len, 17, 64, s, d)
+    return t.eth[:12] + b"\x86\xdd" + ip + seg
+
+
 def client(i):
     return CLIENT_BASE + i // PORTS_PER_IP, 1024 + i % PORTS_PER_IP
 
@@ -124,20 +140,23 @@ def client(i):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--flows", type=int, required=True)
-    ap.add_argument("--kind", choices=["udp", "tcp", "syn", "udpfrag"], default="udp")
+    ap.add_argument("--kind", choices=["udp", "tcp", "syn", "udpfrag", "udp6"], default="udp")
     ap.add_argument("--out", required=True)
     ap.add_argument("--dst-mac", type=mac_bytes, default=mac_bytes("02:70:63:61:70:00"),
                     help="the appliance port's MAC (net_pcap's first port: 02:70:63:61:70:00)")
     ap.add_argument("--src-mac", type=mac_bytes, default=mac_bytes("02:00:00:00:01:10"))
     ap.add_argument("--endpoint", default="10.1.0.100")
+    ap.add_argument("--endpoint6", default="fd00:c1::64")
     ap.add_argument("--port", type=int, default=None,
                     help="endpoint port (default 9000 for udp, 80 for tcp/syn)")
     ap.add_argument("--seed", type=int, default=1)
     a = ap.parse_args()
     if not 1 <= a.flows <= 250 * PORTS_PER_IP:
         sys.exit(f"gen_pcap: --flows must be 1..{250 * PORTS_PER_IP}")
-    port = a.port if a.port is not None else (9000 if a.kind in ("udp", "udpfrag") else 80)
-    t = Template("udp" if a.kind in ("udp", "udpfrag") else "tcp", a.dst_mac, a.src_mac,
+    udp = a.kind in ("udp", "udpfrag", "udp6")
+    port = a.port if a.port is not None else (9000 if udp else 80)
+    endpoint6 = int(ipaddress.IPv6Address(a.endpoint6))
+    t = Template("udp" if udp else "tcp", a.dst_mac, a.src_mac,
                  int(ipaddress.IPv4Address(a.endpoint)), port)
 
     rng = random.Random(a.seed)
@@ -162,11 +181,13 @@ def main():
                 seq = (i * 2654435761) & 0xFFFFFFFF
                 if a.kind == "udpfrag":
                     frames = fragments(t, ip, sport, i & 0xFFFF)
+                elif a.kind == "udp6":
+                    frames = [udp6_frame(t, CLIENT6_BASE + i // PORTS_PER_IP, sport, endpoint6)]
                 else:
                     frames = [t.frame(ip, sport, flags, seq if flags == 0x02 else seq + 1,
                                       1 if flags == 0x10 else 0)]
                 for fr in frames:
-                    buf += rec_hdr.pack(n // 1_000_000, n % 1_000_000, FRAME_LEN, FRAME_LEN)
+                    buf += rec_hdr.pack(n // 1_000_000, n % 1_000_000, len(fr), len(fr))
                     buf += fr
                     n += 1
                 if len(buf) >= 1 << 22:

@@ -138,8 +138,9 @@ pub fn check_leaving(snap: &Snapshot, owned: &[Vec<u32>], strict: Strict, port: 
         }
         EtherType::IPV6 => {
             // Only the appliance's own IPv6 addresses speak IPv6 (the attachment's and
-            // dual-stack endpoints'): neighbour advertisements and echo replies,
-            // checksummed, from one of them, and translated replies from an endpoint's.
+            // dual-stack endpoints'): neighbour advertisements, echo replies and ICMPv6
+            // errors, checksummed, from one of them, and translated replies (whole, or
+            // as fragments) and RSTs from an endpoint's.
             let ip = Ipv6Packet::new_checked(l3)
                 .unwrap_or_else(|e| panic!("unreadable IPv6 left ({e}): {}", hex()));
             let (s, d) = (ip.src_addr_u128(), ip.dst_addr_u128());
@@ -149,7 +150,20 @@ pub fn check_leaving(snap: &Snapshot, owned: &[Vec<u32>], strict: Strict, port: 
                 hex()
             );
             let nh = ip.next_header();
-            if nh == 6 || nh == 17 {
+            if nh == 44 {
+                // A fragment of a translated reply: from an endpoint, of TCP or UDP (its
+                // L4 checksum covers the whole datagram).
+                assert!(
+                    matches!(snap.local6(att, s), Some(LocalKind::Endpoint(_))),
+                    "an IPv6 fragment from an address that is no endpoint's: {}",
+                    hex()
+                );
+                assert!(
+                    ip.payload().first().is_some_and(|&n| n == 6 || n == 17),
+                    "an IPv6 fragment of other than TCP or UDP left: {}",
+                    hex()
+                );
+            } else if nh == 6 || nh == 17 {
                 // A reply to an IPv6 consumer: from a dual-stack endpoint, to a unicast
                 // address, its L4 checksum right.
                 assert!(
@@ -171,7 +185,8 @@ pub fn check_leaving(snap: &Snapshot, owned: &[Vec<u32>], strict: Strict, port: 
                 let t = m.msg_type();
                 assert!(
                     t == Icmpv6Type::ECHO_REPLY
-                        || (t == Icmpv6Type::NEIGHBOR_ADVERT && ip.hop_limit() == 255),
+                        || (t == Icmpv6Type::NEIGHBOR_ADVERT && ip.hop_limit() == 255)
+                        || (t.is_error() && d >> 120 != 0xff && l3.len() <= 1280),
                     "ICMPv6 {t:?} left: {}",
                     hex()
                 );
