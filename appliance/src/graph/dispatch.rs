@@ -257,9 +257,12 @@ impl<F: Frame> Pipeline<F> {
             }
         }
         if pending & IPV6 != 0 {
+            let mut memo: super::ipv6::Memo6 = None;
             for i in 0..frames.len() {
                 if matches!(next[i], Next::Ipv6) {
-                    next[i] = self.ipv6(snap, &mut frames[i], &mut ctx[i], now_ms).into();
+                    next[i] = self
+                        .ipv6(snap, &mut frames[i], &mut ctx[i], &mut memo, now_ms)
+                        .into();
                     pending |= next[i].node();
                 }
             }

@@ -41,6 +41,10 @@ impl<F: Frame> Pipeline<F> {
                 if !rev || self.snat.owner(l4.dport) == self.id {
                     head = self.flows.head(c.hash, rev);
                     self.flows.prefetch_flow(head);
+                    if c.ipv6 {
+                        // Its IPv6 side too (the head is the flow, but for a collision).
+                        self.consumers6.prefetch(head);
+                    }
                     if !rev && l4.tcp.is_some_and(|t| t.flags.is_connection_request()) {
                         new_flows += 1;
                         self.load.prefetch_client(c.key.vpc, c.key.src_ip);
@@ -143,8 +147,13 @@ impl<F: Frame> Pipeline<F> {
             None => {
                 // An established flow cannot have a martian source (it was checked when
                 // the flow was created), so only new flows pay for the check. (An IPv6
-                // source was checked as it entered, and its fold is a martian.)
-                if !ctx.ipv6 {
+                // source's fold is a martian: its own address is checked instead.)
+                if ctx.ipv6 {
+                    let src6 = super::nat64::source6(frame.bytes(), ctx);
+                    if super::nat64::martian6(snap, att_idx, src6) {
+                        return Err(DropReason::MartianSource);
+                    }
+                } else {
                     refuse_martian(snap, att_idx, src)?;
                 }
                 let lref = snap

@@ -21,6 +21,10 @@ pub(super) const ND_HOP_LIMIT: u8 = 255;
 /// The hop limit of echo replies (the kernel's default).
 const HOP_LIMIT: u8 = 64;
 
+/// The last TCP/UDP destination the node looked up in this pass of the graph, and what it
+/// is: a burst's packets to one endpoint pay for one lookup.
+pub(super) type Memo6 = Option<(u16, u128, Option<LocalKind>)>;
+
 impl<F: Frame> Pipeline<F> {
     /// IPv6 received on the attachment of `ctx`.
     pub(super) fn ipv6(
@@ -28,6 +32,7 @@ impl<F: Frame> Pipeline<F> {
         snap: &Snapshot,
         frame: &mut F,
         ctx: &mut Ctx,
+        memo: &mut Memo6,
         now_ms: u64,
     ) -> Result<Next, DropReason> {
         let att = snap.attachment(ctx.att).ok_or(DropReason::NoAttachment)?;
@@ -43,7 +48,15 @@ impl<F: Frame> Pipeline<F> {
         })?;
         if matches!(ext.protocol, PROTO_TCP | PROTO_UDP) {
             // To a dual-stack endpoint: on to the flow nodes as IPv4.
-            let Some(LocalKind::Endpoint(e)) = snap.local6(ctx.att, dst) else {
+            let local = match *memo {
+                Some((a, d, l)) if a == ctx.att && d == dst => l,
+                _ => {
+                    let l = snap.local6(ctx.att, dst);
+                    *memo = Some((ctx.att, dst, l));
+                    l
+                }
+            };
+            let Some(LocalKind::Endpoint(e)) = local else {
                 return Err(DropReason::Ipv6NotServed);
             };
             ctx.local = Some(LocalKind::Endpoint(e));

@@ -93,6 +93,14 @@ impl Consumers6 {
             .flatten()
     }
 
+    /// Starts loading slot `id` (a NAT64 flow's packet checks it right after its lookup).
+    #[inline]
+    pub fn prefetch(&self, id: FlowId) {
+        if let Some(s) = self.slots.get(id as usize) {
+            dpdk_bindings::prefetch::prefetch(s);
+        }
+    }
+
     #[inline]
     pub fn set(&mut self, id: FlowId, side: Side6) {
         if let Some(s) = self.slots.get_mut(id as usize) {
@@ -141,11 +149,14 @@ pub(super) fn source6(bytes: &[u8], ctx: &Ctx) -> u128 {
 /// Whether an IPv6 source cannot be a consumer's: unspecified, loopback, a group,
 /// IPv4-mapped (RFC 4291 §2.5.5.2: never on the wire), or an address of ours.
 pub(super) fn martian6(snap: &Snapshot, att: u16, src: u128) -> bool {
-    src == 0
-        || src == 1
-        || src >> 120 == 0xff
-        || src >> 32 == 0xffff
-        || snap.local6(att, src).is_some()
+    never_a_source6(src) || snap.local6(att, src).is_some()
+}
+
+/// [`martian6`] without the lookup of our own addresses, which only a new flow pays for
+/// (an established flow's source was checked when it was made).
+#[inline]
+fn never_a_source6(src: u128) -> bool {
+    src == 0 || src == 1 || src >> 120 == 0xff || src >> 32 == 0xffff
 }
 
 impl<F: Frame> Pipeline<F> {
@@ -172,7 +183,7 @@ impl<F: Frame> Pipeline<F> {
             .endpoint_by_handle(endpoint)
             .ok_or(DropReason::NoListener)?;
         ctx.local = Some(LocalKind::Endpoint(endpoint));
-        if martian6(snap, ctx.att, src) {
+        if never_a_source6(src) {
             return Err(DropReason::MartianSource);
         }
         let folded = fold(self.settings.flow_hash_seed, src);
