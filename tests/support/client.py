@@ -27,7 +27,8 @@ prints one JSON object on stdout (connect-then-get: two, one line each).
   udp-big HOST PORT N SIZE        N datagrams of SIZE bytes (the kernel fragments them), each
                                   echoed whole: replies that end with what was sent
   frag-raw IFACE DST_MAC SRC_MAC SRC_IP DST_IP PORT reversed|overlap|death
-                                  one 3000-byte UDP datagram from SRC_IP:41000 as fragments
+                                  one 3000-byte UDP datagram from SRC_IP:41000 (IPv4, or
+                                  IPv6 with fragment headers) as fragments
                                   of 1024 bytes written with a raw socket: last first
                                   (reversed), with a copy of the second moved 8 bytes back
                                   into the first (overlap), or with a last fragment ending
@@ -150,17 +151,27 @@ def udp_big(host, port, n, size):
     out({"ok": ok, "fail": n - ok, "lengths": lengths})
 
 
+def udp_seg6(src, dst, sport, dport, data):
+    """A UDP header and data with the IPv6 pseudo-header checksum."""
+    s, d = socket.inet_pton(socket.AF_INET6, src), socket.inet_pton(socket.AF_INET6, dst)
+    length = 8 + len(data)
+    hdr = struct.pack("!HHHH", sport, dport, length, 0)
+    c = csum(s + d + struct.pack("!IxxxB", length, 17) + hdr + data) or 0xFFFF
+    return struct.pack("!HHHH", sport, dport, length, c) + data
+
+
 def frag_raw(iface, dst_mac, src_mac, src_ip, dst_ip, port, mode):
     sport = 41000
-    r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    v6 = ":" in src_ip
+    r = socket.socket(family(src_ip), socket.SOCK_DGRAM)
     r.bind((src_ip, sport))
     r.settimeout(2)
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
     s.bind((iface, 0))
     eth = bytes.fromhex(dst_mac.replace(":", "")) + bytes.fromhex(src_mac.replace(":", "")) \
-        + b"\x08\x00"
+        + (b"\x86\xdd" if v6 else b"\x08\x00")
     data = (b"frag-raw-" + bytes(range(256)) * 12)[:3000]
-    seg = udp_seg(src_ip, dst_ip, sport, port, data)
+    seg = (udp_seg6 if v6 else udp_seg)(src_ip, dst_ip, sport, port, data)
     ident = 0x4242
     frags = []
     for at in range(0, len(seg), 1024):
@@ -169,6 +180,13 @@ def frag_raw(iface, dst_mac, src_mac, src_ip, dst_ip, port, mode):
         frags.append((at, piece, more))
 
     def frame(at, piece, more):
+        if v6:
+            # A fragment header (RFC 8200 §4.5) straight after the fixed header.
+            fh = struct.pack("!BBHI", 17, 0, (at & 0xFFF8) | int(more), ident)
+            ip = struct.pack("!IHBB", 6 << 28, len(fh) + len(piece), 44, 64) \
+                + socket.inet_pton(socket.AF_INET6, src_ip) \
+                + socket.inet_pton(socket.AF_INET6, dst_ip)
+            return eth + ip + fh + piece
         flags = (0x2000 if more else 0) | (at // 8)
         return eth + ipv4_id(src_ip, dst_ip, 17, piece, ident, flags)
 

@@ -769,6 +769,52 @@ fn ipv6_consumers_reach_an_ipv4_service_through_a_dual_stack_endpoint() {
     assert!(clean, "privlinkd stops cleanly on SIGTERM");
 }
 
+/// Raw IPv6 fragments to a dual-stack endpoint behave as IPv4 ones: the last fragment
+/// first still makes a whole datagram at the target (and its reply comes back whole), an
+/// overlapping fragment or one reaching past 65,535 bytes refuses the datagram.
+#[test]
+fn raw_ipv6_fragments_out_of_order_overlapping_and_oversized_behave_as_specified() {
+    let t = Topology::start(Options {
+        ipv6: true,
+        ..Options::default()
+    });
+    let (_, ip6, _) = dual_stack_endpoint(&t);
+    let mac = t.appliance_mac();
+    let own = t.consumer_mac();
+    let raw = |mode: &str| {
+        let args = [
+            "frag-raw",
+            &t.consumer_if,
+            &mac,
+            &own,
+            CONSUMER_CLIENT6,
+            &ip6,
+            "9000",
+            mode,
+        ];
+        t.client(&args, T)
+    };
+    let r = raw("reversed");
+    assert_eq!(
+        r["whole"],
+        true,
+        "last fragment first, still whole: {r}\n{}",
+        t.log()
+    );
+    let s = t.stats();
+    assert!(Topology::counter(&s, "fragments_held") >= 2, "{s}");
+    let r = raw("overlap");
+    assert_eq!(
+        r["reply_len"], 0,
+        "no reply to an overlapping datagram: {r}"
+    );
+    let r = raw("death");
+    assert_eq!(r["reply_len"], 0, "{r}");
+    let s = t.stats();
+    assert!(Topology::drops(&s, "fragment_overlap") >= 1, "{s}");
+    assert!(Topology::drops(&s, "fragment_too_big") >= 1, "{s}");
+}
+
 /// Path MTU across the appliance: a router namespace with a 1300-byte link in front of the
 /// consumer's client, then in front of the targets. The hosts advertise the MSS of a
 /// 1500-byte link, so full-size segments meet the narrow link in one direction, and only
