@@ -493,34 +493,7 @@ fn fragments_through(workers: u16) {
         assert!(line.contains(&format!(" {SNAT_IP}:")), "{line}");
     }
 
-    let mac = t.appliance_mac();
-    let own = t.consumer_mac();
-    let raw = |mode: &str| {
-        t.client(
-            &[
-                "frag-raw",
-                &t.consumer_if,
-                &mac,
-                &own,
-                privlink_e2e::CONSUMER_CLIENT,
-                ENDPOINT_IP,
-                "9000",
-                mode,
-            ],
-            T,
-        )
-    };
-    let r = raw("reversed");
-    assert_eq!(r["whole"], true, "last fragment first, still whole: {r}");
-    let s = t.stats();
-    assert!(Topology::counter(&s, "fragments_held") >= 2, "{s}");
-    let r = raw("overlap");
-    assert_eq!(
-        r["reply_len"], 0,
-        "no reply to an overlapping datagram: {r}"
-    );
-    let r = raw("death");
-    assert_eq!(r["reply_len"], 0, "{r}");
+    raw_fragments(&t, privlink_e2e::CONSUMER_CLIENT, ENDPOINT_IP);
     let s = t.stats();
     assert!(
         Topology::drops(&s, "fragment_overlap") >= 3,
@@ -769,16 +742,10 @@ fn ipv6_consumers_reach_an_ipv4_service_through_a_dual_stack_endpoint() {
     assert!(clean, "privlinkd stops cleanly on SIGTERM");
 }
 
-/// Raw IPv6 fragments to a dual-stack endpoint behave as IPv4 ones: the last fragment
-/// first still makes a whole datagram at the target (and its reply comes back whole), an
-/// overlapping fragment or one reaching past 65,535 bytes refuses the datagram.
-#[test]
-fn raw_ipv6_fragments_out_of_order_overlapping_and_oversized_behave_as_specified() {
-    let t = Topology::start(Options {
-        ipv6: true,
-        ..Options::default()
-    });
-    let (_, ip6, _) = dual_stack_endpoint(&t);
+/// `client.py frag-raw` from `src` to `dst` in its three modes: the datagram sent last
+/// fragment first arrives whole (its reply too, after waiting for its first fragment), an
+/// overlapping one and one reaching past 65,535 bytes get no reply.
+fn raw_fragments(t: &Topology, src: &str, dst: &str) {
     let mac = t.appliance_mac();
     let own = t.consumer_mac();
     let raw = |mode: &str| {
@@ -787,8 +754,8 @@ fn raw_ipv6_fragments_out_of_order_overlapping_and_oversized_behave_as_specified
             &t.consumer_if,
             &mac,
             &own,
-            CONSUMER_CLIENT6,
-            &ip6,
+            src,
+            dst,
             "9000",
             mode,
         ];
@@ -810,6 +777,19 @@ fn raw_ipv6_fragments_out_of_order_overlapping_and_oversized_behave_as_specified
     );
     let r = raw("death");
     assert_eq!(r["reply_len"], 0, "{r}");
+}
+
+/// Raw IPv6 fragments to a dual-stack endpoint behave as IPv4 ones: the last fragment
+/// first still makes a whole datagram at the target (and its reply comes back whole), an
+/// overlapping fragment or one reaching past 65,535 bytes refuses the datagram.
+#[test]
+fn raw_ipv6_fragments_out_of_order_overlapping_and_oversized_behave_as_specified() {
+    let t = Topology::start(Options {
+        ipv6: true,
+        ..Options::default()
+    });
+    let (_, ip6, _) = dual_stack_endpoint(&t);
+    raw_fragments(&t, CONSUMER_CLIENT6, &ip6);
     let s = t.stats();
     assert!(Topology::drops(&s, "fragment_overlap") >= 1, "{s}");
     assert!(Topology::drops(&s, "fragment_too_big") >= 1, "{s}");

@@ -148,13 +148,13 @@ impl<F: Frame> Pipeline<F> {
                 // An established flow cannot have a martian source (it was checked when
                 // the flow was created), so only new flows pay for the check. (An IPv6
                 // source's fold is a martian: its own address is checked instead.)
-                if ctx.ipv6 {
-                    let src6 = super::nat64::source6(frame.bytes(), ctx);
-                    if super::nat64::martian6(snap, att_idx, src6) {
+                let src6 = ctx.ipv6.then(|| super::nat64::source6(frame.bytes(), ctx));
+                match src6 {
+                    Some(s) if super::nat64::martian6(snap, att_idx, s) => {
                         return Err(DropReason::MartianSource);
                     }
-                } else {
-                    refuse_martian(snap, att_idx, src)?;
+                    Some(_) => {}
+                    None => refuse_martian(snap, att_idx, src)?,
                 }
                 let lref = snap
                     .listener(att_idx, dst, ctx.proto, seg.dport)
@@ -164,11 +164,9 @@ impl<F: Frame> Pipeline<F> {
                     .ok_or(DropReason::NoListener)?;
                 // Nothing goes back (time exceeded, RST) to a consumer the endpoint would
                 // not admit: it must not learn more than silence.
-                if ctx.ipv6 {
-                    let src6 = super::nat64::source6(frame.bytes(), ctx);
-                    endpoint.admits_ipv6(src6, ctx.proto, seg.dport)
-                } else {
-                    endpoint.admits(src, ctx.proto, seg.dport)
+                match src6 {
+                    Some(s) => endpoint.admits_ipv6(s, ctx.proto, seg.dport),
+                    None => endpoint.admits(src, ctx.proto, seg.dport),
                 }
                 .map_err(refusal_reason)?;
                 if !endpoint.forwards {
