@@ -51,7 +51,7 @@
 //! worker that receives it (RSS).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use crossbeam::channel::{Receiver, TryRecvError};
 use mgmt::config::Config;
@@ -61,7 +61,7 @@ use serde_json::{json, Value};
 use crate::graph::counters::Counters;
 use crate::graph::frame::{Frame, VecFrame};
 use crate::graph::{FlowFilter, FlowInfo, FlowQuery, Pipeline, Verdict};
-use crate::tables::neighbour::NeighbourTable;
+use crate::tables::neighbour::SharedNeighbours;
 use crate::tables::snapshot::{Change, Handles, Snapshot};
 use crate::wire::arp::ArpPacket;
 use crate::wire::ethernet::{EtherType, EthernetFrame};
@@ -797,10 +797,7 @@ impl World {
                 half_open_per_client: 4,
             };
         }
-        let table = Arc::new(NeighbourTable::new(
-            settings.neighbour_capacity,
-            settings.neighbour_timers,
-        ));
+        let table = SharedNeighbours::new(settings.neighbour_capacity, settings.neighbour_timers);
         let pipes = (0..setup.workers)
             .map(|id| {
                 let mut n = 0u32;
@@ -809,8 +806,14 @@ impl World {
                     n = n.wrapping_add(1);
                     (!fails || !n.is_multiple_of(3)).then(|| VecFrame::new(&[]))
                 };
-                let table = Arc::clone(&table);
-                Pipeline::with_neighbour_table(id, settings.clone(), Box::new(alloc), &snap, table)
+                let table = table.clone();
+                Pipeline::with_neighbour_table(
+                    id,
+                    settings.clone(),
+                    Box::new(alloc),
+                    &snap,
+                    table.clone(),
+                )
             })
             .collect();
         let mut owned = Vec::new();

@@ -866,6 +866,7 @@ impl Tx<'_> {
     fn used_addresses6(&self, att: &VpcAttachment) -> HashSet<std::net::Ipv6Addr> {
         let mut used = HashSet::new();
         used.extend(att.address6.map(|n| n.addr()));
+        used.extend(att.gateway6);
         for e in &self.st.endpoints {
             if e.vpc_id == att.vpc_id && e.state.holds_address() {
                 used.extend(e.ip6);

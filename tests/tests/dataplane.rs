@@ -641,9 +641,10 @@ fn ipv6_consumers_reach_an_ipv4_service_through_a_dual_stack_endpoint() {
         curl.status.success()
             && body.starts_with("target=t")
             && body.contains(&format!("client={SNAT_IP}:")),
-        "curl -6 through the endpoint: {body} {}\n{}",
+        "curl -6 through the endpoint: {body} {}\n{}\nstats: {}",
         String::from_utf8_lossy(&curl.stderr),
-        t.log()
+        t.log(),
+        t.stats()
     );
     let r = t.client(&["http-many", &ip6, "80", "20"], T);
     assert_eq!(r["ok"], 20, "HTTP over IPv6: {r}");
@@ -680,6 +681,10 @@ fn ipv6_consumers_reach_an_ipv4_service_through_a_dual_stack_endpoint() {
     assert_eq!(Topology::drops(&s, "ipv6_flow_collision"), 0, "{s}");
     // curl, 20 HTTP connections, one UDP socket, 3 IPv4 connections.
     assert!(Topology::counter(&s, "new_flows") >= 25, "{s}");
+    // Replies went to the consumer's next hop found by neighbour discovery (learned from
+    // its solicitation of the endpoint, or from its answer to ours), never unresolved.
+    assert!(Topology::counter(&s, "nd_learned") >= 1, "{s}");
+    assert_eq!(Topology::drops(&s, "neighbour_unresolved"), 0, "{s}");
 
     // A security group: its IPv4 rule holds no IPv6 consumer, an IPv6 rule does.
     let sg = t.ctl_ok(

@@ -33,7 +33,7 @@ use mgmt::store::Store;
 use crate::graph::counters::{Counters, DropReason, PublishedCounters, Stamped};
 use crate::graph::PipelineSettings;
 use crate::tables::flow::Timeouts;
-use crate::tables::neighbour::{NeighbourTable, NeighbourTimers};
+use crate::tables::neighbour::{NeighbourTimers, SharedNeighbours};
 use management::Management;
 
 use crate::tables::snapshot::cell::SnapshotCell;
@@ -472,10 +472,7 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
     let mut report_queues = Vec::with_capacity(lcores.len());
     let usage_wanted = Arc::new(std::sync::atomic::AtomicU64::new(0));
     // One neighbour table for all workers: an ARP reply on any queue is seen by all.
-    let neighbours = Arc::new(NeighbourTable::new(
-        settings.neighbour_capacity,
-        settings.neighbour_timers,
-    ));
+    let neighbours = SharedNeighbours::new(settings.neighbour_capacity, settings.neighbour_timers);
     let epoch_tsc = time::tsc();
     let hz_ms = (time::tsc_hz() / 1000).max(1);
     // Unix time at the workers' clock's 0, for the flow logs' start and end.
@@ -525,7 +522,7 @@ pub fn run(source: ConfigSource) -> Result<Totals, DaemonError> {
             port_index: dpdk_to_index.clone(),
             handoff_out: std::mem::take(&mut producers[i]),
             handoff_in: std::mem::take(&mut consumers[i]),
-            neighbours: Arc::clone(&neighbours),
+            neighbours: neighbours.clone(),
             pool: Arc::clone(&pool),
             snapshot: cell.reader(i),
             published: Arc::clone(&published[i]),

@@ -13,7 +13,7 @@ use dpdk_bindings::{mempool, DeviceInfo};
 use mgmt::config::{Config, PortConfig};
 
 use crate::tables::flow::{FlowTable, MAX_CAPACITY};
-use crate::tables::neighbour::NeighbourTable;
+use crate::tables::neighbour::SharedNeighbours;
 
 /// Ethernet header, one 802.1Q tag and the CRC: what a frame adds to its MTU at most.
 pub const FRAME_OVERHEAD: usize = 14 + 4 + 4;
@@ -137,7 +137,7 @@ impl Needs {
             workers,
             flows_per_worker: flows as u64,
             flow_table: FlowTable::memory_for(flows) as u64,
-            neighbour_table: NeighbourTable::memory_for(config.tables.neighbours as usize) as u64,
+            neighbour_table: SharedNeighbours::memory_for(config.tables.neighbours as usize) as u64,
             hold_queues: 2
                 * HELD_BYTES
                 * u64::from(config.tables.arp_pending_packets)

@@ -19,7 +19,7 @@ use dpdk_bindings::{time, Mbuf, Mempool, RxQueue, TxQueue};
 use crate::daemon::supervisor::{Fault, FaultKind, Heartbeat};
 use crate::graph::counters::{Counters, DropReason, PublishedCounters};
 use crate::graph::{FlowQuery, Pipeline, PipelineSettings, UsageReport, Verdict};
-use crate::tables::neighbour::NeighbourTable;
+use crate::tables::neighbour::SharedNeighbours;
 use crate::tables::snapshot::cell::SnapshotReader;
 use crate::tables::snapshot::Snapshot;
 use crate::wire::{ethernet, vlan};
@@ -47,7 +47,7 @@ pub struct WorkerSetup {
     /// Rings from the other workers.
     pub handoff_in: Vec<Consumer>,
     /// The neighbour table every worker shares.
-    pub neighbours: Arc<NeighbourTable>,
+    pub neighbours: SharedNeighbours,
     pub pool: Arc<Mempool>,
     pub snapshot: SnapshotReader<Snapshot>,
     pub published: Arc<PublishedCounters>,
@@ -90,7 +90,7 @@ pub fn run(mut w: WorkerSetup) -> Counters {
         w.settings.clone(),
         Box::new(move || pool.alloc()),
         w.snapshot.get(),
-        Arc::clone(&w.neighbours),
+        w.neighbours.clone(),
     );
     if let Some(link) = w.probes.take() {
         pipe.set_probe_link(link);

@@ -46,7 +46,7 @@ impl<F: Frame> Pipeline<F> {
                     .confirm(att_idx, sender_ip, sender_mac.0, now_ms)
             };
             if learned.is_usable() {
-                self.release_held(snap, att_idx, sender_ip, sender_mac.0);
+                self.release_held(snap, att_idx, Hop::V4(sender_ip), sender_mac.0);
             }
         }
         if !asks_us || sender_ip == target_ip || !station || !self.active {

@@ -201,6 +201,10 @@ pub struct Counters {
     /// Neighbour advertisements of an own IPv6 address: answers to solicitations, and
     /// the unsolicited ones worker 0 sends when it starts.
     pub nd_advertisements: u64,
+    /// Neighbour solicitations sent for IPv6 next hops.
+    pub nd_solicitations: u64,
+    /// IPv6 next hops learned or confirmed from advertisements and solicitations.
+    pub nd_learned: u64,
     pub echo_replies: u64,
     pub rst_sent: u64,
     pub icmp_errors_sent: u64,
@@ -283,6 +287,8 @@ impl Counters {
             self.arp_replies,
             self.arp_requests,
             self.nd_advertisements,
+            self.nd_solicitations,
+            self.nd_learned,
             self.echo_replies,
             self.rst_sent,
             self.icmp_errors_sent,
@@ -319,6 +325,8 @@ impl Counters {
             &mut self.arp_replies,
             &mut self.arp_requests,
             &mut self.nd_advertisements,
+            &mut self.nd_solicitations,
+            &mut self.nd_learned,
             &mut self.echo_replies,
             &mut self.rst_sent,
             &mut self.icmp_errors_sent,
@@ -344,7 +352,7 @@ impl Counters {
     }
 }
 
-const SCALARS: usize = 31;
+const SCALARS: usize = 33;
 const SCALAR_NAMES: [&str; SCALARS] = [
     "rx_packets",
     "rx_bytes",
@@ -356,6 +364,8 @@ const SCALAR_NAMES: [&str; SCALARS] = [
     "arp_replies",
     "arp_requests",
     "nd_advertisements",
+    "nd_solicitations",
+    "nd_learned",
     "echo_replies",
     "rst_sent",
     "icmp_errors_sent",

@@ -53,6 +53,8 @@ pub(super) enum Next {
     Handoff(u16),
     /// Done: held until its next hop on attachment `.0` (address `.1`) resolves.
     Hold(u16, u32),
+    /// The same for an IPv6 next hop (an address of alignment 1 keeps `Next` small).
+    Hold6(u16, std::net::Ipv6Addr),
     /// Done: a fragment held until its datagram's first fragment comes.
     HoldFragment,
     /// Done: consumed (an ARP reply learned).
@@ -304,7 +306,9 @@ impl<F: Frame> Pipeline<F> {
         if pending & REWRITE != 0 {
             for i in 0..frames.len() {
                 if matches!(next[i], Next::Rewrite) {
-                    next[i] = self.rewrite(snap, &mut frames[i], &mut ctx[i]).into();
+                    next[i] = self
+                        .rewrite(snap, &mut frames[i], &mut ctx[i], now_ms)
+                        .into();
                 }
             }
         }
@@ -443,7 +447,11 @@ impl<F: Frame> Pipeline<F> {
                 Next::Tx(port) => out(Verdict::Tx(port, frame)),
                 Next::Handoff(w) => out(Verdict::Handoff(w, frame)),
                 Next::Hold(att, hop) => {
-                    self.hold(frame, att, hop, now_ms);
+                    self.hold(frame, att, Hop::V4(hop), now_ms);
+                    out(Verdict::Done);
+                }
+                Next::Hold6(att, hop) => {
+                    self.hold(frame, att, Hop::V6(u128::from(hop)), now_ms);
                     out(Verdict::Done);
                 }
                 Next::HoldFragment => {

@@ -219,8 +219,8 @@ impl<F: Frame> Pipeline<F> {
     }
 
     /// Sends the IPv6 consumer of `side` a RST of its own (a flow that ended) from the
-    /// endpoint's `ports.0` to the consumer's `ports.1`, on attachment `att_idx`, to the
-    /// MAC its packets came from.
+    /// endpoint's `ports.0` to the consumer's `ports.1`, on attachment `att_idx`, to its
+    /// next hop (held while that resolves).
     pub(super) fn send_rst6(
         &mut self,
         snap: &Snapshot,
@@ -228,9 +228,17 @@ impl<F: Frame> Pipeline<F> {
         side: &Side6,
         ports: (u16, u16),
         seq: u32,
+        now_ms: u64,
     ) {
         let Some(att) = snap.attachment(att_idx) else {
             return;
+        };
+        let (mac, next) = match self.next_hop6(att, att_idx, side.consumer, now_ms) {
+            Ok(hop) => hop,
+            Err(reason) => {
+                self.counters.drop(reason);
+                return;
+            }
         };
         let Some(mut f) = (self.alloc)() else {
             self.counters.drop(DropReason::NoMbuf);
@@ -255,9 +263,12 @@ impl<F: Frame> Pipeline<F> {
             self.counters.drop(DropReason::NoMbuf);
             return;
         }
-        write_l2(bytes, att, EthernetAddress(side.mac), EtherType::IPV6);
+        write_l2(bytes, att, mac, EtherType::IPV6);
         self.counters.rst_sent += 1;
-        self.emitted.push((att.port, f));
+        match next {
+            Next::Hold6(a, hop) => self.hold(f, a, Hop::V6(u128::from(hop)), now_ms),
+            _ => self.emitted.push((att.port, f)),
+        }
     }
 
     /// An ICMPv4 error from the provider's side about a packet of the NAT64 flow whose
@@ -273,6 +284,7 @@ impl<F: Frame> Pipeline<F> {
         (quote_at, quote_header_len, proto): (usize, usize, u8),
         fwd: &FlowKey,
         side: &Side6,
+        now_ms: u64,
     ) -> Result<Next, DropReason> {
         if ip.ttl <= 1 {
             return Err(DropReason::TtlExceeded);
@@ -338,15 +350,9 @@ impl<F: Frame> Pipeline<F> {
             len,
             ip.ttl - 1,
         );
-        l2::fit_l2(frame, l3, att)?;
-        write_l2(
-            frame.bytes_mut(),
-            att,
-            EthernetAddress(side.mac),
-            EtherType::IPV6,
-        );
+        let next = self.route6(att, fwd.vpc, side.consumer, frame, l3, now_ms)?;
         self.counters.icmp_errors_translated += 1;
-        Ok(Next::Tx(att.port))
+        Ok(next)
     }
 
     /// An ICMPv6 error (verified) from `src` on the consumer's side to the endpoint of

@@ -81,7 +81,7 @@ impl<F: Frame> Pipeline<F> {
             if super::nat64::is_ipv6_consumer(fwd.src_ip) {
                 let side = *self.consumers6.get(id).ok_or(DropReason::NoFlow)?;
                 let quote = (err.quote_at, err.quote_header_len, err.proto);
-                return self.icmp_error_to_ipv6(snap, frame, ctx, quote, &fwd, &side);
+                return self.icmp_error_to_ipv6(snap, frame, ctx, quote, &fwd, &side, now_ms);
             }
             fwd
         } else {

@@ -18,6 +18,14 @@ pub(super) const ALL_NODES: u128 = 0xff02_0000_0000_0000_0000_0000_0000_0001;
 /// with any other came from beyond the link.
 pub(super) const ND_HOP_LIMIT: u8 = 255;
 
+/// Whether `ip` can be a neighbour on `att`'s link: inside its IPv6 prefix, or
+/// link-local (where routers usually answer from), and unicast.
+fn on_link6(att: &AttachmentView, ip: u128) -> bool {
+    let link_local = ip >> 118 == 0xfe80 >> 6;
+    let inside = att.ip6.is_some_and(|own| ip & att.mask6 == own & att.mask6);
+    ip != 0 && !is_multicast(ip) && (link_local || inside)
+}
+
 /// The hop limit of echo replies (the kernel's default).
 const HOP_LIMIT: u8 = 64;
 
@@ -26,6 +34,39 @@ const HOP_LIMIT: u8 = 64;
 pub(super) type Memo6 = Option<(u16, u128, Option<LocalKind>)>;
 
 impl<F: Frame> Pipeline<F> {
+    /// Records IPv6 neighbour `ip` at `lladdr` on attachment `att_idx` (`create`: a new
+    /// entry may be made; else only one already tracked is updated) and sends what this
+    /// worker held for it. True when the table has it now.
+    #[allow(clippy::too_many_arguments)]
+    fn learn6(
+        &mut self,
+        snap: &Snapshot,
+        att_idx: u16,
+        att: &AttachmentView,
+        ip: u128,
+        lladdr: EthernetAddress,
+        create: bool,
+        now_ms: u64,
+    ) -> bool {
+        let station = lladdr.is_unicast() && lladdr != EthernetAddress::UNSPECIFIED;
+        // (Not compared with our own MAC: behind `net_tap` the kernel's side of the
+        // device, the host here, has the port's MAC too.)
+        if !station || !on_link6(att, ip) {
+            return false;
+        }
+        let learned = if create {
+            self.neighbours6.learn(att_idx, ip, lladdr.0, now_ms)
+        } else {
+            self.neighbours6.confirm(att_idx, ip, lladdr.0, now_ms)
+        };
+        if !learned.is_usable() {
+            return false;
+        }
+        self.counters.nd_learned += 1;
+        self.release_held(snap, att_idx, Hop::V6(ip), lladdr.0);
+        true
+    }
+
     /// IPv6 received on the attachment of `ctx`.
     pub(super) fn ipv6(
         &mut self,
@@ -119,10 +160,18 @@ impl<F: Frame> Pipeline<F> {
                     && snap.local6(ctx.att, target).is_some()
                     && (dst == target || dst == group)
                     && (!probe || (dst == group && source_lladdr.is_none()));
-                if !sane || !self.active {
+                if !sane {
                     return Err(DropReason::NdIgnored);
                 }
                 let sender = EthernetFrame::new_unchecked(frame.bytes()).src_addr();
+                // The solicitor talks to us: worth learning, as an ARP request to us is
+                // (RFC 4861 §7.2.3), so our answer to it needs no solicitation.
+                if let Some(lladdr) = source_lladdr.filter(|_| !probe) {
+                    self.learn6(snap, ctx.att, att, src, lladdr, true, now_ms);
+                }
+                if !self.active {
+                    return Err(DropReason::NdIgnored);
+                }
                 let (to, mac) = if probe {
                     (ALL_NODES, icmpv6::multicast_mac(ALL_NODES))
                 } else {
@@ -148,7 +197,36 @@ impl<F: Frame> Pipeline<F> {
                 self.counters.nd_advertisements += 1;
                 Ok(Next::Tx(att.port))
             }
-            Icmpv6Type::NEIGHBOR_ADVERT => Err(DropReason::NdIgnored),
+            Icmpv6Type::NEIGHBOR_ADVERT => {
+                let Ok(NdiscRepr::Advert {
+                    solicited,
+                    target,
+                    target_lladdr,
+                    ..
+                }) = NdiscRepr::parse(&icmp)
+                else {
+                    return Err(DropReason::NdIgnored);
+                };
+                // RFC 4861 §7.1.2: from the link, about a unicast address, never a
+                // solicited answer to a group.
+                let sane = hop == ND_HOP_LIMIT
+                    && !is_multicast(target)
+                    && target != 0
+                    && !(solicited && is_multicast(dst))
+                    && snap.local6(ctx.att, target).is_none();
+                if !sane {
+                    return Err(DropReason::NdIgnored);
+                }
+                let sender = EthernetFrame::new_unchecked(frame.bytes()).src_addr();
+                let lladdr = target_lladdr.unwrap_or(sender);
+                // An answer to our solicitation is learned; an unsolicited one only
+                // updates a neighbour we already track (a sender must not fill the table).
+                if self.learn6(snap, ctx.att, att, target, lladdr, solicited, now_ms) {
+                    Ok(Next::Consumed)
+                } else {
+                    Err(DropReason::NdIgnored)
+                }
+            }
             // An error about a reply of a NAT64 flow: on to its target as ICMPv4.
             t if t.is_error() => match snap.local6(ctx.att, dst) {
                 Some(LocalKind::Endpoint(e)) => self.icmp6_error_to_target(

@@ -36,12 +36,12 @@ impl<F: Frame> Pipeline<F> {
         let (mac, next) = match self.neighbours.resolve(att_idx, next_hop, now_ms) {
             Resolution::Known(mac) => (EthernetAddress(mac), Next::Tx(att.port)),
             Resolution::Refresh(mac) => {
-                self.request(att, next_hop, now_ms);
+                self.request(att, Hop::V4(next_hop), now_ms);
                 (EthernetAddress(mac), Next::Tx(att.port))
             }
             // Held: the destination is written when the next hop answers.
             Resolution::Request => {
-                self.request(att, next_hop, now_ms);
+                self.request(att, Hop::V4(next_hop), now_ms);
                 (EthernetAddress::UNSPECIFIED, Next::Hold(att_idx, next_hop))
             }
             Resolution::Pending => (EthernetAddress::UNSPECIFIED, Next::Hold(att_idx, next_hop)),
@@ -51,16 +51,65 @@ impl<F: Frame> Pipeline<F> {
         Ok(next)
     }
 
-    /// Asks for `next_hop`'s MAC on `att`.
-    fn request(&mut self, att: &AttachmentView, next_hop: u32, now_ms: u64) {
-        self.send_arp(
-            att,
-            ArpOperation::REQUEST,
-            att.ip,
-            next_hop,
-            EthernetAddress::BROADCAST,
-            now_ms,
-        );
+    /// The IPv6 side of [`route`](Self::route): puts the header of attachment `att_idx`
+    /// in front of the IPv6 packet at `l3` (its size already checked against the MTU by
+    /// the caller), with the MAC of the next hop towards `dst`, or holds the packet while
+    /// neighbour discovery resolves it.
+    pub(super) fn route6(
+        &mut self,
+        att: &AttachmentView,
+        att_idx: u16,
+        dst: u128,
+        frame: &mut F,
+        l3: usize,
+        now_ms: u64,
+    ) -> Result<Next, DropReason> {
+        let (mac, next) = self.next_hop6(att, att_idx, dst, now_ms)?;
+        fit_l2(frame, l3, att)?;
+        write_l2(frame.bytes_mut(), att, mac, EtherType::IPV6);
+        Ok(next)
+    }
+
+    /// The MAC of the next hop towards IPv6 `dst` on `att` and where the frame goes:
+    /// out of its port, or held (destination unspecified until the neighbour answers;
+    /// a solicitation is sent by whoever claimed it).
+    pub(super) fn next_hop6(
+        &mut self,
+        att: &AttachmentView,
+        att_idx: u16,
+        dst: u128,
+        now_ms: u64,
+    ) -> Result<(EthernetAddress, Next), DropReason> {
+        let hop = att.next_hop6(dst).ok_or(DropReason::NeighbourUnresolved)?;
+        let held = Next::Hold6(att_idx, std::net::Ipv6Addr::from(hop));
+        Ok(match self.neighbours6.resolve(att_idx, hop, now_ms) {
+            Resolution::Known(mac) => (EthernetAddress(mac), Next::Tx(att.port)),
+            Resolution::Refresh(mac) => {
+                self.send_solicit(att, hop);
+                (EthernetAddress(mac), Next::Tx(att.port))
+            }
+            Resolution::Request => {
+                self.send_solicit(att, hop);
+                (EthernetAddress::UNSPECIFIED, held)
+            }
+            Resolution::Pending => (EthernetAddress::UNSPECIFIED, held),
+            Resolution::Failed => return Err(DropReason::NeighbourUnresolved),
+        })
+    }
+
+    /// Asks for `next_hop`'s MAC on `att`: ARP, or a neighbour solicitation.
+    pub(super) fn request(&mut self, att: &AttachmentView, next_hop: Hop, now_ms: u64) {
+        match next_hop {
+            Hop::V4(ip) => self.send_arp(
+                att,
+                ArpOperation::REQUEST,
+                att.ip,
+                ip,
+                EthernetAddress::BROADCAST,
+                now_ms,
+            ),
+            Hop::V6(ip) => self.send_solicit(att, ip),
+        }
     }
 }
 

@@ -43,7 +43,9 @@ use crate::tables::flow::{
 };
 use crate::tables::fragments::Datagrams;
 use crate::tables::limits::{ConsumerLoad, FlowLimits};
-use crate::tables::neighbour::{NeighbourTable, NeighbourTimers, Neighbours, Resolution};
+use crate::tables::neighbour::{
+    NeighbourTable, NeighbourTimers, Neighbours, Neighbours6, Resolution, SharedNeighbours,
+};
 use crate::tables::snapshot::{AttachmentView, ListenerRef, LocalKind, Refusal, Snapshot};
 use crate::tables::snat::SnatPorts;
 pub use crate::tables::snat::SNAT_PORT_MIN;
@@ -132,10 +134,17 @@ impl Default for PipelineSettings {
     }
 }
 
+/// A next hop of either version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Hop {
+    V4(u32),
+    V6(u128),
+}
+
 struct Held<F> {
     frame: F,
     attachment: u16,
-    next_hop: u32,
+    next_hop: Hop,
     since_ms: u64,
 }
 
@@ -148,6 +157,8 @@ pub struct Pipeline<F: Frame> {
     settings: PipelineSettings,
     flows: FlowTable,
     neighbours: Neighbours,
+    /// IPv6 next hops (neighbour discovery), shared like the IPv4 ones.
+    neighbours6: Neighbours6,
     held: VecDeque<Held<F>>,
     held_scratch: VecDeque<Held<F>>,
     emitted: Vec<(u16, F)>,
@@ -243,11 +254,8 @@ impl<F: Frame> Pipeline<F> {
     /// A pipeline for worker `id`, starting from snapshot `snap`, with a neighbour table
     /// of its own (one worker, tests, benchmarks).
     pub fn new(id: u16, settings: PipelineSettings, alloc: FrameAlloc<F>, snap: &Snapshot) -> Self {
-        let table = Arc::new(NeighbourTable::new(
-            settings.neighbour_capacity,
-            settings.neighbour_timers,
-        ));
-        Self::with_neighbour_table(id, settings, alloc, snap, table)
+        let tables = SharedNeighbours::new(settings.neighbour_capacity, settings.neighbour_timers);
+        Self::with_neighbour_table(id, settings, alloc, snap, tables)
     }
 
     /// A pipeline for worker `id` that shares `neighbours` with the other workers: a
@@ -257,7 +265,7 @@ impl<F: Frame> Pipeline<F> {
         settings: PipelineSettings,
         alloc: FrameAlloc<F>,
         snap: &Snapshot,
-        neighbours: Arc<NeighbourTable>,
+        neighbours: SharedNeighbours,
     ) -> Self {
         let flows = FlowTable::with_capacity(settings.flow_capacity, settings.timeouts);
         let flows_capacity = flows.capacity();
@@ -268,7 +276,8 @@ impl<F: Frame> Pipeline<F> {
                 .unwrap_or_else(|| std::collections::hash_map::RandomState::new().hash_one(id));
             crate::tables::maglev::mix64(seed ^ salt)
         };
-        let neighbours = Neighbours::shared(neighbours);
+        let neighbours6 = Neighbours6::shared(neighbours.v6);
+        let neighbours = Neighbours::shared(neighbours.v4);
         let hold = settings.hold_capacity;
         let datagrams = Datagrams::new(
             settings.fragment_datagrams,
@@ -282,6 +291,7 @@ impl<F: Frame> Pipeline<F> {
             load: ConsumerLoad::new(settings.limits, settings.flow_capacity, seed(2)),
             flows,
             neighbours,
+            neighbours6,
             held: VecDeque::with_capacity(hold),
             held_scratch: VecDeque::with_capacity(hold),
             emitted: Vec::with_capacity(256),
@@ -344,6 +354,11 @@ impl<F: Frame> Pipeline<F> {
     /// The neighbour table this worker uses (shared with the other workers).
     pub fn neighbour_table(&self) -> &Arc<NeighbourTable> {
         self.neighbours.table()
+    }
+
+    /// The IPv6 one.
+    pub fn neighbour_table6(&self) -> &Arc<crate::tables::neighbour::NeighbourTable6> {
+        self.neighbours6.table()
     }
 }
 

@@ -9,9 +9,10 @@
 //! two kinds of key never meet, and [`is_ipv6_consumer`] tells them apart. What the fold
 //! loses is kept beside the table, by flow slot ([`Consumers6`]): the consumer's address
 //! (every packet of the flow is checked against it, so a fold shared with another
-//! consumer cannot join its flow), the endpoint's IPv6 address, and the MAC the
-//! consumer's packets came from, where its replies go (the consumer, or the router in
-//! front of it).
+//! consumer cannot join its flow) and the endpoint's IPv6 address. Replies go to the
+//! consumer's next hop by neighbour discovery (the consumer when it is inside the
+//! attachment's IPv6 prefix, else the attachment's `gateway6`), as IPv4 replies go by
+//! ARP.
 //!
 //! ICMP errors, both those the appliance sends an IPv6 consumer and those translated
 //! between the versions, are `icmp6.rs`'s. Fragments go through the fragment node like
@@ -58,8 +59,6 @@ pub struct Side6 {
     pub consumer: u128,
     /// The endpoint's IPv6 address.
     pub endpoint: u128,
-    /// Where the consumer's packets came from on the link: its replies go there.
-    pub mac: [u8; 6],
 }
 
 /// [`Side6`] by flow slot; empty (and never used) when no attachment has IPv6.
@@ -69,7 +68,7 @@ pub struct Consumers6 {
 }
 
 impl Consumers6 {
-    /// Room for a table of `capacity` flows: 40 bytes per slot, only when `ipv6`.
+    /// Room for a table of `capacity` flows: 32 bytes per slot, only when `ipv6`.
     pub fn new(capacity: usize, ipv6: bool) -> Consumers6 {
         Consumers6 {
             slots: if ipv6 {
@@ -243,13 +242,11 @@ impl<F: Frame> Pipeline<F> {
         };
         let consumer = addr(8)?;
         if new {
-            let mac = EthernetFrame::new_unchecked(b).src_addr().0;
             self.consumers6.set(
                 id,
                 Side6 {
                     consumer,
                     endpoint: addr(24)?,
-                    mac,
                 },
             );
             return Ok(());
@@ -261,13 +258,14 @@ impl<F: Frame> Pipeline<F> {
     }
 
     /// Rewrite for a flow of an IPv6 consumer: its packet to IPv4 for the target, or the
-    /// target's reply to IPv6 for the consumer, sent from here (the consumer's MAC is the
-    /// flow's; no neighbour to resolve).
+    /// target's reply to IPv6 for the consumer, sent from here to the consumer's next hop
+    /// (neighbour discovery).
     pub(super) fn rewrite64(
         &mut self,
         snap: &Snapshot,
         frame: &mut F,
         ctx: &mut Ctx,
+        now_ms: u64,
     ) -> Result<Next, DropReason> {
         let other = ctx.other;
         if ctx.ipv6 {
@@ -306,28 +304,26 @@ impl<F: Frame> Pipeline<F> {
             ctx.l3 += grow;
         }
         let l3 = to_ipv6(frame.bytes_mut(), ctx, &other, &side, frag)?;
+        let (mac, next) = self.next_hop6(att, other.vpc, side.consumer, now_ms)?;
         if frag.is_some() && whole + fh > usize::from(att.mtu) {
-            self.cut_fragment(frame, l3, att, &side)?;
+            self.cut_fragment(frame, l3, att, (mac, next), now_ms)?;
         }
         l2::fit_l2(frame, l3, att)?;
-        l2::write_l2(
-            frame.bytes_mut(),
-            att,
-            EthernetAddress(side.mac),
-            EtherType::IPV6,
-        );
-        Ok(Next::Tx(att.port))
+        l2::write_l2(frame.bytes_mut(), att, mac, EtherType::IPV6);
+        Ok(next)
     }
 
     /// Cuts the IPv6 fragment at `l3` in `frame` so that each piece fits `att`'s MTU:
-    /// the frame keeps the first piece, the others leave from here (to the consumer's
-    /// MAC of `side`), each with its offset, all but the last with "more".
+    /// the frame keeps the first piece, the others leave from here (to `mac`, or held
+    /// with the frame when `next` holds it), each with its offset, all but the last with
+    /// "more".
     fn cut_fragment(
         &mut self,
         frame: &mut F,
         l3: usize,
         att: &AttachmentView,
-        side: &Side6,
+        (mac, next): (EthernetAddress, Next),
+        now_ms: u64,
     ) -> Result<(), DropReason> {
         let head = ip6::HEADER_LEN + ip6::FRAGMENT_HEADER_LEN;
         let room = (usize::from(att.mtu).saturating_sub(head)) & !7;
@@ -361,9 +357,12 @@ impl<F: Frame> Pipeline<F> {
                 h[4..6].copy_from_slice(&u16::try_from(8 + n).unwrap_or(0).to_be_bytes());
                 let m = if last { more } else { true };
                 h[42..44].copy_from_slice(&(off | u16::from(m)).to_be_bytes());
-                l2::write_l2(dst, att, EthernetAddress(side.mac), EtherType::IPV6);
+                l2::write_l2(dst, att, mac, EtherType::IPV6);
             }
-            self.emitted.push((att.port, piece));
+            match next {
+                Next::Hold6(a, hop) => self.hold(piece, a, Hop::V6(u128::from(hop)), now_ms),
+                _ => self.emitted.push((att.port, piece)),
+            }
             at += n;
         }
         let b = frame.bytes_mut();

@@ -7,6 +7,7 @@
 use super::context::Ctx;
 use super::dispatch::Next;
 use super::*;
+use crate::wire::icmpv6::{self, NdiscRepr};
 
 /// TTL of packets the appliance originates.
 pub(super) const OWN_TTL: u8 = 64;
@@ -45,27 +46,6 @@ impl<F: Frame> Pipeline<F> {
         ip6: u128,
         lladdr: EthernetAddress,
     ) {
-        use super::ipv6::{write_header, ALL_NODES, ND_HOP_LIMIT};
-        use crate::wire::icmpv6::{self, NdiscRepr};
-        use crate::wire::ipv6;
-        let Some(mut f) = (self.alloc)() else {
-            self.counters.drop(DropReason::NoMbuf);
-            return;
-        };
-        let l2_len = ethernet::HEADER_LEN + if att.vlan.is_some() { vlan::TAG_LEN } else { 0 };
-        let l4 = l2_len + ipv6::HEADER_LEN;
-        let end = l4 + icmpv6::ND_WITH_LLADDR_LEN;
-        if !f.set_len(end) {
-            self.counters.drop(DropReason::NoMbuf);
-            return;
-        }
-        let bytes = f.bytes_mut();
-        write_l2(
-            bytes,
-            att,
-            icmpv6::multicast_mac(ALL_NODES),
-            EtherType::IPV6,
-        );
         let advert = NdiscRepr::Advert {
             router: false,
             solicited: false,
@@ -73,13 +53,54 @@ impl<F: Frame> Pipeline<F> {
             target: ip6,
             target_lladdr: Some(lladdr),
         };
-        let Ok(len) = advert.emit(&mut bytes[l4..end], ip6, ALL_NODES) else {
-            self.counters.drop(DropReason::NoMbuf);
-            return;
+        if self.nd_frame(att, &advert, (ip6, super::ipv6::ALL_NODES)) {
+            self.counters.nd_advertisements += 1;
+        }
+    }
+
+    /// A neighbour solicitation for next hop `target` from the attachment's own IPv6
+    /// address, to the target's solicited-node group (RFC 4861 §7.2.2), carrying our MAC.
+    pub(super) fn send_solicit(&mut self, att: &AttachmentView, target: u128) {
+        let Some(ip6) = att.ip6 else { return };
+        let solicit = NdiscRepr::Solicit {
+            target,
+            source_lladdr: Some(EthernetAddress(att.mac)),
         };
-        write_header(&mut bytes[l2_len..], ip6, ALL_NODES, len, ND_HOP_LIMIT);
-        self.counters.nd_advertisements += 1;
+        if self.nd_frame(att, &solicit, (ip6, icmpv6::solicited_node(target))) {
+            self.counters.nd_solicitations += 1;
+        }
+    }
+
+    /// Sends neighbour discovery message `repr` from `src` to group `dst` on `att`; false
+    /// when it could not (counted).
+    fn nd_frame(
+        &mut self,
+        att: &AttachmentView,
+        repr: &NdiscRepr,
+        (src, dst): (u128, u128),
+    ) -> bool {
+        use super::ipv6::{write_header, ND_HOP_LIMIT};
+        use crate::wire::ipv6;
+        let Some(mut f) = (self.alloc)() else {
+            self.counters.drop(DropReason::NoMbuf);
+            return false;
+        };
+        let l2_len = ethernet::HEADER_LEN + if att.vlan.is_some() { vlan::TAG_LEN } else { 0 };
+        let l4 = l2_len + ipv6::HEADER_LEN;
+        let end = l4 + icmpv6::ND_WITH_LLADDR_LEN;
+        if !f.set_len(end) {
+            self.counters.drop(DropReason::NoMbuf);
+            return false;
+        }
+        let bytes = f.bytes_mut();
+        write_l2(bytes, att, icmpv6::multicast_mac(dst), EtherType::IPV6);
+        let Ok(len) = repr.emit(&mut bytes[l4..end], src, dst) else {
+            self.counters.drop(DropReason::NoMbuf);
+            return false;
+        };
+        write_header(&mut bytes[l2_len..], src, dst, len, ND_HOP_LIMIT);
         self.emitted.push((att.port, f));
+        true
     }
 
     fn arp_frame(
@@ -196,7 +217,7 @@ impl<F: Frame> Pipeline<F> {
                 Ok(())
             }
             Ok(Next::Hold(a, nh)) => {
-                self.hold(f, a, nh, now_ms);
+                self.hold(f, a, Hop::V4(nh), now_ms);
                 Ok(())
             }
             Ok(_) => Err(DropReason::NoAttachment),

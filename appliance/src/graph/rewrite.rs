@@ -17,6 +17,7 @@ impl<F: Frame> Pipeline<F> {
         snap: &Snapshot,
         frame: &mut F,
         ctx: &mut Ctx,
+        now_ms: u64,
     ) -> Result<Next, DropReason> {
         let other = ctx.other;
         if ctx.frag.is_some() {
@@ -24,7 +25,7 @@ impl<F: Frame> Pipeline<F> {
         }
         // A flow of an IPv6 consumer: its packets and its replies change IP version.
         if ctx.ipv6 || super::nat64::is_ipv6_consumer(other.src_ip) {
-            return self.rewrite64(snap, frame, ctx);
+            return self.rewrite64(snap, frame, ctx, now_ms);
         }
         let pkt = frame
             .bytes_mut()

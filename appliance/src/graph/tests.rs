@@ -60,8 +60,11 @@ fn pipeline(config: &Config, workers: u16, id: u16) -> (Pipeline<VecFrame>, Snap
     (with_neighbours(p, &snap), snap)
 }
 
-/// The client and both targets known, so translated packets leave at once.
+/// The client (and its IPv6 address) and both targets known, so translated packets
+/// leave at once.
 fn with_neighbours(mut p: Pipeline<VecFrame>, snap: &Snapshot) -> Pipeline<VecFrame> {
+    let host6 = nat64::a6(nat64::HOST6);
+    p.neighbour_table6().learn(0, host6, CLIENT_MAC, 0);
     for (att, ip, mac) in [
         (0u16, CLIENT, CLIENT_MAC),
         (1, Ipv4Addr::new(10, 2, 0, 11), TARGET_MAC),
@@ -2597,17 +2600,14 @@ fn arp_replies_on_another_workers_queue_release_every_held_packet() {
     let mut settings = crate::daemon::pipeline_settings(&config, 2);
     settings.flow_capacity = 4096;
     settings.hold_capacity = 1024;
-    let table = Arc::new(NeighbourTable::new(
-        settings.neighbour_capacity,
-        settings.neighbour_timers,
-    ));
+    let table = SharedNeighbours::new(settings.neighbour_capacity, settings.neighbour_timers);
     let new = |id| {
         let mut p: Pipeline<VecFrame> = Pipeline::with_neighbour_table(
             id,
             settings.clone(),
             Box::new(|| Some(VecFrame::new(&[]))),
             &snap,
-            Arc::clone(&table),
+            table.clone(),
         );
         p.drain_emitted().for_each(drop);
         p
@@ -2701,14 +2701,14 @@ fn expiry_is_refreshed_once_for_all_workers() {
     let snap = snapshot(&config);
     let mut settings = crate::daemon::pipeline_settings(&config, 2);
     settings.flow_capacity = 1024;
-    let table = Arc::new(NeighbourTable::new(64, settings.neighbour_timers));
+    let table = SharedNeighbours::new(64, settings.neighbour_timers);
     let new = |id| {
         let mut p: Pipeline<VecFrame> = Pipeline::with_neighbour_table(
             id,
             settings.clone(),
             Box::new(|| Some(VecFrame::new(&[]))),
             &snap,
-            Arc::clone(&table),
+            table.clone(),
         );
         p.drain_emitted().for_each(drop);
         p

@@ -9,6 +9,23 @@ use crate::ha::record::RecordKind;
 /// How often neighbour retries and the hold queue are looked at.
 pub(super) const TIMER_TICK_MS: u64 = 10;
 
+/// Writes the learned MACs of `table` whose set was busy; those now usable, as hops.
+fn retry_deferred<A: crate::tables::neighbour::NeighbourAddr>(
+    table: &mut crate::tables::neighbour::NeighboursOf<A>,
+    now_ms: u64,
+    hop: fn(A) -> Hop,
+) -> [Option<(u16, Hop, [u8; 6])>; crate::tables::neighbour::DEFERRED] {
+    let mut usable = [None; crate::tables::neighbour::DEFERRED];
+    let mut n = 0;
+    table.retry_deferred(now_ms, |att, ip, mac| {
+        if let Some(d) = usable.get_mut(n) {
+            *d = Some((att, hop(ip), mac));
+            n += 1;
+        }
+    });
+    usable
+}
+
 impl<F: Frame> Pipeline<F> {
     /// A neighbour learned outside the packet path: recorded in the (shared) table as an
     /// ARP reply would be, and this worker's packets held for it go out.
@@ -18,7 +35,7 @@ impl<F: Frame> Pipeline<F> {
             .learn(n.attachment, n.ip, n.mac, now_ms)
             .is_usable()
         {
-            self.release_held(snap, n.attachment, n.ip, n.mac);
+            self.release_held(snap, n.attachment, Hop::V4(n.ip), n.mac);
         }
     }
 
@@ -85,15 +102,9 @@ impl<F: Frame> Pipeline<F> {
             return;
         }
         self.last_tick_ms = now_ms;
-        let mut deferred = [None; crate::tables::neighbour::DEFERRED];
-        let mut n = 0;
-        self.neighbours.retry_deferred(now_ms, |att, ip, mac| {
-            if let Some(d) = deferred.get_mut(n) {
-                *d = Some((att, ip, mac));
-                n += 1;
-            }
-        });
-        for (att, ip, mac) in deferred.into_iter().flatten() {
+        let usable = retry_deferred(&mut self.neighbours, now_ms, Hop::V4);
+        let usable6 = retry_deferred(&mut self.neighbours6, now_ms, Hop::V6);
+        for (att, ip, mac) in usable.into_iter().chain(usable6).flatten() {
             self.release_held(snap, att, ip, mac);
         }
         self.tick_held(snap, now_ms);
@@ -111,7 +122,7 @@ impl<F: Frame> Pipeline<F> {
         let max_hold = t.retry_ms.saturating_mul(u64::from(t.tries) + 1);
         std::mem::swap(&mut self.held, &mut self.held_scratch);
         // Held packets mostly wait for one next hop: decide once per run of them.
-        let mut last: Option<((u16, u32), Resolution)> = None;
+        let mut last: Option<((u16, Hop), Resolution)> = None;
         while let Some(mut h) = self.held_scratch.pop_front() {
             if now_ms.saturating_sub(h.since_ms) > max_hold {
                 self.counters.drop(DropReason::NeighbourUnresolved);
@@ -121,18 +132,13 @@ impl<F: Frame> Pipeline<F> {
             let r = match last {
                 Some((k, r)) if k == hop => r,
                 _ => {
-                    let r = self.neighbours.resolve(hop.0, hop.1, now_ms);
+                    let r = match hop.1 {
+                        Hop::V4(ip) => self.neighbours.resolve(hop.0, ip, now_ms),
+                        Hop::V6(ip) => self.neighbours6.resolve(hop.0, ip, now_ms),
+                    };
                     if matches!(r, Resolution::Request | Resolution::Refresh(_)) {
                         if let Some(a) = snap.attachment(hop.0) {
-                            let ip = a.ip;
-                            self.send_arp(
-                                a,
-                                ArpOperation::REQUEST,
-                                ip,
-                                hop.1,
-                                EthernetAddress::BROADCAST,
-                                now_ms,
-                            );
+                            self.request(a, hop.1, now_ms);
                         }
                     }
                     last = Some((hop, r));
@@ -155,7 +161,7 @@ impl<F: Frame> Pipeline<F> {
         }
     }
 
-    pub(super) fn hold(&mut self, frame: F, attachment: u16, next_hop: u32, now_ms: u64) {
+    pub(super) fn hold(&mut self, frame: F, attachment: u16, next_hop: Hop, now_ms: u64) {
         if self.held.len() >= self.settings.hold_capacity {
             self.counters.drop(DropReason::NeighbourUnresolved);
             return;
@@ -168,7 +174,7 @@ impl<F: Frame> Pipeline<F> {
         });
     }
 
-    pub(super) fn release_held(&mut self, snap: &Snapshot, att_idx: u16, ip: u32, mac: [u8; 6]) {
+    pub(super) fn release_held(&mut self, snap: &Snapshot, att_idx: u16, ip: Hop, mac: [u8; 6]) {
         if self.held.is_empty() {
             return;
         }
@@ -267,7 +273,7 @@ impl<F: Frame> Pipeline<F> {
         match self.consumers6.of(id, &flow) {
             Some(side) => {
                 let ports = (f.dst_port, f.src_port);
-                self.send_rst6(snap, f.vpc, &side, ports, flow.ack_fwd);
+                self.send_rst6(snap, f.vpc, &side, ports, flow.ack_fwd, now_ms);
             }
             None => self.send_rst(
                 snap,

@@ -44,7 +44,8 @@ use super::role::Role;
 type HmacSha256 = Hmac<Sha256>;
 
 pub const MAGIC: [u8; 4] = *b"PLHA";
-pub const VERSION: u8 = 1;
+/// 2: an IPv6 consumer's side is 32 bytes (its MAC is resolved by neighbour discovery).
+pub const VERSION: u8 = 2;
 /// Magic, version, kind, node, boot.
 pub const HEADER_LEN: usize = field::BODY;
 pub const TAG_LEN: usize = 32;
@@ -213,7 +214,7 @@ pub enum WireError {
     TooLong { len: usize },
     /// "not a sync datagram (bad magic)"
     BadMagic,
-    /// "sync protocol version N, this node speaks 1"
+    /// "sync protocol version N, this node speaks 2"
     BadVersion(u8),
     /// "bad authentication tag (wrong key, or altered)"
     BadTag,
@@ -596,7 +597,7 @@ mod tests {
         };
         let b = encode(&msg, &HDR, KEY);
         let expected_signed: &[u8] = &[
-            b'P', b'L', b'H', b'A', 1, 1, 1, // magic, version, kind, node
+            b'P', b'L', b'H', b'A', 2, 1, 1, // magic, version, kind, node
             1, 2, 3, 4, 5, 6, 7, 8, // boot
             0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18, // counter
             2, 0x99, // role, priority
@@ -660,8 +661,8 @@ mod tests {
         b[0] = b'X';
         assert_eq!(decode(&b, KEY), Err(WireError::BadMagic));
         let mut b = good.clone();
-        b[field::VERSION] = 2;
-        assert_eq!(decode(&b, KEY), Err(WireError::BadVersion(2)));
+        b[field::VERSION] = 1;
+        assert_eq!(decode(&b, KEY), Err(WireError::BadVersion(1)));
         let mut b = good.clone();
         *b.last_mut().unwrap() ^= 1;
         assert_eq!(decode(&b, KEY), Err(WireError::BadTag));
@@ -805,7 +806,6 @@ mod tests {
             side6: n.is_multiple_of(2).then_some(crate::graph::nat64::Side6 {
                 consumer: u128::from(n) << 64 | 0x10,
                 endpoint: 0xfd00 << 112 | 0x64,
-                mac: [2, 0, 0, 0, 1, 0x10],
             }),
             ..sample_record(n)
         };

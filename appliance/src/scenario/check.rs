@@ -138,7 +138,8 @@ pub fn check_leaving(snap: &Snapshot, owned: &[Vec<u32>], strict: Strict, port: 
         }
         EtherType::IPV6 => {
             // Only the appliance's own IPv6 addresses speak IPv6 (the attachment's and
-            // dual-stack endpoints'): neighbour advertisements, echo replies and ICMPv6
+            // dual-stack endpoints'): neighbour advertisements and solicitations, echo
+            // replies and ICMPv6
             // errors, checksummed, from one of them, and translated replies (whole, or
             // as fragments) and RSTs from an endpoint's.
             let ip = Ipv6Packet::new_checked(l3)
@@ -186,6 +187,12 @@ pub fn check_leaving(snap: &Snapshot, owned: &[Vec<u32>], strict: Strict, port: 
                 assert!(
                     t == Icmpv6Type::ECHO_REPLY
                         || (t == Icmpv6Type::NEIGHBOR_ADVERT && ip.hop_limit() == 255)
+                        // Asking for a next hop: from the attachment's own address, to
+                        // the target's solicited-node group (ff02::1:ffXX:XXXX).
+                        || (t == Icmpv6Type::NEIGHBOR_SOLICIT
+                            && ip.hop_limit() == 255
+                            && matches!(snap.local6(att, s), Some(LocalKind::Own))
+                            && d >> 24 == 0x00ff_0200_0000_0000_0000_0000_01ff)
                         || (t.is_error() && d >> 120 != 0xff && l3.len() <= 1280),
                     "ICMPv6 {t:?} left: {}",
                     hex()

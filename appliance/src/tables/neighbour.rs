@@ -1,5 +1,7 @@
-//! The neighbour (ARP) table: next-hop MACs per VPC attachment, learned from ARP and
-//! resolved on demand with bounded retries, shared by every worker.
+//! The neighbour table: next-hop MACs per VPC attachment, learned from ARP (IPv4) or
+//! neighbour discovery (IPv6) and resolved on demand with bounded retries, shared by
+//! every worker. One implementation serves both versions ([`NeighbourAddr`]): an IPv6
+//! key is three words instead of one, compared whole, never a hash of the address.
 //!
 //! Why one table for all workers: a worker that needs a next hop sends the ARP request,
 //! but the reply comes back on whatever queue the device (RSS, or the kernel behind a tap)
@@ -36,8 +38,109 @@
 //! cached answer wrong (a MAC changed, an entry evicted or replaced) bumps the table's
 //! version; each worker compares it once per poll and clears its cache when it moved.
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::sync::Arc;
+
+/// An address the table keys next hops by: `u32` (IPv4) or `u128` (IPv6).
+pub trait NeighbourAddr: Copy + Eq + std::fmt::Debug + Send + Sync + 'static {
+    /// (attachment, address) as stored; the default value marks a free way, which no
+    /// key ever equals.
+    type Key: Copy + Eq + Default + std::fmt::Debug;
+    /// The atomics one key is stored in.
+    type Cell: Default + std::fmt::Debug + Send + Sync;
+    fn key(att: u16, ip: Self) -> Self::Key;
+    /// Reads a key; a whole one only under the set's sequence (see [`Set::read`]).
+    fn load(cell: &Self::Cell) -> Self::Key;
+    fn store(cell: &Self::Cell, key: Self::Key);
+    /// The bits the set is chosen by.
+    fn spread(key: Self::Key) -> u64;
+    /// The slot of a worker's cache.
+    fn cache_slot(att: u16, ip: Self) -> usize;
+    fn addr(self) -> IpAddr;
+}
+
+impl NeighbourAddr for u32 {
+    /// `(attachment << 32 | ip) + 1`.
+    type Key = u64;
+    type Cell = AtomicU64;
+
+    #[inline]
+    fn key(att: u16, ip: u32) -> u64 {
+        ((u64::from(att) << 32) | u64::from(ip)) + 1
+    }
+
+    #[inline]
+    fn load(cell: &AtomicU64) -> u64 {
+        cell.load(Ordering::Relaxed)
+    }
+
+    #[inline]
+    fn store(cell: &AtomicU64, key: u64) {
+        cell.store(key, Ordering::Relaxed);
+    }
+
+    #[inline]
+    fn spread(key: u64) -> u64 {
+        key
+    }
+
+    #[inline]
+    fn cache_slot(att: u16, ip: u32) -> usize {
+        // Low bits of the host part spread consecutive addresses over the slots.
+        ((ip ^ (ip >> 8) ^ u32::from(att)) as usize) % CACHE_SLOTS
+    }
+
+    fn addr(self) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::from(self))
+    }
+}
+
+impl NeighbourAddr for u128 {
+    /// `[attachment + 1, high half, low half]`.
+    type Key = [u64; 3];
+    type Cell = [AtomicU64; 3];
+
+    #[inline]
+    fn key(att: u16, ip: u128) -> [u64; 3] {
+        #[allow(clippy::cast_possible_truncation)] // the two halves
+        let (hi, lo) = ((ip >> 64) as u64, ip as u64);
+        [u64::from(att) + 1, hi, lo]
+    }
+
+    #[inline]
+    fn load(cell: &[AtomicU64; 3]) -> [u64; 3] {
+        [
+            cell[0].load(Ordering::Relaxed),
+            cell[1].load(Ordering::Relaxed),
+            cell[2].load(Ordering::Relaxed),
+        ]
+    }
+
+    #[inline]
+    fn store(cell: &[AtomicU64; 3], key: [u64; 3]) {
+        for (c, k) in cell.iter().zip(key) {
+            c.store(k, Ordering::Relaxed);
+        }
+    }
+
+    #[inline]
+    fn spread(key: [u64; 3]) -> u64 {
+        // Interface identifiers differ in the low half, prefixes in the high one.
+        crate::tables::maglev::mix64(key[2] ^ key[1].rotate_left(17) ^ key[0].rotate_left(48))
+    }
+
+    #[inline]
+    fn cache_slot(att: u16, ip: u128) -> usize {
+        #[allow(clippy::cast_possible_truncation)] // the low bits
+        let low = ip as u32;
+        <u32 as NeighbourAddr>::cache_slot(att, low)
+    }
+
+    fn addr(self) -> IpAddr {
+        IpAddr::V6(Ipv6Addr::from(self))
+    }
+}
 
 /// Entries per set: the candidates a new neighbour may replace when its set is full.
 pub const WAYS: usize = 8;
@@ -178,22 +281,22 @@ impl State {
 /// the sequence and one line of keys before the entry it wants.
 #[derive(Debug)]
 #[repr(align(64))]
-struct Set {
+struct Set<A: NeighbourAddr> {
     /// Odd while a writer holds the set.
     seq: AtomicU64,
-    /// `(attachment << 32 | ip) + 1`; 0 = free.
-    keys: [AtomicU64; WAYS],
+    /// [`NeighbourAddr::key`]s; the default = free.
+    keys: [A::Cell; WAYS],
     entries: [AtomicU64; WAYS],
     times: [AtomicU64; WAYS],
     /// Last use (ms), for eviction only: a hint, written outside the lock.
     used: [AtomicU64; WAYS],
 }
 
-impl Set {
-    fn new() -> Set {
+impl<A: NeighbourAddr> Set<A> {
+    fn new() -> Set<A> {
         Set {
             seq: AtomicU64::new(0),
-            keys: std::array::from_fn(|_| AtomicU64::new(0)),
+            keys: std::array::from_fn(|_| A::Cell::default()),
             entries: std::array::from_fn(|_| AtomicU64::new(0)),
             times: std::array::from_fn(|_| AtomicU64::new(0)),
             used: std::array::from_fn(|_| AtomicU64::new(0)),
@@ -203,13 +306,13 @@ impl Set {
     /// The way holding `key` and its state, read consistently; Err when a writer held the
     /// set for every attempt.
     #[inline]
-    fn read(&self, key: u64) -> Result<Option<(usize, State)>, ()> {
+    fn read(&self, key: A::Key) -> Result<Option<(usize, State)>, ()> {
         for _ in 0..READ_TRIES {
             let before = self.seq.load(Ordering::Acquire);
             if before & 1 == 0 {
                 let mut found = None;
                 for (w, k) in self.keys.iter().enumerate() {
-                    if k.load(Ordering::Relaxed) == key {
+                    if A::load(k) == key {
                         found = Some((
                             w,
                             self.entries[w].load(Ordering::Relaxed),
@@ -230,7 +333,7 @@ impl Set {
     }
 
     /// Takes the set for writing, or None when another writer keeps it.
-    fn lock(&self) -> Option<SetGuard<'_>> {
+    fn lock(&self) -> Option<SetGuard<'_, A>> {
         for _ in 0..LOCK_TRIES {
             let s = self.seq.load(Ordering::Relaxed);
             if s & 1 == 0
@@ -253,18 +356,15 @@ impl Set {
 }
 
 /// A set held for writing; dropping it publishes the changes (even sequence).
-struct SetGuard<'a> {
-    set: &'a Set,
+struct SetGuard<'a, A: NeighbourAddr> {
+    set: &'a Set<A>,
     seq: u64,
 }
 
-impl SetGuard<'_> {
-    fn find(&self, key: u64) -> Option<(usize, State)> {
+impl<A: NeighbourAddr> SetGuard<'_, A> {
+    fn find(&self, key: A::Key) -> Option<(usize, State)> {
         let s = self.set;
-        let w = s
-            .keys
-            .iter()
-            .position(|k| k.load(Ordering::Relaxed) == key)?;
+        let w = s.keys.iter().position(|k| A::load(k) == key)?;
         // Every write stores a valid entry; an unreadable one would be an expired failure,
         // still in its way so that the key is never stored twice.
         let st = State::decode(
@@ -275,10 +375,10 @@ impl SetGuard<'_> {
         Some((w, st))
     }
 
-    fn put(&self, way: usize, key: u64, state: State, now_ms: u64) {
+    fn put(&self, way: usize, key: A::Key, state: State, now_ms: u64) {
         let s = self.set;
         let (entry, time) = state.encode();
-        s.keys[way].store(key, Ordering::Relaxed);
+        A::store(&s.keys[way], key);
         s.entries[way].store(entry, Ordering::Relaxed);
         s.times[way].store(time, Ordering::Relaxed);
         s.used[way].store(now_ms, Ordering::Relaxed);
@@ -291,7 +391,7 @@ impl SetGuard<'_> {
         let s = self.set;
         let mut best: Option<(usize, u64, bool)> = None;
         for w in 0..WAYS {
-            if s.keys[w].load(Ordering::Relaxed) == 0 {
+            if A::load(&s.keys[w]) == A::Key::default() {
                 return Some((w, false));
             }
             let st = State::decode(
@@ -311,7 +411,7 @@ impl SetGuard<'_> {
     }
 }
 
-impl Drop for SetGuard<'_> {
+impl<A: NeighbourAddr> Drop for SetGuard<'_, A> {
     fn drop(&mut self) {
         self.set.seq.store(self.seq + 1, Ordering::Release);
     }
@@ -319,25 +419,30 @@ impl Drop for SetGuard<'_> {
 
 /// The neighbours of all attachments, shared by every worker (see the module docs).
 #[derive(Debug)]
-pub struct NeighbourTable {
-    sets: Box<[Set]>,
+pub struct NeighbourTableOf<A: NeighbourAddr> {
+    sets: Box<[Set<A>]>,
     mask: usize,
     timers: NeighbourTimers,
     /// Bumped when a MAC that a worker may have cached changes or leaves the table.
     version: AtomicU64,
 }
 
+/// The IPv4 (ARP) table.
+pub type NeighbourTable = NeighbourTableOf<u32>;
+/// The IPv6 (neighbour discovery) table.
+pub type NeighbourTable6 = NeighbourTableOf<u128>;
+
 #[inline]
-fn key_of(att: u16, ip: u32) -> u64 {
-    ((u64::from(att) << 32) | u64::from(ip)) + 1
+fn key_of<A: NeighbourAddr>(att: u16, ip: A) -> A::Key {
+    A::key(att, ip)
 }
 
-impl NeighbourTable {
+impl<A: NeighbourAddr> NeighbourTableOf<A> {
     /// A table for at least `capacity` neighbours (rounded up to whole sets, a power of
     /// two of them).
-    pub fn new(capacity: usize, timers: NeighbourTimers) -> NeighbourTable {
+    pub fn new(capacity: usize, timers: NeighbourTimers) -> NeighbourTableOf<A> {
         let sets = Self::sets_for(capacity);
-        NeighbourTable {
+        NeighbourTableOf {
             sets: (0..sets).map(|_| Set::new()).collect(),
             mask: sets - 1,
             timers,
@@ -352,7 +457,7 @@ impl NeighbourTable {
     /// The bytes [`NeighbourTable::new`] allocates for `capacity`: for the start-up memory
     /// check.
     pub fn memory_for(capacity: usize) -> usize {
-        Self::sets_for(capacity) * std::mem::size_of::<Set>() + std::mem::size_of::<Self>()
+        Self::sets_for(capacity) * std::mem::size_of::<Set<A>>() + std::mem::size_of::<Self>()
     }
 
     /// How many neighbours it can hold.
@@ -375,9 +480,9 @@ impl NeighbourTable {
     }
 
     #[inline]
-    fn set_of(&self, key: u64) -> &Set {
+    fn set_of(&self, key: A::Key) -> &Set<A> {
         // Fibonacci hashing: the high bits of the product spread neighbouring addresses.
-        let h = key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+        let h = A::spread(key).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
         let i = usize::try_from(h).unwrap_or(0) & self.mask;
         &self.sets[i]
     }
@@ -385,7 +490,7 @@ impl NeighbourTable {
     /// The MAC of `ip` on `att` if it can be used now without asking (static, or reachable
     /// and confirmed within the TTL), with how long it stays usable (u64::MAX: static).
     /// Stamps the entry's last use.
-    pub fn known(&self, att: u16, ip: u32, now_ms: u64) -> Option<([u8; 6], u64)> {
+    pub fn known(&self, att: u16, ip: A, now_ms: u64) -> Option<([u8; 6], u64)> {
         let key = key_of(att, ip);
         let set = self.set_of(key);
         let (way, st) = set.read(key).ok()??;
@@ -403,14 +508,14 @@ impl NeighbourTable {
     }
 
     /// The MAC of `ip` if known (static or reachable, fresh or not), without side effects.
-    pub fn get(&self, att: u16, ip: u32) -> Option<[u8; 6]> {
+    pub fn get(&self, att: u16, ip: A) -> Option<[u8; 6]> {
         let key = key_of(att, ip);
         self.set_of(key).read(key).ok()??.1.mac()
     }
 
     /// What to do for next hop `ip` on `att` now; claims the request or refresh when one
     /// is to be sent, so that one worker sends it.
-    pub fn resolve(&self, att: u16, ip: u32, now_ms: u64) -> Resolution {
+    pub fn resolve(&self, att: u16, ip: A, now_ms: u64) -> Resolution {
         let t = self.timers;
         let key = key_of(att, ip);
         let set = self.set_of(key);
@@ -516,7 +621,7 @@ impl NeighbourTable {
     }
 
     /// Records `ip` at `mac` (an ARP reply, or a request addressed to us).
-    pub fn learn(&self, att: u16, ip: u32, mac: [u8; 6], now_ms: u64) -> Learned {
+    pub fn learn(&self, att: u16, ip: A, mac: [u8; 6], now_ms: u64) -> Learned {
         let key = key_of(att, ip);
         let set = self.set_of(key);
         let Some(g) = set.lock() else {
@@ -557,7 +662,7 @@ impl NeighbourTable {
 
     /// Refreshes an entry already tracked (a packet from it proves it is alive) without
     /// creating new ones: learning every source would let a sender fill the table.
-    pub fn confirm(&self, att: u16, ip: u32, mac: [u8; 6], now_ms: u64) -> Learned {
+    pub fn confirm(&self, att: u16, ip: A, mac: [u8; 6], now_ms: u64) -> Learned {
         let key = key_of(att, ip);
         match self.set_of(key).read(key) {
             Ok(Some((_, State::Static { .. }))) => Learned::Static,
@@ -570,7 +675,7 @@ impl NeighbourTable {
     /// A permanent entry from the configuration. Nothing is written when it is already
     /// there, so every worker may install the same entries at every snapshot. False when
     /// the set was busy or full of static entries.
-    pub fn add_static(&self, att: u16, ip: u32, mac: [u8; 6]) -> bool {
+    pub fn add_static(&self, att: u16, ip: A, mac: [u8; 6]) -> bool {
         let key = key_of(att, ip);
         let set = self.set_of(key);
         if let Ok(Some((_, State::Static { mac: m }))) = set.read(key) {
@@ -600,7 +705,7 @@ impl NeighbourTable {
         self.sets
             .iter()
             .flat_map(|s| s.keys.iter())
-            .filter(|k| k.load(Ordering::Relaxed) != 0)
+            .filter(|k| A::load(k) != A::Key::default())
             .count()
     }
 
@@ -615,9 +720,9 @@ const CACHE_SLOTS: usize = 64;
 const CACHE_MS: u64 = 1000;
 
 #[derive(Debug, Clone, Copy, Default)]
-struct CacheEntry {
-    /// [`key_of`]; 0 = empty.
-    key: u64,
+struct CacheEntry<K> {
+    /// [`key_of`]; the default = empty.
+    key: K,
     mac: [u8; 6],
     until_ms: u64,
 }
@@ -627,24 +732,29 @@ struct CacheEntry {
 /// this turns their lookup into one compare), and the learned MACs whose write found their
 /// set busy, written again at the next tick.
 #[derive(Debug)]
-pub struct Neighbours {
-    table: Arc<NeighbourTable>,
-    cache: Box<[CacheEntry; CACHE_SLOTS]>,
+pub struct NeighboursOf<A: NeighbourAddr> {
+    table: Arc<NeighbourTableOf<A>>,
+    cache: Box<[CacheEntry<A::Key>; CACHE_SLOTS]>,
     /// The table version the cache was filled under.
     seen_version: u64,
-    deferred: [Option<(u16, u32, [u8; 6])>; DEFERRED],
+    deferred: [Option<(u16, A, [u8; 6])>; DEFERRED],
 }
 
-impl Neighbours {
+/// A worker's view of the IPv4 table.
+pub type Neighbours = NeighboursOf<u32>;
+/// A worker's view of the IPv6 table.
+pub type Neighbours6 = NeighboursOf<u128>;
+
+impl<A: NeighbourAddr> NeighboursOf<A> {
     /// A private table of its own (a single worker, tests).
-    pub fn new(capacity: usize, timers: NeighbourTimers) -> Neighbours {
-        Self::shared(Arc::new(NeighbourTable::new(capacity, timers)))
+    pub fn new(capacity: usize, timers: NeighbourTimers) -> NeighboursOf<A> {
+        Self::shared(Arc::new(NeighbourTableOf::new(capacity, timers)))
     }
 
     /// A view of `table`, shared with the other workers.
-    pub fn shared(table: Arc<NeighbourTable>) -> Neighbours {
+    pub fn shared(table: Arc<NeighbourTableOf<A>>) -> NeighboursOf<A> {
         let seen_version = table.version();
-        Neighbours {
+        NeighboursOf {
             table,
             cache: Box::new([CacheEntry::default(); CACHE_SLOTS]),
             seen_version,
@@ -653,14 +763,13 @@ impl Neighbours {
     }
 
     /// The shared table.
-    pub fn table(&self) -> &Arc<NeighbourTable> {
+    pub fn table(&self) -> &Arc<NeighbourTableOf<A>> {
         &self.table
     }
 
     #[inline]
-    fn cache_slot(att: u16, ip: u32) -> usize {
-        // Low bits of the host part spread consecutive addresses over the slots.
-        ((ip ^ (ip >> 8) ^ u32::from(att)) as usize) % CACHE_SLOTS
+    fn cache_slot(att: u16, ip: A) -> usize {
+        A::cache_slot(att, ip)
     }
 
     fn invalidate(&mut self) {
@@ -679,11 +788,11 @@ impl Neighbours {
     }
 
     /// A permanent entry from the configuration.
-    pub fn add_static(&mut self, att: u16, ip: u32, mac: [u8; 6]) {
+    pub fn add_static(&mut self, att: u16, ip: A, mac: [u8; 6]) {
         if !self.table.add_static(att, ip, mac) {
             log::warn!(
                 "static neighbour {} on attachment {att} not installed: its set of the neighbour table is full of static entries (or was busy); raise tables.neighbours",
-                std::net::Ipv4Addr::from(ip)
+                ip.addr()
             );
         }
         self.sync();
@@ -693,7 +802,7 @@ impl Neighbours {
     /// (static, or reachable and confirmed within the TTL); None otherwise, and then
     /// nothing changed: [`resolve`](Self::resolve) decides what to do. Fills the cache.
     #[inline]
-    pub fn known(&mut self, att: u16, ip: u32, now_ms: u64) -> Option<[u8; 6]> {
+    pub fn known(&mut self, att: u16, ip: A, now_ms: u64) -> Option<[u8; 6]> {
         let key = key_of(att, ip);
         match self.cache.get(Self::cache_slot(att, ip)) {
             Some(c) if c.key == key && now_ms < c.until_ms => Some(c.mac),
@@ -704,7 +813,7 @@ impl Neighbours {
     /// [`known`](Self::known) past the cache: out of line, so the cached case inlines.
     #[cold]
     #[inline(never)]
-    fn known_uncached(&mut self, att: u16, ip: u32, now_ms: u64) -> Option<[u8; 6]> {
+    fn known_uncached(&mut self, att: u16, ip: A, now_ms: u64) -> Option<[u8; 6]> {
         let (mac, usable_until) = self.table.known(att, ip, now_ms)?;
         let until_ms = now_ms.saturating_add(CACHE_MS).min(usable_until);
         if let Some(c) = self.cache.get_mut(Self::cache_slot(att, ip)) {
@@ -719,7 +828,7 @@ impl Neighbours {
 
     /// What to do for next hop `ip` on attachment `att` now.
     #[inline]
-    pub fn resolve(&mut self, att: u16, ip: u32, now_ms: u64) -> Resolution {
+    pub fn resolve(&mut self, att: u16, ip: A, now_ms: u64) -> Resolution {
         if let Some(mac) = self.known(att, ip, now_ms) {
             return Resolution::Known(mac);
         }
@@ -727,13 +836,13 @@ impl Neighbours {
     }
 
     /// The MAC of `ip` if known, without side effects.
-    pub fn get(&self, att: u16, ip: u32) -> Option<[u8; 6]> {
+    pub fn get(&self, att: u16, ip: A) -> Option<[u8; 6]> {
         self.table.get(att, ip)
     }
 
     /// Records `ip` at `mac`; a write that found its set busy is kept and retried at the
     /// next [`retry_deferred`](Self::retry_deferred).
-    pub fn learn(&mut self, att: u16, ip: u32, mac: [u8; 6], now_ms: u64) -> Learned {
+    pub fn learn(&mut self, att: u16, ip: A, mac: [u8; 6], now_ms: u64) -> Learned {
         let learned = self.table.learn(att, ip, mac, now_ms);
         if learned == Learned::Busy {
             self.defer(att, ip, mac);
@@ -743,12 +852,12 @@ impl Neighbours {
 
     /// Refreshes an entry already tracked, never creating one (so a busy set is not
     /// retried later: that write could create it; the next ARP packet confirms it again).
-    pub fn confirm(&mut self, att: u16, ip: u32, mac: [u8; 6], now_ms: u64) -> Learned {
+    pub fn confirm(&mut self, att: u16, ip: A, mac: [u8; 6], now_ms: u64) -> Learned {
         self.table.confirm(att, ip, mac, now_ms)
     }
 
-    fn defer(&mut self, att: u16, ip: u32, mac: [u8; 6]) {
-        let same = |d: &Option<(u16, u32, [u8; 6])>| d.is_some_and(|(a, i, _)| (a, i) == (att, ip));
+    fn defer(&mut self, att: u16, ip: A, mac: [u8; 6]) {
+        let same = |d: &Option<(u16, A, [u8; 6])>| d.is_some_and(|(a, i, _)| (a, i) == (att, ip));
         let slot = match self.deferred.iter().position(same) {
             Some(i) => Some(i),
             None => self.deferred.iter().position(Option::is_none),
@@ -762,7 +871,7 @@ impl Neighbours {
 
     /// Writes the learned MACs whose set was busy; returns those now usable, for the
     /// caller to release held packets.
-    pub fn retry_deferred(&mut self, now_ms: u64, mut usable: impl FnMut(u16, u32, [u8; 6])) {
+    pub fn retry_deferred(&mut self, now_ms: u64, mut usable: impl FnMut(u16, A, [u8; 6])) {
         for d in self.deferred.iter_mut() {
             let Some((att, ip, mac)) = *d else { continue };
             let learned = self.table.learn(att, ip, mac, now_ms);
@@ -781,6 +890,28 @@ impl Neighbours {
 
     pub fn is_empty(&self) -> bool {
         self.table.is_empty()
+    }
+}
+
+/// The IPv4 and the IPv6 table, one of each for all workers.
+#[derive(Debug, Clone)]
+pub struct SharedNeighbours {
+    pub v4: Arc<NeighbourTable>,
+    pub v6: Arc<NeighbourTable6>,
+}
+
+impl SharedNeighbours {
+    /// Room for `capacity` neighbours of each version.
+    pub fn new(capacity: usize, timers: NeighbourTimers) -> SharedNeighbours {
+        SharedNeighbours {
+            v4: Arc::new(NeighbourTable::new(capacity, timers)),
+            v6: Arc::new(NeighbourTable6::new(capacity, timers)),
+        }
+    }
+
+    /// The bytes [`SharedNeighbours::new`] allocates.
+    pub fn memory_for(capacity: usize) -> usize {
+        NeighbourTable::memory_for(capacity) + NeighbourTable6::memory_for(capacity)
     }
 }
 

@@ -55,7 +55,11 @@ pub struct AttachmentView {
     /// The appliance's own IPv6 address here, if the VPC has one.
     pub ip6: Option<u128>,
     pub mask: u32,
+    /// The mask of `ip6`'s prefix (0 without one).
+    pub mask6: u128,
     pub gateway: Option<u32>,
+    /// The IPv6 next hop for addresses off `ip6`'s prefix.
+    pub gateway6: Option<u128>,
     pub static_neighbours: Vec<(u32, [u8; 6])>,
     /// The port's MTU: no IP packet larger than this leaves on the attachment.
     pub mtu: u16,
@@ -77,6 +81,18 @@ impl AttachmentView {
     #[inline]
     pub fn on_link(&self, ip: u32) -> bool {
         ip & self.mask == self.ip & self.mask
+    }
+
+    /// The next hop towards IPv6 `dst`: itself when inside the attachment's IPv6
+    /// prefix, else the IPv6 gateway; none without an IPv6 address.
+    #[inline]
+    pub fn next_hop6(&self, dst: u128) -> Option<u128> {
+        let own = self.ip6?;
+        if dst & self.mask6 == own & self.mask6 {
+            Some(dst)
+        } else {
+            self.gateway6
+        }
     }
 }
 

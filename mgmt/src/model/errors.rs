@@ -581,6 +581,19 @@ pub enum ModelError {
         /// What is wrong with it.
         problem: &'static str,
     },
+    /// `<object>: IPv6 gateway <ip> <problem>`: it must be a unicast neighbour of the
+    /// attachment (link-local, or inside `address6`'s prefix), not the appliance.
+    /// Code `InvalidParameterValue`.
+    BadGateway6 {
+        /// Where.
+        at: KeyPath,
+        /// About what.
+        object: Object,
+        /// The address given.
+        gateway: std::net::Ipv6Addr,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
     /// `<object>: ip_address_type dualstack needs an ip6` (or: `ipv4 has no ip6`): an
     /// endpoint has an IPv6 address exactly when its type has one.
     /// Code `InvalidParameterValue`.
@@ -702,6 +715,7 @@ impl ModelError {
             | Self::InvalidHealthCheckPath { at, .. }
             | Self::DuplicatePrincipal { at, .. }
             | Self::BadIpv6Address { at, .. }
+            | Self::BadGateway6 { at, .. }
             | Self::AddressTypeMismatch { at, .. }
             | Self::Ipv6OnlyUnsupported { at, .. }
             | Self::NoIpv6Prefix { at, .. }
@@ -743,6 +757,7 @@ impl ModelError {
             | Self::InvalidHealthCheckPath { object, .. }
             | Self::DuplicatePrincipal { object, .. }
             | Self::BadIpv6Address { object, .. }
+            | Self::BadGateway6 { object, .. }
             | Self::AddressTypeMismatch { object, .. }
             | Self::Ipv6OnlyUnsupported { object, .. }
             | Self::NoIpv6Prefix { object, .. }
@@ -789,6 +804,7 @@ impl ModelError {
             | Self::TimeoutNotBelowInterval { .. }
             | Self::InvalidHealthCheckPath { .. }
             | Self::BadIpv6Address { .. }
+            | Self::BadGateway6 { .. }
             | Self::AddressTypeMismatch { .. }
             | Self::Ipv6OnlyUnsupported { .. }
             | Self::NoIpv6Prefix { .. }
@@ -870,6 +886,9 @@ impl fmt::Display for ModelError {
             Self::BadIpv6Address {
                 address, problem, ..
             } => write!(f, "IPv6 address {address} {problem}"),
+            Self::BadGateway6 {
+                gateway, problem, ..
+            } => write!(f, "IPv6 gateway {gateway} {problem}"),
             Self::PrefixTooLong { address, .. } => write!(
                 f,
                 "address {address} leaves no room for endpoints \

@@ -849,6 +849,10 @@ pub struct VpcAttachment {
     /// target must be on-link.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<Ipv4Addr>,
+    /// The IPv6 next hop for consumers outside `address6`'s prefix: a link-local address
+    /// (as routers are usually reached) or one inside the prefix. Needs `address6`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<std::net::Ipv6Addr>,
     /// Neighbours not resolved by ARP.
     #[serde(default)]
     pub static_neighbours: Vec<StaticNeighbour>,

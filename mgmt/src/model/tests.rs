@@ -14,6 +14,7 @@ fn attachment(vpc: &str, account: &str, port: &str, address: &str) -> VpcAttachm
         vlan: None,
         address: p(address),
         gateway: None,
+        gateway6: None,
         static_neighbours: vec![],
         mss_clamp: None,
         address6: None,
@@ -1275,6 +1276,50 @@ fn an_attachment_ipv6_address_must_be_one_interfaces() {
     // The one host of a /128 is its own prefix: that is no anycast address.
     atts[0].address6 = Some(p("fd00:c1::1/128"));
     validate_attachments(&atts).unwrap();
+}
+
+#[test]
+fn an_ipv6_gateway_is_a_link_local_or_on_prefix_neighbour_of_an_ipv6_attachment() {
+    let mut atts = attachments();
+    atts[0].gateway6 = Some(p("fe80::1"));
+    expect_attachments(
+        &atts,
+        "vpcs[0].gateway6",
+        &format!("vpc attachment {CONSUMER}: IPv6 gateway fe80::1 needs the attachment's address6"),
+        "InvalidParameterValue",
+    );
+    atts[0].address6 = Some(p("fd00:c1::1/64"));
+    for good in ["fe80::1", "fd00:c1::fe"] {
+        atts[0].gateway6 = Some(p(good));
+        validate_attachments(&atts).unwrap();
+        state().validate(&atts).unwrap();
+    }
+    for (given, problem) in [
+        ("ff02::2", "is not a unicast address"),
+        ("::", "is not a unicast address"),
+        (
+            "fd00:c2::1",
+            "is neither link-local nor inside address6's prefix",
+        ),
+        ("fd00:c1::1", "is the appliance's own address6"),
+        (
+            "fd00:c1::",
+            "is its prefix's subnet-router anycast address (all host bits zero)",
+        ),
+    ] {
+        atts[0].gateway6 = Some(p(given));
+        expect_attachments(
+            &atts,
+            "vpcs[0].gateway6",
+            &format!("vpc attachment {CONSUMER}: IPv6 gateway {given} {problem}"),
+            "InvalidParameterValue",
+        );
+    }
+    // A dual-stack endpoint cannot take the gateway's address.
+    let (st, mut atts) = dual();
+    atts[0].gateway6 = Some(p("fd00:c1::64"));
+    let err = st.validate(&atts).unwrap_err();
+    assert!(err.to_string().contains("fd00:c1::64"), "{err}");
 }
 
 // --- IPv6 endpoints --------------------------------------------------------------------

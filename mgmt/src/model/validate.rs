@@ -133,6 +133,31 @@ pub fn validate_attachments(attachments: &[VpcAttachment]) -> Result<(), ModelEr
                 });
             }
         }
+        if let Some(gw) = att.gateway6 {
+            let link_local = gw.segments()[0] & 0xffc0 == 0xfe80;
+            let problem = match att.address6 {
+                None => Some("needs the attachment's address6"),
+                Some(_) if gw.is_multicast() || gw.is_unspecified() || gw.is_loopback() => {
+                    Some("is not a unicast address")
+                }
+                Some(net) if !link_local && !net.contains(gw) => {
+                    Some("is neither link-local nor inside address6's prefix")
+                }
+                Some(net) if gw == net.addr() => Some("is the appliance's own address6"),
+                Some(net) if !link_local && net.prefix_len() < 128 && gw == net.network() => {
+                    Some("is its prefix's subnet-router anycast address (all host bits zero)")
+                }
+                Some(_) => None,
+            };
+            if let Some(problem) = problem {
+                return Err(ModelError::BadGateway6 {
+                    at: at.key("gateway6"),
+                    object,
+                    gateway: gw,
+                    problem,
+                });
+            }
+        }
         let address_at = at.key("address");
         if att.address.prefix_len() > 30 {
             return Err(ModelError::PrefixTooLong {
@@ -339,6 +364,11 @@ impl State {
             claims.insert((att.vpc_id, att.address.addr()), AddressHolder::Appliance);
             if let Some(own6) = att.address6 {
                 claims6.insert((att.vpc_id, own6.addr()), AddressHolder::Appliance);
+            }
+            if let Some(gw6) = att.gateway6 {
+                claims6
+                    .entry((att.vpc_id, gw6))
+                    .or_insert(AddressHolder::Gateway);
             }
             if let Some(gw) = att.gateway {
                 claims

@@ -69,6 +69,7 @@ pub fn config(dir: &std::path::Path) -> Config {
         vlan: Some(100),
         address: "10.3.0.1/24".parse().unwrap(),
         gateway: None,
+        gateway6: None,
         static_neighbours: vec![],
         mss_clamp: None,
         address6: None,

@@ -46,6 +46,21 @@ fn solicit(target: u128, lladdr: Option<[u8; 6]>) -> Vec<u8> {
     m
 }
 
+fn advert(target: u128, solicited: bool, lladdr: Option<[u8; 6]>) -> Vec<u8> {
+    let mut m = vec![0u8; 32];
+    let n = NdiscRepr::Advert {
+        router: false,
+        solicited,
+        override_: true,
+        target,
+        target_lladdr: lladdr.map(EthernetAddress),
+    }
+    .emit(&mut m, 0, 0)
+    .unwrap();
+    m.truncate(n);
+    m
+}
+
 fn echo(id: u16, seq: u16, data: &[u8]) -> Vec<u8> {
     let mut m = vec![128, 0, 0, 0];
     m.extend_from_slice(&id.to_be_bytes());
@@ -162,21 +177,27 @@ fn solicitations_that_are_not_ours_or_not_from_the_link_are_ignored() {
             255,
             solicit(own, None),
         ),
-        // An advertisement: nothing is learned yet.
-        {
-            let mut m = vec![0u8; 32];
-            let n = NdiscRepr::Advert {
-                router: false,
-                solicited: false,
-                override_: true,
-                target: host,
-                target_lladdr: Some(EthernetAddress(CLIENT_MAC)),
-            }
-            .emit(&mut m, 0, 0)
-            .unwrap();
-            m.truncate(n);
-            frame6(group_mac(a("ff02::1")), host, a("ff02::1"), 255, m)
-        },
+        // An unsolicited advertisement of a neighbour nobody asked for: not learned
+        // (a sender must not fill the table).
+        frame6(
+            group_mac(a("ff02::1")),
+            a("fd00:c1::99"),
+            a("ff02::1"),
+            255,
+            advert(a("fd00:c1::99"), false, Some(CLIENT_MAC)),
+        ),
+        // A "solicited" advertisement to a group (RFC 4861 §7.1.2).
+        frame6(
+            group_mac(a("ff02::1")),
+            host,
+            a("ff02::1"),
+            255,
+            advert(host, true, Some(CLIENT_MAC)),
+        ),
+        // An advertisement from beyond the link.
+        frame6(MAC_C, host, own, 64, advert(host, true, Some(CLIENT_MAC))),
+        // Someone advertising our own address.
+        frame6(MAC_C, host, own, 255, advert(own, true, Some(CLIENT_MAC))),
     ];
     for (i, f) in cases.iter().enumerate() {
         assert!(
@@ -537,4 +558,179 @@ fn a_new_dual_stack_endpoint_is_advertised_unsolicited() {
     p.poll(&next, 10);
     assert_eq!(advertised(&mut p), [a("fd00:c1::65")], "the new one only");
     assert_eq!(p.announced_generation(), 2);
+}
+
+/// A TCP SYN from an IPv6 consumer at `src` (link source MAC `mac`) to the dual-stack
+/// endpoint, and the target's SYN-ACK to it, through pipeline `p`: the reply's verdict.
+fn reply_to_consumer6(
+    p: &mut Pipeline<VecFrame>,
+    snap: &Snapshot,
+    src: u128,
+    now_ms: u64,
+) -> Verdict<VecFrame> {
+    let mut syn = super::nat64::tcp6(40000, 80, syn(), 7, 0);
+    syn[22..38].copy_from_slice(&src.to_be_bytes());
+    // The checksum covers the source: refill it.
+    let l4 = 14 + 40;
+    syn[l4 + 16..l4 + 18].fill(0);
+    let c = icmpv6::l4_checksum_v6(src, a(ENDPOINT6), 6, &syn[l4..]);
+    syn[l4 + 16..l4 + 18].copy_from_slice(&c.to_be_bytes());
+    let (_, out) = tx(p.process(snap, CONSUMER_PORT, VecFrame::new(&syn), now_ms));
+    let ip = ip_of(&out);
+    let seg = TcpPacket::new_checked(ip.payload()).unwrap();
+    let synack = tcp(
+        ip.dst_addr(),
+        8080,
+        SNAT,
+        seg.src_port(),
+        WireTcpFlags::SYN | WireTcpFlags::ACK,
+        100,
+        8,
+        MAC_P,
+        TARGET_MAC,
+    );
+    p.process(snap, PROVIDER_PORT, VecFrame::new(&synack), now_ms)
+}
+
+/// The neighbour solicitations among frames that left: (target, IPv6 destination,
+/// Ethernet destination), each checked for what RFC 4861 §7.2.2 asks.
+fn solicitations(p: &mut Pipeline<VecFrame>) -> Vec<(u128, u128, [u8; 6])> {
+    p.drain_emitted()
+        .filter(|(_, f)| f.bytes()[12..14] == [0x86, 0xdd])
+        .filter_map(|(port, f)| {
+            let b = f.bytes();
+            let (src, dst, hop, msg) = reply_of(b);
+            let icmp = Icmpv6Packet::new_checked(&msg[..]).unwrap();
+            match NdiscRepr::parse(&icmp) {
+                Ok(NdiscRepr::Solicit {
+                    target,
+                    source_lladdr,
+                }) => {
+                    assert_eq!(port, CONSUMER_PORT);
+                    assert_eq!((src, hop), (a(OWN), 255));
+                    assert_eq!(source_lladdr, Some(EthernetAddress(MAC_C)));
+                    assert_eq!(&b[6..12], &MAC_C);
+                    Some((target, dst, b[0..6].try_into().unwrap()))
+                }
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn a_reply_to_an_unknown_ipv6_consumer_waits_for_its_solicited_advertisement() {
+    let config = dual_endpoint_config();
+    let (mut p, snap) = pipeline(&config, 1, 0);
+    let host = a("fd00:c1::20");
+    // Nobody knows fd00:c1::20: the SYN-ACK is held and the consumer solicited.
+    assert!(matches!(
+        reply_to_consumer6(&mut p, &snap, host, 0),
+        Verdict::Done
+    ));
+    let group = icmpv6::solicited_node(host);
+    assert_eq!(solicitations(&mut p), vec![(host, group, group_mac(group))]);
+    assert_eq!(p.counters().nd_solicitations, 1);
+    // Its answer releases the SYN-ACK, to the MAC it names.
+    let na = frame6(
+        MAC_C,
+        host,
+        a(OWN),
+        255,
+        advert(host, true, Some([2, 0, 0, 0, 0, 0x20])),
+    );
+    assert!(matches!(
+        p.process(&snap, CONSUMER_PORT, VecFrame::new(&na), 5),
+        Verdict::Done
+    ));
+    let released: Vec<_> = p.drain_emitted().collect();
+    assert_eq!(released.len(), 1, "the held SYN-ACK");
+    let (port, f) = &released[0];
+    assert_eq!(*port, CONSUMER_PORT);
+    let b = f.bytes();
+    assert_eq!(&b[0..6], &[2, 0, 0, 0, 0, 0x20]);
+    assert_eq!(&b[12..14], &[0x86, 0xdd]);
+    assert_eq!(p.counters().nd_learned, 1);
+    assert_eq!(
+        p.neighbour_table6().get(0, host),
+        Some([2, 0, 0, 0, 0, 0x20])
+    );
+    // Known now: the next reply leaves at once.
+    let (port, _) = tx(reply_to_consumer6(&mut p, &snap, host, 6));
+    assert_eq!(port, CONSUMER_PORT);
+}
+
+#[test]
+fn a_solicitation_from_a_consumer_teaches_its_address_so_the_reply_needs_no_question() {
+    let config = dual_endpoint_config();
+    let (mut p, snap) = pipeline(&config, 1, 0);
+    let host = a("fd00:c1::21");
+    let ep = a(ENDPOINT6);
+    let group = icmpv6::solicited_node(ep);
+    let ns = frame6(
+        group_mac(group),
+        host,
+        group,
+        255,
+        solicit(ep, Some([2, 0, 0, 0, 0, 0x21])),
+    );
+    let (_, out) = tx(p.process(&snap, CONSUMER_PORT, VecFrame::new(&ns), 0));
+    assert_eq!(&out[0..6], &[2, 0, 0, 0, 0, 0x21], "the advertisement");
+    assert_eq!(p.counters().nd_learned, 1);
+    let (port, back) = tx(reply_to_consumer6(&mut p, &snap, host, 1));
+    assert_eq!(port, CONSUMER_PORT);
+    assert_eq!(&back[0..6], &[2, 0, 0, 0, 0, 0x21]);
+    assert!(solicitations(&mut p).is_empty());
+}
+
+#[test]
+fn an_ipv6_consumer_off_the_prefix_is_reached_through_the_ipv6_gateway() {
+    let mut config = dual_endpoint_config();
+    let far = a("fd00:99::5");
+    // Without a gateway there is no next hop for it.
+    let (mut p, snap) = pipeline(&config, 1, 0);
+    assert!(matches!(
+        reply_to_consumer6(&mut p, &snap, far, 0),
+        Verdict::Done
+    ));
+    assert_eq!(p.counters().dropped(DropReason::NeighbourUnresolved), 1);
+    // With one (link-local, as routers are), the router is solicited, then used.
+    let router = a("fe80::1");
+    config.vpcs[0].gateway6 = Some(Ipv6Addr::from(router));
+    config.validate().unwrap();
+    let (mut p, snap) = pipeline(&config, 1, 0);
+    assert!(matches!(
+        reply_to_consumer6(&mut p, &snap, far, 0),
+        Verdict::Done
+    ));
+    let group = icmpv6::solicited_node(router);
+    assert_eq!(
+        solicitations(&mut p),
+        vec![(router, group, group_mac(group))]
+    );
+    let na = frame6(MAC_C, router, a(OWN), 255, advert(router, true, None));
+    p.process(&snap, CONSUMER_PORT, VecFrame::new(&na), 5);
+    let released: Vec<_> = p.drain_emitted().collect();
+    assert_eq!(released.len(), 1);
+    // No link-layer option: the advertisement's sender is the router.
+    assert_eq!(&released[0].1.bytes()[0..6], &CLIENT_MAC);
+}
+
+#[test]
+fn an_unanswered_solicitation_is_retried_then_the_held_packets_dropped() {
+    let config = dual_endpoint_config();
+    let (mut p, snap) = pipeline(&config, 1, 0);
+    let host = a("fd00:c1::22");
+    reply_to_consumer6(&mut p, &snap, host, 0);
+    assert_eq!(solicitations(&mut p).len(), 1);
+    let t = p.neighbour_table6().timers();
+    let mut sent = 1;
+    let mut now = 0;
+    while now < t.retry_ms * (u64::from(t.tries) + 2) {
+        now += super::upkeep::TIMER_TICK_MS;
+        p.poll(&snap, now);
+        sent += solicitations(&mut p).len();
+    }
+    assert_eq!(sent, usize::from(t.tries), "one solicitation per try");
+    assert_eq!(p.counters().dropped(DropReason::NeighbourUnresolved), 1);
 }

@@ -136,7 +136,7 @@ fn a_busy_set_defers_the_learned_mac_instead_of_losing_it() {
     let table = Arc::new(NeighbourTable::new(16, NeighbourTimers::default()));
     let mut n = Neighbours::shared(Arc::clone(&table));
     assert_eq!(n.resolve(0, 8, 0), Resolution::Request);
-    let set = table.set_of(key_of(0, 8));
+    let set = table.set_of(key_of(0, 8u32));
     let guard = set.lock().expect("free set");
     assert_eq!(n.learn(0, 8, MAC, 1), Learned::Busy);
     let mut released = Vec::new();
@@ -382,6 +382,48 @@ proptest! {
                 keys.dedup();
                 prop_assert_eq!(all, keys.len());
             }
+        }
+    }
+}
+
+#[test]
+fn ipv6_neighbours_are_keyed_by_the_whole_address_and_attachment() {
+    let mut n = Neighbours6::new(16, NeighbourTimers::default());
+    let host: u128 = 0xfd00_00c1_0000_0000_0000_0000_0000_0010;
+    // Addresses that agree in either half, or the same address on another attachment,
+    // are other neighbours: nothing is compared by a hash.
+    let same_low = host ^ (1 << 100);
+    let same_high = host ^ 1;
+    assert_eq!(n.resolve(0, host, 0), Resolution::Request);
+    assert_eq!(n.learn(0, host, MAC, 1), Learned::New);
+    assert_eq!(n.resolve(0, host, 2), Resolution::Known(MAC));
+    for (att, ip) in [(0, same_low), (0, same_high), (1, host)] {
+        assert_eq!(n.get(att, ip), None, "{att} {ip:x}");
+        assert_eq!(n.resolve(att, ip, 3), Resolution::Request, "{att} {ip:x}");
+    }
+    let other = [2, 0, 0, 0, 0, 2];
+    assert_eq!(n.learn(0, same_low, other, 4), Learned::New);
+    assert_eq!(n.get(0, host), Some(MAC));
+    assert_eq!(n.get(0, same_low), Some(other));
+    // An unsolicited confirmation creates nothing.
+    assert_eq!(n.confirm(0, 0xfd00 << 112, MAC, 5), Learned::Untracked);
+    assert_eq!(n.len(), 4, "three asked for, one learned besides");
+}
+
+proptest! {
+    /// The IPv6 table answers like a map of (attachment, address) to the last MAC
+    /// learned, for any addresses (collisions of the set choice included).
+    #[test]
+    fn ipv6_table_is_a_map(ops in proptest::collection::vec((0u16..3, any::<u128>(), any::<u8>()), 1..100)) {
+        let t = NeighbourTable6::new(4096, NeighbourTimers::default());
+        let mut model = std::collections::HashMap::new();
+        for (att, ip, m) in ops {
+            let mac = [2, 0, 0, 0, 0, m];
+            prop_assert!(t.learn(att, ip, mac, 0).is_usable());
+            model.insert((att, ip), mac);
+        }
+        for ((att, ip), mac) in model {
+            prop_assert_eq!(t.get(att, ip), Some(mac));
         }
     }
 }

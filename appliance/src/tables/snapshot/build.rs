@@ -474,7 +474,9 @@ impl Build<'_> {
                 ip: ip_u32(a.address.addr()),
                 ip6: a.address6.map(|n| u128::from(n.addr())),
                 mask: mask(a.address.prefix_len()),
+                mask6: a.address6.map_or(0, |n| n.mask()),
                 gateway: a.gateway.map(ip_u32),
+                gateway6: a.gateway6.map(u128::from),
                 static_neighbours: a
                     .static_neighbours
                     .iter()
