@@ -36,9 +36,9 @@ pub use errors::{
 pub use objects::{
     health_limits, Account, ClientToken, ConnectionLimit, Declared, Endpoint, EndpointState,
     HealthCheckProtocol, IngressRule, IpAddressType, IpFamily, Listener, Matcher, Principal,
-    Protocol, RuleProtocol, SecurityGroup, Service, State, StaticNeighbour, Target, TargetState,
-    VpcAttachment, DEFAULT_HEALTHY, DEFAULT_INTERVAL_S, DEFAULT_TIMEOUT_S, DEFAULT_UNHEALTHY,
-    MATCHER_CODES, MSS_CLAMP_RANGE,
+    Protocol, RuleProtocol, SecurityGroup, Service, State, StaticNeighbour, StaticNeighbour6,
+    Target, TargetState, VpcAttachment, DEFAULT_HEALTHY, DEFAULT_INTERVAL_S, DEFAULT_TIMEOUT_S,
+    DEFAULT_UNHEALTHY, MATCHER_CODES, MSS_CLAMP_RANGE,
 };
 pub use validate::validate_attachments;
 

@@ -867,6 +867,7 @@ impl Tx<'_> {
         let mut used = HashSet::new();
         used.extend(att.address6.map(|n| n.addr()));
         used.extend(att.gateway6);
+        used.extend(att.static_neighbours6.iter().map(|n| n.ip));
         for e in &self.st.endpoints {
             if e.vpc_id == att.vpc_id && e.state.holds_address() {
                 used.extend(e.ip6);

@@ -51,6 +51,9 @@ impl<F: Frame> Pipeline<F> {
             for &(ip, mac) in &a.static_neighbours {
                 self.neighbours.add_static(ai, ip, mac);
             }
+            for &(ip, mac) in &a.static_neighbours6 {
+                self.neighbours6.add_static(ai, ip, mac);
+            }
         }
         self.announce_next = 0;
     }
@@ -58,6 +61,7 @@ impl<F: Frame> Pipeline<F> {
     /// Timer work, bounded per call: flow expiry, ARP retries, the hold queue.
     pub fn poll(&mut self, snap: &Snapshot, now_ms: u64) {
         // Another worker may have changed a MAC this one has cached.
+        self.neighbours6.sync();
         self.neighbours.sync();
         // A standby expires nothing (the active node ends its flows), nor does a node
         // that just took over until every flow's idle time has restarted.

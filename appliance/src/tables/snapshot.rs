@@ -61,6 +61,7 @@ pub struct AttachmentView {
     /// The IPv6 next hop for addresses off `ip6`'s prefix.
     pub gateway6: Option<u128>,
     pub static_neighbours: Vec<(u32, [u8; 6])>,
+    pub static_neighbours6: Vec<(u128, [u8; 6])>,
     /// The port's MTU: no IP packet larger than this leaves on the attachment.
     pub mtu: u16,
     /// What TCP SYNs crossing the attachment have their MSS option lowered to, if anything.

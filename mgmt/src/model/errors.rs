@@ -581,16 +581,18 @@ pub enum ModelError {
         /// What is wrong with it.
         problem: &'static str,
     },
-    /// `<object>: IPv6 gateway <ip> <problem>`: it must be a unicast neighbour of the
-    /// attachment (link-local, or inside `address6`'s prefix), not the appliance.
-    /// Code `InvalidParameterValue`.
-    BadGateway6 {
+    /// `<object>: IPv6 gateway <ip> <problem>` (or `IPv6 static neighbour`): it must be
+    /// a unicast neighbour of the attachment (link-local, or inside `address6`'s
+    /// prefix), not the appliance, listed once. Code `InvalidParameterValue`.
+    BadNeighbour6 {
         /// Where.
         at: KeyPath,
         /// About what.
         object: Object,
+        /// "IPv6 gateway" or "IPv6 static neighbour".
+        role: &'static str,
         /// The address given.
-        gateway: std::net::Ipv6Addr,
+        ip: std::net::Ipv6Addr,
         /// What is wrong with it.
         problem: &'static str,
     },
@@ -715,7 +717,7 @@ impl ModelError {
             | Self::InvalidHealthCheckPath { at, .. }
             | Self::DuplicatePrincipal { at, .. }
             | Self::BadIpv6Address { at, .. }
-            | Self::BadGateway6 { at, .. }
+            | Self::BadNeighbour6 { at, .. }
             | Self::AddressTypeMismatch { at, .. }
             | Self::Ipv6OnlyUnsupported { at, .. }
             | Self::NoIpv6Prefix { at, .. }
@@ -757,7 +759,7 @@ impl ModelError {
             | Self::InvalidHealthCheckPath { object, .. }
             | Self::DuplicatePrincipal { object, .. }
             | Self::BadIpv6Address { object, .. }
-            | Self::BadGateway6 { object, .. }
+            | Self::BadNeighbour6 { object, .. }
             | Self::AddressTypeMismatch { object, .. }
             | Self::Ipv6OnlyUnsupported { object, .. }
             | Self::NoIpv6Prefix { object, .. }
@@ -804,7 +806,7 @@ impl ModelError {
             | Self::TimeoutNotBelowInterval { .. }
             | Self::InvalidHealthCheckPath { .. }
             | Self::BadIpv6Address { .. }
-            | Self::BadGateway6 { .. }
+            | Self::BadNeighbour6 { .. }
             | Self::AddressTypeMismatch { .. }
             | Self::Ipv6OnlyUnsupported { .. }
             | Self::NoIpv6Prefix { .. }
@@ -886,9 +888,9 @@ impl fmt::Display for ModelError {
             Self::BadIpv6Address {
                 address, problem, ..
             } => write!(f, "IPv6 address {address} {problem}"),
-            Self::BadGateway6 {
-                gateway, problem, ..
-            } => write!(f, "IPv6 gateway {gateway} {problem}"),
+            Self::BadNeighbour6 {
+                role, ip, problem, ..
+            } => write!(f, "{role} {ip} {problem}"),
             Self::PrefixTooLong { address, .. } => write!(
                 f,
                 "address {address} leaves no room for endpoints \

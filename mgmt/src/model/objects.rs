@@ -826,6 +826,17 @@ pub struct StaticNeighbour {
     pub mac: MacAddr,
 }
 
+/// An IPv6 neighbour whose MAC address is configured rather than found by neighbour
+/// discovery.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticNeighbour6 {
+    /// Its address: link-local, or inside the attachment's `address6` prefix.
+    pub ip: std::net::Ipv6Addr,
+    /// Its Ethernet address, unicast.
+    pub mac: MacAddr,
+}
+
 /// A VPC attachment: one DPDK port, optionally one 802.1Q VLAN on it, bound to one VPC.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -856,6 +867,10 @@ pub struct VpcAttachment {
     /// Neighbours not resolved by ARP.
     #[serde(default)]
     pub static_neighbours: Vec<StaticNeighbour>,
+    /// IPv6 neighbours not resolved by neighbour discovery (link-local or inside
+    /// `address6`'s prefix).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub static_neighbours6: Vec<StaticNeighbour6>,
     /// Lowers the MSS option of TCP SYN and SYN-ACK segments crossing this attachment to
     /// this value, as the cloud does ([`MSS_CLAMP_RANGE`]); none = leave it alone. A flow
     /// gets the lower of its two attachments' clamps.

@@ -15,6 +15,7 @@ fn attachment(vpc: &str, account: &str, port: &str, address: &str) -> VpcAttachm
         address: p(address),
         gateway: None,
         gateway6: None,
+        static_neighbours6: vec![],
         static_neighbours: vec![],
         mss_clamp: None,
         address6: None,
@@ -1318,6 +1319,53 @@ fn an_ipv6_gateway_is_a_link_local_or_on_prefix_neighbour_of_an_ipv6_attachment(
     // A dual-stack endpoint cannot take the gateway's address.
     let (st, mut atts) = dual();
     atts[0].gateway6 = Some(p("fd00:c1::64"));
+    let err = st.validate(&atts).unwrap_err();
+    assert!(err.to_string().contains("fd00:c1::64"), "{err}");
+}
+
+#[test]
+fn ipv6_static_neighbours_are_checked_like_the_ipv6_gateway() {
+    let n = |ip_: &str, mac: &str| StaticNeighbour6 {
+        ip: p(ip_),
+        mac: mac.parse().unwrap(),
+    };
+    let mut atts = attachments();
+    atts[0].static_neighbours6 = vec![n("fe80::1", "02:00:00:00:00:fe")];
+    expect_attachments(
+        &atts,
+        "vpcs[0].static_neighbours6[0].ip",
+        &format!("vpc attachment {CONSUMER}: IPv6 static neighbour fe80::1 needs the attachment's address6"),
+        "InvalidParameterValue",
+    );
+    atts[0].address6 = Some(p("fd00:c1::1/64"));
+    atts[0].static_neighbours6 = vec![
+        n("fe80::1", "02:00:00:00:00:fe"),
+        n("fd00:c1::10", "02:00:00:00:00:10"),
+    ];
+    validate_attachments(&atts).unwrap();
+    for (given, problem) in [
+        ("fe80::1", "is listed twice"),
+        ("fd00:c1::1", "is the appliance's own address6"),
+        (
+            "fd00:c2::1",
+            "is neither link-local nor inside address6's prefix",
+        ),
+        ("ff02::1", "is not a unicast address"),
+    ] {
+        atts[0].static_neighbours6[1] = n(given, "02:00:00:00:00:10");
+        expect_attachments(
+            &atts,
+            "vpcs[0].static_neighbours6[1].ip",
+            &format!("vpc attachment {CONSUMER}: IPv6 static neighbour {given} {problem}"),
+            "InvalidParameterValue",
+        );
+    }
+    atts[0].static_neighbours6[1] = n("fd00:c1::10", "33:33:00:00:00:01");
+    let err = validate_attachments(&atts).unwrap_err();
+    assert_eq!(err.path().to_string(), "vpcs[0].static_neighbours6[1].mac");
+    // An endpoint cannot take a static neighbour's address.
+    let (st, mut atts) = dual();
+    atts[0].static_neighbours6 = vec![n("fd00:c1::64", "02:00:00:00:00:10")];
     let err = st.validate(&atts).unwrap_err();
     assert!(err.to_string().contains("fd00:c1::64"), "{err}");
 }

@@ -40,6 +40,27 @@ fn check_on_link(
     check_not_reserved(att, at, object, role, ip)
 }
 
+/// What is wrong with `ip` as an IPv6 neighbour of `att` (its gateway6, a static
+/// neighbour): it must be unicast, link-local or inside `address6`'s prefix, and not the
+/// appliance's own or the prefix's subnet-router anycast address.
+fn neighbour6_problem(att: &VpcAttachment, ip: Ipv6Addr) -> Option<&'static str> {
+    let link_local = ip.segments()[0] & 0xffc0 == 0xfe80;
+    match att.address6 {
+        None => Some("needs the attachment's address6"),
+        Some(_) if ip.is_multicast() || ip.is_unspecified() || ip.is_loopback() => {
+            Some("is not a unicast address")
+        }
+        Some(net) if !link_local && !net.contains(ip) => {
+            Some("is neither link-local nor inside address6's prefix")
+        }
+        Some(net) if ip == net.addr() => Some("is the appliance's own address6"),
+        Some(net) if !link_local && net.prefix_len() < 128 && ip == net.network() => {
+            Some("is its prefix's subnet-router anycast address (all host bits zero)")
+        }
+        Some(_) => None,
+    }
+}
+
 /// Checks that `ip` (inside `att`'s prefix) is neither its network nor broadcast address.
 fn check_not_reserved(
     att: &VpcAttachment,
@@ -134,27 +155,38 @@ pub fn validate_attachments(attachments: &[VpcAttachment]) -> Result<(), ModelEr
             }
         }
         if let Some(gw) = att.gateway6 {
-            let link_local = gw.segments()[0] & 0xffc0 == 0xfe80;
-            let problem = match att.address6 {
-                None => Some("needs the attachment's address6"),
-                Some(_) if gw.is_multicast() || gw.is_unspecified() || gw.is_loopback() => {
-                    Some("is not a unicast address")
-                }
-                Some(net) if !link_local && !net.contains(gw) => {
-                    Some("is neither link-local nor inside address6's prefix")
-                }
-                Some(net) if gw == net.addr() => Some("is the appliance's own address6"),
-                Some(net) if !link_local && net.prefix_len() < 128 && gw == net.network() => {
-                    Some("is its prefix's subnet-router anycast address (all host bits zero)")
-                }
-                Some(_) => None,
-            };
-            if let Some(problem) = problem {
-                return Err(ModelError::BadGateway6 {
+            if let Some(problem) = neighbour6_problem(att, gw) {
+                return Err(ModelError::BadNeighbour6 {
                     at: at.key("gateway6"),
                     object,
-                    gateway: gw,
+                    role: "IPv6 gateway",
+                    ip: gw,
                     problem,
+                });
+            }
+        }
+        for (k, n) in att.static_neighbours6.iter().enumerate() {
+            let n_at = at.key("static_neighbours6").index(k);
+            let problem = neighbour6_problem(att, n.ip).or_else(|| {
+                att.static_neighbours6[..k]
+                    .iter()
+                    .any(|m| m.ip == n.ip)
+                    .then_some("is listed twice")
+            });
+            if let Some(problem) = problem {
+                return Err(ModelError::BadNeighbour6 {
+                    at: n_at.key("ip"),
+                    object,
+                    role: "IPv6 static neighbour",
+                    ip: n.ip,
+                    problem,
+                });
+            }
+            if !n.mac.is_unicast() {
+                return Err(ModelError::NeighbourMacNotUnicast {
+                    at: n_at.key("mac"),
+                    object,
+                    mac: n.mac,
                 });
             }
         }
@@ -369,6 +401,11 @@ impl State {
                 claims6
                     .entry((att.vpc_id, gw6))
                     .or_insert(AddressHolder::Gateway);
+            }
+            for n in &att.static_neighbours6 {
+                claims6
+                    .entry((att.vpc_id, n.ip))
+                    .or_insert(AddressHolder::Neighbour);
             }
             if let Some(gw) = att.gateway {
                 claims

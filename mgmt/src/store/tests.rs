@@ -61,6 +61,7 @@ fn config() -> Config {
         address: "10.3.0.1/24".parse().unwrap(),
         gateway: None,
         gateway6: None,
+        static_neighbours6: vec![],
         static_neighbours: vec![StaticNeighbour {
             ip: "10.3.0.2".parse().unwrap(),
             mac: "02:00:00:00:00:03".parse().unwrap(),

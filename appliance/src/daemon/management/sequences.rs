@@ -70,6 +70,7 @@ pub fn config(dir: &std::path::Path) -> Config {
         address: "10.3.0.1/24".parse().unwrap(),
         gateway: None,
         gateway6: None,
+        static_neighbours6: vec![],
         static_neighbours: vec![],
         mss_clamp: None,
         address6: None,

@@ -734,3 +734,32 @@ fn an_unanswered_solicitation_is_retried_then_the_held_packets_dropped() {
     assert_eq!(sent, usize::from(t.tries), "one solicitation per try");
     assert_eq!(p.counters().dropped(DropReason::NeighbourUnresolved), 1);
 }
+
+#[test]
+fn a_static_ipv6_neighbour_is_used_without_a_solicitation() {
+    let mut config = dual_endpoint_config();
+    let host = a("fd00:c1::23");
+    config.vpcs[0].static_neighbours6 = vec![mgmt::model::StaticNeighbour6 {
+        ip: Ipv6Addr::from(host),
+        mac: "02:00:00:00:00:23".parse().unwrap(),
+    }];
+    config.validate().unwrap();
+    let (mut p, snap) = pipeline(&config, 1, 0);
+    let (port, back) = tx(reply_to_consumer6(&mut p, &snap, host, 0));
+    assert_eq!(port, CONSUMER_PORT);
+    assert_eq!(&back[0..6], &[2, 0, 0, 0, 0, 0x23]);
+    assert!(solicitations(&mut p).is_empty());
+    // Configuration wins over what the link says.
+    let na = frame6(
+        MAC_C,
+        host,
+        a(OWN),
+        255,
+        advert(host, true, Some([2, 0, 0, 0, 0, 0x99])),
+    );
+    p.process(&snap, CONSUMER_PORT, VecFrame::new(&na), 1);
+    assert_eq!(
+        p.neighbour_table6().get(0, host),
+        Some([2, 0, 0, 0, 0, 0x23])
+    );
+}

@@ -482,6 +482,11 @@ impl Build<'_> {
                     .iter()
                     .map(|n| (ip_u32(n.ip), n.mac.0))
                     .collect(),
+                static_neighbours6: a
+                    .static_neighbours6
+                    .iter()
+                    .map(|n| (u128::from(n.ip), n.mac.0))
+                    .collect(),
                 mtu: self.port_mtus.get(port).copied().unwrap_or(DEFAULT_MTU),
                 mss_clamp: a.mss_clamp,
             });
