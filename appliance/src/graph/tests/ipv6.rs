@@ -763,3 +763,51 @@ fn a_static_ipv6_neighbour_is_used_without_a_solicitation() {
         Some([2, 0, 0, 0, 0, 0x23])
     );
 }
+
+/// A consumer whose MAC changes (its advertisement, received by one worker) is reached at
+/// the new MAC by every worker at once: each drops its cached answers when the shared
+/// table changes, as for IPv4.
+#[test]
+fn a_changed_ipv6_neighbour_reaches_every_workers_cache() {
+    let config = dual_endpoint_config();
+    let snap = snapshot(&config);
+    let mut settings = crate::daemon::pipeline_settings(&config, 2);
+    settings.flow_capacity = 1024;
+    let table = SharedNeighbours::new(64, settings.neighbour_timers);
+    let new = |id| {
+        let mut p: Pipeline<VecFrame> = Pipeline::with_neighbour_table(
+            id,
+            settings.clone(),
+            Box::new(|| Some(VecFrame::new(&[]))),
+            &snap,
+            table.clone(),
+        );
+        p.drain_emitted().for_each(drop);
+        p
+    };
+    let (mut p0, mut p1) = (new(0), new(1));
+    let host = a("fd00:c1::24");
+    let (old, new_mac) = ([2, 0, 0, 0, 0, 0x24], [2, 0, 0, 0, 0, 0x42]);
+    table.v6.learn(0, host, old, 0);
+    for t in [11, 12] {
+        table
+            .v4
+            .learn(1, u32::from(Ipv4Addr::new(10, 2, 0, t)), TARGET_MAC, 0);
+    }
+    let (_, back) = tx(reply_to_consumer6(&mut p1, &snap, host, 0));
+    assert_eq!(&back[0..6], &old, "worker 1 caches the MAC");
+    let na = frame6(
+        group_mac(a("ff02::1")),
+        host,
+        a("ff02::1"),
+        255,
+        advert(host, false, Some(new_mac)),
+    );
+    assert!(matches!(
+        p0.process(&snap, CONSUMER_PORT, VecFrame::new(&na), 10),
+        Verdict::Done
+    ));
+    p1.poll(&snap, 20);
+    let (_, back) = tx(reply_to_consumer6(&mut p1, &snap, host, 30));
+    assert_eq!(&back[0..6], &new_mac, "worker 1 follows the change");
+}
