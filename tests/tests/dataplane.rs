@@ -786,18 +786,39 @@ fn raw_fragments(t: &Topology, src: &str, dst: &str) {
 
 /// Raw IPv6 fragments to a dual-stack endpoint behave as IPv4 ones: the last fragment
 /// first still makes a whole datagram at the target (and its reply comes back whole), an
-/// overlapping fragment or one reaching past 65,535 bytes refuses the datagram.
+/// overlapping fragment or one reaching past 65,535 bytes refuses the datagram. With two
+/// workers too, where RSS spreads the fragments of a datagram (and the kernel's, of
+/// 4,000-byte datagrams both ways) over both queues: they meet on one.
 #[test]
 fn raw_ipv6_fragments_out_of_order_overlapping_and_oversized_behave_as_specified() {
-    let t = Topology::start(Options {
-        ipv6: true,
-        ..Options::default()
-    });
-    let (_, ip6, _) = dual_stack_endpoint(&t);
-    raw_fragments(&t, CONSUMER_CLIENT6, &ip6);
-    let s = t.stats();
-    assert!(Topology::drops(&s, "fragment_overlap") >= 1, "{s}");
-    assert!(Topology::drops(&s, "fragment_too_big") >= 1, "{s}");
+    for workers in [1, 2] {
+        let t = Topology::start(Options {
+            ipv6: true,
+            workers,
+            ..Options::default()
+        });
+        let (_, ip6, _) = dual_stack_endpoint(&t);
+        raw_fragments(&t, CONSUMER_CLIENT6, &ip6);
+        let r = t.client(&["udp-big", &ip6, "9000", "10", "4000"], T);
+        assert_eq!(
+            r["ok"], 10,
+            "{workers} workers: fragmented UDP over IPv6: {r}"
+        );
+        let s = t.stats();
+        assert!(
+            Topology::drops(&s, "fragment_overlap") >= 1,
+            "{workers} workers: {s}"
+        );
+        assert!(
+            Topology::drops(&s, "fragment_too_big") >= 1,
+            "{workers} workers: {s}"
+        );
+        assert_eq!(
+            Topology::drops(&s, "fragment_timeout"),
+            0,
+            "{workers} workers: {s}"
+        );
+    }
 }
 
 /// Path MTU across the appliance: a router namespace with a 1300-byte link in front of the
