@@ -2,7 +2,7 @@
 //! while an end-to-end test runs): the frames the consumer's client and the provider's
 //! targets sent to the appliance become inputs for `process_frame` (one frame each) and
 //! for `process_structured` (the exchanges in order, as scenario events, plus the
-//! hand-written scenarios of `appliance::scenario::seeds::scripted`).
+//! hand-written scenarios of `appliance::scenario::seeds::scripted` and `scripted6`).
 //!
 //! `cargo run -p appliance --example fuzz_seeds -- --out DIR [--max-events N]
 //! consumer.pcap provider.pcap [consumer2.pcap provider2.pcap ...]`: pcap files in pairs
@@ -59,6 +59,7 @@ fn run() -> Result<(), String> {
     // What the end-to-end tests seldom do (ICMP errors both ways, expiry, a change that
     // ends a flow, a flood), as hand-written scenarios.
     structured.extend([1, 2].map(seeds::scripted));
+    structured.extend([1, 2].map(seeds::scripted6));
     let raw_n = write_all(&out.join("process_frame"), &raw)?;
     let structured_n = write_all(&out.join("process_structured"), &structured)?;
     println!(

@@ -44,7 +44,7 @@
 //! Workers share one neighbour table, as the daemon's do.
 //!
 //! A record: `op a b c seq[4] ack[4] len[2] win[2] ip l2 damage x y z p2[2]`. `op % 16`:
-//! 0-2 consumer packet, 3 provider packet, 4-6 answer, 7 ICMP error, 8 ARP, 9 and 15
+//! 0-1 consumer packet, 2 IPv6 consumer packet (`six.rs`), 3 provider packet, 4-6 answer, 7 ICMP error, 8 ARP, 9 and 15
 //! clock, 10 poll, 11 management change, 12 replay, 13 report or listing, 14 raw frame
 //! (see [`Op`] and the `World` methods for each field's meaning). For frames, `a` bit 7
 //! puts the frame in the same burst as the previous one (`process_burst`), bit 6 picks the
@@ -74,12 +74,14 @@ use crate::wire::vlan;
 mod check;
 pub mod packets;
 pub mod seeds;
+mod six;
 mod tally;
 #[cfg(test)]
 mod tests;
 
 pub use check::{
-    add_owned, add_targets, check_crossing_to_provider, check_leaving, l4_checksum_ok, Strict,
+    add_owned, add_targets, check_crossing_to_provider, check_leaving, l4_checksum_ok, Owned,
+    Strict,
 };
 use packets::{Eth, Ip, Tcp};
 pub use tally::Tally;
@@ -234,6 +236,8 @@ impl Setup {
 pub enum Op {
     /// A fresh packet from a host on the consumer's side.
     Consumer,
+    /// A fresh IPv6 packet from a host on the consumer's side.
+    Consumer6,
     /// A fresh packet from a host on the provider's side.
     Provider,
     /// The answer of the host a remembered output went to.
@@ -261,7 +265,8 @@ pub enum Op {
 impl Op {
     pub fn of(op: u8) -> Op {
         match op % 16 {
-            0..=2 => Op::Consumer,
+            0 | 1 => Op::Consumer,
+            2 => Op::Consumer6,
             3 => Op::Provider,
             4..=6 => Op::Answer,
             7 => Op::IcmpError,
@@ -280,6 +285,7 @@ impl Op {
     pub fn code(self) -> u8 {
         match self {
             Op::Consumer => 0,
+            Op::Consumer6 => 2,
             Op::Provider => 3,
             Op::Answer => 4,
             Op::IcmpError => 7,
@@ -298,6 +304,7 @@ impl Op {
         matches!(
             self,
             Op::Consumer
+                | Op::Consumer6
                 | Op::Provider
                 | Op::Answer
                 | Op::IcmpError
@@ -578,6 +585,7 @@ enum ReadKind {
         seg_len: u32,
         icmp_type: u8,
     },
+    Ip6(six::Read6),
 }
 
 fn read_frame(bytes: &[u8]) -> Option<Read> {
@@ -638,6 +646,7 @@ fn read_frame(bytes: &[u8]) -> Option<Read> {
                 icmp_type,
             }
         }
+        EtherType::IPV6 => ReadKind::Ip6(six::read6(l3)?),
         _ => return None,
     };
     Some(Read {
@@ -728,7 +737,7 @@ pub struct World {
     now_ms: u64,
     outputs: VecDeque<Sent>,
     inputs: VecDeque<Fed>,
-    owned: Vec<Vec<u32>>,
+    owned: Owned,
     /// Every target of any snapshot of the run.
     targets: Vec<(u32, u16)>,
     l4_clean: bool,
@@ -816,7 +825,7 @@ impl World {
                 )
             })
             .collect();
-        let mut owned = Vec::new();
+        let mut owned = Owned::default();
         add_owned(&snap, &mut owned);
         let mut targets = Vec::new();
         add_targets(&snap, &mut targets);
@@ -898,6 +907,7 @@ impl World {
         }
         match op {
             Op::Consumer => self.fresh(r, false),
+            Op::Consumer6 => self.fresh6(r),
             Op::Provider => self.fresh(r, true),
             Op::Answer => self.answer(r),
             Op::IcmpError => self.icmp_error(r),
@@ -983,19 +993,10 @@ impl World {
         let (sport, dport) = self.ports(r, provider, src);
         let len = payload_len(r.len);
         let (proto, l4) = match r.b & 3 {
-            0 => {
-                let t = Tcp {
-                    sport,
-                    dport,
-                    seq: r.seq,
-                    ack: r.ack,
-                    flags: r.c,
-                    window: r.win,
-                    options: TCP_OPTIONS[usize::from(r.l2 >> 5)].to_vec(),
-                    payload_len: len,
-                };
-                (6, packets::tcp(&t, src, dst))
-            }
+            0 => (
+                6,
+                packets::tcp(&fresh_tcp(r, (sport, dport), len), src, dst),
+            ),
             1 => (17, packets::udp(sport, dport, len, src, dst, r.l2 & 8 != 0)),
             2 => (1, fresh_icmp(r, src, dst, len)),
             _ => (r.c, vec![0x5a; len]),
@@ -1169,6 +1170,9 @@ impl World {
             return;
         };
         self.stats.answers += 1;
+        if let ReadKind::Ip6(p6) = &p.kind {
+            return self.answer6(r, p6);
+        }
         let ReadKind::Ip {
             src,
             dst,
@@ -1294,6 +1298,7 @@ impl World {
                 (1 | 2, ReadKind::Ip { proto: p, .. }) => {
                     *port == u16::from(filter - 1) && *p == proto
                 }
+                (1, ReadKind::Ip6(s)) => *port == CONSUMER_PORT && s.proto == proto,
                 _ => false,
             })
             .nth(back)
@@ -1968,6 +1973,21 @@ fn is_icmp_error(f: &[u8]) -> bool {
 }
 
 /// `l2` bit 2: pads a short frame to Ethernet's 60 bytes, or adds a 4-byte trailer.
+/// The TCP segment of a fresh packet: `c` flags, `seq`, `ack`, `win`, `l2` bits 5-7
+/// the options.
+fn fresh_tcp(r: &Rec, (sport, dport): (u16, u16), len: usize) -> Tcp {
+    Tcp {
+        sport,
+        dport,
+        seq: r.seq,
+        ack: r.ack,
+        flags: r.c,
+        window: r.win,
+        options: TCP_OPTIONS[usize::from(r.l2 >> 5)].to_vec(),
+        payload_len: len,
+    }
+}
+
 fn pad(f: &mut Vec<u8>, r: &Rec) {
     if r.l2 & 4 != 0 {
         if f.len() < 60 {

@@ -22,7 +22,7 @@ struct World {
     snap: Snapshot,
     pipe: Pipeline<VecFrame>,
     now: u64,
-    owned: Vec<Vec<u32>>,
+    owned: scenario::Owned,
     stats: Stats,
     tally: Tally,
 }
@@ -54,7 +54,7 @@ thread_local! {
         .expect("demo snapshot");
         let settings = appliance::daemon::pipeline_settings(&config, 2);
         let pipe = Pipeline::new(0, settings, Box::new(|| Some(VecFrame::new(&[]))), &snap);
-        let mut owned = Vec::new();
+        let mut owned = scenario::Owned::default();
         scenario::add_owned(&snap, &mut owned);
         World { snap, pipe, now: 0, owned, stats: Stats::default(), tally: Tally::from_env() }
     });

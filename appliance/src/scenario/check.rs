@@ -42,9 +42,9 @@ pub struct Strict {
     pub mtu: bool,
 }
 
-/// The invariants of a frame leaving on `port` (module docs). `owned[att]`: every address
-/// the appliance had on attachment `att`.
-pub fn check_leaving(snap: &Snapshot, owned: &[Vec<u32>], strict: Strict, port: u16, f: &[u8]) {
+/// The invariants of a frame leaving on `port` (module docs). `owned`: every address the
+/// appliance had, by attachment.
+pub fn check_leaving(snap: &Snapshot, owned: &Owned, strict: Strict, port: u16, f: &[u8]) {
     let hex = || f.iter().map(|b| format!("{b:02x}")).collect::<String>();
     let mac = MACS
         .get(usize::from(port))
@@ -75,7 +75,7 @@ pub fn check_leaving(snap: &Snapshot, owned: &[Vec<u32>], strict: Strict, port: 
             hex()
         )
     });
-    let ours = |ip: u32| owned.get(usize::from(att)).is_some_and(|v| v.contains(&ip));
+    let ours = |ip: u32| owned.has(att, ip);
     let l3 = &f[l2.header_len..];
     match l2.ethertype {
         EtherType::ARP => {
@@ -145,17 +145,15 @@ pub fn check_leaving(snap: &Snapshot, owned: &[Vec<u32>], strict: Strict, port: 
             let ip = Ipv6Packet::new_checked(l3)
                 .unwrap_or_else(|e| panic!("unreadable IPv6 left ({e}): {}", hex()));
             let (s, d) = (ip.src_addr_u128(), ip.dst_addr_u128());
-            assert!(
-                snap.local6(att, s).is_some(),
-                "IPv6 from an address not ours: {}",
-                hex()
-            );
+            let ours6 = owned.has6(att, s);
+            assert!(ours6.is_some(), "IPv6 from an address not ours: {}", hex());
+            let from_endpoint = ours6 == Some(true);
             let nh = ip.next_header();
             if nh == 44 {
                 // A fragment of a translated reply: from an endpoint, of TCP or UDP (its
                 // L4 checksum covers the whole datagram).
                 assert!(
-                    matches!(snap.local6(att, s), Some(LocalKind::Endpoint(_))),
+                    from_endpoint,
                     "an IPv6 fragment from an address that is no endpoint's: {}",
                     hex()
                 );
@@ -168,7 +166,7 @@ pub fn check_leaving(snap: &Snapshot, owned: &[Vec<u32>], strict: Strict, port: 
                 // A reply to an IPv6 consumer: from a dual-stack endpoint, to a unicast
                 // address, its L4 checksum right.
                 assert!(
-                    matches!(snap.local6(att, s), Some(LocalKind::Endpoint(_))),
+                    from_endpoint,
                     "IPv6 TCP/UDP from an address that is no endpoint's: {}",
                     hex()
                 );
@@ -211,13 +209,53 @@ pub fn check_leaving(snap: &Snapshot, owned: &[Vec<u32>], strict: Strict, port: 
     }
 }
 
+/// Every address the appliance had in some snapshot of a run, by attachment: what may be
+/// the source of a frame that leaves (a flow of an endpoint that is gone is still reset
+/// from its address).
+#[derive(Debug, Clone, Default)]
+pub struct Owned {
+    pub v4: Vec<Vec<u32>>,
+    /// IPv6 ones, and whether each was an endpoint's.
+    pub v6: Vec<Vec<(u128, bool)>>,
+}
+
+impl Owned {
+    fn has(&self, att: u16, ip: u32) -> bool {
+        self.v4
+            .get(usize::from(att))
+            .is_some_and(|v| v.contains(&ip))
+    }
+
+    /// Whether `ip` was ours on `att`, and whether an endpoint's.
+    fn has6(&self, att: u16, ip: u128) -> Option<bool> {
+        let v = self.v6.get(usize::from(att))?;
+        let mut found = None;
+        for &(a, endpoint) in v {
+            if a == ip {
+                found = Some(found.unwrap_or(false) || endpoint);
+            }
+        }
+        found
+    }
+}
+
 /// Every address the appliance has in `snap`, by attachment, added to `owned`.
-pub fn add_owned(snap: &Snapshot, owned: &mut Vec<Vec<u32>>) {
-    owned.resize(snap.attachments.len().max(owned.len()), Vec::new());
+pub fn add_owned(snap: &Snapshot, owned: &mut Owned) {
+    let n = snap.attachments.len();
+    owned.v4.resize(n.max(owned.v4.len()), Vec::new());
+    owned.v6.resize(n.max(owned.v6.len()), Vec::new());
     for (att, ip) in snap.local_addresses() {
-        let v = &mut owned[usize::from(att)];
+        let v = &mut owned.v4[usize::from(att)];
         if !v.contains(&ip) {
             v.push(ip);
+        }
+    }
+    for (att, ip, kind) in snap.local_addresses6() {
+        let entry = (ip, matches!(kind, LocalKind::Endpoint(_)));
+        if let Some(v) = owned.v6.get_mut(usize::from(att)) {
+            if !v.contains(&entry) {
+                v.push(entry);
+            }
         }
     }
 }

@@ -402,6 +402,19 @@ pub fn script(setup: [u8; 2], recs: &[Rec]) -> Vec<u8> {
     v
 }
 
+/// An answer (to output `b`, see `World::pick_output`) of kind `c` on worker bit `a`,
+/// starting at sequence number 5000 where it starts one.
+fn answer(b: u8, c: u8, a: u8) -> Rec {
+    rec(Op::Answer, |r| {
+        r.a = a;
+        r.b = b;
+        r.c = c;
+        r.seq = 5000;
+        r.win = 65000;
+        r.len = 100;
+    })
+}
+
 /// A record of `op` with the fields `f` sets.
 pub fn rec(op: Op, f: impl FnOnce(&mut Rec)) -> Rec {
     let mut r = Rec::new(op);
@@ -429,16 +442,6 @@ pub fn scripted(workers: u8) -> Vec<u8> {
             r.seq = 1000;
             r.win = 64240;
             r.l2 = 5 << 5;
-        })
-    };
-    let answer = |b: u8, c: u8, a: u8| {
-        rec(Op::Answer, |r| {
-            r.a = a;
-            r.b = b;
-            r.c = c;
-            r.seq = 5000;
-            r.win = 65000;
-            r.len = 100;
         })
     };
     // 20 ms: a timer tick, when a worker sends what it held for a next hop another
@@ -505,4 +508,71 @@ pub fn scripted(workers: u8) -> Vec<u8> {
     ];
     // 16 flows per worker.
     script([u8::from(workers == 2) | 2, 0], &recs)
+}
+
+/// A hand-written IPv6 scenario: a consumer's solicitation of the dual-stack endpoint,
+/// a TCP connection through it (NAT64) answered both ways, a fragmented UDP datagram, a
+/// ping, a consumer nobody knows yet, whose reply waits for the appliance's solicitation
+/// to be answered, and the endpoint's rejection, which resets the connections.
+pub fn scripted6(workers: u8) -> Vec<u8> {
+    let other = if workers == 2 { 0x40 } else { 0 };
+    let tick = || rec(Op::Clock, |r| r.b = 20 << 2);
+    let syn = |a: u8, y: u8| {
+        rec(Op::Consumer6, |r| {
+            r.a = a;
+            r.y = y;
+            r.c = 0x02;
+            r.seq = 1000;
+            r.win = 64240;
+        })
+    };
+    let recs = vec![
+        // fd00:c1::10 asks for the endpoint (learned from its link-layer option).
+        rec(Op::Consumer6, |r| {
+            r.a = 6 << 3;
+            r.b = 2;
+            r.c = 1 | 4;
+            r.ip = 6;
+        }),
+        syn(0, 0),
+        answer(ARP_REQUEST, 0, other),
+        tick(),
+        answer(TCP_TO_PROVIDER, 0, other),
+        answer(TCP_TO_CONSUMER, 0, 0),
+        answer(TCP_TO_PROVIDER, 1, other),
+        answer(TCP_TO_CONSUMER, 1, 0),
+        // UDP to port 9000 in two fragments (the second first), then whole, and the
+        // answer to that.
+        rec(Op::Consumer6, |r| {
+            r.b = 1 | (3 << 2);
+            r.len = 40;
+            r.damage = 0xc8;
+            r.y = 8;
+            r.seq = 0x0102_0304;
+        }),
+        answer(ARP_REQUEST, 0, other),
+        tick(),
+        rec(Op::Consumer6, |r| {
+            r.b = 1 | (3 << 2);
+            r.len = 20;
+        }),
+        answer(UDP_TO_PROVIDER, 0, other),
+        // A ping of the endpoint's IPv6 address.
+        rec(Op::Consumer6, |r| {
+            r.b = 2;
+            r.seq = 0x0007_0001;
+        }),
+        // fd00:c1::20 connects without asking first: the SYN-ACK waits for the
+        // appliance's solicitation (the newest output) to be answered.
+        syn(7, 0x20),
+        answer(TCP_TO_PROVIDER, 0, other),
+        answer(0, 0, 0),
+        tick(),
+        answer(TCP_TO_CONSUMER, 0, 0),
+        // The provider rejects the endpoint: its open connections are reset, the IPv6
+        // consumers' from the address the endpoint no longer answers for.
+        rec(Op::Control, |r| r.b = 0),
+        rec(Op::Poll, |r| r.b = 7),
+    ];
+    script([u8::from(workers == 2), 0], &recs)
 }

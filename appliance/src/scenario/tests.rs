@@ -64,6 +64,35 @@ fn a_short_script_reaches_the_deep_paths() {
 }
 
 #[test]
+fn an_ipv6_script_reaches_nat64_fragments_and_neighbour_discovery() {
+    for workers in [1, 2] {
+        let mut w = run(&seeds::scripted6(workers));
+        let c = w.counters();
+        let show = format!(
+            "{workers} workers: {:?}\n{:?}\n{:?}",
+            c.named(),
+            w.stats,
+            DropReason::ALL
+                .iter()
+                .filter(|r| c.dropped(**r) > 0)
+                .map(|r| (r.label(), c.dropped(*r)))
+                .collect::<Vec<_>>()
+        );
+        assert!(c.new_flows >= 3, "{show}");
+        assert!(w.stats.forward_tx >= 5, "{show}");
+        assert!(w.stats.reverse_tx >= 3, "{show}");
+        assert!(c.fragments >= 2, "{show}");
+        assert!(c.echo_replies >= 1, "{show}");
+        assert!(c.nd_advertisements >= 1, "{show}");
+        assert!(c.nd_solicitations >= 1, "{show}");
+        assert!(c.nd_learned >= 2, "{show}");
+        assert!(w.stats.held_released >= 1, "{show}");
+        assert_eq!(c.dropped(DropReason::NeighbourUnresolved), 0, "{show}");
+        assert!(c.rst_sent >= 2, "{show}");
+    }
+}
+
+#[test]
 fn with_two_workers_replies_are_handed_to_the_flow_owner() {
     let mut w = run(&seeds::scripted(2));
     assert_deep(&mut w);

@@ -523,6 +523,11 @@ impl Snapshot {
     pub fn local_addresses(&self) -> impl Iterator<Item = (u16, u32)> + '_ {
         self.locals.keys().copied()
     }
+
+    /// Every IPv6 address the appliance answers for, by attachment, and what it is.
+    pub fn local_addresses6(&self) -> impl Iterator<Item = (u16, u128, LocalKind)> + '_ {
+        self.locals6.iter().map(|(&(att, ip), &k)| (att, ip, k))
+    }
 }
 
 impl Snapshot {
