@@ -18,6 +18,17 @@ pub(super) const ALL_NODES: u128 = 0xff02_0000_0000_0000_0000_0000_0000_0001;
 /// with any other came from beyond the link.
 pub(super) const ND_HOP_LIMIT: u8 = 255;
 
+/// What a neighbour discovery message may do to the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Learn6 {
+    /// A solicitation's source: made only where there is room.
+    Unasked,
+    /// An advertisement: only a neighbour already tracked (the one our solicitation
+    /// made, or one known) is updated (RFC 4861 §7.2.5: an advertisement of no entry is
+    /// discarded).
+    Update,
+}
+
 /// Whether `ip` can be a neighbour on `att`'s link: inside its IPv6 prefix, or
 /// link-local (where routers usually answer from), and unicast.
 fn on_link6(att: &AttachmentView, ip: u128) -> bool {
@@ -34,9 +45,9 @@ const HOP_LIMIT: u8 = 64;
 pub(super) type Memo6 = Option<(u16, u128, Option<LocalKind>)>;
 
 impl<F: Frame> Pipeline<F> {
-    /// Records IPv6 neighbour `ip` at `lladdr` on attachment `att_idx` (`create`: a new
-    /// entry may be made; else only one already tracked is updated) and sends what this
-    /// worker held for it. True when the table has it now.
+    /// Records IPv6 neighbour `ip` at `lladdr` on attachment `att_idx` (`how`: what the
+    /// message may do to the table) and sends what this worker held for it. True when
+    /// the table has it now.
     #[allow(clippy::too_many_arguments)]
     fn learn6(
         &mut self,
@@ -45,7 +56,7 @@ impl<F: Frame> Pipeline<F> {
         att: &AttachmentView,
         ip: u128,
         lladdr: EthernetAddress,
-        create: bool,
+        how: Learn6,
         now_ms: u64,
     ) -> bool {
         let station = lladdr.is_unicast() && lladdr != EthernetAddress::UNSPECIFIED;
@@ -54,10 +65,11 @@ impl<F: Frame> Pipeline<F> {
         if !station || !on_link6(att, ip) {
             return false;
         }
-        let learned = if create {
-            self.neighbours6.learn(att_idx, ip, lladdr.0, now_ms)
-        } else {
-            self.neighbours6.confirm(att_idx, ip, lladdr.0, now_ms)
+        let learned = match how {
+            Learn6::Unasked => self
+                .neighbours6
+                .learn_unasked(att_idx, ip, lladdr.0, now_ms),
+            Learn6::Update => self.neighbours6.confirm(att_idx, ip, lladdr.0, now_ms),
         };
         if !learned.is_usable() {
             return false;
@@ -167,7 +179,7 @@ impl<F: Frame> Pipeline<F> {
                 // The solicitor talks to us: worth learning, as an ARP request to us is
                 // (RFC 4861 §7.2.3), so our answer to it needs no solicitation.
                 if let Some(lladdr) = source_lladdr.filter(|_| !probe) {
-                    self.learn6(snap, ctx.att, att, src, lladdr, true, now_ms);
+                    self.learn6(snap, ctx.att, att, src, lladdr, Learn6::Unasked, now_ms);
                 }
                 if !self.active {
                     return Err(DropReason::NdIgnored);
@@ -219,9 +231,9 @@ impl<F: Frame> Pipeline<F> {
                 }
                 let sender = EthernetFrame::new_unchecked(frame.bytes()).src_addr();
                 let lladdr = target_lladdr.unwrap_or(sender);
-                // An answer to our solicitation is learned; an unsolicited one only
-                // updates a neighbour we already track (a sender must not fill the table).
-                if self.learn6(snap, ctx.att, att, target, lladdr, solicited, now_ms) {
+                // Whether an answer to our solicitation or not, it only updates a
+                // neighbour we track (a sender must not fill the table).
+                if self.learn6(snap, ctx.att, att, target, lladdr, Learn6::Update, now_ms) {
                     Ok(Next::Consumed)
                 } else {
                     Err(DropReason::NdIgnored)

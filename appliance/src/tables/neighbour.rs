@@ -384,6 +384,23 @@ impl<A: NeighbourAddr> SetGuard<'_, A> {
         s.used[way].store(now_ms, Ordering::Relaxed);
     }
 
+    /// A free or failed way, if the set has one (evicting nothing in use).
+    fn free_way(&self) -> Option<(usize, bool)> {
+        let s = self.set;
+        (0..WAYS)
+            .find(|&w| {
+                A::load(&s.keys[w]) == A::Key::default()
+                    || matches!(
+                        State::decode(
+                            s.entries[w].load(Ordering::Relaxed),
+                            s.times[w].load(Ordering::Relaxed),
+                        ),
+                        None | Some(State::Failed { .. })
+                    )
+            })
+            .map(|w| (w, false))
+    }
+
     /// A way for a new key: a free one, else a failed one, else the least recently used
     /// of the rest (never a static one). The second value is true when a usable MAC is
     /// evicted (workers may have it cached).
@@ -622,6 +639,17 @@ impl<A: NeighbourAddr> NeighbourTableOf<A> {
 
     /// Records `ip` at `mac` (an ARP reply, or a request addressed to us).
     pub fn learn(&self, att: u16, ip: A, mac: [u8; 6], now_ms: u64) -> Learned {
+        self.learn_as(att, ip, mac, now_ms, false)
+    }
+
+    /// [`learn`](Self::learn) for what nobody asked (a solicitation's source): a new
+    /// neighbour takes only a free or failed way, never one in use, so a sender making up
+    /// sources (an IPv6 prefix has 2^64) cannot evict the neighbours traffic needs.
+    pub fn learn_unasked(&self, att: u16, ip: A, mac: [u8; 6], now_ms: u64) -> Learned {
+        self.learn_as(att, ip, mac, now_ms, true)
+    }
+
+    fn learn_as(&self, att: u16, ip: A, mac: [u8; 6], now_ms: u64, no_evict: bool) -> Learned {
         let key = key_of(att, ip);
         let set = self.set_of(key);
         let Some(g) = set.lock() else {
@@ -645,7 +673,7 @@ impl<A: NeighbourAddr> NeighbourTableOf<A> {
                 g.put(w, key, reachable, now_ms);
                 (Learned::New, false)
             }
-            None => match g.victim() {
+            None => match if no_evict { g.free_way() } else { g.victim() } {
                 Some((w, evicts_mac)) => {
                     g.put(w, key, reachable, now_ms);
                     (Learned::New, evicts_mac)
@@ -838,6 +866,12 @@ impl<A: NeighbourAddr> NeighboursOf<A> {
     /// The MAC of `ip` if known, without side effects.
     pub fn get(&self, att: u16, ip: A) -> Option<[u8; 6]> {
         self.table.get(att, ip)
+    }
+
+    /// [`NeighbourTableOf::learn_unasked`] (a busy set is not retried: the sender asks
+    /// again, or answers our own solicitation).
+    pub fn learn_unasked(&mut self, att: u16, ip: A, mac: [u8; 6], now_ms: u64) -> Learned {
+        self.table.learn_unasked(att, ip, mac, now_ms)
     }
 
     /// Records `ip` at `mac`; a write that found its set busy is kept and retried at the

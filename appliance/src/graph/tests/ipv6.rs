@@ -198,6 +198,14 @@ fn solicitations_that_are_not_ours_or_not_from_the_link_are_ignored() {
         frame6(MAC_C, host, own, 64, advert(host, true, Some(CLIENT_MAC))),
         // Someone advertising our own address.
         frame6(MAC_C, host, own, 255, advert(own, true, Some(CLIENT_MAC))),
+        // A "solicited" advertisement nobody solicited (RFC 4861 §7.2.5: discarded).
+        frame6(
+            MAC_C,
+            a("fd00:c1::98"),
+            own,
+            255,
+            advert(a("fd00:c1::98"), true, Some(CLIENT_MAC)),
+        ),
     ];
     for (i, f) in cases.iter().enumerate() {
         assert!(
@@ -810,4 +818,35 @@ fn a_changed_ipv6_neighbour_reaches_every_workers_cache() {
     p1.poll(&snap, 20);
     let (_, back) = tx(reply_to_consumer6(&mut p1, &snap, host, 30));
     assert_eq!(&back[0..6], &new_mac, "worker 1 follows the change");
+}
+
+/// Solicitations from made-up sources (an IPv6 prefix has 2^64 of them) cannot push out
+/// the neighbours traffic needs: a source is learned only where the table has room.
+#[test]
+fn a_flood_of_solicitations_from_made_up_sources_evicts_no_neighbour() {
+    let config = dual_endpoint_config();
+    let snap = snapshot(&config);
+    let mut settings = crate::daemon::pipeline_settings(&config, 1);
+    settings.flow_capacity = 1024;
+    // One set of eight ways.
+    settings.neighbour_capacity = 8;
+    let p = Pipeline::new(0, settings, Box::new(|| Some(VecFrame::new(&[]))), &snap);
+    let mut p = super::with_neighbours(p, &snap);
+    let host = a(HOST);
+    let ep = a(ENDPOINT6);
+    let group = icmpv6::solicited_node(ep);
+    for i in 0..64u128 {
+        let src = a("fd00:c1::1:0") + i;
+        let ns = frame6(
+            group_mac(group),
+            src,
+            group,
+            255,
+            solicit(ep, Some([2, 0, 0, 0, 1, 0])),
+        );
+        tx(p.process(&snap, CONSUMER_PORT, VecFrame::new(&ns), 0));
+    }
+    assert_eq!(p.neighbour_table6().get(0, host), Some(CLIENT_MAC));
+    let (port, back) = tx(reply_to_consumer6(&mut p, &snap, host, 1));
+    assert_eq!((port, &back[0..6]), (CONSUMER_PORT, &CLIENT_MAC[..]));
 }

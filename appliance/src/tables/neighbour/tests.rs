@@ -427,3 +427,35 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn what_nobody_asked_takes_only_free_or_failed_ways() {
+    // Eight ways: one set.
+    let t = NeighbourTable6::new(WAYS, NeighbourTimers::default());
+    let ip = |i: u128| (0xfd00 << 112) | i;
+    for i in 0..WAYS as u128 {
+        assert_eq!(t.learn(0, ip(i), MAC, 0), Learned::New);
+    }
+    // A solicitation's made-up source evicts nobody...
+    assert_eq!(t.learn_unasked(0, ip(100), MAC, 1), Learned::NoRoom);
+    assert!((0..WAYS as u128).all(|i| t.get(0, ip(i)) == Some(MAC)));
+    // ...but updates one already there.
+    assert_eq!(
+        t.learn_unasked(0, ip(3), [2, 0, 0, 0, 0, 9], 2),
+        Learned::Changed
+    );
+    // A failed neighbour's way is free to take.
+    let t = NeighbourTable6::new(WAYS, NeighbourTimers::default());
+    for i in 0..WAYS as u128 - 1 {
+        t.learn(0, ip(i), MAC, 0);
+    }
+    let timers = t.timers();
+    let mut now = 0;
+    assert_eq!(t.resolve(0, ip(50), now), Resolution::Request);
+    while t.resolve(0, ip(50), now) != Resolution::Failed {
+        now += timers.retry_ms;
+    }
+    assert_eq!(t.learn_unasked(0, ip(101), MAC, now), Learned::New);
+    // What we asked for may evict the least recently used.
+    assert_eq!(t.learn(0, ip(102), MAC, now), Learned::New);
+}
