@@ -34,13 +34,16 @@ impl<F: Frame> Pipeline<F> {
         }
 
         if sane_sender {
-            // A reply, or a request addressed to us, is worth learning (the sender talks
-            // to us); other requests only refresh what we already track.
+            // A request addressed to us is worth learning (the sender talks to us), but
+            // its sender is nobody we asked for: it takes only room nobody uses, so
+            // senders made up across the prefix cannot evict the neighbours traffic
+            // needs. A reply fills the entry our request made (or refreshes a known
+            // one), as do other requests; a reply nobody asked for makes none.
             // The table is shared: every worker sees this at its next lookup, and
             // releases what it holds for it at its next tick.
-            let learned = if op == ArpOperation::REPLY || asks_us {
+            let learned = if asks_us {
                 self.neighbours
-                    .learn(att_idx, sender_ip, sender_mac.0, now_ms)
+                    .learn_unasked(att_idx, sender_ip, sender_mac.0, now_ms)
             } else {
                 self.neighbours
                     .confirm(att_idx, sender_ip, sender_mac.0, now_ms)

@@ -2576,6 +2576,46 @@ fn arp_from_a_zero_or_group_sender_mac_is_ignored() {
     }
 }
 
+/// ARP cannot be used to fill the neighbour table: a reply nobody asked for makes no
+/// entry, and requests to us from senders made up across the prefix take only room
+/// nobody uses, so the neighbours traffic needs stay.
+#[test]
+fn unasked_arp_evicts_no_neighbour_and_unrequested_replies_make_none() {
+    let config = Config::embedded_default();
+    let snap = snapshot(&config);
+    let mut settings = crate::daemon::pipeline_settings(&config, 1);
+    settings.flow_capacity = 1024;
+    // One set of eight ways.
+    settings.neighbour_capacity = 8;
+    let p = Pipeline::new(0, settings, Box::new(|| Some(VecFrame::new(&[]))), &snap);
+    let mut p = with_neighbours(p, &snap);
+    // A reply from a target nobody asked about.
+    let stranger = Ipv4Addr::new(10, 2, 0, 77);
+    p.process(
+        &snap,
+        PROVIDER_PORT,
+        VecFrame::new(&arp_reply_from(stranger, [2, 0, 0, 0, 0, 0x77])),
+        0,
+    );
+    assert_eq!(p.neighbour_table().get(1, stranger.into()), None);
+    // Requests for the endpoint from 64 made-up consumers.
+    for i in 0..64u8 {
+        let sender = Ipv4Addr::new(10, 1, 0, 120 + (i % 100));
+        let mut f = eth([0xff; 6], [2, 0, 0, 0, 2, i], 0x0806);
+        f.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+        f.extend_from_slice(&[2, 0, 0, 0, 2, i]);
+        f.extend_from_slice(&sender.octets());
+        f.extend_from_slice(&[0; 6]);
+        f.extend_from_slice(&ENDPOINT.octets());
+        tx(p.process(&snap, CONSUMER_PORT, VecFrame::new(&f), 1));
+    }
+    // The client and the targets are still known: traffic flows both ways at once.
+    assert_eq!(p.neighbour_table().get(0, CLIENT.into()), Some(CLIENT_MAC));
+    let f = udp(CLIENT, 20000, ENDPOINT, 9000, MAC_C, CLIENT_MAC);
+    let (port, out) = tx(p.process(&snap, CONSUMER_PORT, VecFrame::new(&f), 2));
+    assert_eq!((port, &out[0..6]), (PROVIDER_PORT, &TARGET_MAC[..]));
+}
+
 /// Two workers, one neighbour table: worker 1 forwards to 100 targets whose MACs nobody
 /// knows yet, and every ARP reply arrives on worker 0's queue (as RSS or the kernel may
 /// well deliver them). Worker 1 releases everything it held at its next tick, each target
