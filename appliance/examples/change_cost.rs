@@ -51,7 +51,7 @@ fn main() {
             vpc_id: config.vpcs[0].vpc_id,
             service_id: Some(service),
             service_name: None,
-            ip: Ipv4Addr::from(base + i),
+            ip: Some(Ipv4Addr::from(base + i)),
             ip_address_type: Default::default(),
             ip6: None,
             state: EndpointState::Available,

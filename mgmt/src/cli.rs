@@ -182,7 +182,7 @@ pub const OPERATIONS: &[Operation] = &[
             ("policy-document", JsonOrStr),
             ("client-token", Str),
         ],
-        help: "connect a consumer VPC to a service (--ip-address-type dualstack gives it an IPv6 address too, --ipv6-address or allocated from the VPC's IPv6 prefix)",
+        help: "connect a consumer VPC to a service (--ip-address-type dualstack gives it an IPv6 address too, ipv6 only an IPv6 address: --ipv6-address or allocated from the VPC's IPv6 prefix)",
         example: "create-vpc-endpoint --vpc-id vpc-0c0000000000000c1 --service-name com.privlink.vpce.local.vpce-svc-0123456789abcdef0 --ip-address 10.1.0.100",
     },
     Operation {

@@ -891,7 +891,7 @@ impl Tx<'_> {
         }
         for e in &self.st.endpoints {
             if e.vpc_id == att.vpc_id && e.state.holds_address() {
-                used.insert(e.ip);
+                used.extend(e.ip);
             }
         }
         used
@@ -1043,10 +1043,12 @@ fn endpoint_json(e: &Endpoint, region: &str) -> Value {
         "ServiceName": crate::model::service_name(region, e.service_id),
         "State": e.state.as_str(),
         "OwnerId": e.owner.to_string(),
-        "IpAddress": e.ip.to_string(),
         "IpAddressType": e.ip_address_type.as_str(),
         "Groups": e.security_group_ids.iter().map(|g| json!({"GroupId": g.to_string()})).collect::<Vec<_>>(),
     });
+    if let Some(ip) = e.ip {
+        v["IpAddress"] = Value::String(ip.to_string());
+    }
     if let Some(ip6) = e.ip6 {
         v["Ipv6Address"] = Value::String(ip6.to_string());
     }

@@ -621,6 +621,56 @@ fn a_dual_stack_endpoint_answers_ping6_at_its_allocated_address() {
     assert!(clean, "privlinkd stops cleanly on SIGTERM");
 }
 
+/// An IPv6 endpoint (`--ip-address-type ipv6`): an IPv6 address of the VPC's prefix and
+/// no IPv4 one; `curl -6` and UDP through it reach the IPv4-only service, and its
+/// description has no `IpAddress`.
+#[test]
+fn an_ipv6_endpoint_without_an_ipv4_address_serves_ipv6_consumers() {
+    let mut t = Topology::start(Options {
+        ipv6: true,
+        ..Options::default()
+    });
+    // The service accepts IPv6 endpoints (the helper makes it so, and a dual-stack one).
+    let (_, dual6, _) = dual_stack_endpoint(&t);
+    let name = "com.privlink.vpce.local.vpce-svc-0d0000000000000d1";
+    let create = [
+        "create-vpc-endpoint",
+        "--vpc-id",
+        CONSUMER_VPC,
+        "--service-name",
+        name,
+        "--ip-address-type",
+        "ipv6",
+    ];
+    let ep = t.ctl_ok(UID_CONSUMER, &create)["VpcEndpoint"].clone();
+    assert_eq!(ep["IpAddressType"], "ipv6", "{ep}");
+    assert!(ep.get("IpAddress").is_none(), "no IPv4 address: {ep}");
+    let ip6 = ep["Ipv6Address"]
+        .as_str()
+        .expect("an IPv6 address")
+        .to_owned();
+    assert_ne!(ip6, dual6);
+    let url = format!("http://[{ip6}]/");
+    let curl = t.consumer.exec(
+        &["curl", "-6", "-sS", "-m", "10", &url],
+        Duration::from_secs(15),
+    );
+    let body = String::from_utf8_lossy(&curl.stdout);
+    assert!(
+        curl.status.success() && body.contains(&format!("client={SNAT_IP}:")),
+        "curl -6 through the IPv6 endpoint: {body} {}\n{}",
+        String::from_utf8_lossy(&curl.stderr),
+        t.log()
+    );
+    let r = t.client(&["udp", &ip6, "9000", "5"], T);
+    assert_eq!(r["ok"], 5, "UDP through the IPv6 endpoint: {r}");
+    assert!(t.ping6(&ip6, 2), "ping -6 to the IPv6 endpoint");
+    let s = t.stats();
+    assert_eq!(Topology::drops(&s, "ipv6_flow_collision"), 0, "{s}");
+    let (clean, _) = t.stop();
+    assert!(clean, "privlinkd stops cleanly on SIGTERM");
+}
+
 /// IPv6 consumers of an IPv4-only service: `curl -6` and HTTP over IPv6 to the
 /// dual-stack endpoint reach the IPv4 targets, which see the IPv4 SNAT address; UDP too;
 /// IPv4 to the same endpoint beside it; the consumer's flows list its IPv6 address.

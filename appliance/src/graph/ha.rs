@@ -311,6 +311,15 @@ impl<F: Frame> Pipeline<F> {
         let mut r = *r;
         if let Some(s) = r.side6 {
             r.fwd.src_ip = super::nat64::fold(self.settings.flow_hash_seed, s.consumer);
+            // An IPv6 endpoint's stand-in address comes from its handle, which is each
+            // node's own: this node's, found by the endpoint's IPv6 address.
+            if r.fwd.dst_ip >= crate::tables::snapshot::IPV6_ONLY_BASE {
+                if let Some(LocalKind::Endpoint(h)) = snap.local6(r.fwd.vpc, s.endpoint) {
+                    if let Some(e) = snap.endpoint_by_handle(h) {
+                        r.fwd.dst_ip = e.ip;
+                    }
+                }
+            }
         }
         let r = &r;
         let existing = if v6 {

@@ -97,6 +97,16 @@ impl AttachmentView {
     }
 }
 
+/// The first stand-in address of IPv6 endpoints: 240.0.0.0/4, reserved, never a
+/// destination an IPv4 packet may have here.
+pub const IPV6_ONLY_BASE: u32 = 0xF000_0000;
+
+/// The stand-in IPv4 address of the IPv6 endpoint of handle `handle` (see
+/// [`EndpointView::ip`]); none past 2^28 handles.
+pub fn ipv6_only_stand_in(handle: u32) -> Option<u32> {
+    (handle < 1 << 28).then_some(IPV6_ONLY_BASE | handle)
+}
+
 /// What a local address is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LocalKind {
@@ -125,8 +135,10 @@ pub struct EndpointView {
     pub handle: u32,
     pub owner: AccountId,
     pub attachment: u16,
+    /// Its IPv4 address; for an IPv6 endpoint, a stand-in in 240.0.0.0/4 that only its
+    /// flows' keys carry ([`ipv6_only_stand_in`]).
     pub ip: u32,
-    /// A dual-stack endpoint's IPv6 address.
+    /// A dual-stack or IPv6 endpoint's IPv6 address.
     pub ip6: Option<u128>,
     /// The service's handle.
     pub service: u32,

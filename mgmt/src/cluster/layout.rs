@@ -771,7 +771,7 @@ mod tests {
         }
         // The fifth new one changed, then the tenth removed, later in the same batch.
         let mut changed = want[template_index(&want, 5)].clone();
-        changed.ip = "10.1.0.200".parse().unwrap();
+        changed.ip = Some("10.1.0.200".parse().unwrap());
         let at = template_index(&want, 5);
         want[at] = changed.clone();
         events.push(Event::Put(Kv {

@@ -515,9 +515,11 @@ pub struct EndpointConfig {
     /// The service by name, `com.privlink.vpce.<region>.<id>`, in this appliance's region.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_name: Option<ServiceName>,
-    /// The endpoint's address in the consumer VPC; required.
-    pub ip: std::net::Ipv4Addr,
-    /// `ipv4` (default) or `dualstack` (then `ip6` is required).
+    /// The endpoint's IPv4 address in the consumer VPC; required unless the type is
+    /// `ipv6`, which has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<std::net::Ipv4Addr>,
+    /// `ipv4` (default), `dualstack` or `ipv6` (then `ip6` is required).
     #[serde(default)]
     pub ip_address_type: IpAddressType,
     /// The endpoint's address in the consumer VPC's IPv6 prefix.

@@ -164,7 +164,7 @@ fn expected_default() -> Config {
             vpc_id: p("vpc-0c0000000000000c1"),
             service_id: Some(p("vpce-svc-0d0000000000000d1")),
             service_name: None,
-            ip: ip("10.1.0.100"),
+            ip: Some(ip("10.1.0.100")),
             ip_address_type: IpAddressType::Dualstack,
             ip6: Some(p("fd00:c1::64")),
             state: EndpointState::Available,
@@ -214,7 +214,7 @@ fn state_is_the_declared_objects() {
     let e = &st.endpoints[0];
     assert_eq!(e.id.to_string(), "vpce-0e0000000000000e1");
     assert_eq!(e.service_id.to_string(), "vpce-svc-0d0000000000000d1");
-    assert_eq!(e.ip, ip("10.1.0.100"));
+    assert_eq!(e.ip, Some(ip("10.1.0.100")));
     assert!(e.state.forwards());
     st.validate(&c.vpcs).unwrap();
 }
@@ -385,6 +385,20 @@ fn a_dual_stack_endpoint_is_declared_with_its_ipv6_address() {
         ),
         &["unknown variant `both`"],
     );
+    // An IPv6 endpoint declares no ip; one that does is refused by its path.
+    let v6 = text.replace(
+        "ip_address_type = \"dualstack\"",
+        "ip_address_type = \"ipv6\"",
+    );
+    let e = Config::from_toml_str(&v6).expect_err("an ip for an ipv6 endpoint");
+    assert_eq!(
+        e.path().map(ToString::to_string).as_deref(),
+        Some("endpoints[0].ip"),
+        "{e}"
+    );
+    let c = Config::from_toml_str(&v6.replace("ip = \"10.1.0.100\"", "")).unwrap();
+    let e = c.endpoints[0].to_endpoint().unwrap();
+    assert_eq!((e.ip, e.ip6), (None, Some(p("fd00:c1::64"))));
 }
 
 #[test]
@@ -1099,7 +1113,7 @@ fn endpoint_service_name_in_another_region() {
 #[test]
 fn declared_objects_follow_the_model_rules() {
     let mut c = demo();
-    c.endpoints[0].ip = ip("10.9.0.5");
+    c.endpoints[0].ip = Some(ip("10.9.0.5"));
     expect(
         &c,
         "endpoints[0].ip",
@@ -1121,7 +1135,7 @@ fn declared_objects_follow_the_model_rules() {
         "service vpce-svc-0d0000000000000d1: at least one snat address is required",
     );
     let mut c = demo();
-    c.endpoints[0].ip = ip("10.1.0.1");
+    c.endpoints[0].ip = Some(ip("10.1.0.1"));
     expect(
         &c,
         "endpoints[0].ip",

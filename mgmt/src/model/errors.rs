@@ -607,13 +607,15 @@ pub enum ModelError {
         /// The endpoint's type.
         ip_address_type: IpAddressType,
     },
-    /// `<object>: ip_address_type ipv6 (an endpoint without an IPv4 address) is not
-    /// supported yet; use dualstack`. Code `InvalidParameterValue`.
-    Ipv6OnlyUnsupported {
+    /// `<object>: ip_address_type ipv4 needs an ip` (or: `ipv6 has no ip`): an endpoint
+    /// has an IPv4 address exactly when its type has one. Code `InvalidParameterValue`.
+    Ipv4Mismatch {
         /// Where.
         at: KeyPath,
         /// About what.
         object: Object,
+        /// Its type.
+        ip_address_type: IpAddressType,
     },
     /// `<object>: vpc-… has no IPv6 prefix (its attachment has no address6)`.
     /// Code `InvalidParameterValue`.
@@ -719,7 +721,7 @@ impl ModelError {
             | Self::BadIpv6Address { at, .. }
             | Self::BadNeighbour6 { at, .. }
             | Self::AddressTypeMismatch { at, .. }
-            | Self::Ipv6OnlyUnsupported { at, .. }
+            | Self::Ipv4Mismatch { at, .. }
             | Self::NoIpv6Prefix { at, .. }
             | Self::Ipv6OutsidePrefix { at, .. }
             | Self::Ipv6InUse { at, .. }
@@ -761,7 +763,7 @@ impl ModelError {
             | Self::BadIpv6Address { object, .. }
             | Self::BadNeighbour6 { object, .. }
             | Self::AddressTypeMismatch { object, .. }
-            | Self::Ipv6OnlyUnsupported { object, .. }
+            | Self::Ipv4Mismatch { object, .. }
             | Self::NoIpv6Prefix { object, .. }
             | Self::Ipv6OutsidePrefix { object, .. }
             | Self::Ipv6InUse { object, .. }
@@ -808,7 +810,7 @@ impl ModelError {
             | Self::BadIpv6Address { .. }
             | Self::BadNeighbour6 { .. }
             | Self::AddressTypeMismatch { .. }
-            | Self::Ipv6OnlyUnsupported { .. }
+            | Self::Ipv4Mismatch { .. }
             | Self::NoIpv6Prefix { .. }
             | Self::Ipv6OutsidePrefix { .. }
             | Self::AddressTypeNotSupported { .. }
@@ -956,10 +958,15 @@ impl fmt::Display for ModelError {
                     write!(f, "ip_address_type {ip_address_type} has no ip6")
                 }
             }
-            Self::Ipv6OnlyUnsupported { .. } => f.write_str(
-                "ip_address_type ipv6 (an endpoint without an IPv4 address) is not supported \
-                 yet; use dualstack",
-            ),
+            Self::Ipv4Mismatch {
+                ip_address_type, ..
+            } => {
+                if ip_address_type.has_ipv4() {
+                    write!(f, "ip_address_type {ip_address_type} needs an ip")
+                } else {
+                    write!(f, "ip_address_type {ip_address_type} has no ip")
+                }
+            }
             Self::NoIpv6Prefix { vpc, .. } => write!(
                 f,
                 "{vpc} has no IPv6 prefix (its attachment has no address6)"

@@ -669,8 +669,10 @@ pub struct Endpoint {
     pub vpc_id: VpcId,
     /// The service it connects to.
     pub service_id: ServiceId,
-    /// The endpoint's address in the consumer VPC.
-    pub ip: Ipv4Addr,
+    /// The endpoint's IPv4 address in the consumer VPC, exactly when its type has one
+    /// (none for an `ipv6` endpoint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<Ipv4Addr>,
     /// Which addresses it has (`IpAddressType`); default `ipv4`.
     #[serde(default, skip_serializing_if = "IpAddressType::is_ipv4")]
     pub ip_address_type: IpAddressType,

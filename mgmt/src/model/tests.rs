@@ -68,7 +68,7 @@ fn endpoint() -> Endpoint {
         owner: p("111111111111"),
         vpc_id: p(CONSUMER),
         service_id: p(SERVICE),
-        ip: ip("10.1.0.100"),
+        ip: Some(ip("10.1.0.100")),
         ip_address_type: IpAddressType::Ipv4,
         ip6: None,
         state: EndpointState::Available,
@@ -211,7 +211,7 @@ fn state_round_trips_through_json() {
     st.services[0].allowed_principals.push(Principal::Any);
     let mut pending = endpoint();
     pending.id = p("vpce-0e0000000000000e2");
-    pending.ip = ip("10.1.0.101");
+    pending.ip = Some(ip("10.1.0.101"));
     pending.state = EndpointState::PendingAcceptance;
     st.endpoints.push(pending);
 
@@ -310,7 +310,7 @@ fn demo_state_is_valid() {
 #[test]
 fn endpoint_ip_outside_prefix() {
     let mut st = state();
-    st.endpoints[0].ip = ip("10.9.0.5");
+    st.endpoints[0].ip = Some(ip("10.9.0.5"));
     expect(
         &st,
         &attachments(),
@@ -323,7 +323,7 @@ fn endpoint_ip_outside_prefix() {
 #[test]
 fn endpoint_ip_is_network_or_broadcast() {
     let mut st = state();
-    st.endpoints[0].ip = ip("10.1.0.0");
+    st.endpoints[0].ip = Some(ip("10.1.0.0"));
     expect(
         &st,
         &attachments(),
@@ -331,7 +331,7 @@ fn endpoint_ip_is_network_or_broadcast() {
         "endpoint vpce-0e0000000000000e1: ip 10.1.0.0 is the network address of 10.1.0.0/24 in vpc-0c0000000000000c1",
         "InvalidParameterValue",
     );
-    st.endpoints[0].ip = ip("10.1.0.255");
+    st.endpoints[0].ip = Some(ip("10.1.0.255"));
     expect(
         &st,
         &attachments(),
@@ -344,7 +344,7 @@ fn endpoint_ip_is_network_or_broadcast() {
 #[test]
 fn endpoint_ip_is_the_appliance_address() {
     let mut st = state();
-    st.endpoints[0].ip = ip("10.1.0.1");
+    st.endpoints[0].ip = Some(ip("10.1.0.1"));
     expect(
         &st,
         &attachments(),
@@ -363,7 +363,7 @@ fn endpoint_ip_is_the_gateway_or_a_neighbour() {
         mac: p("02:00:00:00:00:01"),
     }];
     let mut st = state();
-    st.endpoints[0].ip = ip("10.1.0.254");
+    st.endpoints[0].ip = Some(ip("10.1.0.254"));
     expect(
         &st,
         &atts,
@@ -371,7 +371,7 @@ fn endpoint_ip_is_the_gateway_or_a_neighbour() {
         "endpoint vpce-0e0000000000000e1: ip 10.1.0.254 is already in use in vpc-0c0000000000000c1 by the gateway",
         "InvalidIpAddress.InUse",
     );
-    st.endpoints[0].ip = ip("10.1.0.10");
+    st.endpoints[0].ip = Some(ip("10.1.0.10"));
     expect(
         &st,
         &atts,
@@ -420,7 +420,7 @@ fn endpoint_ip_is_a_snat_address() {
     let mut st = state();
     st.endpoints[0].owner = p("222222222222");
     st.endpoints[0].vpc_id = p(PROVIDER);
-    st.endpoints[0].ip = ip("10.2.0.100");
+    st.endpoints[0].ip = Some(ip("10.2.0.100"));
     expect(
         &st,
         &attachments(),
@@ -428,7 +428,7 @@ fn endpoint_ip_is_a_snat_address() {
         "endpoint vpce-0e0000000000000e1: ip 10.2.0.100 is already in use in vpc-0b0000000000000b1 by service vpce-svc-0d0000000000000d1 as a snat address",
         "InvalidIpAddress.InUse",
     );
-    st.endpoints[0].ip = ip("10.2.0.101");
+    st.endpoints[0].ip = Some(ip("10.2.0.101"));
     st.validate(&attachments()).unwrap();
 }
 
@@ -475,7 +475,7 @@ fn endpoint_service_not_found() {
 fn duplicate_endpoint_id() {
     let mut st = state();
     let mut second = endpoint();
-    second.ip = ip("10.1.0.101");
+    second.ip = Some(ip("10.1.0.101"));
     st.endpoints.push(second);
     expect(
         &st,
@@ -1079,7 +1079,7 @@ fn attachment_static_neighbours() {
 #[test]
 fn error_accessors() {
     let mut st = state();
-    st.endpoints[0].ip = ip("10.9.0.5");
+    st.endpoints[0].ip = Some(ip("10.9.0.5"));
     let e = st.validate(&attachments()).unwrap_err();
     assert_eq!(e.object(), Object::Endpoint(p(ENDPOINT)));
     assert!(matches!(
@@ -1164,7 +1164,7 @@ fn endpoint_changes_are_known_valid_exactly_when_they_validate() {
         for k in 0..next(4) {
             let mut e = endpoint();
             e.id = p(&format!("vpce-0e00000000000010{k}"));
-            e.ip = ip(&format!("10.1.0.{}", 110 + k));
+            e.ip = Some(ip(&format!("10.1.0.{}", 110 + k)));
             st.endpoints.push(e);
         }
         st.validate(&atts).unwrap();
@@ -1184,7 +1184,7 @@ fn endpoint_changes_are_known_valid_exactly_when_they_validate() {
             }
             let e = &mut st.endpoints[i];
             match next(7) {
-                0 => e.ip = ip(ips[next(ips.len())]),
+                0 => e.ip = Some(ip(ips[next(ips.len())])),
                 1 => {
                     let (vpc, owner) = homes[next(homes.len())];
                     (e.vpc_id, e.owner) = (p(vpc), p(owner));
@@ -1226,7 +1226,7 @@ fn a_copy_into_an_old_state_is_the_state() {
     spare.endpoints.push(endpoint());
     spare.client_tokens.clear();
     let mut source = state();
-    source.endpoints[0].ip = ip("10.1.0.77");
+    source.endpoints[0].ip = Some(ip("10.1.0.77"));
     source.security_groups = vec![SecurityGroup {
         id: p("sg-00000001"),
         owner: p("111111111111"),
@@ -1436,7 +1436,7 @@ fn ipv6_endpoint_addresses_are_checked_like_ipv4_ones() {
     let (mut st, atts) = dual();
     let mut other = st.endpoints[0].clone();
     other.id = p("vpce-0e0000000000000e2");
-    other.ip = ip("10.1.0.101");
+    other.ip = Some(ip("10.1.0.101"));
     st.endpoints.push(other.clone());
     expect(
         &st,
@@ -1469,13 +1469,37 @@ fn ipv6_endpoint_addresses_are_checked_like_ipv4_ones() {
         &format!("{e}: ip_address_type ipv4 has no ip6"),
         bad,
     );
+    // An IPv6 endpoint has an ip6 and no ip.
     let (mut st, atts) = dual();
     st.endpoints[0].ip_address_type = IpAddressType::Ipv6;
     expect(
         &st,
         &atts,
+        "endpoints[0].ip",
+        &format!("{e}: ip_address_type ipv6 has no ip"),
+        bad,
+    );
+    st.endpoints[0].ip = None;
+    st.validate(&atts).unwrap();
+    let json = serde_json::to_value(&st.endpoints[0]).unwrap();
+    assert!(json.get("ip").is_none(), "{json}");
+    assert_eq!(json["ip_address_type"], "ipv6");
+    st.endpoints[0].ip6 = None;
+    expect(
+        &st,
+        &atts,
         "endpoints[0].ip_address_type",
-        &format!("{e}: ip_address_type ipv6 (an endpoint without an IPv4 address) is not supported yet; use dualstack"),
+        &format!("{e}: ip_address_type ipv6 needs an ip6"),
+        bad,
+    );
+    // One without an ip is an IPv6 one.
+    let (mut st, atts) = dual();
+    st.endpoints[0].ip = None;
+    expect(
+        &st,
+        &atts,
+        "endpoints[0].ip_address_type",
+        &format!("{e}: ip_address_type dualstack needs an ip"),
         bad,
     );
     let (st, _) = dual();

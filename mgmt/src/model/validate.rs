@@ -291,19 +291,24 @@ fn claim(
     }
 }
 
-/// Checks an endpoint's IPv6 side: its type has an IPv6 address exactly when it has an
-/// `ip6`, which is a host of its VPC's IPv6 prefix (not the prefix's subnet-router anycast
-/// address). IPv6-only endpoints do not exist yet (every endpoint has an IPv4 address).
+/// Checks an endpoint's addresses against its type: an `ip` exactly when the type has
+/// IPv4, an `ip6` exactly when it has IPv6, which is a host of its VPC's IPv6 prefix (not
+/// the prefix's subnet-router anycast address).
 fn check_ipv6_side(
     e: &Endpoint,
     att: &VpcAttachment,
     at: &dyn Fn() -> KeyPath,
     object: Object,
 ) -> Result<(), ModelError> {
-    if e.ip_address_type == IpAddressType::Ipv6 {
-        return Err(ModelError::Ipv6OnlyUnsupported {
-            at: at().key("ip_address_type"),
+    if e.ip_address_type.has_ipv4() != e.ip.is_some() {
+        return Err(ModelError::Ipv4Mismatch {
+            at: at().key(if e.ip.is_some() {
+                "ip"
+            } else {
+                "ip_address_type"
+            }),
             object,
+            ip_address_type: e.ip_address_type,
         });
     }
     let mismatch = |key| ModelError::AddressTypeMismatch {
@@ -484,18 +489,20 @@ impl State {
             endpoint_at.insert(e.id, i);
             let att = owned_attachment(attachments, &at, object, e.vpc_id, e.owner)?;
             let ip_at = || at().key("ip");
-            check_on_link(att, &ip_at, object, AddressRole::Ip, e.ip)?;
-            if e.state.holds_address() {
-                let holder = AddressHolder::Endpoint(e.id);
-                claim(
-                    &mut claims,
-                    att,
-                    &ip_at,
-                    object,
-                    AddressRole::Ip,
-                    e.ip,
-                    holder,
-                )?;
+            if let Some(ip4) = e.ip {
+                check_on_link(att, &ip_at, object, AddressRole::Ip, ip4)?;
+                if e.state.holds_address() {
+                    let holder = AddressHolder::Endpoint(e.id);
+                    claim(
+                        &mut claims,
+                        att,
+                        &ip_at,
+                        object,
+                        AddressRole::Ip,
+                        ip4,
+                        holder,
+                    )?;
+                }
             }
             check_ipv6_side(e, att, &at, object)?;
             if let (Some(ip), true) = (e.ip6, e.state.holds_address()) {
@@ -625,26 +632,29 @@ impl State {
         for e in &here {
             // The IPv6 side (and a type other than the default) is left to the whole
             // validation: few endpoints have it, and this walk checks IPv4 addresses.
-            if e.ip6.is_some() || e.ip_address_type != IpAddressType::Ipv4 {
+            let Some(ip) = e.ip.filter(|_| e.ip6.is_none()) else {
+                return false;
+            };
+            if e.ip_address_type != IpAddressType::Ipv4 {
                 return false;
             }
             let object = Object::Endpoint(e.id);
             let Ok(att) = owned_attachment(attachments, &no_path, object, e.vpc_id, e.owner) else {
                 return false;
             };
-            if check_on_link(att, &no_path, object, AddressRole::Ip, e.ip).is_err() {
+            if check_on_link(att, &no_path, object, AddressRole::Ip, ip).is_err() {
                 return false;
             }
             if e.state.holds_address() {
-                let taken = e.ip == att.address.addr()
-                    || att.gateway == Some(e.ip)
-                    || att.static_neighbours.iter().any(|n| n.ip == e.ip)
+                let taken = ip == att.address.addr()
+                    || att.gateway == Some(ip)
+                    || att.static_neighbours.iter().any(|n| n.ip == ip)
                     || self.services.iter().any(|s| {
                         s.vpc_id == e.vpc_id
-                            && (s.snat_addresses.contains(&e.ip)
+                            && (s.snat_addresses.contains(&ip)
                                 || s.listeners
                                     .iter()
-                                    .any(|l| l.targets.iter().any(|t| t.ip == e.ip)))
+                                    .any(|l| l.targets.iter().any(|t| t.ip == ip)))
                     });
                 if taken {
                     return false;
@@ -679,7 +689,8 @@ impl State {
             for (e, n) in here.iter().zip(seen.iter_mut()) {
                 if x.id == e.id {
                     *n += 1;
-                } else if x.ip == e.ip
+                } else if x.ip.is_some()
+                    && x.ip == e.ip
                     && x.vpc_id == e.vpc_id
                     && x.state.holds_address()
                     && e.state.holds_address()

@@ -137,9 +137,13 @@ impl Tx<'_> {
             EndpointState::PendingAcceptance
         };
         self.check_groups(&groups)?;
+        // An IPv6 endpoint has no IPv4 address (a given one is refused by validation).
         let ip = match ip {
-            Some(ip) => ip,
-            None => allocate_address(&att, &self.used_addresses(&att), false)?,
+            Some(ip) => Some(ip),
+            None if ip_address_type.has_ipv4() => {
+                Some(allocate_address(&att, &self.used_addresses(&att), false)?)
+            }
+            None => None,
         };
         // Without an IPv6 prefix there is nothing to allocate from: validation names the
         // problem (the VPC has no address6), as it does for a given address.
@@ -337,8 +341,13 @@ impl Tx<'_> {
                     "VpcEndpointId": e.id.to_string(),
                     "VpcEndpointOwner": e.owner.to_string(),
                     "VpcEndpointState": e.state.as_str(),
-                    "IpAddress": e.ip.to_string(),
                 });
+                if let Some(ip) = e.ip {
+                    v["IpAddress"] = Value::String(ip.to_string());
+                }
+                if let Some(ip6) = e.ip6 {
+                    v["Ipv6Address"] = Value::String(ip6.to_string());
+                }
                 if e.created_at != 0 {
                     v["CreationTimestamp"] = Value::String(rfc3339(e.created_at));
                 }

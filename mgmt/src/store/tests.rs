@@ -2461,7 +2461,7 @@ fn the_file_seeds_an_empty_state_only() {
 
     // A persisted state that does not fit the configuration is refused.
     let mut bad = c.state();
-    bad.endpoints[0].ip = "10.1.0.1".parse().unwrap();
+    bad.endpoints[0].ip = Some("10.1.0.1".parse().unwrap());
     let e = Store::new(&c, Some(bad)).unwrap_err();
     assert_eq!(e.code(), "InvalidIpAddress.InUse");
 }
@@ -2553,7 +2553,7 @@ fn a_reload_applies_only_what_changed_in_the_file() {
     });
     let mut e = next.endpoints[0].clone();
     e.id = "vpce-0f0000000000000f1".parse().unwrap();
-    e.ip = "10.1.0.101".parse().unwrap();
+    e.ip = Some("10.1.0.101".parse().unwrap());
     e.security_group_ids = vec![group];
     next.endpoints = vec![e];
     next.services[0].listeners[0].targets.truncate(1);
@@ -2799,14 +2799,24 @@ fn dual_stack_endpoints_get_an_ipv6_address_from_the_vpc_prefix() {
             "InvalidParameterValue",
         );
     }
-    let m = err(
+    // An IPv6 endpoint: an IPv6 address of the prefix, no IPv4 one.
+    let v6 = ok(&mut st, &consumer(), "create-vpc-endpoint", create("ipv6"));
+    let ep = &v6["VpcEndpoint"];
+    assert_eq!(ep["IpAddressType"], "ipv6", "{v6}");
+    assert!(ep.get("IpAddress").is_none(), "{v6}");
+    assert!(
+        ep["Ipv6Address"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("fd00:c1::")),
+        "{v6}"
+    );
+    let id6 = ep["VpcEndpointId"].as_str().unwrap().to_owned();
+    ok(
         &mut st,
         &consumer(),
-        "create-vpc-endpoint",
-        create("ipv6"),
-        "InvalidParameterValue",
+        "delete-vpc-endpoints",
+        json!({"VpcEndpointIds": [id6]}),
     );
-    assert!(m.contains("not supported yet"), "{m}");
     // A family still in use cannot be removed; once unused it can.
     let m = err(
         &mut st,

@@ -381,3 +381,64 @@ fn a_nat64_flow_is_synced_with_its_ipv6_side_and_carried_after_a_takeover() {
     c.poll(&snap_c, 1001);
     assert_eq!(c.flows().len(), 0, "ended");
 }
+
+/// An IPv6 endpoint's flows are keyed by a stand-in address made from its handle, and
+/// the two nodes' handles differ: the standby keys the flow by its own stand-in (found by
+/// the endpoint's IPv6 address), so the consumer's next packet finds it after a takeover.
+#[test]
+fn a_flow_of_an_ipv6_endpoint_is_found_on_a_peer_whose_handles_differ() {
+    use super::nat64::{dual_config, establish6, tcp6};
+    let mut config = dual_config();
+    config.endpoints[0].ip = None;
+    config.endpoints[0].ip_address_type = mgmt::model::IpAddressType::Ipv6;
+    config.validate().unwrap();
+    let (mut a, snap, qa) = node(&config);
+    activate(&mut a, &snap, &qa, 0);
+    let (target, snat_port) = establish6(&mut a, &snap, 1);
+    a.poll(&snap, 4);
+    let records = exported(&qa);
+
+    // The peer gave out handles before (other objects came and went there).
+    let mut handles = crate::tables::snapshot::Handles::default();
+    for n in 0..5u64 {
+        handles.endpoint(format!("vpce-{:017x}", 0xabc0 + n).parse().unwrap());
+    }
+    let snap_b = Snapshot::build(
+        1,
+        &config,
+        &[MAC_C, MAC_P],
+        &[1500, 1500],
+        &config.state(),
+        &mut handles,
+    )
+    .unwrap();
+    let (ea, eb) = (
+        snap.endpoints().next().unwrap().ip,
+        snap_b.endpoints().next().unwrap().ip,
+    );
+    assert_ne!(ea, eb, "the stand-ins differ");
+    let mut settings = crate::daemon::pipeline_settings(&config, 1);
+    settings.flow_capacity = 1024;
+    settings.seed = Some(0x5eed);
+    settings.flow_hash_seed = a.settings.flow_hash_seed ^ 0x5555;
+    let b = Pipeline::new(0, settings, Box::new(|| Some(VecFrame::new(&[]))), &snap_b);
+    let mut b = super::with_neighbours(b, &snap_b);
+    let qb = HaQueues::new(1, 4096, 100);
+    b.set_ha_link(qb.link(0).unwrap());
+    for r in &records {
+        qb.import[0].push(*r).unwrap();
+    }
+    b.poll(&snap_b, 1000);
+    assert_eq!(b.counters().sync_unresolved, 0);
+    activate(&mut b, &snap_b, &qb, 2000);
+    let data = tcp6(40000, 80, WireTcpFlags::ACK, 8, 101);
+    let (port, out) = tx(b.process(&snap_b, CONSUMER_PORT, VecFrame::new(&data), 2001));
+    assert_eq!(port, PROVIDER_PORT);
+    let ip = ip_of(&out);
+    assert_eq!(ip.dst_addr(), target);
+    assert_eq!(
+        TcpPacket::new_checked(ip.payload()).unwrap().src_port(),
+        snat_port
+    );
+    assert_eq!(b.counters().new_flows, 0, "the synced flow, not a new one");
+}

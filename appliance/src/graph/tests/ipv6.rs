@@ -544,7 +544,7 @@ fn a_new_dual_stack_endpoint_is_advertised_unsolicited() {
     let before = state.clone();
     let mut e = state.endpoints[0].clone();
     e.id = "vpce-0e0000000000000e2".parse().unwrap();
-    e.ip = "10.1.0.101".parse().unwrap();
+    e.ip = Some("10.1.0.101".parse().unwrap());
     e.ip6 = Some("fd00:c1::65".parse().unwrap());
     state.endpoints.push(e);
     let change =

@@ -122,7 +122,7 @@ fn an_ipv6_consumer_reaches_an_ipv4_target_and_gets_ipv6_replies() {
     assert_eq!(
         (&back[..6], &back[6..12]),
         (&CLIENT_MAC[..], &MAC_C[..]),
-        "to the MAC the consumer's packets came from"
+        "to the consumer's MAC (its neighbour entry)"
     );
     let (ip6, hop) = ipv6_out(&back);
     assert_eq!(
@@ -846,4 +846,55 @@ pub(super) fn establish6(p: &mut Pipeline<VecFrame>, snap: &Snapshot, now: u64) 
     let ack = tcp6(40000, 80, WireTcpFlags::ACK, 8, 101);
     tx(p.process(snap, CONSUMER_PORT, VecFrame::new(&ack), now + 2));
     (target, snat_port)
+}
+
+/// An IPv6 endpoint (no IPv4 address) serves IPv6 consumers exactly as a dual-stack one;
+/// the stand-in address its flows are keyed by reaches nothing from IPv4, and its old
+/// IPv4 address is nobody's.
+#[test]
+fn an_ipv6_endpoint_serves_ipv6_consumers_and_no_ipv4() {
+    let mut config = dual_config();
+    config.endpoints[0].ip = None;
+    config.endpoints[0].ip_address_type = mgmt::model::IpAddressType::Ipv6;
+    config.validate().unwrap();
+    let (mut p, snap) = pipeline(&config, 1, 0);
+    let (host, ep) = (a6(HOST6), a6(ENDPOINT6));
+    let e = snap.endpoints().next().unwrap();
+    let stand_in = e.ip;
+    assert!(stand_in >= crate::tables::snapshot::IPV6_ONLY_BASE);
+    let first = tcp6(40000, 80, syn(), 7, 0);
+    let (port, out) = tx(p.process(&snap, CONSUMER_PORT, VecFrame::new(&first), 0));
+    assert_eq!(port, PROVIDER_PORT);
+    let ip = ip_of(&out);
+    assert_eq!(ip.src_addr(), SNAT);
+    let seg = TcpPacket::new_checked(ip.payload()).unwrap();
+    let synack = tcp(
+        ip.dst_addr(),
+        8080,
+        SNAT,
+        seg.src_port(),
+        WireTcpFlags::SYN | WireTcpFlags::ACK,
+        100,
+        8,
+        MAC_P,
+        TARGET_MAC,
+    );
+    let (port, back) = tx(p.process(&snap, PROVIDER_PORT, VecFrame::new(&synack), 1));
+    assert_eq!(port, CONSUMER_PORT);
+    let (ip6, _) = ipv6_out(&back);
+    assert_eq!((ip6.src_addr_u128(), ip6.dst_addr_u128()), (ep, host));
+    // IPv4 to the stand-in or to the address it does not have: nobody's.
+    for dst in [Ipv4Addr::from(stand_in), ENDPOINT] {
+        let f = tcp(CLIENT, 40001, dst, 80, syn(), 1, 0, MAC_C, CLIENT_MAC);
+        assert!(
+            matches!(
+                p.process(&snap, CONSUMER_PORT, VecFrame::new(&f), 2),
+                Verdict::Done
+            ),
+            "IPv4 to {dst} went somewhere"
+        );
+    }
+    assert_eq!(p.counters().new_flows, 1);
+    assert_eq!(snap.local(0, stand_in), None);
+    assert_eq!(snap.local(0, u32::from(ENDPOINT)), None);
 }

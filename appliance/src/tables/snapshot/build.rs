@@ -548,19 +548,30 @@ impl Build<'_> {
             return Ok(());
         };
         let handle = handles.endpoint(e.id);
-        let ip = ip_u32(e.ip);
+        // An IPv6 endpoint's flows are keyed as those of its IPv4 twin would be (NAT64):
+        // by a stand-in address no packet carries, which no IPv4 packet reaches (it is
+        // in no local map) and which stays the same for the endpoint's life.
+        let ip = match e.ip {
+            Some(ip) => ip_u32(ip),
+            None => {
+                super::ipv6_only_stand_in(handle).ok_or(BuildError::TooMany("endpoint handles"))?
+            }
+        };
+        let has_ipv4 = e.ip.is_some();
         // The endpoint's interface exists (answers ARP and ping) while it is pending or
         // available; a rejected, failed or deleted one has no address any more.
         let present = matches!(
             e.state,
             EndpointState::Available | EndpointState::PendingAcceptance
         );
-        if !present && e.state.holds_address() {
+        if !present && e.state.holds_address() && has_ipv4 {
             maps.closed.insert((attachment, ip), handle);
         }
         let ip6 = e.ip6.map(u128::from);
         if present {
-            maps.put_local((attachment, ip), LocalKind::Endpoint(handle));
+            if has_ipv4 {
+                maps.put_local((attachment, ip), LocalKind::Endpoint(handle));
+            }
             if let Some(ip6) = ip6 {
                 maps.put_local6((attachment, ip6), LocalKind::Endpoint(handle));
             }

@@ -83,7 +83,7 @@ fn mutate(st: &mut State, rng: &mut Rng, next_ip: &mut u32, next_id: &mut u128) 
             let mut e = st.endpoints.first().cloned().expect("a model endpoint");
             *next_id += 1;
             e.id = format!("vpce-1{:016x}", *next_id).parse().unwrap();
-            e.ip = ip(next_ip);
+            e.ip = Some(ip(next_ip));
             e.ip6 = (rng.below(2) == 0).then(|| ip6(*next_ip));
             e.service_id = st.services[rng.below(st.services.len())].id;
             e.state = STATES[rng.below(3)];
@@ -332,7 +332,7 @@ fn one_endpoint_changed_among_ten_thousand_shares_everything_else() {
     for i in 0..10_000u32 {
         let mut e = model.clone();
         e.id = format!("vpce-1{i:016x}").parse().unwrap();
-        e.ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 4, 0, 1)) + i);
+        e.ip = Some(Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 4, 0, 1)) + i));
         st.endpoints.push(e);
     }
     let snap = Snapshot::build(1, &config, &MACS, &MTUS, &st, &mut handles).unwrap();
