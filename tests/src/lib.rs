@@ -176,6 +176,8 @@ pub struct Options {
     /// The declared endpoint is dual stack, at [`ENDPOINT6`] as well, and the service
     /// accepts IPv6 endpoints (with [`Options::ipv6`]).
     pub dual_stack: bool,
+    /// The consumer attachment's `gateway6` (with [`Options::ipv6`]).
+    pub gateway6: Option<&'static str>,
 }
 
 /// The declared endpoint's IPv6 address with [`Options::dual_stack`].
@@ -205,6 +207,7 @@ impl Default for Options {
             port_mtu: [None, None],
             narrow: [None, None],
             dual_stack: false,
+            gateway6: None,
             listener_extra: String::new(),
             extra_toml: String::new(),
         }
@@ -491,10 +494,12 @@ deregistration_delay = {dereg}
         pif = names.provider_if,
         dir = names.dir.display(),
         capp = CONSUMER_APPLIANCE,
-        address6 = if o.ipv6 {
-            format!("address6 = \"{CONSUMER_APPLIANCE6}/64\"")
-        } else {
-            String::new()
+        address6 = match (o.ipv6, o.gateway6) {
+            (true, Some(gw)) => {
+                format!("address6 = \"{CONSUMER_APPLIANCE6}/64\"\ngateway6 = \"{gw}\"")
+            }
+            (true, None) => format!("address6 = \"{CONSUMER_APPLIANCE6}/64\""),
+            _ => String::new(),
         },
         papp = PROVIDER_APPLIANCE,
         est = o.tcp_established,
@@ -868,6 +873,30 @@ impl Topology {
             let rv = format!("{}cr", self.prefix);
             r.must(&["ip", "-6", "neigh", "replace", "proxy", ip6, "dev", &rv]);
         }
+    }
+
+    /// Puts the consumer's client on IPv6 prefix `far` too (address `host`, e.g.
+    /// `fd00:c9::10`), beyond the consumer's router: the router routes `far` to it and
+    /// answers from the link-local `router_ll` on the appliance's side, which reaches
+    /// `host` only through its `gateway6`. Needs [`Options::narrow`] on the consumer side.
+    pub fn far_consumer6(&self, host: &str, far: &str, router_ll: &str) {
+        let r = self.routers[0].as_ref().expect("a consumer-side router");
+        let (rv, hv) = (format!("{}cr", self.prefix), format!("{}ch", self.prefix));
+        let ll = format!("{router_ll}/64");
+        r.must(&[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            &ll,
+            "dev",
+            &self.consumer_if,
+            "nodad",
+        ]);
+        r.must(&["ip", "-6", "route", "replace", far, "dev", &rv]);
+        let a = format!("{host}/64");
+        self.consumer
+            .must(&["ip", "-6", "addr", "add", &a, "dev", &hv, "nodad"]);
     }
 
     /// The router namespace of side `side` (0: consumer, 1: provider), if

@@ -671,6 +671,56 @@ fn an_ipv6_endpoint_without_an_ipv4_address_serves_ipv6_consumers() {
     assert!(clean, "privlinkd stops cleanly on SIGTERM");
 }
 
+/// An IPv6 consumer outside the attachment's prefix, beyond a router: its requests come
+/// through the router, and the replies go back to the router, the attachment's
+/// `gateway6` (a link-local address, as routers have), found by neighbour discovery.
+/// Without a `gateway6` there is no next hop for them.
+#[test]
+fn an_ipv6_consumer_off_the_prefix_is_answered_through_gateway6() {
+    for gateway6 in [None, Some("fe80::1")] {
+        let t = Topology::start(Options {
+            ipv6: true,
+            dual_stack: true,
+            narrow: [Some(1500), None],
+            gateway6,
+            ..Options::default()
+        });
+        t.far_consumer6("fd00:c9::10", "fd00:c9::/64", "fe80::1");
+        t.proxy_ndp(privlink_e2e::ENDPOINT6);
+        let url = format!("http://[{}]/", privlink_e2e::ENDPOINT6);
+        let curl = t.consumer.exec(
+            &[
+                "curl",
+                "-6",
+                "-sS",
+                "-m",
+                "5",
+                "--interface",
+                "fd00:c9::10",
+                &url,
+            ],
+            Duration::from_secs(10),
+        );
+        let body = String::from_utf8_lossy(&curl.stdout);
+        let answered = curl.status.success() && body.contains(&format!("client={SNAT_IP}:"));
+        let s = t.stats();
+        if gateway6.is_none() {
+            assert!(!answered, "answered without a gateway6: {body}");
+            assert!(Topology::drops(&s, "neighbour_unresolved") >= 1, "{s}");
+            continue;
+        }
+        assert!(
+            answered,
+            "curl -6 from fd00:c9::10: {body} {}\n{}\n{s}",
+            String::from_utf8_lossy(&curl.stderr),
+            t.log(),
+        );
+        // The router asked for the endpoint from its link-local address: learned then.
+        assert!(Topology::counter(&s, "nd_learned") >= 1, "{s}");
+        assert_eq!(Topology::drops(&s, "neighbour_unresolved"), 0, "{s}");
+    }
+}
+
 /// IPv6 consumers of an IPv4-only service: `curl -6` and HTTP over IPv6 to the
 /// dual-stack endpoint reach the IPv4 targets, which see the IPv4 SNAT address; UDP too;
 /// IPv4 to the same endpoint beside it; the consumer's flows list its IPv6 address.
