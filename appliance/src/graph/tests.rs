@@ -60,6 +60,25 @@ fn pipeline(config: &Config, workers: u16, id: u16) -> (Pipeline<VecFrame>, Snap
     (with_neighbours(p, &snap), snap)
 }
 
+/// Worker `id`'s pipeline on `snap`, its neighbour tables `table` shared with the
+/// others, what it sent at the start drained.
+fn sharing(
+    id: u16,
+    settings: &crate::graph::PipelineSettings,
+    snap: &Snapshot,
+    table: &SharedNeighbours,
+) -> Pipeline<VecFrame> {
+    let mut p: Pipeline<VecFrame> = Pipeline::with_neighbour_table(
+        id,
+        settings.clone(),
+        Box::new(|| Some(VecFrame::new(&[]))),
+        snap,
+        table.clone(),
+    );
+    p.drain_emitted().for_each(drop);
+    p
+}
+
 /// The client (and its IPv6 address) and both targets known, so translated packets
 /// leave at once.
 fn with_neighbours(mut p: Pipeline<VecFrame>, snap: &Snapshot) -> Pipeline<VecFrame> {
@@ -2641,17 +2660,7 @@ fn arp_replies_on_another_workers_queue_release_every_held_packet() {
     settings.flow_capacity = 4096;
     settings.hold_capacity = 1024;
     let table = SharedNeighbours::new(settings.neighbour_capacity, settings.neighbour_timers);
-    let new = |id| {
-        let mut p: Pipeline<VecFrame> = Pipeline::with_neighbour_table(
-            id,
-            settings.clone(),
-            Box::new(|| Some(VecFrame::new(&[]))),
-            &snap,
-            table.clone(),
-        );
-        p.drain_emitted().for_each(drop);
-        p
-    };
+    let new = |id| sharing(id, &settings, &snap, &table);
     let (mut p0, mut p1) = (new(0), new(1));
     p0.learn_remote(
         &snap,
@@ -2742,17 +2751,7 @@ fn expiry_is_refreshed_once_for_all_workers() {
     let mut settings = crate::daemon::pipeline_settings(&config, 2);
     settings.flow_capacity = 1024;
     let table = SharedNeighbours::new(64, settings.neighbour_timers);
-    let new = |id| {
-        let mut p: Pipeline<VecFrame> = Pipeline::with_neighbour_table(
-            id,
-            settings.clone(),
-            Box::new(|| Some(VecFrame::new(&[]))),
-            &snap,
-            table.clone(),
-        );
-        p.drain_emitted().for_each(drop);
-        p
-    };
+    let new = |id| sharing(id, &settings, &snap, &table);
     let (mut p0, mut p1) = (new(0), new(1));
     for (att, ip, mac) in [
         (0u16, CLIENT, CLIENT_MAC),

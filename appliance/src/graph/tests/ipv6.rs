@@ -584,19 +584,7 @@ fn reply_to_consumer6(
     let c = icmpv6::l4_checksum_v6(src, a(ENDPOINT6), 6, &syn[l4..]);
     syn[l4 + 16..l4 + 18].copy_from_slice(&c.to_be_bytes());
     let (_, out) = tx(p.process(snap, CONSUMER_PORT, VecFrame::new(&syn), now_ms));
-    let ip = ip_of(&out);
-    let seg = TcpPacket::new_checked(ip.payload()).unwrap();
-    let synack = tcp(
-        ip.dst_addr(),
-        8080,
-        SNAT,
-        seg.src_port(),
-        WireTcpFlags::SYN | WireTcpFlags::ACK,
-        100,
-        8,
-        MAC_P,
-        TARGET_MAC,
-    );
+    let synack = super::nat64::synack_to(&out);
     p.process(snap, PROVIDER_PORT, VecFrame::new(&synack), now_ms)
 }
 
@@ -782,17 +770,7 @@ fn a_changed_ipv6_neighbour_reaches_every_workers_cache() {
     let mut settings = crate::daemon::pipeline_settings(&config, 2);
     settings.flow_capacity = 1024;
     let table = SharedNeighbours::new(64, settings.neighbour_timers);
-    let new = |id| {
-        let mut p: Pipeline<VecFrame> = Pipeline::with_neighbour_table(
-            id,
-            settings.clone(),
-            Box::new(|| Some(VecFrame::new(&[]))),
-            &snap,
-            table.clone(),
-        );
-        p.drain_emitted().for_each(drop);
-        p
-    };
+    let new = |id| super::sharing(id, &settings, &snap, &table);
     let (mut p0, mut p1) = (new(0), new(1));
     let host = a("fd00:c1::24");
     let (old, new_mac) = ([2, 0, 0, 0, 0, 0x24], [2, 0, 0, 0, 0, 0x42]);

@@ -832,17 +832,37 @@ fn an_ipv6_fragment_whose_l4_header_is_not_first_is_not_translated() {
 
 /// A TCP connection of the IPv6 consumer from port 40000, its handshake done at `now`
 /// (the target's ISN 100, the consumer's 7): (the target, the SNAT port).
+/// The target's SYN-ACK (seq 100, ack 8) to the SYN that left as `out`, from its
+/// port 8080 to the SNAT address and port.
+pub(super) fn synack_to(out: &[u8]) -> Vec<u8> {
+    let ip = ip_of(out);
+    let snat_port = TcpPacket::new_checked(ip.payload()).unwrap().src_port();
+    let flags = WireTcpFlags::SYN | WireTcpFlags::ACK;
+    tcp(
+        ip.dst_addr(),
+        8080,
+        SNAT,
+        snat_port,
+        flags,
+        100,
+        8,
+        MAC_P,
+        TARGET_MAC,
+    )
+}
+
 pub(super) fn establish6(p: &mut Pipeline<VecFrame>, snap: &Snapshot, now: u64) -> (Ipv4Addr, u16) {
     let syn_f = tcp6(40000, 80, syn(), 7, 0);
     let (_, out) = tx(p.process(snap, CONSUMER_PORT, VecFrame::new(&syn_f), now));
     let ip = ip_of(&out);
     let target = ip.dst_addr();
     let snat_port = TcpPacket::new_checked(ip.payload()).unwrap().src_port();
-    let flags = WireTcpFlags::SYN | WireTcpFlags::ACK;
-    let synack = tcp(
-        target, 8080, SNAT, snat_port, flags, 100, 8, MAC_P, TARGET_MAC,
-    );
-    tx(p.process(snap, PROVIDER_PORT, VecFrame::new(&synack), now + 1));
+    tx(p.process(
+        snap,
+        PROVIDER_PORT,
+        VecFrame::new(&synack_to(&out)),
+        now + 1,
+    ));
     let ack = tcp6(40000, 80, WireTcpFlags::ACK, 8, 101);
     tx(p.process(snap, CONSUMER_PORT, VecFrame::new(&ack), now + 2));
     (target, snat_port)
@@ -867,19 +887,7 @@ fn an_ipv6_endpoint_serves_ipv6_consumers_and_no_ipv4() {
     assert_eq!(port, PROVIDER_PORT);
     let ip = ip_of(&out);
     assert_eq!(ip.src_addr(), SNAT);
-    let seg = TcpPacket::new_checked(ip.payload()).unwrap();
-    let synack = tcp(
-        ip.dst_addr(),
-        8080,
-        SNAT,
-        seg.src_port(),
-        WireTcpFlags::SYN | WireTcpFlags::ACK,
-        100,
-        8,
-        MAC_P,
-        TARGET_MAC,
-    );
-    let (port, back) = tx(p.process(&snap, PROVIDER_PORT, VecFrame::new(&synack), 1));
+    let (port, back) = tx(p.process(&snap, PROVIDER_PORT, VecFrame::new(&synack_to(&out)), 1));
     assert_eq!(port, CONSUMER_PORT);
     let (ip6, _) = ipv6_out(&back);
     assert_eq!((ip6.src_addr_u128(), ip6.dst_addr_u128()), (ep, host));
