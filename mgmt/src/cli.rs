@@ -155,7 +155,7 @@ pub const OPERATIONS: &[Operation] = &[
     Operation {
         name: "register-targets",
         flags: TARGET_FLAGS,
-        help: "add backends to a listener (--target IP:PORT[:WEIGHT], repeatable)",
+        help: "add backends to a listener (--target IP:PORT[:WEIGHT] or [IPV6]:PORT[:WEIGHT], repeatable)",
         example: "register-targets --service-id vpce-svc-0123456789abcdef0 --protocol tcp --port 80 --target 10.2.0.13:8080 --target 10.2.0.14:8080:2",
     },
     Operation {
@@ -618,7 +618,8 @@ fn kebab(pascal: &str) -> String {
     out
 }
 
-/// `--target IP:PORT[:WEIGHT]` → `Targets: [{"Id": IP, "Port": PORT, "Weight": WEIGHT}]`.
+/// `--target IP:PORT[:WEIGHT]` → `Targets: [{"Id": IP, "Port": PORT, "Weight": WEIGHT}]`;
+/// an IPv6 address in brackets, as in a URL (`[fd00:b1::21]:8443`).
 fn targets_shorthand(
     args: &mut Map<String, Value>,
     shorthand: &[(&str, &[String])],
@@ -626,9 +627,23 @@ fn targets_shorthand(
     let mut targets = Vec::new();
     for (_, values) in shorthand {
         for v in values.iter() {
-            let bad = || UsageError(format!("--target: expected IP:PORT[:WEIGHT], got {v:?}"));
-            let mut parts = v.split(':');
-            let ip = parts.next().filter(|ip| !ip.is_empty()).ok_or_else(bad)?;
+            let bad = || {
+                UsageError(format!(
+                    "--target: expected IP:PORT[:WEIGHT] ([IPV6]:PORT[:WEIGHT]), got {v:?}"
+                ))
+            };
+            let (ip, rest) = match v.strip_prefix('[') {
+                Some(v6) => {
+                    let (ip, rest) = v6.split_once(']').ok_or_else(bad)?;
+                    ip.parse::<std::net::Ipv6Addr>().map_err(|_| bad())?;
+                    (ip, rest.strip_prefix(':').ok_or_else(bad)?)
+                }
+                None => v.split_once(':').ok_or_else(bad)?,
+            };
+            if ip.is_empty() {
+                return Err(bad());
+            }
+            let mut parts = rest.split(':');
             let port: u16 = parts.next().ok_or_else(bad)?.parse().map_err(|_| bad())?;
             let mut target = json!({"Id": ip, "Port": port});
             if let Some(w) = parts.next() {

@@ -6,7 +6,7 @@
 //! `policy`, which is what keeps those two from importing each other.
 
 use std::fmt;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
 use crate::ids::{serde_as_string, ParseError, ValueKind};
@@ -250,6 +250,22 @@ serde_as_string!(
 impl From<Ipv4Net> for IpNet {
     fn from(n: Ipv4Net) -> IpNet {
         IpNet::V4(n)
+    }
+}
+
+/// `ip` if it is IPv4.
+pub fn ipv4_of(ip: IpAddr) -> Option<Ipv4Addr> {
+    match ip {
+        IpAddr::V4(ip) => Some(ip),
+        IpAddr::V6(_) => None,
+    }
+}
+
+/// `ip` if it is IPv6.
+pub fn ipv6_of(ip: IpAddr) -> Option<Ipv6Addr> {
+    match ip {
+        IpAddr::V6(ip) => Some(ip),
+        IpAddr::V4(_) => None,
     }
 }
 

@@ -287,8 +287,9 @@ pub struct Store {
 /// Why the store could not be set up or reloaded from a configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LoadError {
-    /// `<key path>: <object>: <problem>`: the objects break a rule of the model.
-    Model(ModelError),
+    /// `<key path>: <object>: <problem>`: the objects break a rule of the model (boxed:
+    /// a model error is large, and a load error is returned on every path).
+    Model(Box<ModelError>),
     /// `<code>: <message>`: applying the file's declarations failed (a service still in
     /// use, a quota).
     Refused(ApiError),
@@ -317,7 +318,7 @@ impl std::error::Error for LoadError {}
 
 impl From<ModelError> for LoadError {
     fn from(e: ModelError) -> Self {
-        Self::Model(e)
+        Self::Model(Box::new(e))
     }
 }
 
@@ -862,12 +863,29 @@ impl Tx<'_> {
         }
     }
 
-    /// IPv6 addresses in use in `att`'s VPC: the appliance's own and the endpoints'.
+    /// The SNAT addresses and targets of the services in `att`'s VPC.
+    fn service_addresses<'a>(
+        &'a self,
+        att: &'a VpcAttachment,
+    ) -> impl Iterator<Item = std::net::IpAddr> + 'a {
+        let services = self.st.services.iter().filter(|s| s.vpc_id == att.vpc_id);
+        services.flat_map(|s| {
+            let targets = s
+                .listeners
+                .iter()
+                .flat_map(|l| l.targets.iter().map(|t| t.ip));
+            s.snat_addresses.iter().copied().chain(targets)
+        })
+    }
+
+    /// IPv6 addresses in use in `att`'s VPC: the appliance's own, its neighbours', SNAT
+    /// and endpoint addresses, and targets.
     fn used_addresses6(&self, att: &VpcAttachment) -> HashSet<std::net::Ipv6Addr> {
         let mut used = HashSet::new();
         used.extend(att.address6.map(|n| n.addr()));
         used.extend(att.gateway6);
         used.extend(att.static_neighbours6.iter().map(|n| n.ip));
+        used.extend(self.service_addresses(att).filter_map(crate::net::ipv6_of));
         for e in &self.st.endpoints {
             if e.vpc_id == att.vpc_id && e.state.holds_address() {
                 used.extend(e.ip6);
@@ -883,12 +901,7 @@ impl Tx<'_> {
         used.insert(att.address.addr());
         used.extend(att.gateway);
         used.extend(att.static_neighbours.iter().map(|n| n.ip));
-        for s in self.st.services.iter().filter(|s| s.vpc_id == att.vpc_id) {
-            used.extend(s.snat_addresses.iter().copied());
-            for l in &s.listeners {
-                used.extend(l.targets.iter().map(|t| t.ip));
-            }
-        }
+        used.extend(self.service_addresses(att).filter_map(crate::net::ipv4_of));
         for e in &self.st.endpoints {
             if e.vpc_id == att.vpc_id && e.state.holds_address() {
                 used.extend(e.ip);

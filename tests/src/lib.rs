@@ -29,6 +29,11 @@ pub const ENDPOINT_IP: &str = "10.1.0.100";
 pub const PROVIDER_APPLIANCE: &str = "10.2.0.1";
 pub const SNAT_IP: &str = "10.2.0.100";
 pub const TARGETS: [&str; 3] = ["10.2.0.11", "10.2.0.12", "10.2.0.13"];
+/// With [`Options::provider6`]: the appliance's, the targets' (the first two targets'
+/// servers serve on these too) and the IPv6 SNAT address in the provider VPC.
+pub const PROVIDER_APPLIANCE6: &str = "fd00:b1::1";
+pub const TARGETS6: [&str; 2] = ["fd00:b1::11", "fd00:b1::12"];
+pub const SNAT6: &str = "fd00:b1::100";
 /// Account ids and the local uids that act as them on the management socket.
 pub const CONSUMER_ACCOUNT: &str = "111111111111";
 pub const PROVIDER_ACCOUNT: &str = "222222222222";
@@ -178,6 +183,10 @@ pub struct Options {
     pub dual_stack: bool,
     /// The consumer attachment's `gateway6` (with [`Options::ipv6`]).
     pub gateway6: Option<&'static str>,
+    /// The provider VPC has IPv6 too ([`PROVIDER_APPLIANCE6`]/64, the targets also on
+    /// [`TARGETS6`]), and the service the IPv6 SNAT address [`SNAT6`] with listeners
+    /// tcp/443 and udp/9443 of the IPv6 targets (NAT66), health-checked over IPv6.
+    pub provider6: bool,
 }
 
 /// The declared endpoint's IPv6 address with [`Options::dual_stack`].
@@ -208,6 +217,7 @@ impl Default for Options {
             narrow: [None, None],
             dual_stack: false,
             gateway6: None,
+            provider6: false,
             listener_extra: String::new(),
             extra_toml: String::new(),
         }
@@ -237,24 +247,27 @@ pub struct Topology {
 
 /// Starts target `i`'s server in `provider`, logging to `dir/t<i+1>.log`, its health
 /// file `dir/t<i+1>.health`; returns once it listens.
-fn spawn_target(provider: &Netns, dir: &Path, i: usize) -> Child {
+fn spawn_target(provider: &Netns, dir: &Path, i: usize, bind6: Option<&str>) -> Child {
     let name = format!("t{}", i + 1);
-    let log = dir.join(format!("{name}.log"));
-    let mut child = provider.spawn(
-        &[
-            "python3",
-            &support("target_server.py"),
-            "--bind",
-            TARGETS[i],
-            "--name",
-            &name,
-            "--log",
-            &log.display().to_string(),
-            "--health",
-            &dir.join(format!("t{}.health", i + 1)).display().to_string(),
-        ],
-        Stdio::piped(),
-    );
+    let log = dir.join(format!("{name}.log")).display().to_string();
+    let health = dir.join(format!("t{}.health", i + 1)).display().to_string();
+    let mut args = vec![
+        "python3".to_owned(),
+        support("target_server.py"),
+        "--bind".to_owned(),
+        TARGETS[i].to_owned(),
+        "--name".to_owned(),
+        name.clone(),
+        "--log".to_owned(),
+        log,
+        "--health".to_owned(),
+        health,
+    ];
+    if let Some(a) = bind6 {
+        args.extend(["--bind6".to_owned(), a.to_owned()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut child = provider.spawn(&args, Stdio::piped());
     let stdout = child.stdout.take().expect("server stdout");
     let mut line = String::new();
     let _ = BufReader::new(stdout).read_line(&mut line);
@@ -366,7 +379,7 @@ fn render_config(o: &Options, names: &ConfigNames<'_>) -> String {
 id = "vpce-svc-0d0000000000000d1"
 owner = "222222222222"
 vpc_id = "vpc-0b0000000000000b1"
-snat_addresses = ["{snat}"]
+snat_addresses = [{snat}]
 acceptance_required = false
 allowed_principals = ["111111111111"]
 {types}
@@ -381,7 +394,7 @@ targets = [{t80}]
 protocol = "udp"
 port = 9000
 targets = [{t9000}]
-
+{listeners6}
 [[endpoints]]
 id = "vpce-0e0000000000000e1"
 owner = "111111111111"
@@ -391,7 +404,31 @@ ip = "{ep}"
 {ep6}
 state = "available"
 "#,
-        snat = SNAT_IP,
+        snat = if o.provider6 {
+            format!("\"{SNAT_IP}\", \"{SNAT6}\"")
+        } else {
+            format!("\"{SNAT_IP}\"")
+        },
+        listeners6 = if o.provider6 {
+            let t6 = |port: u16| {
+                TARGETS6
+                    .iter()
+                    .map(|t| format!("{{ ip = \"{t}\", port = {port} }}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            format!(
+                "\n[[services.listeners]]\nprotocol = \"tcp\"\nport = 443\ntargets = [{}]\n\
+                 health_check_interval_seconds = 5\nhealth_check_timeout_seconds = 2\n\
+                 healthy_threshold_count = 2\n\n\
+                 [[services.listeners]]\nprotocol = \"udp\"\nport = 9443\ntargets = [{}]\n\
+                 health_check_port = 8080\n",
+                t6(8080),
+                t6(9000)
+            )
+        } else {
+            String::new()
+        },
         ep = ENDPOINT_IP,
         types = if o.dual_stack {
             "supported_ip_address_types = [\"ipv4\", \"ipv6\"]"
@@ -445,6 +482,7 @@ vpc_id = "vpc-0b0000000000000b1"
 account = "222222222222"
 port = "net_tap_{prefix}p"
 address = "{papp}/24"
+{paddress6}
 
 # A third account's VPC on a VLAN of the consumer port (no traffic; it owns objects).
 [[vpcs]]
@@ -502,6 +540,11 @@ deregistration_delay = {dereg}
             _ => String::new(),
         },
         papp = PROVIDER_APPLIANCE,
+        paddress6 = if o.provider6 {
+            format!("address6 = \"{PROVIDER_APPLIANCE6}/64\"")
+        } else {
+            String::new()
+        },
         est = o.tcp_established,
         workers_extra = o.workers_extra,
         mtu_c = o.port_mtu[0]
@@ -717,7 +760,11 @@ impl Topology {
                 continue;
             }
             must(&["ip", "link", "set", ifname, "netns", &ns.name]);
-            let v6 = self.opts.ipv6 && *ifname == self.consumer_if;
+            let v6 = if *ifname == self.consumer_if {
+                self.opts.ipv6
+            } else {
+                self.opts.provider6
+            };
             let _ = ns.exec(
                 &[
                     "sysctl",
@@ -729,8 +776,12 @@ impl Topology {
             for a in addrs {
                 ns.must(&["ip", "addr", "add", &format!("{a}/24"), "dev", ifname]);
             }
-            if v6 {
-                let a = format!("{CONSUMER_CLIENT6}/64");
+            let addrs6 = match side {
+                0 => vec![CONSUMER_CLIENT6],
+                _ => TARGETS6.to_vec(),
+            };
+            for a in addrs6.iter().filter(|_| v6) {
+                let a = format!("{a}/64");
                 ns.must(&["ip", "-6", "addr", "add", &a, "dev", ifname, "nodad"]);
             }
             ns.must(&["ip", "link", "set", ifname, "up"]);
@@ -913,7 +964,8 @@ impl Topology {
     }
 
     fn spawn_server(&self, i: usize) -> Child {
-        spawn_target(&self.provider, &self.dir, i)
+        let bind6 = TARGETS6.get(i).copied().filter(|_| self.opts.provider6);
+        spawn_target(&self.provider, &self.dir, i, bind6)
     }
 
     /// The file whose content is the status target `i` answers `GET /health` with.
@@ -1509,7 +1561,7 @@ impl Pair {
         // The targets' addresses are on the bridge, which outlives the daemons: the
         // servers can start first and stay through every failover.
         for i in 0..TARGETS.len() {
-            let child = spawn_target(&p.provider, &p.dir, i);
+            let child = spawn_target(&p.provider, &p.dir, i, None);
             p.servers.push(child);
         }
         p.launch(Node::A);

@@ -14,6 +14,8 @@ with --health (200 while there is none): health checks in tests. GET /bytes/N an
 bytes of a fixed pattern (pattern(N) below), POST answers "received=N sha256=HEX" of the
 body it read: bulk transfers both ways.
 
+With --bind6, the same on an IPv6 address too (a NAT66 target).
+
 Each request is logged as one line "tcp|udp <client ip>:<port>" to LOG (if given), which
 tests read to check what the target saw. Runs until killed.
 """
@@ -35,6 +37,7 @@ def pattern(n):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bind", required=True)
+    ap.add_argument("--bind6", help="an IPv6 address to serve on as well")
     ap.add_argument("--name", required=True)
     ap.add_argument("--port", type=int, default=8080)
     ap.add_argument("--udp-port", type=int, default=9000)
@@ -115,19 +118,26 @@ def main():
             # expected in tests; keep the output quiet.
             pass
 
+    class Server6(Server):
+        address_family = socket.AF_INET6
+
     httpd = Server((a.bind, a.port), Handler)
 
-    def udp_echo():
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    def udp_echo(family, bind):
+        s = socket.socket(family, socket.SOCK_DGRAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind((a.bind, a.udp_port))
+        s.bind((bind, a.udp_port))
         while True:
             data, addr = s.recvfrom(65535)
             log("udp", addr)
             reply = f"target={a.name} client={addr[0]}:{addr[1]} data=".encode() + data
             s.sendto(reply, addr)
 
-    threading.Thread(target=udp_echo, daemon=True).start()
+    threading.Thread(target=udp_echo, args=(socket.AF_INET, a.bind), daemon=True).start()
+    if a.bind6:
+        httpd6 = Server6((a.bind6, a.port), Handler)
+        threading.Thread(target=httpd6.serve_forever, daemon=True).start()
+        threading.Thread(target=udp_echo, args=(socket.AF_INET6, a.bind6), daemon=True).start()
     print(f"target {a.name} on {a.bind}:{a.port}/tcp and :{a.udp_port}/udp", flush=True)
     httpd.serve_forever()
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use privlink_e2e::{
     Options, Topology, CONSUMER_APPLIANCE, CONSUMER_APPLIANCE6, CONSUMER_CLIENT6, CONSUMER_VPC,
-    ENDPOINT_IP, SNAT_IP, UID_CONSUMER, UID_PROVIDER,
+    ENDPOINT6, ENDPOINT_IP, SNAT6, SNAT_IP, TARGETS6, UID_CONSUMER, UID_PROVIDER,
 };
 
 const T: Duration = Duration::from_secs(60);
@@ -960,4 +960,111 @@ fn narrow_link(side: usize) {
             "the router's errors crossed the appliance ({where_} side, {host}): {s}"
         );
     }
+}
+
+/// NAT66: IPv6 consumers reach IPv6 targets through the dual-stack endpoint, `curl -6`
+/// and UDP, and the targets see the IPv6 SNAT address; neighbour entries appear on both
+/// sides (the client's for the endpoint, the targets' for the SNAT address); the IPv6
+/// targets are health-checked over IPv6 and turn healthy; the provider's flow listing
+/// names them; an IPv4 consumer does not reach them (counted).
+#[test]
+fn ipv6_consumers_reach_ipv6_targets_that_see_the_ipv6_snat_address() {
+    let t = Topology::start(Options {
+        ipv6: true,
+        dual_stack: true,
+        provider6: true,
+        ..Options::default()
+    });
+    let url = format!("http://[{ENDPOINT6}]:443/");
+    let curl = t.consumer.exec(
+        &["curl", "-6", "-sS", "-m", "10", &url],
+        Duration::from_secs(15),
+    );
+    let body = String::from_utf8_lossy(&curl.stdout);
+    assert!(
+        curl.status.success()
+            && body.starts_with("target=t")
+            && body.contains(&format!("client={SNAT6}:")),
+        "curl -6 to IPv6 targets: {body} {}\n{}\nstats: {}",
+        String::from_utf8_lossy(&curl.stderr),
+        t.log(),
+        t.stats()
+    );
+    let r = t.client(&["http-many", ENDPOINT6, "443", "20"], T);
+    assert_eq!(r["ok"], 20, "HTTP over NAT66: {r}");
+    let r = t.client(&["udp", ENDPOINT6, "9443", "5"], T);
+    assert_eq!(r["ok"], 5, "UDP over NAT66: {r}");
+    assert!(
+        r["replies"].as_array().is_some_and(|a| a.iter().all(|x| x
+            .as_str()
+            .is_some_and(|x| x.contains(&format!("client={SNAT6}:"))))),
+        "the targets saw the IPv6 SNAT address: {r}"
+    );
+
+    // Neighbour cache entries on both sides.
+    let neigh = |ns: &privlink_e2e::Netns| {
+        let out = ns.exec(&["ip", "-6", "neigh", "show"], Duration::from_secs(5));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let c = neigh(&t.consumer);
+    assert!(
+        c.lines()
+            .any(|l| l.starts_with(&format!("{ENDPOINT6} ")) && l.contains("lladdr")),
+        "the client knows the endpoint's MAC: {c}"
+    );
+    let p = neigh(&t.provider);
+    assert!(
+        p.lines()
+            .any(|l| l.starts_with(&format!("{SNAT6} ")) && l.contains("lladdr")),
+        "the targets know the SNAT address's MAC: {p}"
+    );
+
+    // Checked over IPv6: both turn healthy (5 s apart, 2 in a row).
+    let mut health = serde_json::Value::Null;
+    let mut healthy = false;
+    for _ in 0..60 {
+        health = t.ctl_ok(
+            UID_PROVIDER,
+            &[
+                "describe-target-health",
+                "--service-id",
+                "vpce-svc-0d0000000000000d1",
+            ],
+        );
+        let of = |ip: &str| {
+            health["TargetHealthDescriptions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|d| d["Target"]["Id"] == ip && d["Listener"]["Port"] == 443)
+                .all(|d| d["TargetHealth"]["State"] == "healthy")
+        };
+        if TARGETS6.iter().all(|ip| of(ip)) {
+            healthy = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(healthy, "IPv6 targets healthy: {health}");
+    let s = t.stats();
+    assert!(Topology::counter(&s, "probe_replies") >= 4, "{s}");
+
+    let flows = t.ctl_ok(UID_PROVIDER, &["flows", "--max-results", "100"]);
+    let listed = flows["Flows"].as_array().expect("flows");
+    assert!(
+        listed.iter().any(|f| f["Snat"]
+            .as_str()
+            .is_some_and(|a| a.starts_with(&format!("[{SNAT6}]:")))
+            && TARGETS6.iter().any(|t| f["Target"]
+                .as_str()
+                .is_some_and(|a| a.starts_with(&format!("[{t}]:"))))),
+        "a NAT66 flow as the provider sees it: {flows}"
+    );
+
+    let r = t.client(&["http-many", ENDPOINT_IP, "443", "1"], T);
+    assert_eq!(r["ok"], 0, "IPv4 does not reach IPv6 targets: {r}");
+    let s = t.stats();
+    assert!(Topology::drops(&s, "ipv6_targets_only") >= 1, "{s}");
+    assert_eq!(Topology::drops(&s, "ipv6_flow_collision"), 0, "{s}");
+    assert_eq!(Topology::drops(&s, "neighbour_unresolved"), 0, "{s}");
 }

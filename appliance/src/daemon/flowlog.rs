@@ -30,7 +30,7 @@ use std::time::Duration;
 use crossbeam::queue::ArrayQueue;
 
 use crate::graph::flowlog::FlowLogRecord;
-use crate::graph::nat64::{is_ipv6_consumer, Side6};
+use crate::graph::nat64::{is_ipv6_consumer, is_snat6, Side6};
 use crate::tables::flow::{Flow, FlowKey, TcpState, PROTO_TCP};
 use crate::tables::snapshot::cell::SnapshotCell;
 use crate::tables::snapshot::Snapshot;
@@ -171,55 +171,31 @@ impl Formatter {
         } else {
             (ip(c.src_ip), ip(c.dst_ip))
         };
+        // A NAT66 flow's SNAT address and target likewise.
+        let (snat, target) = match side.filter(|_| is_snat6(r.dst_ip)) {
+            Some(s) => (
+                IpAddr::V6(Ipv6Addr::from(s.snat)),
+                IpAddr::V6(Ipv6Addr::from(s.target)),
+            ),
+            None if is_snat6(r.dst_ip) => (
+                IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+                IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            ),
+            None => (ip(r.dst_ip), ip(r.src_ip)),
+        };
         // (account, interface, src, dst, sport, dport, direction index, pkt-src, pkt-dst, direction)
         let sides = [
             (
-                e.owner,
-                &e.id,
-                csrc,
-                cdst,
-                c.src_port,
-                c.dst_port,
-                0,
-                ip(r.dst_ip),
-                ip(r.src_ip),
-                "ingress",
+                e.owner, &e.id, csrc, cdst, c.src_port, c.dst_port, 0, snat, target, "ingress",
             ),
             (
-                e.owner,
-                &e.id,
-                cdst,
-                csrc,
-                c.dst_port,
-                c.src_port,
-                1,
-                ip(r.src_ip),
-                ip(r.dst_ip),
-                "egress",
+                e.owner, &e.id, cdst, csrc, c.dst_port, c.src_port, 1, target, snat, "egress",
             ),
             (
-                s.owner,
-                &s.id,
-                ip(r.dst_ip),
-                ip(r.src_ip),
-                r.dst_port,
-                r.src_port,
-                0,
-                csrc,
-                cdst,
-                "egress",
+                s.owner, &s.id, snat, target, r.dst_port, r.src_port, 0, csrc, cdst, "egress",
             ),
             (
-                s.owner,
-                &s.id,
-                ip(r.src_ip),
-                ip(r.dst_ip),
-                r.src_port,
-                r.dst_port,
-                1,
-                cdst,
-                csrc,
-                "ingress",
+                s.owner, &s.id, target, snat, r.src_port, r.dst_port, 1, cdst, csrc, "ingress",
             ),
         ];
         for (account, iface, src, dst, sport, dport, d, psrc, pdst, dir) in sides {

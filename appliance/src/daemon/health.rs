@@ -96,9 +96,8 @@ fn run(
         for c in &out.changes {
             if c.routing {
                 log::info!(
-                    "target {}:{} of {} {}/{} is {}{}",
-                    std::net::Ipv4Addr::from(c.key.ip),
-                    c.key.target_port,
+                    "target {} of {} {}/{} is {}{}",
+                    std::net::SocketAddr::new(c.key.ip, c.key.target_port),
                     c.key.service,
                     proto_name(c.key.proto),
                     c.key.port,

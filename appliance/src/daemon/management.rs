@@ -37,7 +37,7 @@ use crate::daemon::worker::Query;
 use crate::graph::counters::{Counters, DropReason, PublishedCounters};
 use crate::graph::{ActiveUsage, EndpointUsage, FlowFilter, FlowInfo, FlowQuery, UsageReport};
 use crate::tables::snapshot::cell::SnapshotCell;
-use crate::tables::snapshot::{Change, Handles, Snapshot};
+use crate::tables::snapshot::{target_ip_key, Change, Handles, Snapshot};
 
 /// How long the management thread waits for the workers to answer a flow listing (a
 /// worker at full load scans 4 flow slots per poll: ~1 s per million slots measured at
@@ -894,7 +894,7 @@ impl Management {
                         "Time": now_unix(),
                         "ServiceId": service.id,
                         "Listener": format!("{proto}:{}", key.port),
-                        "Target": format!("{}:{}", Ipv4Addr::from(key.ip), key.target_port),
+                        "Target": std::net::SocketAddr::new(key.ip, key.target_port).to_string(),
                         "State": h.state.as_str(),
                         "Reason": h.reason.map(|r| r.as_str()),
                         "Description": h.description,
@@ -1076,7 +1076,8 @@ impl Management {
                         .find(|x| x.id.to_string() == s.id)
                         .map(|x| x.owner);
                     if caller.admin || owner.is_some_and(|o| Some(o) == caller.account) {
-                        let key = (s.id.clone(), format!("{}:{port}", Ipv4Addr::from(ip)));
+                        let at = std::net::SocketAddr::new(s.provider_address(ip), port);
+                        let key = (s.id.clone(), at.to_string());
                         *per_target.entry(key).or_default() += active;
                     }
                 }
@@ -1174,7 +1175,6 @@ impl Management {
             })?);
         }
         let by_handle: HashMap<u32, &Visible> = visible.iter().map(|v| (v.handle, v)).collect();
-        let addr = |(ip, port): (u32, u16)| format!("{}:{port}", Ipv4Addr::from(ip));
         let flows: Vec<Value> = lists
             .into_iter()
             .flatten()
@@ -1193,8 +1193,8 @@ impl Management {
                     o["Endpoint"] = json!(f.endpoint_addr.to_string());
                 }
                 if v.provider_side {
-                    o["Snat"] = json!(addr(f.snat));
-                    o["Target"] = json!(addr(f.target));
+                    o["Snat"] = json!(f.snat.to_string());
+                    o["Target"] = json!(f.target.to_string());
                 }
                 Some(o)
             })
@@ -1237,7 +1237,8 @@ impl Management {
             .and_then(Value::as_array_mut)
         {
             for d in list.iter_mut() {
-                let ip: Option<Ipv4Addr> = d["Target"]["Id"].as_str().and_then(|s| s.parse().ok());
+                let ip: Option<std::net::IpAddr> =
+                    d["Target"]["Id"].as_str().and_then(|s| s.parse().ok());
                 let port = |v: &Value| v.as_u64().and_then(|p| u16::try_from(p).ok());
                 let (Some(ip), Some(tport), Some(lport)) =
                     (ip, port(&d["Target"]["Port"]), port(&d["Listener"]["Port"]))
@@ -1259,7 +1260,7 @@ impl Management {
                         service,
                         proto: proto.number(),
                         port: lport,
-                        ip: ip.into(),
+                        ip,
                         target_port: tport,
                     };
                     let h = self
@@ -1286,7 +1287,7 @@ impl Management {
                 if let Some(h) = handle {
                     let active: u64 = usage
                         .iter()
-                        .filter_map(|w| w.targets.get(&(h, u32::from(ip), tport)))
+                        .filter_map(|w| w.targets.get(&(h, target_ip_key(ip), tport)))
                         .sum();
                     d["ActiveFlows"] = json!(active);
                 }
@@ -1328,7 +1329,7 @@ impl crate::daemon::metrics::Source for Management {
         let snap = self.cell.load();
         // By (service id, target address, port), built once: a scrape looks every
         // registered target up in it.
-        let health: HashMap<(String, u32, u16), &'static str> = self
+        let health: HashMap<(String, std::net::IpAddr, u16), &'static str> = self
             .dp
             .health
             .states()
@@ -1377,10 +1378,10 @@ impl crate::daemon::metrics::Source for Management {
                         .iter()
                         .filter_map(|w| w.targets.get(&(s.handle, t.ip, t.port)))
                         .sum();
-                    let state = health.get(&(s.id.clone(), t.ip, t.port)).copied();
+                    let state = health.get(&(s.id.clone(), t.addr(), t.port)).copied();
                     targets.push(TargetFigures {
                         service: s.id.clone(),
-                        target: format!("{}:{}", Ipv4Addr::from(t.ip), t.port),
+                        target: std::net::SocketAddr::new(t.addr(), t.port).to_string(),
                         active_flows: active,
                         health: state,
                     });
@@ -1389,7 +1390,14 @@ impl crate::daemon::metrics::Source for Management {
         }
         let mut snat: std::collections::BTreeMap<u32, u64> = snap
             .services()
-            .flat_map(|s| s.snat.iter().map(|&a| (a, 0)))
+            .flat_map(|s| s.snat.iter().chain(s.snat6.iter().map(|(f, _)| f)))
+            .map(|&a| (a, 0))
+            .collect();
+        // Flows count an IPv6 SNAT address under its fold.
+        let named6: HashMap<u32, String> = snap
+            .services()
+            .flat_map(|s| s.snat6.iter())
+            .map(|&(f, a)| (f, std::net::Ipv6Addr::from(a).to_string()))
             .collect();
         for w in usage.iter() {
             for (a, n) in &w.snat {
@@ -1404,7 +1412,10 @@ impl crate::daemon::metrics::Source for Management {
             targets,
             snat: snat
                 .into_iter()
-                .map(|(a, n)| (Ipv4Addr::from(a).to_string(), n))
+                .map(|(a, n)| {
+                    let name = named6.get(&a).cloned();
+                    (name.unwrap_or_else(|| Ipv4Addr::from(a).to_string()), n)
+                })
                 .collect(),
             generation: self.generation.load(Ordering::SeqCst),
         }

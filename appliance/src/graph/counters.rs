@@ -90,6 +90,9 @@ drop_reasons! {
     /// An IPv6 consumer whose flow key (its address folded to 32 bits, keyed by a secret
     /// seed) is another consumer's live flow's: refused, the other flow untouched.
     Ipv6FlowCollision => "ipv6_flow_collision",
+    /// An IPv4 consumer reaching a listener whose targets are IPv6: only IPv6 consumers
+    /// reach those (NAT66; IPv4 to IPv6 is not translated).
+    Ipv6TargetsOnly => "ipv6_targets_only",
     /// ICMP we do not answer or translate, or traffic to the appliance's own address.
     IcmpUnsupported => "icmp_unsupported",
     /// A flow ended because what admitted it went away (endpoint rejected or deleted,

@@ -133,7 +133,7 @@ impl<F: Frame> Pipeline<F> {
         let id = match id {
             Some(id) => {
                 if ctx.ipv6 {
-                    self.side6(frame, ctx, id, false)?;
+                    self.side6(snap, frame, ctx, id, (false, false))?;
                 }
                 if ctx.ttl <= 1 {
                     return self.time_exceeded(snap, att_idx, frame, ctx);
@@ -203,7 +203,7 @@ impl<F: Frame> Pipeline<F> {
                 }
                 let id = self.new_flow(snap, key, lref, now_ms)?;
                 if ctx.ipv6 {
-                    self.side6(frame, ctx, id, true)?;
+                    self.side6(snap, frame, ctx, id, (true, false))?;
                     if let Some(f) = self.flows.get(id) {
                         let side = self.consumers6.get(id).copied();
                         self.sync.record_with(RecordKind::Create, f, now_ms, side);
@@ -248,6 +248,9 @@ impl<F: Frame> Pipeline<F> {
             }
             return Err(DropReason::NoFlow);
         };
+        if ctx.ipv6 {
+            self.side6(snap, frame, ctx, id, (false, true))?;
+        }
         if ctx.ttl <= 1 {
             return self.time_exceeded(snap, ctx.att, frame, ctx);
         }
@@ -283,17 +286,27 @@ impl<F: Frame> Pipeline<F> {
         let egress = snap.attachment(other.vpc).ok_or(DropReason::NoAttachment)?;
         // What leaves: an IPv6 consumer's packet loses its IPv6 header and extensions for
         // 20 bytes of IPv4; a reply to one gains 40 bytes of IPv6 for its IPv4 header.
+        // A NAT66 packet stays IPv6, extension headers and all.
+        let nat66 = super::nat64::is_snat6(if from_consumer {
+            other.dst_ip
+        } else {
+            ctx.key.dst_ip
+        });
         let to_v6 = !from_consumer && super::nat64::is_ipv6_consumer(other.src_ip);
         let seg_len = ctx.total_len - ctx.header_len;
         let out_len = match (ctx.ipv6, to_v6) {
+            _ if nat66 => ctx.total_len,
             (true, _) => seg_len + crate::wire::ipv4::HEADER_LEN,
             (false, true) => seg_len + crate::wire::ipv6::HEADER_LEN,
             (false, false) => ctx.total_len,
         };
         // Towards an IPv6 consumer, what may be fragmented is cut into IPv6 fragments
         // that fit (nat64.rs), as RFC 7915 asks.
-        let cut = to_v6 && !ctx.df;
+        let cut = to_v6 && !ctx.df && !nat66;
         if out_len > usize::from(egress.mtu) && !cut {
+            if nat66 {
+                return self.too_big(snap, ctx.att, frame, ctx, egress.mtu);
+            }
             if ctx.ipv6 {
                 let mtu = super::icmp6::mtu_for_ipv6(egress.mtu, ctx.header_len)
                     .ok_or(DropReason::TooBig)?;
@@ -616,10 +629,24 @@ pub(super) fn plan_flow<'s>(
         .targets
         .get(usize::from(ti))
         .ok_or(DropReason::NoTarget)?;
-    if service.snat.is_empty() {
-        return Err(DropReason::SnatExhausted);
-    }
-    let snat_ip = service.snat[(hash >> 32) as usize % service.snat.len()];
+    // IPv6 targets (NAT66) are reached from IPv6 SNAT addresses, by IPv6 consumers only.
+    let snat_ip = if listener.ipv6 {
+        if !super::nat64::is_ipv6_consumer(key.src_ip) {
+            return Err(DropReason::Ipv6TargetsOnly);
+        }
+        let n = service.snat6.len();
+        service
+            .snat6
+            .get((hash >> 32) as usize % n.max(1))
+            .ok_or(DropReason::SnatExhausted)?
+            .0
+    } else {
+        let n = service.snat.len();
+        *service
+            .snat
+            .get((hash >> 32) as usize % n.max(1))
+            .ok_or(DropReason::SnatExhausted)?
+    };
     let rev = FlowKey {
         src_ip: target.ip,
         dst_ip: snat_ip,

@@ -218,14 +218,14 @@ impl<F: Frame> Pipeline<F> {
         Ok(Next::Tx(att.port))
     }
 
-    /// Sends the IPv6 consumer of `side` a RST of its own (a flow that ended) from the
-    /// endpoint's `ports.0` to the consumer's `ports.1`, on attachment `att_idx`, to its
-    /// next hop (held while that resolves).
+    /// Sends a RST of our own (a flow that ended) from `src:ports.0` to `dst:ports.1` (an
+    /// IPv6 consumer from its endpoint, or a NAT66 target from its SNAT address), on
+    /// attachment `att_idx`, to its next hop (held while that resolves).
     pub(super) fn send_rst6(
         &mut self,
         snap: &Snapshot,
         att_idx: u16,
-        side: &Side6,
+        (src, dst): (u128, u128),
         ports: (u16, u16),
         seq: u32,
         now_ms: u64,
@@ -233,7 +233,7 @@ impl<F: Frame> Pipeline<F> {
         let Some(att) = snap.attachment(att_idx) else {
             return;
         };
-        let (mac, next) = match self.next_hop6(att, att_idx, side.consumer, now_ms) {
+        let (mac, next) = match self.next_hop6(att, att_idx, dst, now_ms) {
             Ok(hop) => hop,
             Err(reason) => {
                 self.counters.drop(reason);
@@ -259,7 +259,7 @@ impl<F: Frame> Pipeline<F> {
             urgent_at: 0,
         };
         let bytes = f.bytes_mut();
-        if !write_rst6(&mut bytes[l3..], side.endpoint, side.consumer, &rst) {
+        if !write_rst6(&mut bytes[l3..], src, dst, &rst) {
             self.counters.drop(DropReason::NoMbuf);
             return;
         }

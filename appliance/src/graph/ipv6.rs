@@ -109,10 +109,26 @@ impl<F: Frame> Pipeline<F> {
                     l
                 }
             };
-            let Some(LocalKind::Endpoint(e)) = local else {
-                return Err(DropReason::Ipv6NotServed);
+            let l4_at = ip6::HEADER_LEN + ext.l4_at;
+            let e = match local {
+                Some(LocalKind::Endpoint(e)) => e,
+                // A reply of an IPv6 target (NAT66), or a health probe's.
+                Some(LocalKind::Snat(_)) => 0,
+                Some(LocalKind::Own) if ext.protocol == PROTO_TCP && ext.fragment.is_none() => {
+                    let port = bytes
+                        .get(l4_at + 2..l4_at + 4)
+                        .ok_or(DropReason::Malformed)?;
+                    let dport = u16::from_be_bytes([port[0], port[1]]);
+                    if self.probes.is_none() || !crate::health::link::PROBE_PORTS.contains(&dport) {
+                        return Err(DropReason::Ipv6NotServed);
+                    }
+                    return self.probe_reply6(frame, ctx.att, (src, dst), (l3 + l4_at, l3 + total));
+                }
+                _ => return Err(DropReason::Ipv6NotServed),
             };
-            ctx.local = Some(LocalKind::Endpoint(e));
+            if let Some(LocalKind::Endpoint(_)) = local {
+                ctx.local = local;
+            }
             // A fragment translates to an IPv4 fragment only when the datagram's
             // fragmentable part starts with its L4 header (offsets then count the same
             // bytes in both versions).
@@ -128,12 +144,22 @@ impl<F: Frame> Pipeline<F> {
                 Some(ip6::OptionsVerdict::Discard) => return Err(DropReason::Ipv6NotServed),
                 _ => {}
             }
-            let l4_at = ip6::HEADER_LEN + ext.l4_at;
             ctx.frag = frag.map(|f| context::Fragment {
                 id: f.id,
                 offset: f.offset,
                 more: f.more,
             });
+            if let Some(LocalKind::Snat(service)) = local {
+                return self.enter_nat66_reply(
+                    frame,
+                    ctx,
+                    (src, dst),
+                    service,
+                    ext.protocol,
+                    (l4_at, total),
+                    hop,
+                );
+            }
             return self.enter_nat64(
                 snap,
                 frame,

@@ -230,8 +230,9 @@ pub struct FlowInfo {
     /// The consumer and the endpoint address it reached: IPv6 for an IPv6 consumer.
     pub consumer: std::net::SocketAddr,
     pub endpoint_addr: std::net::SocketAddr,
-    pub snat: (u32, u16),
-    pub target: (u32, u16),
+    /// The SNAT address and the target: IPv6 for a NAT66 flow.
+    pub snat: std::net::SocketAddr,
+    pub target: std::net::SocketAddr,
     pub state: &'static str,
     pub packets: u64,
     pub bytes: u64,

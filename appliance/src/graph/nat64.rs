@@ -52,6 +52,37 @@ pub fn fold(seed: u64, src: u128) -> u32 {
     FOLD_BASE | (h & FOLD_MASK)
 }
 
+/// The IPv4 prefix of IPv6 SNAT addresses in flow keys: 224.0.0.0/4, which no IPv4 SNAT
+/// address (unicast) and no endpoint address or stand-in (below 224, or 240.0.0.0/4)
+/// can be, so a NAT66 flow's reverse key meets no other key.
+const SNAT6_FOLD_MASK: u32 = 0x0FFF_FFFF;
+
+/// Fixed seeds of the provider side's folds: its addresses are the operator's, not a
+/// consumer's to choose, so the folds need no secret, and every node makes the same.
+const TARGET6_SEED: u64 = 0x7461_7267_6574_3666;
+const SNAT6_SEED: u64 = 0x736e_6174_3666_6f6c;
+
+/// IPv6 target `ip` as a flow key's (and a Maglev entry's) address: in 224.0.0.0/3.
+/// Two targets sharing a fold share SNAT ports (the port search treats them as one
+/// target), so their flows' keys stay apart; each packet is checked against the
+/// flow's own addresses ([`Side6`]).
+#[inline]
+pub fn fold_target6(ip: u128) -> u32 {
+    fold(TARGET6_SEED, ip)
+}
+
+/// IPv6 SNAT address `ip` as a flow key's address: in 224.0.0.0/4.
+#[inline]
+pub fn fold_snat6(ip: u128) -> u32 {
+    FOLD_BASE | (fold(SNAT6_SEED, ip) & SNAT6_FOLD_MASK)
+}
+
+/// Whether a reverse key's destination is an IPv6 SNAT address: the flow is NAT66.
+#[inline]
+pub fn is_snat6(dst_ip: u32) -> bool {
+    dst_ip >> 28 == FOLD_BASE >> 28
+}
+
 /// What a flow of an IPv6 consumer remembers beside its record.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Side6 {
@@ -59,6 +90,9 @@ pub struct Side6 {
     pub consumer: u128,
     /// The endpoint's IPv6 address.
     pub endpoint: u128,
+    /// A NAT66 flow's target and SNAT address (0 for an IPv4 target: NAT64).
+    pub target: u128,
+    pub snat: u128,
 }
 
 /// [`Side6`] by flow slot; empty (and never used) when no attachment has IPv6.
@@ -68,7 +102,7 @@ pub struct Consumers6 {
 }
 
 impl Consumers6 {
-    /// Room for a table of `capacity` flows: 32 bytes per slot, only when `ipv6`.
+    /// Room for a table of `capacity` flows: 64 bytes per slot, only when `ipv6`.
     pub fn new(capacity: usize, ipv6: bool) -> Consumers6 {
         Consumers6 {
             slots: if ipv6 {
@@ -120,6 +154,22 @@ pub fn consumer_addresses(f: &Flow, side: Option<Side6>) -> (SocketAddr, SocketA
         None => (
             SocketAddr::new(Ipv4Addr::from(k.src_ip).into(), k.src_port),
             SocketAddr::new(Ipv4Addr::from(k.dst_ip).into(), k.dst_port),
+        ),
+    }
+}
+
+/// The SNAT address and the target of flow `f` as the provider sees them: from its IPv6
+/// side `side` for a NAT66 flow, else from its key.
+pub fn provider_addresses(f: &Flow, side: Option<Side6>) -> (SocketAddr, SocketAddr) {
+    let k = &f.rev;
+    match side.filter(|_| is_snat6(k.dst_ip)) {
+        Some(s) => (
+            SocketAddr::new(Ipv6Addr::from(s.snat).into(), k.dst_port),
+            SocketAddr::new(Ipv6Addr::from(s.target).into(), k.src_port),
+        ),
+        None => (
+            SocketAddr::new(Ipv4Addr::from(k.dst_ip).into(), k.dst_port),
+            SocketAddr::new(Ipv4Addr::from(k.src_ip).into(), k.src_port),
         ),
     }
 }
@@ -186,16 +236,70 @@ impl<F: Frame> Pipeline<F> {
             return Err(DropReason::MartianSource);
         }
         let folded = fold(self.settings.flow_hash_seed, src);
+        self.enter_folded(
+            frame,
+            ctx,
+            (folded, e.ip),
+            proto,
+            (header_len, total_len),
+            hop,
+            false,
+        )
+    }
+
+    /// A TCP or UDP packet from IPv6 target `src` to our IPv6 SNAT address `dst` (the
+    /// IPv6 node read its header at `ctx.l3`, its L4 header `header_len` bytes in,
+    /// `total_len` bytes in all): its context as the reverse node takes it, the two
+    /// addresses folded as a NAT66 flow's reverse key has them.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn enter_nat66_reply(
+        &mut self,
+        frame: &mut F,
+        ctx: &mut Ctx,
+        (src, dst): (u128, u128),
+        service: u32,
+        proto: u8,
+        (header_len, total_len): (usize, usize),
+        hop: u8,
+    ) -> Result<Next, DropReason> {
+        if !self.active {
+            return Err(DropReason::Standby);
+        }
+        ctx.local = Some(LocalKind::Snat(service));
+        let folded = (fold_target6(src), fold_snat6(dst));
+        self.enter_folded(
+            frame,
+            ctx,
+            folded,
+            proto,
+            (header_len, total_len),
+            hop,
+            true,
+        )
+    }
+
+    /// The context of an IPv6 TCP or UDP packet as a flow node takes it, with `addrs` (its
+    /// addresses folded as its flow's key has them) as its IPv4 ones: on to the fragment
+    /// node, or the reverse (`rev`) or forward node with its key hashed and its chain
+    /// prefetched.
+    #[allow(clippy::too_many_arguments)]
+    fn enter_folded(
+        &mut self,
+        frame: &mut F,
+        ctx: &mut Ctx,
+        (src, dst): (u32, u32),
+        proto: u8,
+        (header_len, total_len): (usize, usize),
+        hop: u8,
+        rev: bool,
+    ) -> Result<Next, DropReason> {
         ctx.header_len = header_len;
         ctx.total_len = total_len;
-        ctx.addrs = context::IpPair::V4 {
-            src: folded,
-            dst: e.ip,
-        };
+        ctx.addrs = context::IpPair::V4 { src, dst };
         ctx.proto = proto;
         ctx.ttl = hop;
-        // A fragment leaves as an IPv4 fragment that routers may cut again (RFC 7915
-        // §5.1.1); a whole packet with DF, which IPv6 means.
+        // Translated, a fragment leaves as an IPv4 fragment that routers may cut again
+        // (RFC 7915 §5.1.1); a whole packet with DF, which IPv6 means.
         ctx.df = ctx.frag.is_none();
         ctx.ipv6 = true;
         if frame.bytes().len() > ctx.end() && !frame.set_len(ctx.end()) {
@@ -211,26 +315,29 @@ impl<F: Frame> Pipeline<F> {
             return Ok(Next::Fragment);
         }
         ctx.key = FlowKey {
-            src_ip: folded,
-            dst_ip: e.ip,
+            src_ip: src,
+            dst_ip: dst,
             src_port: l4.sport,
             dst_port: l4.dport,
             vpc: ctx.att,
             proto,
         };
         ctx.hash = self.flows.index_hash(&ctx.key);
-        self.flows.prefetch_head(ctx.hash, false);
-        Ok(Next::Forward)
+        self.flows.prefetch_head(ctx.hash, rev);
+        Ok(if rev { Next::Reverse } else { Next::Forward })
     }
 
-    /// The IPv6 side of flow `id` for the packet in `frame`: what a new flow remembers,
-    /// or for an existing one a check that the packet is its consumer's.
+    /// The IPv6 side of flow `id` for the packet in `frame`: what a new flow remembers
+    /// (with a NAT66 flow's target and SNAT address, from `snap`), or for an existing one
+    /// a check that the packet is its consumer's, or (`reply`) its target's to its SNAT
+    /// address.
     pub(super) fn side6(
         &mut self,
+        snap: &Snapshot,
         frame: &F,
         ctx: &Ctx,
         id: FlowId,
-        new: bool,
+        (new, reply): (bool, bool),
     ) -> Result<(), DropReason> {
         let b = frame.bytes();
         let addr = |at: usize| -> Result<u128, DropReason> {
@@ -240,21 +347,93 @@ impl<F: Frame> Pipeline<F> {
                 .ok_or(DropReason::Malformed)?;
             Ok(u128::from_be_bytes(a))
         };
-        let consumer = addr(8)?;
+        let src = addr(8)?;
         if new {
+            let (target, snat) = match self.flows.get(id) {
+                Some(f) if is_snat6(f.rev.dst_ip) => {
+                    provider6(snap, f).ok_or(DropReason::NoTarget)?
+                }
+                _ => (0, 0),
+            };
             self.consumers6.set(
                 id,
                 Side6 {
-                    consumer,
+                    consumer: src,
                     endpoint: addr(24)?,
+                    target,
+                    snat,
                 },
             );
             return Ok(());
         }
-        match self.consumers6.get(id) {
-            Some(s) if s.consumer == consumer => Ok(()),
-            _ => Err(DropReason::Ipv6FlowCollision),
+        let side = self
+            .consumers6
+            .get(id)
+            .ok_or(DropReason::Ipv6FlowCollision)?;
+        let ours = if reply {
+            side.target == src && side.snat == addr(24)?
+        } else {
+            side.consumer == src
+        };
+        if ours {
+            Ok(())
+        } else {
+            Err(DropReason::Ipv6FlowCollision)
         }
+    }
+
+    /// Rewrite for a NAT66 flow: the IPv6 packet keeps its header (and extension
+    /// headers), with its addresses, ports and hop limit changed and the L4 checksum
+    /// updated; out to the next hop on the other side by neighbour discovery.
+    pub(super) fn rewrite66(
+        &mut self,
+        snap: &Snapshot,
+        frame: &mut F,
+        ctx: &mut Ctx,
+        now_ms: u64,
+    ) -> Result<Next, DropReason> {
+        let other = ctx.other;
+        let side = *self.consumers6.get(ctx.flow).ok_or(DropReason::NoFlow)?;
+        // Towards the target from the SNAT address, or back from the endpoint.
+        let to_target = is_snat6(other.dst_ip);
+        let (new_src, new_dst) = if to_target {
+            (side.snat, side.target)
+        } else {
+            (side.endpoint, side.consumer)
+        };
+        let att = snap.attachment(other.vpc).ok_or(DropReason::NoAttachment)?;
+        let l3 = ctx.l3;
+        {
+            let bytes = frame.bytes_mut();
+            let (old_src, old_dst) = {
+                let ip =
+                    ip6::Ipv6Packet::new_checked(bytes.get(l3..).ok_or(DropReason::Malformed)?)
+                        .map_err(|_| DropReason::Malformed)?;
+                (ip.src_addr_u128(), ip.dst_addr_u128())
+            };
+            if !ctx.is_later_fragment() {
+                let [a, b, c, d] = words(old_src);
+                let [e, f, g, h] = words(old_dst);
+                let mut new = [0u32; 8];
+                new[..4].copy_from_slice(&words(new_src));
+                new[4..].copy_from_slice(&words(new_dst));
+                let addrs = delta(&[a, b, c, d, e, f, g, h], &new);
+                let seg = bytes
+                    .get_mut(ctx.l4_at()..ctx.end())
+                    .ok_or(DropReason::Malformed)?;
+                l4_update(
+                    seg,
+                    ctx.proto == PROTO_UDP,
+                    addrs,
+                    (other.dst_port, other.src_port),
+                )?;
+            }
+            let mut ip = ip6::Ipv6Packet::new_unchecked(&mut bytes[l3..l3 + ip6::HEADER_LEN]);
+            ip.set_hop_limit(ctx.ttl.saturating_sub(1));
+            ip.set_src_addr_u128(new_src);
+            ip.set_dst_addr_u128(new_dst);
+        }
+        self.route6(att, other.vpc, new_dst, frame, l3, now_ms)
     }
 
     /// Rewrite for a flow of an IPv6 consumer: its packet to IPv4 for the target, or the
@@ -374,6 +553,23 @@ impl<F: Frame> Pipeline<F> {
         self.counters.fragments_made += 1;
         Ok(())
     }
+}
+
+/// A NAT66 flow's target and SNAT address, as its snapshot has them.
+fn provider6(snap: &Snapshot, f: &Flow) -> Option<(u128, u128)> {
+    let service = snap.service_by_handle(f.service)?;
+    let target = service
+        .listeners
+        .get(usize::from(f.listener))?
+        .targets
+        .get(usize::from(f.target))?
+        .ip6?;
+    let snat = service
+        .snat6
+        .iter()
+        .find(|(fold, _)| *fold == f.rev.dst_ip)?
+        .1;
+    Some((target, snat))
 }
 
 /// The identification of the IPv4 header at `l3`.

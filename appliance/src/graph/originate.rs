@@ -211,18 +211,63 @@ impl<F: Frame> Pipeline<F> {
         );
         emitted.ok()?;
         write_own_ipv4(&mut bytes[l3..], src, dst, PROTO_TCP, seg_len);
-        Some(match self.route(snap, att_idx, dst, &mut f, l3, now_ms) {
-            Ok(Next::Tx(port)) => {
-                self.emitted.push((port, f));
-                Ok(())
-            }
-            Ok(Next::Hold(a, nh)) => {
-                self.hold(f, a, Hop::V4(nh), now_ms);
-                Ok(())
-            }
-            Ok(_) => Err(DropReason::NoAttachment),
-            Err(reason) => Err(reason),
-        })
+        let routed = self.route(snap, att_idx, dst, &mut f, l3, now_ms);
+        Some(self.send_routed(f, routed, now_ms))
+    }
+
+    /// [`send_segment`](Self::send_segment) over IPv6: from `src` to `dst` on
+    /// attachment `att_idx`, to the next hop neighbour discovery gives (held while it
+    /// resolves).
+    pub(super) fn send_segment6(
+        &mut self,
+        snap: &Snapshot,
+        att_idx: u16,
+        (src, dst): (u128, u128),
+        tcp: &crate::wire::tcp::TcpRepr,
+        payload: &[u8],
+        now_ms: u64,
+    ) -> Option<Result<(), DropReason>> {
+        use crate::wire::ipv6;
+        let att = snap.attachment(att_idx)?;
+        let Some(mut f) = (self.alloc)() else {
+            self.counters.drop(DropReason::NoMbuf);
+            return None;
+        };
+        let l3 = ethernet::HEADER_LEN + if att.vlan.is_some() { vlan::TAG_LEN } else { 0 };
+        let seg_len = crate::wire::tcp::HEADER_LEN + payload.len();
+        let ip_len = ipv6::HEADER_LEN + seg_len;
+        if ip_len > usize::from(att.mtu) {
+            return Some(Err(DropReason::TooBig));
+        }
+        if !f.set_len(l3 + ip_len) || !pad_frame(&mut f, att.vlan.is_some()) {
+            self.counters.drop(DropReason::NoMbuf);
+            return None;
+        }
+        let bytes = f.bytes_mut();
+        let seg_at = l3 + ipv6::HEADER_LEN;
+        bytes[seg_at + crate::wire::tcp::HEADER_LEN..seg_at + seg_len].copy_from_slice(payload);
+        tcp.emit6(&mut bytes[seg_at..], src, dst, payload.len())
+            .ok()?;
+        super::ipv6::write_header_for(&mut bytes[l3..], src, dst, PROTO_TCP, seg_len, 64);
+        let routed = self.route6(att, att_idx, dst, &mut f, l3, now_ms);
+        Some(self.send_routed(f, routed, now_ms))
+    }
+
+    /// Sends a frame of our own where routing it said: out of a port, or held until its
+    /// next hop answers.
+    fn send_routed(
+        &mut self,
+        f: F,
+        routed: Result<Next, DropReason>,
+        now_ms: u64,
+    ) -> Result<(), DropReason> {
+        match routed? {
+            Next::Tx(port) => self.emitted.push((port, f)),
+            Next::Hold(a, nh) => self.hold(f, a, Hop::V4(nh), now_ms),
+            Next::Hold6(a, hop) => self.hold(f, a, Hop::V6(u128::from(hop)), now_ms),
+            _ => return Err(DropReason::NoAttachment),
+        }
+        Ok(())
     }
 
     fn may_originate(&mut self) -> bool {

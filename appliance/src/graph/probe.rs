@@ -4,6 +4,8 @@
 //! the appliance's own address on a probe port go back to the checker. A bounded number
 //! per poll and non-blocking queues: no probe can hold a worker up.
 
+use std::net::IpAddr;
+
 use super::context::Ctx;
 use super::dispatch::Next;
 use super::*;
@@ -21,14 +23,26 @@ impl<F: Frame> Pipeline<F> {
             let Some(seg) = self.probes.as_ref().and_then(|l| l.outgoing.pop()) else {
                 return;
             };
-            match self.send_segment(
-                snap,
-                seg.attachment,
-                (seg.src, seg.dst),
-                &seg.tcp,
-                &seg.payload,
-                now_ms,
-            ) {
+            let sent = match (seg.src, seg.dst) {
+                (IpAddr::V4(s), IpAddr::V4(d)) => self.send_segment(
+                    snap,
+                    seg.attachment,
+                    (s.into(), d.into()),
+                    &seg.tcp,
+                    &seg.payload,
+                    now_ms,
+                ),
+                (IpAddr::V6(s), IpAddr::V6(d)) => self.send_segment6(
+                    snap,
+                    seg.attachment,
+                    (s.into(), d.into()),
+                    &seg.tcp,
+                    &seg.payload,
+                    now_ms,
+                ),
+                _ => Some(Err(DropReason::Malformed)),
+            };
+            match sent {
                 Some(Ok(())) => self.counters.probes_sent += 1,
                 Some(Err(reason)) => self.counters.drop(reason),
                 None => {}
@@ -65,12 +79,46 @@ impl<F: Frame> Pipeline<F> {
             std::net::Ipv4Addr::from(dst),
         )
         .map_err(|_| DropReason::BadChecksum)?;
-        let payload = tcp.payload();
+        let addrs = (
+            IpAddr::V4(std::net::Ipv4Addr::from(src)),
+            IpAddr::V4(std::net::Ipv4Addr::from(dst)),
+        );
+        self.hand_to_checker(ctx.att, addrs, repr, tcp.payload())
+    }
+
+    /// An IPv6 TCP segment from `src` to our own `dst` on a probe port (its segment at
+    /// `at..end` of the frame): for the checker.
+    pub(super) fn probe_reply6(
+        &mut self,
+        frame: &F,
+        att: u16,
+        (src, dst): (u128, u128),
+        (at, end): (usize, usize),
+    ) -> Result<Next, DropReason> {
+        let seg = frame.bytes().get(at..end).ok_or(DropReason::Malformed)?;
+        let tcp = TcpPacket::new_checked(seg).map_err(|_| DropReason::Malformed)?;
+        let repr = crate::wire::tcp::TcpRepr::parse6(&tcp, src, dst)
+            .map_err(|_| DropReason::BadChecksum)?;
+        let addrs = (
+            IpAddr::V6(std::net::Ipv6Addr::from(src)),
+            IpAddr::V6(std::net::Ipv6Addr::from(dst)),
+        );
+        self.hand_to_checker(att, addrs, repr, tcp.payload())
+    }
+
+    /// Hands a probe port's segment to the checker.
+    fn hand_to_checker(
+        &mut self,
+        attachment: u16,
+        (src, dst): (IpAddr, IpAddr),
+        repr: crate::wire::tcp::TcpRepr,
+        payload: &[u8],
+    ) -> Result<Next, DropReason> {
         let mut head = [0u8; REPLY_PAYLOAD];
         let kept = payload.len().min(REPLY_PAYLOAD);
         head[..kept].copy_from_slice(&payload[..kept]);
         let reply = ProbeReply {
-            attachment: ctx.att,
+            attachment,
             src,
             dst,
             tcp: repr,

@@ -22,7 +22,7 @@
 
 use crossbeam::channel::Sender;
 
-use super::nat64::{consumer_addresses, Side6};
+use super::nat64::{consumer_addresses, provider_addresses, Side6};
 use super::{tcp_state_name, FlowInfo, Frame, Pipeline, PROTO_TCP};
 use crate::graph::counters::Drops;
 use crate::tables::fasthash::{fast_map, FastMap};
@@ -341,6 +341,7 @@ impl<F: Frame> Pipeline<F> {
 /// `side` is its slot's IPv6 side, which only a flow of an IPv6 consumer has.
 fn flow_info(worker: u16, f: &Flow, side: Option<Side6>, now_ms: u64) -> FlowInfo {
     let (consumer, endpoint_addr) = consumer_addresses(f, side);
+    let (snat, target) = provider_addresses(f, side);
     FlowInfo {
         worker,
         endpoint: f.endpoint,
@@ -348,8 +349,8 @@ fn flow_info(worker: u16, f: &Flow, side: Option<Side6>, now_ms: u64) -> FlowInf
         proto: f.fwd.proto,
         consumer,
         endpoint_addr,
-        snat: (f.rev.dst_ip, f.rev.dst_port),
-        target: (f.rev.src_ip, f.rev.src_port),
+        snat,
+        target,
         state: if f.fwd.proto == PROTO_TCP {
             tcp_state_name(f.tcp)
         } else {

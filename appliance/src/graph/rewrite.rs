@@ -23,8 +23,12 @@ impl<F: Frame> Pipeline<F> {
         if ctx.frag.is_some() {
             self.counters.fragments += 1;
         }
-        // A flow of an IPv6 consumer: its packets and its replies change IP version.
+        // A flow of an IPv6 consumer: its packets and its replies change IP version,
+        // unless its target is IPv6 too (NAT66).
         if ctx.ipv6 || super::nat64::is_ipv6_consumer(other.src_ip) {
+            if super::nat64::is_snat6(other.dst_ip) || super::nat64::is_snat6(ctx.key.dst_ip) {
+                return self.rewrite66(snap, frame, ctx, now_ms);
+            }
             return self.rewrite64(snap, frame, ctx, now_ms);
         }
         let pkt = frame

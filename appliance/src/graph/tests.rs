@@ -189,6 +189,24 @@ fn tx(v: Verdict<VecFrame>) -> (u16, Vec<u8>) {
     }
 }
 
+/// Version `v` of `config`'s snapshot, with `handles` kept across versions (as the
+/// management thread keeps them), on the demo's two ports.
+fn build_versioned(
+    config: &Config,
+    v: u64,
+    handles: &mut crate::tables::snapshot::Handles,
+) -> Snapshot {
+    Snapshot::build(
+        v,
+        config,
+        &[MAC_C, MAC_P],
+        &[1500, 1500],
+        &config.state(),
+        handles,
+    )
+    .unwrap()
+}
+
 fn syn() -> WireTcpFlags {
     WireTcpFlags::SYN
 }
@@ -890,7 +908,7 @@ fn vlan_attachments_and_gateways_shape_the_frames() {
     config.vpcs[1].gateway = Some(Ipv4Addr::new(10, 2, 0, 254));
     for l in config.services[0].listeners.iter_mut() {
         for (i, t) in l.targets.iter_mut().enumerate() {
-            t.ip = Ipv4Addr::new(192, 168, 7, 11 + u8::try_from(i).unwrap());
+            t.ip = Ipv4Addr::new(192, 168, 7, 11 + u8::try_from(i).unwrap()).into();
         }
     }
     let snap = snapshot(&config);
@@ -2648,7 +2666,7 @@ fn arp_replies_on_another_workers_queue_release_every_held_packet() {
     config.services[0].listeners[1].targets = targets
         .iter()
         .map(|&ip| mgmt::model::Target {
-            ip,
+            ip: ip.into(),
             port: 9000,
             weight: 1,
             state: mgmt::model::TargetState::Registered,
@@ -2846,3 +2864,4 @@ mod ha;
 mod health;
 mod ipv6;
 mod nat64;
+mod nat66;

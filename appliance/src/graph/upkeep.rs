@@ -274,10 +274,12 @@ impl<F: Frame> Pipeline<F> {
         }
         let (f, r) = (flow.fwd, flow.rev);
         // To the consumer, from the endpoint.
-        match self.consumers6.of(id, &flow) {
+        let side = self.consumers6.of(id, &flow);
+        match side {
             Some(side) => {
                 let ports = (f.dst_port, f.src_port);
-                self.send_rst6(snap, f.vpc, &side, ports, flow.ack_fwd, now_ms);
+                let addrs = (side.endpoint, side.consumer);
+                self.send_rst6(snap, f.vpc, addrs, ports, flow.ack_fwd, now_ms);
             }
             None => self.send_rst(
                 snap,
@@ -289,6 +291,12 @@ impl<F: Frame> Pipeline<F> {
             ),
         }
         // To the target, from the SNAT address.
+        if let Some(side) = side.filter(|_| super::nat64::is_snat6(r.dst_ip)) {
+            let ports = (r.dst_port, r.src_port);
+            let addrs = (side.snat, side.target);
+            self.send_rst6(snap, r.vpc, addrs, ports, flow.ack_rev, now_ms);
+            return;
+        }
         self.send_rst(
             snap,
             r.vpc,
@@ -353,7 +361,10 @@ pub(super) fn flow_still_admitted(snap: &Snapshot, flow: &Flow, consumer6: Optio
     } else {
         e.admits(f.src_ip, f.proto, f.dst_port).is_ok()
     };
-    s.has_target(f.proto, f.dst_port, r.src_ip, r.src_port)
-        && s.snat.contains(&r.dst_ip)
-        && admitted
+    let snat = if super::nat64::is_snat6(r.dst_ip) {
+        s.snat6.iter().any(|&(fold, _)| fold == r.dst_ip)
+    } else {
+        s.snat.contains(&r.dst_ip)
+    };
+    s.has_target(f.proto, f.dst_port, r.src_ip, r.src_port) && snat && admitted
 }

@@ -32,7 +32,7 @@ impl RecordKind {
     }
 }
 
-/// One flow event. 54 bytes on the wire ([`FlowRecord::WIRE_LEN`]), 40 more with an IPv6
+/// One flow event. 54 bytes on the wire ([`FlowRecord::WIRE_LEN`]), 64 more with an IPv6
 /// consumer's side ([`FlowRecord::SIDE6_LEN`], flagged in the kind byte).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FlowRecord {
@@ -66,8 +66,9 @@ const SIDE6_FLAG: u8 = 0x80;
 
 impl FlowRecord {
     pub const WIRE_LEN: usize = 4 + 2 * KEY_LEN + 4 + 4 + 2 + 2 + 4 + 4;
-    /// Consumer address, endpoint address.
-    pub const SIDE6_LEN: usize = 16 + 16;
+    /// Consumer address, endpoint address, and a NAT66 flow's target and SNAT address
+    /// (zero for NAT64).
+    pub const SIDE6_LEN: usize = 4 * 16;
 
     /// Its length on the wire.
     #[inline]
@@ -93,8 +94,9 @@ impl FlowRecord {
         out.extend_from_slice(&self.age_ms.to_be_bytes());
         out.extend_from_slice(&self.idle_ms.to_be_bytes());
         if let Some(s) = &self.side6 {
-            out.extend_from_slice(&s.consumer.to_be_bytes());
-            out.extend_from_slice(&s.endpoint.to_be_bytes());
+            for a in [s.consumer, s.endpoint, s.target, s.snat] {
+                out.extend_from_slice(&a.to_be_bytes());
+            }
         }
     }
 
@@ -110,6 +112,8 @@ impl FlowRecord {
                 Some(Side6 {
                     consumer: a(0)?,
                     endpoint: a(16)?,
+                    target: a(32)?,
+                    snat: a(48)?,
                 })
             }
             _ => None,
@@ -199,6 +203,8 @@ mod tests {
         Side6 {
             consumer: 0xfd00_00c1_0000_0000_0000_0000_0000_0010,
             endpoint: 0xfd00_00c1_0000_0000_0000_0000_0000_0064,
+            target: 0xfd00_00b1_0000_0000_0000_0000_0000_0011,
+            snat: 0xfd00_00b1_0000_0000_0000_0000_0000_0100,
         }
     }
 

@@ -44,8 +44,9 @@ use super::role::Role;
 type HmacSha256 = Hmac<Sha256>;
 
 pub const MAGIC: [u8; 4] = *b"PLHA";
-/// 2: an IPv6 consumer's side is 32 bytes (its MAC is resolved by neighbour discovery).
-pub const VERSION: u8 = 2;
+/// 2: an IPv6 consumer's side is 32 bytes (its MAC is resolved by neighbour discovery);
+/// 3: 64, with a NAT66 flow's target and SNAT address.
+pub const VERSION: u8 = 3;
 /// Magic, version, kind, node, boot.
 pub const HEADER_LEN: usize = field::BODY;
 pub const TAG_LEN: usize = 32;
@@ -597,7 +598,7 @@ mod tests {
         };
         let b = encode(&msg, &HDR, KEY);
         let expected_signed: &[u8] = &[
-            b'P', b'L', b'H', b'A', 2, 1, 1, // magic, version, kind, node
+            b'P', b'L', b'H', b'A', 3, 1, 1, // magic, version, kind, node
             1, 2, 3, 4, 5, 6, 7, 8, // boot
             0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18, // counter
             2, 0x99, // role, priority
@@ -806,6 +807,16 @@ mod tests {
             side6: n.is_multiple_of(2).then_some(crate::graph::nat64::Side6 {
                 consumer: u128::from(n) << 64 | 0x10,
                 endpoint: 0xfd00 << 112 | 0x64,
+                target: if n.is_multiple_of(3) {
+                    0
+                } else {
+                    0xfd01 << 112 | 0x11
+                },
+                snat: if n.is_multiple_of(3) {
+                    0
+                } else {
+                    0xfd01 << 112 | 0x100
+                },
             }),
             ..sample_record(n)
         };

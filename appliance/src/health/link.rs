@@ -3,6 +3,7 @@
 //! back to that address on the probe ports. Lock-free bounded queues both ways, so a
 //! worker only ever does a non-blocking push or pop, a few per poll.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use crossbeam::queue::ArrayQueue;
@@ -21,12 +22,12 @@ pub const REPLY_PAYLOAD: usize = 64;
 pub const SENDS_PER_POLL: usize = 32;
 
 /// A segment to send: TCP header fields and payload, from `src` (the appliance's own
-/// address on attachment `attachment`) to `dst`.
+/// address on attachment `attachment`, of the target's family) to `dst`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeSegment {
     pub attachment: u16,
-    pub src: u32,
-    pub dst: u32,
+    pub src: IpAddr,
+    pub dst: IpAddr,
     pub tcp: TcpRepr,
     pub payload: Vec<u8>,
 }
@@ -36,8 +37,8 @@ pub struct ProbeSegment {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProbeReply {
     pub attachment: u16,
-    pub src: u32,
-    pub dst: u32,
+    pub src: IpAddr,
+    pub dst: IpAddr,
     pub tcp: TcpRepr,
     /// The payload's length on the wire.
     pub payload_len: u16,

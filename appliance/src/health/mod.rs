@@ -31,7 +31,7 @@ pub struct TargetKey {
     pub proto: u8,
     pub port: u16,
     /// The target's address and port.
-    pub ip: u32,
+    pub ip: std::net::IpAddr,
     pub target_port: u16,
 }
 
@@ -149,9 +149,10 @@ pub enum Mode {
 /// One target's check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Check {
-    /// The provider VPC's attachment and the appliance's own address there.
+    /// The provider VPC's attachment and the appliance's own address there, of the
+    /// target's family.
     pub attachment: u16,
-    pub source: u32,
+    pub source: std::net::IpAddr,
     /// Where the probe connects.
     pub port: u16,
     pub interval_ms: u64,

@@ -9,6 +9,8 @@
 //! bytes, and the RST ends the target's retransmissions), and it resends its last segment
 //! with a doubling timeout until the check's own timeout ends it.
 
+use std::net::IpAddr;
+
 use crate::wire::tcp::{TcpFlags, TcpRepr};
 
 use super::link::{ProbeReply, ProbeSegment};
@@ -58,8 +60,8 @@ enum Phase {
 #[derive(Debug, Clone)]
 pub struct Probe {
     attachment: u16,
-    src: u32,
-    dst: u32,
+    src: IpAddr,
+    dst: IpAddr,
     local_port: u16,
     dst_port: u16,
     isn: u32,
@@ -77,9 +79,9 @@ impl Probe {
     #[allow(clippy::too_many_arguments)]
     pub fn start(
         attachment: u16,
-        src: u32,
+        src: IpAddr,
         local_port: u16,
-        dst: u32,
+        dst: IpAddr,
         dst_port: u16,
         isn: u32,
         kind: Kind,
@@ -348,9 +350,11 @@ pub fn parse_status(got: &[u8]) -> Status {
 }
 
 /// The bytes of the `GET` an `http` check sends to `host:port`.
-pub fn http_request(path: &str, host: std::net::Ipv4Addr, port: u16) -> Vec<u8> {
+pub fn http_request(path: &str, host: IpAddr, port: u16) -> Vec<u8> {
+    // An IPv6 host in brackets (RFC 7230 §5.4, RFC 3986 §3.2.2).
+    let host = std::net::SocketAddr::new(host, port);
     format!(
-        "GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: privlink-HealthChecker/1.0\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: privlink-HealthChecker/1.0\r\nAccept: */*\r\nConnection: close\r\n\r\n"
     )
     .into_bytes()
 }
@@ -360,8 +364,8 @@ mod tests {
     use super::*;
     use crate::health::link::REPLY_PAYLOAD;
 
-    const OWN: u32 = 0x0a02_0001;
-    const TARGET: u32 = 0x0a02_000b;
+    const OWN: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 2, 0, 1));
+    const TARGET: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 2, 0, 11));
 
     fn reply(flags: TcpFlags, seq: u32, ack: u32, payload: &[u8]) -> ProbeReply {
         let mut head = [0u8; REPLY_PAYLOAD];
@@ -391,7 +395,7 @@ mod tests {
 
     fn http(matcher: &str) -> Kind {
         Kind::Http {
-            request: http_request("/health", std::net::Ipv4Addr::new(10, 2, 0, 11), 8080),
+            request: http_request("/health", TARGET, 8080),
             matcher: mgmt::model::Matcher::parse(matcher).unwrap(),
         }
     }
@@ -424,7 +428,7 @@ mod tests {
         r.tcp.src_port = 9999;
         assert_eq!(p.on_reply(&r), (None, None));
         let mut r = reply(TcpFlags::SYN | TcpFlags::ACK, 5000, 1001, b"");
-        r.src = TARGET + 1;
+        r.src = IpAddr::V4(std::net::Ipv4Addr::new(10, 2, 0, 12));
         assert_eq!(p.on_reply(&r), (None, None));
         let r = reply(TcpFlags::SYN | TcpFlags::ACK, 5000, 999, b"");
         assert_eq!(p.on_reply(&r), (None, None), "a SYN-ACK of another SYN");

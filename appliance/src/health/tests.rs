@@ -4,7 +4,7 @@ use super::link::{ProbeReply, ProbeSegment, REPLY_PAYLOAD};
 use super::*;
 use crate::wire::tcp::{TcpFlags, TcpRepr};
 
-const OWN: u32 = 0x0a02_0001;
+const OWN: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 2, 0, 1));
 
 /// How a simulated target answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,7 +22,7 @@ fn key(i: u32) -> TargetKey {
         service: "vpce-svc-0d0000000000000d1".parse().unwrap(),
         proto: 6,
         port: 80,
-        ip: 0x0a02_0000 + 10 + i,
+        ip: std::net::Ipv4Addr::from(0x0a02_0000 + 10 + i).into(),
         target_port: 8080,
     }
 }
@@ -42,7 +42,7 @@ fn check(kind: Kind) -> Check {
 
 fn http() -> Kind {
     Kind::Http {
-        request: probe::http_request("/", std::net::Ipv4Addr::new(10, 2, 0, 11), 8080),
+        request: probe::http_request("/", std::net::Ipv4Addr::new(10, 2, 0, 11).into(), 8080),
         matcher: mgmt::model::Matcher::default(),
     }
 }
@@ -131,7 +131,11 @@ fn run(
                 if seg.tcp.flags == TcpFlags::SYN {
                     syns += 1;
                 }
-                let i = seg.dst - key(0).ip;
+                let ip4 = |a: std::net::IpAddr| match a {
+                    std::net::IpAddr::V4(a) => u32::from(a),
+                    std::net::IpAddr::V6(_) => u32::MAX,
+                };
+                let i = ip4(seg.dst) - ip4(key(0).ip);
                 if let Some(r) = answer(behaviour(i), seg) {
                     c.on_reply(&r, t / 1000, &mut next);
                 }

@@ -107,6 +107,15 @@ pub fn ipv6_only_stand_in(handle: u32) -> Option<u32> {
     (handle < 1 << 28).then_some(IPV6_ONLY_BASE | handle)
 }
 
+/// Target `ip` as flow keys and the Maglev table carry it: IPv4 as it is, IPv6 folded
+/// ([`crate::graph::nat64::fold_target6`]).
+pub fn target_ip_key(ip: std::net::IpAddr) -> u32 {
+    match ip {
+        std::net::IpAddr::V4(a) => u32::from(a),
+        std::net::IpAddr::V6(a) => crate::graph::nat64::fold_target6(u128::from(a)),
+    }
+}
+
 /// What a local address is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LocalKind {
@@ -245,7 +254,11 @@ impl EndpointView {
 
 #[derive(Debug, Clone, Copy)]
 pub struct TargetView {
+    /// Its IPv4 address; an IPv6 target's fold ([`crate::graph::nat64::fold_target6`]),
+    /// which flow keys and the Maglev table carry.
     pub ip: u32,
+    /// An IPv6 target's address.
+    pub ip6: Option<u128>,
     pub port: u16,
     pub weight: u32,
     pub draining: bool,
@@ -255,11 +268,24 @@ pub struct TargetView {
     pub ended: bool,
 }
 
+impl TargetView {
+    /// Its real address.
+    pub fn addr(&self) -> std::net::IpAddr {
+        match self.ip6 {
+            Some(a) => std::net::Ipv6Addr::from(a).into(),
+            None => std::net::Ipv4Addr::from(self.ip).into(),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct ListenerView {
     pub proto: u8,
     pub port: u16,
     pub targets: Vec<TargetView>,
+    /// Its targets are IPv6 (a listener's are of one family): only IPv6 consumers reach
+    /// them (NAT66).
+    pub ipv6: bool,
     pub maglev: Maglev,
     /// The listener's idle timeout for its flows, seconds; 0 = the global one.
     pub idle_s: u16,
@@ -275,12 +301,32 @@ pub struct ServiceView {
     /// The provider VPC's attachment.
     pub attachment: u16,
     pub snat: Vec<u32>,
+    /// Its IPv6 SNAT addresses: each one's fold ([`crate::graph::nat64::fold_snat6`]) and
+    /// the address.
+    pub snat6: Vec<(u32, u128)>,
     pub listeners: Vec<ListenerView>,
     /// Its targets and how the health checker treats each.
     pub checks: Vec<health::Spec>,
 }
 
 impl ServiceView {
+    /// The address a flow key's provider-side address `ip` (a target's or a SNAT
+    /// address's, IPv4 or an IPv6 one's fold) stands for.
+    pub fn provider_address(&self, ip: u32) -> std::net::IpAddr {
+        let target = self
+            .listeners
+            .iter()
+            .flat_map(|l| l.targets.iter())
+            .find(|t| t.ip == ip && t.ip6.is_some());
+        if let Some(t) = target {
+            return t.addr();
+        }
+        match self.snat6.iter().find(|(fold, _)| *fold == ip) {
+            Some(&(_, a)) => std::net::Ipv6Addr::from(a).into(),
+            None => std::net::Ipv4Addr::from(ip).into(),
+        }
+    }
+
     /// Whether the listener `proto`/`port` still has target `ip:port` (registered or
     /// draining) and does not end its flows for being unhealthy: a flow whose target is
     /// gone is ended.

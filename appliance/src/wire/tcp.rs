@@ -539,7 +539,12 @@ impl TcpRepr {
         if !packet.verify_checksum(src, dst) {
             return Err(Error::BadChecksum);
         }
-        Ok(Self {
+        Ok(Self::fields(packet))
+    }
+
+    /// The header fields of a segment whose length was checked.
+    fn fields<T: AsRef<[u8]>>(packet: &TcpPacket<T>) -> Self {
+        Self {
             src_port: packet.src_port(),
             dst_port: packet.dst_port(),
             seq_number: packet.seq_number(),
@@ -547,7 +552,7 @@ impl TcpRepr {
             flags: packet.flags(),
             window_len: packet.window_len(),
             urgent_at: packet.urgent_at(),
-        })
+        }
     }
 
     /// The RST that answers `incoming` when it belongs to no connection (RFC 9293
@@ -615,6 +620,33 @@ impl TcpRepr {
         p.set_window_len(self.window_len);
         p.set_urgent_at(self.urgent_at);
         p.fill_checksum(src, dst);
+        Ok(len)
+    }
+}
+
+impl TcpRepr {
+    /// [`TcpRepr::parse`] of a segment carried by IPv6 from `src` to `dst`.
+    pub fn parse6<T: AsRef<[u8]>>(packet: &TcpPacket<T>, src: u128, dst: u128) -> Result<Self> {
+        packet.check_len()?;
+        let seg = packet.buffer.as_ref();
+        if crate::wire::icmpv6::l4_checksum_v6(src, dst, IpProtocol::TCP.0, seg) != 0 {
+            return Err(Error::BadChecksum);
+        }
+        Ok(Self::fields(packet))
+    }
+
+    /// [`TcpRepr::emit`] of a segment carried by IPv6 from `src` to `dst`.
+    pub fn emit6(&self, buf: &mut [u8], src: u128, dst: u128, payload_len: usize) -> Result<usize> {
+        let len = self.emit(
+            buf,
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            payload_len,
+        )?;
+        let mut p = TcpPacket::new_unchecked(&mut buf[..len]);
+        p.set_checksum(0);
+        let c = crate::wire::icmpv6::l4_checksum_v6(src, dst, IpProtocol::TCP.0, &p.buffer[..]);
+        p.set_checksum(c);
         Ok(len)
     }
 }

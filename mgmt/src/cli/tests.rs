@@ -262,6 +262,8 @@ fn target_shorthand() {
         "10.2.0.13:8080",
         "--target",
         "10.2.0.14:8080:3",
+        "--target",
+        "[fd00:b1::21]:8443:2",
     ]);
     assert_eq!(
         inv.args,
@@ -272,6 +274,7 @@ fn target_shorthand() {
             "Targets": [
                 {"Id": "10.2.0.13", "Port": 8080},
                 {"Id": "10.2.0.14", "Port": 8080, "Weight": 3},
+                {"Id": "fd00:b1::21", "Port": 8443, "Weight": 2},
             ],
         })
     );
@@ -294,6 +297,11 @@ fn target_shorthand() {
         "10.2.0.13:80:x",
         "1.2.3.4:1:2:3",
         "1.2.3.4:70000",
+        "fd00::1:80",
+        "[fd00::1]",
+        "[fd00::1]80",
+        "[10.2.0.1]:80",
+        "[fd00::1:80",
     ] {
         assert!(
             usage(&["register-targets", "--target", bad]).contains("IP:PORT"),

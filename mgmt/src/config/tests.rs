@@ -151,7 +151,7 @@ fn expected_default() -> Config {
                     ))
                 },
             ],
-            snat_addresses: vec![ip("10.2.0.100")],
+            snat_addresses: vec![ip("10.2.0.100").into()],
             acceptance_required: false,
             allowed_principals: vec![Principal::Account(p("111111111111"))],
             auto_accept_principals: Vec::new(),
@@ -488,7 +488,7 @@ fn malformed_values_are_rejected_with_their_expected_form() {
         (
             "snat_addresses = [\"10.2.0.100\"]",
             "snat_addresses = [\"10.2.0.300\"]",
-            "invalid IPv4 address",
+            "invalid IP address syntax",
         ),
         (
             "service_id = \"vpce-svc-0d0000000000000d1\"",
@@ -1143,7 +1143,7 @@ fn declared_objects_follow_the_model_rules() {
          vpc-0c0000000000000c1 by the appliance itself",
     );
     let mut c = demo();
-    c.services[0].listeners[0].targets[0].ip = ip("10.3.0.1");
+    c.services[0].listeners[0].targets[0].ip = ip("10.3.0.1").into();
     expect(
         &c,
         "services[0].listeners[0].targets[0].ip",

@@ -5,7 +5,7 @@
 //! so a change to a message here is a change to the management protocol.
 
 use std::fmt;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use super::objects::{IpAddressType, IpFamily, Principal, Protocol, MSS_CLAMP_RANGE};
 use crate::ids::{AccountId, EndpointId, SecurityGroupId, ServiceId, VpcId};
@@ -108,8 +108,9 @@ pub enum Object {
         protocol: Protocol,
         /// The listener's port.
         port: u16,
-        /// The target.
-        target: SocketAddrV4,
+        /// The target's address and port (not a `SocketAddr`, which would make every
+        /// error 16 bytes larger).
+        target: (IpAddr, u16),
     },
     /// `vpc attachment vpc-…`
     Attachment(VpcId),
@@ -134,7 +135,8 @@ impl fmt::Display for Object {
                 target,
             } => write!(
                 f,
-                "service {service} listener {protocol}/{port} target {target}"
+                "service {service} listener {protocol}/{port} target {}",
+                SocketAddr::new(target.0, target.1)
             ),
             Self::Attachment(vpc) => write!(f, "vpc attachment {vpc}"),
             Self::SecurityGroup(id) => write!(f, "security group {id}"),
@@ -147,6 +149,8 @@ impl fmt::Display for Object {
 pub enum AddressRole {
     /// `ip` of an endpoint.
     Ip,
+    /// `ip6` of an endpoint.
+    Ip6,
     /// `snat address` of a service.
     SnatAddress,
     /// `target` of a listener.
@@ -163,6 +167,7 @@ impl fmt::Display for AddressRole {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Self::Ip => "ip",
+            Self::Ip6 => "ip6",
             Self::SnatAddress => "snat address",
             Self::Target => "target",
             Self::Address => "address",
@@ -332,6 +337,20 @@ pub enum ModelError {
         /// The VPC.
         vpc: VpcId,
     },
+    /// `<object>: target fd00:b2::5 is outside fd00:b1::/64 of vpc-… and the attachment
+    /// has no gateway6`. Code `InvalidParameterValue`.
+    Target6OffLink {
+        /// Where.
+        at: KeyPath,
+        /// About what.
+        object: Object,
+        /// The target address.
+        ip: Ipv6Addr,
+        /// The VPC's IPv6 prefix (network form).
+        prefix: Ipv6Net,
+        /// The VPC.
+        vpc: VpcId,
+    },
     /// `<object>: <role> 10.1.0.255 is the broadcast address of 10.1.0.0/24 in vpc-…`.
     /// Code `InvalidParameterValue`.
     ReservedAddress {
@@ -360,7 +379,7 @@ pub enum ModelError {
         /// What the address is.
         role: AddressRole,
         /// The address.
-        ip: Ipv4Addr,
+        ip: IpAddr,
     },
     /// `<object>: <role> 10.1.0.1 is already in use in vpc-… by <holder>`.
     /// Code `InvalidIpAddress.InUse`.
@@ -384,6 +403,28 @@ pub enum ModelError {
         at: KeyPath,
         /// About what.
         object: Object,
+    },
+    /// `<object>: its ipv6 targets need an ipv6 snat address`: a listener's targets are
+    /// reached from a SNAT address of their family. Code `InvalidParameterValue`.
+    NoSnatForFamily {
+        /// Where.
+        at: KeyPath,
+        /// About what (the listener).
+        object: Object,
+        /// The targets' family.
+        family: IpFamily,
+    },
+    /// `<object>: an ipv6 target among ipv4 ones (first at <first>)`: a listener's targets
+    /// are of one family, as a target group's are. Code `InvalidParameterValue`.
+    MixedTargetFamilies {
+        /// Where.
+        at: KeyPath,
+        /// About what (the target).
+        object: Object,
+        /// The target's family.
+        family: IpFamily,
+        /// The listener's first target of the other family.
+        first: KeyPath,
     },
     /// `<object>: port must not be 0`. Code `InvalidParameterValue`.
     ZeroPort {
@@ -634,6 +675,8 @@ pub enum ModelError {
         at: KeyPath,
         /// About what.
         object: Object,
+        /// What the address is.
+        role: AddressRole,
         /// The address.
         ip: Ipv6Addr,
         /// The VPC's IPv6 prefix (network form).
@@ -648,6 +691,8 @@ pub enum ModelError {
         at: KeyPath,
         /// About what.
         object: Object,
+        /// What the address is.
+        role: AddressRole,
         /// The address.
         ip: Ipv6Addr,
         /// The VPC.
@@ -697,10 +742,13 @@ impl ModelError {
             | Self::VpcNotOwned { at, .. }
             | Self::OutsidePrefix { at, .. }
             | Self::TargetOffLink { at, .. }
+            | Self::Target6OffLink { at, .. }
             | Self::ReservedAddress { at, .. }
             | Self::NotUnicast { at, .. }
             | Self::AddressInUse { at, .. }
             | Self::NoSnatAddress { at, .. }
+            | Self::NoSnatForFamily { at, .. }
+            | Self::MixedTargetFamilies { at, .. }
             | Self::ZeroPort { at, .. }
             | Self::DuplicateListener { at, .. }
             | Self::DuplicateTarget { at, .. }
@@ -739,10 +787,13 @@ impl ModelError {
             | Self::VpcNotOwned { object, .. }
             | Self::OutsidePrefix { object, .. }
             | Self::TargetOffLink { object, .. }
+            | Self::Target6OffLink { object, .. }
             | Self::ReservedAddress { object, .. }
             | Self::NotUnicast { object, .. }
             | Self::AddressInUse { object, .. }
             | Self::NoSnatAddress { object, .. }
+            | Self::NoSnatForFamily { object, .. }
+            | Self::MixedTargetFamilies { object, .. }
             | Self::ZeroPort { object, .. }
             | Self::DuplicateListener { object, .. }
             | Self::DuplicateTarget { object, .. }
@@ -792,9 +843,12 @@ impl ModelError {
             Self::InvalidPolicy { .. } => "InvalidPolicyDocument",
             Self::OutsidePrefix { .. }
             | Self::TargetOffLink { .. }
+            | Self::Target6OffLink { .. }
             | Self::ReservedAddress { .. }
             | Self::NotUnicast { .. }
             | Self::NoSnatAddress { .. }
+            | Self::NoSnatForFamily { .. }
+            | Self::MixedTargetFamilies { .. }
             | Self::ZeroPort { .. }
             | Self::DuplicateTarget { .. }
             | Self::VlanOutOfRange { .. }
@@ -850,6 +904,12 @@ impl fmt::Display for ModelError {
                 f,
                 "target {ip} is outside {prefix} of {vpc} and the attachment has no gateway"
             ),
+            Self::Target6OffLink {
+                ip, prefix, vpc, ..
+            } => write!(
+                f,
+                "target {ip} is outside {prefix} of {vpc} and the attachment has no gateway6"
+            ),
             Self::ReservedAddress {
                 role,
                 ip,
@@ -872,6 +932,19 @@ impl fmt::Display for ModelError {
                 ..
             } => write!(f, "{role} {ip} is already in use in {vpc} by {holder}"),
             Self::NoSnatAddress { .. } => f.write_str("at least one snat address is required"),
+            Self::NoSnatForFamily { family, .. } => {
+                write!(f, "its {family} targets need an {family} snat address")
+            }
+            Self::MixedTargetFamilies { family, first, .. } => {
+                let other = match family {
+                    IpFamily::Ipv4 => IpFamily::Ipv6,
+                    IpFamily::Ipv6 => IpFamily::Ipv4,
+                };
+                write!(
+                    f,
+                    "an {family} target among {other} ones (first at {first}): a listener's targets are of one family"
+                )
+            }
             Self::ZeroPort { .. } => f.write_str("port must not be 0"),
             Self::DuplicateListener { first, .. } => {
                 write!(f, "declared twice (first at {first})")
@@ -972,20 +1045,28 @@ impl fmt::Display for ModelError {
                 "{vpc} has no IPv6 prefix (its attachment has no address6)"
             ),
             Self::Ipv6OutsidePrefix {
-                ip, prefix, vpc, ..
+                role,
+                ip,
+                prefix,
+                vpc,
+                ..
             } => {
                 if prefix.contains(*ip) {
                     write!(
                         f,
-                        "ip6 {ip} is the subnet-router anycast address of {prefix} in {vpc}"
+                        "{role} {ip} is the subnet-router anycast address of {prefix} in {vpc}"
                     )
                 } else {
-                    write!(f, "ip6 {ip} is outside {prefix} of {vpc}")
+                    write!(f, "{role} {ip} is outside {prefix} of {vpc}")
                 }
             }
             Self::Ipv6InUse {
-                ip, vpc, holder, ..
-            } => write!(f, "ip6 {ip} is already in use in {vpc} by {holder}"),
+                role,
+                ip,
+                vpc,
+                holder,
+                ..
+            } => write!(f, "{role} {ip} is already in use in {vpc} by {holder}"),
             Self::AddressTypeNotSupported {
                 service,
                 ip_address_type,

@@ -5,7 +5,7 @@
 //! `validate`'s job), so a value of these types may be invalid as a whole.
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
@@ -254,8 +254,9 @@ serde_as_string!(Principal, "\"*\" or a 12-digit account id string");
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Target {
-    /// The backend's address.
-    pub ip: Ipv4Addr,
+    /// The backend's address: IPv4, or IPv6 (reached by NAT66 from IPv6 consumers only;
+    /// a listener's targets are of one family).
+    pub ip: IpAddr,
     /// The backend's port, non-zero.
     pub port: u16,
     /// Relative share of new flows; default 1. 0 = takes no new flows (existing ones go on).
@@ -276,9 +277,9 @@ fn default_weight() -> u32 {
 
 impl Target {
     /// A registered target of weight 1.
-    pub fn new(ip: Ipv4Addr, port: u16) -> Self {
+    pub fn new(ip: impl Into<IpAddr>, port: u16) -> Self {
         Self {
-            ip,
+            ip: ip.into(),
             port,
             weight: 1,
             state: TargetState::Registered,
@@ -287,8 +288,17 @@ impl Target {
     }
 
     /// `ip:port`.
-    pub fn addr(&self) -> SocketAddrV4 {
-        SocketAddrV4::new(self.ip, self.port)
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::new(self.ip, self.port)
+    }
+
+    /// Its address's family.
+    pub fn family(&self) -> IpFamily {
+        if self.ip.is_ipv4() {
+            IpFamily::Ipv4
+        } else {
+            IpFamily::Ipv6
+        }
     }
 
     /// Whether the load balancer may send it a new flow (registered and weight > 0).
@@ -571,9 +581,10 @@ pub struct Service {
     #[serde(default)]
     pub listeners: Vec<Listener>,
     /// Addresses the appliance owns in the provider VPC, as the source of forwarded
-    /// traffic; at least one.
+    /// traffic; at least one, and one of each family its listeners' targets have (IPv6
+    /// ones inside the VPC's IPv6 prefix).
     #[serde(default)]
-    pub snat_addresses: Vec<Ipv4Addr>,
+    pub snat_addresses: Vec<IpAddr>,
     /// Whether a new endpoint waits in `pendingAcceptance` until the owner accepts it;
     /// default true, as in the cloud.
     #[serde(default = "default_true")]

@@ -53,7 +53,7 @@ fn service() -> Service {
                 ],
             ),
         ],
-        snat_addresses: vec![ip("10.2.0.100")],
+        snat_addresses: vec![ip("10.2.0.100").into()],
         acceptance_required: false,
         allowed_principals: vec![Principal::Account(p("111111111111"))],
         auto_accept_principals: Vec::new(),
@@ -490,7 +490,7 @@ fn duplicate_endpoint_id() {
 fn duplicate_service_id() {
     let mut st = state();
     let mut second = service();
-    second.snat_addresses = vec![ip("10.2.0.101")];
+    second.snat_addresses = vec![ip("10.2.0.101").into()];
     st.services.push(second);
     expect(
         &st,
@@ -539,7 +539,7 @@ fn service_without_snat_address() {
 #[test]
 fn snat_address_outside_prefix_or_reserved() {
     let mut st = state();
-    st.services[0].snat_addresses.push(ip("10.1.0.100"));
+    st.services[0].snat_addresses.push(ip("10.1.0.100").into());
     expect(
         &st,
         &attachments(),
@@ -547,7 +547,7 @@ fn snat_address_outside_prefix_or_reserved() {
         "service vpce-svc-0d0000000000000d1: snat address 10.1.0.100 is outside 10.2.0.0/24 of vpc-0b0000000000000b1",
         "InvalidParameterValue",
     );
-    st.services[0].snat_addresses[1] = ip("10.2.0.255");
+    st.services[0].snat_addresses[1] = ip("10.2.0.255").into();
     expect(
         &st,
         &attachments(),
@@ -560,7 +560,7 @@ fn snat_address_outside_prefix_or_reserved() {
 #[test]
 fn snat_address_in_use() {
     let mut st = state();
-    st.services[0].snat_addresses = vec![ip("10.2.0.1")];
+    st.services[0].snat_addresses = vec![ip("10.2.0.1").into()];
     expect(
         &st,
         &attachments(),
@@ -629,7 +629,7 @@ fn target_port_zero() {
 #[test]
 fn target_off_link_needs_a_gateway() {
     let mut st = state();
-    st.services[0].listeners[0].targets[0].ip = ip("192.168.7.7");
+    st.services[0].listeners[0].targets[0].ip = ip("192.168.7.7").into();
     expect(
         &st,
         &attachments(),
@@ -647,7 +647,7 @@ fn target_not_unicast_or_reserved() {
     let mut atts = attachments();
     atts[1].gateway = Some(ip("10.2.0.254"));
     let mut st = state();
-    st.services[0].listeners[0].targets[0].ip = ip("224.0.0.1");
+    st.services[0].listeners[0].targets[0].ip = ip("224.0.0.1").into();
     expect(
         &st,
         &atts,
@@ -655,7 +655,7 @@ fn target_not_unicast_or_reserved() {
         "service vpce-svc-0d0000000000000d1 listener tcp/80 target 224.0.0.1:8080: target 224.0.0.1 is not a unicast host address",
         "InvalidParameterValue",
     );
-    st.services[0].listeners[0].targets[0].ip = ip("10.2.0.0");
+    st.services[0].listeners[0].targets[0].ip = ip("10.2.0.0").into();
     expect(
         &st,
         &atts,
@@ -668,7 +668,7 @@ fn target_not_unicast_or_reserved() {
 #[test]
 fn target_is_an_appliance_address() {
     let mut st = state();
-    st.services[0].listeners[1].targets[0].ip = ip("10.2.0.100");
+    st.services[0].listeners[1].targets[0].ip = ip("10.2.0.100").into();
     expect(
         &st,
         &attachments(),
@@ -688,7 +688,7 @@ fn target_is_an_appliance_address() {
 #[test]
 fn duplicate_target() {
     let mut st = state();
-    st.services[0].listeners[0].targets[1].ip = ip("10.2.0.11");
+    st.services[0].listeners[0].targets[1].ip = ip("10.2.0.11").into();
     expect(
         &st,
         &attachments(),
@@ -1559,4 +1559,173 @@ fn the_endpoint_shortcut_leaves_ipv6_to_the_whole_validation() {
     assert!(st.endpoints_known_valid(&attachments(), &[p(ENDPOINT)]));
     st.services[0].supported_ip_address_types = vec![IpFamily::Ipv6];
     assert!(!st.endpoints_known_valid(&attachments(), &[p(ENDPOINT)]));
+}
+
+// --- IPv6 targets and SNAT addresses (NAT66) --------------------------------------------
+
+fn ip6(s: &str) -> std::net::IpAddr {
+    std::net::IpAddr::V6(s.parse().unwrap())
+}
+
+/// The demo state with a provider VPC that has `fd00:b1::1/64` and a listener tcp/443 of
+/// IPv6 targets, reached from the IPv6 SNAT address `fd00:b1::100`.
+fn nat66() -> (State, Vec<VpcAttachment>) {
+    let mut atts = attachments();
+    atts[1].address6 = Some(p("fd00:b1::1/64"));
+    let mut st = state();
+    st.services[0].snat_addresses.push(ip6("fd00:b1::100"));
+    st.services[0].listeners.push(Listener::new(
+        Protocol::Tcp,
+        443,
+        vec![
+            Target::new(ip6("fd00:b1::11"), 8443),
+            Target::new(ip6("fd00:b1::12"), 8443),
+        ],
+    ));
+    (st, atts)
+}
+
+#[test]
+fn ipv6_targets_with_an_ipv6_snat_address_are_valid() {
+    let (st, atts) = nat66();
+    st.validate(&atts).unwrap();
+    let t = &st.services[0].listeners[2].targets[0];
+    assert_eq!(t.family(), IpFamily::Ipv6);
+    assert_eq!(t.addr().to_string(), "[fd00:b1::11]:8443");
+    // The TOML and JSON form is the plain address, as for IPv4.
+    assert_eq!(
+        serde_json::to_value(t).unwrap()["ip"],
+        serde_json::json!("fd00:b1::11")
+    );
+}
+
+#[test]
+fn ipv6_targets_need_an_ipv6_snat_address_and_ipv4_ones_an_ipv4_one() {
+    let (mut st, atts) = nat66();
+    st.services[0].snat_addresses.truncate(1);
+    expect(
+        &st,
+        &atts,
+        "services[0].listeners[2].targets",
+        &format!("service {SERVICE} listener tcp/443: its ipv6 targets need an ipv6 snat address"),
+        "InvalidParameterValue",
+    );
+    let (mut st, atts) = nat66();
+    st.services[0].snat_addresses.remove(0);
+    expect(
+        &st,
+        &atts,
+        "services[0].listeners[0].targets",
+        &format!("service {SERVICE} listener tcp/80: its ipv4 targets need an ipv4 snat address"),
+        "InvalidParameterValue",
+    );
+}
+
+#[test]
+fn a_listener_does_not_mix_target_families() {
+    let (mut st, atts) = nat66();
+    st.services[0].listeners[0]
+        .targets
+        .push(Target::new(ip6("fd00:b1::13"), 8080));
+    expect(
+        &st,
+        &atts,
+        "services[0].listeners[0].targets[2].ip",
+        &format!("service {SERVICE} listener tcp/80 target [fd00:b1::13]:8080: an ipv6 target among ipv4 ones (first at services[0].listeners[0].targets[0]): a listener's targets are of one family"),
+        "InvalidParameterValue",
+    );
+}
+
+#[test]
+fn ipv6_targets_and_snat_addresses_are_checked_against_the_ipv6_prefix() {
+    let target = format!("service {SERVICE} listener tcp/443 target [fd00:b1::11]:8443");
+    let invalid = "InvalidParameterValue";
+    type Change = dyn Fn(&mut State, &mut Vec<VpcAttachment>);
+    let cases: [(&Change, &str, String, &str); 6] = [
+        (
+            &|_, a| a[1].address6 = None,
+            "services[0].snat_addresses[1]",
+            format!("service {SERVICE}: {PROVIDER} has no IPv6 prefix (its attachment has no address6)"),
+            invalid,
+        ),
+        (
+            &|s, _| s.services[0].snat_addresses[1] = ip6("fd00:b2::100"),
+            "services[0].snat_addresses[1]",
+            format!("service {SERVICE}: snat address fd00:b2::100 is outside fd00:b1::/64 of {PROVIDER}"),
+            invalid,
+        ),
+        (
+            &|s, _| s.services[0].snat_addresses[1] = ip6("fd00:b1::"),
+            "services[0].snat_addresses[1]",
+            format!("service {SERVICE}: snat address fd00:b1:: is the subnet-router anycast address of fd00:b1::/64 in {PROVIDER}"),
+            invalid,
+        ),
+        (
+            &|s, _| s.services[0].listeners[2].targets[0].ip = ip6("fd00:b2::11"),
+            "services[0].listeners[2].targets[0].ip",
+            format!("{target}: target fd00:b2::11 is outside fd00:b1::/64 of {PROVIDER} and the attachment has no gateway6")
+                .replace("fd00:b1::11]", "fd00:b2::11]"),
+            invalid,
+        ),
+        (
+            &|s, _| s.services[0].listeners[2].targets[0].ip = ip6("fe80::11"),
+            "services[0].listeners[2].targets[0].ip",
+            format!("{target}: target fe80::11 is not a unicast host address")
+                .replace("fd00:b1::11]", "fe80::11]"),
+            invalid,
+        ),
+        (
+            &|s, _| s.services[0].listeners[2].targets[0].ip = ip6("fd00:b1::100"),
+            "services[0].listeners[2].targets[0].ip",
+            format!("{target}: target fd00:b1::100 is already in use in {PROVIDER} by service {SERVICE} as a snat address")
+                .replace("fd00:b1::11]", "fd00:b1::100]"),
+            "InvalidIpAddress.InUse",
+        ),
+    ];
+    for (change, path, message, code) in cases {
+        let (mut st, mut atts) = nat66();
+        change(&mut st, &mut atts);
+        expect(&st, &atts, path, &message, code);
+    }
+    // Off the prefix is fine with a gateway6 to reach it through.
+    let (mut st, mut atts) = nat66();
+    atts[1].gateway6 = Some("fe80::1".parse().unwrap());
+    st.services[0].listeners[2].targets[0].ip = ip6("fd00:b2::11");
+    st.validate(&atts).unwrap();
+}
+
+#[test]
+fn an_ipv6_snat_address_has_one_holder() {
+    // An endpoint's ip6 in the provider VPC meeting the SNAT address.
+    let (mut st, mut atts) = nat66();
+    atts[1].address6 = Some(p("fd00:b1::1/64"));
+    let mut e = endpoint();
+    e.id = p("vpce-0e0000000000000e2");
+    e.vpc_id = p(PROVIDER);
+    e.owner = p("222222222222");
+    e.ip = Some(ip("10.2.0.50"));
+    e.ip_address_type = IpAddressType::Dualstack;
+    e.ip6 = Some("fd00:b1::100".parse().unwrap());
+    st.services[0].supported_ip_address_types = vec![IpFamily::Ipv4, IpFamily::Ipv6];
+    st.services[0]
+        .allowed_principals
+        .push(Principal::Account(p("222222222222")));
+    st.endpoints.push(e);
+    expect(
+        &st,
+        &atts,
+        "endpoints[1].ip6",
+        &format!("endpoint vpce-0e0000000000000e2: ip6 fd00:b1::100 is already in use in {PROVIDER} by service {SERVICE} as a snat address"),
+        "InvalidIpAddress.InUse",
+    );
+    // And the appliance's own address6 as a SNAT address.
+    let (mut st, atts) = nat66();
+    st.services[0].snat_addresses[1] = ip6("fd00:b1::1");
+    expect(
+        &st,
+        &atts,
+        "services[0].snat_addresses[1]",
+        &format!("service {SERVICE}: snat address fd00:b1::1 is already in use in {PROVIDER} by the appliance itself"),
+        "InvalidIpAddress.InUse",
+    );
 }

@@ -6,7 +6,7 @@
 //! the tests pin it.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ops::RangeInclusive;
 
 use super::errors::{AddressHolder, AddressRole, BadPath, KeyPath, ModelError, Object, Reserved};
@@ -16,7 +16,7 @@ use super::objects::{
 };
 use crate::fasthash::{fast_map, FastMap};
 use crate::ids::{AccountId, EndpointId, SecurityGroupId, ServiceId, VpcId};
-use crate::net::is_unicast_host;
+use crate::net::{is_unicast_host, is_unicast_host_v6};
 
 /// Checks that `ip`, a `role` address of `object`, is a host address inside `att`'s prefix.
 fn check_on_link(
@@ -38,6 +38,35 @@ fn check_on_link(
         });
     }
     check_not_reserved(att, at, object, role, ip)
+}
+
+/// Checks that `ip`, an IPv6 `role` address of `object`, is a host address inside `att`'s
+/// IPv6 prefix (not its subnet-router anycast address).
+fn check_on_link6(
+    att: &VpcAttachment,
+    at: &dyn Fn() -> KeyPath,
+    object: Object,
+    role: AddressRole,
+    ip: Ipv6Addr,
+) -> Result<(), ModelError> {
+    let Some(net) = att.address6 else {
+        return Err(ModelError::NoIpv6Prefix {
+            at: at(),
+            object,
+            vpc: att.vpc_id,
+        });
+    };
+    if !net.contains(ip) || ip == net.network() {
+        return Err(ModelError::Ipv6OutsidePrefix {
+            at: at(),
+            object,
+            role,
+            ip,
+            prefix: net.trunc(),
+            vpc: att.vpc_id,
+        });
+    }
+    Ok(())
 }
 
 /// What is wrong with `ip` as an IPv6 neighbour of `att` (its gateway6, a static
@@ -204,7 +233,7 @@ pub fn validate_attachments(attachments: &[VpcAttachment]) -> Result<(), ModelEr
                 at: address_at,
                 object,
                 role: AddressRole::Address,
-                ip: own,
+                ip: own.into(),
             });
         }
         check_not_reserved(
@@ -267,7 +296,7 @@ pub fn validate_attachments(attachments: &[VpcAttachment]) -> Result<(), ModelEr
 
 /// Every address in use per VPC and who uses it: each address the appliance answers for
 /// has exactly one owner.
-type Claims = FastMap<(VpcId, Ipv4Addr), AddressHolder>;
+type Claims = FastMap<(VpcId, IpAddr), AddressHolder>;
 
 fn claim(
     claims: &mut Claims,
@@ -275,19 +304,41 @@ fn claim(
     at: &dyn Fn() -> KeyPath,
     object: Object,
     role: AddressRole,
-    ip: Ipv4Addr,
+    ip: IpAddr,
     holder: AddressHolder,
 ) -> Result<(), ModelError> {
     match claims.insert((att.vpc_id, ip), holder) {
         None => Ok(()),
-        Some(previous) => Err(ModelError::AddressInUse {
-            at: at(),
+        Some(previous) => Err(in_use(at(), object, role, ip, att.vpc_id, previous)),
+    }
+}
+
+/// `ip` (a `role` address of `object`, at `at`) is `holder`'s in `vpc` already.
+fn in_use(
+    at: KeyPath,
+    object: Object,
+    role: AddressRole,
+    ip: IpAddr,
+    vpc: VpcId,
+    holder: AddressHolder,
+) -> ModelError {
+    match ip {
+        IpAddr::V4(ip) => ModelError::AddressInUse {
+            at,
             object,
             role,
             ip,
-            vpc: att.vpc_id,
-            holder: previous,
-        }),
+            vpc,
+            holder,
+        },
+        IpAddr::V6(ip) => ModelError::Ipv6InUse {
+            at,
+            object,
+            role,
+            ip,
+            vpc,
+            holder,
+        },
     }
 }
 
@@ -333,6 +384,7 @@ fn check_ipv6_side(
         return Err(ModelError::Ipv6OutsidePrefix {
             at: at().key("ip6"),
             object,
+            role: AddressRole::Ip6,
             ip,
             prefix: net.trunc(),
             vpc: att.vpc_id,
@@ -395,32 +447,24 @@ impl State {
     ///
     /// Who may connect to a service is checked when an endpoint is created, not here.
     pub fn validate(&self, attachments: &[VpcAttachment]) -> Result<(), ModelError> {
-        let mut claims = fast_map(self.endpoints.len() + 16);
-        let mut claims6: FastMap<(VpcId, Ipv6Addr), AddressHolder> = fast_map(16);
+        let mut claims: Claims = fast_map(self.endpoints.len() + 16);
         for att in attachments {
-            claims.insert((att.vpc_id, att.address.addr()), AddressHolder::Appliance);
+            let mut held = |ip: IpAddr, holder| {
+                claims.entry((att.vpc_id, ip)).or_insert(holder);
+            };
+            held(att.address.addr().into(), AddressHolder::Appliance);
             if let Some(own6) = att.address6 {
-                claims6.insert((att.vpc_id, own6.addr()), AddressHolder::Appliance);
+                held(own6.addr().into(), AddressHolder::Appliance);
             }
-            if let Some(gw6) = att.gateway6 {
-                claims6
-                    .entry((att.vpc_id, gw6))
-                    .or_insert(AddressHolder::Gateway);
-            }
-            for n in &att.static_neighbours6 {
-                claims6
-                    .entry((att.vpc_id, n.ip))
-                    .or_insert(AddressHolder::Neighbour);
-            }
-            if let Some(gw) = att.gateway {
-                claims
-                    .entry((att.vpc_id, gw))
-                    .or_insert(AddressHolder::Gateway);
+            let gateways = [att.gateway.map(IpAddr::V4), att.gateway6.map(IpAddr::V6)];
+            for gw in gateways.into_iter().flatten() {
+                held(gw, AddressHolder::Gateway);
             }
             for n in &att.static_neighbours {
-                claims
-                    .entry((att.vpc_id, n.ip))
-                    .or_insert(AddressHolder::Neighbour);
+                held(n.ip.into(), AddressHolder::Neighbour);
+            }
+            for n in &att.static_neighbours6 {
+                held(n.ip.into(), AddressHolder::Neighbour);
             }
         }
 
@@ -447,7 +491,10 @@ impl State {
             for (j, &ip) in s.snat_addresses.iter().enumerate() {
                 let ip_at = || at.key("snat_addresses").index(j);
                 let role = AddressRole::SnatAddress;
-                check_on_link(att, &ip_at, object, role, ip)?;
+                match ip {
+                    IpAddr::V4(ip) => check_on_link(att, &ip_at, object, role, ip)?,
+                    IpAddr::V6(ip) => check_on_link6(att, &ip_at, object, role, ip)?,
+                }
                 claim(
                     &mut claims,
                     att,
@@ -460,7 +507,25 @@ impl State {
             }
 
             for (j, l) in s.listeners.iter().enumerate() {
-                validate_listener(s, att, l, &at.key("listeners").index(j), j)?;
+                let l_at = at.key("listeners").index(j);
+                validate_listener(s, att, l, &l_at, j)?;
+                if let Some(t) = l.targets.first() {
+                    if !s
+                        .snat_addresses
+                        .iter()
+                        .any(|a| a.is_ipv4() == t.ip.is_ipv4())
+                    {
+                        return Err(ModelError::NoSnatForFamily {
+                            at: l_at.key("targets"),
+                            object: Object::Listener {
+                                service: s.id,
+                                protocol: l.protocol,
+                                port: l.port,
+                            },
+                            family: t.family(),
+                        });
+                    }
+                }
             }
             validate_principal_lists(s, &at, object)?;
             let types = &s.supported_ip_address_types;
@@ -499,7 +564,7 @@ impl State {
                         &ip_at,
                         object,
                         AddressRole::Ip,
-                        ip4,
+                        ip4.into(),
                         holder,
                     )?;
                 }
@@ -507,16 +572,17 @@ impl State {
             check_ipv6_side(e, att, &at, object)?;
             if let (Some(ip), true) = (e.ip6, e.state.holds_address()) {
                 let holder = AddressHolder::Endpoint(e.id);
-                if let Some(&previous) = claims6.get(&(att.vpc_id, ip)) {
+                if let Some(&previous) = claims.get(&(att.vpc_id, ip.into())) {
                     return Err(ModelError::Ipv6InUse {
                         at: at().key("ip6"),
                         object,
+                        role: AddressRole::Ip6,
                         ip,
                         vpc: att.vpc_id,
                         holder: previous,
                     });
                 }
-                claims6.insert((att.vpc_id, ip), holder);
+                claims.insert((att.vpc_id, ip.into()), holder);
             }
             if e.state.needs_service() {
                 let Some(&si) = service_at.get(&e.service_id) else {
@@ -578,19 +644,15 @@ impl State {
                         continue;
                     };
                     if holder.is_appliance_owned() {
-                        return Err(ModelError::AddressInUse {
-                            at: KeyPath::item("services", i)
-                                .key("listeners")
-                                .index(j)
-                                .key("targets")
-                                .index(k)
-                                .key("ip"),
-                            object: target_object(s, l, t),
-                            role: AddressRole::Target,
-                            ip: t.ip,
-                            vpc: s.vpc_id,
-                            holder,
-                        });
+                        let at = KeyPath::item("services", i)
+                            .key("listeners")
+                            .index(j)
+                            .key("targets")
+                            .index(k)
+                            .key("ip");
+                        let object = target_object(s, l, t);
+                        let role = AddressRole::Target;
+                        return Err(in_use(at, object, role, t.ip, s.vpc_id, holder));
                     }
                 }
             }
@@ -651,10 +713,10 @@ impl State {
                     || att.static_neighbours.iter().any(|n| n.ip == ip)
                     || self.services.iter().any(|s| {
                         s.vpc_id == e.vpc_id
-                            && (s.snat_addresses.contains(&ip)
+                            && (s.snat_addresses.contains(&ip.into())
                                 || s.listeners
                                     .iter()
-                                    .any(|l| l.targets.iter().any(|t| t.ip == ip)))
+                                    .any(|l| l.targets.iter().any(|t| t.ip == IpAddr::V4(ip))))
                     });
                 if taken {
                     return false;
@@ -751,7 +813,7 @@ fn target_object(s: &Service, l: &Listener, t: &Target) -> Object {
         service: s.id,
         protocol: l.protocol,
         port: l.port,
-        target: t.addr(),
+        target: (t.ip, t.port),
     }
 }
 
@@ -795,7 +857,19 @@ fn validate_listener(
             });
         }
         let ip_at = t_at.key("ip");
-        if !is_unicast_host(t.ip) {
+        if let Some(first) = l.targets[..k].iter().position(|o| o.family() != t.family()) {
+            return Err(ModelError::MixedTargetFamilies {
+                at: ip_at,
+                object,
+                family: t.family(),
+                first: at.key("targets").index(first),
+            });
+        }
+        let unicast = match t.ip {
+            IpAddr::V4(ip) => is_unicast_host(ip),
+            IpAddr::V6(ip) => is_unicast_host_v6(ip),
+        };
+        if !unicast {
             return Err(ModelError::NotUnicast {
                 at: ip_at,
                 object,
@@ -803,16 +877,42 @@ fn validate_listener(
                 ip: t.ip,
             });
         }
-        if att.address.contains(t.ip) {
-            check_not_reserved(att, &|| ip_at.clone(), object, AddressRole::Target, t.ip)?;
-        } else if att.gateway.is_none() {
-            return Err(ModelError::TargetOffLink {
-                at: ip_at,
-                object,
-                ip: t.ip,
-                prefix: att.address.trunc(),
-                vpc: att.vpc_id,
-            });
+        match t.ip {
+            IpAddr::V4(ip) if att.address.contains(ip) => {
+                check_not_reserved(att, &|| ip_at.clone(), object, AddressRole::Target, ip)?;
+            }
+            IpAddr::V4(ip) if att.gateway.is_none() => {
+                return Err(ModelError::TargetOffLink {
+                    at: ip_at,
+                    object,
+                    ip,
+                    prefix: att.address.trunc(),
+                    vpc: att.vpc_id,
+                });
+            }
+            IpAddr::V4(_) => {}
+            IpAddr::V6(ip) => match att.address6 {
+                None => {
+                    return Err(ModelError::NoIpv6Prefix {
+                        at: ip_at,
+                        object,
+                        vpc: att.vpc_id,
+                    })
+                }
+                Some(net) if net.contains(ip) => {
+                    check_on_link6(att, &|| ip_at.clone(), object, AddressRole::Target, ip)?;
+                }
+                Some(net) if att.gateway6.is_none() => {
+                    return Err(ModelError::Target6OffLink {
+                        at: ip_at,
+                        object,
+                        ip,
+                        prefix: net.trunc(),
+                        vpc: att.vpc_id,
+                    });
+                }
+                Some(_) => {}
+            },
         }
         if let Some(first) = l.targets[..k]
             .iter()

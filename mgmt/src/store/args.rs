@@ -4,7 +4,7 @@
 //! anything is read; every error names the key (with its path inside arrays and objects,
 //! `Listeners[1].Targets[0].Port`).
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ops::RangeInclusive;
 
 use serde_json::{Map, Value};
@@ -71,6 +71,13 @@ impl FromArg for Ipv6Addr {
                 format!("invalid IPv6 address {s:?}"),
             )
         })
+    }
+}
+
+impl FromArg for IpAddr {
+    fn from_arg(s: &str) -> Result<Self, (&'static str, String)> {
+        s.parse()
+            .map_err(|_| ("InvalidParameterValue", format!("invalid IP address {s:?}")))
     }
 }
 

@@ -1,6 +1,6 @@
 //! Endpoint services, their permissions and their targets: the provider's operations.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use serde_json::{json, Value};
 
@@ -16,7 +16,7 @@ use crate::model::{
 
 /// A target as a request names it: `{Id, Port?, Weight?}`.
 struct TargetArg {
-    ip: Ipv4Addr,
+    ip: IpAddr,
     port: u16,
     weight: Option<u32>,
 }
@@ -329,7 +329,7 @@ impl Tx<'_> {
                 "the request must contain the parameter Listeners",
             )
         })?;
-        let snat: Option<Vec<Ipv4Addr>> = a.parse_list("SnatAddresses")?;
+        let snat: Option<Vec<IpAddr>> = a.parse_list("SnatAddresses")?;
         let acceptance_required = a.bool("AcceptanceRequired")?.unwrap_or(true);
         let mut principals: Vec<Principal> = a.parse_list("AllowedPrincipals")?.unwrap_or_default();
         dedup(&mut principals);
@@ -348,13 +348,21 @@ impl Tx<'_> {
         let snat_addresses = match snat {
             Some(list) => list,
             None => {
-                let mut used = self.used_addresses(&att);
-                used.extend(
+                let targets = || {
                     listeners
                         .iter()
-                        .flat_map(|l| l.targets.iter().map(|t| t.ip)),
-                );
-                vec![allocate_address(&att, &used, true)?]
+                        .flat_map(|l| l.targets.iter().map(|t| t.ip))
+                };
+                let mut used = self.used_addresses(&att);
+                used.extend(targets().filter_map(crate::net::ipv4_of));
+                let mut list = vec![IpAddr::V4(allocate_address(&att, &used, true)?)];
+                // IPv6 targets are reached from an IPv6 SNAT address, made the same way.
+                if let (Some(net), true) = (att.address6, targets().any(|ip| ip.is_ipv6())) {
+                    let mut used6 = self.used_addresses6(&att);
+                    used6.extend(targets().filter_map(crate::net::ipv6_of));
+                    list.push(IpAddr::V6(super::allocate_address6(&att, net, &used6)?));
+                }
+                list
             }
         };
         let services = &self.st.services;
@@ -420,8 +428,8 @@ impl Tx<'_> {
         )?;
         let id = a.req_parse("ServiceId")?;
         let acceptance = a.bool("AcceptanceRequired")?;
-        let add_snat: Vec<Ipv4Addr> = a.parse_list("AddSnatAddresses")?.unwrap_or_default();
-        let remove_snat: Vec<Ipv4Addr> = a.parse_list("RemoveSnatAddresses")?.unwrap_or_default();
+        let add_snat: Vec<IpAddr> = a.parse_list("AddSnatAddresses")?.unwrap_or_default();
+        let remove_snat: Vec<IpAddr> = a.parse_list("RemoveSnatAddresses")?.unwrap_or_default();
         let add_listeners = parse_new_listeners(&a, "AddListeners")?.unwrap_or_default();
         let remove_listeners =
             parse_listeners(&a, "RemoveListeners", ListenerItem::Named)?.unwrap_or_default();

@@ -2886,3 +2886,84 @@ fn a_dual_stack_endpoint_needs_an_ipv6_prefix_and_room_in_it() {
         json!(["ipv4", "ipv6"])
     );
 }
+
+#[test]
+fn ipv6_targets_get_an_ipv6_snat_address_and_register_like_ipv4_ones() {
+    let mut c = config();
+    c.vpcs[1].address6 = Some("fd00:b1::1/64".parse().unwrap());
+    c.validate().unwrap();
+    let mut st = Store::new(&c, None).unwrap().0;
+    let r = ok(
+        &mut st,
+        &provider(),
+        "create-vpc-endpoint-service-configuration",
+        json!({
+            "VpcId": PVPC,
+            "Listeners": [{"Protocol": "tcp", "Port": 443,
+                           "Targets": [{"Id": "fd00:b1::21", "Port": 8443}]}],
+        }),
+    );
+    let s = &r["ServiceConfiguration"];
+    // No SnatAddresses given: one of each family, the IPv6 one the lowest free host.
+    assert_eq!(
+        s["SnatAddresses"],
+        json!(["10.2.0.254", "fd00:b1::2"]),
+        "{s}"
+    );
+    let id = s["ServiceId"].as_str().unwrap().to_owned();
+    ok(
+        &mut st,
+        &provider(),
+        "register-targets",
+        json!({"ServiceId": id, "Protocol": "tcp", "Port": 443,
+               "Targets": [{"Id": "fd00:b1::22", "Port": 8443}]}),
+    );
+    let h = ok(
+        &mut st,
+        &provider(),
+        "describe-target-health",
+        json!({"ServiceId": id}),
+    );
+    let ids: Vec<&str> = h["TargetHealthDescriptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["Target"]["Id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["fd00:b1::21", "fd00:b1::22"], "{h}");
+    let m = err(
+        &mut st,
+        &provider(),
+        "register-targets",
+        json!({"ServiceId": id, "Protocol": "tcp", "Port": 443,
+               "Targets": [{"Id": "10.2.0.23", "Port": 8443}]}),
+        "InvalidParameterValue",
+    );
+    assert!(m.contains("an ipv4 target among ipv6 ones"), "{m}");
+    // The last IPv6 SNAT address cannot go while IPv6 targets need it; another can come.
+    let m = err(
+        &mut st,
+        &provider(),
+        "modify-vpc-endpoint-service-configuration",
+        json!({"ServiceId": id, "RemoveSnatAddresses": ["fd00:b1::2"]}),
+        "InvalidParameterValue",
+    );
+    assert!(
+        m.contains("its ipv6 targets need an ipv6 snat address"),
+        "{m}"
+    );
+    ok(
+        &mut st,
+        &provider(),
+        "modify-vpc-endpoint-service-configuration",
+        json!({"ServiceId": id, "AddSnatAddresses": ["fd00:b1::3"], "RemoveSnatAddresses": ["fd00:b1::2"]}),
+    );
+    let m = err(
+        &mut st,
+        &provider(),
+        "modify-vpc-endpoint-service-configuration",
+        json!({"ServiceId": id, "AddSnatAddresses": ["fd00:b1::zz"]}),
+        "InvalidParameterValue",
+    );
+    assert!(m.contains("invalid IP address \"fd00:b1::zz\""), "{m}");
+}

@@ -7,20 +7,20 @@ use super::*;
 use crate::ha::link::{HaQueues, ACTIVE};
 use crate::ha::record::{FlowRecord, RecordKind};
 
-fn node(config: &Config) -> (Pipeline<VecFrame>, Snapshot, HaQueues) {
+pub(super) fn node(config: &Config) -> (Pipeline<VecFrame>, Snapshot, HaQueues) {
     let (mut p, snap) = pipeline(config, 1, 0);
     let q = HaQueues::new(1, 4096, 100);
     p.set_ha_link(q.link(0).unwrap());
     (p, snap, q)
 }
 
-fn activate(p: &mut Pipeline<VecFrame>, snap: &Snapshot, q: &HaQueues, now: u64) {
+pub(super) fn activate(p: &mut Pipeline<VecFrame>, snap: &Snapshot, q: &HaQueues, now: u64) {
     q.shared.role.store(ACTIVE, Ordering::Release);
     p.poll(snap, now);
     p.drain_emitted().for_each(drop);
 }
 
-fn exported(q: &HaQueues) -> Vec<FlowRecord> {
+pub(super) fn exported(q: &HaQueues) -> Vec<FlowRecord> {
     std::iter::from_fn(|| q.export[0].pop()).collect()
 }
 

@@ -262,7 +262,7 @@ fn probes_leave_from_the_own_address_and_their_replies_reach_the_checker() {
         Verdict::Done
     ));
     let r = queues.replies.pop().expect("the reply reached the checker");
-    assert_eq!((r.src, r.dst), (u32::from(T1), u32::from(OWN_P)));
+    assert_eq!((r.src, r.dst), (T1.into(), OWN_P.into()));
     assert_eq!((r.tcp.src_port, r.tcp.dst_port), (8080, 40000));
     assert_eq!((r.tcp.seq_number, r.tcp.ack_number), (9000, 78));
     assert_eq!(p.counters().probe_replies, 1);
@@ -321,18 +321,18 @@ fn a_probe_to_a_target_behind_the_gateway_goes_to_the_gateway() {
     let mut config = Config::embedded_default();
     config.vpcs[1].gateway = Some(Ipv4Addr::new(10, 2, 0, 254));
     let far = Ipv4Addr::new(192, 168, 7, 11);
-    config.services[0].listeners[0].targets[0].ip = far;
+    config.services[0].listeners[0].targets[0].ip = far.into();
     let snap = snapshot(&config);
     // The snapshot tells the checker to probe it from the provider-side own address.
     let spec = snap
         .health_checks
         .iter()
-        .find(|s| s.key.ip == u32::from(far))
+        .find(|s| s.key.ip == far)
         .expect("a check for the far target");
     let crate::health::Mode::Check(check) = &spec.mode else {
         panic!("{spec:?}");
     };
-    assert_eq!((check.attachment, check.source), (1, u32::from(OWN_P)));
+    assert_eq!((check.attachment, check.source), (1, OWN_P.into()));
     let (mut p, _) = pipeline(&config, 1, 0);
     const GW_MAC: [u8; 6] = [2, 0, 0, 0, 2, 0xfe];
     p.learn_remote(

@@ -18,13 +18,25 @@ pub(super) use super::ipv6::dual_endpoint_config as dual_config;
 
 /// An Ethernet frame with an IPv6 packet from `src` to `dst` carrying `l4` (its checksum
 /// filled in here) after the extension headers `ext` (the first's type, then the chain).
-fn frame6(src: u128, dst: u128, proto: u8, hop: u8, ext: (u8, &[u8]), mut l4: Vec<u8>) -> Vec<u8> {
+fn frame6(src: u128, dst: u128, proto: u8, hop: u8, ext: (u8, &[u8]), l4: Vec<u8>) -> Vec<u8> {
+    frame6_from((MAC_C, CLIENT_MAC), (src, dst), proto, hop, ext, l4)
+}
+
+/// [`frame6`] between other MACs (`macs`: destination, source).
+pub(super) fn frame6_from(
+    macs: ([u8; 6], [u8; 6]),
+    (src, dst): (u128, u128),
+    proto: u8,
+    hop: u8,
+    ext: (u8, &[u8]),
+    mut l4: Vec<u8>,
+) -> Vec<u8> {
     let (first, ext) = ext;
     let csum_at = if proto == PROTO_TCP { 16 } else { 6 };
     l4[csum_at..csum_at + 2].fill(0);
     let c = crate::wire::icmpv6::l4_checksum_v6(src, dst, proto, &l4);
     l4[csum_at..csum_at + 2].copy_from_slice(&c.to_be_bytes());
-    let mut f = eth(MAC_C, CLIENT_MAC, 0x86dd);
+    let mut f = eth(macs.0, macs.1, 0x86dd);
     f.extend_from_slice(&[0x6b, 0x80, 0, 0]); // traffic class 0xb8
     let payload = u16::try_from(ext.len() + l4.len()).unwrap();
     f.extend_from_slice(&payload.to_be_bytes());
@@ -43,7 +55,7 @@ pub(super) fn tcp6(sport: u16, dport: u16, flags: WireTcpFlags, seq: u32, ack: u
 }
 
 /// A TCP segment (no options, checksum left to [`frame6`]).
-fn tcp_seg(sport: u16, dport: u16, flags: WireTcpFlags, seq: u32, ack: u32) -> Vec<u8> {
+pub(super) fn tcp_seg(sport: u16, dport: u16, flags: WireTcpFlags, seq: u32, ack: u32) -> Vec<u8> {
     let mut s = vec![0u8; 20];
     TcpRepr {
         src_port: sport,
@@ -59,7 +71,7 @@ fn tcp_seg(sport: u16, dport: u16, flags: WireTcpFlags, seq: u32, ack: u32) -> V
     s
 }
 
-fn udp_dgram(sport: u16, dport: u16, data: &[u8]) -> Vec<u8> {
+pub(super) fn udp_dgram(sport: u16, dport: u16, data: &[u8]) -> Vec<u8> {
     let mut s = vec![0u8; 8];
     s[0..2].copy_from_slice(&sport.to_be_bytes());
     s[2..4].copy_from_slice(&dport.to_be_bytes());
@@ -69,7 +81,7 @@ fn udp_dgram(sport: u16, dport: u16, data: &[u8]) -> Vec<u8> {
 }
 
 /// The IPv6 packet of a frame that left, its L4 checksum verified.
-fn ipv6_out(frame: &[u8]) -> (Ipv6Packet<&[u8]>, u8) {
+pub(super) fn ipv6_out(frame: &[u8]) -> (Ipv6Packet<&[u8]>, u8) {
     assert_eq!(&frame[12..14], &[0x86, 0xdd], "IPv6 left");
     let ip = Ipv6Packet::new_checked(&frame[14..]).unwrap();
     let (src, dst) = (ip.src_addr_u128(), ip.dst_addr_u128());
@@ -585,17 +597,7 @@ fn consumer_icmpv6_errors_about_a_reply_reach_the_target_as_icmpv4() {
 fn ending_an_ipv6_consumers_flow_resets_it_in_ipv6() {
     let mut config = dual_config();
     let mut handles = crate::tables::snapshot::Handles::default();
-    let build = |config: &Config, v, handles: &mut _| {
-        Snapshot::build(
-            v,
-            config,
-            &[MAC_C, MAC_P],
-            &[1500, 1500],
-            &config.state(),
-            handles,
-        )
-        .unwrap()
-    };
+    let build = build_versioned;
     let snap = build(&config, 1, &mut handles);
     let mut p = pipeline_on(&config, &snap, 1, 0);
     let (host, ep) = (a6(HOST6), a6(ENDPOINT6));

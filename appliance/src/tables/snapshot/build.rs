@@ -4,7 +4,7 @@
 //! object becomes; the equivalence tests check it over sequences of changes.
 
 use std::collections::{HashMap, HashSet};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use mgmt::config::Config;
@@ -21,6 +21,7 @@ use super::{
     ListenerRef, ListenerView, LocalKind, PortAttachments, ServiceView, ShardedMap, Snapshot,
     TargetView, DEFAULT_MTU, PROTO_TCP, PROTO_UDP,
 };
+use crate::graph::nat64::{fold_snat6, fold_target6};
 use crate::health::{self, TargetKey};
 use crate::tables::fasthash::fast_map;
 use crate::tables::maglev::{target_key, Maglev, MaglevBackend};
@@ -212,6 +213,13 @@ impl Maps {
         }
     }
 
+    /// Takes out the IPv6 local `k` if it is still `v`.
+    fn drop_local6(&mut self, k: (u16, u128), v: LocalKind) {
+        if self.locals6.remove_if(&k, |x| *x == v) {
+            self.churn6.push(k);
+        }
+    }
+
     /// Takes out everything endpoint `h` put in, as `prev` has it.
     fn drop_endpoint(&mut self, prev: &Snapshot, h: u32) {
         let Some(v) = self.endpoints.remove(&h) else {
@@ -220,10 +228,7 @@ impl Maps {
         let at = (v.attachment, v.ip);
         self.drop_local(at, LocalKind::Endpoint(h));
         if let Some(ip6) = v.ip6 {
-            let k = (v.attachment, ip6);
-            if self.locals6.remove_if(&k, |x| *x == LocalKind::Endpoint(h)) {
-                self.churn6.push(k);
-            }
+            self.drop_local6((v.attachment, ip6), LocalKind::Endpoint(h));
         }
         self.closed.remove_if(&at, |x| *x == h);
         if let Some(s) = prev.service_by_handle(v.service) {
@@ -305,9 +310,9 @@ impl Build<'_> {
                 }
                 _ => {
                     let attachment = att_of(&s.vpc_id)?;
-                    let own = attachments[usize::from(attachment)].ip;
-                    let v =
-                        Arc::new(self.service_view(s, handle, (attachment, own), maglev_size)?);
+                    let a = &attachments[usize::from(attachment)];
+                    let own = (attachment, a.ip, a.ip6);
+                    let v = Arc::new(self.service_view(s, handle, own, maglev_size)?);
                     match old {
                         Some(old) => {
                             let places = |v: &ServiceView| -> Vec<(u8, u16)> {
@@ -321,6 +326,12 @@ impl Build<'_> {
                                     maps.drop_local((old.attachment, ip), LocalKind::Snat(handle));
                                 }
                             }
+                            for &(fold, ip) in &old.snat6 {
+                                if old.attachment != v.attachment || !v.snat6.contains(&(fold, ip))
+                                {
+                                    maps.drop_local6((old.attachment, ip), LocalKind::Snat(handle));
+                                }
+                            }
                         }
                         None if prev.is_some() => {
                             relisten.insert(handle);
@@ -329,6 +340,9 @@ impl Build<'_> {
                     }
                     for &ip in &v.snat {
                         maps.put_local((v.attachment, ip), LocalKind::Snat(handle));
+                    }
+                    for &(_, ip) in &v.snat6 {
+                        maps.put_local6((v.attachment, ip), LocalKind::Snat(handle));
                     }
                     v
                 }
@@ -342,6 +356,9 @@ impl Build<'_> {
                 if !service_by_handle.contains_key(&old.handle) {
                     for &ip in &old.snat {
                         maps.drop_local((old.attachment, ip), LocalKind::Snat(old.handle));
+                    }
+                    for &(_, ip) in &old.snat6 {
+                        maps.drop_local6((old.attachment, ip), LocalKind::Snat(old.handle));
                     }
                     relisten.insert(old.handle);
                 }
@@ -498,7 +515,7 @@ impl Build<'_> {
         &self,
         s: &Service,
         handle: u32,
-        (attachment, own): (u16, u32),
+        (attachment, own, own6): (u16, u32, Option<u128>),
         maglev_size: usize,
     ) -> Result<ServiceView, BuildError> {
         let mut checks = Vec::new();
@@ -507,7 +524,7 @@ impl Build<'_> {
             listeners.push(listener_view(
                 s,
                 l,
-                (attachment, own),
+                (attachment, own, own6),
                 self.health,
                 maglev_size,
                 &mut checks,
@@ -518,7 +535,18 @@ impl Build<'_> {
             owner: s.owner,
             handle,
             attachment,
-            snat: s.snat_addresses.iter().copied().map(ip_u32).collect(),
+            snat: s
+                .snat_addresses
+                .iter()
+                .filter_map(|a| mgmt::net::ipv4_of(*a))
+                .map(ip_u32)
+                .collect(),
+            snat6: s
+                .snat_addresses
+                .iter()
+                .filter_map(|a| mgmt::net::ipv6_of(*a))
+                .map(|a| (fold_snat6(u128::from(a)), u128::from(a)))
+                .collect(),
             listeners,
             checks,
         })
@@ -705,7 +733,7 @@ fn merge<K: Copy + Ord>(base: &[K], added: &[K], gone: &[K]) -> Vec<K> {
 fn listener_view(
     s: &Service,
     l: &Listener,
-    (attachment, own): (u16, u32),
+    (attachment, own, own6): (u16, u32, Option<u128>),
     health: &HashMap<TargetKey, health::State>,
     maglev_size: usize,
     checks: &mut Vec<health::Spec>,
@@ -715,7 +743,7 @@ fn listener_view(
         service: s.id,
         proto,
         port: l.port,
-        ip: ip_u32(t.ip),
+        ip: t.ip,
         target_port: t.port,
     };
     let state_of = |t: &Target| -> health::State {
@@ -746,8 +774,13 @@ fn listener_view(
     for t in &l.targets {
         let state = state_of(t);
         let routable = best.is_some() && health::tier(state) == best;
+        let (ip, ip6) = match t.ip {
+            IpAddr::V4(a) => (ip_u32(a), None),
+            IpAddr::V6(a) => (fold_target6(u128::from(a)), Some(u128::from(a))),
+        };
         targets.push(TargetView {
-            ip: ip_u32(t.ip),
+            ip,
+            ip6,
             port: t.port,
             weight: t.weight,
             draining: t.state == TargetState::Draining,
@@ -764,7 +797,11 @@ fn listener_view(
                 let port = l.health_check_port.unwrap_or(t.port);
                 health::Mode::Check(health::Check {
                     attachment,
-                    source: own,
+                    source: match t.ip {
+                        IpAddr::V4(_) => IpAddr::V4(own.into()),
+                        // Validation saw to the attachment's IPv6 address.
+                        IpAddr::V6(_) => IpAddr::V6(own6.unwrap_or(0).into()),
+                    },
                     port,
                     interval_ms: u64::from(l.health_check_interval_seconds) * 1000,
                     timeout_ms: u64::from(l.health_check_timeout_seconds) * 1000,
@@ -794,6 +831,7 @@ fn listener_view(
     Ok(ListenerView {
         proto,
         port: l.port,
+        ipv6: l.targets.first().is_some_and(|t| t.ip.is_ipv6()),
         targets,
         maglev,
         idle_s: l

@@ -162,9 +162,7 @@ fn mutate(st: &mut State, rng: &mut Rng, next_ip: &mut u32, next_id: &mut u128) 
                 snat.pop();
             } else {
                 *next_ip += 1;
-                snat.push(Ipv4Addr::from(
-                    u32::from(Ipv4Addr::new(10, 2, 1, 0)) + *next_ip,
-                ));
+                snat.push(Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 2, 1, 0)) + *next_ip).into());
             }
         }
         9 if !st.services.is_empty() => {
@@ -201,9 +199,8 @@ fn mutate(st: &mut State, rng: &mut Rng, next_ip: &mut u32, next_id: &mut u128) 
             *next_id += 1;
             s.id = ServiceId::new(0x7000 + *next_id).unwrap();
             *next_ip += 1;
-            s.snat_addresses = vec![Ipv4Addr::from(
-                u32::from(Ipv4Addr::new(10, 2, 1, 0)) + *next_ip,
-            )];
+            s.snat_addresses =
+                vec![Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 2, 1, 0)) + *next_ip).into()];
             st.services.push(s);
         }
         _ => {}
