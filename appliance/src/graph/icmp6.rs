@@ -19,7 +19,9 @@
 use super::context::Ctx;
 use super::dispatch::Next;
 use super::ipv6::write_header_for;
-use super::nat64::{delta, fold, l4_update, martian6, words, Side6};
+use super::nat64::{
+    delta, fold, fold_snat6, fold_target6, is_snat6, l4_update, martian6, words, Side6,
+};
 use super::*;
 use crate::wire::icmpv6::{Icmpv6Packet, Icmpv6Type};
 use crate::wire::ipv4;
@@ -381,25 +383,13 @@ impl<F: Frame> Pipeline<F> {
         let m = b
             .get(ip.l3 + at..ip.l3 + total)
             .ok_or(DropReason::Malformed)?;
-        if m.len() < ICMP_HEADER + ip6::HEADER_LEN + 4 {
-            return Err(DropReason::Malformed);
-        }
-        let q = &m[ICMP_HEADER..];
-        let qh = Ipv6Packet::new_unchecked(&q[..ip6::HEADER_LEN]);
-        let proto = qh.next_header();
-        // Replies leave without extension headers, so a quote of one has none.
-        if qh.version() != 6 || !matches!(proto, PROTO_TCP | PROTO_UDP) {
-            return Err(DropReason::IcmpUnsupported);
-        }
-        let (qsrc, qdst) = (qh.src_addr_u128(), qh.dst_addr_u128());
+        let (proto, (qsrc, qdst), (qsport, qdport)) = quoted6(m)?;
         if qsrc != dst {
             return Err(DropReason::NoFlow);
         }
+        let q = &m[ICMP_HEADER..];
+        let qh = Ipv6Packet::new_unchecked(&q[..ip6::HEADER_LEN]);
         let l4 = &q[ip6::HEADER_LEN..];
-        let (qsport, qdport) = (
-            u16::from_be_bytes([l4[0], l4[1]]),
-            u16::from_be_bytes([l4[2], l4[3]]),
-        );
         let key = FlowKey {
             src_ip: fold(self.settings.flow_hash_seed, qdst),
             dst_ip: e.ip,
@@ -411,11 +401,22 @@ impl<F: Frame> Pipeline<F> {
         let Some(id) = self.find_flow(&key, None, false, now_ms) else {
             return self.seek_flow_owner(frame);
         };
-        match self.consumers6.get(id) {
-            Some(s) if s.consumer == qdst && s.endpoint == qsrc => {}
+        let side = match self.consumers6.get(id) {
+            Some(s) if s.consumer == qdst && s.endpoint == qsrc => *s,
             _ => return Err(DropReason::Ipv6FlowCollision),
-        }
+        };
         let other = self.flows.get(id).ok_or(DropReason::NoFlow)?.rev;
+        if is_snat6(other.dst_ip) {
+            // NAT66: on to the target in ICMPv6, from the SNAT address, quoting the
+            // packet the target sent.
+            let relay = Relay66 {
+                from_to: (side.snat, side.target),
+                quote: (side.target, side.snat),
+                ports: (other.src_port, other.dst_port),
+                att: other.vpc,
+            };
+            return self.relay66(snap, frame, ip, (at, total, hop), &relay, now_ms);
+        }
         let provider = snap.attachment(other.vpc).ok_or(DropReason::NoAttachment)?;
         let consumer = snap.attachment(ip.att).ok_or(DropReason::NoAttachment)?;
         let (t4, c4, mtu4) = icmp6_to_4(
@@ -482,6 +483,159 @@ impl<F: Frame> Pipeline<F> {
             att: other.vpc,
             dst: other.src_ip,
         })
+    }
+}
+
+/// Where [`Pipeline::relay66`] sends an ICMPv6 error about a NAT66 flow: from and to
+/// which addresses on which attachment, with the quoted packet's addresses and ports as
+/// that side's host sent it.
+struct Relay66 {
+    from_to: (u128, u128),
+    quote: (u128, u128),
+    ports: (u16, u16),
+    att: u16,
+}
+
+/// What an ICMPv6 error quotes of a TCP or UDP packet: protocol, addresses, ports.
+type Quoted6 = (u8, (u128, u128), (u16, u16));
+
+/// The quoted packet of ICMPv6 error message `m` (header first): its protocol (TCP or
+/// UDP), addresses and ports. A quote with extension headers (a packet that carried some
+/// through NAT66, which keeps them) is not followed: `icmp_unsupported`.
+fn quoted6(m: &[u8]) -> Result<Quoted6, DropReason> {
+    if m.len() < ICMP_HEADER + ip6::HEADER_LEN + 4 {
+        return Err(DropReason::Malformed);
+    }
+    let q = &m[ICMP_HEADER..];
+    let qh = Ipv6Packet::new_unchecked(&q[..ip6::HEADER_LEN]);
+    let proto = qh.next_header();
+    if qh.version() != 6 || !matches!(proto, PROTO_TCP | PROTO_UDP) {
+        return Err(DropReason::IcmpUnsupported);
+    }
+    let l4 = &q[ip6::HEADER_LEN..];
+    Ok((
+        proto,
+        (qh.src_addr_u128(), qh.dst_addr_u128()),
+        (
+            u16::from_be_bytes([l4[0], l4[1]]),
+            u16::from_be_bytes([l4[2], l4[3]]),
+        ),
+    ))
+}
+
+impl<F: Frame> Pipeline<F> {
+    /// An ICMPv6 error (verified) from `src` on the provider's side to our IPv6 SNAT
+    /// address `dst`, its message `at..total` bytes into the packet at `ip.l3`, that
+    /// arrived with hop limit `hop`: if it quotes a packet of a NAT66 flow (packet too big,
+    /// unreachable, time exceeded), the same error from the endpoint's IPv6 address to
+    /// the consumer, quoting the packet the consumer sent, so path-MTU discovery works
+    /// through the appliance.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn icmp66_error_to_consumer(
+        &mut self,
+        snap: &Snapshot,
+        frame: &mut F,
+        ip: &Ctx,
+        (src, dst, hop): (u128, u128, u8),
+        (at, total): (usize, usize),
+        now_ms: u64,
+    ) -> Result<Next, DropReason> {
+        if martian6(snap, ip.att, src) {
+            return Err(DropReason::MartianSource);
+        }
+        let m = frame
+            .bytes()
+            .get(ip.l3 + at..ip.l3 + total)
+            .ok_or(DropReason::Malformed)?;
+        let (proto, (qsrc, qdst), (qsport, qdport)) = quoted6(m)?;
+        if qsrc != dst {
+            return Err(DropReason::NoFlow);
+        }
+        // The quoted packet is one we sent from the SNAT port, which names its worker.
+        let owner = self.snat.owner(qsport);
+        if owner != self.id {
+            frame.set_handoff_tag(0);
+            return Ok(Next::Handoff(owner));
+        }
+        let key = FlowKey {
+            src_ip: fold_target6(qdst),
+            dst_ip: fold_snat6(qsrc),
+            src_port: qdport,
+            dst_port: qsport,
+            vpc: ip.att,
+            proto,
+        };
+        let id = self
+            .find_flow(&key, None, true, now_ms)
+            .ok_or(DropReason::NoFlow)?;
+        let side = match self.consumers6.get(id) {
+            Some(s) if s.target == qdst && s.snat == qsrc => *s,
+            _ => return Err(DropReason::Ipv6FlowCollision),
+        };
+        let fwd = self.flows.get(id).ok_or(DropReason::NoFlow)?.fwd;
+        let relay = Relay66 {
+            from_to: (side.endpoint, side.consumer),
+            quote: (side.consumer, side.endpoint),
+            ports: (fwd.src_port, fwd.dst_port),
+            att: fwd.vpc,
+        };
+        self.relay66(snap, frame, ip, (at, total, hop), &relay, now_ms)
+    }
+
+    /// The ICMPv6 error message at `at..total` of the packet at `ip.l3` (arrived with hop
+    /// limit `hop`), about a NAT66 flow, for the flow's other side as `relay` says: its
+    /// quoted packet's addresses and ports (and its L4 checksum) made the ones that
+    /// side's host sent, behind a fresh IPv6 header (the quote cut to what fits 1280
+    /// bytes), out to that host's next hop.
+    fn relay66(
+        &mut self,
+        snap: &Snapshot,
+        frame: &mut F,
+        ip: &Ctx,
+        (at, total, hop): (usize, usize, u8),
+        relay: &Relay66,
+        now_ms: u64,
+    ) -> Result<Next, DropReason> {
+        if hop <= 1 {
+            return Err(DropReason::TtlExceeded);
+        }
+        let att = snap.attachment(relay.att).ok_or(DropReason::NoAttachment)?;
+        let (l3, head) = (ip.l3, ip.l3 + ip6::HEADER_LEN);
+        let len = (total - at).min(MIN_MTU6 - ip6::HEADER_LEN);
+        let (src, dst) = relay.from_to;
+        {
+            let b = frame.bytes_mut();
+            b.copy_within(l3 + at..l3 + at + len, head);
+            let q = &mut b[head + ICMP_HEADER..head + len];
+            let proto = q[6];
+            let old_src =
+                u128::from_be_bytes(q[8..24].try_into().map_err(|_| DropReason::Malformed)?);
+            let old_dst =
+                u128::from_be_bytes(q[24..40].try_into().map_err(|_| DropReason::Malformed)?);
+            q[8..24].copy_from_slice(&relay.quote.0.to_be_bytes());
+            q[24..40].copy_from_slice(&relay.quote.1.to_be_bytes());
+            let mut old = [0u32; 8];
+            old[..4].copy_from_slice(&words(old_src));
+            old[4..].copy_from_slice(&words(old_dst));
+            let mut new = [0u32; 8];
+            new[..4].copy_from_slice(&words(relay.quote.0));
+            new[4..].copy_from_slice(&words(relay.quote.1));
+            rewrite_quoted_l4(
+                &mut q[ip6::HEADER_LEN..],
+                proto,
+                delta(&old, &new),
+                relay.ports,
+            );
+        }
+        if !frame.set_len(head + len) {
+            return Err(DropReason::Malformed);
+        }
+        let out = frame.bytes_mut();
+        Icmpv6Packet::new_unchecked(&mut out[head..head + len]).fill_checksum(src, dst);
+        write_header_for(&mut out[l3..], src, dst, next_header::ICMPV6, len, hop - 1);
+        let next = self.route6(att, relay.att, dst, frame, l3, now_ms)?;
+        self.counters.icmp_errors_translated += 1;
+        Ok(next)
     }
 }
 

@@ -276,6 +276,15 @@ impl<F: Frame> Pipeline<F> {
                     e,
                     now_ms,
                 ),
+                // An error about a packet of a NAT66 flow, on to its consumer.
+                Some(LocalKind::Snat(_)) => self.icmp66_error_to_consumer(
+                    snap,
+                    frame,
+                    ctx,
+                    (src, dst, hop),
+                    (at, total),
+                    now_ms,
+                ),
                 _ => Err(DropReason::Ipv6NotServed),
             },
             // Never an answer to a group or to nobody.

@@ -373,12 +373,22 @@ fn a_reply_that_would_not_fit_once_translated_asks_the_target_for_less() {
 
 /// An ICMPv6 message of `typ`/`code` and the word `word` from `src` to `dst` quoting
 /// `quoted` (an IPv6 packet), in an Ethernet frame from the client's MAC.
-fn icmp6_error(src: u128, dst: u128, (typ, code, word): (u8, u8, u32), quoted: &[u8]) -> Vec<u8> {
+fn icmp6_error(src: u128, dst: u128, msg: (u8, u8, u32), quoted: &[u8]) -> Vec<u8> {
+    icmp6_error_from((MAC_C, CLIENT_MAC), (src, dst), msg, quoted)
+}
+
+/// [`icmp6_error`] between other MACs (`macs`: destination, source).
+pub(super) fn icmp6_error_from(
+    macs: ([u8; 6], [u8; 6]),
+    (src, dst): (u128, u128),
+    (typ, code, word): (u8, u8, u32),
+    quoted: &[u8],
+) -> Vec<u8> {
     let mut m = vec![typ, code, 0, 0];
     m.extend_from_slice(&word.to_be_bytes());
     m.extend_from_slice(quoted);
     crate::wire::icmpv6::Icmpv6Packet::new_unchecked(&mut m[..]).fill_checksum(src, dst);
-    let mut f = eth(MAC_C, CLIENT_MAC, 0x86dd);
+    let mut f = eth(macs.0, macs.1, 0x86dd);
     f.extend_from_slice(&[0x60, 0, 0, 0]);
     f.extend_from_slice(&u16::try_from(m.len()).unwrap().to_be_bytes());
     f.extend_from_slice(&[58, 64]);
@@ -389,7 +399,7 @@ fn icmp6_error(src: u128, dst: u128, (typ, code, word): (u8, u8, u32), quoted: &
 }
 
 /// The ICMPv6 message of a frame that left: (type, code, word, what it quotes).
-fn icmp6_of(frame: &[u8]) -> (u8, u8, u32, Vec<u8>) {
+pub(super) fn icmp6_of(frame: &[u8]) -> (u8, u8, u32, Vec<u8>) {
     let (ip, _) = ipv6_out(frame);
     assert_eq!(ip.next_header(), 58, "ICMPv6");
     let m = ip.payload();
@@ -639,7 +649,7 @@ fn ending_an_ipv6_consumers_flow_resets_it_in_ipv6() {
 
 /// The IPv6 packet of a frame cut into fragments of at most `chunk` bytes (a multiple of
 /// 8) of its payload, identification `id`, in order.
-fn fragments6_of(frame: &[u8], chunk: usize, id: u32) -> Vec<Vec<u8>> {
+pub(super) fn fragments6_of(frame: &[u8], chunk: usize, id: u32) -> Vec<Vec<u8>> {
     let (head, payload) = frame.split_at(14 + 40);
     let next = head[14 + 6];
     let pieces: Vec<&[u8]> = payload.chunks(chunk).collect();
@@ -664,7 +674,7 @@ fn fragments6_of(frame: &[u8], chunk: usize, id: u32) -> Vec<Vec<u8>> {
 
 /// Rebuilds the datagram of IPv6 fragments (any order) as the consumer would: (source,
 /// destination, identification, the L4 segment).
-fn reassemble6(frames: &[Vec<u8>]) -> (u128, u128, u32, Vec<u8>) {
+pub(super) fn reassemble6(frames: &[Vec<u8>]) -> (u128, u128, u32, Vec<u8>) {
     let mut parts: Vec<(usize, Vec<u8>)> = Vec::new();
     let mut seen = None;
     let mut ended = false;

@@ -5,7 +5,10 @@
 
 use std::net::Ipv6Addr;
 
-use super::nat64::{a6, frame6_from, ipv6_out, tcp6, tcp_seg, udp_dgram, ENDPOINT6, HOST6};
+use super::nat64::{
+    a6, frame6_from, icmp6_error_from, icmp6_of, ipv6_out, tcp6, tcp_seg, udp_dgram, ENDPOINT6,
+    HOST6,
+};
 use super::*;
 
 const OWN6_P: &str = "fd00:b1::1";
@@ -425,4 +428,127 @@ fn a_nat66_flow_outlives_snapshot_changes_and_ends_with_its_snat_address() {
     p.on_snapshot(&last);
     p.poll(&last, 20);
     assert_eq!(p.flows().len(), 0, "its SNAT address is gone");
+}
+
+#[test]
+fn icmpv6_errors_about_a_nat66_flow_reach_the_other_side_quoting_its_own_packet() {
+    let config = nat66_config();
+    let (mut p, snap) = pipeline(&config, 1, 0);
+    let (host, ep, snat) = (a6(HOST6), a6(ENDPOINT6), a6(SNAT6));
+    let sent = frame6_from(
+        (MAC_C, CLIENT_MAC),
+        (host, ep),
+        PROTO_UDP,
+        64,
+        (0, &[]),
+        udp_dgram(5353, 9443, b"hello"),
+    );
+    let (_, out) = tx(p.process(&snap, CONSUMER_PORT, VecFrame::new(&sent), 0));
+    let (ip, _) = ipv6_out(&out);
+    let target = ip.dst_addr_u128();
+    let snat_port = u16::from_be_bytes([ip.payload()[0], ip.payload()[1]]);
+    let reply = from_target(target, PROTO_UDP, udp_dgram(8443, snat_port, b"pong"));
+    let (_, back) = tx(p.process(&snap, PROVIDER_PORT, VecFrame::new(&reply), 1));
+
+    // A router on the provider's side: packet too big, about the packet we sent.
+    let router = a6("fd00:b1::fe");
+    let e = icmp6_error_from(
+        (MAC_P, TARGET_MAC),
+        (router, snat),
+        (2, 0, 1400),
+        &out[14..],
+    );
+    let (port, got) = tx(p.process(&snap, PROVIDER_PORT, VecFrame::new(&e), 2));
+    assert_eq!(port, CONSUMER_PORT);
+    let (ip, hop) = ipv6_out(&got);
+    assert_eq!(
+        (ip.src_addr_u128(), ip.dst_addr_u128(), hop),
+        (ep, host, 63)
+    );
+    let (t, c, mtu, quote) = icmp6_of(&got);
+    assert_eq!(
+        (t, c, mtu),
+        (2, 0, 1400),
+        "the same error, its MTU as it was"
+    );
+    let mut want = sent[14..].to_vec();
+    want[7] = 63; // the hop limit it left with
+    assert_eq!(quote, want, "the consumer's own packet, checksum and all");
+
+    // A router on the consumer's side: unreachable, about a reply.
+    let router = a6("fd00:c1::fe");
+    let e = icmp6_error_from((MAC_C, CLIENT_MAC), (router, ep), (1, 0, 0), &back[14..]);
+    let (port, got) = tx(p.process(&snap, CONSUMER_PORT, VecFrame::new(&e), 3));
+    assert_eq!(port, PROVIDER_PORT);
+    assert_eq!(&got[..6], &TARGET_MAC);
+    let (ip, _) = ipv6_out(&got);
+    assert_eq!((ip.src_addr_u128(), ip.dst_addr_u128()), (snat, target));
+    let (t, c, _, quote) = icmp6_of(&got);
+    assert_eq!((t, c), (1, 0));
+    let mut want = reply[14..].to_vec();
+    want[7] = 63;
+    assert_eq!(quote, want, "the target's own packet");
+    assert_eq!(p.counters().icmp_errors_translated, 2);
+
+    // About no flow of ours: nothing goes anywhere.
+    let mut stray = out[14..].to_vec();
+    stray[40..42].copy_from_slice(&(snat_port ^ 2).to_be_bytes());
+    let e = icmp6_error_from(
+        (MAC_P, TARGET_MAC),
+        (a6("fd00:b1::fe"), snat),
+        (2, 0, 1400),
+        &stray,
+    );
+    let v = p.process(&snap, PROVIDER_PORT, VecFrame::new(&e), 4);
+    assert!(!matches!(v, Verdict::Tx(..)));
+}
+
+#[test]
+fn fragments_of_a_nat66_flow_keep_their_datagram_whole_both_ways() {
+    use super::fragments::{burst, sent};
+    use super::nat64::{fragments6_of, reassemble6};
+    let config = nat66_config();
+    let (mut p, snap) = pipeline(&config, 1, 0);
+    let (host, ep, snat) = (a6(HOST6), a6(ENDPOINT6), a6(SNAT6));
+    let payload: Vec<u8> = (0..3000u32)
+        .map(|i| u8::try_from(i % 251).unwrap())
+        .collect();
+    let whole = frame6_from(
+        (MAC_C, CLIENT_MAC),
+        (host, ep),
+        PROTO_UDP,
+        64,
+        (0, &[]),
+        udp_dgram(5353, 9443, &payload),
+    );
+    // The last fragment first: the others wait for the one with the ports.
+    let frags = fragments6_of(&whole, 1448, 0x1234_5678);
+    let input: Vec<Vec<u8>> = frags.iter().rev().cloned().collect();
+    let out = sent(burst(&mut p, &snap, CONSUMER_PORT, &input, 10));
+    assert_eq!(out.len(), frags.len(), "{:?}", p.counters());
+    let (src, target, id, seg) = reassemble6(&out);
+    assert_eq!((src, id), (snat, 0x1234_5678), "one datagram, its id kept");
+    assert!(TARGETS6.iter().any(|t| a6(t) == target));
+    assert_eq!(&seg[2..4], &8443u16.to_be_bytes());
+    assert_eq!(&seg[8..], &payload[..]);
+    assert_eq!(
+        crate::wire::icmpv6::l4_checksum_v6(snat, target, PROTO_UDP, &seg),
+        0,
+        "the datagram's checksum, updated in its first fragment alone"
+    );
+    // The target's reply, fragmented too, reaches the consumer whole.
+    let snat_port = u16::from_be_bytes([seg[0], seg[1]]);
+    let reply = from_target(target, PROTO_UDP, udp_dgram(8443, snat_port, &payload));
+    let frags = fragments6_of(&reply, 1448, 77);
+    let out = sent(burst(&mut p, &snap, PROVIDER_PORT, &frags, 11));
+    assert_eq!(out.len(), frags.len(), "{:?}", p.counters());
+    let (src, dst, _, seg) = reassemble6(&out);
+    assert_eq!((src, dst), (ep, host));
+    assert_eq!(&seg[0..4], &[0x24, 0xe3, 0x14, 0xe9], "ports 9443 -> 5353");
+    assert_eq!(&seg[8..], &payload[..]);
+    assert_eq!(
+        crate::wire::icmpv6::l4_checksum_v6(ep, host, PROTO_UDP, &seg),
+        0
+    );
+    assert_eq!(p.flows().len(), 1);
 }
