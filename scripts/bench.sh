@@ -33,7 +33,7 @@
 # Prints the table (median [min–max] of the runs), writes OUT/results.{json,md} and the plot
 # OUT/mpps.png (when matplotlib is installed).
 #
-#   scripts/bench.sh [--smoke] [--runs N] [--flows "1000 100000 1000000"] [--proto udp|tcp|udpfrag|udp6]
+#   scripts/bench.sh [--smoke] [--runs N] [--flows "1000 100000 1000000"] [--proto udp|tcp|udpfrag|udp6|udp66]
 #                    [--out DIR] [--warmup S] [--measure S] [--syn-flows M]
 #                    [--modes "io macswap 5tswap"] [--no-setup] [--no-memory] [--no-build]
 #                    [--no-plot] [--update "10000 100000"] [--no-update] [--no-queries]
@@ -113,7 +113,7 @@ done
 if [ "$SMOKE" = 1 ]; then
   RUNS=1 FLOWS=1000 PROTO=udp WARMUP=1 MEASURE=2 MODES=io DO_SETUP=0 DO_MEMORY=0 PLOT=0 UPDATE="" QUERIES=0 PEERS=0 PROBES=0 SYNC=0 CLUSTER=""
 fi
-case "$PROTO" in udp|tcp|udpfrag|udp6) ;; *) echo "bench: --proto udp|tcp|udpfrag|udp6" >&2; exit 2 ;; esac
+case "$PROTO" in udp|tcp|udpfrag|udp6|udp66) ;; *) echo "bench: --proto udp|tcp|udpfrag|udp6|udp66" >&2; exit 2 ;; esac
 export BENCH_PROTO=$PROTO
 case "$RUNS" in ''|*[!0-9]*|0) echo "bench: --runs N (N >= 1)" >&2; exit 2 ;; esac
 [ "$PROBES" -le 65536 ] || { echo "bench: --probes N: at most 65536 targets (tables.maglev_size - 1)" >&2; exit 2; }
@@ -254,7 +254,22 @@ import os, sys
 text = open(sys.argv[1]).read()
 out = sys.argv[2]
 # IPv6 consumers (--proto udp6): the dual-stack endpoint and its prefix; none otherwise.
-v6 = os.environ.get("BENCH_PROTO") == "udp6"
+# With --proto udp66 the UDP listener's targets are IPv6 too (NAT66): the provider VPC
+# gets fd00:b1::/64, the targets fd00:b1::11..26 (the IPv4 ones' last digits, their MACs
+# configured) and 16 IPv6 SNAT addresses.
+proto = os.environ.get("BENCH_PROTO")
+v6 = proto in ("udp6", "udp66")
+if proto == "udp66":
+    import re
+    neigh6 = ",\n".join(
+        '    {{ ip = "fd00:b1::{0}", mac = "02:00:00:00:02:{1:02x}" }}'.format(n, int(n))
+        for n in range(11, 27))
+    text = text.replace('address = "10.2.0.1/24"\n',
+        'address = "10.2.0.1/24"\naddress6 = "fd00:b1::1/64"\nstatic_neighbours6 = [\n'
+        + neigh6 + ',\n]\n', 1)
+    snat6 = ", ".join('"fd00:b1::1{:02x}"'.format(i) for i in range(16))
+    text = re.sub(r'(snat_addresses = \[[^\]]*)\]', lambda m: m.group(1) + ", " + snat6 + "]", text, 1)
+    text = re.sub(r'\{ ip = "10\.2\.0\.(\d+)", port = 9000 \}', r'{ ip = "fd00:b1::\1", port = 9000 }', text)
 fields = {
     "ADDRESS6": 'address6 = "fd00:c1::1/64"' if v6 else "",
     "SERVICE_TYPES": 'supported_ip_address_types = ["ipv4", "ipv6"]' if v6 else "",
@@ -399,6 +414,7 @@ emit() { echo "$2" >>"$RAW/$1.jsonl"; }
 # ------------------------------------------------------------------ forwarding
 KIND=$PROTO
 [ "$PROTO" = tcp ] && KIND=tcp
+[ "$PROTO" = udp66 ] && KIND=udp6 # the same capture: only the targets' family differs
 declare -A PCAPS PLDESC PLEXTRA PLNOTE MEM_PL MEM_TP TPMBUFS
 for n in $FLOWS; do
   f=$(capture "$KIND" "$n")

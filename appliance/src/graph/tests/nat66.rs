@@ -46,6 +46,18 @@ pub(super) fn nat66_config() -> Config {
     config
 }
 
+/// The consumer's UDP datagram "hello" from port 5353 to the IPv6 listener udp/9443.
+fn hello6() -> Vec<u8> {
+    frame6_from(
+        (MAC_C, CLIENT_MAC),
+        (a6(HOST6), a6(ENDPOINT6)),
+        PROTO_UDP,
+        64,
+        (0, &[]),
+        udp_dgram(5353, 9443, b"hello"),
+    )
+}
+
 /// A frame from IPv6 target `target` to the SNAT address, on the provider port.
 fn from_target(target: u128, proto: u8, l4: Vec<u8>) -> Vec<u8> {
     frame6_from(
@@ -407,14 +419,7 @@ fn a_nat66_flow_outlives_snapshot_changes_and_ends_with_its_snat_address() {
     let build = build_versioned;
     let snap = build(&config, 1, &mut handles);
     let mut p = pipeline_on(&config, &snap, 1, 0);
-    let d = frame6_from(
-        (MAC_C, CLIENT_MAC),
-        (a6(HOST6), a6(ENDPOINT6)),
-        PROTO_UDP,
-        64,
-        (0, &[]),
-        udp_dgram(5353, 9443, b"hello"),
-    );
+    let d = hello6();
     tx(p.process(&snap, CONSUMER_PORT, VecFrame::new(&d), 0));
     assert_eq!(p.flows().len(), 1);
     // Every live flow is checked again against a new snapshot: this one still stands.
@@ -551,4 +556,40 @@ fn fragments_of_a_nat66_flow_keep_their_datagram_whole_both_ways() {
         0
     );
     assert_eq!(p.flows().len(), 1);
+}
+
+#[test]
+fn flow_log_lines_of_a_nat66_flow_name_its_ipv6_addresses() {
+    use crate::graph::flowlog::FlowLogRecord;
+    let config = nat66_config();
+    let (mut p, snap) = pipeline(&config, 1, 0);
+    let q = std::sync::Arc::new(crossbeam::queue::ArrayQueue::new(64));
+    p.set_flow_log(std::sync::Arc::clone(&q), 1000);
+    let d = hello6();
+    let (_, out) = tx(p.process(&snap, CONSUMER_PORT, VecFrame::new(&d), 10));
+    let (ip, _) = ipv6_out(&out);
+    let target = Ipv6Addr::from(ip.dst_addr_u128());
+    let snat_port = u16::from_be_bytes([ip.payload()[0], ip.payload()[1]]);
+    p.poll(&snap, 1001);
+    let got: Vec<FlowLogRecord> = std::iter::from_fn(|| q.pop()).collect();
+    let mut f = crate::daemon::flowlog::Formatter::new(0);
+    let mut text = String::new();
+    for r in &got {
+        f.lines(&snap, r, &mut text);
+    }
+    // The consumer's line and the provider's, each with its own side's addresses.
+    assert!(
+        text.lines().any(
+            |l| l.contains(&format!(" {HOST6} {ENDPOINT6} 5353 9443 17 1 "))
+                && l.contains(&format!(" {SNAT6} {target} ingress "))
+        ),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(
+            |l| l.contains(&format!(" {SNAT6} {target} {snat_port} 8443 17 1 "))
+                && l.contains(&format!(" {HOST6} {ENDPOINT6} egress "))
+        ),
+        "{text}"
+    );
 }
