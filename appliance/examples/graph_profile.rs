@@ -8,6 +8,8 @@
 //! ```
 //!
 //! `udp FLOWS BURSTS` replays established UDP flows in bursts of 32 (as the worker does);
+//! `udp6` the same from IPv6 consumers to the endpoint's IPv6 address (NAT64), `udp66` to
+//! IPv6 targets (NAT66, the configuration `scripts/bench.sh --proto udp66` makes);
 //! `syn FLOWS` opens FLOWS new TCP flows in bursts of 32. The nodes live in files of their
 //! own, so callgrind's per-file totals are the per-node breakdown (inlined code is
 //! attributed to the file it comes from). It prints the packets it ran, to divide by.
@@ -29,6 +31,7 @@ const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 1, 0x10];
 const ENDPOINT: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 100);
 const BURST: usize = 32;
 const LEN: usize = 60;
+const LEN6: usize = 80;
 
 fn frame(i: u64, tcp: bool) -> [u8; LEN] {
     let src = Ipv4Addr::from(0x0a01_0100 + u32::try_from(i / 64_000).expect("< 2^32 flows"));
@@ -75,8 +78,77 @@ fn frame(i: u64, tcp: bool) -> [u8; LEN] {
     f
 }
 
+/// Flow `i`'s UDP datagram (18 bytes) from IPv6 consumer `fd00:c1::1:0:0 + i / 64000` to
+/// the endpoint's IPv6 address, as `gen_pcap.py --kind udp6` makes it.
+fn frame6(i: u64) -> Vec<u8> {
+    let base = u128::from("fd00:c1::1:0:0".parse::<std::net::Ipv6Addr>().expect("v6"));
+    let src = base + u128::from(i / 64_000);
+    let dst = u128::from("fd00:c1::64".parse::<std::net::Ipv6Addr>().expect("v6"));
+    let sport = 1024 + u16::try_from(i % 64_000).expect("< 64000");
+    let mut f = vec![0u8; LEN6];
+    f[0..6].copy_from_slice(&MAC_C);
+    f[6..12].copy_from_slice(&CLIENT_MAC);
+    f[12..14].copy_from_slice(&0x86ddu16.to_be_bytes());
+    f[14] = 0x60;
+    f[18..20].copy_from_slice(&26u16.to_be_bytes());
+    f[20] = 17;
+    f[21] = 64;
+    f[22..38].copy_from_slice(&src.to_be_bytes());
+    f[38..54].copy_from_slice(&dst.to_be_bytes());
+    let u = &mut f[54..];
+    u[0..2].copy_from_slice(&sport.to_be_bytes());
+    u[2..4].copy_from_slice(&9000u16.to_be_bytes());
+    u[4..6].copy_from_slice(&26u16.to_be_bytes());
+    let c = appliance::wire::icmpv6::l4_checksum_v6(src, dst, 17, u);
+    u[6..8].copy_from_slice(&c.to_be_bytes());
+    f
+}
+
+/// The bench configuration's text for `mode`: IPv6 on the consumer side for `udp6` and
+/// `udp66`, IPv6 targets and SNAT addresses for `udp66` (as `scripts/bench.sh` makes it).
+fn bench_toml(mode: &str) -> String {
+    let v6 = matches!(mode, "udp6" | "udp66");
+    let field = |on: bool, s: &str| if on { s.to_owned() } else { String::new() };
+    let mut text = BENCH_TOML
+        .replace("@ADDRESS6@", &field(v6, "address6 = \"fd00:c1::1/64\""))
+        .replace(
+            "@SERVICE_TYPES@",
+            &field(v6, "supported_ip_address_types = [\"ipv4\", \"ipv6\"]"),
+        )
+        .replace(
+            "@ENDPOINT6@",
+            &field(v6, "ip_address_type = \"dualstack\"\nip6 = \"fd00:c1::64\""),
+        );
+    if mode == "udp66" {
+        let neigh: Vec<String> = (11..27)
+            .map(|n| format!("{{ ip = \"fd00:b1::{n}\", mac = \"02:00:00:00:02:{n:02x}\" }}"))
+            .collect();
+        text = text.replacen(
+            "address = \"10.2.0.1/24\"\n",
+            &format!(
+                "address = \"10.2.0.1/24\"\naddress6 = \"fd00:b1::1/64\"\nstatic_neighbours6 = [{}]\n",
+                neigh.join(", ")
+            ),
+            1,
+        );
+        let snat6: Vec<String> = (0..16).map(|i| format!("\"fd00:b1::1{i:02x}\"")).collect();
+        text = text.replacen(
+            "\"10.2.0.115\"]",
+            &format!("\"10.2.0.115\", {}]", snat6.join(", ")),
+            1,
+        );
+        for n in 11..27 {
+            text = text.replace(
+                &format!("{{ ip = \"10.2.0.{n}\", port = 9000 }}"),
+                &format!("{{ ip = \"fd00:b1::{n}\", port = 9000 }}"),
+            );
+        }
+    }
+    text
+}
+
 /// Runs `frames` through `p` in bursts; returns how many were forwarded.
-fn run(p: &mut Pipeline<VecFrame>, snap: &Snapshot, frames: &[[u8; LEN]]) -> usize {
+fn run(p: &mut Pipeline<VecFrame>, snap: &Snapshot, frames: &[Vec<u8>]) -> usize {
     let mut sent = 0;
     let mut burst = Vec::with_capacity(BURST);
     for chunk in frames.chunks(BURST) {
@@ -93,7 +165,7 @@ fn main() {
     let mode = args.get(1).map_or("udp", String::as_str);
     let flows: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(1000);
     let bursts: usize = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(1000);
-    let text = BENCH_TOML
+    let text = bench_toml(mode)
         .replace("@EAL_ARGS@", "\"-l\", \"0,1\"")
         .replace("@RX_DESC@", "1024")
         .replace("@TX_DESC@", "1024")
@@ -115,17 +187,22 @@ fn main() {
     let mut p = Pipeline::new(0, settings, Box::new(|| Some(VecFrame::new(&[]))), &snap);
     p.drain_emitted().for_each(drop);
     let tcp = mode == "syn";
-    let frames: Vec<[u8; LEN]> = (0..flows as u64).map(|i| frame(i, tcp)).collect();
+    let frames: Vec<Vec<u8>> = (0..flows as u64)
+        .map(|i| match mode {
+            "udp6" | "udp66" => frame6(i),
+            _ => frame(i, tcp).to_vec(),
+        })
+        .collect();
     let created = run(&mut p, &snap, &frames);
     if tcp {
         println!("{created} new flows");
         return;
     }
-    let replay: Vec<[u8; LEN]> = frames
+    let replay: Vec<Vec<u8>> = frames
         .iter()
         .cycle()
         .take(bursts * BURST)
-        .copied()
+        .cloned()
         .collect();
     let sent = run(&mut p, &snap, &replay);
     println!("{created} flows, {sent} packets forwarded");
