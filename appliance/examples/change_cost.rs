@@ -40,7 +40,7 @@ fn main() {
     let targets = mode.as_deref() == Some("targets");
     let quick = targets || mode.as_deref() == Some("quick");
     let mut config = Config::embedded_default();
-    config.vpcs[0].address = "10.0.0.1/8".parse().expect("prefix");
+    config.vpcs[0].address = Some("10.0.0.1/8".parse().expect("prefix"));
     config.quotas.endpoints_per_vpc = n + 64 + changes;
     let base = u32::from(Ipv4Addr::new(10, 4, 0, 1));
     let service = config.services[0].id;

@@ -898,7 +898,7 @@ impl Tx<'_> {
     /// SNAT and endpoint addresses, and targets.
     fn used_addresses(&self, att: &VpcAttachment) -> HashSet<Ipv4Addr> {
         let mut used = HashSet::new();
-        used.insert(att.address.addr());
+        used.extend(att.address.map(|a| a.addr()));
         used.extend(att.gateway);
         used.extend(att.static_neighbours.iter().map(|n| n.ip));
         used.extend(self.service_addresses(att).filter_map(crate::net::ipv4_of));
@@ -952,8 +952,14 @@ fn allocate_address(
     used: &HashSet<Ipv4Addr>,
     from_top: bool,
 ) -> Result<Ipv4Addr, ApiError> {
-    let network = u32::from(att.address.network());
-    let broadcast = u32::from(att.address.broadcast());
+    let Some(net) = att.address else {
+        return Err(ApiError::invalid(format!(
+            "{} has no IPv4 prefix (its attachment has no address)",
+            att.vpc_id
+        )));
+    };
+    let network = u32::from(net.network());
+    let broadcast = u32::from(net.broadcast());
     let free = |n: &u32| !used.contains(&Ipv4Addr::from(*n));
     let found = if from_top {
         (network.saturating_add(1)..broadcast).rev().find(free)
@@ -965,7 +971,7 @@ fn allocate_address(
             "InsufficientFreeAddressesInSubnet",
             format!(
                 "no free address is left in {} of {}",
-                att.address.trunc(),
+                net.trunc(),
                 att.vpc_id
             ),
         )

@@ -184,14 +184,16 @@ impl<F: Frame> Pipeline<F> {
             if now_ms >= self.progress.next_own_announce_ms {
                 self.progress.next_own_announce_ms = now_ms + link.shared.announce_every_ms;
                 for a in &snap.attachments {
-                    self.send_arp(
-                        a,
-                        ArpOperation::REQUEST,
-                        a.ip,
-                        a.ip,
-                        EthernetAddress::BROADCAST,
-                        now_ms,
-                    );
+                    if a.has_ipv4() {
+                        self.send_arp(
+                            a,
+                            ArpOperation::REQUEST,
+                            a.ip,
+                            a.ip,
+                            EthernetAddress::BROADCAST,
+                            now_ms,
+                        );
+                    }
                     if let Some(ip6) = a.ip6 {
                         self.send_unsolicited_advert(a, ip6, EthernetAddress(a.mac));
                     }

@@ -79,6 +79,12 @@ impl AttachmentView {
         }
     }
 
+    /// Whether the VPC has IPv4 here (an IPv6-only one has no address of ours, 0).
+    #[inline]
+    pub fn has_ipv4(&self) -> bool {
+        self.ip != 0
+    }
+
     #[inline]
     pub fn on_link(&self, ip: u32) -> bool {
         ip & self.mask == self.ip & self.mask

@@ -78,7 +78,7 @@ fn expected_default() -> Config {
                 account: p("111111111111"),
                 port: "net_tap0".into(),
                 vlan: None,
-                address: p("10.1.0.1/24"),
+                address: Some(p("10.1.0.1/24")),
                 gateway: None,
                 gateway6: None,
                 static_neighbours6: vec![],
@@ -91,7 +91,7 @@ fn expected_default() -> Config {
                 account: p("222222222222"),
                 port: "net_tap1".into(),
                 vlan: None,
-                address: p("10.2.0.1/24"),
+                address: Some(p("10.2.0.1/24")),
                 gateway: None,
                 gateway6: None,
                 static_neighbours6: vec![],
@@ -226,7 +226,7 @@ fn lookups() {
     assert!(c.port("net_tap2").is_none());
     assert_eq!(
         c.attachment(p("vpc-0b0000000000000b1")).unwrap().address,
-        p("10.2.0.1/24")
+        Some(p("10.2.0.1/24"))
     );
     let mut c = c;
     c.accounts[1].uids = vec![1002];
@@ -807,7 +807,7 @@ fn vpc_attachment_rules_apply() {
          vpc-0c0000000000000c1",
     );
     let mut c = demo();
-    c.vpcs[0].address = p("10.1.0.1/31");
+    c.vpcs[0].address = Some(p("10.1.0.1/31"));
     expect(
         &c,
         "vpcs[0].address",

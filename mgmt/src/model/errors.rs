@@ -658,6 +658,24 @@ pub enum ModelError {
         /// Its type.
         ip_address_type: IpAddressType,
     },
+    /// `<object>: vpc-… has no IPv4 prefix (its attachment has no address)`.
+    /// Code `InvalidParameterValue`.
+    NoIpv4Prefix {
+        /// Where.
+        at: KeyPath,
+        /// About what.
+        object: Object,
+        /// The VPC.
+        vpc: VpcId,
+    },
+    /// `<object>: an attachment needs an address, an address6 or both`.
+    /// Code `InvalidParameterValue`.
+    NoAddress {
+        /// Where.
+        at: KeyPath,
+        /// About what.
+        object: Object,
+    },
     /// `<object>: vpc-… has no IPv6 prefix (its attachment has no address6)`.
     /// Code `InvalidParameterValue`.
     NoIpv6Prefix {
@@ -770,6 +788,8 @@ impl ModelError {
             | Self::BadNeighbour6 { at, .. }
             | Self::AddressTypeMismatch { at, .. }
             | Self::Ipv4Mismatch { at, .. }
+            | Self::NoIpv4Prefix { at, .. }
+            | Self::NoAddress { at, .. }
             | Self::NoIpv6Prefix { at, .. }
             | Self::Ipv6OutsidePrefix { at, .. }
             | Self::Ipv6InUse { at, .. }
@@ -815,6 +835,8 @@ impl ModelError {
             | Self::BadNeighbour6 { object, .. }
             | Self::AddressTypeMismatch { object, .. }
             | Self::Ipv4Mismatch { object, .. }
+            | Self::NoIpv4Prefix { object, .. }
+            | Self::NoAddress { object, .. }
             | Self::NoIpv6Prefix { object, .. }
             | Self::Ipv6OutsidePrefix { object, .. }
             | Self::Ipv6InUse { object, .. }
@@ -865,6 +887,8 @@ impl ModelError {
             | Self::BadNeighbour6 { .. }
             | Self::AddressTypeMismatch { .. }
             | Self::Ipv4Mismatch { .. }
+            | Self::NoIpv4Prefix { .. }
+            | Self::NoAddress { .. }
             | Self::NoIpv6Prefix { .. }
             | Self::Ipv6OutsidePrefix { .. }
             | Self::AddressTypeNotSupported { .. }
@@ -1039,6 +1063,15 @@ impl fmt::Display for ModelError {
                 } else {
                     write!(f, "ip_address_type {ip_address_type} has no ip")
                 }
+            }
+            Self::NoIpv4Prefix { vpc, .. } => {
+                write!(
+                    f,
+                    "{vpc} has no IPv4 prefix (its attachment has no address)"
+                )
+            }
+            Self::NoAddress { .. } => {
+                f.write_str("an attachment needs an address, an address6 or both")
             }
             Self::NoIpv6Prefix { vpc, .. } => write!(
                 f,

@@ -863,8 +863,10 @@ pub struct VpcAttachment {
     /// The VLAN id, 1..=4094; none = untagged. (port, vlan) is unique.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vlan: Option<u16>,
-    /// The appliance's own address in the VPC and the prefix it is on.
-    pub address: Ipv4Net,
+    /// The appliance's own IPv4 address in the VPC and the prefix it is on, if the VPC
+    /// has IPv4 (an attachment has this, `address6` or both).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<Ipv4Net>,
     /// The appliance's own IPv6 address in the VPC and its prefix, if the VPC has one:
     /// the appliance answers neighbour solicitations and echo requests for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -12,7 +12,7 @@ fn attachment(vpc: &str, account: &str, port: &str, address: &str) -> VpcAttachm
         account: p(account),
         port: port.to_owned(),
         vlan: None,
-        address: p(address),
+        address: Some(p(address)),
         gateway: None,
         gateway6: None,
         static_neighbours6: vec![],
@@ -977,7 +977,7 @@ fn attachment_duplicate_port_and_vlan() {
 #[test]
 fn attachment_prefix_too_long() {
     let mut atts = attachments();
-    atts[0].address = p("10.1.0.1/31");
+    atts[0].address = Some(p("10.1.0.1/31"));
     expect_attachments(
         &atts,
         "vpcs[0].address",
@@ -989,14 +989,14 @@ fn attachment_prefix_too_long() {
 #[test]
 fn attachment_address_not_a_host() {
     let mut atts = attachments();
-    atts[0].address = p("10.1.0.0/24");
+    atts[0].address = Some(p("10.1.0.0/24"));
     expect_attachments(
         &atts,
         "vpcs[0].address",
         "vpc attachment vpc-0c0000000000000c1: address 10.1.0.0 is the network address of 10.1.0.0/24 in vpc-0c0000000000000c1",
         "InvalidParameterValue",
     );
-    atts[0].address = p("127.0.0.1/8");
+    atts[0].address = Some(p("127.0.0.1/8"));
     expect_attachments(
         &atts,
         "vpcs[0].address",
@@ -1728,4 +1728,80 @@ fn an_ipv6_snat_address_has_one_holder() {
         &format!("service {SERVICE}: snat address fd00:b1::1 is already in use in {PROVIDER} by the appliance itself"),
         "InvalidIpAddress.InUse",
     );
+}
+
+// --- IPv6-only VPCs ---------------------------------------------------------------------
+
+#[test]
+fn an_attachment_may_have_ipv6_instead_of_ipv4() {
+    let (mut st, mut atts) = nat66();
+    atts[0].address = None;
+    atts[0].address6 = Some(p("fd00:c1::1/64"));
+    validate_attachments(&atts).unwrap();
+    // Its endpoints are IPv6 ones.
+    st.services[0].supported_ip_address_types = vec![IpFamily::Ipv4, IpFamily::Ipv6];
+    st.endpoints[0].ip = None;
+    st.endpoints[0].ip_address_type = IpAddressType::Ipv6;
+    st.endpoints[0].ip6 = Some("fd00:c1::64".parse().unwrap());
+    st.validate(&atts).unwrap();
+    // An IPv4 one has no prefix to be in.
+    st.endpoints[0].ip = Some(ip("10.1.0.100"));
+    st.endpoints[0].ip_address_type = IpAddressType::Dualstack;
+    expect(
+        &st,
+        &atts,
+        "endpoints[0].ip",
+        &format!(
+            "endpoint {ENDPOINT}: {CONSUMER} has no IPv4 prefix (its attachment has no address)"
+        ),
+        "InvalidParameterValue",
+    );
+    // Nor an IPv4 SNAT address or target, in an IPv6-only provider VPC.
+    let (mut st, mut atts) = nat66();
+    atts[1].address = None;
+    st.services[0].snat_addresses.remove(0);
+    expect(
+        &st,
+        &atts,
+        "services[0].listeners[0].targets[0].ip",
+        &format!("service {SERVICE} listener tcp/80 target 10.2.0.11:8080: {PROVIDER} has no IPv4 prefix (its attachment has no address)"),
+        "InvalidParameterValue",
+    );
+    let (st, mut atts) = nat66();
+    atts[1].address = None;
+    expect(
+        &st,
+        &atts,
+        "services[0].snat_addresses[0]",
+        &format!(
+            "service {SERVICE}: {PROVIDER} has no IPv4 prefix (its attachment has no address)"
+        ),
+        "InvalidParameterValue",
+    );
+}
+
+#[test]
+fn an_attachment_needs_an_address_of_some_family_and_ipv4_neighbours_need_ipv4() {
+    let mut atts = attachments();
+    atts[0].address = None;
+    expect_attachments(
+        &atts,
+        "vpcs[0].address",
+        &format!("vpc attachment {CONSUMER}: an attachment needs an address, an address6 or both"),
+        "InvalidParameterValue",
+    );
+    atts[0].address6 = Some(p("fd00:c1::1/64"));
+    atts[0].gateway = Some(ip("10.1.0.254"));
+    expect_attachments(
+        &atts,
+        "vpcs[0].gateway",
+        &format!("vpc attachment {CONSUMER}: {CONSUMER} has no IPv4 prefix (its attachment has no address)"),
+        "InvalidParameterValue",
+    );
+    // In TOML, `address` may be left out.
+    let a: VpcAttachment = toml::from_str(
+        "vpc_id = \"vpc-0c0000000000000c1\"\naccount = \"111111111111\"\nport = \"p\"\naddress6 = \"fd00:c1::1/64\"\n",
+    )
+    .unwrap();
+    assert_eq!((a.address, a.address6), (None, Some(p("fd00:c1::1/64"))));
 }

@@ -26,7 +26,13 @@ fn check_on_link(
     role: AddressRole,
     ip: Ipv4Addr,
 ) -> Result<(), ModelError> {
-    let net = att.address;
+    let Some(net) = att.address else {
+        return Err(ModelError::NoIpv4Prefix {
+            at: at(),
+            object,
+            vpc: att.vpc_id,
+        });
+    };
     if !net.contains(ip) {
         return Err(ModelError::OutsidePrefix {
             at: at(),
@@ -98,7 +104,13 @@ fn check_not_reserved(
     role: AddressRole,
     ip: Ipv4Addr,
 ) -> Result<(), ModelError> {
-    let net = att.address;
+    let Some(net) = att.address else {
+        return Err(ModelError::NoIpv4Prefix {
+            at: at(),
+            object,
+            vpc: att.vpc_id,
+        });
+    };
     let reserved = if ip == net.network() {
         Reserved::Network
     } else if ip == net.broadcast() {
@@ -220,14 +232,38 @@ pub fn validate_attachments(attachments: &[VpcAttachment]) -> Result<(), ModelEr
             }
         }
         let address_at = at.key("address");
-        if att.address.prefix_len() > 30 {
+        let Some(address) = att.address else {
+            // An IPv6-only VPC: nothing of IPv4 may lean on an address it has not.
+            if att.address6.is_none() {
+                return Err(ModelError::NoAddress {
+                    at: address_at,
+                    object,
+                });
+            }
+            let ipv4_key = if att.gateway.is_some() {
+                Some("gateway")
+            } else if !att.static_neighbours.is_empty() {
+                Some("static_neighbours")
+            } else {
+                None
+            };
+            if let Some(key) = ipv4_key {
+                return Err(ModelError::NoIpv4Prefix {
+                    at: at.key(key),
+                    object,
+                    vpc: att.vpc_id,
+                });
+            }
+            continue;
+        };
+        if address.prefix_len() > 30 {
             return Err(ModelError::PrefixTooLong {
                 at: address_at,
                 object,
-                address: att.address,
+                address,
             });
         }
-        let own = att.address.addr();
+        let own = address.addr();
         if !is_unicast_host(own) {
             return Err(ModelError::NotUnicast {
                 at: address_at,
@@ -452,7 +488,9 @@ impl State {
             let mut held = |ip: IpAddr, holder| {
                 claims.entry((att.vpc_id, ip)).or_insert(holder);
             };
-            held(att.address.addr().into(), AddressHolder::Appliance);
+            if let Some(own) = att.address {
+                held(own.addr().into(), AddressHolder::Appliance);
+            }
             if let Some(own6) = att.address6 {
                 held(own6.addr().into(), AddressHolder::Appliance);
             }
@@ -708,7 +746,7 @@ impl State {
                 return false;
             }
             if e.state.holds_address() {
-                let taken = ip == att.address.addr()
+                let taken = att.address.is_some_and(|a| a.addr() == ip)
                     || att.gateway == Some(ip)
                     || att.static_neighbours.iter().any(|n| n.ip == ip)
                     || self.services.iter().any(|s| {
@@ -878,19 +916,27 @@ fn validate_listener(
             });
         }
         match t.ip {
-            IpAddr::V4(ip) if att.address.contains(ip) => {
-                check_not_reserved(att, &|| ip_at.clone(), object, AddressRole::Target, ip)?;
-            }
-            IpAddr::V4(ip) if att.gateway.is_none() => {
-                return Err(ModelError::TargetOffLink {
+            IpAddr::V4(_) if att.address.is_none() => {
+                return Err(ModelError::NoIpv4Prefix {
                     at: ip_at,
                     object,
-                    ip,
-                    prefix: att.address.trunc(),
                     vpc: att.vpc_id,
                 });
             }
-            IpAddr::V4(_) => {}
+            IpAddr::V4(ip) if att.address.is_some_and(|a| a.contains(ip)) => {
+                check_not_reserved(att, &|| ip_at.clone(), object, AddressRole::Target, ip)?;
+            }
+            IpAddr::V4(ip) => {
+                if let (Some(net), None) = (att.address, att.gateway) {
+                    return Err(ModelError::TargetOffLink {
+                        at: ip_at,
+                        object,
+                        ip,
+                        prefix: net.trunc(),
+                        vpc: att.vpc_id,
+                    });
+                }
+            }
             IpAddr::V6(ip) => match att.address6 {
                 None => {
                     return Err(ModelError::NoIpv6Prefix {

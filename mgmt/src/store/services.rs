@@ -355,9 +355,14 @@ impl Tx<'_> {
                 };
                 let mut used = self.used_addresses(&att);
                 used.extend(targets().filter_map(crate::net::ipv4_of));
-                let mut list = vec![IpAddr::V4(allocate_address(&att, &used, true)?)];
-                // IPv6 targets are reached from an IPv6 SNAT address, made the same way.
-                if let (Some(net), true) = (att.address6, targets().any(|ip| ip.is_ipv6())) {
+                // IPv4 targets (or none yet) are reached from an IPv4 SNAT address, IPv6
+                // ones from an IPv6 one, made the same way; a VPC has the prefixes it has.
+                let mut list = Vec::new();
+                if att.address.is_some() {
+                    list.push(IpAddr::V4(allocate_address(&att, &used, true)?));
+                }
+                let ipv6_targets = targets().any(|ip| ip.is_ipv6()) || att.address.is_none();
+                if let (Some(net), true) = (att.address6, ipv6_targets) {
                     let mut used6 = self.used_addresses6(&att);
                     used6.extend(targets().filter_map(crate::net::ipv6_of));
                     list.push(IpAddr::V6(super::allocate_address6(&att, net, &used6)?));

@@ -58,7 +58,7 @@ fn config() -> Config {
         account: acct(O),
         port: "net_tap0".into(),
         vlan: Some(100),
-        address: "10.3.0.1/24".parse().unwrap(),
+        address: Some("10.3.0.1/24".parse().unwrap()),
         gateway: None,
         gateway6: None,
         static_neighbours6: vec![],
@@ -1815,7 +1815,7 @@ fn endpoint_addresses() {
 #[test]
 fn address_pool_exhaustion() {
     let mut c = config();
-    c.vpcs[0].address = "10.1.0.1/30".parse().unwrap();
+    c.vpcs[0].address = Some("10.1.0.1/30".parse().unwrap());
     c.endpoints.clear();
     let mut st = Store::new(&c, None).unwrap().0;
     let e = new_endpoint(&mut st, &consumer(), CVPC, SVC);
@@ -2966,4 +2966,48 @@ fn ipv6_targets_get_an_ipv6_snat_address_and_register_like_ipv4_ones() {
         "InvalidParameterValue",
     );
     assert!(m.contains("invalid IP address \"fd00:b1::zz\""), "{m}");
+}
+
+#[test]
+fn an_ipv6_only_vpc_takes_ipv6_endpoints_and_allocates_ipv6_snat_addresses() {
+    let mut c = config();
+    c.vpcs[0].address = None;
+    c.vpcs[0].address6 = Some("fd00:c1::1/64".parse().unwrap());
+    c.vpcs[1].address = None;
+    c.vpcs[1].address6 = Some("fd00:b1::1/64".parse().unwrap());
+    c.services.clear();
+    c.endpoints.clear();
+    c.validate().unwrap();
+    let mut st = Store::new(&c, None).unwrap().0;
+    let r = ok(
+        &mut st,
+        &provider(),
+        "create-vpc-endpoint-service-configuration",
+        json!({
+            "VpcId": PVPC,
+            "Listeners": [{"Protocol": "tcp", "Port": 443,
+                           "Targets": [{"Id": "fd00:b1::21", "Port": 8443}]}],
+            "AllowedPrincipals": [C],
+            "AcceptanceRequired": false,
+            "SupportedIpAddressTypes": ["ipv6"],
+        }),
+    );
+    let s = &r["ServiceConfiguration"];
+    assert_eq!(
+        s["SnatAddresses"],
+        json!(["fd00:b1::2"]),
+        "no IPv4 one: {s}"
+    );
+    let name = s["ServiceName"].as_str().unwrap().to_owned();
+    let create = |ty: &str| json!({"VpcId": CVPC, "ServiceName": name, "IpAddressType": ty});
+    let e = ok(&mut st, &consumer(), "create-vpc-endpoint", create("ipv6"))["VpcEndpoint"].clone();
+    assert_eq!(e["Ipv6Address"], "fd00:c1::2", "{e}");
+    let m = err(
+        &mut st,
+        &consumer(),
+        "create-vpc-endpoint",
+        create("ipv4"),
+        "InvalidParameterValue",
+    );
+    assert!(m.contains("has no IPv4 prefix"), "{m}");
 }

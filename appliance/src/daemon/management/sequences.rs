@@ -67,7 +67,7 @@ pub fn config(dir: &std::path::Path) -> Config {
         account: OTHER.parse().unwrap(),
         port: "net_tap0".into(),
         vlan: Some(100),
-        address: "10.3.0.1/24".parse().unwrap(),
+        address: Some("10.3.0.1/24".parse().unwrap()),
         gateway: None,
         gateway6: None,
         static_neighbours6: vec![],

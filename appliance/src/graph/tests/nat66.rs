@@ -593,3 +593,76 @@ fn flow_log_lines_of_a_nat66_flow_name_its_ipv6_addresses() {
         "{text}"
     );
 }
+
+#[test]
+fn an_ipv6_only_consumer_vpc_reaches_ipv6_and_ipv4_targets_and_no_ipv4_reaches_it() {
+    let mut config = nat66_config();
+    config.vpcs[0].address = None;
+    let e = &mut config.endpoints[0];
+    e.ip = None;
+    e.ip_address_type = mgmt::model::IpAddressType::Ipv6;
+    config.validate().unwrap();
+    let (mut p, snap) = pipeline(&config, 1, 0);
+    assert!(!snap.attachments[0].has_ipv4());
+    assert!(
+        snap.local_addresses().all(|(att, _)| att != 0),
+        "no IPv4 address of ours there"
+    );
+    // NAT66 and NAT64 from it.
+    let (_, out) = tx(p.process(&snap, CONSUMER_PORT, VecFrame::new(&hello6()), 0));
+    let (ip, _) = ipv6_out(&out);
+    assert_eq!(ip.src_addr_u128(), a6(SNAT6));
+    let (_, out) = tx(p.process(
+        &snap,
+        CONSUMER_PORT,
+        VecFrame::new(&tcp6(40000, 80, syn(), 1, 0)),
+        1,
+    ));
+    assert_eq!(&out[12..14], &[0x08, 0x00], "IPv4 to the IPv4 targets");
+    // IPv4 finds nothing of ours on it: not the old endpoint address, nor 0.0.0.0.
+    for dst in [ENDPOINT, Ipv4Addr::UNSPECIFIED] {
+        let f = udp(CLIENT, 6000, dst, 9000, MAC_C, CLIENT_MAC);
+        assert!(!matches!(
+            p.process(&snap, CONSUMER_PORT, VecFrame::new(&f), 2),
+            Verdict::Tx(..)
+        ));
+    }
+    assert_eq!(p.counters().dropped(DropReason::UnknownDestination), 2);
+}
+
+#[test]
+fn an_active_node_announces_no_ipv4_address_on_an_ipv6_only_vpc() {
+    use std::sync::atomic::Ordering;
+    let mut config = nat66_config();
+    config.vpcs[0].address = None;
+    config.endpoints[0].ip = None;
+    config.endpoints[0].ip_address_type = mgmt::model::IpAddressType::Ipv6;
+    config.validate().unwrap();
+    let (mut p, snap, q) = super::ha::node(&config);
+    q.shared
+        .role
+        .store(crate::ha::link::ACTIVE, Ordering::Release);
+    let mut sent = Vec::new();
+    for now in [1, 150, 300] {
+        p.poll(&snap, now);
+        sent.extend(
+            p.drain_emitted()
+                .map(|(port, f)| (port, f.bytes().to_vec())),
+        );
+    }
+    let arp_on = |port: u16| {
+        sent.iter()
+            .filter(|(p, b)| *p == port && b[12..14] == [0x08, 0x06])
+            .count()
+    };
+    assert_eq!(arp_on(CONSUMER_PORT), 0, "no ARP from 0.0.0.0: {sent:02x?}");
+    assert!(
+        arp_on(PROVIDER_PORT) >= 1,
+        "the provider VPC's IPv4 address still is"
+    );
+    assert!(
+        sent.iter()
+            .any(|(p, b)| *p == CONSUMER_PORT && b[12..14] == [0x86, 0xdd] && b[54] == 136),
+        "the consumer VPC's IPv6 address is advertised"
+    );
+}

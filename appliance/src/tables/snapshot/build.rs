@@ -285,7 +285,9 @@ impl Build<'_> {
                     churn6: Vec::new(),
                 };
                 for (a, i) in attachments.iter().zip(0u16..) {
-                    m.locals.insert((i, a.ip), LocalKind::Own);
+                    if a.has_ipv4() {
+                        m.locals.insert((i, a.ip), LocalKind::Own);
+                    }
                     if let Some(ip6) = a.ip6 {
                         m.locals6.insert((i, ip6), LocalKind::Own);
                     }
@@ -488,9 +490,12 @@ impl Build<'_> {
                 port: port16,
                 vlan: a.vlan,
                 mac: self.port_macs.get(port).copied().unwrap_or([0; 6]),
-                ip: ip_u32(a.address.addr()),
+                // An IPv6-only VPC: no address of ours (0.0.0.0, in no local map) and a
+                // host mask, so no IPv4 destination but 0.0.0.0 is on-link and, without a
+                // gateway, none has a next hop.
+                ip: a.address.map_or(0, |n| ip_u32(n.addr())),
                 ip6: a.address6.map(|n| u128::from(n.addr())),
-                mask: mask(a.address.prefix_len()),
+                mask: a.address.map_or(u32::MAX, |n| mask(n.prefix_len())),
                 mask6: a.address6.map_or(0, |n| n.mask()),
                 gateway: a.gateway.map(ip_u32),
                 gateway6: a.gateway6.map(u128::from),
