@@ -666,3 +666,46 @@ fn an_active_node_announces_no_ipv4_address_on_an_ipv6_only_vpc() {
         "the consumer VPC's IPv6 address is advertised"
     );
 }
+
+#[test]
+fn a_nat66_packet_larger_than_the_egress_mtu_gets_packet_too_big_with_it() {
+    let config = nat66_config();
+    let snap = Snapshot::build(
+        1,
+        &config,
+        &[MAC_C, MAC_P],
+        &[1500, 1400],
+        &config.state(),
+        &mut crate::tables::snapshot::Handles::default(),
+    )
+    .unwrap();
+    let mut p = pipeline_on(&config, &snap, 1, 0);
+    let (host, ep) = (a6(HOST6), a6(ENDPOINT6));
+    let big = |n: usize| {
+        frame6_from(
+            (MAC_C, CLIENT_MAC),
+            (host, ep),
+            PROTO_UDP,
+            64,
+            (0, &[]),
+            udp_dgram(5353, 9443, &vec![7u8; n]),
+        )
+    };
+    // 40 + 8 + 1352 = 1400 bytes fit; one more does not.
+    let (port, _) = tx(p.process(&snap, CONSUMER_PORT, VecFrame::new(&big(1352)), 0));
+    assert_eq!(port, PROVIDER_PORT);
+    let (port, back) = tx(p.process(&snap, CONSUMER_PORT, VecFrame::new(&big(1353)), 1));
+    assert_eq!(port, CONSUMER_PORT, "answered, not forwarded");
+    let (t, c, mtu, quote) = icmp6_of(&back);
+    assert_eq!(
+        (t, c, mtu),
+        (2, 0, 1400),
+        "packet too big with the egress MTU"
+    );
+    assert_eq!(
+        &quote[8..24],
+        &host.to_be_bytes(),
+        "quoting the consumer's packet"
+    );
+    assert_eq!(p.counters().dropped(DropReason::FragNeeded), 1);
+}
