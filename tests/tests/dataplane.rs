@@ -1001,6 +1001,18 @@ fn ipv6_consumers_reach_ipv6_targets_that_see_the_ipv6_snat_address() {
         "the targets saw the IPv6 SNAT address: {r}"
     );
 
+    // 4,000-byte datagrams: IPv6 fragments both ways, each datagram whole at its end.
+    let r = t.client(&["udp-big", ENDPOINT6, "9443", "10", "4000"], T);
+    assert_eq!(
+        r["ok"], 10,
+        "fragmented UDP over NAT66, whole both ways: {r}"
+    );
+    assert!(
+        Topology::counter(&t.stats(), "fragments") >= 60,
+        "{}",
+        t.stats()
+    );
+
     // Neighbour cache entries on both sides.
     let neigh = |ns: &privlink_e2e::Netns| {
         let out = ns.exec(&["ip", "-6", "neigh", "show"], Duration::from_secs(5));
@@ -1067,4 +1079,25 @@ fn ipv6_consumers_reach_ipv6_targets_that_see_the_ipv6_snat_address() {
     assert!(Topology::drops(&s, "ipv6_targets_only") >= 1, "{s}");
     assert_eq!(Topology::drops(&s, "ipv6_flow_collision"), 0, "{s}");
     assert_eq!(Topology::drops(&s, "neighbour_unresolved"), 0, "{s}");
+}
+
+/// NAT66 through two workers: RSS spreads the flows and the targets' fragments by their
+/// own hashes, and every datagram still arrives whole both ways (its fragments kept on
+/// one worker, replies handed to the SNAT port's owner).
+#[test]
+fn nat66_through_two_workers_keeps_fragmented_datagrams_whole() {
+    let t = Topology::start(Options {
+        workers: 2,
+        ipv6: true,
+        dual_stack: true,
+        provider6: true,
+        ..Options::default()
+    });
+    let r = t.client(&["http-many", ENDPOINT6, "443", "20"], T);
+    assert_eq!(r["ok"], 20, "HTTP over NAT66, two workers: {r}");
+    let r = t.client(&["udp-big", ENDPOINT6, "9443", "10", "4000"], T);
+    assert_eq!(r["ok"], 10, "fragmented UDP over NAT66, two workers: {r}");
+    let s = t.stats();
+    assert_eq!(Topology::drops(&s, "fragment_timeout"), 0, "{s}");
+    assert_eq!(Topology::drops(&s, "ipv6_flow_collision"), 0, "{s}");
 }
