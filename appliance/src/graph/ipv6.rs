@@ -110,10 +110,11 @@ impl<F: Frame> Pipeline<F> {
                 }
             };
             let l4_at = ip6::HEADER_LEN + ext.l4_at;
-            let e = match local {
-                Some(LocalKind::Endpoint(e)) => e,
-                // A reply of an IPv6 target (NAT66), or a health probe's.
-                Some(LocalKind::Snat(_)) => 0,
+            // To an endpoint (NAT64, NAT66), from an IPv6 target to its SNAT address
+            // (NAT66, none), or a health probe's answer.
+            let endpoint = match local {
+                Some(LocalKind::Endpoint(e)) => Some(e),
+                Some(LocalKind::Snat(_)) => None,
                 Some(LocalKind::Own) if ext.protocol == PROTO_TCP && ext.fragment.is_none() => {
                     let port = bytes
                         .get(l4_at + 2..l4_at + 4)
@@ -149,7 +150,10 @@ impl<F: Frame> Pipeline<F> {
                 offset: f.offset,
                 more: f.more,
             });
-            if let Some(LocalKind::Snat(service)) = local {
+            let Some(e) = endpoint else {
+                let Some(LocalKind::Snat(service)) = local else {
+                    return Err(DropReason::Ipv6NotServed);
+                };
                 return self.enter_nat66_reply(
                     frame,
                     ctx,
@@ -159,7 +163,7 @@ impl<F: Frame> Pipeline<F> {
                     (l4_at, total),
                     hop,
                 );
-            }
+            };
             return self.enter_nat64(
                 snap,
                 frame,
