@@ -618,8 +618,8 @@ impl Snapshot {
                 })
                 .collect();
             format!(
-                "{} {} {} {} {:?} {listeners:?} {:?}",
-                s.id, s.owner, s.handle, s.attachment, s.snat, s.checks
+                "{} {} {} {} {:?} {:?} {listeners:?} {:?}",
+                s.id, s.owner, s.handle, s.attachment, s.snat, s.snat6, s.checks
             )
         }
         let mut out = Vec::new();
