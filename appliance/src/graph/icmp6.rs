@@ -383,13 +383,14 @@ impl<F: Frame> Pipeline<F> {
         let m = b
             .get(ip.l3 + at..ip.l3 + total)
             .ok_or(DropReason::Malformed)?;
-        let (proto, (qsrc, qdst), (qsport, qdport)) = quoted6(m)?;
+        let quoted = quoted6(m)?;
+        let (proto, (qsrc, qdst), (qsport, qdport)) = (quoted.proto, quoted.addrs, quoted.ports);
         if qsrc != dst {
             return Err(DropReason::NoFlow);
         }
         let q = &m[ICMP_HEADER..];
         let qh = Ipv6Packet::new_unchecked(&q[..ip6::HEADER_LEN]);
-        let l4 = &q[ip6::HEADER_LEN..];
+        let l4 = &q[quoted.l4_at..];
         let key = FlowKey {
             src_ip: fold(self.settings.flow_hash_seed, qdst),
             dst_ip: e.ip,
@@ -415,7 +416,7 @@ impl<F: Frame> Pipeline<F> {
                 ports: (other.src_port, other.dst_port),
                 att: other.vpc,
             };
-            return self.relay66(snap, frame, ip, (at, total, hop), &relay, now_ms);
+            return self.relay66(snap, frame, ip, (at, total, hop), (&relay, &quoted), now_ms);
         }
         let provider = snap.attachment(other.vpc).ok_or(DropReason::NoAttachment)?;
         let consumer = snap.attachment(ip.att).ok_or(DropReason::NoAttachment)?;
@@ -433,13 +434,22 @@ impl<F: Frame> Pipeline<F> {
         let head = ICMP_HEADER + ipv4::HEADER_LEN;
         msg[..2].copy_from_slice(&[t4, c4]);
         msg[6..ICMP_HEADER].copy_from_slice(&mtu4.to_be_bytes());
-        let total4 = usize::from(qh.payload_len()) + ipv4::HEADER_LEN;
+        // The packet the target sent, as IPv4 has it: the extension headers the
+        // translation added (a fragment header) are IPv4's identification and flags.
+        let total4 = (usize::from(qh.payload_len()) + ip6::HEADER_LEN).saturating_sub(quoted.l4_at)
+            + ipv4::HEADER_LEN;
+        let (id4, flags4) = match quoted.fragment {
+            #[allow(clippy::cast_possible_truncation)] // IPv4's id is the low 16 bits
+            Some(f) => (f.id as u16, if f.more { 0x2000u16 } else { 0 }),
+            None => (0, 0x4000),
+        };
         {
             let h = &mut msg[ICMP_HEADER..head];
             h[0] = 0x45;
             h[1] = qh.traffic_class();
             h[2..4].copy_from_slice(&u16::try_from(total4).unwrap_or(u16::MAX).to_be_bytes());
-            h[6..8].copy_from_slice(&0x4000u16.to_be_bytes());
+            h[4..6].copy_from_slice(&id4.to_be_bytes());
+            h[6..8].copy_from_slice(&flags4.to_be_bytes());
             h[8] = qh.hop_limit();
             h[9] = proto;
             h[12..16].copy_from_slice(&other.src_ip.to_be_bytes());
@@ -496,31 +506,57 @@ struct Relay66 {
     att: u16,
 }
 
-/// What an ICMPv6 error quotes of a TCP or UDP packet: protocol, addresses, ports.
-type Quoted6 = (u8, (u128, u128), (u16, u16));
+/// What an ICMPv6 error quotes of a TCP or UDP packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Quoted6 {
+    proto: u8,
+    /// Source and destination.
+    addrs: (u128, u128),
+    ports: (u16, u16),
+    /// Where the quoted L4 header starts, from the start of the quoted IPv6 header
+    /// (after any extension headers).
+    l4_at: usize,
+    /// The quoted packet's fragment header (never an atomic one), if it had one.
+    fragment: Option<ip6::FragmentHeader>,
+}
 
 /// The quoted packet of ICMPv6 error message `m` (header first): its protocol (TCP or
-/// UDP), addresses and ports. A quote with extension headers (a packet that carried some
-/// through NAT66, which keeps them) is not followed: `icmp_unsupported`.
+/// UDP), addresses, ports and where its L4 header is, past the extension headers that
+/// NAT66 keeps (hop-by-hop, destination options, a first fragment's header). A quote
+/// without ports (a later fragment's), with a source route (never one of ours), or cut
+/// before its L4 header is not followed: `icmp_unsupported`.
 fn quoted6(m: &[u8]) -> Result<Quoted6, DropReason> {
     if m.len() < ICMP_HEADER + ip6::HEADER_LEN + 4 {
         return Err(DropReason::Malformed);
     }
     let q = &m[ICMP_HEADER..];
     let qh = Ipv6Packet::new_unchecked(&q[..ip6::HEADER_LEN]);
-    let proto = qh.next_header();
-    if qh.version() != 6 || !matches!(proto, PROTO_TCP | PROTO_UDP) {
+    if qh.version() != 6 {
         return Err(DropReason::IcmpUnsupported);
     }
-    let l4 = &q[ip6::HEADER_LEN..];
-    Ok((
-        proto,
-        (qh.src_addr_u128(), qh.dst_addr_u128()),
-        (
-            u16::from_be_bytes([l4[0], l4[1]]),
-            u16::from_be_bytes([l4[2], l4[3]]),
+    let ext = ip6::walk_extensions(qh.next_header(), &q[ip6::HEADER_LEN..])
+        .map_err(|_| DropReason::IcmpUnsupported)?;
+    let fragment = ext.fragment.filter(|f| !f.is_atomic());
+    let l4_at = ip6::HEADER_LEN + ext.l4_at;
+    let ports = q.get(l4_at..l4_at + 4);
+    let (Some(p), true, false, None | Some(ip6::FragmentHeader { offset: 0, .. })) = (
+        ports,
+        matches!(ext.protocol, PROTO_TCP | PROTO_UDP),
+        ext.source_route,
+        fragment,
+    ) else {
+        return Err(DropReason::IcmpUnsupported);
+    };
+    Ok(Quoted6 {
+        proto: ext.protocol,
+        addrs: (qh.src_addr_u128(), qh.dst_addr_u128()),
+        ports: (
+            u16::from_be_bytes([p[0], p[1]]),
+            u16::from_be_bytes([p[2], p[3]]),
         ),
-    ))
+        l4_at,
+        fragment,
+    })
 }
 
 impl<F: Frame> Pipeline<F> {
@@ -547,7 +583,8 @@ impl<F: Frame> Pipeline<F> {
             .bytes()
             .get(ip.l3 + at..ip.l3 + total)
             .ok_or(DropReason::Malformed)?;
-        let (proto, (qsrc, qdst), (qsport, qdport)) = quoted6(m)?;
+        let quoted = quoted6(m)?;
+        let (proto, (qsrc, qdst), (qsport, qdport)) = (quoted.proto, quoted.addrs, quoted.ports);
         if qsrc != dst {
             return Err(DropReason::NoFlow);
         }
@@ -579,7 +616,7 @@ impl<F: Frame> Pipeline<F> {
             ports: (fwd.src_port, fwd.dst_port),
             att: fwd.vpc,
         };
-        self.relay66(snap, frame, ip, (at, total, hop), &relay, now_ms)
+        self.relay66(snap, frame, ip, (at, total, hop), (&relay, &quoted), now_ms)
     }
 
     /// The ICMPv6 error message at `at..total` of the packet at `ip.l3` (arrived with hop
@@ -593,7 +630,7 @@ impl<F: Frame> Pipeline<F> {
         frame: &mut F,
         ip: &Ctx,
         (at, total, hop): (usize, usize, u8),
-        relay: &Relay66,
+        (relay, quoted): (&Relay66, &Quoted6),
         now_ms: u64,
     ) -> Result<Next, DropReason> {
         if hop <= 1 {
@@ -602,12 +639,16 @@ impl<F: Frame> Pipeline<F> {
         let att = snap.attachment(relay.att).ok_or(DropReason::NoAttachment)?;
         let (l3, head) = (ip.l3, ip.l3 + ip6::HEADER_LEN);
         let len = (total - at).min(MIN_MTU6 - ip6::HEADER_LEN);
+        // Extension headers may push the ports past what fits 1280 bytes: a quote
+        // relayed without them would show the other side's ports.
+        if ICMP_HEADER + quoted.l4_at + 4 > len {
+            return Err(DropReason::IcmpUnsupported);
+        }
         let (src, dst) = relay.from_to;
         {
             let b = frame.bytes_mut();
             b.copy_within(l3 + at..l3 + at + len, head);
             let q = &mut b[head + ICMP_HEADER..head + len];
-            let proto = q[6];
             let old_src =
                 u128::from_be_bytes(q[8..24].try_into().map_err(|_| DropReason::Malformed)?);
             let old_dst =
@@ -621,8 +662,8 @@ impl<F: Frame> Pipeline<F> {
             new[..4].copy_from_slice(&words(relay.quote.0));
             new[4..].copy_from_slice(&words(relay.quote.1));
             rewrite_quoted_l4(
-                &mut q[ip6::HEADER_LEN..],
-                proto,
+                &mut q[quoted.l4_at..],
+                quoted.proto,
                 delta(&old, &new),
                 relay.ports,
             );

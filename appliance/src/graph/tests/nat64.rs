@@ -784,6 +784,35 @@ fn a_fragmented_reply_reaches_the_ipv6_consumer_as_fragments_that_fit() {
     assert_eq!(seg[8..], reply[14 + 28..]);
     assert!(p.counters().fragments_made >= 1);
 
+    // The consumer's router cannot deliver the first piece: the target hears of the
+    // fragment it sent, in ICMPv4 (the fragment header is IPv4's id and MF again).
+    let first = pieces
+        .iter()
+        .find(|f| f[14 + 6] == 44 && f[14 + 42] & 0xf8 == 0 && f[14 + 43] & 0xf8 == 0)
+        .expect("the first piece");
+    let e = icmp6_error(a6("fd00:c1::fe"), ep, (3, 0, 0), &first[14..]);
+    let translated = p.counters().icmp_errors_translated;
+    let (port, got) = tx(p.process(&snap, CONSUMER_PORT, VecFrame::new(&e), 15));
+    assert_eq!(port, PROVIDER_PORT);
+    let ip = ip_of(&got);
+    assert_eq!((ip.src_addr(), ip.dst_addr()), (SNAT, target));
+    let msg = Icmpv4Packet::new_checked(ip.payload()).unwrap();
+    assert!(msg.verify_checksum());
+    assert_eq!((msg.msg_type().0, msg.code()), (11, 0));
+    let q = msg.quote().unwrap();
+    assert!(q.verify_checksum(), "quoted header consistent");
+    assert_eq!((q.src_addr(), q.dst_addr()), (target, SNAT));
+    assert_eq!(
+        (q.ident(), q.more_frags(), q.dont_frag()),
+        (0x4242, true, false)
+    );
+    assert_eq!(
+        q.payload()[..4],
+        reply[14 + 20..14 + 24],
+        "the target's ports"
+    );
+    assert_eq!(p.counters().icmp_errors_translated, translated + 1);
+
     // A whole reply without DF that would not fit is cut the same way; one with DF
     // asks the target for less instead.
     let reply = udp_sized(

@@ -509,6 +509,86 @@ fn icmpv6_errors_about_a_nat66_flow_reach_the_other_side_quoting_its_own_packet(
 }
 
 #[test]
+fn icmpv6_errors_quoting_extension_headers_of_a_nat66_flow_are_relayed_too() {
+    let config = nat66_config();
+    let (mut p, snap) = pipeline(&config, 1, 0);
+    let (host, ep, snat) = (a6(HOST6), a6(ENDPOINT6), a6(SNAT6));
+    // Destination options (one PadN), which NAT66 keeps: the quotes carry them.
+    let opts = |next: u8| [next, 0, 1, 4, 0, 0, 0, 0];
+    let sent = frame6_from(
+        (MAC_C, CLIENT_MAC),
+        (host, ep),
+        PROTO_UDP,
+        64,
+        (60, &opts(PROTO_UDP)),
+        udp_dgram(5353, 9443, b"hello"),
+    );
+    let (_, out) = tx(p.process(&snap, CONSUMER_PORT, VecFrame::new(&sent), 0));
+    let ip = crate::wire::ipv6::Ipv6Packet::new_checked(&out[14..]).unwrap();
+    assert_eq!(ip.next_header(), 60, "the options went along");
+    let target = ip.dst_addr_u128();
+    let sum = crate::wire::icmpv6::l4_checksum_v6(snat, target, PROTO_UDP, &ip.payload()[8..]);
+    assert_eq!(sum, 0, "UDP checksum right past the options");
+    let snat_port = u16::from_be_bytes([ip.payload()[8], ip.payload()[9]]);
+    let reply = frame6_from(
+        (MAC_P, TARGET_MAC),
+        (target, snat),
+        PROTO_UDP,
+        64,
+        (60, &opts(PROTO_UDP)),
+        udp_dgram(8443, snat_port, b"pong"),
+    );
+    let (_, back) = tx(p.process(&snap, PROVIDER_PORT, VecFrame::new(&reply), 1));
+
+    let e = icmp6_error_from(
+        (MAC_P, TARGET_MAC),
+        (a6("fd00:b1::fe"), snat),
+        (2, 0, 1400),
+        &out[14..],
+    );
+    let (port, got) = tx(p.process(&snap, PROVIDER_PORT, VecFrame::new(&e), 2));
+    assert_eq!(port, CONSUMER_PORT);
+    let (t, c, mtu, quote) = icmp6_of(&got);
+    assert_eq!((t, c, mtu), (2, 0, 1400));
+    let mut want = sent[14..].to_vec();
+    want[7] = 63;
+    assert_eq!(quote, want, "the consumer's own packet, options and all");
+
+    let e = icmp6_error_from(
+        (MAC_C, CLIENT_MAC),
+        (a6("fd00:c1::fe"), ep),
+        (1, 0, 0),
+        &back[14..],
+    );
+    let (port, got) = tx(p.process(&snap, CONSUMER_PORT, VecFrame::new(&e), 3));
+    assert_eq!(port, PROVIDER_PORT);
+    let (t, c, _, quote) = icmp6_of(&got);
+    assert_eq!((t, c), (1, 0));
+    let mut want = reply[14..].to_vec();
+    want[7] = 63;
+    assert_eq!(quote, want, "the target's own packet, options and all");
+    assert_eq!(p.counters().icmp_errors_translated, 2);
+
+    // A quote whose ports lie beyond what a relayed error may carry (1280 bytes) is not
+    // relayed half-translated.
+    let mut long = out[14..].to_vec();
+    // 1,208 bytes of destination options, all Pad1.
+    let mut options = vec![PROTO_UDP, 150];
+    options.resize(8 + 150 * 8, 0);
+    long.splice(40..48, options);
+    long[6] = 60;
+    let e = icmp6_error_from(
+        (MAC_P, TARGET_MAC),
+        (a6("fd00:b1::fe"), snat),
+        (2, 0, 1400),
+        &long,
+    );
+    let v = p.process(&snap, PROVIDER_PORT, VecFrame::new(&e), 4);
+    assert!(!matches!(v, Verdict::Tx(..)), "{v:?}");
+    assert_eq!(p.counters().icmp_errors_translated, 2);
+}
+
+#[test]
 fn fragments_of_a_nat66_flow_keep_their_datagram_whole_both_ways() {
     use super::fragments::{burst, sent};
     use super::nat64::{fragments6_of, reassemble6};
