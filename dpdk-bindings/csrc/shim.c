@@ -66,5 +66,7 @@ unsigned long plk_sizeof_flow_item_ipv4(void) { return sizeof(struct rte_flow_it
 unsigned long plk_sizeof_flow_item_tcp(void) { return sizeof(struct rte_flow_item_tcp); }
 unsigned long plk_sizeof_flow_item_udp(void) { return sizeof(struct rte_flow_item_udp); }
 unsigned long plk_offsetof_flow_item_ipv4_dst(void) { return offsetof(struct rte_flow_item_ipv4, hdr.dst_addr); }
+unsigned long plk_sizeof_flow_item_ipv6(void) { return sizeof(struct rte_flow_item_ipv6); }
+unsigned long plk_offsetof_flow_item_ipv6_dst(void) { return offsetof(struct rte_flow_item_ipv6, hdr.dst_addr); }
 unsigned long plk_offsetof_flow_item_tcp_dst(void) { return offsetof(struct rte_flow_item_tcp, hdr.dst_port); }
 unsigned long plk_offsetof_flow_item_udp_dst(void) { return offsetof(struct rte_flow_item_udp, hdr.dst_port); }

@@ -51,6 +51,8 @@ unsigned long plk_sizeof_flow_item_ipv4(void);
 unsigned long plk_sizeof_flow_item_tcp(void);
 unsigned long plk_sizeof_flow_item_udp(void);
 unsigned long plk_offsetof_flow_item_ipv4_dst(void);
+unsigned long plk_sizeof_flow_item_ipv6(void);
+unsigned long plk_offsetof_flow_item_ipv6_dst(void);
 unsigned long plk_offsetof_flow_item_tcp_dst(void);
 unsigned long plk_offsetof_flow_item_udp_dst(void);
 

@@ -7,11 +7,11 @@
 //! only for the duration of one call, in [`with_raw`].
 //!
 //! Only what privlink steers with is expressible: Ethernet (any), an 802.1Q VLAN id, an
-//! IPv4 destination, a TCP or UDP destination port under a mask, and the QUEUE action.
+//! IPv4 or IPv6 destination, a TCP or UDP destination port under a mask, and the QUEUE action.
 
 use std::ffi::{c_void, CStr};
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::ptr::NonNull;
 use std::sync::Arc;
 
@@ -31,6 +31,9 @@ pub enum FlowItem {
     Vlan { vid: u16 },
     /// IPv4 whose destination, under `dst_mask`, is `dst`.
     Ipv4 { dst: Ipv4Addr, dst_mask: u32 },
+    /// IPv6 whose destination, under `dst_mask`, is `dst` (extension headers between it
+    /// and the L4 item are the driver's to skip or refuse).
+    Ipv6 { dst: Ipv6Addr, dst_mask: u128 },
     /// TCP whose destination port, under `dst_mask`, is `dst_port`.
     Tcp { dst_port: u16, dst_mask: u16 },
     /// UDP whose destination port, under `dst_mask`, is `dst_port`.
@@ -79,6 +82,11 @@ impl fmt::Display for FlowRule {
                     f,
                     "ipv4 dst spec {dst} dst mask {}",
                     Ipv4Addr::from(*dst_mask)
+                )?,
+                FlowItem::Ipv6 { dst, dst_mask } => write!(
+                    f,
+                    "ipv6 dst spec {dst} dst mask {}",
+                    Ipv6Addr::from(*dst_mask)
                 )?,
                 FlowItem::Tcp { dst_port, dst_mask } => {
                     write!(f, "tcp dst spec {dst_port} dst mask {dst_mask:#x}")?
@@ -236,6 +244,7 @@ enum RawSpec {
     Eth,
     Vlan([ffi::rte_flow_item_vlan; 2]),
     Ipv4([ffi::rte_flow_item_ipv4; 2]),
+    Ipv6([ffi::rte_flow_item_ipv6; 2]),
     Tcp([ffi::rte_flow_item_tcp; 2]),
     Udp([ffi::rte_flow_item_udp; 2]),
 }
@@ -262,6 +271,14 @@ impl RawSpec {
                     it
                 };
                 RawSpec::Ipv4([v4(u32::from(dst) & dst_mask), v4(dst_mask)])
+            }
+            FlowItem::Ipv6 { dst, dst_mask } => {
+                let v6 = |a: u128| {
+                    let mut it = ffi::rte_flow_item_ipv6::default();
+                    it.hdr.dst_addr = a.to_be_bytes();
+                    it
+                };
+                RawSpec::Ipv6([v6(u128::from(dst) & dst_mask), v6(dst_mask)])
             }
             FlowItem::Tcp { dst_port, dst_mask } => {
                 let tcp = |p: u16| {
@@ -300,6 +317,7 @@ impl RawSpec {
             },
             RawSpec::Vlan(p) => pair(ffi::RTE_FLOW_ITEM_TYPE_VLAN, p),
             RawSpec::Ipv4(p) => pair(ffi::RTE_FLOW_ITEM_TYPE_IPV4, p),
+            RawSpec::Ipv6(p) => pair(ffi::RTE_FLOW_ITEM_TYPE_IPV6, p),
             RawSpec::Tcp(p) => pair(ffi::RTE_FLOW_ITEM_TYPE_TCP, p),
             RawSpec::Udp(p) => pair(ffi::RTE_FLOW_ITEM_TYPE_UDP, p),
         }
@@ -377,6 +395,8 @@ mod tests {
                 c(ffi::plk_offsetof_flow_item_ipv4_dst()),
                 c(ffi::plk_offsetof_flow_item_tcp_dst()),
                 c(ffi::plk_offsetof_flow_item_udp_dst()),
+                c(ffi::plk_sizeof_flow_item_ipv6()),
+                c(ffi::plk_offsetof_flow_item_ipv6_dst()),
             ]
         };
         let ours = [
@@ -389,6 +409,8 @@ mod tests {
             offset_of!(ffi::rte_flow_item_ipv4, hdr) + offset_of!(ffi::rte_ipv4_hdr, dst_addr),
             offset_of!(ffi::rte_flow_item_tcp, hdr) + offset_of!(ffi::rte_tcp_hdr, dst_port),
             offset_of!(ffi::rte_flow_item_udp, hdr) + offset_of!(ffi::rte_udp_hdr, dst_port),
+            size_of::<ffi::rte_flow_item_ipv6>(),
+            offset_of!(ffi::rte_flow_item_ipv6, hdr) + offset_of!(ffi::rte_ipv6_hdr, dst_addr),
         ];
         assert_eq!(ours, got);
     }
@@ -433,6 +455,37 @@ mod tests {
         };
         assert_eq!(u16::from_be(t[0].hdr.dst_port), 0x3, "spec under its mask");
         assert_eq!(u16::from_be(t[1].hdr.dst_port), 0x3);
+    }
+
+    #[test]
+    fn ipv6_destinations_are_masked_and_in_network_order() {
+        let dst: Ipv6Addr = "fd00:b1::100".parse().unwrap();
+        let r = rule(vec![
+            FlowItem::Eth,
+            FlowItem::Ipv6 {
+                dst,
+                dst_mask: u128::MAX << 64,
+            },
+        ]);
+        let specs: Vec<RawSpec> = r.pattern.iter().map(RawSpec::of).collect();
+        let RawSpec::Ipv6(ip) = &specs[1] else {
+            panic!("ipv6")
+        };
+        assert_eq!(
+            ip[0].hdr.dst_addr,
+            [0xfd, 0, 0, 0xb1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            "spec under its mask"
+        );
+        assert_eq!(ip[1].hdr.dst_addr, [[0xff; 8], [0; 8]].concat()[..]);
+        assert!(matches!(
+            specs[1].item().type_,
+            ffi::RTE_FLOW_ITEM_TYPE_IPV6
+        ));
+        assert_eq!(
+            r.to_string(),
+            "pattern eth / ipv6 dst spec fd00:b1::100 dst mask ffff:ffff:ffff:ffff:: / end \
+             actions queue index 3 / end"
+        );
     }
 
     #[test]

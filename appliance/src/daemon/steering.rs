@@ -8,7 +8,8 @@
 //! `w` owns RX queue `w` of every port. With a power-of-two worker count, `p % workers` is
 //! `p & (workers - 1)`, which a masked match expresses: for every SNAT address of an
 //! attachment on the port, every worker `w` and each of TCP and UDP, one rule
-//! `eth / [vlan vid] / ipv4 dst = address / tcp|udp dst port & (workers - 1) = w → queue w`.
+//! `eth / [vlan vid] / ipv4|ipv6 dst = address / tcp|udp dst port & (workers - 1) = w → queue w`
+//! (IPv6 for a NAT66 service's IPv6 SNAT addresses).
 //! Any other count has no such mask, and those ports keep the ring (see the README for why
 //! ownership is not changed to fit a mask). ICMP keeps the ring too: an error names its
 //! flow's SNAT port only inside the quoted packet, which no pattern reaches, and an echo
@@ -21,8 +22,8 @@
 //! # Per port, at start
 //!
 //! A port gets `rte_flow` when the device takes every rule its attachments can need: one
-//! probe rule set per attachment (on the attachment's own address, which nothing forwards
-//! to), validated and created, then destroyed, before the rules for the SNAT addresses
+//! probe rule set per attachment and family (on the attachment's own IPv4 and IPv6
+//! addresses, which nothing forwards to), validated and created, then destroyed, before the rules for the SNAT addresses
 //! already configured are put in. Validation alone is not trusted: net_tap validates port
 //! masks it then refuses to create. A failure of any rule on a port destroys the ones
 //! created there and leaves that port on the ring, for good (until restart). Each port's
@@ -41,7 +42,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use dpdk_bindings::{DpdkError, Flow, FlowAction, FlowItem, FlowRule, Port, QueueId};
 
@@ -116,7 +117,7 @@ pub fn owner_mask(workers: u16) -> Result<u16, Mode> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Dest {
     pub vlan: Option<u16>,
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
 }
 
 /// A SNAT address on port `port` (index in `[[ports]]` order).
@@ -144,9 +145,15 @@ pub fn rules(mask: u16, dest: Dest) -> Vec<FlowRule> {
             if let Some(vid) = dest.vlan {
                 pattern.push(FlowItem::Vlan { vid });
             }
-            pattern.push(FlowItem::Ipv4 {
-                dst: dest.addr,
-                dst_mask: u32::MAX,
+            pattern.push(match dest.addr {
+                IpAddr::V4(dst) => FlowItem::Ipv4 {
+                    dst,
+                    dst_mask: u32::MAX,
+                },
+                IpAddr::V6(dst) => FlowItem::Ipv6 {
+                    dst,
+                    dst_mask: u128::MAX,
+                },
             });
             pattern.push(l4);
             out.push(FlowRule::new(pattern, FlowAction::Queue(QueueId(w))));
@@ -155,36 +162,42 @@ pub fn rules(mask: u16, dest: Dest) -> Vec<FlowRule> {
     out
 }
 
-/// Every SNAT address of the snapshot, on its service's attachment's port.
+/// Every SNAT address of the snapshot, IPv4 and IPv6, on its service's attachment's port.
 pub fn targets(snap: &Snapshot) -> BTreeSet<Target> {
     let mut out = BTreeSet::new();
     for s in snap.services() {
         let Some(a) = snap.attachments.get(usize::from(s.attachment)) else {
             continue;
         };
-        for &ip in &s.snat {
+        let v4 = s.snat.iter().map(|&ip| IpAddr::V4(Ipv4Addr::from(ip)));
+        let v6 = s
+            .snat6
+            .iter()
+            .map(|&(_, ip)| IpAddr::V6(Ipv6Addr::from(ip)));
+        for addr in v4.chain(v6) {
             out.insert(Target {
                 port: a.port,
-                dest: Dest {
-                    vlan: a.vlan,
-                    addr: Ipv4Addr::from(ip),
-                },
+                dest: Dest { vlan: a.vlan, addr },
             });
         }
     }
     out
 }
 
-/// Per port (of `ports`), one probe per attachment: its VLAN and its own address. Any
-/// service may be put on any attachment at run time, so each shape must be steerable.
+/// Per port (of `ports`), one probe per attachment and family it has: its VLAN and its own
+/// address. Any service may be put on any attachment at run time, so each shape must be
+/// steerable.
 pub fn probes(snap: &Snapshot, ports: usize) -> Vec<Vec<Dest>> {
     let mut out = vec![Vec::new(); ports];
     for a in &snap.attachments {
         if let Some(p) = out.get_mut(usize::from(a.port)) {
-            p.push(Dest {
-                vlan: a.vlan,
-                addr: Ipv4Addr::from(a.ip),
-            });
+            let v4 = a.has_ipv4().then(|| IpAddr::V4(Ipv4Addr::from(a.ip)));
+            let v6 = a.ip6.map(|ip| IpAddr::V6(Ipv6Addr::from(ip)));
+            p.extend(
+                v4.into_iter()
+                    .chain(v6)
+                    .map(|addr| Dest { vlan: a.vlan, addr }),
+            );
         }
     }
     out
@@ -399,12 +412,24 @@ mod tests {
     const ENOTSUP: i32 = 95;
     const OWN: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 1);
 
-    fn dest(addr: Ipv4Addr) -> Dest {
-        Dest { vlan: None, addr }
+    const SNAT6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xb1, 0, 0, 0, 0, 0, 0x100);
+
+    fn dest(addr: impl Into<IpAddr>) -> Dest {
+        Dest {
+            vlan: None,
+            addr: addr.into(),
+        }
     }
 
     /// Whether a packet to `addr`:`port` (TCP when `tcp`) on VLAN `vlan` matches `rule`.
-    fn matches(rule: &FlowRule, vlan: Option<u16>, addr: Ipv4Addr, tcp: bool, port: u16) -> bool {
+    fn matches(
+        rule: &FlowRule,
+        vlan: Option<u16>,
+        addr: impl Into<IpAddr>,
+        tcp: bool,
+        port: u16,
+    ) -> bool {
+        let addr = addr.into();
         let mut saw_vlan = None;
         rule.pattern().iter().all(|item| match *item {
             FlowItem::Eth => true,
@@ -413,7 +438,12 @@ mod tests {
                 vlan == Some(vid)
             }
             FlowItem::Ipv4 { dst, dst_mask } => {
-                saw_vlan == vlan && u32::from(addr) & dst_mask == u32::from(dst) & dst_mask
+                saw_vlan == vlan
+                    && matches!(addr, IpAddr::V4(a) if u32::from(a) & dst_mask == u32::from(dst) & dst_mask)
+            }
+            FlowItem::Ipv6 { dst, dst_mask } => {
+                saw_vlan == vlan
+                    && matches!(addr, IpAddr::V6(a) if u128::from(a) & dst_mask == u128::from(dst) & dst_mask)
             }
             FlowItem::Tcp { dst_port, dst_mask } => tcp && port & dst_mask == dst_port & dst_mask,
             FlowItem::Udp { dst_port, dst_mask } => !tcp && port & dst_mask == dst_port & dst_mask,
@@ -468,28 +498,42 @@ mod tests {
             1,
             Dest {
                 vlan: Some(300),
-                addr: SNAT,
+                addr: SNAT.into(),
             },
         );
         assert_eq!(tagged.len(), 4);
         assert!(tagged
             .iter()
             .all(|r| r.pattern()[1] == FlowItem::Vlan { vid: 300 } && r.pattern().len() == 4));
+        // An IPv6 SNAT address (NAT66): the same rules on its IPv6 destination.
+        let v6 = rules(1, dest(SNAT6));
+        assert_eq!(v6.len(), 4);
+        assert!(v6.iter().all(|r| r.pattern()[1]
+            == FlowItem::Ipv6 {
+                dst: SNAT6,
+                dst_mask: u128::MAX
+            }));
     }
 
     /// The invariant steering rests on: a reply to any SNAT port matches exactly one rule
     /// per protocol, and its queue is the worker that port belongs to.
     #[test]
     fn every_snat_port_matches_one_rule_whose_queue_is_its_owner() {
-        for workers in [2u16, 4, 8] {
+        for (workers, snat) in [
+            (2u16, IpAddr::from(SNAT)),
+            (4, SNAT.into()),
+            (8, SNAT.into()),
+            (4, SNAT6.into()),
+        ] {
+            let addr: IpAddr = snat;
             let mask = owner_mask(workers).unwrap();
-            let rs = rules(mask, dest(SNAT));
+            let rs = rules(mask, dest(addr));
             let snat = SnatPorts::new(0, workers, 16, 1);
             for port in SNAT_PORT_MIN..=u16::MAX {
                 for tcp in [true, false] {
                     let hits: Vec<&FlowRule> = rs
                         .iter()
-                        .filter(|r| matches(r, None, SNAT, tcp, port))
+                        .filter(|r| matches(r, None, addr, tcp, port))
                         .collect();
                     assert_eq!(hits.len(), 1, "{workers} workers, port {port}");
                     assert_eq!(
@@ -501,13 +545,24 @@ mod tests {
             }
             // Nothing else is steered: another address, or the SNAT address on a VLAN.
             assert!(!rs.iter().any(|r| matches(r, None, OWN, true, 2000)));
-            assert!(!rs.iter().any(|r| matches(r, Some(7), SNAT, true, 2000)));
+            let other = if addr.is_ipv4() {
+                IpAddr::from(SNAT6)
+            } else {
+                SNAT.into()
+            };
+            assert!(!rs.iter().any(|r| matches(r, None, other, true, 2000)));
+            assert!(!rs.iter().any(|r| matches(r, Some(7), addr, true, 2000)));
         }
     }
 
     #[test]
     fn targets_and_probes_come_from_the_snapshot() {
-        let config = mgmt::config::Config::embedded_default();
+        // The demo with IPv6 on both VPCs and an IPv6 SNAT address on its service.
+        let mut config = mgmt::config::Config::embedded_default();
+        config.vpcs[0].address6 = Some("fd00:c1::1/64".parse().unwrap());
+        config.vpcs[1].address6 = Some("fd00:b1::1/64".parse().unwrap());
+        config.services[0].snat_addresses.push(SNAT6.into());
+        config.validate().expect("valid");
         let snap = Snapshot::build(
             1,
             &config,
@@ -518,11 +573,14 @@ mod tests {
         )
         .expect("demo snapshot");
         let t = targets(&snap);
-        assert!(!t.is_empty());
+        assert!(t.iter().any(|t| t.dest.addr == IpAddr::from(SNAT6)));
         for target in &t {
             let s = snap
                 .services()
-                .find(|s| s.snat.contains(&u32::from(target.dest.addr)))
+                .find(|s| match target.dest.addr {
+                    IpAddr::V4(a) => s.snat.contains(&u32::from(a)),
+                    IpAddr::V6(a) => s.snat6.iter().any(|&(_, b)| b == u128::from(a)),
+                })
                 .expect("a service's SNAT address");
             let a = &snap.attachments[usize::from(s.attachment)];
             assert_eq!((target.port, target.dest.vlan), (a.port, a.vlan));
@@ -530,9 +588,14 @@ mod tests {
         let p = probes(&snap, 2);
         assert_eq!(p.len(), 2);
         for a in &snap.attachments {
-            assert!(p[usize::from(a.port)].contains(&Dest {
+            let mine = &p[usize::from(a.port)];
+            assert!(mine.contains(&Dest {
                 vlan: a.vlan,
-                addr: Ipv4Addr::from(a.ip),
+                addr: Ipv4Addr::from(a.ip).into(),
+            }));
+            assert!(mine.contains(&Dest {
+                vlan: a.vlan,
+                addr: Ipv6Addr::from(a.ip6.expect("IPv6 too")).into(),
             }));
         }
     }
@@ -625,7 +688,7 @@ mod tests {
         }
     }
 
-    fn target(port: u16, addr: Ipv4Addr) -> Target {
+    fn target(port: u16, addr: impl Into<IpAddr>) -> Target {
         Target {
             port,
             dest: dest(addr),
