@@ -60,6 +60,7 @@ fn run() -> Result<(), String> {
     // ends a flow, a flood), as hand-written scenarios.
     structured.extend([1, 2].map(seeds::scripted));
     structured.extend([1, 2].map(seeds::scripted6));
+    structured.extend([1, 2].map(seeds::scripted66));
     let raw_n = write_all(&out.join("process_frame"), &raw)?;
     let structured_n = write_all(&out.join("process_structured"), &structured)?;
     println!(

@@ -116,7 +116,9 @@ const ENDPOINT: &str = "vpce-0e0000000000000e1";
 const CONSUMER_VPC: &str = "vpc-0c0000000000000c1";
 
 /// The demo topology plus a third account's VPC on VLAN 300 of the consumer port with an
-/// endpoint of its own, small Maglev tables (cheap rebuilds) and a short deregistration
+/// endpoint of its own, IPv6 on the consumer and provider VPCs (a dual-stack endpoint,
+/// NAT66 listeners tcp/443 and udp/9443 of IPv6 targets from `fd00:b1::100`), small
+/// Maglev tables (cheap rebuilds) and a short deregistration
 /// delay (so draining targets go within a scenario).
 pub const CONFIG: &str = r#"
 [[ports]]
@@ -135,6 +137,7 @@ vpc_id = "vpc-0b0000000000000b1"
 account = "222222222222"
 port = "net_tap1"
 address = "10.2.0.1/24"
+address6 = "fd00:b1::1/64"
 [[vpcs]]
 vpc_id = "vpc-0a0000000000000a1"
 account = "333333333333"
@@ -162,7 +165,7 @@ deregistration_delay = 10
 id = "vpce-svc-0d0000000000000d1"
 owner = "222222222222"
 vpc_id = "vpc-0b0000000000000b1"
-snat_addresses = ["10.2.0.100"]
+snat_addresses = ["10.2.0.100", "fd00:b1::100"]
 acceptance_required = false
 allowed_principals = ["111111111111", "333333333333"]
 supported_ip_address_types = ["ipv4", "ipv6"]
@@ -174,6 +177,14 @@ targets = [{ ip = "10.2.0.11", port = 8080 }, { ip = "10.2.0.12", port = 8080 }]
 protocol = "udp"
 port = 9000
 targets = [{ ip = "10.2.0.11", port = 9000 }, { ip = "10.2.0.12", port = 9000 }]
+[[services.listeners]]
+protocol = "tcp"
+port = 443
+targets = [{ ip = "fd00:b1::11", port = 8443 }, { ip = "fd00:b1::12", port = 8443 }]
+[[services.listeners]]
+protocol = "udp"
+port = 9443
+targets = [{ ip = "fd00:b1::11", port = 8443 }, { ip = "fd00:b1::12", port = 8443 }]
 
 [[endpoints]]
 id = "vpce-0e0000000000000e1"
@@ -739,7 +750,7 @@ pub struct World {
     inputs: VecDeque<Fed>,
     owned: Owned,
     /// Every target of any snapshot of the run.
-    targets: Vec<(u32, u16)>,
+    targets: Vec<(std::net::IpAddr, u16)>,
     l4_clean: bool,
     reports_queue_full: bool,
     /// `PRIVLINK_SCENARIO_TRACE` set: every event and frame is printed (for triage).
@@ -787,6 +798,16 @@ impl World {
         if setup.mss_clamp {
             config.vpcs[0].mss_clamp = Some(1200);
             config.vpcs[1].mss_clamp = Some(1300);
+        }
+        if setup.neighbours_known {
+            // IPv6 targets are known the only way IPv6 neighbours can be from the start.
+            config.vpcs[1].static_neighbours6 = six::TARGETS6
+                .iter()
+                .map(|&ip| mgmt::model::StaticNeighbour6 {
+                    ip: std::net::Ipv6Addr::from(ip),
+                    mac: mgmt::net::MacAddr(six::host_mac6(PROVIDER_PORT, ip)),
+                })
+                .collect();
         }
         let (store, _) = Store::new(&config, None).expect("the scenario store");
         let mut handles = Handles::default();
@@ -907,7 +928,10 @@ impl World {
         }
         match op {
             Op::Consumer => self.fresh(r, false),
-            Op::Consumer6 => self.fresh6(r),
+            Op::Consumer6 => self.fresh6(r, false),
+            // `l2` bits 0-1 (the consumer side's tagging) both set: IPv6 from the
+            // provider's VPC.
+            Op::Provider if r.l2 & 3 == 3 => self.fresh6(r, true),
             Op::Provider => self.fresh(r, true),
             Op::Answer => self.answer(r),
             Op::IcmpError => self.icmp_error(r),
@@ -1171,7 +1195,7 @@ impl World {
         };
         self.stats.answers += 1;
         if let ReadKind::Ip6(p6) = &p.kind {
-            return self.answer6(r, p6);
+            return self.answer6(r, port, p6);
         }
         let ReadKind::Ip {
             src,
@@ -1298,7 +1322,7 @@ impl World {
                 (1 | 2, ReadKind::Ip { proto: p, .. }) => {
                     *port == u16::from(filter - 1) && *p == proto
                 }
-                (1, ReadKind::Ip6(s)) => *port == CONSUMER_PORT && s.proto == proto,
+                (1 | 2, ReadKind::Ip6(s)) => *port == u16::from(filter - 1) && s.proto == proto,
                 _ => false,
             })
             .nth(back)
@@ -1317,6 +1341,10 @@ impl World {
             self.stats.skipped += 1;
             return;
         };
+        if let ReadKind::Ip6(p6) = &p.kind {
+            let original = bytes[p.l3..].to_vec();
+            return self.icmp_error6(r, port, p6, &original);
+        }
         let ReadKind::Ip { src, dst, .. } = p.kind else {
             self.stats.skipped += 1;
             return;
@@ -1460,7 +1488,8 @@ impl World {
     }
 
     /// A management change (op 11), `b % 16`: reject the endpoint, accept it, deregister
-    /// target .11, .12, register both back, register .13, move the store's clock an hour
+    /// target .11, .12, register both back, register .13 (with `b` bit 4, the IPv6
+    /// targets fd00:b1::11 and so on of the NAT66 listeners), move the store's clock an hour
     /// on (draining targets go), admit only 10.1.0.11 by security group, reset the
     /// endpoint's groups and policy, a policy that allows only port 9000, delete the
     /// endpoint, create one at 10.1.0.101, add SNAT address 10.2.0.101, remove the UDP
@@ -1476,7 +1505,26 @@ impl World {
                     .collect(),
             )
         };
+        // `b` bit 4: the NAT66 listeners' IPv6 targets instead (.11 is fd00:b1::11).
+        let six = r.b & 0x10 != 0;
         let register = |op: &str, ips: &[&str]| -> Vec<(String, Value)> {
+            if six {
+                let ips: Vec<String> = ips
+                    .iter()
+                    .map(|ip| format!("fd00:b1::{}", ip.rsplit('.').next().unwrap_or("0")))
+                    .collect();
+                let ips: Vec<&str> = ips.iter().map(String::as_str).collect();
+                return vec![
+                    (
+                        op.into(),
+                        json!({"ServiceId": SERVICE, "Protocol": "tcp", "Port": 443, "Targets": targets(&ips, 8443)}),
+                    ),
+                    (
+                        op.into(),
+                        json!({"ServiceId": SERVICE, "Protocol": "udp", "Port": 9443, "Targets": targets(&ips, 8443)}),
+                    ),
+                ];
+            }
             vec![
                 (
                     op.into(),

@@ -1,6 +1,8 @@
 //! The invariants every frame that leaves a pipeline keeps (see the module docs of
 //! [`crate::scenario`]).
 
+use std::net::IpAddr;
+
 use super::MACS;
 use crate::tables::snapshot::{LocalKind, Snapshot};
 use crate::wire::arp::ArpPacket;
@@ -137,24 +139,24 @@ pub fn check_leaving(snap: &Snapshot, owned: &Owned, strict: Strict, port: u16, 
             assert!(ok, "a packet left with a wrong L4 checksum: {}", hex());
         }
         EtherType::IPV6 => {
-            // Only the appliance's own IPv6 addresses speak IPv6 (the attachment's and
-            // dual-stack endpoints'): neighbour advertisements and solicitations, echo
-            // replies and ICMPv6
-            // errors, checksummed, from one of them, and translated replies (whole, or
-            // as fragments) and RSTs from an endpoint's.
+            // Only the appliance's own IPv6 addresses speak IPv6 (the attachment's,
+            // dual-stack endpoints' and IPv6 SNAT addresses): neighbour advertisements
+            // and solicitations, echo replies and ICMPv6 errors, checksummed, from one of
+            // them, and translated packets (whole, or as fragments) and RSTs from an
+            // endpoint's (to consumers) or a SNAT address (to targets: NAT66).
             let ip = Ipv6Packet::new_checked(l3)
                 .unwrap_or_else(|e| panic!("unreadable IPv6 left ({e}): {}", hex()));
             let (s, d) = (ip.src_addr_u128(), ip.dst_addr_u128());
             let ours6 = owned.has6(att, s);
             assert!(ours6.is_some(), "IPv6 from an address not ours: {}", hex());
-            let from_endpoint = ours6 == Some(true);
+            let translating = ours6 == Some(true);
             let nh = ip.next_header();
             if nh == 44 {
-                // A fragment of a translated reply: from an endpoint, of TCP or UDP (its
-                // L4 checksum covers the whole datagram).
+                // A fragment of a translated packet: from an endpoint or a SNAT address,
+                // of TCP or UDP (its L4 checksum covers the whole datagram).
                 assert!(
-                    from_endpoint,
-                    "an IPv6 fragment from an address that is no endpoint's: {}",
+                    translating,
+                    "an IPv6 fragment from an address that is no endpoint's or SNAT: {}",
                     hex()
                 );
                 assert!(
@@ -163,11 +165,11 @@ pub fn check_leaving(snap: &Snapshot, owned: &Owned, strict: Strict, port: u16, 
                     hex()
                 );
             } else if nh == 6 || nh == 17 {
-                // A reply to an IPv6 consumer: from a dual-stack endpoint, to a unicast
-                // address, its L4 checksum right.
+                // A reply to an IPv6 consumer from a dual-stack endpoint, or a NAT66
+                // packet to a target from a SNAT address: its L4 checksum right.
                 assert!(
-                    from_endpoint,
-                    "IPv6 TCP/UDP from an address that is no endpoint's: {}",
+                    translating,
+                    "IPv6 TCP/UDP from an address that is no endpoint's or SNAT: {}",
                     hex()
                 );
                 let c = crate::wire::icmpv6::l4_checksum_v6(s, d, nh, ip.payload());
@@ -215,7 +217,8 @@ pub fn check_leaving(snap: &Snapshot, owned: &Owned, strict: Strict, port: u16, 
 #[derive(Debug, Clone, Default)]
 pub struct Owned {
     pub v4: Vec<Vec<u32>>,
-    /// IPv6 ones, and whether each was an endpoint's.
+    /// IPv6 ones, and whether each was one that carries translated traffic (an
+    /// endpoint's, a SNAT address).
     pub v6: Vec<Vec<(u128, bool)>>,
 }
 
@@ -226,7 +229,7 @@ impl Owned {
             .is_some_and(|v| v.contains(&ip))
     }
 
-    /// Whether `ip` was ours on `att`, and whether an endpoint's.
+    /// Whether `ip` was ours on `att`, and whether an endpoint's or a SNAT address.
     fn has6(&self, att: u16, ip: u128) -> Option<bool> {
         let v = self.v6.get(usize::from(att))?;
         let mut found = None;
@@ -251,7 +254,10 @@ pub fn add_owned(snap: &Snapshot, owned: &mut Owned) {
         }
     }
     for (att, ip, kind) in snap.local_addresses6() {
-        let entry = (ip, matches!(kind, LocalKind::Endpoint(_)));
+        let entry = (
+            ip,
+            matches!(kind, LocalKind::Endpoint(_) | LocalKind::Snat(_)),
+        );
         if let Some(v) = owned.v6.get_mut(usize::from(att)) {
             if !v.contains(&entry) {
                 v.push(entry);
@@ -260,43 +266,59 @@ pub fn add_owned(snap: &Snapshot, owned: &mut Owned) {
     }
 }
 
-/// Every target (`ip`, port) of `snap`'s services, added to `targets`.
-pub fn add_targets(snap: &Snapshot, targets: &mut Vec<(u32, u16)>) {
+/// Every target (`ip`, port) of `snap`'s services, IPv4 and IPv6, added to `targets`.
+pub fn add_targets(snap: &Snapshot, targets: &mut Vec<(IpAddr, u16)>) {
     for t in snap
         .services()
         .flat_map(|s| &s.listeners)
         .flat_map(|l| &l.targets)
     {
-        if !targets.contains(&(t.ip, t.port)) {
-            targets.push((t.ip, t.port));
+        if !targets.contains(&(t.addr(), t.port)) {
+            targets.push((t.addr(), t.port));
         }
     }
 }
 
 /// A packet that crossed from the consumer's side to the provider's goes to a target the
 /// run registered at some point (to its port, for TCP and UDP): the appliance reaches no
-/// other host in the provider's VPC on a consumer's behalf.
-pub fn check_crossing_to_provider(targets: &[(u32, u16)], f: &[u8]) {
+/// other host in the provider's VPC on a consumer's behalf, in either family.
+pub fn check_crossing_to_provider(targets: &[(IpAddr, u16)], f: &[u8]) {
     let Ok(l2) = vlan::l2_header(f) else { return };
-    let Ok(ip) = Ipv4Packet::new_checked(&f[l2.header_len..]) else {
+    let l3 = &f[l2.header_len..];
+    let (dst, port) = if l2.ethertype == EtherType::IPV6 {
+        let Ok(ip) = Ipv6Packet::new_checked(l3) else {
+            return;
+        };
+        let ports = crate::wire::ipv6::walk_extensions(ip.next_header(), ip.payload())
+            .ok()
+            .filter(|e| matches!(e.protocol, 6 | 17) && e.fragment.is_none_or(|f| f.offset == 0))
+            .and_then(|e| ip.payload().get(e.l4_at + 2..e.l4_at + 4))
+            .map(|p| u16::from_be_bytes([p[0], p[1]]));
+        (IpAddr::V6(ip.dst_addr()), ports)
+    } else {
+        let Ok(ip) = Ipv4Packet::new_checked(l3) else {
+            return;
+        };
+        let port = match ip.protocol().0 {
+            // A later fragment has no ports; its address is still checked.
+            6 | 17 if ip.frag_offset() == 0 => ip
+                .payload()
+                .get(2..4)
+                .map(|p| u16::from_be_bytes([p[0], p[1]])),
+            _ => None,
+        };
+        (IpAddr::V4(ip.dst_addr()), port)
+    };
+    // Neighbour discovery for a target is no crossing.
+    if dst.is_multicast() {
         return;
-    };
-    let dst = ip.dst_addr_u32();
-    let port = match ip.protocol().0 {
-        // A later fragment has no ports; its address is still checked.
-        6 | 17 if ip.frag_offset() == 0 => ip
-            .payload()
-            .get(2..4)
-            .map(|p| u16::from_be_bytes([p[0], p[1]])),
-        _ => None,
-    };
+    }
     let ok = targets
         .iter()
         .any(|&(t, p)| t == dst && port.is_none_or(|port| port == p));
     assert!(
         ok,
-        "a packet from the consumer's side reached {}:{port:?}, which was never a target: {}",
-        ip.dst_addr(),
+        "a packet from the consumer's side reached {dst}:{port:?}, which was never a target: {}",
         f.iter().map(|b| format!("{b:02x}")).collect::<String>()
     );
 }

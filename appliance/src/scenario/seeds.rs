@@ -576,3 +576,82 @@ pub fn scripted6(workers: u8) -> Vec<u8> {
     ];
     script([u8::from(workers == 2), 0], &recs)
 }
+
+/// Outputs to answer: the newest IPv6 TCP/UDP packet to the provider (a NAT66 flow's, as
+/// the scripts here send no other IPv6 there).
+const UDP_TO_CONSUMER: u8 = (1 << 5) | 0x80;
+
+/// A hand-written NAT66 scenario: an IPv6 consumer's connection to the IPv6 listener
+/// tcp/443, held while the appliance solicits the target, answered both ways; UDP to
+/// udp/9443 in fragments and whole, answered; ICMPv6 errors about the flows from a
+/// router on each side; a stray IPv6 packet from a non-target to the SNAT address; and
+/// the deregistration of both IPv6 targets, which resets the connection to both sides.
+pub fn scripted66(workers: u8) -> Vec<u8> {
+    let other = if workers == 2 { 0x40 } else { 0 };
+    let tick = || rec(Op::Clock, |r| r.b = 20 << 2);
+    let recs = vec![
+        // fd00:c1::10 asks for the endpoint (learned from its link-layer option).
+        rec(Op::Consumer6, |r| {
+            r.a = 6 << 3;
+            r.b = 2;
+            r.c = 1 | 4;
+            r.ip = 6;
+        }),
+        rec(Op::Consumer6, |r| {
+            r.c = 0x02;
+            r.seq = 1000;
+            r.win = 64240;
+            r.ip = 0x20;
+        }),
+        // The appliance solicits the target (the newest output): it answers, and the
+        // SYN it held goes.
+        answer(0, 0, other),
+        tick(),
+        answer(TCP_TO_PROVIDER, 0, other),
+        answer(TCP_TO_CONSUMER, 0, 0),
+        answer(TCP_TO_PROVIDER, 1, other),
+        answer(TCP_TO_CONSUMER, 1, 0),
+        // UDP to 9443 in two fragments, then whole, and the target's answer.
+        rec(Op::Consumer6, |r| {
+            r.b = 1 | (3 << 2);
+            r.len = 40;
+            r.damage = 0xc8;
+            r.seq = 0x0506_0708;
+            r.ip = 0x20;
+        }),
+        rec(Op::Consumer6, |r| {
+            r.b = 1 | (3 << 2);
+            r.len = 20;
+            r.ip = 0x20;
+        }),
+        // Its target is solicited in turn (the datagrams wait), then answers.
+        answer(0, 0, other),
+        tick(),
+        answer(UDP_TO_PROVIDER, 0, other),
+        // A router on the provider's side: the consumer's datagram is too big (MTU
+        // 1280); one on the consumer's: the target's reply cannot be delivered.
+        rec(Op::IcmpError, |r| {
+            r.a = other;
+            r.b = UDP_TO_PROVIDER;
+            r.c = 2;
+            r.win = 1280;
+        }),
+        rec(Op::IcmpError, |r| {
+            r.b = UDP_TO_CONSUMER;
+            r.c = 2 | (1 << 2) | (3 << 4);
+        }),
+        // fd00:b1::50, no target, to the SNAT address.
+        rec(Op::Provider, |r| {
+            r.a = 4;
+            r.b = 1;
+            r.l2 = 3;
+        }),
+        // Both IPv6 targets deregistered: once they have drained (21 s on), the
+        // connection is reset on both sides.
+        rec(Op::Control, |r| r.b = 2 | 0x10),
+        rec(Op::Control, |r| r.b = 3 | 0x10),
+        rec(Op::Clock, |r| r.b = (5 << 2) | 3),
+        rec(Op::Poll, |r| r.b = 7),
+    ];
+    script([u8::from(workers == 2), 0], &recs)
+}

@@ -1,8 +1,10 @@
 //! IPv6 events of a scenario: fresh packets from the consumer VPC's IPv6 hosts to the
-//! dual-stack endpoint (NAT64), the appliance's own IPv6 address and others, with
-//! extension headers, fragments and neighbour discovery; and the answers of the IPv6
-//! hosts the appliance sent to (the next segment of a TCP flow, a UDP reply, an echo, a
-//! neighbour advertisement for a solicitation).
+//! dual-stack endpoint (NAT64 to the IPv4 listeners, NAT66 to the IPv6 ones), the
+//! appliance's own IPv6 address and others, and from the provider VPC's IPv6 hosts to the
+//! IPv6 SNAT address and others, with extension headers, fragments and neighbour
+//! discovery; the answers of the IPv6 hosts the appliance sent to (the next segment of a
+//! TCP flow, a UDP reply, an echo, a neighbour advertisement for a solicitation), on
+//! either side; and ICMPv6 errors quoting what it sent.
 
 use super::*;
 use crate::wire::icmpv6;
@@ -12,12 +14,19 @@ const NET6: u128 = 0xfd00_00c1_0000_0000_0000_0000_0000_0000;
 /// The dual-stack endpoint's IPv6 address and the attachment's own.
 const ENDPOINT6: u128 = NET6 | 0x64;
 const OWN6: u128 = NET6 | 1;
+/// The provider VPC's IPv6 prefix (`fd00:b1::/64`), the appliance's own address and the
+/// IPv6 SNAT address there, and the NAT66 listeners' targets.
+const NET6_P: u128 = 0xfd00_00b1_0000_0000_0000_0000_0000_0000;
+const OWN6_P: u128 = NET6_P | 1;
+const SNAT6: u128 = NET6_P | 0x100;
+pub(super) const TARGETS6: [u128; 2] = [NET6_P | 0x11, NET6_P | 0x12];
 const ALL_NODES: u128 = 0xff02_0000_0000_0000_0000_0000_0000_0001;
 
-/// A host's MAC from its IPv6 address (its low bytes), like [`host_mac`] for IPv4.
-fn host_mac6(ip: u128) -> [u8; 6] {
+/// A host's MAC on `port` from its IPv6 address (its low bytes), like [`host_mac`] for
+/// IPv4.
+pub(super) fn host_mac6(port: u16, ip: u128) -> [u8; 6] {
     #[allow(clippy::cast_possible_truncation)] // the low 24 bits
-    host_mac(CONSUMER_PORT, ip as u32 & 0x00ff_ffff)
+    host_mac(port, ip as u32 & 0x00ff_ffff)
 }
 
 /// An IPv6 packet: the fixed header (traffic class 0, hop limit `hop`), the extension
@@ -129,12 +138,18 @@ pub(super) fn read6(l3: &[u8]) -> Option<Read6> {
 }
 
 impl World {
-    /// A fresh IPv6 packet on the consumer port (op 2). `a` bits 0-2 the source: hosts
+    /// A fresh IPv6 packet on the consumer port (op 2), or (`provider`) on the provider
+    /// port (op 3 with `l2` bits 0-1 set). Consumer side: `a` bits 0-2 the source: hosts
     /// fd00:c1::10 (three of eight) and ::11, the endpoint's own address, a link-local
     /// host, a group (ff02::1), ::`y`; bits 3-5 the destination: the endpoint's IPv6
     /// address (four), the attachment's own, an unknown ::65, the endpoint's
-    /// solicited-node group, an address off the prefix. `b` bits 0-1 the protocol (TCP,
-    /// UDP, ICMPv6, other = `c`), 2-7 the ports as for IPv4 ([`World::ports`]); ICMPv6 by
+    /// solicited-node group, an address off the prefix. Provider side: sources the targets
+    /// fd00:b1::11 (three) and ::12, a non-target ::50, the SNAT address ::100, a
+    /// link-local host, ::`y`; destinations the SNAT address (four), the attachment's own,
+    /// an unknown ::65, the SNAT address's solicited-node group, the consumer's endpoint.
+    /// `b` bits 0-1 the protocol (TCP, UDP, ICMPv6, other = `c`), 2-7 the ports as for
+    /// IPv4 ([`World::ports`]; with `ip` bit 5 the consumer's 80 and 9000 are the NAT66
+    /// listeners' 443 and 9443, the provider's 8080 their targets' 8443); ICMPv6 by
     /// `c % 4`: an echo request, a neighbour solicitation for the destination (with a
     /// link-layer option when `c` bit 2 is set), an advertisement for the source, a
     /// packet too big quoting a reply (MTU `win`). `ip` bits 0-2 the hop limit (64 five
@@ -143,38 +158,133 @@ impl World {
     /// header with segments left). `damage` bit 1 a wrong L4 checksum, bit 2 cuts the
     /// frame, bit 3 two fragments (cut after `8 * (1 + x % 4)` bytes, identification
     /// `seq`, the second first when `y` bit 3 is set).
-    pub(super) fn fresh6(&mut self, r: &Rec) {
-        let host = |i: u128| NET6 | i;
-        let src = match r.a & 7 {
-            0..=2 => host(0x10),
-            3 => host(0x11),
-            4 => ENDPOINT6,
-            5 => 0xfe80 << 112 | 0x10,
-            6 => ALL_NODES,
+    pub(super) fn fresh6(&mut self, r: &Rec, provider: bool) {
+        let (net, own, local) = if provider {
+            (NET6_P, OWN6_P, SNAT6)
+        } else {
+            (NET6, OWN6, ENDPOINT6)
+        };
+        let host = |i: u128| net | i;
+        let src = match (provider, r.a & 7) {
+            (false, 0..=2) => host(0x10),
+            (false, 3) => host(0x11),
+            (true, 0..=2) => TARGETS6[0],
+            (true, 3) => TARGETS6[1],
+            (true, 4) => host(0x50),
+            (_, 4) => ENDPOINT6,
+            (true, 5) => SNAT6,
+            (_, 5) => 0xfe80 << 112 | 0x10,
+            (false, 6) => ALL_NODES,
+            (true, 6) => 0xfe80 << 112 | 0x11,
             _ => host(u128::from(r.y)),
         };
         let dst = match (r.a >> 3) & 7 {
-            0..=3 => ENDPOINT6,
-            4 => OWN6,
+            0..=3 => local,
+            4 => own,
             5 => host(0x65),
-            6 => icmpv6::solicited_node(ENDPOINT6),
+            6 => icmpv6::solicited_node(local),
+            _ if provider => ENDPOINT6,
             _ => 0xfd00_0099 << 96 | 1,
         };
-        let (sport, dport) = self.ports(r, false, 0);
+        let (mut sport, mut dport) = self.ports(r, provider, 0);
+        if r.ip & 0x20 != 0 {
+            if provider {
+                sport = if sport == 8080 { 8443 } else { sport };
+            } else {
+                dport = match dport {
+                    80 => 443,
+                    9000 => 9443,
+                    p => p,
+                };
+            }
+        }
+        if provider && (r.b >> 2) & 7 <= 2 {
+            dport = self.snat_port_towards6(src, sport).unwrap_or(1024);
+        }
         let len = payload_len(r.len);
         let (proto, mut l4) = match r.b & 3 {
             0 => (6, packets::tcp(&fresh_tcp(r, (sport, dport), len), 0, 0)),
             1 => (17, packets::udp(sport, dport, len, 0, 0, false)),
-            2 => (58, self.fresh_icmp6(r, src, dst, len)),
+            2 => (58, self.fresh_icmp6(r, provider, (src, dst), len)),
             _ => (r.c, vec![0x5a; len]),
         };
         fill_checksum6(src, dst, proto, &mut l4);
         let hop = [64, 64, 64, 64, 64, 1, 255, 0][usize::from(r.ip & 7)];
-        self.send6(r, (src, dst), hop, proto, l4);
+        let port = if provider {
+            PROVIDER_PORT
+        } else {
+            CONSUMER_PORT
+        };
+        self.send6(r, port, (src, dst), hop, proto, l4);
+    }
+
+    /// The source port of the newest IPv6 packet the appliance sent to `ip:port` on the
+    /// provider port (a NAT66 flow's SNAT port).
+    fn snat_port_towards6(&self, ip: u128, port: u16) -> Option<u16> {
+        self.outputs.iter().rev().find_map(|s| {
+            if s.port != PROVIDER_PORT {
+                return None;
+            }
+            match read_frame(&s.bytes)?.kind {
+                ReadKind::Ip6(p) if matches!(p.proto, 6 | 17) && p.dst == ip && p.dport == port => {
+                    Some(p.sport)
+                }
+                _ => None,
+            }
+        })
+    }
+
+    /// An ICMPv6 error about a remembered IPv6 output `original` (sent on `port`, read as
+    /// `p`), back to its source (op 7). `c` bits 0-1 the reporter (the output's
+    /// destination twice, a router ::fe on that side's prefix, the output's own source),
+    /// bits 2-3 the type (packet too big with MTU `win`, unreachable with code `c >> 4`,
+    /// time exceeded, parameter problem pointing at `x`); `x % 4` how much is quoted (all
+    /// of it up to 1232 bytes, 48 bytes, 40, 44).
+    pub(super) fn icmp_error6(&mut self, r: &Rec, port: u16, p: &Read6, original: &[u8]) {
+        self.stats.icmp_errors_built += 1;
+        let net = if port == PROVIDER_PORT { NET6_P } else { NET6 };
+        let reporter = match r.c & 3 {
+            0 | 1 => p.dst,
+            2 => net | 0xfe,
+            _ => p.src,
+        };
+        let quoted = match r.x % 4 {
+            0 => 1232,
+            1 => 48,
+            2 => 40,
+            _ => 44,
+        };
+        let quote = &original[..quoted.min(original.len())];
+        let (t, code, word) = match (r.c >> 2) & 3 {
+            0 => (2, 0, u32::from(r.win)),
+            1 => (1, (r.c >> 4) & 7, 0),
+            2 => (3, 0, 0),
+            _ => (4, 0, u32::from(r.x)),
+        };
+        let mut m = vec![t, code, 0, 0];
+        m.extend_from_slice(&word.to_be_bytes());
+        m.extend_from_slice(quote);
+        fill_checksum6(reporter, p.src, 58, &mut m);
+        let rec = Rec {
+            ip: r.ip & !0x18,
+            ..*r
+        };
+        self.send6(&rec, port, (reporter, p.src), 64, 58, m);
     }
 
     /// An ICMPv6 message of a fresh packet (see [`World::fresh6`]).
-    fn fresh_icmp6(&self, r: &Rec, src: u128, dst: u128, len: usize) -> Vec<u8> {
+    fn fresh_icmp6(
+        &self,
+        r: &Rec,
+        provider: bool,
+        (src, dst): (u128, u128),
+        len: usize,
+    ) -> Vec<u8> {
+        let port = if provider {
+            PROVIDER_PORT
+        } else {
+            CONSUMER_PORT
+        };
         match r.c % 4 {
             0 => {
                 let mut m = vec![128, 0, 0, 0];
@@ -183,10 +293,14 @@ impl World {
                 m
             }
             1 => {
-                let target = if dst >> 120 == 0xff { ENDPOINT6 } else { dst };
-                nd(true, target, (r.c & 4 != 0).then(|| host_mac6(src)))
+                let target = match (dst >> 120 == 0xff, provider) {
+                    (false, _) => dst,
+                    (true, false) => ENDPOINT6,
+                    (true, true) => SNAT6,
+                };
+                nd(true, target, (r.c & 4 != 0).then(|| host_mac6(port, src)))
             }
-            2 => nd(false, src, Some(host_mac6(src))),
+            2 => nd(false, src, Some(host_mac6(port, src))),
             _ => {
                 // Packet too big about a reply the endpoint would have sent the source.
                 let mut quoted_l4 = packets::tcp(
@@ -210,9 +324,17 @@ impl World {
         }
     }
 
-    /// Sends `l4` (checksum filled) from `src` to `dst` on the consumer port with the
-    /// record's extension header, fragments and damage.
-    fn send6(&mut self, r: &Rec, (src, dst): (u128, u128), hop: u8, proto: u8, mut l4: Vec<u8>) {
+    /// Sends `l4` (checksum filled) from `src` to `dst` on `port` with the record's
+    /// extension header, fragments and damage.
+    fn send6(
+        &mut self,
+        r: &Rec,
+        port: u16,
+        (src, dst): (u128, u128),
+        hop: u8,
+        proto: u8,
+        mut l4: Vec<u8>,
+    ) {
         let dmg = r.damage();
         let mut clean = true;
         if dmg & 2 != 0 {
@@ -230,11 +352,11 @@ impl World {
             let d = dst.to_be_bytes();
             [0x33, 0x33, d[12], d[13], d[14], d[15]]
         } else {
-            MACS[usize::from(CONSUMER_PORT)]
+            MACS[usize::from(port)]
         };
         let eth = Eth {
             dst: dst_mac,
-            src: host_mac6(src),
+            src: host_mac6(port, src),
             tags: Vec::new(),
         };
         let worker = self.worker_of(r);
@@ -265,7 +387,7 @@ impl World {
             for (i, pkt) in pkts.iter().enumerate() {
                 let mut f = packets::frame(&eth, 0x86dd, pkt);
                 pad(&mut f, r);
-                self.enqueue(CONSUMER_PORT, worker, i > 0 || r.batched(), f, clean);
+                self.enqueue(port, worker, i > 0 || r.batched(), f, clean);
             }
             return;
         }
@@ -277,14 +399,15 @@ impl World {
             clean = false;
         }
         pad(&mut f, r);
-        self.enqueue(CONSUMER_PORT, worker, r.batched(), f, clean);
+        self.enqueue(port, worker, r.batched(), f, clean);
     }
 
-    /// The answer of the IPv6 host an output went to (see [`World::answer`]): the TCP
+    /// The answer of the IPv6 host an output on `port` went to (see [`World::answer`]):
+    /// the TCP
     /// segments and UDP as for IPv4, the next echo request after an echo reply, an
     /// advertisement for a solicitation (the link-layer option unless `c` bit 3), an echo
     /// request otherwise.
-    pub(super) fn answer6(&mut self, r: &Rec, p: &Read6) {
+    pub(super) fn answer6(&mut self, r: &Rec, port: u16, p: &Read6) {
         let len = payload_len(r.len);
         let (me, peer) = (p.dst, p.src);
         let (proto, mut l4) = match p.proto {
@@ -316,7 +439,7 @@ impl World {
                 nd(
                     false,
                     p.nd_target,
-                    (r.c & 8 == 0).then(|| host_mac6(p.nd_target)),
+                    (r.c & 8 == 0).then(|| host_mac6(port, p.nd_target)),
                 ),
             ),
             58 if p.icmp_type == 129 => {
@@ -340,6 +463,6 @@ impl World {
             ip: r.ip & !0x18,
             ..*r
         };
-        self.send6(&rec, (from, peer), hop, proto, l4);
+        self.send6(&rec, port, (from, peer), hop, proto, l4);
     }
 }

@@ -93,6 +93,35 @@ fn an_ipv6_script_reaches_nat64_fragments_and_neighbour_discovery() {
 }
 
 #[test]
+fn a_nat66_script_reaches_ipv6_targets_and_back() {
+    for workers in [1, 2] {
+        let mut w = run(&seeds::scripted66(workers));
+        let c = w.counters();
+        let show = format!(
+            "{workers} workers: {:?}\n{:?}\n{:?}",
+            c.named(),
+            w.stats,
+            DropReason::ALL
+                .iter()
+                .filter(|r| c.dropped(**r) > 0)
+                .map(|r| (r.label(), c.dropped(*r)))
+                .collect::<Vec<_>>()
+        );
+        assert!(c.new_flows >= 2, "{show}");
+        // (What waited for a target's advertisement left in a poll, not counted here.)
+        assert!(w.stats.forward_tx >= 3, "{show}");
+        assert!(w.stats.reverse_tx >= 4, "{show}");
+        assert!(c.fragments >= 2, "{show}");
+        assert!(c.icmp_errors_translated >= 2, "{show}");
+        // The consumer and both targets.
+        assert!(c.nd_learned >= 3, "{show}");
+        assert!(c.rst_sent >= 2, "{show}");
+        assert_eq!(c.dropped(DropReason::NeighbourUnresolved), 0, "{show}");
+        assert_eq!(c.dropped(DropReason::Ipv6TargetsOnly), 0, "{show}");
+    }
+}
+
+#[test]
 fn with_two_workers_replies_are_handed_to_the_flow_owner() {
     let mut w = run(&seeds::scripted(2));
     assert_deep(&mut w);
