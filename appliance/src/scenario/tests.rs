@@ -58,6 +58,20 @@ fn assert_deep(w: &mut World) {
     );
 }
 
+/// A scenario's counters, stats and drops, for a failed assertion's message.
+fn summary(workers: u8, w: &World, c: &Counters) -> String {
+    format!(
+        "{workers} workers: {:?}\n{:?}\n{:?}",
+        c.named(),
+        w.stats,
+        DropReason::ALL
+            .iter()
+            .filter(|r| c.dropped(**r) > 0)
+            .map(|r| (r.label(), c.dropped(*r)))
+            .collect::<Vec<_>>()
+    )
+}
+
 #[test]
 fn a_short_script_reaches_the_deep_paths() {
     assert_deep(&mut run(&seeds::scripted(1)));
@@ -68,16 +82,7 @@ fn an_ipv6_script_reaches_nat64_fragments_and_neighbour_discovery() {
     for workers in [1, 2] {
         let mut w = run(&seeds::scripted6(workers));
         let c = w.counters();
-        let show = format!(
-            "{workers} workers: {:?}\n{:?}\n{:?}",
-            c.named(),
-            w.stats,
-            DropReason::ALL
-                .iter()
-                .filter(|r| c.dropped(**r) > 0)
-                .map(|r| (r.label(), c.dropped(*r)))
-                .collect::<Vec<_>>()
-        );
+        let show = summary(workers, &w, &c);
         assert!(c.new_flows >= 3, "{show}");
         assert!(w.stats.forward_tx >= 5, "{show}");
         assert!(w.stats.reverse_tx >= 3, "{show}");
@@ -97,16 +102,7 @@ fn a_nat66_script_reaches_ipv6_targets_and_back() {
     for workers in [1, 2] {
         let mut w = run(&seeds::scripted66(workers));
         let c = w.counters();
-        let show = format!(
-            "{workers} workers: {:?}\n{:?}\n{:?}",
-            c.named(),
-            w.stats,
-            DropReason::ALL
-                .iter()
-                .filter(|r| c.dropped(**r) > 0)
-                .map(|r| (r.label(), c.dropped(*r)))
-                .collect::<Vec<_>>()
-        );
+        let show = summary(workers, &w, &c);
         assert!(c.new_flows >= 2, "{show}");
         // (What waited for a target's advertisement left in a poll, not counted here.)
         assert!(w.stats.forward_tx >= 3, "{show}");
