@@ -151,7 +151,13 @@ pub fn check_leaving(snap: &Snapshot, owned: &Owned, strict: Strict, port: u16, 
             assert!(ours6.is_some(), "IPv6 from an address not ours: {}", hex());
             let translating = ours6 == Some(true);
             let nh = ip.next_header();
-            if nh == 44 {
+            // NAT66 keeps the extension headers a host sent (hop-by-hop, destination
+            // options, a fragment header), so a translated packet may carry them.
+            let ext = crate::wire::ipv6::walk_extensions(nh, ip.payload()).unwrap_or_else(|e| {
+                panic!("IPv6 with unwalkable extensions left ({e}): {}", hex())
+            });
+            let fragment = ext.fragment.filter(|f| !f.is_atomic());
+            if fragment.is_some() {
                 // A fragment of a translated packet: from an endpoint or a SNAT address,
                 // of TCP or UDP (its L4 checksum covers the whole datagram).
                 assert!(
@@ -160,11 +166,11 @@ pub fn check_leaving(snap: &Snapshot, owned: &Owned, strict: Strict, port: u16, 
                     hex()
                 );
                 assert!(
-                    ip.payload().first().is_some_and(|&n| n == 6 || n == 17),
+                    matches!(ext.protocol, 6 | 17),
                     "an IPv6 fragment of other than TCP or UDP left: {}",
                     hex()
                 );
-            } else if nh == 6 || nh == 17 {
+            } else if matches!(ext.protocol, 6 | 17) {
                 // A reply to an IPv6 consumer from a dual-stack endpoint, or a NAT66
                 // packet to a target from a SNAT address: its L4 checksum right.
                 assert!(
@@ -172,7 +178,8 @@ pub fn check_leaving(snap: &Snapshot, owned: &Owned, strict: Strict, port: u16, 
                     "IPv6 TCP/UDP from an address that is no endpoint's or SNAT: {}",
                     hex()
                 );
-                let c = crate::wire::icmpv6::l4_checksum_v6(s, d, nh, ip.payload());
+                let seg = &ip.payload()[ext.l4_at..];
+                let c = crate::wire::icmpv6::l4_checksum_v6(s, d, ext.protocol, seg);
                 assert!(
                     c == 0 || !strict.l4_checksums,
                     "IPv6 L4 checksum: {}",

@@ -583,7 +583,7 @@ const UDP_TO_CONSUMER: u8 = (1 << 5) | 0x80;
 
 /// A hand-written NAT66 scenario: an IPv6 consumer's connection to the IPv6 listener
 /// tcp/443, held while the appliance solicits the target, answered both ways; UDP to
-/// udp/9443 in fragments and whole, answered; ICMPv6 errors about the flows from a
+/// udp/9443 in fragments, whole and with hop-by-hop options, answered; ICMPv6 errors about the flows from a
 /// router on each side; a stray IPv6 packet from a non-target to the SNAT address; and
 /// the deregistration of both IPv6 targets, which resets the connection to both sides.
 pub fn scripted66(workers: u8) -> Vec<u8> {
@@ -628,6 +628,12 @@ pub fn scripted66(workers: u8) -> Vec<u8> {
         answer(0, 0, other),
         tick(),
         answer(UDP_TO_PROVIDER, 0, other),
+        // One with hop-by-hop options, which NAT66 keeps.
+        rec(Op::Consumer6, |r| {
+            r.b = 1 | (3 << 2);
+            r.len = 20;
+            r.ip = 0x20 | (1 << 3);
+        }),
         // A router on the provider's side: the consumer's datagram is too big (MTU
         // 1280); one on the consumer's: the target's reply cannot be delivered.
         rec(Op::IcmpError, |r| {
