@@ -197,6 +197,8 @@ pub const ENDPOINT6: &str = "fd00:c1::64";
 pub const ROUTERS: [&str; 2] = ["10.1.0.254", "10.2.0.254"];
 /// The consumer router's IPv6 address.
 pub const CONSUMER_ROUTER6: &str = "fd00:c1::fe";
+/// The provider router's IPv6 address (with [`Options::provider6`]).
+pub const PROVIDER_ROUTER6: &str = "fd00:b1::fe";
 
 impl Default for Options {
     fn default() -> Self {
@@ -791,8 +793,9 @@ impl Topology {
     /// Side `side`'s tap in a router namespace (made on the first start, kept across
     /// restarts), its hosts behind it on a veth of MTU `mtu`. The router answers ARP for
     /// either side of it (proxy ARP, so the appliance's subnets stay as they are) and,
-    /// on the consumer's side, neighbour solicitations for the client and the appliance's
-    /// addresses (more with [`Topology::proxy_ndp`]).
+    /// where the side has IPv6, neighbour solicitations for its hosts and the appliance's
+    /// addresses there (the attachment's; on the provider's side the SNAT address too;
+    /// endpoints with [`Topology::proxy_ndp`]).
     fn wire_router(&mut self, side: usize, mtu: u16) {
         let (ifname, host_ns, addrs, subnet) = match side {
             0 => (
@@ -808,7 +811,23 @@ impl Topology {
                 "10.2.0.0/24",
             ),
         };
-        let v6 = self.opts.ipv6 && side == 0;
+        let v6 = [self.opts.ipv6, self.opts.provider6][side];
+        // Per side: the router's IPv6 address, the hosts behind it, their prefix, and
+        // the appliance's addresses the hosts must find through it.
+        let (router6, hosts6, prefix6, appliance6): (_, Vec<&str>, _, Vec<&str>) = match side {
+            0 => (
+                CONSUMER_ROUTER6,
+                vec![CONSUMER_CLIENT6],
+                "fd00:c1::/64",
+                vec![CONSUMER_APPLIANCE6],
+            ),
+            _ => (
+                PROVIDER_ROUTER6,
+                TARGETS6.to_vec(),
+                "fd00:b1::/64",
+                vec![PROVIDER_APPLIANCE6, SNAT6],
+            ),
+        };
         let tag = ["c", "p"][side];
         let (rv, hv) = (
             format!("{}{tag}r", self.prefix),
@@ -835,21 +854,12 @@ impl Topology {
             ifname,
         ]);
         if v6 {
-            let a = format!("{CONSUMER_ROUTER6}/64");
+            let a = format!("{router6}/64");
             r.must(&["ip", "-6", "addr", "add", &a, "dev", ifname, "nodad"]);
         }
         r.must(&["ip", "link", "set", ifname, "up"]);
-        if v6 {
-            r.must(&[
-                "ip",
-                "-6",
-                "neigh",
-                "add",
-                "proxy",
-                CONSUMER_CLIENT6,
-                "dev",
-                ifname,
-            ]);
+        for h in hosts6.iter().filter(|_| v6) {
+            r.must(&["ip", "-6", "neigh", "add", "proxy", h, "dev", ifname]);
         }
         if !first {
             return;
@@ -874,8 +884,8 @@ impl Topology {
         for a in &addrs {
             r.must(&["ip", "route", "add", &format!("{a}/32"), "dev", &rv]);
         }
-        if v6 {
-            let host = format!("{CONSUMER_CLIENT6}/128");
+        for h in hosts6.iter().filter(|_| v6) {
+            let host = format!("{h}/128");
             r.must(&["ip", "-6", "route", "add", &host, "dev", &rv]);
         }
         sysctl(
@@ -886,8 +896,8 @@ impl Topology {
         for a in &addrs {
             host_ns.must(&["ip", "addr", "add", &format!("{a}/24"), "dev", &hv]);
         }
-        if v6 {
-            let a = format!("{CONSUMER_CLIENT6}/64");
+        for h in hosts6.iter().filter(|_| v6) {
+            let a = format!("{h}/64");
             host_ns.must(&["ip", "-6", "addr", "add", &a, "dev", &hv, "nodad"]);
         }
         host_ns.must(&["ip", "link", "set", &hv, "up"]);
@@ -899,21 +909,12 @@ impl Topology {
         ]);
         if v6 {
             host_ns.must(&[
-                "ip",
-                "-6",
-                "route",
-                "replace",
-                "fd00:c1::/64",
-                "dev",
-                &hv,
-                "proto",
-                "kernel",
-                "metric",
-                "256",
-                "advmss",
-                "1440",
+                "ip", "-6", "route", "replace", prefix6, "dev", &hv, "proto", "kernel", "metric",
+                "256", "advmss", "1440",
             ]);
-            self.proxy_ndp(CONSUMER_APPLIANCE6);
+            for a in appliance6 {
+                r.must(&["ip", "-6", "neigh", "replace", "proxy", a, "dev", &rv]);
+            }
         }
     }
 

@@ -934,6 +934,42 @@ fn bulk_transfers_find_a_narrow_link_on_either_side_over_both_families() {
     }
 }
 
+/// Path MTU through NAT66: the same 1300-byte link in front of the consumer's client, then
+/// in front of the IPv6 targets; the router's packet too big about a NAT66 packet reaches
+/// the other side's host as its own error (relayed in ICMPv6, quoting that host's
+/// packet), so the transfer completes both ways.
+#[test]
+fn bulk_transfers_through_nat66_find_a_narrow_link_on_either_side() {
+    for side in [0, 1] {
+        let mut narrow = [None, None];
+        narrow[side] = Some(1300);
+        let t = Topology::start(Options {
+            ipv6: true,
+            dual_stack: true,
+            provider6: true,
+            narrow,
+            ..Options::default()
+        });
+        t.proxy_ndp(ENDPOINT6);
+        let where_ = ["the consumer's", "the provider's"][side];
+        let r = t.client(
+            &["bulk", ENDPOINT6, "443", "300000"],
+            Duration::from_secs(75),
+        );
+        assert_eq!(
+            (r["down"].as_bool(), r["up"].as_bool()),
+            (Some(true), Some(true)),
+            "NAT66, a narrow link on {where_} side: both ways whole: {r}\n{}",
+            t.log()
+        );
+        let s = t.stats();
+        assert!(
+            Topology::counter(&s, "icmp_errors_translated") > 0,
+            "the router's errors crossed the appliance ({where_} side): {s}"
+        );
+    }
+}
+
 fn narrow_link(side: usize) {
     let mut narrow = [None, None];
     narrow[side] = Some(1300);
