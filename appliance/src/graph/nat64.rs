@@ -221,6 +221,9 @@ impl<F: Frame> Pipeline<F> {
     /// its context as the flow nodes take it (the folded source, the endpoint's IPv4
     /// address as destination), or why not.
     #[allow(clippy::too_many_arguments)]
+    // One call site, on every IPv6 TCP/UDP packet: inlined, its arguments stay in
+    // registers (callgrind: ~35 instructions a packet less, with `enter_folded`).
+    #[inline(always)]
     pub(super) fn enter_nat64(
         &mut self,
         snap: &Snapshot,
@@ -289,6 +292,7 @@ impl<F: Frame> Pipeline<F> {
     /// node, or the reverse (`rev`) or forward node with its key hashed and its chain
     /// prefetched.
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     fn enter_folded(
         &mut self,
         frame: &mut F,

@@ -315,7 +315,24 @@ pub struct Extensions {
 /// fragment headers ([`Error::Malformed`]); an extension header privlink does not know
 /// (AH, ESP, mobility, …: [`Error::Unsupported`]). After a fragment header that is not the
 /// first fragment's, the walk stops there: what follows is the middle of the datagram.
+#[inline]
 pub fn walk_extensions(first: u8, payload: &[u8]) -> Result<Extensions> {
+    // The common case, an upper layer right after the fixed header, without the walk.
+    if matches!(first, 6 | 17 | next_header::ICMPV6) {
+        return Ok(Extensions {
+            protocol: first,
+            l4_at: 0,
+            fragment: None,
+            source_route: false,
+            hop_by_hop: None,
+            count: 0,
+        });
+    }
+    walk_extension_chain(first, payload)
+}
+
+/// [`walk_extensions`] past its common case.
+fn walk_extension_chain(first: u8, payload: &[u8]) -> Result<Extensions> {
     let mut ext = Extensions {
         protocol: first,
         l4_at: 0,
