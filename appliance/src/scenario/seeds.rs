@@ -510,6 +510,17 @@ pub fn scripted(workers: u8) -> Vec<u8> {
     script([u8::from(workers == 2) | 2, 0], &recs)
 }
 
+/// fd00:c1::10 asks for the dual-stack endpoint's IPv6 address (and is learned from its
+/// link-layer option).
+fn solicit_endpoint6() -> Rec {
+    rec(Op::Consumer6, |r| {
+        r.a = 6 << 3;
+        r.b = 2;
+        r.c = 1 | 4;
+        r.ip = 6;
+    })
+}
+
 /// A hand-written IPv6 scenario: a consumer's solicitation of the dual-stack endpoint,
 /// a TCP connection through it (NAT64) answered both ways, a fragmented UDP datagram, a
 /// ping, a consumer nobody knows yet, whose reply waits for the appliance's solicitation
@@ -527,13 +538,7 @@ pub fn scripted6(workers: u8) -> Vec<u8> {
         })
     };
     let recs = vec![
-        // fd00:c1::10 asks for the endpoint (learned from its link-layer option).
-        rec(Op::Consumer6, |r| {
-            r.a = 6 << 3;
-            r.b = 2;
-            r.c = 1 | 4;
-            r.ip = 6;
-        }),
+        solicit_endpoint6(),
         syn(0, 0),
         answer(ARP_REQUEST, 0, other),
         tick(),
@@ -590,13 +595,7 @@ pub fn scripted66(workers: u8) -> Vec<u8> {
     let other = if workers == 2 { 0x40 } else { 0 };
     let tick = || rec(Op::Clock, |r| r.b = 20 << 2);
     let recs = vec![
-        // fd00:c1::10 asks for the endpoint (learned from its link-layer option).
-        rec(Op::Consumer6, |r| {
-            r.a = 6 << 3;
-            r.b = 2;
-            r.c = 1 | 4;
-            r.ip = 6;
-        }),
+        solicit_endpoint6(),
         rec(Op::Consumer6, |r| {
             r.c = 0x02;
             r.seq = 1000;

@@ -319,28 +319,28 @@ pub struct Extensions {
 pub fn walk_extensions(first: u8, payload: &[u8]) -> Result<Extensions> {
     // The common case, an upper layer right after the fixed header, without the walk.
     if matches!(first, 6 | 17 | next_header::ICMPV6) {
-        return Ok(Extensions {
-            protocol: first,
+        return Ok(Extensions::none(first));
+    }
+    walk_extension_chain(first, payload)
+}
+
+impl Extensions {
+    /// No extension header: `protocol` right after the fixed header.
+    fn none(protocol: u8) -> Extensions {
+        Extensions {
+            protocol,
             l4_at: 0,
             fragment: None,
             source_route: false,
             hop_by_hop: None,
             count: 0,
-        });
+        }
     }
-    walk_extension_chain(first, payload)
 }
 
 /// [`walk_extensions`] past its common case.
 fn walk_extension_chain(first: u8, payload: &[u8]) -> Result<Extensions> {
-    let mut ext = Extensions {
-        protocol: first,
-        l4_at: 0,
-        fragment: None,
-        source_route: false,
-        hop_by_hop: None,
-        count: 0,
-    };
+    let mut ext = Extensions::none(first);
     loop {
         let at = ext.l4_at;
         let nh = ext.protocol;

@@ -16,7 +16,21 @@ use super::objects::{
 };
 use crate::fasthash::{fast_map, FastMap};
 use crate::ids::{AccountId, EndpointId, SecurityGroupId, ServiceId, VpcId};
-use crate::net::{is_unicast_host, is_unicast_host_v6};
+use crate::net::{is_unicast_host, is_unicast_host_v6, Ipv4Net};
+
+/// `att`'s IPv4 prefix, which an IPv4 address of `object` needs (an IPv6-only VPC has
+/// none).
+fn ipv4_prefix(
+    att: &VpcAttachment,
+    at: &dyn Fn() -> KeyPath,
+    object: Object,
+) -> Result<Ipv4Net, ModelError> {
+    att.address.ok_or_else(|| ModelError::NoIpv4Prefix {
+        at: at(),
+        object,
+        vpc: att.vpc_id,
+    })
+}
 
 /// Checks that `ip`, a `role` address of `object`, is a host address inside `att`'s prefix.
 fn check_on_link(
@@ -26,13 +40,7 @@ fn check_on_link(
     role: AddressRole,
     ip: Ipv4Addr,
 ) -> Result<(), ModelError> {
-    let Some(net) = att.address else {
-        return Err(ModelError::NoIpv4Prefix {
-            at: at(),
-            object,
-            vpc: att.vpc_id,
-        });
-    };
+    let net = ipv4_prefix(att, at, object)?;
     if !net.contains(ip) {
         return Err(ModelError::OutsidePrefix {
             at: at(),
@@ -104,13 +112,7 @@ fn check_not_reserved(
     role: AddressRole,
     ip: Ipv4Addr,
 ) -> Result<(), ModelError> {
-    let Some(net) = att.address else {
-        return Err(ModelError::NoIpv4Prefix {
-            at: at(),
-            object,
-            vpc: att.vpc_id,
-        });
-    };
+    let net = ipv4_prefix(att, at, object)?;
     let reserved = if ip == net.network() {
         Reserved::Network
     } else if ip == net.broadcast() {
@@ -916,18 +918,11 @@ fn validate_listener(
             });
         }
         match t.ip {
-            IpAddr::V4(_) if att.address.is_none() => {
-                return Err(ModelError::NoIpv4Prefix {
-                    at: ip_at,
-                    object,
-                    vpc: att.vpc_id,
-                });
-            }
-            IpAddr::V4(ip) if att.address.is_some_and(|a| a.contains(ip)) => {
-                check_not_reserved(att, &|| ip_at.clone(), object, AddressRole::Target, ip)?;
-            }
             IpAddr::V4(ip) => {
-                if let (Some(net), None) = (att.address, att.gateway) {
+                let net = ipv4_prefix(att, &|| ip_at.clone(), object)?;
+                if net.contains(ip) {
+                    check_not_reserved(att, &|| ip_at.clone(), object, AddressRole::Target, ip)?;
+                } else if att.gateway.is_none() {
                     return Err(ModelError::TargetOffLink {
                         at: ip_at,
                         object,
