@@ -22,6 +22,7 @@
 //! [`crate::policy`] (an endpoint's policy document must compile) and [`crate::net`];
 //! neither may import from the model, so no two modules import each other.
 
+mod chunked;
 mod errors;
 mod objects;
 mod validate;
@@ -30,6 +31,7 @@ pub use crate::ids::{
     is_valid_region, service_name, AccountId, EndpointId, ParseError, SecurityGroupId, ServiceId,
     ServiceName, ValueKind, VpcId, SERVICE_NAME_PREFIX,
 };
+pub use chunked::{Chunked, ObjectList, CHUNK};
 pub use errors::{
     AddressHolder, AddressRole, BadPath, KeyPath, ModelError, Object, PathSegment, Reserved,
 };
