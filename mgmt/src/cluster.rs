@@ -156,7 +156,7 @@ impl Cluster {
         let record = serde_json::json!({"node": self.node, "at": crate::store::now_unix()});
         let ops = self.layout.ops(
             &change,
-            prev.declared.as_ref(),
+            prev.declared.as_deref(),
             record.to_string().as_bytes(),
         );
         if ops.len() > self.max_ops {

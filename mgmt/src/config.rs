@@ -148,7 +148,22 @@ impl Config {
     /// The declared services, endpoints and security groups (an endpoint that names no service, possible
     /// only in a configuration that fails validation, is left out).
     pub fn state(&self) -> State {
+        let Declared {
+            services,
+            endpoints,
+            security_groups,
+        } = self.declared();
         State {
+            services,
+            endpoints: endpoints.into(),
+            security_groups,
+            ..State::default()
+        }
+    }
+
+    /// The declared objects, as the baseline a start or reload diffs against.
+    pub fn declared(&self) -> Declared {
+        Declared {
             services: self.services.clone(),
             endpoints: self
                 .endpoints
@@ -156,17 +171,6 @@ impl Config {
                 .filter_map(EndpointConfig::to_endpoint)
                 .collect(),
             security_groups: self.security_groups.clone(),
-            ..State::default()
-        }
-    }
-
-    /// The declared objects, as the baseline a start or reload diffs against.
-    pub fn declared(&self) -> Declared {
-        let s = self.state();
-        Declared {
-            services: s.services,
-            endpoints: s.endpoints,
-            security_groups: s.security_groups,
         }
     }
 

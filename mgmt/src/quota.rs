@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::config::QuotasConfig;
-use crate::model::{EndpointState, KeyPath, State};
+use crate::model::{Chunked, Endpoint, EndpointState, KeyPath, State, VpcId};
 
 /// A quota a state goes beyond. Prints `<what> <scope>: <count> exceed the limit of
 /// <limit> (<key>)`; code e.g. `VpcEndpointLimitExceeded`.
@@ -161,17 +161,17 @@ impl Quota {
 
     /// [`Quota::check`] of a count each object has of its own, keyed by its id (unique
     /// in a valid state): only the objects of `next` over the limit are looked for in
-    /// `before`, so a change among 100k endpoints builds no map of all of them.
-    fn check_each<T, K: Ord + Copy>(
+    /// `before`, so a change among 100k endpoints builds no map of all of them. `next`
+    /// may leave out objects known to be the same in `before` (they cannot have grown).
+    fn check_each<'a, T: 'a, K: Ord + Copy>(
         &self,
-        next: &[T],
-        before: &[T],
+        next: impl Iterator<Item = &'a T>,
+        before: impl Iterator<Item = &'a T>,
         key: impl Fn(&T) -> K,
         count: impl Fn(&T) -> usize,
         describe: impl FnOnce(&K) -> (String, KeyPath),
     ) -> Result<(), QuotaError> {
         let over: BTreeMap<K, usize> = next
-            .iter()
             .map(|x| (key(x), count(x)))
             .filter(|(_, n)| *n > self.limit)
             .collect();
@@ -195,8 +195,66 @@ impl Quota {
     }
 }
 
+/// The live (not deleted) endpoints per VPC of the endpoint list last counted, kept with
+/// that list (a copy that shares its chunks), so that counting the next version reads only
+/// the chunks the two do not share: a change among a million endpoints counts a chunk.
+#[derive(Debug, Default, Clone)]
+pub struct EndpointCounts {
+    of: Chunked<Endpoint>,
+    per_vpc: BTreeMap<VpcId, usize>,
+}
+
+impl EndpointCounts {
+    /// The counts of `list`, from those of the list counted last.
+    pub fn of(&mut self, list: &Chunked<Endpoint>) -> &BTreeMap<VpcId, usize> {
+        let (was, is) = self.of.unshared(list);
+        for (vpc, n) in delta(self.of.iter_range(was), list.iter_range(is)) {
+            let count = self.per_vpc.entry(vpc).or_insert(0);
+            // Both counts are of real lists: a count never goes below zero.
+            *count = usize::try_from(i64::try_from(*count).unwrap_or(i64::MAX) + n).unwrap_or(0);
+            if *count == 0 {
+                self.per_vpc.remove(&vpc);
+            }
+        }
+        self.of.clone_from(list);
+        &self.per_vpc
+    }
+}
+
+fn live(e: &Endpoint) -> bool {
+    e.state != EndpointState::Deleted
+}
+
+/// Live endpoints per VPC in `after` less those in `before`, the VPCs whose count changed.
+fn delta<'a>(
+    before: impl Iterator<Item = &'a Endpoint>,
+    after: impl Iterator<Item = &'a Endpoint>,
+) -> BTreeMap<VpcId, i64> {
+    let mut d: BTreeMap<VpcId, i64> = BTreeMap::new();
+    for e in before.filter(|e| live(e)) {
+        *d.entry(e.vpc_id).or_insert(0) -= 1;
+    }
+    for e in after.filter(|e| live(e)) {
+        *d.entry(e.vpc_id).or_insert(0) += 1;
+    }
+    d.retain(|_, n| *n != 0);
+    d
+}
+
 /// Checks `next` against `limits`, counting only growth relative to `before`.
 pub fn check(next: &State, before: &State, limits: &Limits) -> Result<(), QuotaError> {
+    check_with(next, before, limits, &mut EndpointCounts::default())
+}
+
+/// [`check`], with the endpoint counts of an earlier check: the store's, which checks
+/// every change against the state in force, so that a change reads only the endpoints it
+/// did not share with that state.
+pub fn check_with(
+    next: &State,
+    before: &State,
+    limits: &Limits,
+    counts: &mut EndpointCounts,
+) -> Result<(), QuotaError> {
     let q = &limits.quotas;
     let endpoint_at =
         |id| KeyPath::item("endpoints", last(next.endpoints.iter().map(|e| e.id == id)));
@@ -207,30 +265,34 @@ pub fn check(next: &State, before: &State, limits: &Limits) -> Result<(), QuotaE
         )
     };
 
-    Quota::new(
+    // Per VPC, only growth is refused: a VPC whose count the change does not raise is
+    // never over because of it, so only the VPCs it raises are looked up.
+    let endpoints = Quota::new(
         "VpcEndpointLimitExceeded",
         "quotas.endpoints_per_vpc",
         q.endpoints_per_vpc,
-    )
-    .check(
-        next,
-        before,
-        |s| {
-            Counts::of(
-                s.endpoints
-                    .iter()
-                    .filter(|e| e.state != EndpointState::Deleted)
-                    .map(|e| (e.vpc_id, 1)),
-            )
-        },
-        |vpc| {
-            let i = last(next.endpoints.iter().map(|e| e.vpc_id == *vpc));
-            (
-                format!("interface endpoints in {vpc}"),
-                KeyPath::item("endpoints", i),
-            )
-        },
-    )?;
+    );
+    let (was, is) = before.endpoints.unshared(&next.endpoints);
+    let grown = delta(
+        before.endpoints.iter_range(was),
+        next.endpoints.iter_range(is.clone()),
+    );
+    if grown.values().any(|&n| n > 0) {
+        let counts = counts.of(&before.endpoints);
+        let over = grown.iter().find_map(|(vpc, &n)| {
+            let total = usize::try_from(n).ok()? + counts.get(vpc).copied().unwrap_or(0);
+            (total > endpoints.limit).then_some((vpc, total))
+        });
+        if let Some((vpc, total)) = over {
+            return Err(endpoints.exceeded(vpc, total, |vpc| {
+                let i = last(next.endpoints.iter().map(|e| e.vpc_id == *vpc));
+                (
+                    format!("interface endpoints in {vpc}"),
+                    KeyPath::item("endpoints", i),
+                )
+            }));
+        }
+    }
     Quota::new(
         "VpcEndpointServiceLimitExceeded",
         "quotas.services_per_account",
@@ -327,8 +389,8 @@ pub fn check(next: &State, before: &State, limits: &Limits) -> Result<(), QuotaE
         q.security_groups_per_endpoint,
     )
     .check_each(
-        &next.endpoints,
-        &before.endpoints,
+        next.endpoints.iter_range(is.clone()),
+        before.endpoints.iter(),
         |e| e.id,
         |e| e.security_group_ids.len(),
         |id| {
@@ -344,8 +406,8 @@ pub fn check(next: &State, before: &State, limits: &Limits) -> Result<(), QuotaE
         q.policy_characters,
     )
     .check_each(
-        &next.endpoints,
-        &before.endpoints,
+        next.endpoints.iter_range(is.clone()),
+        before.endpoints.iter(),
         |e| e.id,
         |e| e.policy.as_ref().map_or(0, policy_characters),
         |id| {
@@ -405,4 +467,66 @@ fn target_path(
 /// A policy document's size as the cloud counts it: characters of its compact JSON.
 pub fn policy_characters(doc: &serde_json::Value) -> usize {
     doc.to_string().chars().count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::IpAddressType;
+    use crate::testing::p;
+
+    fn endpoint(n: usize) -> Endpoint {
+        Endpoint {
+            id: p(&format!("vpce-0{n:016x}")),
+            owner: p("111111111111"),
+            vpc_id: p(&format!("vpc-0{:016x}", n % 5)),
+            service_id: p("vpce-svc-0d0000000000000d1"),
+            ip: None,
+            ip_address_type: IpAddressType::Ipv4,
+            ip6: None,
+            state: EndpointState::Available,
+            security_group_ids: vec![],
+            policy: None,
+            created_at: 0,
+            deleted_at: None,
+        }
+    }
+
+    fn fresh(list: &Chunked<Endpoint>) -> BTreeMap<VpcId, usize> {
+        let mut out = BTreeMap::new();
+        for e in list.iter().filter(|e| live(e)) {
+            *out.entry(e.vpc_id).or_insert(0) += 1;
+        }
+        out
+    }
+
+    #[test]
+    fn counts_kept_from_version_to_version_are_those_of_a_fresh_count() {
+        let mut list: Chunked<Endpoint> = (0..3000).map(endpoint).collect();
+        let mut counts = EndpointCounts::default();
+        assert_eq!(*counts.of(&list), fresh(&list));
+        // Every kind of edit the store makes, each on a copy of the version counted
+        // last, across chunk boundaries; and one version skipped between counts.
+        for step in 0..40usize {
+            let mut next = list.clone();
+            let at = (step * 613) % next.len();
+            match step % 5 {
+                0 => next[at].state = EndpointState::Deleted,
+                1 => {
+                    next.remove(at);
+                }
+                2 => next.push(endpoint(10_000 + step)),
+                3 => next[at].vpc_id = p("vpc-0000000000000000a"),
+                _ => next.retain(|e| e.id != list[at].id && e.id != list[(at + 1) % 3000].id),
+            }
+            if step % 7 != 6 {
+                assert_eq!(*counts.of(&next), fresh(&next), "step {step}");
+            }
+            list = next;
+        }
+        assert_eq!(*counts.of(&list), fresh(&list));
+        // And back to a version that shares nothing with the one counted.
+        let other: Chunked<Endpoint> = (0..700).map(endpoint).collect();
+        assert_eq!(*counts.of(&other), fresh(&other));
+    }
 }

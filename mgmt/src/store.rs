@@ -19,6 +19,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::io::Read;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use serde_json::{json, Value};
 
@@ -281,6 +282,9 @@ pub struct Store {
     deregistration_delay: u64,
     /// `[quotas]` and the Maglev table size.
     limits: Limits,
+    /// Live endpoints per VPC of the last state a request was checked against, so that
+    /// the next check counts only the endpoints it does not share with that one.
+    endpoint_counts: quota::EndpointCounts,
     ids: IdSource,
 }
 
@@ -351,7 +355,7 @@ impl Store {
         let (state, notes) = match persisted {
             None => {
                 let mut state = config.state();
-                state.declared = Some(declared);
+                state.declared = Some(Arc::new(declared));
                 (state, Vec::new())
             }
             Some(mut state) => {
@@ -360,7 +364,7 @@ impl Store {
                     None => Vec::new(),
                     Some(old) => declared::apply(&mut state, &old, &declared, now_unix())?,
                 };
-                state.declared = Some(declared);
+                state.declared = Some(Arc::new(declared));
                 (state, notes)
             }
         };
@@ -381,6 +385,7 @@ impl Store {
             region: config.mgmt.region.clone(),
             deregistration_delay: config.timeouts.deregistration_delay.as_secs(),
             limits: config.limits(),
+            endpoint_counts: quota::EndpointCounts::default(),
             ids: IdSource::default(),
         })
     }
@@ -540,7 +545,7 @@ impl Store {
     }
 
     /// Validates and quota-checks `next` against the current state.
-    fn finish(&self, next: State, response: Value) -> Result<Outcome, ApiError> {
+    fn finish(&mut self, next: State, response: Value) -> Result<Outcome, ApiError> {
         // What changed decides how much is checked: a change of endpoints alone (most
         // requests, among up to a million) is checked endpoint by endpoint.
         let touched = touched(&self.state, &next);
@@ -551,7 +556,7 @@ impl Store {
         if !known {
             next.validate(&self.attachments)?;
         }
-        quota::check(&next, &self.state, &self.limits)?;
+        quota::check_with(&next, &self.state, &self.limits, &mut self.endpoint_counts)?;
         // The objects compared equal: the rest may still differ (client tokens, the
         // declared baseline, an order).
         if touched.is_empty() && next == self.state {
@@ -613,23 +618,37 @@ impl Store {
                 });
             }
         }
-        next.endpoints.retain_mut(|e| {
-            if !matches!(e.state, EndpointState::Deleting | EndpointState::Deleted) {
-                return true;
+        // Written only where something is due, so that the endpoints' other chunks stay
+        // shared with the state in force.
+        let ending: Vec<usize> = (next.endpoints.iter().enumerate())
+            .filter(|(_, e)| matches!(e.state, EndpointState::Deleting | EndpointState::Deleted))
+            .map(|(i, _)| i)
+            .collect();
+        let mut forgotten = HashSet::new();
+        for i in ending {
+            let e = &next.endpoints[i];
+            let asked = e.deleted_at.unwrap_or(now_unix);
+            if e.state == EndpointState::Deleted
+                && now_unix >= asked.saturating_add(DELETED_ENDPOINT_SECS)
+            {
+                forgotten.insert(e.id);
+                continue;
             }
-            let asked = *e.deleted_at.get_or_insert(now_unix);
-            match e.state {
-                EndpointState::Deleting if now_unix > asked => {
+            let deleted = e.state == EndpointState::Deleting && now_unix > asked;
+            if e.deleted_at.is_none() || deleted {
+                let e = &mut next.endpoints[i];
+                e.deleted_at = Some(asked);
+                if deleted {
                     // A deleted endpoint holds nothing: no address, no security groups
                     // (which may then be deleted).
                     e.state = EndpointState::Deleted;
                     e.security_group_ids.clear();
-                    true
                 }
-                EndpointState::Deleted => now_unix < asked.saturating_add(DELETED_ENDPOINT_SECS),
-                _ => true,
             }
-        });
+        }
+        if !forgotten.is_empty() {
+            next.endpoints.retain(|e| !forgotten.contains(&e.id));
+        }
         next.client_tokens
             .retain(|t| now_unix < t.created_at.saturating_add(CLIENT_TOKEN_SECS));
         (next != *st).then_some(next)
@@ -661,7 +680,7 @@ impl Store {
         let new = config.declared();
         let mut next = self.state.clone();
         let notes = declared::apply(&mut next, &old, &new, now_unix)?;
-        next.declared = Some(new);
+        next.declared = Some(Arc::new(new));
         next.validate(&self.attachments)?;
         let limits = config.limits();
         quota::check(&next, &self.state, &limits)?;
@@ -738,9 +757,10 @@ fn client_token(caller: &Caller, op: &str, args: &Value) -> Result<Option<TokenA
 /// The ids of the objects that differ between `before` and `after`: created, changed or
 /// removed services, endpoints and security groups.
 ///
-/// O(objects): the store keeps each list in order (it appends, removes and changes in
-/// place), so the lists are matched side by side from both ends and only what lies
-/// between (the few objects a change touched) is matched by id.
+/// O(objects) for services and security groups, O(chunks) for endpoints: the store keeps
+/// each list in order (it appends, removes and changes in place), so the lists are
+/// matched side by side from both ends (the endpoints' shared chunks skipped unread) and
+/// only what lies between (the few objects a change touched) is matched by id.
 pub fn touched(before: &State, after: &State) -> Vec<String> {
     fn diff<T: PartialEq, K: Eq + std::hash::Hash + fmt::Display>(
         out: &mut Vec<String>,
@@ -783,7 +803,11 @@ pub fn touched(before: &State, after: &State) -> Vec<String> {
     }
     let mut out = Vec::new();
     diff(&mut out, &before.services, &after.services, |s| s.id);
-    diff(&mut out, &before.endpoints, &after.endpoints, |e| e.id);
+    // Only the endpoints outside the chunks the two versions share can differ.
+    let (was, is) = before.endpoints.unshared(&after.endpoints);
+    let was: Vec<&Endpoint> = before.endpoints.iter_range(was).collect();
+    let is: Vec<&Endpoint> = after.endpoints.iter_range(is).collect();
+    diff(&mut out, &was, &is, |e| e.id);
     diff(
         &mut out,
         &before.security_groups,

@@ -26,14 +26,15 @@
 
 use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::etcd::{Event, Kv, Op};
 use crate::model::{
-    ClientToken, Declared, Endpoint, EndpointId, SecurityGroup, SecurityGroupId, Service,
-    ServiceId, State,
+    ClientToken, Declared, Endpoint, EndpointId, ObjectList, SecurityGroup, SecurityGroupId,
+    Service, ServiceId, State,
 };
 use crate::persist::{Change, DeclaredChange, Put};
 
@@ -243,7 +244,7 @@ impl Layout {
         let old = prev_declared.unwrap_or(&empty);
         let new = match &change.declared {
             None => None,
-            Some(DeclaredChange::Set(d)) => Some(d),
+            Some(DeclaredChange::Set(d)) => Some(&**d),
             Some(DeclaredChange::Clear) => Some(&empty),
         };
         if let Some(new) = new {
@@ -284,12 +285,13 @@ impl Layout {
             match self.parse_key(&kv.key)? {
                 Key::Commit => commit = kv.mod_revision,
                 Key::Declared => {
-                    state.declared.get_or_insert_with(Declared::default);
+                    state.declared.get_or_insert_with(Arc::default);
                 }
                 Key::Object { declared, kind, .. } => {
                     let v = self.value(kind, kv)?;
                     if declared {
-                        push_value(state.declared.get_or_insert_with(Declared::default), v);
+                        let d = state.declared.get_or_insert_with(Arc::default);
+                        push_value(Arc::make_mut(d), v);
                     } else {
                         match v {
                             Value::Service(x) => state.services.push(x),
@@ -372,7 +374,7 @@ impl Layout {
             (t.scope.clone(), t.token.clone())
         });
         if baseline == Some(true) || !decl.is_empty() {
-            let d = state.declared.get_or_insert_with(Declared::default);
+            let d = Arc::make_mut(state.declared.get_or_insert_with(Arc::default));
             decl.apply(&mut d.services, &mut d.endpoints, &mut d.security_groups);
         }
         if baseline == Some(false) {
@@ -442,7 +444,12 @@ impl Edits {
         }
     }
 
-    fn apply(self, s: &mut Vec<Service>, e: &mut Vec<Endpoint>, g: &mut Vec<SecurityGroup>) {
+    fn apply(
+        self,
+        s: &mut Vec<Service>,
+        e: &mut impl ObjectList<Endpoint>,
+        g: &mut Vec<SecurityGroup>,
+    ) {
         apply_seq(s, self.services, |x| x.id);
         apply_seq(e, self.endpoints, |x| x.id);
         apply_seq(g, self.groups, |x| x.id);
@@ -461,7 +468,7 @@ fn push_value(d: &mut Declared, v: Value) {
 /// appends it, a removal drops it (absent: nothing). A few puts look objects up in turn;
 /// many go through an index, so a batch costs O(objects + puts) either way.
 fn apply_seq<K: Eq + Hash + Clone, T>(
-    list: &mut Vec<T>,
+    list: &mut impl ObjectList<T>,
     puts: Vec<Put<K, T>>,
     id: impl Fn(&T) -> K,
 ) {
@@ -473,61 +480,63 @@ fn apply_seq<K: Eq + Hash + Clone, T>(
             match p {
                 Put::Set(x) => {
                     let k = id(&x);
-                    match list.iter_mut().find(|y| id(y) == k) {
-                        Some(slot) => *slot = x,
-                        None => list.push(x),
+                    match list.position_in(0..list.len(), |y| id(y) == k) {
+                        Some(i) => list.replace(i, x),
+                        None => list.append(x),
                     }
                 }
-                Put::Remove(k) => list.retain(|y| id(y) != k),
+                Put::Remove(k) => list.keep(|y| id(y) != k),
             }
         }
         return;
     }
-    let mut slots: Vec<Option<T>> = std::mem::take(list).into_iter().map(Some).collect();
-    let mut index: HashMap<K, usize> = slots
-        .iter()
-        .enumerate()
-        .filter_map(|(i, x)| x.as_ref().map(|x| (id(x), i)))
-        .collect();
-    for p in puts {
-        match p {
-            Put::Set(x) => {
-                let k = id(&x);
-                match index.get(&k) {
-                    Some(&i) => slots[i] = Some(x),
-                    None => {
-                        index.insert(k, slots.len());
-                        slots.push(Some(x));
+    list.rebuild(|objects| {
+        let mut slots: Vec<Option<T>> = objects.into_iter().map(Some).collect();
+        let mut index: HashMap<K, usize> = slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, x)| x.as_ref().map(|x| (id(x), i)))
+            .collect();
+        for p in puts {
+            match p {
+                Put::Set(x) => {
+                    let k = id(&x);
+                    match index.get(&k) {
+                        Some(&i) => slots[i] = Some(x),
+                        None => {
+                            index.insert(k, slots.len());
+                            slots.push(Some(x));
+                        }
+                    }
+                }
+                Put::Remove(k) => {
+                    if let Some(i) = index.remove(&k) {
+                        slots[i] = None;
                     }
                 }
             }
-            Put::Remove(k) => {
-                if let Some(i) = index.remove(&k) {
-                    slots[i] = None;
-                }
-            }
         }
-    }
-    *list = slots.into_iter().flatten().collect();
+        slots.into_iter().flatten().collect()
+    });
 }
 
 /// The puts that turn `before` into `after`, object by object: removals, then what is
 /// new or changed, in `after`'s order.
-fn diff<K: Copy + Eq + Hash, T: Clone + PartialEq>(
-    before: &[T],
-    after: &[T],
+fn diff<'a, K: Copy + Eq + Hash, T: Clone + PartialEq + 'a>(
+    before: impl IntoIterator<Item = &'a T> + Copy,
+    after: impl IntoIterator<Item = &'a T> + Copy,
     id: impl Fn(&T) -> K,
 ) -> Vec<Put<K, T>> {
-    let old: HashMap<K, &T> = before.iter().map(|t| (id(t), t)).collect();
-    let new: HashSet<K> = after.iter().map(&id).collect();
+    let old: HashMap<K, &T> = before.into_iter().map(|t| (id(t), t)).collect();
+    let new: HashSet<K> = after.into_iter().map(&id).collect();
     let mut out: Vec<Put<K, T>> = before
-        .iter()
+        .into_iter()
         .filter(|t| !new.contains(&id(t)))
         .map(|t| Put::Remove(id(t)))
         .collect();
     out.extend(
         after
-            .iter()
+            .into_iter()
             .filter(|t| old.get(&id(t)) != Some(t))
             .cloned()
             .map(Put::Set),
@@ -588,7 +597,7 @@ mod tests {
     fn state() -> State {
         let config = Config::embedded_default();
         let mut s = config.state();
-        s.declared = Some(config.declared());
+        s.declared = Some(config.declared().into());
         assert!(!config.declared().endpoints.is_empty());
         s.client_tokens.push(ClientToken {
             scope: "111111111111".into(),
@@ -658,7 +667,7 @@ mod tests {
         after.services[0].acceptance_required = !after.services[0].acceptance_required;
         // The baseline loses its endpoint (a reload of a file without it).
         if let Some(d) = after.declared.as_mut() {
-            d.endpoints.clear();
+            Arc::make_mut(d).endpoints.clear();
         }
         let change = Change::between(
             &before,
@@ -666,7 +675,7 @@ mod tests {
             &[gone.to_string(), after.services[0].id.to_string()],
         )
         .expect("a change of that shape");
-        let ops = l.ops(&change, before.declared.as_ref(), b"{}");
+        let ops = l.ops(&change, before.declared.as_deref(), b"{}");
         let events: Vec<Event> = ops
             .iter()
             .map(|op| match op {
@@ -743,7 +752,7 @@ mod tests {
         c.clone().apply(&mut s);
         assert_eq!(s.services, after.services);
         assert_eq!(s.declared, None);
-        let ids = |v: &[crate::model::Endpoint]| {
+        let ids = |v: &crate::model::Chunked<crate::model::Endpoint>| {
             let mut ids: Vec<String> = v.iter().map(|e| e.id.to_string()).collect();
             ids.sort();
             ids
@@ -790,7 +799,7 @@ mod tests {
     }
 
     /// Where the `n`th endpoint of the test batch is in `list`.
-    fn template_index(list: &[crate::model::Endpoint], n: u32) -> usize {
+    fn template_index(list: &crate::model::Chunked<crate::model::Endpoint>, n: u32) -> usize {
         let id: crate::model::EndpointId = format!("vpce-1{:016x}", n).parse().unwrap();
         list.iter().position(|e| e.id == id).unwrap()
     }

@@ -7,6 +7,7 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +16,8 @@ use crate::ids::{
     ValueKind, VpcId,
 };
 use crate::net::{IpNet, Ipv4Net, Ipv6Net, MacAddr};
+
+use super::chunked::Chunked;
 
 // ---------------------------------------------------------------------------------------
 // Enumerations
@@ -669,7 +672,7 @@ impl Service {
 }
 
 /// An interface endpoint: a consumer's private address for a service.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Endpoint {
     /// `vpce-…`.
@@ -905,8 +908,9 @@ pub const MSS_CLAMP_RANGE: std::ops::RangeInclusive<u16> = 536..=9000;
 pub struct State {
     /// Endpoint services.
     pub services: Vec<Service>,
-    /// Interface endpoints.
-    pub endpoints: Vec<Endpoint>,
+    /// Interface endpoints: up to a million, so shared in chunks between the versions the
+    /// store keeps and copies.
+    pub endpoints: Chunked<Endpoint>,
     /// Security groups, applied to endpoints.
     pub security_groups: Vec<SecurityGroup>,
     /// `ClientToken`s of create requests and what they answered, for 24 hours.
@@ -915,9 +919,11 @@ pub struct State {
     /// The objects the configuration file declared when it was last applied: a start or
     /// a reload applies only what changed in the file since (see [`Declared`]). `None` in
     /// a state saved before this was kept: then the state is the truth and the file's
-    /// current declarations become the baseline.
+    /// current declarations become the baseline. Behind an `Arc`: it is as large as the
+    /// file's declarations and changes only with the file, so the copy of the state each
+    /// request makes shares it.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub declared: Option<Declared>,
+    pub declared: Option<Arc<Declared>>,
 }
 
 impl Clone for State {
@@ -928,7 +934,8 @@ impl Clone for State {
     }
 
     /// Into `self`'s allocations: the store copies its state for every request, and a
-    /// fresh copy of 100k endpoints (20 MB) costs as much in page faults as in copying.
+    /// fresh copy of thousands of services costs as much in page faults as in copying
+    /// (the endpoints share their chunks, so their copy is one of pointers).
     fn clone_from(&mut self, source: &Self) {
         let State {
             services,
@@ -947,7 +954,7 @@ impl Clone for State {
 
 /// The objects a configuration file declares (`[[services]]`, `[[endpoints]]`,
 /// `[[security_groups]]`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Declared {
     /// Declared services.

@@ -82,7 +82,7 @@ fn endpoint() -> Endpoint {
 fn state() -> State {
     State {
         services: vec![service()],
-        endpoints: vec![endpoint()],
+        endpoints: vec![endpoint()].into(),
         security_groups: vec![],
         ..State::default()
     }
@@ -1235,7 +1235,7 @@ fn a_copy_into_an_old_state_is_the_state() {
         description: String::new(),
         ingress: vec![],
     }];
-    source.declared = Some(Declared::default());
+    source.declared = Some(Default::default());
     spare.clone_from(&source);
     assert_eq!(spare, source);
     assert_eq!(source.clone(), source);

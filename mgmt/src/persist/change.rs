@@ -16,12 +16,13 @@
 
 use std::collections::HashSet;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    ClientToken, Declared, Endpoint, EndpointId, SecurityGroup, SecurityGroupId, Service,
-    ServiceId, State,
+    ClientToken, Declared, Endpoint, EndpointId, ObjectList as List, SecurityGroup,
+    SecurityGroupId, Service, ServiceId, State,
 };
 
 /// One object's new value, or its removal.
@@ -40,7 +41,7 @@ pub enum Put<K, T> {
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum DeclaredChange {
     /// The new baseline.
-    Set(Declared),
+    Set(Arc<Declared>),
     /// No baseline.
     Clear,
 }
@@ -107,29 +108,33 @@ impl Keyed for SecurityGroup {
 }
 
 /// The puts that turn `before` into `after`, looking only at the objects whose ids are in
-/// `touched` (every id that differs must be there); `None` when `after` is not `before`
-/// with objects changed in place, removed, and new ones appended.
-fn puts<T: Keyed + Clone + PartialEq>(
-    before: &[T],
-    after: &[T],
+/// `touched` (every id that differs must be there), and for them only where the two lists
+/// may differ; `None` when `after` is not `before` with objects changed in place, removed,
+/// and new ones appended.
+fn puts<T: Keyed + Clone + PartialEq, L: List<T>>(
+    before: &L,
+    after: &L,
     touched: &[T::Id],
 ) -> Option<Vec<Put<T::Id, T>>> {
     let mut seen = HashSet::with_capacity(touched.len());
     let mut removed = Vec::new();
     // (index in `after`, object, whether it is new)
     let mut set: Vec<(usize, &T, bool)> = Vec::new();
+    // An object outside these ranges lies, at the same place, in both lists (ids are
+    // unique in each): it is unchanged.
+    let (was, is) = before.differing(after);
     for &id in touched {
         if !seen.insert(id) {
             continue;
         }
-        let old = before.iter().position(|x| x.id() == id);
-        match (old, after.iter().position(|x| x.id() == id)) {
+        let old = before.position_in(was.clone(), |x| x.id() == id);
+        match (old, after.position_in(is.clone(), |x| x.id() == id)) {
             (Some(_), None) => removed.push(Put::Remove(id)),
             (old, Some(i)) => {
-                if old.is_some_and(|j| before[j] == after[i]) {
+                if old.is_some_and(|j| before.at(j) == after.at(i)) {
                     continue;
                 }
-                set.push((i, &after[i], old.is_none()));
+                set.push((i, after.at(i), old.is_none()));
             }
             (None, None) => {}
         }
@@ -152,7 +157,7 @@ fn puts<T: Keyed + Clone + PartialEq>(
     Some(out)
 }
 
-fn apply_puts<T: Keyed>(list: &mut Vec<T>, puts: Vec<Put<T::Id, T>>) {
+fn apply_puts<T: Keyed, L: List<T>>(list: &mut L, puts: Vec<Put<T::Id, T>>) {
     let gone: HashSet<T::Id> = puts
         .iter()
         .filter_map(|p| match p {
@@ -161,13 +166,13 @@ fn apply_puts<T: Keyed>(list: &mut Vec<T>, puts: Vec<Put<T::Id, T>>) {
         })
         .collect();
     if !gone.is_empty() {
-        list.retain(|x| !gone.contains(&x.id()));
+        list.keep(|x| !gone.contains(&x.id()));
     }
     for p in puts {
         if let Put::Set(x) = p {
-            match list.iter_mut().find(|y| y.id() == x.id()) {
-                Some(slot) => *slot = x,
-                None => list.push(x),
+            match list.position_in(0..list.len(), |y| y.id() == x.id()) {
+                Some(i) => list.replace(i, x),
+                None => list.append(x),
             }
         }
     }
@@ -184,8 +189,9 @@ impl Change {
     /// that differs. `None` when the difference is not one a record can say exactly; the
     /// caller then saves the whole state.
     ///
-    /// Costs O(touched × objects) id comparisons plus O(client tokens), not a walk over
-    /// every object's contents.
+    /// Costs O(touched × objects) id comparisons (for the endpoints, only of those outside
+    /// the chunks the two versions share) plus O(client tokens), not a walk over every
+    /// object's contents.
     pub fn between(before: &State, after: &State, touched: &[String]) -> Option<Change> {
         Self::between_with(before, after, touched, Baseline::MayChange)
     }

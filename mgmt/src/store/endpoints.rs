@@ -370,12 +370,8 @@ impl Tx<'_> {
         self.own_service(service)?;
         let mut failed = Vec::new();
         for id in ids {
-            let Some(e) = self
-                .st
-                .endpoints
-                .iter_mut()
-                .find(|e| e.id == id && e.service_id == service)
-            else {
+            let at = (self.st.endpoints.iter()).position(|e| e.id == id && e.service_id == service);
+            let Some(e) = at.map(|i| &mut self.st.endpoints[i]) else {
                 failed.push(unsuccessful(id, &endpoint_not_found(id)));
                 continue;
             };

@@ -698,14 +698,11 @@ impl Tx<'_> {
 /// before) become `failed`: the consumer keeps seeing them, as in the cloud, until it
 /// deletes them. `deleting` and `deleted` ones go on as they are.
 pub(super) fn fail_endpoints_of(st: &mut crate::model::State, id: ServiceId) {
-    for e in st.endpoints.iter_mut().filter(|e| e.service_id == id) {
-        if !matches!(
-            e.state,
-            crate::model::EndpointState::Deleting | crate::model::EndpointState::Deleted
-        ) {
-            e.state = crate::model::EndpointState::Failed;
-        }
-    }
+    use crate::model::EndpointState::{Deleted, Deleting, Failed};
+    st.endpoints.modify_where(
+        |e| e.service_id == id && !matches!(e.state, Deleting | Deleted | Failed),
+        |e| e.state = Failed,
+    );
 }
 
 /// Removes repeated items, keeping the first of each.

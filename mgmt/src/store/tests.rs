@@ -1636,7 +1636,7 @@ fn connection_limits_refuse_new_endpoints_only() {
         json!({"ServiceId": svc, "RemoveConnectionLimits": [C]}),
     );
     new_endpoint(&mut st, &consumer(), CVPC, &svc);
-    let before: Vec<Endpoint> = st.state().endpoints.clone();
+    let before = st.state().endpoints.clone();
     ok(
         &mut st,
         &provider(),
@@ -2453,7 +2453,7 @@ fn the_file_seeds_an_empty_state_only() {
     assert_eq!(st.state().endpoints, c.state().endpoints);
     assert_eq!(
         st.state().declared,
-        Some(c.declared()),
+        Some(c.declared().into()),
         "the baseline is kept"
     );
     assert_eq!(st.region(), "local");
@@ -2525,7 +2525,7 @@ fn a_state_saved_without_a_baseline_is_the_truth() {
         "declared objects are not re-added"
     );
     assert!(st.state().services[0].acceptance_required, "persisted wins");
-    assert_eq!(st.state().declared, Some(c.declared()));
+    assert_eq!(st.state().declared, Some(c.declared().into()));
 }
 
 #[test]

@@ -188,7 +188,7 @@ fn mutate(st: &mut State, rng: &mut Rng, next_ip: &mut u32, next_id: &mut u128) 
         }
         10 if st.services.len() > 1 => {
             let gone = st.services.remove(rng.below(st.services.len())).id;
-            for e in &mut st.endpoints {
+            for e in st.endpoints.iter_mut() {
                 if e.service_id == gone && e.state.needs_service() {
                     e.state = EndpointState::Failed;
                 }
