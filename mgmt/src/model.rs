@@ -24,6 +24,7 @@
 
 mod chunked;
 mod errors;
+mod index;
 mod objects;
 mod validate;
 
@@ -35,6 +36,7 @@ pub use chunked::{Chunked, ObjectList, CHUNK};
 pub use errors::{
     AddressHolder, AddressRole, BadPath, KeyPath, ModelError, Object, PathSegment, Reserved,
 };
+pub use index::{EndpointIndex, EndpointKey};
 pub use objects::{
     health_limits, Account, ClientToken, ConnectionLimit, Declared, Endpoint, EndpointState,
     HealthCheckProtocol, IngressRule, IpAddressType, IpFamily, Listener, Matcher, Principal,

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::config::QuotasConfig;
-use crate::model::{Chunked, Endpoint, EndpointState, KeyPath, State, VpcId};
+use crate::model::{EndpointIndex, EndpointKey, EndpointState, KeyPath, State, VpcId};
 
 /// A quota a state goes beyond. Prints `<what> <scope>: <count> exceed the limit of
 /// <limit> (<key>)`; code e.g. `VpcEndpointLimitExceeded`.
@@ -195,65 +195,18 @@ impl Quota {
     }
 }
 
-/// The live (not deleted) endpoints per VPC of the endpoint list last counted, kept with
-/// that list (a copy that shares its chunks), so that counting the next version reads only
-/// the chunks the two do not share: a change among a million endpoints counts a chunk.
-#[derive(Debug, Default, Clone)]
-pub struct EndpointCounts {
-    of: Chunked<Endpoint>,
-    per_vpc: BTreeMap<VpcId, usize>,
-}
-
-impl EndpointCounts {
-    /// The counts of `list`, from those of the list counted last.
-    pub fn of(&mut self, list: &Chunked<Endpoint>) -> &BTreeMap<VpcId, usize> {
-        let (was, is) = self.of.unshared(list);
-        for (vpc, n) in delta(self.of.iter_range(was), list.iter_range(is)) {
-            let count = self.per_vpc.entry(vpc).or_insert(0);
-            // Both counts are of real lists: a count never goes below zero.
-            *count = usize::try_from(i64::try_from(*count).unwrap_or(i64::MAX) + n).unwrap_or(0);
-            if *count == 0 {
-                self.per_vpc.remove(&vpc);
-            }
-        }
-        self.of.clone_from(list);
-        &self.per_vpc
-    }
-}
-
-fn live(e: &Endpoint) -> bool {
-    e.state != EndpointState::Deleted
-}
-
-/// Live endpoints per VPC in `after` less those in `before`, the VPCs whose count changed.
-fn delta<'a>(
-    before: impl Iterator<Item = &'a Endpoint>,
-    after: impl Iterator<Item = &'a Endpoint>,
-) -> BTreeMap<VpcId, i64> {
-    let mut d: BTreeMap<VpcId, i64> = BTreeMap::new();
-    for e in before.filter(|e| live(e)) {
-        *d.entry(e.vpc_id).or_insert(0) -= 1;
-    }
-    for e in after.filter(|e| live(e)) {
-        *d.entry(e.vpc_id).or_insert(0) += 1;
-    }
-    d.retain(|_, n| *n != 0);
-    d
-}
-
 /// Checks `next` against `limits`, counting only growth relative to `before`.
 pub fn check(next: &State, before: &State, limits: &Limits) -> Result<(), QuotaError> {
-    check_with(next, before, limits, &mut EndpointCounts::default())
+    check_with(next, before, limits, &EndpointIndex::default())
 }
 
-/// [`check`], with the endpoint counts of an earlier check: the store's, which checks
-/// every change against the state in force, so that a change reads only the endpoints it
-/// did not share with that state.
+/// [`check`], with an index of endpoints: the store's, of the state in force, so that a
+/// change reads only the endpoints it did not share with that state.
 pub fn check_with(
     next: &State,
     before: &State,
     limits: &Limits,
-    counts: &mut EndpointCounts,
+    index: &EndpointIndex,
 ) -> Result<(), QuotaError> {
     let q = &limits.quotas;
     let endpoint_at =
@@ -272,19 +225,20 @@ pub fn check_with(
         "quotas.endpoints_per_vpc",
         q.endpoints_per_vpc,
     );
-    let (was, is) = before.endpoints.unshared(&next.endpoints);
-    let grown = delta(
-        before.endpoints.iter_range(was),
-        next.endpoints.iter_range(is.clone()),
-    );
-    if grown.values().any(|&n| n > 0) {
-        let counts = counts.of(&before.endpoints);
-        let over = grown.iter().find_map(|(vpc, &n)| {
-            let total = usize::try_from(n).ok()? + counts.get(vpc).copied().unwrap_or(0);
-            (total > endpoints.limit).then_some((vpc, total))
-        });
-        if let Some((vpc, total)) = over {
-            return Err(endpoints.exceeded(vpc, total, |vpc| {
+    // Only a VPC with a live endpoint where `next` differs from `before` can have grown.
+    let (_, is) = before.endpoints.unshared(&next.endpoints);
+    let mut vpcs: Vec<VpcId> = (next.endpoints.iter_range(is.clone()))
+        .filter(|e| e.state != EndpointState::Deleted)
+        .map(|e| e.vpc_id)
+        .collect();
+    vpcs.sort_unstable();
+    vpcs.dedup();
+    for vpc in vpcs {
+        let total = index.count_in(&next.endpoints, EndpointKey::Live(vpc));
+        if total > endpoints.limit
+            && total > index.count_in(&before.endpoints, EndpointKey::Live(vpc))
+        {
+            return Err(endpoints.exceeded(&vpc, total, |vpc| {
                 let i = last(next.endpoints.iter().map(|e| e.vpc_id == *vpc));
                 (
                     format!("interface endpoints in {vpc}"),
@@ -467,66 +421,4 @@ fn target_path(
 /// A policy document's size as the cloud counts it: characters of its compact JSON.
 pub fn policy_characters(doc: &serde_json::Value) -> usize {
     doc.to_string().chars().count()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::IpAddressType;
-    use crate::testing::p;
-
-    fn endpoint(n: usize) -> Endpoint {
-        Endpoint {
-            id: p(&format!("vpce-0{n:016x}")),
-            owner: p("111111111111"),
-            vpc_id: p(&format!("vpc-0{:016x}", n % 5)),
-            service_id: p("vpce-svc-0d0000000000000d1"),
-            ip: None,
-            ip_address_type: IpAddressType::Ipv4,
-            ip6: None,
-            state: EndpointState::Available,
-            security_group_ids: vec![],
-            policy: None,
-            created_at: 0,
-            deleted_at: None,
-        }
-    }
-
-    fn fresh(list: &Chunked<Endpoint>) -> BTreeMap<VpcId, usize> {
-        let mut out = BTreeMap::new();
-        for e in list.iter().filter(|e| live(e)) {
-            *out.entry(e.vpc_id).or_insert(0) += 1;
-        }
-        out
-    }
-
-    #[test]
-    fn counts_kept_from_version_to_version_are_those_of_a_fresh_count() {
-        let mut list: Chunked<Endpoint> = (0..3000).map(endpoint).collect();
-        let mut counts = EndpointCounts::default();
-        assert_eq!(*counts.of(&list), fresh(&list));
-        // Every kind of edit the store makes, each on a copy of the version counted
-        // last, across chunk boundaries; and one version skipped between counts.
-        for step in 0..40usize {
-            let mut next = list.clone();
-            let at = (step * 613) % next.len();
-            match step % 5 {
-                0 => next[at].state = EndpointState::Deleted,
-                1 => {
-                    next.remove(at);
-                }
-                2 => next.push(endpoint(10_000 + step)),
-                3 => next[at].vpc_id = p("vpc-0000000000000000a"),
-                _ => next.retain(|e| e.id != list[at].id && e.id != list[(at + 1) % 3000].id),
-            }
-            if step % 7 != 6 {
-                assert_eq!(*counts.of(&next), fresh(&next), "step {step}");
-            }
-            list = next;
-        }
-        assert_eq!(*counts.of(&list), fresh(&list));
-        // And back to a version that shares nothing with the one counted.
-        let other: Chunked<Endpoint> = (0..700).map(endpoint).collect();
-        assert_eq!(*counts.of(&other), fresh(&other));
-    }
 }

@@ -25,8 +25,8 @@ use serde_json::{json, Value};
 
 use crate::config::Config;
 use crate::model::{
-    Account, AccountId, ClientToken, Endpoint, EndpointId, EndpointState, Listener, ModelError,
-    Principal, SecurityGroupId, Service, State, TargetState, VpcAttachment,
+    Account, AccountId, ClientToken, Endpoint, EndpointId, EndpointIndex, EndpointState, Listener,
+    ModelError, Principal, SecurityGroupId, Service, State, TargetState, VpcAttachment,
 };
 use crate::quota::{self, Limits, QuotaError};
 
@@ -282,9 +282,9 @@ pub struct Store {
     deregistration_delay: u64,
     /// `[quotas]` and the Maglev table size.
     limits: Limits,
-    /// Live endpoints per VPC of the last state a request was checked against, so that
-    /// the next check counts only the endpoints it does not share with that one.
-    endpoint_counts: quota::EndpointCounts,
+    /// The endpoints of `state` (brought up to it at each request) by id, address and
+    /// VPC, so that a request reads only the endpoints it changes.
+    endpoint_index: EndpointIndex,
     ids: IdSource,
 }
 
@@ -377,6 +377,9 @@ impl Store {
     /// once etcd can take it. The state must validate.
     pub fn with_state(config: &Config, state: State) -> Result<Self, LoadError> {
         state.validate(&config.vpcs)?;
+        // Indexed now, with the rest of the load, so that no request waits for it.
+        let mut endpoint_index = EndpointIndex::default();
+        endpoint_index.update(&state.endpoints);
         Ok(Self {
             state,
             spare: State::default(),
@@ -385,7 +388,7 @@ impl Store {
             region: config.mgmt.region.clone(),
             deregistration_delay: config.timeouts.deregistration_delay.as_secs(),
             limits: config.limits(),
-            endpoint_counts: quota::EndpointCounts::default(),
+            endpoint_index,
             ids: IdSource::default(),
         })
     }
@@ -514,9 +517,11 @@ impl Store {
         };
         let mut st = std::mem::take(&mut self.spare);
         st.clone_from(&self.state);
+        self.endpoint_index.update(&self.state.endpoints);
         let mut tx = Tx {
             caller,
             st,
+            index: &self.endpoint_index,
             atts: &self.attachments,
             region: &self.region,
             ids: &mut self.ids,
@@ -545,18 +550,19 @@ impl Store {
     }
 
     /// Validates and quota-checks `next` against the current state.
-    fn finish(&mut self, next: State, response: Value) -> Result<Outcome, ApiError> {
+    fn finish(&self, next: State, response: Value) -> Result<Outcome, ApiError> {
         // What changed decides how much is checked: a change of endpoints alone (most
         // requests, among up to a million) is checked endpoint by endpoint.
         let touched = touched(&self.state, &next);
         let endpoints: Option<Vec<EndpointId>> = touched.iter().map(|id| id.parse().ok()).collect();
         let known = endpoints.is_some_and(|ids| {
-            !touched.is_empty() && next.endpoints_known_valid(&self.attachments, &ids)
+            !touched.is_empty()
+                && next.endpoints_known_valid(&self.attachments, &ids, &self.endpoint_index)
         });
         if !known {
             next.validate(&self.attachments)?;
         }
-        quota::check_with(&next, &self.state, &self.limits, &mut self.endpoint_counts)?;
+        quota::check_with(&next, &self.state, &self.limits, &self.endpoint_index)?;
         // The objects compared equal: the rest may still differ (client tokens, the
         // declared baseline, an order).
         if touched.is_empty() && next == self.state {
@@ -821,6 +827,8 @@ pub fn touched(before: &State, after: &State) -> Vec<String> {
 struct Tx<'a> {
     caller: &'a Caller,
     st: State,
+    /// Of the endpoints of the state in force, which `st` began as.
+    index: &'a EndpointIndex,
     atts: &'a [VpcAttachment],
     region: &'a str,
     ids: &'a mut IdSource,

@@ -17,3 +17,26 @@ where
 pub(crate) fn ip(s: &str) -> Ipv4Addr {
     p(s)
 }
+
+/// An `available` IPv4 endpoint of account 111111111111 with no groups and no policy.
+pub(crate) fn endpoint(
+    id: &str,
+    vpc: &str,
+    service: &str,
+    ip: Option<Ipv4Addr>,
+) -> crate::model::Endpoint {
+    crate::model::Endpoint {
+        id: p(id),
+        owner: p("111111111111"),
+        vpc_id: p(vpc),
+        service_id: p(service),
+        ip,
+        ip_address_type: crate::model::IpAddressType::Ipv4,
+        ip6: None,
+        state: crate::model::EndpointState::Available,
+        security_group_ids: vec![],
+        policy: None,
+        created_at: 0,
+        deleted_at: None,
+    }
+}

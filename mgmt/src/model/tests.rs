@@ -63,20 +63,7 @@ fn service() -> Service {
 }
 
 fn endpoint() -> Endpoint {
-    Endpoint {
-        id: p(ENDPOINT),
-        owner: p("111111111111"),
-        vpc_id: p(CONSUMER),
-        service_id: p(SERVICE),
-        ip: Some(ip("10.1.0.100")),
-        ip_address_type: IpAddressType::Ipv4,
-        ip6: None,
-        state: EndpointState::Available,
-        security_group_ids: vec![],
-        policy: None,
-        created_at: 0,
-        deleted_at: None,
-    }
+    crate::testing::endpoint(ENDPOINT, CONSUMER, SERVICE, Some(ip("10.1.0.100")))
 }
 
 fn state() -> State {
@@ -1116,7 +1103,21 @@ fn endpoint_changes_are_known_valid_exactly_when_they_validate() {
         group("sg-00000001", CONSUMER, "111111111111"),
         group("sg-00000002", PROVIDER, "222222222222"),
     ];
+    // Deleted endpoints (holding no address) ahead of the others, so that the list spans
+    // chunks and the index, of `base`, shares the first with every version made from it.
+    let live = base.endpoints.to_vec();
+    base.endpoints = (0..CHUNK + 50)
+        .map(|k| {
+            let mut e = endpoint();
+            e.id = p(&format!("vpce-0f{k:015x}"));
+            e.state = EndpointState::Deleted;
+            e
+        })
+        .chain(live)
+        .collect();
     base.validate(&atts).unwrap();
+    let mut index = EndpointIndex::default();
+    index.update(&base.endpoints);
     let ips = [
         "10.1.0.100",
         "10.1.0.101",
@@ -1203,7 +1204,7 @@ fn endpoint_changes_are_known_valid_exactly_when_they_validate() {
             }
             changed.push(st.endpoints[i].id);
         }
-        let shortcut = st.endpoints_known_valid(&atts, &changed);
+        let shortcut = st.endpoints_known_valid(&atts, &changed, &index);
         let whole = st.validate(&atts);
         assert_eq!(
             shortcut,
@@ -1553,12 +1554,13 @@ fn a_service_accepts_only_the_endpoints_of_its_supported_types() {
 #[test]
 fn the_endpoint_shortcut_leaves_ipv6_to_the_whole_validation() {
     let (st, atts) = dual();
-    assert!(!st.endpoints_known_valid(&atts, &[p(ENDPOINT)]));
+    let none = EndpointIndex::default();
+    assert!(!st.endpoints_known_valid(&atts, &[p(ENDPOINT)], &none));
     // An IPv4 endpoint of a service that no longer accepts IPv4 is no verdict either.
     let mut st = state();
-    assert!(st.endpoints_known_valid(&attachments(), &[p(ENDPOINT)]));
+    assert!(st.endpoints_known_valid(&attachments(), &[p(ENDPOINT)], &none));
     st.services[0].supported_ip_address_types = vec![IpFamily::Ipv6];
-    assert!(!st.endpoints_known_valid(&attachments(), &[p(ENDPOINT)]));
+    assert!(!st.endpoints_known_valid(&attachments(), &[p(ENDPOINT)], &none));
 }
 
 // --- IPv6 targets and SNAT addresses (NAT66) --------------------------------------------

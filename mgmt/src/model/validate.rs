@@ -10,6 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ops::RangeInclusive;
 
 use super::errors::{AddressHolder, AddressRole, BadPath, KeyPath, ModelError, Object, Reserved};
+use super::index::{EndpointIndex, EndpointKey};
 use super::objects::{
     health_limits, Endpoint, IpAddressType, Listener, Principal, Service, State, Target,
     VpcAttachment, MSS_CLAMP_RANGE,
@@ -710,8 +711,10 @@ impl State {
     /// from a valid state only in the endpoints `changed` (their ids: the others are
     /// kept as they were, and no service or security group changed). Each changed
     /// endpoint still here is checked against everything [`State::validate`] holds it
-    /// to, in one walk of the endpoints; nothing else can have broken, since an
-    /// endpoint is referred to by nothing and a removal only frees its address.
+    /// to, its id and address counted with `index` (of any endpoint list: it reads what
+    /// the two do not share, so one of the state this one was made from reads little);
+    /// nothing else can have broken, since an endpoint is referred to by nothing and a
+    /// removal only frees its address.
     ///
     /// `false` is no verdict (too many changes, or a problem found): then
     /// [`State::validate`] decides, and names the first problem as always.
@@ -719,13 +722,14 @@ impl State {
         &self,
         attachments: &[VpcAttachment],
         changed: &[EndpointId],
+        index: &EndpointIndex,
     ) -> bool {
         if changed.len() > CHANGED_ENDPOINTS {
             return false;
         }
-        let here: Vec<&super::objects::Endpoint> = self
-            .endpoints
-            .iter()
+        // A changed endpoint is not the same at the same place in the indexed list.
+        let here: Vec<&super::objects::Endpoint> = (self.endpoints)
+            .iter_range(index.differing(&self.endpoints))
             .rev()
             .filter(|e| changed.contains(&e.id))
             .take(changed.len())
@@ -785,23 +789,14 @@ impl State {
                 }
             }
         }
-        // One walk for all of them: its id once, its address held by it alone.
-        let mut seen = [0usize; CHANGED_ENDPOINTS];
-        for x in &self.endpoints {
-            for (e, n) in here.iter().zip(seen.iter_mut()) {
-                if x.id == e.id {
-                    *n += 1;
-                } else if x.ip.is_some()
-                    && x.ip == e.ip
-                    && x.vpc_id == e.vpc_id
-                    && x.state.holds_address()
-                    && e.state.holds_address()
-                {
-                    return false;
-                }
-            }
-        }
-        seen.iter().take(here.len()).all(|&n| n == 1)
+        // Its id once, its address held by it alone.
+        here.iter().all(|e| {
+            let count = |key| index.count_in(&self.endpoints, key);
+            count(EndpointKey::Id(e.id)) == 1
+                && e.ip
+                    .filter(|_| e.state.holds_address())
+                    .is_none_or(|ip| count(EndpointKey::Address(e.vpc_id, ip)) == 1)
+        })
     }
 
     /// Security groups: unique ids, owned VPCs, names unique per VPC, non-empty port

@@ -12,7 +12,8 @@ use super::{
     group_not_found, rfc3339, unsuccessful, ApiError, Tx,
 };
 use crate::model::{
-    Endpoint, EndpointId, EndpointState, IpAddressType, SecurityGroupId, ServiceId, ServiceName,
+    Endpoint, EndpointId, EndpointKey, EndpointState, IpAddressType, SecurityGroupId, ServiceId,
+    ServiceName,
 };
 use crate::policy::Policy;
 
@@ -155,9 +156,9 @@ impl Tx<'_> {
             }
             (None, _) => None,
         };
-        let endpoints = &self.st.endpoints;
+        let (endpoints, index) = (&self.st.endpoints, self.index);
         let id = Self::fresh(self.ids, EndpointId::new, |id| {
-            endpoints.iter().any(|e| e.id == *id)
+            index.count_in(endpoints, EndpointKey::Id(*id)) > 0
         });
         let endpoint = Endpoint {
             id,

@@ -1,0 +1,204 @@
+//! Counts over a state's endpoints, kept from version to version.
+//!
+//! Three questions a change among up to a million endpoints asks of all of them: is this
+//! id taken, does another endpoint hold this address, how many live endpoints has this
+//! VPC. [`EndpointIndex`] answers them for the endpoint list it last indexed, and for any
+//! other list from what the two do not share ([`Chunked::unshared`]), so that a change
+//! that wrote one chunk reads one chunk, not the list.
+
+use std::hash::Hash;
+use std::net::Ipv4Addr;
+
+use super::chunked::Chunked;
+use super::objects::{Endpoint, EndpointState};
+use crate::fasthash::FastMap;
+use crate::ids::{EndpointId, VpcId};
+
+/// What an [`EndpointIndex`] counts endpoints by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndpointKey {
+    /// Endpoints of this id (one in a valid state).
+    Id(EndpointId),
+    /// Endpoints holding this IPv4 address in this VPC (one in a valid state).
+    Address(VpcId, Ipv4Addr),
+    /// Live (not `deleted`) endpoints in this VPC: what the endpoints-per-VPC quota counts.
+    Live(VpcId),
+}
+
+impl EndpointKey {
+    fn matches(self, e: &Endpoint) -> bool {
+        match self {
+            Self::Id(id) => e.id == id,
+            Self::Address(vpc, ip) => address(e) == Some((vpc, ip)),
+            Self::Live(vpc) => e.vpc_id == vpc && live(e),
+        }
+    }
+}
+
+fn live(e: &Endpoint) -> bool {
+    e.state != EndpointState::Deleted
+}
+
+fn address(e: &Endpoint) -> Option<(VpcId, Ipv4Addr)> {
+    e.ip.filter(|_| e.state.holds_address())
+        .map(|ip| (e.vpc_id, ip))
+}
+
+/// Endpoint counts by id, held address and VPC of the list indexed last, kept with that
+/// list (a copy that shares its chunks).
+#[derive(Debug, Default, Clone)]
+pub struct EndpointIndex {
+    of: Chunked<Endpoint>,
+    ids: FastMap<EndpointId, u32>,
+    addresses: FastMap<(VpcId, Ipv4Addr), u32>,
+    live: FastMap<VpcId, u32>,
+}
+
+/// Adds `by` to `k`'s count, dropping counts that reach zero.
+fn tally<K: Hash + Eq>(map: &mut FastMap<K, u32>, k: K, by: i64) {
+    // The counts are of real lists: taking out what was put in never goes below zero.
+    let was = map.get(&k).copied().unwrap_or(0);
+    match u32::try_from(i64::from(was) + by) {
+        Ok(n) if n > 0 => {
+            map.insert(k, n);
+        }
+        _ => {
+            map.remove(&k);
+        }
+    }
+}
+
+impl EndpointIndex {
+    /// Brings the index to `list`, reading only what `list` does not share with the list
+    /// indexed last.
+    pub fn update(&mut self, list: &Chunked<Endpoint>) {
+        let (was, is) = self.of.unshared(list);
+        let old = std::mem::take(&mut self.of);
+        for e in old.iter_range(was) {
+            self.count(e, -1);
+        }
+        for e in list.iter_range(is) {
+            self.count(e, 1);
+        }
+        self.of = list.clone();
+    }
+
+    fn count(&mut self, e: &Endpoint, by: i64) {
+        tally(&mut self.ids, e.id, by);
+        if let Some(a) = address(e) {
+            tally(&mut self.addresses, a, by);
+        }
+        if live(e) {
+            tally(&mut self.live, e.vpc_id, by);
+        }
+    }
+
+    /// The endpoints of `key` in the list indexed last.
+    pub fn indexed(&self, key: EndpointKey) -> usize {
+        let n = match key {
+            EndpointKey::Id(id) => self.ids.get(&id),
+            EndpointKey::Address(vpc, ip) => self.addresses.get(&(vpc, ip)),
+            EndpointKey::Live(vpc) => self.live.get(&vpc),
+        };
+        n.map_or(0, |&n| n as usize)
+    }
+
+    /// The endpoints of `key` in `list`: those of the list indexed last, corrected by what
+    /// the two do not share. Exact for any list; cheap for one that shares most chunks.
+    pub fn count_in(&self, list: &Chunked<Endpoint>, key: EndpointKey) -> usize {
+        let (was, is) = self.of.unshared(list);
+        let gone = self.of.iter_range(was).filter(|e| key.matches(e)).count();
+        let new = list.iter_range(is).filter(|e| key.matches(e)).count();
+        (self.indexed(key) + new).saturating_sub(gone)
+    }
+
+    /// The positions in `list` where it may differ from the list indexed last: every
+    /// endpoint that is not the same at the same place in both lies there.
+    pub fn differing(&self, list: &Chunked<Endpoint>) -> std::ops::Range<usize> {
+        self.of.unshared(list).1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::p;
+
+    fn endpoint(n: u32) -> Endpoint {
+        crate::testing::endpoint(
+            &format!("vpce-0{n:016x}"),
+            &format!("vpc-0{:016x}", n % 5),
+            "vpce-svc-0d0000000000000d1",
+            Some(Ipv4Addr::from(0x0a00_0000 + n % 2900)),
+        )
+    }
+
+    /// Every key the list has, and some it has not.
+    fn keys(list: &Chunked<Endpoint>) -> Vec<EndpointKey> {
+        let mut out = vec![
+            EndpointKey::Id(p("vpce-0ffffffffffffffff")),
+            EndpointKey::Live(p("vpc-0000000000000000a")),
+        ];
+        for e in list.iter() {
+            out.push(EndpointKey::Id(e.id));
+            out.push(EndpointKey::Live(e.vpc_id));
+            out.extend(e.ip.map(|ip| EndpointKey::Address(e.vpc_id, ip)));
+        }
+        out
+    }
+
+    fn fresh(list: &Chunked<Endpoint>, key: EndpointKey) -> usize {
+        list.iter().filter(|e| key.matches(e)).count()
+    }
+
+    #[test]
+    fn counts_kept_from_version_to_version_are_those_of_a_fresh_count() {
+        let mut list: Chunked<Endpoint> = (0..3000).map(endpoint).collect();
+        let mut index = EndpointIndex::default();
+        index.update(&list);
+        // Every kind of edit the store makes, each on a copy of the version indexed
+        // last, across chunk boundaries; one version in seven not indexed, so that the
+        // next is two changes away.
+        for step in 0..40u32 {
+            let mut next = list.clone();
+            let at = (step as usize * 613) % next.len();
+            match step % 6 {
+                0 => next[at].state = EndpointState::Deleted,
+                1 => {
+                    next.remove(at);
+                }
+                2 => next.push(endpoint(10_000 + step)),
+                3 => next[at].vpc_id = p("vpc-0000000000000000a"),
+                4 => next[at].ip = Some(Ipv4Addr::new(192, 0, 2, 1)),
+                _ => next.retain(|e| e.id != list[at].id && e.id != list[(at + 1) % 3000].id),
+            }
+            for key in keys(&next).into_iter().step_by(41) {
+                assert_eq!(
+                    index.count_in(&next, key),
+                    fresh(&next, key),
+                    "step {step}: {key:?}"
+                );
+            }
+            if step % 7 != 6 {
+                index.update(&next);
+                for key in keys(&next).into_iter().step_by(43) {
+                    assert_eq!(
+                        index.indexed(key),
+                        fresh(&next, key),
+                        "step {step}: {key:?}"
+                    );
+                }
+            }
+            list = next;
+        }
+        // A list that shares nothing with the one indexed.
+        let other: Chunked<Endpoint> = (0..700).map(endpoint).collect();
+        for key in keys(&other).into_iter().step_by(13) {
+            assert_eq!(index.count_in(&other, key), fresh(&other, key), "{key:?}");
+        }
+        index.update(&other);
+        for key in keys(&other).into_iter().step_by(13) {
+            assert_eq!(index.indexed(key), fresh(&other, key), "{key:?}");
+        }
+    }
+}
