@@ -32,7 +32,7 @@ pub use crate::ids::{
     is_valid_region, service_name, AccountId, EndpointId, ParseError, SecurityGroupId, ServiceId,
     ServiceName, ValueKind, VpcId, SERVICE_NAME_PREFIX,
 };
-pub use chunked::{Chunked, ObjectList, CHUNK};
+pub use chunked::{Chunked, Iter as ChunkedIter, ObjectList, CHUNK};
 pub use errors::{
     AddressHolder, AddressRole, BadPath, KeyPath, ModelError, Object, PathSegment, Reserved,
 };

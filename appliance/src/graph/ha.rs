@@ -12,6 +12,7 @@ use super::*;
 use crate::ha::link::{HaLink, BULK_SLOTS_PER_POLL, INSTALLS_PER_POLL};
 use crate::ha::record::{FlowRecord, RecordKind};
 use crate::tables::flow::TcpState;
+use mgmt::model::ChunkedIter;
 
 /// Flow records made on the packet path, kept until the poll hands them over.
 #[derive(Debug, Default)]
@@ -385,16 +386,22 @@ impl<F: Frame> Pipeline<F> {
 /// The next few local addresses from `start` of a walk over all of them (the IPv4 ones,
 /// then the IPv6 ones), and where the walk goes on (none: done).
 #[allow(clippy::type_complexity)]
-fn announce_batch(snap: &Snapshot, start: usize) -> (&[(u16, u32)], &[(u16, u128)], Option<usize>) {
+fn announce_batch(
+    snap: &Snapshot,
+    start: usize,
+) -> (
+    ChunkedIter<'_, (u16, u32)>,
+    ChunkedIter<'_, (u16, u128)>,
+    Option<usize>,
+) {
     const PER_POLL: usize = 32;
     let (v4, v6) = (snap.sorted_locals(), snap.sorted_locals6());
     let total = v4.len() + v6.len();
     let end = start.saturating_add(PER_POLL).min(total);
-    let batch = v4
-        .get(start.min(v4.len())..end.min(v4.len()))
-        .unwrap_or(&[]);
+    // Both ranges are cut to their lists (an empty one when the walk is past it).
+    let batch = v4.iter_range(start..end);
     let from6 = start.saturating_sub(v4.len());
-    let batch6 = v6.get(from6..end.saturating_sub(v4.len())).unwrap_or(&[]);
+    let batch6 = v6.iter_range(from6..end.saturating_sub(v4.len()));
     (batch, batch6, (end < total).then_some(end))
 }
 

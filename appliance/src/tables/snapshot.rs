@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use mgmt::model::{AccountId, EndpointId, Protocol, ServiceId};
+use mgmt::model::{AccountId, Chunked, EndpointId, Protocol, ServiceId};
 use mgmt::policy::Policy;
 
 use crate::health;
@@ -389,10 +389,14 @@ pub struct Snapshot {
     /// The generation this one was made from ([`Snapshot::update`]); `None` when it was
     /// built whole.
     pub base: Option<u64>,
-    /// The keys of `locals`, sorted.
-    sorted_locals: Arc<Vec<(u16, u32)>>,
-    /// The keys of `locals6`, sorted.
-    sorted_locals6: Arc<Vec<(u16, u128)>>,
+    /// The keys of `locals`, sorted; in chunks that the versions share (a change copies
+    /// the chunk an address comes or goes in, not a list of a million).
+    sorted_locals: Chunked<(u16, u32)>,
+    /// The keys of `locals6`, sorted, as `sorted_locals`.
+    sorted_locals6: Chunked<(u16, u128)>,
+    /// The endpoint list of the state this was made from (sharing its chunks): the next
+    /// version reads only the endpoints that differ from it.
+    made_from: Chunked<mgmt::model::Endpoint>,
 }
 
 /// Stable small numbers for endpoints and services, kept by the management thread across
@@ -494,12 +498,12 @@ impl Snapshot {
     }
 
     /// Every local address (attachment, IPv4) in order, for a walk a budget at a time.
-    pub fn sorted_locals(&self) -> &[(u16, u32)] {
+    pub fn sorted_locals(&self) -> &Chunked<(u16, u32)> {
         &self.sorted_locals
     }
 
     /// Every local IPv6 address (attachment, address) in order, as [`Self::sorted_locals`].
-    pub fn sorted_locals6(&self) -> &[(u16, u128)] {
+    pub fn sorted_locals6(&self) -> &Chunked<(u16, u128)> {
         &self.sorted_locals6
     }
 

@@ -117,6 +117,19 @@ impl<T> Chunked<T> {
         self.chunks.last().and_then(|c| c.last())
     }
 
+    /// The first position where `pred` fails, in a list where it holds for a prefix (a
+    /// sorted list's place for a key): a search among the chunks, then within one.
+    pub fn partition_point(&self, mut pred: impl FnMut(&T) -> bool) -> usize {
+        // The first chunk whose last object fails holds the point (its start if none).
+        let k = self
+            .chunks
+            .partition_point(|c| c.last().is_some_and(&mut pred));
+        match self.chunks.get(k) {
+            Some(c) => self.starts[k] + c.partition_point(pred),
+            None => self.len,
+        }
+    }
+
     /// How many objects at the start and at the end of `self` and `other` lie in chunks the
     /// two share (the same chunk at the same position, counted from that end): those are
     /// equal without a look at them. The two counts do not overlap.
@@ -208,6 +221,28 @@ impl<T: Clone> Chunked<T> {
             }
         }
         self.len += 1;
+    }
+
+    /// Puts `x` at position `i`, moving those after it, as `Vec::insert` does (and, as it
+    /// does, panics when `i` is beyond the end). A chunk that overflows is split in two.
+    pub fn insert(&mut self, i: usize, x: T) {
+        if i == self.len {
+            self.push(x);
+            return;
+        }
+        let Some((k, j)) = self.locate(i) else {
+            panic!(
+                "insertion index {i} is beyond the end (length {})",
+                self.len
+            );
+        };
+        let c = Arc::make_mut(&mut self.chunks[k]);
+        c.insert(j, x);
+        if c.len() > CHUNK {
+            let upper = c.split_off(c.len() / 2);
+            self.chunks.insert(k + 1, Arc::new(upper));
+        }
+        self.restart(k);
     }
 
     /// Removes and returns the object at position `i`, as `Vec::remove` does (and, as it
@@ -718,6 +753,36 @@ mod tests {
         assert_eq!(mine.start, 1200 / CHUNK * CHUNK);
         assert_eq!(theirs.start, mine.start);
         assert_eq!(c.len() - theirs.end, d.len() - mine.end);
+    }
+
+    #[test]
+    fn kept_sorted_by_insertion_at_the_partition_point() {
+        let mut c: Chunked<u32> = Chunked::new();
+        let mut v: Vec<u32> = Vec::new();
+        let mut x = 0x2545_f491u32;
+        for _ in 0..3000 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            let key = x % 10_000;
+            let i = c.partition_point(|y| *y < key);
+            assert_eq!(i, v.partition_point(|y| *y < key));
+            c.insert(i, key);
+            v.insert(i, key);
+            if key.is_multiple_of(3) {
+                let at = c.partition_point(|y| *y < key / 2).min(c.len() - 1);
+                assert_eq!(c.remove(at), v.remove(at));
+            }
+            check(&c);
+        }
+        assert_eq!(c.to_vec(), v);
+        assert!(c.chunks.len() > 3000 / CHUNK);
+        assert_eq!(c.partition_point(|_| true), c.len());
+        assert_eq!(c.partition_point(|_| false), 0);
+        // An insertion copies only the chunk it goes into.
+        let d = c.clone();
+        c.insert(1, 0);
+        assert_eq!(c.shared_ends(&d).1, d.len() - d.chunks[0].len());
     }
 
     #[test]

@@ -325,7 +325,9 @@ fn one_endpoint_changed_among_ten_thousand_shares_everything_else() {
     let config = Config::embedded_default();
     let mut handles = Handles::default();
     let mut st = start(&config);
-    let model = st.endpoints[0].clone();
+    let mut model = st.endpoints[0].clone();
+    // IPv4 only: the copies would otherwise share the model's IPv6 address.
+    (model.ip6, model.ip_address_type) = (None, mgmt::model::IpAddressType::Ipv4);
     for i in 0..10_000u32 {
         let mut e = model.clone();
         e.id = format!("vpce-1{i:016x}").parse().unwrap();
@@ -358,7 +360,43 @@ fn one_endpoint_changed_among_ten_thousand_shares_everything_else() {
         &Change::from_touched(&[st.endpoints[7].id.to_string()]),
         &mut handles,
     );
-    assert!(Arc::ptr_eq(&again.sorted_locals, &made.sorted_locals));
+    let all = made.sorted_locals.len();
+    assert_eq!(
+        again.sorted_locals.shared_ends(&made.sorted_locals),
+        (all, 0)
+    );
+    // The rejected endpoint's address went out of one chunk of the sorted list.
+    let (head, tail) = made.sorted_locals.shared_ends(&snap.sorted_locals);
+    assert!(head + tail + mgmt::model::CHUNK >= made.sorted_locals.len());
+    // A removal, an append and a change in the first chunk, each made from the last
+    // version (which reads only the endpoints that differ from the list it was made
+    // from) and each the whole build of its state.
+    let mut snap = again;
+    for step in 0..3u64 {
+        let before = st.clone();
+        match step {
+            0 => {
+                st.endpoints.remove(3000);
+            }
+            1 => {
+                let mut e = model.clone();
+                e.id = "vpce-1ffff000000000001".parse().unwrap();
+                e.ip = Some(Ipv4Addr::new(10, 4, 200, 1));
+                st.endpoints.push(e);
+            }
+            _ => st.endpoints[3].ip = Some(Ipv4Addr::new(10, 4, 201, 1)),
+        }
+        let change = Change::from_touched(&touched(&before, &st));
+        let made = update(&snap, 4 + step, &config, &st, &change, &mut handles);
+        let whole = Snapshot::build(4 + step, &config, &MACS, &MTUS, &st, &mut handles).unwrap();
+        assert_eq!(
+            made.differences(&whole),
+            Vec::<String>::new(),
+            "step {step}"
+        );
+        assert_eq!(made.endpoint_count(), st.endpoints.len(), "step {step}");
+        snap = made;
+    }
 }
 
 #[test]
