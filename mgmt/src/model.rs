@@ -32,11 +32,11 @@ pub use crate::ids::{
     is_valid_region, service_name, AccountId, EndpointId, ParseError, SecurityGroupId, ServiceId,
     ServiceName, ValueKind, VpcId, SERVICE_NAME_PREFIX,
 };
-pub use chunked::{Chunked, Iter as ChunkedIter, ObjectList, CHUNK};
+pub use chunked::{Chunked, Iter as ChunkedIter, ObjectList, Place, CHUNK};
 pub use errors::{
     AddressHolder, AddressRole, BadPath, KeyPath, ModelError, Object, PathSegment, Reserved,
 };
-pub use index::{EndpointIndex, EndpointKey};
+pub use index::{EndpointIndex, EndpointKey, IndexView};
 pub use objects::{
     health_limits, Account, ClientToken, ConnectionLimit, Declared, Endpoint, EndpointState,
     HealthCheckProtocol, IngressRule, IpAddressType, IpFamily, Listener, Matcher, Principal,

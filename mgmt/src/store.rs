@@ -25,8 +25,9 @@ use serde_json::{json, Value};
 
 use crate::config::Config;
 use crate::model::{
-    Account, AccountId, ClientToken, Endpoint, EndpointId, EndpointIndex, EndpointState, Listener,
-    ModelError, Principal, SecurityGroupId, Service, State, TargetState, VpcAttachment,
+    Account, AccountId, ClientToken, Endpoint, EndpointId, EndpointIndex, EndpointKey,
+    EndpointState, Listener, ModelError, Principal, SecurityGroupId, Service, State, TargetState,
+    VpcAttachment,
 };
 use crate::quota::{self, Limits, QuotaError};
 
@@ -436,6 +437,8 @@ impl Store {
     /// returned and the caller has made durable and in force.
     pub fn commit(&mut self, next: State) {
         self.spare = std::mem::replace(&mut self.state, next);
+        // Kept at the state in force, for the tick (which cannot bring it up itself).
+        self.endpoint_index.update(&self.state.endpoints);
     }
 
     /// [`prepare`](Self::prepare) and, when it changes the state, [`commit`](Self::commit)
@@ -449,7 +452,7 @@ impl Store {
     ) -> Result<Outcome, ApiError> {
         let out = self.prepare(caller, op, args, now_unix)?;
         if let Some(next) = &out.next {
-            self.state = next.clone();
+            self.commit(next.clone());
         }
         Ok(out)
     }
@@ -584,7 +587,9 @@ impl Store {
         let st = &self.state;
         let delay = self.deregistration_delay;
         // Only when something is due: the state is copied for a change, and a deleted
-        // endpoint stays an hour, so "some endpoint is deleted" is not reason enough.
+        // endpoint stays an hour, so "some endpoint is deleted" is not reason enough. The
+        // endpoints looked at are those the index has as deleting or deleted, not all.
+        let ending = self.endpoint_index.ending_in(&st.endpoints);
         let due = st.services.iter().any(|s| {
             s.listeners.iter().any(|l| {
                 l.targets.iter().any(|t| {
@@ -593,13 +598,15 @@ impl Store {
                             .is_none_or(|at| now_unix >= at.saturating_add(delay))
                 })
             })
-        }) || st.endpoints.iter().any(|e| match (e.state, e.deleted_at) {
-            (EndpointState::Deleting | EndpointState::Deleted, None) => true,
-            (EndpointState::Deleting, Some(at)) => now_unix > at,
-            (EndpointState::Deleted, Some(at)) => {
-                now_unix >= at.saturating_add(DELETED_ENDPOINT_SECS)
+        }) || (ending.iter().map(|&i| &st.endpoints[i])).any(|e| {
+            match (e.state, e.deleted_at) {
+                (EndpointState::Deleting | EndpointState::Deleted, None) => true,
+                (EndpointState::Deleting, Some(at)) => now_unix > at,
+                (EndpointState::Deleted, Some(at)) => {
+                    now_unix >= at.saturating_add(DELETED_ENDPOINT_SECS)
+                }
+                _ => false,
             }
-            _ => false,
         }) || st
             .client_tokens
             .iter()
@@ -625,11 +632,7 @@ impl Store {
             }
         }
         // Written only where something is due, so that the endpoints' other chunks stay
-        // shared with the state in force.
-        let ending: Vec<usize> = (next.endpoints.iter().enumerate())
-            .filter(|(_, e)| matches!(e.state, EndpointState::Deleting | EndpointState::Deleted))
-            .map(|(i, _)| i)
-            .collect();
+        // shared with the state in force (`next` is a copy: the same positions).
         let mut forgotten = HashSet::new();
         for i in ending {
             let e = &next.endpoints[i];
@@ -665,7 +668,7 @@ impl Store {
     pub fn tick(&mut self, now_unix: u64) -> bool {
         match self.prepare_tick(now_unix) {
             Some(next) => {
-                self.state = next;
+                self.commit(next);
                 true
             }
             None => false,
@@ -928,18 +931,17 @@ impl Tx<'_> {
 
     /// Addresses in use in `att`'s VPC: the appliance's own, gateway, static neighbours,
     /// SNAT and endpoint addresses, and targets.
-    fn used_addresses(&self, att: &VpcAttachment) -> HashSet<Ipv4Addr> {
+    /// Whether an IPv4 address of `att`'s VPC is in use: the appliance's own, its
+    /// neighbours', SNAT and target addresses, and endpoints' (those asked of the index,
+    /// not collected: a VPC may hold a million).
+    fn used_addresses(&self, att: &VpcAttachment) -> impl Fn(Ipv4Addr) -> bool + '_ {
         let mut used = HashSet::new();
         used.extend(att.address.map(|a| a.addr()));
         used.extend(att.gateway);
         used.extend(att.static_neighbours.iter().map(|n| n.ip));
         used.extend(self.service_addresses(att).filter_map(crate::net::ipv4_of));
-        for e in &self.st.endpoints {
-            if e.vpc_id == att.vpc_id && e.state.holds_address() {
-                used.extend(e.ip);
-            }
-        }
-        used
+        let (endpoints, vpc) = (self.index.view(&self.st.endpoints), att.vpc_id);
+        move |ip| used.contains(&ip) || endpoints.count(EndpointKey::Address(vpc, ip)) > 0
     }
 }
 
@@ -981,7 +983,7 @@ fn allocate_address6(
 /// with `from_top` the highest counting down from the last host (`.254`).
 fn allocate_address(
     att: &VpcAttachment,
-    used: &HashSet<Ipv4Addr>,
+    used: impl Fn(Ipv4Addr) -> bool,
     from_top: bool,
 ) -> Result<Ipv4Addr, ApiError> {
     let Some(net) = att.address else {
@@ -992,7 +994,7 @@ fn allocate_address(
     };
     let network = u32::from(net.network());
     let broadcast = u32::from(net.broadcast());
-    let free = |n: &u32| !used.contains(&Ipv4Addr::from(*n));
+    let free = |n: &u32| !used(Ipv4Addr::from(*n));
     let found = if from_top {
         (network.saturating_add(1)..broadcast).rev().find(free)
     } else {

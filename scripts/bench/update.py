@@ -209,6 +209,19 @@ def cmd_run(a):
             time.sleep(0.03)
             changes.append({"op": op + "-vpc-endpoint", "from_ms": t0,
                             "to_ms": last_t_ms(stats_log), "rtt_ms": rtt})
+            if op == "delete":
+                # A deleting endpoint still counts against endpoints_per_vpc until the
+                # next tick makes it deleted: at the quota's ceiling (--update 999998)
+                # the next create would be refused, so wait for that (bounded).
+                while time.time() < deadline:
+                    try:
+                        r = mgmt.call("describe-vpc-endpoints", {"VpcEndpointIds": [ep]})
+                    except Exception:  # already forgotten: gone from the count too
+                        break
+                    states = [e.get("State") for e in r.get("VpcEndpoints", [])]
+                    if all(s == "deleted" for s in states):
+                        break
+                    time.sleep(0.1)
             time.sleep(a.gap)
     end_ms = last_t_ms(stats_log)
 

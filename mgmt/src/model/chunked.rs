@@ -19,6 +19,15 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// is ~2,000 pointers.
 pub const CHUNK: usize = 512;
 
+/// Where an object lies: its chunk (the same in every version that shares it) and its
+/// place there. Meaningful only while some version holds the chunk, and only to
+/// [`Chunked::position_of`], which finds it again in another version in O(chunks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Place {
+    chunk: usize,
+    at: usize,
+}
+
 /// A list of `T` shared in chunks between its clones (see the module's description).
 ///
 /// Every chunk holds at least one object; objects are appended to the last chunk until it
@@ -115,6 +124,31 @@ impl<T> Chunked<T> {
     /// The last object.
     pub fn last(&self) -> Option<&T> {
         self.chunks.last().and_then(|c| c.last())
+    }
+
+    /// The objects at the positions of `range` (cut to the list), each with where it lies
+    /// ([`Place`]), in order.
+    pub fn iter_placed(&self, range: Range<usize>) -> impl Iterator<Item = (Place, &T)> + '_ {
+        let end = range.end.min(self.len);
+        let start = range.start.min(end);
+        let first = self
+            .starts
+            .partition_point(|&s| s <= start)
+            .saturating_sub(1);
+        (self.chunks[first..].iter().zip(&self.starts[first..]))
+            .take_while(move |(_, &s)| s < end)
+            .flat_map(move |(c, &s)| {
+                let chunk = Arc::as_ptr(c).addr();
+                let (lo, hi) = (start.saturating_sub(s), (end - s).min(c.len()));
+                (c[lo..hi].iter().enumerate()).map(move |(j, x)| (Place { chunk, at: lo + j }, x))
+            })
+    }
+
+    /// The position of what lies at `place` in this version, if it shares that chunk:
+    /// O(chunks), no look at the objects.
+    pub fn position_of(&self, place: Place) -> Option<usize> {
+        let k = (self.chunks.iter()).position(|c| Arc::as_ptr(c).addr() == place.chunk)?;
+        (place.at < self.chunks[k].len()).then(|| self.starts[k] + place.at)
     }
 
     /// The first position where `pred` fails, in a list where it holds for a prefix (a
@@ -783,6 +817,27 @@ mod tests {
         let d = c.clone();
         c.insert(1, 0);
         assert_eq!(c.shared_ends(&d).1, d.len() - d.chunks[0].len());
+    }
+
+    #[test]
+    fn a_place_is_found_again_in_every_version_that_shares_its_chunk() {
+        let a = list(3000);
+        let placed: Vec<(Place, u32)> = a.iter_placed(0..3000).map(|(p, x)| (p, *x)).collect();
+        assert_eq!(placed.len(), 3000);
+        for (i, &(p, x)) in placed.iter().enumerate() {
+            assert_eq!((a.position_of(p), x), (Some(i), a[i]));
+        }
+        assert!(a.iter_placed(700..1900).map(|(_, x)| *x).eq(700..1900));
+        assert_eq!(a.iter_placed(5..5).count(), 0);
+        assert_eq!(a.iter_placed(2990..9000).count(), 10);
+        // A removal in the first chunk moves the others' positions, not their places.
+        let mut b = a.clone();
+        b.remove(3);
+        let (p, x) = placed[2500];
+        assert_eq!(b.position_of(p), Some(2499));
+        assert_eq!(b[2499], x);
+        // The chunk that was written to is another: its places are not found.
+        assert_eq!(b.position_of(placed[10].0), None);
     }
 
     #[test]

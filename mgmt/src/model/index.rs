@@ -9,7 +9,7 @@
 use std::hash::Hash;
 use std::net::Ipv4Addr;
 
-use super::chunked::Chunked;
+use super::chunked::{Chunked, Place};
 use super::objects::{Endpoint, EndpointState};
 use crate::fasthash::FastMap;
 use crate::ids::{EndpointId, VpcId};
@@ -39,6 +39,10 @@ fn live(e: &Endpoint) -> bool {
     e.state != EndpointState::Deleted
 }
 
+fn ending(e: &Endpoint) -> bool {
+    matches!(e.state, EndpointState::Deleting | EndpointState::Deleted)
+}
+
 fn address(e: &Endpoint) -> Option<(VpcId, Ipv4Addr)> {
     e.ip.filter(|_| e.state.holds_address())
         .map(|ip| (e.vpc_id, ip))
@@ -52,6 +56,11 @@ pub struct EndpointIndex {
     ids: FastMap<EndpointId, u32>,
     addresses: FastMap<(VpcId, Ipv4Addr), u32>,
     live: FastMap<VpcId, u32>,
+    /// The `deleting` and `deleted` endpoints (what the store's tick looks at).
+    ending: FastMap<EndpointId, u32>,
+    /// Where each endpoint lies in the chunks of `of` (absent for an id that `of` holds
+    /// twice, which no valid state does, once one of the two went).
+    places: FastMap<EndpointId, Place>,
 }
 
 /// Adds `by` to `k`'s count, dropping counts that reach zero.
@@ -76,9 +85,11 @@ impl EndpointIndex {
         let old = std::mem::take(&mut self.of);
         for e in old.iter_range(was) {
             self.count(e, -1);
+            self.places.remove(&e.id);
         }
-        for e in list.iter_range(is) {
+        for (place, e) in list.iter_placed(is) {
             self.count(e, 1);
+            self.places.insert(e.id, place);
         }
         self.of = list.clone();
     }
@@ -91,6 +102,27 @@ impl EndpointIndex {
         if live(e) {
             tally(&mut self.live, e.vpc_id, by);
         }
+        if ending(e) {
+            tally(&mut self.ending, e.id, by);
+        }
+    }
+
+    /// The positions in `list` of its `deleting` and `deleted` endpoints, in order: those
+    /// the index has, found again, and those where `list` differs from the indexed list.
+    pub fn ending_in(&self, list: &Chunked<Endpoint>) -> Vec<usize> {
+        let (_, is) = self.of.unshared(list);
+        let mut out: Vec<usize> = (self.ending.keys())
+            .filter_map(|&id| self.position(list, id))
+            .filter(|i| !is.contains(i) && list.get(*i).is_some_and(ending))
+            .collect();
+        let start = is.start;
+        out.extend(
+            (list.iter_range(is).enumerate())
+                .filter(|(_, e)| ending(e))
+                .map(|(j, _)| start + j),
+        );
+        out.sort_unstable();
+        out
     }
 
     /// The endpoints of `key` in the list indexed last.
@@ -106,16 +138,56 @@ impl EndpointIndex {
     /// The endpoints of `key` in `list`: those of the list indexed last, corrected by what
     /// the two do not share. Exact for any list; cheap for one that shares most chunks.
     pub fn count_in(&self, list: &Chunked<Endpoint>, key: EndpointKey) -> usize {
+        self.view(list).count(key)
+    }
+
+    /// [`count_in`](Self::count_in) `list` for many keys: what `list` does not share with
+    /// the indexed list is found once.
+    pub fn view<'a>(&'a self, list: &'a Chunked<Endpoint>) -> IndexView<'a> {
         let (was, is) = self.of.unshared(list);
-        let gone = self.of.iter_range(was).filter(|e| key.matches(e)).count();
-        let new = list.iter_range(is).filter(|e| key.matches(e)).count();
-        (self.indexed(key) + new).saturating_sub(gone)
+        IndexView {
+            index: self,
+            gone: self.of.iter_range(was).collect(),
+            new: list.iter_range(is).collect(),
+        }
+    }
+
+    /// The position of endpoint `id` in `list` (of one of them, in a list that has it twice):
+    /// a look where `list` differs from the list indexed last, then at the place the
+    /// index has for it; a walk of the list only when the index holds the id twice.
+    pub fn position(&self, list: &Chunked<Endpoint>, id: EndpointId) -> Option<usize> {
+        let (_, is) = self.of.unshared(list);
+        let start = is.start;
+        if let Some(i) = list.iter_range(is).position(|e| e.id == id) {
+            return Some(start + i);
+        }
+        // Elsewhere `list` holds what the index does, at the same places.
+        self.ids.get(&id)?;
+        let at = (self.places.get(&id).and_then(|&p| list.position_of(p)))
+            .filter(|&i| list.get(i).is_some_and(|e| e.id == id));
+        at.or_else(|| list.iter().position(|e| e.id == id))
     }
 
     /// The positions in `list` where it may differ from the list indexed last: every
     /// endpoint that is not the same at the same place in both lies there.
     pub fn differing(&self, list: &Chunked<Endpoint>) -> std::ops::Range<usize> {
         self.of.unshared(list).1
+    }
+}
+
+/// An [`EndpointIndex`] corrected to another list ([`EndpointIndex::view`]).
+#[derive(Debug)]
+pub struct IndexView<'a> {
+    index: &'a EndpointIndex,
+    gone: Vec<&'a Endpoint>,
+    new: Vec<&'a Endpoint>,
+}
+
+impl IndexView<'_> {
+    /// The endpoints of `key` in the list of the view.
+    pub fn count(&self, key: EndpointKey) -> usize {
+        let matching = |list: &[&Endpoint]| list.iter().filter(|e| key.matches(e)).count();
+        (self.index.indexed(key) + matching(&self.new)).saturating_sub(matching(&self.gone))
     }
 }
 
@@ -162,8 +234,9 @@ mod tests {
         for step in 0..40u32 {
             let mut next = list.clone();
             let at = (step as usize * 613) % next.len();
-            match step % 6 {
+            match step % 7 {
                 0 => next[at].state = EndpointState::Deleted,
+                6 => next[at].state = EndpointState::Deleting,
                 1 => {
                     next.remove(at);
                 }
@@ -178,6 +251,21 @@ mod tests {
                     fresh(&next, key),
                     "step {step}: {key:?}"
                 );
+                if let EndpointKey::Id(id) = key {
+                    let at = next.iter().position(|e| e.id == id);
+                    assert_eq!(index.position(&next, id), at, "step {step}: {id}");
+                }
+            }
+            let want: Vec<usize> = (next.iter().enumerate())
+                .filter(|(_, e)| ending(e))
+                .map(|(i, _)| i)
+                .collect();
+            assert_eq!(index.ending_in(&next), want, "step {step}");
+            // The endpoints of the chunks written to, and those after a removal.
+            for i in [at.saturating_sub(1), at, at + 1, at + 600, next.len() - 1] {
+                if let Some(e) = next.get(i) {
+                    assert_eq!(index.position(&next, e.id), Some(i), "step {step}: {i}");
+                }
             }
             if step % 7 != 6 {
                 index.update(&next);

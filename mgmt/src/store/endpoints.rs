@@ -34,10 +34,8 @@ fn parse_policy(v: &Value, owner: crate::model::AccountId) -> Result<Value, ApiE
 impl Tx<'_> {
     /// The index of endpoint `id`, which the caller must own (else it is not found).
     fn own_endpoint(&self, id: EndpointId) -> Result<usize, ApiError> {
-        self.st
-            .endpoints
-            .iter()
-            .position(|e| e.id == id && self.caller.acts_for(e.owner))
+        (self.index.position(&self.st.endpoints, id))
+            .filter(|&i| self.caller.acts_for(self.st.endpoints[i].owner))
             .ok_or_else(|| endpoint_not_found(id))
     }
 
@@ -142,7 +140,7 @@ impl Tx<'_> {
         let ip = match ip {
             Some(ip) => Some(ip),
             None if ip_address_type.has_ipv4() => {
-                Some(allocate_address(&att, &self.used_addresses(&att), false)?)
+                Some(allocate_address(&att, self.used_addresses(&att), false)?)
             }
             None => None,
         };
@@ -371,7 +369,8 @@ impl Tx<'_> {
         self.own_service(service)?;
         let mut failed = Vec::new();
         for id in ids {
-            let at = (self.st.endpoints.iter()).position(|e| e.id == id && e.service_id == service);
+            let at = (self.index.position(&self.st.endpoints, id))
+                .filter(|&i| self.st.endpoints[i].service_id == service);
             let Some(e) = at.map(|i| &mut self.st.endpoints[i]) else {
                 failed.push(unsuccessful(id, &endpoint_not_found(id)));
                 continue;

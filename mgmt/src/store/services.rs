@@ -353,13 +353,15 @@ impl Tx<'_> {
                         .iter()
                         .flat_map(|l| l.targets.iter().map(|t| t.ip))
                 };
-                let mut used = self.used_addresses(&att);
-                used.extend(targets().filter_map(crate::net::ipv4_of));
+                let in_use = self.used_addresses(&att);
+                let targets4: std::collections::HashSet<std::net::Ipv4Addr> =
+                    targets().filter_map(crate::net::ipv4_of).collect();
+                let used = |ip| in_use(ip) || targets4.contains(&ip);
                 // IPv4 targets (or none yet) are reached from an IPv4 SNAT address, IPv6
                 // ones from an IPv6 one, made the same way; a VPC has the prefixes it has.
                 let mut list = Vec::new();
                 if att.address.is_some() {
-                    list.push(IpAddr::V4(allocate_address(&att, &used, true)?));
+                    list.push(IpAddr::V4(allocate_address(&att, used, true)?));
                 }
                 let ipv6_targets = targets().any(|ip| ip.is_ipv6()) || att.address.is_none();
                 if let (Some(net), true) = (att.address6, ipv6_targets) {
