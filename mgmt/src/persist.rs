@@ -49,6 +49,9 @@ pub use journal::{JOURNAL_FILE, JOURNAL_TMP_FILE};
 pub const STATE_FILE: &str = "state.json";
 /// The temporary file a save writes before renaming it.
 pub const STATE_TMP_FILE: &str = "state.json.tmp";
+/// The temporary file a compaction writes outside the store's lock
+/// ([`StateFile::prepare_checkpoint`]); never read by a load.
+pub const COMPACT_TMP_FILE: &str = "state.json.compact";
 /// The header's first word and version.
 const MAGIC: &str = "privlink-state v1";
 
@@ -186,6 +189,20 @@ impl Default for Compaction {
     }
 }
 
+/// How many writes the files had seen when a compaction took its state
+/// ([`StateFile::journal_mark`]): any write since (an append, or a whole checkpoint)
+/// makes the prepared checkpoint stale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JournalMark(u64);
+
+/// A checkpoint written and synced beside the state file, not yet in force
+/// ([`StateFile::prepare_checkpoint`], [`StateFile::install_checkpoint`]).
+#[derive(Debug)]
+pub struct PreparedCheckpoint {
+    id: CheckpointId,
+    mark: JournalMark,
+}
+
 /// Where the journal is, as this process last wrote or read it; checked against the
 /// file's identity and length before every append, and read again when they differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,6 +225,8 @@ pub struct StateFile {
     compaction: Compaction,
     /// Shared by clones: they are the same files.
     cursor: Arc<Mutex<Option<Cursor>>>,
+    /// Writes begun (appends and checkpoints), shared by clones: a compaction's mark.
+    writes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl fmt::Debug for StateFile {
@@ -241,6 +260,7 @@ impl StateFile {
             faults: None,
             compaction: Compaction::default(),
             cursor: Arc::new(Mutex::new(None)),
+            writes: Arc::default(),
         }
     }
 
@@ -390,29 +410,87 @@ impl StateFile {
     pub fn save(&self, state: &State) -> Result<(), PersistError> {
         self.ensure_dir()?;
         let tmp = self.dir.join(STATE_TMP_FILE);
-        let path = self.path();
-        let journal = self.journal_path();
+        let id = self.write_checkpoint(&tmp, state)?;
+        self.put_in_place(&tmp, id)
+    }
+
+    /// Where the journal stands, to be taken with the state a compaction writes and
+    /// under the lock that orders the changes ([`prepare_checkpoint`](Self::prepare_checkpoint)).
+    pub fn journal_mark(&self) -> JournalMark {
+        JournalMark(self.writes.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
+    /// Counts a write about to begin (see [`journal_mark`](Self::journal_mark)).
+    fn begin_write(&self) {
+        self.writes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The slow half of a compaction, which needs no lock: `state`, the state the files
+    /// held at `mark`, written as a checkpoint to a temporary file of its own and synced.
+    /// Nothing a load reads changes, and changes may go on being appended meanwhile.
+    pub fn prepare_checkpoint(
+        &self,
+        state: &State,
+        mark: JournalMark,
+    ) -> Result<PreparedCheckpoint, PersistError> {
+        self.ensure_dir()?;
+        let id = self.write_checkpoint(&self.dir.join(COMPACT_TMP_FILE), state)?;
+        Ok(PreparedCheckpoint { id, mark })
+    }
+
+    /// The quick half, under the lock that orders the changes: when no change was made
+    /// durable since the mark, the prepared checkpoint is put in place as
+    /// [`save`](Self::save) puts one (rename, journal retired, directory synced) and
+    /// `true` is returned; otherwise it is thrown away and `false` returned (the journal,
+    /// which has the newer records, stays in force). The errors mean what they mean for
+    /// a save.
+    pub fn install_checkpoint(&self, prepared: PreparedCheckpoint) -> Result<bool, PersistError> {
+        let tmp = self.dir.join(COMPACT_TMP_FILE);
+        if self.journal_mark() != prepared.mark {
+            let _ = fs::remove_file(&tmp);
+            return Ok(false);
+        }
+        self.put_in_place(&tmp, prepared.id).map(|()| true)
+    }
+
+    /// Encodes `state` as a checkpoint into `tmp`, synced (removed again on failure).
+    fn write_checkpoint(&self, tmp: &Path, state: &State) -> Result<CheckpointId, PersistError> {
         let body = encode_body(state);
         let id = CheckpointId {
             len: to_u64(body.len()),
             hash: fnv1a64(&body),
         };
+        let mut bytes = header_line(&body);
+        bytes.extend_from_slice(&body);
+        self.write_temp(tmp, &bytes)?;
+        Ok(id)
+    }
+
+    /// Puts the checkpoint `id` written to `tmp` in place of the state file and retires
+    /// the journal.
+    fn put_in_place(&self, tmp: &Path, id: CheckpointId) -> Result<(), PersistError> {
+        self.begin_write();
+        let path = self.path();
+        let journal = self.journal_path();
         // A journal is only ever applied to the checkpoint it names. So before a
         // checkpoint with this id is put in place, no journal naming this id may remain:
-        // if the journal names it and it is the checkpoint in place, `state` *is* that
-        // checkpoint, and taking the journal away is the whole save; if it names it but
+        // if the journal names it and it is the checkpoint in place, the new checkpoint
+        // *is* that one, and taking the journal away is the whole save; if it names it but
         // is left over from an older checkpoint, it is garbage either way.
         let bound = read_journal_header(&journal);
         if bound == Some(id) {
-            self.remove_journal()?;
+            if let Err(e) = self.remove_journal() {
+                let _ = fs::remove_file(tmp);
+                return Err(e);
+            }
             if read_checkpoint_id(&path) == Some(id) {
+                let _ = fs::remove_file(tmp);
                 *self.cursor() = None;
                 return self.sync_dir();
             }
         }
-        let mut bytes = header_line(&body);
-        bytes.extend_from_slice(&body);
-        self.write_new(&tmp, &path, &bytes, "rename the new state file into")?;
+        self.rename_into(tmp, &path, "rename the new state file into")?;
         // The journal names the checkpoint just replaced: from now on it is ignored, and
         // it goes now so that it never meets a checkpoint with its id again.
         if bound.is_some() && bound != Some(id) {
@@ -435,6 +513,12 @@ impl StateFile {
         bytes: &[u8],
         rename: &'static str,
     ) -> Result<(), PersistError> {
+        self.write_temp(tmp, bytes)?;
+        self.rename_into(tmp, path, rename)
+    }
+
+    /// Writes `bytes` to a new `tmp` and syncs it; on failure `tmp` is removed.
+    fn write_temp(&self, tmp: &Path, bytes: &[u8]) -> Result<(), PersistError> {
         let written = (|| {
             let mut file = fs::OpenOptions::new();
             file.write(true).create(true).truncate(true);
@@ -452,10 +536,7 @@ impl StateFile {
                 .map_err(Self::io(tmp, "write"))?;
             self.step(SaveStep::Sync)
                 .and_then(|()| file.sync_all())
-                .map_err(Self::io(tmp, "sync"))?;
-            self.step(SaveStep::Rename)
-                .and_then(|()| fs::rename(tmp, path))
-                .map_err(Self::io(path, rename))
+                .map_err(Self::io(tmp, "sync"))
         })();
         if written.is_err() {
             // A full disk leaves a partial temporary file: take it away so the space it
@@ -463,6 +544,23 @@ impl StateFile {
             let _ = fs::remove_file(tmp);
         }
         written
+    }
+
+    /// Renames `tmp` over `path`; on failure `tmp` is removed and `path` is as it was.
+    fn rename_into(
+        &self,
+        tmp: &Path,
+        path: &Path,
+        rename: &'static str,
+    ) -> Result<(), PersistError> {
+        let renamed = self
+            .step(SaveStep::Rename)
+            .and_then(|()| fs::rename(tmp, path))
+            .map_err(Self::io(path, rename));
+        if renamed.is_err() {
+            let _ = fs::remove_file(tmp);
+        }
+        renamed
     }
 
     fn remove_journal(&self) -> Result<(), PersistError> {
@@ -510,6 +608,7 @@ impl StateFile {
     /// Appends `change` (which leads to `next`) to the journal.
     fn append(&self, change: &Change, next: &State) -> Result<(), PersistError> {
         self.ensure_dir()?;
+        self.begin_write();
         let journal = self.journal_path();
         // Serialising plain data with string keys cannot fail.
         let body = serde_json::to_vec(change).unwrap_or_default();
@@ -1219,6 +1318,73 @@ mod tests {
             StateFile::new(&probe.0).load().unwrap().as_ref(),
             Some(last)
         );
+    }
+
+    #[test]
+    fn a_compaction_outside_the_lock_puts_in_place_only_what_no_write_followed() {
+        let dir = TempDir::new("compact-halves");
+        let file = StateFile::new(&dir.0);
+        let (first, steps) = changes(4);
+        file.save(&first).unwrap();
+        for (prev, next, touched) in &steps[..2] {
+            file.save_change(prev, next, touched).unwrap();
+        }
+        let load = || StateFile::new(&dir.0).load().unwrap();
+        let tmp = dir.0.join(COMPACT_TMP_FILE);
+        // A change made durable between the two halves: the prepared checkpoint is
+        // thrown away and nothing is lost.
+        let prepared = file
+            .prepare_checkpoint(&steps[1].1, file.journal_mark())
+            .unwrap();
+        assert!(tmp.exists());
+        assert_eq!(
+            load().as_ref(),
+            Some(&steps[1].1),
+            "nothing a load reads changed"
+        );
+        file.save_change(&steps[2].0, &steps[2].1, &steps[2].2)
+            .unwrap();
+        assert!(!file.install_checkpoint(prepared).unwrap());
+        assert!(!tmp.exists() && file.journal_path().exists());
+        assert_eq!(load().as_ref(), Some(&steps[2].1));
+        // So is one when a whole checkpoint was written in between, journal or not.
+        let prepared = file
+            .prepare_checkpoint(&steps[1].1, file.journal_mark())
+            .unwrap();
+        file.save(&steps[2].1).unwrap();
+        assert!(!file.install_checkpoint(prepared).unwrap());
+        assert_eq!(load().as_ref(), Some(&steps[2].1));
+        // None in between: it is the new checkpoint, the journal retired, and the next
+        // change follows it.
+        file.save_change(&steps[2].0, &steps[2].1, &steps[2].2)
+            .unwrap();
+        let prepared = file
+            .prepare_checkpoint(&steps[2].1, file.journal_mark())
+            .unwrap();
+        assert!(file.install_checkpoint(prepared).unwrap());
+        assert!(!tmp.exists() && !file.journal_path().exists());
+        assert_eq!(load().as_ref(), Some(&steps[2].1));
+        file.save_change(&steps[3].0, &steps[3].1, &steps[3].2)
+            .unwrap();
+        assert_eq!(load().as_ref(), Some(&steps[3].1));
+        // A failed step of either half leaves what the files held, and no temporary file.
+        for step in [
+            SaveStep::Create,
+            SaveStep::Write,
+            SaveStep::Sync,
+            SaveStep::Rename,
+        ] {
+            let faulty = StateFile::new(&dir.0).with_faults(failing(step));
+            faulty.load().unwrap();
+            let done = (faulty.prepare_checkpoint(&steps[3].1, faulty.journal_mark()))
+                .and_then(|p| faulty.install_checkpoint(p));
+            assert!(
+                matches!(done, Err(PersistError::Io { .. })),
+                "{step:?}: {done:?}"
+            );
+            assert!(!tmp.exists(), "{step:?}");
+            assert_eq!(load().as_ref(), Some(&steps[3].1), "{step:?}");
+        }
     }
 
     #[test]

@@ -251,7 +251,13 @@ pub struct Management {
     /// made from: the next announcement list is computed against the generation worker 0
     /// finished, not against the last published (which worker 0 may never have seen).
     recent_locals: Mutex<std::collections::VecDeque<Added>>,
+    /// Compactions in a row that a change overtook ([`Management::compact_aside`]).
+    compact_tries: std::sync::atomic::AtomicU32,
 }
+
+/// Compactions outside the store's lock that a change may overtake before one is done
+/// holding it.
+const COMPACT_TRIES: u32 = 3;
 
 /// The local addresses (attachment, IPv4; attachment, IPv6) generation `generation`
 /// added to `base`'s, or all of them when it was built whole (`base` = `None`).
@@ -341,6 +347,7 @@ impl Management {
             ),
             dp,
             recent_locals,
+            compact_tries: std::sync::atomic::AtomicU32::new(0),
         }
     }
 
@@ -871,7 +878,7 @@ impl Management {
             }
         }
         if self.cluster.is_none() && self.state_file.compaction_due() {
-            self.compact(&store);
+            self.compact_aside(store);
         }
     }
 
@@ -947,6 +954,45 @@ impl Management {
                 "state journal folded into a new checkpoint in {:.1} ms",
                 started.elapsed().as_secs_f64() * 1000.0
             ),
+            Err(e) => log::warn!("state journal not folded into a checkpoint: {e}"),
+        }
+    }
+
+    /// [`compact`](Self::compact) with its slow half (encoding and writing the whole
+    /// state: seconds at a million endpoints) outside the store's lock, so that requests
+    /// go on meanwhile: on a copy of the state (pointers to the endpoints' chunks), put
+    /// in place only if no change was made durable in between (else the next tick tries
+    /// again). After [`COMPACT_TRIES`] such tries it is done holding the lock, so that a
+    /// steady stream of changes cannot grow the journal without end.
+    fn compact_aside(&self, store: std::sync::MutexGuard<'_, Store>) {
+        let tries = self.compact_tries.load(Ordering::Relaxed);
+        if tries >= COMPACT_TRIES {
+            self.compact(&store);
+            self.compact_tries.store(0, Ordering::Relaxed);
+            return;
+        }
+        let started = std::time::Instant::now();
+        let (state, mark) = (store.state().clone(), self.state_file.journal_mark());
+        drop(store);
+        let prepared = self.state_file.prepare_checkpoint(&state, mark);
+        let _store = self.store.lock().unwrap_or_else(|e| e.into_inner());
+        match prepared.and_then(|p| self.state_file.install_checkpoint(p)) {
+            Ok(true) => {
+                self.compact_tries.store(0, Ordering::Relaxed);
+                log::info!(
+                    "state journal folded into a new checkpoint in {:.1} ms (the store's lock \
+                     held only to put it in place)",
+                    started.elapsed().as_secs_f64() * 1000.0
+                );
+            }
+            Ok(false) => {
+                self.compact_tries.store(tries + 1, Ordering::Relaxed);
+                log::info!(
+                    "state journal not folded: a change was saved while the checkpoint was \
+                     written ({:.1} ms); tried again at the next tick",
+                    started.elapsed().as_secs_f64() * 1000.0
+                );
+            }
             Err(e) => log::warn!("state journal not folded into a checkpoint: {e}"),
         }
     }
