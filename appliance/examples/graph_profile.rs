@@ -10,14 +10,20 @@
 //! `udp FLOWS BURSTS` replays established UDP flows in bursts of 32 (as the worker does);
 //! `udp6` the same from IPv6 consumers to the endpoint's IPv6 address (NAT64), `udp66` to
 //! IPv6 targets (NAT66, the configuration `scripts/bench.sh --proto udp66` makes);
-//! `syn FLOWS` opens FLOWS new TCP flows in bursts of 32. The nodes live in files of their
+//! `syn FLOWS` opens FLOWS new TCP flows in bursts of 32. `probe FLOWS BURSTS PER_BURST` is
+//! `udp` with the worker's upkeep (`Pipeline::poll`) after every burst and PER_BURST health
+//! probe SYNs queued for it before each (from the provider attachment's own address to a
+//! target, as the checker queues them): the difference between PER_BURST 1 and 0, divided
+//! by BURSTS, is what one probe segment costs the worker; a fifth argument `replies` also
+//! hands it a target's SYN-ACK for each. The nodes live in files of their
 //! own, so callgrind's per-file totals are the per-node breakdown (inlined code is
 //! attributed to the file it comes from). It prints the packets it ran, to divide by.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use appliance::graph::frame::VecFrame;
 use appliance::graph::{Pipeline, PipelineSettings, Verdict};
+use appliance::health::link::{ProbeQueues, ProbeSegment};
 use appliance::tables::snapshot::{Handles, Snapshot};
 use appliance::wire::ipv4::{IpProtocol, Ipv4Repr};
 use appliance::wire::tcp::{TcpFlags, TcpRepr};
@@ -160,6 +166,91 @@ fn run(p: &mut Pipeline<VecFrame>, snap: &Snapshot, frames: &[Vec<u8>]) -> usize
     sent
 }
 
+/// A target's SYN-ACK to probe port `port` on the provider attachment's own address, as
+/// it arrives on the provider port.
+fn probe_reply(port: u16) -> [u8; LEN] {
+    let (target, own) = (Ipv4Addr::new(10, 2, 0, 11), Ipv4Addr::new(10, 2, 0, 1));
+    let mut f = [0u8; LEN];
+    f[0..6].copy_from_slice(&MAC_P);
+    f[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0x02, 0x0b]);
+    f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+    TcpRepr {
+        src_port: 9000,
+        dst_port: port,
+        seq_number: 7,
+        ack_number: 1,
+        flags: TcpFlags::SYN | TcpFlags::ACK,
+        window_len: 64240,
+        urgent_at: 0,
+    }
+    .emit(&mut f[34..54], target, own, 0)
+    .expect("tcp");
+    Ipv4Repr {
+        src_addr: target,
+        dst_addr: own,
+        protocol: IpProtocol::TCP,
+        payload_len: 20,
+        ttl: 64,
+    }
+    .emit(&mut f[14..])
+    .expect("ipv4");
+    f
+}
+
+/// `bursts` bursts of `frames` in turn, each after `per_burst` probe SYNs were queued,
+/// followed by a burst of as many SYN-ACKs for them on the provider port (passed to the
+/// checker's queue, which is emptied as the checker would) when `replies`, and by the
+/// worker's upkeep; returns the packets forwarded and the probe segments sent.
+fn run_probed(
+    p: &mut Pipeline<VecFrame>,
+    snap: &Snapshot,
+    frames: &[Vec<u8>],
+    bursts: usize,
+    per_burst: u16,
+    replies: bool,
+) -> (usize, u64) {
+    let queues = ProbeQueues::new(1, 4096);
+    p.set_probe_link(queues.link(0).expect("one worker"));
+    let (mut sent, mut port) = (0, 0u16);
+    let mut burst = Vec::with_capacity(BURST);
+    for chunk in frames.chunks(BURST).cycle().take(bursts) {
+        for _ in 0..per_burst {
+            port = port.wrapping_add(1);
+            queues.send(ProbeSegment {
+                attachment: 1,
+                src: IpAddr::V4(Ipv4Addr::new(10, 2, 0, 1)),
+                dst: IpAddr::V4(Ipv4Addr::new(10, 2, 0, 11)),
+                tcp: TcpRepr {
+                    src_port: 32768 + port % 32768,
+                    dst_port: 9000,
+                    seq_number: u32::from(port),
+                    ack_number: 0,
+                    flags: TcpFlags::SYN,
+                    window_len: 64240,
+                    urgent_at: 0,
+                },
+                payload: Vec::new(),
+            });
+        }
+        burst.extend(chunk.iter().map(|f| VecFrame::new(f)));
+        p.process_burst(snap, 0, &mut burst, 1_000, &mut |v| {
+            sent += usize::from(matches!(v, Verdict::Tx(..)))
+        });
+        if replies && per_burst > 0 {
+            let first = port.wrapping_sub(per_burst - 1);
+            burst.extend(
+                (0..per_burst)
+                    .map(|k| VecFrame::new(&probe_reply(32768 + first.wrapping_add(k) % 32768))),
+            );
+            p.process_burst(snap, 1, &mut burst, 1_000, &mut |_| {});
+            while queues.replies.pop().is_some() {}
+        }
+        p.poll(snap, 1_000);
+        p.drain_emitted().for_each(drop);
+    }
+    (sent, p.counters().probes_sent)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let mode = args.get(1).map_or("udp", String::as_str);
@@ -194,6 +285,19 @@ fn main() {
         })
         .collect();
     let created = run(&mut p, &snap, &frames);
+    if mode == "probe" {
+        let per_burst: u16 = args.get(4).and_then(|a| a.parse().ok()).unwrap_or(1);
+        let replies = args.get(5).is_some_and(|a| a == "replies");
+        let (sent, probes) = run_probed(&mut p, &snap, &frames, bursts, per_burst, replies);
+        let c = p.counters();
+        println!(
+            "{created} flows, {sent} packets forwarded, {probes} probe segments sent, {} \
+             replies to the checker, {} dropped",
+            c.probe_replies,
+            c.total_drops()
+        );
+        return;
+    }
     if tcp {
         println!("{created} new flows");
         return;
