@@ -34,7 +34,8 @@ pub use crate::ids::{
 };
 pub use chunked::{Chunked, Iter as ChunkedIter, ObjectList, Place, CHUNK};
 pub use errors::{
-    AddressHolder, AddressRole, BadPath, KeyPath, ModelError, Object, PathSegment, Reserved,
+    no_ipv4_prefix, AddressHolder, AddressRole, BadPath, KeyPath, ModelError, Object, PathSegment,
+    Reserved,
 };
 pub use index::{EndpointIndex, EndpointKey, IndexView};
 pub use objects::{

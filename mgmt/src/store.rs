@@ -987,10 +987,7 @@ fn allocate_address(
     from_top: bool,
 ) -> Result<Ipv4Addr, ApiError> {
     let Some(net) = att.address else {
-        return Err(ApiError::invalid(format!(
-            "{} has no IPv4 prefix (its attachment has no address)",
-            att.vpc_id
-        )));
+        return Err(ApiError::invalid(crate::model::no_ipv4_prefix(att.vpc_id)));
     };
     let network = u32::from(net.network());
     let broadcast = u32::from(net.broadcast());

@@ -30,7 +30,7 @@ use std::time::Duration;
 use crossbeam::queue::ArrayQueue;
 
 use crate::graph::flowlog::FlowLogRecord;
-use crate::graph::nat64::{is_ipv6_consumer, is_snat6, Side6};
+use crate::graph::nat64::{consumer_addresses, provider_addresses, Side6};
 use crate::tables::flow::{Flow, FlowKey, TcpState, PROTO_TCP};
 use crate::tables::snapshot::cell::SnapshotCell;
 use crate::tables::snapshot::Snapshot;
@@ -161,28 +161,12 @@ impl Formatter {
         };
         let (start, end) = (self.unix_s(start_ms.max(f.created_ms)), self.unix_s(end_ms));
         let flags = tcp_flags(f, start_ms, ended);
-        let ip = |a: u32| IpAddr::V4(Ipv4Addr::from(a));
         let (c, r) = (&f.fwd, &f.rev);
-        // An IPv6 consumer's addresses are its side's (an evicted flow's were not kept:
-        // unspecified, printed as such, rather than its key's 32-bit fold).
-        let (csrc, cdst) = if is_ipv6_consumer(c.src_ip) {
-            let (s, d) = side.map_or((0, 0), |s| (s.consumer, s.endpoint));
-            (IpAddr::V6(Ipv6Addr::from(s)), IpAddr::V6(Ipv6Addr::from(d)))
-        } else {
-            (ip(c.src_ip), ip(c.dst_ip))
-        };
-        // A NAT66 flow's SNAT address and target likewise.
-        let (snat, target) = match side.filter(|_| is_snat6(r.dst_ip)) {
-            Some(s) => (
-                IpAddr::V6(Ipv6Addr::from(s.snat)),
-                IpAddr::V6(Ipv6Addr::from(s.target)),
-            ),
-            None if is_snat6(r.dst_ip) => (
-                IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-                IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-            ),
-            None => (ip(r.dst_ip), ip(r.src_ip)),
-        };
+        // An IPv6 consumer's addresses (a NAT66 flow's SNAT address and target) are its
+        // side's: unspecified when it was not kept, never its key's 32-bit fold.
+        let ((csrc, cdst), (snat, target)) =
+            (consumer_addresses(f, side), provider_addresses(f, side));
+        let (csrc, cdst, snat, target) = (csrc.ip(), cdst.ip(), snat.ip(), target.ip());
         // (account, interface, src, dst, sport, dport, direction index, pkt-src, pkt-dst, direction)
         let sides = [
             (

@@ -149,35 +149,38 @@ impl Consumers6 {
 }
 
 /// The consumer's and the endpoint's addresses of flow `f` as the consumer sees them:
-/// from its IPv6 side `side` for an IPv6 consumer, else from its key.
+/// from its IPv6 side `side` for an IPv6 consumer, else from its key. An IPv6 consumer's
+/// flow whose side was not kept has them unspecified, never its key's 32-bit fold
+/// (which is no address of anyone's).
 pub fn consumer_addresses(f: &Flow, side: Option<Side6>) -> (SocketAddr, SocketAddr) {
     let k = &f.fwd;
-    match side.filter(|_| is_ipv6_consumer(k.src_ip)) {
-        Some(s) => (
-            SocketAddr::new(Ipv6Addr::from(s.consumer).into(), k.src_port),
-            SocketAddr::new(Ipv6Addr::from(s.endpoint).into(), k.dst_port),
-        ),
-        None => (
-            SocketAddr::new(Ipv4Addr::from(k.src_ip).into(), k.src_port),
-            SocketAddr::new(Ipv4Addr::from(k.dst_ip).into(), k.dst_port),
-        ),
+    if is_ipv6_consumer(k.src_ip) {
+        let (c, e) = side.map_or((0, 0), |s| (s.consumer, s.endpoint));
+        return sockets6((c, k.src_port), (e, k.dst_port));
     }
+    sockets4((k.src_ip, k.src_port), (k.dst_ip, k.dst_port))
 }
 
 /// The SNAT address and the target of flow `f` as the provider sees them: from its IPv6
-/// side `side` for a NAT66 flow, else from its key.
+/// side `side` for a NAT66 flow, else from its key (unspecified, as for
+/// [`consumer_addresses`], for a NAT66 flow whose side was not kept).
 pub fn provider_addresses(f: &Flow, side: Option<Side6>) -> (SocketAddr, SocketAddr) {
     let k = &f.rev;
-    match side.filter(|_| is_snat6(k.dst_ip)) {
-        Some(s) => (
-            SocketAddr::new(Ipv6Addr::from(s.snat).into(), k.dst_port),
-            SocketAddr::new(Ipv6Addr::from(s.target).into(), k.src_port),
-        ),
-        None => (
-            SocketAddr::new(Ipv4Addr::from(k.dst_ip).into(), k.dst_port),
-            SocketAddr::new(Ipv4Addr::from(k.src_ip).into(), k.src_port),
-        ),
+    if is_snat6(k.dst_ip) {
+        let (snat, target) = side.map_or((0, 0), |s| (s.snat, s.target));
+        return sockets6((snat, k.dst_port), (target, k.src_port));
     }
+    sockets4((k.dst_ip, k.dst_port), (k.src_ip, k.src_port))
+}
+
+fn sockets6(a: (u128, u16), b: (u128, u16)) -> (SocketAddr, SocketAddr) {
+    let s = |(ip, port): (u128, u16)| SocketAddr::new(Ipv6Addr::from(ip).into(), port);
+    (s(a), s(b))
+}
+
+fn sockets4(a: (u32, u16), b: (u32, u16)) -> (SocketAddr, SocketAddr) {
+    let s = |(ip, port): (u32, u16)| SocketAddr::new(Ipv4Addr::from(ip).into(), port);
+    (s(a), s(b))
 }
 
 /// The source of a packet as its sender sent it, for a reject record: an IPv6
@@ -785,6 +788,63 @@ mod tests {
         assert_eq!(std::mem::align_of::<Slot6>(), 64);
         let c = Consumers6::new(3, true);
         assert_eq!(c.slots.as_ptr() as usize % 64, 0);
+    }
+
+    /// A flow of an IPv6 consumer (or a NAT66 flow) whose side was not kept shows its
+    /// addresses unspecified, not the folds in its key; one with its side shows those.
+    #[test]
+    fn addresses_come_from_the_side_or_are_unspecified_never_the_fold() {
+        use crate::tables::flow::FlowKey;
+        let key = |src_ip, dst_ip, src_port, dst_port| FlowKey {
+            src_ip,
+            dst_ip,
+            src_port,
+            dst_port,
+            vpc: 0,
+            proto: 17,
+        };
+        let consumer6 = (0xfd00_00c1_u128 << 96) | 7;
+        let (target6, snat6) = (
+            (0xfd00_00b1_u128 << 96) | 11,
+            (0xfd00_00b1_u128 << 96) | 100,
+        );
+        let f = Flow::new(
+            key(fold(1, consumer6), 0x0a01_0064, 4000, 80),
+            key(fold_target6(target6), fold_snat6(snat6), 8080, 5000),
+            0,
+        );
+        let unspecified = |port| SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port);
+        assert_eq!(
+            consumer_addresses(&f, None),
+            (unspecified(4000), unspecified(80))
+        );
+        assert_eq!(
+            provider_addresses(&f, None),
+            (unspecified(5000), unspecified(8080))
+        );
+        let side = Side6 {
+            consumer: consumer6,
+            endpoint: 0x64,
+            target: target6,
+            snat: snat6,
+        };
+        let (c, _) = consumer_addresses(&f, Some(side));
+        assert_eq!(c, SocketAddr::new(Ipv6Addr::from(consumer6).into(), 4000));
+        let (s, t) = provider_addresses(&f, Some(side));
+        assert_eq!(
+            (s.ip(), t.ip()),
+            (Ipv6Addr::from(snat6).into(), Ipv6Addr::from(target6).into())
+        );
+        // An IPv4 flow's come from its keys.
+        let g = Flow::new(
+            key(0x0a01_0101, 0x0a01_0064, 4000, 80),
+            key(0x0a02_000b, 0x0a02_0064, 8080, 5000),
+            0,
+        );
+        assert_eq!(
+            provider_addresses(&g, None).0,
+            "10.2.0.100:5000".parse().unwrap()
+        );
     }
 
     /// The provider side's folds stay in their ranges: a NAT66 reverse key meets no

@@ -188,21 +188,10 @@ impl<F: Frame> Pipeline<F> {
         now_ms: u64,
     ) -> Option<Result<(), DropReason>> {
         let att = snap.attachment(att_idx)?;
-        let Some(mut f) = (self.alloc)() else {
-            self.counters.drop(DropReason::NoMbuf);
-            return None;
-        };
-        let l3 = ethernet::HEADER_LEN + if att.vlan.is_some() { vlan::TAG_LEN } else { 0 };
-        let seg_len = crate::wire::tcp::HEADER_LEN + payload.len();
-        let ip_len = crate::wire::ipv4::HEADER_LEN + seg_len;
-        // A buffer too small for 64 bytes is as good as none.
-        if !f.set_len(l3 + ip_len) || !pad_frame(&mut f, att.vlan.is_some()) {
-            self.counters.drop(DropReason::NoMbuf);
-            return None;
-        }
+        let (mut f, l3, seg_len) =
+            self.segment_frame(att.vlan.is_some(), crate::wire::ipv4::HEADER_LEN, payload)?;
         let bytes = f.bytes_mut();
         let seg_at = l3 + crate::wire::ipv4::HEADER_LEN;
-        bytes[seg_at + crate::wire::tcp::HEADER_LEN..seg_at + seg_len].copy_from_slice(payload);
         let emitted = tcp.emit(
             &mut bytes[seg_at..],
             std::net::Ipv4Addr::from(src),
@@ -229,28 +218,44 @@ impl<F: Frame> Pipeline<F> {
     ) -> Option<Result<(), DropReason>> {
         use crate::wire::ipv6;
         let att = snap.attachment(att_idx)?;
-        let Some(mut f) = (self.alloc)() else {
-            self.counters.drop(DropReason::NoMbuf);
-            return None;
-        };
-        let l3 = ethernet::HEADER_LEN + if att.vlan.is_some() { vlan::TAG_LEN } else { 0 };
-        let seg_len = crate::wire::tcp::HEADER_LEN + payload.len();
-        let ip_len = ipv6::HEADER_LEN + seg_len;
-        if ip_len > usize::from(att.mtu) {
+        if ipv6::HEADER_LEN + crate::wire::tcp::HEADER_LEN + payload.len() > usize::from(att.mtu) {
             return Some(Err(DropReason::TooBig));
         }
-        if !f.set_len(l3 + ip_len) || !pad_frame(&mut f, att.vlan.is_some()) {
-            self.counters.drop(DropReason::NoMbuf);
-            return None;
-        }
+        let (mut f, l3, seg_len) =
+            self.segment_frame(att.vlan.is_some(), ipv6::HEADER_LEN, payload)?;
         let bytes = f.bytes_mut();
         let seg_at = l3 + ipv6::HEADER_LEN;
-        bytes[seg_at + crate::wire::tcp::HEADER_LEN..seg_at + seg_len].copy_from_slice(payload);
         tcp.emit6(&mut bytes[seg_at..], src, dst, payload.len())
             .ok()?;
         super::ipv6::write_header_for(&mut bytes[l3..], src, dst, PROTO_TCP, seg_len, 64);
         let routed = self.route6(att, att_idx, dst, &mut f, l3, now_ms);
         Some(self.send_routed(f, routed, now_ms))
+    }
+
+    /// A frame for a TCP segment of ours carrying `payload` behind an IP header of
+    /// `ip_header` bytes (and a VLAN tag when `tagged`), the payload in place: the frame,
+    /// where its IP header starts and the segment's length. `None`, counted, without a
+    /// buffer (one too small for 64 bytes is as good as none).
+    fn segment_frame(
+        &mut self,
+        tagged: bool,
+        ip_header: usize,
+        payload: &[u8],
+    ) -> Option<(F, usize, usize)> {
+        let Some(mut f) = (self.alloc)() else {
+            self.counters.drop(DropReason::NoMbuf);
+            return None;
+        };
+        let l3 = ethernet::HEADER_LEN + if tagged { vlan::TAG_LEN } else { 0 };
+        let seg_len = crate::wire::tcp::HEADER_LEN + payload.len();
+        if !f.set_len(l3 + ip_header + seg_len) || !pad_frame(&mut f, tagged) {
+            self.counters.drop(DropReason::NoMbuf);
+            return None;
+        }
+        let seg_at = l3 + ip_header;
+        f.bytes_mut()[seg_at + crate::wire::tcp::HEADER_LEN..seg_at + seg_len]
+            .copy_from_slice(payload);
+        Some((f, l3, seg_len))
     }
 
     /// Sends a frame of our own where routing it said: out of a port, or held until its

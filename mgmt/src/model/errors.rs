@@ -1064,12 +1064,7 @@ impl fmt::Display for ModelError {
                     write!(f, "ip_address_type {ip_address_type} has no ip")
                 }
             }
-            Self::NoIpv4Prefix { vpc, .. } => {
-                write!(
-                    f,
-                    "{vpc} has no IPv4 prefix (its attachment has no address)"
-                )
-            }
+            Self::NoIpv4Prefix { vpc, .. } => f.write_str(&no_ipv4_prefix(*vpc)),
             Self::NoAddress { .. } => {
                 f.write_str("an attachment needs an address, an address6 or both")
             }
@@ -1122,3 +1117,8 @@ impl fmt::Display for ModelError {
 }
 
 impl std::error::Error for ModelError {}
+
+/// What [`ModelError::NoIpv4Prefix`] says, for the store's allocation to say it alike.
+pub fn no_ipv4_prefix(vpc: VpcId) -> String {
+    format!("{vpc} has no IPv4 prefix (its attachment has no address)")
+}
