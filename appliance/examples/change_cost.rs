@@ -6,7 +6,8 @@
 //!
 //! `cargo run --release -p appliance --example change_cost -- [ENDPOINTS] [CHANGES]`
 //! (default 100000 3; a third argument `quick` times the requests alone, `targets` the
-//! same with register-targets). The endpoints are declared as `scripts/bench/update.py` declares
+//! same with register-targets, `allocate` with endpoints that ask for no address while
+//! the declared ones hold the lowest). The endpoints are declared as `scripts/bench/update.py` declares
 //! them, in a consumer VPC widened to a /8 so that a million fit.
 
 use std::net::Ipv4Addr;
@@ -38,12 +39,29 @@ fn main() {
     // `targets`: the same with register-targets (one new target per request) instead.
     let mode = args.next();
     let targets = mode.as_deref() == Some("targets");
-    let quick = targets || mode.as_deref() == Some("quick");
+    // `allocate`: the declared endpoints hold the VPC's lowest addresses, from .2 on (as
+    // endpoints created without an address come to), and each request asks for none.
+    let allocate = mode.as_deref() == Some("allocate");
+    let quick = targets || allocate || mode.as_deref() == Some("quick");
     let mut config = Config::embedded_default();
     config.vpcs[0].address = Some("10.0.0.1/8".parse().expect("prefix"));
     config.quotas.endpoints_per_vpc = n + 64 + changes;
-    let base = u32::from(Ipv4Addr::new(10, 4, 0, 1));
+    let base = u32::from(if allocate {
+        Ipv4Addr::new(10, 0, 0, 2)
+    } else {
+        Ipv4Addr::new(10, 4, 0, 1)
+    });
     let service = config.services[0].id;
+    // The demo's own addresses in the VPC are skipped, so that the declared endpoints fill
+    // every other one from `base` on.
+    let vpc = &config.vpcs[0];
+    let taken: std::collections::HashSet<Ipv4Addr> = (config.endpoints.iter())
+        .filter_map(|e| e.ip)
+        .chain(vpc.address.map(|a| a.addr()))
+        .chain(vpc.gateway)
+        .chain(vpc.static_neighbours.iter().map(|s| s.ip))
+        .collect();
+    let mut addresses = (base..).map(Ipv4Addr::from).filter(|a| !taken.contains(a));
     for i in 0..n {
         config.endpoints.push(EndpointConfig {
             id: format!("vpce-1{i:016x}").parse().expect("id"),
@@ -51,7 +69,7 @@ fn main() {
             vpc_id: config.vpcs[0].vpc_id,
             service_id: Some(service),
             service_name: None,
-            ip: Some(Ipv4Addr::from(base + i)),
+            ip: addresses.next(),
             ip_address_type: Default::default(),
             ip6: None,
             state: EndpointState::Available,
@@ -88,12 +106,12 @@ fn main() {
                                         "Port": 80, "Targets": [{"Id": t.to_string()}]}),
             )
         } else {
-            (
-                "create-vpc-endpoint",
-                json!({"VpcId": config.vpcs[0].vpc_id.to_string(),
-                    "ServiceName": format!("com.privlink.vpce.local.{service}"),
-                    "IpAddress": ip.to_string()}),
-            )
+            let mut args = json!({"VpcId": config.vpcs[0].vpc_id.to_string(),
+                "ServiceName": format!("com.privlink.vpce.local.{service}")});
+            if !allocate {
+                args["IpAddress"] = ip.to_string().into();
+            }
+            ("create-vpc-endpoint", args)
         };
         let out = timed("  Store::prepare (the steps below and more)", || {
             store

@@ -935,13 +935,36 @@ impl Tx<'_> {
     /// neighbours', SNAT and target addresses, and endpoints' (those asked of the index,
     /// not collected: a VPC may hold a million).
     fn used_addresses(&self, att: &VpcAttachment) -> impl Fn(Ipv4Addr) -> bool + '_ {
+        let used = self.other_addresses(att);
+        let (endpoints, vpc) = (self.index.view(&self.st.endpoints), att.vpc_id);
+        move |ip| used.contains(&ip) || endpoints.count(EndpointKey::Address(vpc, ip)) > 0
+    }
+
+    /// The IPv4 addresses of `att`'s VPC in use by anything but an endpoint: the
+    /// appliance's own, its neighbours', SNAT and target addresses.
+    fn other_addresses(&self, att: &VpcAttachment) -> HashSet<Ipv4Addr> {
         let mut used = HashSet::new();
         used.extend(att.address.map(|a| a.addr()));
         used.extend(att.gateway);
         used.extend(att.static_neighbours.iter().map(|n| n.ip));
         used.extend(self.service_addresses(att).filter_map(crate::net::ipv4_of));
-        let (endpoints, vpc) = (self.index.view(&self.st.endpoints), att.vpc_id);
-        move |ip| used.contains(&ip) || endpoints.count(EndpointKey::Address(vpc, ip)) > 0
+        used
+    }
+
+    /// The lowest free IPv4 address of `att`'s prefix from its second host on, for a new
+    /// endpoint: the index jumps over the runs of addresses endpoints hold.
+    fn allocate_endpoint_address(&self, att: &VpcAttachment) -> Result<Ipv4Addr, ApiError> {
+        let Some(net) = att.address else {
+            return Err(ApiError::invalid(crate::model::no_ipv4_prefix(att.vpc_id)));
+        };
+        let others = self.other_addresses(att);
+        let first = u32::from(net.network()).saturating_add(2);
+        let last = u32::from(net.broadcast()).saturating_sub(1);
+        (self.index.view(&self.st.endpoints))
+            .lowest_free(att.vpc_id, (first.into(), last.into()), |ip| {
+                others.contains(&ip)
+            })
+            .ok_or_else(|| no_free_address(att, net))
     }
 }
 
@@ -979,34 +1002,34 @@ fn allocate_address6(
         })
 }
 
-/// The lowest free host address counting up from the prefix's second host (`.2`), or
-/// with `from_top` the highest counting down from the last host (`.254`).
-fn allocate_address(
+/// The highest free host address, counting down from the prefix's last host (`.254`):
+/// a SNAT address (endpoints are allocated from the bottom,
+/// [`Tx::allocate_endpoint_address`]).
+fn allocate_address_from_top(
     att: &VpcAttachment,
     used: impl Fn(Ipv4Addr) -> bool,
-    from_top: bool,
 ) -> Result<Ipv4Addr, ApiError> {
     let Some(net) = att.address else {
         return Err(ApiError::invalid(crate::model::no_ipv4_prefix(att.vpc_id)));
     };
     let network = u32::from(net.network());
     let broadcast = u32::from(net.broadcast());
-    let free = |n: &u32| !used(Ipv4Addr::from(*n));
-    let found = if from_top {
-        (network.saturating_add(1)..broadcast).rev().find(free)
-    } else {
-        (network.saturating_add(2)..broadcast).find(free)
-    };
-    found.map(Ipv4Addr::from).ok_or_else(|| {
-        ApiError::new(
-            "InsufficientFreeAddressesInSubnet",
-            format!(
-                "no free address is left in {} of {}",
-                net.trunc(),
-                att.vpc_id
-            ),
-        )
-    })
+    (network.saturating_add(1)..broadcast)
+        .rev()
+        .find(|&n| !used(Ipv4Addr::from(n)))
+        .map(Ipv4Addr::from)
+        .ok_or_else(|| no_free_address(att, net))
+}
+
+fn no_free_address(att: &VpcAttachment, net: crate::net::Ipv4Net) -> ApiError {
+    ApiError::new(
+        "InsufficientFreeAddressesInSubnet",
+        format!(
+            "no free address is left in {} of {}",
+            net.trunc(),
+            att.vpc_id
+        ),
+    )
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` for unix seconds.

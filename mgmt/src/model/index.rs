@@ -6,6 +6,7 @@
 //! other list from what the two do not share ([`Chunked::unshared`]), so that a change
 //! that wrote one chunk reads one chunk, not the list.
 
+use std::collections::BTreeMap;
 use std::hash::Hash;
 use std::net::Ipv4Addr;
 
@@ -61,6 +62,10 @@ pub struct EndpointIndex {
     /// Where each endpoint lies in the chunks of `of` (absent for an id that `of` holds
     /// twice, which no valid state does, once one of the two went).
     places: FastMap<EndpointId, Place>,
+    /// The held IPv4 addresses of each VPC as maximal runs, first → last: the lowest free
+    /// address is found by jumping over runs, not by asking of every address (endpoints
+    /// created without one fill a VPC from its bottom up).
+    runs: BTreeMap<(VpcId, u32), u32>,
 }
 
 /// Adds `by` to `k`'s count, dropping counts that reach zero.
@@ -97,7 +102,13 @@ impl EndpointIndex {
     fn count(&mut self, e: &Endpoint, by: i64) {
         tally(&mut self.ids, e.id, by);
         if let Some(a) = address(e) {
+            let was = self.addresses.contains_key(&a);
             tally(&mut self.addresses, a, by);
+            match (was, self.addresses.contains_key(&a)) {
+                (false, true) => self.hold(a.0, u32::from(a.1)),
+                (true, false) => self.release(a.0, u32::from(a.1)),
+                _ => {}
+            }
         }
         if live(e) {
             tally(&mut self.live, e.vpc_id, by);
@@ -105,6 +116,50 @@ impl EndpointIndex {
         if ending(e) {
             tally(&mut self.ending, e.id, by);
         }
+    }
+
+    /// `ip` of `vpc` is now held: it joins the runs either side of it.
+    fn hold(&mut self, vpc: VpcId, ip: u32) {
+        let (mut first, mut last) = (ip, ip);
+        if let Some((&(v, s), &e)) = self.runs.range(..=(vpc, ip)).next_back() {
+            if v == vpc && u64::from(e) + 1 >= u64::from(ip) {
+                if e >= ip {
+                    return;
+                }
+                first = s;
+                self.runs.remove(&(v, s));
+            }
+        }
+        if let Some(after) = ip.checked_add(1) {
+            if let Some(e) = self.runs.remove(&(vpc, after)) {
+                last = e;
+            }
+        }
+        self.runs.insert((vpc, first), last);
+    }
+
+    /// `ip` of `vpc` is no longer held: its run splits around it.
+    fn release(&mut self, vpc: VpcId, ip: u32) {
+        let Some((&(v, s), &e)) = self.runs.range(..=(vpc, ip)).next_back() else {
+            return;
+        };
+        if v != vpc || e < ip {
+            return;
+        }
+        self.runs.remove(&(v, s));
+        if s < ip {
+            self.runs.insert((v, s), ip - 1);
+        }
+        if ip < e {
+            self.runs.insert((v, ip + 1), e);
+        }
+    }
+
+    /// The last address of the run of held addresses (in the indexed list) that holds
+    /// `ip`, if one does.
+    fn run_end(&self, vpc: VpcId, ip: u32) -> Option<u32> {
+        let (&(v, _), &e) = self.runs.range(..=(vpc, ip)).next_back()?;
+        (v == vpc && e >= ip).then_some(e)
     }
 
     /// The positions in `list` of its `deleting` and `deleted` endpoints, in order: those
@@ -188,6 +243,46 @@ impl IndexView<'_> {
     pub fn count(&self, key: EndpointKey) -> usize {
         let matching = |list: &[&Endpoint]| list.iter().filter(|e| key.matches(e)).count();
         (self.index.indexed(key) + matching(&self.new)).saturating_sub(matching(&self.gone))
+    }
+
+    /// The lowest IPv4 address of `vpc` in `from..=to` that no endpoint of the view's list
+    /// holds and `used` does not name: runs of addresses the indexed list holds are jumped
+    /// over (but for those the view's list freed), so a VPC filled from its bottom costs a
+    /// look or two, not one per held address.
+    pub fn lowest_free(
+        &self,
+        vpc: VpcId,
+        (from, to): (Ipv4Addr, Ipv4Addr),
+        used: impl Fn(Ipv4Addr) -> bool,
+    ) -> Option<Ipv4Addr> {
+        let mut freed: Vec<u32> = (self.gone.iter())
+            .filter_map(|e| address(e))
+            .filter(|&(v, ip)| v == vpc && self.count(EndpointKey::Address(v, ip)) == 0)
+            .map(|(_, ip)| u32::from(ip))
+            .collect();
+        freed.sort_unstable();
+        let free = |a: u32| {
+            let ip = Ipv4Addr::from(a);
+            self.count(EndpointKey::Address(vpc, ip)) == 0 && !used(ip)
+        };
+        let (mut a, to) = (u32::from(from), u32::from(to));
+        while a <= to {
+            match self.index.run_end(vpc, a) {
+                Some(end) => {
+                    // Held in the indexed list up to `end`: only an address the view's
+                    // list freed there can be free.
+                    let start = freed.partition_point(|&f| f < a);
+                    let mut within = freed[start..].iter().take_while(|&&f| f <= end);
+                    if let Some(&f) = within.find(|&&f| free(f)) {
+                        return (f <= to).then(|| Ipv4Addr::from(f));
+                    }
+                    a = end.checked_add(1)?;
+                }
+                None if free(a) => return Some(Ipv4Addr::from(a)),
+                None => a = a.checked_add(1)?,
+            }
+        }
+        None
     }
 }
 
@@ -288,5 +383,81 @@ mod tests {
         for key in keys(&other).into_iter().step_by(13) {
             assert_eq!(index.indexed(key), fresh(&other, key), "{key:?}");
         }
+    }
+
+    /// The lowest free address found by jumping over runs is the one a walk of every
+    /// address finds, for the indexed list and for versions that freed, took and moved
+    /// addresses since, with other users' addresses in the way.
+    #[test]
+    fn the_lowest_free_address_is_the_first_a_walk_finds() {
+        let vpc: VpcId = p("vpc-00000000000000000");
+        let at = |n: u32| Some(Ipv4Addr::from(0x0a00_0000 + n));
+        // Addresses .2 to .1801 held but for a few holes, two VPCs mixed.
+        let mut list: Chunked<Endpoint> = (0..1800u32)
+            .filter(|n| !matches!(n, 300 | 301 | 1200))
+            .map(|n| {
+                let mut e = endpoint(n);
+                (e.vpc_id, e.ip) = (vpc, at(n + 2));
+                e
+            })
+            .chain((0..50).map(|n| endpoint(5000 + n)))
+            .collect();
+        let mut index = EndpointIndex::default();
+        index.update(&list);
+        let walk = |list: &Chunked<Endpoint>, from: u32, used: &dyn Fn(Ipv4Addr) -> bool| {
+            let held: std::collections::HashSet<Ipv4Addr> = (list.iter())
+                .filter_map(address)
+                .filter(|a| a.0 == vpc)
+                .map(|a| a.1)
+                .collect();
+            (from..=4000)
+                .map(|n| Ipv4Addr::from(0x0a00_0000 + n))
+                .find(|ip| !used(*ip) && !held.contains(ip))
+        };
+        let range = |from: u32| {
+            (
+                Ipv4Addr::from(0x0a00_0000 + from),
+                Ipv4Addr::from(0x0a00_0000 + 4000),
+            )
+        };
+        let others = |ip: Ipv4Addr| ip == Ipv4Addr::new(10, 0, 1, 46); // .302
+        for step in 0..8u32 {
+            let mut next = list.clone();
+            match step % 4 {
+                // Free one inside a run, take a hole, move one, delete one.
+                0 => next[(step * 97) as usize % 1700].ip = None,
+                1 => next.push({
+                    let mut e = endpoint(9000 + step);
+                    (e.vpc_id, e.ip) = (vpc, at(302 + step));
+                    e
+                }),
+                2 => next[(step * 31) as usize % 1700].ip = at(3000 + step),
+                _ => next[(step * 53) as usize % 1700].state = EndpointState::Deleted,
+            }
+            for from in [2, 302, 1199, 1900] {
+                let view = index.view(&next);
+                assert_eq!(
+                    view.lowest_free(vpc, range(from), others),
+                    walk(&next, from, &others),
+                    "step {step}, from {from}"
+                );
+            }
+            if step % 3 != 2 {
+                index.update(&next);
+                let view = index.view(&next);
+                assert_eq!(
+                    view.lowest_free(vpc, range(2), |_| false),
+                    walk(&next, 2, &|_| false)
+                );
+            }
+            list = next;
+        }
+        // None left in a range that is all held (no step touched .1000-.1100).
+        let view = index.view(&list);
+        let held = (
+            Ipv4Addr::from(0x0a00_0000 + 1000),
+            Ipv4Addr::from(0x0a00_0000 + 1100),
+        );
+        assert_eq!(view.lowest_free(vpc, held, |_| false), None);
     }
 }

@@ -8,8 +8,8 @@ use serde_json::{json, Value};
 use super::args::Args;
 use super::services::dedup;
 use super::{
-    allocate_address, allocate_address6, connected, endpoint_json, endpoint_not_found,
-    group_not_found, rfc3339, unsuccessful, ApiError, Tx,
+    allocate_address6, connected, endpoint_json, endpoint_not_found, group_not_found, rfc3339,
+    unsuccessful, ApiError, Tx,
 };
 use crate::model::{
     Endpoint, EndpointId, EndpointKey, EndpointState, IpAddressType, SecurityGroupId, ServiceId,
@@ -139,9 +139,7 @@ impl Tx<'_> {
         // An IPv6 endpoint has no IPv4 address (a given one is refused by validation).
         let ip = match ip {
             Some(ip) => Some(ip),
-            None if ip_address_type.has_ipv4() => {
-                Some(allocate_address(&att, self.used_addresses(&att), false)?)
-            }
+            None if ip_address_type.has_ipv4() => Some(self.allocate_endpoint_address(&att)?),
             None => None,
         };
         // Without an IPv6 prefix there is nothing to allocate from: validation names the

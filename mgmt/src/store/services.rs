@@ -6,8 +6,8 @@ use serde_json::{json, Value};
 
 use super::args::{type_name, Args};
 use super::{
-    allocate_address, connected, principal_json, service_json, service_not_found, unsuccessful,
-    ApiError, Tx,
+    allocate_address_from_top, connected, principal_json, service_json, service_not_found,
+    unsuccessful, ApiError, Tx,
 };
 use crate::model::{
     health_limits, ConnectionLimit, HealthCheckProtocol, IpFamily, Listener, Matcher, Principal,
@@ -361,7 +361,7 @@ impl Tx<'_> {
                 // ones from an IPv6 one, made the same way; a VPC has the prefixes it has.
                 let mut list = Vec::new();
                 if att.address.is_some() {
-                    list.push(IpAddr::V4(allocate_address(&att, used, true)?));
+                    list.push(IpAddr::V4(allocate_address_from_top(&att, used)?));
                 }
                 let ipv6_targets = targets().any(|ip| ip.is_ipv6()) || att.address.is_none();
                 if let (Some(net), true) = (att.address6, ipv6_targets) {
