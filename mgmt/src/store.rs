@@ -283,8 +283,8 @@ pub struct Store {
     deregistration_delay: u64,
     /// `[quotas]` and the Maglev table size.
     limits: Limits,
-    /// The endpoints of `state` (brought up to it at each request) by id, address and
-    /// VPC, so that a request reads only the endpoints it changes.
+    /// The endpoints of `state` (made with it, brought up to it at each commit) by id,
+    /// address, VPC and place, so that a request reads only the endpoints it changes.
     endpoint_index: EndpointIndex,
     ids: IdSource,
 }
@@ -520,7 +520,6 @@ impl Store {
         };
         let mut st = std::mem::take(&mut self.spare);
         st.clone_from(&self.state);
-        self.endpoint_index.update(&self.state.endpoints);
         let mut tx = Tx {
             caller,
             st,
@@ -692,7 +691,7 @@ impl Store {
         next.declared = Some(Arc::new(new));
         next.validate(&self.attachments)?;
         let limits = config.limits();
-        quota::check(&next, &self.state, &limits)?;
+        quota::check_with(&next, &self.state, &limits, &self.endpoint_index)?;
         Ok(((next != self.state).then_some(next), notes))
     }
 
@@ -929,8 +928,6 @@ impl Tx<'_> {
         used
     }
 
-    /// Addresses in use in `att`'s VPC: the appliance's own, gateway, static neighbours,
-    /// SNAT and endpoint addresses, and targets.
     /// Whether an IPv4 address of `att`'s VPC is in use: the appliance's own, its
     /// neighbours', SNAT and target addresses, and endpoints' (those asked of the index,
     /// not collected: a VPC may hold a million).

@@ -1,10 +1,11 @@
 //! Counts over a state's endpoints, kept from version to version.
 //!
-//! Three questions a change among up to a million endpoints asks of all of them: is this
-//! id taken, does another endpoint hold this address, how many live endpoints has this
-//! VPC. [`EndpointIndex`] answers them for the endpoint list it last indexed, and for any
-//! other list from what the two do not share ([`Chunked::unshared`]), so that a change
-//! that wrote one chunk reads one chunk, not the list.
+//! What a change among up to a million endpoints asks of all of them: is this id taken,
+//! does another endpoint hold this address, how many live endpoints has this VPC, where
+//! is endpoint X, which endpoints are being deleted, which is the lowest free address.
+//! [`EndpointIndex`] answers for the endpoint list it last indexed, and for any other
+//! list from what the two do not share ([`Chunked::unshared`]), so that a change that
+//! wrote one chunk reads one chunk, not the list.
 
 use std::collections::BTreeMap;
 use std::hash::Hash;
@@ -166,9 +167,15 @@ impl EndpointIndex {
     /// the index has, found again, and those where `list` differs from the indexed list.
     pub fn ending_in(&self, list: &Chunked<Endpoint>) -> Vec<usize> {
         let (_, is) = self.of.unshared(list);
+        // Outside `is`, `list` holds what the index does at the places it has (every
+        // endpoint has one in a list without twice the same id).
+        let at = list.locator();
         let mut out: Vec<usize> = (self.ending.keys())
-            .filter_map(|&id| self.position(list, id))
-            .filter(|i| !is.contains(i) && list.get(*i).is_some_and(ending))
+            .filter_map(|id| {
+                let i = at(*self.places.get(id)?)?;
+                let here = list.get(i).is_some_and(|e| e.id == *id && ending(e));
+                (here && !is.contains(&i)).then_some(i)
+            })
             .collect();
         let start = is.start;
         out.extend(

@@ -790,8 +790,9 @@ impl State {
             }
         }
         // Its id once, its address held by it alone.
+        let view = index.view(&self.endpoints);
         here.iter().all(|e| {
-            let count = |key| index.count_in(&self.endpoints, key);
+            let count = |key| view.count(key);
             count(EndpointKey::Id(e.id)) == 1
                 && e.ip
                     .filter(|_| e.state.holds_address())
