@@ -235,7 +235,7 @@ impl<F: Frame> Pipeline<F> {
         let key = ctx.key;
         let Some(id) = self.find_flow(&key, head, true, now_ms) else {
             if let Some(t) = seg.tcp {
-                if !t.flags.rst {
+                if !t.flags.rst() {
                     return self.reset_unknown(
                         snap,
                         ctx.att,
@@ -317,7 +317,7 @@ impl<F: Frame> Pipeline<F> {
             let mtu = u16::try_from(fits).unwrap_or(egress.mtu);
             return self.too_big(snap, ctx.att, frame, ctx, mtu);
         }
-        if tcp.is_some_and(|t| t.flags.syn) {
+        if tcp.is_some_and(|t| t.flags.syn()) {
             let clamp = snap
                 .attachment(ctx.att)
                 .and_then(|a| a.mss_clamp)
@@ -384,7 +384,7 @@ impl<F: Frame> Pipeline<F> {
     /// flow, and the endpoint behind us would drop it anyway. Nothing else is checked.
     #[inline]
     fn check_rst(&self, id: FlowId, from_consumer: bool, seg: &L4) -> Result<(), DropReason> {
-        if seg.tcp.is_some_and(|t| t.flags.rst) {
+        if seg.tcp.is_some_and(|t| t.flags.rst()) {
             let flow = self.flows.get(id).ok_or(DropReason::NoFlow)?;
             if !flow.rst_in_window(from_consumer, seg.seq) {
                 return Err(DropReason::RstOutOfWindow);

@@ -268,7 +268,7 @@ impl<F: Frame> Pipeline<F> {
         write_l2(bytes, att, mac, EtherType::IPV6);
         self.counters.rst_sent += 1;
         match next {
-            Next::Hold6(a, hop) => self.hold(f, a, Hop::V6(u128::from(hop)), now_ms),
+            Next::Hold6(a, slot) => self.hold6(f, a, slot, now_ms),
             _ => self.emitted.push((att.port, f)),
         }
     }

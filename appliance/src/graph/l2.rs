@@ -81,18 +81,24 @@ impl<F: Frame> Pipeline<F> {
         now_ms: u64,
     ) -> Result<(EthernetAddress, Next), DropReason> {
         let hop = att.next_hop6(dst).ok_or(DropReason::NeighbourUnresolved)?;
-        let held = Next::Hold6(att_idx, std::net::Ipv6Addr::from(hop));
+        let slot = u32::try_from(self.hops6.len()).map_err(|_| DropReason::NeighbourUnresolved)?;
+        let held = Next::Hold6(att_idx, slot);
+        let known = |mac| (EthernetAddress(mac), Next::Tx(att.port));
         Ok(match self.neighbours6.resolve(att_idx, hop, now_ms) {
-            Resolution::Known(mac) => (EthernetAddress(mac), Next::Tx(att.port)),
+            Resolution::Known(mac) => known(mac),
             Resolution::Refresh(mac) => {
                 self.send_solicit(att, hop);
-                (EthernetAddress(mac), Next::Tx(att.port))
+                known(mac)
             }
             Resolution::Request => {
                 self.send_solicit(att, hop);
+                self.hops6.push(hop);
                 (EthernetAddress::UNSPECIFIED, held)
             }
-            Resolution::Pending => (EthernetAddress::UNSPECIFIED, held),
+            Resolution::Pending => {
+                self.hops6.push(hop);
+                (EthernetAddress::UNSPECIFIED, held)
+            }
             Resolution::Failed => return Err(DropReason::NeighbourUnresolved),
         })
     }

@@ -552,7 +552,7 @@ impl<F: Frame> Pipeline<F> {
                 l2::write_l2(dst, att, mac, EtherType::IPV6);
             }
             match next {
-                Next::Hold6(a, hop) => self.hold(piece, a, Hop::V6(u128::from(hop)), now_ms),
+                Next::Hold6(a, slot) => self.hold6(piece, a, slot, now_ms),
                 _ => self.emitted.push((att.port, piece)),
             }
             at += n;

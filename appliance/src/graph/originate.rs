@@ -269,7 +269,7 @@ impl<F: Frame> Pipeline<F> {
         match routed? {
             Next::Tx(port) => self.emitted.push((port, f)),
             Next::Hold(a, nh) => self.hold(f, a, Hop::V4(nh), now_ms),
-            Next::Hold6(a, hop) => self.hold(f, a, Hop::V6(u128::from(hop)), now_ms),
+            Next::Hold6(a, slot) => self.hold6(f, a, slot, now_ms),
             _ => return Err(DropReason::NoAttachment),
         }
         Ok(())
@@ -300,7 +300,7 @@ impl<F: Frame> Pipeline<F> {
         flags: TcpFlags,
         reason: DropReason,
     ) -> Result<Next, DropReason> {
-        if flags.rst || !self.may_originate() {
+        if flags.rst() || !self.may_originate() {
             return Err(reason);
         }
         let att = snap.attachment(att_idx).ok_or(DropReason::NoAttachment)?;

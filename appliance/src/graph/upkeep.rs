@@ -60,6 +60,7 @@ impl<F: Frame> Pipeline<F> {
 
     /// Timer work, bounded per call: flow expiry, ARP retries, the hold queue.
     pub fn poll(&mut self, snap: &Snapshot, now_ms: u64) {
+        self.hops6.clear();
         // Another worker may have changed a MAC this one has cached.
         self.neighbours6.sync();
         self.neighbours.sync();
@@ -176,6 +177,20 @@ impl<F: Frame> Pipeline<F> {
             next_hop,
             since_ms: now_ms,
         });
+    }
+
+    /// [`hold`](Self::hold) for a [`Next::Hold6`](super::dispatch::Next::Hold6) verdict:
+    /// its next hop is at `slot` of this pass's `hops6`.
+    pub(super) fn hold6(&mut self, frame: F, attachment: u16, slot: u32, now_ms: u64) {
+        match self.hops6.get(slot as usize) {
+            Some(&hop) => self.hold(frame, attachment, Hop::V6(hop), now_ms),
+            // Every verdict is acted on in the pass that gave it; a slot from another
+            // pass would be a bug: the packet is dropped, counted, never misrouted.
+            None => {
+                debug_assert!(false, "Hold6 slot {slot} outside this pass");
+                self.counters.drop(DropReason::NeighbourUnresolved);
+            }
+        }
     }
 
     pub(super) fn release_held(&mut self, snap: &Snapshot, att_idx: u16, ip: Hop, mac: [u8; 6]) {

@@ -56,7 +56,7 @@ const KEY_HASH_K: u64 = 0x9e37_79b9_7f4a_7c15;
 
 impl FlowKey {
     /// The key's 120 bits packed into two words.
-    #[inline]
+    #[inline(always)]
     fn words(&self) -> (u64, u64) {
         let a = (u64::from(self.src_ip) << 32) | u64::from(self.dst_ip);
         let b = (u64::from(self.src_port) << 48)
@@ -82,7 +82,7 @@ impl FlowKey {
     /// so that a consumer who knows [`FlowKey::hash`] cannot choose source ports that all
     /// land in one bucket (hash flooding); Maglev picks with one seed per start shared by
     /// all workers, for the same reason.
-    #[inline]
+    #[inline(always)]
     pub fn hash_with_seed(&self, seed: u64) -> u64 {
         let (a, b) = self.words();
         // Mixing `a` under the seed first means the value `b` is xored into is unknown to
@@ -232,7 +232,7 @@ impl Flow {
         };
         let before = self.tcp;
         self.tcp = self.tcp.advance(from_consumer, t.flags);
-        if t.flags.ack {
+        if t.flags.ack() {
             // A zero window is kept as 1: 0 means "not seen yet".
             let window = t.window.max(1);
             if from_consumer {

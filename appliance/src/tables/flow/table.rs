@@ -330,6 +330,13 @@ impl FlowTable {
         key.hash_with_seed(self.seed)
     }
 
+    /// The seed of [`index_hash`](Self::index_hash), for a caller that hashes a key it
+    /// holds in registers.
+    #[inline]
+    pub fn index_seed(&self) -> u64 {
+        self.seed
+    }
+
     #[inline]
     fn heads(&self, rev: bool) -> &[u32] {
         if rev {

@@ -13,18 +13,12 @@
 
 use super::Timeouts;
 
-/// The TCP flags that drive [`TcpState::advance`]. PSH, URG, ECE and CWR do not matter.
+/// The TCP flags that drive [`TcpState::advance`]: SYN, ACK, FIN and RST of the header's
+/// flags byte, in their header bits (PSH, URG, ECE and CWR do not matter and are cleared).
+/// One byte, not four bools: a copy of four bools is four byte stores that a later word
+/// load cannot be forwarded from, a stall on every packet the flow nodes see.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct TcpFlags {
-    /// SYN: opens a connection.
-    pub syn: bool,
-    /// ACK: acknowledges the peer (set on every segment after the first SYN).
-    pub ack: bool,
-    /// FIN: the sender has no more data.
-    pub fin: bool,
-    /// RST: aborts the connection.
-    pub rst: bool,
-}
+pub struct TcpFlags(u8);
 
 impl TcpFlags {
     /// FIN bit of the TCP header's flags byte (offset 13).
@@ -50,12 +44,31 @@ impl TcpFlags {
     /// The flags of a TCP header's flags byte (byte 13 of the header).
     #[inline]
     pub const fn from_bits(bits: u8) -> TcpFlags {
-        TcpFlags {
-            syn: bits & Self::SYN_BIT != 0,
-            ack: bits & Self::ACK_BIT != 0,
-            fin: bits & Self::FIN_BIT != 0,
-            rst: bits & Self::RST_BIT != 0,
-        }
+        TcpFlags(bits & (Self::SYN_BIT | Self::ACK_BIT | Self::FIN_BIT | Self::RST_BIT))
+    }
+
+    /// SYN: opens a connection.
+    #[inline]
+    pub const fn syn(self) -> bool {
+        self.0 & Self::SYN_BIT != 0
+    }
+
+    /// ACK: acknowledges the peer (set on every segment after the first SYN).
+    #[inline]
+    pub const fn ack(self) -> bool {
+        self.0 & Self::ACK_BIT != 0
+    }
+
+    /// FIN: the sender has no more data.
+    #[inline]
+    pub const fn fin(self) -> bool {
+        self.0 & Self::FIN_BIT != 0
+    }
+
+    /// RST: aborts the connection.
+    #[inline]
+    pub const fn rst(self) -> bool {
+        self.0 & Self::RST_BIT != 0
     }
 
     /// A connection request: SYN without ACK, FIN or RST. The only segment that may create
@@ -63,7 +76,7 @@ impl TcpFlags {
     /// [`TcpState::allows_reopen`], replace a finished one.
     #[inline]
     pub const fn is_connection_request(&self) -> bool {
-        self.syn && !self.ack && !self.fin && !self.rst
+        self.0 == Self::SYN_BIT
     }
 }
 
@@ -136,28 +149,28 @@ impl TcpState {
     /// | otherwise | | unchanged |
     #[must_use]
     pub fn advance(self, from_consumer: bool, flags: TcpFlags) -> TcpState {
-        if flags.rst {
+        if flags.rst() {
             return TcpState::Closed;
         }
         match self {
             TcpState::SynSent => {
                 // The provider's SYN+ACK, or a bare SYN in a simultaneous open. Anything
                 // else (a retransmitted SYN, a stray ACK) waits for the answer.
-                if !from_consumer && flags.syn {
+                if !from_consumer && flags.syn() {
                     TcpState::SynReceived
                 } else {
                     self
                 }
             }
             TcpState::SynReceived => {
-                if from_consumer && flags.ack && !flags.syn {
+                if from_consumer && flags.ack() && !flags.syn() {
                     // The handshake's final ACK, possibly already carrying a FIN.
-                    if flags.fin {
+                    if flags.fin() {
                         TcpState::FinWaitConsumer
                     } else {
                         TcpState::Established
                     }
-                } else if !from_consumer && flags.fin {
+                } else if !from_consumer && flags.fin() {
                     // The provider gave up before the handshake finished.
                     TcpState::FinWaitProvider
                 } else {
@@ -166,7 +179,7 @@ impl TcpState {
                 }
             }
             TcpState::Established => {
-                if !flags.fin {
+                if !flags.fin() {
                     self
                 } else if from_consumer {
                     TcpState::FinWaitConsumer
@@ -176,7 +189,7 @@ impl TcpState {
             }
             TcpState::FinWaitConsumer | TcpState::FinWaitProvider => {
                 let by_consumer = self == TcpState::FinWaitConsumer;
-                if flags.fin && from_consumer != by_consumer {
+                if flags.fin() && from_consumer != by_consumer {
                     if by_consumer {
                         TcpState::ClosingConsumer
                     } else {
@@ -191,7 +204,7 @@ impl TcpState {
                 // Without sequence numbers an ACK cannot be matched to the last FIN; the
                 // first FIN-less ACK after both FINs is taken as the last one. If it was
                 // not, a retransmitted FIN still finds the flow during TimeWait.
-                if !(flags.ack && !flags.fin && !flags.syn) {
+                if !(flags.ack() && !flags.fin() && !flags.syn()) {
                     self
                 } else if self == TcpState::ClosingConsumer {
                     TcpState::TimeWaitConsumer
@@ -270,12 +283,7 @@ mod tests {
     const C: bool = true; // from consumer
     const P: bool = false; // from provider
 
-    const FIN: TcpFlags = TcpFlags {
-        syn: false,
-        ack: false,
-        fin: true,
-        rst: false,
-    };
+    const FIN: TcpFlags = TcpFlags::from_bits(TcpFlags::FIN_BIT);
     const RST_ACK: TcpFlags = TcpFlags::from_bits(TcpFlags::RST_BIT | TcpFlags::ACK_BIT);
     const SYN_FIN: TcpFlags = TcpFlags::from_bits(TcpFlags::SYN_BIT | TcpFlags::FIN_BIT);
     const NONE: TcpFlags = TcpFlags::from_bits(0);
@@ -313,19 +321,13 @@ mod tests {
     #[test]
     fn one_byte() {
         assert_eq!(std::mem::size_of::<TcpState>(), 1);
+        assert_eq!(std::mem::size_of::<TcpFlags>(), 1);
     }
 
     #[test]
     fn flags_from_header_byte() {
-        assert_eq!(
-            TcpFlags::from_bits(0x12),
-            TcpFlags {
-                syn: true,
-                ack: true,
-                fin: false,
-                rst: false
-            }
-        );
+        let f = TcpFlags::from_bits(0x12);
+        assert!(f.syn() && f.ack() && !f.fin() && !f.rst());
         // PSH|ACK|FIN, with URG/ECE/CWR noise ignored.
         assert_eq!(TcpFlags::from_bits(0x19 | 0xe0), TcpFlags::FIN_ACK);
         assert!(TcpFlags::SYN.is_connection_request());
@@ -535,7 +537,7 @@ mod tests {
                 for bits in 0..=0xffu8 {
                     let f = TcpFlags::from_bits(bits);
                     let n = s.advance(dir, f);
-                    if f.rst {
+                    if f.rst() {
                         assert_eq!(n, Closed);
                     }
                 }
