@@ -42,7 +42,10 @@ const HOP_LIMIT: u8 = 64;
 
 /// The last TCP/UDP destination the node looked up in this pass of the graph, and what it
 /// is: a burst's packets to one endpoint pay for one lookup.
-pub(super) type Memo6 = Option<(u16, u128, Option<LocalKind>)>;
+///
+/// With an endpoint's IPv4 address (None if the endpoint is not in the snapshot), which
+/// its flows are keyed by: a second map lookup per packet otherwise.
+pub(super) type Memo6 = Option<(u16, u128, Option<LocalKind>, Option<u32>)>;
 
 impl<F: Frame> Pipeline<F> {
     /// Records IPv6 neighbour `ip` at `lladdr` on attachment `att_idx` (`how`: what the
@@ -101,12 +104,16 @@ impl<F: Frame> Pipeline<F> {
         })?;
         if matches!(ext.protocol, PROTO_TCP | PROTO_UDP) {
             // To a dual-stack endpoint: on to the flow nodes as IPv4.
-            let local = match *memo {
-                Some((a, d, l)) if a == ctx.att && d == dst => l,
+            let (local, endpoint_ip) = match *memo {
+                Some((a, d, l, ip)) if a == ctx.att && d == dst => (l, ip),
                 _ => {
                     let l = snap.local6(ctx.att, dst);
-                    *memo = Some((ctx.att, dst, l));
-                    l
+                    let ip = match l {
+                        Some(LocalKind::Endpoint(e)) => snap.endpoint_by_handle(e).map(|e| e.ip),
+                        _ => None,
+                    };
+                    *memo = Some((ctx.att, dst, l, ip));
+                    (l, ip)
                 }
             };
             let l4_at = ip6::HEADER_LEN + ext.l4_at;
@@ -165,10 +172,9 @@ impl<F: Frame> Pipeline<F> {
                 );
             };
             return self.enter_nat64(
-                snap,
                 frame,
                 ctx,
-                (src, e),
+                (src, e, endpoint_ip),
                 ext.protocol,
                 (l4_at, total),
                 hop,

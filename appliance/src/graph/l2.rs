@@ -72,7 +72,9 @@ impl<F: Frame> Pipeline<F> {
 
     /// The MAC of the next hop towards IPv6 `dst` on `att` and where the frame goes:
     /// out of its port, or held (destination unspecified until the neighbour answers;
-    /// a solicitation is sent by whoever claimed it).
+    /// a solicitation is sent by whoever claimed it). Always inlined: its result is too
+    /// big for registers, and read back through memory it stalled its callers.
+    #[inline(always)]
     pub(super) fn next_hop6(
         &mut self,
         att: &AttachmentView,

@@ -220,7 +220,7 @@ fn never_a_source6(src: u128) -> bool {
 impl<F: Frame> Pipeline<F> {
     /// A TCP or UDP packet whose IPv6 header the IPv6 node read at `ctx.l3` (its L4 header
     /// `header_len` bytes in, `total_len` bytes in all), from `src` to the endpoint of
-    /// handle `endpoint`:
+    /// handle `endpoint` (IPv4 address `endpoint_ip`, None if it is not in the snapshot):
     /// its context as the flow nodes take it (the folded source, the endpoint's IPv4
     /// address as destination), or why not.
     #[allow(clippy::too_many_arguments)]
@@ -229,10 +229,9 @@ impl<F: Frame> Pipeline<F> {
     #[inline(always)]
     pub(super) fn enter_nat64(
         &mut self,
-        snap: &Snapshot,
         frame: &mut F,
         ctx: &mut Ctx,
-        (src, endpoint): (u128, u32),
+        (src, endpoint, endpoint_ip): (u128, u32, Option<u32>),
         proto: u8,
         (header_len, total_len): (usize, usize),
         hop: u8,
@@ -240,9 +239,7 @@ impl<F: Frame> Pipeline<F> {
         if !self.active {
             return Err(DropReason::Standby);
         }
-        let e = snap
-            .endpoint_by_handle(endpoint)
-            .ok_or(DropReason::NoListener)?;
+        let endpoint_ip = endpoint_ip.ok_or(DropReason::NoListener)?;
         ctx.local = Some(LocalKind::Endpoint(endpoint));
         if never_a_source6(src) {
             return Err(DropReason::MartianSource);
@@ -251,7 +248,7 @@ impl<F: Frame> Pipeline<F> {
         self.enter_folded(
             frame,
             ctx,
-            (folded, e.ip),
+            (folded, endpoint_ip),
             proto,
             (header_len, total_len),
             hop,

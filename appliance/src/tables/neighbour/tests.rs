@@ -459,3 +459,19 @@ fn what_nobody_asked_takes_only_free_or_failed_ways() {
     // What we asked for may evict the least recently used.
     assert_eq!(t.learn(0, ip(102), MAC, now), Learned::New);
 }
+
+#[test]
+fn ipv6_keys_are_the_same_exactly_when_equal() {
+    let keys = [
+        <u128 as NeighbourAddr>::key(1, 0xfd00_0000_0000_0000_0000_0000_0000_0001),
+        <u128 as NeighbourAddr>::key(2, 0xfd00_0000_0000_0000_0000_0000_0000_0001),
+        <u128 as NeighbourAddr>::key(1, 0xfd00_0000_0000_0000_0000_0000_0000_0002),
+        <u128 as NeighbourAddr>::key(1, 0xfe80_0000_0000_0000_0000_0000_0000_0001),
+        [0; 3],
+    ];
+    for a in keys {
+        for b in keys {
+            assert_eq!(<u128 as NeighbourAddr>::same(a, b), a == b, "{a:?} {b:?}");
+        }
+    }
+}
