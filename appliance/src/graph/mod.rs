@@ -92,7 +92,9 @@ pub struct PipelineSettings {
     pub neighbour_timers: NeighbourTimers,
     /// Packets held while their next hop resolves.
     pub hold_capacity: usize,
-    /// Flow slots examined for expiry per poll: bounds the timer work per loop.
+    /// Flow slots examined for expiry per poll at most: bounds the timer work per loop.
+    /// The sweep is paced to visit the whole table once per `upkeep::EXPIRE_SWEEP_MS`,
+    /// however fast the loop turns.
     pub expire_budget: usize,
     /// Seeds the hash that picks a new flow's target (Maglev) and SNAT address. The daemon
     /// draws it at random once per start and gives it to every worker, so all workers
@@ -174,6 +176,10 @@ pub struct Pipeline<F: Frame> {
     /// Flows and half-open flows per endpoint and per client address, for the limits.
     load: ConsumerLoad,
     last_tick_ms: u64,
+    /// The expiry sweep's pace: slots it may still examine, and when it last earned some
+    /// (see `upkeep::expire_quota`).
+    expire_credit: usize,
+    expire_paced_ms: u64,
     /// Next entry of the snapshot's `announce` list to send a gratuitous ARP for (worker
     /// 0 only): a bounded number per poll, so thousands of new endpoints never burst out
     /// of the pool at once.
@@ -306,6 +312,8 @@ impl<F: Frame> Pipeline<F> {
             counters: Counters::default(),
             alloc,
             last_tick_ms: 0,
+            expire_credit: 0,
+            expire_paced_ms: 0,
             announce_next: 0,
             announced_generation: 0,
             originate_tokens: originate::ORIGINATED_PER_SEC,

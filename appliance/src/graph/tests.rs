@@ -337,6 +337,43 @@ fn expired_established_flow_answers_rst() {
     assert_eq!(p.counters().dropped(DropReason::NoFlow), 1);
 }
 
+/// The expiry sweep is paced by the clock, not by the loop: polls within one millisecond
+/// examine a few slots (a table out of cache was read 64 slots a burst, over and over),
+/// and every idle flow is still gone within a sweep's time.
+#[test]
+fn the_expiry_sweep_keeps_to_its_pace_and_still_ends_every_idle_flow() {
+    let mut config = ipv4_default();
+    config.timeouts.udp = std::time::Duration::from_secs(1);
+    let (mut p, snap) = pipeline(&config, 1, 0);
+    for port in 0..100 {
+        let f = udp(CLIENT, 5000 + port, ENDPOINT, 9000, MAC_C, CLIENT_MAC);
+        tx(p.process(&snap, CONSUMER_PORT, VecFrame::new(&f), 0));
+    }
+    assert_eq!(p.flows().len(), 100);
+    for ms in 0..=1000 {
+        p.poll(&snap, ms);
+    }
+    assert_eq!(p.flows().len(), 100, "none idle for a second yet");
+    // Idle now; a busy loop polls hundreds of times a millisecond.
+    for _ in 0..200 {
+        p.poll(&snap, 1001);
+    }
+    let pace = p
+        .flows()
+        .capacity()
+        .div_ceil(super::upkeep::EXPIRE_SWEEP_MS);
+    assert!(
+        p.flows().len() >= 100 - pace,
+        "{} flows left: one millisecond swept more than {pace} slots",
+        p.flows().len()
+    );
+    for ms in 1002..=1001 + super::upkeep::EXPIRE_SWEEP_MS as u64 {
+        p.poll(&snap, ms);
+    }
+    assert_eq!(p.flows().len(), 0, "a whole sweep leaves no idle flow");
+    assert_eq!(p.counters().expired_flows, 100);
+}
+
 #[test]
 fn udp_round_trip_and_unknown_port_and_ip_are_dropped() {
     let config = Config::embedded_default();
