@@ -168,7 +168,7 @@ impl<F: Frame> Pipeline<F> {
             });
         }
         let (src, dst) = ctx.v4();
-        ctx.key = FlowKey {
+        let key = FlowKey {
             src_ip: src,
             dst_ip: dst,
             src_port: ports.0,
@@ -176,7 +176,7 @@ impl<F: Frame> Pipeline<F> {
             vpc: ctx.att,
             proto: ctx.proto,
         };
-        ctx.hash = self.flows.index_hash(&ctx.key);
+        ctx.set_key(key, self.flows.index_seed());
         Ok(match ctx.local {
             Some(LocalKind::Snat(_)) => Next::Reverse,
             _ => Next::Forward,

@@ -324,7 +324,7 @@ impl<F: Frame> Pipeline<F> {
         if ctx.frag.is_some() {
             return Ok(Next::Fragment);
         }
-        ctx.key = FlowKey {
+        let key = FlowKey {
             src_ip: src,
             dst_ip: dst,
             src_port: l4.sport,
@@ -332,7 +332,7 @@ impl<F: Frame> Pipeline<F> {
             vpc: ctx.att,
             proto,
         };
-        ctx.hash = self.flows.index_hash(&ctx.key);
+        ctx.set_key(key, self.flows.index_seed());
         self.flows.prefetch_head(ctx.hash, rev);
         Ok(if rev { Next::Reverse } else { Next::Forward })
     }
