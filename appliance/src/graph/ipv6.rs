@@ -47,6 +47,16 @@ const HOP_LIMIT: u8 = 64;
 /// its flows are keyed by: a second map lookup per packet otherwise.
 pub(super) type Memo6 = Option<(u16, u128, Option<LocalKind>, Option<u32>)>;
 
+/// What the IPv6 node read of the fixed header: source, destination, hop limit, and the
+/// packet's length (header and payload).
+#[derive(Clone, Copy)]
+struct Head6 {
+    src: u128,
+    dst: u128,
+    hop: u8,
+    total: usize,
+}
+
 impl<F: Frame> Pipeline<F> {
     /// Records IPv6 neighbour `ip` at `lladdr` on attachment `att_idx` (`how`: what the
     /// message may do to the table) and sends what this worker held for it. True when
@@ -82,7 +92,11 @@ impl<F: Frame> Pipeline<F> {
         true
     }
 
-    /// IPv6 received on the attachment of `ctx`.
+    /// IPv6 received on the attachment of `ctx`. Inlined into the pass: the common case,
+    /// TCP or UDP right after the fixed header, is a few checks and the flow key; the
+    /// extension walk, neighbour discovery and echo are out of line
+    /// ([`ipv6_walked`](Self::ipv6_walked)).
+    #[inline(always)]
     pub(super) fn ipv6(
         &mut self,
         snap: &Snapshot,
@@ -91,94 +105,55 @@ impl<F: Frame> Pipeline<F> {
         memo: &mut Memo6,
         now_ms: u64,
     ) -> Result<Next, DropReason> {
-        let att = snap.attachment(ctx.att).ok_or(DropReason::NoAttachment)?;
         ctx.frag = None;
+        let bytes = frame.bytes().get(ctx.l3..).ok_or(DropReason::Malformed)?;
+        let ip = Ipv6Packet::new_checked(bytes).map_err(|_| DropReason::Malformed)?;
+        let head = Head6 {
+            src: ip.src_addr_u128(),
+            dst: ip.dst_addr_u128(),
+            hop: ip.hop_limit(),
+            total: ip.total_len(),
+        };
+        match ip.next_header() {
+            first @ (PROTO_TCP | PROTO_UDP) => {
+                self.ipv6_l4(snap, frame, ctx, memo, head, &ip6::Extensions::none(first))
+            }
+            first => self.ipv6_walked(snap, frame, ctx, memo, head, first, now_ms),
+        }
+    }
+
+    /// [`ipv6`](Self::ipv6) past the fixed header when extension headers or ICMPv6
+    /// follow it (`first`): walked, then TCP and UDP as there, the rest here.
+    #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
+    fn ipv6_walked(
+        &mut self,
+        snap: &Snapshot,
+        frame: &mut F,
+        ctx: &mut Ctx,
+        memo: &mut Memo6,
+        head: Head6,
+        first: u8,
+        now_ms: u64,
+    ) -> Result<Next, DropReason> {
+        let att = snap.attachment(ctx.att).ok_or(DropReason::NoAttachment)?;
+        let Head6 {
+            src,
+            dst,
+            hop,
+            total,
+        } = head;
         let l3 = ctx.l3;
         let bytes = frame.bytes().get(l3..).ok_or(DropReason::Malformed)?;
-        let ip = Ipv6Packet::new_checked(bytes).map_err(|_| DropReason::Malformed)?;
-        let (src, dst, hop) = (ip.src_addr_u128(), ip.dst_addr_u128(), ip.hop_limit());
-        let total = ip.total_len();
-        let ext = ip6::walk_extensions(ip.next_header(), ip.payload()).map_err(|e| match e {
+        let payload = bytes
+            .get(ip6::HEADER_LEN..total)
+            .ok_or(DropReason::Malformed)?;
+        let ext = ip6::walk_extensions(first, payload).map_err(|e| match e {
             crate::wire::Error::Unsupported => DropReason::Ipv6NotServed,
             _ => DropReason::Malformed,
         })?;
         if matches!(ext.protocol, PROTO_TCP | PROTO_UDP) {
-            // To a dual-stack endpoint: on to the flow nodes as IPv4.
-            let (local, endpoint_ip) = match *memo {
-                Some((a, d, l, ip)) if a == ctx.att && d == dst => (l, ip),
-                _ => {
-                    let l = snap.local6(ctx.att, dst);
-                    let ip = match l {
-                        Some(LocalKind::Endpoint(e)) => snap.endpoint_by_handle(e).map(|e| e.ip),
-                        _ => None,
-                    };
-                    *memo = Some((ctx.att, dst, l, ip));
-                    (l, ip)
-                }
-            };
-            let l4_at = ip6::HEADER_LEN + ext.l4_at;
-            // To an endpoint (NAT64, NAT66), from an IPv6 target to its SNAT address
-            // (NAT66, none), or a health probe's answer.
-            let endpoint = match local {
-                Some(LocalKind::Endpoint(e)) => Some(e),
-                Some(LocalKind::Snat(_)) => None,
-                Some(LocalKind::Own) if ext.protocol == PROTO_TCP && ext.fragment.is_none() => {
-                    let port = bytes
-                        .get(l4_at + 2..l4_at + 4)
-                        .ok_or(DropReason::Malformed)?;
-                    let dport = u16::from_be_bytes([port[0], port[1]]);
-                    if self.probes.is_none() || !crate::health::link::PROBE_PORTS.contains(&dport) {
-                        return Err(DropReason::Ipv6NotServed);
-                    }
-                    return self.probe_reply6(frame, ctx.att, (src, dst), (l3 + l4_at, l3 + total));
-                }
-                _ => return Err(DropReason::Ipv6NotServed),
-            };
-            if let Some(LocalKind::Endpoint(_)) = local {
-                ctx.local = local;
-            }
-            // A fragment translates to an IPv4 fragment only when the datagram's
-            // fragmentable part starts with its L4 header (offsets then count the same
-            // bytes in both versions).
-            let frag = ext.fragment.filter(|f| !f.is_atomic());
-            if frag.is_some_and(|f| f.offset == 0 && f.at + ip6::FRAGMENT_HEADER_LEN != ext.l4_at) {
-                return Err(DropReason::Ipv6NotTranslated);
-            }
-            if ext.source_route {
-                return Err(DropReason::SourceRoute);
-            }
-            match ext.hop_by_hop {
-                Some(ip6::OptionsVerdict::Malformed) => return Err(DropReason::BadIpOptions),
-                Some(ip6::OptionsVerdict::Discard) => return Err(DropReason::Ipv6NotServed),
-                _ => {}
-            }
-            ctx.frag = frag.map(|f| context::Fragment {
-                id: f.id,
-                offset: f.offset,
-                more: f.more,
-            });
-            let Some(e) = endpoint else {
-                let Some(LocalKind::Snat(service)) = local else {
-                    return Err(DropReason::Ipv6NotServed);
-                };
-                return self.enter_nat66_reply(
-                    frame,
-                    ctx,
-                    (src, dst),
-                    service,
-                    ext.protocol,
-                    (l4_at, total),
-                    hop,
-                );
-            };
-            return self.enter_nat64(
-                frame,
-                ctx,
-                (src, e, endpoint_ip),
-                ext.protocol,
-                (l4_at, total),
-                hop,
-            );
+            return self.ipv6_l4(snap, frame, ctx, memo, head, &ext);
         }
         if ext.protocol != next_header::ICMPV6 || ext.fragment.is_some() {
             return Err(DropReason::Ipv6NotServed);
@@ -333,6 +308,104 @@ impl<F: Frame> Pipeline<F> {
             }
             _ => Err(DropReason::Ipv6NotServed),
         }
+    }
+
+    /// TCP or UDP over IPv6 (`ext`: what lies between the fixed header and it): to a
+    /// dual-stack endpoint on to the flow nodes as IPv4, to a NAT66 SNAT address on to the
+    /// reverse node, to our own address a health probe's answer; the rest dropped.
+    #[inline(always)]
+    fn ipv6_l4(
+        &mut self,
+        snap: &Snapshot,
+        frame: &mut F,
+        ctx: &mut Ctx,
+        memo: &mut Memo6,
+        Head6 {
+            src,
+            dst,
+            hop,
+            total,
+        }: Head6,
+        ext: &ip6::Extensions,
+    ) -> Result<Next, DropReason> {
+        let l3 = ctx.l3;
+        // To a dual-stack endpoint: on to the flow nodes as IPv4.
+        let (local, endpoint_ip) = match *memo {
+            Some((a, d, l, ip)) if a == ctx.att && d == dst => (l, ip),
+            _ => {
+                let l = snap.local6(ctx.att, dst);
+                let ip = match l {
+                    Some(LocalKind::Endpoint(e)) => snap.endpoint_by_handle(e).map(|e| e.ip),
+                    _ => None,
+                };
+                *memo = Some((ctx.att, dst, l, ip));
+                (l, ip)
+            }
+        };
+        let l4_at = ip6::HEADER_LEN + ext.l4_at;
+        // To an endpoint (NAT64, NAT66), from an IPv6 target to its SNAT address
+        // (NAT66, none), or a health probe's answer.
+        let endpoint = match local {
+            Some(LocalKind::Endpoint(e)) => Some(e),
+            Some(LocalKind::Snat(_)) => None,
+            Some(LocalKind::Own) if ext.protocol == PROTO_TCP && ext.fragment.is_none() => {
+                let port = frame
+                    .bytes()
+                    .get(l3 + l4_at + 2..l3 + l4_at + 4)
+                    .ok_or(DropReason::Malformed)?;
+                let dport = u16::from_be_bytes([port[0], port[1]]);
+                if self.probes.is_none() || !crate::health::link::PROBE_PORTS.contains(&dport) {
+                    return Err(DropReason::Ipv6NotServed);
+                }
+                return self.probe_reply6(frame, ctx.att, (src, dst), (l3 + l4_at, l3 + total));
+            }
+            _ => return Err(DropReason::Ipv6NotServed),
+        };
+        if let Some(LocalKind::Endpoint(_)) = local {
+            ctx.local = local;
+        }
+        // A fragment translates to an IPv4 fragment only when the datagram's
+        // fragmentable part starts with its L4 header (offsets then count the same
+        // bytes in both versions).
+        let frag = ext.fragment.filter(|f| !f.is_atomic());
+        if frag.is_some_and(|f| f.offset == 0 && f.at + ip6::FRAGMENT_HEADER_LEN != ext.l4_at) {
+            return Err(DropReason::Ipv6NotTranslated);
+        }
+        if ext.source_route {
+            return Err(DropReason::SourceRoute);
+        }
+        match ext.hop_by_hop {
+            Some(ip6::OptionsVerdict::Malformed) => return Err(DropReason::BadIpOptions),
+            Some(ip6::OptionsVerdict::Discard) => return Err(DropReason::Ipv6NotServed),
+            _ => {}
+        }
+        ctx.frag = frag.map(|f| context::Fragment {
+            id: f.id,
+            offset: f.offset,
+            more: f.more,
+        });
+        let Some(e) = endpoint else {
+            let Some(LocalKind::Snat(service)) = local else {
+                return Err(DropReason::Ipv6NotServed);
+            };
+            return self.enter_nat66_reply(
+                frame,
+                ctx,
+                (src, dst),
+                service,
+                ext.protocol,
+                (l4_at, total),
+                hop,
+            );
+        };
+        self.enter_nat64(
+            frame,
+            ctx,
+            (src, e, endpoint_ip),
+            ext.protocol,
+            (l4_at, total),
+            hop,
+        )
     }
 }
 

@@ -54,9 +54,7 @@ impl<F: Frame> Pipeline<F> {
     /// The IPv6 side of [`route`](Self::route): puts the header of attachment `att_idx`
     /// in front of the IPv6 packet at `l3` (its size already checked against the MTU by
     /// the caller), with the MAC of the next hop towards `dst`, or holds the packet while
-    /// neighbour discovery resolves it. Inlined: it is the last step of every NAT66 and
-    /// NAT64 reply packet.
-    #[inline]
+    /// neighbour discovery resolves it.
     pub(super) fn route6(
         &mut self,
         att: &AttachmentView,

@@ -326,7 +326,7 @@ pub fn walk_extensions(first: u8, payload: &[u8]) -> Result<Extensions> {
 
 impl Extensions {
     /// No extension header: `protocol` right after the fixed header.
-    fn none(protocol: u8) -> Extensions {
+    pub fn none(protocol: u8) -> Extensions {
         Extensions {
             protocol,
             l4_at: 0,
