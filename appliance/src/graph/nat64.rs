@@ -418,9 +418,7 @@ impl<F: Frame> Pipeline<F> {
         {
             let bytes = frame.bytes_mut();
             let (old_src, old_dst) = {
-                let ip =
-                    ip6::Ipv6Packet::new_checked(bytes.get(l3..).ok_or(DropReason::Malformed)?)
-                        .map_err(|_| DropReason::Malformed)?;
+                let ip = header6(bytes, ctx)?;
                 (ip.src_addr_u128(), ip.dst_addr_u128())
             };
             if !ctx.is_later_fragment() {
@@ -692,6 +690,20 @@ pub(super) fn l4_update(
     Ok(())
 }
 
+/// The fixed IPv6 header of `ctx`'s packet in `bytes`, which the IPv6 node checked
+/// (`ctx.ipv6`): not checked again, only its bytes' presence; any other packet is
+/// malformed here.
+#[inline(always)]
+fn header6<'a>(bytes: &'a [u8], ctx: &Ctx) -> Result<ip6::Ipv6Packet<&'a [u8]>, DropReason> {
+    if !ctx.ipv6 {
+        return Err(DropReason::Malformed);
+    }
+    bytes
+        .get(ctx.l3..ctx.l3 + ip6::HEADER_LEN)
+        .map(ip6::Ipv6Packet::new_unchecked)
+        .ok_or(DropReason::Malformed)
+}
+
 /// The IPv6 packet of `ctx` in `bytes` as IPv4 for `other` (the flow's provider side, as
 /// its packets arrive: the new source is its destination): an IPv4 header written just
 /// before the L4 header (RFC 7915 §5.1: traffic class as TOS, DF set, identification 0,
@@ -704,8 +716,7 @@ pub(super) fn to_ipv4(bytes: &mut [u8], ctx: &Ctx, other: &FlowKey) -> Result<us
         .filter(|&s| s >= ctx.l3)
         .ok_or(DropReason::Malformed)?;
     let (tc, src6, dst6) = {
-        let ip = ip6::Ipv6Packet::new_checked(bytes.get(ctx.l3..).ok_or(DropReason::Malformed)?)
-            .map_err(|_| DropReason::Malformed)?;
+        let ip = header6(bytes, ctx)?;
         (ip.traffic_class(), ip.src_addr_u128(), ip.dst_addr_u128())
     };
     let seg_len = ctx.total_len - ctx.header_len;
