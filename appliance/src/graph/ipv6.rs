@@ -145,10 +145,9 @@ impl<F: Frame> Pipeline<F> {
         } = head;
         let l3 = ctx.l3;
         let bytes = frame.bytes().get(l3..).ok_or(DropReason::Malformed)?;
-        let payload = bytes
-            .get(ip6::HEADER_LEN..total)
-            .ok_or(DropReason::Malformed)?;
-        let ext = ip6::walk_extensions(first, payload).map_err(|e| match e {
+        // ipv6() checked the header; its view gives the payload it declares.
+        let view = Ipv6Packet::new_unchecked(bytes);
+        let ext = ip6::walk_extensions(first, view.payload()).map_err(|e| match e {
             crate::wire::Error::Unsupported => DropReason::Ipv6NotServed,
             _ => DropReason::Malformed,
         })?;

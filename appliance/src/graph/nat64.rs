@@ -602,42 +602,30 @@ pub(super) fn words(a: u128) -> [u32; 4] {
 /// [`delta`]'s, so that callers can add further terms in a u64.
 #[inline]
 pub(super) fn delta6(old: [u128; 2], new: [u128; 2]) -> u64 {
-    let [a, b] = halves(new[0]);
-    let [c, d] = halves(new[1]);
-    end_around(complements6(old), [a, b, c, d])
+    end_around(halves6(old).map(|h| !h), halves6(new))
 }
 
 /// [`delta`] from IPv6 addresses `old` to IPv4 addresses `new` (NAT64's change of both
 /// checksums' address terms), as [`delta6`] does it.
 #[inline]
 pub(super) fn delta64(old: [u128; 2], new: [u32; 2]) -> u64 {
-    end_around(
-        complements6(old),
-        [u64::from(new[0]), u64::from(new[1]), 0, 0],
-    )
+    let new = [u64::from(new[0]), u64::from(new[1]), 0, 0];
+    end_around(halves6(old).map(|h| !h), new)
 }
 
 /// [`delta`] from IPv4 addresses `old` to IPv6 addresses `new` (the reply's way of
 /// [`delta64`]).
 #[inline]
 pub(super) fn delta46(old: [u32; 2], new: [u128; 2]) -> u64 {
-    let [a, b] = halves(new[0]);
-    let [c, d] = halves(new[1]);
-    end_around([!u64::from(old[0]), !u64::from(old[1]), 0, 0], [a, b, c, d])
+    let old = [!u64::from(old[0]), !u64::from(old[1]), 0, 0];
+    end_around(old, halves6(new))
 }
 
-/// The complements of the 64-bit halves of `addrs`.
+/// The 64-bit halves of two IPv6 addresses, high half first.
 #[inline(always)]
-fn complements6(addrs: [u128; 2]) -> [u64; 4] {
-    let [a, b] = halves(addrs[0]);
-    let [c, d] = halves(addrs[1]);
-    [!a, !b, !c, !d]
-}
-
-#[inline(always)]
-fn halves(a: u128) -> [u64; 2] {
+fn halves6([a, b]: [u128; 2]) -> [u64; 4] {
     #[allow(clippy::cast_possible_truncation)] // the halves
-    [(a >> 64) as u64, a as u64]
+    [(a >> 64) as u64, a as u64, (b >> 64) as u64, b as u64]
 }
 
 /// The one's-complement sum of `x` and `y`'s 64-bit terms, carries added back in, folded
