@@ -212,8 +212,7 @@ pub(super) fn martian6(snap: &Snapshot, att: u16, src: u128) -> bool {
     never_a_source6(src) || snap.local6(att, src).is_some()
 }
 
-/// [`martian6`] without the lookup of our own addresses, which only a new flow pays for
-/// (an established flow's source was checked when it was made).
+/// The part of [`martian6`] that needs no lookup.
 #[inline]
 fn never_a_source6(src: u128) -> bool {
     src == 0 || src == 1 || src >> 120 == 0xff || src >> 32 == 0xffff
@@ -243,9 +242,9 @@ impl<F: Frame> Pipeline<F> {
         }
         let endpoint_ip = endpoint_ip.ok_or(DropReason::NoListener)?;
         ctx.local = Some(LocalKind::Endpoint(endpoint));
-        if never_a_source6(src) {
-            return Err(DropReason::MartianSource);
-        }
+        // No martian check here: a new flow's source is checked where it is made
+        // (`martian6`), and an established flow's packets must come from its consumer
+        // (`side6`), whose address passed that check.
         let folded = fold(self.settings.flow_hash_seed, src);
         self.enter_folded(
             frame,
