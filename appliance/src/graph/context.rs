@@ -105,6 +105,10 @@ pub struct Ctx {
     /// (`nat64.rs`): its IPv6 header is at `l3`, `header_len` covers it and its
     /// extension headers.
     pub ipv6: bool,
+    /// Set with `ipv6`: the IPv6 source and destination as the packet arrived (`addrs`
+    /// holds their folds), read once by the IPv6 node for the flow nodes' side check and
+    /// the translations.
+    pub addrs6: [u128; 2],
 }
 
 impl Ctx {
@@ -127,6 +131,7 @@ impl Ctx {
         other: NO_KEY,
         flow: 0,
         ipv6: false,
+        addrs6: [0, 0],
     };
 
     /// The IPv4 source and destination (the only version there is yet).

@@ -133,7 +133,7 @@ impl<F: Frame> Pipeline<F> {
         let id = match id {
             Some(id) => {
                 if ctx.ipv6 {
-                    self.side6(snap, frame, ctx, id, (false, false))?;
+                    self.side6(snap, ctx, id, (false, false))?;
                 }
                 if ctx.ttl <= 1 {
                     return self.time_exceeded(snap, att_idx, frame, ctx);
@@ -148,7 +148,7 @@ impl<F: Frame> Pipeline<F> {
                 // An established flow cannot have a martian source (it was checked when
                 // the flow was created), so only new flows pay for the check. (An IPv6
                 // source's fold is a martian: its own address is checked instead.)
-                let src6 = ctx.ipv6.then(|| super::nat64::source6(frame.bytes(), ctx));
+                let src6 = ctx.ipv6.then_some(ctx.addrs6[0]);
                 match src6 {
                     Some(s) if super::nat64::martian6(snap, att_idx, s) => {
                         return Err(DropReason::MartianSource);
@@ -203,7 +203,7 @@ impl<F: Frame> Pipeline<F> {
                 }
                 let id = self.new_flow(snap, key, lref, now_ms)?;
                 if ctx.ipv6 {
-                    self.side6(snap, frame, ctx, id, (true, false))?;
+                    self.side6(snap, ctx, id, (true, false))?;
                     if let Some(f) = self.flows.get(id) {
                         let side = self.consumers6.get(id).copied();
                         self.sync.record_with(RecordKind::Create, f, now_ms, side);
@@ -249,7 +249,7 @@ impl<F: Frame> Pipeline<F> {
             return Err(DropReason::NoFlow);
         };
         if ctx.ipv6 {
-            self.side6(snap, frame, ctx, id, (false, true))?;
+            self.side6(snap, ctx, id, (false, true))?;
         }
         if ctx.ttl <= 1 {
             return self.time_exceeded(snap, ctx.att, frame, ctx);

@@ -400,7 +400,8 @@ impl<F: Frame> Pipeline<F> {
         self.enter_nat64(
             frame,
             ctx,
-            (src, e, endpoint_ip),
+            (src, dst),
+            (e, endpoint_ip),
             ext.protocol,
             (l4_at, total),
             hop,

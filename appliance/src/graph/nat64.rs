@@ -198,14 +198,6 @@ pub fn source_of(bytes: &[u8], ctx: &Ctx) -> IpAddr {
     }
 }
 
-/// The source of the IPv6 packet of `ctx` (still as it arrived), 0 if none is there.
-pub(super) fn source6(bytes: &[u8], ctx: &Ctx) -> u128 {
-    bytes
-        .get(ctx.l3 + 8..ctx.l3 + 24)
-        .and_then(|a| <[u8; 16]>::try_from(a).ok())
-        .map_or(0, u128::from_be_bytes)
-}
-
 /// Whether an IPv6 source cannot be a consumer's: unspecified, loopback, a group,
 /// IPv4-mapped (RFC 4291 §2.5.5.2: never on the wire), or an address of ours.
 pub(super) fn martian6(snap: &Snapshot, att: u16, src: u128) -> bool {
@@ -232,7 +224,8 @@ impl<F: Frame> Pipeline<F> {
         &mut self,
         frame: &mut F,
         ctx: &mut Ctx,
-        (src, endpoint, endpoint_ip): (u128, u32, Option<u32>),
+        (src, dst): (u128, u128),
+        (endpoint, endpoint_ip): (u32, Option<u32>),
         proto: u8,
         (header_len, total_len): (usize, usize),
         hop: u8,
@@ -249,7 +242,7 @@ impl<F: Frame> Pipeline<F> {
         self.enter_folded(
             frame,
             ctx,
-            (folded, endpoint_ip),
+            ([src, dst], (folded, endpoint_ip)),
             proto,
             (header_len, total_len),
             hop,
@@ -280,7 +273,7 @@ impl<F: Frame> Pipeline<F> {
         self.enter_folded(
             frame,
             ctx,
-            folded,
+            ([src, dst], folded),
             proto,
             (header_len, total_len),
             hop,
@@ -288,17 +281,17 @@ impl<F: Frame> Pipeline<F> {
         )
     }
 
-    /// The context of an IPv6 TCP or UDP packet as a flow node takes it, with `addrs` (its
-    /// addresses folded as its flow's key has them) as its IPv4 ones: on to the fragment
-    /// node, or the reverse (`rev`) or forward node with its key hashed and its chain
-    /// prefetched.
+    /// The context of an IPv6 TCP or UDP packet as a flow node takes it: its IPv6
+    /// addresses, and their folds (as its flow's key has them) as its IPv4 ones; on to the
+    /// fragment node, or the reverse (`rev`) or forward node with its key hashed and its
+    /// chain prefetched.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     fn enter_folded(
         &mut self,
         frame: &mut F,
         ctx: &mut Ctx,
-        (src, dst): (u32, u32),
+        (addrs6, (src, dst)): ([u128; 2], (u32, u32)),
         proto: u8,
         (header_len, total_len): (usize, usize),
         hop: u8,
@@ -313,6 +306,7 @@ impl<F: Frame> Pipeline<F> {
         // (RFC 7915 §5.1.1); a whole packet with DF, which IPv6 means.
         ctx.df = ctx.frag.is_none();
         ctx.ipv6 = true;
+        ctx.addrs6 = addrs6;
         if frame.bytes().len() > ctx.end() && !frame.set_len(ctx.end()) {
             return Err(DropReason::Malformed);
         }
@@ -338,27 +332,21 @@ impl<F: Frame> Pipeline<F> {
         Ok(if rev { Next::Reverse } else { Next::Forward })
     }
 
-    /// The IPv6 side of flow `id` for the packet in `frame`: what a new flow remembers
+    /// The IPv6 side of flow `id` for the IPv6 packet of `ctx`: what a new flow remembers
     /// (with a NAT66 flow's target and SNAT address, from `snap`), or for an existing one
     /// a check that the packet is its consumer's, or (`reply`) its target's to its SNAT
     /// address.
     pub(super) fn side6(
         &mut self,
         snap: &Snapshot,
-        frame: &F,
         ctx: &Ctx,
         id: FlowId,
         (new, reply): (bool, bool),
     ) -> Result<(), DropReason> {
-        let b = frame.bytes();
-        let addr = |at: usize| -> Result<u128, DropReason> {
-            let a: [u8; 16] = b
-                .get(ctx.l3 + at..ctx.l3 + at + 16)
-                .and_then(|s| s.try_into().ok())
-                .ok_or(DropReason::Malformed)?;
-            Ok(u128::from_be_bytes(a))
-        };
-        let src = addr(8)?;
+        if !ctx.ipv6 {
+            return Err(DropReason::Malformed);
+        }
+        let [src, dst] = ctx.addrs6;
         if new {
             let (target, snat) = match self.flows.get(id) {
                 Some(f) if is_snat6(f.rev.dst_ip) => {
@@ -370,7 +358,7 @@ impl<F: Frame> Pipeline<F> {
                 id,
                 Side6 {
                     consumer: src,
-                    endpoint: addr(24)?,
+                    endpoint: dst,
                     target,
                     snat,
                 },
@@ -382,7 +370,7 @@ impl<F: Frame> Pipeline<F> {
             .get(id)
             .ok_or(DropReason::Ipv6FlowCollision)?;
         let ours = if reply {
-            side.target == src && side.snat == addr(24)?
+            side.target == src && side.snat == dst
         } else {
             side.consumer == src
         };
@@ -416,10 +404,8 @@ impl<F: Frame> Pipeline<F> {
         let l3 = ctx.l3;
         {
             let bytes = frame.bytes_mut();
-            let (old_src, old_dst) = {
-                let ip = header6(bytes, ctx)?;
-                (ip.src_addr_u128(), ip.dst_addr_u128())
-            };
+            header6(bytes, ctx)?;
+            let [old_src, old_dst] = ctx.addrs6;
             if !ctx.is_later_fragment() {
                 let addrs = delta6([old_src, old_dst], [new_src, new_dst]);
                 let seg = bytes
@@ -432,7 +418,10 @@ impl<F: Frame> Pipeline<F> {
                     (other.dst_port, other.src_port),
                 )?;
             }
-            let mut ip = ip6::Ipv6Packet::new_unchecked(&mut bytes[l3..l3 + ip6::HEADER_LEN]);
+            let h = bytes
+                .get_mut(l3..l3 + ip6::HEADER_LEN)
+                .ok_or(DropReason::Malformed)?;
+            let mut ip = ip6::Ipv6Packet::new_unchecked(h);
             ip.set_hop_limit(ctx.ttl.saturating_sub(1));
             ip.set_src_addr_u128(new_src);
             ip.set_dst_addr_u128(new_dst);
@@ -704,10 +693,8 @@ pub(super) fn to_ipv4(bytes: &mut [u8], ctx: &Ctx, other: &FlowKey) -> Result<us
         .checked_sub(IPV4_HEADER)
         .filter(|&s| s >= ctx.l3)
         .ok_or(DropReason::Malformed)?;
-    let (tc, src6, dst6) = {
-        let ip = header6(bytes, ctx)?;
-        (ip.traffic_class(), ip.src_addr_u128(), ip.dst_addr_u128())
-    };
+    let tc = header6(bytes, ctx)?.traffic_class();
+    let [src6, dst6] = ctx.addrs6;
     let seg_len = ctx.total_len - ctx.header_len;
     let total = u16::try_from(IPV4_HEADER + seg_len).map_err(|_| DropReason::TooBig)?;
     let (new_src, new_dst) = (other.dst_ip, other.src_ip);
