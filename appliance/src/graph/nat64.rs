@@ -403,14 +403,10 @@ impl<F: Frame> Pipeline<F> {
         let att = snap.attachment(other.vpc).ok_or(DropReason::NoAttachment)?;
         let l3 = ctx.l3;
         {
-            let bytes = frame.bytes_mut();
-            header6(bytes, ctx)?;
+            let (head, seg) = split6(frame.bytes_mut(), ctx)?;
             let [old_src, old_dst] = ctx.addrs6;
             if !ctx.is_later_fragment() {
                 let addrs = delta6([old_src, old_dst], [new_src, new_dst]);
-                let seg = bytes
-                    .get_mut(ctx.l4_at()..ctx.end())
-                    .ok_or(DropReason::Malformed)?;
                 l4_update(
                     seg,
                     ctx.proto == PROTO_UDP,
@@ -418,10 +414,7 @@ impl<F: Frame> Pipeline<F> {
                     (other.dst_port, other.src_port),
                 )?;
             }
-            let h = bytes
-                .get_mut(l3..l3 + ip6::HEADER_LEN)
-                .ok_or(DropReason::Malformed)?;
-            let mut ip = ip6::Ipv6Packet::new_unchecked(h);
+            let mut ip = ip6::Ipv6Packet::new_unchecked(head);
             ip.set_hop_limit(ctx.ttl.saturating_sub(1));
             ip.set_src_addr_u128(new_src);
             ip.set_dst_addr_u128(new_dst);
@@ -666,17 +659,19 @@ pub(super) fn l4_update(
     Ok(())
 }
 
-/// The fixed IPv6 header of `ctx`'s packet in `bytes`, which the IPv6 node checked
-/// (`ctx.ipv6`): not checked again, only its bytes' presence; any other packet is
-/// malformed here.
+/// The IPv6 packet of `ctx` in `bytes`, which the IPv6 node checked (`ctx.ipv6`), as its
+/// headers (the fixed one and any extensions: `header_len` bytes, at least the fixed
+/// header) and its L4 segment: one bounds check for both, not a check per field; any
+/// other packet is malformed here.
 #[inline(always)]
-fn header6<'a>(bytes: &'a [u8], ctx: &Ctx) -> Result<ip6::Ipv6Packet<&'a [u8]>, DropReason> {
+fn split6<'a>(bytes: &'a mut [u8], ctx: &Ctx) -> Result<(&'a mut [u8], &'a mut [u8]), DropReason> {
     if !ctx.ipv6 {
         return Err(DropReason::Malformed);
     }
     bytes
-        .get(ctx.l3..ctx.l3 + ip6::HEADER_LEN)
-        .map(ip6::Ipv6Packet::new_unchecked)
+        .get_mut(ctx.l3..ctx.end())
+        .and_then(|p| p.split_at_mut_checked(ctx.header_len))
+        .filter(|(head, _)| head.len() >= ip6::HEADER_LEN)
         .ok_or(DropReason::Malformed)
 }
 
@@ -688,19 +683,13 @@ fn header6<'a>(bytes: &'a [u8], ctx: &Ctx) -> Result<ip6::Ipv6Packet<&'a [u8]>, 
 /// result went through memory, and its prologue saved six registers, on every packet.
 #[inline(always)]
 pub(super) fn to_ipv4(bytes: &mut [u8], ctx: &Ctx, other: &FlowKey) -> Result<usize, DropReason> {
-    let l4 = ctx.l4_at();
-    let start = l4
-        .checked_sub(IPV4_HEADER)
-        .filter(|&s| s >= ctx.l3)
-        .ok_or(DropReason::Malformed)?;
-    let tc = header6(bytes, ctx)?.traffic_class();
+    let (head, seg) = split6(bytes, ctx)?;
+    let tc = ip6::Ipv6Packet::new_unchecked(&*head).traffic_class();
     let [src6, dst6] = ctx.addrs6;
-    let seg_len = ctx.total_len - ctx.header_len;
-    let total = u16::try_from(IPV4_HEADER + seg_len).map_err(|_| DropReason::TooBig)?;
+    let total = u16::try_from(IPV4_HEADER + seg.len()).map_err(|_| DropReason::TooBig)?;
     let (new_src, new_dst) = (other.dst_ip, other.src_ip);
     let addrs = delta64([src6, dst6], [new_src, new_dst]);
     if !ctx.is_later_fragment() {
-        let seg = bytes.get_mut(l4..ctx.end()).ok_or(DropReason::Malformed)?;
         l4_update(
             seg,
             ctx.proto == PROTO_UDP,
@@ -730,8 +719,10 @@ pub(super) fn to_ipv4(bytes: &mut [u8], ctx: &Ctx, other: &FlowKey) -> Result<us
             + u64::from(new_src)
             + u64::from(new_dst),
     );
-    let h4: &mut [u8; IPV4_HEADER] = bytes
-        .get_mut(start..l4)
+    // The last 20 bytes of the IPv6 headers (at least 40).
+    let at = head.len() - IPV4_HEADER;
+    let h4: &mut [u8; IPV4_HEADER] = head
+        .get_mut(at..)
         .and_then(|h| h.try_into().ok())
         .ok_or(DropReason::Malformed)?;
     // Written whole: field by field, each store was bounds-checked.
@@ -745,7 +736,7 @@ pub(super) fn to_ipv4(bytes: &mut [u8], ctx: &Ctx, other: &FlowKey) -> Result<us
     *h4 = [
         0x45, tc, t0, t1, i0, i1, f0, f1, ttl, ctx.proto, c0, c1, s0, s1, s2, s3, d0, d1, d2, d3,
     ];
-    Ok(start)
+    Ok(ctx.l3 + at)
 }
 
 /// The IPv4 reply of `ctx` in `bytes` (room for the IPv6 header before its L4 header
