@@ -313,7 +313,7 @@ impl<F: Frame> Pipeline<F> {
         let v6 = super::nat64::is_ipv6_consumer(r.fwd.src_ip);
         let mut r = *r;
         if let Some(s) = r.side6 {
-            r.fwd.src_ip = super::nat64::fold(self.settings.flow_hash_seed, s.consumer);
+            r.fwd.src_ip = self.fold_consumer(s.consumer);
             // An IPv6 endpoint's stand-in address comes from its handle, which is each
             // node's own: this node's, found by the endpoint's IPv6 address.
             if r.fwd.dst_ip >= crate::tables::snapshot::IPV6_ONLY_BASE {

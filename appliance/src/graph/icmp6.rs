@@ -19,9 +19,7 @@
 use super::context::Ctx;
 use super::dispatch::Next;
 use super::ipv6::write_header_for;
-use super::nat64::{
-    delta, fold, fold_snat6, fold_target6, is_snat6, l4_update, martian6, words, Side6,
-};
+use super::nat64::{delta, fold_snat6, fold_target6, is_snat6, l4_update, martian6, words, Side6};
 use super::*;
 use crate::wire::icmpv6::{Icmpv6Packet, Icmpv6Type};
 use crate::wire::ipv4;
@@ -392,7 +390,7 @@ impl<F: Frame> Pipeline<F> {
         let qh = Ipv6Packet::new_unchecked(&q[..ip6::HEADER_LEN]);
         let l4 = &q[quoted.l4_at..];
         let key = FlowKey {
-            src_ip: fold(self.settings.flow_hash_seed, qdst),
+            src_ip: self.fold_consumer(qdst),
             dst_ip: e.ip,
             src_port: qdport,
             dst_port: qsport,

@@ -43,12 +43,70 @@ pub fn is_ipv6_consumer(src_ip: u32) -> bool {
 
 /// IPv6 consumer `src` as a flow key's source, under `seed` (secret, per start): a
 /// consumer who knows the function cannot choose an address whose fold is another's.
-/// Always inlined: every IPv6 consumer's packet takes it, and called it cost a third of
-/// its own instructions again.
-#[inline(always)]
+/// The packet path keeps the keys ([`ConsumerFold`]) instead of deriving them each time.
 pub fn fold(seed: u64, src: u128) -> u32 {
+    ConsumerFold::new(seed).fold(src)
+}
+
+/// The consumer fold under one seed: Thorup's vector multiply-shift over the address's
+/// four 32-bit words, `(a0·x0 + a1·x1 + a2·x2 + a3·x3 + b) mod 2^64`, of which the top 29
+/// bits are the fold. With the keys uniformly random that is strongly universal for
+/// outputs of up to 33 bits (64 ≥ 32 + 29 - 1): any two consumers share a fold with
+/// probability 2^-29 whatever addresses they pick, which is what the flow table needs
+/// of a key. The four multiplies are independent, so a packet waits for one multiply
+/// and an add tree, where two chained mixers (four multiplies in a row) held back
+/// every IPv6 packet's key hash behind them.
+#[derive(Debug, Clone, Copy)]
+pub struct ConsumerFold {
+    seed: u64,
+    a: [u64; 4],
+    b: u64,
+}
+
+impl ConsumerFold {
+    /// The keys under `seed`: splitmix64's outputs for it.
+    pub fn new(seed: u64) -> ConsumerFold {
+        let key = |i: u64| mix64(seed.wrapping_add(GOLDEN_GAMMA.wrapping_mul(i)));
+        ConsumerFold {
+            seed,
+            a: [key(1), key(2), key(3), key(4)],
+            b: key(5),
+        }
+    }
+
+    #[inline(always)]
+    pub fn fold(&self, src: u128) -> u32 {
+        #[allow(clippy::cast_possible_truncation)] // the 32-bit words
+        let x = [
+            (src >> 96) as u32,
+            (src >> 64) as u32,
+            (src >> 32) as u32,
+            src as u32,
+        ];
+        let term = |i: usize| self.a[i].wrapping_mul(u64::from(x[i]));
+        let h = (term(0).wrapping_add(term(1)))
+            .wrapping_add(term(2).wrapping_add(term(3)))
+            .wrapping_add(self.b);
+        #[allow(clippy::cast_possible_truncation)] // 29 bits
+        let top = (h >> (64 - FOLD_BITS)) as u32;
+        FOLD_BASE | top
+    }
+}
+
+/// The golden-ratio increment of splitmix64.
+const GOLDEN_GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// Bits of a consumer's fold below [`FOLD_BASE`].
+const FOLD_BITS: u32 = FOLD_MASK.count_ones();
+
+/// A provider-side address (target, SNAT) as a flow key's address under a fixed `seed`.
+/// Not the consumer fold: every node, and every version of privlink, must fold these the
+/// same (HA peers find each other's flows by them, and Maglev places IPv6 targets by
+/// them), so this function does not change.
+#[inline(always)]
+fn fold_provider(seed: u64, ip: u128) -> u32 {
     #[allow(clippy::cast_possible_truncation)] // the two halves, and 29 bits of a hash
-    let (hi, lo) = ((src >> 64) as u64, src as u64);
+    let (hi, lo) = ((ip >> 64) as u64, ip as u64);
     #[allow(clippy::cast_possible_truncation)]
     let h = mix64(mix64(hi ^ seed) ^ lo) as u32;
     FOLD_BASE | (h & FOLD_MASK)
@@ -70,13 +128,13 @@ const SNAT6_SEED: u64 = 0x736e_6174_3666_6f6c;
 /// flow's own addresses ([`Side6`]).
 #[inline]
 pub fn fold_target6(ip: u128) -> u32 {
-    fold(TARGET6_SEED, ip)
+    fold_provider(TARGET6_SEED, ip)
 }
 
 /// IPv6 SNAT address `ip` as a flow key's address: in 224.0.0.0/4.
 #[inline]
 pub fn fold_snat6(ip: u128) -> u32 {
-    FOLD_BASE | (fold(SNAT6_SEED, ip) & SNAT6_FOLD_MASK)
+    FOLD_BASE | (fold_provider(SNAT6_SEED, ip) & SNAT6_FOLD_MASK)
 }
 
 /// Whether a reverse key's destination is an IPv6 SNAT address: the flow is NAT66.
@@ -238,7 +296,7 @@ impl<F: Frame> Pipeline<F> {
         // No martian check here: a new flow's source is checked where it is made
         // (`martian6`), and an established flow's packets must come from its consumer
         // (`side6`), whose address passed that check.
-        let folded = fold(self.settings.flow_hash_seed, src);
+        let folded = self.fold_consumer(src);
         self.enter_folded(
             frame,
             ctx,
@@ -330,6 +388,16 @@ impl<F: Frame> Pipeline<F> {
         ctx.set_key(key, self.flows.index_seed());
         self.flows.prefetch_head(ctx.hash, rev);
         Ok(if rev { Next::Reverse } else { Next::Forward })
+    }
+
+    /// [`fold`] of consumer `src` under this pipeline's seed, by the keys kept for it.
+    #[inline(always)]
+    pub(super) fn fold_consumer(&mut self, src: u128) -> u32 {
+        let seed = self.settings.flow_hash_seed;
+        if self.consumer_fold.seed != seed {
+            self.consumer_fold = ConsumerFold::new(seed);
+        }
+        self.consumer_fold.fold(src)
     }
 
     /// The IPv6 side of flow `id` for the IPv6 packet of `ctx`: what a new flow remembers
@@ -822,6 +890,53 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// Pairs of `addrs` that share a fold under `seed`.
+    fn shared_folds(seed: u64, addrs: impl Iterator<Item = u128>) -> usize {
+        let mut folds: Vec<u32> = addrs.map(|a| fold(seed, a)).collect();
+        folds.sort_unstable();
+        folds.windows(2).filter(|w| w[0] == w[1]).count()
+    }
+
+    #[test]
+    fn consumer_folds_spread_over_29_bits_however_the_addresses_differ() {
+        // 2^16 addresses into 2^29 folds: ~4 pairs share one by chance. Addresses
+        // that differ only in one word's high bits (which a multiply-shift over whole
+        // 64-bit halves would keep apart badly), or only in the low ones, or in the
+        // prefix, spread the same.
+        let net = 0xfd00_00c1_0000_0000_u128 << 64;
+        let n = 1u128 << 16;
+        for seed in [0, 1, 0x5eed_5eed_5eed_5eed] {
+            for (what, shared) in [
+                ("low bits", shared_folds(seed, (0..n).map(|i| net | i))),
+                (
+                    "high bits of a word",
+                    shared_folds(seed, (0..n).map(|i| net | i << 48)),
+                ),
+                (
+                    "every word",
+                    shared_folds(seed, (0..n).map(|i| net | i << 16 | i << 80)),
+                ),
+                ("prefix", shared_folds(seed, (0..n).map(|i| i << 96 | 0x10))),
+            ] {
+                assert!(
+                    shared < 40,
+                    "seed {seed:#x}, {what}: {shared} pairs share a fold"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn consumer_fold_keys_are_made_from_the_seed() {
+        let consumer = 0xfd00_00c1_0000_0000_0000_0000_0000_0010_u128;
+        let mut keys = ConsumerFold::new(7);
+        assert_eq!(keys.fold(consumer), fold(7, consumer));
+        keys = ConsumerFold::new(8);
+        assert_eq!(keys.fold(consumer), fold(8, consumer));
+        // Different seeds, different folds (for 2^-29 of seeds, the same one).
+        assert_ne!(fold(7, consumer), fold(8, consumer));
+    }
+
     /// [`delta`] over the 32-bit words of the four addresses, as a one's-complement value.
     fn by_words(a: u128, b: u128, c: u128, d: u128) -> u16 {
         let mut old = [0u32; 8];
@@ -834,6 +949,13 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn a_consumer_fold_is_a_folded_source(seed in any::<u64>(), src in any::<u128>()) {
+            let f = fold(seed, src);
+            prop_assert!(is_ipv6_consumer(f));
+            prop_assert_eq!(f & !FOLD_MASK, FOLD_BASE);
+        }
+
         /// delta6 over 64-bit halves is delta over 32-bit words, modulo 0xFFFF (the
         /// one's-complement value; 0 and 0xFFFF are the same), and small enough for
         /// callers to add further terms.

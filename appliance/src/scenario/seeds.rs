@@ -597,6 +597,9 @@ pub fn scripted66(workers: u8) -> Vec<u8> {
     let recs = vec![
         solicit_endpoint6(),
         rec(Op::Consumer6, |r| {
+            // From port 40003: under seed 0 its flow's target is the other one than the
+            // UDP flow's, so that both targets are reached (and solicited).
+            r.b = 3 << 5;
             r.c = 0x02;
             r.seq = 1000;
             r.win = 64240;

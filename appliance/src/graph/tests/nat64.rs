@@ -947,3 +947,21 @@ fn an_ipv6_endpoint_serves_ipv6_consumers_and_no_ipv4() {
     assert_eq!(snap.local(0, stand_in), None);
     assert_eq!(snap.local(0, u32::from(ENDPOINT)), None);
 }
+
+#[test]
+fn the_consumer_fold_follows_the_pipelines_seed() {
+    // The keys are kept between packets: a seed changed since (as the HA tests do to a
+    // peer) must not leave packets folded under the old one.
+    let config = dual_config();
+    let (mut p, _snap) = pipeline(&config, 1, 0);
+    let host = a6(HOST6);
+    assert_eq!(
+        p.fold_consumer(host),
+        crate::graph::nat64::fold(p.settings.flow_hash_seed, host)
+    );
+    p.settings.flow_hash_seed ^= 0x5555;
+    assert_eq!(
+        p.fold_consumer(host),
+        crate::graph::nat64::fold(p.settings.flow_hash_seed, host)
+    );
+}
