@@ -10,6 +10,7 @@ use crate::graph::counters::DropReason;
 use crate::graph::dispatch::LocalMemo;
 use crate::tables::flow::{FlowKey, TcpFlags, TcpSeen, PROTO_TCP, PROTO_UDP};
 use crate::tables::snapshot::{LocalKind, Snapshot};
+use crate::tables::vhash::VectorHash;
 use crate::wire::ethernet::{EtherType, EthernetAddress, EthernetFrame};
 use crate::wire::ipv4::{self, Ipv4Packet, OptionsVerdict};
 use crate::wire::tcp::TcpPacket;
@@ -141,14 +142,14 @@ impl Ctx {
         (src, dst)
     }
 
-    /// Sets the packet's flow key and its index hash under `seed`, hashed from the value
+    /// Sets the packet's flow key and its index hash under `keys`, hashed from the value
     /// in hand: read back from the context just after the key's fields were stored one
     /// by one, the load would span several stores, which the CPU cannot forward, and wait
     /// until they reach the cache (measured: an eighth of the input node's time).
     #[inline(always)]
-    pub fn set_key(&mut self, key: FlowKey, seed: u64) {
+    pub fn set_key(&mut self, key: FlowKey, keys: &VectorHash) {
         self.key = key;
-        self.hash = key.hash_with_seed(seed);
+        self.hash = key.index_hash(keys);
     }
 
     /// Offset of the L4 header.
@@ -223,7 +224,7 @@ pub fn parse_l2(
 /// The IPv4 facts of a packet [`parse_l2`] found to be IPv4 for us, filled into `ctx`:
 /// its header (checksum, harmless options), whether it is a fragment, what its destination
 /// is to us, and for TCP/UDP its ports and flow key (a fragment other than the first has
-/// none: the fragment node finds them), with the key's index hash under `seed`
+/// none: the fragment node finds them), with the key's index hash under `keys`
 /// ([`Ctx::set_key`]).
 #[inline]
 pub fn parse_ipv4(
@@ -231,7 +232,7 @@ pub fn parse_ipv4(
     bytes: &[u8],
     ctx: &mut Ctx,
     memo: &mut LocalMemo,
-    seed: u64,
+    keys: &VectorHash,
 ) -> Result<(), DropReason> {
     let l3 = bytes.get(ctx.l3..).ok_or(DropReason::Malformed)?;
     let pkt = Ipv4Packet::new_checked(l3).map_err(|_| DropReason::Malformed)?;
@@ -279,7 +280,7 @@ pub fn parse_ipv4(
                 vpc: ctx.att,
                 proto: ctx.proto,
             };
-            ctx.set_key(key, seed);
+            ctx.set_key(key, keys);
         }
     }
     Ok(())

@@ -396,7 +396,7 @@ impl<F: Frame> Pipeline<F> {
         if !self.active {
             return Err(DropReason::Standby);
         }
-        context::parse_ipv4(snap, frame.bytes(), ctx, memo, self.flows.index_seed())?;
+        context::parse_ipv4(snap, frame.bytes(), ctx, memo, self.flows.index_keys())?;
         // Drop Ethernet padding so lengths from here on are the IP packet's own.
         if frame.bytes().len() > ctx.end() && !frame.set_len(ctx.end()) {
             return Err(DropReason::Malformed);

@@ -176,7 +176,7 @@ impl<F: Frame> Pipeline<F> {
             vpc: ctx.att,
             proto: ctx.proto,
         };
-        ctx.set_key(key, self.flows.index_seed());
+        ctx.set_key(key, self.flows.index_keys());
         Ok(match ctx.local {
             Some(LocalKind::Snat(_)) => Next::Reverse,
             _ => Next::Forward,

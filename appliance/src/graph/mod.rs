@@ -231,7 +231,7 @@ pub struct Pipeline<F: Frame> {
     /// The IPv6 side of flows whose consumer speaks IPv6, by slot (`nat64.rs`).
     consumers6: nat64::Consumers6,
     /// The consumer fold's keys under `settings.flow_hash_seed` (made again if it changes).
-    consumer_fold: nat64::ConsumerFold,
+    consumer_fold: crate::tables::vhash::VectorHash,
 }
 
 /// One flow, as listed for operators.
@@ -341,7 +341,7 @@ impl<F: Frame> Pipeline<F> {
                 flows_capacity,
                 snap.attachments.iter().any(|a| a.ip6.is_some()),
             ),
-            consumer_fold: nat64::ConsumerFold::new(settings.flow_hash_seed),
+            consumer_fold: crate::tables::vhash::VectorHash::new(settings.flow_hash_seed),
             settings,
         };
         p.on_snapshot(snap);

@@ -26,6 +26,7 @@ use super::context::{self, Ctx, L4};
 use super::dispatch::Next;
 use super::*;
 use crate::tables::maglev::mix64;
+use crate::tables::vhash::VectorHash;
 use crate::wire::ipv6 as ip6;
 
 /// The IPv4 prefix of folded IPv6 consumers: 224.0.0.0/3, martian as a source.
@@ -43,58 +44,21 @@ pub fn is_ipv6_consumer(src_ip: u32) -> bool {
 
 /// IPv6 consumer `src` as a flow key's source, under `seed` (secret, per start): a
 /// consumer who knows the function cannot choose an address whose fold is another's.
-/// The packet path keeps the keys ([`ConsumerFold`]) instead of deriving them each time.
+/// The packet path keeps the keys ([`Pipeline::fold_consumer`]) instead of making them
+/// each time.
 pub fn fold(seed: u64, src: u128) -> u32 {
-    ConsumerFold::new(seed).fold(src)
+    fold_with(&VectorHash::new(seed), src)
 }
 
-/// The consumer fold under one seed: Thorup's vector multiply-shift over the address's
-/// four 32-bit words, `(a0·x0 + a1·x1 + a2·x2 + a3·x3 + b) mod 2^64`, of which the top 29
-/// bits are the fold. With the keys uniformly random that is strongly universal for
-/// outputs of up to 33 bits (64 ≥ 32 + 29 - 1): any two consumers share a fold with
-/// probability 2^-29 whatever addresses they pick, which is what the flow table needs
-/// of a key. The four multiplies are independent, so a packet waits for one multiply
-/// and an add tree, where two chained mixers (four multiplies in a row) held back
-/// every IPv6 packet's key hash behind them.
-#[derive(Debug, Clone, Copy)]
-pub struct ConsumerFold {
-    seed: u64,
-    a: [u64; 4],
-    b: u64,
+/// [`fold`] by the keys of its seed: the top 29 bits of the vector hash of the
+/// address's four 32-bit words (strongly universal: any two consumers share a fold with
+/// probability 2^-29, whatever addresses they pick).
+#[inline(always)]
+fn fold_with(keys: &VectorHash, src: u128) -> u32 {
+    #[allow(clippy::cast_possible_truncation)] // the 32-bit words; 29 bits
+    let top = (keys.hash(words(src)) >> (64 - FOLD_BITS)) as u32;
+    FOLD_BASE | top
 }
-
-impl ConsumerFold {
-    /// The keys under `seed`: splitmix64's outputs for it.
-    pub fn new(seed: u64) -> ConsumerFold {
-        let key = |i: u64| mix64(seed.wrapping_add(GOLDEN_GAMMA.wrapping_mul(i)));
-        ConsumerFold {
-            seed,
-            a: [key(1), key(2), key(3), key(4)],
-            b: key(5),
-        }
-    }
-
-    #[inline(always)]
-    pub fn fold(&self, src: u128) -> u32 {
-        #[allow(clippy::cast_possible_truncation)] // the 32-bit words
-        let x = [
-            (src >> 96) as u32,
-            (src >> 64) as u32,
-            (src >> 32) as u32,
-            src as u32,
-        ];
-        let term = |i: usize| self.a[i].wrapping_mul(u64::from(x[i]));
-        let h = (term(0).wrapping_add(term(1)))
-            .wrapping_add(term(2).wrapping_add(term(3)))
-            .wrapping_add(self.b);
-        #[allow(clippy::cast_possible_truncation)] // 29 bits
-        let top = (h >> (64 - FOLD_BITS)) as u32;
-        FOLD_BASE | top
-    }
-}
-
-/// The golden-ratio increment of splitmix64.
-const GOLDEN_GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
 
 /// Bits of a consumer's fold below [`FOLD_BASE`].
 const FOLD_BITS: u32 = FOLD_MASK.count_ones();
@@ -385,19 +349,20 @@ impl<F: Frame> Pipeline<F> {
             vpc: ctx.att,
             proto,
         };
-        ctx.set_key(key, self.flows.index_seed());
+        ctx.set_key(key, self.flows.index_keys());
         self.flows.prefetch_head(ctx.hash, rev);
         Ok(if rev { Next::Reverse } else { Next::Forward })
     }
 
-    /// [`fold`] of consumer `src` under this pipeline's seed, by the keys kept for it.
+    /// [`fold`] of consumer `src` under this pipeline's seed, by the keys kept for it
+    /// (made again when the seed has changed).
     #[inline(always)]
     pub(super) fn fold_consumer(&mut self, src: u128) -> u32 {
         let seed = self.settings.flow_hash_seed;
-        if self.consumer_fold.seed != seed {
-            self.consumer_fold = ConsumerFold::new(seed);
+        if self.consumer_fold.seed() != seed {
+            self.consumer_fold = VectorHash::new(seed);
         }
-        self.consumer_fold.fold(src)
+        fold_with(&self.consumer_fold, src)
     }
 
     /// The IPv6 side of flow `id` for the IPv6 packet of `ctx`: what a new flow remembers
@@ -929,10 +894,8 @@ mod tests {
     #[test]
     fn consumer_fold_keys_are_made_from_the_seed() {
         let consumer = 0xfd00_00c1_0000_0000_0000_0000_0000_0010_u128;
-        let mut keys = ConsumerFold::new(7);
-        assert_eq!(keys.fold(consumer), fold(7, consumer));
-        keys = ConsumerFold::new(8);
-        assert_eq!(keys.fold(consumer), fold(8, consumer));
+        assert_eq!(fold_with(&VectorHash::new(7), consumer), fold(7, consumer));
+        assert_eq!(fold_with(&VectorHash::new(8), consumer), fold(8, consumer));
         // Different seeds, different folds (for 2^-29 of seeds, the same one).
         assert_ne!(fold(7, consumer), fold(8, consumer));
     }

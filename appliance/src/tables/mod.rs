@@ -10,3 +10,4 @@ pub mod maglev;
 pub mod neighbour;
 pub mod snapshot;
 pub mod snat;
+pub mod vhash;

@@ -16,6 +16,7 @@ pub use table::{FlowTable, TableFull, MAX_CAPACITY};
 pub use tcp::{TcpFlags, TcpState};
 
 use crate::tables::maglev::mix64;
+use crate::tables::vhash::VectorHash;
 
 /// IP protocol number of ICMP.
 pub const PROTO_ICMP: u8 = 1;
@@ -78,16 +79,32 @@ impl FlowKey {
         self.hash_with_seed(0)
     }
 
-    /// The hash under a secret `seed`. [`FlowTable`] indexes with a random per-table seed
-    /// so that a consumer who knows [`FlowKey::hash`] cannot choose source ports that all
-    /// land in one bucket (hash flooding); Maglev picks with one seed per start shared by
-    /// all workers, for the same reason.
+    /// The hash under a secret `seed`. Maglev picks with one seed per start shared by all
+    /// workers, so that a client who knows [`FlowKey::hash`] cannot choose source ports
+    /// that all reach one target. (The flow table indexes with [`FlowKey::index_hash`].)
     #[inline(always)]
     pub fn hash_with_seed(&self, seed: u64) -> u64 {
         let (a, b) = self.words();
         // Mixing `a` under the seed first means the value `b` is xored into is unknown to
         // anyone without the seed, so varying `b` (ports) cannot aim at a bucket.
         mix64(mix64(a ^ seed ^ KEY_HASH_K) ^ b)
+    }
+
+    /// The flow table's index hash under its secret keys: bits 32..63 of the vector hash
+    /// of the key's four 32-bit words (`vhash`: strongly universal, so a consumer who
+    /// does not know the keys cannot choose source ports that crowd one chain), in the low
+    /// half, where the table's mask takes the bucket from. Four independent multiplies:
+    /// the chain head's load waits for one of them, not for the two chained rounds of
+    /// [`hash_with_seed`](Self::hash_with_seed).
+    #[inline(always)]
+    pub fn index_hash(&self, keys: &VectorHash) -> u64 {
+        let x = [
+            self.src_ip,
+            self.dst_ip,
+            (u32::from(self.src_port) << 16) | u32::from(self.dst_port),
+            (u32::from(self.vpc) << 8) | u32::from(self.proto),
+        ];
+        keys.hash(x) >> 32
     }
 }
 
