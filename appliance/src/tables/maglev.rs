@@ -124,7 +124,7 @@ pub const fn mix64(x: u64) -> u64 {
 
 /// The golden-ratio increment of splitmix64; consecutive multiples fed to [`mix64`] give
 /// independent-looking outputs.
-const GOLDEN_GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
+pub const GOLDEN_GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
 
 /// A [`MaglevBackend::key`] for a target `ip:port` (ip in host byte order). Injective, so
 /// distinct targets never share a permutation.

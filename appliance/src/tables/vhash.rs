@@ -11,10 +11,7 @@
 //! other, where two rounds of a 64-bit mixer are four multiplies in a row: the packet's
 //! next step (a chain head's load) starts a dozen cycles sooner.
 
-use crate::tables::maglev::mix64;
-
-/// The golden-ratio increment of splitmix64.
-const GOLDEN_GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
+use crate::tables::maglev::{mix64, GOLDEN_GAMMA};
 
 /// The keys of one function of the family, and the seed they came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
