@@ -106,9 +106,10 @@ pub struct Ctx {
     /// (`nat64.rs`): its IPv6 header is at `l3`, `header_len` covers it and its
     /// extension headers.
     pub ipv6: bool,
-    /// Set with `ipv6`: the IPv6 source and destination as the packet arrived (`addrs`
-    /// holds their folds), read once by the IPv6 node for the flow nodes' side check and
-    /// the translations.
+    /// An IPv6 TCP or UDP packet's source and destination as it arrived, read once by the
+    /// IPv6 node (so always there when `ipv6` is set; `addrs` holds their folds) for the
+    /// flow nodes' side check, the translations and reject records. Stale for any other
+    /// packet: read only behind `ipv6` or the packet's own IP version.
     pub addrs6: [u128; 2],
 }
 

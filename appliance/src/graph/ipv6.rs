@@ -328,6 +328,9 @@ impl<F: Frame> Pipeline<F> {
         ext: &ip6::Extensions,
     ) -> Result<Next, DropReason> {
         let l3 = ctx.l3;
+        // Read once: the flow nodes check and translate by them, a reject record names
+        // the source.
+        ctx.addrs6 = [src, dst];
         // To a dual-stack endpoint: on to the flow nodes as IPv4.
         let (local, endpoint_ip) = match *memo {
             Some((a, d, l, ip)) if a == ctx.att && d == dst => (l, ip),
@@ -400,8 +403,7 @@ impl<F: Frame> Pipeline<F> {
         self.enter_nat64(
             frame,
             ctx,
-            (src, dst),
-            (e, endpoint_ip),
+            (src, e, endpoint_ip),
             ext.protocol,
             (l4_at, total),
             hop,

@@ -208,15 +208,14 @@ fn sockets4(a: (u32, u16), b: (u32, u16)) -> (SocketAddr, SocketAddr) {
 }
 
 /// The source of a packet as its sender sent it, for a reject record: an IPv6
-/// consumer's from its IPv6 header (unspecified once the header was translated away),
-/// else the context's IPv4 one.
+/// packet's from the context (the IPv6 node keeps the addresses of every TCP/UDP packet
+/// it reads, whether it goes on to the flow nodes, and perhaps is translated to IPv4
+/// there, or is dropped on the spot), else the context's IPv4 one.
 pub fn source_of(bytes: &[u8], ctx: &Ctx) -> IpAddr {
-    if !ctx.ipv6 {
-        return IpAddr::V4(Ipv4Addr::from(ctx.v4().0));
-    }
-    match ip6::Ipv6Packet::new_checked(bytes.get(ctx.l3..).unwrap_or(&[])) {
-        Ok(ip) if ip.version() == 6 => IpAddr::V6(ip.src_addr()),
-        _ => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    if ctx.ipv6 || bytes.get(ctx.l3).is_some_and(|b| b >> 4 == 6) {
+        IpAddr::V6(Ipv6Addr::from(ctx.addrs6[0]))
+    } else {
+        IpAddr::V4(Ipv4Addr::from(ctx.v4().0))
     }
 }
 
@@ -246,8 +245,7 @@ impl<F: Frame> Pipeline<F> {
         &mut self,
         frame: &mut F,
         ctx: &mut Ctx,
-        (src, dst): (u128, u128),
-        (endpoint, endpoint_ip): (u32, Option<u32>),
+        (src, endpoint, endpoint_ip): (u128, u32, Option<u32>),
         proto: u8,
         (header_len, total_len): (usize, usize),
         hop: u8,
@@ -264,7 +262,7 @@ impl<F: Frame> Pipeline<F> {
         self.enter_folded(
             frame,
             ctx,
-            ([src, dst], (folded, endpoint_ip)),
+            (folded, endpoint_ip),
             proto,
             (header_len, total_len),
             hop,
@@ -295,7 +293,7 @@ impl<F: Frame> Pipeline<F> {
         self.enter_folded(
             frame,
             ctx,
-            ([src, dst], folded),
+            folded,
             proto,
             (header_len, total_len),
             hop,
@@ -303,17 +301,17 @@ impl<F: Frame> Pipeline<F> {
         )
     }
 
-    /// The context of an IPv6 TCP or UDP packet as a flow node takes it: its IPv6
-    /// addresses, and their folds (as its flow's key has them) as its IPv4 ones; on to the
-    /// fragment node, or the reverse (`rev`) or forward node with its key hashed and its
-    /// chain prefetched.
+    /// The context of an IPv6 TCP or UDP packet as a flow node takes it, with `addrs` (its
+    /// addresses folded as its flow's key has them) as its IPv4 ones: on to the fragment
+    /// node, or the reverse (`rev`) or forward node with its key hashed and its chain
+    /// prefetched.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     fn enter_folded(
         &mut self,
         frame: &mut F,
         ctx: &mut Ctx,
-        (addrs6, (src, dst)): ([u128; 2], (u32, u32)),
+        (src, dst): (u32, u32),
         proto: u8,
         (header_len, total_len): (usize, usize),
         hop: u8,
@@ -328,7 +326,6 @@ impl<F: Frame> Pipeline<F> {
         // (RFC 7915 §5.1.1); a whole packet with DF, which IPv6 means.
         ctx.df = ctx.frag.is_none();
         ctx.ipv6 = true;
-        ctx.addrs6 = addrs6;
         if frame.bytes().len() > ctx.end() && !frame.set_len(ctx.end()) {
             return Err(DropReason::Malformed);
         }

@@ -965,3 +965,34 @@ fn the_consumer_fold_follows_the_pipelines_seed() {
         crate::graph::nat64::fold(p.settings.flow_hash_seed, host)
     );
 }
+
+#[test]
+fn a_refused_ipv6_packet_is_logged_from_its_ipv6_source() {
+    // Dropped in the IPv6 node after it found the endpoint, before the flow nodes
+    // (an untranslatable fragment): the reject record names the consumer's IPv6 address,
+    // not whatever IPv4 source the context held from an earlier packet.
+    use crate::graph::flowlog::FlowLogRecord;
+    let config = dual_config();
+    let (mut p, snap) = pipeline(&config, 1, 0);
+    let q = std::sync::Arc::new(crossbeam::queue::ArrayQueue::new(64));
+    p.set_flow_log(std::sync::Arc::clone(&q), 1000);
+    let v4 = udp(CLIENT, 6000, ENDPOINT, 9000, MAC_C, CLIENT_MAC);
+    tx(p.process(&snap, CONSUMER_PORT, VecFrame::new(&v4), 0));
+    let ext = [60, 0, 0, 1, 0, 0, 0, 5, PROTO_UDP, 0, 1, 4, 0, 0, 0, 0];
+    let f = frame6(
+        a6(HOST6),
+        a6(ENDPOINT6),
+        PROTO_UDP,
+        64,
+        (44, &ext),
+        udp_dgram(1, 9000, b"x"),
+    );
+    p.process(&snap, CONSUMER_PORT, VecFrame::new(&f), 1);
+    assert_eq!(p.counters().dropped(DropReason::Ipv6NotTranslated), 1);
+    p.poll(&snap, 1001);
+    let got: Vec<FlowLogRecord> = std::iter::from_fn(|| q.pop()).collect();
+    assert!(
+        got.iter().any(|r| matches!(r, FlowLogRecord::Reject { reason: DropReason::Ipv6NotTranslated, src, .. } if *src == std::net::IpAddr::V6(Ipv6Addr::from(a6(HOST6))))),
+        "{got:?}"
+    );
+}
