@@ -2,14 +2,15 @@
 //! `(a0·x0 + a1·x1 + a2·x2 + a3·x3 + b) mod 2^64` with the five keys uniformly random
 //! (here: splitmix64's outputs for a secret seed).
 //!
-//! Any window of `l` result bits that starts at bit 31 or above is strongly universal:
-//! such a window is the same scheme computed modulo `2^(j + l)`, which the analysis
-//! admits as long as `j + l ≥ 32 + l - 1` (M. Thorup, "High Speed Hashing for Integers
-//! and Strings", 2015, vector multiply-shift). So two distinct inputs land on the same `l`-bit value with
-//! probability `2^-l`, whatever inputs an adversary who does not know the keys picks: what
-//! a flow table index and the consumer fold need. Its four multiplies do not wait for each
-//! other, where two rounds of a 64-bit mixer are four multiplies in a row: the packet's
-//! next step (a chain head's load) starts a dozen cycles sooner.
+//! Any window of `l` result bits that starts at bit `j` ≥ 31 is strongly universal: such
+//! a window is the same scheme computed modulo `2^(j + l)`, which the analysis admits as
+//! long as `j + l ≥ 32 + l - 1` (M. Thorup, "High Speed Hashing for Integers and
+//! Strings", 2015, vector multiply-shift). So two distinct inputs land on the same
+//! `l`-bit value with probability `2^-l`, whatever inputs an adversary who does not know
+//! the keys picks: what a flow table index and the consumer fold need. Its four
+//! multiplies do not wait for each other, where two rounds of a 64-bit mixer are four
+//! multiplies in a row: the packet's next step (a chain head's load) starts a dozen
+//! cycles sooner.
 
 use crate::tables::maglev::{mix64, GOLDEN_GAMMA};
 
