@@ -14,8 +14,9 @@ PRIVLINKD=${PRIVLINKD:-$PWD/target/release/privlinkd} \
   "$CARGO" test -p privlink-e2e -- --test-threads=1 2>&1 | tee -a "$log" || status=1
 
 # The fuzz targets are a crate of their own (not a workspace member): check that they
-# still build against the current API, so a change cannot break them unnoticed.
-if "$CARGO" check --manifest-path appliance/fuzz/Cargo.toml --bins 2>&1 | tee -a "$log"; then
+# still build against the current API, so a change cannot break them unnoticed. Their build
+# goes under the workspace's target/, not into the source tree beside them.
+if "$CARGO" check --manifest-path appliance/fuzz/Cargo.toml --bins --target-dir target/fuzz 2>&1 | tee -a "$log"; then
   fuzz_check=1
 else
   fuzz_check=0
