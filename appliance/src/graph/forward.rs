@@ -32,6 +32,7 @@ impl<F: Frame> Pipeline<F> {
         let mut new_flows = 0u16;
         let mut probes = [0u64; CHUNK];
         let mut probed = 0;
+        self.plans.clear();
         for (i, (c, n)) in ctx.iter().zip(next.iter()).enumerate().take(CHUNK) {
             if std::mem::discriminant(n) != std::mem::discriminant(&want) {
                 continue;
@@ -48,7 +49,7 @@ impl<F: Frame> Pipeline<F> {
                     if !rev && l4.tcp.is_some_and(|t| t.flags.is_connection_request()) {
                         new_flows += 1;
                         self.load.prefetch_client(c.key.vpc, c.key.src_ip);
-                        if let Some(h) = self.snat_probe(snap, &c.key, new_flows) {
+                        if let Some(h) = self.snat_probe(snap, c.key, new_flows) {
                             self.flows.prefetch_head(h, true);
                             probes[probed] = h;
                             probed += 1;
@@ -156,9 +157,13 @@ impl<F: Frame> Pipeline<F> {
                     Some(_) => {}
                     None => refuse_martian(snap, att_idx, src)?,
                 }
-                let lref = snap
-                    .listener(att_idx, dst, ctx.proto, seg.dport)
-                    .ok_or(DropReason::NoListener)?;
+                let plan = self.plans.take(&key);
+                let lref = match plan {
+                    Some(p) => p.lref,
+                    None => snap
+                        .listener(att_idx, dst, ctx.proto, seg.dport)
+                        .ok_or(DropReason::NoListener)?,
+                };
                 let endpoint = snap
                     .endpoint_by_handle(lref.endpoint)
                     .ok_or(DropReason::NoListener)?;
@@ -201,7 +206,11 @@ impl<F: Frame> Pipeline<F> {
                         );
                     }
                 }
-                let id = self.new_flow(snap, key, lref, now_ms)?;
+                let plan = match plan {
+                    Some(p) => p,
+                    None => plan_flow(snap, &key, lref, self.settings.flow_hash_seed)?,
+                };
+                let id = self.new_flow(snap, key, plan, endpoint.handle, now_ms)?;
                 if ctx.ipv6 {
                     self.side6(snap, ctx, id, (true, false))?;
                     if let Some(f) = self.flows.get(id) {
@@ -371,12 +380,14 @@ impl<F: Frame> Pipeline<F> {
     /// The reverse-index hash that the SNAT port search of the `k`-th new flow of this
     /// burst will probe first, if the flow is created as predicted: the flow node
     /// prefetches that chain. A wrong guess (the flow exists, or the first port is taken)
-    /// costs a useless prefetch.
+    /// costs a useless prefetch. The flow's plan is kept for its creation.
     #[inline]
-    fn snat_probe(&self, snap: &Snapshot, key: &FlowKey, k: u16) -> Option<u64> {
+    fn snat_probe(&mut self, snap: &Snapshot, key: FlowKey, k: u16) -> Option<u64> {
         let lref = snap.listener(key.vpc, key.dst_ip, key.proto, key.dst_port)?;
-        let (_, _, mut rev) = plan_flow(snap, key, lref, self.settings.flow_hash_seed).ok()?;
+        let plan = plan_flow(snap, &key, lref, self.settings.flow_hash_seed).ok()?;
+        let mut rev = plan.rev;
         rev.dst_port = self.snat_port_guess(k);
+        self.plans.keep(key, plan);
         Some(self.flows.index_hash(&rev))
     }
 
@@ -409,10 +420,18 @@ impl<F: Frame> Pipeline<F> {
         &mut self,
         snap: &Snapshot,
         key: FlowKey,
-        lref: ListenerRef,
+        plan: Plan,
+        endpoint_handle: u32,
         now_ms: u64,
     ) -> Result<FlowId, DropReason> {
-        let (service, ti, mut rev, endpoint_handle) = self.plan_new_flow(snap, &key, lref)?;
+        let Plan {
+            lref,
+            target: ti,
+            mut rev,
+        } = plan;
+        let service = snap
+            .service_by_handle(lref.service)
+            .ok_or(DropReason::NoListener)?;
         let tcp = key.proto == PROTO_TCP;
         let client = self.load.client_bucket(key.vpc, key.src_ip);
         if let Some(reason) = self.load.client_refusal(client, tcp) {
@@ -457,7 +476,8 @@ impl<F: Frame> Pipeline<F> {
         key: &FlowKey,
         lref: ListenerRef,
     ) -> Result<(&'s crate::tables::snapshot::ServiceView, u16, FlowKey, u32), DropReason> {
-        let (service, ti, rev) = plan_flow(snap, key, lref, self.settings.flow_hash_seed)?;
+        let (service, plan) = plan_flow_in(snap, key, lref, self.settings.flow_hash_seed)?;
+        let (ti, rev) = (plan.target, plan.rev);
         let endpoint_handle = snap
             .endpoint_by_handle(lref.endpoint)
             .map_or(0, |e| e.handle);
@@ -605,17 +625,28 @@ fn new_flow_record(
     flow
 }
 
-/// Where a new flow of `key` through listener `lref` goes: its service, the index of the
-/// chosen target (Maglev over the key hash under `seed`, the daemon's per-start secret, so
-/// every worker agrees and no client can aim at a target), and its reverse key with the
-/// SNAT port still 0.
+/// Where a new flow of `key` through listener `lref` goes: the index of the chosen target
+/// (Maglev over the key hash under `seed`, the daemon's per-start secret, so every worker
+/// agrees and no client can aim at a target), and its reverse key with the SNAT port still
+/// 0.
 #[inline]
-pub(super) fn plan_flow<'s>(
+pub(super) fn plan_flow(
+    snap: &Snapshot,
+    key: &FlowKey,
+    lref: ListenerRef,
+    seed: u64,
+) -> Result<Plan, DropReason> {
+    plan_flow_in(snap, key, lref, seed).map(|(_, plan)| plan)
+}
+
+/// [`plan_flow`] with the service it found.
+#[inline]
+fn plan_flow_in<'s>(
     snap: &'s Snapshot,
     key: &FlowKey,
     lref: ListenerRef,
     seed: u64,
-) -> Result<(&'s crate::tables::snapshot::ServiceView, u16, FlowKey), DropReason> {
+) -> Result<(&'s crate::tables::snapshot::ServiceView, Plan), DropReason> {
     let service = snap
         .service_by_handle(lref.service)
         .ok_or(DropReason::NoListener)?;
@@ -655,7 +686,66 @@ pub(super) fn plan_flow<'s>(
         vpc: service.attachment,
         proto: key.proto,
     };
-    Ok((service, ti, rev))
+    Ok((
+        service,
+        Plan {
+            lref,
+            target: ti,
+            rev,
+        },
+    ))
+}
+
+/// What [`plan_flow`] decides for a new flow: a function of its key, the snapshot and the
+/// flow hash seed only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Plan {
+    pub lref: ListenerRef,
+    /// The chosen target's index in the listener.
+    pub target: u16,
+    /// The flow's reverse key, SNAT port still 0.
+    pub rev: FlowKey,
+}
+
+/// The plans the forward node made for one burst's connection requests while it
+/// prefetched for them, by flow key (at most a burst's worth, in the packets' order), so
+/// that creating each flow does not look its listener, service and target up again. A
+/// plan depends on nothing but its key within one pass (one snapshot, one seed), so any
+/// plan kept for a packet's key is that packet's.
+#[derive(Debug, Default)]
+pub(super) struct Plans {
+    kept: Vec<(FlowKey, Plan)>,
+    /// Where the next packet's plan most likely is: packets are handled in the order
+    /// their plans were made.
+    next: usize,
+}
+
+impl Plans {
+    #[inline]
+    fn clear(&mut self) {
+        self.kept.clear();
+        self.next = 0;
+    }
+
+    #[inline]
+    fn keep(&mut self, key: FlowKey, plan: Plan) {
+        // Never grows past a burst's worth once it has reached it.
+        if self.kept.len() < CHUNK {
+            self.kept.push((key, plan));
+        }
+    }
+
+    /// The plan kept for `key`, if any.
+    #[inline]
+    fn take(&mut self, key: &FlowKey) -> Option<Plan> {
+        let later = self.kept.get(self.next..).unwrap_or_default();
+        let at = match later.iter().position(|(k, _)| k == key) {
+            Some(i) => self.next + i,
+            None => self.kept.iter().position(|(k, _)| k == key)?,
+        };
+        self.next = at + 1;
+        self.kept.get(at).map(|(_, p)| *p)
+    }
 }
 
 /// The drop reason of an access-rule refusal.
@@ -664,5 +754,64 @@ pub(super) fn refusal_reason(r: Refusal) -> DropReason {
     match r {
         Refusal::SecurityGroup => DropReason::SecurityGroup,
         Refusal::Policy => DropReason::Policy,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(sport: u16) -> FlowKey {
+        FlowKey {
+            src_ip: 0x0a01_000a,
+            dst_ip: 0x0a01_0064,
+            src_port: sport,
+            dst_port: 80,
+            vpc: 0,
+            proto: PROTO_TCP,
+        }
+    }
+
+    fn plan(target: u16) -> Plan {
+        Plan {
+            lref: ListenerRef {
+                endpoint: 1,
+                service: 2,
+                listener: 0,
+            },
+            target,
+            rev: key(target),
+        }
+    }
+
+    /// Each packet gets the plan kept for its own key: in order, out of order (a packet
+    /// whose probe kept none), twice for one key (a retransmitted SYN), and none for a key
+    /// nobody planned; a new pass starts with none.
+    #[test]
+    fn a_packet_gets_the_plan_kept_for_its_key() {
+        let mut plans = Plans::default();
+        for p in 1..=4 {
+            plans.keep(key(p), plan(p));
+        }
+        assert_eq!(plans.take(&key(1)), Some(plan(1)));
+        assert_eq!(plans.take(&key(3)), Some(plan(3)));
+        assert_eq!(plans.take(&key(2)), Some(plan(2)));
+        assert_eq!(plans.take(&key(2)), Some(plan(2)));
+        assert_eq!(plans.take(&key(9)), None);
+        assert_eq!(plans.take(&key(4)), Some(plan(4)));
+        plans.clear();
+        assert_eq!(plans.take(&key(4)), None);
+    }
+
+    /// No more than a burst's plans are kept (the rest are planned again when made).
+    #[test]
+    fn plans_are_bounded_by_a_burst() {
+        let mut plans = Plans::default();
+        for p in 0..=u16::try_from(CHUNK).unwrap() {
+            plans.keep(key(p), plan(p));
+        }
+        assert_eq!(plans.kept.len(), CHUNK);
+        assert_eq!(plans.take(&key(0)), Some(plan(0)));
+        assert_eq!(plans.take(&key(u16::try_from(CHUNK).unwrap())), None);
     }
 }

@@ -203,6 +203,9 @@ pub struct Pipeline<F: Frame> {
     burst: Option<Box<dispatch::Burst<F>>>,
     /// A flow was added or removed since the flow node loaded its chain heads.
     chains_moved: bool,
+    /// The plans of this burst's new flows, as the forward node's prefetch for them
+    /// worked them out (`forward::Plans`).
+    plans: forward::Plans,
     /// The health checker's queues (none: probe ports are closed like any other).
     probes: Option<crate::health::link::ProbeLink>,
     /// The HA sync thread's queues (none: a single node).
@@ -326,6 +329,7 @@ impl<F: Frame> Pipeline<F> {
             handed_off: false,
             burst: Some(Box::new(dispatch::Burst::new())),
             chains_moved: false,
+            plans: forward::Plans::default(),
             probes: None,
             ha: None,
             active: true,
