@@ -14,8 +14,8 @@ pub(super) const MIN_FRAME_LEN: usize = 60;
 impl<F: Frame> Pipeline<F> {
     /// The L2 output node: puts the header of attachment `att` in front of the packet at
     /// `l3`, with the next hop's MAC as destination, or holds the packet while the next
-    /// hop resolves.
-    #[inline]
+    /// hop resolves. Always inlined, for the reason [`rewrite`](Self::rewrite) is.
+    #[inline(always)]
     pub(super) fn route(
         &mut self,
         snap: &Snapshot,

@@ -414,6 +414,7 @@ impl<F: Frame> Pipeline<F> {
     /// Rewrite for a NAT66 flow: the IPv6 packet keeps its header (and extension
     /// headers), with its addresses, ports and hop limit changed and the L4 checksum
     /// updated; out to the next hop on the other side by neighbour discovery.
+    #[inline(never)]
     pub(super) fn rewrite66(
         &mut self,
         snap: &Snapshot,
@@ -455,6 +456,7 @@ impl<F: Frame> Pipeline<F> {
     /// Rewrite for a flow of an IPv6 consumer: its packet to IPv4 for the target, or the
     /// target's reply to IPv6 for the consumer, sent from here to the consumer's next hop
     /// (neighbour discovery).
+    #[inline(never)]
     pub(super) fn rewrite64(
         &mut self,
         snap: &Snapshot,

@@ -10,8 +10,10 @@ const IPV4_HEADER: usize = crate::wire::ipv4::HEADER_LEN;
 
 impl<F: Frame> Pipeline<F> {
     /// Translates a packet the flow nodes tracked (`ctx.other` names the flow's other
-    /// side) and sends it out towards that side's host.
-    #[inline]
+    /// side) and sends it out towards that side's host. Always inlined into the graph's
+    /// loop (its IPv6 translations are not): a call per packet cost ~16 instructions of
+    /// saved registers and a verdict packed for return.
+    #[inline(always)]
     pub(super) fn rewrite(
         &mut self,
         snap: &Snapshot,
