@@ -426,12 +426,11 @@ impl<F: Frame> Pipeline<F> {
     ) -> Result<FlowId, DropReason> {
         let Plan {
             lref,
+            service,
             target: ti,
             mut rev,
         } = plan;
-        let service = snap
-            .service_by_handle(lref.service)
-            .ok_or(DropReason::NoListener)?;
+        let service = snap.service_at(service).ok_or(DropReason::NoListener)?;
         let tcp = key.proto == PROTO_TCP;
         let client = self.load.client_bucket(key.vpc, key.src_ip);
         if let Some(reason) = self.load.client_refusal(client, tcp) {
@@ -647,9 +646,10 @@ fn plan_flow_in<'s>(
     lref: ListenerRef,
     seed: u64,
 ) -> Result<(&'s crate::tables::snapshot::ServiceView, Plan), DropReason> {
-    let service = snap
-        .service_by_handle(lref.service)
+    let position = snap
+        .service_position(lref.service)
         .ok_or(DropReason::NoListener)?;
+    let service = snap.service_at(position).ok_or(DropReason::NoListener)?;
     let listener = service
         .listeners
         .get(usize::from(lref.listener))
@@ -690,6 +690,7 @@ fn plan_flow_in<'s>(
         service,
         Plan {
             lref,
+            service: position,
             target: ti,
             rev,
         },
@@ -701,6 +702,8 @@ fn plan_flow_in<'s>(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Plan {
     pub lref: ListenerRef,
+    /// The service's position in the snapshot the plan was made in.
+    pub service: u32,
     /// The chosen target's index in the listener.
     pub target: u16,
     /// The flow's reverse key, SNAT port still 0.
@@ -779,6 +782,7 @@ mod tests {
                 service: 2,
                 listener: 0,
             },
+            service: 0,
             target,
             rev: key(target),
         }

@@ -520,7 +520,19 @@ impl Snapshot {
     /// The service with stable handle `h`.
     #[inline]
     pub fn service_by_handle(&self, h: u32) -> Option<&ServiceView> {
-        let i = *self.service_by_handle.get(&h)?;
+        self.service_position(h).and_then(|i| self.service_at(i))
+    }
+
+    /// Where the service with stable handle `h` sits in this snapshot: for
+    /// [`service_at`](Self::service_at) within the same snapshot, without the lookup.
+    #[inline]
+    pub fn service_position(&self, h: u32) -> Option<u32> {
+        self.service_by_handle.get(&h).copied()
+    }
+
+    /// The service at position `i` of this snapshot ([`service_position`](Self::service_position)).
+    #[inline]
+    pub fn service_at(&self, i: u32) -> Option<&ServiceView> {
         self.services.get(i as usize).map(|s| &**s)
     }
 
