@@ -424,13 +424,8 @@ impl<F: Frame> Pipeline<F> {
         endpoint_handle: u32,
         now_ms: u64,
     ) -> Result<FlowId, DropReason> {
-        let Plan {
-            lref,
-            service,
-            target: ti,
-            mut rev,
-        } = plan;
-        let service = snap.service_at(service).ok_or(DropReason::NoListener)?;
+        let service = plan.service_in(snap)?;
+        let mut rev = plan.rev;
         let tcp = key.proto == PROTO_TCP;
         let client = self.load.client_bucket(key.vpc, key.src_ip);
         if let Some(reason) = self.load.client_refusal(client, tcp) {
@@ -453,10 +448,10 @@ impl<F: Frame> Pipeline<F> {
             snat.pick(&rev, now_ms, |k| flows.contains_reverse(k))
         };
         let Some(port) = port else {
-            return self.new_flow_under_pressure(snap, key, lref, now_ms);
+            return self.new_flow_under_pressure(snap, key, plan, endpoint_handle, now_ms);
         };
         rev.dst_port = port;
-        let flow = new_flow_record(key, rev, service, lref, ti, endpoint_handle, now_ms);
+        let flow = new_flow_record(key, rev, service, &plan, endpoint_handle, now_ms);
         let id = flows.insert(flow).map_err(|_| DropReason::FlowTableFull)?;
         self.sync.record(RecordKind::Create, &flow, now_ms);
         *chains_moved = true;
@@ -464,23 +459,6 @@ impl<F: Frame> Pipeline<F> {
         u.new_flows += 1;
         load.flow_created(client, &mut u.load, tcp);
         Ok(id)
-    }
-
-    /// What a new flow of `key` through `lref` would be: its service, target index,
-    /// reverse key (SNAT port still 0) and endpoint handle.
-    #[inline]
-    fn plan_new_flow<'s>(
-        &self,
-        snap: &'s Snapshot,
-        key: &FlowKey,
-        lref: ListenerRef,
-    ) -> Result<(&'s crate::tables::snapshot::ServiceView, u16, FlowKey, u32), DropReason> {
-        let (service, plan) = plan_flow_in(snap, key, lref, self.settings.flow_hash_seed)?;
-        let (ti, rev) = (plan.target, plan.rev);
-        let endpoint_handle = snap
-            .endpoint_by_handle(lref.endpoint)
-            .map_or(0, |e| e.handle);
-        Ok((service, ti, rev, endpoint_handle))
     }
 
     /// [`new_flow`](Self::new_flow) when a resource is short: evictions first, then the
@@ -492,10 +470,12 @@ impl<F: Frame> Pipeline<F> {
         &mut self,
         snap: &Snapshot,
         key: FlowKey,
-        lref: ListenerRef,
+        plan: Plan,
+        endpoint_handle: u32,
         now_ms: u64,
     ) -> Result<FlowId, DropReason> {
-        let (service, ti, mut rev, endpoint_handle) = self.plan_new_flow(snap, &key, lref)?;
+        let service = plan.service_in(snap)?;
+        let mut rev = plan.rev;
         let tcp = key.proto == PROTO_TCP;
         let endpoint_load = self.usage.get(endpoint_handle).map(|u| u.load);
         let refusal = self
@@ -536,7 +516,7 @@ impl<F: Frame> Pipeline<F> {
         if self.flows.is_full() && !self.evict(|_| true) {
             return Err(DropReason::FlowTableFull);
         }
-        let flow = new_flow_record(key, rev, service, lref, ti, endpoint_handle, now_ms);
+        let flow = new_flow_record(key, rev, service, &plan, endpoint_handle, now_ms);
         let Ok(id) = self.flows.insert(flow) else {
             return Err(DropReason::FlowTableFull);
         };
@@ -600,15 +580,14 @@ impl<F: Frame> Pipeline<F> {
     }
 }
 
-/// A new flow's record: translation, ids of the snapshot it was admitted by.
-#[allow(clippy::too_many_arguments)]
+/// A new flow's record: translation (`rev`, the plan's reverse key with its SNAT port),
+/// ids of the snapshot it was admitted by.
 #[inline]
 fn new_flow_record(
     key: FlowKey,
     rev: FlowKey,
     service: &crate::tables::snapshot::ServiceView,
-    lref: ListenerRef,
-    target: u16,
+    plan: &Plan,
     endpoint: u32,
     now_ms: u64,
 ) -> Flow {
@@ -616,10 +595,10 @@ fn new_flow_record(
     flow.service = service.handle;
     flow.idle_s = service
         .listeners
-        .get(usize::from(lref.listener))
+        .get(usize::from(plan.lref.listener))
         .map_or(0, |l| l.idle_s);
-    flow.listener = lref.listener;
-    flow.target = target;
+    flow.listener = plan.lref.listener;
+    flow.target = plan.target;
     flow.endpoint = endpoint;
     flow
 }
@@ -635,17 +614,6 @@ pub(super) fn plan_flow(
     lref: ListenerRef,
     seed: u64,
 ) -> Result<Plan, DropReason> {
-    plan_flow_in(snap, key, lref, seed).map(|(_, plan)| plan)
-}
-
-/// [`plan_flow`] with the service it found.
-#[inline]
-fn plan_flow_in<'s>(
-    snap: &'s Snapshot,
-    key: &FlowKey,
-    lref: ListenerRef,
-    seed: u64,
-) -> Result<(&'s crate::tables::snapshot::ServiceView, Plan), DropReason> {
     let position = snap
         .service_position(lref.service)
         .ok_or(DropReason::NoListener)?;
@@ -686,15 +654,12 @@ fn plan_flow_in<'s>(
         vpc: service.attachment,
         proto: key.proto,
     };
-    Ok((
-        service,
-        Plan {
-            lref,
-            service: position,
-            target: ti,
-            rev,
-        },
-    ))
+    Ok(Plan {
+        lref,
+        service: position,
+        target: ti,
+        rev,
+    })
 }
 
 /// What [`plan_flow`] decides for a new flow: a function of its key, the snapshot and the
@@ -708,6 +673,17 @@ pub(super) struct Plan {
     pub target: u16,
     /// The flow's reverse key, SNAT port still 0.
     pub rev: FlowKey,
+}
+
+impl Plan {
+    /// The plan's service, in the snapshot the plan was made in.
+    #[inline]
+    fn service_in<'s>(
+        &self,
+        snap: &'s Snapshot,
+    ) -> Result<&'s crate::tables::snapshot::ServiceView, DropReason> {
+        snap.service_at(self.service).ok_or(DropReason::NoListener)
+    }
 }
 
 /// The plans the forward node made for one burst's connection requests while it
