@@ -233,7 +233,8 @@ pub struct Pipeline<F: Frame> {
     flow_log: Option<Box<flowlog::FlowLogOut>>,
     /// The IPv6 side of flows whose consumer speaks IPv6, by slot (`nat64.rs`).
     consumers6: nat64::Consumers6,
-    /// The consumer fold's keys under `settings.flow_hash_seed` (made again if it changes).
+    /// The consumer fold's keys under `settings.flow_hash_seed` (set with it, at the start
+    /// or by `set_flow_hash_seed`).
     consumer_fold: crate::tables::vhash::VectorHash,
 }
 
@@ -350,6 +351,14 @@ impl<F: Frame> Pipeline<F> {
         };
         p.on_snapshot(snap);
         p
+    }
+
+    /// Changes the flow hash seed of a running pipeline, as tests do to make an HA peer
+    /// with a seed of its own: the consumer fold's keys follow it.
+    #[cfg(test)]
+    fn set_flow_hash_seed(&mut self, seed: u64) {
+        self.settings.flow_hash_seed = seed;
+        self.consumer_fold = crate::tables::vhash::VectorHash::new(seed);
     }
 
     pub fn counters(&self) -> &Counters {

@@ -351,14 +351,9 @@ impl<F: Frame> Pipeline<F> {
         Ok(if rev { Next::Reverse } else { Next::Forward })
     }
 
-    /// [`fold`] of consumer `src` under this pipeline's seed, by the keys kept for it
-    /// (made again when the seed has changed).
+    /// [`fold`] of consumer `src` under this pipeline's seed, by the keys kept for it.
     #[inline(always)]
-    pub(super) fn fold_consumer(&mut self, src: u128) -> u32 {
-        let seed = self.settings.flow_hash_seed;
-        if self.consumer_fold.seed() != seed {
-            self.consumer_fold = VectorHash::new(seed);
-        }
+    pub(super) fn fold_consumer(&self, src: u128) -> u32 {
         fold_with(&self.consumer_fold, src)
     }
 

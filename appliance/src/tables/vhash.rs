@@ -14,10 +14,9 @@
 
 use crate::tables::maglev::{mix64, GOLDEN_GAMMA};
 
-/// The keys of one function of the family, and the seed they came from.
+/// The keys of one function of the family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VectorHash {
-    seed: u64,
     a: [u64; 4],
     b: u64,
 }
@@ -27,16 +26,9 @@ impl VectorHash {
     pub fn new(seed: u64) -> VectorHash {
         let key = |i: u64| mix64(seed.wrapping_add(GOLDEN_GAMMA.wrapping_mul(i)));
         VectorHash {
-            seed,
             a: [key(1), key(2), key(3), key(4)],
             b: key(5),
         }
-    }
-
-    /// The seed the keys came from.
-    #[inline]
-    pub fn seed(&self) -> u64 {
-        self.seed
     }
 
     /// The whole 64-bit sum; take a window at bit 31 or above (see the module).
@@ -92,7 +84,6 @@ mod tests {
     fn keys_come_from_the_seed() {
         assert_eq!(VectorHash::new(3), VectorHash::new(3));
         assert_ne!(VectorHash::new(3), VectorHash::new(4));
-        assert_eq!(VectorHash::new(3).seed(), 3);
         let x = [1, 2, 3, 4];
         assert_ne!(VectorHash::new(3).hash(x), VectorHash::new(4).hash(x));
     }

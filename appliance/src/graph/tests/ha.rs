@@ -328,7 +328,7 @@ fn a_nat64_flow_is_synced_with_its_ipv6_side_and_carried_after_a_takeover() {
     );
 
     let (mut b, snap_b, qb) = node(&config);
-    b.settings.flow_hash_seed = a.settings.flow_hash_seed ^ 0x5555;
+    b.set_flow_hash_seed(a.settings.flow_hash_seed ^ 0x5555);
     for r in &records {
         qb.import[0].push(*r).unwrap();
     }
@@ -369,7 +369,7 @@ fn a_nat64_flow_is_synced_with_its_ipv6_side_and_carried_after_a_takeover() {
 
     // Its end reaches the peer too, found by the provider-side key.
     let (mut c, snap_c, qc) = node(&config);
-    c.settings.flow_hash_seed = 7;
+    c.set_flow_hash_seed(7);
     for r in &records {
         qc.import[0].push(*r).unwrap();
     }

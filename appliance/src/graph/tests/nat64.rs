@@ -852,20 +852,26 @@ fn reply_without_checksum(target: Ipv4Addr, snat_port: u16) -> Vec<u8> {
     r
 }
 
-#[test]
-fn an_ipv6_fragment_whose_l4_header_is_not_first_is_not_translated() {
-    let config = dual_config();
-    let (mut p, snap) = pipeline(&config, 1, 0);
-    // Fragment header, then destination options, then UDP: offsets would not line up.
+/// A UDP fragment of the IPv6 consumer to the dual-stack endpoint that cannot be
+/// translated: a fragment header, then destination options, then UDP (its offsets would
+/// not line up in IPv4).
+fn untranslatable_fragment6() -> Vec<u8> {
     let ext = [60, 0, 0, 1, 0, 0, 0, 5, PROTO_UDP, 0, 1, 4, 0, 0, 0, 0];
-    let f = frame6(
+    frame6(
         a6(HOST6),
         a6(ENDPOINT6),
         PROTO_UDP,
         64,
         (44, &ext),
         udp_dgram(1, 9000, b"x"),
-    );
+    )
+}
+
+#[test]
+fn an_ipv6_fragment_whose_l4_header_is_not_first_is_not_translated() {
+    let config = dual_config();
+    let (mut p, snap) = pipeline(&config, 1, 0);
+    let f = untranslatable_fragment6();
     p.process(&snap, CONSUMER_PORT, VecFrame::new(&f), 0);
     assert_eq!(p.counters().dropped(DropReason::Ipv6NotTranslated), 1);
     assert_eq!(p.flows().len(), 0);
@@ -959,7 +965,7 @@ fn the_consumer_fold_follows_the_pipelines_seed() {
         p.fold_consumer(host),
         crate::graph::nat64::fold(p.settings.flow_hash_seed, host)
     );
-    p.settings.flow_hash_seed ^= 0x5555;
+    p.set_flow_hash_seed(p.settings.flow_hash_seed ^ 0x5555);
     assert_eq!(
         p.fold_consumer(host),
         crate::graph::nat64::fold(p.settings.flow_hash_seed, host)
@@ -978,15 +984,7 @@ fn a_refused_ipv6_packet_is_logged_from_its_ipv6_source() {
     p.set_flow_log(std::sync::Arc::clone(&q), 1000);
     let v4 = udp(CLIENT, 6000, ENDPOINT, 9000, MAC_C, CLIENT_MAC);
     tx(p.process(&snap, CONSUMER_PORT, VecFrame::new(&v4), 0));
-    let ext = [60, 0, 0, 1, 0, 0, 0, 5, PROTO_UDP, 0, 1, 4, 0, 0, 0, 0];
-    let f = frame6(
-        a6(HOST6),
-        a6(ENDPOINT6),
-        PROTO_UDP,
-        64,
-        (44, &ext),
-        udp_dgram(1, 9000, b"x"),
-    );
+    let f = untranslatable_fragment6();
     p.process(&snap, CONSUMER_PORT, VecFrame::new(&f), 1);
     assert_eq!(p.counters().dropped(DropReason::Ipv6NotTranslated), 1);
     p.poll(&snap, 1001);

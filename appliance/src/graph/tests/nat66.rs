@@ -377,7 +377,7 @@ fn a_nat66_flow_is_synced_with_both_ipv6_sides_and_carried_after_a_takeover() {
     assert_eq!((side.target, side.snat), (target, a6(SNAT6)));
 
     let (mut b, snap_b, qb) = node(&config);
-    b.settings.flow_hash_seed = a.settings.flow_hash_seed ^ 0x5555;
+    b.set_flow_hash_seed(a.settings.flow_hash_seed ^ 0x5555);
     for r in &records {
         qb.import[0].push(*r).unwrap();
     }
